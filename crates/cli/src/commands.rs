@@ -1,0 +1,384 @@
+//! One function per subcommand: call the engine, print for people or as JSON.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use hwc_backup_engine::layout::{HostDir, Snapshot};
+use hwc_backup_engine::meta::RunState;
+use hwc_backup_engine::plan::Plan;
+use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
+use hwc_backup_engine::{fsutil, prune, restore, verify};
+use jiff::Zoned;
+
+use crate::args::{Command, ConfigCommand, NowArgs, PruneArgs, RestoreArgs, StatusArgs, VerifyArgs};
+use crate::exit::Exit;
+use crate::progress::Progress;
+
+/// Runs a subcommand.
+pub fn run(cmd: Command) -> Result<Exit> {
+    match cmd {
+        Command::Now(a) => now(a),
+        Command::Status(a) => status(a),
+        Command::Restore(a) => restore_cmd(a),
+        Command::Verify(a) => verify_cmd(a),
+        Command::Prune(a) => prune_cmd(a),
+        Command::Config { command: ConfigCommand::Check { file } } => config_check(&file),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// Parses a `--now` testing clock.
+fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
+    let Some(t) = text else { return Ok(None) };
+    let ts: jiff::Timestamp =
+        t.parse().with_context(|| format!("--now {t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00"))?;
+    // Keep the offset the user wrote: it is what the snapshot records and retention reads.
+    let offset = jiff::fmt::temporal::DateTimeParser::new()
+        .parse_zoned(format!("{t}[{}]", offset_of(t)))
+        .map(|z| z.offset())
+        .unwrap_or(jiff::tz::Offset::UTC);
+    Ok(Some(ts.to_zoned(jiff::tz::TimeZone::fixed(offset))))
+}
+
+/// The offset part of an RFC 3339 string (`Z` → `+00:00`).
+fn offset_of(t: &str) -> String {
+    if t.ends_with('Z') || t.ends_with('z') {
+        return "+00:00".into();
+    }
+    t.get(t.len().saturating_sub(6)..).unwrap_or("+00:00").to_string()
+}
+
+fn plan_for_now(a: &NowArgs) -> Result<Plan> {
+    if a.sources.is_empty() && a.target.dest.is_none() {
+        return a.target.load_plan();
+    }
+    if a.target.config.is_some() {
+        bail!(hwc_backup_engine::Error::config("--config", "give either --config or --source/--dest, not both"));
+    }
+    let Some(dest) = &a.target.dest else {
+        bail!(hwc_backup_engine::Error::config("--dest", "is required with --source"));
+    };
+    if a.sources.is_empty() {
+        bail!(hwc_backup_engine::Error::config("--source", "is required with --dest"));
+    }
+    let host = a.target.host.clone().unwrap_or_else(fsutil::hostname);
+    let mut plan = Plan::ad_hoc(host, a.sources.clone(), dest.clone(), a.excludes.clone());
+    plan.destination.require_mount_point = a.require_mount_point;
+    plan.destination.min_free_bytes = a.min_free_gb.unwrap_or(0) << 30;
+    plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
+    plan.validate()?;
+    Ok(plan)
+}
+
+fn now(a: NowArgs) -> Result<Exit> {
+    let plan = plan_for_now(&a)?;
+    let mut opts = RunOptions::for_plan(&plan);
+    opts.now = parse_now(&a.now)?;
+    opts.allow_shrink = a.allow_shrink;
+    opts.prune = opts.prune && !a.no_prune;
+    if let Some(t) = a.threads {
+        opts.threads = t.max(1);
+    }
+    let progress = Progress::new(!a.json);
+    let report = run::run(&plan, &opts, &|c| progress.counts(c));
+    progress.finish();
+    record_last_run(&plan, &report);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_run(&report)?;
+    }
+    if report.error.as_deref().is_some_and(|e| e.contains("is locked by another run")) {
+        return Ok(Exit::Locked);
+    }
+    Ok(Exit::from_state(report.state))
+}
+
+/// Keeps the last run's report for `status` and health checks; best effort, because a
+/// missing state directory must never turn a good backup into a failed one.
+fn record_last_run(plan: &Plan, report: &RunReport) {
+    let dir = plan.state_dir.join(&plan.host);
+    let write = || -> hwc_backup_engine::Result<()> {
+        std::fs::create_dir_all(&dir).map_err(|e| hwc_backup_engine::Error::io("create directory", &dir, e))?;
+        fsutil::write_durably(
+            &dir.join("last-run.json"),
+            &serde_json::to_vec_pretty(report).expect("report serializes"),
+        )
+    };
+    if let Err(e) = write() {
+        tracing::info!("not recording the last run: {e}");
+    }
+}
+
+fn print_run(r: &RunReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let c = &r.counts;
+    for name in &r.cleaned_up {
+        writeln!(out, "cleaned up the leftover of an interrupted run: {name}")?;
+    }
+    match r.state {
+        RunState::Failed => {
+            writeln!(out, "backup of {} FAILED: {}", r.host, r.error.as_deref().unwrap_or("unknown error"))?;
+            writeln!(out, "nothing was published; earlier snapshots are untouched")?;
+        }
+        state => {
+            writeln!(out, "snapshot {} ({})", r.snapshot.as_deref().unwrap_or("?"), state.as_str())?;
+            writeln!(
+                out,
+                "  {} files, {} directories, {} symlinks; {} linked ({}), {} copied ({})",
+                c.files,
+                c.directories,
+                c.symlinks,
+                c.linked,
+                human_bytes(c.bytes_linked),
+                c.copied,
+                human_bytes(c.bytes_copied)
+            )?;
+            if c.emlink_fallbacks > 0 {
+                writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;
+            }
+            for w in r.warnings.iter().take(20) {
+                writeln!(out, "  warning: {}: {}", w.path.display(), w.message)?;
+            }
+            if c.warnings > 20 {
+                writeln!(out, "  … {} warnings in all (see the snapshot's meta.json)", c.warnings)?;
+            }
+        }
+    }
+    if let Some(p) = &r.prune {
+        match &p.refused {
+            Some(reason) => writeln!(out, "prune refused: {reason}")?,
+            None if p.removals() > 0 => writeln!(out, "pruned {} expired snapshot(s)", p.removals())?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn status(a: StatusArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    let snapshots = t.host.list()?;
+    let last_run: Option<serde_json::Value> = std::fs::read(t.state_dir.join(&t.host_name).join("last-run.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
+    if a.json {
+        let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
+        print_json(&serde_json::json!({
+            "host": t.host_name, "hostDir": t.host.root(), "snapshots": list,
+            "lastRun": last_run, "freeBytes": free,
+        }))?;
+        return Ok(Exit::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "host {} at {}", t.host_name, t.host.root().display())?;
+    if snapshots.is_empty() {
+        writeln!(out, "  no complete snapshots yet")?;
+    }
+    for tier in hwc_backup_engine::layout::TIERS {
+        let of_tier: Vec<&Snapshot> = snapshots.iter().filter(|s| s.tier == tier).collect();
+        if of_tier.is_empty() {
+            continue;
+        }
+        writeln!(out, "{} ({}):", tier.as_str(), of_tier.len())?;
+        for s in of_tier.iter().rev() {
+            writeln!(
+                out,
+                "  {}  {:<7}  {} new, {} files",
+                s.name,
+                s.meta.state.as_str(),
+                human_bytes(s.meta.counts.bytes_copied),
+                s.meta.counts.files
+            )?;
+        }
+    }
+    if let Some(lr) = last_run {
+        let state = lr["state"].as_str().unwrap_or("?");
+        let when = lr["startedAt"].as_str().unwrap_or("?");
+        let err = lr["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+        writeln!(out, "last run: {state} at {when}{err}")?;
+    }
+    if let Some(f) = free {
+        writeln!(out, "free at destination: {}", human_bytes(f))?;
+    }
+    Ok(Exit::Success)
+}
+
+fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id(), "tier": s.tier, "name": s.name, "path": s.path, "state": s.meta.state,
+        "startedAt": s.meta.started_at, "utcOffset": s.meta.started_local().offset().to_string(),
+        "bytesCopied": s.meta.counts.bytes_copied, "bytesLinked": s.meta.counts.bytes_linked,
+        "files": s.meta.counts.files, "warnings": s.meta.counts.warnings,
+    })
+}
+
+fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    if a.list {
+        let snapshots = t.host.list()?;
+        if a.json {
+            print_json(&snapshots.iter().map(snapshot_json).collect::<Vec<_>>())?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            for s in snapshots.iter().rev() {
+                writeln!(
+                    out,
+                    "{}  {}  {}",
+                    s.id(),
+                    s.meta.started_local().strftime("%Y-%m-%d %H:%M:%S %:z"),
+                    s.meta.state.as_str()
+                )?;
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    let (Some(name), Some(path), Some(dest)) = (&a.snapshot, &a.path, &a.destination) else {
+        bail!(hwc_backup_engine::Error::config(
+            "restore",
+            "give --list, or SNAPSHOT PATH DESTINATION (e.g. latest /home/alice/notes.txt /tmp/notes.txt)"
+        ));
+    };
+    let snapshot = t.host.resolve(name)?;
+    let opts = restore::RestoreOptions { force: a.force, dry_run: a.dry_run };
+    let report = restore::restore(&snapshot, path, dest, opts)?;
+    if a.json {
+        print_json(&report)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        let verb = if a.dry_run { "would write" } else { "restored" };
+        if a.dry_run {
+            for p in &report.written {
+                writeln!(out, "{p}", p = p.display())?;
+            }
+        }
+        writeln!(
+            out,
+            "{verb} {} from {} to {} ({} entries, {})",
+            report.source.display(),
+            report.snapshot,
+            report.target.display(),
+            report.written.len(),
+            human_bytes(report.bytes)
+        )?;
+    }
+    Ok(Exit::Success)
+}
+
+fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    let snapshots: Vec<Snapshot> =
+        if a.all { t.host.list()? } else { vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?] };
+    let threads = a.threads.unwrap_or_else(run::default_threads);
+    let progress = Progress::new(!a.json);
+    let latest = t.host.newest()?.map(|s| s.path);
+    let mut reports = Vec::new();
+    for s in &snapshots {
+        let sample = if Some(&s.path) == latest.as_ref() { a.sample } else { 0 };
+        reports.push(verify::verify(s, threads, sample, &|f, b| progress.hashed(f, b))?);
+    }
+    progress.finish();
+    let clean = reports.iter().all(verify::VerifyReport::is_clean);
+    if a.json {
+        print_json(&reports)?;
+    } else {
+        print_verify(&reports)?;
+    }
+    Ok(if clean { Exit::Success } else { Exit::Failed })
+}
+
+fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for r in reports {
+        let verdict = if r.is_clean() { "OK" } else { "DAMAGED" };
+        writeln!(
+            out,
+            "{}: {verdict}: {} files ({}) checked",
+            r.snapshot,
+            r.files_checked,
+            human_bytes(r.bytes_checked)
+        )?;
+        for (what, list) in [
+            ("changed", &r.changed),
+            ("missing", &r.missing),
+            ("unexpected", &r.unexpected),
+            ("differs from live source", &r.sample_mismatches),
+        ] {
+            for p in list {
+                writeln!(out, "  {what}: {}", p.display())?;
+            }
+        }
+        if r.sampled > 0 {
+            writeln!(
+                out,
+                "  sampled {} files against the live source ({} changed there since)",
+                r.sampled, r.sample_changed_since
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn prune_cmd(a: PruneArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    let plan = match &t.plan {
+        Some(p) => p.clone(),
+        None => Plan::ad_hoc(
+            t.host_name.clone(),
+            vec!["/".into()],
+            t.host.root().parent().unwrap_or(Path::new("/")).to_path_buf(),
+            vec![],
+        ),
+    };
+    let policy = plan.retention_policy()?;
+    let now = parse_now(&a.now)?.map_or_else(jiff::Timestamp::now, |z| z.timestamp());
+    let host: &HostDir = &t.host;
+    let decision = if a.dry_run {
+        prune::plan(&host.list()?, &policy, now, plan.max_age())
+    } else {
+        let _lock = hwc_backup_engine::lock::HostLock::acquire(&host.lock_path(), "prune")?;
+        let d = prune::plan(&host.list()?, &policy, now, plan.max_age());
+        prune::execute(host, &d)?;
+        drop(_lock);
+        prune::empty_trash(host)?;
+        d
+    };
+    if a.json {
+        print_json(&decision)?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for i in &decision.items {
+            let action = match (i.keep, i.tier) {
+                (true, Some(t)) if format!("{}/{}", t.as_str(), i.name) != i.id => {
+                    format!("keep → {}", t.as_str())
+                }
+                (true, _) => "keep".to_string(),
+                (false, _) => "remove".to_string(),
+            };
+            writeln!(out, "{:<32} {:<16} {}", i.id, action, i.reasons.join(", "))?;
+        }
+        if let Some(r) = &decision.refused {
+            writeln!(out, "prune refused: {r}")?;
+        }
+    }
+    Ok(if decision.refused.is_some() { Exit::Failed } else { Exit::Success })
+}
+
+fn config_check(file: &Path) -> Result<Exit> {
+    let plan = Plan::load(file)?;
+    println!(
+        "{}: valid plan version {} for host {} ({} sources)",
+        file.display(),
+        plan.version,
+        plan.host,
+        plan.sources.len()
+    );
+    Ok(Exit::Success)
+}

@@ -1,0 +1,52 @@
+//! The `hwc-backup` binary: parses arguments, calls the engine, prints, exits.
+
+mod args;
+mod commands;
+mod exit;
+mod progress;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse_from(args::args_with_argv0_alias()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage } else { Exit::Success };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    init_logging(cli.verbose);
+    match commands::run(cli.command) {
+        Ok(code) => code.into(),
+        Err(e) => {
+            // A closed pipe (`hwc-backup status | head`) is not an error worth a message.
+            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+                return Exit::Success.into();
+            }
+            eprintln!("hwc-backup: error: {e:#}");
+            Exit::from_error(&e).into()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HWC_BACKUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

@@ -1,0 +1,319 @@
+//! Low-level operations on one entry, relative to open directory descriptors.
+//!
+//! Everything here works on `(directory fd, name)` pairs rather than full paths: the kernel
+//! then resolves one component per call instead of the whole path, which is what makes a
+//! hard-link snapshot cost about one `fstatat` and one `linkat` per unchanged file (rsync 3.5
+//! re-resolves the link-dest path from `/` for every file; see the performance issue).
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timestamps, XattrFlags};
+
+use crate::manifest::Hash;
+
+/// Flags for opening source entries: never follow a symlink swapped in under us, and do not
+/// touch access times (where permitted).
+fn src_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
+    Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// Opens a directory below `dir` without following symlinks.
+pub fn open_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(dir, name, src_flags() | OFlags::DIRECTORY, Mode::empty())?)
+}
+
+/// The file type bits of a `Stat`.
+pub fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+/// The quick check: an entry is unchanged when type, permissions, owner, size and mtime (to
+/// the nanosecond) match. This is rsync's rule plus mode and owner, which a hard link would
+/// otherwise silently carry over from the old copy.
+pub fn unchanged(a: &Stat, b: &Stat) -> bool {
+    a.st_mode == b.st_mode
+        && a.st_uid == b.st_uid
+        && a.st_gid == b.st_gid
+        && a.st_size == b.st_size
+        && a.st_mtime == b.st_mtime
+        && a.st_mtime_nsec == b.st_mtime_nsec
+}
+
+/// Whether the content may have changed between two stats of the same open file.
+pub fn changed_while_open(before: &Stat, after: &Stat) -> bool {
+    before.st_size != after.st_size
+        || before.st_mtime != after.st_mtime
+        || before.st_mtime_nsec != after.st_mtime_nsec
+        || before.st_ctime != after.st_ctime
+        || before.st_ctime_nsec != after.st_ctime_nsec
+}
+
+/// `linkat(from_dir/name, to_dir/name)`.
+pub fn link_at(from: BorrowedFd, to: BorrowedFd, name: &CStr) -> io::Result<()> {
+    Ok(rustix::fs::linkat(from, name, to, name, AtFlags::empty())?)
+}
+
+/// Opens a source regular file for reading.
+pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    // O_NOATIME is refused (EPERM) for files we do not own when we lack CAP_FOWNER.
+    match rustix::fs::openat(dir, name, src_flags() | OFlags::NOATIME, Mode::empty()) {
+        Ok(fd) => Ok(fd.into()),
+        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, src_flags(), Mode::empty())?.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a new file for writing; fails if it exists.
+pub fn create_file_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?.into())
+}
+
+/// What a copy produced.
+pub struct Copied {
+    /// BLAKE3 of the whole logical content (holes hash as zeros).
+    pub hash: Hash,
+    /// Bytes of data written (holes are not written).
+    pub bytes_written: u64,
+}
+
+/// Copies `src` to `dst`, hashing as it goes. Sparse files keep their holes: the data
+/// segments are found with `SEEK_DATA`/`SEEK_HOLE`, holes are skipped on the destination and
+/// fed to the hash as zeros, and the length is set at the end.
+pub fn copy_contents(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> io::Result<Copied> {
+    const BUF: usize = 1 << 20;
+    buf.resize(BUF, 0);
+    let mut hasher = blake3::Hasher::new();
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+    let written = if size > 0 && allocated < size {
+        copy_sparse(src, dst, size, &mut hasher, buf)?
+    } else {
+        copy_dense(src, dst, &mut hasher, buf)?
+    };
+    Ok(Copied { hash: *hasher.finalize().as_bytes(), bytes_written: written })
+}
+
+fn copy_dense(mut src: &File, dst: &mut File, hasher: &mut blake3::Hasher, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let n = match src.read(buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+fn copy_sparse(src: &File, dst: &mut File, size: u64, hasher: &mut blake3::Hasher, buf: &mut [u8]) -> io::Result<u64> {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    let mut pos = 0u64;
+    let mut written = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            Err(rustix::io::Errno::NXIO) => size, // only a hole remains
+            Err(e) => return Err(e.into()),
+        };
+        let mut hole = data - pos;
+        while hole > 0 {
+            let n = hole.min(ZEROS.len() as u64) as usize;
+            hasher.update(&ZEROS[..n]);
+            hole -= n as u64;
+        }
+        pos = data;
+        if pos >= size {
+            break;
+        }
+        let end = match rustix::fs::seek(src, SeekFrom::Hole(pos)) {
+            Ok(h) => h.min(size),
+            Err(e) => return Err(e.into()),
+        };
+        while pos < end {
+            let want = (end - pos).min(buf.len() as u64) as usize;
+            let n = src.read_at(&mut buf[..want], pos)?;
+            if n == 0 {
+                break; // file shrank; the caller's re-stat reports it
+            }
+            hasher.update(&buf[..n]);
+            dst.write_all_at(&buf[..n], pos)?;
+            pos += n as u64;
+            written += n as u64;
+        }
+    }
+    dst.set_len(size)?;
+    Ok(written)
+}
+
+/// Hashes a file's content.
+pub fn hash_file(f: &File, buf: &mut Vec<u8>) -> io::Result<Hash> {
+    buf.resize(1 << 20, 0);
+    let mut hasher = blake3::Hasher::new();
+    let mut f = f;
+    loop {
+        match f.read(buf) {
+            Ok(0) => return Ok(*hasher.finalize().as_bytes()),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Copies extended attributes (POSIX ACLs are the `system.posix_acl_*` attributes, so they
+/// come along) from one open file to another.
+pub fn copy_xattrs_fd(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
+    let names = list(|b| rustix::fs::flistxattr(src, b))?;
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let name = CString::new(name).expect("split on NUL");
+        let value = match list(|b| rustix::fs::fgetxattr(src, &name, b)) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => continue,
+            Err(e) => return Err(e),
+        };
+        rustix::fs::fsetxattr(dst, &name, &value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Copies extended attributes between paths without following symlinks (used for device
+/// nodes and FIFOs, which cannot be opened safely).
+pub fn copy_xattrs_path(src: &CStr, dst: &CStr) -> io::Result<()> {
+    let names = list(|b| rustix::fs::llistxattr(src, b))?;
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let name = CString::new(name).expect("split on NUL");
+        let value = list(|b| rustix::fs::lgetxattr(src, &name, b))?;
+        rustix::fs::lsetxattr(dst, &name, &value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// Calls a "fill this buffer" xattr function, growing the buffer on ERANGE.
+fn list(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let need = f(&mut []).map_err(io::Error::from)?;
+                buf.resize(need.max(buf.len() * 2), 0);
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn timestamps(st: &Stat) -> Timestamps {
+    Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: st.st_atime as _, tv_nsec: st.st_atime_nsec as _ },
+        last_modification: rustix::fs::Timespec { tv_sec: st.st_mtime as _, tv_nsec: st.st_mtime_nsec as _ },
+    }
+}
+
+/// Whether this process may give files away (chown to other users).
+pub fn can_chown() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Applies owner, mode, xattrs and times from `st`/`src` to an open destination. The order
+/// matters: chown clears set-id bits, so mode comes after it; times come last because
+/// setting xattrs does not touch mtime but writing would.
+pub fn apply_meta_fd(src: Option<BorrowedFd>, dst: BorrowedFd, st: &Stat) -> io::Result<()> {
+    if can_chown() {
+        rustix::fs::fchown(dst, Some(uid(st)), Some(gid(st)))?;
+    }
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    if let Some(src) = src {
+        copy_xattrs_fd(src, dst)?;
+    }
+    rustix::fs::futimens(dst, &timestamps(st))?;
+    Ok(())
+}
+
+fn uid(st: &Stat) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(st.st_uid)
+}
+fn gid(st: &Stat) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(st.st_gid)
+}
+
+/// Recreates a symlink with its owner and times.
+pub fn copy_symlink(src_dir: BorrowedFd, dst_dir: BorrowedFd, name: &CStr, st: &Stat) -> io::Result<()> {
+    let target = rustix::fs::readlinkat(src_dir, name, Vec::new())?;
+    rustix::fs::symlinkat(&target, dst_dir, name)?;
+    if can_chown() {
+        rustix::fs::chownat(dst_dir, name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    rustix::fs::utimensat(dst_dir, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// Recreates a FIFO or device node with its owner, mode, xattrs and times.
+pub fn copy_special(src_dir: BorrowedFd, dst_dir: BorrowedFd, name: &CStr, st: &Stat) -> io::Result<()> {
+    let ft = file_type(st);
+    rustix::fs::mknodat(dst_dir, name, ft, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)?;
+    if can_chown() {
+        rustix::fs::chownat(dst_dir, name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+    let (s, d) = (fd_path(src_dir, name), fd_path(dst_dir, name));
+    copy_xattrs_path(&s, &d)?;
+    rustix::fs::utimensat(dst_dir, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// `/proc/self/fd/N/name`: a path to `name` in an open directory, for the few calls that
+/// have no `*at` form.
+fn fd_path(dir: BorrowedFd, name: &CStr) -> CString {
+    use std::os::fd::AsRawFd;
+    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    p.extend_from_slice(name.to_bytes());
+    CString::new(p).expect("no NUL in a file name")
+}
+
+/// Creates a directory that only we can enter while it is being filled; its real mode is
+/// applied when it is complete.
+pub fn make_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Whether an I/O error concerns the destination as a whole (no space, read-only, I/O
+/// error) and must stop the run, rather than one source file.
+pub fn is_fatal_dest_error(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let fatal = [Errno::NOSPC, Errno::DQUOT, Errno::ROFS, Errno::IO, Errno::NOMEM, Errno::MFILE, Errno::NFILE];
+    e.raw_os_error().is_some_and(|c| fatal.iter().any(|f| f.raw_os_error() == c))
+}
+
+/// A borrowed fd from anything that has one.
+pub fn fd<T: AsFd>(t: &T) -> BorrowedFd<'_> {
+    t.as_fd()
+}

@@ -1,0 +1,41 @@
+//! The engine of hwc-backup: hard-linked, rotated, verifiable snapshots.
+//!
+//! A snapshot is a plain directory tree holding every source under its absolute path, in
+//! which each file unchanged since the previous snapshot is a hard link to the previous copy
+//! and everything else is a fresh copy. Each snapshot carries its metadata and a BLAKE3
+//! manifest, and becomes visible by a single rename, so readers never see half of one.
+//!
+//! This crate never prints, exits or parses arguments; the `hwc-backup` binary does. The main
+//! entry points:
+//!
+//! - [`plan::Plan`]: the JSON plan (the contract with the NixOS module), strictly validated.
+//! - [`run::run`]: one backup run, ending `success`, `partial` or `failed`.
+//! - [`layout::HostDir`]: listing and resolving snapshots of one host.
+//! - [`restore::restore`], [`verify::verify`], [`prune::plan`] / [`prune::execute`].
+//!
+//! ```no_run
+//! use hwc_backup_engine::{plan::Plan, run};
+//! let plan = Plan::ad_hoc("laptop".into(), vec!["/home".into()], "/mnt/backup".into(), vec![".cache".into()]);
+//! let report = run::run(&plan, &run::RunOptions::for_plan(&plan), &|_| {});
+//! println!("{:?}: {:?}", report.state, report.snapshot);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod exclude;
+pub mod fsops;
+pub mod fsutil;
+pub mod layout;
+pub mod lock;
+pub mod manifest;
+pub mod meta;
+pub mod plan;
+pub mod prune;
+pub mod restore;
+pub mod retention;
+pub mod run;
+pub mod snapshot;
+pub mod verify;
+
+pub use error::{Error, Result};

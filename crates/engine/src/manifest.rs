@@ -1,0 +1,261 @@
+//! The manifest: one BLAKE3 hash per regular file of a snapshot.
+//!
+//! The format is `b3sum`'s, with paths relative to the snapshot directory, so anyone can check
+//! a snapshot without this tool: `cd SNAPSHOT && b3sum --check .hwc-backup/manifest.b3`.
+//! Like b3sum, a path holding a backslash or newline is escaped and its line starts with `\`.
+//!
+//! Lines are written in the engine's walk order — directories in pre-order with sorted
+//! names, and within a directory its files sorted by name, before its subdirectories. That
+//! order is total over `(directory, name)` pairs (see [`cmp_key`]), which lets the next run
+//! read the previous manifest as a stream in lockstep with its own walk and inherit the hash
+//! of every hard-linked file without holding the whole tree in memory.
+
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+
+/// A BLAKE3 hash.
+pub type Hash = [u8; 32];
+
+/// Compares two `(directory, name)` keys in walk order. Directories compare component by
+/// component (a parent before its children); the name breaks ties. Equivalent to comparing
+/// bytes with `/` ranked below every other byte.
+pub fn cmp_key(a_dir: &[u8], a_name: &[u8], b_dir: &[u8], b_name: &[u8]) -> Ordering {
+    cmp_dir(a_dir, b_dir).then_with(|| a_name.cmp(b_name))
+}
+
+/// Compares directory paths component by component.
+pub fn cmp_dir(a: &[u8], b: &[u8]) -> Ordering {
+    let rank = |c: u8| if c == b'/' { 0u16 } else { u16::from(c) + 1 };
+    a.iter().map(|&c| rank(c)).cmp(b.iter().map(|&c| rank(c)))
+}
+
+/// Streams manifest lines to a file.
+pub struct ManifestWriter {
+    out: BufWriter<File>,
+    path: PathBuf,
+    line: Vec<u8>,
+}
+
+impl ManifestWriter {
+    /// Creates the manifest file.
+    pub fn create(path: &Path) -> Result<ManifestWriter> {
+        let f = File::create(path).ctx("create", path)?;
+        Ok(ManifestWriter { out: BufWriter::with_capacity(1 << 16, f), path: path.to_path_buf(), line: Vec::new() })
+    }
+
+    /// Appends the hash of `dir/name` (relative to the snapshot root).
+    pub fn add(&mut self, dir: &[u8], name: &[u8], hash: &Hash) -> Result<()> {
+        let line = &mut self.line;
+        line.clear();
+        let needs_escape = dir.iter().chain(name).any(|&c| c == b'\\' || c == b'\n');
+        if needs_escape {
+            line.push(b'\\');
+        }
+        line.extend_from_slice(blake3::Hash::from_bytes(*hash).to_hex().as_bytes());
+        line.extend_from_slice(b"  ");
+        let mut push = |bytes: &[u8]| {
+            for &c in bytes {
+                match c {
+                    b'\\' if needs_escape => line.extend_from_slice(b"\\\\"),
+                    b'\n' => line.extend_from_slice(b"\\n"),
+                    _ => line.push(c),
+                }
+            }
+        };
+        if !dir.is_empty() {
+            push(dir);
+            push(b"/");
+        }
+        push(name);
+        line.push(b'\n');
+        self.out.write_all(line).ctx("write", &self.path)
+    }
+
+    /// Flushes and fsyncs the manifest.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path;
+        let f = self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
+        f.sync_all().ctx("sync", &path)
+    }
+}
+
+/// One manifest line, split into directory and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Directory relative to the snapshot root (no leading or trailing `/`).
+    pub dir: Vec<u8>,
+    /// File name.
+    pub name: Vec<u8>,
+    /// Its hash.
+    pub hash: Hash,
+}
+
+impl Entry {
+    /// The path relative to the snapshot root.
+    pub fn rel_path(&self) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        let mut p = self.dir.clone();
+        if !p.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&self.name);
+        PathBuf::from(std::ffi::OsStr::from_bytes(&p))
+    }
+}
+
+/// Reads a manifest line by line.
+pub struct ManifestReader {
+    input: Box<dyn BufRead + Send>,
+    path: PathBuf,
+    line: Vec<u8>,
+    line_no: u64,
+}
+
+impl ManifestReader {
+    /// Opens a manifest.
+    pub fn open(path: &Path) -> Result<ManifestReader> {
+        let f = File::open(path).ctx("open", path)?;
+        Ok(ManifestReader {
+            input: Box::new(BufReader::with_capacity(1 << 16, f)),
+            path: path.to_path_buf(),
+            line: Vec::new(),
+            line_no: 0,
+        })
+    }
+
+    /// The next entry, or `None` at the end.
+    pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        self.line.clear();
+        let n = self.input.read_until(b'\n', &mut self.line).ctx("read", &self.path)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        parse_line(&self.line).map(Some).ok_or_else(|| Error::Format {
+            path: self.path.clone(),
+            message: format!("line {} is not `<hash>  <path>`", self.line_no),
+        })
+    }
+}
+
+fn parse_line(line: &[u8]) -> Option<Entry> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let (escaped, line) = match line.strip_prefix(b"\\") {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    if line.len() < 66 || &line[64..66] != b"  " {
+        return None;
+    }
+    let hash = blake3::Hash::from_hex(&line[..64]).ok()?;
+    let raw = &line[66..];
+    let path = if escaped { unescape(raw)? } else { raw.to_vec() };
+    let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
+        None => (Vec::new(), path),
+    };
+    Some(Entry { dir, name, hash: *hash.as_bytes() })
+}
+
+fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut it = raw.iter();
+    while let Some(&c) = it.next() {
+        if c == b'\\' {
+            match it.next()? {
+                b'\\' => out.push(b'\\'),
+                b'n' => out.push(b'\n'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+/// Looks up hashes in a previous manifest in walk order, streaming: each lookup key must be
+/// greater than the previous one, and the reader never goes back.
+pub struct Cursor {
+    reader: Option<ManifestReader>,
+    current: Option<Entry>,
+}
+
+impl Cursor {
+    /// A cursor over the manifest at `path`; a missing or unreadable manifest gives a cursor
+    /// that finds nothing (files are then hashed again rather than trusted blindly).
+    pub fn open(path: &Path) -> Cursor {
+        match ManifestReader::open(path) {
+            Ok(mut r) => {
+                let current = r.next_entry().ok().flatten();
+                Cursor { reader: Some(r), current }
+            }
+            Err(_) => Cursor::empty(),
+        }
+    }
+
+    /// A cursor that finds nothing.
+    pub fn empty() -> Cursor {
+        Cursor { reader: None, current: None }
+    }
+
+    /// The hash recorded for `dir/name`, if the manifest has one.
+    pub fn find(&mut self, dir: &[u8], name: &[u8]) -> Option<Hash> {
+        loop {
+            let cur = self.current.as_ref()?;
+            match cmp_key(&cur.dir, &cur.name, dir, name) {
+                Ordering::Less => self.advance(),
+                Ordering::Equal => return Some(cur.hash),
+                Ordering::Greater => return None,
+            }
+        }
+    }
+
+    fn advance(&mut self) {
+        self.current = match &mut self.reader {
+            Some(r) => r.next_entry().ok().flatten(),
+            None => None,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_order_is_component_wise() {
+        assert_eq!(cmp_dir(b"a", b"a/b"), Ordering::Less);
+        assert_eq!(cmp_dir(b"a/b", b"a-c"), Ordering::Less, "'/' ranks below '-'");
+        assert_eq!(cmp_dir(b"", b"a"), Ordering::Less);
+        assert_eq!(cmp_dir(b"a/z", b"b"), Ordering::Less);
+    }
+
+    #[test]
+    fn write_read_and_find() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.b3");
+        let mut w = ManifestWriter::create(&path).unwrap();
+        let h = |b: u8| [b; 32];
+        w.add(b"home", b"a.txt", &h(1)).unwrap();
+        w.add(b"home", b"we\\ird\nname", &h(2)).unwrap();
+        w.add(b"home/a", b"x", &h(3)).unwrap();
+        w.add(b"home/a-b", b"y", &h(4)).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read(&path).unwrap();
+        assert!(text.starts_with(blake3::Hash::from_bytes(h(1)).to_hex().as_bytes()));
+        assert!(text.windows(3).any(|w| w == b"\n\\0"), "escaped line starts with a backslash");
+
+        let mut c = Cursor::open(&path);
+        assert_eq!(c.find(b"home", b"a.txt"), Some(h(1)));
+        assert_eq!(c.find(b"home", b"b.txt"), None);
+        assert_eq!(c.find(b"home", b"we\\ird\nname"), Some(h(2)));
+        assert_eq!(c.find(b"home/a", b"x"), Some(h(3)));
+        assert_eq!(c.find(b"home/a-b", b"y"), Some(h(4)));
+        assert_eq!(c.find(b"zzz", b"y"), None);
+    }
+}

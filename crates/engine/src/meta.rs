@@ -1,0 +1,193 @@
+//! Per-snapshot metadata: `<snapshot>/.hwc-backup/meta.json`.
+//!
+//! It lives inside the snapshot directory so that publishing the tree and its metadata is
+//! one rename. Times are stored in UTC together with the local offset of the run, because
+//! retention reads calendar fields in the offset recorded at backup time (restic's rule).
+
+use std::path::{Path, PathBuf};
+
+use jiff::tz::Offset;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The metadata directory inside every snapshot.
+pub const META_DIR: &str = ".hwc-backup";
+/// The metadata file inside [`META_DIR`].
+pub const META_FILE: &str = "meta.json";
+/// The manifest file inside [`META_DIR`].
+pub const MANIFEST_FILE: &str = "manifest.b3";
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Published, nothing to report.
+    Success,
+    /// Published, with warnings (a file vanished, changed while read, could not be read).
+    Partial,
+    /// Nothing published.
+    Failed,
+}
+
+impl RunState {
+    /// The lowercase name used in logs, metrics and hook environments.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Success => "success",
+            RunState::Partial => "partial",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+/// What a snapshot run did, counted.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Counts {
+    /// Regular files in the snapshot.
+    pub files: u64,
+    /// Directories in the snapshot.
+    pub directories: u64,
+    /// Symbolic links.
+    pub symlinks: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
+    /// Entries hard-linked to the previous snapshot.
+    pub linked: u64,
+    /// Regular files copied (new or changed).
+    pub copied: u64,
+    /// Bytes copied.
+    pub bytes_copied: u64,
+    /// Bytes shared with the previous snapshot through hard links.
+    pub bytes_linked: u64,
+    /// Warnings (see `warnings`).
+    pub warnings: u64,
+    /// Links that hit the filesystem's link-count limit and were copied instead.
+    pub emlink_fallbacks: u64,
+    /// Sockets, which cannot be backed up, skipped.
+    pub sockets_skipped: u64,
+    /// Entries left out by the exclude patterns.
+    pub excluded: u64,
+}
+
+/// One thing that went wrong with one path without failing the run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Warning {
+    /// The source path.
+    pub path: PathBuf,
+    /// What happened.
+    pub message: String,
+}
+
+/// The metadata of one snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotMeta {
+    /// Version of this metadata format.
+    pub format: u32,
+    /// `hwc-backup <version>`.
+    pub tool: String,
+    /// Host name.
+    pub host: String,
+    /// Snapshot directory name.
+    pub name: String,
+    /// `success` or `partial` (failed runs publish nothing).
+    pub state: RunState,
+    /// Start of the run, UTC.
+    pub started_at: Timestamp,
+    /// End of the run, UTC.
+    pub finished_at: Timestamp,
+    /// The local UTC offset at the start, e.g. `+01:00`.
+    #[serde(with = "offset_text")]
+    pub utc_offset: Offset,
+    /// Sources, as given.
+    pub sources: Vec<PathBuf>,
+    /// Exclude patterns, as given.
+    pub exclude_patterns: Vec<String>,
+    /// The snapshot unchanged files were linked to (`daily/NAME`), if any.
+    pub link_base: Option<String>,
+    /// The counts.
+    pub counts: Counts,
+    /// Regular files under each source, for the shrink guard of the next run.
+    #[serde(default)]
+    pub files_per_source: std::collections::BTreeMap<PathBuf, u64>,
+    /// The first warnings (at most [`MAX_WARNINGS_KEPT`]; `counts.warnings` has the total).
+    pub warnings: Vec<Warning>,
+    /// `/run/current-system` at backup time, on NixOS.
+    pub nixos_system: Option<PathBuf>,
+}
+
+/// How many warnings are kept verbatim in the metadata.
+pub const MAX_WARNINGS_KEPT: usize = 1000;
+
+impl SnapshotMeta {
+    /// The start time in the recorded offset.
+    pub fn started_local(&self) -> jiff::Zoned {
+        self.started_at.to_zoned(jiff::tz::TimeZone::fixed(self.utc_offset))
+    }
+
+    /// Reads `meta.json` from a snapshot's metadata directory.
+    pub fn read(meta_dir: &Path) -> Result<SnapshotMeta> {
+        let path = meta_dir.join(META_FILE);
+        let text = std::fs::read(&path).ctx("read", &path)?;
+        serde_json::from_slice(&text).map_err(|e| Error::Format { path, message: e.to_string() })
+    }
+
+    /// Writes `meta.json` durably (write, fsync).
+    pub fn write(&self, meta_dir: &Path) -> Result<()> {
+        let path = meta_dir.join(META_FILE);
+        let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        text.push(b'\n');
+        crate::fsutil::write_durably(&path, &text)
+    }
+}
+
+/// The current NixOS system generation, if this is NixOS.
+pub fn nixos_system() -> Option<PathBuf> {
+    std::fs::read_link("/run/current-system").ok()
+}
+
+/// Offsets are stored as `+01:00`, as in RFC 3339.
+mod offset_text {
+    use jiff::tz::Offset;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(o: &Offset, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*o))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Offset, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a UTC offset like +01:00")))
+    }
+
+    pub fn format(o: Offset) -> String {
+        let secs = o.seconds();
+        let sign = if secs < 0 { '-' } else { '+' };
+        let a = secs.unsigned_abs();
+        format!("{sign}{:02}:{:02}", a / 3600, (a % 3600) / 60)
+    }
+
+    pub fn parse(text: &str) -> Option<Offset> {
+        let (sign, rest) = match text.as_bytes().first()? {
+            b'+' => (1, &text[1..]),
+            b'-' => (-1, &text[1..]),
+            _ => return None,
+        };
+        let (h, m) = rest.split_once(':')?;
+        let secs = sign * (h.parse::<i32>().ok()? * 3600 + m.parse::<i32>().ok()? * 60);
+        Offset::from_seconds(secs).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn offsets_round_trip() {
+        for s in ["+01:00", "-05:30", "+00:00", "+14:00"] {
+            assert_eq!(super::offset_text::format(super::offset_text::parse(s).unwrap()), s);
+        }
+    }
+}

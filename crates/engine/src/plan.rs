@@ -1,0 +1,618 @@
+//! The plan: the JSON document that the NixOS module renders and the runner executes.
+//!
+//! `docs/plan.md` is the reference for every field. Parsing is strict: unknown fields are
+//! rejected, and every error names the field as a JSON path (`retention.daily`) and the value,
+//! because the person reading the message is editing `configuration.nix`, not this file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The only plan version this runner understands.
+pub const PLAN_VERSION: u32 = 1;
+
+/// A validated plan.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    /// Format version; must be [`PLAN_VERSION`].
+    pub version: u32,
+    /// The directory name under the destination (normally the hostname).
+    pub host: String,
+    /// Where snapshots go.
+    pub destination: Destination,
+    /// Absolute paths to back up.
+    pub sources: Vec<PathBuf>,
+    /// rsync-style exclude patterns.
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
+    /// Whether to stay on the filesystem of each source.
+    #[serde(default = "yes")]
+    pub one_file_system: bool,
+    /// Which snapshots to keep.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Programs to run around the snapshot.
+    #[serde(default)]
+    pub hooks: Hooks,
+    /// Pushing the newest snapshot to a cloud remote.
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// Who to tell, and when.
+    #[serde(default)]
+    pub notifications: Notifications,
+    /// What counts as healthy.
+    #[serde(default)]
+    pub health: Health,
+    /// Prometheus textfile output.
+    #[serde(default)]
+    pub metrics: Metrics,
+    /// Directory for JSON-lines logs.
+    #[serde(default = "default_log_dir")]
+    pub log_dir: PathBuf,
+    /// Directory for state kept between runs (last run, last verify).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// The destination of the snapshots.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destination {
+    /// The mount point (or any directory) that holds `<host>/`.
+    pub path: PathBuf,
+    /// Refuse to run unless `path` is a mount point, so an unplugged drive never fills the
+    /// root filesystem.
+    #[serde(default = "yes")]
+    pub require_mount_point: bool,
+    /// Refuse to run with less free space than this.
+    #[serde(default)]
+    pub min_free_bytes: u64,
+}
+
+/// A retention count: a number of periods, or every period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// Keep this many periods.
+    N(u32),
+    /// Keep every period (restic's `-1`).
+    Unlimited,
+}
+
+impl Count {
+    /// restic's encoding: `-1` for unlimited.
+    pub fn as_i64(self) -> i64 {
+        match self {
+            Count::N(n) => i64::from(n),
+            Count::Unlimited => -1,
+        }
+    }
+}
+
+impl Serialize for Count {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Count::N(n) => s.serialize_u32(*n),
+            Count::Unlimited => s.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Count, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a count from 0 to 4294967295, or \"unlimited\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Count, E> {
+                u32::try_from(v).map(Count::N).map_err(|_| E::custom(format!("{v} is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Count, E> {
+                if v < 0 {
+                    return Err(E::custom(format!("{v} is negative; use 0 to disable the rule or \"unlimited\"")));
+                }
+                self.visit_u64(v as u64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Count, E> {
+                match v {
+                    "unlimited" => Ok(Count::Unlimited),
+                    _ => Err(E::custom(format!("{v:?} is not a count (a number or \"unlimited\")"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Retention counts, with restic's `forget --keep-*` meaning.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// `--keep-last`.
+    #[serde(default = "zero")]
+    pub last: Count,
+    /// `--keep-hourly`.
+    #[serde(default = "zero")]
+    pub hourly: Count,
+    /// `--keep-daily`.
+    #[serde(default = "seven")]
+    pub daily: Count,
+    /// `--keep-weekly`.
+    #[serde(default = "four")]
+    pub weekly: Count,
+    /// `--keep-monthly`.
+    #[serde(default = "six")]
+    pub monthly: Count,
+    /// `--keep-yearly`.
+    #[serde(default = "zero")]
+    pub yearly: Count,
+    /// `--keep-within`, in restic's duration syntax (`2d`, `1y6m`).
+    #[serde(default)]
+    pub within: Option<String>,
+    /// Prune after every successful or partial run.
+    #[serde(default = "yes")]
+    pub prune_after_run: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            last: zero(),
+            hourly: zero(),
+            daily: seven(),
+            weekly: four(),
+            monthly: six(),
+            yearly: zero(),
+            within: None,
+            prune_after_run: true,
+        }
+    }
+}
+
+/// Programs run around the snapshot.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hooks {
+    /// Runs before the snapshot; a non-zero exit fails the run and nothing is published.
+    #[serde(default)]
+    pub pre_backup: Option<PathBuf>,
+    /// Runs after every run with the state and snapshot path in its environment.
+    #[serde(default)]
+    pub post_backup: Option<PathBuf>,
+}
+
+/// How `rclone` transfers to the remote.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Mirror (deletes on the remote what is gone locally).
+    #[default]
+    Sync,
+    /// Copy new and changed files, delete nothing.
+    Copy,
+    /// Move (rclone removes the local source files).
+    Move,
+}
+
+/// Cloud push of the newest complete snapshot.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cloud {
+    /// Whether to push at all.
+    #[serde(default)]
+    pub enable: bool,
+    /// `remote:path`.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// rclone verb.
+    #[serde(default)]
+    pub sync_mode: SyncMode,
+    /// rclone `--bwlimit`.
+    #[serde(default)]
+    pub bandwidth_limit: Option<String>,
+    /// rclone `--config`.
+    #[serde(default)]
+    pub rclone_config_file: Option<PathBuf>,
+    /// The rclone binary; `None` means "find it on PATH".
+    #[serde(default)]
+    pub rclone: Option<PathBuf>,
+}
+
+/// An ntfy target.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ntfy {
+    /// Topic URL.
+    pub url: String,
+    /// File holding an access token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// A target given by URL only.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UrlTarget {
+    /// The URL.
+    pub url: String,
+}
+
+/// A mail target.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Email {
+    /// Recipient address.
+    pub to: String,
+}
+
+/// Notification targets and triggers.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notifications {
+    /// Notify after successful runs too.
+    #[serde(default)]
+    pub on_success: bool,
+    /// Notify after failed and partial runs.
+    #[serde(default = "yes")]
+    pub on_failure: bool,
+    /// ntfy.
+    #[serde(default)]
+    pub ntfy: Option<Ntfy>,
+    /// Generic JSON webhook.
+    #[serde(default)]
+    pub webhook: Option<UrlTarget>,
+    /// healthchecks.io-style pings.
+    #[serde(default)]
+    pub healthchecks: Option<UrlTarget>,
+    /// Mail through sendmail.
+    #[serde(default)]
+    pub email: Option<Email>,
+}
+
+impl Default for Notifications {
+    fn default() -> Self {
+        Notifications {
+            on_success: false,
+            on_failure: true,
+            ntfy: None,
+            webhook: None,
+            healthchecks: None,
+            email: None,
+        }
+    }
+}
+
+/// Health thresholds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Health {
+    /// The newest complete snapshot must be younger than this; pruning also stops when it is
+    /// older, so a broken job cannot let retention eat the history.
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+    /// At least this many complete snapshots.
+    #[serde(default = "one")]
+    pub min_backups: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { max_age: default_max_age(), min_backups: 1 }
+    }
+}
+
+/// Metrics output.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metrics {
+    /// node-exporter textfile collector directory.
+    #[serde(default)]
+    pub textfile_dir: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn zero() -> Count {
+    Count::N(0)
+}
+fn one() -> u32 {
+    1
+}
+fn four() -> Count {
+    Count::N(4)
+}
+fn six() -> Count {
+    Count::N(6)
+}
+fn seven() -> Count {
+    Count::N(7)
+}
+fn default_max_age() -> String {
+    "48h".into()
+}
+fn default_log_dir() -> PathBuf {
+    "/var/log/backup".into()
+}
+fn default_state_dir() -> PathBuf {
+    "/var/lib/hwc-backup".into()
+}
+
+impl Plan {
+    /// Reads and validates a plan file.
+    pub fn load(path: &Path) -> Result<Plan> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read plan", path, e))?;
+        Plan::parse(&text)
+    }
+
+    /// Parses and validates plan text.
+    pub fn parse(text: &str) -> Result<Plan> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let plan: Plan = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            let field = if field == "." { "(document)".to_string() } else { field };
+            Error::config(field, inner.to_string())
+        })?;
+        plan.validate()?;
+        Ok(plan)
+    }
+
+    /// A plan for `hwc-backup now --source … --dest …` with no config file: the seed's
+    /// defaults (7 daily, 4 weekly, 6 monthly) and no mount requirement.
+    pub fn ad_hoc(host: String, sources: Vec<PathBuf>, dest: PathBuf, excludes: Vec<String>) -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            host,
+            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0 },
+            sources,
+            exclude_patterns: excludes,
+            one_file_system: true,
+            retention: Retention::default(),
+            hooks: Hooks::default(),
+            cloud: Cloud::default(),
+            notifications: Notifications { on_failure: false, ..Notifications::default() },
+            health: Health::default(),
+            metrics: Metrics::default(),
+            log_dir: default_log_dir(),
+            state_dir: default_state_dir(),
+        }
+    }
+
+    /// Checks every value that the types alone do not constrain.
+    pub fn validate(&self) -> Result<()> {
+        if self.version != PLAN_VERSION {
+            return Err(Error::config(
+                "version",
+                format!("{} is not supported (this runner reads version {PLAN_VERSION})", self.version),
+            ));
+        }
+        validate_host(&self.host)?;
+        absolute("destination.path", &self.destination.path)?;
+        if self.sources.is_empty() {
+            return Err(Error::config("sources", "is empty; list at least one absolute path"));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            absolute(&format!("sources[{i}]"), s)?;
+            if let Some(j) = self.sources[..i].iter().position(|t| s.starts_with(t) || t.starts_with(s)) {
+                return Err(Error::config(
+                    format!("sources[{i}]"),
+                    format!("{} overlaps sources[{j}] {}; list each tree once", s.display(), self.sources[j].display()),
+                ));
+            }
+        }
+        crate::exclude::ExcludeSet::new(&self.exclude_patterns)
+            .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
+        self.retention_policy()?;
+        for (field, p) in [("hooks.preBackup", &self.hooks.pre_backup), ("hooks.postBackup", &self.hooks.post_backup)] {
+            if let Some(p) = p {
+                absolute(field, p)?;
+            }
+        }
+        self.validate_cloud()?;
+        parse_duration(&self.health.max_age).map_err(|m| Error::config("health.maxAge", m))?;
+        absolute("logDir", &self.log_dir)?;
+        absolute("stateDir", &self.state_dir)?;
+        if let Some(d) = &self.metrics.textfile_dir {
+            absolute("metrics.textfileDir", d)?;
+        }
+        Ok(())
+    }
+
+    fn validate_cloud(&self) -> Result<()> {
+        let c = &self.cloud;
+        if let Some(r) = &c.remote {
+            if !r.contains(':') || r.starts_with(':') {
+                return Err(Error::config(
+                    "cloud.remote",
+                    format!("{r:?} is not an rclone remote of the form name:path"),
+                ));
+            }
+        } else if c.enable {
+            return Err(Error::config(
+                "cloud.remote",
+                "is null but cloud.enable is true; name an rclone remote such as \"proton:Backups\"",
+            ));
+        }
+        for (field, p) in [("cloud.rcloneConfigFile", &c.rclone_config_file), ("cloud.rclone", &c.rclone)] {
+            if let Some(p) = p {
+                absolute(field, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The retention policy, validated; a policy that keeps nothing is an error.
+    pub fn retention_policy(&self) -> Result<crate::retention::Policy> {
+        let r = &self.retention;
+        let within = match &r.within {
+            None => None,
+            Some(w) => Some(
+                crate::retention::Within::parse(w)
+                    .map_err(|e| Error::config("retention.within", format!("{w:?}: {e}")))?,
+            ),
+        };
+        let policy = crate::retention::Policy {
+            last: r.last.as_i64(),
+            hourly: r.hourly.as_i64(),
+            daily: r.daily.as_i64(),
+            weekly: r.weekly.as_i64(),
+            monthly: r.monthly.as_i64(),
+            yearly: r.yearly.as_i64(),
+            within,
+            ..Default::default()
+        };
+        if policy.is_empty() {
+            return Err(Error::config(
+                "retention",
+                "keeps nothing (every count is 0 and no within); set at least one keep count",
+            ));
+        }
+        Ok(policy)
+    }
+
+    /// The directory of this host's snapshots.
+    pub fn host_dir(&self) -> PathBuf {
+        self.destination.path.join(&self.host)
+    }
+
+    /// `health.maxAge` as a duration (validated at load).
+    pub fn max_age(&self) -> Duration {
+        parse_duration(&self.health.max_age).unwrap_or(Duration::from_secs(48 * 3600))
+    }
+}
+
+fn validate_host(host: &str) -> Result<()> {
+    let ok = !host.is_empty()
+        && host.len() <= 64
+        && host != "."
+        && host != ".."
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "host",
+            format!("{host:?} is not a valid host name (letters, digits, '.', '_', '-'; at most 64)"),
+        ))
+    }
+}
+
+fn absolute(field: &str, p: &Path) -> Result<()> {
+    if !p.is_absolute() {
+        return Err(Error::config(field, format!("{:?} is not an absolute path", p.display().to_string())));
+    }
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(Error::config(field, format!("{:?} contains '..'", p.display().to_string())));
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `48h`, `7d`, `1h30m` or `90s` (units `s`, `m`, `h`, `d`, `w`).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like \"48h\", \"7d\" or \"1h30m\"");
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            'w' => 7 * 86400,
+            _ => return Err(bad()),
+        };
+        total = total.checked_add(n.checked_mul(unit).ok_or_else(bad)?).ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 && !text.trim().starts_with('0') {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({
+            "version": 1, "host": "laptop",
+            "destination": { "path": "/mnt/backup" },
+            "sources": ["/home"]
+        })
+    }
+
+    fn err_of(v: serde_json::Value) -> String {
+        Plan::parse(&v.to_string()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_plan_gets_defaults() {
+        let p = Plan::parse(&minimal().to_string()).unwrap();
+        assert!(p.destination.require_mount_point);
+        assert_eq!(p.retention.daily, Count::N(7));
+        assert_eq!(p.retention.weekly, Count::N(4));
+        assert_eq!(p.retention.monthly, Count::N(6));
+    }
+
+    #[test]
+    fn unknown_field_is_named_with_its_path() {
+        let mut v = minimal();
+        v["destination"]["mountpoint"] = true.into();
+        let e = err_of(v);
+        assert!(e.contains("destination") && e.contains("mountpoint"), "{e}");
+    }
+
+    #[test]
+    fn negative_count_names_field_and_value() {
+        let mut v = minimal();
+        v["retention"] = serde_json::json!({ "daily": -3 });
+        let e = err_of(v);
+        assert!(e.contains("retention.daily") && e.contains("-3"), "{e}");
+    }
+
+    #[test]
+    fn relative_source_and_overlap_rejected() {
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["home"]);
+        assert!(err_of(v).contains("sources[0]"));
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["/home", "/home/alice"]);
+        assert!(err_of(v).contains("overlaps"));
+    }
+
+    #[test]
+    fn policy_keeping_nothing_rejected() {
+        let mut v = minimal();
+        v["retention"] = serde_json::json!({ "daily": 0, "weekly": 0, "monthly": 0 });
+        assert!(err_of(v).contains("keeps nothing"));
+    }
+
+    #[test]
+    fn cloud_needs_remote() {
+        let mut v = minimal();
+        v["cloud"] = serde_json::json!({ "enable": true });
+        assert!(err_of(v).contains("cloud.remote"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("48h").unwrap(), Duration::from_secs(172800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604800));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("12").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

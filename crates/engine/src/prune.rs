@@ -1,0 +1,189 @@
+//! Applying retention to a host directory.
+//!
+//! [`plan`] is pure: (complete snapshots, policy, now) → for every snapshot, keep in which
+//! tier and why, or remove. [`execute`] applies such a plan by renames only: kept snapshots
+//! move to the directory of the finest tier that keeps them, expired ones are renamed into
+//! `.trash/` (instant and atomic). The slow delete happens later in [`empty_trash`], outside
+//! the lock; if it is interrupted, the next run finishes it.
+//!
+//! Safety rules that other tools break: the newest complete snapshot is always kept; a policy
+//! that keeps nothing is refused; and nothing is pruned while the newest complete snapshot is
+//! older than the health threshold, so a broken job cannot let retention eat the history.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::layout::{HostDir, Snapshot};
+use crate::retention::{self, Policy, SnapshotTime, Tier};
+
+/// What happens to one snapshot.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneItem {
+    /// `daily/NAME` as it is now.
+    pub id: String,
+    /// The directory name.
+    pub name: String,
+    /// Start time (UTC).
+    pub time: Timestamp,
+    /// Whether it stays.
+    pub keep: bool,
+    /// The tier it belongs in when kept.
+    pub tier: Option<Tier>,
+    /// Why it is kept (restic's words), empty when removed.
+    pub reasons: Vec<String>,
+}
+
+/// The decision for a whole host directory.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunePlan {
+    /// Every complete snapshot, newest first.
+    pub items: Vec<PruneItem>,
+    /// Set when pruning was refused; then nothing is removed or moved.
+    pub refused: Option<String>,
+}
+
+impl PrunePlan {
+    /// How many snapshots the plan removes.
+    pub fn removals(&self) -> usize {
+        if self.refused.is_some() {
+            return 0;
+        }
+        self.items.iter().filter(|i| !i.keep).count()
+    }
+}
+
+/// Decides what to keep. `max_age` is the health threshold: if the newest snapshot is older
+/// than that at `now`, the plan is refused.
+pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: Duration) -> PrunePlan {
+    let times: Vec<SnapshotTime> =
+        snapshots.iter().map(|s| SnapshotTime::new(s.meta.started_at, s.meta.utc_offset)).collect();
+    let decision = retention::apply(&times, policy, now);
+    let mut items: Vec<PruneItem> = snapshots
+        .iter()
+        .map(|s| PruneItem {
+            id: s.id(),
+            name: s.name.clone(),
+            time: s.time(),
+            keep: false,
+            tier: None,
+            reasons: Vec::new(),
+        })
+        .collect();
+    for kept in &decision.keep {
+        let item = &mut items[kept.index];
+        item.keep = true;
+        item.tier = Some(retention::tier_for(kept));
+        item.reasons = kept.reasons.clone();
+    }
+    // The newest complete snapshot is never removed, whatever the policy says.
+    if let Some(newest) = newest_index(snapshots) {
+        let item = &mut items[newest];
+        if !item.keep {
+            item.keep = true;
+            item.tier = Some(Tier::Daily);
+            item.reasons.push("newest complete snapshot".into());
+        }
+    }
+    let refused = refuse_reason(snapshots, policy, now, max_age);
+    items.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    PrunePlan { items, refused }
+}
+
+fn newest_index(snapshots: &[Snapshot]) -> Option<usize> {
+    (0..snapshots.len()).max_by(|&a, &b| {
+        snapshots[a].time().cmp(&snapshots[b].time()).then_with(|| snapshots[a].name.cmp(&snapshots[b].name))
+    })
+}
+
+fn refuse_reason(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: Duration) -> Option<String> {
+    if policy.is_empty() {
+        return Some("the retention policy keeps nothing".into());
+    }
+    let newest = snapshots.iter().map(Snapshot::time).max()?;
+    let age = now.duration_since(newest);
+    let max = jiff::SignedDuration::try_from(max_age).unwrap_or(jiff::SignedDuration::MAX);
+    (age > max).then(|| {
+        format!(
+            "the newest complete snapshot is from {newest}, older than the health threshold ({}); \
+             pruning is suspended until a new backup succeeds",
+            humanize(max_age)
+        )
+    })
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 86400 == 0 {
+        format!("{}d", s / 86400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Applies a plan by renames: moves kept snapshots to their tier, expired ones to the trash,
+/// then points `latest` at the newest. Nothing happens when the plan was refused.
+pub fn execute(host: &HostDir, plan: &PrunePlan) -> Result<()> {
+    if plan.refused.is_some() {
+        return Ok(());
+    }
+    // Expire first, oldest first: an interruption then leaves more, never less.
+    for item in plan.items.iter().rev().filter(|i| !i.keep) {
+        move_to_trash(host, &item.id, &item.name)?;
+    }
+    for item in plan.items.iter().filter(|i| i.keep) {
+        let tier = item.tier.unwrap_or(Tier::Daily);
+        let want = format!("{}/{}", tier.as_str(), item.name);
+        if want != item.id {
+            let to_dir = host.tier_dir(tier);
+            std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
+            let (from, to) = (host.root().join(&item.id), host.root().join(&want));
+            std::fs::rename(&from, &to).ctx("move snapshot", &from)?;
+        }
+    }
+    host.refresh_latest()?;
+    crate::fsutil::sync_dir(host.root())
+}
+
+fn move_to_trash(host: &HostDir, id: &str, name: &str) -> Result<()> {
+    let trash = host.trash_dir();
+    std::fs::create_dir_all(&trash).ctx("create directory", &trash)?;
+    let from = host.root().join(id);
+    let to = trash.join(format!("{name}.{}", id.split('/').next().unwrap_or("snapshot")));
+    std::fs::rename(&from, &to).ctx("move to trash", &from)
+}
+
+/// Moves any directory into the trash (used for leftovers of interrupted runs).
+pub fn trash_path(host: &HostDir, path: &std::path::Path) -> Result<PathBuf> {
+    let trash = host.trash_dir();
+    std::fs::create_dir_all(&trash).ctx("create directory", &trash)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let to = trash.join(format!("{name}.incomplete.{}", std::process::id()));
+    std::fs::rename(path, &to).ctx("move to trash", path)?;
+    Ok(to)
+}
+
+/// Deletes everything in the trash. Safe to run without the lock and to interrupt: each
+/// entry is already out of every tier, and whatever remains is deleted by the next call.
+pub fn empty_trash(host: &HostDir) -> Result<u64> {
+    let trash = host.trash_dir();
+    let entries = match std::fs::read_dir(&trash) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("read directory", &trash, e)),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let entry = entry.ctx("read directory", &trash)?;
+        crate::fsutil::remove_tree(&entry.path())?;
+        n += 1;
+    }
+    Ok(n)
+}

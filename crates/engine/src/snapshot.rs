@@ -1,0 +1,783 @@
+//! Building one snapshot tree: walk the sources, hard-link what is unchanged since the
+//! previous snapshot, copy the rest, and write the manifest.
+//!
+//! # How the work is split
+//!
+//! Three roles run at once, so that memory stays flat however large the tree is:
+//!
+//! 1. The **lister** (the calling thread) walks the sources depth-first with names sorted,
+//!    creates each destination directory, and hands every directory's non-directory entries
+//!    to the workers as one job, numbered in walk order.
+//! 2. **Workers** take jobs in parallel: `fstatat` each entry, `fstatat` the same name in the
+//!    previous snapshot, and `linkat` or copy. A second worker does not make `link()` faster
+//!    on a warm cache but overlaps the waits of a cold one.
+//! 3. The **writer** puts results back into walk order, writes the manifest (inheriting the
+//!    hash of every linked file from the previous manifest by a streaming merge, see
+//!    `manifest`), applies directory metadata once a directory is complete, and counts.
+//!
+//! The job queue is bounded, so at most a few dozen directories are in flight; no map of the
+//! whole tree is ever built. The only per-entry state that outlives a directory is the table
+//! of inodes with more than one link, needed to keep hard links inside a source as links.
+//!
+//! # Errors
+//!
+//! A problem with one source entry (vanished, unreadable, changed while read) is a warning:
+//! the run ends `partial`. A problem with the destination (full, read-only, I/O error) is
+//! fatal: the run fails and nothing is published.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{FileType, Stat};
+
+use crate::error::{Error, IoContext, Result};
+use crate::exclude::ExcludeSet;
+use crate::fsops;
+use crate::manifest::{Cursor, Hash, ManifestWriter};
+use crate::meta::{Counts, Warning};
+
+/// What to snapshot and how.
+pub struct BuildOptions<'a> {
+    /// Absolute source paths.
+    pub sources: &'a [PathBuf],
+    /// Exclude patterns, compiled.
+    pub excludes: &'a ExcludeSet,
+    /// Stay on each source's filesystem.
+    pub one_file_system: bool,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// Set to stop the build early (the run is then failed).
+    pub cancel: &'a AtomicBool,
+}
+
+/// The previous complete snapshot, used as the link base.
+pub struct LinkBase<'a> {
+    /// Its directory.
+    pub dir: &'a Path,
+    /// Its manifest.
+    pub manifest: &'a Path,
+}
+
+/// What a build produced.
+#[derive(Debug, Default)]
+pub struct BuildResult {
+    /// The counts.
+    pub counts: Counts,
+    /// Warnings, in walk order (all of them; the caller keeps the first ones in metadata).
+    pub warnings: Vec<Warning>,
+    /// Regular files found under each source, for the shrink guard.
+    pub files_per_source: BTreeMap<PathBuf, u64>,
+}
+
+/// Called now and then with the counts so far.
+pub type Progress<'a> = &'a (dyn Fn(&Counts) + Sync);
+
+/// Builds a snapshot tree in `work` (an empty directory) and writes its manifest to
+/// `manifest`. Returns an error only for fatal problems; see the module docs.
+pub fn build(
+    opts: &BuildOptions,
+    work: &Path,
+    manifest: &Path,
+    base: Option<LinkBase>,
+    progress: Progress,
+) -> Result<BuildResult> {
+    let work_fd = open_dir(work)?;
+    let base_fd = base.as_ref().and_then(|b| open_dir(b.dir).ok());
+    let cursor = base.as_ref().map_or_else(Cursor::empty, |b| Cursor::open(b.manifest));
+    let writer = ManifestWriter::create(manifest)?;
+    let shared = Shared { work: work.to_path_buf(), links: Mutex::new(HashMap::new()), cancel: opts.cancel };
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(64);
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(u64, Item)>();
+
+    std::thread::scope(|scope| {
+        for _ in 0..opts.threads.max(1) {
+            let (rx, tx, shared) = (job_rx.clone(), out_tx.clone(), &shared);
+            scope.spawn(move || worker(rx, tx, shared));
+        }
+        drop(job_rx);
+        let writer_handle = {
+            let out_rx = out_rx.clone();
+            scope.spawn(move || Writer::new(writer, cursor, work.to_path_buf(), progress).run(out_rx))
+        };
+        drop(out_rx);
+        let mut lister = Lister { opts, job_tx, out_tx, seq: 0, root_dev: 0, excluded: 0 };
+        let listed = lister.run(&work_fd, base_fd.as_ref());
+        let excluded = lister.excluded;
+        drop(lister); // closes the channels so workers and the writer finish
+        if listed.is_err() {
+            opts.cancel.store(true, Ordering::Relaxed);
+        }
+        let written = writer_handle.join().expect("writer thread panicked");
+        listed?;
+        let (mut counts, warnings, per_source) = written?;
+        counts.excluded = excluded;
+        let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
+        Ok(BuildResult { counts, warnings, files_per_source })
+    })
+}
+
+fn open_dir(p: &Path) -> Result<OwnedFd> {
+    rustix::fs::open(
+        p,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ctx("open directory", p)
+}
+
+/// State shared by the workers.
+struct Shared<'a> {
+    work: PathBuf,
+    /// Inodes with several links in a source: (dev, ino) → where the first one went, and its hash.
+    links: Mutex<HashMap<(u64, u64), (PathBuf, Option<Hash>)>>,
+    cancel: &'a AtomicBool,
+}
+
+/// One directory's non-directory entries.
+struct Job {
+    seq: u64,
+    source: usize,
+    /// The directory relative to the snapshot root.
+    rel: Arc<Vec<u8>>,
+    /// Its absolute source path (for messages).
+    abs: Arc<PathBuf>,
+    src: Arc<OwnedFd>,
+    dst: Arc<OwnedFd>,
+    prev: Option<Arc<OwnedFd>>,
+    names: Vec<CString>,
+}
+
+/// What comes back to the writer, in walk order by sequence number.
+enum Item {
+    Files { source: usize, rel: Arc<Vec<u8>>, results: Vec<FileResult> },
+    DirDone { src: Arc<OwnedFd>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf },
+    Warn(Warning),
+    Fatal(Error),
+}
+
+struct FileResult {
+    name: CString,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    /// A regular file: its size, hash if known, whether it was linked, and a warning when it
+    /// was stored but changed while being read.
+    Regular {
+        size: u64,
+        hash: Option<Hash>,
+        linked: bool,
+        copied_bytes: u64,
+        emlink: bool,
+        torn: Option<String>,
+    },
+    Symlink {
+        linked: bool,
+    },
+    Special,
+    Socket,
+    Warning(String),
+}
+
+struct Lister<'a> {
+    opts: &'a BuildOptions<'a>,
+    job_tx: crossbeam_channel::Sender<Job>,
+    out_tx: crossbeam_channel::Sender<(u64, Item)>,
+    seq: u64,
+    root_dev: u64,
+    excluded: u64,
+}
+
+impl Lister<'_> {
+    fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq - 1
+    }
+
+    fn emit(&mut self, item: Item) {
+        let seq = self.next_seq();
+        let _ = self.out_tx.send((seq, item));
+    }
+
+    fn warn(&mut self, path: &Path, message: impl Into<String>) {
+        self.emit(Item::Warn(Warning { path: path.to_path_buf(), message: message.into() }));
+    }
+
+    /// Walks every source in walk order (see `manifest::cmp_key`), then applies the metadata
+    /// of the directories above the sources (`/home` for `/home/alice`).
+    fn run(&mut self, work: &OwnedFd, base: Option<&OwnedFd>) -> Result<()> {
+        let mut order: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+        for (i, s) in self.opts.sources.iter().enumerate() {
+            let st = rustix::fs::lstat(s).ctx("inspect source", s)?;
+            let rel = rel_of(s);
+            if fsops::file_type(&st) == FileType::Directory {
+                order.push((i, rel, Vec::new()));
+            } else {
+                let (dir, name) = split_last(&rel);
+                order.push((i, dir, name));
+            }
+        }
+        order.sort_by(|a, b| crate::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
+        let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for (i, _, _) in order {
+            if self.opts.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Guard("the run was cancelled".into()));
+            }
+            self.source(i, work, base, &mut ancestors)?;
+        }
+        // Deepest first, so that setting a directory's times is not undone by a child.
+        for rel in ancestors.keys().rev() {
+            let abs = PathBuf::from(OsStr::from_bytes(&[b"/".as_slice(), rel].concat()));
+            let src = open_dir(&abs)?;
+            let st = rustix::fs::fstat(&src).ctx("inspect", &abs)?;
+            let dst = rustix::fs::openat(
+                work,
+                bytes_cstr(rel).as_c_str(),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .ctx("open directory", &abs)?;
+            self.emit(Item::DirDone { src: Arc::new(src), dst: Arc::new(dst), stat: Box::new(st), abs });
+        }
+        Ok(())
+    }
+
+    fn source(
+        &mut self,
+        i: usize,
+        work: &OwnedFd,
+        base: Option<&OwnedFd>,
+        ancestors: &mut BTreeMap<Vec<u8>, ()>,
+    ) -> Result<()> {
+        let path = &self.opts.sources[i];
+        // rsync applies the patterns to the source itself too (`--exclude=src` on `/x/src`
+        // copies nothing); do the same so the exclude rules have one meaning.
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if self.opts.excludes.is_excluded(path, is_dir) {
+            self.excluded += 1;
+            return Ok(());
+        }
+        let rel = rel_of(path);
+        let (parent_rel, name) = split_last(&rel);
+        // Create the directories above the source (their metadata is applied at the end).
+        let mut dst_parent = rustix::io::dup(work).ctx("duplicate descriptor", path)?;
+        let mut prev_parent = base.and_then(|b| rustix::io::dup(b).ok());
+        let mut so_far = Vec::new();
+        for comp in parent_rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+            if !so_far.is_empty() {
+                so_far.push(b'/');
+            }
+            so_far.extend_from_slice(comp);
+            ancestors.insert(so_far.clone(), ());
+            let c = bytes_cstr(comp);
+            dst_parent =
+                fsops::make_dir_at(dst_parent.as_fd(), &c).map_err(|e| Error::io("create directory", path, e))?;
+            prev_parent = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
+        }
+        let src_parent_path = path.parent().unwrap_or(Path::new("/"));
+        let src_parent = open_dir(src_parent_path)?;
+        let cname = bytes_cstr(&name);
+        let st = fsops::stat_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("inspect source", path, e))?;
+        self.root_dev = st.st_dev;
+        if fsops::file_type(&st) != FileType::Directory {
+            // A single file as a source: one job with one name.
+            let seq = self.next_seq();
+            let job = Job {
+                seq,
+                source: i,
+                rel: Arc::new(parent_rel),
+                abs: Arc::new(src_parent_path.to_path_buf()),
+                src: Arc::new(src_parent),
+                dst: Arc::new(dst_parent),
+                prev: prev_parent.map(Arc::new),
+                names: vec![cname],
+            };
+            return self.send_job(job);
+        }
+        let src = fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
+        let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| Error::io("create directory", path, e))?;
+        let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
+        let (src, dst) = (Arc::new(src), Arc::new(dst));
+        self.dir(i, Arc::new(rel), Arc::new(path.clone()), src.clone(), dst.clone(), prev.map(Arc::new))?;
+        self.emit(Item::DirDone { src, dst, stat: Box::new(st), abs: path.clone() });
+        Ok(())
+    }
+
+    fn send_job(&mut self, job: Job) -> Result<()> {
+        self.job_tx.send(job).map_err(|_| Error::Guard("the build stopped early".into()))
+    }
+
+    /// Lists one directory: its files go to the workers as one job, then each subdirectory is
+    /// walked in name order.
+    fn dir(
+        &mut self,
+        source: usize,
+        rel: Arc<Vec<u8>>,
+        abs: Arc<PathBuf>,
+        src: Arc<OwnedFd>,
+        dst: Arc<OwnedFd>,
+        prev: Option<Arc<OwnedFd>>,
+    ) -> Result<()> {
+        if self.opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Guard("the run was cancelled".into()));
+        }
+        let (mut names, subdirs) = match self.read_entries(&src, &abs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warn(&abs, format!("cannot read directory: {e}"));
+                return Ok(());
+            }
+        };
+        names.sort();
+        let seq = self.next_seq();
+        let job = Job {
+            seq,
+            source,
+            rel: rel.clone(),
+            abs: abs.clone(),
+            src: src.clone(),
+            dst: dst.clone(),
+            prev: prev.clone(),
+            names,
+        };
+        self.send_job(job)?;
+        for name in subdirs {
+            self.subdir(source, &rel, &abs, &src, &dst, prev.as_ref(), name)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn subdir(
+        &mut self,
+        source: usize,
+        rel: &[u8],
+        abs: &Path,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        prev: Option<&Arc<OwnedFd>>,
+        name: CString,
+    ) -> Result<()> {
+        let child_abs = abs.join(OsStr::from_bytes(name.to_bytes()));
+        let st = match fsops::stat_at(src.as_fd(), &name) {
+            Ok(st) => st,
+            Err(e) => {
+                self.warn(&child_abs, format!("vanished or unreadable: {e}"));
+                return Ok(());
+            }
+        };
+        let child_dst =
+            fsops::make_dir_at(dst.as_fd(), &name).map_err(|e| Error::io("create directory", &child_abs, e))?;
+        let child_dst = Arc::new(child_dst);
+        let child_src = match fsops::open_dir_at(src.as_fd(), &name) {
+            Ok(fd) => Arc::new(fd),
+            Err(e) => {
+                self.warn(&child_abs, format!("cannot open directory: {e}"));
+                return Ok(());
+            }
+        };
+        // A different filesystem below the source (a mount): keep the directory itself, as
+        // `rsync -x` does, but not its content.
+        let crosses = self.opts.one_file_system && st.st_dev != self.root_dev;
+        if !crosses {
+            let child_prev = prev.and_then(|p| fsops::open_dir_at(p.as_fd(), &name).ok()).map(Arc::new);
+            let mut child_rel = rel.to_vec();
+            child_rel.push(b'/');
+            child_rel.extend_from_slice(name.to_bytes());
+            self.dir(
+                source,
+                Arc::new(child_rel),
+                Arc::new(child_abs.clone()),
+                child_src.clone(),
+                child_dst.clone(),
+                child_prev,
+            )?;
+        }
+        self.emit(Item::DirDone { src: child_src, dst: child_dst, stat: Box::new(st), abs: child_abs });
+        Ok(())
+    }
+
+    /// Reads a directory's names, applies the excludes, and separates subdirectories.
+    fn read_entries(&mut self, src: &OwnedFd, abs: &Path) -> std::io::Result<(Vec<CString>, Vec<CString>)> {
+        let mut files = Vec::new();
+        let mut dirs = Vec::new();
+        let mut excluded = 0u64;
+        let mut dir = rustix::fs::Dir::read_from(src)?;
+        let mut path_buf = abs.as_os_str().as_bytes().to_vec();
+        let base_len = path_buf.len();
+        while let Some(entry) = dir.next() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let mut ft = entry.file_type();
+            if ft == FileType::Unknown {
+                ft = fsops::stat_at(src.as_fd(), name).map(|st| fsops::file_type(&st))?;
+            }
+            let is_dir = ft == FileType::Directory;
+            if !self.opts.excludes.is_empty() {
+                path_buf.truncate(base_len);
+                if base_len > 1 {
+                    path_buf.push(b'/');
+                }
+                path_buf.extend_from_slice(name.to_bytes());
+                if self.opts.excludes.is_excluded(Path::new(OsStr::from_bytes(&path_buf)), is_dir) {
+                    excluded += 1;
+                    continue;
+                }
+            }
+            if is_dir {
+                dirs.push(name.to_owned());
+            } else {
+                files.push(name.to_owned());
+            }
+        }
+        dirs.sort();
+        self.excluded += excluded;
+        Ok((files, dirs))
+    }
+}
+
+/// `/home/alice` → `home/alice`.
+fn rel_of(p: &Path) -> Vec<u8> {
+    let b = p.as_os_str().as_bytes();
+    let b = b.strip_suffix(b"/").unwrap_or(b);
+    b.strip_prefix(b"/").unwrap_or(b).to_vec()
+}
+
+fn split_last(rel: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    match rel.iter().rposition(|&c| c == b'/') {
+        Some(i) => (rel[..i].to_vec(), rel[i + 1..].to_vec()),
+        None => (Vec::new(), rel.to_vec()),
+    }
+}
+
+fn bytes_cstr(b: &[u8]) -> CString {
+    CString::new(b).expect("file names hold no NUL")
+}
+
+fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u64, Item)>, shared: &Shared) {
+    let mut buf = Vec::new();
+    for job in rx {
+        if shared.cancel.load(Ordering::Relaxed) {
+            let _ = tx.send((job.seq, Item::Fatal(Error::Guard("the run was cancelled".into()))));
+            continue;
+        }
+        let mut results = Vec::with_capacity(job.names.len());
+        let mut fatal = None;
+        for name in &job.names {
+            match entry(&job, name, shared, &mut buf) {
+                Ok(outcome) => results.push(FileResult { name: name.clone(), outcome }),
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        let item = match fatal {
+            Some(e) => {
+                shared.cancel.store(true, Ordering::Relaxed);
+                Item::Fatal(e)
+            }
+            None => Item::Files { source: job.source, rel: job.rel.clone(), results },
+        };
+        let _ = tx.send((job.seq, item));
+    }
+}
+
+/// Handles one non-directory entry. `Err` only for fatal destination errors.
+fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<Outcome> {
+    let path = || job.abs.join(OsStr::from_bytes(name.to_bytes()));
+    let st = match fsops::stat_at(job.src.as_fd(), name) {
+        Ok(st) => st,
+        Err(e) => return Ok(Outcome::Warning(format!("vanished or unreadable: {e}"))),
+    };
+    let prev = job.prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), name).ok());
+    let dest_err = |op, e: std::io::Error| -> Result<Outcome> {
+        if fsops::is_fatal_dest_error(&e) {
+            Err(Error::io(
+                op,
+                shared.work.join(OsStr::from_bytes(&job.rel)).join(OsStr::from_bytes(name.to_bytes())),
+                e,
+            ))
+        } else {
+            Ok(Outcome::Warning(format!("cannot {op}: {e}")))
+        }
+    };
+    match fsops::file_type(&st) {
+        FileType::RegularFile if st.st_nlink > 1 => {
+            regular_multi_link(job, name, &st, prev.as_ref(), shared, buf).or_else(|e| dest_err("copy", e))
+        }
+        FileType::RegularFile => regular(job, name, &st, prev.as_ref(), buf).or_else(|e| dest_err("copy", e)),
+        FileType::Symlink => {
+            if prev.as_ref().is_some_and(|p| fsops::unchanged(&st, p))
+                && fsops::link_at(job.prev.as_ref().expect("prev").as_fd(), job.dst.as_fd(), name).is_ok()
+            {
+                return Ok(Outcome::Symlink { linked: true });
+            }
+            match fsops::copy_symlink(job.src.as_fd(), job.dst.as_fd(), name, &st) {
+                Ok(()) => Ok(Outcome::Symlink { linked: false }),
+                Err(e) => dest_err("copy symlink", e),
+            }
+        }
+        FileType::Socket => Ok(Outcome::Socket),
+        FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+            match fsops::copy_special(job.src.as_fd(), job.dst.as_fd(), name, &st) {
+                Ok(()) => Ok(Outcome::Special),
+                Err(e) => dest_err("create special file", e),
+            }
+        }
+        _ => Ok(Outcome::Warning(format!("unsupported file type at {}", path().display()))),
+    }
+}
+
+/// A regular file: link it to the previous snapshot when unchanged, else copy it.
+fn regular(job: &Job, name: &CStr, st: &Stat, prev: Option<&Stat>, buf: &mut Vec<u8>) -> std::io::Result<Outcome> {
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let mut emlink = false;
+    if let (Some(p), Some(prev_fd)) = (prev, job.prev.as_ref()) {
+        if fsops::unchanged(st, p) {
+            match fsops::link_at(prev_fd.as_fd(), job.dst.as_fd(), name) {
+                Ok(()) => {
+                    return Ok(Outcome::Regular {
+                        size,
+                        hash: None,
+                        linked: true,
+                        copied_bytes: 0,
+                        emlink: false,
+                        torn: None,
+                    })
+                }
+                // The link count limit (65 000 on ext4): start a fresh inode chain instead
+                // of failing, and count it.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => emlink = true,
+                Err(e) if fsops::is_fatal_dest_error(&e) => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+    copy_regular(job, name, st, buf).map(|o| match o {
+        Outcome::Regular { size, hash, copied_bytes, torn, .. } => {
+            Outcome::Regular { size, hash, linked: false, copied_bytes, emlink, torn }
+        }
+        other => other,
+    })
+}
+
+/// Copies a regular file, checking afterwards that it did not change while being read; a file
+/// that keeps changing is stored as read and reported, never silently.
+fn copy_regular(job: &Job, name: &CStr, st: &Stat, buf: &mut Vec<u8>) -> std::io::Result<Outcome> {
+    for attempt in 0..2 {
+        let src = match fsops::open_source_file(job.src.as_fd(), name) {
+            Ok(f) => f,
+            Err(e) => return Ok(Outcome::Warning(format!("cannot open: {e}"))),
+        };
+        let before = rustix::fs::fstat(&src)?;
+        if attempt > 0 {
+            let _ = rustix::fs::unlinkat(job.dst.as_fd(), name, rustix::fs::AtFlags::empty());
+        }
+        let mut dst = fsops::create_file_at(job.dst.as_fd(), name)?;
+        let copied = match fsops::copy_contents(&src, &before, &mut dst, buf) {
+            Ok(c) => c,
+            Err(e) if fsops::is_fatal_dest_error(&e) => return Err(e),
+            Err(e) => return Ok(Outcome::Warning(format!("cannot read: {e}"))),
+        };
+        let after = rustix::fs::fstat(&src)?;
+        fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &after)?;
+        let size = u64::try_from(after.st_size).unwrap_or(0);
+        let torn = fsops::changed_while_open(&before, &after);
+        if !torn || attempt == 1 {
+            // A file that keeps changing is kept as read and reported; its hash describes
+            // what was stored, so verify stays exact, and the next run copies it again
+            // because its mtime will not match.
+            let torn =
+                torn.then(|| format!("changed while being read; stored as read ({} bytes)", copied.bytes_written));
+            let _ = st;
+            return Ok(Outcome::Regular {
+                size,
+                hash: Some(copied.hash),
+                linked: false,
+                copied_bytes: copied.bytes_written,
+                emlink: false,
+                torn,
+            });
+        }
+    }
+    unreachable!("the loop returns on its second attempt")
+}
+
+/// A regular file with several links in the source: the first occurrence is linked or
+/// copied as usual; later ones become hard links to it, so the snapshot keeps the source's
+/// link structure. Serialised with a lock; such files are rare.
+fn regular_multi_link(
+    job: &Job,
+    name: &CStr,
+    st: &Stat,
+    prev: Option<&Stat>,
+    shared: &Shared,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let mut links = shared.links.lock().expect("link table poisoned");
+    let key = (st.st_dev, st.st_ino);
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if let Some((first, hash)) = links.get(&key) {
+        let first_abs = shared.work.join(first);
+        let first_c = CString::new(first_abs.as_os_str().as_bytes()).expect("no NUL");
+        rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
+        return Ok(Outcome::Regular { size, hash: *hash, linked: true, copied_bytes: 0, emlink: false, torn: None });
+    }
+    let mut outcome = regular(job, name, st, prev, buf)?;
+    if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {
+        // The writer cannot inherit a hash for the later links from the old manifest (they
+        // may be new names), so compute it now.
+        let f = rustix::fs::openat(job.dst.as_fd(), name, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty())?;
+        *hash = Some(fsops::hash_file(&std::fs::File::from(f), buf)?);
+    }
+    if let Outcome::Regular { hash, .. } = &outcome {
+        let mut rel = job.rel.as_ref().clone();
+        rel.push(b'/');
+        rel.extend_from_slice(name.to_bytes());
+        links.insert(key, (PathBuf::from(OsStr::from_bytes(&rel)), *hash));
+    }
+    Ok(outcome)
+}
+
+/// Puts results back in walk order and records them.
+struct Writer<'a> {
+    manifest: ManifestWriter,
+    cursor: Cursor,
+    work: PathBuf,
+    progress: Progress<'a>,
+    counts: Counts,
+    warnings: Vec<Warning>,
+    files_per_source: BTreeMap<usize, u64>,
+    last_progress: Instant,
+    buf: Vec<u8>,
+}
+
+/// Counts, warnings, and regular files per source index.
+type Written = (Counts, Vec<Warning>, BTreeMap<usize, u64>);
+
+impl<'a> Writer<'a> {
+    fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
+        Writer {
+            manifest,
+            cursor,
+            work,
+            progress,
+            counts: Counts::default(),
+            warnings: Vec::new(),
+            files_per_source: BTreeMap::new(),
+            last_progress: Instant::now(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn run(mut self, rx: crossbeam_channel::Receiver<(u64, Item)>) -> Result<Written> {
+        let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut fatal: Option<Error> = None;
+        for (seq, item) in rx {
+            pending.insert(seq, item);
+            while let Some(item) = pending.remove(&next) {
+                next += 1;
+                if fatal.is_some() {
+                    continue;
+                }
+                if let Err(e) = self.record(item) {
+                    fatal = Some(e);
+                }
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+        self.manifest.finish()?;
+        (self.progress)(&self.counts);
+        Ok((self.counts, self.warnings, self.files_per_source))
+    }
+
+    fn record(&mut self, item: Item) -> Result<()> {
+        match item {
+            Item::Files { source, rel, results } => {
+                for r in results {
+                    self.file(source, &rel, r)?;
+                }
+            }
+            Item::DirDone { src, dst, stat, abs } => {
+                self.counts.directories += 1;
+                if let Err(e) = fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &stat) {
+                    if fsops::is_fatal_dest_error(&e) {
+                        return Err(Error::io("set metadata of directory", &abs, e));
+                    }
+                    self.warn(abs, format!("cannot copy directory metadata: {e}"));
+                }
+            }
+            Item::Warn(w) => self.warn(w.path, w.message),
+            Item::Fatal(e) => return Err(e),
+        }
+        if self.last_progress.elapsed() > Duration::from_millis(200) {
+            self.last_progress = Instant::now();
+            (self.progress)(&self.counts);
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, path: PathBuf, message: String) {
+        self.counts.warnings += 1;
+        self.warnings.push(Warning { path, message });
+    }
+
+    fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
+        let name = r.name.to_bytes();
+        match r.outcome {
+            Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn } => {
+                if let Some(message) = torn {
+                    self.warn(PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat())), message);
+                }
+                let c = &mut self.counts;
+                c.files += 1;
+                *self.files_per_source.entry(source).or_default() += 1;
+                if linked {
+                    c.linked += 1;
+                    c.bytes_linked += size;
+                } else {
+                    c.copied += 1;
+                    c.bytes_copied += copied_bytes;
+                }
+                c.emlink_fallbacks += u64::from(emlink);
+                let hash = match hash.or_else(|| self.cursor.find(rel, name)) {
+                    Some(h) => h,
+                    None => self.hash_in_snapshot(rel, name)?,
+                };
+                self.manifest.add(rel, name, &hash)?;
+            }
+            Outcome::Symlink { linked } => {
+                let c = &mut self.counts;
+                c.symlinks += 1;
+                c.linked += u64::from(linked);
+            }
+            Outcome::Special => self.counts.specials += 1,
+            Outcome::Socket => self.counts.sockets_skipped += 1,
+            Outcome::Warning(message) => {
+                let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
+                self.warn(path, message);
+            }
+        }
+        Ok(())
+    }
+
+    /// A linked file whose hash the previous manifest lacks: read it once from the snapshot.
+    fn hash_in_snapshot(&mut self, rel: &[u8], name: &[u8]) -> Result<Hash> {
+        let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name));
+        let f = std::fs::File::open(&p).ctx("read", &p)?;
+        fsops::hash_file(&f, &mut self.buf).ctx("read", &p)
+    }
+}

@@ -1,0 +1,11 @@
+//! End-to-end tests: they drive the real `hwc-backup` binary on real directories.
+//!
+//! One test binary (as ripgrep does) with one module per area. Each module opens with a
+//! comment saying what it covers. Shared helpers live in `util`.
+
+mod util;
+
+mod excludes;
+mod restore;
+mod snapshot;
+mod verify;

@@ -1,0 +1,193 @@
+//! Snapshot fidelity: a first snapshot equals its source as far as real rsync can tell
+//! (`rsync -aHAXn --itemize-changes --delete` prints nothing), and a second snapshot
+//! hard-links exactly the unchanged files.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::util::*;
+
+/// A source tree with everything design §5 says must survive: nested directories, a
+/// read-only directory, odd permissions and owners, nanosecond mtimes, symlinks (relative,
+/// absolute, dangling), hard links, a FIFO, a device node, a sparse file, xattrs and ACLs,
+/// and names with spaces, newlines, non-UTF-8 bytes and unicode.
+fn rich_tree(src: &Path) {
+    write(&src.join("home/alice/notes.txt"), "notes\n");
+    write(&src.join("home/alice/docs/report.pdf"), vec![7u8; 300_000]);
+    write(&src.join("home/alice/docs/empty"), "");
+    write(&src.join("home/bob/secret"), "root only\n");
+    write(&src.join("home/alice/with space/ünïcode ✓.txt"), "u\n");
+    write(&src.join("home/alice/line\nbreak"), "n\n");
+    std::fs::create_dir_all(src.join("home/alice/emptydir")).unwrap();
+    std::fs::create_dir_all(src.join("etc/ro")).unwrap();
+    write(&src.join("etc/ro/conf"), "ro\n");
+    let s = |p: &str| src.join(p).display().to_string();
+    sh(&format!(
+        "set -e
+        cd '{root}'
+        printf x > \"$(printf 'home/alice/bad\\377name')\"
+        chmod 600 home/bob/secret && chown 1234:5678 home/bob/secret && chown 1234:5678 home/bob
+        chmod 4755 home/alice/docs/report.pdf
+        ln -s notes.txt home/alice/rel-link
+        ln -s /etc/hostname home/alice/abs-link
+        ln -s does-not-exist home/alice/dangling
+        ln home/alice/notes.txt home/alice/notes-hardlink
+        mkfifo home/alice/fifo
+        mknod home/alice/null c 1 3
+        truncate -s 20M home/alice/sparse && printf data | dd of=home/alice/sparse bs=1 seek=9000000 conv=notrunc 2>/dev/null
+        setfattr -n user.color -v blue home/alice/notes.txt
+        setfattr -n user.dir -v yes home/alice/docs
+        setfacl -m u:1234:rw home/alice/docs/report.pdf
+        setfacl -d -m u:1234:rx home/alice/docs
+        touch -h -d '2021-03-04 05:06:07.123456789' home/alice/rel-link home/alice/notes.txt
+        chmod 500 etc/ro
+        touch -d '2020-01-01 00:00:00.5' etc/ro",
+        root = s("")
+    ));
+}
+
+fn rsync_differences(from: &Path, to: &Path) -> String {
+    require("rsync");
+    sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", from.display(), to.display()))
+}
+
+#[test]
+fn first_snapshot_equals_source_per_rsync() {
+    require("setfacl");
+    require("setfattr");
+    let env = Env::new();
+    rich_tree(&env.src);
+    let out = env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daily/2025-01-15_02-00-00"), "{}", show(&out));
+    let snap = env.in_snapshot("daily/2025-01-15_02-00-00");
+    assert_eq!(rsync_differences(&env.src, &snap), "", "rsync sees differences between source and snapshot");
+    // Holes stay holes: 20 MiB apparent, a few KiB allocated.
+    let sparse = std::fs::metadata(snap.join("home/alice/sparse")).unwrap();
+    assert_eq!(sparse.len(), 20 << 20);
+    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file was filled in: {} blocks", sparse.blocks());
+    // Hard links inside the source stay one inode.
+    assert_eq!(ino(&snap.join("home/alice/notes.txt")), ino(&snap.join("home/alice/notes-hardlink")));
+    // `latest` points at it.
+    assert_eq!(std::fs::read_link(env.host_dir().join("latest")).unwrap(), Path::new("daily/2025-01-15_02-00-00"));
+    // The read-only directory keeps its mode in the snapshot.
+    assert_eq!(std::fs::metadata(snap.join("etc/ro")).unwrap().permissions().mode() & 0o777, 0o500);
+}
+
+#[test]
+fn second_snapshot_links_unchanged_and_copies_changed() {
+    let env = Env::new();
+    for i in 0..50 {
+        write(&env.src.join(format!("d{}/f{i}", i % 5)), format!("content {i}\n"));
+    }
+    write(&env.src.join("big"), vec![1u8; 2_000_000]);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    // Edit: change content, change only the mode, delete, add.
+    write(&env.src.join("d0/f0"), "changed\n");
+    std::fs::set_permissions(env.src.join("d1/f1"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(env.src.join("d2/f2")).unwrap();
+    write(&env.src.join("d3/new"), "new\n");
+    let out = env.snapshot_ok("2025-01-16T02:00:00+01:00", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "success");
+    assert_eq!(report["counts"]["copied"], 3, "changed, mode-changed and new files are copied: {report}");
+    assert_eq!(report["counts"]["linked"], 48);
+
+    let (a, b) = (env.in_snapshot("daily/2025-01-15_02-00-00"), env.in_snapshot("daily/2025-01-16_02-00-00"));
+    assert_eq!(ino(&a.join("big")), ino(&b.join("big")), "unchanged file must be a hard link");
+    assert_eq!(ino(&a.join("d4/f4")), ino(&b.join("d4/f4")));
+    assert_ne!(ino(&a.join("d0/f0")), ino(&b.join("d0/f0")), "changed file must be a new copy");
+    assert_ne!(ino(&a.join("d1/f1")), ino(&b.join("d1/f1")), "a mode change must not be shared with the old copy");
+    assert!(!b.join("d2/f2").exists(), "deleted file must be gone");
+    assert!(a.join("d2/f2").exists(), "the older snapshot keeps it");
+    assert_eq!(std::fs::read_to_string(b.join("d3/new")).unwrap(), "new\n");
+    assert_eq!(std::fs::read_to_string(a.join("d0/f0")).unwrap(), "content 0\n", "older snapshot unchanged");
+    assert_eq!(rsync_differences(&env.src, &b), "");
+}
+
+#[test]
+fn manifest_is_b3sum_compatible_and_inherited_for_links() {
+    require("b3sum");
+    let env = Env::new();
+    write(&env.src.join("a/x"), "x\n");
+    write(&env.src.join("a-b/y"), "y\n");
+    write(&env.src.join("a/z/deep"), "deep\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    write(&env.src.join("a/x"), "x2\n");
+    env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
+    for id in ["daily/2025-01-15_02-00-00", "daily/2025-01-16_02-00-00"] {
+        let dir = env.host_dir().join(id);
+        let out = sh(&format!("cd '{}' && b3sum --check .hwc-backup/manifest.b3", dir.display()));
+        assert_eq!(out.lines().count(), 3, "every file is in the manifest of {id}: {out}");
+        assert!(out.lines().all(|l| l.ends_with(": OK")), "{out}");
+    }
+}
+
+#[test]
+fn sockets_are_skipped_and_counted() {
+    require("python3");
+    let env = Env::new();
+    write(&env.src.join("f"), "f");
+    sh(&format!(
+        "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.bind('{}')\"",
+        env.src.join("sock").display()
+    ));
+    let out = env.snapshot_ok("2025-01-15T02:00:00+01:00", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["socketsSkipped"], 1);
+    assert!(!env.in_snapshot("daily/2025-01-15_02-00-00").join("sock").exists());
+}
+
+#[test]
+fn unreadable_entry_makes_a_partial_run_with_exit_3() {
+    // Root reads everything, so run as `nobody` over a tree with one directory it cannot
+    // open: the snapshot is published, the run is `partial`, and the warning names the path.
+    require("setpriv");
+    let env = Env::new();
+    write(&env.src.join("ok"), "ok");
+    write(&env.src.join("locked/inside"), "hidden");
+    std::fs::set_permissions(env.src.join("locked"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    sh(&format!(
+        "chown -R nobody '{}' '{}' '{}' && chmod 755 '{}'",
+        env.src.display(),
+        env.dest.display(),
+        env.state.display(),
+        env.dir.path().display()
+    ));
+    let mut args = vec!["now".to_string(), "--source".into(), s(&env.src)];
+    args.extend(env.target_args());
+    args.extend(["--now".into(), "2025-01-15T02:00:00+01:00".into(), "--json".into()]);
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(bin())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "partial");
+    let warning = report["warnings"][0].to_string();
+    assert!(warning.contains("locked") && warning.contains("ermission denied"), "{warning}");
+    assert!(env.in_snapshot("daily/2025-01-15_02-00-00").join("ok").exists());
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.host_dir().join("daily/2025-01-15_02-00-00/.hwc-backup/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["state"], "partial");
+}
+
+#[test]
+fn argv0_aliases_dispatch_to_subcommands() {
+    let env = Env::new();
+    write(&env.src.join("f"), "f");
+    let link = env.dir.path().join("backup-now");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    let mut args = vec!["--source".to_string(), s(&env.src)];
+    args.extend(env.target_args());
+    args.extend(["--now".into(), "2025-01-15T02:00:00+01:00".into()]);
+    let out = std::process::Command::new(&link).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let status = env.dir.path().join("backup-status");
+    std::os::unix::fs::symlink(bin(), &status).unwrap();
+    let out = std::process::Command::new(&status).args(env.target_args()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2025-01-15_02-00-00"), "{}", show(&out));
+}
