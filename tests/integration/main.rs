@@ -6,6 +6,7 @@
 mod util;
 
 mod excludes;
+mod nix;
 mod restore;
 mod snapshot;
 mod verify;

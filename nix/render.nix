@@ -1,0 +1,567 @@
+# The pure half of the NixOS module: option values in, JSON plan and unit descriptions out.
+#
+# Written with `builtins` only (no nixpkgs lib) so that Debian's Nix 2.8 can evaluate it with
+# `nix-instantiate --eval --strict --json` on machines without nixpkgs; the tests in
+# tests/integration/nix.rs do exactly that. modules/backup.nix wires the result verbatim:
+#
+#   plan        -> /etc/hwc-backup/config.json (the contract of docs/plan.md)
+#   units       -> systemd.services.<name> / systemd.timers.<name>, in the shape of those options
+#   assertions  -> assertions ({ assertion, message } pairs; the module adds only agenix checks)
+#   warnings    -> warnings
+#
+# Unit names (from the seed README): backup.timer -> backup.service (the whole run),
+# backup-local.service, backup-cloud.service, backup-health-check.timer/.service,
+# backup-verify.timer/.service, and the template backup-failure@.service that every other
+# service names in OnFailure=, so a failure is reported even when the runner was killed.
+{
+  # The values of `hwc.system.services.backup` (every option, defaults filled in).
+  cfg,
+  # The hwc-backup package: anything that interpolates to its store path.
+  package,
+  # name -> text -> absolute path of an executable running `text` (pkgs.writeShellScript).
+  writeHook ? name: text: throw "render.nix: writeHook is needed to render ${name}",
+  # Absolute path of the rclone binary, or null to find it on PATH.
+  rclone ? null,
+  # Where the agenix secret `name` is decrypted to.
+  secretPath ? name: "/run/agenix/${name}",
+  # Where the module installs the plan; every unit passes it with --config.
+  configFile ? "/etc/hwc-backup/config.json",
+}:
+let
+  inherit (builtins)
+    any
+    attrNames
+    concatStringsSep
+    filter
+    head
+    length
+    match
+    ;
+
+  local = cfg.local;
+  notif = cfg.notifications;
+
+  # Fixed places: the runner's JSON-lines logs (the seed's /var/log/backup) and its state.
+  logDir = "/var/log/backup";
+  stateDir = "/var/lib/hwc-backup";
+  cacheDir = "/var/cache/hwc-backup";
+
+  optional = cond: x: if cond then [ x ] else [ ];
+  optionalAttrs = cond: as: if cond then as else { };
+  # Path options may be given as Nix path values; toString keeps them out of the store.
+  pathOrNull = p: if p == null then null else toString p;
+
+  # ----------------------------------------------------------------------------------------------
+  # Paths
+  # ----------------------------------------------------------------------------------------------
+
+  # Absolute, no empty, `.` or `..` component, no trailing slash (except "/" itself).
+  isCleanAbsolute =
+    p:
+    let
+      s = toString p;
+    in
+    s == "/"
+    || (match "(/[^/]+)+" s != null && match ".*/\\.\\.?(/.*)?" s == null);
+
+  # `a` is `b` or lies below it.
+  isWithin =
+    a: b:
+    let
+      sa = toString a;
+      sb = toString b;
+    in
+    sa == sb || sb == "/" || match "${escapeRegex sb}/.*" sa != null;
+
+  escapeRegex =
+    s:
+    builtins.replaceStrings
+      [ "\\" "." "*" "+" "?" "(" ")" "[" "]" "{" "}" "|" "^" "$" ]
+      [ "\\\\" "\\." "\\*" "\\+" "\\?" "\\(" "\\)" "\\[" "\\]" "\\{" "\\}" "\\|" "\\^" "\\$" ]
+      s;
+
+  # The strings that occur more than once in `xs`, each named once.
+  duplicates =
+    xs:
+    let
+      groups = builtins.groupBy (x: x) xs;
+    in
+    filter (x: length groups.${x} > 1) (attrNames groups);
+
+  # ----------------------------------------------------------------------------------------------
+  # Schedule
+  # ----------------------------------------------------------------------------------------------
+
+  # `frequency` is one of systemd's shorthands, placed at `timeOfDay`, or a raw calendar
+  # expression. A raw expression without a time ("Mon,Wed,Fri", "*-*-1/2") gets `timeOfDay`,
+  # as the seed's "Mon,Wed,Fri" example means; one with a time ("Sat 04:30") is used verbatim.
+  onCalendar =
+    frequency: timeOfDay:
+    let
+      minute = head (match "[0-9]+:([0-9]+).*" timeOfDay);
+      shorthands = {
+        minutely = "*-*-* *:*:00";
+        hourly = "*-*-* *:${minute}:00";
+        daily = "*-*-* ${timeOfDay}";
+        # Sunday, as the seed keeps its weekly snapshots from Sundays.
+        weekly = "Sun *-*-* ${timeOfDay}";
+        monthly = "*-*-01 ${timeOfDay}";
+        quarterly = "*-01,04,07,10-01 ${timeOfDay}";
+        semiannually = "*-01,07-01 ${timeOfDay}";
+        yearly = "*-01-01 ${timeOfDay}";
+        annually = "*-01-01 ${timeOfDay}";
+      };
+    in
+    if shorthands ? ${frequency} then
+      shorthands.${frequency}
+    else if match ".*:.*" frequency != null then
+      frequency
+    else
+      "${frequency} ${timeOfDay}";
+
+  # The health check's default age limit: one missed run (plus the random delay) is tolerated.
+  defaultMaxAge =
+    {
+      minutely = "1h";
+      hourly = "3h";
+      daily = "48h";
+      weekly = "8d";
+      monthly = "32d";
+      quarterly = "93d";
+      semiannually = "184d";
+      yearly = "367d";
+      annually = "367d";
+    }
+    .${cfg.schedule.frequency} or "8d";
+
+  randomDelay = cfg.schedule.randomDelay;
+  delaySetting = optionalAttrs (randomDelay != "" && randomDelay != "0") {
+    RandomizedDelaySec = randomDelay;
+  };
+
+  # ----------------------------------------------------------------------------------------------
+  # Plan (docs/plan.md, version 1): every key rendered explicitly
+  # ----------------------------------------------------------------------------------------------
+
+  hooks = {
+    preBackup =
+      if cfg.preBackupScript == "" then null else writeHook "hwc-backup-pre-backup" cfg.preBackupScript;
+    postBackup =
+      if cfg.postBackupScript == "" then null else writeHook "hwc-backup-post-backup" cfg.postBackupScript;
+  };
+
+  # "proton-drive" is the remote that protonDrive's rclone config defines (`proton:`);
+  # any other provider names a remote of the rclone config file.
+  remoteName = if cfg.cloud.provider == "proton-drive" then "proton" else cfg.cloud.provider;
+  rcloneConfigFile =
+    if cfg.cloud.rcloneConfigFile != null then
+      toString cfg.cloud.rcloneConfigFile
+    else if cfg.protonDrive.enable then
+      secretPath cfg.protonDrive.secretName
+    else
+      null;
+
+  target = t: if notif.enable then t else null;
+  ntfy = notif.ntfy;
+  networkTargets = notif.enable && any (u: u != null) [
+    ntfy.url
+    notif.webhook.url
+    notif.healthchecks.url
+  ];
+
+  plan = {
+    version = 1;
+    host = cfg.hostName;
+    destination = {
+      path = toString local.mountPoint;
+      inherit (local) requireMountPoint;
+      # GiB, as in the plan's example (10 -> 10737418240).
+      minFreeBytes = local.minSpaceGB * 1073741824;
+    };
+    sources = map toString local.sources;
+    inherit (local) excludePatterns oneFileSystem;
+    # The options use restic's -1 for "every period"; the plan spells it "unlimited", so a
+    # negative number in a plan is always a mistake.
+    retention = {
+      last = count local.keepLast;
+      hourly = count local.keepHourly;
+      daily = count local.keepDaily;
+      weekly = count local.keepWeekly;
+      monthly = count local.keepMonthly;
+      yearly = count local.keepYearly;
+      within = local.keepWithin;
+      pruneAfterRun = true;
+    };
+    inherit hooks;
+    cloud = {
+      inherit (cfg.cloud) enable syncMode;
+      remote = if cfg.cloud.enable then "${remoteName}:${cfg.cloud.remotePath}" else null;
+      bandwidthLimit =
+        if cfg.cloud.enable && cfg.cloud.bandwidthLimit != "" then cfg.cloud.bandwidthLimit else null;
+      rcloneConfigFile = if cfg.cloud.enable then rcloneConfigFile else null;
+      rclone = if cfg.cloud.enable && rclone != null then toString rclone else null;
+    };
+    notifications = {
+      onSuccess = notif.enable && notif.onSuccess;
+      onFailure = notif.enable && notif.onFailure;
+      ntfy = target (
+        if ntfy.url == null then
+          null
+        else
+          {
+            inherit (ntfy) url;
+            tokenFile = pathOrNull ntfy.tokenFile;
+          }
+      );
+      webhook = target (if notif.webhook.url == null then null else { inherit (notif.webhook) url; });
+      healthchecks = target (
+        if notif.healthchecks.url == null then null else { inherit (notif.healthchecks) url; }
+      );
+      email = target (if notif.email.to == null then null else { inherit (notif.email) to; });
+    };
+    health = {
+      maxAge = if cfg.health.maxAge != null then cfg.health.maxAge else defaultMaxAge;
+      inherit (cfg.health) minBackups;
+    };
+    metrics = {
+      textfileDir = pathOrNull cfg.metrics.textfileDir;
+    };
+    inherit logDir stateDir;
+  };
+
+  # ----------------------------------------------------------------------------------------------
+  # Units
+  # ----------------------------------------------------------------------------------------------
+
+  exe = "${package}/bin/hwc-backup";
+  command = args: concatStringsSep " " ([ exe ] ++ args ++ [ "--config" configFile ]);
+
+  destination = toString local.mountPoint;
+  # "-": a path that does not exist must not abort the unit with 226/NAMESPACE before the
+  # runner can refuse it with a clear message and a notification.
+  destinationWritable = [ "-${destination}" ];
+  metricsWritable = optional (cfg.metrics.textfileDir != null) "-${toString cfg.metrics.textfileDir}";
+  # Hooks write their dumps here (the user's list).
+  hookWritable = map toString cfg.readWritePaths;
+
+  # What a unit may touch. The whole file system stays readable (a backup must read every
+  # source); writes are limited to `writable` plus the state and log directories, which
+  # systemd creates itself (StateDirectory/LogsDirectory) so that even a fresh machine can log
+  # and report.
+  hardening =
+    writable:
+    optionalAttrs (writable != [ ]) { ReadWritePaths = writable; }
+    // {
+      ProtectSystem = "strict";
+      StateDirectory = "hwc-backup";
+      StateDirectoryMode = "0700";
+      LogsDirectory = "backup";
+      LogsDirectoryMode = "0700";
+      # read-only, not true: sources under /home and /root must stay readable.
+      ProtectHome = "read-only";
+      PrivateTmp = true;
+      NoNewPrivileges = true;
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectKernelLogs = true;
+      ProtectControlGroups = true;
+      ProtectClock = true;
+      ProtectHostname = true;
+      RestrictRealtime = true;
+      RestrictNamespaces = true;
+      LockPersonality = true;
+      SystemCallArchitectures = "native";
+      # @system-service keeps chown, mknod, xattrs and utimensat, which snapshots need.
+      SystemCallFilter = [ "@system-service" ];
+      SystemCallErrorNumber = "EPERM";
+      # AF_NETLINK: rclone and the notifiers look up interfaces; AF_UNIX: journald, sendmail.
+      RestrictAddressFamilies = [
+        "AF_UNIX"
+        "AF_INET"
+        "AF_INET6"
+        "AF_NETLINK"
+      ];
+      UMask = "0077";
+      # Not set, on purpose:
+      # - PrivateDevices: snapshots recreate device nodes (mknod needs CAP_MKNOD and /dev access).
+      # - RestrictSUIDSGID: snapshots must keep the setuid/setgid bits of the files they copy.
+      # - MemoryDenyWriteExecute: pre/post hooks may run JIT-compiled programs.
+      # - CapabilityBoundingSet, User: the runner reads and recreates files of every owner, and
+      #   hooks may switch users (runuser) to dump databases.
+    };
+
+  # Background work must not be felt on the machine it protects.
+  idlePriority = {
+    IOSchedulingClass = "idle";
+    CPUSchedulingPolicy = "idle";
+    Nice = 19;
+  };
+
+  failureUnit = "backup-failure@%n.service";
+
+  # Ordering after network-online.target needs the Wants= too (NixOS warns otherwise).
+  networkDeps =
+    wanted:
+    optionalAttrs wanted {
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+    };
+
+  # rclone keeps its cache in $HOME, which ProtectSystem=strict makes read-only.
+  rcloneCache = {
+    serviceConfig.CacheDirectory = "hwc-backup";
+    environment.RCLONE_CACHE_DIR = "${cacheDir}/rclone";
+  };
+
+  mkService =
+    {
+      description,
+      args,
+      writable,
+      onAC ? false,
+      needsDestination ? true,
+      extra ? { },
+    }:
+    mergeUnit {
+      inherit description;
+      onFailure = [ failureUnit ];
+      unitConfig =
+        optionalAttrs needsDestination { RequiresMountsFor = [ destination ]; }
+        // optionalAttrs (onAC && cfg.schedule.onlyOnAC) { ConditionACPower = true; };
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = command args;
+      }
+      // idlePriority
+      // hardening writable;
+      # A configuration switch must never start, stop or restart a backup.
+      restartIfChanged = false;
+    } extra;
+
+  # As the module system merges unit options: attrsets recursively, lists concatenated.
+  mergeUnit =
+    a: b:
+    a
+    // builtins.mapAttrs (
+      n: v:
+      if !(a ? ${n}) then
+        v
+      else if builtins.isAttrs v then
+        mergeUnit a.${n} v
+      else if builtins.isList v then
+        a.${n} ++ v
+      else
+        v
+    ) b;
+
+  mkTimer = description: calendar: {
+    inherit description;
+    wantedBy = [ "timers.target" ];
+    timerConfig = {
+      OnCalendar = calendar;
+      # Catch up on a run missed while the machine was off or asleep.
+      Persistent = true;
+    } // delaySetting;
+  };
+
+  scheduled = cfg.local.enable && cfg.schedule.enable;
+  # Units that write snapshots (or, with syncMode "move", delete from them).
+  writers = destinationWritable ++ metricsWritable ++ hookWritable;
+  # Units that only read snapshots; they still record results and metrics.
+  readers = metricsWritable;
+
+  services = optionalAttrs cfg.local.enable (
+    {
+      backup = mkService {
+        description = "hwc-backup: snapshot, prune${
+          if cfg.cloud.enable then ", cloud push" else ""
+        } and notify";
+        args = [ "now" ];
+        writable = writers;
+        onAC = true;
+        extra = mergeUnit (networkDeps (networkTargets || cfg.cloud.enable)) (
+          optionalAttrs cfg.cloud.enable rcloneCache
+        );
+      };
+      backup-local = mkService {
+        description = "hwc-backup: local snapshot and prune";
+        args = [
+          "now"
+          "--local-only"
+        ];
+        writable = writers;
+      };
+      backup-health-check = mkService {
+        description = "hwc-backup: health check of the snapshots";
+        args = [ "health" ];
+        writable = readers;
+        # No RequiresMountsFor: a mount that fails would skip the unit as a failed dependency,
+        # which triggers no OnFailure=. The check itself must see and report the missing disk.
+        needsDestination = false;
+        extra = networkDeps networkTargets;
+      };
+      backup-verify = mkService {
+        description = "hwc-backup: verify the latest snapshot";
+        args = [ "verify" ] ++ optional (cfg.verify.sample > 0) "--sample ${toString cfg.verify.sample}";
+        writable = readers;
+        onAC = true;
+      };
+      # Instantiated by OnFailure= of every unit above as backup-failure@<unit>.service; it runs
+      # after the failed unit whatever killed it (OOM, SIGKILL, timeout) and sends the report.
+      # No RequiresMountsFor: a missing destination is a likely reason for the failure.
+      "backup-failure@" = mergeUnit {
+        description = "hwc-backup: report the failure of %i";
+        serviceConfig = {
+          Type = "oneshot";
+          ExecStart = "${exe} notify-failure --unit %i --config ${configFile}";
+        }
+        // hardening [ ];
+        restartIfChanged = false;
+      } (networkDeps networkTargets);
+    }
+    // optionalAttrs cfg.cloud.enable {
+      backup-cloud = mkService {
+        description = "hwc-backup: push the newest snapshot with rclone";
+        args = [ "cloud" ];
+        # The snapshot is read from the destination; syncMode "move" also deletes there.
+        writable = writers;
+        extra = mergeUnit (networkDeps true) rcloneCache;
+      };
+    }
+  );
+
+  timers =
+    optionalAttrs scheduled {
+      backup = mkTimer "hwc-backup: scheduled backup" (
+        onCalendar cfg.schedule.frequency cfg.schedule.timeOfDay
+      );
+    }
+    // optionalAttrs (scheduled && cfg.health.schedule != null) {
+      backup-health-check = mkTimer "hwc-backup: scheduled health check" cfg.health.schedule;
+    }
+    // optionalAttrs (cfg.local.enable && cfg.verify.enable) {
+      backup-verify = mkTimer "hwc-backup: scheduled verification" cfg.verify.schedule;
+    };
+
+  # ----------------------------------------------------------------------------------------------
+  # Assertions and warnings (the module adds those that need other parts of the configuration)
+  # ----------------------------------------------------------------------------------------------
+
+  # The plan is rendered whenever the module is enabled (backup-status and backup-restore read
+  # it), so what it must satisfy is asserted even when local snapshots are off.
+
+  opt = name: "hwc.system.services.backup.${name}";
+  show = xs: concatStringsSep ", " (map (x: "\"${toString x}\"") xs);
+
+  badSources = filter (s: !(isCleanAbsolute s)) local.sources;
+  dupSources = duplicates (map toString local.sources);
+  sourcesInDestination = filter (s: isWithin s local.mountPoint) local.sources;
+  sourcesAroundDestination = filter (s: isWithin local.mountPoint s && toString s != destination) local.sources;
+  # Paths written into unit files (RequiresMountsFor=, ReadWritePaths=), where systemd splits
+  # on whitespace and expands "%" specifiers.
+  unitPaths =
+    [ local.mountPoint ]
+    ++ cfg.readWritePaths
+    ++ optional (cfg.metrics.textfileDir != null) cfg.metrics.textfileDir;
+  unitUnsafe = filter (p: match ".*[[:space:]%\\].*" (toString p) != null) unitPaths;
+
+  count = n: if n == -1 then "unlimited" else n;
+
+  keepCounts = [
+    local.keepLast
+    local.keepHourly
+    local.keepDaily
+    local.keepWeekly
+    local.keepMonthly
+    local.keepYearly
+  ];
+
+  assertions = [
+    {
+      assertion =
+        match "[A-Za-z0-9._-]{1,64}" cfg.hostName != null && cfg.hostName != "." && cfg.hostName != "..";
+      message = "${opt "hostName"} (\"${cfg.hostName}\") must be 1 to 64 letters, digits, \".\", \"_\" or \"-\" and not \".\" or \"..\"; set it when networking.hostName is empty.";
+    }
+    {
+      assertion = local.sources != [ ];
+      message = "${opt "local.sources"} is empty: there is nothing to back up.";
+    }
+    {
+      assertion = badSources == [ ];
+      message = "${opt "local.sources"} must be absolute paths without \".\", \"..\", \"//\" or a trailing \"/\": ${show badSources}.";
+    }
+    {
+      assertion = dupSources == [ ];
+      message = "${opt "local.sources"} lists the same path twice: ${show dupSources}.";
+    }
+    {
+      assertion = isCleanAbsolute local.mountPoint && destination != "/";
+      message = "${opt "local.mountPoint"} must be an absolute path other than \"/\" without \".\", \"..\", \"//\" or a trailing \"/\": \"${destination}\".";
+    }
+    {
+      assertion = unitUnsafe == [ ];
+      message = "${opt "local.mountPoint"}, ${opt "readWritePaths"} and ${opt "metrics.textfileDir"} go into unit files and must not contain whitespace, \"%\" or \"\\\": ${show unitUnsafe}.";
+    }
+    {
+      assertion = sourcesInDestination == [ ];
+      message = "${opt "local.sources"} must not lie inside the destination ${destination}: ${show sourcesInDestination}.";
+    }
+    {
+      assertion = sourcesAroundDestination == [ ] || (local.oneFileSystem && local.requireMountPoint);
+      message = "${opt "local.sources"} ${show sourcesAroundDestination} contain the destination ${destination}; a backup would copy itself unless ${opt "local.oneFileSystem"} and ${opt "local.requireMountPoint"} are both true.";
+    }
+    {
+      assertion = any (n: n != 0) keepCounts || local.keepWithin != null;
+      message = "${opt "local"}.keep* are all 0 and keepWithin is null: no snapshot would be kept.";
+    }
+    {
+      assertion = !cfg.cloud.enable || local.enable;
+      message = "${opt "cloud.enable"} needs ${opt "local.enable"}: the cloud copy is pushed from the newest local snapshot.";
+    }
+    {
+      assertion = !cfg.cloud.enable || cfg.cloud.provider != "";
+      message = "${opt "cloud.enable"} is set but ${opt "cloud.provider"} names no rclone remote.";
+    }
+    {
+      assertion = !cfg.protonDrive.enable || cfg.protonDrive.secretName != "";
+      message = "${opt "protonDrive.enable"} needs ${opt "protonDrive.secretName"}, the agenix secret holding the rclone config.";
+    }
+    {
+      assertion = ntfy.tokenFile == null || ntfy.url != null;
+      message = "${opt "notifications.ntfy.tokenFile"} is set but ${opt "notifications.ntfy.url"} is not.";
+    }
+  ];
+
+  anyTarget = any (u: u != null) [
+    ntfy.url
+    notif.webhook.url
+    notif.healthchecks.url
+    notif.email.to
+  ];
+
+  warnings =
+    optional (!local.enable && !cfg.cloud.enable)
+      "${opt "enable"} is set but neither ${opt "local.enable"} nor ${opt "cloud.enable"} is: no backup will run."
+    ++ optional (!local.useRsync)
+      "${opt "local.useRsync"} = false has no effect: hwc-backup always makes incremental, hard-linked snapshots."
+    ++ optional (cfg.schedule.enable && !local.enable)
+      "${opt "schedule.enable"} has no effect without ${opt "local.enable"}."
+    ++ optional (cfg.protonDrive.enable && !cfg.cloud.enable)
+      "${opt "protonDrive.enable"} has no effect without ${opt "cloud.enable"}."
+    ++ optional (
+      cfg.cloud.enable
+      && cfg.cloud.provider == "proton-drive"
+      && !cfg.protonDrive.enable
+      && cfg.cloud.rcloneConfigFile == null
+    ) "${opt "cloud.provider"} is \"proton-drive\" but neither ${opt "protonDrive.enable"} nor ${opt "cloud.rcloneConfigFile"} is set: rclone will look for the `proton` remote in root's own rclone config."
+    ++ optional (notif.enable && !anyTarget)
+      "${opt "notifications.enable"} is set but no target (ntfy, webhook, healthchecks, email) is configured: results only reach the journal."
+    ++ optional (!notif.enable && anyTarget)
+      "A notification target is configured but ${opt "notifications.enable"} is false: nothing will be sent.";
+in
+{
+  inherit plan assertions warnings;
+  units = {
+    inherit services timers;
+  };
+}

@@ -1,0 +1,799 @@
+//! The Nix side, checked without nixpkgs: every `.nix` file parses; the pure render
+//! (`nix/render.nix`, through `tests/nix/eval.nix`) gives the golden plan, unit descriptions,
+//! unit files, assertions and warnings for each case in `tests/nix/cases/`; every rendered plan
+//! passes `hwc-backup config check`; the unit files pass `systemd-analyze verify` and their
+//! calendar and time-span values parse. With `HWC_NIXPKGS_LIB` pointing at a nixpkgs `lib`
+//! directory, the module itself is also evaluated with the real `lib.evalModules`.
+//!
+//! Golden files live in `tests/nix/golden/<case>/`; `UPDATE_GOLDEN=1 cargo test --test
+//! integration nix::` rewrites them (review the diff before committing). Cases named
+//! `invalid-*` must fail an assertion and only have `checks.json`; all others must pass them.
+//!
+//! The tools come from Debian's `nix-bin` and `systemd`. When one is missing these tests fail
+//! rather than pass without checking anything.
+
+mod unit_file;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value};
+
+use unit_file::Kind;
+
+/// The package path the golden files are rendered with (a store path that exists nowhere).
+const FAKE_PACKAGE: &str = "/nix/store/00000000000000000000000000000000-hwc-backup-0.1.0";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn hwc_backup() -> &'static str {
+    env!("CARGO_BIN_EXE_hwc-backup")
+}
+
+/// Runs a tool that these tests cannot do without; a missing tool is a failure.
+fn run(program: &str, args: &[&str]) -> Output {
+    match Command::new(program).args(args).output() {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{program} is not installed: run tests/run (the README test command), \
+             which installs nix-bin and systemd"
+        ),
+        Err(err) => panic!("cannot run {program}: {err}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Prints past the test harness's capture, so that a skip is seen in a passing run.
+fn announce(message: &str) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+// -------------------------------------------------------------------------------------------------
+// Evaluating the cases
+// -------------------------------------------------------------------------------------------------
+
+struct Case {
+    name: String,
+    path: PathBuf,
+    /// `{ plan, units, warnings, failedAssertions }` from tests/nix/eval.nix.
+    rendered: Value,
+}
+
+impl Case {
+    fn is_invalid(&self) -> bool {
+        self.name.starts_with("invalid-")
+    }
+
+    fn failed_assertions(&self) -> Vec<String> {
+        strings(&self.rendered["failedAssertions"])
+    }
+
+    fn units(&self) -> Vec<(String, Kind, &Value)> {
+        let mut units = Vec::new();
+        for (set, kind) in [("services", Kind::Service), ("timers", Kind::Timer)] {
+            let Some(map) = self.rendered["units"][set].as_object() else { continue };
+            for (name, def) in map {
+                units.push((unit_file::file_name(name, kind), kind, def));
+            }
+        }
+        units
+    }
+
+    fn unit_files(&self) -> Vec<(String, String)> {
+        self.units()
+            .into_iter()
+            .map(|(file, kind, def)| {
+                let text = unit_file::render(kind, def).unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
+                (file, text)
+            })
+            .collect()
+    }
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .map_or_else(Vec::new, |items| items.iter().map(|item| item.as_str().unwrap_or_default().to_owned()).collect())
+}
+
+fn case_paths() -> Vec<PathBuf> {
+    let dir = repo().join("tests/nix/cases");
+    let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|err| panic!("{}: {err}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "nix"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 8, "expected the seed's examples and edge cases in {}", dir.display());
+    paths
+}
+
+fn nix_eval(file: &Path, args: &[&str]) -> Value {
+    let file = file.to_str().unwrap();
+    let mut all = vec!["--eval", "--strict", "--json", file];
+    all.extend_from_slice(args);
+    let output = run("nix-instantiate", &all);
+    assert!(output.status.success(), "nix-instantiate {}\n{}", all.join(" "), text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("nix-instantiate printed JSON")
+}
+
+fn render_case(path: &Path, package: &str) -> Case {
+    let rendered = nix_eval(
+        &repo().join("tests/nix/eval.nix"),
+        &["--arg", "case", path.to_str().unwrap(), "--argstr", "package", package],
+    );
+    let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+    Case { name, path: path.to_owned(), rendered }
+}
+
+/// Every case, rendered once with the golden package path.
+fn cases() -> &'static [Case] {
+    static CASES: OnceLock<Vec<Case>> = OnceLock::new();
+    CASES.get_or_init(|| case_paths().iter().map(|path| render_case(path, FAKE_PACKAGE)).collect())
+}
+
+fn valid_cases() -> impl Iterator<Item = &'static Case> {
+    cases().iter().filter(|case| !case.is_invalid())
+}
+
+/// JSON with sorted keys and two-space indentation, ending in a newline.
+fn canonical(value: &Value) -> String {
+    fn sort(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sort(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    serde_json::to_string_pretty(&sort(value)).unwrap() + "\n"
+}
+
+// -------------------------------------------------------------------------------------------------
+// Golden files
+// -------------------------------------------------------------------------------------------------
+
+/// Compares (or, with UPDATE_GOLDEN=1, writes) files under tests/nix/golden and remembers
+/// which it saw, so that files no case produces any more are reported too.
+struct Golden {
+    dir: PathBuf,
+    update: bool,
+    seen: BTreeSet<PathBuf>,
+    problems: Vec<String>,
+}
+
+impl Golden {
+    fn new() -> Golden {
+        Golden {
+            dir: repo().join("tests/nix/golden"),
+            update: std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1"),
+            seen: BTreeSet::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, relative: &str, actual: &str) {
+        let path = self.dir.join(relative);
+        self.seen.insert(path.clone());
+        let expected = fs::read_to_string(&path).ok();
+        if expected.as_deref() == Some(actual) {
+            return;
+        }
+        if self.update {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, actual).unwrap();
+            return;
+        }
+        let report = match expected {
+            None => format!("{relative}: missing; it would be\n{actual}"),
+            Some(expected) => format!("{relative}: differs\n{}", line_diff(&expected, actual)),
+        };
+        self.problems.push(report);
+    }
+
+    fn finish(mut self) {
+        for path in files_below(&self.dir) {
+            if !self.seen.contains(&path) {
+                if self.update {
+                    fs::remove_file(&path).unwrap();
+                } else {
+                    self.problems.push(format!("{}: no case produces it", path.display()));
+                }
+            }
+        }
+        assert!(
+            self.problems.is_empty(),
+            "golden files out of date (UPDATE_GOLDEN=1 rewrites them):\n\n{}",
+            self.problems.join("\n\n")
+        );
+    }
+}
+
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else { return files };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The lines only in `expected` (-) and only in `actual` (+), in order; enough to read a change.
+fn line_diff(expected: &str, actual: &str) -> String {
+    let old: Vec<&str> = expected.lines().collect();
+    let new: Vec<&str> = actual.lines().collect();
+    // Longest common subsequence table, from the end.
+    let mut lcs = vec![vec![0usize; new.len() + 1]; old.len() + 1];
+    for i in (0..old.len()).rev() {
+        for j in (0..new.len()).rev() {
+            lcs[i][j] = if old[i] == new[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < old.len() || j < new.len() {
+        if i < old.len() && j < new.len() && old[i] == new[j] {
+            i += 1;
+            j += 1;
+        } else if j < new.len() && (i == old.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push_str(&format!("+ {}\n", new[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("- {}\n", old[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+// -------------------------------------------------------------------------------------------------
+// Tests that always run
+// -------------------------------------------------------------------------------------------------
+
+#[test]
+fn every_nix_file_parses() {
+    fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy();
+            if path.is_dir() {
+                if !name.starts_with('.') && name != "target" && !name.starts_with("result") {
+                    walk(&path, found);
+                }
+            } else if name.ends_with(".nix") {
+                found.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo(), &mut files);
+    let expected = ["flake.nix", "nix/render.nix", "nix/package.nix", "modules/backup.nix"];
+    for file in expected {
+        assert!(files.contains(&repo().join(file)), "{file} is missing");
+    }
+
+    let failures: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let output = run("nix-instantiate", &["--parse", file.to_str().unwrap()]);
+            (!output.status.success()).then(|| format!("{}:\n{}", file.display(), text(&output.stderr)))
+        })
+        .collect();
+    assert!(failures.is_empty(), "files that do not parse:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn render_matches_golden() {
+    let mut golden = Golden::new();
+    for case in cases() {
+        let r = &case.rendered;
+        let checks = serde_json::json!({
+            "failedAssertions": r["failedAssertions"],
+            "warnings": r["warnings"],
+        });
+        golden.check(&format!("{}/checks.json", case.name), &canonical(&checks));
+        if case.is_invalid() {
+            continue;
+        }
+        golden.check(&format!("{}/plan.json", case.name), &canonical(&r["plan"]));
+        golden.check(&format!("{}/units.json", case.name), &canonical(&r["units"]));
+        for (file, text) in case.unit_files() {
+            golden.check(&format!("{}/units/{file}", case.name), &text);
+        }
+    }
+    golden.finish();
+}
+
+#[test]
+fn only_invalid_cases_fail_assertions() {
+    for case in cases() {
+        let failed = case.failed_assertions();
+        if case.is_invalid() {
+            assert!(!failed.is_empty(), "{} should fail an assertion", case.path.display());
+        } else {
+            assert!(failed.is_empty(), "{} fails assertions: {failed:#?}", case.path.display());
+        }
+    }
+}
+
+#[test]
+fn every_backup_unit_reports_failure_and_survives_a_switch() {
+    for case in valid_cases() {
+        for (file, kind, def) in case.units() {
+            if kind != Kind::Service {
+                continue;
+            }
+            let name = format!("{}: {file}", case.name);
+            assert_eq!(def["restartIfChanged"], false, "{name}");
+            assert_eq!(def["serviceConfig"]["Type"], "oneshot", "{name}");
+            assert_eq!(def["serviceConfig"]["ProtectSystem"], "strict", "{name}");
+            if file.starts_with("backup-failure@") {
+                assert!(def.get("onFailure").is_none(), "{name}: must not trigger itself");
+            } else {
+                assert_eq!(def["onFailure"][0], "backup-failure@%n.service", "{name}");
+                assert_eq!(def["serviceConfig"]["IOSchedulingClass"], "idle", "{name}");
+            }
+        }
+    }
+}
+
+/// A plan the runner must refuse, so that `config check` is known to check something.
+fn broken_plan() -> Value {
+    let mut plan = cases().iter().find(|c| c.name == "quick-start").unwrap().rendered["plan"].clone();
+    plan["retention"]["daily"] = Value::String("seven".into());
+    plan
+}
+
+#[test]
+fn rendered_plans_pass_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for case in valid_cases() {
+        let file = dir.path().join(format!("{}.json", case.name));
+        fs::write(&file, canonical(&case.rendered["plan"])).unwrap();
+        let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
+        assert!(
+            output.status.success(),
+            "hwc-backup config check refuses the plan of {}:\n{}{}",
+            case.path.display(),
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 5);
+
+    let file = dir.path().join("broken.json");
+    fs::write(&file, canonical(&broken_plan())).unwrap();
+    let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
+    let said = text(&output.stdout) + &text(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("retention.daily"),
+        "config check accepted a plan with retention.daily = \"seven\" (or did not name the \
+         field): {said}"
+    );
+}
+
+#[test]
+fn unit_files_pass_systemd_analyze_verify() {
+    // The units must name a binary that exists here: a package directory whose bin/ holds the
+    // freshly built hwc-backup.
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("package");
+    fs::create_dir_all(package.join("bin")).unwrap();
+    std::os::unix::fs::symlink(hwc_backup(), package.join("bin/hwc-backup")).unwrap();
+
+    let mut verified = 0;
+    for case in valid_cases() {
+        let case = render_case(&case.path, package.to_str().unwrap());
+        let files = case.unit_files();
+        if files.is_empty() {
+            continue;
+        }
+        let units = dir.path().join(&case.name);
+        fs::create_dir_all(&units).unwrap();
+        let mut args = vec!["verify".to_owned(), "--man=no".to_owned()];
+        for (file, text) in &files {
+            fs::write(units.join(file), text).unwrap();
+            args.push(units.join(file).to_str().unwrap().to_owned());
+        }
+        // The template itself, instantiated as OnFailure= would (backup-failure@backup.service).
+        if let Some((_, text)) = files.iter().find(|(f, _)| f == "backup-failure@.service") {
+            let instance = units.join("backup-failure@backup.service.service");
+            fs::write(&instance, text).unwrap();
+            args.push(instance.to_str().unwrap().to_owned());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = run("systemd-analyze", &args);
+        // verify exits 0 on unknown keys and bad values: any output at all is a finding.
+        let said = text(&output.stdout) + &text(&output.stderr);
+        assert!(
+            output.status.success() && said.trim().is_empty(),
+            "systemd-analyze verify on the units of {}:\n{said}",
+            case.name
+        );
+        verified += files.len();
+    }
+    assert!(verified >= 20, "only {verified} unit files verified");
+}
+
+#[test]
+fn unit_command_lines_are_accepted_by_the_cli() {
+    // Each ExecStart, pointed at a plan that does not exist: the runner must get past its
+    // argument parser (clap prints "Usage:" only for usage errors) and stop at the plan.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let mut commands = BTreeSet::new();
+    for case in valid_cases() {
+        for (file, kind, def) in case.units() {
+            if kind == Kind::Service {
+                let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
+                let args = exec.strip_prefix(FAKE_PACKAGE).unwrap_or_else(|| panic!("{file}: {exec}"));
+                commands.insert(args.replace("%i", "backup.service"));
+            }
+        }
+    }
+    assert!(commands.len() >= 6, "{commands:?}");
+    for command in &commands {
+        let args: Vec<&str> = command
+            .split_whitespace()
+            .skip(1) // /bin/hwc-backup
+            .map(|arg| if arg == "/etc/hwc-backup/config.json" { missing.to_str().unwrap() } else { arg })
+            .collect();
+        let output = run(hwc_backup(), &args);
+        let said = text(&output.stdout) + &text(&output.stderr);
+        assert!(
+            !output.status.success() && !said.contains("Usage:") && said.contains("missing.json"),
+            "`{}`: not accepted as a command line:\n{said}",
+            command.trim_start_matches("/bin/")
+        );
+    }
+}
+
+#[test]
+fn calendar_and_time_span_values_parse() {
+    let mut calendars = BTreeSet::new();
+    let mut spans = BTreeSet::new();
+    for case in valid_cases() {
+        let Some(timers) = case.rendered["units"]["timers"].as_object() else { continue };
+        for timer in timers.values() {
+            let config = &timer["timerConfig"];
+            match &config["OnCalendar"] {
+                Value::String(s) => calendars.insert(s.clone()),
+                Value::Array(items) => {
+                    calendars.extend(items.iter().map(|i| i.as_str().unwrap().to_owned()));
+                    true
+                }
+                other => panic!("{}: OnCalendar = {other}", case.name),
+            };
+            if let Some(span) = config["RandomizedDelaySec"].as_str() {
+                spans.insert(span.to_owned());
+            }
+        }
+    }
+    assert!(calendars.len() >= 5, "too few calendar expressions: {calendars:?}");
+
+    for calendar in &calendars {
+        let output = run("systemd-analyze", &["calendar", calendar]);
+        assert!(output.status.success(), "OnCalendar={calendar} is refused by systemd:\n{}", text(&output.stderr));
+    }
+    for span in &spans {
+        let output = run("systemd-analyze", &["timespan", span]);
+        assert!(output.status.success(), "RandomizedDelaySec={span} is refused by systemd:\n{}", text(&output.stderr));
+    }
+}
+
+#[test]
+fn flake_lock_pins_the_input() {
+    let url = nix_eval_expr(&format!("(import {}/flake.nix).inputs.nixpkgs.url", repo().display()));
+    assert_eq!(url, "github:nixos/nixpkgs/nixos-26.05");
+
+    // The lock's `original` must be what the URL parses to, or Nix re-locks (needing network).
+    let lock: Value = serde_json::from_str(&fs::read_to_string(repo().join("flake.lock")).unwrap()).unwrap();
+    let node = &lock["nodes"]["nixpkgs"];
+    let original = serde_json::json!({
+        "owner": "nixos", "repo": "nixpkgs", "ref": "nixos-26.05", "type": "github",
+    });
+    assert_eq!(node["original"], original);
+    let locked = &node["locked"];
+    assert_eq!(locked["owner"], "nixos");
+    assert_eq!(locked["type"], "github");
+    let rev = locked["rev"].as_str().unwrap();
+    assert!(rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()), "rev {rev}");
+    assert!(locked["narHash"].as_str().unwrap().starts_with("sha256-"));
+    assert!(locked["lastModified"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(lock["root"], "root");
+    assert_eq!(lock["nodes"]["root"]["inputs"]["nixpkgs"], "nixpkgs");
+}
+
+#[test]
+fn package_builds_the_workspace_with_the_seed_commands() {
+    let package = nix_eval(&repo().join("tests/nix/eval-package.nix"), &[]);
+    let root = repo();
+    assert_eq!(package["pname"], "hwc-backup");
+    assert_eq!(package["mainProgram"], "hwc-backup");
+    assert_eq!(package["missing"], serde_json::json!([]), "sources that do not exist");
+    assert_eq!(package["lockFile"], root.join("Cargo.lock").to_str().unwrap());
+
+    // The version is the workspace's.
+    let cargo = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let version = package["version"].as_str().unwrap();
+    assert!(cargo.contains(&format!("version = \"{version}\"")), "version {version}");
+
+    // Every workspace member and every file cargo reads is in the source set.
+    let sources: Vec<PathBuf> = strings(&package["sources"]).into_iter().map(PathBuf::from).collect();
+    let covered = |path: &Path| sources.iter().any(|s| path.starts_with(s));
+    for needed in ["Cargo.toml", "Cargo.lock", "crates/engine", "crates/cli", "tests/integration/main.rs"] {
+        assert!(covered(&root.join(needed)), "{needed} is not in the package source");
+    }
+
+    let post_install = package["postInstall"].as_str().unwrap();
+    for name in ["backup-now", "backup-status", "backup-restore", "backup-verify"] {
+        assert!(post_install.contains(name), "{name} is not installed");
+    }
+}
+
+/// The NixOS documentation with the option table (to be merged into README.md).
+const OPTION_DOC: &str = "docs/nixos.md";
+
+#[test]
+fn every_option_is_documented() {
+    let declared: BTreeSet<String> =
+        strings(&nix_eval(&repo().join("tests/nix/options.nix"), &[])).into_iter().collect();
+    assert!(declared.len() >= 45, "only {} options declared", declared.len());
+    let doc = fs::read_to_string(repo().join(OPTION_DOC)).unwrap();
+    // Rows of the option table: "| `local.keepDaily` | int ≥ -1 | `7` | … |".
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `")?.split_once("` |").map(|(n, _)| n.to_owned()))
+        .filter(|name| !name.contains(' ') && !name.contains(".timer") && !name.contains(".service"))
+        .collect();
+    let missing: Vec<_> = declared.difference(&documented).collect();
+    let stale: Vec<_> = documented.difference(&declared).collect();
+    assert!(missing.is_empty(), "options missing from {OPTION_DOC}: {missing:?}");
+    assert!(stale.is_empty(), "{OPTION_DOC} documents options that do not exist: {stale:?}");
+}
+
+fn nix_eval_expr(expr: &str) -> Value {
+    let output = run("nix-instantiate", &["--eval", "--strict", "--json", "-E", expr]);
+    assert!(output.status.success(), "nix-instantiate -E {expr}\n{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+// -------------------------------------------------------------------------------------------------
+// With a real nixpkgs lib (HWC_NIXPKGS_LIB=/path/to/nixpkgs.lib/lib)
+// -------------------------------------------------------------------------------------------------
+
+fn nixpkgs_lib(test: &str) -> Option<String> {
+    match std::env::var("HWC_NIXPKGS_LIB") {
+        Ok(dir) if !dir.is_empty() => {
+            assert!(
+                Path::new(&dir).join("default.nix").is_file(),
+                "HWC_NIXPKGS_LIB={dir} is not a nixpkgs lib directory (no default.nix)"
+            );
+            Some(format!("import {dir}"))
+        }
+        _ => {
+            announce(&format!(
+                "SKIPPED nix::{test}: set HWC_NIXPKGS_LIB to a nixpkgs `lib` directory \
+                 (e.g. of nix-community/nixpkgs.lib) to evaluate the module with lib.evalModules"
+            ));
+            None
+        }
+    }
+}
+
+fn eval_module(lib: &str, source: (&str, &str)) -> Result<Value, String> {
+    let file = repo().join("tests/nix/eval-module.nix");
+    let args =
+        ["--eval", "--strict", "--json", file.to_str().unwrap(), "--arg", "lib", lib, "--arg", source.0, source.1];
+    let output = run("nix-instantiate", &args);
+    if output.status.success() {
+        Ok(serde_json::from_slice(&output.stdout).unwrap())
+    } else {
+        Err(text(&output.stderr))
+    }
+}
+
+#[test]
+fn module_matches_the_pure_render() {
+    let Some(lib) = nixpkgs_lib("module_matches_the_pure_render") else { return };
+    for case in cases() {
+        let module = eval_module(&lib, ("case", case.path.to_str().unwrap()))
+            .unwrap_or_else(|err| panic!("{}: {err}", case.name));
+        let name = &case.name;
+        let r = &case.rendered;
+        assert_eq!(module["failedAssertions"], r["failedAssertions"], "{name}: assertions");
+        if case.is_invalid() {
+            continue;
+        }
+        assert_eq!(module["warnings"], r["warnings"], "{name}: warnings");
+        assert_eq!(module["plan"], r["plan"], "{name}: plan");
+        assert_eq!(module["systemPackages"], serde_json::json!([FAKE_PACKAGE]), "{name}");
+        assert_eq!(module["checks"], serde_json::json!(["hwc-backup-config-check"]), "{name}");
+        assert_eq!(
+            module["tmpfiles"],
+            serde_json::json!(["d /var/lib/hwc-backup 0700 root root - -", "d /var/log/backup 0700 root root - -"]),
+            "{name}"
+        );
+        for set in ["services", "timers"] {
+            let ours = r["units"][set].as_object().unwrap();
+            let theirs = module["units"][set].as_object().unwrap();
+            let names = |m: &Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(names(theirs), names(ours), "{name}: {set}");
+            // NixOS fills in every other unit option with its default; compare what we set.
+            for (unit, def) in ours {
+                for (key, value) in def.as_object().unwrap() {
+                    assert_eq!(&theirs[unit][key], value, "{name}: {set}.{unit}.{key}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn module_options_are_typed_described_and_exemplified() {
+    let Some(lib) = nixpkgs_lib("module_options_are_typed_described_and_exemplified") else {
+        return;
+    };
+    let quick_start = repo().join("tests/nix/cases/quick-start.nix");
+    let module = eval_module(&lib, ("case", quick_start.to_str().unwrap())).unwrap();
+    let options = module["options"].as_array().unwrap();
+    assert!(options.len() >= 45, "only {} options", options.len());
+    for option in options {
+        let name = option["name"].as_str().unwrap();
+        assert_eq!(option["hasDescription"], true, "{name} has no description");
+        assert_eq!(option["hasExample"], true, "{name} has no example");
+    }
+    // The seed's options, with the defaults its README documents.
+    let default = |name: &str| {
+        let full = format!("hwc.system.services.backup.{name}");
+        let option = options.iter().find(|o| o["name"] == full.as_str());
+        option.unwrap_or_else(|| panic!("{full} is not declared"))["default"].clone()
+    };
+    for (name, expected) in [
+        ("enable", "false"),
+        ("local.enable", "false"),
+        ("local.mountPoint", "\"/mnt/backup\""),
+        ("local.useRsync", "true"),
+        ("local.keepDaily", "7"),
+        ("local.keepWeekly", "4"),
+        ("local.keepMonthly", "6"),
+        ("local.minSpaceGB", "10"),
+        ("cloud.enable", "false"),
+        ("cloud.provider", "\"proton-drive\""),
+        ("cloud.remotePath", "\"Backups\""),
+        ("cloud.syncMode", "\"sync\""),
+        ("cloud.bandwidthLimit", "null"),
+        ("protonDrive.enable", "false"),
+        ("protonDrive.secretName", "\"rclone-proton-config\""),
+        ("schedule.enable", "false"),
+        ("schedule.frequency", "\"daily\""),
+        ("schedule.timeOfDay", "\"02:00\""),
+        ("schedule.randomDelay", "\"1h\""),
+        ("schedule.onlyOnAC", "true"),
+        ("notifications.enable", "false"),
+        ("notifications.onSuccess", "false"),
+        ("notifications.onFailure", "true"),
+        ("preBackupScript", "\"\""),
+        ("postBackupScript", "\"\""),
+    ] {
+        assert_eq!(default(name), expected, "default of {name}");
+    }
+    for name in ["local.sources", "local.excludePatterns", "package", "hostName"] {
+        assert!(default(name).is_string(), "{name} has no default");
+    }
+}
+
+#[test]
+fn module_refuses_bad_values() {
+    let Some(lib) = nixpkgs_lib("module_refuses_bad_values") else { return };
+    let bad = [
+        ("schedule.timeOfDay", "\"25:00\""),
+        ("schedule.timeOfDay", "\"2am\""),
+        ("local.keepDaily", "(-2)"),
+        ("local.keepWithin", "\"2 days\""),
+        ("local.minSpaceGB", "(-1)"),
+        ("local.sources", "\"/home\""),
+        ("cloud.syncMode", "\"mirror\""),
+        ("cloud.provider", "\"my remote:\""),
+        ("health.maxAge", "\"2 days\""),
+        ("notifications.ntfy.tokenFile", "\"token\""),
+        ("verify.sample", "(-5)"),
+        ("schedule.frequency", "\"\""),
+    ];
+    for (option, value) in bad {
+        let definitions = format!(
+            "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; {option} = {value}; }}; }}"
+        );
+        let result = eval_module(&lib, ("definitions", &definitions));
+        let err = result.err().unwrap_or_else(|| panic!("{option} = {value} was accepted"));
+        assert!(
+            err.contains(&format!("hwc.system.services.backup.{option}")),
+            "{option} = {value}: the error does not name the option:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn module_finds_the_agenix_secret_path() {
+    let Some(lib) = nixpkgs_lib("module_finds_the_agenix_secret_path") else { return };
+    let file = repo().join("tests/nix/eval-module.nix");
+    let case = repo().join("tests/nix/cases/dual-backup.nix");
+    // A stand-in for agenix: age.secrets.<name>.path, decrypted somewhere unusual.
+    let agenix = r#"[ ({ lib, ... }: {
+        options.age.secrets = lib.mkOption {
+          type = lib.types.attrsOf (lib.types.submodule ({ name, ... }: {
+            options.path = lib.mkOption { type = lib.types.str; default = "/run/agenix/${name}"; };
+          }));
+          default = { };
+        };
+        config.age.secrets.rclone-proton-config.path = "/run/keys/rclone.conf";
+      }) ]"#;
+    let args = [
+        "--eval",
+        "--strict",
+        "--json",
+        file.to_str().unwrap(),
+        "--arg",
+        "lib",
+        &lib,
+        "--arg",
+        "case",
+        case.to_str().unwrap(),
+        "--arg",
+        "extraModules",
+        agenix,
+    ];
+    let output = run("nix-instantiate", &args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let module: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(module["plan"]["cloud"]["rcloneConfigFile"], "/run/keys/rclone.conf");
+    assert_eq!(module["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn flake_outputs_with_nixpkgs_lib() {
+    let Some(lib) = nixpkgs_lib("flake_outputs_with_nixpkgs_lib") else { return };
+    let file = repo().join("tests/nix/eval-flake.nix");
+    let flake = nix_eval(&file, &["--arg", "lib", &lib]);
+    let vm_tests: Vec<String> = fs::read_dir(repo().join("tests/nixos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".nix") && n != "default.nix" && n != "common.nix")
+        .map(|n| format!("vm-{}", n.trim_end_matches(".nix")))
+        .collect();
+    assert!(vm_tests.len() >= 4, "{vm_tests:?}");
+    for system in ["x86_64-linux", "aarch64-linux"] {
+        assert_eq!(flake["packages"][system], serde_json::json!(["default", "hwc-backup"]));
+        assert_eq!(flake["devShells"][system], serde_json::json!(["default"]));
+        let checks = strings(&flake["checks"][system]);
+        for check in ["package", "module-eval", "devShell"].iter().map(|s| s.to_string()).chain(vm_tests.clone()) {
+            assert!(checks.contains(&check), "checks.{system} lacks {check}: {checks:?}");
+        }
+    }
+    assert_eq!(flake["nixosModules"], serde_json::json!(["default", "hwc-backup"]));
+    assert_eq!(flake["overlay"], serde_json::json!(["hwc-backup"]));
+    // nixosModules.default points the package option at this flake's build for the system.
+    assert!(
+        flake["modulePackage"].as_str().unwrap().ends_with("-hwc-backup-aarch64-linux"),
+        "{}",
+        flake["modulePackage"]
+    );
+}

@@ -1,0 +1,67 @@
+# Every option away from its default: another rclone remote with its own config, all
+# notification targets, verification with sampling, metrics, hook paths, every retention rule,
+# a raw calendar expression with a time, no random delay, AC power not required.
+{
+  networking.hostName = "ignored";
+  hwc.system.services.backup = {
+    enable = true;
+    hostName = "db-1.example";
+    local = {
+      enable = true;
+      mountPoint = "/srv/backup";
+      requireMountPoint = false;
+      keepLast = 2;
+      keepHourly = 24;
+      keepDaily = -1;
+      keepWeekly = 0;
+      keepMonthly = 0;
+      keepYearly = 3;
+      keepWithin = "1y6m";
+      minSpaceGB = 0;
+      sources = [
+        "/var/lib/postgresql-dumps"
+        "/etc"
+      ];
+      excludePatterns = [ ];
+      oneFileSystem = false;
+    };
+    cloud = {
+      enable = true;
+      provider = "b2";
+      remotePath = "bucket/db-1";
+      syncMode = "copy";
+      rcloneConfigFile = "/run/secrets/rclone.conf";
+    };
+    schedule = {
+      enable = true;
+      frequency = "Sat *-*-* 04:30";
+      randomDelay = "0";
+      onlyOnAC = false;
+    };
+    notifications = {
+      enable = true;
+      onSuccess = true;
+      onFailure = true;
+      ntfy = {
+        url = "https://ntfy.example/backups";
+        tokenFile = "/run/secrets/ntfy-token";
+      };
+      webhook.url = "https://hooks.example/backup";
+      healthchecks.url = "https://hc.example/ping/uuid";
+      email.to = "ops@example.org";
+    };
+    preBackupScript = "pg_dumpall > /var/lib/postgresql-dumps/all.sql";
+    readWritePaths = [ "/var/lib/postgresql-dumps" ];
+    health = {
+      maxAge = "36h";
+      minBackups = 3;
+      schedule = "daily";
+    };
+    verify = {
+      enable = true;
+      schedule = "Sun *-*-01..07 05:00";
+      sample = 50;
+    };
+    metrics.textfileDir = "/var/lib/node-exporter";
+  };
+}

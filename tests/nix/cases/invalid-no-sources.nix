@@ -1,0 +1,10 @@
+# Nothing to back up.
+{
+  hwc.system.services.backup = {
+    enable = true;
+    local = {
+      enable = true;
+      sources = [ ];
+    };
+  };
+}

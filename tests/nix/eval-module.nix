@@ -1,0 +1,74 @@
+# Evaluates modules/backup.nix with nixpkgs' real lib.evalModules (the HWC_NIXPKGS_LIB test):
+#
+#   nix-instantiate --eval --strict --json tests/nix/eval-module.nix \
+#     --arg lib 'import /path/to/nixpkgs.lib/lib' --arg case ./tests/nix/cases/x.nix
+#
+# `definitions` (an attrset) may stand in for `case`. pkgs is faked with the same store paths
+# eval.nix uses, so the results can be compared with the pure render's.
+{
+  lib,
+  case ? null,
+  definitions ? import case,
+  package ? "/nix/store/00000000000000000000000000000000-hwc-backup-0.1.0",
+  # Extra modules, e.g. a stand-in for agenix's age.secrets.
+  extraModules ? [ ],
+}:
+let
+  fakeStore = "/nix/store/00000000000000000000000000000000";
+  fakeDrv = name: outPath: mainProgram: {
+    type = "derivation";
+    inherit name outPath;
+    meta = { inherit mainProgram; };
+  };
+
+  pkgs = {
+    hwc-backup = fakeDrv "hwc-backup-0.1.0" package "hwc-backup";
+    rclone = fakeDrv "rclone-1.70.0" "${fakeStore}-rclone-1.70.0" "rclone";
+    writeShellScript = name: _text: "${fakeStore}-${name}";
+    formats.json = _: {
+      generate = name: value: {
+        outPath = "${fakeStore}-${name}";
+        plan = value;
+      };
+    };
+    runCommand = name: _env: script: { inherit name script; };
+    stdenv = {
+      buildPlatform.canExecute = _: true;
+      hostPlatform = { };
+    };
+  };
+
+  eval = lib.evalModules {
+    modules = [
+      ./nixos-stub.nix
+      ../../modules/backup.nix
+      { _module.args.pkgs = pkgs; }
+      definitions
+    ] ++ extraModules;
+  };
+  inherit (eval) config;
+
+  hwcOptions = lib.filter (o: lib.hasPrefix "hwc.system.services.backup." o.name) (
+    lib.optionAttrSetToDocList eval.options
+  );
+in
+{
+  plan = (config.environment.etc."hwc-backup/config.json" or { source.plan = null; }).source.plan;
+  units = {
+    inherit (config.systemd) services timers;
+  };
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  inherit (config) warnings;
+  # Every option value, so that --strict type-checks all of them (the module system checks a
+  # value only when something reads it).
+  values = config.hwc.system.services.backup;
+  tmpfiles = config.systemd.tmpfiles.rules;
+  systemPackages = map toString config.environment.systemPackages;
+  checks = map (c: c.name) config.system.checks;
+  options = map (o: {
+    inherit (o) name type;
+    hasDescription = (o.description or "") != "";
+    hasExample = o ? example;
+    default = o.default.text or null;
+  }) hwcOptions;
+}

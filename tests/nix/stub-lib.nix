@@ -1,0 +1,50 @@
+# Just enough of nixpkgs' `lib` to read the option declarations of modules/backup.nix with
+# Debian's Nix 2.8 and no nixpkgs: mkOption keeps its arguments, and every type is reduced to a
+# `check` predicate and a `description`. Nothing in the module's `config` part is supported
+# (eval.nix never reads it); the real lib is used by the HWC_NIXPKGS_LIB test.
+let
+  inherit (builtins)
+    all
+    elem
+    isBool
+    isInt
+    isList
+    isPath
+    isString
+    match
+    substring
+    ;
+  type = description: check: { inherit description check; };
+  str = type "string" isString;
+in
+rec {
+  mkOption = attrs: attrs // { _type = "option"; };
+  mkEnableOption = name: mkOption {
+    type = types.bool;
+    default = false;
+    description = "Whether to enable ${name}.";
+  };
+  mkPackageOption = pkgs: name: _: mkOption {
+    type = types.package;
+    default = pkgs.${name};
+    description = "The ${name} package to use.";
+  };
+  literalExpression = text: { _type = "literalExpression"; inherit text; };
+  literalMD = text: { _type = "literalMD"; inherit text; };
+
+  types = rec {
+    inherit str;
+    lines = str;
+    nonEmptyStr = type "non-empty string" (x: isString x && x != "");
+    bool = type "boolean" isBool;
+    int = type "signed integer" isInt;
+    ints.unsigned = type "unsigned integer" (x: isInt x && x >= 0);
+    path = type "absolute path" (x: isPath x || (isString x && substring 0 1 x == "/"));
+    package = type "package" (_: true);
+    strMatching = re: type "string matching ${re}" (x: isString x && match re x != null);
+    enum = xs: type "one of ${builtins.toJSON xs}" (x: elem x xs);
+    nullOr = t: type "null or ${t.description}" (x: x == null || t.check x);
+    listOf = t: type "list of ${t.description}" (x: isList x && all t.check x);
+    addCheck = t: f: type t.description (x: t.check x && f x);
+  };
+}
