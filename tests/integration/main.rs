@@ -8,5 +8,6 @@ mod util;
 mod excludes;
 mod nix;
 mod restore;
+mod retention_sim;
 mod snapshot;
 mod verify;

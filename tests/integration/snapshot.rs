@@ -191,3 +191,17 @@ fn argv0_aliases_dispatch_to_subcommands() {
     let out = std::process::Command::new(&status).args(env.target_args()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("2025-01-15_02-00-00"), "{}", show(&out));
 }
+
+#[test]
+fn repeated_wall_clock_time_after_dst_fall_back_gets_a_suffix() {
+    // 2025-10-26 in Europe/Berlin: 02:30 happens twice, first at +02:00, then at +01:00.
+    let env = Env::new();
+    write(&env.src.join("f"), "1");
+    env.snapshot_ok("2025-10-26T02:30:00+02:00", &[]);
+    write(&env.src.join("f"), "2");
+    env.snapshot_ok("2025-10-26T02:30:00+01:00", &[]);
+    assert_eq!(env.snapshot_ids(), ["daily/2025-10-26_02-30-00", "daily/2025-10-26_02-30-00_2"]);
+    assert_eq!(std::fs::read_link(env.host_dir().join("latest")).unwrap(), Path::new("daily/2025-10-26_02-30-00_2"));
+    let out = env.run("restore", &["--list"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "{}", show(&out));
+}

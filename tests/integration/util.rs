@@ -232,3 +232,20 @@ pub fn write_plan(env: &Env, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+impl Env {
+    /// Like [`Env::new`], but on a tmpfs (`/dev/shm`) when the machine has a writable one, for
+    /// tests that run hundreds of backups to check logic, not the disk (every run syncs the
+    /// filesystem, which on a busy disk costs far more than the backup itself).
+    pub fn on_tmpfs() -> Env {
+        let shm = Path::new("/dev/shm");
+        let Ok(dir) = tempfile::Builder::new().prefix("hwc-test-").tempdir_in(shm) else { return Env::new() };
+        let src = dir.path().join("src");
+        let dest = dir.path().join("dest");
+        let state = dir.path().join("state");
+        for d in [&src, &dest, &state] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        Env { dir, src, dest, state }
+    }
+}

@@ -34,25 +34,18 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     Ok(())
 }
 
-/// Parses a `--now` testing clock.
+/// Parses a `--now` testing clock, keeping the offset the user wrote: it is what the
+/// snapshot records and what retention reads its calendar fields in.
 fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
     let Some(t) = text else { return Ok(None) };
-    let ts: jiff::Timestamp =
-        t.parse().with_context(|| format!("--now {t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00"))?;
-    // Keep the offset the user wrote: it is what the snapshot records and retention reads.
-    let offset = jiff::fmt::temporal::DateTimeParser::new()
-        .parse_zoned(format!("{t}[{}]", offset_of(t)))
-        .map(|z| z.offset())
-        .unwrap_or(jiff::tz::Offset::UTC);
+    let bad = || format!("--now {t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00");
+    let ts: jiff::Timestamp = t.parse().with_context(bad)?;
+    let pieces = jiff::fmt::temporal::Pieces::parse(t.as_str()).with_context(bad)?;
+    let offset = match pieces.offset() {
+        Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) => n.offset(),
+        _ => jiff::tz::Offset::UTC,
+    };
     Ok(Some(ts.to_zoned(jiff::tz::TimeZone::fixed(offset))))
-}
-
-/// The offset part of an RFC 3339 string (`Z` → `+00:00`).
-fn offset_of(t: &str) -> String {
-    if t.ends_with('Z') || t.ends_with('z') {
-        return "+00:00".into();
-    }
-    t.get(t.len().saturating_sub(6)..).unwrap_or("+00:00").to_string()
 }
 
 fn plan_for_now(a: &NowArgs) -> Result<Plan> {
@@ -341,10 +334,10 @@ fn prune_cmd(a: PruneArgs) -> Result<Exit> {
     let now = parse_now(&a.now)?.map_or_else(jiff::Timestamp::now, |z| z.timestamp());
     let host: &HostDir = &t.host;
     let decision = if a.dry_run {
-        prune::plan(&host.list()?, &policy, now, plan.max_age())
+        prune::plan(&host.list()?, &policy, now, &plan.health.max_age)
     } else {
         let _lock = hwc_backup_engine::lock::HostLock::acquire(&host.lock_path(), "prune")?;
-        let d = prune::plan(&host.list()?, &policy, now, plan.max_age());
+        let d = prune::plan(&host.list()?, &policy, now, &plan.health.max_age);
         prune::execute(host, &d)?;
         drop(_lock);
         prune::empty_trash(host)?;

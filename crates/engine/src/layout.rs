@@ -200,9 +200,30 @@ pub fn snapshot_name(when: &Zoned) -> String {
     when.strftime(NAME_FORMAT).to_string()
 }
 
-/// Parses a snapshot directory name back into its civil time.
+/// A name for a snapshot started at `when` that no existing snapshot has. Local wall time
+/// repeats (the hour after clocks go back, a change of time zone), so a taken name gets a
+/// suffix `_2`, `_3` … instead of failing the backup.
+pub fn unique_name(when: &Zoned, existing: &[Snapshot]) -> String {
+    let base = snapshot_name(when);
+    let taken = |n: &str| existing.iter().any(|s| s.name == n);
+    if !taken(&base) {
+        return base;
+    }
+    (2..).map(|i| format!("{base}_{i}")).find(|n| !taken(n)).expect("an unused suffix exists")
+}
+
+/// Parses a snapshot directory name (with or without a `_N` suffix) into its civil time.
 pub fn parse_name(name: &str) -> Option<DateTime> {
-    DateTime::strptime(NAME_FORMAT, name).ok()
+    if let Ok(dt) = DateTime::strptime(NAME_FORMAT, name) {
+        return Some(dt);
+    }
+    let (base, suffix) = name.rsplit_once('_')?;
+    let numeric = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) && !suffix.starts_with('0');
+    if numeric {
+        DateTime::strptime(NAME_FORMAT, base).ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +237,9 @@ mod tests {
         assert_eq!(n, "2025-01-15_02-00-00");
         assert_eq!(parse_name(&n).unwrap().to_string(), "2025-01-15T02:00:00");
         assert!(parse_name("2025-01-15").is_none());
+        assert_eq!(parse_name("2025-10-26_02-30-00_2").unwrap().to_string(), "2025-10-26T02:30:00");
+        assert!(parse_name("2025-10-26_02-30-00_x").is_none());
+        assert!(parse_name("2025-10-26_02-30-00_02").is_none());
         assert!(parse_name(".incomplete").is_none());
     }
 }

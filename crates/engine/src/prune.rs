@@ -11,7 +11,6 @@
 //! older than the health threshold, so a broken job cannot let retention eat the history.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -58,9 +57,9 @@ impl PrunePlan {
     }
 }
 
-/// Decides what to keep. `max_age` is the health threshold: if the newest snapshot is older
-/// than that at `now`, the plan is refused.
-pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: Duration) -> PrunePlan {
+/// Decides what to keep. `max_age` is the health threshold as configured (`"48h"`): if the
+/// newest snapshot is older than that at `now`, the plan is refused.
+pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: &str) -> PrunePlan {
     let times: Vec<SnapshotTime> =
         snapshots.iter().map(|s| SnapshotTime::new(s.meta.started_at, s.meta.utc_offset)).collect();
     let decision = retention::apply(&times, policy, now);
@@ -101,7 +100,11 @@ fn newest_index(snapshots: &[Snapshot]) -> Option<usize> {
     })
 }
 
-fn refuse_reason(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: Duration) -> Option<String> {
+fn refuse_reason(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age_text: &str) -> Option<String> {
+    // Validated when the plan was loaded; a bad value here refuses rather than prunes.
+    let Ok(max_age) = crate::plan::parse_duration(max_age_text) else {
+        return Some(format!("health.maxAge {max_age_text:?} is not a duration"));
+    };
     if policy.is_empty() {
         return Some("the retention policy keeps nothing".into());
     }
@@ -112,20 +115,9 @@ fn refuse_reason(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_ag
         format!(
             "the newest complete snapshot is from {newest}, older than the health threshold ({}); \
              pruning is suspended until a new backup succeeds",
-            humanize(max_age)
+            max_age_text
         )
     })
-}
-
-fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    if s % 86400 == 0 {
-        format!("{}d", s / 86400)
-    } else if s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else {
-        format!("{s}s")
-    }
 }
 
 /// Applies a plan by renames: moves kept snapshots to their tier, expired ones to the trash,

@@ -181,6 +181,8 @@ fn run_inner(
     }
     let lock = HostLock::acquire(&host.lock_path(), "backup")?;
     report.cleaned_up = clean_leftovers(&host)?;
+    // Repairs a `latest` left pointing nowhere by an interruption between two renames.
+    host.refresh_latest()?;
     if let Some(hook) = &plan.hooks.pre_backup {
         run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", plan.host.as_str())])?;
     }
@@ -188,7 +190,7 @@ fn run_inner(
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
-        let p = prune::plan(&snapshots, &policy, now, plan.max_age());
+        let p = prune::plan(&snapshots, &policy, now, &plan.health.max_age);
         prune::execute(&host, &p)?;
         if let Some(reason) = &p.refused {
             tracing::warn!("prune refused: {reason}");
@@ -251,17 +253,14 @@ fn build_and_publish(
     progress: Progress,
     report: &mut RunReport,
 ) -> Result<()> {
-    let name = layout::snapshot_name(started);
     let existing = host.list()?;
-    if let Some(s) = existing.iter().find(|s| s.name == name) {
-        return Err(Error::Guard(format!("a snapshot named {} already exists", s.id())));
-    }
+    let name = layout::unique_name(started, &existing);
     let base = existing.last();
     let incomplete = host.incomplete_dir();
     std::fs::create_dir_all(&incomplete).ctx("create directory", &incomplete)?;
     let work = incomplete.join(&name);
     std::fs::create_dir(&work).ctx("create directory", &work)?;
-    let result = build_into(plan, opts, started, excludes, host, base, &work, progress, report);
+    let result = build_into(plan, opts, started, &name, excludes, host, base, &work, progress, report);
     if result.is_err() {
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
         let _ = prune::trash_path(host, &work).map(|_| prune::empty_trash(host));
@@ -274,6 +273,7 @@ fn build_into(
     plan: &Plan,
     opts: &RunOptions,
     started: &Zoned,
+    name: &str,
     excludes: &ExcludeSet,
     host: &HostDir,
     base: Option<&layout::Snapshot>,
@@ -303,7 +303,7 @@ fn build_into(
         }
     }
     let state = if built.counts.warnings > 0 { RunState::Partial } else { RunState::Success };
-    let name = layout::snapshot_name(started);
+    let name = name.to_string();
     let meta = SnapshotMeta {
         format: 1,
         tool: format!("hwc-backup {}", env!("CARGO_PKG_VERSION")),

@@ -131,11 +131,14 @@ fn open_dir(p: &Path) -> Result<OwnedFd> {
     .ctx("open directory", p)
 }
 
+/// Inodes with several links in a source: (dev, ino) → where the first one went (relative
+/// to the work directory), and its hash.
+type LinkTable = HashMap<(u64, u64), (PathBuf, Option<Hash>)>;
+
 /// State shared by the workers.
 struct Shared<'a> {
     work: PathBuf,
-    /// Inodes with several links in a source: (dev, ino) → where the first one went, and its hash.
-    links: Mutex<HashMap<(u64, u64), (PathBuf, Option<Hash>)>>,
+    links: Mutex<LinkTable>,
     cancel: &'a AtomicBool,
 }
 
@@ -156,7 +159,7 @@ struct Job {
 /// What comes back to the writer, in walk order by sequence number.
 enum Item {
     Files { source: usize, rel: Arc<Vec<u8>>, results: Vec<FileResult> },
-    DirDone { src: Arc<OwnedFd>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf },
+    DirDone { src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf },
     Warn(Warning),
     Fatal(Error),
 }
@@ -243,7 +246,7 @@ impl Lister<'_> {
                 rustix::fs::Mode::empty(),
             )
             .ctx("open directory", &abs)?;
-            self.emit(Item::DirDone { src: Arc::new(src), dst: Arc::new(dst), stat: Box::new(st), abs });
+            self.emit(Item::DirDone { src: Some(Arc::new(src)), dst: Arc::new(dst), stat: Box::new(st), abs });
         }
         Ok(())
     }
@@ -305,7 +308,7 @@ impl Lister<'_> {
         let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
         let (src, dst) = (Arc::new(src), Arc::new(dst));
         self.dir(i, Arc::new(rel), Arc::new(path.clone()), src.clone(), dst.clone(), prev.map(Arc::new))?;
-        self.emit(Item::DirDone { src, dst, stat: Box::new(st), abs: path.clone() });
+        self.emit(Item::DirDone { src: Some(src), dst, stat: Box::new(st), abs: path.clone() });
         Ok(())
     }
 
@@ -378,7 +381,9 @@ impl Lister<'_> {
         let child_src = match fsops::open_dir_at(src.as_fd(), &name) {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
+                // Keep the directory with its owner, mode and times, without content.
                 self.warn(&child_abs, format!("cannot open directory: {e}"));
+                self.emit(Item::DirDone { src: None, dst: child_dst, stat: Box::new(st), abs: child_abs });
                 return Ok(());
             }
         };
@@ -399,7 +404,7 @@ impl Lister<'_> {
                 child_prev,
             )?;
         }
-        self.emit(Item::DirDone { src: child_src, dst: child_dst, stat: Box::new(st), abs: child_abs });
+        self.emit(Item::DirDone { src: Some(child_src), dst: child_dst, stat: Box::new(st), abs: child_abs });
         Ok(())
     }
 
@@ -411,7 +416,7 @@ impl Lister<'_> {
         let mut dir = rustix::fs::Dir::read_from(src)?;
         let mut path_buf = abs.as_os_str().as_bytes().to_vec();
         let base_len = path_buf.len();
-        while let Some(entry) = dir.next() {
+        for entry in dir.by_ref() {
             let entry = entry?;
             let name = entry.file_name();
             if name == c"." || name == c".." {
@@ -713,7 +718,7 @@ impl<'a> Writer<'a> {
             }
             Item::DirDone { src, dst, stat, abs } => {
                 self.counts.directories += 1;
-                if let Err(e) = fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &stat) {
+                if let Err(e) = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat) {
                     if fsops::is_fatal_dest_error(&e) {
                         return Err(Error::io("set metadata of directory", &abs, e));
                     }
