@@ -5,8 +5,16 @@
 
 mod util;
 
+mod bad_input;
+mod cloud;
+mod crash;
+mod dumps;
 mod excludes;
+mod health;
+mod hooks;
+mod metrics;
 mod nix;
+mod notify;
 mod restore;
 mod retention_sim;
 mod snapshot;

@@ -47,6 +47,12 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply the retention policy: keep, move between tiers, expire.
     Prune(PruneArgs),
+    /// Push the newest snapshot to the cloud remote with rclone.
+    Cloud(CloudArgs),
+    /// Check that the backups are recent, verified and copied; exit 1 when not.
+    Health(HealthArgs),
+    /// Notify that a systemd unit failed (for OnFailure=).
+    NotifyFailure(NotifyFailureArgs),
     /// Work with plan files.
     Config {
         /// What to do with the plan.
@@ -180,6 +186,45 @@ pub struct PruneArgs {
     pub json: bool,
 }
 
+/// `cloud`.
+#[derive(Args, Debug)]
+pub struct CloudArgs {
+    /// Target selection (a plan is required).
+    #[command(flatten)]
+    pub target: Target,
+    /// Mirror even an empty or much smaller snapshot over the remote.
+    #[arg(long)]
+    pub allow_shrink: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `health`.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `notify-failure`.
+#[derive(Args, Debug)]
+pub struct NotifyFailureArgs {
+    /// Target selection (a plan is required).
+    #[command(flatten)]
+    pub target: Target,
+    /// The unit that failed (systemd passes it as %n).
+    #[arg(long, value_name = "UNIT")]
+    pub unit: String,
+    /// Print the deliveries as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Maps the seed's command names (`backup-now` …) to subcommands, so the package can install
 /// them as symlinks to one binary.
 pub fn args_with_argv0_alias() -> Vec<std::ffi::OsString> {
@@ -190,6 +235,8 @@ pub fn args_with_argv0_alias() -> Vec<std::ffi::OsString> {
         Some("backup-status") => Some("status"),
         Some("backup-restore") => Some("restore"),
         Some("backup-verify") => Some("verify"),
+        Some("backup-cloud") => Some("cloud"),
+        Some("backup-health") => Some("health"),
         _ => None,
     };
     if let Some(sub) = sub {

@@ -24,6 +24,9 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::Verify(a) => verify_cmd(a),
         Command::Prune(a) => prune_cmd(a),
         Command::Config { command: ConfigCommand::Check { file } } => config_check(&file),
+        Command::Cloud(a) => crate::ops::cloud(a),
+        Command::Health(a) => crate::ops::health(a),
+        Command::NotifyFailure(a) => crate::ops::notify_failure(a),
     }
 }
 
@@ -67,6 +70,12 @@ fn plan_for_now(a: &NowArgs) -> Result<Plan> {
     plan.destination.min_free_bytes = a.min_free_gb.unwrap_or(0) << 30;
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     plan.validate()?;
+    // Like rsync, a one-off run creates its destination. Never when a mount point is
+    // required, and never for a plan: there a missing directory means a missing drive.
+    let sources_exist = plan.sources.iter().all(|s| s.symlink_metadata().is_ok());
+    if !plan.destination.require_mount_point && sources_exist && !dest.exists() {
+        std::fs::create_dir_all(dest).with_context(|| format!("cannot create destination {}", dest.display()))?;
+    }
     Ok(plan)
 }
 
@@ -79,6 +88,10 @@ fn now(a: NowArgs) -> Result<Exit> {
     if let Some(t) = a.threads {
         opts.threads = t.max(1);
     }
+    let configured = a.sources.is_empty() && a.target.dest.is_none();
+    if configured {
+        crate::ops::before_run(&plan);
+    }
     let progress = Progress::new(!a.json);
     let report = run::run(&plan, &opts, &|c| progress.counts(c));
     progress.finish();
@@ -88,10 +101,15 @@ fn now(a: NowArgs) -> Result<Exit> {
     } else {
         print_run(&report)?;
     }
+    let after = crate::ops::after_run(
+        &plan,
+        &report,
+        &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
+    );
     if report.error.as_deref().is_some_and(|e| e.contains("is locked by another run")) {
         return Ok(Exit::Locked);
     }
-    Ok(Exit::from_state(report.state))
+    Ok(after.exit.unwrap_or(Exit::from_state(report.state)))
 }
 
 /// Keeps the last run's report for `status` and health checks; best effort, because a
@@ -278,6 +296,7 @@ fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         reports.push(verify::verify(s, threads, sample, &|f, b| progress.hashed(f, b))?);
     }
     progress.finish();
+    crate::ops::after_verify(&t, &reports);
     let clean = reports.iter().all(verify::VerifyReport::is_clean);
     if a.json {
         print_json(&reports)?;
@@ -365,7 +384,7 @@ fn prune_cmd(a: PruneArgs) -> Result<Exit> {
 }
 
 fn config_check(file: &Path) -> Result<Exit> {
-    let plan = Plan::load(file)?;
+    let plan = Plan::load(file).with_context(|| format!("plan {}", file.display()))?;
     println!(
         "{}: valid plan version {} for host {} ({} sources)",
         file.display(),

@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod exit;
+mod ops;
 mod progress;
 mod target;
 

@@ -32,7 +32,7 @@ impl Target {
                 plan: None,
                 host: HostDir::new(dest.join(&host_name)),
                 host_name,
-                state_dir: default_state_dir(),
+                state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
             });
         }
         let plan = self.load_plan()?;

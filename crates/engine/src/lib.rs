@@ -22,14 +22,20 @@
 
 #![deny(missing_docs)]
 
+pub mod cloud;
+pub mod dumps;
 pub mod error;
 pub mod exclude;
 pub mod fsops;
 pub mod fsutil;
+pub mod health;
+pub mod jsonlog;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod meta;
+pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod prune;
 pub mod restore;

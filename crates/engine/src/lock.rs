@@ -52,3 +52,11 @@ impl HostLock {
         &self.path
     }
 }
+
+impl Drop for HostLock {
+    /// Clears the holder's description, so that a later "locked by" message never names a
+    /// run that has ended. The kernel releases the lock itself when the file closes.
+    fn drop(&mut self) {
+        let _ = self._file.set_len(0);
+    }
+}

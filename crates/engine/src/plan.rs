@@ -50,6 +50,9 @@ pub struct Plan {
     /// Prometheus textfile output.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Database dumps taken before the snapshot.
+    #[serde(default)]
+    pub databases: Databases,
     /// Directory for JSON-lines logs.
     #[serde(default = "default_log_dir")]
     pub log_dir: PathBuf,
@@ -200,7 +203,7 @@ pub enum SyncMode {
 }
 
 /// Cloud push of the newest complete snapshot.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cloud {
     /// Whether to push at all.
@@ -221,6 +224,28 @@ pub struct Cloud {
     /// The rclone binary; `None` means "find it on PATH".
     #[serde(default)]
     pub rclone: Option<PathBuf>,
+    /// How many history folders (files replaced or deleted on the remote, one folder per
+    /// push) to keep under `<remote>/<host>/history/`; 0 turns history off.
+    #[serde(default = "thirty")]
+    pub keep_history: u32,
+    /// Health: the last successful push must be younger than this.
+    #[serde(default = "default_cloud_max_age")]
+    pub max_age: String,
+}
+
+impl Default for Cloud {
+    fn default() -> Self {
+        Cloud {
+            enable: false,
+            remote: None,
+            sync_mode: SyncMode::Sync,
+            bandwidth_limit: None,
+            rclone_config_file: None,
+            rclone: None,
+            keep_history: thirty(),
+            max_age: default_cloud_max_age(),
+        }
+    }
 }
 
 /// An ntfy target.
@@ -298,11 +323,118 @@ pub struct Health {
     /// At least this many complete snapshots.
     #[serde(default = "one")]
     pub min_backups: u32,
+    /// A verify must have run within this long; `None` = a missing verify is not a failure
+    /// (a verify that found damage always is).
+    #[serde(default)]
+    pub verify_max_age: Option<String>,
 }
 
 impl Default for Health {
     fn default() -> Self {
-        Health { max_age: default_max_age(), min_backups: 1 }
+        Health { max_age: default_max_age(), min_backups: 1, verify_max_age: None }
+    }
+}
+
+/// Database dumps written before the snapshot into a directory the snapshot holds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Databases {
+    /// Where the dumps are written; must lie inside one of `sources` so the snapshot holds
+    /// them (the module adds it to `sources` for you).
+    #[serde(default = "default_staging_dir")]
+    pub staging_dir: PathBuf,
+    /// PostgreSQL.
+    #[serde(default)]
+    pub postgresql: Postgresql,
+    /// MySQL / MariaDB.
+    #[serde(default)]
+    pub mysql: Mysql,
+}
+
+impl Default for Databases {
+    fn default() -> Self {
+        Databases { staging_dir: default_staging_dir(), postgresql: Postgresql::default(), mysql: Mysql::default() }
+    }
+}
+
+impl Databases {
+    /// Whether any dump is configured.
+    pub fn any_enabled(&self) -> bool {
+        self.postgresql.enable || self.mysql.enable
+    }
+}
+
+/// PostgreSQL dumps: `pg_dumpall`, or `pg_dump -Fc` per database plus the globals.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Postgresql {
+    /// Whether to dump.
+    #[serde(default)]
+    pub enable: bool,
+    /// The system user the dump programs run as (peer authentication on the socket).
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    /// Databases to dump one by one with `pg_dump -Fc`; empty = everything with `pg_dumpall`.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Server host or socket directory (`-h`); `None` = libpq's default socket.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Server port (`-p`).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Directory holding `pg_dump`/`pg_dumpall`; `None` = found on PATH.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for Postgresql {
+    fn default() -> Self {
+        Postgresql {
+            enable: false,
+            user: default_pg_user(),
+            databases: Vec::new(),
+            host: None,
+            port: None,
+            bin_dir: None,
+        }
+    }
+}
+
+/// MySQL / MariaDB dumps with `mysqldump` (or `mariadb-dump`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mysql {
+    /// Whether to dump.
+    #[serde(default)]
+    pub enable: bool,
+    /// The system user the dump program runs as (unix_socket authentication).
+    #[serde(default = "default_mysql_user")]
+    pub user: String,
+    /// Databases to dump one file each; empty = `--all-databases` into one file.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// An option file with credentials (`--defaults-extra-file`).
+    #[serde(default)]
+    pub defaults_file: Option<PathBuf>,
+    /// The server's socket (`--socket`); `None` = the client's default.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// Directory holding `mysqldump`/`mariadb-dump`; `None` = found on PATH.
+    #[serde(default)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for Mysql {
+    fn default() -> Self {
+        Mysql {
+            enable: false,
+            user: default_mysql_user(),
+            databases: Vec::new(),
+            defaults_file: None,
+            socket: None,
+            bin_dir: None,
+        }
     }
 }
 
@@ -323,6 +455,21 @@ fn zero() -> Count {
 }
 fn one() -> u32 {
     1
+}
+fn thirty() -> u32 {
+    30
+}
+fn default_cloud_max_age() -> String {
+    "7d".into()
+}
+fn default_staging_dir() -> PathBuf {
+    "/var/backup/databases".into()
+}
+fn default_pg_user() -> String {
+    "postgres".into()
+}
+fn default_mysql_user() -> String {
+    "root".into()
 }
 fn four() -> Count {
     Count::N(4)
@@ -356,7 +503,7 @@ impl Plan {
         let plan: Plan = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
-            let field = if field == "." { "(document)".to_string() } else { field };
+            let field = if field == "." || field == "?" { "(document)".to_string() } else { field };
             Error::config(field, inner.to_string())
         })?;
         plan.validate()?;
@@ -379,6 +526,7 @@ impl Plan {
             notifications: Notifications { on_failure: false, ..Notifications::default() },
             health: Health::default(),
             metrics: Metrics::default(),
+            databases: Databases::default(),
             log_dir: default_log_dir(),
             state_dir: default_state_dir(),
         }
@@ -416,6 +564,10 @@ impl Plan {
         }
         self.validate_cloud()?;
         parse_duration(&self.health.max_age).map_err(|m| Error::config("health.maxAge", m))?;
+        if let Some(v) = &self.health.verify_max_age {
+            parse_duration(v).map_err(|m| Error::config("health.verifyMaxAge", m))?;
+        }
+        self.validate_databases()?;
         absolute("logDir", &self.log_dir)?;
         absolute("stateDir", &self.state_dir)?;
         if let Some(d) = &self.metrics.textfile_dir {
@@ -440,6 +592,71 @@ impl Plan {
             ));
         }
         for (field, p) in [("cloud.rcloneConfigFile", &c.rclone_config_file), ("cloud.rclone", &c.rclone)] {
+            if let Some(p) = p {
+                absolute(field, p)?;
+            }
+        }
+        parse_duration(&c.max_age).map_err(|m| Error::config("cloud.maxAge", m))?;
+        if let Some(b) = &c.bandwidth_limit {
+            // rclone would only complain at 02:00; catch a typo at `nixos-rebuild` time.
+            if b.trim().is_empty() || b.chars().any(|ch| ch.is_whitespace() && ch != ' ') || b.starts_with('-') {
+                return Err(Error::config("cloud.bandwidthLimit", format!("{b:?} is not an rclone --bwlimit value")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_databases(&self) -> Result<()> {
+        let d = &self.databases;
+        absolute("databases.stagingDir", &d.staging_dir)?;
+        if !d.any_enabled() {
+            return Ok(());
+        }
+        // A dump outside every source would be written and never backed up.
+        if !self.sources.iter().any(|s| d.staging_dir.starts_with(s)) {
+            return Err(Error::config(
+                "databases.stagingDir",
+                format!(
+                    "{:?} is not inside any of sources, so the snapshot would not hold the dumps; add it to sources",
+                    d.staging_dir.display().to_string()
+                ),
+            ));
+        }
+        if d.staging_dir.starts_with(&self.destination.path) {
+            return Err(Error::config(
+                "databases.stagingDir",
+                format!("{:?} is inside destination.path", d.staging_dir.display().to_string()),
+            ));
+        }
+        for (engine, user, dbs, bin) in [
+            ("postgresql", &d.postgresql.user, &d.postgresql.databases, &d.postgresql.bin_dir),
+            ("mysql", &d.mysql.user, &d.mysql.databases, &d.mysql.bin_dir),
+        ] {
+            if user.is_empty() || user.contains(['/', ':', '\0']) {
+                return Err(Error::config(format!("databases.{engine}.user"), format!("{user:?} is not a user name")));
+            }
+            for (i, db) in dbs.iter().enumerate() {
+                // Each name becomes a file name in the staging directory.
+                if db.is_empty() || db.starts_with('.') || db.contains(['/', '\0']) {
+                    return Err(Error::config(
+                        format!("databases.{engine}.databases[{i}]"),
+                        format!("{db:?} cannot be used as a database dump file name"),
+                    ));
+                }
+                if dbs[..i].contains(db) {
+                    return Err(Error::config(
+                        format!("databases.{engine}.databases[{i}]"),
+                        format!("{db:?} is listed twice"),
+                    ));
+                }
+            }
+            if let Some(b) = bin {
+                absolute(&format!("databases.{engine}.binDir"), b)?;
+            }
+        }
+        for (field, p) in
+            [("databases.mysql.defaultsFile", &d.mysql.defaults_file), ("databases.mysql.socket", &d.mysql.socket)]
+        {
             if let Some(p) = p {
                 absolute(field, p)?;
             }
@@ -484,6 +701,21 @@ impl Plan {
     /// `health.maxAge` as a duration (validated at load).
     pub fn max_age(&self) -> Duration {
         parse_duration(&self.health.max_age).unwrap_or(Duration::from_secs(48 * 3600))
+    }
+
+    /// `cloud.maxAge` as a duration (validated at load).
+    pub fn cloud_max_age(&self) -> Duration {
+        parse_duration(&self.cloud.max_age).unwrap_or(Duration::from_secs(7 * 86400))
+    }
+
+    /// `health.verifyMaxAge` as a duration (validated at load).
+    pub fn verify_max_age(&self) -> Option<Duration> {
+        self.health.verify_max_age.as_deref().and_then(|v| parse_duration(v).ok())
+    }
+
+    /// Where state about this host is kept between runs: `<stateDir>/<host>/`.
+    pub fn host_state_dir(&self) -> PathBuf {
+        self.state_dir.join(&self.host)
     }
 }
 
@@ -604,6 +836,39 @@ mod tests {
         let mut v = minimal();
         v["cloud"] = serde_json::json!({ "enable": true });
         assert!(err_of(v).contains("cloud.remote"));
+    }
+
+    #[test]
+    fn new_sections_default_and_validate() {
+        let p = Plan::parse(&minimal().to_string()).unwrap();
+        assert_eq!(p.cloud.keep_history, 30);
+        assert_eq!(p.cloud.max_age, "7d");
+        assert!(!p.databases.any_enabled());
+        let mut v = minimal();
+        v["cloud"] = serde_json::json!({ "maxAge": "soon" });
+        assert!(err_of(v).contains("cloud.maxAge"));
+        let mut v = minimal();
+        v["health"] = serde_json::json!({ "verifyMaxAge": "x" });
+        assert!(err_of(v).contains("health.verifyMaxAge"));
+    }
+
+    #[test]
+    fn database_staging_dir_must_be_backed_up() {
+        let mut v = minimal();
+        v["databases"] = serde_json::json!({ "postgresql": { "enable": true } });
+        let e = err_of(v);
+        assert!(e.contains("databases.stagingDir") && e.contains("/var/backup/databases"), "{e}");
+        let mut v = minimal();
+        v["databases"] = serde_json::json!({ "stagingDir": "/home/dumps",
+            "postgresql": { "enable": true, "databases": ["app", "../etc"] } });
+        let e = err_of(v);
+        assert!(e.contains("databases.postgresql.databases[1]") && e.contains("../etc"), "{e}");
+        let mut v = minimal();
+        v["databases"] = serde_json::json!({ "stagingDir": "/home/dumps", "mysql": { "enable": true, "colour": 1 } });
+        assert!(err_of(v).contains("colour"));
+        let mut v = minimal();
+        v["databases"] = serde_json::json!({ "stagingDir": "/home/dumps", "postgresql": { "enable": true } });
+        Plan::parse(&v.to_string()).unwrap();
     }
 
     #[test]

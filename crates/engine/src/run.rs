@@ -71,6 +71,12 @@ pub struct RunReport {
     pub cleaned_up: Vec<String>,
     /// What pruning decided, when it ran.
     pub prune: Option<PrunePlan>,
+    /// What the pre-hook and the database dumps printed, `(what, output)` in order; also
+    /// written into the snapshot as `.hwc-backup/run.log`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub run_log: Vec<(String, String)>,
+    /// What the postBackup hook printed (or its error); it runs after the snapshot is sealed.
+    pub post_backup_output: Option<String>,
 }
 
 impl RunReport {
@@ -87,6 +93,8 @@ impl RunReport {
             warnings: Vec::new(),
             cleaned_up: Vec::new(),
             prune: None,
+            run_log: Vec::new(),
+            post_backup_output: None,
         }
     }
 }
@@ -183,10 +191,10 @@ fn run_inner(
     report.cleaned_up = clean_leftovers(&host)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest()?;
-    if let Some(hook) = &plan.hooks.pre_backup {
-        run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", plan.host.as_str())])?;
-    }
-    let published = build_and_publish(plan, opts, started, &excludes, &host, progress, report);
+    // A failed pre-hook or dump fails the run but still reaches the post-hook below, which
+    // may have to restart what the pre-hook stopped.
+    let published =
+        prepare(plan, report).and_then(|()| build_and_publish(plan, opts, started, &excludes, &host, progress, report));
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
@@ -207,12 +215,16 @@ fn run_inner(
     if let Some(hook) = &plan.hooks.post_backup {
         let state = if published.is_ok() { report.state.as_str() } else { "failed" };
         let snap = report.snapshot_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        if let Err(e) = run_hook(
+        match run_hook(
             hook,
             "postBackup hook",
             &[("HWC_BACKUP_HOST", &plan.host), ("HWC_BACKUP_STATE", state), ("HWC_BACKUP_SNAPSHOT", &snap)],
         ) {
-            tracing::warn!("{e}");
+            Ok(out) => report.post_backup_output = Some(out),
+            Err(e) => {
+                tracing::warn!("{e}");
+                report.post_backup_output = Some(e.to_string());
+            }
         }
     }
     drop(lock);
@@ -221,6 +233,21 @@ fn run_inner(
         tracing::warn!("emptying the trash: {e}");
     }
     published
+}
+
+/// What must happen before the sources are read: the pre-hook, then the database dumps
+/// (into a staging directory inside a source). What they print is kept in the report and,
+/// by `build_into`, in the snapshot's `.hwc-backup/run.log`.
+fn prepare(plan: &Plan, report: &mut RunReport) -> Result<()> {
+    if let Some(hook) = &plan.hooks.pre_backup {
+        let out = run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", plan.host.as_str())])?;
+        report.run_log.push((format!("preBackup hook {}", hook.display()), out));
+    }
+    for d in crate::dumps::dump_all(plan)? {
+        let what = format!("{} dump {} ({} bytes, {:.1}s)", d.engine, d.path.display(), d.bytes, d.seconds);
+        report.run_log.push((what, d.stderr));
+    }
+    Ok(())
 }
 
 /// Moves leftovers of interrupted runs into the trash and names them.
@@ -234,7 +261,13 @@ fn clean_leftovers(host: &HostDir) -> Result<Vec<String>> {
     };
     for entry in entries {
         let entry = entry.ctx("read directory", &dir)?;
-        prune::trash_path(host, &entry.path())?;
+        let path = entry.path();
+        if let Err(e) = prune::trash_path(host, &path) {
+            // A disk out of space or inodes may not even fit the trash directory: delete in
+            // place (we hold the lock), or every later run would fail on this leftover.
+            tracing::warn!("{e}; deleting {} in place", path.display());
+            crate::fsutil::remove_tree(&path)?;
+        }
         cleaned.push(entry.file_name().to_string_lossy().into_owned());
     }
     if !cleaned.is_empty() {
@@ -263,7 +296,9 @@ fn build_and_publish(
     let result = build_into(plan, opts, started, &name, excludes, host, base, &work, progress, report);
     if result.is_err() {
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
-        let _ = prune::trash_path(host, &work).map(|_| prune::empty_trash(host));
+        if prune::trash_path(host, &work).and_then(|_| prune::empty_trash(host)).is_err() {
+            let _ = crate::fsutil::remove_tree(&work);
+        }
     }
     result
 }
@@ -283,6 +318,7 @@ fn build_into(
 ) -> Result<()> {
     let meta_dir = work.join(META_DIR);
     std::fs::create_dir(&meta_dir).ctx("create directory", &meta_dir)?;
+    crate::jsonlog::write_snapshot_log(&meta_dir, &report.run_log)?;
     let cancel = AtomicBool::new(false);
     let bopts = BuildOptions {
         sources: &plan.sources,

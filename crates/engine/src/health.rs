@@ -1,0 +1,380 @@
+//! Health: is the backup still doing its job? Each condition is a separate [`Check`] with
+//! its own message, so a monitoring page or a notification says exactly what is wrong:
+//!
+//! | check | healthy when |
+//! |---|---|
+//! | `destination` | the destination is a directory, and a mount point when `requireMountPoint` |
+//! | `freeSpace` | at least `destination.minFreeBytes` are free there |
+//! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge` |
+//! | `snapshotCount` | there are at least `health.minBackups` complete snapshots |
+//! | `lastRun` | the last run (`last-run.json`) did not fail |
+//! | `verify` | the last verify found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
+//! | `cloud` | with `cloud.enable`: the last good push is younger than `cloud.maxAge` |
+//!
+//! Everything here only reads, except the small records kept in `<stateDir>/<host>/`:
+//! [`record_verify`] (called by the verify command) and [`HealthReport::record`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout::HostDir;
+use crate::meta::{Counts, RunState};
+use crate::plan::Plan;
+use crate::verify::VerifyReport;
+
+/// The last run's report, as the CLI keeps it (`<stateDir>/<host>/last-run.json`).
+pub const LAST_RUN_FILE: &str = "last-run.json";
+/// The last verify's outcome.
+pub const VERIFY_FILE: &str = "last-verify.json";
+/// The last health check's outcome.
+pub const HEALTH_FILE: &str = "health.json";
+
+/// The parts of the last run's report that health and metrics read.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    /// How it ended.
+    pub state: RunState,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// `daily/NAME`.
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub finished_at: Timestamp,
+    /// Counts of the build.
+    #[serde(default)]
+    pub counts: Counts,
+}
+
+impl LastRun {
+    /// Reads `last-run.json`; `None` when there is none or it cannot be parsed.
+    pub fn read(state_host_dir: &Path) -> Option<LastRun> {
+        let bytes = std::fs::read(state_host_dir.join(LAST_RUN_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// The outcome of the last verify, kept for health and metrics.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyRecord {
+    /// When it finished.
+    pub finished_at: Timestamp,
+    /// Snapshots verified.
+    pub snapshots: Vec<String>,
+    /// Files hashed.
+    pub files_checked: u64,
+    /// Changed, missing, unexpected and sample-mismatched files, added up.
+    pub errors: u64,
+    /// The snapshots with errors.
+    pub damaged: Vec<String>,
+}
+
+impl VerifyRecord {
+    /// Whether the verify found nothing wrong.
+    pub fn is_clean(&self) -> bool {
+        self.errors == 0
+    }
+
+    /// Reads `last-verify.json`.
+    pub fn read(state_host_dir: &Path) -> Option<VerifyRecord> {
+        let bytes = std::fs::read(state_host_dir.join(VERIFY_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Records a verify's outcome in `<state_host_dir>/last-verify.json` (call it after every
+/// `verify`, with every report it produced).
+pub fn record_verify(state_host_dir: &Path, reports: &[VerifyReport]) -> Result<VerifyRecord> {
+    let errors =
+        |r: &VerifyReport| (r.changed.len() + r.missing.len() + r.unexpected.len() + r.sample_mismatches.len()) as u64;
+    let rec = VerifyRecord {
+        finished_at: Timestamp::now(),
+        snapshots: reports.iter().map(|r| r.snapshot.clone()).collect(),
+        files_checked: reports.iter().map(|r| r.files_checked).sum(),
+        errors: reports.iter().map(errors).sum(),
+        damaged: reports.iter().filter(|r| !r.is_clean()).map(|r| r.snapshot.clone()).collect(),
+    };
+    write_json(state_host_dir, VERIFY_FILE, &rec)?;
+    Ok(rec)
+}
+
+/// One condition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// `destination`, `freeSpace`, `newestSnapshot`, `snapshotCount`, `lastRun`, `verify`, `cloud`.
+    pub name: String,
+    /// Whether it holds.
+    pub ok: bool,
+    /// What was found, in words.
+    pub message: String,
+}
+
+/// All conditions, and the numbers behind them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    /// Host name.
+    pub host: String,
+    /// Every check passed.
+    pub healthy: bool,
+    /// When the check ran.
+    pub checked_at: Timestamp,
+    /// The checks, in the order of the table in the module docs.
+    pub checks: Vec<Check>,
+    /// Complete snapshots found.
+    pub snapshots: usize,
+    /// Start of the newest complete snapshot.
+    pub newest_snapshot: Option<Timestamp>,
+    /// Free bytes at the destination.
+    pub free_bytes: Option<u64>,
+}
+
+impl HealthReport {
+    /// The checks that failed.
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.ok)
+    }
+
+    /// Keeps this report as `<state_host_dir>/health.json` (for metrics).
+    pub fn record(&self, state_host_dir: &Path) -> Result<()> {
+        write_json(state_host_dir, HEALTH_FILE, self)
+    }
+
+    /// Reads the last recorded report.
+    pub fn read(state_host_dir: &Path) -> Option<HealthReport> {
+        let bytes = std::fs::read(state_host_dir.join(HEALTH_FILE)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+/// Checks every condition at time `now`.
+pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
+    let mut checks = Vec::new();
+    let mut push = |name: &str, r: std::result::Result<String, String>| {
+        let (ok, message) = match r {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        checks.push(Check { name: name.into(), ok, message });
+    };
+    let dest = &plan.destination.path;
+    push("destination", check_destination(plan));
+    let free = crate::fsutil::free_bytes(dest).ok();
+    push(
+        "freeSpace",
+        match free {
+            None => Err(format!("cannot read the free space of {}", dest.display())),
+            Some(f) if f < plan.destination.min_free_bytes => Err(format!(
+                "{} has {} free, less than the required {}",
+                dest.display(),
+                crate::run::human_bytes(f),
+                crate::run::human_bytes(plan.destination.min_free_bytes)
+            )),
+            Some(f) => Ok(format!("{} free", crate::run::human_bytes(f))),
+        },
+    );
+    let host = HostDir::new(plan.host_dir());
+    let listed = host.list();
+    let (count, newest) = match &listed {
+        Ok(l) => (l.len(), l.last().map(|s| (s.id(), s.time()))),
+        Err(_) => (0, None),
+    };
+    let max_age = plan.max_age();
+    push(
+        "newestSnapshot",
+        match (&listed, &newest) {
+            (Err(e), _) => Err(format!("cannot list snapshots: {e}")),
+            (Ok(_), None) => Err(format!("there is no complete snapshot under {}", host.root().display())),
+            (Ok(_), Some((id, t))) => {
+                let age = age(now, *t);
+                if age > max_age {
+                    Err(format!(
+                        "the newest snapshot {id} is {} old, older than health.maxAge {}",
+                        words(age),
+                        plan.health.max_age
+                    ))
+                } else {
+                    Ok(format!("the newest snapshot {id} is {} old", words(age)))
+                }
+            }
+        },
+    );
+    let min = plan.health.min_backups as usize;
+    push(
+        "snapshotCount",
+        if count < min {
+            Err(format!("{count} complete snapshot(s), fewer than health.minBackups {min}"))
+        } else {
+            Ok(format!("{count} complete snapshot(s)"))
+        },
+    );
+    let state_dir = plan.host_state_dir();
+    push(
+        "lastRun",
+        match LastRun::read(&state_dir) {
+            None => Ok("no run recorded".into()),
+            Some(r) if r.state == RunState::Failed => Err(format!(
+                "the last run, started {}, failed: {}",
+                r.started_at,
+                r.error.as_deref().unwrap_or("unknown error")
+            )),
+            Some(r) => Ok(format!("the last run, started {}, ended {}", r.started_at, r.state.as_str())),
+        },
+    );
+    push("verify", check_verify(plan, &state_dir, now));
+    if plan.cloud.enable {
+        push("cloud", check_cloud(plan, &state_dir, now));
+    }
+    HealthReport {
+        host: plan.host.clone(),
+        healthy: checks.iter().all(|c| c.ok),
+        checked_at: now,
+        checks,
+        snapshots: count,
+        newest_snapshot: newest.map(|(_, t)| t),
+        free_bytes: free,
+    }
+}
+
+fn check_destination(plan: &Plan) -> std::result::Result<String, String> {
+    let dest = &plan.destination.path;
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("destination {} is not a directory", dest.display())),
+        Err(e) => return Err(format!("destination {} is not reachable: {e}", dest.display())),
+    }
+    if plan.destination.require_mount_point {
+        match crate::fsutil::is_mount_point(dest) {
+            Ok(true) => return Ok(format!("{} is mounted", dest.display())),
+            Ok(false) => {
+                return Err(format!(
+                    "destination {} is not a mount point (is the backup drive mounted?)",
+                    dest.display()
+                ))
+            }
+            Err(e) => return Err(format!("cannot tell whether {} is mounted: {e}", dest.display())),
+        }
+    }
+    Ok(format!("{} is reachable", dest.display()))
+}
+
+fn check_verify(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
+    let limit = plan.verify_max_age();
+    let Some(rec) = VerifyRecord::read(state_dir) else {
+        return match limit {
+            Some(_) => Err("no verify has been recorded; run `backup-verify`".into()),
+            None => Ok("no verify recorded yet".into()),
+        };
+    };
+    let age = age(now, rec.finished_at);
+    if !rec.is_clean() {
+        return Err(format!(
+            "the last verify ({} ago) found {} problem(s) in {}; run `backup-verify --all` and restore damaged files from another snapshot",
+            words(age),
+            rec.errors,
+            rec.damaged.join(", ")
+        ));
+    }
+    if let Some(l) = limit {
+        if age > l {
+            return Err(format!(
+                "the last verify was {} ago, longer than health.verifyMaxAge {}",
+                words(age),
+                plan.health.verify_max_age.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    Ok(format!("the last verify ({} ago, {} files) was clean", words(age), rec.files_checked))
+}
+
+fn check_cloud(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
+    let rec = crate::cloud::CloudRecord::read(state_dir).unwrap_or_default();
+    let last_error = rec
+        .last_error
+        .as_deref()
+        .filter(|_| !rec.last_ok)
+        .map(|e| format!("; the last push failed: {e}"))
+        .unwrap_or_default();
+    let Some(t) = rec.last_success else {
+        return Err(format!("the snapshot has never been pushed to the cloud{last_error}"));
+    };
+    let age = age(now, t);
+    if age > plan.cloud_max_age() {
+        return Err(format!(
+            "the last cloud push that succeeded was {} ago, longer than cloud.maxAge {}{last_error}",
+            words(age),
+            plan.cloud.max_age
+        ));
+    }
+    Ok(format!("pushed {} ago{last_error}", words(age)))
+}
+
+fn age(now: Timestamp, t: Timestamp) -> Duration {
+    Duration::from_secs(now.as_second().saturating_sub(t.as_second()).max(0) as u64)
+}
+
+/// `3d 4h`, `5h 12m`, `40s`.
+pub fn words(d: Duration) -> String {
+    let s = d.as_secs();
+    let (days, hours, mins) = (s / 86400, s % 86400 / 3600, s % 3600 / 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {mins}m")
+    } else if mins > 0 {
+        format!("{mins}m")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let mut text = serde_json::to_vec_pretty(value).expect("records serialize");
+    text.push(b'\n');
+    crate::fsutil::write_durably(&dir.join(name), &text)
+}
+
+/// `<stateDir>/<host>` for a state directory and host (for commands without a plan).
+pub fn state_host_dir(state_dir: &Path, host: &str) -> PathBuf {
+    state_dir.join(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_words() {
+        assert_eq!(words(Duration::from_secs(3 * 86400 + 4 * 3600 + 5)), "3d 4h");
+        assert_eq!(words(Duration::from_secs(3600 + 120)), "1h 2m");
+        assert_eq!(words(Duration::from_secs(40)), "40s");
+    }
+
+    #[test]
+    fn verify_record_counts_every_kind_of_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = VerifyReport {
+            snapshot: "daily/x".into(),
+            files_checked: 10,
+            changed: vec!["a".into()],
+            missing: vec!["b".into(), "c".into()],
+            ..Default::default()
+        };
+        let rec =
+            record_verify(dir.path(), &[r, VerifyReport { snapshot: "daily/y".into(), ..Default::default() }]).unwrap();
+        assert_eq!(rec.errors, 3);
+        assert_eq!(rec.damaged, vec!["daily/x".to_string()]);
+        assert_eq!(VerifyRecord::read(dir.path()).unwrap(), rec);
+    }
+}

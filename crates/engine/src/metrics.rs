@@ -1,0 +1,245 @@
+//! Prometheus metrics as a node-exporter textfile: `<textfileDir>/hwc_backup_<host>.prom`.
+//!
+//! The file is rebuilt whole after every run, verify, cloud push and health check from what is
+//! on disk (the snapshots) and in `<stateDir>/<host>/` (last run, last verify, last push, last
+//! health check), so any one command refreshes every value and none can leave another stale.
+//! It is written to a hidden temporary name in the same directory and renamed into place:
+//! node-exporter reads only `*.prom` and never sees half a file.
+//!
+//! Times are Unix seconds (`*_timestamp_seconds`), so alerts read `time() - metric`; the
+//! `*_age_seconds` values are as of `hwc_backup_metrics_written_timestamp_seconds`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+
+use crate::cloud::CloudRecord;
+use crate::error::{Error, Result};
+use crate::health::{HealthReport, LastRun, VerifyRecord};
+use crate::layout::{HostDir, TIERS};
+use crate::meta::RunState;
+use crate::plan::Plan;
+
+/// The metrics file for a host.
+pub fn file_path(dir: &Path, host: &str) -> PathBuf {
+    dir.join(format!("hwc_backup_{host}.prom"))
+}
+
+/// Writes the metrics file when `metrics.textfileDir` is set; returns its path.
+pub fn write(plan: &Plan) -> Result<Option<PathBuf>> {
+    let Some(dir) = &plan.metrics.textfile_dir else { return Ok(None) };
+    let text = render(plan, Timestamp::now());
+    let path = file_path(dir, &plan.host);
+    write_atomically(&path, text.as_bytes())?;
+    Ok(Some(path))
+}
+
+fn write_atomically(path: &Path, text: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(text).map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The metrics text at time `now`.
+pub fn render(plan: &Plan, now: Timestamp) -> String {
+    let mut m = Metrics { out: String::new(), host: escape(&plan.host) };
+    let secs = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
+    m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
+
+    let state_dir = plan.host_state_dir();
+    if let Some(r) = LastRun::read(&state_dir) {
+        m.gauge("last_run_timestamp_seconds", "End of the last backup run.", &[(&[], secs(r.finished_at))]);
+        m.gauge("last_run_start_timestamp_seconds", "Start of the last backup run.", &[(&[], secs(r.started_at))]);
+        let dur = (r.finished_at.as_millisecond() - r.started_at.as_millisecond()).max(0) as f64 / 1000.0;
+        m.gauge("last_run_duration_seconds", "How long the last backup run took.", &[(&[], dur)]);
+        let states = [RunState::Success, RunState::Partial, RunState::Failed];
+        let values: Vec<([(&str, &str); 1], f64)> =
+            states.iter().map(|s| ([("state", s.as_str())], f64::from(u8::from(*s == r.state)))).collect();
+        let rows: Vec<(&[(&str, &str)], f64)> = values.iter().map(|(l, v)| (&l[..], *v)).collect();
+        m.gauge("last_run_state", "1 for the state the last backup run ended in.", &rows);
+        let c = &r.counts;
+        m.gauge("last_run_files", "Regular files in the last run's snapshot.", &[(&[], c.files as f64)]);
+        m.gauge("last_run_files_copied", "Files the last run copied (new or changed).", &[(&[], c.copied as f64)]);
+        m.gauge(
+            "last_run_files_linked",
+            "Entries the last run hard-linked to the previous snapshot.",
+            &[(&[], c.linked as f64)],
+        );
+        m.gauge("last_run_bytes_copied", "Bytes the last run copied.", &[(&[], c.bytes_copied as f64)]);
+        m.gauge(
+            "last_run_bytes_linked",
+            "Bytes the last run shared through hard links.",
+            &[(&[], c.bytes_linked as f64)],
+        );
+        m.gauge("last_run_warnings", "Warnings of the last run.", &[(&[], c.warnings as f64)]);
+    }
+
+    let snapshots = HostDir::new(plan.host_dir()).list().unwrap_or_default();
+    let per_tier: Vec<([(&str, &str); 1], f64)> = TIERS
+        .iter()
+        .map(|t| ([("tier", t.as_str())], snapshots.iter().filter(|s| s.tier == *t).count() as f64))
+        .collect();
+    let rows: Vec<(&[(&str, &str)], f64)> = per_tier.iter().map(|(l, v)| (&l[..], *v)).collect();
+    m.gauge("snapshots", "Complete snapshots per tier.", &rows);
+    if let (Some(oldest), Some(newest)) = (snapshots.first(), snapshots.last()) {
+        let age = |t: Timestamp| (now.as_second() - t.as_second()).max(0) as f64;
+        m.gauge(
+            "oldest_snapshot_timestamp_seconds",
+            "Start of the oldest complete snapshot.",
+            &[(&[], secs(oldest.time()))],
+        );
+        m.gauge(
+            "newest_snapshot_timestamp_seconds",
+            "Start of the newest complete snapshot.",
+            &[(&[], secs(newest.time()))],
+        );
+        m.gauge(
+            "oldest_snapshot_age_seconds",
+            "Age of the oldest complete snapshot when this file was written.",
+            &[(&[], age(oldest.time()))],
+        );
+        m.gauge(
+            "newest_snapshot_age_seconds",
+            "Age of the newest complete snapshot when this file was written.",
+            &[(&[], age(newest.time()))],
+        );
+        m.gauge(
+            "last_success_timestamp_seconds",
+            "End of the last run that published a snapshot (success or partial).",
+            &[(&[], secs(newest.meta.finished_at))],
+        );
+    }
+    if let Ok(free) = crate::fsutil::free_bytes(&plan.destination.path) {
+        m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
+    }
+
+    if let Some(v) = VerifyRecord::read(&state_dir) {
+        m.gauge("verify_last_timestamp_seconds", "End of the last verify.", &[(&[], secs(v.finished_at))]);
+        m.gauge(
+            "verify_errors",
+            "Damaged, missing or unexpected files the last verify found.",
+            &[(&[], v.errors as f64)],
+        );
+        m.gauge("verify_files_checked", "Files the last verify hashed.", &[(&[], v.files_checked as f64)]);
+    }
+
+    m.gauge("cloud_enabled", "1 when the cloud copy is configured.", &[(&[], f64::from(u8::from(plan.cloud.enable)))]);
+    if let Some(c) = CloudRecord::read(&state_dir) {
+        if let Some(t) = c.last_success {
+            m.gauge(
+                "cloud_last_success_timestamp_seconds",
+                "End of the last cloud push that succeeded.",
+                &[(&[], secs(t))],
+            );
+        }
+        if let Some(t) = c.last_attempt {
+            m.gauge("cloud_last_attempt_timestamp_seconds", "End of the last cloud push.", &[(&[], secs(t))]);
+            m.gauge(
+                "cloud_last_attempt_ok",
+                "1 when the last cloud push succeeded.",
+                &[(&[], f64::from(u8::from(c.last_ok)))],
+            );
+        }
+    }
+
+    if let Some(h) = HealthReport::read(&state_dir) {
+        m.gauge("healthy", "1 when every health check passed.", &[(&[], f64::from(u8::from(h.healthy)))]);
+        m.gauge("health_last_timestamp_seconds", "When the last health check ran.", &[(&[], secs(h.checked_at))]);
+        let values: Vec<([(&str, &str); 1], f64)> =
+            h.checks.iter().map(|c| ([("check", c.name.as_str())], f64::from(u8::from(c.ok)))).collect();
+        let rows: Vec<(&[(&str, &str)], f64)> = values.iter().map(|(l, v)| (&l[..], *v)).collect();
+        m.gauge("health_check_ok", "1 for each health check that passed.", &rows);
+    }
+    m.out
+}
+
+struct Metrics {
+    out: String,
+    host: String,
+}
+
+impl Metrics {
+    /// One metric family: HELP, TYPE, and a sample per label set (each also labelled `host`).
+    fn gauge(&mut self, name: &str, help: &str, rows: &[(&[(&str, &str)], f64)]) {
+        let name = format!("hwc_backup_{name}");
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} gauge");
+        for (labels, value) in rows {
+            let mut l = format!("host=\"{}\"", self.host);
+            for (k, v) in labels.iter() {
+                let _ = write!(l, ",{k}=\"{}\"", escape(v));
+            }
+            let _ = writeln!(self.out, "{name}{{{l}}} {}", number(*value));
+        }
+    }
+}
+
+/// Label values escape `\`, `"` and newline (the text format's rules).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Integers without a fraction, others with millisecond precision.
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_escapes() {
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(1.5), "1.500");
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn renders_families_for_an_empty_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = Plan::ad_hoc("h".into(), vec!["/src".into()], dir.path().to_path_buf(), vec![]);
+        plan.state_dir = dir.path().join("state");
+        let text = render(&plan, Timestamp::now());
+        assert!(text.contains("# TYPE hwc_backup_snapshots gauge"));
+        assert!(text.contains("hwc_backup_snapshots{host=\"h\",tier=\"daily\"} 0"));
+        assert!(!text.contains("last_run_state"), "no run recorded yet: {text}");
+    }
+
+    #[test]
+    fn written_atomically_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = Plan::ad_hoc("h".into(), vec!["/src".into()], dir.path().to_path_buf(), vec![]);
+        plan.state_dir = dir.path().join("state");
+        plan.metrics.textfile_dir = Some(dir.path().join("prom"));
+        let p = write(&plan).unwrap().unwrap();
+        assert_eq!(p, dir.path().join("prom/hwc_backup_h.prom"));
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path().join("prom")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1, "no temporary file is left behind: {names:?}");
+    }
+}
