@@ -54,6 +54,9 @@ let
       description = "integer ≥ -1 (-1 keeps every period)";
     };
   duration = lib.types.strMatching "([0-9]+[smhdw])+";
+  # Each database name becomes a file name in the staging directory.
+  dbName = lib.types.strMatching "[^./][^/]*";
+  dbUser = lib.types.strMatching "[^/:[:space:]]+";
 
   mkKeep =
     period: default:
@@ -248,6 +251,27 @@ in
         example = "/run/agenix/rclone-b2";
         description = "rclone config file holding the remote's credentials. Give a path outside the Nix store.";
       };
+
+      keepHistory = lib.mkOption {
+        type = lib.types.ints.unsigned;
+        default = 30;
+        example = 90;
+        description = ''
+          How many history folders to keep on the remote, under `<remotePath>/<hostName>/history/`:
+          one per push, holding the files that push replaced or deleted (rclone's
+          `--backup-dir`). The oldest beyond this number are purged; `0` keeps no history.
+        '';
+      };
+
+      maxAge = lib.mkOption {
+        type = duration;
+        default = "7d";
+        example = "2d";
+        description = ''
+          The health check fails when the last successful push is older than this (units `s`,
+          `m`, `h`, `d`, `w`).
+        '';
+      };
     };
 
     protonDrive = {
@@ -367,7 +391,8 @@ in
       description = ''
         Shell commands run before each snapshot (`set -e`: the first failing command fails
         the run). They run inside the backup unit's sandbox: add the paths they write to
-        {option}`readWritePaths`.
+        {option}`readWritePaths`. PostgreSQL and MySQL dumps are built in: see
+        {option}`databases.postgresql.enable` and {option}`databases.mysql.enable`.
       '';
     };
 
@@ -412,6 +437,18 @@ in
         description = "The health check fails with fewer complete snapshots than this.";
       };
 
+      verifyMaxAge = lib.mkOption {
+        type = lib.types.nullOr duration;
+        default = null;
+        example = "35d";
+        description = ''
+          The health check fails unless a verification (`backup-verify`) ran within this long.
+          `null`: a verification that never ran is no failure. Damage found by the last
+          verification always fails the check. With {option}`verify.enable`, pick a little more
+          than the interval of {option}`verify.schedule`.
+        '';
+      };
+
       schedule = lib.mkOption {
         type = lib.types.nullOr lib.types.nonEmptyStr;
         default = "weekly";
@@ -447,6 +484,138 @@ in
       example = "/var/lib/prometheus-node-exporter-text-files";
       description = "Directory of the node exporter's textfile collector to write `hwc_backup_*` metrics to.";
     };
+
+    databases = {
+      stagingDir = lib.mkOption {
+        type = lib.types.str;
+        default = "/var/backup/databases";
+        example = "/var/lib/hwc-backup-dumps";
+        description = ''
+          Where the database dumps are written before each snapshot (`postgresql/`, `mysql/`
+          below it; mode 0700, owned by root). When a dump is enabled and no entry of
+          {option}`local.sources` contains this directory, it is added to the sources, so
+          every snapshot holds the dumps taken just before it. It must not lie inside the
+          destination, nor contain one of {option}`local.sources`.
+        '';
+      };
+
+      postgresql = {
+        enable = lib.mkEnableOption "PostgreSQL dumps before every snapshot (a failed dump fails the run)";
+
+        user = lib.mkOption {
+          type = dbUser;
+          default = "postgres";
+          example = "backup";
+          description = ''
+            System user that `pg_dumpall`/`pg_dump` run as; it logs in to the server with peer
+            authentication on the local socket, so it needs a database role of the same name
+            that may read everything (the superuser `postgres` can).
+          '';
+        };
+
+        databases = lib.mkOption {
+          type = lib.types.listOf dbName;
+          default = [ ];
+          example = [
+            "nextcloud"
+            "gitea"
+          ];
+          description = ''
+            Databases to dump one by one with `pg_dump --format=custom` into
+            `postgresql/<name>.dump`, plus the roles with `pg_dumpall --globals-only` into
+            `postgresql/globals.sql`. `[ ]` dumps the whole cluster with `pg_dumpall` into
+            `postgresql/all.sql`.
+          '';
+        };
+
+        host = lib.mkOption {
+          type = lib.types.nullOr lib.types.nonEmptyStr;
+          default = null;
+          example = "/run/postgresql";
+          description = "Server host name or socket directory (`--host`); `null` for libpq's default socket.";
+        };
+
+        port = lib.mkOption {
+          type = lib.types.nullOr lib.types.port;
+          default = null;
+          example = 5433;
+          description = "Server port (`--port`); `null` for libpq's default.";
+        };
+
+        binDir = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default =
+            if config.services.postgresql.enable or false then
+              "${config.services.postgresql.package}/bin"
+            else
+              null;
+          defaultText = lib.literalExpression ''
+            if config.services.postgresql.enable then "''${config.services.postgresql.package}/bin" else null
+          '';
+          example = lib.literalExpression ''"''${pkgs.postgresql_16}/bin"'';
+          description = ''
+            Directory holding `pg_dump` and `pg_dumpall`, of the server's major version or
+            newer. `null` looks them up on `PATH`, which in the backup units holds only
+            coreutils, findutils, grep, sed and systemd.
+          '';
+        };
+      };
+
+      mysql = {
+        enable = lib.mkEnableOption "MySQL/MariaDB dumps before every snapshot (a failed dump fails the run)";
+
+        user = lib.mkOption {
+          type = dbUser;
+          default = "root";
+          example = "backup";
+          description = ''
+            System user that `mariadb-dump` (or `mysqldump`) runs as; with MariaDB's
+            `unix_socket` authentication it logs in as the database user of the same name.
+          '';
+        };
+
+        databases = lib.mkOption {
+          type = lib.types.listOf dbName;
+          default = [ ];
+          example = [ "wordpress" ];
+          description = ''
+            Databases to dump one file each (`mysql/<name>.sql`); `[ ]` dumps everything with
+            `--all-databases` into `mysql/all.sql`.
+          '';
+        };
+
+        defaultsFile = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          example = "/run/agenix/mysql-backup.cnf";
+          description = ''
+            Option file with credentials (`--defaults-extra-file`), for a server that does not
+            authenticate the dump's user by its socket. Give a path outside the Nix store.
+          '';
+        };
+
+        socket = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          example = "/run/mysqld/mysqld.sock";
+          description = "The server's socket (`--socket`); `null` for the client's default.";
+        };
+
+        binDir = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default =
+            if config.services.mysql.enable or false then "${config.services.mysql.package}/bin" else null;
+          defaultText = lib.literalExpression ''
+            if config.services.mysql.enable then "''${config.services.mysql.package}/bin" else null
+          '';
+          example = lib.literalExpression ''"''${pkgs.mariadb}/bin"'';
+          description = ''
+            Directory holding `mariadb-dump` or `mysqldump`. `null` looks them up on `PATH`,
+            which in the backup units holds only coreutils, findutils, grep, sed and systemd.
+          '';
+        };
+      };
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -468,10 +637,13 @@ in
 
     # The units create these themselves (StateDirectory/LogsDirectory); tmpfiles makes them
     # exist for backup-now and backup-status run from a shell before any unit ran.
+    # The staging directory must exist before a unit starts, as it is one of their
+    # ReadWritePaths (a missing one would stay read-only to the runner).
     systemd.tmpfiles.rules = [
       "d ${rendered.plan.stateDir} 0700 root root - -"
       "d ${rendered.plan.logDir} 0700 root root - -"
-    ];
+    ]
+    ++ lib.optional rendered.dumps "d ${rendered.plan.databases.stagingDir} 0700 root root - -";
 
     # Unit names: see ../nix/render.nix (backup.timer -> backup.service, backup-local,
     # backup-cloud, backup-health-check, backup-verify, backup-failure@).

@@ -8,6 +8,8 @@
 #   units       -> systemd.services.<name> / systemd.timers.<name>, in the shape of those options
 #   assertions  -> assertions ({ assertion, message } pairs; the module adds only agenix checks)
 #   warnings    -> warnings
+#   dumps       -> whether a database dump is enabled (the module then creates the staging
+#                  directory with tmpfiles)
 #
 # Unit names (from the seed README): backup.timer -> backup.service (the whole run),
 # backup-local.service, backup-cloud.service, backup-health-check.timer/.service,
@@ -40,6 +42,7 @@ let
 
   local = cfg.local;
   notif = cfg.notifications;
+  db = cfg.databases;
 
   # Fixed places: the runner's JSON-lines logs (the seed's /var/log/backup) and its state.
   logDir = "/var/log/backup";
@@ -169,6 +172,14 @@ let
     notif.healthchecks.url
   ];
 
+  # Database dumps go to the staging directory, which the snapshot must hold (the runner
+  # refuses a plan where no source contains it): when no source does, it becomes a source of
+  # its own, after the user's.
+  dumps = db.postgresql.enable || db.mysql.enable;
+  stagingDir = toString db.stagingDir;
+  stagingInSources = any (s: isWithin stagingDir s) local.sources;
+  sources = map toString local.sources ++ optional (dumps && !stagingInSources) stagingDir;
+
   plan = {
     version = 1;
     host = cfg.hostName;
@@ -178,7 +189,7 @@ let
       # GiB, as in the plan's example (10 -> 10737418240).
       minFreeBytes = local.minSpaceGB * 1073741824;
     };
-    sources = map toString local.sources;
+    inherit sources;
     inherit (local) excludePatterns oneFileSystem;
     # The options use restic's -1 for "every period"; the plan spells it "unlimited", so a
     # negative number in a plan is always a mistake.
@@ -200,6 +211,7 @@ let
         if cfg.cloud.enable && cfg.cloud.bandwidthLimit != "" then cfg.cloud.bandwidthLimit else null;
       rcloneConfigFile = if cfg.cloud.enable then rcloneConfigFile else null;
       rclone = if cfg.cloud.enable && rclone != null then toString rclone else null;
+      inherit (cfg.cloud) keepHistory maxAge;
     };
     notifications = {
       onSuccess = notif.enable && notif.onSuccess;
@@ -221,10 +233,29 @@ let
     };
     health = {
       maxAge = if cfg.health.maxAge != null then cfg.health.maxAge else defaultMaxAge;
-      inherit (cfg.health) minBackups;
+      inherit (cfg.health) minBackups verifyMaxAge;
     };
     metrics = {
       textfileDir = pathOrNull cfg.metrics.textfileDir;
+    };
+    databases = {
+      inherit stagingDir;
+      postgresql = {
+        inherit (db.postgresql)
+          enable
+          user
+          databases
+          host
+          port
+          ;
+        binDir = pathOrNull db.postgresql.binDir;
+      };
+      mysql = {
+        inherit (db.mysql) enable user databases;
+        defaultsFile = pathOrNull db.mysql.defaultsFile;
+        socket = pathOrNull db.mysql.socket;
+        binDir = pathOrNull db.mysql.binDir;
+      };
     };
     inherit logDir stateDir;
   };
@@ -243,6 +274,8 @@ let
   metricsWritable = optional (cfg.metrics.textfileDir != null) "-${toString cfg.metrics.textfileDir}";
   # Hooks write their dumps here (the user's list).
   hookWritable = map toString cfg.readWritePaths;
+  # The runner's own dumps (`now` only); the module creates the directory with tmpfiles.
+  stagingWritable = optional dumps "-${stagingDir}";
 
   # What a unit may touch. The whole file system stays readable (a backup must read every
   # source); writes are limited to `writable` plus the state and log directories, which
@@ -287,7 +320,10 @@ let
       # - RestrictSUIDSGID: snapshots must keep the setuid/setgid bits of the files they copy.
       # - MemoryDenyWriteExecute: pre/post hooks may run JIT-compiled programs.
       # - CapabilityBoundingSet, User: the runner reads and recreates files of every owner, and
-      #   hooks may switch users (runuser) to dump databases.
+      #   switches to `databases.*.user` for the dump programs (setgroups/setgid/setuid in the
+      #   child, which need CAP_SETGID and CAP_SETUID; hooks may do the same with runuser).
+      #   Those calls are in @setuid, which @system-service includes, and NoNewPrivileges only
+      #   stops gaining privileges (setuid binaries, file capabilities), not giving them up.
     };
 
   # Background work must not be felt on the machine it protects.
@@ -367,6 +403,17 @@ let
   scheduled = cfg.local.enable && cfg.schedule.enable;
   # Units that write snapshots (or, with syncMode "move", delete from them).
   writers = destinationWritable ++ metricsWritable ++ hookWritable;
+  # Units that take snapshots, and with them the database dumps.
+  snapshotters = writers ++ stagingWritable;
+  # A run started at boot (Persistent=true catches up a missed one) must not dump a server
+  # that is still starting. Ordering only: a remote server has no local unit, and After= on a
+  # unit that does not exist is ignored.
+  dumpOrder = optionalAttrs dumps {
+    after = optional db.postgresql.enable "postgresql.service" ++ optional db.mysql.enable "mysql.service";
+  };
+  # A PostgreSQL server reached over TCP (a host name rather than a socket directory).
+  remoteDatabase =
+    db.postgresql.enable && db.postgresql.host != null && match "/.*" db.postgresql.host == null;
   # Units that only read snapshots; they still record results and metrics.
   readers = metricsWritable;
 
@@ -377,11 +424,14 @@ let
           if cfg.cloud.enable then ", cloud push" else ""
         } and notify";
         args = [ "now" ];
-        writable = writers;
+        writable = snapshotters;
         onAC = true;
-        extra = mergeUnit (networkDeps (networkTargets || cfg.cloud.enable)) (
-          optionalAttrs cfg.cloud.enable rcloneCache
-        );
+        extra =
+          builtins.foldl' mergeUnit (networkDeps (networkTargets || cfg.cloud.enable || remoteDatabase))
+            [
+              (optionalAttrs cfg.cloud.enable rcloneCache)
+              dumpOrder
+            ];
       };
       backup-local = mkService {
         description = "hwc-backup: local snapshot and prune";
@@ -389,7 +439,8 @@ let
           "now"
           "--local-only"
         ];
-        writable = writers;
+        writable = snapshotters;
+        extra = mergeUnit (networkDeps remoteDatabase) dumpOrder;
       };
       backup-health-check = mkService {
         description = "hwc-backup: health check of the snapshots";
@@ -462,10 +513,25 @@ let
   unitPaths =
     [ local.mountPoint ]
     ++ cfg.readWritePaths
-    ++ optional (cfg.metrics.textfileDir != null) cfg.metrics.textfileDir;
+    ++ optional (cfg.metrics.textfileDir != null) cfg.metrics.textfileDir
+    ++ optional dumps stagingDir;
   unitUnsafe = filter (p: match ".*[[:space:]%\\].*" (toString p) != null) unitPaths;
 
   count = n: if n == -1 then "unlimited" else n;
+
+  # The runner swaps `<stagingDir>/<engine>/` on every run: a source below it would overlap the
+  # added source and see its files come and go.
+  sourcesInStaging = filter (s: isWithin s stagingDir && toString s != stagingDir) local.sources;
+  dupDatabases = engine: duplicates db.${engine}.databases;
+  dumpAssertions =
+    engine:
+    let
+      dups = dupDatabases engine;
+    in
+    {
+      assertion = dups == [ ];
+      message = "${opt "databases.${engine}.databases"} lists the same database twice: ${show dups}.";
+    };
 
   keepCounts = [
     local.keepLast
@@ -500,7 +566,7 @@ let
     }
     {
       assertion = unitUnsafe == [ ];
-      message = "${opt "local.mountPoint"}, ${opt "readWritePaths"} and ${opt "metrics.textfileDir"} go into unit files and must not contain whitespace, \"%\" or \"\\\": ${show unitUnsafe}.";
+      message = "${opt "local.mountPoint"}, ${opt "readWritePaths"}, ${opt "metrics.textfileDir"} and ${opt "databases.stagingDir"} go into unit files and must not contain whitespace, \"%\" or \"\\\": ${show unitUnsafe}.";
     }
     {
       assertion = sourcesInDestination == [ ];
@@ -530,6 +596,20 @@ let
       assertion = ntfy.tokenFile == null || ntfy.url != null;
       message = "${opt "notifications.ntfy.tokenFile"} is set but ${opt "notifications.ntfy.url"} is not.";
     }
+    {
+      assertion = isCleanAbsolute stagingDir && stagingDir != "/";
+      message = "${opt "databases.stagingDir"} must be an absolute path other than \"/\" without \".\", \"..\", \"//\" or a trailing \"/\": \"${stagingDir}\".";
+    }
+    {
+      assertion = !dumps || !(isWithin stagingDir local.mountPoint || isWithin local.mountPoint stagingDir);
+      message = "${opt "databases.stagingDir"} (\"${stagingDir}\") must neither lie inside nor contain the destination ${destination}.";
+    }
+    {
+      assertion = !dumps || sourcesInStaging == [ ];
+      message = "${opt "local.sources"} ${show sourcesInStaging} lie inside ${opt "databases.stagingDir"} (\"${stagingDir}\"), which the dumps replace on every run; list the staging directory itself or a directory around it.";
+    }
+    (dumpAssertions "postgresql")
+    (dumpAssertions "mysql")
   ];
 
   anyTarget = any (u: u != null) [
@@ -557,10 +637,21 @@ let
     ++ optional (notif.enable && !anyTarget)
       "${opt "notifications.enable"} is set but no target (ntfy, webhook, healthchecks, email) is configured: results only reach the journal."
     ++ optional (!notif.enable && anyTarget)
-      "A notification target is configured but ${opt "notifications.enable"} is false: nothing will be sent.";
+      "A notification target is configured but ${opt "notifications.enable"} is false: nothing will be sent."
+    ++ optional (dumps && !local.enable)
+      "${opt "databases"}: the dumps are taken by backup runs, which need ${opt "local.enable"}."
+    ++ optional (db.postgresql.enable && db.postgresql.binDir == null)
+      "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
+    ++ optional (db.mysql.enable && db.mysql.binDir == null)
+      "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client.";
 in
 {
-  inherit plan assertions warnings;
+  inherit
+    plan
+    assertions
+    warnings
+    dumps
+    ;
   units = {
     inherit services timers;
   };

@@ -466,6 +466,75 @@ fn unit_command_lines_are_accepted_by_the_cli() {
     }
 }
 
+/// The system calls in a `SystemCallFilter=` group, its subgroups expanded, as this machine's
+/// systemd defines them.
+fn syscalls_of(group: &str, seen: &mut BTreeSet<String>) {
+    if !seen.insert(group.to_owned()) || !group.starts_with('@') {
+        return;
+    }
+    let output = run("systemd-analyze", &["syscall-filter", group]);
+    assert!(output.status.success(), "systemd-analyze syscall-filter {group}: {}", text(&output.stderr));
+    for line in text(&output.stdout).lines().skip(1) {
+        let item = line.trim();
+        if !item.is_empty() && !item.starts_with('#') {
+            syscalls_of(item, seen);
+        }
+    }
+}
+
+#[test]
+fn units_that_dump_databases_may_switch_users() {
+    // The runner starts pg_dump & co. as `databases.*.user`: std's Command calls setgroups,
+    // setgid and setuid in the child, as root. The sandbox must leave those calls and
+    // CAP_SETUID/CAP_SETGID to it.
+    let mut checked = 0;
+    for case in valid_cases() {
+        let databases = &case.rendered["plan"]["databases"];
+        if databases["postgresql"]["enable"] != true && databases["mysql"]["enable"] != true {
+            continue;
+        }
+        let staging = databases["stagingDir"].as_str().unwrap();
+        assert!(
+            strings(&case.rendered["plan"]["sources"]).iter().any(|s| Path::new(staging).starts_with(s)),
+            "{}: no source holds the staging directory {staging}",
+            case.name
+        );
+        for unit in ["backup", "backup-local"] {
+            let name = format!("{}: {unit}", case.name);
+            let config = &case.rendered["units"]["services"][unit]["serviceConfig"];
+            assert!(config.is_object(), "{name}: missing");
+            for key in ["User", "DynamicUser", "PrivateUsers", "CapabilityBoundingSet", "AmbientCapabilities"] {
+                assert!(config.get(key).is_none(), "{name}: {key} would keep the runner from switching users");
+            }
+            let writable = strings(&config["ReadWritePaths"]);
+            assert!(
+                writable.iter().any(|p| p.trim_start_matches('-') == staging),
+                "{name}: {staging} is not in ReadWritePaths {writable:?}"
+            );
+            let filters = match &config["SystemCallFilter"] {
+                Value::Array(_) => strings(&config["SystemCallFilter"]),
+                Value::String(s) => vec![s.clone()],
+                other => panic!("{name}: SystemCallFilter = {other}"),
+            };
+            let (mut allowed, mut denied) = (BTreeSet::new(), BTreeSet::new());
+            for filter in &filters {
+                match filter.strip_prefix('~') {
+                    Some(deny) => deny.split_whitespace().for_each(|g| syscalls_of(g, &mut denied)),
+                    None => filter.split_whitespace().for_each(|g| syscalls_of(g, &mut allowed)),
+                }
+            }
+            for call in ["setgroups", "setgid", "setuid", "setresuid", "setresgid"] {
+                assert!(
+                    allowed.contains(call) && !denied.contains(call),
+                    "{name}: SystemCallFilter {filters:?} does not allow {call}"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 2, "only {checked} cases dump databases");
+}
+
 #[test]
 fn calendar_and_time_span_values_parse() {
     let mut calendars = BTreeSet::new();
@@ -627,11 +696,15 @@ fn module_matches_the_pure_render() {
         assert_eq!(module["plan"], r["plan"], "{name}: plan");
         assert_eq!(module["systemPackages"], serde_json::json!([FAKE_PACKAGE]), "{name}");
         assert_eq!(module["checks"], serde_json::json!(["hwc-backup-config-check"]), "{name}");
-        assert_eq!(
-            module["tmpfiles"],
-            serde_json::json!(["d /var/lib/hwc-backup 0700 root root - -", "d /var/log/backup 0700 root root - -"]),
-            "{name}"
-        );
+        let mut tmpfiles = vec![
+            "d /var/lib/hwc-backup 0700 root root - -".to_owned(),
+            "d /var/log/backup 0700 root root - -".to_owned(),
+        ];
+        let databases = &r["plan"]["databases"];
+        if databases["postgresql"]["enable"] == true || databases["mysql"]["enable"] == true {
+            tmpfiles.push(format!("d {} 0700 root root - -", databases["stagingDir"].as_str().unwrap()));
+        }
+        assert_eq!(module["tmpfiles"], serde_json::json!(tmpfiles), "{name}");
         for set in ["services", "timers"] {
             let ours = r["units"][set].as_object().unwrap();
             let theirs = module["units"][set].as_object().unwrap();
@@ -717,6 +790,15 @@ fn module_refuses_bad_values() {
         ("notifications.ntfy.tokenFile", "\"token\""),
         ("verify.sample", "(-5)"),
         ("schedule.frequency", "\"\""),
+        ("cloud.keepHistory", "(-1)"),
+        ("cloud.maxAge", "\"a week\""),
+        ("health.verifyMaxAge", "\"1 month\""),
+        ("databases.postgresql.port", "70000"),
+        ("databases.postgresql.databases", "[ \"../etc\" ]"),
+        ("databases.postgresql.user", "\"\""),
+        ("databases.mysql.databases", "[ \".hidden\" ]"),
+        ("databases.mysql.socket", "\"mysqld.sock\""),
+        ("databases.mysql.binDir", "\"bin\""),
     ];
     for (option, value) in bad {
         let definitions = format!(
@@ -766,6 +848,77 @@ fn module_finds_the_agenix_secret_path() {
     let module: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(module["plan"]["cloud"]["rcloneConfigFile"], "/run/keys/rclone.conf");
     assert_eq!(module["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn module_takes_the_dump_programs_from_the_database_services() {
+    let Some(lib) = nixpkgs_lib("module_takes_the_dump_programs_from_the_database_services") else { return };
+    let file = repo().join("tests/nix/eval-module.nix");
+    // Stand-ins for NixOS's services.postgresql and services.mysql: enable and package.
+    let services = r#"[ ({ lib, ... }: {
+        options.services = lib.genAttrs [ "postgresql" "mysql" ] (name: {
+          enable = lib.mkEnableOption name;
+          package = lib.mkOption {
+            type = lib.types.package;
+            default = { type = "derivation"; name = name; outPath = "/nix/store/00000000000000000000000000000000-${name}-1.0"; };
+          };
+        });
+      }) ]"#;
+    let eval = |definitions: &str| -> Value {
+        let args = [
+            "--eval",
+            "--strict",
+            "--json",
+            file.to_str().unwrap(),
+            "--arg",
+            "lib",
+            &lib,
+            "--arg",
+            "definitions",
+            definitions,
+            "--arg",
+            "extraModules",
+            services,
+        ];
+        let output = run("nix-instantiate", &args);
+        assert!(output.status.success(), "{definitions}\n{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let backup = "hwc.system.services.backup = { enable = true; local.enable = true; \
+                  databases.postgresql.enable = true; databases.mysql.enable = true; };";
+
+    // With the servers on this machine, their own clients dump them, without a warning.
+    let module = eval(&format!("{{ services.postgresql.enable = true; services.mysql.enable = true; {backup} }}"));
+    let databases = &module["plan"]["databases"];
+    let store = "/nix/store/00000000000000000000000000000000";
+    assert_eq!(databases["postgresql"]["binDir"], format!("{store}-postgresql-1.0/bin"));
+    assert_eq!(databases["mysql"]["binDir"], format!("{store}-mysql-1.0/bin"));
+    assert_eq!(module["warnings"], serde_json::json!([]));
+    // The staging directory is added to the sources and created by tmpfiles.
+    assert_eq!(module["plan"]["sources"], serde_json::json!(["/home", "/etc/nixos", "/var/backup/databases"]));
+    assert!(
+        strings(&module["tmpfiles"]).contains(&"d /var/backup/databases 0700 root root - -".to_owned()),
+        "{}",
+        module["tmpfiles"]
+    );
+    assert_eq!(module["failedAssertions"], serde_json::json!([]));
+
+    // Without them (a remote server), the clients are to be named; the module says so.
+    let module = eval(&format!("{{ {backup} }}"));
+    let databases = &module["plan"]["databases"];
+    assert_eq!(databases["postgresql"]["binDir"], Value::Null);
+    assert_eq!(databases["mysql"]["binDir"], Value::Null);
+    let warnings = strings(&module["warnings"]);
+    for option in ["databases.postgresql.binDir", "databases.mysql.binDir"] {
+        assert!(warnings.iter().any(|w| w.contains(option)), "no warning about {option}: {warnings:?}");
+    }
+
+    // Dumps off: the binDir defaults stay in the plan, nothing else changes.
+    let module = eval(
+        "{ services.postgresql.enable = true; hwc.system.services.backup = { enable = true; local.enable = true; }; }",
+    );
+    assert_eq!(module["plan"]["sources"], serde_json::json!(["/home", "/etc/nixos"]));
+    assert_eq!(module["tmpfiles"].as_array().unwrap().len(), 2);
 }
 
 #[test]

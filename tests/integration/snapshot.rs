@@ -205,3 +205,35 @@ fn repeated_wall_clock_time_after_dst_fall_back_gets_a_suffix() {
     let out = env.run("restore", &["--list"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2, "{}", show(&out));
 }
+
+#[test]
+fn link_count_limit_falls_back_to_a_copy_and_is_counted() {
+    // ext4 allows 65 000 links per inode. Bring the previous snapshot's copy of a file to
+    // that limit with links of our own, so the next snapshot's link() gets EMLINK for real.
+    let env = Env::new();
+    let fs = sh(&format!("stat -f -c %T '{}'", env.dest.display()));
+    assert!(
+        fs.trim() == "ext2/ext3",
+        "this test needs ext4 under /var/tmp (found {fs}); the README's machines have it"
+    );
+    write(&env.src.join("popular"), "linked everywhere\n");
+    write(&env.src.join("other"), "other\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let first = env.in_snapshot("daily/2025-01-15_02-00-00").join("popular");
+    let extra = env.dir.path().join("extra-links");
+    std::fs::create_dir(&extra).unwrap();
+    let have = std::fs::metadata(&first).unwrap().nlink();
+    for i in have..65_000 {
+        std::fs::hard_link(&first, extra.join(i.to_string())).unwrap();
+    }
+    let out = env.snapshot_ok("2025-01-16T02:00:00+01:00", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "success", "EMLINK is not a failure: {report}");
+    assert_eq!(report["counts"]["emlinkFallbacks"], 1, "{report}");
+    assert_eq!(report["counts"]["linked"], 1, "the other file is still linked: {report}");
+    let second = env.in_snapshot("daily/2025-01-16_02-00-00").join("popular");
+    assert_ne!(ino(&first), ino(&second), "a fresh inode chain starts");
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), "linked everywhere\n");
+    let out = env.run("verify", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+}

@@ -39,6 +39,9 @@ rec {
     bool = type "boolean" isBool;
     int = type "signed integer" isInt;
     ints.unsigned = type "unsigned integer" (x: isInt x && x >= 0);
+    port = type "16 bit unsigned integer; between 0 and 65535 (both inclusive)" (
+      x: isInt x && x >= 0 && x <= 65535
+    );
     path = type "absolute path" (x: isPath x || (isString x && substring 0 1 x == "/"));
     package = type "package" (_: true);
     strMatching = re: type "string matching ${re}" (x: isString x && match re x != null);

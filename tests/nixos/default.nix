@@ -21,4 +21,5 @@ in
   retention = runTest ./retention.nix;
   unmounted = runTest ./unmounted.nix;
   switch = runTest ./switch.nix;
+  databases = runTest ./databases.nix;
 }

@@ -1,6 +1,8 @@
-# Every option away from its default: another rclone remote with its own config, all
-# notification targets, verification with sampling, metrics, hook paths, every retention rule,
-# a raw calendar expression with a time, no random delay, AC power not required.
+# Every option away from its default: another rclone remote with its own config and no
+# history, all notification targets, verification with sampling, metrics, hook paths, every
+# retention rule, a raw calendar expression with a time, no random delay, AC power not
+# required, both database dumps into a staging directory that a source already contains (so
+# the sources stay as given), against a remote PostgreSQL server.
 {
   networking.hostName = "ignored";
   hwc.system.services.backup = {
@@ -31,6 +33,8 @@
       remotePath = "bucket/db-1";
       syncMode = "copy";
       rcloneConfigFile = "/run/secrets/rclone.conf";
+      keepHistory = 0;
+      maxAge = "36h";
     };
     schedule = {
       enable = true;
@@ -56,6 +60,7 @@
       maxAge = "36h";
       minBackups = 3;
       schedule = "daily";
+      verifyMaxAge = "40d";
     };
     verify = {
       enable = true;
@@ -63,5 +68,26 @@
       sample = 50;
     };
     metrics.textfileDir = "/var/lib/node-exporter";
+    databases = {
+      stagingDir = "/var/lib/postgresql-dumps/hwc";
+      postgresql = {
+        enable = true;
+        user = "backup";
+        host = "db.internal";
+        port = 6432;
+        binDir = "/opt/postgresql/bin";
+      };
+      mysql = {
+        enable = true;
+        user = "mysql-backup";
+        databases = [
+          "shop"
+          "wiki"
+        ];
+        defaultsFile = "/run/secrets/my.cnf";
+        socket = "/run/mysqld/mysqld.sock";
+        binDir = "/opt/mysql/bin";
+      };
+    };
   };
 }
