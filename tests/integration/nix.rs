@@ -619,7 +619,7 @@ fn package_builds_the_workspace_with_the_seed_commands() {
 }
 
 /// The NixOS documentation with the option table (to be merged into README.md).
-const OPTION_DOC: &str = "docs/nixos.md";
+const OPTION_DOC: &str = "README.md";
 
 #[test]
 fn every_option_is_documented() {

@@ -1,5 +1,5 @@
 # The names of the options modules/backup.nix declares, read through stub-lib.nix (Nix 2.8, no
-# nixpkgs), for the test that docs/nixos.md documents each of them.
+# nixpkgs), for the test that README.md documents each of them.
 let
   module = import ../../modules/backup.nix {
     lib = import ./stub-lib.nix;
