@@ -446,8 +446,8 @@ let
         description = "hwc-backup: health check of the snapshots";
         args = [ "health" ];
         writable = readers;
-        # No RequiresMountsFor: a mount that fails would skip the unit as a failed dependency,
-        # which triggers no OnFailure=. The check itself must see and report the missing disk.
+        # No RequiresMountsFor: the health check must run when the disk is missing, see it,
+        # and report it with its own message, rather than fail as a dependency of the mount.
         needsDestination = false;
         extra = networkDeps networkTargets;
       };

@@ -331,3 +331,30 @@ fn path_that_is_not_in_the_snapshot() {
     assert_eq!(tree(&env.dest), before, "a refused restore changed the destination");
     assert!(!target.exists(), "a refused restore created {}", target.display());
 }
+
+/// Unmounts a bind mount when dropped.
+struct BindMount(std::path::PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_directory_bind_mounted_onto_itself_is_not_a_mounted_drive() {
+    // systemd's ReadWritePaths= bind-mounts the destination onto itself inside the unit's
+    // sandbox. An unplugged drive's bare mount point must still be refused there.
+    let env = Env::new();
+    write(&env.src.join("f"), "f");
+    let _bind = {
+        sh(&format!("mount --bind '{0}' '{0}'", env.dest.display()));
+        BindMount(env.dest.clone())
+    };
+    let mut p = plan_json(&env);
+    p["destination"]["requireMountPoint"] = true.into();
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let o = now_with_plan(&env, &plan);
+    assert_refused(&o, 1, &["not a mount point"], "bind mount of itself");
+    assert_dest_empty(&env, "bind mount of itself");
+}

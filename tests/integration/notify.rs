@@ -308,6 +308,49 @@ fn notify_failure_for_systemd_on_failure() {
 }
 
 #[test]
+fn on_failure_uses_systemd_invocation_ids() {
+    // Under systemd the OnFailure= unit learns which invocation failed. A run that failed
+    // and notified itself recorded its INVOCATION_ID; a later invocation killed with -9
+    // recorded nothing and must be notified, however recent the earlier failure is.
+    let env = Env::new();
+    let l = Listener::start();
+    let mut p = notifying_plan(&env, &l.url);
+    p["notifications"]["email"] = serde_json::Value::Null;
+    p["destination"]["path"] = "/nonexistent-hwc".into();
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let out = env.cmd(&["now", "--config"]).arg(&plan).env("INVOCATION_ID", "aaa111").output().unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let before = l.wait_for(4).len();
+    let on_failure = |id: &str| {
+        let mut c = env.cmd(&["notify-failure", "--unit", "backup.service", "--config"]);
+        c.arg(&plan).env("INVOCATION_ID", "notify-unit").env("MONITOR_INVOCATION_ID", id).output().unwrap()
+    };
+    let out = on_failure("aaa111");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sent its own notification"), "{}", show(&out));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(l.requests().len(), before, "the same invocation is not notified twice");
+    // A dependency failure: the unit never ran, and systemd passes the ID of its previous
+    // invocation, long finished. An old record must not silence it.
+    let record = env.state.join(HOST).join("finished-invocations");
+    std::fs::write(&record, "aaa111 1000000000\n").unwrap();
+    let out = on_failure("aaa111");
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let before = l.wait_for(before + 3).len();
+    // And with no MONITOR_* variables at all.
+    let out = env.cmd(&["notify-failure", "--unit", "backup.service", "--config"])
+        .arg(&plan)
+        .env("INVOCATION_ID", "notify-unit")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let before = l.wait_for(before + 3).len();
+    let out = on_failure("bbb222");
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let after = l.wait_for(before + 3);
+    assert!(after.len() > before, "a killed invocation must be notified: {after:#?}");
+}
+
+#[test]
 fn a_listener_that_is_down_does_not_fail_the_backup() {
     let env = Env::new();
     write(&env.src.join("a"), "a");

@@ -11,60 +11,12 @@
   package ? "/nix/store/00000000000000000000000000000000-hwc-backup-0.1.0",
 }:
 let
-  inherit (builtins)
-    attrNames
-    concatStringsSep
-    filter
-    isAttrs
-    listToAttrs
-    map
-    ;
+  inherit (builtins) filter map;
 
   definitions = import case;
   fakeStore = "/nix/store/00000000000000000000000000000000";
 
-  module = import ../../modules/backup.nix {
-    lib = import ./stub-lib.nix;
-    pkgs.hwc-backup = package;
-    config.networking.hostName = definitions.networking.hostName or "nixos";
-  };
-
-  # Walk the declarations: an option takes the case's value (checked) or its default; a group
-  # recurses; a case value for a name that is not declared is an error.
-  fill =
-    loc: decl: value:
-    let
-      where = concatStringsSep "." loc;
-    in
-    if decl._type or null == "option" then
-      if value == null && !(decl ? default) then
-        throw "${where} has no default and the case does not set it"
-      else if value == null then
-        decl.default
-      else if decl.type.check value.v then
-        value.v
-      else
-        throw "${where}: ${builtins.toJSON value.v} is not a ${decl.type.description}"
-    else
-      let
-        given = if value == null then { } else value.v;
-        unknown = filter (n: !(decl ? ${n})) (attrNames given);
-      in
-      if !(isAttrs given) then
-        throw "${where} is a group of options, not a value"
-      else if unknown != [ ] then
-        throw "${where}: no such option ${concatStringsSep ", " unknown}"
-      else
-        listToAttrs (
-          map (n: {
-            name = n;
-            value = fill (loc ++ [ n ]) decl.${n} (if given ? ${n} then { v = given.${n}; } else null);
-          }) (attrNames decl)
-        );
-
-  cfg = fill [ "hwc" "system" "services" "backup" ] module.options.hwc.system.services.backup {
-    v = definitions.hwc.system.services.backup or { };
-  };
+  cfg = import ./fill-options.nix { inherit definitions package; };
 
   rendered = import ../../nix/render.nix {
     inherit cfg package;

@@ -90,6 +90,9 @@ pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcom
         json!({ "job": "backup", "state": msg.state, "runState": report.state, "snapshot": report.snapshot,
                 "error": msg.error, "cloud": outcome.cloud.as_ref().map(|c| c.ok), "notifications": deliveries }),
     );
+    if report.state != RunState::Success || outcome.exit.is_some() {
+        record_failed_invocation(plan);
+    }
     outcome
 }
 
@@ -139,6 +142,9 @@ pub fn cloud(a: CloudArgs) -> Result<Exit> {
         "job.finished",
         json!({ "job": "cloud", "state": msg.state, "error": c.error, "notifications": deliveries }),
     );
+    if !c.ok {
+        record_failed_invocation(&plan);
+    }
     Ok(if c.ok { Exit::Success } else { Exit::Failed })
 }
 
@@ -185,6 +191,9 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
             log(&plan, Log::Health, "health.notified", json!({ "failing": failing, "notifications": deliveries }));
         }
     }
+    if !report.healthy {
+        record_failed_invocation(&plan);
+    }
     Ok(if report.healthy { Exit::Success } else { Exit::Failed })
 }
 
@@ -195,7 +204,18 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
     let plan = a.target.load_plan()?;
     let state_dir = plan.host_state_dir();
     let journal = journal_tail(&a.unit);
-    let recent = reported_recently(&state_dir, job_of_unit(&a.unit));
+    // systemd (251+) tells the OnFailure= unit which invocation failed. A job that reached
+    // its end recorded its own invocation after notifying; a killed one never did.
+    // A unit that failed as a dependency (its disk never mounted) never ran, so nothing
+    // matches and it is notified. Only a manual call, outside systemd, falls back to the
+    // records' age.
+    let under_systemd = std::env::var_os("INVOCATION_ID").is_some();
+    let recent = if under_systemd {
+        let id = std::env::var("MONITOR_INVOCATION_ID").unwrap_or_default();
+        (!id.is_empty() && finished_invocation(&state_dir, &id)).then(|| job_of_unit(&a.unit).to_string())
+    } else {
+        reported_recently(&state_dir, job_of_unit(&a.unit))
+    };
     log(
         &plan,
         Log::Coordinator,
@@ -473,6 +493,44 @@ fn job_of_unit(unit: &str) -> &'static str {
     } else {
         "backup"
     }
+}
+
+/// The file in which a job under systemd records `$INVOCATION_ID` when it ends in failure
+/// after sending its own notifications — the only case in which `OnFailure=` fires for an
+/// invocation that already notified.
+const FINISHED_INVOCATION_FILE: &str = "finished-invocations";
+
+/// Records that this systemd invocation failed and notified by itself (no-op outside
+/// systemd), with the time, as `ID UNIX_SECONDS` lines. A succeeded invocation is never
+/// recorded: for a unit that then fails as a dependency (its disk never mounted) systemd
+/// passes that succeeded invocation's ID, which must not silence the notification. Keeps the
+/// last few, since backup, cloud and health jobs may fail close together.
+fn record_failed_invocation(plan: &Plan) {
+    let Ok(id) = std::env::var("INVOCATION_ID") else { return };
+    let path = plan.host_state_dir().join(FINISHED_INVOCATION_FILE);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<String> =
+        old.lines().filter(|l| !l.is_empty() && l.split(' ').next() != Some(id.as_str())).map(String::from).collect();
+    lines.push(format!("{id} {}", jiff::Timestamp::now().as_second()));
+    let keep = lines.len().saturating_sub(20);
+    let text = lines[keep..].join("\n") + "\n";
+    if let Err(e) = std::fs::create_dir_all(plan.host_state_dir()).and_then(|()| std::fs::write(&path, text)) {
+        tracing::info!("cannot record the finished invocation in {}: {e}", path.display());
+    }
+}
+
+/// Whether the invocation `id` recorded, within the last two minutes, that it failed and
+/// notified by itself. A job records its ID a moment before it exits and OnFailure= starts;
+/// an older record is from an earlier failure, not this one.
+fn finished_invocation(dir: &Path, id: &str) -> bool {
+    let now = jiff::Timestamp::now().as_second();
+    std::fs::read_to_string(dir.join(FINISHED_INVOCATION_FILE)).is_ok_and(|t| {
+        t.lines().any(|l| {
+            let mut parts = l.split(' ');
+            let fresh = parts.nth(1).and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| (0..=120).contains(&(now - t)));
+            l.split(' ').next() == Some(id) && fresh
+        })
+    })
 }
 
 /// `job` when it finished within the last ten minutes with a failure it reported itself (its

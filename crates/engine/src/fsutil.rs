@@ -1,7 +1,7 @@
 //! Small filesystem helpers shared by the engine: durable writes, mount points, free space.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -24,30 +24,17 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Whether `path` is a mount point, read from `/proc/self/mountinfo` (so bind mounts count
-/// and a directory on the parent filesystem does not).
+/// Whether `path` holds a filesystem of its own: its device differs from its parent's.
+///
+/// Not `/proc/self/mountinfo`: the systemd unit's `ReadWritePaths=` bind-mounts the
+/// destination onto itself inside the sandbox, so mountinfo lists it as a mount point even
+/// when the backup drive is unplugged and it is a bare directory on the root filesystem —
+/// exactly the case this check exists to catch. A device number cannot be fooled that way.
 pub fn is_mount_point(path: &Path) -> Result<bool> {
     let canonical = std::fs::canonicalize(path).ctx("resolve", path)?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx("read", "/proc/self/mountinfo")?;
-    Ok(info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| Path::new(&unescape_mount(m)) == canonical))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
-fn unescape_mount(field: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
+    let Some(parent) = canonical.parent() else { return Ok(true) }; // `/` is always mounted
+    let dev = |p: &Path| rustix::fs::stat(p).map(|st| st.st_dev).ctx("inspect", p);
+    Ok(dev(&canonical)? != dev(parent)?)
 }
 
 /// Free bytes available to unprivileged users at `path` (what `df` shows as "Avail").
