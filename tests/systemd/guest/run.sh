@@ -1,0 +1,478 @@
+#!/bin/bash
+# Runs INSIDE the Debian 12 test VM (started by vmtest-runner.service from the 9p share /mnt/host).
+# Installs the rendered units, then runs every scenario in one boot and writes
+#   /mnt/host/results.txt   one line per check: "PASS <scenario>: <check>" / "FAIL <scenario>: <check> -- <why>"
+#   /mnt/host/run.log       this script's trace
+#   /mnt/host/journal.txt   the whole journal of the boot (for debugging failures)
+#   /mnt/host/run.rc        0 when every check passed
+# Assertions come from the journal (journalctl -b -u UNIT, counted by lines: systemd 252's
+# --after-cursor with -u drops an entry) and from files, never from `systemctl show` of a finished
+# oneshot (those are garbage-collected and report defaults).
+H=/mnt/host
+RES=$H/results.txt
+[ -f "$H/env" ] && . "$H/env"
+exec >"$H/run.log" 2>&1
+: >"$RES"
+export LC_ALL=C.UTF-8 SYSTEMD_PAGER= SYSTEMD_COLORS=0
+PASSED=0 FAILED=0
+SCEN=setup
+
+# elapsed time from the uptime clock: bash's $SECONDS follows the wall clock, which the tests move
+log() { printf '[%6ss | %s] %s\n' "$(cut -d' ' -f1 /proc/uptime)" "$(date -u +%FT%TZ)" "$*"; }
+pass() { PASSED=$((PASSED + 1)); echo "PASS $SCEN: $1" >>"$RES"; log "PASS $SCEN: $1"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL $SCEN: $1 -- ${2:-}" >>"$RES"; log "FAIL $SCEN: $1 -- ${2:-}"; }
+check() { # check "what" command... : pass when the command succeeds
+  local what=$1; shift
+  if "$@"; then pass "$what"; else fail "$what" "command failed: $*"; fi
+}
+scenario() { SCEN=$1; log "=== scenario $1"; }
+
+# ---------- journal / waiting helpers ----------
+jlog() { journalctl -b -q --no-pager -o cat -u "$1"; }
+jmark() { jlog "$1" | wc -l; }
+jnew() { jlog "$1" | tail -n +$(($2 + 1)); }
+# wait_for SECONDS command... : poll every 0.2 s
+wait_for() {
+  local end=$((SECONDS + $1)); shift
+  while ! "$@"; do [ $SECONDS -ge "$end" ] && return 1; sleep 0.2; done
+}
+# a start job of UNIT that began after MARK has ended (success, failure or condition skip)
+unit_ended() { jnew "$1" "$2" | grep -qE "^(Finished |Failed to start |.* was skipped because |Dependency failed for |$1: Failed with result)"; }
+unit_started() { jnew "$1" "$2" | grep -qE "^Starting |^$1: .*skipped because|^Dependency failed for "; }
+unit_succeeded() { jnew "$1" "$2" | grep -q "^Finished " && ! jnew "$1" "$2" | grep -qE "^Failed to start |Failed with result"; }
+notify_count() { [ -f /run/hwc-test/notify.jsonl ] && wc -l </run/hwc-test/notify.jsonl || echo 0; }
+notify_gt() { [ "$(notify_count)" -gt "$1" ]; }
+notify_failed_since() { tail -n +$(($1 + 1)) /run/hwc-test/notify.jsonl 2>/dev/null | grep -qi 'fail'; }
+# Mark before a failure: fmark UNIT -> "<failure-unit journal lines> <notifications>"
+fmark() { echo "$(jmark "backup-failure@$1.service") $(notify_count)"; }
+# expect_failure_reported UNIT MARK : OnFailure= started backup-failure@UNIT.service, and a failure
+# notification reached the listener (sent by that unit, or by the run itself, which the failure
+# unit then does not repeat)
+expect_failure_reported() {
+  local u=$1 fm=${2% *} nc=${2#* } fu="backup-failure@$1.service"
+  if wait_for 15 unit_ended "$fu" "$fm"; then pass "OnFailure= ran $fu"
+  else fail "OnFailure= ran $fu" "no start of it in the journal"; fi
+  if wait_for 15 notify_failed_since "$nc"; then pass "a failure notification reached the listener"
+  else fail "a failure notification reached the listener" "none within 15 s; $fu: $(jnew "$fu" "$fm" | grep -v '^Starting' | tail -4 | tr '\n' '|')"; fi
+}
+notify_last() { tail -n1 /run/hwc-test/notify.jsonl 2>/dev/null; }
+snapshots() { # complete snapshot directories (tier/name), oldest name first
+  local t
+  for t in hourly daily weekly monthly yearly; do
+    [ -d "$HOSTDIR/$t" ] || continue
+    find "$HOSTDIR/$t" -mindepth 1 -maxdepth 1 -type d -printf "$t/%f\n"
+  done | sort -t/ -k2
+}
+latest() { readlink "$HOSTDIR/latest" 2>/dev/null; }
+new_latest() { local l; l=$(latest); [ -n "$l" ] && [ "$l" != "$1" ] && [ -f "$HOSTDIR/$l/.hwc-backup/meta.json" ]; }
+tree_sig() { # content signature of a directory tree (names, types, sizes, modes, data)
+  (cd "$1" && find . -path ./.hwc-backup -prune -o -printf '%p %y %s %m %U\n' | sort && find . -path ./.hwc-backup -prune -o -type f -print0 | sort -z | xargs -0r cat | md5sum)
+}
+elapse_of() { # next realtime elapse of a timer, epoch seconds
+  local v; v=$(systemctl show -P NextElapseUSecRealtime "$1")
+  [ -n "$v" ] && date -d "$v" +%s
+}
+set_clock() { date -u -s "@$1" >/dev/null && log "clock set to $(date -u +%FT%TZ)"; }
+
+# ---------- setup ----------
+setup() {
+  scenario setup
+  PS4='+ [$(cut -d" " -f1 /proc/uptime)] '; set -x
+  # The rendered units/scripts/plan (a tree for /), the binary at the package path used in the render.
+  cp -a "$H/trees/base/." / || return 1
+  cp -a "$H/package/." / || return 1
+  install -D -m755 "$H/guest/probe-writes" /opt/hwc-test/probe-writes
+  CFG=/etc/hwc-backup/config.json
+  read -r DEST HOST STATE LOGDIR < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["destination"]["path"], d["host"], d["stateDir"], d["logDir"])' $CFG)
+  HOSTDIR=$DEST/$HOST
+  # What the NixOS module's tmpfiles/activation would do, if the units do not create them themselves.
+  [ -f /etc/tmpfiles.d/hwc-backup.conf ] && systemd-tmpfiles --create /etc/tmpfiles.d/hwc-backup.conf
+  # The destination: an ext4 disk (second virtio disk, label hwcdest) declared like NixOS's
+  # fileSystems."/mnt/backup" = { device = "/dev/disk/by-label/hwcdest"; options = [ "nofail" ]; }.
+  mkdir -p "$DEST"
+  echo "LABEL=hwcdest $DEST ext4 nofail,x-systemd.device-timeout=5s 0 2" >>/etc/fstab
+  # Sources: /home with two users (one private directory), root-only files in /root and /etc.
+  mkdir -p /home/alice/docs /home/alice/.cache /home/bob/private /root/.ssh /etc/hwc-test
+  echo "alice notes $(date +%s)" >/home/alice/notes.txt
+  seq 1 20000 >/home/alice/docs/numbers.txt
+  echo junk >/home/alice/.cache/junk
+  echo tmp >/home/alice/docs/scratch.tmp
+  echo "bob's secret" >/home/bob/private/diary.txt
+  ln -s ../notes.txt /home/alice/docs/link-to-notes
+  chown -R 1000:1000 /home/alice; chown -R 1001:1001 /home/bob
+  chmod 700 /home/bob /home/bob/private; chmod 600 /home/bob/private/diary.txt
+  echo "root-only key" >/root/.ssh/id_test; chmod 700 /root /root/.ssh; chmod 600 /root/.ssh/id_test
+  echo "password=hunter2" >/etc/hwc-test/secret.conf; chmod 600 /etc/hwc-test/secret.conf
+  # Notifications go to a listener inside the VM (the VM has no network at all).
+  mkdir -p /run/hwc-test
+  systemd-run --unit=hwc-test-listener --quiet python3 "$H/guest/listener.py" 127.0.0.1 8765 /run/hwc-test/notify.jsonl
+  # A fixed start date, so that the timeline of clock jumps below is the same whatever day the test
+  # runs on: Tuesday 2030-01-08 12:00 UTC (backup 02:00 daily, health Mondays 00:00, verify on the 1st).
+  set_clock "$(date -u -d '2030-01-08 12:00:00' +%s)"
+  # What nixos-rebuild switch does for new units: reload, then start the new timers.
+  systemctl daemon-reload
+  systemctl start "$(systemd-escape -p --suffix=mount "$DEST")"
+  TIMERS=$(cd "$H/trees/base/etc/systemd/system/timers.target.wants" && echo *.timer)
+  systemctl start $TIMERS
+  wait_for 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/8765' 2>/dev/null
+  : >/run/hwc-test/notify.jsonl
+  set +x
+  check "units installed and loaded" systemctl cat backup.service backup.timer
+  local v; v=$(cd /etc/systemd/system && systemd-analyze verify --man=no $(ls backup*.service backup*.timer) 2>&1 | grep -i backup)
+  if [ -z "$v" ]; then pass "systemd-analyze verify is silent on the installed units"
+  else fail "systemd-analyze verify is silent on the installed units" "$(tr '\n' '|' <<<"$v")"; fi
+  check "destination mounted" mountpoint -q "$DEST"
+  check "timers active: $TIMERS" systemctl is-active --quiet $TIMERS
+  log "units:"; for u in /etc/systemd/system/backup*.service /etc/systemd/system/backup*.timer; do log "--- $u"; cat "$u"; done
+  log "plan:"; cat "$CFG"
+}
+
+# ---------- scenarios ----------
+s_timer_fires() {
+  scenario timer-fires
+  local t m l0 pm
+  t=$(elapse_of backup.timer) || { fail "backup.timer has a next elapse"; return; }
+  m=$(jmark backup.service); l0=$(latest); pm=$(journalctl -b -q -o cat -t hwc-probe | wc -l)
+  set_clock $((t - 3))
+  if wait_for 60 unit_ended backup.service "$m"; then pass "backup.service ran from backup.timer after the clock reached OnCalendar"
+  else fail "backup.service ran from backup.timer after the clock reached OnCalendar" "nothing in the journal within 60 s"; return; fi
+  local st; st=$(journalctl -b -q --no-pager -o short-unix -u backup.service | tail -n +$((m + 1)) | grep -m1 'Starting ' | cut -d' ' -f1)
+  if [ -n "$st" ] && [ "${st%.*}" -ge "$t" ] && [ "${st%.*}" -le $((t + 15)) ]; then pass "it started at the elapse (within 15 s)"
+  else fail "it started at the elapse (within 15 s)" "elapse $t, start '$st'"; fi
+  local lt; lt=$(systemctl show -P LastTriggerUSec backup.timer)
+  check "backup.timer records that it triggered at the elapse (LastTriggerUSec $lt)" test -n "$lt" -a "$(date -d "$lt" +%s 2>/dev/null || echo 0)" -ge "$t"
+  check "the run succeeded (journal: Finished)" unit_succeeded backup.service "$m"
+  check "a new snapshot appeared (latest moved)" new_latest "$l0"
+  check "latest points at the newest snapshot" test -n "$(latest)" -a -f "$HOSTDIR/$(latest)/.hwc-backup/meta.json"
+  check "snapshot name is the elapse time" bash -c "ls '$HOSTDIR/daily' | grep -q '^$(date -u -d @"$t" +%Y-%m-%d_%H-%M)'"
+
+  scenario hardening-read
+  local S=$HOSTDIR/$(latest)
+  check "reads /home (other users' files)" cmp -s /home/alice/notes.txt "$S/home/alice/notes.txt"
+  check "reads a 0700 directory of another user" cmp -s /home/bob/private/diary.txt "$S/home/bob/private/diary.txt"
+  check "reads root-only /root/.ssh/id_test" cmp -s /root/.ssh/id_test "$S/root/.ssh/id_test"
+  check "reads root-only /etc/hwc-test/secret.conf" cmp -s /etc/hwc-test/secret.conf "$S/etc/hwc-test/secret.conf"
+  check "keeps owner and mode" test "$(stat -c %u:%a /home/bob/private/diary.txt)" = "$(stat -c %u:%a "$S/home/bob/private/diary.txt")"
+  check "keeps the symlink" test "$(readlink "$S/home/alice/docs/link-to-notes")" = ../notes.txt
+  check "excludePatterns applied (.cache, *.tmp)" test ! -e "$S/home/alice/.cache" -a ! -e "$S/home/alice/docs/scratch.tmp"
+
+  scenario hardening-write
+  local out; out=$(journalctl -b -q -o cat -t hwc-probe | tail -n +$((pm + 1)))
+  if [ -z "$out" ]; then fail "preBackup hook ran" "no hwc-probe lines in the journal"; return; fi
+  pass "preBackup hook ran"
+  if grep -qx 'hwc-probe: cgroup /system.slice/backup.service' <<<"$out"; then pass "the hook ran inside backup.service (its cgroup)"
+  else fail "the hook ran inside backup.service (its cgroup)" "$(grep cgroup <<<"$out")"; fi
+  local p
+  for p in /etc/hwc-probe /usr/hwc-probe /usr/local/hwc-probe /opt/hwc-probe /home/alice/hwc-probe /root/hwc-probe \
+           /var/lib/hwc-probe /var/hwc-probe /srv/hwc-probe /boot/hwc-probe /mnt/hwc-probe; do
+    if grep -qx "hwc-probe: $p denied" <<<"$out" && [ ! -e "$p" ]; then pass "write to $p fails"
+    else fail "write to $p fails" "$(grep -F " $p " <<<"$out ")"; fi
+  done
+  for p in "$DEST/hwc-probe" "$STATE/hwc-probe" "$LOGDIR/hwc-probe"; do
+    if grep -qx "hwc-probe: $p ok" <<<"$out"; then pass "write to $p works"
+    else fail "write to $p works" "$(grep -F " $p " <<<"$out ")"; fi
+  done
+}
+
+s_persistent() {
+  scenario persistent-catch-up
+  # Simulated power-off: stopping the timer is what shutdown does; systemd keeps the last trigger
+  # in /var/lib/systemd/timers/stamp-backup.timer (mtime), and on start (= at boot) re-reads it and
+  # fires at once when an elapse was missed since then. We jump the clock over the next elapse
+  # while the timer is stopped ("machine off"), then start it ("boot").
+  local stamp=/var/lib/systemd/timers/stamp-backup.timer
+  check "Persistent= stamp file exists" test -f $stamp
+  local t m l0
+  t=$(elapse_of backup.timer) || { fail "backup.timer has a next elapse"; return; }
+  systemctl stop backup.timer
+  m=$(jmark backup.service); l0=$(latest)
+  set_clock $((t + 3 * 3600))   # "powered on" 3 h after the missed elapse
+  systemctl start backup.timer
+  if wait_for 30 unit_ended backup.service "$m"; then pass "missed run caught up right after the timer started"
+  else fail "missed run caught up right after the timer started" "no run within 30 s"; fi
+  check "the catch-up run succeeded" unit_succeeded backup.service "$m"
+  check "a new snapshot appeared (latest moved)" new_latest "$l0"
+  # Control: an off period with no elapse in it gives no run.
+  systemctl stop backup.timer
+  m=$(jmark backup.service)
+  set_clock $(($(date +%s) + 3600))
+  systemctl start backup.timer
+  sleep 5
+  if unit_started backup.service "$m"; then fail "no catch-up when no elapse was missed" "$(jnew backup.service "$m" | head -3)"
+  else pass "no catch-up when no elapse was missed"; fi
+}
+
+fake_power() { # fake_power battery|ac|none : a tmpfs over /sys/class/power_supply
+  mountpoint -q /sys/class/power_supply && umount /sys/class/power_supply
+  [ "$1" = none ] && return 0
+  mount -t tmpfs -o mode=755 hwc-fake-power /sys/class/power_supply || return 1
+  local b=/sys/class/power_supply/BAT0
+  mkdir -p $b; echo Battery >$b/type; echo 1 >$b/present; echo Discharging >$b/status; echo 55 >$b/capacity
+  printf 'POWER_SUPPLY_NAME=BAT0\nPOWER_SUPPLY_TYPE=Battery\nPOWER_SUPPLY_STATUS=Discharging\n' >$b/uevent
+  ln -s /sys/class/power_supply $b/subsystem
+  if [ "$1" = ac ]; then
+    local a=/sys/class/power_supply/AC
+    mkdir -p $a; echo Mains >$a/type; echo 1 >$a/online
+    printf 'POWER_SUPPLY_NAME=AC\nPOWER_SUPPLY_TYPE=Mains\nPOWER_SUPPLY_ONLINE=1\n' >$a/uevent
+    ln -s /sys/class/power_supply $a/subsystem
+    echo Charging >$b/status
+  fi
+}
+
+s_only_on_ac() {
+  scenario onlyOnAC
+  if ! grep -qx 'ConditionACPower=true' /etc/systemd/system/backup.service; then
+    fail "backup.service has ConditionACPower=true" "not in the unit (is onlyOnAC set in the test config?)"; return
+  fi
+  pass "backup.service has ConditionACPower=true"
+  # ConditionACPower reads /sys/class/power_supply through sd-device; the VM has no power supply
+  # (= AC assumed). A tmpfs with a fake battery is accepted because PID 1 runs with
+  # SYSTEMD_DEVICE_VERIFY_SYSFS=0 (kernel command line of the test VM).
+  local m l0 s0
+  fake_power battery || { fail "fake battery mounted"; return; }
+  m=$(jmark backup.service); l0=$(latest); s0=$(snapshots)
+  systemctl start backup.service
+  wait_for 20 unit_ended backup.service "$m"
+  if jnew backup.service "$m" | grep -q 'skipped because of an unmet condition check (ConditionACPower=true)'; then
+    pass "on a discharging battery the run is skipped (journal: unmet ConditionACPower)"
+  else fail "on a discharging battery the run is skipped (journal: unmet ConditionACPower)" "$(jnew backup.service "$m" | head -5)"; fi
+  check "no snapshot on battery" test "$(latest)" = "$l0" -a "$(snapshots)" = "$s0"
+  fake_power ac
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 60 unit_ended backup.service "$m"
+  check "on AC the run happens and succeeds" unit_succeeded backup.service "$m"
+  check "a snapshot on AC (latest moved)" new_latest "$l0"
+  fake_power none
+}
+
+root_fs_view() { # list what is under the destination mount point on the root filesystem itself
+  mkdir -p /run/hwc-test/rootview
+  mountpoint -q /run/hwc-test/rootview || mount --bind / /run/hwc-test/rootview
+  find "/run/hwc-test/rootview$DEST" -mindepth 1 | head
+}
+
+s_not_mounted() {
+  local mountunit; mountunit=$(systemd-escape -p --suffix=mount "$DEST")
+  scenario not-mounted-automount
+  # RequiresMountsFor= with the destination declared in fstab (NixOS fileSystems): starting the
+  # service mounts it.
+  local m
+  umount "$DEST"
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 60 unit_ended backup.service "$m"
+  check "RequiresMountsFor= mounted the declared destination before the run" mountpoint -q "$DEST"
+  check "the run succeeded" unit_succeeded backup.service "$m"
+
+  scenario not-mounted-device-missing
+  # The declared disk is absent: the mount job fails, so backup.service never runs, and OnFailure=
+  # still fires (systemd runs OnFailure= for a start job that failed on a dependency).
+  umount "$DEST"
+  sed -i "s|^LABEL=hwcdest |LABEL=hwcdest-absent |; s|x-systemd.device-timeout=5s|x-systemd.device-timeout=2s|" /etc/fstab
+  systemctl daemon-reload
+  local fm; fm=$(fmark backup.service)
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 30 unit_ended backup.service "$m"
+  check "backup.service did not start (journal: Dependency failed)" \
+    bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) > /run/hwc-test/j; grep -q '^Dependency failed for backup.service' /run/hwc-test/j && ! grep -q '^Starting ' /run/hwc-test/j"
+  check "destination still not mounted" bash -c "! mountpoint -q '$DEST'"
+  expect_failure_reported backup.service "$fm"
+  check "nothing written under $DEST on the root filesystem" test -z "$(root_fs_view)"
+
+  scenario not-mounted-refuse
+  # The destination is not declared anywhere (a disk mounted by hand, now gone): RequiresMountsFor=
+  # has no mount unit to pull in, the service runs, and the runner's own mount-point check refuses.
+  sed -i "\\|^LABEL=hwcdest-absent |d" /etc/fstab
+  systemctl daemon-reload
+  systemctl reset-failed "$mountunit" 2>/dev/null
+  fm=$(fmark backup.service)
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 60 unit_ended backup.service "$m"
+  if jnew backup.service "$m" | grep -qE "Failed with result|Failed to start"; then pass "the service refuses and fails"
+  else fail "the service refuses and fails" "$(jnew backup.service "$m" | tail -5 | tr '\n' '|')"; fi
+  check "the runner said why (mount point)" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -qi 'mount'"
+  check "nothing written under $DEST on the root filesystem" test -z "$(root_fs_view)"
+  expect_failure_reported backup.service "$fm"
+  # restore the declared, present destination
+  echo "LABEL=hwcdest $DEST ext4 nofail,x-systemd.device-timeout=5s 0 2" >>/etc/fstab
+  systemctl daemon-reload
+  systemctl reset-failed backup.service "$mountunit" 2>/dev/null
+  systemctl start "$mountunit"
+  check "destination mounted again" mountpoint -q "$DEST"
+}
+
+s_kill9() {
+  scenario kill-9-mid-snapshot
+  # Enough new data that the copy takes a few seconds under TCG.
+  mkdir -p /home/alice/bulk
+  local i
+  for i in $(seq 1 32); do head -c 1M /dev/urandom >/home/alice/bulk/f$i.bin; done
+  chown -R 1000:1000 /home/alice/bulk
+  local before_list before_latest before_sig fm m pid
+  # First a run that fails on its own and reports it (a source is missing), so that the kill below
+  # comes a minute after a reported failure: the kill must still be reported.
+  mv /etc/hwc-test /etc/hwc-test.away
+  fm=$(fmark backup.service); m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 60 unit_ended backup.service "$m"
+  mv /etc/hwc-test.away /etc/hwc-test
+  check "a run with a missing source fails" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -qE 'Failed with result|Failed to start'"
+  expect_failure_reported backup.service "$fm"
+  systemctl reset-failed backup.service
+  before_list=$(snapshots); before_latest=$(latest)
+  before_sig=$(tree_sig "$HOSTDIR/$before_latest")
+  fm=$(fmark backup.service); m=$(jmark backup.service)
+  systemctl start --no-block backup.service
+  # wait until the runner is writing the new snapshot (.incomplete/<name>/ has the bulk files)
+  if wait_for 60 bash -c "ls -d '$HOSTDIR'/.incomplete/*/home/alice/bulk/f* >/dev/null 2>&1"; then
+    pid=$(for p in $(cat /sys/fs/cgroup/system.slice/backup.service/cgroup.procs 2>/dev/null); do
+            [ "$(cat /proc/$p/comm 2>/dev/null)" = hwc-backup ] && echo $p; done | head -n1)
+  fi
+  if [ -z "$pid" ]; then fail "caught the runner mid-snapshot" "no .incomplete data / runner process seen"; return; fi
+  kill -9 "$pid"
+  pass "caught the runner mid-snapshot and sent SIGKILL (pid $pid)"
+  wait_for 30 unit_ended backup.service "$m"
+  check "journal: main process killed by SIGKILL" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -q 'status=9/KILL'"
+  expect_failure_reported backup.service "$fm"
+  check "no new complete snapshot after the kill" test "$(snapshots)" = "$before_list"
+  check "latest unchanged after the kill" test "$(latest)" = "$before_latest"
+  check "previous latest snapshot intact" test "$(tree_sig "$HOSTDIR/$before_latest")" = "$before_sig"
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  check "the next run succeeds" unit_succeeded backup.service "$m"
+  local L; L=$(latest)
+  check "latest moved to a new snapshot" test -n "$L" -a "$L" != "$before_latest"
+  check "nothing lost: /home/alice/bulk complete in the new snapshot" diff -r /home/alice/bulk "$HOSTDIR/$L/home/alice/bulk"
+  check "nothing lost: all of /home except excludes" diff -r --exclude=.cache --exclude='*.tmp' /home "$HOSTDIR/$L/home"
+  check "no leftover work-in-progress" test -z "$(ls -A "$HOSTDIR/.incomplete" 2>/dev/null)"
+}
+
+runner_out() { # runner_out UNIT MARK : what the hwc-backup process itself logged in UNIT since MARK
+  journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT="$1" _COMM=hwc-backup | tail -n +$(($2 + 1))
+}
+rmark() { journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT="$1" _COMM=hwc-backup | wc -l; }
+
+s_health_verify() {
+  local th tv t u m mu mr st L
+  th=$(elapse_of backup-health-check.timer) || { scenario health-check-timer; fail "backup-health-check.timer has a next elapse"; }
+  tv=$(elapse_of backup-verify.timer) || { scenario verify-timer; fail "backup-verify.timer has a next elapse"; }
+  # backup.timer stays stopped during these clock jumps (else it would catch up on its own while we
+  # make the fresh backups by hand); it is started again, and its catch-up run awaited, afterwards.
+  systemctl stop backup.timer
+  for u in $(if [ "${th:-0}" -le "${tv:-0}" ]; then echo backup-health-check backup-verify; else echo backup-verify backup-health-check; fi); do
+    if [ "$u" = backup-health-check ]; then scenario health-check-timer; else scenario verify-timer; fi
+    t=$(elapse_of $u.timer) || continue
+    # A fresh backup just before the elapse, so the health check has a recent snapshot.
+    set_clock $((t - 15))
+    m=$(jmark backup.service)
+    systemctl start backup.service
+    check "fresh backup before the $u elapse" unit_succeeded backup.service "$m"
+    L=$(latest)
+    mu=$(jmark $u.service); mr=$(rmark $u.service); touch /run/hwc-test/ref
+    if wait_for 60 unit_ended $u.service "$mu"; then pass "$u.service ran from $u.timer"
+    else fail "$u.service ran from $u.timer" "nothing within 60 s of the clock reaching $(date -u -d @$t)"; continue; fi
+    st=$(journalctl -b -q --no-pager -o short-unix -u $u.service | tail -n +$((mu + 1)) | grep -m1 'Starting ' | cut -d' ' -f1)
+    check "started at the elapse" test -n "$st" -a "${st%.*}" -ge "$t"
+    check "$u succeeded" unit_succeeded $u.service "$mu"
+    log "$u output:"; runner_out $u.service "$mr"
+    if [ "$u" = backup-verify ]; then
+      check "verify checked the latest snapshot ($L) and found it intact" \
+        bash -c "journalctl -b -q -o cat _SYSTEMD_UNIT=$u.service _COMM=hwc-backup | tail -n +$((mr + 1)) | grep -F '${L#*/}' | grep -qiE 'ok|intact|verified'"
+      check "verify recorded its result ($STATE/$HOST/last-verify.json)" test "$STATE/$HOST/last-verify.json" -nt /run/hwc-test/ref
+    else
+      check "the health check reported (runner output in the journal)" test -n "$(runner_out $u.service "$mr")"
+      check "the health check recorded its result ($STATE/$HOST/health.json)" test "$STATE/$HOST/health.json" -nt /run/hwc-test/ref
+    fi
+  done
+  m=$(jmark backup.service)
+  systemctl start backup.timer
+  wait_for 5 unit_started backup.service "$m" && wait_for 120 unit_ended backup.service "$m"
+
+  scenario health-check-stale
+  # No backup for longer than health.maxAge (48 h for daily): the check fails and notifies.
+  local fm; fm=$(fmark backup-health-check.service)
+  systemctl stop backup.timer
+  set_clock $(($(date +%s) + 3 * 86400))
+  mu=$(jmark backup-health-check.service); touch /run/hwc-test/ref
+  systemctl start backup-health-check.service
+  wait_for 60 unit_ended backup-health-check.service "$mu"
+  check "health check fails when the newest snapshot is 3 days old" bash -c "journalctl -b -q -o cat -u backup-health-check.service | tail -n +$((mu + 1)) | grep -qE 'Failed with result|Failed to start'"
+  check "it recorded the stale newest snapshot as the reason (health.json: newestSnapshot not ok)" \
+    test "$STATE/$HOST/health.json" -nt /run/hwc-test/ref -a -n "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["healthy"] is False and any(c["name"] == "newestSnapshot" and not c["ok"] for c in d["checks"]); print("yes")' "$STATE/$HOST/health.json" 2>/dev/null)"
+  expect_failure_reported backup-health-check.service "$fm"
+  systemctl reset-failed backup-health-check.service
+  # back to normal: a fresh backup, then the timer again
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  check "a backup after the stale period succeeds" unit_succeeded backup.service "$m"
+  m=$(jmark backup.service)
+  systemctl start backup.timer
+  wait_for 5 unit_started backup.service "$m" && wait_for 120 unit_ended backup.service "$m"
+
+  scenario verify-detects-corruption
+  local f
+  L=$(latest); f=$HOSTDIR/$L/home/alice/docs/numbers.txt
+  fm=$(fmark backup-verify.service)
+  # flip one byte, keep size and mtime (bit rot)
+  cp -p "$f" /run/hwc-test/orig
+  printf 'X' | dd of="$f" bs=1 seek=100 conv=notrunc status=none; touch -r /run/hwc-test/orig "$f"
+  m=$(jmark backup-verify.service)
+  systemctl start backup-verify.service
+  wait_for 60 unit_ended backup-verify.service "$m"
+  check "verify fails on a corrupted snapshot file" bash -c "journalctl -b -q -o cat -u backup-verify.service | tail -n +$((m + 1)) | grep -qE 'Failed with result|Failed to start'"
+  check "verify names the corrupted file" bash -c "journalctl -b -q -o cat -u backup-verify.service | tail -n +$((m + 1)) | grep -q 'numbers.txt'"
+  expect_failure_reported backup-verify.service "$fm"
+  cp -p /run/hwc-test/orig "$f"   # repair (same inode: the file is hard-linked across snapshots)
+  systemctl reset-failed backup-verify.service
+}
+
+s_daemon_reload() {
+  scenario daemon-reload-no-backup
+  # What nixos-rebuild switch does after a configuration change: new unit files and plan, then
+  # daemon-reload, then restart the changed units that are active, skipping services marked
+  # X-RestartIfChanged=false; a oneshot backup that is not running is not started.
+  local m0 l0 s0 changed u
+  m0=$(jmark backup.service); l0=$(latest); s0=$(snapshots)
+  changed=$(cd "$H/trees/changed" && find . -type f | while read -r f; do cmp -s "$f" "/$f" || echo "${f#.}"; done)
+  log "changed files: $changed"
+  check "the configuration change touches the plan" grep -q hwc-backup/config.json <<<"$changed"
+  cp -a "$H/trees/changed/." /
+  systemctl daemon-reload
+  for f in $changed; do
+    u=${f##*/}
+    case $u in
+      *.timer) systemctl is-active --quiet "$u" && systemctl restart "$u" && log "restarted $u" ;;
+      *.service)
+        if systemctl is-active --quiet "$u" && ! grep -qx 'X-RestartIfChanged=false' "/etc/systemd/system/$u"; then
+          systemctl restart "$u" && log "restarted $u"; fi ;;
+    esac
+  done
+  sleep 5
+  if unit_started backup.service "$m0"; then fail "no backup started by the reload" "$(jnew backup.service "$m0" | head -3 | tr '\n' '|')"
+  else pass "no backup started by the reload"; fi
+  check "no new snapshot" test "$(latest)" = "$l0" -a "$(snapshots)" = "$s0"
+  check "backup.service has X-RestartIfChanged=false" grep -qx 'X-RestartIfChanged=false' /etc/systemd/system/backup.service
+  check "timers still active" systemctl is-active --quiet $TIMERS
+}
+
+setup_ok=1
+setup || setup_ok=0
+set +x
+if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_daemon_reload}; do
+    $s
+  done
+else
+  fail "setup" "setup failed; scenarios not run"
+fi
+SCEN=summary
+log "$PASSED passed, $FAILED failed"
+journalctl -b --no-pager -o short-iso-precise >"$H/journal.txt" 2>&1
+echo "DONE" >>"$RES"
+sync
+echo $(( FAILED > 0 ? 1 : 0 )) >"$H/run.rc"
+sync
