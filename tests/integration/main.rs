@@ -15,6 +15,7 @@ mod hooks;
 mod metrics;
 mod nix;
 mod notify;
+mod pull;
 mod restore;
 mod retention_sim;
 mod snapshot;

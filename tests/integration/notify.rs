@@ -337,7 +337,8 @@ fn on_failure_uses_systemd_invocation_ids() {
     assert_eq!(code(&out), 0, "{}", show(&out));
     let before = l.wait_for(before + 3).len();
     // And with no MONITOR_* variables at all.
-    let out = env.cmd(&["notify-failure", "--unit", "backup.service", "--config"])
+    let out = env
+        .cmd(&["notify-failure", "--unit", "backup.service", "--config"])
         .arg(&plan)
         .env("INVOCATION_ID", "notify-unit")
         .output()

@@ -11,7 +11,7 @@ use crate::util::*;
 /// read-only directory, odd permissions and owners, nanosecond mtimes, symlinks (relative,
 /// absolute, dangling), hard links, a FIFO, a device node, a sparse file, xattrs and ACLs,
 /// and names with spaces, newlines, non-UTF-8 bytes and unicode.
-fn rich_tree(src: &Path) {
+pub fn rich_tree(src: &Path) {
     write(&src.join("home/alice/notes.txt"), "notes\n");
     write(&src.join("home/alice/docs/report.pdf"), vec![7u8; 300_000]);
     write(&src.join("home/alice/docs/empty"), "");
@@ -46,7 +46,7 @@ fn rich_tree(src: &Path) {
     ));
 }
 
-fn rsync_differences(from: &Path, to: &Path) -> String {
+pub fn rsync_differences(from: &Path, to: &Path) -> String {
     require("rsync");
     sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", from.display(), to.display()))
 }

@@ -53,6 +53,10 @@ pub enum Command {
     Health(HealthArgs),
     /// Notify that a systemd unit failed (for OnFailure=).
     NotifyFailure(NotifyFailureArgs),
+    /// Pull a snapshot of another machine over ssh (a host of the plan, or given here).
+    Pull(PullArgs),
+    /// Serve a pull on stdin/stdout (run by the server through ssh; see `pull`).
+    Agent(AgentArgs),
     /// Work with plan files.
     Config {
         /// What to do with the plan.
@@ -244,4 +248,67 @@ pub fn args_with_argv0_alias() -> Vec<std::ffi::OsString> {
         args.insert(1, sub.into());
     }
     args
+}
+
+/// `pull`.
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// Target selection: `--host NAME` names the host (a key of the plan's `hosts`, or the
+    /// directory name with --address).
+    #[command(flatten)]
+    pub target: Target,
+    /// The host's address, to pull without a plan (with --user, --source, --dest).
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+    /// The user the agent runs as on the host; without a plan.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// The ssh port; without a plan.
+    #[arg(long, value_name = "PORT", default_value_t = 22)]
+    pub port: u16,
+    /// The private key; without a plan.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
+    /// An ssh -o option, Key=value (repeat); without a plan.
+    #[arg(long = "ssh-option", value_name = "OPTION")]
+    pub ssh_options: Vec<String>,
+    /// The ssh program; without a plan.
+    #[arg(long, value_name = "PATH")]
+    pub ssh_program: Option<PathBuf>,
+    /// The command run on the host; without a plan.
+    #[arg(long, value_name = "COMMAND", default_value = "hwc-backup agent")]
+    pub agent_command: String,
+    /// A source path on the host (repeat); without a plan.
+    #[arg(long = "source", value_name = "PATH")]
+    pub sources: Vec<PathBuf>,
+    /// An rsync-style exclude pattern (repeat); without a plan.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Run as if the time were this (RFC 3339); a testing aid.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Do not prune after the run.
+    #[arg(long)]
+    pub no_prune: bool,
+    /// Accept a source that became empty or shrank by more than half.
+    #[arg(long)]
+    pub allow_shrink: bool,
+    /// Print the run report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `agent`.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// A path the server may back up (repeat): every requested source must be one of them or
+    /// lie inside one.
+    #[arg(long = "allow", value_name = "PATH")]
+    pub allow: Vec<PathBuf>,
+    /// An exclude pattern applied on top of the server's (repeat).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// A JSON file `{"allow": [...], "excludePatterns": [...]}`, added to the arguments.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }

@@ -27,10 +27,12 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::Cloud(a) => crate::ops::cloud(a),
         Command::Health(a) => crate::ops::health(a),
         Command::NotifyFailure(a) => crate::ops::notify_failure(a),
+        Command::Pull(a) => crate::pull::pull(a),
+        Command::Agent(a) => crate::pull::agent(a),
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;
     writeln!(out)?;
@@ -39,7 +41,7 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 /// Parses a `--now` testing clock, keeping the offset the user wrote: it is what the
 /// snapshot records and what retention reads its calendar fields in.
-fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
+pub(crate) fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
     let Some(t) = text else { return Ok(None) };
     let bad = || format!("--now {t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00");
     let ts: jiff::Timestamp = t.parse().with_context(bad)?;
@@ -114,7 +116,7 @@ fn now(a: NowArgs) -> Result<Exit> {
 
 /// Keeps the last run's report for `status` and health checks; best effort, because a
 /// missing state directory must never turn a good backup into a failed one.
-fn record_last_run(plan: &Plan, report: &RunReport) {
+pub(crate) fn record_last_run(plan: &Plan, report: &RunReport) {
     let dir = plan.state_dir.join(&plan.host);
     let write = || -> hwc_backup_engine::Result<()> {
         std::fs::create_dir_all(&dir).map_err(|e| hwc_backup_engine::Error::io("create directory", &dir, e))?;
@@ -128,7 +130,7 @@ fn record_last_run(plan: &Plan, report: &RunReport) {
     }
 }
 
-fn print_run(r: &RunReport) -> Result<()> {
+pub(crate) fn print_run(r: &RunReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let c = &r.counts;
     for name in &r.cleaned_up {
@@ -152,6 +154,14 @@ fn print_run(r: &RunReport) -> Result<()> {
                 c.copied,
                 human_bytes(c.bytes_copied)
             )?;
+            if let Some(t) = &r.transfer {
+                writeln!(
+                    out,
+                    "  {} received, {} sent over ssh",
+                    human_bytes(t.bytes_received),
+                    human_bytes(t.bytes_sent)
+                )?;
+            }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;
             }

@@ -5,6 +5,7 @@ mod commands;
 mod exit;
 mod ops;
 mod progress;
+mod pull;
 mod target;
 
 use std::process::ExitCode;

@@ -527,7 +527,8 @@ fn finished_invocation(dir: &Path, id: &str) -> bool {
     std::fs::read_to_string(dir.join(FINISHED_INVOCATION_FILE)).is_ok_and(|t| {
         t.lines().any(|l| {
             let mut parts = l.split(' ');
-            let fresh = parts.nth(1).and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| (0..=120).contains(&(now - t)));
+            let fresh =
+                parts.nth(1).and_then(|t| t.parse::<i64>().ok()).is_some_and(|t| (0..=120).contains(&(now - t)));
             l.split(' ').next() == Some(id) && fresh
         })
     })

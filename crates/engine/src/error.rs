@@ -66,6 +66,17 @@ pub enum Error {
         /// Exit status and the tail of its output.
         message: String,
     },
+    /// Pulling from a remote host failed: the connection, the agent, or the protocol.
+    #[error("host {host}: {message}")]
+    Remote {
+        /// The host's name in the plan.
+        host: String,
+        /// What went wrong, with what ssh and the agent said.
+        message: String,
+    },
+    /// The pull agent stopped: the server's request was refused, or the connection failed.
+    #[error("agent: {0}")]
+    Agent(String),
     /// Metadata on disk could not be parsed.
     #[error("cannot parse {}: {message}", path.display())]
     Format {

@@ -317,3 +317,105 @@ pub fn is_fatal_dest_error(e: &io::Error) -> bool {
 pub fn fd<T: AsFd>(t: &T) -> BorrowedFd<'_> {
     t.as_fd()
 }
+
+/// Extended attributes as `(name, value)` pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Reads every extended attribute of an open file (for sending them elsewhere, e.g. to the
+/// pull server; the local path copies fd to fd with [`copy_xattrs_fd`]).
+pub fn read_xattrs_fd(fd: BorrowedFd) -> io::Result<Xattrs> {
+    let names = list(|b| rustix::fs::flistxattr(fd, b))?;
+    let mut out = Vec::new();
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(name).expect("split on NUL");
+        match list(|b| rustix::fs::fgetxattr(fd, &cname, b)) {
+            Ok(v) => out.push((name.to_vec(), v)),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the extended attributes of `name` in `dir` without opening it (FIFOs, devices).
+pub fn read_xattrs_at(dir: BorrowedFd, name: &CStr) -> io::Result<Xattrs> {
+    let path = fd_path(dir, name);
+    let names = list(|b| rustix::fs::llistxattr(&path, b))?;
+    let mut out = Vec::new();
+    for n in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let cname = CString::new(n).expect("split on NUL");
+        out.push((n.to_vec(), list(|b| rustix::fs::lgetxattr(&path, &cname, b))?));
+    }
+    Ok(out)
+}
+
+/// Owner, permissions and times of an entry, given as values rather than as a `Stat` (the
+/// pull server receives them over the wire).
+#[derive(Clone, Copy, Debug)]
+pub struct Attrs {
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// `st_mode` (only the permission bits are applied).
+    pub mode: u32,
+    /// Access time (seconds, nanoseconds).
+    pub atime: (i64, u32),
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (i64, u32),
+}
+
+impl Attrs {
+    fn timestamps(&self) -> Timestamps {
+        Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: self.atime.0 as _, tv_nsec: self.atime.1 as _ },
+            last_modification: rustix::fs::Timespec { tv_sec: self.mtime.0 as _, tv_nsec: self.mtime.1 as _ },
+        }
+    }
+}
+
+/// [`apply_meta_fd`] from values: owner, mode, xattrs, then times (same order, same reasons).
+pub fn apply_attrs_fd(dst: BorrowedFd, a: &Attrs, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    if can_chown() {
+        rustix::fs::fchown(dst, Some(rustix::fs::Uid::from_raw(a.uid)), Some(rustix::fs::Gid::from_raw(a.gid)))?;
+    }
+    rustix::fs::fchmod(dst, Mode::from_raw_mode(a.mode & 0o7777))?;
+    for (name, value) in xattrs {
+        let name = CString::new(name.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        rustix::fs::fsetxattr(dst, &name, value, XattrFlags::empty())?;
+    }
+    rustix::fs::futimens(dst, &a.timestamps())?;
+    Ok(())
+}
+
+/// [`copy_symlink`] from values: creates `name -> target` with its owner and times.
+pub fn make_symlink(dst_dir: BorrowedFd, name: &CStr, target: &[u8], a: &Attrs) -> io::Result<()> {
+    rustix::fs::symlinkat(target, dst_dir, name)?;
+    if can_chown() {
+        let (u, g) = (rustix::fs::Uid::from_raw(a.uid), rustix::fs::Gid::from_raw(a.gid));
+        rustix::fs::chownat(dst_dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    rustix::fs::utimensat(dst_dir, name, &a.timestamps(), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// [`copy_special`] from values: a FIFO or device node with owner, mode, xattrs and times.
+pub fn make_special(dst_dir: BorrowedFd, name: &CStr, a: &Attrs, rdev: u64, xattrs: &Xattrs) -> io::Result<()> {
+    let ft = FileType::from_raw_mode(a.mode);
+    if !matches!(ft, FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a FIFO or device node"));
+    }
+    rustix::fs::mknodat(dst_dir, name, ft, Mode::from_raw_mode(a.mode & 0o7777), rdev)?;
+    if can_chown() {
+        let (u, g) = (rustix::fs::Uid::from_raw(a.uid), rustix::fs::Gid::from_raw(a.gid));
+        rustix::fs::chownat(dst_dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)?;
+    }
+    rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(a.mode & 0o7777), AtFlags::empty())?;
+    let path = fd_path(dst_dir, name);
+    for (n, v) in xattrs {
+        let n = CString::new(n.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        rustix::fs::lsetxattr(&path, &n, v, XattrFlags::empty())?;
+    }
+    rustix::fs::utimensat(dst_dir, name, &a.timestamps(), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}

@@ -38,10 +38,12 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod prune;
+pub mod remote;
 pub mod restore;
 pub mod retention;
 pub mod run;
 pub mod snapshot;
+pub mod source;
 pub mod verify;
 
 pub use error::{Error, Result};

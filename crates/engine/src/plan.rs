@@ -4,6 +4,7 @@
 //! rejected, and every error names the field as a JSON path (`retention.daily`) and the value,
 //! because the person reading the message is editing `configuration.nix`, not this file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,6 +54,10 @@ pub struct Plan {
     /// Database dumps taken before the snapshot.
     #[serde(default)]
     pub databases: Databases,
+    /// Other machines this one pulls snapshots from over ssh, by name (each into
+    /// `<destination>/<name>/`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, RemoteHost>,
     /// Directory for JSON-lines logs.
     #[serde(default = "default_log_dir")]
     pub log_dir: PathBuf,
@@ -447,6 +452,139 @@ pub struct Metrics {
     pub textfile_dir: Option<PathBuf>,
 }
 
+/// A machine pulled over ssh (`hwc-backup pull --host NAME`): where its agent is, and what
+/// to take from it. Everything else (destination, notifications, health) is the plan's.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RemoteHost {
+    /// Host name or address to connect to.
+    pub address: String,
+    /// The user the agent runs as there.
+    pub user: String,
+    /// The ssh port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// The private key for this host; `None`: ssh's default keys.
+    #[serde(default)]
+    pub ssh_key_file: Option<PathBuf>,
+    /// Extra ssh `-o` options, `Key=value` (e.g. `UserKnownHostsFile=/etc/…`).
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// The ssh program; `None`: `ssh` on PATH.
+    #[serde(default)]
+    pub ssh: Option<PathBuf>,
+    /// The command asked for on the host (its `authorized_keys` entry may force its own).
+    #[serde(default = "default_agent_command")]
+    pub agent_command: String,
+    /// Absolute paths on the host.
+    pub sources: Vec<PathBuf>,
+    /// rsync-style exclude patterns.
+    #[serde(default)]
+    pub exclude_patterns: Vec<String>,
+    /// Stay on the filesystem of each source.
+    #[serde(default = "yes")]
+    pub one_file_system: bool,
+    /// Retention for this host; `None`: the plan's.
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_agent_command() -> String {
+    "hwc-backup agent".into()
+}
+
+impl RemoteHost {
+    /// How to reach the agent.
+    pub fn ssh_target(&self) -> crate::remote::ssh::SshTarget {
+        crate::remote::ssh::SshTarget {
+            address: self.address.clone(),
+            user: self.user.clone(),
+            port: self.port,
+            key_file: self.ssh_key_file.clone(),
+            options: self.ssh_options.clone(),
+            program: self.ssh.clone().unwrap_or_else(|| "ssh".into()),
+            remote_command: self.agent_command.clone(),
+        }
+    }
+
+    /// Checks the values the types do not constrain; `name` is the key under `hosts`.
+    pub fn validate(&self, name: &str, plan: &Plan) -> Result<()> {
+        let f = |field: &str| format!("hosts.{name}.{field}");
+        validate_host(name).map_err(|_| {
+            Error::config(
+                format!("hosts.{name}"),
+                format!("{name:?} is not a valid host name (letters, digits, '.', '_', '-'; at most 64)"),
+            )
+        })?;
+        if name == plan.host {
+            return Err(Error::config(
+                format!("hosts.{name}"),
+                format!("{name:?} is this machine's own host name; its snapshots would share one directory"),
+            ));
+        }
+        let token = |s: &str| !s.is_empty() && !s.starts_with('-') && !s.chars().any(|c| c.is_whitespace() || c == '@');
+        if !token(&self.address) {
+            return Err(Error::config(f("address"), format!("{:?} is not a host name or address", self.address)));
+        }
+        if !token(&self.user) || self.user.contains(['/', ':']) {
+            return Err(Error::config(f("user"), format!("{:?} is not a user name", self.user)));
+        }
+        if self.port == 0 {
+            return Err(Error::config(f("port"), "0 is not a port"));
+        }
+        for (i, o) in self.ssh_options.iter().enumerate() {
+            let ok = o.split_once('=').is_some_and(|(k, v)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric()) && !v.contains(['\n', '\r'])
+            });
+            if !ok {
+                return Err(Error::config(
+                    f(&format!("sshOptions[{i}]")),
+                    format!("{o:?} is not an ssh option Key=value"),
+                ));
+            }
+        }
+        for (field, p) in [("sshKeyFile", &self.ssh_key_file), ("ssh", &self.ssh)] {
+            if let Some(p) = p {
+                absolute(&f(field), p)?;
+            }
+        }
+        if self.agent_command.trim().is_empty() || self.agent_command.contains(['\n', '\r', '\0']) {
+            return Err(Error::config(f("agentCommand"), format!("{:?} is not a command", self.agent_command)));
+        }
+        validate_sources(&f("sources"), &self.sources)?;
+        crate::exclude::ExcludeSet::new(&self.exclude_patterns)
+            .map_err(|e| Error::config(f("excludePatterns"), e.to_string()))?;
+        if let Some(r) = &self.retention {
+            let p = Plan { retention: r.clone(), ..plan.clone() };
+            p.retention_policy().map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(f("retention"), message),
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sources: non-empty, absolute, each tree once.
+fn validate_sources(field: &str, sources: &[PathBuf]) -> Result<()> {
+    if sources.is_empty() {
+        return Err(Error::config(field, "is empty; list at least one absolute path"));
+    }
+    for (i, s) in sources.iter().enumerate() {
+        absolute(&format!("{field}[{i}]"), s)?;
+        if let Some(j) = sources[..i].iter().position(|t| s.starts_with(t) || t.starts_with(s)) {
+            return Err(Error::config(
+                format!("{field}[{i}]"),
+                format!("{} overlaps {field}[{j}] {}; list each tree once", s.display(), sources[j].display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn yes() -> bool {
     true
 }
@@ -527,6 +665,7 @@ impl Plan {
             health: Health::default(),
             metrics: Metrics::default(),
             databases: Databases::default(),
+            hosts: BTreeMap::new(),
             log_dir: default_log_dir(),
             state_dir: default_state_dir(),
         }
@@ -568,6 +707,9 @@ impl Plan {
             parse_duration(v).map_err(|m| Error::config("health.verifyMaxAge", m))?;
         }
         self.validate_databases()?;
+        for (name, h) in &self.hosts {
+            h.validate(name, self)?;
+        }
         absolute("logDir", &self.log_dir)?;
         absolute("stateDir", &self.state_dir)?;
         if let Some(d) = &self.metrics.textfile_dir {
@@ -691,6 +833,32 @@ impl Plan {
             ));
         }
         Ok(policy)
+    }
+
+    /// The plan of a run pulling `name` from `hosts`: its sources, excludes and retention,
+    /// the rest of this plan; no hooks, dumps or cloud push (they belong to this machine).
+    pub fn for_host(&self, name: &str) -> Result<(Plan, RemoteHost)> {
+        let Some(h) = self.hosts.get(name) else {
+            let known: Vec<&str> = self.hosts.keys().map(String::as_str).collect();
+            return Err(Error::config(
+                "hosts",
+                format!(
+                    "has no host {name:?} (declared: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            ));
+        };
+        let mut p = self.clone();
+        p.host = name.to_string();
+        p.sources = h.sources.clone();
+        p.exclude_patterns = h.exclude_patterns.clone();
+        p.one_file_system = h.one_file_system;
+        p.retention = h.retention.clone().unwrap_or_else(|| self.retention.clone());
+        p.hooks = Hooks::default();
+        p.databases = Databases { staging_dir: self.databases.staging_dir.clone(), ..Databases::default() };
+        p.cloud.enable = false;
+        p.hosts = BTreeMap::new();
+        Ok((p, h.clone()))
     }
 
     /// The directory of this host's snapshots.
@@ -869,6 +1037,46 @@ mod tests {
         let mut v = minimal();
         v["databases"] = serde_json::json!({ "stagingDir": "/home/dumps", "postgresql": { "enable": true } });
         Plan::parse(&v.to_string()).unwrap();
+    }
+
+    #[test]
+    fn hosts_are_validated_strictly() {
+        let mut v = minimal();
+        v["hosts"] = serde_json::json!({ "web1": { "address": "web1.lan", "user": "root",
+            "sources": ["/srv", "/etc"], "retention": { "daily": 3, "weekly": 0, "monthly": 0 } } });
+        let p = Plan::parse(&v.to_string()).unwrap();
+        let (hp, h) = p.for_host("web1").unwrap();
+        assert_eq!((hp.host.as_str(), h.port, h.agent_command.as_str()), ("web1", 22, "hwc-backup agent"));
+        assert_eq!(hp.sources, vec![PathBuf::from("/srv"), PathBuf::from("/etc")]);
+        assert_eq!(hp.retention.daily, Count::N(3));
+        assert!(p.for_host("nope").unwrap_err().to_string().contains("web1"));
+        for (host, want) in [
+            (
+                serde_json::json!({ "address": "-oProxyCommand=x", "user": "root", "sources": ["/srv"] }),
+                "hosts.web1.address",
+            ),
+            (serde_json::json!({ "address": "a", "user": "root", "sources": [] }), "hosts.web1.sources"),
+            (serde_json::json!({ "address": "a", "user": "root", "sources": ["/a", "/a/b"] }), "overlaps"),
+            (serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"], "port": 0 }), "hosts.web1.port"),
+            (
+                serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"], "sshOptions": ["-F x"] }),
+                "sshOptions[0]",
+            ),
+            (serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"], "colour": 1 }), "colour"),
+            (
+                serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"],
+                "retention": { "daily": 0, "weekly": 0, "monthly": 0 } }),
+                "hosts.web1.retention",
+            ),
+        ] {
+            let mut v = minimal();
+            v["hosts"] = serde_json::json!({ "web1": host });
+            let e = err_of(v);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mut v = minimal();
+        v["hosts"] = serde_json::json!({ "laptop": { "address": "a", "user": "u", "sources": ["/a"] } });
+        assert!(err_of(v).contains("own host name"));
     }
 
     #[test]

@@ -15,10 +15,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::exclude::ExcludeSet;
 use crate::layout::{self, HostDir};
 use crate::lock::HostLock;
-use crate::meta::{self, Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
+use crate::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
 use crate::plan::Plan;
 use crate::prune::{self, PrunePlan};
-use crate::snapshot::{self, BuildOptions, LinkBase, Progress};
+use crate::snapshot::{BuildOptions, LinkBase, Progress};
+use crate::source::{LocalFs, Source};
 
 /// How to run, beyond the plan.
 #[derive(Clone, Debug)]
@@ -77,6 +78,9 @@ pub struct RunReport {
     pub run_log: Vec<(String, String)>,
     /// What the postBackup hook printed (or its error); it runs after the snapshot is sealed.
     pub post_backup_output: Option<String>,
+    /// Bytes over the network, for a pulled host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::remote::pull::Transfer>,
 }
 
 impl RunReport {
@@ -95,15 +99,21 @@ impl RunReport {
             prune: None,
             run_log: Vec::new(),
             post_backup_output: None,
+            transfer: None,
         }
     }
 }
 
-/// Runs the plan once. See the module docs.
+/// Runs the plan once on this machine's filesystem. See the module docs.
 pub fn run(plan: &Plan, opts: &RunOptions, progress: Progress) -> RunReport {
+    run_from(plan, &LocalFs, opts, progress)
+}
+
+/// Runs the plan once, taking the entries from `source` (this machine, or a pulled host).
+pub fn run_from(plan: &Plan, source: &dyn Source, opts: &RunOptions, progress: Progress) -> RunReport {
     let started = opts.now.clone().unwrap_or_else(Zoned::now);
     let mut report = RunReport::new(&plan.host, started.timestamp());
-    let result = run_inner(plan, opts, &started, progress, &mut report);
+    let result = run_inner(plan, source, opts, &started, progress, &mut report);
     if let Err(e) = result {
         report.state = RunState::Failed;
         report.error = Some(e.to_string());
@@ -123,11 +133,12 @@ fn finish_time(opts: &RunOptions, started: &Zoned) -> Timestamp {
 /// Checks that must pass before anything is written: sources exist, the destination is
 /// there (and mounted, if required), and has room.
 pub fn preflight(plan: &Plan) -> Result<()> {
-    for s in &plan.sources {
-        if let Err(e) = std::fs::symlink_metadata(s) {
-            return Err(Error::Preflight(format!("source {} cannot be read: {e}", s.display())));
-        }
-    }
+    LocalFs.preflight(plan)?;
+    preflight_destination(plan)
+}
+
+/// The destination's part of [`preflight`].
+pub fn preflight_destination(plan: &Plan) -> Result<()> {
     let dest = &plan.destination.path;
     match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
@@ -171,6 +182,7 @@ pub fn human_bytes(n: u64) -> String {
 
 fn run_inner(
     plan: &Plan,
+    source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
     progress: Progress,
@@ -179,7 +191,8 @@ fn run_inner(
     let excludes =
         ExcludeSet::new(&plan.exclude_patterns).map_err(|e| Error::config("excludePatterns", e.to_string()))?;
     let policy = plan.retention_policy()?;
-    preflight(plan)?;
+    source.preflight(plan)?;
+    preflight_destination(plan)?;
     let host = HostDir::new(plan.host_dir());
     match std::fs::create_dir(host.root()) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -193,8 +206,8 @@ fn run_inner(
     host.refresh_latest()?;
     // A failed pre-hook or dump fails the run but still reaches the post-hook below, which
     // may have to restart what the pre-hook stopped.
-    let published =
-        prepare(plan, report).and_then(|()| build_and_publish(plan, opts, started, &excludes, &host, progress, report));
+    let published = prepare(plan, report)
+        .and_then(|()| build_and_publish(plan, source, opts, started, &excludes, &host, progress, report));
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
@@ -277,8 +290,10 @@ fn clean_leftovers(host: &HostDir) -> Result<Vec<String>> {
     Ok(cleaned)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_and_publish(
     plan: &Plan,
+    source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
     excludes: &ExcludeSet,
@@ -293,7 +308,7 @@ fn build_and_publish(
     std::fs::create_dir_all(&incomplete).ctx("create directory", &incomplete)?;
     let work = incomplete.join(&name);
     std::fs::create_dir(&work).ctx("create directory", &work)?;
-    let result = build_into(plan, opts, started, &name, excludes, host, base, &work, progress, report);
+    let result = build_into(plan, source, opts, started, &name, excludes, host, base, &work, progress, report);
     if result.is_err() {
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
         if prune::trash_path(host, &work).and_then(|_| prune::empty_trash(host)).is_err() {
@@ -306,6 +321,7 @@ fn build_and_publish(
 #[allow(clippy::too_many_arguments)]
 fn build_into(
     plan: &Plan,
+    source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
     name: &str,
@@ -323,6 +339,7 @@ fn build_into(
     let bopts = BuildOptions {
         sources: &plan.sources,
         excludes,
+        exclude_patterns: &plan.exclude_patterns,
         one_file_system: plan.one_file_system,
         threads: opts.threads,
         cancel: &cancel,
@@ -330,8 +347,9 @@ fn build_into(
     let manifest = meta_dir.join(MANIFEST_FILE);
     let base_manifest = base.map(|b| b.path.join(META_DIR).join(MANIFEST_FILE));
     let link_base = base.zip(base_manifest.as_deref()).map(|(b, m)| LinkBase { dir: &b.path, manifest: m });
-    let built = snapshot::build(&bopts, work, &manifest, link_base, progress)?;
+    let built = source.build(&bopts, work, &manifest, link_base, progress)?;
     report.counts = built.counts.clone();
+    report.transfer = built.transfer.clone();
     report.warnings = built.warnings.iter().take(MAX_WARNINGS_KEPT).cloned().collect();
     if !opts.allow_shrink {
         if let Some(b) = base {
@@ -355,7 +373,7 @@ fn build_into(
         counts: built.counts.clone(),
         files_per_source: built.files_per_source.clone(),
         warnings: report.warnings.clone(),
-        nixos_system: meta::nixos_system(),
+        nixos_system: source.nixos_system(),
     };
     meta.write(&meta_dir)?;
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a

@@ -48,6 +48,8 @@ pub struct BuildOptions<'a> {
     pub sources: &'a [PathBuf],
     /// Exclude patterns, compiled.
     pub excludes: &'a ExcludeSet,
+    /// The same patterns as written (a pull sends them to the agent).
+    pub exclude_patterns: &'a [String],
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
     /// Worker threads (at least 1).
@@ -73,6 +75,8 @@ pub struct BuildResult {
     pub warnings: Vec<Warning>,
     /// Regular files found under each source, for the shrink guard.
     pub files_per_source: BTreeMap<PathBuf, u64>,
+    /// Bytes that crossed the network, for a pull (`None` for a local build).
+    pub transfer: Option<crate::remote::pull::Transfer>,
 }
 
 /// Called now and then with the counts so far.
@@ -106,7 +110,7 @@ pub fn build(
             scope.spawn(move || Writer::new(writer, cursor, work.to_path_buf(), progress).run(out_rx))
         };
         drop(out_rx);
-        let mut lister = Lister { opts, job_tx, out_tx, seq: 0, root_dev: 0, excluded: 0 };
+        let mut lister = Lister { opts, work, job_tx, out_tx, seq: 0, root_dev: 0, excluded: 0 };
         let listed = lister.run(&work_fd, base_fd.as_ref());
         let excluded = lister.excluded;
         drop(lister); // closes the channels so workers and the writer finish
@@ -118,11 +122,11 @@ pub fn build(
         let (mut counts, warnings, per_source) = written?;
         counts.excluded = excluded;
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
-        Ok(BuildResult { counts, warnings, files_per_source })
+        Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
     })
 }
 
-fn open_dir(p: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_dir(p: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
         p,
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
@@ -164,12 +168,12 @@ enum Item {
     Fatal(Error),
 }
 
-struct FileResult {
-    name: CString,
-    outcome: Outcome,
+pub(crate) struct FileResult {
+    pub(crate) name: CString,
+    pub(crate) outcome: Outcome,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     /// A regular file: its size, hash if known, whether it was linked, and a warning when it
     /// was stored but changed while being read.
     Regular {
@@ -190,6 +194,8 @@ enum Outcome {
 
 struct Lister<'a> {
     opts: &'a BuildOptions<'a>,
+    /// The work directory (destination errors name the path there).
+    work: &'a Path,
     job_tx: crossbeam_channel::Sender<Job>,
     out_tx: crossbeam_channel::Sender<(u64, Item)>,
     seq: u64,
@@ -279,8 +285,7 @@ impl Lister<'_> {
             so_far.extend_from_slice(comp);
             ancestors.insert(so_far.clone(), ());
             let c = bytes_cstr(comp);
-            dst_parent =
-                fsops::make_dir_at(dst_parent.as_fd(), &c).map_err(|e| Error::io("create directory", path, e))?;
+            dst_parent = fsops::make_dir_at(dst_parent.as_fd(), &c).map_err(|e| self.dest_error(&so_far, e))?;
             prev_parent = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
         }
         let src_parent_path = path.parent().unwrap_or(Path::new("/"));
@@ -304,12 +309,17 @@ impl Lister<'_> {
             return self.send_job(job);
         }
         let src = fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
-        let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| Error::io("create directory", path, e))?;
+        let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| self.dest_error(&rel, e))?;
         let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
         let (src, dst) = (Arc::new(src), Arc::new(dst));
         self.dir(i, Arc::new(rel), Arc::new(path.clone()), src.clone(), dst.clone(), prev.map(Arc::new))?;
         self.emit(Item::DirDone { src: Some(src), dst, stat: Box::new(st), abs: path.clone() });
         Ok(())
+    }
+
+    /// A directory that cannot be created in the work tree: the error names it there.
+    fn dest_error(&self, rel: &[u8], e: std::io::Error) -> Error {
+        Error::io("create directory", self.work.join(OsStr::from_bytes(rel)), e)
     }
 
     fn send_job(&mut self, job: Job) -> Result<()> {
@@ -376,7 +386,7 @@ impl Lister<'_> {
             }
         };
         let child_dst =
-            fsops::make_dir_at(dst.as_fd(), &name).map_err(|e| Error::io("create directory", &child_abs, e))?;
+            fsops::make_dir_at(dst.as_fd(), &name).map_err(|e| self.dest_error(&child_rel_of(rel, &name), e))?;
         let child_dst = Arc::new(child_dst);
         let child_src = match fsops::open_dir_at(src.as_fd(), &name) {
             Ok(fd) => Arc::new(fd),
@@ -450,21 +460,29 @@ impl Lister<'_> {
     }
 }
 
+/// `rel/name`, or `name` at the root.
+fn child_rel_of(rel: &[u8], name: &CStr) -> Vec<u8> {
+    if rel.is_empty() {
+        return name.to_bytes().to_vec();
+    }
+    [rel, b"/", name.to_bytes()].concat()
+}
+
 /// `/home/alice` → `home/alice`.
-fn rel_of(p: &Path) -> Vec<u8> {
+pub(crate) fn rel_of(p: &Path) -> Vec<u8> {
     let b = p.as_os_str().as_bytes();
     let b = b.strip_suffix(b"/").unwrap_or(b);
     b.strip_prefix(b"/").unwrap_or(b).to_vec()
 }
 
-fn split_last(rel: &[u8]) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn split_last(rel: &[u8]) -> (Vec<u8>, Vec<u8>) {
     match rel.iter().rposition(|&c| c == b'/') {
         Some(i) => (rel[..i].to_vec(), rel[i + 1..].to_vec()),
         None => (Vec::new(), rel.to_vec()),
     }
 }
 
-fn bytes_cstr(b: &[u8]) -> CString {
+pub(crate) fn bytes_cstr(b: &[u8]) -> CString {
     CString::new(b).expect("file names hold no NUL")
 }
 
@@ -654,8 +672,9 @@ fn regular_multi_link(
     Ok(outcome)
 }
 
-/// Puts results back in walk order and records them.
-struct Writer<'a> {
+/// Puts results back in walk order and records them. The pull builder (`remote::pull`)
+/// records through it too, so both paths count, warn and write the manifest alike.
+pub(crate) struct Writer<'a> {
     manifest: ManifestWriter,
     cursor: Cursor,
     work: PathBuf,
@@ -668,10 +687,10 @@ struct Writer<'a> {
 }
 
 /// Counts, warnings, and regular files per source index.
-type Written = (Counts, Vec<Warning>, BTreeMap<usize, u64>);
+pub(crate) type Written = (Counts, Vec<Warning>, BTreeMap<usize, u64>);
 
 impl<'a> Writer<'a> {
-    fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
+    pub(crate) fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
         Writer {
             manifest,
             cursor,
@@ -704,6 +723,11 @@ impl<'a> Writer<'a> {
         if let Some(e) = fatal {
             return Err(e);
         }
+        self.finish()
+    }
+
+    /// Seals the manifest and returns what was recorded.
+    pub(crate) fn finish(self) -> Result<Written> {
         self.manifest.finish()?;
         (self.progress)(&self.counts);
         Ok((self.counts, self.warnings, self.files_per_source))
@@ -717,30 +741,47 @@ impl<'a> Writer<'a> {
                 }
             }
             Item::DirDone { src, dst, stat, abs } => {
-                self.counts.directories += 1;
-                if let Err(e) = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat) {
-                    if fsops::is_fatal_dest_error(&e) {
-                        return Err(Error::io("set metadata of directory", &abs, e));
-                    }
-                    self.warn(abs, format!("cannot copy directory metadata: {e}"));
-                }
+                let applied = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat);
+                self.dir_done(applied, abs)?;
             }
             Item::Warn(w) => self.warn(w.path, w.message),
             Item::Fatal(e) => return Err(e),
         }
-        if self.last_progress.elapsed() > Duration::from_millis(200) {
-            self.last_progress = Instant::now();
-            (self.progress)(&self.counts);
+        self.tick();
+        Ok(())
+    }
+
+    /// Counts a completed directory whose metadata was applied with result `applied`.
+    pub(crate) fn dir_done(&mut self, applied: std::io::Result<()>, abs: PathBuf) -> Result<()> {
+        self.counts.directories += 1;
+        if let Err(e) = applied {
+            if fsops::is_fatal_dest_error(&e) {
+                return Err(Error::io("set metadata of directory", &abs, e));
+            }
+            self.warn(abs, format!("cannot copy directory metadata: {e}"));
         }
         Ok(())
     }
 
-    fn warn(&mut self, path: PathBuf, message: String) {
+    /// Reports progress now and then.
+    pub(crate) fn tick(&mut self) {
+        if self.last_progress.elapsed() > Duration::from_millis(200) {
+            self.last_progress = Instant::now();
+            (self.progress)(&self.counts);
+        }
+    }
+
+    /// Counts excluded entries (the pull agent reports them at the end of its walk).
+    pub(crate) fn add_excluded(&mut self, n: u64) {
+        self.counts.excluded += n;
+    }
+
+    pub(crate) fn warn(&mut self, path: PathBuf, message: String) {
         self.counts.warnings += 1;
         self.warnings.push(Warning { path, message });
     }
 
-    fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
+    pub(crate) fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
         let name = r.name.to_bytes();
         match r.outcome {
             Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn } => {

@@ -1,0 +1,133 @@
+//! `hwc-backup pull` (the server side) and `hwc-backup agent` (the client side).
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use hwc_backup_engine::plan::{Plan, RemoteHost};
+use hwc_backup_engine::remote::agent::{self, AgentConfig};
+use hwc_backup_engine::run::{self, RunOptions};
+use hwc_backup_engine::source::Pull;
+use hwc_backup_engine::Error;
+use serde::Deserialize;
+
+use crate::args::{AgentArgs, PullArgs};
+use crate::commands::{parse_now, print_json, print_run, record_last_run};
+use crate::exit::Exit;
+use crate::progress::Progress;
+
+/// `pull`: one run for one host, into `<dest>/<host>/` with the local run's guarantees.
+pub fn pull(a: PullArgs) -> Result<Exit> {
+    let configured = a.address.is_none();
+    let (plan, host) = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
+    let mut opts = RunOptions::for_plan(&plan);
+    opts.now = parse_now(&a.now)?;
+    opts.allow_shrink = a.allow_shrink;
+    opts.prune = opts.prune && !a.no_prune;
+    if configured {
+        crate::ops::before_run(&plan);
+    }
+    let target = host.ssh_target();
+    let connect = || target.connect(&plan.host);
+    let progress = Progress::new(!a.json);
+    let report = run::run_from(&plan, &Pull { host: &plan.host, connect: &connect }, &opts, &|c| progress.counts(c));
+    progress.finish();
+    record_last_run(&plan, &report);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_run(&report)?;
+    }
+    let how = crate::ops::AfterRun { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
+    let after = crate::ops::after_run(&plan, &report, &how);
+    if report.error.as_deref().is_some_and(|e| e.contains("is locked by another run")) {
+        return Ok(Exit::Locked);
+    }
+    Ok(after.exit.unwrap_or(Exit::from_state(report.state)))
+}
+
+/// `--host NAME` from the plan's `hosts`.
+fn from_plan(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
+    let no_plan_args = a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none();
+    if !no_plan_args {
+        bail!(Error::config("--address", "is required with --user/--source/--dest/--ssh-key (a pull without a plan)"));
+    }
+    let Some(name) = &a.target.host else {
+        bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
+    };
+    let plan = a.target.load_plan()?;
+    Ok(plan.for_host(name)?)
+}
+
+/// A pull without a plan: everything from the arguments, the built-in retention defaults.
+fn ad_hoc(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
+    if a.target.config.is_some() {
+        bail!(Error::config("--config", "give either --config or --address/--user/--source/--dest, not both"));
+    }
+    let missing = |what: &str| Error::config(what, "is required with --address");
+    let name = a.target.host.clone().ok_or_else(|| missing("--host"))?;
+    let user = a.user.clone().ok_or_else(|| missing("--user"))?;
+    let dest = a.target.dest.clone().ok_or_else(|| missing("--dest"))?;
+    if a.sources.is_empty() {
+        bail!(missing("--source"));
+    }
+    let host = RemoteHost {
+        address: a.address.clone().expect("ad hoc"),
+        user,
+        port: a.port,
+        ssh_key_file: a.ssh_key.clone(),
+        ssh_options: a.ssh_options.clone(),
+        ssh: a.ssh_program.clone(),
+        agent_command: a.agent_command.clone(),
+        sources: a.sources.clone(),
+        exclude_patterns: a.excludes.clone(),
+        one_file_system: true,
+        retention: None,
+    };
+    // Validated as a plan with this one host, so the messages name the same fields.
+    let server = if name == "server" { "pull-server" } else { "server" };
+    let mut outer = Plan::ad_hoc(server.into(), vec!["/".into()], dest.clone(), vec![]);
+    outer.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
+    outer.hosts.insert(name.clone(), host);
+    outer.validate()?;
+    if !dest.exists() {
+        std::fs::create_dir_all(&dest).with_context(|| format!("cannot create destination {}", dest.display()))?;
+    }
+    Ok(outer.for_host(&name)?)
+}
+
+/// The agent's configuration file.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AgentFile {
+    #[serde(default)]
+    allow: Vec<PathBuf>,
+    #[serde(default)]
+    exclude_patterns: Vec<String>,
+}
+
+/// `agent`: serves one pull on stdin/stdout. Nothing else may write to stdout.
+pub fn agent(a: AgentArgs) -> Result<Exit> {
+    let mut config = AgentConfig { allow: a.allow.clone(), excludes: a.excludes.clone() };
+    if let Some(path) = &a.config {
+        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let file: AgentFile =
+            serde_json::from_slice(&text).map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        config.allow.extend(file.allow);
+        config.excludes.extend(file.exclude_patterns);
+    }
+    for (i, p) in config.allow.iter().enumerate() {
+        if !p.is_absolute() {
+            bail!(Error::config(
+                format!("--allow[{i}]"),
+                format!("{:?} is not an absolute path", p.display().to_string())
+            ));
+        }
+    }
+    // Raw descriptors: std's stdout is line-buffered, which would flush on every newline byte
+    // of file content.
+    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    agent::serve(&config, stdin, stdout)?;
+    Ok(Exit::Success)
+}

@@ -1,0 +1,597 @@
+//! The client side of a pull: `hwc-backup agent`, started by the server over ssh.
+//!
+//! Three threads: the **walker** lists the sources (the local walk's rules: sorted names,
+//! the same excludes, `oneFileSystem`, sockets counted, problems as warnings), the
+//! **server reader** serves file requests in order and takes acknowledgements, and the
+//! calling thread **writes** every frame to stdout. The walker never runs more than
+//! [`proto::WINDOW`] frames ahead of the server's acknowledgements, so neither side's memory
+//! grows with the tree.
+//!
+//! The agent only ever reads, and only below the paths its own configuration allows (fixed in
+//! the `authorized_keys` command, out of the server's reach); files are opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below their source, so a symlink swapped in
+//! after the listing cannot lead the agent outside it.
+
+use std::collections::BTreeMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use rustix::fs::{FileType, OFlags, SeekFrom, Stat};
+
+use super::delta;
+use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
+use crate::error::{Error, Result};
+use crate::exclude::ExcludeSet;
+use crate::fsops;
+use crate::manifest::Hash;
+use crate::snapshot::{bytes_cstr, rel_of, split_last};
+
+/// What the agent may serve, fixed on the client.
+#[derive(Clone, Debug, Default)]
+pub struct AgentConfig {
+    /// Absolute paths the server may request (a source must be one of them or lie inside one).
+    pub allow: Vec<PathBuf>,
+    /// Patterns excluded in addition to the server's.
+    pub excludes: Vec<String>,
+}
+
+/// Bytes of file content per `Data` frame.
+const CHUNK: usize = 256 << 10;
+
+/// Serves one pull session on `input`/`output` (the ssh session's stdin/stdout). Returns when
+/// the server says `Done`; an error when the request is refused or the connection fails.
+pub fn serve(config: &AgentConfig, input: impl Read + Send, output: impl Write + Send) -> Result<()> {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut output = BufWriter::with_capacity(1 << 16, output);
+    let lost = |e: io::Error| Error::Agent(format!("the connection to the server failed: {e}"));
+    proto::send_hello(&mut output).map_err(lost)?;
+    match proto::read_hello(&mut input) {
+        Ok(()) => {}
+        Err(proto::HelloError::Version(v)) => {
+            let m = format!(
+                "the server speaks protocol {v}, this agent speaks {}; install the same hwc-backup version on both",
+                proto::PROTOCOL
+            );
+            return refuse(&mut output, m);
+        }
+        Err(proto::HelloError::NotAnAgent(b)) => {
+            return Err(Error::Agent(format!(
+                "the peer is not an hwc-backup server (it sent {:?})",
+                String::from_utf8_lossy(&b)
+            )))
+        }
+        Err(proto::HelloError::Io(e)) => return Err(lost(e)),
+    }
+    let mut buf = Vec::new();
+    let request = match proto::read_frame::<ToAgent>(&mut input, &mut buf).map_err(lost)? {
+        Some(ToAgent::Request(r)) => r,
+        Some(other) => return refuse(&mut output, format!("expected a request, got {other:?}")),
+        None => return Err(Error::Agent("the server closed the connection before its request".into())),
+    };
+    let (sources, excludes) = match check_request(config, &request) {
+        Ok(x) => x,
+        Err(m) => return refuse(&mut output, m),
+    };
+    proto::write_frame(&mut output, &FromAgent::Ready).map_err(lost)?;
+    session(&sources, &excludes, request.one_file_system, input, output)
+}
+
+/// Tells the server why, then fails.
+fn refuse(output: &mut impl Write, message: String) -> Result<()> {
+    let _ = proto::write_frame(output, &FromAgent::Error(message.clone())).and_then(|()| output.flush());
+    Err(Error::Agent(message))
+}
+
+/// The sources and excludes of an acceptable request, or why it is refused.
+fn check_request(config: &AgentConfig, r: &Request) -> std::result::Result<(Vec<PathBuf>, ExcludeSet), String> {
+    if config.allow.is_empty() {
+        return Err("this agent allows no sources; give it --allow PATH in its authorized_keys command".into());
+    }
+    let mut sources = Vec::new();
+    for s in &r.sources {
+        let p = PathBuf::from(OsStr::from_bytes(s));
+        let clean = p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        if !clean {
+            return Err(format!("source {:?} is not a clean absolute path", p.display().to_string()));
+        }
+        if !config.allow.iter().any(|a| p.starts_with(a)) {
+            return Err(format!(
+                "source {} is not allowed by this agent (allowed: {})",
+                p.display(),
+                config.allow.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        if let Err(e) = std::fs::symlink_metadata(&p) {
+            return Err(format!("source {} cannot be read on {}: {e}", p.display(), crate::fsutil::hostname()));
+        }
+        sources.push(p);
+    }
+    let all: Vec<String> = r.excludes.iter().chain(&config.excludes).cloned().collect();
+    let excludes = ExcludeSet::new(&all).map_err(|e| e.to_string())?;
+    Ok((sources, excludes))
+}
+
+/// A regular file the server may still ask for: its source root and path below it.
+#[derive(Clone)]
+struct FileRef {
+    root: Arc<OwnedFd>,
+    rel: Vec<u8>,
+}
+
+/// What the three threads share.
+struct Shared {
+    /// The first walk frame the server has not completed.
+    acked: Mutex<u64>,
+    wake: Condvar,
+    stop: AtomicBool,
+    files: Mutex<BTreeMap<u64, FileRef>>,
+}
+
+impl Shared {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _guard = self.acked.lock().expect("ack lock poisoned");
+        self.wake.notify_all();
+    }
+
+    /// Waits until frame `seq` is inside the window; false when the session is stopping.
+    fn wait_window(&self, seq: u64) -> bool {
+        let mut acked = self.acked.lock().expect("ack lock poisoned");
+        while seq >= *acked + proto::WINDOW && !self.stop.load(Ordering::Relaxed) {
+            acked = self.wake.wait(acked).expect("ack lock poisoned");
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn ack(&self, upto: u64) {
+        let mut files = self.files.lock().expect("file table poisoned");
+        *files = files.split_off(&upto);
+        drop(files);
+        let mut acked = self.acked.lock().expect("ack lock poisoned");
+        *acked = (*acked).max(upto);
+        self.wake.notify_all();
+    }
+}
+
+fn session(
+    sources: &[PathBuf],
+    excludes: &ExcludeSet,
+    one_file_system: bool,
+    input: impl Read + Send,
+    output: impl Write + Send,
+) -> Result<()> {
+    let shared = Shared {
+        acked: Mutex::new(0),
+        wake: Condvar::new(),
+        stop: AtomicBool::new(false),
+        files: Mutex::new(BTreeMap::new()),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<FromAgent>(16);
+    std::thread::scope(|scope| {
+        let walker = {
+            let (tx, shared) = (tx.clone(), &shared);
+            scope.spawn(move || {
+                let mut w = Walker { out: tx, shared, excludes, one_file_system, seq: 0, excluded: 0, root_dev: 0 };
+                let result = w.run(sources);
+                if let Err(e) = &result {
+                    let _ = w.out.send(FromAgent::Error(e.to_string()));
+                }
+                result
+            })
+        };
+        let reader = {
+            let shared = &shared;
+            scope.spawn(move || {
+                let r = serve_requests(input, tx, shared);
+                shared.stop();
+                r
+            })
+        };
+        let written = write_frames(rx, output);
+        if written.is_err() {
+            shared.stop();
+        }
+        let walked = walker.join().expect("walker panicked");
+        let served = reader.join().expect("request thread panicked");
+        // The walker's own failure says most; "stopping" only echoes another thread's.
+        match walked {
+            Err(Error::Agent(m)) if m == STOPPING => served.and(written).and(Err(Error::Agent(m))),
+            walked => walked.and(served).and(written),
+        }
+    })
+}
+
+const STOPPING: &str = "the session is stopping";
+
+/// Writes frames until every sender is gone, flushing whenever nothing else is queued.
+fn write_frames(rx: Receiver<FromAgent>, output: impl Write) -> Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 16, output);
+    let lost = |e: io::Error| Error::Agent(format!("cannot write to the server: {e}"));
+    for frame in rx.iter() {
+        proto::write_frame(&mut out, &frame).map_err(lost)?;
+        if rx.is_empty() {
+            out.flush().map_err(lost)?;
+        }
+    }
+    out.flush().map_err(lost)
+}
+
+/// Reads the server's frames: file requests (served in order) and acknowledgements.
+fn serve_requests(input: impl Read, tx: Sender<FromAgent>, shared: &Shared) -> Result<()> {
+    let mut input = input;
+    let mut buf = Vec::new();
+    loop {
+        let frame = proto::read_frame::<ToAgent>(&mut input, &mut buf)
+            .map_err(|e| Error::Agent(format!("reading from the server failed: {e}")))?;
+        match frame {
+            Some(ToAgent::Send { id, how }) => {
+                let file = shared.files.lock().expect("file table poisoned").get(&id).cloned();
+                let frames = match file {
+                    Some(f) => send_file(&f, id, how, &tx),
+                    None => Err(format!("the server asked for unknown file {id}")),
+                };
+                let last = match frames {
+                    Ok(end) => end,
+                    Err(message) => FromAgent::FileError { id, message },
+                };
+                if tx.send(last).is_err() {
+                    return Ok(()); // the writer stopped; it reports why
+                }
+            }
+            Some(ToAgent::Ack { upto }) => shared.ack(upto),
+            Some(ToAgent::Done) => return Ok(()),
+            Some(ToAgent::Request(_)) => return Err(Error::Agent("the server sent a second request".into())),
+            None => return Err(Error::Agent("the server closed the connection before the end".into())),
+        }
+    }
+}
+
+/// Opens a listed file again, below its source, refusing any symlink on the way.
+fn open_beneath(f: &FileRef) -> io::Result<File> {
+    use rustix::fs::ResolveFlags;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    let path = bytes_cstr(&f.rel);
+    let open = |flags| rustix::fs::openat2(f.root.as_fd(), path.as_c_str(), flags, rustix::fs::Mode::empty(), how);
+    let fd = match open(flags | OFlags::NOATIME) {
+        Err(rustix::io::Errno::PERM) => open(flags),
+        // Kernels before 5.6: the listing's path, without following a final symlink.
+        Err(rustix::io::Errno::NOSYS) => {
+            rustix::fs::openat(f.root.as_fd(), path.as_c_str(), flags, rustix::fs::Mode::empty())
+        }
+        other => other,
+    }?;
+    Ok(fd.into())
+}
+
+/// Sends one file's content; returns its `FileEnd`, or the message of a `FileError`.
+fn send_file(f: &FileRef, id: u64, how: How, tx: &Sender<FromAgent>) -> std::result::Result<FromAgent, String> {
+    let file = open_beneath(f).map_err(|e| format!("cannot open: {e}"))?;
+    let before = rustix::fs::fstat(&file).map_err(|e| format!("cannot inspect: {e}"))?;
+    if fsops::file_type(&before) != FileType::RegularFile {
+        return Err("is no longer a regular file".into());
+    }
+    let sent = match how {
+        How::Whole => send_whole(&file, &before, id, tx),
+        How::Delta(sig) => send_delta(&file, sig, id, tx),
+    };
+    let (length, hash) = sent.map_err(|e| format!("cannot read: {e}"))?;
+    let after = rustix::fs::fstat(&file).map_err(|e| format!("cannot inspect: {e}"))?;
+    let mut meta = Meta::of(&after);
+    meta.xattrs = fsops::read_xattrs_fd(file.as_fd()).map_err(|e| format!("cannot read extended attributes: {e}"))?;
+    Ok(FromAgent::FileEnd { id, length, hash, meta, torn: fsops::changed_while_open(&before, &after) })
+}
+
+fn data_frame(id: u64, offset: u64, bytes: &[u8]) -> FromAgent {
+    let (lz4, bytes) = proto::maybe_compress(bytes.to_vec());
+    FromAgent::Data { id, offset, lz4, bytes }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the connection is closing")
+}
+
+/// The whole content, holes skipped (as the local copy does), hashed with holes as zeros.
+fn send_whole(file: &File, st: &Stat, id: u64, tx: &Sender<FromAgent>) -> io::Result<(u64, Hash)> {
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    if size == 0 || allocated >= size {
+        let mut offset = 0u64;
+        let mut r = file;
+        loop {
+            let n = delta::read_full(&mut r, &mut buf)?;
+            if n == 0 {
+                return Ok((offset, *hasher.finalize().as_bytes()));
+            }
+            hasher.update(&buf[..n]);
+            tx.send(data_frame(id, offset, &buf[..n])).map_err(|_| gone())?;
+            offset += n as u64;
+        }
+    }
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        hash_zeros(&mut hasher, data - pos);
+        pos = data;
+        if pos >= size {
+            break;
+        }
+        let end = rustix::fs::seek(file, SeekFrom::Hole(pos))?.min(size);
+        while pos < end {
+            let want = (end - pos).min(CHUNK as u64) as usize;
+            let n = delta::read_full_at(file, &mut buf[..want], pos)?;
+            if n == 0 {
+                break; // it shrank: the rest reads as a hole, and the re-stat reports it
+            }
+            hasher.update(&buf[..n]);
+            tx.send(data_frame(id, pos, &buf[..n])).map_err(|_| gone())?;
+            pos += n as u64;
+        }
+        if pos < end {
+            break;
+        }
+    }
+    hash_zeros(&mut hasher, size.saturating_sub(pos));
+    Ok((size, *hasher.finalize().as_bytes()))
+}
+
+/// Feeds `n` zero bytes to a hasher (a hole).
+pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while n > 0 {
+        let k = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..k]);
+        n -= k as u64;
+    }
+}
+
+/// The content as deltas against the server's signature, one per window.
+fn send_delta(file: &File, signature: Vec<u8>, id: u64, tx: &Sender<FromAgent>) -> io::Result<(u64, Hash)> {
+    let sig = delta::parse_signature(signature)?;
+    let index = sig.index();
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; delta::WINDOW];
+    let mut length = 0u64;
+    let mut r = file;
+    loop {
+        let n = delta::read_full(&mut r, &mut buf)?;
+        if n == 0 {
+            return Ok((length, *hasher.finalize().as_bytes()));
+        }
+        hasher.update(&buf[..n]);
+        let (lz4, bytes) = proto::maybe_compress(delta::diff(&index, &buf[..n])?);
+        tx.send(FromAgent::Delta { id, lz4, bytes }).map_err(|_| gone())?;
+        length += n as u64;
+    }
+}
+
+/// The walk, in the local lister's order and with its rules (`snapshot::Lister`).
+struct Walker<'a> {
+    out: Sender<FromAgent>,
+    shared: &'a Shared,
+    excludes: &'a ExcludeSet,
+    one_file_system: bool,
+    seq: u64,
+    excluded: u64,
+    root_dev: u64,
+}
+
+/// A directory being walked: its fd, its absolute path, its path below the source root.
+struct Here<'a> {
+    fd: &'a OwnedFd,
+    abs: &'a Path,
+    root: &'a Arc<OwnedFd>,
+    rel: &'a [u8],
+}
+
+impl Walker<'_> {
+    fn send(&mut self, frame: FromAgent) -> Result<()> {
+        if !self.shared.wait_window(self.seq) {
+            return Err(Error::Agent(STOPPING.into()));
+        }
+        self.seq += 1;
+        self.out.send(frame).map_err(|_| Error::Agent(STOPPING.into()))
+    }
+
+    fn warn(&mut self, path: &Path, message: String) -> Result<()> {
+        self.send(FromAgent::Warn { path: path.as_os_str().as_bytes().to_vec(), message })
+    }
+
+    fn run(&mut self, sources: &[PathBuf]) -> Result<()> {
+        let mut order: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
+        for (i, s) in sources.iter().enumerate() {
+            let st = rustix::fs::lstat(s).map_err(|e| Error::io("inspect source", s, e.into()))?;
+            let rel = rel_of(s);
+            if fsops::file_type(&st) == FileType::Directory {
+                order.push((i, rel, Vec::new()));
+            } else {
+                let (dir, name) = split_last(&rel);
+                order.push((i, dir, name));
+            }
+        }
+        order.sort_by(|a, b| crate::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
+        let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for (i, _, _) in order {
+            self.source(i as u32, &sources[i], &mut ancestors)?;
+        }
+        let mut metas = Vec::new();
+        for rel in ancestors.keys().rev() {
+            let abs = PathBuf::from(OsStr::from_bytes(&[b"/".as_slice(), rel].concat()));
+            let fd = crate::snapshot::open_dir(&abs)?;
+            let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("inspect", &abs, e.into()))?;
+            let mut meta = Meta::of(&st);
+            meta.xattrs = fsops::read_xattrs_fd(fd.as_fd()).map_err(|e| Error::io("read xattrs of", &abs, e))?;
+            metas.push((rel.clone(), meta));
+        }
+        let excluded = self.excluded;
+        self.send(FromAgent::WalkEnd { excluded, ancestors: metas })
+    }
+
+    fn source(&mut self, index: u32, path: &Path, ancestors: &mut BTreeMap<Vec<u8>, ()>) -> Result<()> {
+        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if self.excludes.is_excluded(path, is_dir) {
+            self.excluded += 1;
+            return Ok(());
+        }
+        let rel = rel_of(path);
+        let (parent_rel, name) = split_last(&rel);
+        let mut so_far = Vec::new();
+        for comp in parent_rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+            if !so_far.is_empty() {
+                so_far.push(b'/');
+            }
+            so_far.extend_from_slice(comp);
+            ancestors.insert(so_far.clone(), ());
+        }
+        self.send(FromAgent::Source { index, parent: parent_rel })?;
+        let parent_path = path.parent().unwrap_or(Path::new("/"));
+        let parent = Arc::new(crate::snapshot::open_dir(parent_path)?);
+        let cname = bytes_cstr(&name);
+        let st = fsops::stat_at(parent.as_fd(), &cname).map_err(|e| Error::io("inspect source", path, e))?;
+        self.root_dev = st.st_dev;
+        if fsops::file_type(&st) != FileType::Directory {
+            let here = Here { fd: &parent, abs: parent_path, root: &parent, rel: &[] };
+            self.entry(&here, &cname, &st)?;
+            return self.send(FromAgent::SourceEnd);
+        }
+        let src = fsops::open_dir_at(parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
+        let mut meta = Meta::of(&st);
+        meta.xattrs = fsops::read_xattrs_fd(src.as_fd()).map_err(|e| Error::io("read xattrs of", path, e))?;
+        self.send(FromAgent::Dir { name, meta })?;
+        let root = Arc::new(src);
+        self.dir(&Here { fd: &root, abs: path, root: &root, rel: &[] })?;
+        self.send(FromAgent::DirEnd)?;
+        self.send(FromAgent::SourceEnd)
+    }
+
+    /// One directory's entries: its non-directories sorted, then each subdirectory.
+    fn dir(&mut self, here: &Here) -> Result<()> {
+        let (mut files, dirs) = match self.read_entries(here.fd, here.abs) {
+            Ok(x) => x,
+            Err(e) => return self.warn(here.abs, format!("cannot read directory: {e}")),
+        };
+        files.sort();
+        for name in &files {
+            match fsops::stat_at(here.fd.as_fd(), name) {
+                Ok(st) => self.entry(here, name, &st)?,
+                Err(e) => self.warn(&join(here.abs, name), format!("vanished or unreadable: {e}"))?,
+            }
+        }
+        for name in &dirs {
+            self.subdir(here, name)?;
+        }
+        Ok(())
+    }
+
+    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<()> {
+        let abs = join(here.abs, name);
+        let st = match fsops::stat_at(here.fd.as_fd(), name) {
+            Ok(st) => st,
+            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")),
+        };
+        let mut meta = Meta::of(&st);
+        let fd = match fsops::open_dir_at(here.fd.as_fd(), name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Kept with its owner, mode and times, without content (as locally).
+                self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
+                self.warn(&abs, format!("cannot open directory: {e}"))?;
+                return self.send(FromAgent::DirEnd);
+            }
+        };
+        match fsops::read_xattrs_fd(fd.as_fd()) {
+            Ok(x) => meta.xattrs = x,
+            Err(e) => self.warn(&abs, format!("cannot copy directory metadata: {e}"))?,
+        }
+        self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
+        let crosses = self.one_file_system && st.st_dev != self.root_dev;
+        if !crosses {
+            let rel = join_rel(here.rel, name.to_bytes());
+            self.dir(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
+        }
+        self.send(FromAgent::DirEnd)
+    }
+
+    /// One non-directory.
+    fn entry(&mut self, here: &Here, name: &CStr, st: &Stat) -> Result<()> {
+        let bytes = name.to_bytes().to_vec();
+        let meta = Meta::of(st);
+        match fsops::file_type(st) {
+            FileType::RegularFile => {
+                let rel = join_rel(here.rel, name.to_bytes());
+                let f = FileRef { root: here.root.clone(), rel };
+                self.shared.files.lock().expect("file table poisoned").insert(self.seq, f);
+                let link = (st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
+                self.send(FromAgent::File { name: bytes, meta, link })
+            }
+            FileType::Symlink => match rustix::fs::readlinkat(here.fd.as_fd(), name, Vec::new()) {
+                Ok(target) => self.send(FromAgent::Symlink { name: bytes, meta, target: target.into_bytes() }),
+                Err(e) => self.warn(&join(here.abs, name), format!("cannot copy symlink: {e}")),
+            },
+            FileType::Socket => self.send(FromAgent::Socket),
+            FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
+                match fsops::read_xattrs_at(here.fd.as_fd(), name) {
+                    Ok(xattrs) => self.send(FromAgent::Special { name: bytes, meta: Meta { xattrs, ..meta } }),
+                    Err(e) => self.warn(&join(here.abs, name), format!("cannot create special file: {e}")),
+                }
+            }
+            _ => {
+                let p = join(here.abs, name);
+                self.warn(&p, format!("unsupported file type at {}", p.display()))
+            }
+        }
+    }
+
+    /// A directory's names without the excluded ones, split into non-directories and
+    /// directories (sorted), as `snapshot::Lister::read_entries` does.
+    fn read_entries(&mut self, fd: &OwnedFd, abs: &Path) -> io::Result<(Vec<CString>, Vec<CString>)> {
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
+        for entry in rustix::fs::Dir::read_from(fd)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let mut ft = entry.file_type();
+            if ft == FileType::Unknown {
+                ft = fsops::stat_at(fd.as_fd(), name).map(|st| fsops::file_type(&st))?;
+            }
+            let is_dir = ft == FileType::Directory;
+            if !self.excludes.is_empty() && self.excludes.is_excluded(&join(abs, name), is_dir) {
+                self.excluded += 1;
+                continue;
+            }
+            if is_dir {
+                dirs.push(name.to_owned());
+            } else {
+                files.push(name.to_owned());
+            }
+        }
+        dirs.sort();
+        Ok((files, dirs))
+    }
+}
+
+fn join(dir: &Path, name: &CStr) -> PathBuf {
+    dir.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        return name.to_vec();
+    }
+    [rel, b"/", name].concat()
+}

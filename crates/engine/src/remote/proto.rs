@@ -1,0 +1,404 @@
+//! The frames of the pull protocol and their encoding (see the module docs of `remote`).
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version; both sides must speak the same one.
+pub const PROTOCOL: u32 = 1;
+/// The first bytes each side writes.
+pub const MAGIC: [u8; 4] = *b"HWCB";
+/// The largest frame either side accepts: bigger lengths mean garbage or a hostile peer.
+pub const MAX_FRAME: usize = 16 << 20;
+/// How many walk frames the agent may send beyond the last one the server acknowledged.
+pub const WINDOW: u64 = 16_384;
+
+/// An entry's metadata, as `lstat` reports it on the client, plus its xattrs where sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Numeric owner.
+    pub uid: u32,
+    /// Numeric group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Access time, seconds.
+    pub atime: i64,
+    /// Access time, nanoseconds.
+    pub atime_nsec: u32,
+    /// Device number of a device node.
+    pub rdev: u64,
+    /// Bytes allocated (`st_blocks * 512`): less than `size` means the file has holes.
+    pub allocated: u64,
+    /// Extended attributes (POSIX ACLs included). Sent for directories and special files in
+    /// the walk, for regular files in `FileEnd`; empty elsewhere.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Meta {
+    /// The metadata of a `Stat`, without xattrs.
+    pub fn of(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            atime: st.st_atime,
+            atime_nsec: st.st_atime_nsec as u32,
+            rdev: st.st_rdev,
+            allocated: u64::try_from(st.st_blocks).unwrap_or(0) * 512,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// The values `fsops` applies.
+    pub fn attrs(&self) -> crate::fsops::Attrs {
+        crate::fsops::Attrs {
+            uid: self.uid,
+            gid: self.gid,
+            mode: self.mode,
+            atime: (self.atime, self.atime_nsec),
+            mtime: (self.mtime, self.mtime_nsec),
+        }
+    }
+
+    /// The local quick check (`fsops::unchanged`) between this and a stat of the previous copy.
+    pub fn unchanged(&self, prev: &rustix::fs::Stat) -> bool {
+        self.mode == prev.st_mode
+            && self.uid == prev.st_uid
+            && self.gid == prev.st_gid
+            && i64::try_from(self.size).ok() == Some(prev.st_size)
+            && self.mtime == prev.st_mtime
+            && i64::from(self.mtime_nsec) == prev.st_mtime_nsec as i64
+    }
+}
+
+/// The server's request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Absolute source paths on the client.
+    pub sources: Vec<Vec<u8>>,
+    /// Exclude patterns (`exclude` module semantics).
+    pub excludes: Vec<String>,
+    /// Stay on each source's filesystem.
+    pub one_file_system: bool,
+}
+
+/// How the server wants a file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum How {
+    /// The whole content.
+    Whole,
+    /// A delta against the previous copy, whose `fast_rsync` signature this is.
+    Delta(#[serde(with = "raw")] Vec<u8>),
+}
+
+/// Frames from the server to the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToAgent {
+    /// What to walk.
+    Request(Request),
+    /// Send this regular file (its walk frame number).
+    Send {
+        /// The file's id.
+        id: u64,
+        /// Whole or as a delta.
+        how: How,
+    },
+    /// Every walk frame below this number is complete on the server.
+    Ack {
+        /// The first incomplete walk frame.
+        upto: u64,
+    },
+    /// The snapshot is complete; exit.
+    Done,
+}
+
+/// Frames from the agent to the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromAgent {
+    /// The request is accepted; the walk follows.
+    Ready,
+    /// A fatal error (the agent exits after it).
+    Error(String),
+    /// Walk: source `index` of the request begins; its entry lives in directory `parent`
+    /// (relative to `/`), which the server creates.
+    Source {
+        /// Index into the request's sources.
+        index: u32,
+        /// The parent directory, relative to `/` (`home` for `/home/alice`).
+        parent: Vec<u8>,
+    },
+    /// Walk: the current source is complete.
+    SourceEnd,
+    /// Walk: a directory; its entries follow until the matching `DirEnd`.
+    Dir {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its metadata (with xattrs).
+        meta: Meta,
+    },
+    /// Walk: the current directory is complete.
+    DirEnd,
+    /// Walk: a regular file.
+    File {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its metadata at listing time (no xattrs).
+        meta: Meta,
+        /// `(st_dev, st_ino)` when it has more than one link, to keep hard links as links.
+        link: Option<(u64, u64)>,
+    },
+    /// Walk: a symbolic link.
+    Symlink {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its metadata.
+        meta: Meta,
+        /// What it points to.
+        target: Vec<u8>,
+    },
+    /// Walk: a FIFO or device node.
+    Special {
+        /// Its name.
+        name: Vec<u8>,
+        /// Its metadata (with xattrs and `rdev`).
+        meta: Meta,
+    },
+    /// Walk: a socket, which cannot be backed up (counted).
+    Socket,
+    /// Walk: a problem with one entry (the run ends partial).
+    Warn {
+        /// The absolute path on the client.
+        path: Vec<u8>,
+        /// What happened.
+        message: String,
+    },
+    /// Walk: the end.
+    WalkEnd {
+        /// Entries left out by the excludes.
+        excluded: u64,
+        /// The directories above the sources, relative to `/`, deepest first, with metadata.
+        ancestors: Vec<(Vec<u8>, Meta)>,
+    },
+    /// File content at `offset` (whole transfers).
+    Data {
+        /// The file's id.
+        id: u64,
+        /// Where the bytes go.
+        offset: u64,
+        /// The uncompressed length when `bytes` is LZ4-compressed.
+        lz4: Option<u32>,
+        /// The bytes.
+        #[serde(with = "raw")]
+        bytes: Vec<u8>,
+    },
+    /// The next window of a file as a librsync delta against the server's previous copy.
+    Delta {
+        /// The file's id.
+        id: u64,
+        /// The uncompressed length when `bytes` is LZ4-compressed.
+        lz4: Option<u32>,
+        /// The delta.
+        #[serde(with = "raw")]
+        bytes: Vec<u8>,
+    },
+    /// A file's content is complete.
+    FileEnd {
+        /// The file's id.
+        id: u64,
+        /// Bytes of content (the length the file must have).
+        length: u64,
+        /// BLAKE3 of the content.
+        hash: [u8; 32],
+        /// Metadata after reading, with xattrs.
+        meta: Meta,
+        /// It changed while being read.
+        torn: bool,
+    },
+    /// A file could not be sent (vanished, unreadable).
+    FileError {
+        /// The file's id.
+        id: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+impl FromAgent {
+    /// Whether this frame is part of the numbered walk.
+    pub fn is_walk(&self) -> bool {
+        !matches!(
+            self,
+            FromAgent::Ready
+                | FromAgent::Error(_)
+                | FromAgent::Data { .. }
+                | FromAgent::Delta { .. }
+                | FromAgent::FileEnd { .. }
+                | FromAgent::FileError { .. }
+        )
+    }
+}
+
+/// Byte buffers as one length and a copy (serde's default for `Vec<u8>` is a sequence of
+/// separately encoded `u8`s: the same bytes on the wire, far slower to produce).
+mod raw {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// Why the hello failed.
+#[derive(Debug)]
+pub enum HelloError {
+    /// Reading or writing failed (closed connection included).
+    Io(io::Error),
+    /// The peer sent something else than the magic (the bytes it sent).
+    NotAnAgent(Vec<u8>),
+    /// The peer speaks another version.
+    Version(u32),
+}
+
+/// Writes our hello.
+pub fn send_hello(w: &mut impl Write) -> io::Result<()> {
+    let mut b = MAGIC.to_vec();
+    b.extend_from_slice(&PROTOCOL.to_be_bytes());
+    w.write_all(&b)?;
+    w.flush()
+}
+
+/// Reads the peer's hello and checks it.
+pub fn read_hello(r: &mut impl Read) -> Result<(), HelloError> {
+    let mut b = [0u8; 8];
+    let mut got = 0;
+    while got < b.len() {
+        match r.read(&mut b[got..]) {
+            Ok(0) if got == 0 => return Err(HelloError::Io(io::ErrorKind::UnexpectedEof.into())),
+            Ok(0) => return Err(HelloError::NotAnAgent(b[..got].to_vec())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HelloError::Io(e)),
+        }
+        if b[..got.min(4)] != MAGIC[..got.min(4)] {
+            return Err(HelloError::NotAnAgent(b[..got].to_vec()));
+        }
+    }
+    let version = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    if version != PROTOCOL {
+        return Err(HelloError::Version(version));
+    }
+    Ok(())
+}
+
+/// Writes one frame (not flushed).
+pub fn write_frame<T: Serialize>(w: &mut impl Write, frame: &T) -> io::Result<()> {
+    let body = postcard::to_stdvec(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {} bytes is too large", body.len())));
+    }
+    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    w.write_all(&body)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream (before a length).
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<T>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame length {len} exceeds the limit")));
+    }
+    buf.resize(len, 0);
+    r.read_exact(buf)?;
+    postcard::from_bytes(buf)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad frame: {e}")))
+}
+
+/// LZ4-compresses `data` when that saves at least an eighth; returns `(lz4, bytes)`.
+pub fn maybe_compress(data: Vec<u8>) -> (Option<u32>, Vec<u8>) {
+    let packed = lz4_flex::block::compress(&data);
+    if packed.len() < data.len() - data.len() / 8 {
+        (Some(data.len() as u32), packed)
+    } else {
+        (None, data)
+    }
+}
+
+/// Undoes [`maybe_compress`].
+pub fn decompress(lz4: Option<u32>, bytes: Vec<u8>) -> io::Result<Vec<u8>> {
+    match lz4 {
+        None => Ok(bytes),
+        Some(n) if n as usize > MAX_FRAME * 4 => {
+            Err(io::Error::new(io::ErrorKind::InvalidData, "compressed frame claims too large a size"))
+        }
+        Some(n) => lz4_flex::block::decompress(&bytes, n as usize)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad compressed data: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_reject_garbage() {
+        let mut wire = Vec::new();
+        send_hello(&mut wire).unwrap();
+        let f = FromAgent::File { name: b"a\xffb".to_vec(), meta: Meta { size: 7, ..Meta::default() }, link: None };
+        write_frame(&mut wire, &f).unwrap();
+        let mut r = wire.as_slice();
+        read_hello(&mut r).unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap(), Some(f));
+        assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap(), None);
+
+        let mut r: &[u8] = b"bash: hwc-backup: command not found\n";
+        assert!(matches!(read_hello(&mut r), Err(HelloError::NotAnAgent(b)) if b.starts_with(b"bash")));
+        let mut r: &[u8] = b"HWCB\0\0\0\x02";
+        assert!(matches!(read_hello(&mut r), Err(HelloError::Version(2))));
+        let mut r: &[u8] = b"\xff\xff\xff\xff";
+        assert!(read_frame::<FromAgent>(&mut r, &mut buf).is_err());
+    }
+
+    #[test]
+    fn compression_only_when_it_pays() {
+        let (lz, b) = maybe_compress(vec![0u8; 100_000]);
+        assert!(lz.is_some() && b.len() < 1000);
+        assert_eq!(decompress(lz, b).unwrap(), vec![0u8; 100_000]);
+        let random: Vec<u8> = (0..10_000).map(|_| fastrand::u8(..)).collect();
+        let (lz, b) = maybe_compress(random.clone());
+        assert_eq!((lz, b), (None, random));
+    }
+}

@@ -1,0 +1,866 @@
+//! The server side of a pull: builds a snapshot tree from the agent's frames.
+//!
+//! The destination side is the local build's: directories are created `0700` and get their
+//! metadata once complete, unchanged files are hard links to the previous snapshot after the
+//! same quick check, and every result goes through `snapshot::Writer` in walk order (counts,
+//! warnings, the manifest and its streaming merge with the previous one). What differs is
+//! where entries come from, and that file contents arrive later than their walk frames: each
+//! entry takes a slot in an in-order queue, and a file's slot completes when its `FileEnd`
+//! arrives, so up to [`MAX_INFLIGHT`] files are in transfer while the walk goes on.
+//!
+//! Everything the agent sends is checked before use: names are single path components,
+//! file ids and offsets must match requests, deltas may only reference the previous copy.
+//! A hostile client can spoil its own snapshot, never write outside it.
+
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use rustix::fs::{FileType, OFlags};
+use serde::Serialize;
+
+use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
+use super::ssh::Connection;
+use super::{agent, delta};
+use crate::error::{Error, Result};
+use crate::fsops;
+use crate::manifest::{Cursor, Hash, ManifestWriter};
+use crate::meta::Warning;
+use crate::snapshot::{open_dir, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+
+/// Files in transfer at once.
+pub const MAX_INFLIGHT: usize = 64;
+
+/// Bytes that crossed the connection during a pull.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    /// From the agent.
+    pub bytes_received: u64,
+    /// To the agent.
+    pub bytes_sent: u64,
+}
+
+/// What to pull.
+pub struct PullOptions<'a> {
+    /// The host's name (for messages).
+    pub host: &'a str,
+    /// Absolute source paths on the host.
+    pub sources: &'a [PathBuf],
+    /// Exclude patterns.
+    pub excludes: &'a [String],
+    /// Stay on each source's filesystem.
+    pub one_file_system: bool,
+    /// Set to stop early (the run then fails).
+    pub cancel: &'a AtomicBool,
+}
+
+/// Pulls one snapshot tree into `work` (an empty directory) over `conn`, writing its
+/// manifest to `manifest`. Errors are fatal: nothing of `work` may be published.
+pub fn build(
+    mut conn: Connection,
+    opts: &PullOptions,
+    work: &Path,
+    manifest: &Path,
+    base: Option<LinkBase>,
+    progress: Progress,
+) -> Result<BuildResult> {
+    let (reader, writer) = conn.take_streams();
+    let mut input = BufReader::with_capacity(1 << 16, reader);
+    let mut output = BufWriter::with_capacity(1 << 16, writer);
+    if let Err(e) = start(&mut input, &mut output, opts) {
+        drop(output); // closes ssh's stdin, so that it ends before we read its account
+        return Err(explain(e, &mut conn));
+    }
+    let work_fd = open_dir(work)?;
+    let base_fd = base.as_ref().and_then(|b| open_dir(b.dir).ok());
+    let cursor = base.as_ref().map_or_else(Cursor::empty, |b| Cursor::open(b.manifest));
+    let recorder = Writer::new(ManifestWriter::create(manifest)?, cursor, work.to_path_buf(), progress);
+    let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
+    let sender = std::thread::spawn(move || send_frames(rx, output));
+    let mut p = Puller::new(opts, input, tx, recorder, work, work_fd, base_fd);
+    let pulled = p.run();
+    let Puller { out, writer, .. } = p;
+    let _ = out.send(ToAgent::Done);
+    drop(out);
+    let _ = sender.join();
+    if let Err(e) = pulled {
+        return Err(explain(e, &mut conn));
+    }
+    let (counts, warnings, per_source) = writer.finish()?;
+    conn.finish();
+    let (bytes_received, bytes_sent) = conn.counts();
+    let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
+    Ok(BuildResult { counts, warnings, files_per_source, transfer: Some(Transfer { bytes_received, bytes_sent }) })
+}
+
+/// Why a pull stopped, before it becomes an `Error`: connection problems get ssh's account.
+enum Stop {
+    /// The connection failed or ended early.
+    Lost(String),
+    /// Anything else, already an error.
+    Err(Error),
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Stop {
+        Stop::Err(e)
+    }
+}
+
+/// The error to report: a lost connection gets ssh's exit status and stderr ("Permission
+/// denied (publickey)", "Connection refused", the agent's own last words).
+fn explain(stop: Stop, conn: &mut Connection) -> Error {
+    match stop {
+        Stop::Err(e) => e,
+        Stop::Lost(m) => Error::Remote { host: conn.host.clone(), message: with_ssh(m, conn) },
+    }
+}
+
+fn with_ssh(message: String, conn: &mut Connection) -> String {
+    let said = conn.diagnose();
+    if said.is_empty() {
+        message
+    } else {
+        format!("{message} ({said})")
+    }
+}
+
+/// Hello, request, and the agent's answer.
+fn start(input: &mut impl Read, output: &mut impl Write, opts: &PullOptions) -> std::result::Result<(), Stop> {
+    let remote = |m: String| Stop::Err(Error::Remote { host: opts.host.to_string(), message: m });
+    let lost = |e: io::Error| Stop::Lost(format!("the connection failed before the agent answered: {e}"));
+    proto::send_hello(output).map_err(lost)?;
+    match proto::read_hello(input) {
+        Ok(()) => {}
+        Err(proto::HelloError::Io(e)) => return Err(lost(e)),
+        Err(proto::HelloError::NotAnAgent(said)) => {
+            // Read no further: a program that is not the agent may wait for input forever.
+            return Err(Stop::Lost(format!(
+                "the remote command is not `hwc-backup agent`: it answered {:?}",
+                String::from_utf8_lossy(&said).trim()
+            )));
+        }
+        Err(proto::HelloError::Version(v)) => {
+            return Err(remote(format!(
+                "the agent speaks protocol {v}, this server speaks {}; install the same hwc-backup version on both",
+                proto::PROTOCOL
+            )))
+        }
+    }
+    let request = Request {
+        sources: opts.sources.iter().map(|s| s.as_os_str().as_bytes().to_vec()).collect(),
+        excludes: opts.excludes.to_vec(),
+        one_file_system: opts.one_file_system,
+    };
+    proto::write_frame(output, &ToAgent::Request(request)).and_then(|()| output.flush()).map_err(lost)?;
+    let mut buf = Vec::new();
+    match proto::read_frame::<FromAgent>(input, &mut buf) {
+        Ok(Some(FromAgent::Ready)) => Ok(()),
+        Ok(Some(FromAgent::Error(m))) => Err(remote(format!("the agent refused: {m}"))),
+        Ok(Some(other)) => Err(remote(format!("protocol error: expected Ready, got {other:?}"))),
+        Ok(None) => Err(Stop::Lost("the connection closed before the agent answered".into())),
+        Err(e) => Err(lost(e)),
+    }
+}
+
+/// Writes frames to the agent until the channel closes; a write error ends it quietly (the
+/// reading side then sees the connection end and reports).
+fn send_frames(rx: crossbeam_channel::Receiver<ToAgent>, output: impl Write) {
+    let mut out = output;
+    for frame in rx.iter() {
+        if proto::write_frame(&mut out, &frame).is_err() {
+            return;
+        }
+        if rx.is_empty() && out.flush().is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// A directory on the way down: where it goes, its previous copy, its metadata.
+struct Level {
+    rel: Arc<Vec<u8>>,
+    dst: Arc<OwnedFd>,
+    prev: Option<Arc<OwnedFd>>,
+    /// `None` for the parent directory of a source (its metadata comes with `WalkEnd`).
+    meta: Option<Meta>,
+}
+
+/// One walk frame's result, recorded when everything before it is.
+struct Slot {
+    seq: u64,
+    kind: SlotKind,
+}
+
+enum SlotKind {
+    File { source: usize, rel: Arc<Vec<u8>>, name: CString, outcome: Option<Outcome> },
+    Dir { dst: Arc<OwnedFd>, meta: Meta, abs: PathBuf },
+    Warn(Warning),
+}
+
+/// A file in transfer.
+struct Inflight {
+    rel: Arc<Vec<u8>>,
+    dst: Arc<OwnedFd>,
+    name: CString,
+    sink: Sink,
+    /// The previous copy, while a delta is expected.
+    base: Option<(File, u64)>,
+    emlink: bool,
+    link: Option<(u64, u64)>,
+    /// A write failed in a way that only concerns this file.
+    failed: Option<String>,
+}
+
+/// The first copy of a multiply-linked source inode.
+struct First {
+    dst: Arc<OwnedFd>,
+    name: CString,
+    hash: Option<Hash>,
+    done: bool,
+}
+
+struct Puller<'a, R: Read> {
+    opts: &'a PullOptions<'a>,
+    input: R,
+    buf: Vec<u8>,
+    out: Sender<ToAgent>,
+    writer: Writer<'a>,
+    work: PathBuf,
+    work_fd: OwnedFd,
+    base_fd: Option<OwnedFd>,
+    stack: Vec<Level>,
+    source: usize,
+    queue: VecDeque<Slot>,
+    inflight: HashMap<u64, Inflight>,
+    deferred: VecDeque<FromAgent>,
+    links: HashMap<(u64, u64), First>,
+    /// The number of the next walk frame.
+    seq: u64,
+    acked: u64,
+}
+
+type Step = std::result::Result<(), Stop>;
+
+impl<'a, R: Read> Puller<'a, R> {
+    fn new(
+        opts: &'a PullOptions<'a>,
+        input: R,
+        out: Sender<ToAgent>,
+        writer: Writer<'a>,
+        work: &Path,
+        work_fd: OwnedFd,
+        base_fd: Option<OwnedFd>,
+    ) -> Self {
+        Puller {
+            opts,
+            input,
+            buf: Vec::new(),
+            out,
+            writer,
+            work: work.to_path_buf(),
+            work_fd,
+            base_fd,
+            stack: Vec::new(),
+            source: 0,
+            queue: VecDeque::new(),
+            inflight: HashMap::new(),
+            deferred: VecDeque::new(),
+            links: HashMap::new(),
+            seq: 0,
+            acked: 0,
+        }
+    }
+
+    fn remote(&self, message: impl Into<String>) -> Stop {
+        Stop::Err(Error::Remote { host: self.opts.host.to_string(), message: message.into() })
+    }
+
+    fn protocol(&self, message: impl std::fmt::Display) -> Stop {
+        self.remote(format!("protocol error: {message}"))
+    }
+
+    /// The walk, then the last transfers.
+    fn run(&mut self) -> Step {
+        loop {
+            if self.opts.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Guard("the run was cancelled".into()).into());
+            }
+            let frame = match self.deferred.pop_front() {
+                Some(f) => f,
+                None => self.read()?,
+            };
+            if !frame.is_walk() {
+                self.data(frame)?;
+                self.flush()?;
+                continue;
+            }
+            while self.inflight.len() >= MAX_INFLIGHT {
+                self.pump()?;
+            }
+            let end = matches!(frame, FromAgent::WalkEnd { .. });
+            self.walk(frame)?;
+            self.seq += 1;
+            self.flush()?;
+            if end {
+                break;
+            }
+        }
+        while !self.inflight.is_empty() {
+            self.pump()?;
+        }
+        self.flush()?;
+        if !self.queue.is_empty() || !self.stack.is_empty() {
+            return Err(self.protocol("the walk ended with directories still open"));
+        }
+        Ok(())
+    }
+
+    fn read(&mut self) -> std::result::Result<FromAgent, Stop> {
+        match proto::read_frame::<FromAgent>(&mut self.input, &mut self.buf) {
+            Ok(Some(FromAgent::Error(m))) => Err(self.remote(format!("the agent failed: {m}"))),
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(Stop::Lost("the connection closed in the middle of the transfer".into())),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(self.protocol(e)),
+            Err(e) => Err(Stop::Lost(format!("the connection failed in the middle of the transfer: {e}"))),
+        }
+    }
+
+    /// Reads one frame while the walk waits: data is handled, walk frames wait their turn.
+    fn pump(&mut self) -> Step {
+        let frame = self.read()?;
+        if frame.is_walk() {
+            if self.deferred.len() as u64 > 2 * proto::WINDOW {
+                return Err(self.protocol("the agent ignores the flow-control window"));
+            }
+            self.deferred.push_back(frame);
+            return Ok(());
+        }
+        self.data(frame)?;
+        self.flush()
+    }
+
+    fn send(&self, frame: ToAgent) {
+        // A closed channel means the sender thread stopped on a broken connection, which the
+        // next read reports.
+        let _ = self.out.send(frame);
+    }
+
+    /// Records every completed slot at the front of the queue, and acknowledges.
+    fn flush(&mut self) -> Step {
+        while self.queue.front().is_some_and(Slot::is_done) {
+            let slot = self.queue.pop_front().expect("front exists");
+            self.record(slot)?;
+        }
+        self.writer.tick();
+        let upto = self.queue.front().map_or(self.seq, |s| s.seq);
+        if upto >= self.acked + proto::WINDOW / 8 {
+            self.acked = upto;
+            self.send(ToAgent::Ack { upto });
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, slot: Slot) -> Step {
+        match slot.kind {
+            SlotKind::File { source, rel, name, outcome } => {
+                let outcome = outcome.expect("recorded only when done");
+                self.writer.file(source, &rel, FileResult { name, outcome })?;
+            }
+            SlotKind::Dir { dst, meta, abs } => {
+                let applied = fsops::apply_attrs_fd(dst.as_fd(), &meta.attrs(), &meta.xattrs);
+                self.writer.dir_done(applied, abs)?;
+            }
+            SlotKind::Warn(w) => self.writer.warn(w.path, w.message),
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, kind: SlotKind) {
+        self.queue.push_back(Slot { seq: self.seq, kind });
+    }
+
+    fn push_file(&mut self, name: CString, outcome: Option<Outcome>) -> Step {
+        let rel = self.top()?.rel.clone();
+        self.push(SlotKind::File { source: self.source, rel, name, outcome });
+        Ok(())
+    }
+
+    fn top(&self) -> std::result::Result<&Level, Stop> {
+        self.stack.last().ok_or_else(|| self.protocol("an entry outside any source"))
+    }
+
+    /// One walk frame.
+    fn walk(&mut self, frame: FromAgent) -> Step {
+        match frame {
+            FromAgent::Source { index, parent } => self.begin_source(index, &parent),
+            FromAgent::SourceEnd => match self.stack.pop() {
+                Some(Level { meta: None, .. }) => Ok(()),
+                _ => Err(self.protocol("SourceEnd inside a directory")),
+            },
+            FromAgent::Dir { name, meta } => self.enter_dir(&name, meta),
+            FromAgent::DirEnd => match self.stack.pop() {
+                Some(Level { meta: Some(meta), dst, rel, .. }) => {
+                    self.push(SlotKind::Dir { dst, meta, abs: abs_of(&rel, b"") });
+                    Ok(())
+                }
+                _ => Err(self.protocol("DirEnd without a directory")),
+            },
+            FromAgent::File { name, meta, link } => self.file(&name, meta, link),
+            FromAgent::Symlink { name, meta, target } => self.symlink(&name, &meta, &target),
+            FromAgent::Special { name, meta } => self.special(&name, &meta),
+            FromAgent::Socket => self.push_file(CString::default(), Some(Outcome::Socket)),
+            FromAgent::Warn { path, message } => {
+                self.push(SlotKind::Warn(Warning { path: PathBuf::from(OsStr::from_bytes(&path)), message }));
+                Ok(())
+            }
+            FromAgent::WalkEnd { excluded, ancestors } => self.end_walk(excluded, ancestors),
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    fn begin_source(&mut self, index: u32, parent: &[u8]) -> Step {
+        if !self.stack.is_empty() || index as usize >= self.opts.sources.len() {
+            return Err(self.protocol("a source inside another, or one that was not requested"));
+        }
+        self.source = index as usize;
+        let mut dst =
+            rustix::io::dup(&self.work_fd).map_err(|e| Error::io("duplicate descriptor", &self.work, e.into()))?;
+        let mut prev = self.base_fd.as_ref().and_then(|b| rustix::io::dup(b).ok());
+        for comp in parent.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+            let c = self.component(comp)?;
+            let here = abs_of(parent, b"");
+            dst = fsops::make_dir_at(dst.as_fd(), &c).map_err(|e| Error::io("create directory", &here, e))?;
+            prev = prev.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
+        }
+        let level = Level { rel: Arc::new(parent.to_vec()), dst: Arc::new(dst), prev: prev.map(Arc::new), meta: None };
+        self.stack.push(level);
+        Ok(())
+    }
+
+    /// A name from the agent, checked to be one path component.
+    fn component(&self, name: &[u8]) -> std::result::Result<CString, Stop> {
+        let ok = !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/');
+        match CString::new(name) {
+            Ok(c) if ok => Ok(c),
+            _ => Err(self.protocol(format!("invalid file name {:?}", String::from_utf8_lossy(name)))),
+        }
+    }
+
+    fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
+        let c = self.component(name)?;
+        let top = self.top()?;
+        let rel = Arc::new(join_rel(&top.rel, name));
+        let dst = fsops::make_dir_at(top.dst.as_fd(), &c)
+            .map_err(|e| Error::io("create directory", self.work.join(OsStr::from_bytes(&rel)), e))?;
+        let prev = top.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok()).map(Arc::new);
+        self.stack.push(Level { rel, dst: Arc::new(dst), prev, meta: Some(meta) });
+        Ok(())
+    }
+
+    /// A destination error: fatal when it concerns the whole destination, else a warning
+    /// about this entry (as in the local build).
+    fn dest_err(&self, op: &'static str, name: &CString, e: io::Error) -> std::result::Result<Outcome, Stop> {
+        if fsops::is_fatal_dest_error(&e) {
+            let rel = self.stack.last().map(|l| l.rel.as_slice()).unwrap_or_default();
+            return Err(Error::io(
+                op,
+                self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name.to_bytes())),
+                e,
+            )
+            .into());
+        }
+        Ok(Outcome::Warning(format!("cannot {op}: {e}")))
+    }
+
+    fn symlink(&mut self, name: &[u8], meta: &Meta, target: &[u8]) -> Step {
+        let c = self.component(name)?;
+        let top = self.top()?;
+        let (dst, prev) = (top.dst.clone(), top.prev.clone());
+        if let Some(p) = &prev {
+            let same = fsops::stat_at(p.as_fd(), &c).is_ok_and(|st| meta.unchanged(&st));
+            if same && fsops::link_at(p.as_fd(), dst.as_fd(), &c).is_ok() {
+                return self.push_file(c, Some(Outcome::Symlink { linked: true }));
+            }
+        }
+        let outcome = match fsops::make_symlink(dst.as_fd(), &c, target, &meta.attrs()) {
+            Ok(()) => Outcome::Symlink { linked: false },
+            Err(e) => self.dest_err("copy symlink", &c, e)?,
+        };
+        self.push_file(c, Some(outcome))
+    }
+
+    fn special(&mut self, name: &[u8], meta: &Meta) -> Step {
+        let c = self.component(name)?;
+        let dst = self.top()?.dst.clone();
+        let outcome = match fsops::make_special(dst.as_fd(), &c, &meta.attrs(), meta.rdev, &meta.xattrs) {
+            Ok(()) => Outcome::Special,
+            Err(e) => self.dest_err("create special file", &c, e)?,
+        };
+        self.push_file(c, Some(outcome))
+    }
+
+    /// A regular file: a link to its first copy (hard links in the source), a link to the
+    /// previous snapshot when unchanged, else a transfer.
+    fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>) -> Step {
+        let c = self.component(name)?;
+        if let Some(key) = link {
+            while self.links.get(&key).is_some_and(|f| !f.done) {
+                self.pump()?; // the first copy is still in transfer
+            }
+            if let Some(first) = self.links.get(&key) {
+                let linked = rustix::fs::linkat(
+                    first.dst.as_fd(),
+                    &first.name,
+                    self.top()?.dst.as_fd(),
+                    &c,
+                    rustix::fs::AtFlags::empty(),
+                );
+                let hash = first.hash;
+                let outcome = match linked {
+                    Ok(()) => Outcome::Regular {
+                        size: meta.size,
+                        hash,
+                        linked: true,
+                        copied_bytes: 0,
+                        emlink: false,
+                        torn: None,
+                    },
+                    Err(e) => self.dest_err("copy", &c, e.into())?,
+                };
+                return self.push_file(c, Some(outcome));
+            }
+        }
+        let top = self.top()?;
+        let (dst, prev) = (top.dst.clone(), top.prev.clone());
+        let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
+        let mut emlink = false;
+        if let (Some(p), Some(st)) = (&prev, &prev_st) {
+            if meta.unchanged(st) {
+                match fsops::link_at(p.as_fd(), dst.as_fd(), &c) {
+                    Ok(()) => return self.linked_to_previous(c, &meta, link, &dst),
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => emlink = true,
+                    Err(e) if fsops::is_fatal_dest_error(&e) => {
+                        let p = self.work.join(OsStr::from_bytes(&top.rel)).join(OsStr::from_bytes(name));
+                        return Err(Error::io("create hard link", p, e).into());
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let base = prev_st
+            .filter(|st| fsops::file_type(st) == FileType::RegularFile)
+            .map(|st| u64::try_from(st.st_size).unwrap_or(0))
+            .filter(|&n| n >= delta::MIN_DELTA_SIZE && meta.size >= delta::MIN_DELTA_SIZE)
+            .and_then(|n| {
+                let fd =
+                    rustix::fs::openat(prev?.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+                fd.ok().map(|fd| (File::from(fd), n))
+            });
+        self.transfer(c, &meta, link, dst, base, emlink)
+    }
+
+    /// Linked to the previous snapshot; a multiply-linked inode's hash is computed now,
+    /// because its other names may be new to the old manifest (as locally).
+    fn linked_to_previous(&mut self, c: CString, meta: &Meta, link: Option<(u64, u64)>, dst: &Arc<OwnedFd>) -> Step {
+        let mut hash = None;
+        if let Some(key) = link {
+            let f = rustix::fs::openat(dst.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+            let h = f.map_err(io::Error::from).and_then(|f| fsops::hash_file(&File::from(f), &mut Vec::new()));
+            hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
+            self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
+        }
+        let outcome =
+            Outcome::Regular { size: meta.size, hash, linked: true, copied_bytes: 0, emlink: false, torn: None };
+        self.push_file(c, Some(outcome))
+    }
+
+    fn transfer(
+        &mut self,
+        c: CString,
+        meta: &Meta,
+        link: Option<(u64, u64)>,
+        dst: Arc<OwnedFd>,
+        base: Option<(File, u64)>,
+        emlink: bool,
+    ) -> Step {
+        let file = match fsops::create_file_at(dst.as_fd(), &c) {
+            Ok(f) => f,
+            Err(e) => {
+                let outcome = self.dest_err("copy", &c, e)?;
+                return self.push_file(c, Some(outcome));
+            }
+        };
+        // The signature costs one read of the previous copy; an unreadable one means "whole".
+        let sig = base.as_ref().and_then(|(f, n)| delta::signature(f, *n).ok());
+        let (how, base) = match sig {
+            Some(s) => (How::Delta(s), base),
+            None => (How::Whole, None),
+        };
+        let holes = meta.allocated < meta.size;
+        let rel = self.top()?.rel.clone();
+        let id = self.seq;
+        let sink = Sink { file, hasher: blake3::Hasher::new(), pos: 0, written: 0, holes: holes && base.is_some() };
+        let f = Inflight { rel, dst: dst.clone(), name: c.clone(), sink, base, emlink, link, failed: None };
+        self.inflight.insert(id, f);
+        if let Some(key) = link {
+            self.links.insert(key, First { dst, name: c.clone(), hash: None, done: false });
+        }
+        self.send(ToAgent::Send { id, how });
+        self.push_file(c, None)
+    }
+
+    fn end_walk(&mut self, excluded: u64, ancestors: Vec<(Vec<u8>, Meta)>) -> Step {
+        if !self.stack.is_empty() {
+            return Err(self.protocol("the walk ended inside a source"));
+        }
+        self.writer.add_excluded(excluded);
+        for (rel, meta) in ancestors {
+            for comp in rel.split(|&c| c == b'/') {
+                self.component(comp)?;
+            }
+            let abs = abs_of(&rel, b"");
+            let fd = rustix::fs::openat(
+                &self.work_fd,
+                crate::snapshot::bytes_cstr(&rel).as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| Error::io("open directory", &abs, e.into()))?;
+            self.push(SlotKind::Dir { dst: Arc::new(fd), meta, abs });
+        }
+        Ok(())
+    }
+
+    /// A content frame.
+    fn data(&mut self, frame: FromAgent) -> Step {
+        match frame {
+            FromAgent::Data { id, offset, lz4, bytes } => {
+                let bytes = proto::decompress(lz4, bytes).map_err(|e| self.protocol(e))?;
+                if !self.inflight.get(&id).is_some_and(|f| f.base.is_none()) {
+                    return Err(self.protocol(format!("data for file {id}, which is not expected whole")));
+                }
+                let f = self.inflight.get_mut(&id).expect("checked");
+                let written = f.sink.at(offset, &bytes);
+                self.wrote(id, written)
+            }
+            FromAgent::Delta { id, lz4, bytes } => {
+                let bytes = proto::decompress(lz4, bytes).map_err(|e| self.protocol(e))?;
+                if !self.inflight.get(&id).is_some_and(|f| f.base.is_some()) {
+                    return Err(self.protocol(format!("a delta for file {id}, which is not expected")));
+                }
+                let f = self.inflight.get_mut(&id).expect("checked");
+                let (base, len) = f.base.as_ref().expect("checked");
+                let sink = &mut f.sink;
+                let applied = delta::apply(&bytes, base, *len, &mut |piece| sink.at(sink.pos, piece));
+                match applied {
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(self.protocol(e)),
+                    other => self.wrote(id, other),
+                }
+            }
+            FromAgent::FileEnd { id, length, hash, meta, torn } => self.file_end(id, length, hash, meta, torn),
+            FromAgent::FileError { id, message } => {
+                let f = self.inflight.remove(&id).ok_or_else(|| self.protocol(format!("an error for file {id}")))?;
+                self.discard(id, f, message)
+            }
+            other => Err(self.protocol(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// After a write into a file in transfer: a destination-wide error is fatal, any other
+    /// spoils only this file (reported at its end).
+    fn wrote(&mut self, id: u64, result: io::Result<()>) -> Step {
+        let Err(e) = result else { return Ok(()) };
+        let f = self.inflight.get_mut(&id).expect("in transfer");
+        if fsops::is_fatal_dest_error(&e) {
+            let p = self.work.join(OsStr::from_bytes(&f.rel)).join(OsStr::from_bytes(f.name.to_bytes()));
+            return Err(Error::io("write", p, e).into());
+        }
+        f.failed.get_or_insert(format!("cannot copy: {e}"));
+        Ok(())
+    }
+
+    /// A file that cannot be stored: its partial copy goes, a warning stays.
+    fn discard(&mut self, id: u64, f: Inflight, message: String) -> Step {
+        drop(f.sink);
+        let _ = rustix::fs::unlinkat(f.dst.as_fd(), &f.name, rustix::fs::AtFlags::empty());
+        if let Some(key) = f.link {
+            self.links.remove(&key);
+        }
+        self.complete(id, Outcome::Warning(message))
+    }
+
+    fn file_end(&mut self, id: u64, length: u64, hash: Hash, meta: Meta, torn: bool) -> Step {
+        let mut f = self.inflight.remove(&id).ok_or_else(|| self.protocol(format!("the end of file {id}")))?;
+        if let Some(m) = f.failed.take() {
+            return self.discard(id, f, m);
+        }
+        let (got, written) = match f.sink.finish(length) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(self.protocol(e)),
+            Err(e) => {
+                self.inflight.insert(id, f);
+                self.wrote(id, Err(e))?;
+                let f = self.inflight.remove(&id).expect("just inserted");
+                return self.discard(id, f, "cannot copy".into());
+            }
+        };
+        if got != hash {
+            return self.refetch(id, f);
+        }
+        if let Err(e) = fsops::apply_attrs_fd(f.sink.file.as_fd(), &meta.attrs(), &meta.xattrs) {
+            let outcome = self.dest_err("copy", &f.name, e)?;
+            return self.complete(id, outcome);
+        }
+        if let Some(first) = f.link.and_then(|k| self.links.get_mut(&k)) {
+            first.hash = Some(got);
+            first.done = true;
+        }
+        let torn = torn.then(|| format!("changed while being read; stored as read ({written} bytes)"));
+        let outcome = Outcome::Regular {
+            size: meta.size,
+            hash: Some(got),
+            linked: false,
+            copied_bytes: written,
+            emlink: f.emlink,
+            torn,
+        };
+        self.complete(id, outcome)
+    }
+
+    /// A delta rebuilt other content than the agent read (an MD4 collision, or a previous
+    /// copy damaged on disk): fetch the whole file. A whole transfer that arrives damaged is a
+    /// bug or a broken connection, and fails the run.
+    fn refetch(&mut self, id: u64, mut f: Inflight) -> Step {
+        if f.base.is_none() {
+            let p = abs_of(&f.rel, f.name.to_bytes());
+            return Err(self.remote(format!("{} arrived damaged (its BLAKE3 differs from the agent's)", p.display())));
+        }
+        tracing::info!(
+            "delta of {} rebuilt other content; fetching it whole",
+            abs_of(&f.rel, f.name.to_bytes()).display()
+        );
+        f.base = None;
+        f.sink.reset().map_err(|e| Error::io("truncate", self.work.join(OsStr::from_bytes(&f.rel)), e))?;
+        self.inflight.insert(id, f);
+        self.send(ToAgent::Send { id, how: How::Whole });
+        Ok(())
+    }
+
+    fn complete(&mut self, id: u64, outcome: Outcome) -> Step {
+        let i = self
+            .queue
+            .binary_search_by_key(&id, |s| s.seq)
+            .map_err(|_| self.protocol(format!("file {id} is not pending")))?;
+        match &mut self.queue[i].kind {
+            SlotKind::File { outcome: o @ None, .. } => *o = Some(outcome),
+            _ => return Err(self.protocol(format!("file {id} completed twice"))),
+        }
+        Ok(())
+    }
+}
+
+impl Slot {
+    fn is_done(&self) -> bool {
+        !matches!(self.kind, SlotKind::File { outcome: None, .. })
+    }
+}
+
+/// Where a file's content goes: written at offsets, hashed in order with holes as zeros.
+struct Sink {
+    file: File,
+    hasher: blake3::Hasher,
+    pos: u64,
+    written: u64,
+    /// Skip writing all-zero blocks (the source file has holes; the whole transfer skips
+    /// them at the agent, a delta rebuild here).
+    holes: bool,
+}
+
+impl Sink {
+    const BLOCK: u64 = 4096;
+
+    fn at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if offset < self.pos {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "content out of order"));
+        }
+        agent::hash_zeros(&mut self.hasher, offset - self.pos);
+        self.hasher.update(data);
+        if self.holes {
+            self.write_sparse(offset, data)?;
+        } else {
+            self.file.write_all_at(data, offset)?;
+            self.written += data.len() as u64;
+        }
+        self.pos = offset + data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes `data` at `offset`, leaving out whole aligned blocks of zeros.
+    fn write_sparse(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut i = 0usize;
+        while i < data.len() {
+            let at = offset + i as u64;
+            let n = ((Self::BLOCK - at % Self::BLOCK) as usize).min(data.len() - i);
+            let piece = &data[i..i + n];
+            let whole_block = n as u64 == Self::BLOCK;
+            if !(whole_block && piece.iter().all(|&b| b == 0)) {
+                self.file.write_all_at(piece, at)?;
+                self.written += n as u64;
+            }
+            i += n;
+        }
+        Ok(())
+    }
+
+    /// The content's hash and the bytes written; the file gets length `length` (a trailing
+    /// hole included).
+    fn finish(&mut self, length: u64) -> io::Result<(Hash, u64)> {
+        if length < self.pos {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "more content than the file's length"));
+        }
+        agent::hash_zeros(&mut self.hasher, length - self.pos);
+        self.pos = length;
+        self.file.set_len(length)?;
+        Ok((*self.hasher.finalize().as_bytes(), self.written))
+    }
+
+    fn reset(&mut self) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.hasher = blake3::Hasher::new();
+        self.pos = 0;
+        self.written = 0;
+        self.holes = false;
+        Ok(())
+    }
+}
+
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        return name.to_vec();
+    }
+    [rel, b"/", name].concat()
+}
+
+/// The absolute path on the host of `rel/name` (for messages).
+fn abs_of(rel: &[u8], name: &[u8]) -> PathBuf {
+    let mut p = vec![b'/'];
+    p.extend_from_slice(rel);
+    if !name.is_empty() {
+        if !rel.is_empty() {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+    }
+    PathBuf::from(OsStr::from_bytes(&p))
+}

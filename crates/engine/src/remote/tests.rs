@@ -1,0 +1,263 @@
+//! The pull path end to end in one process: the agent runs on a thread behind a socket pair,
+//! the server side is a real `run::run_from`. (The integration tests do the same through a
+//! real sshd.)
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use super::agent::{self, AgentConfig};
+use super::ssh::Connection;
+use crate::meta::RunState;
+use crate::plan::Plan;
+use crate::run::{self, RunOptions, RunReport};
+use crate::source::Pull;
+
+fn connector(config: AgentConfig) -> impl Fn() -> crate::Result<Connection> + Sync {
+    move || {
+        let (server, client) = UnixStream::pair().expect("socket pair");
+        let cfg = config.clone();
+        std::thread::spawn(move || {
+            let input = client.try_clone().expect("clone");
+            let _ = agent::serve(&cfg, input, client);
+        });
+        let input = server.try_clone().expect("clone");
+        Ok(Connection::from_streams("client", Box::new(input), Box::new(server)))
+    }
+}
+
+fn pull(src: &Path, dest: &Path, host: &str, when: &str, config: AgentConfig) -> RunReport {
+    let plan = Plan::ad_hoc(host.into(), vec![src.to_path_buf()], dest.to_path_buf(), vec!["*.skip".into()]);
+    let mut opts = RunOptions::for_plan(&plan);
+    opts.now = Some(when.parse().unwrap());
+    opts.prune = false;
+    let connect = connector(config);
+    run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+}
+
+fn local(src: &Path, dest: &Path, when: &str) -> RunReport {
+    let plan = Plan::ad_hoc("local".into(), vec![src.to_path_buf()], dest.to_path_buf(), vec!["*.skip".into()]);
+    let mut opts = RunOptions::for_plan(&plan);
+    opts.now = Some(when.parse().unwrap());
+    opts.prune = false;
+    run::run(&plan, &opts, &|_| {})
+}
+
+fn allow(p: &Path) -> AgentConfig {
+    AgentConfig { allow: vec![p.to_path_buf()], excludes: vec![] }
+}
+
+fn write(p: &Path, data: impl AsRef<[u8]>) {
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// Every entry below `root`: path, type, mode, owner, size, mtime, content or target.
+fn describe(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_symlink() {
+                format!("-> {:?}", std::fs::read_link(&p).unwrap())
+            } else if m.is_file() {
+                blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
+            } else {
+                String::new()
+            };
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if rel == ".hwc-backup" {
+                continue;
+            }
+            let mtime = if m.is_dir() { 0 } else { m.mtime_nsec() + m.mtime() * 1_000_000_000 };
+            out.push(format!("{rel} {:o} {}:{} {} {mtime} {what}", m.mode(), m.uid(), m.gid(), m.len()));
+            if m.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn snapshot_dir(dest: &Path, host: &str, report: &RunReport) -> PathBuf {
+    assert_ne!(report.state, RunState::Failed, "{report:?}");
+    dest.join(host).join(report.snapshot.as_ref().unwrap())
+}
+
+fn tree(src: &Path) {
+    write(&src.join("a/one.txt"), "one\n");
+    write(&src.join("a/b/two.txt"), "two\n");
+    write(&src.join("a/skipped.skip"), "no\n");
+    write(&src.join("big"), (0..(3u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<_>>());
+    write(&src.join("empty"), "");
+    std::os::unix::fs::symlink("a/one.txt", src.join("link")).unwrap();
+    std::fs::hard_link(src.join("a/one.txt"), src.join("a/b/one-again")).unwrap();
+    std::fs::create_dir_all(src.join("emptydir")).unwrap();
+    let f = std::fs::File::create(src.join("sparse")).unwrap();
+    f.set_len(5 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"data", 3 << 20).unwrap();
+}
+
+#[test]
+fn pulled_snapshot_equals_local_and_links_unchanged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+    tree(&src);
+    std::fs::create_dir_all(&dest).unwrap();
+    let first = pull(&src, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", allow(&src));
+    let loc = local(&src, &dest, "2025-01-15T02:00:00+01:00[+01:00]");
+    let (p1, l1) = (snapshot_dir(&dest, "client", &first), snapshot_dir(&dest, "local", &loc));
+    assert_eq!(describe(&p1), describe(&l1));
+    assert_eq!(first.counts, loc.counts, "pull and local count alike");
+    let manifest = |d: &Path| std::fs::read_to_string(d.join(".hwc-backup/manifest.b3")).unwrap();
+    assert_eq!(manifest(&p1), manifest(&l1));
+    let inner = |d: &Path| d.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::metadata(inner(&p1).join("a/one.txt")).unwrap().ino(),
+        std::fs::metadata(inner(&p1).join("a/b/one-again")).unwrap().ino(),
+        "hard links inside a source stay links"
+    );
+    assert!(std::fs::metadata(inner(&p1).join("sparse")).unwrap().blocks() < 1024, "holes stay holes");
+
+    // Change 64 KiB in the middle of the big file, add and remove a file.
+    let big = std::fs::OpenOptions::new().write(true).open(src.join("big")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&big, &vec![7u8; 65536], 1 << 20).unwrap();
+    write(&src.join("a/new.txt"), "new\n");
+    std::fs::remove_file(src.join("a/b/two.txt")).unwrap();
+    let second = pull(&src, &dest, "client", "2025-01-16T02:00:00+01:00[+01:00]", allow(&src));
+    let p2 = snapshot_dir(&dest, "client", &second);
+    assert_eq!(second.state, RunState::Success, "{second:?}");
+    let loc2 = local(&src, &dest, "2025-01-16T02:00:00+01:00[+01:00]");
+    assert_eq!(describe(&p2), describe(&snapshot_dir(&dest, "local", &loc2)));
+    assert_eq!(second.counts.copied, 2, "the changed and the new file: {:?}", second.counts);
+    let ino = |d: &Path, f: &str| std::fs::symlink_metadata(inner(d).join(f)).unwrap().ino();
+    assert_eq!(ino(&p1, "a/one.txt"), ino(&p2, "a/one.txt"), "unchanged files are hard links");
+    assert_eq!(ino(&p1, "sparse"), ino(&p2, "sparse"));
+    assert_ne!(ino(&p1, "big"), ino(&p2, "big"));
+    let t = second.transfer.unwrap();
+    assert!(t.bytes_received < 400_000, "a 64 KiB change in 3 MiB came as a delta: {t:?}");
+    assert_eq!(manifest(&p2), manifest(&snapshot_dir(&dest, "local", &loc2)));
+}
+
+#[test]
+fn refused_and_missing_sources_fail_the_run_and_publish_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+    write(&src.join("f"), "x");
+    std::fs::create_dir_all(&dest).unwrap();
+    let elsewhere = AgentConfig { allow: vec!["/nonexistent-allowed".into()], excludes: vec![] };
+    let r = pull(&src, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", elsewhere);
+    assert_eq!(r.state, RunState::Failed);
+    let e = r.error.unwrap();
+    assert!(e.contains("host client") && e.contains("not allowed"), "{e}");
+    let missing = dir.path().join("missing");
+    let r = pull(&missing, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", allow(dir.path()));
+    let e = r.error.unwrap();
+    assert!(e.contains("cannot be read") && e.contains("missing"), "{e}");
+    assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
+}
+
+#[test]
+fn agent_excludes_apply_on_top_of_the_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+    write(&src.join("keep"), "k");
+    write(&src.join("secret.key"), "s");
+    write(&src.join("x.skip"), "s");
+    std::fs::create_dir_all(&dest).unwrap();
+    let config = AgentConfig { allow: vec![src.clone()], excludes: vec!["*.key".into()] };
+    let r = pull(&src, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", config);
+    let snap = snapshot_dir(&dest, "client", &r).join(src.strip_prefix("/").unwrap());
+    assert!(snap.join("keep").exists());
+    assert!(!snap.join("secret.key").exists() && !snap.join("x.skip").exists());
+    assert_eq!(r.counts.excluded, 2);
+}
+
+/// A stand-in agent that answers the hello and the request, then sends `frames` as they are.
+fn scripted(frames: Vec<super::proto::FromAgent>) -> impl Fn() -> crate::Result<Connection> + Sync {
+    use super::proto;
+    use std::io::Write;
+    move || {
+        let (server, client) = UnixStream::pair().expect("socket pair");
+        let frames = frames.clone();
+        std::thread::spawn(move || {
+            let mut input = client.try_clone().expect("clone");
+            let mut output = client;
+            proto::send_hello(&mut output).unwrap();
+            proto::read_hello(&mut input).unwrap();
+            let mut buf = Vec::new();
+            let _: Option<proto::ToAgent> = proto::read_frame(&mut input, &mut buf).unwrap();
+            proto::write_frame(&mut output, &proto::FromAgent::Ready).unwrap();
+            for f in &frames {
+                let _ = proto::write_frame(&mut output, f);
+            }
+            let _ = output.flush();
+            let _ = output.shutdown(std::net::Shutdown::Write); // then the connection "drops"
+            while let Ok(Some(_)) = proto::read_frame::<proto::ToAgent>(&mut input, &mut buf) {}
+        });
+        let input = server.try_clone().expect("clone");
+        Ok(Connection::from_streams("client", Box::new(input), Box::new(server)))
+    }
+}
+
+#[test]
+fn a_hostile_agent_cannot_write_outside_its_snapshot() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None };
+    let source = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
+    let dir_meta = Meta { mode: 0o40755, ..Meta::default() };
+    for (frames, want) in [
+        (vec![source.clone(), file(b"../../../escaped")], "invalid file name"),
+        (vec![source.clone(), FromAgent::Dir { name: b"a/b".to_vec(), meta: dir_meta.clone() }], "invalid file name"),
+        (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
+        (vec![FromAgent::Source { index: 7, parent: b"srv".to_vec() }], "not requested"),
+        (vec![source.clone(), FromAgent::Data { id: 1, offset: 0, lz4: None, bytes: vec![1] }], "not expected"),
+        (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
+        (vec![source.clone(), file(b"f")], "closed in the middle"),
+    ] {
+        let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.clone(), vec![]);
+        let mut opts = RunOptions::for_plan(&plan);
+        opts.prune = false;
+        let connect = scripted(frames);
+        let r = run::run_from(&plan, &Pull { host: "client", connect: &connect }, &opts, &|_| {});
+        assert_eq!(r.state, RunState::Failed);
+        let e = r.error.unwrap();
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    assert!(!dir.path().join("escaped").exists() && !dest.join("escaped").exists());
+    assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
+}
+
+#[test]
+fn a_single_file_and_a_directory_as_sources_pull_like_local() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+    write(&src.join("tree/x"), "x\n");
+    write(&src.join("lone.conf"), "lone\n");
+    std::fs::create_dir_all(&dest).unwrap();
+    let sources = vec![src.join("tree"), src.join("lone.conf")];
+    let when: jiff::Zoned = "2025-01-15T02:00:00+01:00[+01:00]".parse().unwrap();
+    let run_as = |host: &str, pulled: bool| {
+        let plan = Plan::ad_hoc(host.into(), sources.clone(), dest.clone(), vec![]);
+        let mut opts = RunOptions::for_plan(&plan);
+        opts.now = Some(when.clone());
+        opts.prune = false;
+        let connect = connector(allow(&src));
+        if pulled {
+            run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+        } else {
+            run::run(&plan, &opts, &|_| {})
+        }
+    };
+    let (p, l) = (run_as("client", true), run_as("local", false));
+    let (pd, ld) = (snapshot_dir(&dest, "client", &p), snapshot_dir(&dest, "local", &l));
+    assert_eq!(describe(&pd), describe(&ld));
+    assert_eq!(p.counts, l.counts);
+    assert!(pd.join(src.strip_prefix("/").unwrap()).join("lone.conf").is_file());
+}

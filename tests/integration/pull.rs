@@ -1,0 +1,366 @@
+//! Pulling other machines over ssh (`hwc-backup pull` ↔ `hwc-backup agent`): a real OpenSSH
+//! `sshd` started by each test on 127.0.0.1 with its own host key, and a client key that
+//! `authorized_keys` restricts to the agent command. A pulled snapshot equals the local
+//! snapshot of the same tree (rsync and the manifest agree), unchanged files are hard links,
+//! a small change in a large file crosses the wire as a small delta, a dropped connection
+//! publishes nothing and the next run works, and the restricted key runs nothing else.
+
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::snapshot::{rich_tree, rsync_differences};
+use crate::util::*;
+
+const SSHD: &str = "/usr/sbin/sshd";
+const CLIENT: &str = "client";
+
+/// An sshd of our own on a free loopback port, stopped on drop.
+struct Sshd {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+impl Sshd {
+    /// Starts sshd with a fresh host key and one client key whose `authorized_keys` entry
+    /// forces `hwc-backup agent --allow ALLOW`.
+    fn start(dir: &Path, allow: &Path) -> Sshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: run tests/run (the README's test command), which installs openssh-server"
+        );
+        let dir = dir.join("ssh");
+        std::fs::create_dir_all(&dir).unwrap();
+        // sshd's privilege separation directory (Debian's package creates it at boot only).
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        for key in ["host_key", "client_key", "other_key"] {
+            sh(&format!("ssh-keygen -q -t ed25519 -N '' -C {key} -f '{}'", dir.join(key).display()));
+        }
+        let pubkey = |k: &str| std::fs::read_to_string(dir.join(format!("{k}.pub"))).unwrap().trim().to_string();
+        let command = format!("{} agent --allow {}", bin(), allow.display());
+        let restrictions = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding";
+        let authorized = format!("command=\"{command}\",{restrictions} {}\n", pubkey("client_key"));
+        std::fs::write(dir.join("authorized_keys"), authorized).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {}\n", pubkey("host_key"))).unwrap();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start sshd");
+        let mut sshd = Sshd { dir, port, child };
+        sshd.wait_listening();
+        sshd
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let log = || std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default();
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sshd exited with {status}: {}", log());
+            }
+            assert!(Instant::now() < deadline, "sshd did not listen on port {} within 10 s: {}", self.port, log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `ssh` options that trust this sshd's host key only.
+    fn ssh_options(&self) -> Vec<String> {
+        vec![
+            format!("UserKnownHostsFile={}", self.dir.join("known_hosts").display()),
+            "StrictHostKeyChecking=yes".into(),
+        ]
+    }
+
+    fn key(&self, name: &str) -> String {
+        s(&self.dir.join(name))
+    }
+
+    /// `hwc-backup pull` of `env.src` as host `client`, at `when`, with `extra` arguments.
+    fn pull(&self, env: &Env, when: &str, extra: &[&str]) -> Output {
+        let mut args: Vec<String> =
+            ["pull", "--address", "127.0.0.1", "--user", "root", "--port"].map(String::from).to_vec();
+        args.push(self.port.to_string());
+        if !extra.contains(&"--ssh-key") {
+            args.extend(["--ssh-key".into(), self.key("client_key")]);
+        }
+        for o in self.ssh_options() {
+            args.extend(["--ssh-option".into(), o]);
+        }
+        args.extend(["--source".into(), s(&env.src), "--dest".into(), s(&env.dest), "--host".into(), CLIENT.into()]);
+        args.extend(["--state-dir".into(), s(&env.state), "--now".into(), when.into(), "--no-prune".into()]);
+        args.extend(extra.iter().map(|x| x.to_string()));
+        env.cmd(&[]).args(&args).output().expect("run hwc-backup pull")
+    }
+
+    fn pull_ok(&self, env: &Env, when: &str, extra: &[&str]) -> serde_json::Value {
+        let mut extra = extra.to_vec();
+        extra.push("--json");
+        let out = self.pull(env, when, &extra);
+        assert!(out.status.success(), "pull failed: {}", show(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where `env.src` sits inside a snapshot of host `host`.
+fn inside(env: &Env, host: &str, id: &str) -> PathBuf {
+    env.dest.join(host).join(id).join(env.src.strip_prefix("/").unwrap())
+}
+
+fn manifest(env: &Env, host: &str, id: &str) -> Vec<u8> {
+    std::fs::read(env.dest.join(host).join(id).join(".hwc-backup/manifest.b3")).unwrap()
+}
+
+/// rsync's view of two snapshot trees below their top directory (`var/` for sources under
+/// `/var/tmp`), so the directories above the source count too; the snapshot directory itself
+/// differs by nature (its own creation time) and is left out.
+fn tree_differences(env: &Env, a: &Path, b: &Path) -> String {
+    let top = env.src.components().nth(1).expect("a source below /");
+    let (a, b) = (a.join(top), b.join(top));
+    sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", a.display(), b.display()))
+}
+
+#[test]
+fn pulled_snapshots_equal_local_ones_and_link_unchanged_files() {
+    require("rsync");
+    require("setfacl");
+    let env = Env::new();
+    rich_tree(&env.src);
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let t1 = "2025-01-15T02:00:00+01:00";
+    let report = sshd.pull_ok(&env, t1, &[]);
+    assert_eq!(report["state"], "success", "{report}");
+    env.snapshot_ok(t1, &["--no-prune"]);
+    let id1 = "daily/2025-01-15_02-00-00";
+    let (pulled, local) = (env.dest.join(CLIENT).join(id1), env.dest.join(HOST).join(id1));
+    assert_eq!(tree_differences(&env, &local, &pulled), "", "rsync sees differences between local and pulled snapshot");
+    assert_eq!(rsync_differences(&env.src, &inside(&env, CLIENT, id1)), "");
+    assert_eq!(manifest(&env, CLIENT, id1), manifest(&env, HOST, id1));
+    let sparse = std::fs::metadata(inside(&env, CLIENT, id1).join("home/alice/sparse")).unwrap();
+    assert!(sparse.blocks() * 512 < 1 << 20, "holes stay holes: {} blocks", sparse.blocks());
+
+    // A day later: one file changed, one added, one removed.
+    write(&env.src.join("home/alice/notes.txt"), "notes, edited\n");
+    write(&env.src.join("home/alice/new.txt"), "new\n");
+    std::fs::remove_file(env.src.join("home/alice/docs/empty")).unwrap();
+    let t2 = "2025-01-16T02:00:00+01:00";
+    let report = sshd.pull_ok(&env, t2, &[]);
+    assert_eq!(report["state"], "success", "{report}");
+    env.snapshot_ok(t2, &["--no-prune"]);
+    let id2 = "daily/2025-01-16_02-00-00";
+    let (pulled2, local2) = (env.dest.join(CLIENT).join(id2), env.dest.join(HOST).join(id2));
+    assert_eq!(tree_differences(&env, &local2, &pulled2), "");
+    assert_eq!(manifest(&env, CLIENT, id2), manifest(&env, HOST, id2));
+    let (a, b) = (inside(&env, CLIENT, id1), inside(&env, CLIENT, id2));
+    assert_eq!(ino(&a.join("home/alice/docs/report.pdf")), ino(&b.join("home/alice/docs/report.pdf")));
+    assert_eq!(ino(&a.join("home/bob/secret")), ino(&b.join("home/bob/secret")));
+    assert_ne!(ino(&a.join("home/alice/notes.txt")), ino(&b.join("home/alice/notes.txt")));
+    assert_eq!(report["counts"]["copied"], 2, "the edited and the new file: {report}");
+    assert_eq!(std::fs::read_link(env.dest.join(CLIENT).join("latest")).unwrap(), Path::new(id2));
+}
+
+/// An ssh wrapper that counts the bytes of both directions into files next to it.
+fn counting_ssh(dir: &Path) -> PathBuf {
+    let script = dir.join("counting-ssh");
+    let d = dir.display();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/bash\nset -o pipefail\n\
+             tee >(wc -c > '{d}/to-agent.count') | ssh \"$@\" | tee >(wc -c > '{d}/from-agent.count')\n"
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod +x '{}'", script.display()));
+    script
+}
+
+#[test]
+fn a_small_change_in_a_large_file_crosses_the_wire_as_a_small_delta() {
+    let env = Env::new();
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let big = env.src.join("disk.img");
+    sh(&format!("head -c 200M /dev/urandom > '{}'", big.display()));
+    sshd.pull_ok(&env, "2025-01-15T02:00:00+01:00", &[]);
+    sh(&format!("head -c 1M /dev/urandom | dd of='{}' bs=1M seek=100 conv=notrunc status=none", big.display()));
+    let counter = env.dir.path().join("counter");
+    std::fs::create_dir_all(&counter).unwrap();
+    let wrapper = counting_ssh(&counter);
+    let report = sshd.pull_ok(&env, "2025-01-16T02:00:00+01:00", &["--ssh-program", &s(&wrapper)]);
+    let count = |f: &str| -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(counter.join(f)).unwrap_or_default();
+            if let Ok(n) = text.trim().parse() {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "no byte count in {f}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let (from_agent, to_agent) = (count("from-agent.count"), count("to-agent.count"));
+    assert!(from_agent + to_agent < 5 << 20, "{from_agent} + {to_agent} bytes on the wire for a 1 MiB change");
+    assert!(from_agent > 1 << 20, "the changed MiB itself crossed: {from_agent}");
+    assert_eq!(report["transfer"]["bytesReceived"], from_agent, "{report}");
+    let stored = inside(&env, CLIENT, "daily/2025-01-16_02-00-00").join("disk.img");
+    sh(&format!("cmp '{}' '{}'", big.display(), stored.display()));
+}
+
+#[test]
+fn a_dropped_connection_publishes_nothing_and_the_next_run_succeeds() {
+    let env = Env::new();
+    write(&env.src.join("small"), "small\n");
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    sshd.pull_ok(&env, "2025-01-15T02:00:00+01:00", &[]);
+    sh(&format!("head -c 20M /dev/urandom > '{}'", env.src.join("new.bin").display()));
+    // The connection dies after 40 reads (at most 2.5 MiB) from the agent: in the middle of
+    // new.bin. dd passes each read on at once (head would keep the agent's hello in its
+    // buffer); exec, so that no shell stays behind holding the pipe open.
+    let cut = env.dir.path().join("cut-ssh");
+    std::fs::write(&cut, "#!/bin/bash\nexec ssh \"$@\" > >(dd bs=64k count=40 status=none)\n").unwrap();
+    sh(&format!("chmod +x '{}'", cut.display()));
+    let out = sshd.pull(&env, "2025-01-16T02:00:00+01:00", &["--ssh-program", &s(&cut)]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("host client") && text.contains("connection"), "{}", show(&out));
+    let host = env.dest.join(CLIENT);
+    let ids: Vec<_> = std::fs::read_dir(host.join("daily")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(ids, vec!["2025-01-15_02-00-00"], "only the earlier snapshot exists");
+    assert_eq!(std::fs::read_link(host.join("latest")).unwrap(), Path::new("daily/2025-01-15_02-00-00"));
+    assert!(tree(&host.join(".incomplete")).is_empty(), "no half snapshot is left behind");
+    let report = sshd.pull_ok(&env, "2025-01-17T02:00:00+01:00", &[]);
+    assert_eq!(report["state"], "success", "{report}");
+    let stored = inside(&env, CLIENT, "daily/2025-01-17_02-00-00").join("new.bin");
+    sh(&format!("cmp '{}' '{}'", env.src.join("new.bin").display(), stored.display()));
+}
+
+#[test]
+fn the_restricted_key_runs_the_agent_and_nothing_else() {
+    let env = Env::new();
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let marker = env.dir.path().join("pwned");
+    let ssh = |key: &str, extra: &[&str], command: &str| -> Output {
+        let mut c = Command::new("timeout");
+        c.args(["20", "ssh"]);
+        for o in sshd.ssh_options() {
+            c.args(["-o", &o]);
+        }
+        c.args(["-o", "BatchMode=yes", "-i", &sshd.key(key), "-p", &sshd.port.to_string()]);
+        c.args(extra).args(["root@127.0.0.1", command]);
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let out = ssh("client_key", &[], &format!("echo pwned; touch '{}'", marker.display()));
+    assert!(out.stdout.starts_with(b"HWCB"), "the forced command answered instead: {}", show(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("pwned"), "{}", show(&out));
+    let out = ssh("client_key", &["-tt"], "sh -c 'touch /tmp/x'");
+    assert!(!out.status.success() || out.stdout.starts_with(b"HWCB"), "{}", show(&out));
+    assert!(!marker.exists(), "a shell command ran with the restricted key");
+    let out = ssh("client_key", &["-N", "-R", "0:127.0.0.1:22", "-o", "ExitOnForwardFailure=yes"], "");
+    assert!(!out.status.success(), "port forwarding was allowed: {}", show(&out));
+
+    // A key that is not authorized at all: the run fails, saying why.
+    let out = sshd.pull(&env, "2025-01-15T02:00:00+01:00", &["--ssh-key", &sshd.key("other_key")]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Permission denied"), "{}", show(&out));
+    assert!(!env.dest.join(CLIENT).join("daily").exists());
+}
+
+#[test]
+fn missing_source_wrong_program_and_wrong_version_are_clear_errors() {
+    let env = Env::new();
+    let sshd = Sshd::start(env.dir.path(), env.dir.path());
+    let missing = env.dir.path().join("gone");
+    let mut args = vec!["--source".to_string(), s(&missing)];
+    let out = sshd.pull(&env, "2025-01-15T02:00:00+01:00", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(text.contains("the agent refused") && text.contains("gone") && text.contains("cannot be read"), "{text}");
+
+    // Not an agent at all, and an agent of another protocol version, through stand-in programs.
+    let fake = |name: &str, body: &str| -> String {
+        let p = env.dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/bash\n{body}\n")).unwrap();
+        sh(&format!("chmod +x '{}'", p.display()));
+        s(&p)
+    };
+    let not_found = fake("not-found", "echo 'bash: hwc-backup: command not found' >&2; exit 127");
+    args = vec!["--ssh-program".into(), not_found];
+    let out = sshd.pull(&env, "2025-01-15T02:00:00+01:00", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("command not found") && text.contains("exited with 127"), "{}", show(&out));
+    let old = fake("old-agent", "printf 'HWCB\\0\\0\\0\\011'; cat >/dev/null");
+    args = vec!["--ssh-program".into(), old];
+    let out = sshd.pull(&env, "2025-01-15T02:00:00+01:00", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("speaks protocol 9") && text.contains("same hwc-backup version"), "{}", show(&out));
+    assert!(!env.dest.join(CLIENT).join("daily").exists(), "nothing was published");
+}
+
+#[test]
+fn a_host_of_the_plan_is_pulled_with_its_own_retention_and_records() {
+    let env = Env::new();
+    write(&env.src.join("etc/app.conf"), "x = 1\n");
+    write(&env.src.join("cache/junk"), "junk\n");
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let mut plan = plan_json(&env);
+    plan["hosts"] = serde_json::json!({ CLIENT: {
+        "address": "127.0.0.1", "user": "root", "port": sshd.port, "sshKeyFile": sshd.key("client_key"),
+        "sshOptions": sshd.ssh_options(), "sources": [s(&env.src)], "excludePatterns": ["cache/"],
+        "retention": { "last": 1, "daily": 0, "weekly": 0, "monthly": 0 } } });
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let check = env.cmd(&["config", "check", &s(&file)]).output().unwrap();
+    assert!(check.status.success(), "{}", show(&check));
+    for when in ["2025-01-15T02:00:00+01:00", "2025-01-16T02:00:00+01:00"] {
+        let out =
+            env.cmd(&["pull", "--config", &s(&file), "--host", CLIENT, "--now", when, "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let ids: Vec<_> =
+        std::fs::read_dir(env.dest.join(CLIENT).join("daily")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(ids, vec!["2025-01-16_02-00-00"], "keepLast 1 of the host, not the plan's 7 daily");
+    let snap = inside(&env, CLIENT, "daily/2025-01-16_02-00-00");
+    assert!(snap.join("etc/app.conf").exists() && !snap.join("cache").exists(), "the host's excludes apply");
+    let last: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.state.join(CLIENT).join("last-run.json")).unwrap()).unwrap();
+    assert_eq!((last["host"].as_str(), last["state"].as_str()), (Some(CLIENT), Some("success")));
+    let out = env.cmd(&["pull", "--config", &s(&file), "--host", "nope"]).output().unwrap();
+    assert_eq!(code(&out), 2, "an undeclared host is a usage error: {}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client"), "{}", show(&out));
+}
+
+#[test]
+fn the_agent_refuses_a_bad_configuration_before_speaking() {
+    let env = Env::new();
+    let bad = write_plan(&env, "agent.json", r#"{ "allow": ["/home"], "colour": 1 }"#);
+    for args in [vec!["agent", "--allow", "home"], vec!["agent", "--config", &s(&bad)]] {
+        let out = env.cmd(&args).stdin(Stdio::null()).output().unwrap();
+        assert_eq!(code(&out), 2, "{}", show(&out));
+        assert!(out.stdout.is_empty(), "nothing on the protocol stream: {}", show(&out));
+    }
+    let good = write_plan(&env, "agent-ok.json", &format!(r#"{{ "allow": ["{}"] }}"#, s(&env.src)));
+    let out = env.cmd(&["agent", "--config", &s(&good)]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(code(&out), 1, "the server went away: {}", show(&out));
+    assert!(out.stdout.starts_with(b"HWCB"), "{}", show(&out));
+}
