@@ -22,4 +22,9 @@ in
   unmounted = runTest ./unmounted.nix;
   switch = runTest ./switch.nix;
   databases = runTest ./databases.nix;
+  persistent = runTest ./persistent.nix;
+  ac-power = runTest ./ac-power.nix;
+  mount = runTest ./mount.nix;
+  stale = runTest ./stale.nix;
+  corruption = runTest ./corruption.nix;
 }
