@@ -58,6 +58,10 @@ pub enum Error {
         /// The first existing path found.
         path: PathBuf,
     },
+    /// The build stopped because another part of it failed; that failure is the one to
+    /// report, and this variant never replaces it.
+    #[error("the run was cancelled")]
+    Cancelled,
     /// A hook or helper program failed.
     #[error("{what} failed: {message}")]
     Command {
@@ -107,6 +111,11 @@ impl Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+
+    /// Whether this only says that the build was stopped (see [`Error::Cancelled`]).
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled)
     }
 
     /// Whether this is "no space left on device" (or over quota).

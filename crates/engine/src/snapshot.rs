@@ -118,8 +118,14 @@ pub fn build(
             opts.cancel.store(true, Ordering::Relaxed);
         }
         let written = writer_handle.join().expect("writer thread panicked");
-        listed?;
-        let (mut counts, warnings, per_source) = written?;
+        // The writer holds the real cause when a worker failed; the lister then only saw
+        // the cancellation.
+        let (mut counts, warnings, per_source) = match (written, listed) {
+            (Err(e), Err(l)) if e.is_cancelled() => return Err(l),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(l)) => return Err(l),
+            (Ok(w), Ok(())) => w,
+        };
         counts.excluded = excluded;
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
         Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
@@ -236,7 +242,7 @@ impl Lister<'_> {
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
         for (i, _, _) in order {
             if self.opts.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Guard("the run was cancelled".into()));
+                return Err(Error::Cancelled);
             }
             self.source(i, work, base, &mut ancestors)?;
         }
@@ -323,7 +329,7 @@ impl Lister<'_> {
     }
 
     fn send_job(&mut self, job: Job) -> Result<()> {
-        self.job_tx.send(job).map_err(|_| Error::Guard("the build stopped early".into()))
+        self.job_tx.send(job).map_err(|_| Error::Cancelled)
     }
 
     /// Lists one directory: its files go to the workers as one job, then each subdirectory is
@@ -338,7 +344,7 @@ impl Lister<'_> {
         prev: Option<Arc<OwnedFd>>,
     ) -> Result<()> {
         if self.opts.cancel.load(Ordering::Relaxed) {
-            return Err(Error::Guard("the run was cancelled".into()));
+            return Err(Error::Cancelled);
         }
         let (mut names, subdirs) = match self.read_entries(&src, &abs) {
             Ok(x) => x,
@@ -490,7 +496,7 @@ fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u
     let mut buf = Vec::new();
     for job in rx {
         if shared.cancel.load(Ordering::Relaxed) {
-            let _ = tx.send((job.seq, Item::Fatal(Error::Guard("the run was cancelled".into()))));
+            let _ = tx.send((job.seq, Item::Fatal(Error::Cancelled)));
             continue;
         }
         let mut results = Vec::with_capacity(job.names.len());
@@ -712,11 +718,12 @@ impl<'a> Writer<'a> {
             pending.insert(seq, item);
             while let Some(item) = pending.remove(&next) {
                 next += 1;
-                if fatal.is_some() {
-                    continue;
-                }
-                if let Err(e) = self.record(item) {
-                    fatal = Some(e);
+                // Keep draining after a failure, and let a real cause replace a mere
+                // cancellation that happened to come first in walk order.
+                match (&fatal, item) {
+                    (None, item) => fatal = self.record(item).err(),
+                    (Some(f), Item::Fatal(e)) if f.is_cancelled() && !e.is_cancelled() => fatal = Some(e),
+                    _ => {}
                 }
             }
         }

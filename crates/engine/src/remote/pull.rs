@@ -294,7 +294,7 @@ impl<'a, R: Read> Puller<'a, R> {
     fn run(&mut self) -> Step {
         loop {
             if self.opts.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Guard("the run was cancelled".into()).into());
+                return Err(Error::Cancelled.into());
             }
             let frame = match self.deferred.pop_front() {
                 Some(f) => f,
