@@ -1,6 +1,12 @@
-//! Restore: round trips of a directory and a single file from an older snapshot, refusal to
+//! Restore: round trips of a directory and a single file from an older snapshot, the rich
+//! tree (ACLs, xattrs, owners, hard links, devices, FIFOs, sparse files, odd names) equal per
+//! `rsync -aHAXn`, a `--force` merge that replaces files, directories and symlinks of the
+//! other type, a lone symlink, a staging entry left by an interrupted restore, refusal to
 //! overwrite without `--force`, `--dry-run` writing nothing, and `--list`.
 
+use std::os::unix::fs::MetadataExt;
+
+use crate::snapshot::{rich_tree, rsync_differences};
 use crate::util::*;
 
 fn two_snapshots(env: &Env) {
@@ -39,6 +45,85 @@ fn restores_a_directory_from_an_older_snapshot() {
         sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", snap.display(), target.display())),
         ""
     );
+}
+
+#[test]
+fn restores_the_rich_tree_exactly() {
+    require("setfacl");
+    require("setfattr");
+    let env = Env::new();
+    rich_tree(&env.src);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("restored/tree");
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&target), "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["written"], serde_json::json!([]), "a real restore does not list every path: {report}");
+    assert!(report["entries"].as_u64().unwrap() > 20, "{report}");
+    assert_eq!(rsync_differences(&env.src, &target), "", "restored tree differs from the source");
+    assert_eq!(ino(&target.join("home/alice/notes.txt")), ino(&target.join("home/alice/notes-hardlink")));
+    let sparse = std::fs::metadata(target.join("home/alice/sparse")).unwrap();
+    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file was filled in: {} blocks", sparse.blocks());
+    let names: Vec<_> = std::fs::read_dir(target.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("tree")], "nothing but the target is left beside it");
+}
+
+#[test]
+fn force_merges_into_an_existing_tree_replacing_each_type() {
+    let env = Env::new();
+    let src = env.src.join("data");
+    write(&src.join("keep/a.txt"), "a from snapshot\n");
+    write(&src.join("was-dir"), "now a file\n");
+    std::fs::create_dir_all(src.join("was-file")).unwrap();
+    write(&src.join("was-file/inner"), "inner\n");
+    write(&src.join("linked"), "one inode\n");
+    std::fs::hard_link(src.join("linked"), src.join("keep/linked-too")).unwrap();
+    std::os::unix::fs::symlink("keep/a.txt", src.join("sym")).unwrap();
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    // The target: one file the snapshot does not have (it stays), and every entry of the
+    // snapshot present with another type or content.
+    let target = env.dir.path().join("merge");
+    write(&target.join("keep/a.txt"), "local edit\n");
+    write(&target.join("keep/only-local"), "mine\n");
+    write(&target.join("was-dir/deep/x"), "x\n");
+    write(&target.join("was-file"), "a file\n");
+    write(&target.join("linked"), "old\n");
+    write(&target.join("sym"), "a regular file where the symlink goes\n");
+    let out = env.run("restore", &["latest", &s(&src), &s(&target)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(target.join("keep/a.txt")).unwrap(), "local edit\n", "refused, untouched");
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let overwritten = report["overwritten"].as_array().unwrap().len();
+    assert_eq!(overwritten, 5, "a.txt, was-dir, was-file, linked, sym: {report}");
+    assert_eq!(std::fs::read_to_string(target.join("keep/only-local")).unwrap(), "mine\n", "merge keeps others");
+    std::fs::remove_file(target.join("keep/only-local")).unwrap();
+    assert_eq!(rsync_differences(&src, &target), "", "merged tree differs from the snapshot's");
+    assert_eq!(ino(&target.join("linked")), ino(&target.join("keep/linked-too")), "hard link kept in a merge");
+    let leftovers = sh(&format!("find '{}' -name '*.hwc-restore*'", target.display()));
+    assert_eq!(leftovers, "", "temporary files left behind");
+}
+
+#[test]
+fn restores_a_lone_symlink_and_clears_an_interrupted_restores_staging() {
+    let env = Env::new();
+    write(&env.src.join("d/file"), "content\n");
+    std::os::unix::fs::symlink("file", env.src.join("d/link")).unwrap();
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("out/link");
+    let out = env.run("restore", &["latest", &s(&env.src.join("d/link")), &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_link(&target).unwrap().to_str(), Some("file"));
+    // What a restore killed half-way leaves: the staging entry, never the target.
+    let staging = env.dir.path().join("out/.tree.hwc-restore");
+    write(&staging.join("half/written"), "par");
+    let target = env.dir.path().join("out/tree");
+    let out = env.run("restore", &["latest", &s(&env.src.join("d")), &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!staging.exists(), "the stale staging entry was not cleared");
+    assert_eq!(rsync_differences(&env.src.join("d"), &target), "");
+    assert_eq!(std::fs::metadata(&target).unwrap().uid(), std::fs::metadata(env.src.join("d")).unwrap().uid());
 }
 
 #[test]

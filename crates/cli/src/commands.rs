@@ -286,7 +286,7 @@ fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
             report.source.display(),
             report.snapshot,
             report.target.display(),
-            report.written.len(),
+            report.entries,
             human_bytes(report.bytes)
         )?;
     }

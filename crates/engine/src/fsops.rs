@@ -96,14 +96,48 @@ pub fn copy_contents(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -
     let size = u64::try_from(st.st_size).unwrap_or(0);
     let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
     let written = if size > 0 && allocated < size {
-        copy_sparse(src, dst, size, &mut hasher, buf)?
+        copy_sparse(src, dst, size, Some(&mut hasher), buf)?
     } else {
-        copy_dense(src, dst, &mut hasher, buf)?
+        copy_dense(src, dst, Some(&mut hasher), buf)?
     };
     Ok(Copied { hash: *hasher.finalize().as_bytes(), bytes_written: written })
 }
 
-fn copy_dense(mut src: &File, dst: &mut File, hasher: &mut blake3::Hasher, buf: &mut [u8]) -> io::Result<u64> {
+/// Copies `src` to `dst` without hashing (restore): sparse files keep their holes, dense
+/// ones go through `copy_file_range`, so the kernel moves the bytes without a round trip
+/// through user space (and may share extents where the filesystem can). Returns the bytes
+/// of data written.
+pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> io::Result<u64> {
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+    if size > 0 && allocated < size {
+        buf.resize(1 << 20, 0);
+        return copy_sparse(src, dst, size, None, buf);
+    }
+    let mut total = 0u64;
+    loop {
+        match rustix::fs::copy_file_range(src, None, &*dst, None, 1 << 30) {
+            Ok(0) => return Ok(total),
+            Ok(n) => total += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            // Another filesystem, an old kernel, or a file type it refuses: copy by hand,
+            // from where the kernel stopped (both offsets moved together).
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)
+            | Err(rustix::io::Errno::OPNOTSUPP) => {
+                buf.resize(1 << 20, 0);
+                return Ok(total + copy_dense(src, dst, None, buf)?);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn copy_dense(
+    mut src: &File,
+    dst: &mut File,
+    mut hasher: Option<&mut blake3::Hasher>,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         let n = match src.read(buf) {
@@ -112,13 +146,21 @@ fn copy_dense(mut src: &File, dst: &mut File, hasher: &mut blake3::Hasher, buf: 
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
         dst.write_all(&buf[..n])?;
         total += n as u64;
     }
 }
 
-fn copy_sparse(src: &File, dst: &mut File, size: u64, hasher: &mut blake3::Hasher, buf: &mut [u8]) -> io::Result<u64> {
+fn copy_sparse(
+    src: &File,
+    dst: &mut File,
+    size: u64,
+    mut hasher: Option<&mut blake3::Hasher>,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
     let mut pos = 0u64;
     let mut written = 0u64;
@@ -128,11 +170,13 @@ fn copy_sparse(src: &File, dst: &mut File, size: u64, hasher: &mut blake3::Hashe
             Err(rustix::io::Errno::NXIO) => size, // only a hole remains
             Err(e) => return Err(e.into()),
         };
-        let mut hole = data - pos;
-        while hole > 0 {
-            let n = hole.min(ZEROS.len() as u64) as usize;
-            hasher.update(&ZEROS[..n]);
-            hole -= n as u64;
+        if let Some(h) = hasher.as_deref_mut() {
+            let mut hole = data - pos;
+            while hole > 0 {
+                let n = hole.min(ZEROS.len() as u64) as usize;
+                h.update(&ZEROS[..n]);
+                hole -= n as u64;
+            }
         }
         pos = data;
         if pos >= size {
@@ -148,7 +192,9 @@ fn copy_sparse(src: &File, dst: &mut File, size: u64, hasher: &mut blake3::Hashe
             if n == 0 {
                 break; // file shrank; the caller's re-stat reports it
             }
-            hasher.update(&buf[..n]);
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&buf[..n]);
+            }
             dst.write_all_at(&buf[..n], pos)?;
             pos += n as u64;
             written += n as u64;
@@ -256,28 +302,41 @@ fn gid(st: &Stat) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(st.st_gid)
 }
 
-/// Recreates a symlink with its owner and times.
-pub fn copy_symlink(src_dir: BorrowedFd, dst_dir: BorrowedFd, name: &CStr, st: &Stat) -> io::Result<()> {
+/// Recreates the symlink `src_dir/name` as `dst_dir/dst_name` with its owner and times.
+pub fn copy_symlink(
+    src_dir: BorrowedFd,
+    name: &CStr,
+    dst_dir: BorrowedFd,
+    dst_name: &CStr,
+    st: &Stat,
+) -> io::Result<()> {
     let target = rustix::fs::readlinkat(src_dir, name, Vec::new())?;
-    rustix::fs::symlinkat(&target, dst_dir, name)?;
+    rustix::fs::symlinkat(&target, dst_dir, dst_name)?;
     if can_chown() {
-        rustix::fs::chownat(dst_dir, name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(dst_dir, dst_name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
     }
-    rustix::fs::utimensat(dst_dir, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(dst_dir, dst_name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
-/// Recreates a FIFO or device node with its owner, mode, xattrs and times.
-pub fn copy_special(src_dir: BorrowedFd, dst_dir: BorrowedFd, name: &CStr, st: &Stat) -> io::Result<()> {
+/// Recreates the FIFO or device node `src_dir/name` as `dst_dir/dst_name` with its owner,
+/// mode, xattrs and times.
+pub fn copy_special(
+    src_dir: BorrowedFd,
+    name: &CStr,
+    dst_dir: BorrowedFd,
+    dst_name: &CStr,
+    st: &Stat,
+) -> io::Result<()> {
     let ft = file_type(st);
-    rustix::fs::mknodat(dst_dir, name, ft, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)?;
+    rustix::fs::mknodat(dst_dir, dst_name, ft, Mode::from_raw_mode(st.st_mode & 0o7777), st.st_rdev)?;
     if can_chown() {
-        rustix::fs::chownat(dst_dir, name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
+        rustix::fs::chownat(dst_dir, dst_name, Some(uid(st)), Some(gid(st)), AtFlags::SYMLINK_NOFOLLOW)?;
     }
-    rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
-    let (s, d) = (fd_path(src_dir, name), fd_path(dst_dir, name));
+    rustix::fs::chmodat(dst_dir, dst_name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+    let (s, d) = (fd_path(src_dir, name), fd_path(dst_dir, dst_name));
     copy_xattrs_path(&s, &d)?;
-    rustix::fs::utimensat(dst_dir, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    rustix::fs::utimensat(dst_dir, dst_name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 

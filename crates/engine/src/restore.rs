@@ -3,15 +3,30 @@
 //! `restore(snapshot, /home/u/.config, /tmp/cfg)` recreates what `/home/u/.config` was at
 //! snapshot time as `/tmp/cfg`, with owner, mode, times, xattrs/ACLs, symlinks, special files
 //! and hard links. Nothing existing is overwritten unless `force` is set; that check covers
-//! the whole tree before the first byte is written. Files are written under a temporary
-//! name and renamed into place, so an interrupted restore never leaves a half-written file
-//! where a good one was.
+//! the whole tree before the first byte is written.
+//!
+//! Two ways of writing, both safe against an interruption or a power cut:
+//!
+//! - **The target does not exist** (the usual case): everything is written into a staging
+//!   entry `.NAME.hwc-restore` beside the target, flushed with one `syncfs`, then renamed
+//!   into place with `RENAME_NOREPLACE`. An interrupted restore leaves no partial target,
+//!   only the staging entry, which the next restore to the same target removes. There is no
+//!   `fsync` per file: that made restoring 200 000 files fifteen times slower than `cp -a`.
+//! - **The target exists** (merging, which needs `force` when anything would be replaced):
+//!   each file is written under a temporary name and renamed over the old one, after an
+//!   `fsync` when it replaces an existing file, so a power cut never leaves a half-written
+//!   file where a good one was.
+//!
+//! Like the snapshot walk, the copy works on `(directory fd, name)` pairs, one component per
+//! system call, and holds one directory listing per level, not a map of the tree.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::fd::AsFd;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, RenameFlags, Stat};
 
 use serde::Serialize;
 
@@ -39,12 +54,16 @@ pub struct RestoreReport {
     pub source: PathBuf,
     /// Where it went.
     pub target: PathBuf,
-    /// Every path written (or that would be), in order.
-    pub written: Vec<PathBuf>,
-    /// Of those, the ones that existed before (only with `force`).
-    pub overwritten: Vec<PathBuf>,
+    /// Entries written (or that would be).
+    pub entries: u64,
     /// Bytes of file content.
     pub bytes: u64,
+    /// Every path a dry run would write, in order. Empty for a real restore, which would
+    /// otherwise hold one path per entry in memory.
+    pub written: Vec<PathBuf>,
+    /// Paths that existed and are (or would be) replaced; a directory over a directory merges
+    /// and is not listed.
+    pub overwritten: Vec<PathBuf>,
 }
 
 /// The path inside a snapshot of a path as it was on the host.
@@ -89,7 +108,12 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
         target: target.to_path_buf(),
         ..Default::default()
     };
-    plan_tree(&from, target, &mut report)?;
+    let target_exists = std::fs::symlink_metadata(target).is_ok();
+    // Every conflict is found before the first byte is written. A target that does not
+    // exist has none, so only a dry run (which lists paths) walks the tree twice.
+    if target_exists || opts.dry_run {
+        survey(&from, target, opts.dry_run, &mut report)?;
+    }
     if !opts.force {
         if let Some(first) = report.overwritten.first() {
             return Err(Error::WouldOverwrite { path: first.clone() });
@@ -98,17 +122,56 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
     if opts.dry_run {
         return Ok(report);
     }
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent).ctx("create directory", parent)?;
+    report.entries = 0;
+    report.bytes = 0;
+    let (from_dir, from_name) = split(&from);
+    let (to_dir, to_name) = split(target);
+    std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
+    let src_parent = open_dir(&from_dir)?;
+    let dst_parent = open_dir(&to_dir)?;
+    let mut copier =
+        Copier { dst_root: dst_parent.as_fd(), links: HashMap::new(), buf: Vec::new(), report: &mut report };
+    let (from_name, to_name) = (cstr(&from_name), cstr(&to_name));
+    if target_exists {
+        copier.merge_entry(
+            src_parent.as_fd(),
+            &from_dir,
+            dst_parent.as_fd(),
+            &to_dir,
+            &from_name,
+            &to_name,
+            Path::new(""),
+        )?;
+    } else {
+        let staging = cstr(OsStr::new(&format!(".{}.hwc-restore", to_name.to_string_lossy())));
+        let staging_path = to_dir.join(OsStr::from_bytes(staging.to_bytes()));
+        remove_existing(&staging_path)?; // left by an interrupted restore to this target
+        let rel = Path::new(OsStr::from_bytes(staging.to_bytes()));
+        copier.copy_entry(src_parent.as_fd(), &from_dir, dst_parent.as_fd(), &to_dir, &from_name, &staging, rel)?;
+        // One flush for the whole tree, then one rename: the target appears complete or not at all.
+        rustix::fs::syncfs(&dst_parent).ctx("flush", &to_dir)?;
+        rustix::fs::renameat_with(&dst_parent, &staging, &dst_parent, &to_name, RenameFlags::NOREPLACE).map_err(
+            |e| {
+                if e == rustix::io::Errno::EXIST {
+                    Error::WouldOverwrite { path: target.to_path_buf() }
+                } else {
+                    Error::io("rename into place", target, e.into())
+                }
+            },
+        )?;
+        rustix::fs::fsync(&dst_parent).ctx("flush", &to_dir)?;
     }
-    let mut links = HashMap::new();
-    copy_tree(&from, target, &mut links, &mut Vec::new())?;
     Ok(report)
 }
 
-/// Lists what a restore writes, and which of those paths exist already.
-fn plan_tree(from: &Path, to: &Path, report: &mut RestoreReport) -> Result<()> {
+/// Walks what a restore would write: counts it, lists it when `list` is set, and records
+/// which paths exist already. Below a directory that does not exist on the target nothing
+/// can conflict, so without `list` the walk stops there.
+fn survey(from: &Path, to: &Path, list: bool, report: &mut RestoreReport) -> Result<()> {
     let md = std::fs::symlink_metadata(from).ctx("inspect", from)?;
+    if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
+        return Ok(()); // sockets are not restored (nothing can listen on a copied one)
+    }
     let existing = std::fs::symlink_metadata(to).ok();
     if let Some(e) = &existing {
         // A directory over a directory merges; anything else replaces.
@@ -116,13 +179,17 @@ fn plan_tree(from: &Path, to: &Path, report: &mut RestoreReport) -> Result<()> {
             report.overwritten.push(to.to_path_buf());
         }
     }
-    report.written.push(to.to_path_buf());
+    report.entries += 1;
+    if list {
+        report.written.push(to.to_path_buf());
+    }
     if md.is_file() {
         report.bytes += md.len();
     }
-    if md.is_dir() {
+    let descend = list || existing.as_ref().is_some_and(|e| e.is_dir());
+    if md.is_dir() && descend {
         for entry in sorted_entries(from)? {
-            plan_tree(&from.join(&entry), &to.join(&entry), report)?;
+            survey(&from.join(&entry), &to.join(&entry), list, report)?;
         }
     }
     Ok(())
@@ -138,63 +205,202 @@ fn sorted_entries(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).expect("no NUL in paths")
-}
-
-/// Copies one entry (recursively for directories), keeping hard links among restored files.
-fn copy_tree(from: &Path, to: &Path, links: &mut HashMap<(u64, u64), PathBuf>, buf: &mut Vec<u8>) -> Result<()> {
-    let st = rustix::fs::lstat(from).ctx("inspect", from)?;
-    let (from_dir, name) = split(from);
-    let (to_dir, to_name) = split(to);
-    let src_dir = std::fs::File::open(&from_dir).ctx("open directory", &from_dir)?;
-    let dst_dir = std::fs::File::open(&to_dir).ctx("open directory", &to_dir)?;
-    match fsops::file_type(&st) {
-        rustix::fs::FileType::Directory => {
-            if !to.is_dir() {
-                remove_existing(to)?;
-                std::fs::create_dir(to).ctx("create directory", to)?;
-            }
-            for entry in sorted_entries(from)? {
-                copy_tree(&from.join(&entry), &to.join(&entry), links, buf)?;
-            }
-            let src = std::fs::File::open(from).ctx("open", from)?;
-            let dst = std::fs::File::open(to).ctx("open", to)?;
-            fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to)?;
-        }
-        rustix::fs::FileType::RegularFile => {
-            if st.st_nlink > 1 {
-                if let Some(first) = links.get(&(st.st_dev, st.st_ino)) {
-                    remove_existing(to)?;
-                    return std::fs::hard_link(first, to).ctx("create hard link", to);
-                }
-                links.insert((st.st_dev, st.st_ino), to.to_path_buf());
-            }
-            let tmp_name = format!(".{}.hwc-restore", to_name.to_string_lossy());
-            let tmp = to_dir.join(&tmp_name);
-            let _ = std::fs::remove_file(&tmp);
-            let src = fsops::open_source_file(src_dir.as_fd(), &cstr(Path::new(&name))).ctx("open", from)?;
-            let mut dst = fsops::create_file_at(dst_dir.as_fd(), &cstr(Path::new(&tmp_name))).ctx("create", &tmp)?;
-            fsops::copy_contents(&src, &st, &mut dst, buf).ctx("copy to", &tmp)?;
-            fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", &tmp)?;
-            dst.sync_all().ctx("sync", &tmp)?;
-            if to.is_dir() && !to.is_symlink() {
-                remove_existing(to)?;
-            }
-            std::fs::rename(&tmp, to).ctx("rename into place", to)?;
-        }
-        rustix::fs::FileType::Symlink => {
-            remove_existing(to)?;
-            fsops::copy_symlink(src_dir.as_fd(), dst_dir.as_fd(), &cstr(Path::new(&name)), &st)
-                .ctx("create symlink", to)?;
-        }
-        rustix::fs::FileType::Socket => {}
-        _ => {
-            remove_existing(to)?;
-            fsops::copy_special(src_dir.as_fd(), dst_dir.as_fd(), &cstr(Path::new(&name)), &st).ctx("create", to)?;
+/// The names in an open directory, sorted (so a restore writes in a stable order).
+fn names_in(dir: BorrowedFd, path: &Path) -> Result<Vec<CString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir).map_err(|e| Error::io("read directory", path, e.into()))? {
+        let entry = entry.map_err(|e| Error::io("read directory", path, e.into()))?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
         }
     }
-    Ok(())
+    names.sort();
+    Ok(names)
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| Error::io("open directory", path, e.into()))
+}
+
+fn cstr(p: &OsStr) -> CString {
+    CString::new(p.as_bytes()).expect("no NUL in paths")
+}
+
+fn join(dir: &Path, name: &CStr) -> PathBuf {
+    dir.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// The state of one restore's copy.
+struct Copier<'a> {
+    /// The directory that holds the target (or its staging entry); hard-link paths are
+    /// relative to it.
+    dst_root: BorrowedFd<'a>,
+    /// `(device, inode)` of a snapshot file with several links → where its first copy went,
+    /// relative to `dst_root`. Only multiply-linked files are recorded.
+    links: HashMap<(u64, u64), PathBuf>,
+    buf: Vec<u8>,
+    report: &'a mut RestoreReport,
+}
+
+impl Copier<'_> {
+    /// Copies `src_dir/name` (recursively) to `dst_dir/dst_name`, where nothing exists yet.
+    /// `rel` is `dst_dir/dst_name` relative to `dst_root`.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_entry(
+        &mut self,
+        src_dir: BorrowedFd,
+        src_path: &Path,
+        dst_dir: BorrowedFd,
+        dst_path: &Path,
+        name: &CStr,
+        dst_name: &CStr,
+        rel: &Path,
+    ) -> Result<()> {
+        let from = || join(src_path, name);
+        let to = || join(dst_path, dst_name);
+        let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io("inspect", from(), e.into()))?;
+        match fsops::file_type(&st) {
+            FileType::Directory => {
+                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
+                let dst = fsops::make_dir_at(dst_dir, dst_name).ctx("create directory", to())?;
+                self.report.entries += 1;
+                let (src_here, dst_here) = (from(), to());
+                for child in names_in(src.as_fd(), &src_here)? {
+                    self.copy_entry(
+                        src.as_fd(),
+                        &src_here,
+                        dst.as_fd(),
+                        &dst_here,
+                        &child,
+                        &child,
+                        &rel.join(OsStr::from_bytes(child.to_bytes())),
+                    )?;
+                }
+                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+            }
+            FileType::RegularFile => {
+                if self.link_to_earlier_copy(&st, dst_dir, dst_name, rel).ctx("create hard link", to())? {
+                    return Ok(());
+                }
+                let src = fsops::open_source_file(src_dir, name).ctx("open", from())?;
+                let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to())?;
+                fsops::copy_plain(&src, &st, &mut dst, &mut self.buf).ctx("copy to", to())?;
+                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+                self.report.entries += 1;
+                self.report.bytes += st.st_size as u64;
+            }
+            FileType::Symlink => {
+                fsops::copy_symlink(src_dir, name, dst_dir, dst_name, &st).ctx("create symlink", to())?;
+                self.report.entries += 1;
+            }
+            FileType::Socket => {}
+            _ => {
+                fsops::copy_special(src_dir, name, dst_dir, dst_name, &st).ctx("create", to())?;
+                self.report.entries += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`Copier::copy_entry`], but `dst_dir/name` may exist: a directory over a
+    /// directory merges, anything else is replaced (the caller has checked `force`).
+    #[allow(clippy::too_many_arguments)]
+    fn merge_entry(
+        &mut self,
+        src_dir: BorrowedFd,
+        src_path: &Path,
+        dst_dir: BorrowedFd,
+        dst_path: &Path,
+        name: &CStr,
+        dst_name: &CStr,
+        rel: &Path,
+    ) -> Result<()> {
+        let rel = if rel.as_os_str().is_empty() {
+            PathBuf::from(OsStr::from_bytes(dst_name.to_bytes()))
+        } else {
+            rel.to_path_buf()
+        };
+        let from = || join(src_path, name);
+        let to = || join(dst_path, dst_name);
+        let existing = match rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(fsops::file_type(&st)),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(e) => return Err(Error::io("inspect", to(), e.into())),
+        };
+        let Some(existing) = existing else {
+            return self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, &rel);
+        };
+        let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io("inspect", from(), e.into()))?;
+        match fsops::file_type(&st) {
+            FileType::Socket => {} // not restored, so nothing is replaced
+            FileType::Directory if existing == FileType::Directory => {
+                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
+                let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to())?;
+                self.report.entries += 1;
+                let (src_here, dst_here) = (from(), to());
+                for child in names_in(src.as_fd(), &src_here)? {
+                    self.merge_entry(
+                        src.as_fd(),
+                        &src_here,
+                        dst.as_fd(),
+                        &dst_here,
+                        &child,
+                        &child,
+                        &rel.join(OsStr::from_bytes(child.to_bytes())),
+                    )?;
+                }
+                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+            }
+            FileType::RegularFile => {
+                // Written beside the old entry and renamed over it, after an fsync, so a power
+                // cut leaves the old file or the new one, never half of the new one.
+                let tmp = cstr(OsStr::new(&format!(".{}.hwc-restore", dst_name.to_string_lossy())));
+                let tmp_path = join(dst_path, &tmp);
+                remove_existing(&tmp_path)?;
+                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, &tmp, &rel)?;
+                let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+                let written = rustix::fs::openat(dst_dir, &tmp, flags, rustix::fs::Mode::empty())
+                    .map_err(|e| Error::io("open", &tmp_path, e.into()))?;
+                rustix::fs::fsync(&written).ctx("flush", &tmp_path)?;
+                if existing == FileType::Directory {
+                    remove_existing(&to())?;
+                }
+                rustix::fs::renameat(dst_dir, &tmp, dst_dir, dst_name).ctx("rename into place", to())?;
+            }
+            _ => {
+                remove_existing(&to())?;
+                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, &rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// For a file with several links whose first copy exists, links to that copy and
+    /// returns true; otherwise records where this copy goes and returns false.
+    fn link_to_earlier_copy(
+        &mut self,
+        st: &Stat,
+        dst_dir: BorrowedFd,
+        dst_name: &CStr,
+        rel: &Path,
+    ) -> std::io::Result<bool> {
+        if st.st_nlink <= 1 {
+            return Ok(false);
+        }
+        let key = (st.st_dev, st.st_ino);
+        if let Some(first) = self.links.get(&key) {
+            rustix::fs::linkat(self.dst_root, first.as_path(), dst_dir, dst_name, AtFlags::empty())?;
+            self.report.entries += 1;
+            return Ok(true);
+        }
+        self.links.insert(key, rel.to_path_buf());
+        Ok(false)
+    }
 }
 
 fn split(p: &Path) -> (PathBuf, std::ffi::OsString) {

@@ -551,14 +551,14 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
             {
                 return Ok(Outcome::Symlink { linked: true });
             }
-            match fsops::copy_symlink(job.src.as_fd(), job.dst.as_fd(), name, &st) {
+            match fsops::copy_symlink(job.src.as_fd(), name, job.dst.as_fd(), name, &st) {
                 Ok(()) => Ok(Outcome::Symlink { linked: false }),
                 Err(e) => dest_err("copy symlink", e),
             }
         }
         FileType::Socket => Ok(Outcome::Socket),
         FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice => {
-            match fsops::copy_special(job.src.as_fd(), job.dst.as_fd(), name, &st) {
+            match fsops::copy_special(job.src.as_fd(), name, job.dst.as_fd(), name, &st) {
                 Ok(()) => Ok(Outcome::Special),
                 Err(e) => dest_err("create special file", e),
             }
