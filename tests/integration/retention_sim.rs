@@ -774,7 +774,7 @@ fn prune_dry_run_json_lists_every_snapshot_with_reasons_and_changes_nothing() {
         assert_eq!(item["id"], format!("daily/{name}"), "{item}");
         let time: Timestamp = item["time"].as_str().unwrap().parse().unwrap();
         assert_eq!(time, times[name].timestamp, "{item}");
-        assert!(previous.map_or(true, |p| p > time), "items are newest first");
+        assert!(previous.is_none_or(|p| p > time), "items are newest first");
         previous = Some(time);
         assert_eq!(item["keep"], v.keep, "{item}");
         assert_eq!(item["reasons"], serde_json::json!(v.reasons), "{item}: the reasons are restic's");
@@ -984,4 +984,30 @@ fn kill_9_during_prune_loses_nothing_and_the_next_run_finishes_it() {
         log.join("\n")
     );
     assert!(mid_rename > 0, "no kill landed between the renames:\n{}", log.join("\n"));
+}
+
+#[test]
+fn expired_snapshots_are_deleted_at_idle_io_priority() {
+    require("ionice");
+    let env = Env::new();
+    small_source(&env);
+    let keep_last = serde_json::json!({ "last": 1, "hourly": 0, "daily": 0, "weekly": 0, "monthly": 0, "yearly": 0,
+                                        "pruneAfterRun": false });
+    let plan = write_plan(&env, "last.json", keep_last, "48h");
+    for now in ["2025-01-15T02:00:00+01:00", "2025-01-15T14:00:00+01:00"] {
+        expect_exit(&env.cmd(&["now", "--config", &plan, "--now", now]).output().unwrap(), 0, now);
+    }
+    let mut c = env.cmd(&["prune", "--config", &plan, "--now", "2025-01-15T15:00:00+01:00"]);
+    c.env("HWC_BACKUP_LOG", "debug");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    // The class as the kernel reports it for the deleting thread, read back by `ionice -p`.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("emptying the trash in I/O class idle"),
+        "the trash was not emptied at idle I/O priority: {}",
+        show(&out)
+    );
+    assert_eq!(env.snapshot_ids(), vec!["daily/2025-01-15_14-00-00".to_string()]);
+    let trash: Vec<_> = std::fs::read_dir(env.host_dir().join(".trash")).map(|d| d.collect()).unwrap_or_default();
+    assert!(trash.is_empty(), "the trash still holds {trash:?}");
 }

@@ -48,6 +48,31 @@ pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }
 
+/// Puts the calling thread in the idle I/O class (`ionice -c 3`) and returns the class the
+/// kernel then reports for it ("idle" when it worked).
+///
+/// rustix has no `ioprio_set` and the engine forbids `unsafe`, so util-linux's `ionice`
+/// makes the system call on this thread's id; Linux keeps I/O priority per thread, so only
+/// this thread is affected. Without `ionice` the thread keeps its priority, as before.
+pub fn idle_io_priority_for_this_thread() -> std::result::Result<String, String> {
+    let tid = rustix::thread::gettid().as_raw_nonzero().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("ionice")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run ionice: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        match out.status.success() {
+            true => Ok(text),
+            false => Err(format!("ionice {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())),
+        }
+    };
+    run(&["-c", "3", "-p", &tid])?;
+    // `ionice -p TID` prints the class as the kernel has it: "idle", or "best-effort: prio 4".
+    run(&["-p", &tid])
+}
+
 /// Removes a directory tree that may hold read-only directories (snapshots keep source
 /// permissions, so a `0500` directory must be made writable before its entries go).
 pub fn remove_tree(path: &Path) -> Result<()> {

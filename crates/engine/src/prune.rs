@@ -164,6 +164,11 @@ pub fn trash_path(host: &HostDir, path: &std::path::Path) -> Result<PathBuf> {
 
 /// Deletes everything in the trash. Safe to run without the lock and to interrupt: each
 /// entry is already out of every tier, and whatever remains is deleted by the next call.
+///
+/// The deletion runs on a thread of its own in the idle I/O class, so that the hundreds of
+/// thousands of unlinks of an expired snapshot wait for any other disk I/O (Linux keeps I/O
+/// priority per thread). The systemd units already run the whole job that way; this covers a
+/// `hwc-backup now` or `prune` typed in a shell.
 pub fn empty_trash(host: &HostDir) -> Result<u64> {
     let trash = host.trash_dir();
     let entries = match std::fs::read_dir(&trash) {
@@ -171,11 +176,23 @@ pub fn empty_trash(host: &HostDir) -> Result<u64> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(Error::io("read directory", &trash, e)),
     };
-    let mut n = 0;
-    for entry in entries {
-        let entry = entry.ctx("read directory", &trash)?;
-        crate::fsutil::remove_tree(&entry.path())?;
-        n += 1;
+    let paths =
+        entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>().ctx("read directory", &trash)?;
+    if paths.is_empty() {
+        return Ok(0);
     }
-    Ok(n)
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            match crate::fsutil::idle_io_priority_for_this_thread() {
+                Ok(class) => tracing::debug!("emptying the trash in I/O class {class}"),
+                Err(e) => tracing::debug!("emptying the trash at normal I/O priority: {e}"),
+            }
+            for p in &paths {
+                crate::fsutil::remove_tree(p)?;
+            }
+            Ok(paths.len() as u64)
+        })
+        .join()
+        .expect("the trash deletion thread does not panic")
+    })
 }
