@@ -647,7 +647,7 @@ impl<'a, R: Read> Puller<'a, R> {
         match frame {
             FromAgent::Data { id, offset, lz4, bytes } => {
                 let bytes = proto::decompress(lz4, bytes).map_err(|e| self.protocol(e))?;
-                if !self.inflight.get(&id).is_some_and(|f| f.base.is_none()) {
+                if self.inflight.get(&id).is_none_or(|f| f.base.is_some()) {
                     return Err(self.protocol(format!("data for file {id}, which is not expected whole")));
                 }
                 let f = self.inflight.get_mut(&id).expect("checked");
@@ -656,7 +656,7 @@ impl<'a, R: Read> Puller<'a, R> {
             }
             FromAgent::Delta { id, lz4, bytes } => {
                 let bytes = proto::decompress(lz4, bytes).map_err(|e| self.protocol(e))?;
-                if !self.inflight.get(&id).is_some_and(|f| f.base.is_some()) {
+                if self.inflight.get(&id).is_none_or(|f| f.base.is_none()) {
                     return Err(self.protocol(format!("a delta for file {id}, which is not expected")));
                 }
                 let f = self.inflight.get_mut(&id).expect("checked");
