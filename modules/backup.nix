@@ -1,10 +1,11 @@
 # hwc.system.services.backup: hard-linked, rotated, verifiable snapshots driven by systemd timers.
 #
 # The options follow the seed README (local.*, cloud.*, protonDrive.*, schedule.*,
-# notifications.*, pre/postBackupScript). Everything they turn into (the JSON plan at
-# /etc/hwc-backup/config.json, the units, the assertions) is computed by the pure function in
-# ../nix/render.nix, which the offline tests evaluate without nixpkgs; this file only declares
-# the options and wires the result into NixOS.
+# notifications.*, pre/postBackupScript), plus hosts.* (a server pulling other machines over
+# ssh) and agent.* (a client letting a server pull it). Everything they turn into (the JSON plan
+# at /etc/hwc-backup/config.json, the units, the authorized_keys entries, the assertions) is
+# computed by the pure function in ../nix/render.nix, which the offline tests evaluate without
+# nixpkgs; this file only declares the options and wires the result into NixOS.
 {
   config,
   lib,
@@ -22,6 +23,9 @@ let
     # Hooks stop at the first failing command, as NixOS `script`s do.
     writeHook = name: text: pkgs.writeShellScript name "set -e\n${text}";
     rclone = lib.getExe pkgs.rclone;
+    # The pull units' PATH holds no ssh; the plan names it (hosts.<name>.ssh).
+    ssh = lib.getExe' pkgs.openssh "ssh";
+    flock = lib.getExe' pkgs.util-linux "flock";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
     secretPath = name: lib.attrByPath [ "age" "secrets" name "path" ] "/run/agenix/${name}" config;
@@ -57,6 +61,13 @@ let
   # Each database name becomes a file name in the staging directory.
   dbName = lib.types.strMatching "[^./][^/]*";
   dbUser = lib.types.strMatching "[^/:[:space:]]+";
+  # As the runner checks them (hosts.<name>.address/user in docs/plan.md).
+  sshAddress = lib.types.strMatching "[^-@[:space:]][^@[:space:]]*";
+  sshUser = lib.types.strMatching "[^-@/:[:space:]][^@/:[:space:]]*";
+  # What goes into one authorized_keys line.
+  oneLine = lib.types.strMatching "[^\n\r]*" // {
+    description = "single-line string";
+  };
 
   mkKeep =
     period: default:
@@ -69,6 +80,138 @@ let
         ${period} periods that have one, as `restic forget --keep-${period} N` selects them.
         `0` disables the rule, `-1` keeps one for every such period.
       '';
+    };
+
+  # A retention override of a pulled host: null takes the `local.keep*` value.
+  mkHostKeep =
+    name: field:
+    lib.mkOption {
+      type = lib.types.nullOr keepCount;
+      default = null;
+      example = 14;
+      description = ''
+        This host's `${field}`: like {option}`local.${field}`, for the snapshots of `${name}`.
+        `null` uses {option}`local.${field}`.
+      '';
+    };
+
+  # One machine pulled over ssh (`hosts.<name>`); rendered into the plan's `hosts.<name>`.
+  hostModule =
+    { name, ... }:
+    {
+      options = {
+        address = lib.mkOption {
+          type = sshAddress;
+          default = name;
+          defaultText = lib.literalMD "the attribute name, `<name>`";
+          example = "web1.lan";
+          description = "Host name or address that ssh connects to.";
+        };
+
+        user = lib.mkOption {
+          type = sshUser;
+          default = "root";
+          example = "backup";
+          description = ''
+            User that the server logs in as and the agent runs as on the host. Reading every
+            source usually needs `root` (with {option}`agent.enable` on the host, its
+            `authorized_keys` entry can only start the agent, for the paths it allows).
+          '';
+        };
+
+        port = lib.mkOption {
+          type = lib.types.ints.between 1 65535;
+          default = 22;
+          example = 2222;
+          description = "ssh port of the host.";
+        };
+
+        sshKeyFile = lib.mkOption {
+          type = lib.types.nullOr lib.types.path;
+          default = null;
+          example = "/root/.ssh/backup_ed25519";
+          description = ''
+            Private key to log in with (`ssh -i`, only this key is offered). `null`: root's
+            default keys. Give a path outside the Nix store.
+          '';
+        };
+
+        sshOptions = lib.mkOption {
+          type = lib.types.listOf (lib.types.strMatching "[A-Za-z0-9]+=[^\n\r]*");
+          default = [ ];
+          example = [
+            "UserKnownHostsFile=/etc/hwc-backup/known_hosts"
+            "StrictHostKeyChecking=yes"
+          ];
+          description = ''
+            Extra `ssh -o Key=value` options, before the runner's own (batch mode, keep-alives),
+            so they win. ssh runs in batch mode: the host's key must already be known, e.g.
+            from `programs.ssh.knownHosts`.
+          '';
+        };
+
+        sources = lib.mkOption {
+          type = lib.types.listOf lib.types.str;
+          example = [
+            "/home"
+            "/etc"
+            "/var/lib"
+          ];
+          description = ''
+            Absolute paths on the host to back up, each stored under its own path in the
+            snapshot. The host's agent must allow each of them
+            ({option}`agent.allowedPaths` there).
+          '';
+        };
+
+        excludePatterns = lib.mkOption {
+          type = lib.types.listOf lib.types.str;
+          default = [ ];
+          example = [
+            ".cache"
+            "/var/lib/docker/"
+          ];
+          description = ''
+            What to leave out, with the rules of {option}`local.excludePatterns` (which do not
+            apply to pulled hosts). The host's agent may add its own.
+          '';
+        };
+
+        oneFileSystem = lib.mkOption {
+          type = lib.types.bool;
+          default = true;
+          example = false;
+          description = "Do not descend into other file systems mounted below a source on the host.";
+        };
+
+        keepLast = mkHostKeep name "keepLast";
+        keepHourly = mkHostKeep name "keepHourly";
+        keepDaily = mkHostKeep name "keepDaily";
+        keepWeekly = mkHostKeep name "keepWeekly";
+        keepMonthly = mkHostKeep name "keepMonthly";
+        keepYearly = mkHostKeep name "keepYearly";
+
+        keepWithin = lib.mkOption {
+          type = lib.types.nullOr (lib.types.strMatching "([0-9]+[ymdh])+");
+          default = null;
+          example = "30d";
+          description = ''
+            This host's `keepWithin`, like {option}`local.keepWithin`. `null` uses
+            {option}`local.keepWithin`.
+          '';
+        };
+
+        schedule = lib.mkOption {
+          type = lib.types.nullOr lib.types.nonEmptyStr;
+          default = null;
+          example = "hourly";
+          description = ''
+            When `backup-host-<name>.timer` pulls this host, in the syntax of
+            {option}`schedule.frequency` (at {option}`schedule.timeOfDay`). `null` uses
+            {option}`schedule.frequency`. The timer exists with {option}`schedule.enable`.
+          '';
+        };
+      };
     };
 in
 {
@@ -616,14 +759,111 @@ in
         };
       };
     };
+    hosts = lib.mkOption {
+      type = lib.types.attrsOf (lib.types.submodule hostModule);
+      default = { };
+      example = lib.literalExpression ''
+        {
+          web1 = {
+            address = "web1.lan";
+            sshKeyFile = "/root/.ssh/backup_ed25519";
+            sources = [ "/home" "/etc" "/var/lib" ];
+            keepDaily = 14;
+          };
+        }
+      '';
+      description = ''
+        Other machines this one pulls snapshots from over ssh (`hwc-backup pull --host <name>`),
+        each into `<local.mountPoint>/<name>/`, with the destination settings of `local.*`
+        (mountPoint, requireMountPoint, minSpaceGB), its retention unless overridden, and the
+        notifications; {option}`local.enable` is not needed. Each gets
+        `backup-host-<name>.service` and, with {option}`schedule.enable`,
+        `backup-host-<name>.timer`. Names are 1 to 64 letters, digits, `.`, `_` or `-`, other
+        than {option}`hostName`. The hosts
+        run `hwc-backup agent` from {option}`agent.enable` (or an `authorized_keys` entry of
+        their own), of the same hwc-backup version.
+      '';
+    };
+
+    hostConcurrency = lib.mkOption {
+      type = lib.types.ints.positive;
+      default = 1;
+      example = 2;
+      description = ''
+        How many of the {option}`hosts` may be pulled at the same time. The hosts, in name
+        order, are dealt to this many queues (lock files in `/var/lib/hwc-backup`); a pull
+        waits until the others of its queue are done, so at most this many run at once. The
+        local `backup.service` is not counted.
+      '';
+    };
+
+    agent = {
+      enable = lib.mkEnableOption "serving pulls by a backup server: `authorized_keys` entries that can only run `hwc-backup agent` for {option}`agent.allowedPaths`";
+
+      user = lib.mkOption {
+        type = lib.types.strMatching "[A-Za-z0-9_][A-Za-z0-9_.-]*";
+        default = "root";
+        example = "backup";
+        description = ''
+          User whose `authorized_keys` gets the entries, the user the agent runs as. It can
+          only serve files it may read, so backing up `/home` or `/etc` takes `root` (sshd's
+          default `PermitRootLogin = "prohibit-password"` allows these key-only logins). Another
+          user must be declared in `users.users`.
+        '';
+      };
+
+      authorizedKeys = lib.mkOption {
+        type = lib.types.listOf oneLine;
+        default = [ ];
+        example = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleOnlyExampleOnlyExampleOnlyExampleOnly root@nas" ];
+        description = ''
+          Public keys of the backup servers, as `ssh-keygen` writes them (type, key, optional
+          comment). Each becomes an entry of {option}`agent.user`'s `authorized_keys` prefixed
+          with `command="<hwc-backup> agent --allow …",restrict`: the key can start nothing
+          but the agent, without a pty or forwarding.
+        '';
+      };
+
+      allowedPaths = lib.mkOption {
+        type = lib.types.listOf oneLine;
+        default = [ ];
+        example = [
+          "/home"
+          "/etc"
+          "/var/lib"
+        ];
+        description = ''
+          Absolute paths a server may back up (`--allow`): each source it asks for must be
+          one of them or lie inside one. Fixed in `authorized_keys`, out of the server's reach.
+        '';
+      };
+
+      excludePatterns = lib.mkOption {
+        type = lib.types.listOf oneLine;
+        default = [ ];
+        example = [
+          ".cache"
+          "/home/*/.local/share/Trash/"
+        ];
+        description = ''
+          Patterns the agent leaves out on top of the server's {option}`hosts.<name>.excludePatterns`
+          (`--exclude`, the rules of {option}`local.excludePatterns`).
+        '';
+      };
+    };
   };
 
-  config = lib.mkIf cfg.enable {
-    assertions = rendered.assertions;
+  config = lib.mkMerge [
+    (lib.mkIf (cfg.enable || cfg.agent.enable) {
+      # render.nix includes the checks of each half only when that half is enabled.
+      assertions = rendered.assertions;
+      warnings = rendered.warnings;
 
-    warnings =
-      rendered.warnings
-      ++ lib.optional (
+      environment.systemPackages = [ cfg.package ];
+    })
+
+    (lib.mkIf cfg.enable {
+      warnings = lib.optional (
         cfg.cloud.enable
         && cfg.protonDrive.enable
         && cfg.cloud.rcloneConfigFile == null
@@ -631,25 +871,34 @@ in
         && !(config.age.secrets ? ${cfg.protonDrive.secretName})
       ) "hwc.system.services.backup.protonDrive.secretName: age.secrets.\"${cfg.protonDrive.secretName}\" is not declared, so the cloud push will find no rclone config.";
 
-    environment.etc."hwc-backup/config.json".source = planFile;
+      environment.etc."hwc-backup/config.json".source = planFile;
 
-    environment.systemPackages = [ cfg.package ];
+      # The units create these themselves (StateDirectory/LogsDirectory); tmpfiles makes them
+      # exist for backup-now and backup-status run from a shell before any unit ran.
+      # The staging directory must exist before a unit starts, as it is one of their
+      # ReadWritePaths (a missing one would stay read-only to the runner).
+      systemd.tmpfiles.rules = [
+        "d ${rendered.plan.stateDir} 0700 root root - -"
+        "d ${rendered.plan.logDir} 0700 root root - -"
+      ]
+      ++ lib.optional rendered.dumps "d ${rendered.plan.databases.stagingDir} 0700 root root - -";
 
-    # The units create these themselves (StateDirectory/LogsDirectory); tmpfiles makes them
-    # exist for backup-now and backup-status run from a shell before any unit ran.
-    # The staging directory must exist before a unit starts, as it is one of their
-    # ReadWritePaths (a missing one would stay read-only to the runner).
-    systemd.tmpfiles.rules = [
-      "d ${rendered.plan.stateDir} 0700 root root - -"
-      "d ${rendered.plan.logDir} 0700 root root - -"
-    ]
-    ++ lib.optional rendered.dumps "d ${rendered.plan.databases.stagingDir} 0700 root root - -";
+      # Unit names: see ../nix/render.nix (backup.timer -> backup.service, backup-local,
+      # backup-cloud, backup-health-check, backup-verify, backup-failure@, and
+      # backup-host-<name>.timer -> backup-host-<name>.service per pulled host).
+      systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
+      systemd.timers = rendered.units.timers;
 
-    # Unit names: see ../nix/render.nix (backup.timer -> backup.service, backup-local,
-    # backup-cloud, backup-health-check, backup-verify, backup-failure@).
-    systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
-    systemd.timers = rendered.units.timers;
+      system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;
+    })
 
-    system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;
-  };
+    # The client side of a pull: keys that can only start the agent (see render.nix).
+    (lib.mkIf cfg.agent.enable {
+      users.users.${cfg.agent.user}.openssh.authorizedKeys.keys = rendered.agent.authorizedKeys;
+
+      warnings = lib.optional (
+        !(config.services.openssh.enable or true)
+      ) "hwc.system.services.backup.agent.enable is set but services.openssh.enable is not: no server can connect to the agent.";
+    })
+  ];
 }

@@ -6,15 +6,18 @@
 #
 #   plan        -> /etc/hwc-backup/config.json (the contract of docs/plan.md)
 #   units       -> systemd.services.<name> / systemd.timers.<name>, in the shape of those options
-#   assertions  -> assertions ({ assertion, message } pairs; the module adds only agenix checks)
-#   warnings    -> warnings
+#   assertions  -> assertions ({ assertion, message } pairs; the module adds only agenix checks),
+#                  those of the server half with `enable`, those of the agent with `agent.enable`
+#   warnings    -> warnings (likewise)
 #   dumps       -> whether a database dump is enabled (the module then creates the staging
 #                  directory with tmpfiles)
+#   agent       -> { authorizedKeys }: the `authorized_keys` entries for `agent.user`
 #
 # Unit names (from the seed README): backup.timer -> backup.service (the whole run),
 # backup-local.service, backup-cloud.service, backup-health-check.timer/.service,
-# backup-verify.timer/.service, and the template backup-failure@.service that every other
-# service names in OnFailure=, so a failure is reported even when the runner was killed.
+# backup-verify.timer/.service, backup-host-<name>.timer/.service per pulled host, and the
+# template backup-failure@.service that every other service names in OnFailure=, so a failure
+# is reported even when the runner was killed.
 {
   # The values of `hwc.system.services.backup` (every option, defaults filled in).
   cfg,
@@ -24,6 +27,11 @@
   writeHook ? name: text: throw "render.nix: writeHook is needed to render ${name}",
   # Absolute path of the rclone binary, or null to find it on PATH.
   rclone ? null,
+  # Absolute path of the ssh client that pulls hosts, or null to find it on PATH.
+  ssh ? null,
+  # util-linux's flock(1), which keeps pulls within hostConcurrency; systemd looks a bare name
+  # up in its own PATH (/usr/bin, …), which NixOS does not have.
+  flock ? "flock",
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -32,12 +40,20 @@
 let
   inherit (builtins)
     any
+    all
     attrNames
+    concatLists
+    concatMap
     concatStringsSep
+    elemAt
     filter
+    genList
     head
     length
+    listToAttrs
+    mapAttrs
     match
+    replaceStrings
     ;
 
   local = cfg.local;
@@ -191,18 +207,7 @@ let
     };
     inherit sources;
     inherit (local) excludePatterns oneFileSystem;
-    # The options use restic's -1 for "every period"; the plan spells it "unlimited", so a
-    # negative number in a plan is always a mistake.
-    retention = {
-      last = count local.keepLast;
-      hourly = count local.keepHourly;
-      daily = count local.keepDaily;
-      weekly = count local.keepWeekly;
-      monthly = count local.keepMonthly;
-      yearly = count local.keepYearly;
-      within = local.keepWithin;
-      pruneAfterRun = true;
-    };
+    retention = retentionOf local;
     inherit hooks;
     cloud = {
       inherit (cfg.cloud) enable syncMode;
@@ -257,8 +262,66 @@ let
         binDir = pathOrNull db.mysql.binDir;
       };
     };
+    hosts = mapAttrs hostPlan cfg.hosts;
     inherit logDir stateDir;
   };
+
+  # The options use restic's -1 for "every period"; the plan spells it "unlimited", so a
+  # negative number in a plan is always a mistake.
+  retentionOf = r: {
+    last = count r.keepLast;
+    hourly = count r.keepHourly;
+    daily = count r.keepDaily;
+    weekly = count r.keepWeekly;
+    monthly = count r.keepMonthly;
+    yearly = count r.keepYearly;
+    within = r.keepWithin;
+    pruneAfterRun = true;
+  };
+
+  # ----------------------------------------------------------------------------------------------
+  # Pulled hosts (hosts.<name>): the plan's `hosts.<name>`, as plan.rs RemoteHost reads it
+  # ----------------------------------------------------------------------------------------------
+
+  keepNames = [
+    "keepLast"
+    "keepHourly"
+    "keepDaily"
+    "keepWeekly"
+    "keepMonthly"
+    "keepYearly"
+    "keepWithin"
+  ];
+  # A host's retention rules: its own where set, the local ones elsewhere.
+  hostKeep =
+    h:
+    listToAttrs (
+      map (n: {
+        name = n;
+        value = if h.${n} != null then h.${n} else local.${n};
+      }) keepNames
+    );
+  overridesRetention = h: any (n: h.${n} != null) keepNames;
+
+  hostPlan = _name: h: {
+    inherit (h)
+      address
+      user
+      port
+      sshOptions
+      excludePatterns
+      oneFileSystem
+      ;
+    sshKeyFile = pathOrNull h.sshKeyFile;
+    ssh = pathOrNull ssh;
+    # The agent's `authorized_keys` entry (agent.*) replaces it with its own command line.
+    agentCommand = "hwc-backup agent";
+    sources = map toString h.sources;
+    # A whole retention object replaces the plan's, so the local rules fill in the rest.
+    retention = if overridesRetention h then retentionOf (hostKeep h) else null;
+  };
+
+  hostNames = attrNames cfg.hosts; # sorted
 
   # ----------------------------------------------------------------------------------------------
   # Units
@@ -356,6 +419,7 @@ let
       writable,
       onAC ? false,
       needsDestination ? true,
+      execStart ? command args,
       extra ? { },
     }:
     mergeUnit {
@@ -366,7 +430,7 @@ let
         // optionalAttrs (onAC && cfg.schedule.onlyOnAC) { ConditionACPower = true; };
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = command args;
+        ExecStart = execStart;
       }
       // idlePriority
       // hardening writable;
@@ -417,8 +481,86 @@ let
   # Units that only read snapshots; they still record results and metrics.
   readers = metricsWritable;
 
-  services = optionalAttrs cfg.local.enable (
-    {
+  # ----------------------------------------------------------------------------------------------
+  # Pull units: backup-host-<name>.service (+ .timer), at most hostConcurrency at a time
+  # ----------------------------------------------------------------------------------------------
+
+  # How the limit holds. systemd has no "at most N of these units" setting, and After= between
+  # the host units orders only jobs queued together (two timers firing an hour apart would still
+  # overlap). So the hosts, in name order, are dealt round-robin to N slots, and each pull runs
+  # under `flock --no-fork <slot lock file>`: flock(1) waits for an exclusive lock on its slot's
+  # file, then execs hwc-backup in its own place, which keeps the locked descriptor (as does the
+  # ssh it starts). A slot's lock is held from the moment its pull starts until that process
+  # and its children are gone, so at most one pull per slot — N in all — runs at any time:
+  # - the kernel drops a flock lock when its last descriptor closes, whatever ends the process
+  #   (exit, SIGKILL, OOM kill, a stopped unit), so no stale lock survives a crash;
+  # - each unit holds at most one lock, so there is no deadlock; waiting is Type=oneshot's
+  #   "activating" state, which has no start timeout, and a timer firing meanwhile adds nothing;
+  # - the lock files live in the StateDirectory /var/lib/hwc-backup, which every unit gets
+  #   writable, that systemd never removes (a lock file deleted and recreated while held would
+  #   be a second lock), and whose other entries are host names, which cannot contain "@".
+  # The price of fixed slots: a host may wait for the other host of its slot while another slot
+  # is idle. With the default of 1 every pull queues behind the others.
+  slotCount =
+    if cfg.hostConcurrency < length hostNames then cfg.hostConcurrency else length hostNames;
+  slotOf = listToAttrs (
+    genList (i: {
+      name = elemAt hostNames i;
+      value = i - i / slotCount * slotCount;
+    }) (length hostNames)
+  );
+  slotLock = name: "${stateDir}/pull-slot@${toString slotOf.${name}}.lock";
+
+  hostUnit = name: "backup-host-${name}";
+  # What a pull writes: snapshots and metrics (no hooks or dumps run for a pulled host).
+  pullWritable = destinationWritable ++ metricsWritable;
+
+  hostServices = listToAttrs (
+    map (name: {
+      name = hostUnit name;
+      value = mkService {
+        description = "hwc-backup: pull a snapshot of ${name} over ssh";
+        args = [ ];
+        execStart = concatStringsSep " " [
+          flock
+          "--no-fork"
+          (slotLock name)
+          exe
+          "pull"
+          "--host"
+          name
+          "--config"
+          configFile
+        ];
+        writable = pullWritable;
+        onAC = true;
+        extra = networkDeps true;
+      };
+    }) hostNames
+  );
+
+  hostTimers = optionalAttrs cfg.schedule.enable (
+    listToAttrs (
+      map (
+        name:
+        let
+          own = cfg.hosts.${name}.schedule;
+          frequency = if own != null then own else cfg.schedule.frequency;
+        in
+        {
+          name = hostUnit name;
+          value = mkTimer "hwc-backup: scheduled pull of ${name}" (
+            onCalendar frequency cfg.schedule.timeOfDay
+          );
+        }
+      ) hostNames
+    )
+  );
+
+  pulls = hostNames != [ ];
+
+  services =
+    optionalAttrs cfg.local.enable {
       backup = mkService {
         description = "hwc-backup: snapshot, prune${
           if cfg.cloud.enable then ", cloud push" else ""
@@ -457,7 +599,18 @@ let
         writable = readers;
         onAC = true;
       };
-      # Instantiated by OnFailure= of every unit above as backup-failure@<unit>.service; it runs
+    }
+    // optionalAttrs (cfg.local.enable && cfg.cloud.enable) {
+      backup-cloud = mkService {
+        description = "hwc-backup: push the newest snapshot with rclone";
+        args = [ "cloud" ];
+        # The snapshot is read from the destination; syncMode "move" also deletes there.
+        writable = writers;
+        extra = mergeUnit (networkDeps true) rcloneCache;
+      };
+    }
+    // optionalAttrs (cfg.local.enable || pulls) {
+      # Instantiated by OnFailure= of every other unit as backup-failure@<unit>.service; it runs
       # after the failed unit whatever killed it (OOM, SIGKILL, timeout) and sends the report.
       # No RequiresMountsFor: a missing destination is a likely reason for the failure.
       "backup-failure@" = mergeUnit {
@@ -470,16 +623,7 @@ let
         restartIfChanged = false;
       } (networkDeps networkTargets);
     }
-    // optionalAttrs cfg.cloud.enable {
-      backup-cloud = mkService {
-        description = "hwc-backup: push the newest snapshot with rclone";
-        args = [ "cloud" ];
-        # The snapshot is read from the destination; syncMode "move" also deletes there.
-        writable = writers;
-        extra = mergeUnit (networkDeps true) rcloneCache;
-      };
-    }
-  );
+    // hostServices;
 
   timers =
     optionalAttrs scheduled {
@@ -492,7 +636,8 @@ let
     }
     // optionalAttrs (cfg.local.enable && cfg.verify.enable) {
       backup-verify = mkTimer "hwc-backup: scheduled verification" cfg.verify.schedule;
-    };
+    }
+    // hostTimers;
 
   # ----------------------------------------------------------------------------------------------
   # Assertions and warnings (the module adds those that need other parts of the configuration)
@@ -542,7 +687,7 @@ let
     local.keepYearly
   ];
 
-  assertions = [
+  serverAssertions = [
     {
       assertion =
         match "[A-Za-z0-9._-]{1,64}" cfg.hostName != null && cfg.hostName != "." && cfg.hostName != "..";
@@ -610,6 +755,131 @@ let
     }
     (dumpAssertions "postgresql")
     (dumpAssertions "mysql")
+  ]
+  ++ concatMap hostAssertions hostNames;
+
+  # ----------------------------------------------------------------------------------------------
+  # Checks of pulled hosts (the runner refuses the same plans, but only at build time)
+  # ----------------------------------------------------------------------------------------------
+
+  isDirName = n: match "[A-Za-z0-9._-]{1,64}" n != null && n != "." && n != "..";
+
+  # Each source i against every later one j: list each tree once.
+  overlaps =
+    paths:
+    let
+      n = length paths;
+      at = elemAt paths;
+    in
+    concatLists (
+      genList (
+        i:
+        concatMap (
+          j:
+          optional (
+            j > i && (isWithin (at i) (at j) || isWithin (at j) (at i))
+          ) "${toString (at i)} and ${toString (at j)}"
+        ) (genList (j: j) n)
+      ) n
+    );
+
+  keepsNothing =
+    r: all (n: r.${n} == 0) (filter (n: n != "keepWithin") keepNames) && r.keepWithin == null;
+
+  hostAssertions =
+    name:
+    let
+      h = cfg.hosts.${name};
+      o = field: opt "hosts.${name}.${field}";
+      bad = filter (s: !(isCleanAbsolute s)) h.sources;
+      overlapping = overlaps h.sources;
+    in
+    [
+      {
+        assertion = isDirName name;
+        message = "${opt "hosts"}.\"${name}\": the name becomes the directory ${destination}/${name} and the unit ${hostUnit name}.service, so it must be 1 to 64 letters, digits, \".\", \"_\" or \"-\" and not \".\" or \"..\".";
+      }
+      {
+        assertion = name != cfg.hostName;
+        message = "${opt "hosts"}.${name} is this machine's own ${opt "hostName"}: its snapshots would share ${destination}/${name}/ with the local ones.";
+      }
+      {
+        assertion = h.sources != [ ];
+        message = "${o "sources"} is empty: there is nothing to pull from ${name}.";
+      }
+      {
+        assertion = bad == [ ];
+        message = "${o "sources"} must be absolute paths without \".\", \"..\", \"//\" or a trailing \"/\": ${show bad}.";
+      }
+      {
+        assertion = overlapping == [ ];
+        message = "${o "sources"} lists a tree twice (${concatStringsSep "; " overlapping}); list each tree once.";
+      }
+      {
+        assertion = !(overridesRetention h) || !(keepsNothing (hostKeep h));
+        message = "${opt "hosts"}.${name}.keep* with the local values they do not override are all 0 and keepWithin is null: no snapshot of ${name} would be kept.";
+      }
+    ];
+
+  # ----------------------------------------------------------------------------------------------
+  # The agent (client side): authorized_keys entries that can only start `hwc-backup agent`
+  # ----------------------------------------------------------------------------------------------
+
+  agentCfg = cfg.agent;
+
+  # sshd hands the command= string to the user's shell: quote each argument for it (exclude
+  # patterns hold `*`). The result never ends in a backslash, which authorized_keys(5) would
+  # read as escaping the closing quote.
+  shellArg =
+    s:
+    if match "[A-Za-z0-9_./=:@+-]+" s != null then
+      s
+    else
+      "'${replaceStrings [ "'" ] [ "'\\''" ] s}'";
+  agentCommandLine = concatStringsSep " " (
+    [
+      exe
+      "agent"
+    ]
+    ++ concatMap (p: [
+      "--allow"
+      (shellArg (toString p))
+    ]) agentCfg.allowedPaths
+    ++ concatMap (x: [
+      "--exclude"
+      (shellArg x)
+    ]) agentCfg.excludePatterns
+  );
+  # In a command="…" option only \" is special (authorized_keys(5)); `restrict` turns off
+  # pty allocation and every kind of forwarding (OpenSSH 7.2+).
+  authorizedKeys = map (
+    key: "command=\"${replaceStrings [ "\"" ] [ "\\\"" ] agentCommandLine}\",restrict ${key}"
+  ) agentCfg.authorizedKeys;
+
+  # "type base64 [comment]", as ssh-keygen writes a public key; options would be misplaced
+  # after ours.
+  # (The option types keep line breaks out of keys, paths and patterns.)
+  isBareKey = k: match "(ssh|ecdsa|sk)-[A-Za-z0-9@.-]+ [A-Za-z0-9+/]+=*( .*)?" k != null;
+  badKeys = filter (k: !(isBareKey k)) agentCfg.authorizedKeys;
+  badAllowed = filter (p: !(isCleanAbsolute p)) agentCfg.allowedPaths;
+
+  agentAssertions = [
+    {
+      assertion = agentCfg.authorizedKeys != [ ];
+      message = "${opt "agent.enable"} is set but ${opt "agent.authorizedKeys"} is empty: no server could log in to pull this machine.";
+    }
+    {
+      assertion = badKeys == [ ];
+      message = "${opt "agent.authorizedKeys"} must be bare public keys (\"ssh-ed25519 AAAA… comment\", one line each); the module adds the command= and restrict options itself: ${show badKeys}.";
+    }
+    {
+      assertion = agentCfg.allowedPaths != [ ];
+      message = "${opt "agent.enable"} is set but ${opt "agent.allowedPaths"} is empty: the agent would refuse every source.";
+    }
+    {
+      assertion = badAllowed == [ ];
+      message = "${opt "agent.allowedPaths"} must be absolute paths without \".\", \"..\", \"//\" or a trailing \"/\": ${show badAllowed}.";
+    }
   ];
 
   anyTarget = any (u: u != null) [
@@ -619,13 +889,13 @@ let
     notif.email.to
   ];
 
-  warnings =
-    optional (!local.enable && !cfg.cloud.enable)
-      "${opt "enable"} is set but neither ${opt "local.enable"} nor ${opt "cloud.enable"} is: no backup will run."
+  serverWarnings =
+    optional (!local.enable && !cfg.cloud.enable && !pulls)
+      "${opt "enable"} is set but neither ${opt "local.enable"} nor ${opt "cloud.enable"} is, and ${opt "hosts"} is empty: no backup will run."
     ++ optional (!local.useRsync)
       "${opt "local.useRsync"} = false has no effect: hwc-backup always makes incremental, hard-linked snapshots."
-    ++ optional (cfg.schedule.enable && !local.enable)
-      "${opt "schedule.enable"} has no effect without ${opt "local.enable"}."
+    ++ optional (cfg.schedule.enable && !local.enable && !pulls)
+      "${opt "schedule.enable"} has no effect without ${opt "local.enable"} or ${opt "hosts"}."
     ++ optional (cfg.protonDrive.enable && !cfg.cloud.enable)
       "${opt "protonDrive.enable"} has no effect without ${opt "cloud.enable"}."
     ++ optional (
@@ -643,16 +913,27 @@ let
     ++ optional (db.postgresql.enable && db.postgresql.binDir == null)
       "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
     ++ optional (db.mysql.enable && db.mysql.binDir == null)
-      "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client.";
+      "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client."
+    ++ concatMap (
+      name:
+      let
+        key = cfg.hosts.${name}.sshKeyFile;
+      in
+      optional (key != null && match "/nix/store/.*" (toString key) != null)
+        "${opt "hosts.${name}.sshKeyFile"} is in the Nix store, which every user of the machine can read: keep private keys outside it."
+    ) hostNames;
+
+  optionals = cond: xs: if cond then xs else [ ];
 in
 {
-  inherit
-    plan
-    assertions
-    warnings
-    dumps
-    ;
+  inherit plan dumps;
+  # Each half's checks only when it is enabled, as the module applies them.
+  assertions = optionals cfg.enable serverAssertions ++ optionals agentCfg.enable agentAssertions;
+  warnings = optionals cfg.enable serverWarnings;
   units = {
     inherit services timers;
+  };
+  agent = {
+    inherit authorizedKeys;
   };
 }

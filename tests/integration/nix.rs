@@ -1,6 +1,7 @@
 //! The Nix side, checked without nixpkgs: every `.nix` file parses; the pure render
 //! (`nix/render.nix`, through `tests/nix/eval.nix`) gives the golden plan, unit descriptions,
-//! unit files, assertions and warnings for each case in `tests/nix/cases/`; every rendered plan
+//! unit files, `authorized_keys` entries, assertions and warnings for each case in
+//! `tests/nix/cases/` (an agent-only client has no plan or units); every rendered plan
 //! passes `hwc-backup config check`; the unit files pass `systemd-analyze verify` and their
 //! calendar and time-span values parse. With `HWC_NIXPKGS_LIB` pointing at a nixpkgs `lib`
 //! directory, the module itself is also evaluated with the real `lib.evalModules`.
@@ -127,10 +128,16 @@ fn nix_eval(file: &Path, args: &[&str]) -> Value {
 }
 
 fn render_case(path: &Path, package: &str) -> Case {
-    let rendered = nix_eval(
-        &repo().join("tests/nix/eval.nix"),
-        &["--arg", "case", path.to_str().unwrap(), "--argstr", "package", package],
-    );
+    render_case_with(path, package, &[])
+}
+
+/// `extra`: more `--argstr NAME VALUE` pairs for tests/nix/eval.nix (e.g. a real `flock`).
+fn render_case_with(path: &Path, package: &str, extra: &[(&str, &str)]) -> Case {
+    let mut args = vec!["--arg", "case", path.to_str().unwrap(), "--argstr", "package", package];
+    for (name, value) in extra {
+        args.extend(["--argstr", name, value]);
+    }
+    let rendered = nix_eval(&repo().join("tests/nix/eval.nix"), &args);
     let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
     Case { name, path: path.to_owned(), rendered }
 }
@@ -143,6 +150,11 @@ fn cases() -> &'static [Case] {
 
 fn valid_cases() -> impl Iterator<Item = &'static Case> {
     cases().iter().filter(|case| !case.is_invalid())
+}
+
+/// Valid cases with the server half enabled (a plan); an agent-only client has none.
+fn cases_with_plan() -> impl Iterator<Item = &'static Case> {
+    valid_cases().filter(|case| !case.rendered["plan"].is_null())
 }
 
 /// JSON with sorted keys and two-space indentation, ending in a newline.
@@ -311,10 +323,15 @@ fn render_matches_golden() {
         if case.is_invalid() {
             continue;
         }
-        golden.check(&format!("{}/plan.json", case.name), &canonical(&r["plan"]));
-        golden.check(&format!("{}/units.json", case.name), &canonical(&r["units"]));
+        if !r["plan"].is_null() {
+            golden.check(&format!("{}/plan.json", case.name), &canonical(&r["plan"]));
+            golden.check(&format!("{}/units.json", case.name), &canonical(&r["units"]));
+        }
         for (file, text) in case.unit_files() {
             golden.check(&format!("{}/units/{file}", case.name), &text);
+        }
+        if r["authorizedKeys"].as_object().is_some_and(|keys| !keys.is_empty()) {
+            golden.check(&format!("{}/authorized-keys.json", case.name), &canonical(&r["authorizedKeys"]));
         }
     }
     golden.finish();
@@ -353,6 +370,48 @@ fn every_backup_unit_reports_failure_and_survives_a_switch() {
     }
 }
 
+#[test]
+fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
+    let mut checked = 0;
+    for case in cases_with_plan() {
+        let Some(hosts) = case.rendered["plan"]["hosts"].as_object() else {
+            panic!("{}: the plan has no hosts object", case.name)
+        };
+        let services = &case.rendered["units"]["services"];
+        let timers = &case.rendered["units"]["timers"];
+        let mut slots = BTreeSet::new();
+        for name in hosts.keys() {
+            let unit = format!("backup-host-{name}");
+            let def = &services[&unit];
+            let what = format!("{}: {unit}", case.name);
+            assert!(def.is_object(), "{what}: missing");
+            let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
+            let args: Vec<&str> = exec.split_whitespace().collect();
+            assert_eq!(args[1], "--no-fork", "{what}: {exec}");
+            slots.insert(args[2].to_owned());
+            assert!(
+                exec.ends_with(&format!("/bin/hwc-backup pull --host {name} --config /etc/hwc-backup/config.json")),
+                "{what}: {exec}"
+            );
+            for key in ["wants", "after"] {
+                assert!(strings(&def[key]).contains(&"network-online.target".to_owned()), "{what}: {key}");
+            }
+            assert_eq!(def["unitConfig"]["RequiresMountsFor"][0], case.rendered["plan"]["destination"]["path"]);
+            let scheduled = timers.get("backup").is_some() || case.name == "pull-only";
+            assert_eq!(timers.get(&unit).is_some(), scheduled, "{what}: timer");
+            checked += 1;
+        }
+        // Three hosts, hostConcurrency = 2: two slots, one of them shared.
+        if case.name == "pull-server" {
+            assert_eq!(slots.len(), 2, "{slots:?}");
+        }
+        // No pulled host, no pull unit.
+        let units = services.as_object().unwrap().keys().filter(|u| u.starts_with("backup-host-")).count();
+        assert_eq!(units, hosts.len(), "{}", case.name);
+    }
+    assert!(checked >= 4, "only {checked} pulled hosts");
+}
+
 /// A plan the runner must refuse, so that `config check` is known to check something.
 fn broken_plan() -> Value {
     let mut plan = cases().iter().find(|c| c.name == "quick-start").unwrap().rendered["plan"].clone();
@@ -364,7 +423,7 @@ fn broken_plan() -> Value {
 fn rendered_plans_pass_config_check() {
     let dir = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for case in valid_cases() {
+    for case in cases_with_plan() {
         let file = dir.path().join(format!("{}.json", case.name));
         fs::write(&file, canonical(&case.rendered["plan"])).unwrap();
         let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
@@ -399,9 +458,18 @@ fn unit_files_pass_systemd_analyze_verify() {
     fs::create_dir_all(package.join("bin")).unwrap();
     std::os::unix::fs::symlink(hwc_backup(), package.join("bin/hwc-backup")).unwrap();
 
+    // The pull units wait for their slot with util-linux's flock(1).
+    let flock = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|dir| dir.join("flock"))
+        .chain([PathBuf::from("/usr/bin/flock")])
+        .find(|path| path.is_file())
+        .expect("flock (util-linux) is not installed");
+    let flock = flock.to_str().unwrap();
+
     let mut verified = 0;
+    let mut pulls = 0;
     for case in valid_cases() {
-        let case = render_case(&case.path, package.to_str().unwrap());
+        let case = render_case_with(&case.path, package.to_str().unwrap(), &[("flock", flock)]);
         let files = case.unit_files();
         if files.is_empty() {
             continue;
@@ -429,8 +497,10 @@ fn unit_files_pass_systemd_analyze_verify() {
             case.name
         );
         verified += files.len();
+        pulls += files.iter().filter(|(f, _)| f.starts_with("backup-host-")).count();
     }
     assert!(verified >= 20, "only {verified} unit files verified");
+    assert!(pulls >= 6, "only {pulls} pull unit files verified");
 }
 
 #[test]
@@ -444,8 +514,18 @@ fn unit_command_lines_are_accepted_by_the_cli() {
         for (file, kind, def) in case.units() {
             if kind == Kind::Service {
                 let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
-                let args = exec.strip_prefix(FAKE_PACKAGE).unwrap_or_else(|| panic!("{file}: {exec}"));
-                commands.insert(args.replace("%i", "backup.service"));
+                // A pull starts as `<flock> --no-fork <slot lock> <package>/bin/hwc-backup …`.
+                let runner = exec.find(FAKE_PACKAGE).unwrap_or_else(|| panic!("{file}: {exec}"));
+                if runner > 0 {
+                    let wrapper: Vec<&str> = exec[..runner].split_whitespace().collect();
+                    assert!(
+                        matches!(wrapper.as_slice(), [flock, "--no-fork", lock]
+                            if flock.ends_with("/bin/flock") && lock.starts_with("/var/lib/hwc-backup/pull-slot@")),
+                        "{}: {file}: {exec}",
+                        case.name
+                    );
+                }
+                commands.insert(exec[runner + FAKE_PACKAGE.len()..].replace("%i", "backup.service"));
             }
         }
     }
@@ -695,6 +775,14 @@ fn module_matches_the_pure_render() {
         assert_eq!(module["warnings"], r["warnings"], "{name}: warnings");
         assert_eq!(module["plan"], r["plan"], "{name}: plan");
         assert_eq!(module["systemPackages"], serde_json::json!([FAKE_PACKAGE]), "{name}");
+        // Only the client's keys: users.users.<agent.user>.openssh.authorizedKeys.keys.
+        assert_eq!(module["authorizedKeys"], r["authorizedKeys"], "{name}: authorizedKeys");
+        if r["plan"].is_null() {
+            // An agent-only client: no plan, units, checks or directories.
+            assert_eq!(module["checks"], serde_json::json!([]), "{name}");
+            assert_eq!(module["tmpfiles"], serde_json::json!([]), "{name}");
+            continue;
+        }
         assert_eq!(module["checks"], serde_json::json!(["hwc-backup-config-check"]), "{name}");
         let mut tmpfiles = vec![
             "d /var/lib/hwc-backup 0700 root root - -".to_owned(),
@@ -799,10 +887,32 @@ fn module_refuses_bad_values() {
         ("databases.mysql.databases", "[ \".hidden\" ]"),
         ("databases.mysql.socket", "\"mysqld.sock\""),
         ("databases.mysql.binDir", "\"bin\""),
+        ("hostConcurrency", "0"),
+        ("hosts.web1.port", "0"),
+        ("hosts.web1.address", "\"-oProxyCommand=sh\""),
+        ("hosts.web1.address", "\"root@web1\""),
+        ("hosts.web1.user", "\"a b\""),
+        ("hosts.web1.sshOptions", "[ \"-v\" ]"),
+        ("hosts.web1.sshKeyFile", "\"id_ed25519\""),
+        ("hosts.web1.sources", "\"/home\""),
+        ("hosts.web1.keepDaily", "(-2)"),
+        ("hosts.web1.keepWithin", "\"2 days\""),
+        ("hosts.web1.schedule", "\"\""),
+        ("agent.user", "\"no body\""),
+        ("agent.allowedPaths", "\"/home\""),
+        ("agent.allowedPaths", "[ \"/home\\n/etc\" ]"),
+        ("agent.excludePatterns", "[ \"*.tmp\\r\" ]"),
+        ("agent.authorizedKeys", "[ \"ssh-ed25519 AAAA a\\nssh-rsa AAAA b\" ]"),
     ];
     for (option, value) in bad {
+        // A pulled host needs its sources; they are given unless they are what is tested.
+        let host = if option.starts_with("hosts.") && option != "hosts.web1.sources" {
+            "hosts.web1.sources = [ \"/srv\" ];"
+        } else {
+            ""
+        };
         let definitions = format!(
-            "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; {option} = {value}; }}; }}"
+            "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; {host} {option} = {value}; }}; }}"
         );
         let result = eval_module(&lib, ("definitions", &definitions));
         let err = result.err().unwrap_or_else(|| panic!("{option} = {value} was accepted"));

@@ -24,6 +24,8 @@ let
   pkgs = {
     hwc-backup = fakeDrv "hwc-backup-0.1.0" package "hwc-backup";
     rclone = fakeDrv "rclone-1.70.0" "${fakeStore}-rclone-1.70.0" "rclone";
+    openssh = fakeDrv "openssh-10.0p2" "${fakeStore}-openssh-10.0p2" "ssh";
+    util-linux = fakeDrv "util-linux-2.41-bin" "${fakeStore}-util-linux-2.41-bin" "mount";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {
@@ -48,9 +50,10 @@ let
   };
   inherit (eval) config;
 
-  hwcOptions = lib.filter (o: lib.hasPrefix "hwc.system.services.backup." o.name) (
-    lib.optionAttrSetToDocList eval.options
-  );
+  # The documented options (not the submodules' internal `_module.args`).
+  hwcOptions = lib.filter (
+    o: lib.hasPrefix "hwc.system.services.backup." o.name && !(o.internal or false) && (o.visible or true) != false
+  ) (lib.optionAttrSetToDocList eval.options);
 in
 {
   plan = (config.environment.etc."hwc-backup/config.json" or { source.plan = null; }).source.plan;
@@ -63,6 +66,10 @@ in
   # value only when something reads it).
   values = config.hwc.system.services.backup;
   tmpfiles = config.systemd.tmpfiles.rules;
+  # The users that got authorized_keys entries (agent.*), with their entries.
+  authorizedKeys = lib.mapAttrs (_: u: u.openssh.authorizedKeys.keys) (
+    lib.filterAttrs (_: u: u.openssh.authorizedKeys.keys != [ ]) config.users.users
+  );
   systemPackages = map toString config.environment.systemPackages;
   checks = map (c: c.name) config.system.checks;
   options = map (o: {

@@ -9,6 +9,8 @@
 {
   case,
   package ? "/nix/store/00000000000000000000000000000000-hwc-backup-0.1.0",
+  # The pull units' flock(1); the systemd-analyze test passes one that exists.
+  flock ? "/nix/store/00000000000000000000000000000000-util-linux-2.41-bin/bin/flock",
 }:
 let
   inherit (builtins) filter map;
@@ -19,12 +21,25 @@ let
   cfg = import ./fill-options.nix { inherit definitions package; };
 
   rendered = import ../../nix/render.nix {
-    inherit cfg package;
+    inherit cfg package flock;
     writeHook = name: _text: "${fakeStore}-${name}";
     rclone = "${fakeStore}-rclone-1.70.0/bin/rclone";
+    ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";
   };
 in
+# What the module makes of it: the plan and units only with `enable`, the authorized_keys
+# entries only with `agent.enable`.
 {
-  inherit (rendered) plan units warnings;
+  plan = if cfg.enable then rendered.plan else null;
+  units =
+    if cfg.enable then
+      rendered.units
+    else
+      {
+        services = { };
+        timers = { };
+      };
+  inherit (rendered) warnings;
   failedAssertions = map (a: a.message) (filter (a: !a.assertion) rendered.assertions);
+  authorizedKeys = if cfg.agent.enable then { ${cfg.agent.user} = rendered.agent.authorizedKeys; } else { };
 }

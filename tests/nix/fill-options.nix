@@ -20,19 +20,28 @@ let
   };
 
   # Walk the declarations: an option takes the case's value (checked) or its default; a group
-  # recurses; a case value for a name that is not declared is an error.
+  # recurses; a case value for a name that is not declared is an error. An attribute set of
+  # submodules (hosts.<name>) has each entry filled from the submodule's own declarations.
   fill =
     loc: decl: value:
     let
       where = concatStringsSep "." loc;
+      entries =
+        attrs:
+        if decl.type.elemType.module or null == null then
+          attrs
+        else
+          builtins.mapAttrs (
+            name: entry: fill (loc ++ [ name ]) (decl.type.elemType.module { inherit name; }).options { v = entry; }
+          ) attrs;
     in
     if decl._type or null == "option" then
       if value == null && !(decl ? default) then
         throw "${where} has no default and the case does not set it"
       else if value == null then
-        decl.default
+        entries decl.default
       else if decl.type.check value.v then
-        value.v
+        entries value.v
       else
         throw "${where}: ${builtins.toJSON value.v} is not a ${decl.type.description}"
     else

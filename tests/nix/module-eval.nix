@@ -1,9 +1,9 @@
 # A flake check (nix/checks.nix): every valid case of tests/nix/cases, evaluated as part of a
 # real NixOS configuration, passes its assertions, gives the warnings of its golden checks.json,
-# and renders the golden plan and unit files. This is what ties the golden files (written by
-# tests/integration/nix.rs without nixpkgs) to what NixOS really produces. Store hashes and
-# versions are normalised, and the environment NixOS gives every service (PATH, LOCALE_ARCHIVE,
-# TZDIR) and blank lines are left out of the unit comparison.
+# and renders the golden plan, unit files and authorized_keys entries. This is what ties the
+# golden files (written by tests/integration/nix.rs without nixpkgs) to what NixOS really
+# produces. Store hashes and versions are normalised, and the environment NixOS gives every
+# service (PATH, LOCALE_ARCHIVE, TZDIR) and blank lines are left out of the unit comparison.
 { pkgs, self }:
 let
   inherit (pkgs) lib;
@@ -42,6 +42,12 @@ let
         lib.attrNames (builtins.readDir (golden + "/units"))
       );
       ourUnits = lib.filter (n: lib.hasPrefix "backup" n) (lib.attrNames config.systemd.units);
+      # An agent-only client has no plan; a client has authorized_keys entries.
+      hasPlan = builtins.pathExists (golden + "/plan.json");
+      hasKeys = builtins.pathExists (golden + "/authorized-keys.json");
+      authorizedKeys = lib.mapAttrs (_: u: u.openssh.authorizedKeys.keys) (
+        lib.filterAttrs (_: u: u.openssh.authorizedKeys.keys != [ ]) config.users.users
+      );
       ours = lib.filter (lib.hasInfix "hwc.system.services.backup");
       failed = ours (map (a: a.message) (lib.filter (a: !a.assertion) config.assertions));
       ourWarnings = ours config.warnings;
@@ -52,8 +58,17 @@ let
       "${name}: units ${toString ourUnits}, golden ${toString goldenUnits}";
     ''
       echo "== ${name}"
-      jq -S . ${config.environment.etc."hwc-backup/config.json".source} | normalise > actual
-      jq -S . ${golden}/plan.json | normalise > expected
+      ${lib.optionalString hasPlan ''
+        jq -S . ${config.environment.etc."hwc-backup/config.json".source} | normalise > actual
+        jq -S . ${golden}/plan.json | normalise > expected
+        diff -u expected actual
+      ''}
+      ${lib.optionalString (!hasPlan) ''
+        test ${lib.boolToString (!(config.environment.etc ? "hwc-backup/config.json"))} = true
+      ''}
+
+      echo ${lib.escapeShellArg (builtins.toJSON authorizedKeys)} | jq -S . | normalise > actual
+      ${if hasKeys then "jq -S . ${golden}/authorized-keys.json" else "echo {}"} | normalise > expected
       diff -u expected actual
 
       echo ${lib.escapeShellArg (builtins.toJSON ourWarnings)} | jq -S . > actual
@@ -77,7 +92,7 @@ pkgs.runCommand "hwc-backup-module-eval"
   ''
     normalise() {
       sed -E 's#/nix/store/[0-9a-z]{32}-#/nix/store/HASH-#g
-              s#(hwc-backup|rclone)-[0-9][^/" ]*#\1-VERSION#g'
+              s#(hwc-backup|rclone|openssh|util-linux)-[0-9][^/" ]*#\1-VERSION#g'
     }
     unitLines() {
       grep -vE '^(Environment="(PATH|LOCALE_ARCHIVE|TZDIR)=.*)?$' | normalise

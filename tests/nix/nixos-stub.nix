@@ -106,6 +106,21 @@ in
       type = types.str;
       default = "nixos";
     };
+    services.openssh.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    users.users = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options.openssh.authorizedKeys.keys = mkOption {
+            type = types.listOf types.singleLineStr;
+            default = [ ];
+          };
+        }
+      );
+      default = { };
+    };
     environment.etc = mkOption {
       type = types.attrsOf (
         types.submodule {

@@ -27,4 +27,5 @@ in
   mount = runTest ./mount.nix;
   stale = runTest ./stale.nix;
   corruption = runTest ./corruption.nix;
+  pull = runTest ./pull.nix;
 }

@@ -1,0 +1,14 @@
+# A machine that only pulls another one: no local snapshots of its own, one host, scheduled.
+{
+  networking.hostName = "vault";
+  hwc.system.services.backup = {
+    enable = true;
+    local.mountPoint = "/mnt/vault";
+    schedule = {
+      enable = true;
+      frequency = "weekly";
+      randomDelay = "0";
+    };
+    hosts.router.sources = [ "/etc" ];
+  };
+}
