@@ -348,6 +348,45 @@ fn a_host_of_the_plan_is_pulled_with_its_own_retention_and_records() {
     let out = env.cmd(&["pull", "--config", &s(&file), "--host", "nope"]).output().unwrap();
     assert_eq!(code(&out), 2, "an undeclared host is a usage error: {}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("client"), "{}", show(&out));
+
+    // The other commands take the host's plan too: `prune --host client` keeps what the
+    // host's rule (keepLast 1) keeps, not the plan's 7 daily.
+    let when = "2025-01-17T02:00:00+01:00";
+    let out = env.cmd(&["pull", "--config", &s(&file), "--host", CLIENT, "--now", when, "--no-prune"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out = env.cmd(&["prune", "--config", &s(&file), "--host", CLIENT, "--now", when]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let ids: Vec<_> =
+        std::fs::read_dir(env.dest.join(CLIENT).join("daily")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(ids, vec!["2025-01-17_02-00-00"], "prune --host used the plan's retention: {}", show(&out));
+    let out = env.cmd(&["health", "--config", &s(&file), "--host", CLIENT, "--json"]).output().unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(health.to_string().contains("2025-01-17_02-00-00"), "health --host checks the host's snapshots: {health}");
+
+    // A pull that failed by itself under systemd records its invocation in the host's state
+    // directory; OnFailure='s notify-failure for backup-host-client.service must find it there
+    // and not notify a second time.
+    let mut broken = plan.clone();
+    broken["hosts"][CLIENT]["port"] = 1.into();
+    let broken = write_plan(&env, "broken.json", &broken.to_string());
+    let out = env
+        .cmd(&["pull", "--config", &s(&broken), "--host", CLIENT, "--now", "2025-01-18T02:00:00+01:00"])
+        .env("INVOCATION_ID", "pull-invocation-1")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let out = env
+        .cmd(&["notify-failure", "--unit", "backup-host-client.service", "--config", &s(&broken)])
+        .env("INVOCATION_ID", "notify-invocation")
+        .env("MONITOR_INVOCATION_ID", "pull-invocation-1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sent its own notification"),
+        "the pull's own notification was not recognised: {}",
+        show(&out)
+    );
 }
 
 #[test]

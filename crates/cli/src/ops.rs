@@ -202,6 +202,11 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
 /// the last ten minutes is not sent twice.
 pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
     let plan = a.target.load_plan()?;
+    // A pull's unit: its records and its message are the pulled host's.
+    let plan = match pulled_host_of_unit(&plan, &a.unit) {
+        Some(name) => plan.for_host(&name)?.0,
+        None => plan,
+    };
     let state_dir = plan.host_state_dir();
     let journal = journal_tail(&a.unit);
     // systemd (251+) tells the OnFailure= unit which invocation failed. A job that reached
@@ -483,12 +488,21 @@ fn notified_recently(dir: &Path, job: &str, key: &str, within_secs: i64) -> bool
         .is_some_and(|n| n.key == key && Timestamp::now().as_second() - n.time.as_second() < within_secs)
 }
 
+/// The pulled host whose unit this is: `backup-host-web1.service` → `web1`, when the plan
+/// declares `hosts.web1`.
+fn pulled_host_of_unit(plan: &Plan, unit: &str) -> Option<String> {
+    let name = unit.strip_prefix("backup-host-")?;
+    let name = name.strip_suffix(".service").unwrap_or(name);
+    plan.hosts.contains_key(name).then(|| name.to_string())
+}
+
 /// The job a unit runs (`backup-cloud.service` → `cloud`), whose own failure notification
 /// makes the unit's redundant.
 fn job_of_unit(unit: &str) -> &'static str {
-    if unit.contains("cloud") {
+    // By the units' names as the module writes them; a pulled host named "cloud1" is a backup.
+    if unit.starts_with("backup-cloud") {
         "cloud"
-    } else if unit.contains("health") {
+    } else if unit.starts_with("backup-health") {
         "health"
     } else {
         "backup"

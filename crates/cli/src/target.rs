@@ -37,6 +37,13 @@ impl Target {
         }
         let plan = self.load_plan()?;
         let host_name = self.host.clone().unwrap_or_else(|| plan.host.clone());
+        // A host this machine pulls has its own sources, retention and records: `prune --host
+        // web1` keeps what web1's rules keep, `health --host web1` checks web1's snapshots.
+        let plan = if host_name != plan.host && plan.hosts.contains_key(&host_name) {
+            plan.for_host(&host_name)?.0
+        } else {
+            plan
+        };
         Ok(Resolved {
             host: HostDir::new(plan.destination.path.join(&host_name)),
             host_name,

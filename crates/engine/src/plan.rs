@@ -857,6 +857,10 @@ impl Plan {
         p.hooks = Hooks::default();
         p.databases = Databases { staging_dir: self.databases.staging_dir.clone(), ..Databases::default() };
         p.cloud.enable = false;
+        // The healthchecks.io check is this machine's own job's dead man's switch: a pull
+        // that succeeds must not ping it (that would hide a dead local job), nor one that
+        // fails. A pulled host is watched by `health --host NAME`.
+        p.notifications.healthchecks = None;
         p.hosts = BTreeMap::new();
         Ok((p, h.clone()))
     }
