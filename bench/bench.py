@@ -220,9 +220,21 @@ def fmt_ratio(x):
     return "–" if x is None else f"{x:.2f}"
 
 
-def cmd_report(raw_path, facts_path, out_path):
+def load_wire(path):
+    """Bytes on the wire per pull: key -> [(to the client, from it)]."""
+    rows = {}
+    if path:
+        with open(path) as f:
+            for line in f:
+                key, _run, to, frm = line.rstrip("\n").split("\t")
+                rows.setdefault(key, []).append((int(to), int(frm)))
+    return rows
+
+
+def cmd_report(raw_path, facts_path, out_path, wire_path=None):
     raw = load_raw(raw_path)
     facts = load_facts(facts_path)
+    wire = load_wire(wire_path)
     entries = int(facts.get("tree entries", "0") or 0)
     many = facts.get("snapshots in the many destination", "100")
 
@@ -263,6 +275,7 @@ def cmd_report(raw_path, facts_path, out_path):
         ("1% changed", "change/hwc", "`cp -al` + `cp -a` of the changed files (the floor)", "change/floor", 1.10, "≤ 1.10"),
         ("delete one snapshot", "prune/hwc", "`rm -rf` of the same tree", "prune/rm", 1.00, "≤ 1.00"),
         ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", None, ""),
+        ("pull over ssh, 1% changed", "pull/hwc", "`rsync -aH --link-dest` over the same sshd", "pull/rsync", None, ""),
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
     ]
     lines = []
@@ -316,6 +329,20 @@ def cmd_report(raw_path, facts_path, out_path):
             f"| peak memory of a snapshot (any of the above) | {mib(p)} MiB | – | – | – | < 48 MiB | "
             f"{'yes' if ok else '**no**'} | – | {mib(p)} | – | {per_entry(p)} |"
         )
+    if wire:
+        lines.append("")
+        lines.append("Bytes on the wire of a pull (as ssh reports them: encrypted, both directions; median per run):")
+        lines.append("")
+        lines.append("| command | to the client | from the client | total | total / rsync's |")
+        lines.append("|---|---|---|---|---|")
+        tot = {k: statistics.median(t + f for t, f in v) for k, v in wire.items()}
+        for key, label in (("pull/hwc", "`hwc-backup pull` (agent protocol, rsync deltas)"),
+                           ("pull/rsync", "`rsync -aH --link-dest` over ssh")):
+            if key in wire:
+                to = statistics.median(t for t, _ in wire[key])
+                frm = statistics.median(f for _, f in wire[key])
+                rel = tot[key] / tot["pull/rsync"] if tot.get("pull/rsync") else None
+                lines.append(f"| {label} | {mib(to)} MiB | {mib(frm)} MiB | {mib(tot[key])} MiB | {fmt_ratio(rel)} |")
     lines.append("")
     lines.append("Every command, seconds (median, min–max) and peak RSS:")
     lines.append("")
@@ -362,6 +389,8 @@ COMMAND_LABELS = [
     ("restore/cp", "restore: `cp -a SNAPSHOT/SRC NEW`"),
     ("verify/hwc", "verify: `hwc-backup verify latest`"),
     ("verify/b3sum", "verify: `b3sum --check --quiet .hwc-backup/manifest.b3`"),
+    ("pull/hwc", "pull, 1% changed: `hwc-backup pull` through `hwc-backup agent` over ssh"),
+    ("pull/rsync", "pull, 1% changed: `rsync -aH --link-dest=PREV -e ssh HOST:SRC/ NEW/`"),
     ("many/hwc1", "no change, 1 snapshot in the destination: `hwc-backup now`"),
     ("many/hwc100", "no change, {many} snapshots in the destination: `hwc-backup now`"),
 ]
@@ -394,6 +423,7 @@ def main(argv):
     r.add_argument("raw")
     r.add_argument("facts")
     r.add_argument("out")
+    r.add_argument("--wire")
     a = ap.parse_args(argv)
     if a.cmd == "gen":
         cmd_gen(a.root, a.files, a.seed)
@@ -408,7 +438,7 @@ def main(argv):
     elif a.cmd == "estimate":
         print(sum(r[1] for r in plan(a.files, a.seed)[1]))
     elif a.cmd == "report":
-        cmd_report(a.raw, a.facts, a.out)
+        cmd_report(a.raw, a.facts, a.out, a.wire)
 
 
 if __name__ == "__main__":
