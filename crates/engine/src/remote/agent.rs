@@ -80,7 +80,7 @@ pub fn serve(config: &AgentConfig, input: impl Read + Send, output: impl Write +
         Err(m) => return refuse(&mut output, m),
     };
     proto::write_frame(&mut output, &FromAgent::Ready).map_err(lost)?;
-    session(&sources, &excludes, request.one_file_system, input, output)
+    session(&sources, &excludes, request.one_file_system, input, proto::CompressedWriter::new(output))
 }
 
 /// Tells the server why, then fails.

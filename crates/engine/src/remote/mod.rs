@@ -22,7 +22,9 @@
 //! 3. **Request.** The server sends the sources, the exclude patterns and `oneFileSystem`. The
 //!    agent checks each source against its own allow-list (fixed by the `authorized_keys`
 //!    command, so a server can never read beyond it) and that it exists, adds its own excludes,
-//!    and answers `Ready` or `Error`.
+//!    and answers `Ready` or `Error`. After `Ready`, everything the agent sends is one LZ4
+//!    frame stream ([`proto::CompressedWriter`]) holding the same frames; it cuts the walk's
+//!    bytes several times (protocol 2).
 //! 4. **Walk.** The agent sends walk frames in the manifest's walk order: per source `Source`,
 //!    then a directory's non-directories sorted by name, then each subdirectory (`Dir` … `DirEnd`)
 //!    sorted by name, then `SourceEnd`; at the end `WalkEnd` with the excluded count and the

@@ -4,8 +4,9 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version; both sides must speak the same one.
-pub const PROTOCOL: u32 = 1;
+/// The protocol version; both sides must speak the same one. Version 2: everything the agent
+/// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]).
+pub const PROTOCOL: u32 = 2;
 /// The first bytes each side writes.
 pub const MAGIC: [u8; 4] = *b"HWCB";
 /// The largest frame either side accepts: bigger lengths mean garbage or a hostile peer.
@@ -346,6 +347,38 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad frame: {e}")))
 }
 
+/// The agent's stream after `Ready`: the walk and the files as one LZ4 frame stream. The
+/// walk alone is about a hundred bytes per entry (name and metadata, one frame each), which
+/// made a pull of a 200 000-entry tree with 1% changed cross the wire as twice the bytes of
+/// rsync's; compressed, the names' shared parts and the repeated metadata shrink it several
+/// times. File data goes through too: compressing what already is compressed costs little.
+pub struct CompressedWriter<W: Write>(lz4_flex::frame::FrameEncoder<W>);
+
+impl<W: Write> CompressedWriter<W> {
+    /// Starts the stream on `w`.
+    pub fn new(w: W) -> Self {
+        CompressedWriter(lz4_flex::frame::FrameEncoder::new(w))
+    }
+}
+
+impl<W: Write> Write for CompressedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    /// Ends the current block and flushes the writer below: the server must get every frame
+    /// written so far (the encoder's own flush leaves the block in the writer below).
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()?;
+        self.0.get_mut().flush()
+    }
+}
+
+/// The server's side of [`CompressedWriter`].
+pub fn compressed_reader<R: Read>(r: R) -> lz4_flex::frame::FrameDecoder<R> {
+    lz4_flex::frame::FrameDecoder::new(r)
+}
+
 /// LZ4-compresses `data` when that saves at least an eighth; returns `(lz4, bytes)`.
 pub fn maybe_compress(data: Vec<u8>) -> (Option<u32>, Vec<u8>) {
     let packed = lz4_flex::block::compress(&data);
@@ -386,10 +419,44 @@ mod tests {
 
         let mut r: &[u8] = b"bash: hwc-backup: command not found\n";
         assert!(matches!(read_hello(&mut r), Err(HelloError::NotAnAgent(b)) if b.starts_with(b"bash")));
-        let mut r: &[u8] = b"HWCB\0\0\0\x02";
-        assert!(matches!(read_hello(&mut r), Err(HelloError::Version(2))));
+        let mut r: &[u8] = b"HWCB\0\0\0\x09";
+        assert!(matches!(read_hello(&mut r), Err(HelloError::Version(9))));
         let mut r: &[u8] = b"\xff\xff\xff\xff";
         assert!(read_frame::<FromAgent>(&mut r, &mut buf).is_err());
+    }
+
+    #[test]
+    fn the_compressed_stream_carries_frames_and_shrinks_a_walk() {
+        let mut wire = Vec::new();
+        let mut w = CompressedWriter::new(&mut wire);
+        let frames: Vec<FromAgent> = (0..1000u64)
+            .map(|i| FromAgent::File {
+                name: format!("report_{i:07}.txt").into_bytes(),
+                meta: Meta {
+                    mode: 0o100644,
+                    uid: 1000,
+                    gid: 100,
+                    size: i * 37,
+                    mtime: 1_700_000_000,
+                    ..Meta::default()
+                },
+                link: None,
+            })
+            .collect();
+        let mut plain = Vec::new();
+        for f in &frames {
+            write_frame(&mut w, f).unwrap();
+            write_frame(&mut plain, f).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        assert!(wire.len() * 2 < plain.len(), "{} compressed bytes for {} plain", wire.len(), plain.len());
+        let mut r = compressed_reader(wire.as_slice());
+        let mut buf = Vec::new();
+        for f in &frames {
+            assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap().as_ref(), Some(f));
+        }
+        assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap(), None);
     }
 
     #[test]

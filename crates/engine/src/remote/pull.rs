@@ -86,7 +86,7 @@ pub fn build(
     let recorder = Writer::new(ManifestWriter::create(manifest)?, cursor, work.to_path_buf(), progress);
     let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
     let sender = std::thread::spawn(move || send_frames(rx, output));
-    let mut p = Puller::new(opts, input, tx, recorder, work, work_fd, base_fd);
+    let mut p = Puller::new(opts, proto::compressed_reader(input), tx, recorder, work, work_fd, base_fd);
     let pulled = p.run();
     let Puller { out, writer, .. } = p;
     let _ = out.send(ToAgent::Done);

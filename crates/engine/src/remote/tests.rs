@@ -191,10 +191,11 @@ fn scripted(frames: Vec<super::proto::FromAgent>) -> impl Fn() -> crate::Result<
             let mut buf = Vec::new();
             let _: Option<proto::ToAgent> = proto::read_frame(&mut input, &mut buf).unwrap();
             proto::write_frame(&mut output, &proto::FromAgent::Ready).unwrap();
+            let mut stream = proto::CompressedWriter::new(&output);
             for f in &frames {
-                let _ = proto::write_frame(&mut output, f);
+                let _ = proto::write_frame(&mut stream, f);
             }
-            let _ = output.flush();
+            let _ = stream.flush();
             let _ = output.shutdown(std::net::Shutdown::Write); // then the connection "drops"
             while let Ok(Some(_)) = proto::read_frame::<proto::ToAgent>(&mut input, &mut buf) {}
         });
