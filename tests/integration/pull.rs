@@ -352,7 +352,8 @@ fn a_host_of_the_plan_is_pulled_with_its_own_retention_and_records() {
     // The other commands take the host's plan too: `prune --host client` keeps what the
     // host's rule (keepLast 1) keeps, not the plan's 7 daily.
     let when = "2025-01-17T02:00:00+01:00";
-    let out = env.cmd(&["pull", "--config", &s(&file), "--host", CLIENT, "--now", when, "--no-prune"]).output().unwrap();
+    let out =
+        env.cmd(&["pull", "--config", &s(&file), "--host", CLIENT, "--now", when, "--no-prune"]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let out = env.cmd(&["prune", "--config", &s(&file), "--host", CLIENT, "--now", when]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
