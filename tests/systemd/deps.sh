@@ -15,6 +15,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v nix-instantiate >/dev/null || need+=(nix-bin)
 command -v python3 >/dev/null || need+=(python3)
 command -v cmp >/dev/null || need+=(diffutils)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
 [ ${#need[@]} -eq 0 ] && [ ${#qemu[@]} -eq 0 ] && exit 0
 
 SUDO=

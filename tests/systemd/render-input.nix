@@ -2,21 +2,25 @@
 # nix/render.nix, offline (Debian's Nix 2.8, no nixpkgs):
 #
 #   nix-instantiate --eval --strict --json tests/systemd/render-input.nix \
-#     --argstr package /opt/hwc-backup --argstr variant base
+#     --argstr package /opt/hwc-backup --argstr variant base \
+#     --argstr pullKey "$(cat key.pub)"
 #
 # Like tests/nix/eval.nix (both fill the options with tests/nix/fill-options.nix), with two differences for a VM
 # that really runs the units: the package path is where the test copies the freshly built binary,
 # and hooks (pre/postBackupScript) become real files, written the way the module writes them
-# (pkgs.writeShellScript name "set -e\n<text>"), returned in `files` for the test to install.
+# (pkgs.writeShellScript name "set -e\n<text>"), returned in `files` for the test to install;
+# the agent's authorized_keys entries are returned in `authorizedKeys` (user -> lines). `pullKey`
+# is the public key the cases' agent authorizes (ssh-keygen's one line, generated per run).
 {
   package,
   variant,
+  pullKey,
   hookDir ? "/opt/hwc-test/hooks",
 }:
 let
   inherit (builtins) filter listToAttrs map;
 
-  definitions = import (./cases + "/${variant}.nix");
+  definitions = import (./cases + "/${variant}.nix") { inherit pullKey; };
 
   cfg = import ../nix/fill-options.nix { inherit definitions package; };
 
@@ -41,6 +45,11 @@ in
       ]
     )
   );
+  # modules/backup.nix with agent.enable: users.users.<agent.user>.openssh.authorizedKeys.keys,
+  # which NixOS's sshd module writes to /etc/ssh/authorized_keys.d/<user> (one of its
+  # AuthorizedKeysFile locations).
+  authorizedKeys =
+    if cfg.agent.enable then { ${cfg.agent.user} = rendered.agent.authorizedKeys; } else { };
   # modules/backup.nix: systemd.tmpfiles.rules
   tmpfiles = [
     "d ${rendered.plan.stateDir} 0700 root root - -"

@@ -11,6 +11,7 @@ The output is a directory tree to be copied over `/` of the test machine:
   etc/systemd/system/NAME.service, NAME.timer, TARGET.wants/NAME.timer -> ../NAME.timer, ...
   <script-prefix>/unit-script-NAME-start/bin/NAME-start        (for `script`, `preStart`, ...)
   <plan-path>                                                  (the plan, if --plan-path)
+  hook scripts, /etc/tmpfiles.d/hwc-backup.conf, /etc/ssh/authorized_keys.d/USER (extra_files)
 
 It follows NixOS's rules (nixos/lib/systemd-lib.nix, nixos/modules/system/boot/systemd.nix,
 summarised in shared/nix-facts.md section 1.4):
@@ -272,9 +273,14 @@ def render(doc, script_prefix="/opt/hwc-units"):
     return files, links
 
 
+USER_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
 def extra_files(doc):
     """What the module adds besides units: hook scripts (`files`: path -> text, executable, as
-    pkgs.writeShellScript makes them) and `tmpfiles` rules (systemd.tmpfiles.rules)."""
+    pkgs.writeShellScript makes them), `tmpfiles` rules (systemd.tmpfiles.rules), and the agent's
+    `authorizedKeys` (user -> lines, users.users.<user>.openssh.authorizedKeys.keys), which
+    NixOS's sshd module writes to /etc/ssh/authorized_keys.d/<user>, mode 0444, one key a line."""
     out = {}
     for path, text in (doc.get("files") or {}).items():
         if not path.startswith("/"):
@@ -282,6 +288,13 @@ def extra_files(doc):
         out[path] = (text, 0o755)
     if doc.get("tmpfiles"):
         out["/etc/tmpfiles.d/hwc-backup.conf"] = ("".join(r + "\n" for r in doc["tmpfiles"]), 0o644)
+    for user, keys in sorted((doc.get("authorizedKeys") or {}).items()):
+        if not USER_NAME_RE.match(user):
+            raise RenderError(f"authorizedKeys: {user!r} is not a user name")
+        if any("\n" in k or "\r" in k for k in keys):
+            raise RenderError(f"authorizedKeys.{user}: an entry spans several lines")
+        if keys:
+            out[f"/etc/ssh/authorized_keys.d/{user}"] = ("".join(k + "\n" for k in keys), 0o444)
     return out
 
 

@@ -156,6 +156,16 @@ class ExtraFiles(unittest.TestCase):
         self.assertEqual(out["/opt/h/pre"], ("#!/bin/bash\nset -e\ntrue\n", 0o755))
         self.assertEqual(out["/etc/tmpfiles.d/hwc-backup.conf"], ("d /var/lib/x 0700 root root - -\n", 0o644))
 
+    def test_authorized_keys_as_nixos_sshd_writes_them(self):
+        line = 'command="/opt/x/bin/hwc-backup agent --allow /srv",restrict ssh-ed25519 AAAA k'
+        out = ru.extra_files({"authorizedKeys": {"root": [line, "ssh-ed25519 BBBB k2"], "nobody": []}})
+        self.assertEqual(out["/etc/ssh/authorized_keys.d/root"], (line + "\nssh-ed25519 BBBB k2\n", 0o444))
+        self.assertNotIn("/etc/ssh/authorized_keys.d/nobody", out)
+        with self.assertRaises(ru.RenderError):
+            ru.extra_files({"authorizedKeys": {"../root": [line]}})
+        with self.assertRaises(ru.RenderError):
+            ru.extra_files({"authorizedKeys": {"root": [line + "\nssh-ed25519 CCCC evil"]}})
+
     def test_failed_assertions_refused(self):
         with tempfile.TemporaryDirectory() as d:
             p = os.path.join(d, "r.json")

@@ -1,6 +1,10 @@
 # The configuration the VM test runs: a laptop-style setup (README "Laptop with External Drive")
 # with every timer on, no random delay (so the timer fires at its OnCalendar), notifications to a
 # listener inside the VM, and a pre-backup hook that probes what the sandbox lets it write.
+# It also pulls two "other machines" over ssh (hosts.client1/client2), which are in fact the VM
+# itself on 127.0.0.1 (agent.*, the client half, is enabled on the same machine); `pullKey` is
+# the public half of a key pair the test generates for each run (tests/systemd/run).
+{ pullKey }:
 {
   networking.hostName = "hwc-vm";
   hwc.system.services.backup = {
@@ -33,5 +37,38 @@
     health.schedule = "weekly";
     verify.enable = true;
     verify.schedule = "monthly";
+    # The server half: two hosts, one pull at a time (both on the one slot lock). Their timers
+    # exist (schedule.enable) but are yearly, so that the clock jumps of the other scenarios
+    # (which cross 02:00 several times) never start a pull; the pull scenario starts the units.
+    hosts = {
+      client1 = {
+        address = "127.0.0.1";
+        user = "root";
+        sshKeyFile = "/root/.ssh/hwc_pull";
+        sshOptions = [
+          "UserKnownHostsFile=/etc/hwc-pull/known_hosts"
+          "StrictHostKeyChecking=yes"
+        ];
+        sources = [ "/srv/client1" ];
+        schedule = "yearly";
+      };
+      client2 = {
+        address = "127.0.0.1";
+        sshKeyFile = "/root/.ssh/hwc_pull";
+        sshOptions = [
+          "UserKnownHostsFile=/etc/hwc-pull/known_hosts"
+          "StrictHostKeyChecking=yes"
+        ];
+        sources = [ "/srv/client2" ];
+        schedule = "yearly";
+      };
+    };
+    hostConcurrency = 1;
+    # The client half: root's authorized_keys entry that can only start the agent.
+    agent = {
+      enable = true;
+      authorizedKeys = [ pullKey ];
+      allowedPaths = [ "/srv/client1" "/srv/client2" ];
+    };
   };
 }

@@ -430,13 +430,179 @@ s_health_verify() {
   systemctl reset-failed backup-verify.service
 }
 
+# ---------- pull: the server pulls "other machines" over ssh; here both are the VM itself ----------
+PULL_KEY=/root/.ssh/hwc_pull
+pull_ssh() { # ssh as root of the server would, with the pull key (the agent's restricted key)
+  timeout 60 ssh -o BatchMode=yes -o UserKnownHostsFile=/etc/hwc-pull/known_hosts -o StrictHostKeyChecking=yes \
+    -o IdentitiesOnly=yes -i "$PULL_KEY" -l root "$@"
+}
+pull_latest() { HOSTDIR=$DEST/$1 latest; }
+pull_snapshots() { HOSTDIR=$DEST/$1 snapshots; }
+pulled_new() { # pulled_new HOST OLD_LATEST FILE : latest of HOST moved and its snapshot holds FILE as it is
+  local l; l=$(pull_latest "$1"); [ -n "$l" ] && [ "$l" != "$2" ] && cmp -s "$3" "$DEST/$1/$l$3"
+}
+tcp_open() { bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+pull_sig() { # what a snapshot must reproduce: names, types, modes, owners, symlink targets, file mtimes and data
+  (cd "$1" && find . -printf '%p %y %m %U:%G %l\n' | sort && find . -type f -print0 | sort -z | xargs -0r stat -c '%n %Y' &&
+   find . -type f -print0 | sort -z | xargs -0r md5sum)
+}
+same_tree() { # same_tree SOURCE SNAPSHOT-COPY : pull_sig equal, else the differences go to the log
+  local d; d=$(diff <(pull_sig "$1") <(pull_sig "$2")) && return 0
+  log "differences between $1 and $2:"; head -20 <<<"$d"; return 1
+}
+pull_state() { # "client1:run client2:wait": per host, whether its unit runs hwc-backup (after the
+  # slot lock: flock --no-fork execs it) or still waits in flock for the lock
+  local u p st
+  for u in client1 client2; do
+    st=
+    for p in $(cat "/sys/fs/cgroup/system.slice/backup-host-$u.service/cgroup.procs" 2>/dev/null); do
+      case $(cat "/proc/$p/comm" 2>/dev/null) in
+        hwc-backup) st=run ;;
+        flock) [ -n "$st" ] || st=wait ;;
+      esac
+    done
+    [ -n "$st" ] && printf '%s:%s ' "$u" "$st"
+  done
+  echo
+}
+
+s_pull() {
+  scenario pull
+  local D1=$DEST/client1 m m2 L L2 S fm nc i1 i2 i3 probe n
+  # The client half, as NixOS sets it up: sshd reads /etc/ssh/authorized_keys.d/%u (the module's
+  # entries, installed from the render with the units) besides ~/.ssh/authorized_keys.
+  mkdir -p /etc/ssh/sshd_config.d
+  echo 'AuthorizedKeysFile %h/.ssh/authorized_keys /etc/ssh/authorized_keys.d/%u' >/etc/ssh/sshd_config.d/50-hwc-test.conf
+  ssh-keygen -A   # host keys (openssh-server made them when the image was built; a no-op then)
+  systemctl restart ssh.service
+  # The server half: its key, and the client's host keys known (programs.ssh.knownHosts would
+  # write them; the case points sshOptions' UserKnownHostsFile here).
+  install -D -m600 "$H/guest/hwc_pull" "$PULL_KEY"
+  mkdir -p /etc/hwc-pull
+  for k in /etc/ssh/ssh_host_*_key.pub; do echo "127.0.0.1 $(cut -d' ' -f1,2 "$k")"; done >/etc/hwc-pull/known_hosts
+  check "sshd runs (ssh.service active)" systemctl is-active --quiet ssh.service
+  check "root's authorized_keys entry is the module's: forced agent command for the allowed paths, restrict" \
+    grep -qxF "command=\"/opt/hwc-backup/bin/hwc-backup agent --allow /srv/client1 --allow /srv/client2\",restrict $(cat "$H/guest/hwc_pull.pub")" /etc/ssh/authorized_keys.d/root
+  check "hostConcurrency = 1: both pull units run under the one slot lock (flock --no-fork pull-slot@0.lock)" \
+    bash -c "grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client1 ' /etc/systemd/system/backup-host-client1.service &&
+             grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client2 ' /etc/systemd/system/backup-host-client2.service"
+  # The clients' trees: owners, modes, a symlink, an empty directory, some bulk.
+  mkdir -p /srv/client1/docs /srv/client1/empty /srv/client1/private /srv/client2
+  echo "client1 notes $(date +%s)" >/srv/client1/notes.txt
+  seq 1 50000 >/srv/client1/docs/numbers.txt
+  head -c 8M /dev/urandom >/srv/client1/big.bin
+  ln -s ../notes.txt /srv/client1/docs/link-to-notes
+  echo "secret of client1" >/srv/client1/private/key; chmod 700 /srv/client1/private; chmod 600 /srv/client1/private/key
+  chown -R 1000:1000 /srv/client1/docs
+  echo "client2 data" >/srv/client2/data.txt
+  m=$(jmark backup-host-client1.service)
+  systemctl start backup-host-client1.service
+  wait_for 180 unit_ended backup-host-client1.service "$m"
+  if unit_succeeded backup-host-client1.service "$m"; then pass "systemctl start backup-host-client1.service: the pull over ssh succeeds"
+  else fail "systemctl start backup-host-client1.service: the pull over ssh succeeds" "$(jnew backup-host-client1.service "$m" | tail -8 | tr '\n' '|')"; return; fi
+  L=$(pull_latest client1)
+  check "latest is set in $D1 and names a complete snapshot" test -n "$L" -a -f "$D1/$L/.hwc-backup/meta.json"
+  check "the snapshot holds /srv/client1 as it is (content, modes, owners, symlink, mtimes)" same_tree /srv/client1 "$D1/$L/srv/client1"
+  check "only the requested source was pulled (no /srv/client2 in client1's snapshot)" test ! -e "$D1/$L/srv/client2"
+  check "the pull keeps its records in $STATE/client1/" test -d "$STATE/client1"
+
+  scenario pull-incremental
+  # (inode numbers noted now: retention may prune the older snapshot of the same day)
+  i1=$(stat -c %i "$D1/$L/srv/client1/big.bin"); i2=$(stat -c %i "$D1/$L/srv/client1/docs/numbers.txt")
+  i3=$(stat -c %i "$D1/$L/srv/client1/notes.txt")
+  echo "changed $(date +%s%N)" >>/srv/client1/notes.txt
+  m=$(jmark backup-host-client1.service)
+  systemctl start backup-host-client1.service
+  wait_for 180 unit_ended backup-host-client1.service "$m"
+  check "the second pull succeeds" unit_succeeded backup-host-client1.service "$m"
+  L2=$(pull_latest client1)
+  check "latest moved to a new snapshot" test -n "$L2" -a "$L2" != "$L" -a -f "$D1/$L2/.hwc-backup/meta.json"
+  check "unchanged big.bin is a hard link of the previous snapshot's (inode $i1)" test "$(stat -c %i "$D1/$L2/srv/client1/big.bin")" = "$i1"
+  check "unchanged docs/numbers.txt too (inode $i2)" test "$(stat -c %i "$D1/$L2/srv/client1/docs/numbers.txt")" = "$i2"
+  check "the changed notes.txt is a new file (not inode $i3) with the new content" \
+    test "$(stat -c %i "$D1/$L2/srv/client1/notes.txt")" != "$i3" -a "$(cat "$D1/$L2/srv/client1/notes.txt")" = "$(cat /srv/client1/notes.txt)"
+  check "the new snapshot holds /srv/client1 as it is" same_tree /srv/client1 "$D1/$L2/srv/client1"
+
+  scenario pull-concurrency
+  # Both pulls started together, each with 16 MiB of new data: with hostConcurrency = 1 one waits
+  # in flock for the slot lock until the other has ended. A probe samples every 0.1 s which unit
+  # runs hwc-backup and which still waits.
+  head -c 16M /dev/urandom >/srv/client1/new.bin
+  head -c 16M /dev/urandom >/srv/client2/new.bin
+  L=$(pull_latest client1); L2=$(pull_latest client2)
+  m=$(jmark backup-host-client1.service); m2=$(jmark backup-host-client2.service)
+  (while :; do pull_state; sleep 0.1; done) >/run/hwc-test/pull-probe 2>/dev/null &
+  probe=$!
+  systemctl start --no-block backup-host-client1.service backup-host-client2.service
+  wait_for 300 unit_ended backup-host-client1.service "$m"
+  wait_for 300 unit_ended backup-host-client2.service "$m2"
+  kill "$probe"; wait "$probe" 2>/dev/null
+  log "probe samples (uniq): $(uniq -c /run/hwc-test/pull-probe | tr -s ' \n' ' ')"
+  check "client1's pull succeeds" unit_succeeded backup-host-client1.service "$m"
+  check "client2's pull succeeds" unit_succeeded backup-host-client2.service "$m2"
+  if grep -q 'client1:run client2:run' /run/hwc-test/pull-probe; then
+    fail "never both pulls at once" "$(grep -c 'client1:run client2:run' /run/hwc-test/pull-probe) samples with both running"
+  else pass "never both pulls at once ($(wc -l </run/hwc-test/pull-probe) samples)"; fi
+  check "each of them was seen running" bash -c "grep -q client1:run /run/hwc-test/pull-probe && grep -q client2:run /run/hwc-test/pull-probe"
+  check "one was seen waiting for the slot while the other ran" grep -qE 'client1:run client2:wait|client1:wait client2:run' /run/hwc-test/pull-probe
+  check "client1 got a new snapshot with its new data" pulled_new client1 "$L" /srv/client1/new.bin
+  check "client2 got a new snapshot with its new data" pulled_new client2 "$L2" /srv/client2/new.bin
+
+  scenario pull-restricted-key
+  # The agent's key can only start the agent: a command asked for is not run (the agent answers
+  # with its hello and gives up on a server that says nothing), and forwarding is refused.
+  pull_ssh 127.0.0.1 id </dev/null >/run/hwc-test/ssh-id.out 2>&1
+  log "ssh … id said: $(tr -d '\0' </run/hwc-test/ssh-id.out | cat -v | head -5 | tr '\n' '|')"
+  check "ssh with the key and the command \"id\" runs no shell command (no uid= output)" bash -c "! grep -aq 'uid=' /run/hwc-test/ssh-id.out"
+  check "what answered is the agent (its HWCB hello)" grep -aq HWCB /run/hwc-test/ssh-id.out
+  pull_ssh -tt 127.0.0.1 id </dev/null >/run/hwc-test/ssh-t.out 2>&1
+  log "ssh -tt … id said: $(tr -d '\0' </run/hwc-test/ssh-t.out | cat -v | head -5 | tr '\n' '|')"
+  check "no pty with the key (ssh -tt: PTY allocation refused, still no uid= output)" \
+    bash -c "grep -aq 'PTY allocation request failed' /run/hwc-test/ssh-t.out && ! grep -aq 'uid=' /run/hwc-test/ssh-t.out"
+  pull_ssh -W 127.0.0.1:22 127.0.0.1 </dev/null >/run/hwc-test/ssh-w.out 2>&1
+  log "ssh -W said: $(cat -v /run/hwc-test/ssh-w.out | head -5 | tr '\n' '|')"
+  check "port forwarding with the key is refused (ssh -W 127.0.0.1:22: no sshd banner through it)" \
+    bash -c "! grep -aq '^SSH-2.0' /run/hwc-test/ssh-w.out && grep -aqi 'prohibited\|failed' /run/hwc-test/ssh-w.out"
+
+  scenario pull-unreachable
+  # sshd stopped: the pull fails and reports it itself; OnFailure= still runs
+  # backup-failure@backup-host-client1.service.service, whose notify-failure finds the pull's
+  # invocation in the host's state directory and does not notify a second time.
+  systemctl stop ssh.socket 2>/dev/null; systemctl stop ssh.service
+  if tcp_open 22; then fail "sshd stopped (127.0.0.1:22 refuses)" "port 22 still accepts"; else pass "sshd stopped (127.0.0.1:22 refuses)"; fi
+  L=$(pull_latest client1); S=$(pull_snapshots client1)
+  fm=$(fmark backup-host-client1.service); nc=${fm#* }
+  m=$(jmark backup-host-client1.service)
+  systemctl start backup-host-client1.service
+  wait_for 120 unit_ended backup-host-client1.service "$m"
+  if jnew backup-host-client1.service "$m" | grep -qE "Failed with result|Failed to start"; then pass "the pull fails"
+  else fail "the pull fails" "$(jnew backup-host-client1.service "$m" | tail -5 | tr '\n' '|')"; fi
+  check "the journal says why (ssh: connection refused)" bash -c "journalctl -b -q -o cat -u backup-host-client1.service | tail -n +$((m + 1)) | grep -qi 'refused'"
+  check "nothing published: latest and the snapshots of client1 unchanged" test "$(pull_latest client1)" = "$L" -a "$(pull_snapshots client1)" = "$S"
+  expect_failure_reported backup-host-client1.service "$fm"
+  sleep 3
+  n=$(( $(notify_count) - nc ))
+  if [ "$n" -eq 1 ]; then pass "the failure was notified exactly once"
+  else fail "the failure was notified exactly once" "$n notifications: $(tail -n +$((nc + 1)) /run/hwc-test/notify.jsonl | cut -c1-300 | tr '\n' '|')"; fi
+  check "the notification is about client1" bash -c "tail -n +$((nc + 1)) /run/hwc-test/notify.jsonl | grep -q client1"
+  check "notify-failure saw that the pull had notified (invocation recorded in $STATE/client1/)" \
+    bash -c "journalctl -b -q -o cat -u 'backup-failure@backup-host-client1.service.service' | tail -n +$((${fm% *} + 1)) | grep -q 'sent its own notification'"
+  systemctl start ssh.service
+  systemctl reset-failed backup-host-client1.service 'backup-failure@backup-host-client1.service.service' 2>/dev/null
+  m=$(jmark backup-host-client1.service)
+  systemctl start backup-host-client1.service
+  wait_for 180 unit_ended backup-host-client1.service "$m"
+  check "with sshd back, the next pull succeeds" unit_succeeded backup-host-client1.service "$m"
+}
+
 s_daemon_reload() {
   scenario daemon-reload-no-backup
   # What nixos-rebuild switch does after a configuration change: new unit files and plan, then
   # daemon-reload, then restart the changed units that are active, skipping services marked
   # X-RestartIfChanged=false; a oneshot backup that is not running is not started.
-  local m0 l0 s0 changed u
+  local m0 l0 s0 changed u p1 p2
   m0=$(jmark backup.service); l0=$(latest); s0=$(snapshots)
+  p1=$(jmark backup-host-client1.service); p2=$(jmark backup-host-client2.service)
   changed=$(cd "$H/trees/changed" && find . -type f | while read -r f; do cmp -s "$f" "/$f" || echo "${f#.}"; done)
   log "changed files: $changed"
   check "the configuration change touches the plan" grep -q hwc-backup/config.json <<<"$changed"
@@ -455,6 +621,9 @@ s_daemon_reload() {
   if unit_started backup.service "$m0"; then fail "no backup started by the reload" "$(jnew backup.service "$m0" | head -3 | tr '\n' '|')"
   else pass "no backup started by the reload"; fi
   check "no new snapshot" test "$(latest)" = "$l0" -a "$(snapshots)" = "$s0"
+  if unit_started backup-host-client1.service "$p1" || unit_started backup-host-client2.service "$p2"; then
+    fail "no pull started by the reload" "$(jnew backup-host-client1.service "$p1" | head -2 | tr '\n' '|')$(jnew backup-host-client2.service "$p2" | head -2 | tr '\n' '|')"
+  else pass "no pull started by the reload"; fi
   check "backup.service has X-RestartIfChanged=false" grep -qx 'X-RestartIfChanged=false' /etc/systemd/system/backup.service
   check "timers still active" systemctl is-active --quiet $TIMERS
 }
@@ -463,7 +632,7 @@ setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_daemon_reload}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload}; do
     $s
   done
 else
