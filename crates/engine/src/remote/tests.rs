@@ -143,6 +143,33 @@ fn pulled_snapshot_equals_local_and_links_unchanged_files() {
 }
 
 #[test]
+fn a_small_file_with_a_small_change_comes_as_a_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
+    // 48 KiB that do not compress, so only a delta can make the transfer small.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..48 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    write(&src.join("notes.db"), &noise);
+    std::fs::create_dir_all(&dest).unwrap();
+    pull(&src, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", allow(&src));
+    let f = std::fs::OpenOptions::new().write(true).open(src.join("notes.db")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[1u8; 2048], 0).unwrap();
+    let second = pull(&src, &dest, "client", "2025-01-16T02:00:00+01:00[+01:00]", allow(&src));
+    assert_eq!(second.state, RunState::Success, "{second:?}");
+    let t = second.transfer.as_ref().unwrap();
+    assert!(t.bytes_received < 16 << 10, "2 KiB changed in a 48 KiB file should come as a delta: {t:?}");
+    let stored = snapshot_dir(&dest, "client", &second).join(src.strip_prefix("/").unwrap()).join("notes.db");
+    assert_eq!(std::fs::read(stored).unwrap(), std::fs::read(src.join("notes.db")).unwrap());
+}
+
+#[test]
 fn refused_and_missing_sources_fail_the_run_and_publish_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dest) = (dir.path().join("src"), dir.path().join("dest"));
