@@ -233,6 +233,9 @@ fn join(dir: &Path, name: &CStr) -> PathBuf {
     dir.join(OsStr::from_bytes(name.to_bytes()))
 }
 
+/// [`Copier::copy_entry`] or [`Copier::merge_entry`].
+type EntryFn<'a> = fn(&mut Copier<'a>, BorrowedFd, &Path, BorrowedFd, &Path, &CStr, &CStr, &Path) -> Result<()>;
+
 /// The state of one restore's copy.
 struct Copier<'a> {
     /// The directory that holds the target (or its staging entry); hard-link paths are
@@ -245,7 +248,7 @@ struct Copier<'a> {
     report: &'a mut RestoreReport,
 }
 
-impl Copier<'_> {
+impl<'a> Copier<'a> {
     /// Copies `src_dir/name` (recursively) to `dst_dir/dst_name`, where nothing exists yet.
     /// `rel` is `dst_dir/dst_name` relative to `dst_root`.
     #[allow(clippy::too_many_arguments)]
@@ -267,20 +270,7 @@ impl Copier<'_> {
             FileType::Directory => {
                 let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
                 let dst = fsops::make_dir_at(dst_dir, dst_name).ctx("create directory", to())?;
-                self.report.entries += 1;
-                let (src_here, dst_here) = (from(), to());
-                for child in names_in(src.as_fd(), &src_here)? {
-                    self.copy_entry(
-                        src.as_fd(),
-                        &src_here,
-                        dst.as_fd(),
-                        &dst_here,
-                        &child,
-                        &child,
-                        &rel.join(OsStr::from_bytes(child.to_bytes())),
-                    )?;
-                }
-                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+                self.fill_dir(&src, &from(), &dst, &to(), &st, rel, Self::copy_entry)?;
             }
             FileType::RegularFile => {
                 if self.link_to_earlier_copy(&st, dst_dir, dst_name, rel).ctx("create hard link", to())? {
@@ -341,20 +331,7 @@ impl Copier<'_> {
             FileType::Directory if existing == FileType::Directory => {
                 let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
                 let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to())?;
-                self.report.entries += 1;
-                let (src_here, dst_here) = (from(), to());
-                for child in names_in(src.as_fd(), &src_here)? {
-                    self.merge_entry(
-                        src.as_fd(),
-                        &src_here,
-                        dst.as_fd(),
-                        &dst_here,
-                        &child,
-                        &child,
-                        &rel.join(OsStr::from_bytes(child.to_bytes())),
-                    )?;
-                }
-                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+                self.fill_dir(&src, &from(), &dst, &to(), &st, &rel, Self::merge_entry)?;
             }
             FileType::RegularFile => {
                 // Written beside the old entry and renamed over it, after an fsync, so a power
@@ -378,6 +355,27 @@ impl Copier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Restores every entry of the open directory `src` into `dst` with `each` (copy or
+    /// merge), then gives `dst` its metadata: its mode and times only once it is full.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_dir(
+        &mut self,
+        src: &OwnedFd,
+        src_path: &Path,
+        dst: &OwnedFd,
+        dst_path: &Path,
+        st: &Stat,
+        rel: &Path,
+        each: EntryFn<'a>,
+    ) -> Result<()> {
+        self.report.entries += 1;
+        for child in names_in(src.as_fd(), src_path)? {
+            let child_rel = rel.join(OsStr::from_bytes(child.to_bytes()));
+            each(self, src.as_fd(), src_path, dst.as_fd(), dst_path, &child, &child, &child_rel)?;
+        }
+        fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), st).ctx("set metadata of", dst_path)
     }
 
     /// For a file with several links whose first copy exists, links to that copy and
