@@ -140,7 +140,7 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
             &to_dir,
             &from_name,
             &to_name,
-            Path::new(""),
+            Path::new(OsStr::from_bytes(to_name.to_bytes())), // hard-link paths are relative to to_dir
         )?;
     } else {
         let staging = cstr(OsStr::new(&format!(".{}.hwc-restore", to_name.to_string_lossy())));
@@ -309,11 +309,6 @@ impl<'a> Copier<'a> {
         dst_name: &CStr,
         rel: &Path,
     ) -> Result<()> {
-        let rel = if rel.as_os_str().is_empty() {
-            PathBuf::from(OsStr::from_bytes(dst_name.to_bytes()))
-        } else {
-            rel.to_path_buf()
-        };
         let from = || join(src_path, name);
         let to = || join(dst_path, dst_name);
         let existing = match rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -322,7 +317,7 @@ impl<'a> Copier<'a> {
             Err(e) => return Err(Error::io("inspect", to(), e.into())),
         };
         let Some(existing) = existing else {
-            return self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, &rel);
+            return self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, rel);
         };
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| Error::io("inspect", from(), e.into()))?;
@@ -331,7 +326,7 @@ impl<'a> Copier<'a> {
             FileType::Directory if existing == FileType::Directory => {
                 let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
                 let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to())?;
-                self.fill_dir(&src, &from(), &dst, &to(), &st, &rel, Self::merge_entry)?;
+                self.fill_dir(&src, &from(), &dst, &to(), &st, rel, Self::merge_entry)?;
             }
             FileType::RegularFile => {
                 // Written beside the old entry and renamed over it, after an fsync, so a power
@@ -339,7 +334,7 @@ impl<'a> Copier<'a> {
                 let tmp = cstr(OsStr::new(&format!(".{}.hwc-restore", dst_name.to_string_lossy())));
                 let tmp_path = join(dst_path, &tmp);
                 remove_existing(&tmp_path)?;
-                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, &tmp, &rel)?;
+                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, &tmp, rel)?;
                 let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
                 let written = rustix::fs::openat(dst_dir, &tmp, flags, rustix::fs::Mode::empty())
                     .map_err(|e| Error::io("open", &tmp_path, e.into()))?;
@@ -351,7 +346,7 @@ impl<'a> Copier<'a> {
             }
             _ => {
                 remove_existing(&to())?;
-                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, &rel)?;
+                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, rel)?;
             }
         }
         Ok(())
