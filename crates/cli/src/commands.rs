@@ -365,10 +365,10 @@ fn prune_cmd(a: PruneArgs) -> Result<Exit> {
     let decision = if a.dry_run {
         prune::plan(&host.list()?, &policy, now, &plan.health.max_age)
     } else {
-        let _lock = hwc_backup_engine::lock::HostLock::acquire(&host.lock_path(), "prune")?;
+        let lock = hwc_backup_engine::lock::HostLock::acquire(host, "prune")?;
         let d = prune::plan(&host.list()?, &policy, now, &plan.health.max_age);
-        prune::execute(host, &d)?;
-        drop(_lock);
+        prune::execute(host, &lock, &d)?;
+        drop(lock);
         prune::empty_trash(host)?;
         d
     };

@@ -30,7 +30,7 @@ impl Target {
             let host_name = self.host.clone().unwrap_or_else(hwc_backup_engine::fsutil::hostname);
             return Ok(Resolved {
                 plan: None,
-                host: HostDir::new(dest.join(&host_name)),
+                host: HostDir::open(&dest.join(&host_name))?,
                 host_name,
                 state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
             });
@@ -45,7 +45,7 @@ impl Target {
             plan
         };
         Ok(Resolved {
-            host: HostDir::new(plan.destination.path.join(&host_name)),
+            host: HostDir::open(&plan.destination.path.join(&host_name))?,
             host_name,
             state_dir: plan.state_dir.clone(),
             plan: Some(plan),

@@ -189,8 +189,8 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
         return Err(Error::config("cloud.enable", "is false; enable the cloud copy in the configuration first"));
     }
     let rclone = rclone_binary(plan)?;
-    let host = HostDir::new(plan.host_dir());
-    let _lock = HostLock::acquire(&host.lock_path(), "cloud push")?;
+    let host = HostDir::open(&plan.host_dir())?;
+    let _lock = HostLock::acquire(&host, "cloud push")?;
     let snapshot = host.newest()?.ok_or_else(|| {
         Error::Guard(format!("there is no complete snapshot under {} to push", host.root().display()))
     })?;

@@ -89,6 +89,15 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// Something in the backup destination is not what the layout says it is (a symlink
+    /// where a directory of ours belongs, a hard-linked lock file …); nothing was followed.
+    #[error("{}: {message}", path.display())]
+    Unsafe {
+        /// The entry.
+        path: PathBuf,
+        /// What it is and what was expected.
+        message: String,
+    },
 }
 
 /// The engine's result type.

@@ -183,8 +183,8 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
             Some(f) => Ok(format!("{} free", crate::run::human_bytes(f))),
         },
     );
-    let host = HostDir::new(plan.host_dir());
-    let listed = host.list();
+    let host_root = plan.host_dir();
+    let listed = HostDir::open(&host_root).and_then(|h| h.list());
     let (count, newest) = match &listed {
         Ok(l) => (l.len(), l.last().map(|s| (s.id(), s.time()))),
         Err(_) => (0, None),
@@ -194,7 +194,7 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
         "newestSnapshot",
         match (&listed, &newest) {
             (Err(e), _) => Err(format!("cannot list snapshots: {e}")),
-            (Ok(_), None) => Err(format!("there is no complete snapshot under {}", host.root().display())),
+            (Ok(_), None) => Err(format!("there is no complete snapshot under {}", host_root.display())),
             (Ok(_), Some((id, t))) => {
                 let age = age(now, *t);
                 if age > max_age {

@@ -84,7 +84,7 @@ pub const SNAPSHOT_LOG: &str = "run.log";
 /// Writes `<meta_dir>/run.log`: one `== what ==` section per entry, in order. Call it while
 /// the snapshot is still being built (before its metadata is written), so the log is
 /// published with the snapshot by the same rename.
-pub fn write_snapshot_log(meta_dir: &Path, sections: &[(String, String)]) -> Result<()> {
+pub fn write_snapshot_log(meta_dir: &crate::fs::Dir, sections: &[(String, String)]) -> Result<()> {
     if sections.is_empty() {
         return Ok(());
     }
@@ -96,7 +96,7 @@ pub fn write_snapshot_log(meta_dir: &Path, sections: &[(String, String)]) -> Res
             text.push('\n');
         }
     }
-    crate::fsutil::write_durably(&meta_dir.join(SNAPSHOT_LOG), text.as_bytes())
+    meta_dir.write_atomic(&crate::fs::Name::fixed(SNAPSHOT_LOG), text.as_bytes())
 }
 
 #[cfg(test)]

@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use jiff::civil::DateTime;
 use jiff::{Timestamp, Zoned};
 
-use crate::error::{Error, IoContext, Result};
-use crate::meta::{SnapshotMeta, META_DIR};
+use crate::error::{Error, Result};
+use crate::fs::{Dir, Name};
+use crate::lock::HostLock;
+use crate::meta::{SnapshotMeta, META_DIR, META_FILE};
 use crate::retention::Tier;
 
 /// Every tier directory, finest first.
@@ -31,10 +33,27 @@ pub const TIERS: [Tier; 5] = [Tier::Hourly, Tier::Daily, Tier::Weekly, Tier::Mon
 /// The format of snapshot directory names (local time of the run's start).
 const NAME_FORMAT: &str = "%Y-%m-%d_%H-%M-%S";
 
-/// Paths inside one host directory.
-#[derive(Clone, Debug)]
+/// The fixed names inside a host directory.
+pub const INCOMPLETE: &str = ".incomplete";
+/// Expired snapshots and leftovers wait here for deletion.
+pub const TRASH: &str = ".trash";
+/// The writer's lock file.
+pub const LOCK: &str = ".lock";
+/// The symlink to the newest complete snapshot.
+pub const LATEST: &str = "latest";
+
+/// Largest `meta.json` read (a snapshot's metadata keeps at most 1000 warnings).
+const META_LIMIT: u64 = 64 << 20;
+
+/// One host's directory, held open: every operation inside it goes through its [`Dir`]
+/// handle, so a symlink planted at a fixed name is refused, and an unmounted or renamed
+/// destination cannot redirect a run that is under way. Operations that change it take the
+/// held [`HostLock`], so they cannot be called without it.
+#[derive(Debug)]
 pub struct HostDir {
     root: PathBuf,
+    /// `None` when the host directory does not exist yet (no snapshots).
+    dir: Option<Dir>,
 }
 
 /// A complete snapshot found on disk.
@@ -44,7 +63,8 @@ pub struct Snapshot {
     pub tier: Tier,
     /// Its directory name (`2025-01-16_02-00-00`).
     pub name: String,
-    /// Full path of the snapshot directory.
+    /// Full path of the snapshot directory (for messages and for programs that take paths;
+    /// the engine itself opens it with [`HostDir::open_snapshot`]).
     pub path: PathBuf,
     /// Its metadata.
     pub meta: SnapshotMeta,
@@ -63,63 +83,107 @@ impl Snapshot {
 }
 
 impl HostDir {
-    /// The host directory `<destination>/<host>`.
-    pub fn new(root: PathBuf) -> HostDir {
-        HostDir { root }
+    /// Opens the host directory `root` (`<destination>/<host>`) for reading. A missing host
+    /// directory (or destination) means "no snapshots here"; callers that must tell the two
+    /// apart check the destination themselves. A symlink or a file in its place is refused.
+    pub fn open(root: &Path) -> Result<HostDir> {
+        let (dest, name) = split(root)?;
+        let dest = match Dir::open_trusted(dest) {
+            Ok(d) => d,
+            Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => {
+                return Ok(HostDir { root: root.to_path_buf(), dir: None })
+            }
+            Err(e) => return Err(e),
+        };
+        let dir = dest.try_open_dir(&name)?;
+        Ok(HostDir { root: root.to_path_buf(), dir })
     }
 
-    /// The host directory itself.
+    /// Opens the host directory `host` below the destination handle, creating it `0700`
+    /// when it is missing: snapshots keep their sources' modes, so nothing in them may be
+    /// reachable by the server's other users unless the administrator opens it.
+    pub fn create(dest: &Dir, host: &Name) -> Result<HostDir> {
+        let dir = dest.create_dir(host, 0o700)?;
+        Ok(HostDir { root: dest.child_path(host), dir: Some(dir) })
+    }
+
+    /// The host directory itself (for messages).
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// The directory of a tier.
-    pub fn tier_dir(&self, tier: Tier) -> PathBuf {
-        self.root.join(tier.as_str())
+    /// The open host directory; an error when it does not exist.
+    pub fn dir(&self) -> Result<&Dir> {
+        self.dir
+            .as_ref()
+            .ok_or_else(|| Error::io("open directory", &self.root, std::io::Error::from(std::io::ErrorKind::NotFound)))
     }
 
-    /// Where work in progress is built.
-    pub fn incomplete_dir(&self) -> PathBuf {
-        self.root.join(".incomplete")
+    /// Whether the host directory exists.
+    pub fn exists(&self) -> bool {
+        self.dir.is_some()
     }
 
-    /// Where expired snapshots wait for deletion.
-    pub fn trash_dir(&self) -> PathBuf {
-        self.root.join(".trash")
+    /// The directory of a tier, when it exists.
+    pub fn tier(&self, tier: Tier) -> Result<Option<Dir>> {
+        match &self.dir {
+            Some(d) => d.try_open_dir(&Name::fixed(tier.as_str())),
+            None => Ok(None),
+        }
     }
 
-    /// The writer's lock file.
-    pub fn lock_path(&self) -> PathBuf {
-        self.root.join(".lock")
+    /// The directory of a tier, created when missing.
+    pub fn tier_for_write(&self, _lock: &HostLock, tier: Tier) -> Result<Dir> {
+        self.dir()?.create_dir(&Name::fixed(tier.as_str()), 0o755)
     }
 
-    /// The `latest` symlink.
-    pub fn latest_path(&self) -> PathBuf {
-        self.root.join("latest")
+    /// Where work in progress is built, created when missing.
+    pub fn incomplete(&self, _lock: &HostLock) -> Result<Dir> {
+        self.dir()?.create_dir(&Name::fixed(INCOMPLETE), 0o700)
     }
 
-    /// All complete snapshots, oldest first. A missing host directory means "none yet".
+    /// Where expired snapshots wait for deletion, created when missing.
+    pub fn trash_for_write(&self, _lock: &HostLock) -> Result<Dir> {
+        self.dir()?.create_dir(&Name::fixed(TRASH), 0o700)
+    }
+
+    /// The trash, when it exists (emptying it needs no lock: everything in it is already
+    /// out of every tier).
+    pub fn trash(&self) -> Result<Option<Dir>> {
+        match &self.dir {
+            Some(d) => d.try_open_dir(&Name::fixed(TRASH)),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a snapshot found by [`HostDir::list`], tier and name, never through a symlink.
+    pub fn open_snapshot(&self, s: &Snapshot) -> Result<Dir> {
+        let tier = self.tier(s.tier)?.ok_or_else(|| Error::Snapshot {
+            name: s.id(),
+            message: "its tier directory is gone (pruned meanwhile?)".into(),
+        })?;
+        tier.open_dir(&name_of(&s.name)?)
+    }
+
+    /// All complete snapshots, oldest first. A missing host directory means "none yet"; a
+    /// tier that is a symlink or a file is refused.
     pub fn list(&self) -> Result<Vec<Snapshot>> {
         let mut all = Vec::new();
         for tier in TIERS {
-            let dir = self.tier_dir(tier);
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io("read directory", &dir, e)),
-            };
-            for entry in entries {
-                let entry = entry.ctx("read directory", &dir)?;
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
+            let Some(dir) = self.tier(tier)? else { continue };
+            for entry in dir.entries()? {
+                let Some(name) = entry.name.to_str().map(str::to_owned) else { continue };
                 if parse_name(&name).is_none() {
                     continue;
                 }
-                let path = entry.path();
+                let path = dir.child_path(&entry.name);
+                if entry.kind != rustix::fs::FileType::Directory {
+                    tracing::warn!("skipping {}: not a directory", path.display());
+                    continue;
+                }
                 // A directory without readable metadata is not a complete snapshot; listing
                 // skips it rather than failing, so one damaged snapshot cannot hide the rest.
-                match SnapshotMeta::read(&path.join(META_DIR)) {
+                match read_meta(&dir, &entry.name) {
                     Ok(meta) => all.push(Snapshot { tier, name, path, meta }),
                     Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
                 }
@@ -166,33 +230,102 @@ impl HostDir {
         }
     }
 
+    /// Checks every fixed name of the layout: tiers, `.incomplete` and `.trash` must be
+    /// directories, `latest` a symlink into a tier, `.lock` a regular file. Anything else (a
+    /// symlink planted by whoever can write the disk) is refused with an error naming it,
+    /// before a writer touches anything. Writers run it through [`HostLock::acquire`].
+    pub fn check(&self) -> Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let dirs = TIERS.iter().map(|t| t.as_str()).chain([INCOMPLETE, TRASH]);
+        for fixed in dirs {
+            dir.try_open_dir(&Name::fixed(fixed))?;
+        }
+        let lock = Name::fixed(LOCK);
+        if let Some(st) = dir.stat(&lock)? {
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+                return Err(dir.unexpected(&lock, "a regular file"));
+            }
+        }
+        self.latest().map(|_| ())
+    }
+
+    /// Where `latest` points, when it exists. Anything but a symlink of the form
+    /// `TIER/NAME` is refused: `latest` is ours to replace only when it is one.
+    pub fn latest(&self) -> Result<Option<String>> {
+        let Some(dir) = &self.dir else { return Ok(None) };
+        let name = Name::fixed(LATEST);
+        let Some(target) = dir.read_link(&name)? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&target).into_owned();
+        let ours = text
+            .split_once('/')
+            .is_some_and(|(tier, snap)| TIERS.iter().any(|t| t.as_str() == tier) && parse_name(snap).is_some());
+        if !ours {
+            return Err(Error::Unsafe {
+                path: dir.child_path(&name),
+                message: format!(
+                    "is a symlink to {text}, not into a tier of this host directory; refusing to replace it \
+                     (remove it and the next run recreates it)"
+                ),
+            });
+        }
+        Ok(Some(text))
+    }
+
     /// Points `latest` at `target` (relative, e.g. `daily/NAME`) atomically: a new symlink is
     /// created beside it and renamed over the old one.
-    pub fn set_latest(&self, target: &str) -> Result<()> {
-        let tmp = self.root.join(".latest.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(target, &tmp).ctx("create symlink", &tmp)?;
-        std::fs::rename(&tmp, self.latest_path()).ctx("replace", self.latest_path())?;
-        crate::fsutil::sync_dir(&self.root)
+    pub fn set_latest(&self, _lock: &HostLock, target: &str) -> Result<()> {
+        let dir = self.dir()?;
+        self.latest()?; // refuses a `latest` that is not ours to replace
+        let tmp = Name::fixed(".latest.tmp");
+        dir.remove_file(&tmp)?;
+        dir.symlink(target.as_bytes(), &tmp)?;
+        dir.rename(&tmp, dir, &Name::fixed(LATEST))?;
+        dir.sync()
     }
 
     /// Points `latest` at the newest complete snapshot, or removes it when there is none.
-    pub fn refresh_latest(&self) -> Result<()> {
+    pub fn refresh_latest(&self, lock: &HostLock) -> Result<()> {
         match self.newest()? {
             Some(s) => {
                 let want = s.id();
-                let have = std::fs::read_link(self.latest_path()).ok();
-                if have.as_deref() != Some(Path::new(&want)) {
-                    self.set_latest(&want)?;
+                if self.latest()?.as_deref() != Some(want.as_str()) {
+                    self.set_latest(lock, &want)?;
                 }
                 Ok(())
             }
-            None => match std::fs::remove_file(self.latest_path()) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", self.latest_path(), e)),
-                _ => Ok(()),
-            },
+            None => {
+                if self.latest()?.is_some() {
+                    self.dir()?.remove_file(&Name::fixed(LATEST))?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// A snapshot name as a [`Name`] (it comes from a directory listing or a user).
+pub fn name_of(name: &str) -> Result<Name> {
+    Name::new(name).map_err(|e| Error::Snapshot { name: name.to_string(), message: e.to_string() })
+}
+
+/// `(destination, host)` of a host directory path.
+fn split(root: &Path) -> Result<(&Path, Name)> {
+    let bad = || Error::config("destination", format!("{} does not name a host directory", root.display()));
+    let name = root.file_name().ok_or_else(bad)?;
+    let name = Name::new(std::os::unix::ffi::OsStrExt::as_bytes(name)).map_err(|_| bad())?;
+    let dest = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok((dest, name))
+}
+
+/// Reads `NAME/.hwc-backup/meta.json` below a tier, never through a symlink.
+fn read_meta(tier: &Dir, name: &Name) -> Result<SnapshotMeta> {
+    let meta_dir = tier.open_dir(name)?.open_dir(&Name::fixed(META_DIR))?;
+    let file = Name::fixed(META_FILE);
+    let path = meta_dir.child_path(&file);
+    let text = meta_dir
+        .read_file(&file, META_LIMIT)?
+        .ok_or_else(|| Error::io("read", &path, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    SnapshotMeta::from_json(&text, path)
 }
 
 /// The directory name for a snapshot started at `when`.

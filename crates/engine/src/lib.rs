@@ -26,6 +26,7 @@ pub mod cloud;
 pub mod dumps;
 pub mod error;
 pub mod exclude;
+pub mod fs;
 pub mod fsops;
 pub mod fsutil;
 pub mod health;

@@ -132,7 +132,19 @@ impl SnapshotMeta {
     pub fn read(meta_dir: &Path) -> Result<SnapshotMeta> {
         let path = meta_dir.join(META_FILE);
         let text = std::fs::read(&path).ctx("read", &path)?;
-        serde_json::from_slice(&text).map_err(|e| Error::Format { path, message: e.to_string() })
+        SnapshotMeta::from_json(&text, path)
+    }
+
+    /// Parses the text of a `meta.json` read from `path`.
+    pub fn from_json(text: &[u8], path: PathBuf) -> Result<SnapshotMeta> {
+        serde_json::from_slice(text).map_err(|e| Error::Format { path, message: e.to_string() })
+    }
+
+    /// Writes `meta.json` into an open metadata directory, atomically.
+    pub fn write_to(&self, meta_dir: &crate::fs::Dir) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        text.push(b'\n');
+        meta_dir.write_atomic(&crate::fs::Name::fixed(META_FILE), &text)
     }
 
     /// Writes `meta.json` durably (write, fsync).

@@ -94,7 +94,7 @@ pub fn render(plan: &Plan, now: Timestamp) -> String {
         m.gauge("last_run_warnings", "Warnings of the last run.", &[(&[], c.warnings as f64)]);
     }
 
-    let snapshots = HostDir::new(plan.host_dir()).list().unwrap_or_default();
+    let snapshots = HostDir::open(&plan.host_dir()).and_then(|h| h.list()).unwrap_or_default();
     let per_tier: Vec<([(&str, &str); 1], f64)> = TIERS
         .iter()
         .map(|t| ([("tier", t.as_str())], snapshots.iter().filter(|s| s.tier == *t).count() as f64))

@@ -10,13 +10,13 @@
 //! that keeps nothing is refused; and nothing is pruned while the newest complete snapshot is
 //! older than the health threshold, so a broken job cannot let retention eat the history.
 
-use std::path::PathBuf;
-
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fs::{Dir, Name};
 use crate::layout::{HostDir, Snapshot};
+use crate::lock::HostLock;
 use crate::retention::{self, Policy, SnapshotTime, Tier};
 
 /// What happens to one snapshot.
@@ -122,63 +122,69 @@ fn refuse_reason(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_ag
 
 /// Applies a plan by renames: moves kept snapshots to their tier, expired ones to the trash,
 /// then points `latest` at the newest. Nothing happens when the plan was refused.
-pub fn execute(host: &HostDir, plan: &PrunePlan) -> Result<()> {
+pub fn execute(host: &HostDir, lock: &HostLock, plan: &PrunePlan) -> Result<()> {
     if plan.refused.is_some() {
         return Ok(());
     }
     // Expire first, oldest first: an interruption then leaves more, never less.
     for item in plan.items.iter().rev().filter(|i| !i.keep) {
-        move_to_trash(host, &item.id, &item.name)?;
+        move_to_trash(host, lock, &item.id, &item.name)?;
     }
     for item in plan.items.iter().filter(|i| i.keep) {
         let tier = item.tier.unwrap_or(Tier::Daily);
         let want = format!("{}/{}", tier.as_str(), item.name);
         if want != item.id {
-            let to_dir = host.tier_dir(tier);
-            std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
-            let (from, to) = (host.root().join(&item.id), host.root().join(&want));
-            std::fs::rename(&from, &to).ctx("move snapshot", &from)?;
+            let name = crate::layout::name_of(&item.name)?;
+            let from = tier_of(host, &item.id)?;
+            let to = host.tier_for_write(lock, tier)?;
+            from.rename_noreplace(&name, &to, &name)?;
+            to.sync()?;
+            from.sync()?;
         }
     }
-    host.refresh_latest()?;
-    crate::fsutil::sync_dir(host.root())
+    host.refresh_latest(lock)?;
+    host.dir()?.sync()
 }
 
-fn move_to_trash(host: &HostDir, id: &str, name: &str) -> Result<()> {
-    let trash = host.trash_dir();
-    std::fs::create_dir_all(&trash).ctx("create directory", &trash)?;
-    let from = host.root().join(id);
-    let to = trash.join(format!("{name}.{}", id.split('/').next().unwrap_or("snapshot")));
-    std::fs::rename(&from, &to).ctx("move to trash", &from)
+/// The open tier directory of an id `TIER/NAME`.
+fn tier_of(host: &HostDir, id: &str) -> Result<Dir> {
+    let tier = id
+        .split('/')
+        .next()
+        .and_then(Tier::from_name)
+        .ok_or_else(|| Error::Snapshot { name: id.to_string(), message: "is not TIER/NAME".into() })?;
+    host.tier(tier)?
+        .ok_or_else(|| Error::Snapshot { name: id.to_string(), message: "its tier directory is gone".into() })
 }
 
-/// Moves any directory into the trash (used for leftovers of interrupted runs).
-pub fn trash_path(host: &HostDir, path: &std::path::Path) -> Result<PathBuf> {
-    let trash = host.trash_dir();
-    std::fs::create_dir_all(&trash).ctx("create directory", &trash)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let to = trash.join(format!("{name}.incomplete.{}", std::process::id()));
-    std::fs::rename(path, &to).ctx("move to trash", path)?;
-    Ok(to)
+fn move_to_trash(host: &HostDir, lock: &HostLock, id: &str, name: &str) -> Result<()> {
+    let trash = host.trash_for_write(lock)?;
+    let from = tier_of(host, id)?;
+    let to = crate::layout::name_of(&format!("{name}.{}", id.split('/').next().unwrap_or("snapshot")))?;
+    from.rename(&crate::layout::name_of(name)?, &trash, &to)
+}
+
+/// Moves the entry `name` of `dir` (a leftover of an interrupted run, in `.incomplete/`)
+/// into the trash.
+pub fn trash_entry(host: &HostDir, lock: &HostLock, dir: &Dir, name: &Name) -> Result<()> {
+    let trash = host.trash_for_write(lock)?;
+    let to = Name::new(format!("{name}.incomplete.{}", std::process::id()))
+        .map_err(|e| Error::Unsafe { path: dir.child_path(name), message: e.to_string() })?;
+    dir.rename(name, &trash, &to)
 }
 
 /// Deletes everything in the trash. Safe to run without the lock and to interrupt: each
 /// entry is already out of every tier, and whatever remains is deleted by the next call.
+/// A stray file in the trash is removed like any entry.
 ///
 /// The deletion runs on a thread of its own in the idle I/O class, so that the hundreds of
 /// thousands of unlinks of an expired snapshot wait for any other disk I/O (Linux keeps I/O
 /// priority per thread). The systemd units already run the whole job that way; this covers a
 /// `hwc-backup now` or `prune` typed in a shell.
 pub fn empty_trash(host: &HostDir) -> Result<u64> {
-    let trash = host.trash_dir();
-    let entries = match std::fs::read_dir(&trash) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(Error::io("read directory", &trash, e)),
-    };
-    let paths =
-        entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>().ctx("read directory", &trash)?;
-    if paths.is_empty() {
+    let Some(trash) = host.trash()? else { return Ok(0) };
+    let entries = trash.entries()?;
+    if entries.is_empty() {
         return Ok(0);
     }
     std::thread::scope(|s| {
@@ -187,10 +193,10 @@ pub fn empty_trash(host: &HostDir) -> Result<u64> {
                 Ok(class) => tracing::debug!("emptying the trash in I/O class {class}"),
                 Err(e) => tracing::debug!("emptying the trash at normal I/O priority: {e}"),
             }
-            for p in &paths {
-                crate::fsutil::remove_tree(p)?;
+            for e in &entries {
+                trash.remove_tree(&e.name)?;
             }
-            Ok(paths.len() as u64)
+            Ok(entries.len() as u64)
         })
         .join()
         .expect("the trash deletion thread does not panic")

@@ -380,7 +380,8 @@ impl Tier {
         }
     }
 
-    fn from_name(name: &str) -> Option<Tier> {
+    /// The tier of a lowercase name (`"daily"` …).
+    pub fn from_name(name: &str) -> Option<Tier> {
         [Tier::Hourly, Tier::Daily, Tier::Weekly, Tier::Monthly, Tier::Yearly]
             .into_iter()
             .find(|tier| tier.as_str() == name)

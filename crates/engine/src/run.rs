@@ -11,8 +11,9 @@ use std::sync::atomic::AtomicBool;
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::exclude::ExcludeSet;
+use crate::fs::{Dir, Name};
 use crate::layout::{self, HostDir};
 use crate::lock::HostLock;
 use crate::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
@@ -193,26 +194,24 @@ fn run_inner(
     let policy = plan.retention_policy()?;
     source.preflight(plan)?;
     preflight_destination(plan)?;
-    let host = HostDir::new(plan.host_dir());
-    match std::fs::create_dir(host.root()) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::io("create directory", host.root(), e))
-        }
-        _ => {}
-    }
-    let lock = HostLock::acquire(&host.lock_path(), "backup")?;
-    report.cleaned_up = clean_leftovers(&host)?;
+    let dest = Dir::open_trusted(&plan.destination.path)?;
+    let host_name = Name::new(&plan.host).map_err(|e| Error::config("host", e.to_string()))?;
+    let host = HostDir::create(&dest, &host_name)?;
+    let lock = HostLock::acquire(&host, "backup")?;
+    report.cleaned_up = clean_leftovers(&host, &lock)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
-    host.refresh_latest()?;
+    host.refresh_latest(&lock)?;
     // A failed pre-hook or dump fails the run but still reaches the post-hook below, which
     // may have to restart what the pre-hook stopped.
-    let published = prepare(plan, report)
-        .and_then(|()| build_and_publish(plan, source, opts, started, &excludes, &host, progress, report));
+    let published = prepare(plan, report).and_then(|()| {
+        let target = Target { dest: &dest, host: &host, lock: &lock };
+        build_and_publish(plan, source, opts, started, &excludes, &target, progress, report)
+    });
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
         let p = prune::plan(&snapshots, &policy, now, &plan.health.max_age);
-        prune::execute(&host, &p)?;
+        prune::execute(&host, &lock, &p)?;
         if let Some(reason) = &p.refused {
             tracing::warn!("prune refused: {reason}");
         }
@@ -263,31 +262,33 @@ fn prepare(plan: &Plan, report: &mut RunReport) -> Result<()> {
     Ok(())
 }
 
-/// Moves leftovers of interrupted runs into the trash and names them.
-fn clean_leftovers(host: &HostDir) -> Result<Vec<String>> {
-    let dir = host.incomplete_dir();
+/// Moves leftovers of interrupted runs into the trash and names them. Anything found in
+/// `.incomplete/` is a leftover, also a stray file: removed, never a reason to fail every
+/// later run.
+fn clean_leftovers(host: &HostDir, lock: &HostLock) -> Result<Vec<String>> {
+    let incomplete = host.incomplete(lock)?;
     let mut cleaned = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cleaned),
-        Err(e) => return Err(Error::io("read directory", &dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.ctx("read directory", &dir)?;
-        let path = entry.path();
-        if let Err(e) = prune::trash_path(host, &path) {
+    for entry in incomplete.entries()? {
+        if let Err(e) = prune::trash_entry(host, lock, &incomplete, &entry.name) {
             // A disk out of space or inodes may not even fit the trash directory: delete in
             // place (we hold the lock), or every later run would fail on this leftover.
-            tracing::warn!("{e}; deleting {} in place", path.display());
-            crate::fsutil::remove_tree(&path)?;
+            tracing::warn!("{e}; deleting {} in place", incomplete.child_path(&entry.name).display());
+            incomplete.remove_tree(&entry.name)?;
         }
-        cleaned.push(entry.file_name().to_string_lossy().into_owned());
+        cleaned.push(entry.name.to_string());
     }
     if !cleaned.is_empty() {
         tracing::info!("cleaned up {} leftover(s) of interrupted runs: {}", cleaned.len(), cleaned.join(", "));
         prune::empty_trash(host)?;
     }
     Ok(cleaned)
+}
+
+/// Where a run writes: the destination and the host directory, held open, and the lock.
+struct Target<'a> {
+    dest: &'a Dir,
+    host: &'a HostDir,
+    lock: &'a HostLock,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -297,22 +298,24 @@ fn build_and_publish(
     opts: &RunOptions,
     started: &Zoned,
     excludes: &ExcludeSet,
-    host: &HostDir,
+    target: &Target,
     progress: Progress,
     report: &mut RunReport,
 ) -> Result<()> {
+    let host = target.host;
     let existing = host.list()?;
-    let name = layout::unique_name(started, &existing);
+    let name = Name::new(layout::unique_name(started, &existing)).expect("snapshot names are one component");
     let base = existing.last();
-    let incomplete = host.incomplete_dir();
-    std::fs::create_dir_all(&incomplete).ctx("create directory", &incomplete)?;
-    let work = incomplete.join(&name);
-    std::fs::create_dir(&work).ctx("create directory", &work)?;
-    let result = build_into(plan, source, opts, started, &name, excludes, host, base, &work, progress, report);
+    let incomplete = host.incomplete(target.lock)?;
+    let work = incomplete.create_new_dir(&name, 0o755)?;
+    let result =
+        build_into(plan, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);
     if result.is_err() {
+        drop(work);
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
-        if prune::trash_path(host, &work).and_then(|_| prune::empty_trash(host)).is_err() {
-            let _ = crate::fsutil::remove_tree(&work);
+        let trashed = prune::trash_entry(host, target.lock, &incomplete, &name).and_then(|()| prune::empty_trash(host));
+        if trashed.is_err() {
+            let _ = incomplete.remove_tree(&name);
         }
     }
     result
@@ -324,17 +327,21 @@ fn build_into(
     source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
-    name: &str,
+    name: &Name,
     excludes: &ExcludeSet,
-    host: &HostDir,
+    target: &Target,
     base: Option<&layout::Snapshot>,
-    work: &Path,
+    incomplete: &Dir,
+    work_dir: &Dir,
     progress: Progress,
     report: &mut RunReport,
 ) -> Result<()> {
-    let meta_dir = work.join(META_DIR);
-    std::fs::create_dir(&meta_dir).ctx("create directory", &meta_dir)?;
-    crate::jsonlog::write_snapshot_log(&meta_dir, &report.run_log)?;
+    let meta_handle = work_dir.create_new_dir(&Name::fixed(META_DIR), 0o755)?;
+    crate::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
+    // The walk still takes paths; they are below directories we hold open and created
+    // ourselves a moment ago (`.incomplete/NAME`, never a symlink).
+    let work = work_dir.path();
+    let meta_dir = meta_handle.path().to_path_buf();
     let cancel = AtomicBool::new(false);
     let bopts = BuildOptions {
         sources: &plan.sources,
@@ -358,6 +365,7 @@ fn build_into(
     }
     let state = if built.counts.warnings > 0 { RunState::Partial } else { RunState::Success };
     let name = name.to_string();
+    let name_c = Name::new(&name).expect("checked by the caller");
     let meta = SnapshotMeta {
         format: 1,
         tool: format!("hwc-backup {}", env!("CARGO_PKG_VERSION")),
@@ -375,21 +383,39 @@ fn build_into(
         warnings: report.warnings.clone(),
         nixos_system: source.nixos_system(),
     };
-    meta.write(&meta_dir)?;
+    meta.write_to(&meta_handle)?;
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a
     // power cut can never leave a published snapshot with empty files.
-    let fd = std::fs::File::open(work).ctx("open", work)?;
-    rustix::fs::syncfs(&fd).ctx("sync filesystem of", work)?;
-    let daily = host.tier_dir(crate::retention::Tier::Daily);
-    std::fs::create_dir_all(&daily).ctx("create directory", &daily)?;
-    let target = daily.join(&name);
-    std::fs::rename(work, &target).ctx("publish snapshot", &target)?;
-    crate::fsutil::sync_dir(&daily)?;
-    host.set_latest(&format!("daily/{name}"))?;
+    work_dir.sync_filesystem()?;
+    still_mounted(plan, target.dest)?;
+    let daily = target.host.tier_for_write(target.lock, crate::retention::Tier::Daily)?;
+    incomplete.rename_noreplace(&name_c, &daily, &name_c).map_err(|e| match e {
+        Error::Io { source, .. } => Error::io("publish snapshot", daily.child_path(&name_c), source),
+        e => e,
+    })?;
+    daily.sync()?;
+    let target_path = daily.child_path(&name_c);
+    target.host.set_latest(target.lock, &format!("daily/{name}"))?;
     report.state = state;
     report.snapshot = Some(format!("daily/{name}"));
-    report.snapshot_path = Some(target);
+    report.snapshot_path = Some(target_path);
     Ok(())
+}
+
+/// Refuses to publish when the destination path no longer leads to the directory the run
+/// opened (`umount -l` during the run, a drive pulled and the mount point left bare): the
+/// snapshot would land on a detached filesystem, and nothing is ever written below the
+/// mount point because everything goes through the handle opened at the start.
+fn still_mounted(plan: &Plan, dest: &Dir) -> Result<()> {
+    let held = dest.stat_self()?;
+    let now = rustix::fs::stat(&plan.destination.path).ok();
+    if now.is_some_and(|st| (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)) {
+        return Ok(());
+    }
+    Err(Error::Preflight(format!(
+        "destination {} vanished during the run (unmounted?); the snapshot was not published",
+        plan.destination.path.display()
+    )))
 }
 
 /// Refuses a snapshot in which a source that had files before is now empty, or has fewer

@@ -184,7 +184,7 @@ fn refused_and_missing_sources_fail_the_run_and_publish_nothing() {
     let r = pull(&missing, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", allow(dir.path()));
     let e = r.error.unwrap();
     assert!(e.contains("cannot be read") && e.contains("missing"), "{e}");
-    assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
+    assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         assert!(e.contains(want), "{want}: {e}");
     }
     assert!(!dir.path().join("escaped").exists() && !dest.join("escaped").exists());
-    assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
+    assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
 }
 
 #[test]

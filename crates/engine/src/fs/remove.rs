@@ -1,0 +1,145 @@
+//! Deleting a tree below a [`Dir`]: fd-relative, never through a symlink, and without
+//! recursion, so a tree tens of thousands of levels deep (which `rm -rf` handles) cannot
+//! overflow the stack, and at most [`KEEP_OPEN`] directories are open at once.
+
+use std::os::fd::OwnedFd;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::{Dir, Name};
+use crate::error::{Error, IoContext, Result};
+
+/// Directory fds kept open on the way down; above them, a level is re-opened through `..`
+/// and checked by device and inode when the walk climbs back to it (as GNU `rm` does).
+const KEEP_OPEN: usize = 64;
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+struct Level {
+    dir: Option<Dir>,
+    name: Name,
+    dev: u64,
+    ino: u64,
+}
+
+/// See the module docs. `name` is removed from `parent`; missing is fine.
+pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
+    match parent.stat(name)? {
+        None => return Ok(()),
+        Some(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
+            parent.remove_file(name)?;
+            return Ok(());
+        }
+        Some(_) => {}
+    }
+    let mut stack = vec![descend(parent, name, 0)?];
+    loop {
+        let depth = stack.len();
+        let top = stack.last().expect("the stack is not empty here");
+        let dir = top.dir.as_ref().expect("the top level is always open");
+        match empty_files_of(dir)? {
+            Some(sub) => {
+                let child = descend(dir, &sub, depth)?;
+                stack.push(child);
+                if stack.len() > KEEP_OPEN {
+                    let i = stack.len() - KEEP_OPEN - 1;
+                    stack[i].dir = None;
+                }
+            }
+            None => {
+                let done = stack.pop().expect("the stack is not empty here");
+                let done_dir = done.dir.expect("the top level is always open");
+                if let Some(up) = stack.last_mut() {
+                    if up.dir.is_none() {
+                        up.dir = Some(reopen_parent(&done_dir, up)?);
+                    }
+                }
+                drop(done_dir);
+                let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
+                match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => {}
+                    Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
+                }
+                if stack.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Removes every non-directory in `dir` and returns the name of one subdirectory left, if
+/// any (the caller descends into it and comes back; the next pass sees only directories).
+fn empty_files_of(dir: &Dir) -> Result<Option<Name>> {
+    let mut sub = None;
+    let reader = rustix::fs::Dir::read_from(dir.fd()).ctx("read directory", dir.path())?;
+    for entry in reader {
+        let entry = entry.ctx("read directory", dir.path())?;
+        let Ok(name) = Name::new(entry.file_name().to_bytes()) else { continue }; // `.` and `..`
+        let kind = match entry.file_type() {
+            FileType::Unknown => match dir.stat(&name)? {
+                Some(st) => FileType::from_raw_mode(st.st_mode),
+                None => continue,
+            },
+            k => k,
+        };
+        if kind == FileType::Directory {
+            sub.get_or_insert(name);
+        } else {
+            dir.remove_file(&name)?;
+        }
+    }
+    Ok(sub)
+}
+
+/// Opens `name` below `dir` for emptying, making it writable when we are not root (a
+/// snapshot keeps the source's `0500` directories).
+fn descend(dir: &Dir, name: &Name, depth: usize) -> Result<Level> {
+    let path = || if depth < 8 { dir.child_path(name) } else { dir.path().join(name.as_os_str()) };
+    let fd = match rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ACCESS) => {
+            make_writable_by_path(dir, name)?;
+            rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()).ctx("open directory", path())?
+        }
+        Err(Errno::LOOP | Errno::NOTDIR) => return Err(dir.unexpected(name, "a directory")),
+        Err(e) => return Err(Error::io("open directory", path(), e.into())),
+    };
+    let st = rustix::fs::fstat(&fd).ctx("inspect", path())?;
+    if !rustix::process::geteuid().is_root() && st.st_mode & 0o700 != 0o700 {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700)).ctx("make writable", path())?;
+    }
+    // Deep below the start, messages name the top of the tree and the last component only,
+    // so the memory for display paths stays linear in the depth.
+    let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
+    Ok(Level { dir: Some(Dir::from_fd(fd, shown)), name: name.clone(), dev: st.st_dev, ino: st.st_ino })
+}
+
+/// A directory we may not even open: `chmod u+rwx` through an `O_PATH` handle, which pins
+/// the very inode (no symlink, no rename race), via its `/proc/self/fd` link.
+fn make_writable_by_path(dir: &Dir, name: &Name) -> Result<()> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd: OwnedFd = rustix::fs::openat(dir.fd(), name.as_cstr(), flags, Mode::empty()).map_err(|e| match e {
+        Errno::LOOP | Errno::NOTDIR => dir.unexpected(name, "a directory"),
+        e => Error::io("open directory", dir.child_path(name), e.into()),
+    })?;
+    let st = rustix::fs::fstat(&fd).ctx("inspect", dir.child_path(name))?;
+    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    rustix::fs::chmod(proc.as_str(), Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700))
+        .ctx("make writable", dir.child_path(name))
+}
+
+/// Re-opens a level whose fd was closed on the way down, from its child through `..`, and
+/// checks that it is still the same directory.
+fn reopen_parent(child: &Dir, want: &Level) -> Result<Dir> {
+    let fd = rustix::fs::openat(child.fd(), c"..", DIR_FLAGS, Mode::empty()).ctx("open parent of", child.path())?;
+    let st = rustix::fs::fstat(&fd).ctx("inspect parent of", child.path())?;
+    if (st.st_dev, st.st_ino) != (want.dev, want.ino) {
+        return Err(Error::Unsafe {
+            path: child.path().to_path_buf(),
+            message: "the tree was moved while it was being deleted; stopping".into(),
+        });
+    }
+    Ok(Dir::from_fd(fd, child.path().to_path_buf()))
+}
