@@ -12,6 +12,7 @@ mod dumps;
 mod excludes;
 mod health;
 mod hooks;
+mod hostile_layout;
 mod metrics;
 mod nix;
 mod notify;

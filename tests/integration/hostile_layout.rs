@@ -1,0 +1,95 @@
+//! Item 4 of the safety issue, through the binary: a symlink planted at a fixed name of the
+//! host directory (by anyone who can write the backup disk) before `now` and before `prune`
+//! is refused with exit 1 and a message naming it, and a victim directory and a victim file
+//! outside the destination stay exactly as they were. The engine-level table of every
+//! operation against every fixed name is `crates/engine/tests/hostile_layout.rs`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+/// Every entry below `root`: mode, owner, size, mtime and content.
+fn fingerprint(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let content = if md.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() };
+        out.push(format!("{} {:o} {} {} {} {content:?}", p.display(), md.mode(), md.uid(), md.len(), md.mtime_nsec()));
+        if md.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Victims {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Victims {
+    fn new(env: &Env) -> Victims {
+        let dir = env.dir.path().join("home-like");
+        write(&dir.join("alice/notes.txt"), "irreplaceable");
+        write(&dir.join("2024-01-01_00-00-00/.hwc-backup/meta.json"), "{}");
+        let file = env.dir.path().join("victim.txt");
+        write(&file, "precious");
+        Victims { dir, file }
+    }
+
+    fn state(&self) -> (Vec<String>, Vec<String>) {
+        (fingerprint(&self.dir), fingerprint(&self.file))
+    }
+}
+
+fn plant(env: &Env, fixed: &str, target: &Path) -> PathBuf {
+    let at = env.host_dir().join(fixed);
+    if std::fs::symlink_metadata(&at).is_ok() {
+        std::fs::rename(&at, env.host_dir().join(format!("{fixed}.orig"))).unwrap();
+    }
+    std::os::unix::fs::symlink(target, &at).unwrap();
+    at
+}
+
+#[test]
+fn a_planted_symlink_stops_now_and_prune_and_names_itself() {
+    for fixed in [".incomplete", ".trash", ".lock", "latest", "daily", "weekly", "monthly"] {
+        for to_dir in [true, false] {
+            let env = Env::new();
+            write(&env.src.join("a"), "a");
+            env.snapshot_ok("2025-01-10T02:00:00+00:00", &[]);
+            env.snapshot_ok("2025-01-11T02:00:00+00:00", &[]);
+            let victims = Victims::new(&env);
+            let before = victims.state();
+            let target = if to_dir { &victims.dir } else { &victims.file };
+            let at = plant(&env, fixed, target);
+            let runs = [
+                ("now", env.snapshot_at("2025-01-12T02:00:00+00:00", &[])),
+                ("prune", env.run("prune", &["--now", "2026-01-01T00:00:00+00:00"])),
+            ];
+            for (what, o) in runs {
+                let case = format!("{what} with {} -> {}", at.display(), target.display());
+                assert_eq!(code(&o), 1, "{case}: {}", show(&o));
+                assert!(show(&o).contains(&format!("{}: is a symlink to", s(&at))), "{case}: the message does not name it: {}", show(&o));
+                assert_eq!(victims.state(), before, "{case} changed a victim");
+                assert_eq!(std::fs::read_link(&at).unwrap(), *target, "{case} replaced the symlink");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_symlinked_host_directory_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let victims = Victims::new(&env);
+    let before = victims.state();
+    std::os::unix::fs::symlink(&victims.dir, env.host_dir()).unwrap();
+    let o = env.snapshot_at("2025-01-12T02:00:00+00:00", &[]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(show(&o).contains(&format!("{}: is a symlink to", s(&env.host_dir()))), "{}", show(&o));
+    assert_eq!(victims.state(), before);
+}
