@@ -1,27 +1,30 @@
 //! Small filesystem helpers shared by the engine: durable writes, mount points, free space.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
 /// fsyncs a directory so that renames and creations inside it survive a power cut.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    let f = std::fs::File::open(dir).ctx("open directory", dir)?;
-    f.sync_all().ctx("sync directory", dir)
+    crate::fs::Dir::open_trusted(dir)?.sync()
 }
 
-/// Writes a small file so that after a crash it is either absent or complete: write to a
-/// temporary name, fsync, rename over the target, fsync the directory.
+/// Writes a small file (state, records) so that after a crash it is either the old or the
+/// new version: [`crate::fs::Dir::write_atomic`] in the file's directory, the one atomic
+/// write of the engine. The directory is the caller's (a state or log directory from the
+/// plan); the file name itself is never followed if it is a symlink.
 pub fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
-    f.write_all(contents).ctx("write", &tmp)?;
-    f.sync_all().ctx("sync", &tmp)?;
-    drop(f);
-    std::fs::rename(&tmp, path).ctx("rename into place", path)?;
-    sync_dir(dir)
+    let (dir, name) = split_file(path)?;
+    crate::fs::Dir::open_trusted(dir)?.write_atomic(&name, contents)
+}
+
+/// `(directory, name)` of a file path.
+fn split_file(path: &Path) -> Result<(&Path, crate::fs::Name)> {
+    let bad = |why: String| Error::Unsafe { path: path.to_path_buf(), message: why };
+    let name = path.file_name().ok_or_else(|| bad("does not name a file".into()))?;
+    let name = crate::fs::Name::new(std::os::unix::ffi::OsStrExt::as_bytes(name)).map_err(|e| bad(e.to_string()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Ok((dir, name))
 }
 
 /// Whether `path` holds a filesystem of its own: its device differs from its parent's.
@@ -74,36 +77,13 @@ pub fn idle_io_priority_for_this_thread() -> std::result::Result<String, String>
 }
 
 /// Removes a directory tree that may hold read-only directories (snapshots keep source
-/// permissions, so a `0500` directory must be made writable before its entries go).
+/// permissions, so a `0500` directory must be made writable before its entries go), without
+/// following any symlink in it and without recursion ([`crate::fs::Dir::remove_tree`]).
 pub fn remove_tree(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(_) => {}
+    let (dir, name) = split_file(path)?;
+    match crate::fs::Dir::open_trusted(dir) {
+        Ok(d) => d.remove_tree(&name),
+        Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => Ok(()),
+        Err(e) => Err(e),
     }
-    make_dirs_writable(path)?;
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
-        _ => Ok(()),
-    }
-}
-
-fn make_dirs_writable(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = match std::fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io("inspect", path, e)),
-    };
-    if !md.is_dir() {
-        return Ok(());
-    }
-    let mode = md.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o700)).ctx("make writable", path)?;
-    }
-    for entry in std::fs::read_dir(path).ctx("read directory", path)? {
-        make_dirs_writable(&entry.ctx("read directory", path)?.path())?;
-    }
-    Ok(())
 }
