@@ -18,5 +18,6 @@ mod notify;
 mod pull;
 mod restore;
 mod retention_sim;
+mod runstate;
 mod snapshot;
 mod verify;
