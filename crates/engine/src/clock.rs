@@ -14,6 +14,11 @@
 //!   not future-dated (the newest of all when every one is).
 //! - `health` fails `newestSnapshot` while the newest snapshot is future-dated: it would
 //!   otherwise look fresh until its date, hiding a job that stopped.
+//!
+//! The price of following the last publish rather than the greatest date: a run killed
+//! between the rename that publishes its snapshot and the rename that moves `latest` leaves
+//! `latest` on the previous (complete) snapshot until the next run publishes, instead of
+//! having the next run's start move it by date.
 
 use std::time::Duration;
 

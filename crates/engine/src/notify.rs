@@ -15,7 +15,10 @@
 //! - A run *skipped* because another run held the lock (exit 4) is not a failure: it is a
 //!   low-priority notice to ntfy, webhook and mail only with `onSuccess` (like a success), and
 //!   a healthchecks `/log` ping, which changes nothing there; the run holding the lock sends
-//!   its own outcome.
+//!   its own outcome. (The `/start` sent before the run stays open until the next success
+//!   or failure ping: when the holder is a backup run, its own ping closes it; when it is a
+//!   manual `prune`, the next scheduled run does, or healthchecks alerts after its grace
+//!   time — a stale start, never a failure report.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
