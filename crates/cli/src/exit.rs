@@ -40,11 +40,12 @@ impl Exit {
         }
     }
 
-    /// The exit code for a run's report: its error's kind when it did not publish, else its
-    /// state.
+    /// The exit code for a run's report. Only `locked` has its own code: any other error
+    /// inside a run fails it (1), even one of kind `config` (found by a check that needs the
+    /// run, such as a database user that does not exist): 2 means nothing was attempted.
     pub fn from_report(r: &RunReport) -> Exit {
         match r.error_kind {
-            Some(k) if !r.state.published() => Exit::from_kind(k),
+            Some(ErrorKind::Locked) => Exit::Locked,
             _ => Exit::from_state(r.state),
         }
     }
@@ -104,7 +105,7 @@ mod tests {
         assert_eq!(Exit::from_report(&r), Exit::Locked);
         r.state = RunState::Failed;
         r.error_kind = Some(ErrorKind::Config);
-        assert_eq!(Exit::from_report(&r), Exit::Usage);
+        assert_eq!(Exit::from_report(&r), Exit::Failed, "a run was attempted: not a usage error");
         for (state, code) in [(RunState::Success, 0), (RunState::Partial, 3)] {
             r.state = state;
             r.error_kind = None;
