@@ -144,9 +144,6 @@ fn warn_future_snapshots(plan: &Plan, report: &mut RunReport) {
     if warnings.is_empty() {
         return;
     }
-    for w in &warnings {
-        tracing::warn!("{}: {}", w.path.display(), w.message);
-    }
     report.counts.warnings += warnings.len() as u64;
     report.warnings.splice(0..0, warnings);
     report.warnings.truncate(MAX_WARNINGS_KEPT);
