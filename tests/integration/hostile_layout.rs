@@ -73,7 +73,11 @@ fn a_planted_symlink_stops_now_and_prune_and_names_itself() {
             for (what, o) in runs {
                 let case = format!("{what} with {} -> {}", at.display(), target.display());
                 assert_eq!(code(&o), 1, "{case}: {}", show(&o));
-                assert!(show(&o).contains(&format!("{}: is a symlink to", s(&at))), "{case}: the message does not name it: {}", show(&o));
+                assert!(
+                    show(&o).contains(&format!("{}: is a symlink to", s(&at))),
+                    "{case}: the message does not name it: {}",
+                    show(&o)
+                );
                 assert_eq!(victims.state(), before, "{case} changed a victim");
                 assert_eq!(std::fs::read_link(&at).unwrap(), *target, "{case} replaced the symlink");
             }

@@ -19,5 +19,6 @@ mod notify;
 mod pull;
 mod restore;
 mod retention_sim;
+mod runstate;
 mod snapshot;
 mod verify;

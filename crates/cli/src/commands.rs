@@ -108,24 +108,13 @@ fn now(a: NowArgs) -> Result<Exit> {
         &report,
         &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
     );
-    if report.error.as_deref().is_some_and(|e| e.contains("is locked by another run")) {
-        return Ok(Exit::Locked);
-    }
-    Ok(after.exit.unwrap_or(Exit::from_state(report.state)))
+    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
 }
 
 /// Keeps the last run's report for `status` and health checks; best effort, because a
 /// missing state directory must never turn a good backup into a failed one.
 pub(crate) fn record_last_run(plan: &Plan, report: &RunReport) {
-    let dir = plan.state_dir.join(&plan.host);
-    let write = || -> hwc_backup_engine::Result<()> {
-        std::fs::create_dir_all(&dir).map_err(|e| hwc_backup_engine::Error::io("create directory", &dir, e))?;
-        fsutil::write_durably(
-            &dir.join("last-run.json"),
-            &serde_json::to_vec_pretty(report).expect("report serializes"),
-        )
-    };
-    if let Err(e) = write() {
+    if let Err(e) = hwc_backup_engine::health::record_last_run(&plan.state_dir.join(&plan.host), report) {
         tracing::info!("not recording the last run: {e}");
     }
 }
@@ -140,6 +129,15 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
         RunState::Failed => {
             writeln!(out, "backup of {} FAILED: {}", r.host, r.error.as_deref().unwrap_or("unknown error"))?;
             writeln!(out, "nothing was published; earlier snapshots are untouched")?;
+        }
+        RunState::Skipped => {
+            writeln!(
+                out,
+                "backup of {} skipped: {}",
+                r.host,
+                r.error.as_deref().unwrap_or("another run is in progress")
+            )?;
+            writeln!(out, "nothing was done; the run holding the lock does the work (not a failure)")?;
         }
         state => {
             writeln!(out, "snapshot {} ({})", r.snapshot.as_deref().unwrap_or("?"), state.as_str())?;
@@ -299,13 +297,20 @@ fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         if a.all { t.host.list()? } else { vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?] };
     let threads = a.threads.unwrap_or_else(run::default_threads);
     let progress = Progress::new(!a.json);
-    let latest = t.host.newest()?.map(|s| s.path);
+    let latest = t.host.resolve("latest").ok().map(|s| s.path);
     let mut reports = Vec::new();
+    let mut expired = Vec::new();
     for s in &snapshots {
         let sample = if Some(&s.path) == latest.as_ref() { a.sample } else { 0 };
-        reports.push(verify::verify(s, threads, sample, &|f, b| progress.hashed(f, b))?);
+        match verify_where_it_is(&t.host, s, threads, sample, &|f, b| progress.hashed(f, b))? {
+            Some(r) => reports.push(r),
+            None => expired.push(s.id()),
+        }
     }
     progress.finish();
+    for id in &expired {
+        eprintln!("hwc-backup: note: {id} was expired by a concurrent prune while it was verified; not checked");
+    }
     crate::ops::after_verify(&t, &reports);
     let clean = reports.iter().all(verify::VerifyReport::is_clean);
     if a.json {
@@ -314,6 +319,40 @@ fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         print_verify(&reports)?;
     }
     Ok(if clean { Exit::Success } else { Exit::Failed })
+}
+
+/// Verifies `s` where it is, reading without the host lock. A prune running meanwhile (alone
+/// or after a `now`) may move the snapshot to another tier or expire it, which would show as
+/// missing files: damage counts only when the snapshot is still where it was verified. A
+/// moved snapshot is found again by name across the tiers and verified again there; one
+/// expired meanwhile returns `None`.
+///
+/// Verify does not take the lock, not even shared: a shared lock would make every backup or
+/// prune that starts during a verify (hours, with `--all` on a big disk) skip its work.
+fn verify_where_it_is(
+    host: &HostDir,
+    s: &Snapshot,
+    threads: usize,
+    sample: usize,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Option<verify::VerifyReport>> {
+    let mut s = s.clone();
+    // A snapshot moves at most once per tier; more moves than tiers would be a loop.
+    for _ in 0..=hwc_backup_engine::layout::TIERS.len() {
+        let result = verify::verify(&s, threads, sample, progress);
+        if result.as_ref().is_ok_and(verify::VerifyReport::is_clean) {
+            return Ok(Some(result?));
+        }
+        match host.list()?.into_iter().find(|now| now.name == s.name) {
+            Some(now) if now.path == s.path => return Ok(Some(result?)),
+            Some(now) => {
+                tracing::info!("{} moved to {} while it was verified; verifying it there", s.id(), now.id());
+                s = now;
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(verify::verify(&s, threads, sample, progress)?))
 }
 
 fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {

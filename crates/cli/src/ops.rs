@@ -18,7 +18,7 @@ use hwc_backup_engine::notify::{self, Delivery, Message};
 use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{human_bytes, RunReport};
 use hwc_backup_engine::verify::VerifyReport;
-use hwc_backup_engine::{metrics, Error};
+use hwc_backup_engine::{metrics, Error, ErrorKind};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -66,7 +66,7 @@ pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcom
     if how.configured {
         log_run(plan, report);
     }
-    let published = report.state != RunState::Failed;
+    let published = report.state.published();
     if published && how.push_cloud && plan.cloud.enable {
         let c = push_cloud(plan, how.allow_shrink);
         if !how.json {
@@ -88,8 +88,10 @@ pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcom
         Log::Coordinator,
         "job.finished",
         json!({ "job": "backup", "state": msg.state, "runState": report.state, "snapshot": report.snapshot,
-                "error": msg.error, "cloud": outcome.cloud.as_ref().map(|c| c.ok), "notifications": deliveries }),
+                "error": msg.error, "errorKind": msg.error_kind, "cloud": outcome.cloud.as_ref().map(|c| c.ok), "notifications": deliveries }),
     );
+    // A skipped run exits 4, which systemd counts as a failure: recording it keeps
+    // OnFailure='s notify-failure from turning it into a "FAILED" message.
     if report.state != RunState::Success || outcome.exit.is_some() {
         record_failed_invocation(plan);
     }
@@ -248,6 +250,7 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
             a.unit, plan.host
         ),
         error: Some(format!("{} entered the failed state", a.unit)),
+        error_kind: None,
         details,
         next_steps: vec![
             format!("journalctl -u {} -n 100 --no-pager", a.unit),
@@ -308,8 +311,14 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
     let mut next = Vec::new();
     let mut state = r.state;
     let mut error = r.error.clone();
+    let mut error_kind = r.error_kind;
     let summary = match r.state {
+        RunState::Skipped => format!(
+            "backup of {} skipped: another run holds the lock and does the work; nothing was done (not a failure)",
+            plan.host
+        ),
         RunState::Failed => {
+            next.extend(next_steps_for(plan, r.error_kind));
             next.push(format!("journalctl -u {BACKUP_UNIT} -n 50 --no-pager"));
             format!("backup of {} failed; nothing was published and earlier snapshots are untouched", plan.host)
         }
@@ -341,6 +350,7 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
         } else {
             state = RunState::Failed;
             error = cl.error.clone();
+            error_kind = None;
             details.push("the local snapshot was published; only the cloud copy failed".into());
             next.push("backup-cloud (to retry the push)".into());
             if let Some(l) = &cl.log_file {
@@ -349,7 +359,35 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
         }
     }
     next.push("backup-status".into());
-    Message { host: plan.host.clone(), job: "backup".into(), state, summary, error, details, next_steps: next }
+    Message {
+        host: plan.host.clone(),
+        job: "backup".into(),
+        state,
+        summary,
+        error,
+        error_kind,
+        details,
+        next_steps: next,
+    }
+}
+
+/// What to do first about a failed run, by the kind of its error.
+fn next_steps_for(plan: &Plan, kind: Option<ErrorKind>) -> Vec<String> {
+    let dest = plan.destination.path.display();
+    match kind {
+        Some(ErrorKind::Preflight) => vec![format!("is the destination {dest} mounted, and are the sources there?")],
+        Some(ErrorKind::NoSpace) => {
+            vec![
+                format!("df -h {dest}"),
+                "hwc-backup prune --dry-run (and fewer snapshots kept, or a bigger disk)".into(),
+            ]
+        }
+        Some(ErrorKind::Guard) => {
+            vec!["if the source really shrank on purpose: hwc-backup now --allow-shrink".into()]
+        }
+        Some(ErrorKind::Command) => vec!["the hook's or helper's output is in the error above".into()],
+        _ => Vec::new(),
+    }
 }
 
 fn cloud_message(plan: &Plan, c: &CloudReport) -> Message {
@@ -368,6 +406,7 @@ fn cloud_message(plan: &Plan, c: &CloudReport) -> Message {
             format!("cloud copy of {} failed; the local snapshots are untouched", plan.host)
         },
         error: c.error.clone(),
+        error_kind: None,
         details: vec![format!("remote: {}", c.destination)],
         next_steps: next,
     }
@@ -380,6 +419,7 @@ fn health_message(plan: &Plan, r: &HealthReport) -> Message {
         state: RunState::Failed,
         summary: format!("backups of {} are unhealthy", plan.host),
         error: r.failures().next().map(|c| c.message.clone()),
+        error_kind: None,
         details: r.failures().map(|c| format!("{}: {}", c.name, c.message)).collect(),
         next_steps: vec![
             "backup-health".into(),
@@ -418,7 +458,7 @@ fn log_run(plan: &Plan, r: &RunReport) {
         plan,
         Log::Local,
         "run.finished",
-        json!({ "state": r.state, "error": r.error, "snapshot": r.snapshot, "snapshotPath": r.snapshot_path,
+        json!({ "state": r.state, "error": r.error, "errorKind": r.error_kind, "snapshot": r.snapshot, "snapshotPath": r.snapshot_path,
                 "startedAt": r.started_at, "finishedAt": r.finished_at, "durationSeconds": secs,
                 "counts": r.counts, "warnings": r.counts.warnings, "cleanedUp": r.cleaned_up,
                 "pruned": r.prune.as_ref().map(|p| p.removals()),

@@ -40,10 +40,7 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     }
     let how = crate::ops::AfterRun { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
     let after = crate::ops::after_run(&plan, &report, &how);
-    if report.error.as_deref().is_some_and(|e| e.contains("is locked by another run")) {
-        return Ok(Exit::Locked);
-    }
-    Ok(after.exit.unwrap_or(Exit::from_state(report.state)))
+    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
 }
 
 /// `--host NAME` from the plan's `hosts`.

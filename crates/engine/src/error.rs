@@ -103,6 +103,89 @@ pub enum Error {
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure an [`Error`] is, for decisions: the CLI's exit code, whether a run
+/// counts as failed or skipped, what a notification suggests. Never recover any of this from
+/// an error's message: the wording may change, the kind may not.
+///
+/// Serialized (in `--json` output, `last-run.json` and the JSON logs) as the camelCase name:
+/// `locked`, `preflight`, `noSpace` …
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Another run holds the host's lock; nothing was done ([`Error::Locked`]).
+    Locked,
+    /// A check before the run refused to start it ([`Error::Preflight`]).
+    Preflight,
+    /// A guard refused to publish, to protect the existing backups ([`Error::Guard`]).
+    Guard,
+    /// The destination is full or over quota (an [`Error::Io`] with `ENOSPC`/`EDQUOT`).
+    NoSpace,
+    /// The run was stopped because another part of it failed ([`Error::Cancelled`]).
+    Cancelled,
+    /// The plan or an argument is invalid ([`Error::Config`]).
+    Config,
+    /// Any other filesystem failure ([`Error::Io`]).
+    Io,
+    /// A pulled host, its agent or the protocol failed ([`Error::Remote`], [`Error::Agent`]).
+    Remote,
+    /// A hook or helper program failed ([`Error::Command`]).
+    Command,
+    /// A snapshot name that matches nothing, or several ([`Error::Snapshot`]).
+    Snapshot,
+    /// A restore would overwrite existing files ([`Error::WouldOverwrite`]).
+    WouldOverwrite,
+    /// Metadata on disk cannot be parsed ([`Error::Format`]).
+    Format,
+    /// Something in the destination is not what the layout says, e.g. a planted symlink
+    /// ([`Error::Unsafe`]); nothing was followed.
+    Unsafe,
+}
+
+impl ErrorKind {
+    /// Every kind, for tables and tests.
+    pub const ALL: [ErrorKind; 13] = [
+        ErrorKind::Locked,
+        ErrorKind::Preflight,
+        ErrorKind::Guard,
+        ErrorKind::NoSpace,
+        ErrorKind::Cancelled,
+        ErrorKind::Config,
+        ErrorKind::Io,
+        ErrorKind::Remote,
+        ErrorKind::Command,
+        ErrorKind::Snapshot,
+        ErrorKind::WouldOverwrite,
+        ErrorKind::Format,
+        ErrorKind::Unsafe,
+    ];
+
+    /// The name used in JSON (`noSpace`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Locked => "locked",
+            ErrorKind::Preflight => "preflight",
+            ErrorKind::Guard => "guard",
+            ErrorKind::NoSpace => "noSpace",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Config => "config",
+            ErrorKind::Io => "io",
+            ErrorKind::Remote => "remote",
+            ErrorKind::Command => "command",
+            ErrorKind::Snapshot => "snapshot",
+            ErrorKind::WouldOverwrite => "wouldOverwrite",
+            ErrorKind::Format => "format",
+            ErrorKind::Unsafe => "unsafe",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with the operation and the path.
     pub fn io(op: &'static str, path: impl AsRef<Path>, source: io::Error) -> Error {
@@ -112,6 +195,30 @@ impl Error {
     /// Builds a configuration error for `field`.
     pub fn config(field: impl Into<String>, message: impl Into<String>) -> Error {
         Error::Config { field: field.into(), message: message.into() }
+    }
+
+    /// What kind of failure this is (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } if self.is_no_space() => ErrorKind::NoSpace,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Config { .. } => ErrorKind::Config,
+            Error::Preflight(_) => ErrorKind::Preflight,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::Snapshot { .. } => ErrorKind::Snapshot,
+            Error::Guard(_) => ErrorKind::Guard,
+            Error::WouldOverwrite { .. } => ErrorKind::WouldOverwrite,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::Command { .. } => ErrorKind::Command,
+            Error::Remote { .. } | Error::Agent(_) => ErrorKind::Remote,
+            Error::Format { .. } => ErrorKind::Format,
+            Error::Unsafe { .. } => ErrorKind::Unsafe,
+        }
+    }
+
+    /// Whether another run holds the lock (the run was skipped, not failed).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Error::Locked { .. })
     }
 
     /// The underlying I/O error, if this is one.
@@ -149,5 +256,42 @@ impl<T> IoContext<T> for io::Result<T> {
 impl<T> IoContext<T> for rustix::io::Result<T> {
     fn ctx(self, op: &'static str, path: impl AsRef<Path>) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_has_its_kind() {
+        let enospc = io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        let cases = [
+            (Error::io("write", "/x", enospc), ErrorKind::NoSpace),
+            (Error::io("write", "/x", io::ErrorKind::PermissionDenied.into()), ErrorKind::Io),
+            (Error::config("a", "b"), ErrorKind::Config),
+            (Error::Preflight("p".into()), ErrorKind::Preflight),
+            (Error::Locked { path: "/l".into(), holder: "h".into() }, ErrorKind::Locked),
+            (Error::Snapshot { name: "n".into(), message: "m".into() }, ErrorKind::Snapshot),
+            (Error::Guard("g".into()), ErrorKind::Guard),
+            (Error::WouldOverwrite { path: "/w".into() }, ErrorKind::WouldOverwrite),
+            (Error::Cancelled, ErrorKind::Cancelled),
+            (Error::Command { what: "w".into(), message: "m".into() }, ErrorKind::Command),
+            (Error::Remote { host: "h".into(), message: "m".into() }, ErrorKind::Remote),
+            (Error::Agent("a".into()), ErrorKind::Remote),
+            (Error::Format { path: "/f".into(), message: "m".into() }, ErrorKind::Format),
+        ];
+        for (e, k) in cases {
+            assert_eq!(e.kind(), k, "{e}");
+            assert_eq!(e.is_locked(), k == ErrorKind::Locked);
+        }
+    }
+
+    #[test]
+    fn kinds_serialize_as_their_names() {
+        for k in ErrorKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str(), "{k:?}");
+            assert_eq!(serde_json::from_value::<ErrorKind>(k.as_str().into()).unwrap(), k);
+        }
     }
 }

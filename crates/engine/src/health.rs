@@ -5,9 +5,9 @@
 //! |---|---|
 //! | `destination` | the destination is a directory, and a mount point when `requireMountPoint` |
 //! | `freeSpace` | at least `destination.minFreeBytes` are free there |
-//! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge` |
+//! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge`, and not dated more than five minutes in the future (see [`crate::clock`]) |
 //! | `snapshotCount` | there are at least `health.minBackups` complete snapshots |
-//! | `lastRun` | the last run (`last-run.json`) did not fail |
+//! | `lastRun` | the last run (`last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
 //! | `verify` | the last verify found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
 //! | `cloud` | with `cloud.enable`: the last good push is younger than `cloud.maxAge` |
 //!
@@ -20,7 +20,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::layout::HostDir;
 use crate::meta::{Counts, RunState};
 use crate::plan::Plan;
@@ -42,6 +42,9 @@ pub struct LastRun {
     /// Why it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// What kind of failure it was.
+    #[serde(default)]
+    pub error_kind: Option<ErrorKind>,
     /// `daily/NAME`.
     #[serde(default)]
     pub snapshot: Option<String>,
@@ -52,6 +55,10 @@ pub struct LastRun {
     /// Counts of the build.
     #[serde(default)]
     pub counts: Counts,
+    /// For a skipped run: the last run before it that was not skipped, carried over by
+    /// [`record_last_run`] so that a skip never hides a failure.
+    #[serde(default)]
+    pub last_completed: Option<Box<LastRun>>,
 }
 
 impl LastRun {
@@ -60,6 +67,34 @@ impl LastRun {
         let bytes = std::fs::read(state_host_dir.join(LAST_RUN_FILE)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
+
+    /// The run whose outcome counts for health and metrics: this one, or for a skipped run
+    /// the last one before it that ran (`None` when none did).
+    pub fn effective(&self) -> Option<&LastRun> {
+        match self.state {
+            RunState::Skipped => self.last_completed.as_deref(),
+            _ => Some(self),
+        }
+    }
+}
+
+/// Records a run's report as `<state_host_dir>/last-run.json`, for `status`, health and
+/// metrics. A skipped run (another run held the lock) is recorded as such, and carries the
+/// last run that was not skipped as `lastCompleted`, so its outcome stays visible.
+pub fn record_last_run(state_host_dir: &Path, report: &crate::run::RunReport) -> Result<()> {
+    let mut value = serde_json::to_value(report).expect("reports serialize");
+    if report.state == RunState::Skipped {
+        let previous: Option<serde_json::Value> =
+            std::fs::read(state_host_dir.join(LAST_RUN_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let carried = match previous {
+            Some(p) if p["state"] == RunState::Skipped.as_str() => p.get("lastCompleted").cloned(),
+            other => other,
+        };
+        if let Some(c) = carried.filter(|c| !c.is_null()) {
+            value["lastCompleted"] = c;
+        }
+    }
+    write_json(state_host_dir, LAST_RUN_FILE, &value)
 }
 
 /// The outcome of the last verify, kept for health and metrics.
@@ -197,7 +232,13 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
             (Ok(_), None) => Err(format!("there is no complete snapshot under {}", host_root.display())),
             (Ok(_), Some((id, t))) => {
                 let age = age(now, *t);
-                if age > max_age {
+                if let Some(by) = crate::clock::ahead(*t, now) {
+                    Err(format!(
+                        "the newest snapshot {id} is dated {t}, {} in the future (a wrong clock or a mistyped \
+                         --now?); it would hide a backup job that stopped: remove it if its date is wrong",
+                        words(by)
+                    ))
+                } else if age > max_age {
                     Err(format!(
                         "the newest snapshot {id} is {} old, older than health.maxAge {}",
                         words(age),
@@ -223,12 +264,7 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
         "lastRun",
         match LastRun::read(&state_dir) {
             None => Ok("no run recorded".into()),
-            Some(r) if r.state == RunState::Failed => Err(format!(
-                "the last run, started {}, failed: {}",
-                r.started_at,
-                r.error.as_deref().unwrap_or("unknown error")
-            )),
-            Some(r) => Ok(format!("the last run, started {}, ended {}", r.started_at, r.state.as_str())),
+            Some(r) => check_last_run(&r),
         },
     );
     push("verify", check_verify(plan, &state_dir, now));
@@ -243,6 +279,26 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
         snapshots: count,
         newest_snapshot: newest.map(|(_, t)| t),
         free_bytes: free,
+    }
+}
+
+fn check_last_run(r: &LastRun) -> std::result::Result<String, String> {
+    let skipped = (r.state == RunState::Skipped).then(|| {
+        format!(
+            "the run started {} was skipped: {}",
+            r.started_at,
+            r.error.as_deref().unwrap_or("another run held the lock")
+        )
+    });
+    let after = skipped.as_ref().map(|s| format!("; {s}")).unwrap_or_default();
+    match r.effective() {
+        None => Ok(skipped.unwrap_or_default()),
+        Some(c) if c.state == RunState::Failed => Err(format!(
+            "the last run, started {}, failed: {}{after}",
+            c.started_at,
+            c.error.as_deref().unwrap_or("unknown error")
+        )),
+        Some(c) => Ok(format!("the last run, started {}, ended {}{after}", c.started_at, c.state.as_str())),
     }
 }
 
@@ -376,5 +432,39 @@ mod tests {
         assert_eq!(rec.errors, 3);
         assert_eq!(rec.damaged, vec!["daily/x".to_string()]);
         assert_eq!(VerifyRecord::read(dir.path()).unwrap(), rec);
+    }
+
+    #[test]
+    fn a_skipped_run_keeps_the_outcome_of_the_run_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |state, kind, secs| {
+            let mut r = crate::run::RunReport::new("h", Timestamp::from_second(secs).unwrap());
+            r.state = state;
+            r.error_kind = kind;
+            r.error = kind.map(|k: ErrorKind| format!("an error of kind {k}"));
+            record_last_run(dir.path(), &r).unwrap();
+            LastRun::read(dir.path()).unwrap()
+        };
+        // A skip with nothing before it.
+        let r = run(RunState::Skipped, Some(ErrorKind::Locked), 100);
+        assert_eq!((r.state, r.error_kind, r.effective()), (RunState::Skipped, Some(ErrorKind::Locked), None));
+        assert!(check_last_run(&r).unwrap().contains("was skipped: an error of kind locked"));
+        // A failure, then two skips: the failure stays visible.
+        run(RunState::Failed, Some(ErrorKind::Preflight), 200);
+        run(RunState::Skipped, Some(ErrorKind::Locked), 300);
+        let r = run(RunState::Skipped, Some(ErrorKind::Locked), 400);
+        assert_eq!(r.started_at.as_second(), 400);
+        let c = r.effective().unwrap();
+        assert_eq!(
+            (c.state, c.started_at.as_second(), c.error_kind),
+            (RunState::Failed, 200, Some(ErrorKind::Preflight))
+        );
+        let e = check_last_run(&r).unwrap_err();
+        assert!(e.contains("failed: an error of kind preflight") && e.contains("was skipped"), "{e}");
+        // A success, then a skip: healthy.
+        run(RunState::Success, None, 500);
+        let r = run(RunState::Skipped, Some(ErrorKind::Locked), 600);
+        assert_eq!(r.effective().unwrap().started_at.as_second(), 500);
+        assert!(check_last_run(&r).unwrap().starts_with("the last run, started"));
     }
 }

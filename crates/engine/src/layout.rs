@@ -204,9 +204,8 @@ impl HostDir {
         let all = self.list()?;
         let not_found = |message: String| Error::Snapshot { name: name.to_string(), message };
         if name == "latest" {
-            return all
-                .into_iter()
-                .next_back()
+            return crate::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now())
+                .cloned()
                 .ok_or_else(|| not_found(format!("there is no complete snapshot under {}", self.root.display())));
         }
         let matches: Vec<Snapshot> = all
@@ -283,9 +282,19 @@ impl HostDir {
         dir.sync()
     }
 
-    /// Points `latest` at the newest complete snapshot, or removes it when there is none.
+    /// The snapshot name `latest` points at (the last component of its target), if it is a
+    /// symlink of ours.
+    pub fn latest_name(&self) -> Option<String> {
+        let target = self.latest().ok()??;
+        target.rsplit('/').next().map(str::to_owned)
+    }
+
+    /// Points `latest` at the snapshot it stands for ([`crate::clock::pick_latest`]: the one
+    /// it names, wherever pruning moved it, else the newest not dated in the future), or
+    /// removes it when there is none.
     pub fn refresh_latest(&self, lock: &HostLock) -> Result<()> {
-        match self.newest()? {
+        let all = self.list()?;
+        match crate::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now()).cloned() {
             Some(s) => {
                 let want = s.id();
                 if self.latest()?.as_deref() != Some(want.as_str()) {

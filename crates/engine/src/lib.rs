@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod cloud;
 pub mod dumps;
 pub mod error;
@@ -47,4 +48,4 @@ pub mod snapshot;
 pub mod source;
 pub mod verify;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};

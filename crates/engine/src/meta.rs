@@ -29,6 +29,9 @@ pub enum RunState {
     Partial,
     /// Nothing published.
     Failed,
+    /// Nothing done, and not a failure: another run held the host's lock (exit 4). Only a
+    /// run's report has this state, never a snapshot.
+    Skipped,
 }
 
 impl RunState {
@@ -38,7 +41,13 @@ impl RunState {
             RunState::Success => "success",
             RunState::Partial => "partial",
             RunState::Failed => "failed",
+            RunState::Skipped => "skipped",
         }
+    }
+
+    /// Whether the run published a snapshot (success or partial).
+    pub fn published(self) -> bool {
+        matches!(self, RunState::Success | RunState::Partial)
     }
 }
 

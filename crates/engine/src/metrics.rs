@@ -67,7 +67,16 @@ pub fn render(plan: &Plan, now: Timestamp) -> String {
     m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
 
     let state_dir = plan.host_state_dir();
-    if let Some(r) = LastRun::read(&state_dir) {
+    let last = LastRun::read(&state_dir);
+    if let Some(r) = last.as_ref().filter(|r| r.state == RunState::Skipped) {
+        m.gauge(
+            "last_skipped_timestamp_seconds",
+            "Start of the last run, when it was skipped because another run held the lock.",
+            &[(&[], secs(r.started_at))],
+        );
+    }
+    // A skipped run is not the last run's outcome: the run before it is.
+    if let Some(r) = last.as_ref().and_then(LastRun::effective) {
         m.gauge("last_run_timestamp_seconds", "End of the last backup run.", &[(&[], secs(r.finished_at))]);
         m.gauge("last_run_start_timestamp_seconds", "Start of the last backup run.", &[(&[], secs(r.started_at))]);
         let dur = (r.finished_at.as_millisecond() - r.started_at.as_millisecond()).max(0) as f64 / 1000.0;

@@ -12,6 +12,13 @@
 //!   switch: it alerts when the success pings stop. `/start` before a run, the bare URL after
 //!   success or partial (the snapshot was published; the body says "partial"), `/fail` after a
 //!   failure.
+//! - A run *skipped* because another run held the lock (exit 4) is not a failure: it is a
+//!   low-priority notice to ntfy, webhook and mail only with `onSuccess` (like a success), and
+//!   a healthchecks `/log` ping, which changes nothing there; the run holding the lock sends
+//!   its own outcome. (The `/start` sent before the run stays open until the next success
+//!   or failure ping: when the holder is a backup run, its own ping closes it; when it is a
+//!   manual `prune`, the next scheduled run does, or healthchecks alerts after its grace
+//!   time — a stale start, never a failure report.)
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -20,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::error::ErrorKind;
 use crate::meta::RunState;
 use crate::plan::Notifications;
 
@@ -42,6 +50,9 @@ pub struct Message {
     pub summary: String,
     /// The error, when there is one.
     pub error: Option<String>,
+    /// What kind of error it is (see [`ErrorKind`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<ErrorKind>,
     /// More lines: counts, failed checks, the tail of the journal.
     pub details: Vec<String>,
     /// Commands to run next (`journalctl -u backup.service`, `backup-status`).
@@ -55,6 +66,7 @@ impl Message {
             RunState::Success => "succeeded",
             RunState::Partial => "PARTIAL",
             RunState::Failed => "FAILED",
+            RunState::Skipped => "skipped",
         };
         let t = format!("hwc-backup {}: {} {word}", self.host, self.job);
         t.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect()
@@ -105,7 +117,7 @@ impl Delivery {
 /// Sends `msg` to every configured target that wants it (see the module docs), in parallel.
 pub fn notify(n: &Notifications, msg: &Message) -> Vec<Delivery> {
     let wanted = match msg.state {
-        RunState::Success => n.on_success,
+        RunState::Success | RunState::Skipped => n.on_success,
         RunState::Partial | RunState::Failed => n.on_failure,
     };
     let body = msg.body();
@@ -115,6 +127,7 @@ pub fn notify(n: &Notifications, msg: &Message) -> Vec<Delivery> {
         if let Some(hc) = &n.healthchecks {
             let url = match msg.state {
                 RunState::Failed => format!("{}/fail", hc.url.trim_end_matches('/')),
+                RunState::Skipped => format!("{}/log", hc.url.trim_end_matches('/')),
                 _ => hc.url.trim_end_matches('/').to_string(),
             };
             let body = &body;
@@ -160,6 +173,7 @@ fn webhook_payload(msg: &Message, title: &str, body: &str) -> Vec<u8> {
         "title": title,
         "summary": msg.summary,
         "error": msg.error,
+        "errorKind": msg.error_kind,
         "details": msg.details,
         "nextSteps": msg.next_steps,
         "message": body,
@@ -197,6 +211,7 @@ fn send_ntfy(ntfy: &crate::plan::Ntfy, state: RunState, title: &str, body: &str)
         RunState::Success => ("default", "white_check_mark"),
         RunState::Partial => ("high", "warning"),
         RunState::Failed => ("urgent", "rotating_light"),
+        RunState::Skipped => ("low", "fast_forward"),
     };
     let auth = match &ntfy.token_file {
         Some(f) => Some(format!("Bearer {}", read_token(f)?)),
@@ -297,6 +312,7 @@ mod tests {
             state,
             summary: "backup of laptop failed".into(),
             error: Some("disk full".into()),
+            error_kind: Some(ErrorKind::NoSpace),
             details: vec!["files: 3".into()],
             next_steps: vec!["journalctl -u backup.service".into()],
         }
@@ -328,6 +344,21 @@ mod tests {
         let d = notify(&n, &msg(RunState::Failed));
         assert_eq!(d.len(), 1);
         assert!(!d[0].ok && d[0].error.as_deref().unwrap().contains("127.0.0.1"), "{d:?}");
+    }
+
+    #[test]
+    fn a_skipped_run_is_a_notice_not_a_failure() {
+        let mut m = msg(RunState::Skipped);
+        m.error_kind = Some(ErrorKind::Locked);
+        assert_eq!(m.title(), "hwc-backup laptop: backup skipped");
+        let v: serde_json::Value = serde_json::from_slice(&webhook_payload(&m, "t", "b")).unwrap();
+        assert_eq!((v["state"].as_str(), v["errorKind"].as_str()), (Some("skipped"), Some("locked")));
+        // Like a success: only to those who want every outcome.
+        let n = Notifications {
+            webhook: Some(crate::plan::UrlTarget { url: "http://127.0.0.1:1/hook".into() }),
+            ..Notifications::default()
+        };
+        assert!(notify(&n, &m).is_empty());
     }
 
     #[test]

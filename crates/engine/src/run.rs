@@ -2,8 +2,9 @@
 //! build, guards, publish, prune, post-hook.
 //!
 //! A run never returns an error: it returns a [`RunReport`] whose `state` is `success`,
-//! `partial` or `failed`, because the caller (CLI, metrics, notifications) must report a
-//! failed run as carefully as a good one.
+//! `partial`, `failed` or `skipped` (another run held the lock), with the error's
+//! [`ErrorKind`], because the caller (CLI, metrics, notifications) must report a failed run
+//! as carefully as a good one, and decides on the kind, never on the message.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -11,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::exclude::ExcludeSet;
 use crate::fs::{Dir, Name};
 use crate::layout::{self, HostDir};
@@ -55,8 +56,11 @@ pub struct RunReport {
     pub host: String,
     /// How it ended.
     pub state: RunState,
-    /// Why it failed, when it did.
+    /// Why it failed (or was skipped), when it did.
     pub error: Option<String>,
+    /// What kind of failure `error` is: what the CLI's exit code and the notifications
+    /// decide on (`locked` for a skipped run).
+    pub error_kind: Option<ErrorKind>,
     /// `daily/NAME` of the published snapshot.
     pub snapshot: Option<String>,
     /// Full path of the published snapshot.
@@ -85,11 +89,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    fn new(host: &str, started: Timestamp) -> RunReport {
+    pub(crate) fn new(host: &str, started: Timestamp) -> RunReport {
         RunReport {
             host: host.to_string(),
             state: RunState::Failed,
             error: None,
+            error_kind: None,
             snapshot: None,
             snapshot_path: None,
             started_at: started,
@@ -115,12 +120,37 @@ pub fn run_from(plan: &Plan, source: &dyn Source, opts: &RunOptions, progress: P
     let started = opts.now.clone().unwrap_or_else(Zoned::now);
     let mut report = RunReport::new(&plan.host, started.timestamp());
     let result = run_inner(plan, source, opts, &started, progress, &mut report);
-    if let Err(e) = result {
-        report.state = RunState::Failed;
-        report.error = Some(e.to_string());
+    match result {
+        Err(e) => {
+            // Finding the lock held is not a failure: the run that holds it does the work.
+            report.state = if e.is_locked() { RunState::Skipped } else { RunState::Failed };
+            report.error = Some(e.to_string());
+            report.error_kind = Some(e.kind());
+        }
+        Ok(()) => warn_future_snapshots(plan, &mut report),
     }
     report.finished_at = finish_time(opts, &started);
     report
+}
+
+/// Adds a warning for every snapshot dated in the future (see [`crate::clock`]), which makes
+/// a successful run partial.
+fn warn_future_snapshots(plan: &Plan, report: &mut RunReport) {
+    let Some(published) = report.snapshot.clone() else { return };
+    let all = match HostDir::open(&plan.host_dir()).and_then(|h| h.list()) {
+        Ok(all) => all,
+        Err(e) => return tracing::warn!("cannot check the snapshots' dates: {e}"),
+    };
+    let warnings = crate::clock::future_warnings(&all, &published, Timestamp::now());
+    if warnings.is_empty() {
+        return;
+    }
+    report.counts.warnings += warnings.len() as u64;
+    report.warnings.splice(0..0, warnings);
+    report.warnings.truncate(MAX_WARNINGS_KEPT);
+    if report.state == RunState::Success {
+        report.state = RunState::Partial;
+    }
 }
 
 fn finish_time(opts: &RunOptions, started: &Zoned) -> Timestamp {

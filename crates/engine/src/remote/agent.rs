@@ -202,7 +202,7 @@ fn session(
         let served = reader.join().expect("request thread panicked");
         // The walker's own failure says most; "stopping" only echoes another thread's.
         match walked {
-            Err(Error::Agent(m)) if m == STOPPING => served.and(written).and(Err(Error::Agent(m))),
+            Err(e) if e.is_cancelled() => served.and(written).and(Err(Error::Agent(STOPPING.into()))),
             walked => walked.and(served).and(written),
         }
     })
@@ -400,10 +400,10 @@ struct Here<'a> {
 impl Walker<'_> {
     fn send(&mut self, frame: FromAgent) -> Result<()> {
         if !self.shared.wait_window(self.seq) {
-            return Err(Error::Agent(STOPPING.into()));
+            return Err(Error::Cancelled);
         }
         self.seq += 1;
-        self.out.send(frame).map_err(|_| Error::Agent(STOPPING.into()))
+        self.out.send(frame).map_err(|_| Error::Cancelled)
     }
 
     fn warn(&mut self, path: &Path, message: String) -> Result<()> {
