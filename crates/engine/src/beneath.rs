@@ -64,10 +64,7 @@ impl<'a> DirCache<'a> {
 
     /// The directory `rel` below the root (see [`open_dir`]).
     pub fn dir(&mut self, rel: &[u8]) -> io::Result<BorrowedFd<'_>> {
-        let reuse = match &self.last {
-            Some((p, _)) if p == rel => true,
-            _ => false,
-        };
+        let reuse = matches!(&self.last, Some((p, _)) if p == rel);
         if !reuse {
             let fd = match &self.last {
                 // A descendant of the last directory: open only the rest.
