@@ -92,11 +92,22 @@ fn force_merges_into_an_existing_tree_replacing_each_type() {
     let out = env.run("restore", &["latest", &s(&src), &s(&target)]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(std::fs::read_to_string(target.join("keep/a.txt")).unwrap(), "local edit\n", "refused, untouched");
+    // A directory where the snapshot has a file is never deleted, not even with --force:
+    // refused before anything is written, and the dry run says so.
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was-dir is a directory"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(target.join("was-dir/deep/x")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(target.join("keep/a.txt")).unwrap(), "local edit\n", "refused, untouched");
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused    "), "{}", show(&out));
+    std::fs::remove_dir_all(target.join("was-dir")).unwrap();
     let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let overwritten = report["overwritten"].as_array().unwrap().len();
-    assert_eq!(overwritten, 5, "a.txt, was-dir, was-file, linked, sym: {report}");
+    assert_eq!(overwritten, 4, "a.txt, was-file, linked, sym: {report}");
     assert_eq!(std::fs::read_to_string(target.join("keep/only-local")).unwrap(), "mine\n", "merge keeps others");
     std::fs::remove_file(target.join("keep/only-local")).unwrap();
     assert_eq!(rsync_differences(&src, &target), "", "merged tree differs from the snapshot's");
