@@ -5,6 +5,14 @@
 //! and hard links. Nothing existing is overwritten unless `force` is set; that check covers
 //! the whole tree before the first byte is written.
 //!
+//! What it trusts: nothing it reads by name. The path is found in the snapshot one component
+//! at a time without following a symlink stored there (it points at the live system, not
+//! into the snapshot); on the target, everything below the target's own name is reached
+//! through directory descriptors with `O_NOFOLLOW`, so a symlink planted there is replaced,
+//! never written through; a directory on the target is never deleted (a non-directory over
+//! it is refused, `force` or not); a target inside the backup destination is refused; and
+//! the snapshot's own `.hwc-backup/` is never restored.
+//!
 //! Two ways of writing, both safe against an interruption or a power cut:
 //!
 //! - **The target does not exist** (the usual case): everything is written into a staging
