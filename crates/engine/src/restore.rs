@@ -293,11 +293,11 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
     let src = resolve_source(snapshot, host_path)?;
     refuse_inside_destination(snapshot, target)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
-    let target = match rustix::fs::lstat(target) {
+    let (target, into_dir) = match rustix::fs::lstat(target) {
         Ok(st) if fsops::file_type(&st) == FileType::Directory && !src_is_dir => {
-            target.join(OsStr::from_bytes(src.name.to_bytes()))
+            (target.join(OsStr::from_bytes(src.name.to_bytes())), true)
         }
-        _ => target.to_path_buf(),
+        _ => (target.to_path_buf(), false),
     };
     let mut report = RestoreReport {
         snapshot: snapshot.id(),
@@ -307,7 +307,18 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
     };
     let (to_dir, to_name) = split(&target);
     let to_name = cstr(&to_name);
-    let dst_parent = match open_dir(&to_dir) {
+    // DEST's parent is taken as given (symlinks there are followed, as by `cp`); DEST itself,
+    // when the entry goes inside it, was a real directory and must still be one.
+    let opened = match into_dir {
+        true => rustix::fs::open(
+            &to_dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("open directory", &to_dir, e.into())),
+        false => open_dir(&to_dir),
+    };
+    let dst_parent = match opened {
         Ok(fd) => Some(fd),
         Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => None,
         Err(e) => return Err(e),
