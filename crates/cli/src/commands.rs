@@ -276,7 +276,10 @@ fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
         let mut out = std::io::stdout().lock();
         let verb = if a.dry_run { "would write" } else { "restored" };
         for c in &report.changes {
-            writeln!(out, "{:<9}  {}", c.action.as_str(), c.path.display())?;
+            // One line per entry, whatever the name holds: a newline in a name cannot fake
+            // another line.
+            let shown = c.path.display().to_string().replace('\n', "\\n").replace('\r', "\\r");
+            writeln!(out, "{:<9}  {shown}", c.action.as_str())?;
         }
         writeln!(
             out,
