@@ -419,8 +419,13 @@ fn restoring_the_root_leaves_the_snapshot_metadata_behind() {
     assert!(!target.join(".hwc-backup").exists(), "the snapshot's metadata is not restored");
     let inside = target.join(env.src.strip_prefix("/").unwrap());
     assert_eq!(std::fs::read_to_string(inside.join("a.txt")).unwrap(), "a\n");
-    // Merging into it again leaves nothing to replace.
-    let out = env.run("restore", &["latest", "/", &s(&target)]);
+    // Merging into it again leaves nothing to replace, and a `.hwc-backup` planted in the
+    // target as a symlink to a victim is neither followed nor replaced.
+    let victim = victim(&env);
+    let before = fingerprint(&victim);
+    std::os::unix::fs::symlink(&victim, target.join(".hwc-backup")).unwrap();
+    let out = env.run("restore", &["latest", "/", &s(&target), "--force"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert!(!target.join(".hwc-backup").exists());
+    assert_eq!(std::fs::read_link(target.join(".hwc-backup")).unwrap(), victim);
+    assert_eq!(fingerprint(&victim), before);
 }
