@@ -305,7 +305,17 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
         target: target.clone(),
         ..Default::default()
     };
-    let (to_dir, to_name) = split(&target);
+    // `.`, `..`, `dir/..` or `/` name no entry of their own: the directory they resolve to
+    // is the target (`/` itself is entered as `/` + `.`).
+    let target = match target.file_name() {
+        Some(_) => target,
+        None => std::fs::canonicalize(&target).ctx("resolve", &target)?,
+    };
+    report.target = target.clone();
+    let (to_dir, to_name) = match target.file_name() {
+        Some(_) => split(&target),
+        None => (target.clone(), ".".into()),
+    };
     let to_name = cstr(&to_name);
     // DEST's parent is taken as given (symlinks there are followed, as by `cp`); DEST itself,
     // when the entry goes inside it, was a real directory and must still be one.
