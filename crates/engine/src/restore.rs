@@ -290,6 +290,23 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// directory on the target is never deleted to make room: such a restore is refused, with
 /// `force` too. Nothing below the target's own path is ever reached through a symlink.
 pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
+    // The survey and the copy recurse once per directory level and hold two descriptors per
+    // level. On a thread with a large stack (reserved, touched only as deep as the tree goes)
+    // the descriptor limit is reached first, so a tree deeper than half of `ulimit -n` fails
+    // with "Too many open files" naming the directory, instead of overflowing the stack.
+    const STACK: usize = 256 << 20;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("restore".into())
+            .stack_size(STACK)
+            .spawn_scoped(scope, || restore_here(snapshot, host_path, target, opts))
+            .map_err(|e| Error::io("start the restore thread for", target, e))?
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
     let src = resolve_source(snapshot, host_path)?;
     refuse_inside_destination(snapshot, target)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
