@@ -608,7 +608,10 @@ struct Copier<'a> {
     root_id: (u64, u64),
     /// `(device, inode)` of a snapshot file with several links → where its first copy went,
     /// relative to `dst_root`. Only multiply-linked files are recorded.
-    links: HashMap<(u64, u64), PathBuf>,
+    /// The first copy's own `(device, inode)` comes along: a link made later through that
+    /// path is checked to reach it (a directory of the target swapped for a symlink in
+    /// between would otherwise make the link point at any file of the filesystem).
+    links: HashMap<(u64, u64), (PathBuf, (u64, u64))>,
     buf: Vec<u8>,
     report: &'a mut RestoreReport,
 }
@@ -638,13 +641,17 @@ impl<'a> Copier<'a> {
                 self.fill_dir(&src, &from(), &dst, &to(), &st, rel, Self::copy_entry)?;
             }
             FileType::RegularFile => {
-                if self.link_to_earlier_copy(&st, dst_dir, dst_name, rel).ctx("create hard link", to())? {
+                if self.link_to_earlier_copy(&st, dst_dir, dst_name).ctx("create hard link", to())? {
                     return Ok(());
                 }
                 let src = fsops::open_source_file(src_dir, name).ctx("open", from())?;
                 let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to())?;
                 fsops::copy_plain(&src, &st, &mut dst, &mut self.buf).ctx("copy to", to())?;
                 fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+                if st.st_nlink > 1 {
+                    let copy = rustix::fs::fstat(&dst).ctx("inspect", to())?;
+                    self.links.entry((st.st_dev, st.st_ino)).or_insert((rel.to_path_buf(), (copy.st_dev, copy.st_ino)));
+                }
                 self.report.entries += 1;
                 self.report.bytes += st.st_size as u64;
             }
@@ -706,7 +713,8 @@ impl<'a> Copier<'a> {
             _ if same_entry(src_dir, name, &st, dst_dir, dst_name, &existing).ctx("compare with", to())? => {
                 // Already there: left alone, and still the copy later hard links point to.
                 if kind == FileType::RegularFile && st.st_nlink > 1 {
-                    self.links.entry((st.st_dev, st.st_ino)).or_insert_with(|| rel.to_path_buf());
+                    let there = (existing.st_dev, existing.st_ino);
+                    self.links.entry((st.st_dev, st.st_ino)).or_insert_with(|| (rel.to_path_buf(), there));
                 }
             }
             (FileType::RegularFile, _) => {
@@ -758,25 +766,24 @@ impl<'a> Copier<'a> {
     }
 
     /// For a file with several links whose first copy exists, links to that copy and
-    /// returns true; otherwise records where this copy goes and returns false.
-    fn link_to_earlier_copy(
-        &mut self,
-        st: &Stat,
-        dst_dir: BorrowedFd,
-        dst_name: &CStr,
-        rel: &Path,
-    ) -> std::io::Result<bool> {
+    /// returns true (after checking that the link reaches that very copy); otherwise returns
+    /// false, and the caller records the copy it makes.
+    fn link_to_earlier_copy(&mut self, st: &Stat, dst_dir: BorrowedFd, dst_name: &CStr) -> std::io::Result<bool> {
         if st.st_nlink <= 1 {
             return Ok(false);
         }
-        let key = (st.st_dev, st.st_ino);
-        if let Some(first) = self.links.get(&key) {
-            rustix::fs::linkat(self.dst_root, first.as_path(), dst_dir, dst_name, AtFlags::empty())?;
-            self.report.entries += 1;
-            return Ok(true);
+        let Some((first, id)) = self.links.get(&(st.st_dev, st.st_ino)) else { return Ok(false) };
+        rustix::fs::linkat(self.dst_root, first.as_path(), dst_dir, dst_name, AtFlags::empty())?;
+        let made = rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if (made.st_dev, made.st_ino) != *id {
+            rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty())?;
+            return Err(std::io::Error::other(format!(
+                "{} is no longer the copy made earlier in this restore (was the target changed meanwhile?)",
+                first.display()
+            )));
         }
-        self.links.insert(key, rel.to_path_buf());
-        Ok(false)
+        self.report.entries += 1;
+        Ok(true)
     }
 }
 
