@@ -1,8 +1,13 @@
 //! Restore: round trips of a directory and a single file from an older snapshot, the rich
 //! tree (ACLs, xattrs, owners, hard links, devices, FIFOs, sparse files, odd names) equal per
-//! `rsync -aHAXn`, a `--force` merge that replaces files, directories and symlinks of the
-//! other type, a lone symlink, a staging entry left by an interrupted restore, refusal to
-//! overwrite without `--force`, `--dry-run` writing nothing, and `--list`.
+//! `rsync -aHAXn`, a `--force` merge that replaces files and symlinks of the other type but
+//! never deletes a directory, a lone symlink, a staging entry left by an interrupted restore,
+//! refusal to overwrite without `--force`, `--dry-run` writing nothing and marking each entry
+//! new, replaced, unchanged or merged, and `--list`. The hostile cases (issue 12, item 5): a
+//! path below a symlink stored in the snapshot is refused rather than read live, symlinks
+//! planted in the target are replaced and never followed, a file onto a directory lands
+//! inside it, a DEST inside the backup destination is refused (exit 2), and restoring `/`
+//! leaves `.hwc-backup/` behind; a victim outside is compared before and after each.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -92,11 +97,22 @@ fn force_merges_into_an_existing_tree_replacing_each_type() {
     let out = env.run("restore", &["latest", &s(&src), &s(&target)]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert_eq!(std::fs::read_to_string(target.join("keep/a.txt")).unwrap(), "local edit\n", "refused, untouched");
+    // A directory where the snapshot has a file is never deleted, not even with --force:
+    // refused before anything is written, and the dry run says so.
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was-dir is a directory"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(target.join("was-dir/deep/x")).unwrap(), "x\n");
+    assert_eq!(std::fs::read_to_string(target.join("keep/a.txt")).unwrap(), "local edit\n", "refused, untouched");
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused    "), "{}", show(&out));
+    std::fs::remove_dir_all(target.join("was-dir")).unwrap();
     let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force", "--json"]);
     assert!(out.status.success(), "{}", show(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let overwritten = report["overwritten"].as_array().unwrap().len();
-    assert_eq!(overwritten, 5, "a.txt, was-dir, was-file, linked, sym: {report}");
+    assert_eq!(overwritten, 4, "a.txt, was-file, linked, sym: {report}");
     assert_eq!(std::fs::read_to_string(target.join("keep/only-local")).unwrap(), "mine\n", "merge keeps others");
     std::fs::remove_file(target.join("keep/only-local")).unwrap();
     assert_eq!(rsync_differences(&src, &target), "", "merged tree differs from the snapshot's");
@@ -187,4 +203,229 @@ fn list_shows_every_snapshot_newest_first() {
         "{stdout}"
     );
     assert!(lines[0].contains("+01:00"), "times are shown with their offset: {stdout}");
+}
+
+/// Every entry below `root` (itself included) with its type, mode, mtime and content or link
+/// target, not following symlinks: compared before and after to prove nothing changed.
+fn fingerprint(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let what = if md.file_type().is_symlink() {
+            format!("-> {}", std::fs::read_link(&p).unwrap().display())
+        } else if md.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+            "dir".to_string()
+        } else {
+            format!("{:?}", std::fs::read(&p).unwrap())
+        };
+        out.push(format!("{} {:o} {}.{} {what}", p.display(), md.mode(), md.mtime(), md.mtime_nsec()));
+    }
+    out.sort();
+    out
+}
+
+/// A victim directory outside everything the test restores, with one file.
+fn victim(env: &Env) -> std::path::PathBuf {
+    let v = env.dir.path().join("victim");
+    write(&v.join("report.txt"), "the victim's own file\n");
+    std::fs::set_permissions(v.join("report.txt"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    v
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn a_path_below_a_symlink_in_the_snapshot_is_refused_not_read_live() {
+    let env = Env::new();
+    // The live data the links point to, outside the snapshot: after the backup it is
+    // "encrypted"; a restore through the stored link would hand that back as the backup.
+    let live = env.dir.path().join("data");
+    write(&live.join("report.txt"), "good report\n");
+    write(&live.join("sub/deep.txt"), "good deep\n");
+    std::fs::create_dir_all(env.src.join("srv")).unwrap();
+    std::os::unix::fs::symlink(&live, env.src.join("srv/link")).unwrap();
+    std::os::unix::fs::symlink("../../data", env.src.join("srv/rel")).unwrap();
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    write(&live.join("report.txt"), "ENCRYPTED\n");
+    let before = fingerprint(&live);
+    for (link, shown_target) in [("srv/link", s(&live)), ("srv/rel", "../../data".to_string())] {
+        for rest in ["report.txt", "sub", "sub/deep.txt"] {
+            let target = env.dir.path().join("out");
+            let asked = format!("{}/{link}/{rest}", s(&env.src));
+            let out = env.run("restore", &["latest", &asked, &s(&target)]);
+            assert_eq!(out.status.code(), Some(1), "{asked}: {}", show(&out));
+            let expected = format!("is below a symlink in the snapshot ({}/{link} -> {shown_target})", s(&env.src));
+            assert!(String::from_utf8_lossy(&out.stderr).contains(&expected), "{expected}: {}", show(&out));
+            assert!(!target.exists(), "nothing restored for {asked}");
+            let out = env.run("restore", &["latest", &asked, &s(&target), "--dry-run"]);
+            assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        }
+    }
+    assert_eq!(fingerprint(&live), before, "the live data is untouched");
+    // The link itself is restored, as a link.
+    let target = env.dir.path().join("link-copy");
+    let out = env.run("restore", &["latest", &format!("{}/srv/link", s(&env.src)), &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_link(&target).unwrap(), live);
+}
+
+#[test]
+fn symlinks_planted_in_the_target_are_replaced_never_followed() {
+    let env = Env::new();
+    let src = env.src.join("data");
+    write(&src.join("sub/report.txt"), "from the snapshot\n");
+    write(&src.join("report.txt"), "top from the snapshot\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let victim = victim(&env);
+    let before = fingerprint(&victim);
+    // Into an existing tree: a symlink where the snapshot has a directory, and one where
+    // it has a file, both pointing at the victim.
+    let target = env.dir.path().join("restore-here");
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&victim, target.join("sub")).unwrap();
+    std::os::unix::fs::symlink(victim.join("report.txt"), target.join("report.txt")).unwrap();
+    let out = env.run("restore", &["latest", &s(&src), &s(&target)]);
+    assert_eq!(out.status.code(), Some(1), "without --force the links are conflicts: {}", show(&out));
+    assert_eq!(fingerprint(&victim), before);
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--dry-run", "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("replaced   {}/sub\n", s(&target))), "{stdout}");
+    assert!(stdout.contains(&format!("new        {}/sub/report.txt\n", s(&target))), "{stdout}");
+    let out = env.run("restore", &["latest", &s(&src), &s(&target), "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(fingerprint(&victim), before, "nothing written through the planted links");
+    assert!(std::fs::symlink_metadata(target.join("sub")).unwrap().is_dir());
+    assert_eq!(std::fs::read_to_string(target.join("sub/report.txt")).unwrap(), "from the snapshot\n");
+    assert_eq!(std::fs::read_to_string(target.join("report.txt")).unwrap(), "top from the snapshot\n");
+    // DEST itself a symlink to the victim: replaced by the restored directory.
+    let dest_link = env.dir.path().join("dest-link");
+    std::os::unix::fs::symlink(&victim, &dest_link).unwrap();
+    let out = env.run("restore", &["latest", &s(&src), &s(&dest_link)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let out = env.run("restore", &["latest", &s(&src.join("report.txt")), &s(&dest_link), "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&dest_link).unwrap(), "top from the snapshot\n");
+    assert!(!std::fs::symlink_metadata(&dest_link).unwrap().file_type().is_symlink());
+    assert_eq!(fingerprint(&victim), before, "nothing written through DEST's own link");
+}
+
+#[test]
+fn a_file_onto_a_directory_lands_inside_and_force_never_deletes_a_directory() {
+    let env = Env::new();
+    write(&env.src.join("docs/report.txt"), "v1\n");
+    write(&env.src.join("docs/same.txt"), "same\n");
+    write(&env.src.join("docs/other.txt"), "other v1\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let file = format!("{}/docs/report.txt", s(&env.src));
+    // Onto an existing directory, as cp does: DEST/report.txt.
+    let dir = env.dir.path().join("into");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = env.run("restore", &["latest", &file, &s(&dir)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("report.txt")).unwrap(), "v1\n");
+    // Again: now DEST/report.txt exists and is the same: nothing to replace, no --force needed.
+    let out = env.run("restore", &["latest", &file, &s(&dir), "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("unchanged"), "{}", show(&out));
+    // A directory in the way of the file is never deleted, --force or not.
+    let blocked = env.dir.path().join("blocked");
+    write(&blocked.join("report.txt/precious"), "mine\n");
+    let before = fingerprint(&blocked);
+    for extra in [&[][..], &["--force"][..], &["--force", "--dry-run"][..]] {
+        let mut args = vec!["latest", file.as_str(), blocked.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = env.run("restore", &args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {}", show(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("never deletes a directory"), "{}", show(&out));
+        assert_eq!(fingerprint(&blocked), before, "{extra:?}");
+    }
+    let out = env.run("restore", &["latest", &file, &s(&blocked), "--dry-run", "--force", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["changes"][0]["action"], "refused", "{r}");
+
+    // --dry-run marks each entry: new, replaced, unchanged (and merged for a directory).
+    let tree = env.dir.path().join("tree");
+    let out = env.run("restore", &["latest", &format!("{}/docs", s(&env.src)), &s(&tree)]);
+    assert!(out.status.success(), "{}", show(&out));
+    std::fs::remove_file(tree.join("report.txt")).unwrap();
+    let other = tree.join("other.txt");
+    let mtime = std::fs::metadata(&other).unwrap().modified().unwrap();
+    std::fs::write(&other, "OTHER v1\n").unwrap(); // same size and mtime, other content
+    std::fs::File::options().write(true).open(&other).unwrap().set_modified(mtime).unwrap();
+    let out = env.run("restore", &["latest", &format!("{}/docs", s(&env.src)), &s(&tree), "--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "a replacement needs --force: {}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<(String, String)> = r["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let p = c["path"].as_str().unwrap();
+            (p.strip_prefix(&s(&tree)).unwrap().to_string(), c["action"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let expected = [("", "merged"), ("/other.txt", "replaced"), ("/report.txt", "new"), ("/same.txt", "unchanged")];
+    assert_eq!(actions, expected.map(|(a, b)| (a.to_string(), b.to_string())), "{r}");
+    let out = env.run("restore", &["latest", &format!("{}/docs", s(&env.src)), &s(&tree), "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("unchanged  {}/same.txt", s(&tree))), "{stdout}");
+    assert!(stdout.contains(&format!("replaced   {}/other.txt", s(&tree))), "{stdout}");
+    assert!(stdout.contains(&format!("new        {}/report.txt", s(&tree))), "{stdout}");
+    assert_eq!(std::fs::read_to_string(&other).unwrap(), "OTHER v1\n", "a dry run writes nothing");
+}
+
+#[test]
+fn a_dest_inside_the_backup_destination_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), "a\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let before = fingerprint(&env.dest);
+    let snap = env.host_dir().join("daily/2025-01-15_02-00-00");
+    let sneaky = env.dir.path().join("looks-elsewhere");
+    std::os::unix::fs::symlink(env.host_dir().join("daily"), &sneaky).unwrap();
+    for dest in [
+        snap.join("restored"),
+        snap.clone(),
+        env.host_dir().join("daily"),
+        env.host_dir(),
+        env.host_dir().join("latest/x"),
+        env.dest.join("other-host/new/dir"),
+        env.dest.clone(),
+        sneaky.join("x"),
+    ] {
+        let out = env.run("restore", &["latest", &s(&env.src.join("a.txt")), &s(&dest), "--force"]);
+        assert_eq!(out.status.code(), Some(2), "{}: {}", dest.display(), show(&out));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("inside the backup destination"), "{}", show(&out));
+        assert_eq!(fingerprint(&env.dest), before, "nothing written for {}", dest.display());
+    }
+}
+
+#[test]
+fn restoring_the_root_leaves_the_snapshot_metadata_behind() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), "a\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("whole");
+    let out = env.run("restore", &["latest", "/", &s(&target), "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(".hwc-backup"), "{}", show(&out));
+    let out = env.run("restore", &["latest", "/", &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!target.join(".hwc-backup").exists(), "the snapshot's metadata is not restored");
+    let inside = target.join(env.src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(inside.join("a.txt")).unwrap(), "a\n");
+    // Merging into it again leaves nothing to replace, and a `.hwc-backup` planted in the
+    // target as a symlink to a victim is neither followed nor replaced.
+    let victim = victim(&env);
+    let before = fingerprint(&victim);
+    std::os::unix::fs::symlink(&victim, target.join(".hwc-backup")).unwrap();
+    let out = env.run("restore", &["latest", "/", &s(&target), "--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_link(target.join(".hwc-backup")).unwrap(), victim);
+    assert_eq!(fingerprint(&victim), before);
 }

@@ -1,7 +1,9 @@
 //! Verify: a clean snapshot verifies; one flipped byte, a deleted file and an added file are
-//! each found; `--sample` compares with the live source.
+//! each found; `--sample` compares with the live source; a 5000-byte path and a Latin-1 name
+//! verify (fd-relative) and damage to them is named, and `b3sum --check` checks the rest.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use crate::util::*;
 
@@ -81,4 +83,90 @@ fn sample_compares_with_the_live_source() {
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r[0]["sampleMismatches"].to_string().contains("b/three"), "{r}");
+}
+
+/// A 5000-byte path, a Latin-1 (non-UTF-8) name, and names with a backslash and a newline.
+/// Returns the long file's path relative to the source. It is built by python3 one `chdir` at
+/// a time, because the path itself is longer than `PATH_MAX`.
+fn awkward_names(env: &Env) -> String {
+    require("python3");
+    let long = format!("{}long.txt", format!("{}/", "d".repeat(249)).repeat(20));
+    assert!(long.len() > 5000, "the path is longer than 5000 bytes");
+    python(&format!(
+        "import os\nos.chdir({src:?})\nfor i in range(20):\n    os.mkdir('d' * 249)\n    os.chdir('d' * 249)\n\
+         open('long.txt', 'wb').write(bytes([7]) * 10000)\nos.utime('long.txt', (1e9, 1e9))\n",
+        src = s(&env.src)
+    ));
+    write(&env.src.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")), "latin-1\n");
+    write(&env.src.join("back\\slash"), "backslash\n");
+    write(&env.src.join("new\nline"), "newline\n");
+    long
+}
+
+fn python(script: &str) {
+    let o = std::process::Command::new("python3").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "python3 failed: {}", show(&o));
+}
+
+/// Flips one byte of `dir/rel` (any length), keeping size and mtime, as bit rot would.
+fn flip_byte_deep(dir: &std::path::Path, rel: &str) {
+    let (dirs, name) = rel.rsplit_once('/').unwrap();
+    python(&format!(
+        "import os\nos.chdir({dir:?})\nfor c in {dirs:?}.split('/'):\n    os.chdir(c)\n\
+         st = os.stat({name:?})\nf = open({name:?}, 'r+b')\nf.seek(4321)\nb = f.read(1)\nf.seek(4321)\n\
+         f.write(bytes([b[0] ^ 1]))\nf.close()\nos.utime({name:?}, ns=(st.st_atime_ns, st.st_mtime_ns))\n",
+        dir = s(dir)
+    ));
+}
+
+#[test]
+fn long_paths_and_non_utf8_names_verify_and_b3sum_checks_what_it_can() {
+    require("b3sum");
+    let env = Env::new();
+    let long = awkward_names(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let out = env.run("verify", &["--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r[0]["filesChecked"], 4, "{r}");
+
+    // b3sum, run the way the README says. It checks the backslash and newline names. The
+    // Latin-1 name is escaped as `\xe9`, which b3sum reports as an invalid escape on that one
+    // line (b3sum cannot name a non-UTF-8 file at all: it writes U+FFFD and refuses to check
+    // that), and the 5000-byte path fails in b3sum's own open() with ENAMETOOLONG. Every other
+    // line is still checked.
+    let snap = env.host_dir().join("daily/2025-01-15_02-00-00");
+    let b3 = std::process::Command::new("b3sum")
+        .args(["--check", ".hwc-backup/manifest.b3"])
+        .current_dir(&snap)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&b3.stdout), String::from_utf8_lossy(&b3.stderr));
+    assert!(stdout.contains("back\\\\slash: OK"), "{}", show(&b3));
+    assert!(stdout.contains("new\\nline: OK"), "{}", show(&b3));
+    assert!(stdout.contains("long.txt: FAILED (File name too long"), "{}", show(&b3));
+    assert_eq!(stderr.matches("Invalid backslash escape").count(), 1, "only the Latin-1 line: {}", show(&b3));
+    assert_eq!(stdout.matches(": OK").count(), 2, "{}", show(&b3));
+    let manifest = std::fs::read(snap.join(".hwc-backup/manifest.b3")).unwrap();
+    assert!(manifest.windows(10).any(|w| w == b"caf\\xe9.tx"), "the Latin-1 byte is escaped, not lost");
+
+    // Damage deep down is found and named.
+    flip_byte_deep(&env.in_snapshot("daily/2025-01-15_02-00-00"), &long);
+    let out = env.run("verify", &["--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r[0]["changed"].as_array().unwrap().len(), 1, "{r}");
+    let changed = r[0]["changed"][0].as_str().unwrap();
+    assert!(changed.ends_with(&long), "names the damaged file: {r}");
+    assert!(r[0]["missing"].as_array().unwrap().is_empty(), "{r}");
+
+    // A damaged Latin-1 file is found too, and the text report names it.
+    let latin = env.in_snapshot("daily/2025-01-15_02-00-00").join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt"));
+    let mtime = std::fs::metadata(&latin).unwrap().modified().unwrap();
+    std::fs::write(&latin, "LATIN-1\n").unwrap();
+    std::fs::File::options().write(true).open(&latin).unwrap().set_modified(mtime).unwrap();
+    let out = env.run("verify", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("changed: ") && stdout.contains("caf\u{fffd}.txt"), "{stdout}");
 }

@@ -273,20 +273,35 @@ fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
     } else {
         let mut out = std::io::stdout().lock();
         let verb = if a.dry_run { "would write" } else { "restored" };
-        if a.dry_run {
-            for p in &report.written {
-                writeln!(out, "{p}", p = p.display())?;
-            }
+        for c in &report.changes {
+            // One line per entry, whatever the name holds: a newline in a name cannot fake
+            // another line.
+            let shown = c.path.display().to_string().replace('\n', "\\n").replace('\r', "\\r");
+            writeln!(out, "{:<9}  {shown}", c.action.as_str())?;
         }
         writeln!(
             out,
-            "{verb} {} from {} to {} ({} entries, {})",
+            "{verb} {} from {} to {} ({} entries to write, {})",
             report.source.display(),
             report.snapshot,
             report.target.display(),
             report.entries,
             human_bytes(report.bytes)
         )?;
+    }
+    // Only a dry run gets here with a refusal: it shows it, and fails as the restore would.
+    if let Some(first) = report.refused.first() {
+        eprintln!(
+            "error: refused: {} is a directory and the snapshot has no directory there; restore never deletes a directory",
+            first.display()
+        );
+        return Ok(Exit::Failed);
+    }
+    if a.dry_run && !a.force {
+        if let Some(first) = report.overwritten.first() {
+            eprintln!("error: {} exists; use --force to overwrite", first.display());
+            return Ok(Exit::Failed);
+        }
     }
     Ok(Exit::Success)
 }

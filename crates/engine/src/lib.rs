@@ -22,6 +22,7 @@
 
 #![deny(missing_docs)]
 
+pub mod beneath;
 pub mod clock;
 pub mod cloud;
 pub mod dumps;

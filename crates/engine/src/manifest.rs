@@ -2,7 +2,15 @@
 //!
 //! The format is `b3sum`'s, with paths relative to the snapshot directory, so anyone can check
 //! a snapshot without this tool: `cd SNAPSHOT && b3sum --check .hwc-backup/manifest.b3`.
-//! Like b3sum, a path holding a backslash or newline is escaped and its line starts with `\`.
+//!
+//! Each line is `<64 hex digits>  <path>\n`. A path is written as its bytes unless it holds a
+//! backslash, a newline, a carriage return or bytes that are not UTF-8; then the line starts
+//! with `\` and the path is escaped: `\\`, `\n` and `\r` exactly as b3sum writes them (b3sum
+//! escapes `\r` since 1.5.5), and each byte of an invalid UTF-8 sequence as `\xHH`. b3sum
+//! itself writes such a name lossily (U+FFFD) and cannot check it; with `\xHH` the name is kept
+//! exactly, and `b3sum --check` reports that one line as an invalid escape and goes on with
+//! the others, where a raw non-UTF-8 byte would stop it reading the whole manifest.
+//! Manifests written before `\r` and `\xHH` existed read the same as before.
 //!
 //! Lines are written in the engine's walk order — directories in pre-order with sorted
 //! names, and within a directory its files sorted by name, before its subdirectories. That
@@ -51,26 +59,26 @@ impl ManifestWriter {
     pub fn add(&mut self, dir: &[u8], name: &[u8], hash: &Hash) -> Result<()> {
         let line = &mut self.line;
         line.clear();
-        let needs_escape = dir.iter().chain(name).any(|&c| c == b'\\' || c == b'\n');
-        if needs_escape {
-            line.push(b'\\');
-        }
-        line.extend_from_slice(blake3::Hash::from_bytes(*hash).to_hex().as_bytes());
-        line.extend_from_slice(b"  ");
-        let mut push = |bytes: &[u8]| {
-            for &c in bytes {
-                match c {
-                    b'\\' if needs_escape => line.extend_from_slice(b"\\\\"),
-                    b'\n' => line.extend_from_slice(b"\\n"),
-                    _ => line.push(c),
-                }
-            }
-        };
+        let hex = blake3::Hash::from_bytes(*hash).to_hex();
+        let mut path = Vec::with_capacity(dir.len() + name.len() + 1);
         if !dir.is_empty() {
-            push(dir);
-            push(b"/");
+            path.extend_from_slice(dir);
+            path.push(b'/');
         }
-        push(name);
+        path.extend_from_slice(name);
+        match escape_path(&path) {
+            Some(escaped) => {
+                line.push(b'\\');
+                line.extend_from_slice(hex.as_bytes());
+                line.extend_from_slice(b"  ");
+                line.extend_from_slice(&escaped);
+            }
+            None => {
+                line.extend_from_slice(hex.as_bytes());
+                line.extend_from_slice(b"  ");
+                line.extend_from_slice(&path);
+            }
+        }
         line.push(b'\n');
         self.out.write_all(line).ctx("write", &self.path)
     }
@@ -161,7 +169,31 @@ fn parse_line(line: &[u8]) -> Option<Entry> {
     Some(Entry { dir, name, hash: *hash.as_bytes() })
 }
 
-fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
+/// The escaped form of a path, or `None` when it is written as it is (see the module docs).
+pub fn escape_path(path: &[u8]) -> Option<Vec<u8>> {
+    let plain = std::str::from_utf8(path).is_ok_and(|s| !s.contains(['\\', '\n', '\r']));
+    if plain {
+        return None;
+    }
+    let mut out = Vec::with_capacity(path.len() + 8);
+    for chunk in path.utf8_chunks() {
+        for &c in chunk.valid().as_bytes() {
+            match c {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                _ => out.push(c),
+            }
+        }
+        for &c in chunk.invalid() {
+            out.extend_from_slice(format!("\\x{c:02x}").as_bytes());
+        }
+    }
+    Some(out)
+}
+
+/// The inverse of [`escape_path`]; `None` for an escape it does not know.
+pub fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut it = raw.iter();
     while let Some(&c) = it.next() {
@@ -169,6 +201,12 @@ fn unescape(raw: &[u8]) -> Option<Vec<u8>> {
             match it.next()? {
                 b'\\' => out.push(b'\\'),
                 b'n' => out.push(b'\n'),
+                b'r' => out.push(b'\r'),
+                b'x' => {
+                    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+                    let (hi, lo) = (digit(*it.next()?)?, digit(*it.next()?)?);
+                    out.push(hi << 4 | lo);
+                }
                 _ => return None,
             }
         } else {
@@ -257,5 +295,22 @@ mod tests {
         assert_eq!(c.find(b"home/a", b"x"), Some(h(3)));
         assert_eq!(c.find(b"home/a-b", b"y"), Some(h(4)));
         assert_eq!(c.find(b"zzz", b"y"), None);
+    }
+
+    #[test]
+    fn escapes_like_b3sum_and_keeps_non_utf8_names_exactly() {
+        assert_eq!(escape_path(b"home/caf\xc3\xa9"), None, "valid UTF-8 is written as it is");
+        assert_eq!(escape_path(b"a\\b\nc\rd").unwrap(), b"a\\\\b\\nc\\rd");
+        assert_eq!(escape_path(b"caf\xe9/x").unwrap(), b"caf\\xe9/x");
+        for raw in [&b"caf\xe9"[..], b"\xff\xfe\\\n\r", b"\\xe9 literally", b"ok\xc3"] {
+            assert_eq!(unescape(&escape_path(raw).unwrap()).unwrap(), raw, "{raw:?}");
+        }
+        assert_eq!(unescape(b"\\q"), None);
+        assert_eq!(unescape(b"\\x+f"), None);
+        assert_eq!(unescape(b"\\x4"), None);
+        // A line of an older manifest: only `\\` and `\n` escaped, `\r` raw.
+        let old = format!("\\{}  a\\\\b\\nc\rd\n", "0".repeat(64));
+        let e = parse_line(old.as_bytes()).unwrap();
+        assert_eq!(e.name, b"a\\b\nc\rd");
     }
 }

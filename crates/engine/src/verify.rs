@@ -5,13 +5,17 @@
 //! regular file in the tree that the manifest does not list is "unexpected". Hashing runs on
 //! several threads; the manifest and the tree are each read as a stream.
 
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
-use crate::error::{IoContext, Result};
+use crate::beneath::{self, DirCache};
+use crate::error::{Error, IoContext, Result};
 use crate::layout::Snapshot;
 use crate::manifest::{Cursor, Entry, ManifestReader};
 use crate::meta::{MANIFEST_FILE, META_DIR};
@@ -27,18 +31,28 @@ pub struct VerifyReport {
     /// Bytes hashed.
     pub bytes_checked: u64,
     /// Listed in the manifest, not in the tree.
+    #[serde(serialize_with = "lossy_paths")]
     pub missing: Vec<PathBuf>,
     /// Content differs from the manifest.
+    #[serde(serialize_with = "lossy_paths")]
     pub changed: Vec<PathBuf>,
     /// In the tree, not in the manifest.
+    #[serde(serialize_with = "lossy_paths")]
     pub unexpected: Vec<PathBuf>,
     /// Files compared with the live source (`--sample`).
     pub sampled: u64,
     /// Sampled files whose content differs from the live source although size and mtime
     /// match the snapshot's copy (a change the quick check cannot see).
+    #[serde(serialize_with = "lossy_paths")]
     pub sample_mismatches: Vec<PathBuf>,
     /// Sampled files that changed on the source after the snapshot (not an error).
     pub sample_changed_since: u64,
+}
+
+/// Paths as JSON strings, with bytes that are not UTF-8 shown as U+FFFD (serde refuses such a
+/// path, and one Latin-1 name must not make the whole report unprintable).
+pub(crate) fn lossy_paths<S: serde::Serializer>(paths: &[PathBuf], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
 }
 
 impl VerifyReport {
@@ -52,6 +66,11 @@ impl VerifyReport {
 }
 
 /// Verifies a snapshot; `sample` random files are also compared with the live source.
+///
+/// Every path is opened relative to a descriptor of the snapshot directory, one component at
+/// a time without following symlinks ([`crate::beneath`]), so paths longer than `PATH_MAX`
+/// verify like any other, and the tree is walked with an explicit stack and one open
+/// directory, so its depth is bounded by neither the stack nor the descriptor limit.
 pub fn verify(
     snapshot: &Snapshot,
     threads: usize,
@@ -59,17 +78,19 @@ pub fn verify(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
     let manifest = snapshot.path.join(META_DIR).join(MANIFEST_FILE);
+    let root = open_root(&snapshot.path)?;
     let report = Mutex::new(VerifyReport { snapshot: snapshot.id(), ..Default::default() });
     let mut reservoir: Vec<Entry> = Vec::new();
     let mut seen = 0u64;
     let (tx, rx) = crossbeam_channel::bounded::<Entry>(256);
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..threads.max(1) {
-            let (rx, report) = (rx.clone(), &report);
+            let (rx, report, root) = (rx.clone(), &report, root.as_fd());
             scope.spawn(move || {
                 let mut buf = Vec::new();
+                let mut dirs = DirCache::new(root);
                 for entry in rx {
-                    check(&snapshot.path, &entry, report, &mut buf, progress);
+                    check(&mut dirs, &entry, report, &mut buf, progress);
                 }
             });
         }
@@ -94,22 +115,49 @@ pub fn verify(
         Ok(())
     })?;
     let mut report = report.into_inner().expect("verify report poisoned");
-    report.unexpected = unexpected_files(snapshot, &manifest)?;
-    for entry in reservoir {
-        sample_one(snapshot, &entry, &mut report);
+    report.unexpected = unexpected_files(&snapshot.path, root.as_fd(), &manifest)?;
+    if !reservoir.is_empty() {
+        let live_root = open_root(Path::new("/"))?;
+        let (mut snap_dirs, mut live_dirs) = (DirCache::new(root.as_fd()), DirCache::new(live_root.as_fd()));
+        for entry in reservoir {
+            sample_one(&mut snap_dirs, &mut live_dirs, &entry, &mut report);
+        }
     }
     Ok(report)
 }
 
+fn open_root(path: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::open(path, flags, Mode::empty()).ctx("open directory", path)
+}
+
+/// Opens the regular file `entry` below the directories of `dirs`, never following a symlink
+/// and never blocking on a FIFO put in its place.
+fn open_entry(dirs: &mut DirCache, entry: &Entry) -> std::io::Result<std::fs::File> {
+    let dir = dirs.dir(&entry.dir)?;
+    let name = beneath::component(&entry.name)?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(dir, &name, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(fd.into())
+}
+
+/// `/dir/name` of an entry, as reported.
+fn shown(entry: &Entry) -> PathBuf {
+    Path::new("/").join(entry.rel_path())
+}
+
 fn check(
-    root: &Path,
+    dirs: &mut DirCache,
     entry: &Entry,
     report: &Mutex<VerifyReport>,
     buf: &mut Vec<u8>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) {
-    let path = root.join(entry.rel_path());
-    let result = std::fs::File::open(&path).and_then(|f| {
+    let result = open_entry(dirs, entry).and_then(|f| {
         let len = f.metadata()?.len();
         crate::fsops::hash_file(&f, buf).map(|h| (h, len))
     });
@@ -119,79 +167,200 @@ fn check(
             r.files_checked += 1;
             r.bytes_checked += len;
             if hash != entry.hash {
-                r.changed.push(Path::new("/").join(entry.rel_path()));
+                r.changed.push(shown(entry));
             }
             progress(r.files_checked, r.bytes_checked);
         }
-        Err(_) => r.missing.push(Path::new("/").join(entry.rel_path())),
+        Err(_) => r.missing.push(shown(entry)),
     }
 }
 
+/// A directory on the walk's stack: where its path ends in the walk's path buffer, its
+/// identity (to check the way back up through `..`), and the subdirectories still to visit.
+struct Frame {
+    rel_len: usize,
+    id: (u64, u64),
+    subdirs: std::vec::IntoIter<CString>,
+}
+
+fn id_of(fd: BorrowedFd, path: impl Fn() -> PathBuf) -> Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", path(), e.into()))?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Walks the tree in manifest order and lists regular files the manifest does not know.
-fn unexpected_files(snapshot: &Snapshot, manifest: &Path) -> Result<Vec<PathBuf>> {
+///
+/// Iterative, with one open directory: a child is opened by name (`O_NOFOLLOW`) from its
+/// parent, and the way back up is `..`, checked against the parent's device and inode (a
+/// directory moved away during the walk stops it with an error rather than walking elsewhere).
+fn unexpected_files(snap_path: &Path, root: BorrowedFd, manifest: &Path) -> Result<Vec<PathBuf>> {
     let mut cursor = Cursor::open(manifest);
     let mut out = Vec::new();
-    walk(&snapshot.path, &mut Vec::new(), &mut cursor, &mut out)?;
+    let mut rel: Vec<u8> = Vec::new();
+    let show = |rel: &[u8]| snap_path.join(OsStr::from_bytes(rel));
+    let mut cur = beneath::reopen(root).map_err(|e| Error::io("open directory", snap_path, e))?;
+    let subdirs = scan(cur.as_fd(), &rel, &show(&rel), &mut cursor, &mut out)?;
+    let mut stack = vec![Frame { rel_len: 0, id: id_of(cur.as_fd(), || show(&[]))?, subdirs: subdirs.into_iter() }];
+    while let Some(top) = stack.last_mut() {
+        match top.subdirs.next() {
+            Some(name) => {
+                rel.truncate(top.rel_len);
+                if !rel.is_empty() {
+                    rel.push(b'/');
+                }
+                rel.extend_from_slice(name.to_bytes());
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                cur = rustix::fs::openat(cur.as_fd(), &name, flags, Mode::empty())
+                    .map_err(|e| Error::io("open directory", show(&rel), e.into()))?;
+                let subdirs = scan(cur.as_fd(), &rel, &show(&rel), &mut cursor, &mut out)?;
+                let id = id_of(cur.as_fd(), || show(&rel))?;
+                stack.push(Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() });
+            }
+            None => {
+                stack.pop();
+                let Some(parent) = stack.last() else { break };
+                rel.truncate(parent.rel_len);
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                cur = rustix::fs::openat(cur.as_fd(), c"..", flags, Mode::empty())
+                    .map_err(|e| Error::io("open directory", show(&rel), e.into()))?;
+                if id_of(cur.as_fd(), || show(&rel))? != parent.id {
+                    return Err(Error::io(
+                        "walk back up to",
+                        show(&rel),
+                        std::io::Error::other("the directory was moved during the verify"),
+                    ));
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
-fn walk(root: &Path, rel: &mut Vec<u8>, cursor: &mut Cursor, out: &mut Vec<PathBuf>) -> Result<()> {
-    let dir = root.join(std::ffi::OsStr::from_bytes(rel));
+/// Reads one directory: reports its regular files that the manifest does not list and
+/// returns its subdirectories, sorted (the snapshot's own `.hwc-backup/` is skipped).
+fn scan(dir: BorrowedFd, rel: &[u8], path: &Path, cursor: &mut Cursor, out: &mut Vec<PathBuf>) -> Result<Vec<CString>> {
     let mut files = Vec::new();
     let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(&dir).ctx("read directory", &dir)? {
-        let entry = entry.ctx("read directory", &dir)?;
-        let name = entry.file_name().as_bytes().to_vec();
-        if rel.is_empty() && name == META_DIR.as_bytes() {
+    let read_err = |e: rustix::io::Errno| Error::io("read directory", path, e.into());
+    for entry in rustix::fs::Dir::read_from(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." || (rel.is_empty() && name.to_bytes() == META_DIR.as_bytes()) {
             continue;
         }
-        let ft = entry.file_type().ctx("inspect", entry.path())?;
-        if ft.is_dir() {
-            dirs.push(name);
-        } else if ft.is_file() {
-            files.push(name);
+        let ft = match entry.file_type() {
+            FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode))
+                .map_err(|e| Error::io("inspect", path.join(OsStr::from_bytes(name.to_bytes())), e.into()))?,
+            ft => ft,
+        };
+        match ft {
+            FileType::Directory => dirs.push(name.to_owned()),
+            FileType::RegularFile => files.push(name.to_owned()),
+            _ => {}
         }
     }
     files.sort();
     dirs.sort();
     for name in files {
-        if cursor.find(rel, &name).is_none() {
-            let mut p = rel.clone();
-            p.push(b'/');
-            p.extend_from_slice(&name);
-            out.push(Path::new("/").join(std::ffi::OsStr::from_bytes(&p[usize::from(rel.is_empty())..])));
+        if cursor.find(rel, name.to_bytes()).is_none() {
+            let mut p = rel.to_vec();
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name.to_bytes());
+            out.push(Path::new("/").join(OsStr::from_bytes(&p)));
         }
     }
-    for name in dirs {
-        let len = rel.len();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
-        walk(root, rel, cursor, out)?;
-        rel.truncate(len);
-    }
-    Ok(())
+    Ok(dirs)
 }
 
-fn sample_one(snapshot: &Snapshot, entry: &Entry, report: &mut VerifyReport) {
-    let live = Path::new("/").join(entry.rel_path());
+fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry, report: &mut VerifyReport) {
+    let live = shown(entry);
     let mut buf = Vec::new();
-    let Ok(f) = std::fs::File::open(&live) else {
+    report.sampled += 1;
+    // The live system may reach a source through a symlink (`/home -> /data/home`) where the
+    // snapshot holds a directory: then the path is opened as any program would.
+    let opened = open_entry(live_dirs, entry).or_else(|_| std::fs::File::open(&live));
+    let Ok(f) = opened else {
         report.sample_changed_since += 1; // gone from the source since: not an error
-        report.sampled += 1;
         return;
     };
-    report.sampled += 1;
     // "Changed since" means the quick check would see a change (mtime or size differ from
     // the snapshot's copy) and the next run will copy it. Same mtime and size but different
     // content is what the quick check can never catch, so that is reported.
     let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
-    let snap_copy = std::fs::symlink_metadata(snapshot.path.join(entry.rel_path())).ok().map(stamp);
+    let snap_copy = open_entry(snap_dirs, entry).and_then(|f| f.metadata()).ok().map(stamp);
     let modified_after = f.metadata().ok().map(stamp) != snap_copy;
     match crate::fsops::hash_file(&f, &mut buf) {
         Ok(h) if h == entry.hash => {}
         Ok(_) if modified_after => report.sample_changed_since += 1,
         _ => report.sample_mismatches.push(live),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::ManifestWriter;
+
+    /// Deeper than the stack could recurse comfortably and than the descriptor limit
+    /// (`ulimit -n`, 1024 by default) would allow with one descriptor per level.
+    const DEPTH: usize = 30_000;
+
+    fn dir_flags() -> OFlags {
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+    }
+
+    /// Removes a chain of `DEPTH` directories `d/d/…` below `root` bottom up, one descriptor
+    /// at a time (std's `remove_dir_all` holds one per level).
+    fn remove_chain(root: BorrowedFd) {
+        let mut cur = beneath::reopen(root).unwrap();
+        let mut depth = 0;
+        while let Ok(next) = rustix::fs::openat(&cur, c"d", dir_flags(), Mode::empty()) {
+            cur = next;
+            depth += 1;
+        }
+        let _ = rustix::fs::unlinkat(&cur, c"f", AtFlags::empty());
+        for _ in 0..depth {
+            cur = rustix::fs::openat(&cur, c"..", dir_flags(), Mode::empty()).unwrap();
+            rustix::fs::unlinkat(&cur, c"d", AtFlags::REMOVEDIR).unwrap();
+        }
+    }
+
+    #[test]
+    fn verifies_a_tree_thirty_thousand_levels_deep() {
+        // On a tmpfs where there is one: 30 000 mkdir and rmdir cost seconds on a disk.
+        let t = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        let snap = t.path().join("snap");
+        std::fs::create_dir_all(snap.join(META_DIR)).unwrap();
+        let root = open_root(&snap).unwrap();
+        let mut cur = beneath::reopen(root.as_fd()).unwrap();
+        for _ in 0..DEPTH {
+            rustix::fs::mkdirat(&cur, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = rustix::fs::openat(&cur, c"d", dir_flags(), Mode::empty()).unwrap();
+        }
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC;
+        let f: std::fs::File = rustix::fs::openat(&cur, c"f", flags, Mode::from_raw_mode(0o644)).unwrap().into();
+        std::io::Write::write_all(&mut &f, b"deep\n").unwrap();
+        drop((f, cur));
+        let dir = vec![&b"d"[..]; DEPTH].join(&b'/');
+        let manifest = snap.join(META_DIR).join(MANIFEST_FILE);
+        let mut w = ManifestWriter::create(&manifest).unwrap();
+        w.add(&dir, b"f", blake3::hash(b"deep\n").as_bytes()).unwrap();
+        w.finish().unwrap();
+
+        let report = Mutex::new(VerifyReport::default());
+        let mut reader = ManifestReader::open(&manifest).unwrap();
+        let entry = reader.next_entry().unwrap().unwrap();
+        check(&mut DirCache::new(root.as_fd()), &entry, &report, &mut Vec::new(), &|_, _| {});
+        let r = report.into_inner().unwrap();
+        assert_eq!((r.files_checked, r.changed.len(), r.missing.len()), (1, 0, 0), "{r:?}");
+        assert_eq!(unexpected_files(&snap, root.as_fd(), &manifest).unwrap(), Vec::<PathBuf>::new());
+        // Without the manifest the file is unexpected, and named in full.
+        let found = unexpected_files(&snap, root.as_fd(), &t.path().join("none.b3")).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].as_os_str().len(), 1 + DEPTH * 2 + 1);
+        remove_chain(root.as_fd());
     }
 }
