@@ -22,7 +22,6 @@
 
 #![deny(missing_docs)]
 
-pub mod beneath;
 pub mod clock;
 pub mod cloud;
 pub mod dumps;

@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
-use crate::beneath::{self, DirCache};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::beneath::{self, DirCache};
 use crate::layout::Snapshot;
 use crate::manifest::{Cursor, Entry, ManifestReader};
 use crate::meta::{MANIFEST_FILE, META_DIR};
@@ -68,7 +68,7 @@ impl VerifyReport {
 /// Verifies a snapshot; `sample` random files are also compared with the live source.
 ///
 /// Every path is opened relative to a descriptor of the snapshot directory, one component at
-/// a time without following symlinks ([`crate::beneath`]), so paths longer than `PATH_MAX`
+/// a time without following symlinks ([`crate::fs::beneath`]), so paths longer than `PATH_MAX`
 /// verify like any other, and the tree is walked with an explicit stack and one open
 /// directory, so its depth is bounded by neither the stack nor the descriptor limit.
 pub fn verify(

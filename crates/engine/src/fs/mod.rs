@@ -10,6 +10,7 @@
 //! Outside this module the engine does not touch the destination by path; `clippy.toml`
 //! lists the `std::fs` path functions it must not call.
 
+pub mod beneath;
 mod dir;
 mod name;
 mod remove;
