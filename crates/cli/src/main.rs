@@ -1,5 +1,7 @@
 //! The `hwc-backup` binary: parses arguments, calls the engine, prints, exits.
 
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
 mod args;
 mod commands;
 mod exit;

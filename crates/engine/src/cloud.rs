@@ -218,7 +218,7 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
     }
 
     let state_dir = plan.host_state_dir();
-    std::fs::create_dir_all(&state_dir).map_err(|e| Error::io("create directory", &state_dir, e))?;
+    crate::fsutil::ensure_dir(&state_dir)?;
     let log = state_dir.join(RCLONE_LOG);
     report.log_file = Some(log.clone());
     let mut args: Vec<String> = vec![
@@ -285,7 +285,7 @@ fn shrink_guard(s: &Snapshot, files: u64, bytes: u64, rfiles: u64, rbytes: u64, 
 
 fn record(plan: &Plan, r: &CloudReport) -> Result<()> {
     let dir = plan.host_state_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+    crate::fsutil::ensure_dir(&dir)?;
     let mut rec = CloudRecord::read(&dir).unwrap_or_default();
     rec.last_attempt = Some(r.finished_at);
     rec.last_ok = r.ok;
@@ -351,6 +351,7 @@ impl Rclone {
     }
 
     /// Runs rclone with its stderr (the log) in `log`; the error is the tail of that log.
+    #[expect(clippy::disallowed_methods, reason = "the log lives in the plan's state directory on this machine")]
     fn run_logged(&self, args: &[String], log: &Path) -> std::result::Result<(), String> {
         let file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let err = file.try_clone().map_err(|e| format!("cannot create {}: {e}", log.display()))?;

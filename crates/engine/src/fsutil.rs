@@ -18,6 +18,14 @@ pub fn write_durably(path: &Path, contents: &[u8]) -> Result<()> {
     crate::fs::Dir::open_trusted(dir)?.write_atomic(&name, contents)
 }
 
+/// Creates a directory the plan names on this machine (the state, log or metrics directory)
+/// and its missing parents, as `mkdir -p` does. Never for the destination: its host
+/// directory is created one component at a time through `fs::Dir`.
+#[expect(clippy::disallowed_methods, reason = "the plan's own directories on this machine, not the destination")]
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))
+}
+
 /// `(directory, name)` of a file path.
 fn split_file(path: &Path) -> Result<(&Path, crate::fs::Name)> {
     let bad = |why: String| Error::Unsafe { path: path.to_path_buf(), message: why };

@@ -395,7 +395,7 @@ pub fn words(d: Duration) -> String {
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    crate::fsutil::ensure_dir(dir)?;
     let mut text = serde_json::to_vec_pretty(value).expect("records serialize");
     text.push(b'\n');
     crate::fsutil::write_durably(&dir.join(name), &text)

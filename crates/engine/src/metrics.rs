@@ -10,13 +10,12 @@
 //! `*_age_seconds` values are as of `hwc_backup_metrics_written_timestamp_seconds`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
 use crate::cloud::CloudRecord;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::health::{HealthReport, LastRun, VerifyRecord};
 use crate::layout::{HostDir, TIERS};
 use crate::meta::RunState;
@@ -37,27 +36,8 @@ pub fn write(plan: &Plan) -> Result<Option<PathBuf>> {
 }
 
 fn write_atomically(path: &Path, text: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(text).map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("sync", &tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
+    crate::fsutil::write_durably(path, text)
 }
 
 /// The metrics text at time `now`.

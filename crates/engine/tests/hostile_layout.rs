@@ -6,6 +6,8 @@
 //! The victim directory is dressed as a tier (it holds a copy of a real snapshot with an old
 //! name), so an operation that followed the symlink would find something to expire or trash.
 
+#![allow(clippy::disallowed_methods)] // scratch trees are built by path
+
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

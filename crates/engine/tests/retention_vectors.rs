@@ -6,6 +6,8 @@
 //! kept snapshots, in the same order, for the same reasons. Tag rules have no counterpart in
 //! hwc-backup, so those cases are skipped.
 
+#![allow(clippy::disallowed_methods)] // scratch trees are built by path
+
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
