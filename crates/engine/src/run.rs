@@ -342,6 +342,7 @@ fn build_into(
         exclude_patterns: &plan.exclude_patterns,
         one_file_system: plan.one_file_system,
         threads: opts.threads,
+        skip_dir: Some(host.root()),
         cancel: &cancel,
     };
     let manifest = meta_dir.join(MANIFEST_FILE);
