@@ -215,10 +215,10 @@ pub(crate) enum Outcome {
 
 /// How many directories of the walk's current path keep their descriptors open; the ones
 /// above are closed and reopened through `..` when the walk climbs back to them.
-const OPEN_LEVELS: usize = 32;
+const OPEN_LEVELS: usize = 16;
 
 /// How many complete directories may wait for the writer (each holds two descriptors).
-const MAX_DIRS_IN_FLIGHT: usize = 128;
+const MAX_DIRS_IN_FLIGHT: usize = 64;
 
 /// A directory's descriptors: in the source, in the work tree, in the previous snapshot.
 #[derive(Clone)]
@@ -595,7 +595,9 @@ impl Lister<'_> {
     /// `child`, and checks that they are the same directories as before.
     fn reopen(&self, child: &Fds, parent: &Frame, abs: &[u8]) -> Result<Fds> {
         let ids = parent.ids.expect("a closed directory has recorded identities");
-        let reopen = |fd: &OwnedFd, id: (u64, u64)| -> Option<OwnedFd> {
+        let path = Path::new(OsStr::from_bytes(abs));
+        // `None` when `..` is not the directory it was (moved while the backup ran).
+        let reopen = |fd: &OwnedFd, id: (u64, u64)| -> Result<Option<OwnedFd>> {
             let up = rustix::fs::openat(
                 fd,
                 c"..",
@@ -605,23 +607,17 @@ impl Lister<'_> {
                     | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )
-            .ok()?;
-            rustix::fs::fstat(&up).is_ok_and(|st| (st.st_dev, st.st_ino) == id).then_some(up)
+            .ctx("open again", path)?;
+            let st = rustix::fs::fstat(&up).ctx("inspect", path)?;
+            Ok(((st.st_dev, st.st_ino) == id).then_some(up))
         };
-        let path = Path::new(OsStr::from_bytes(abs));
-        let moved = || {
-            Error::io(
-                "find again (moved while the backup ran?)",
-                path,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            )
+        let moved = |what: &'static str| {
+            Error::io(what, path, std::io::Error::other("it was moved or replaced while the backup ran"))
         };
-        let src = reopen(&child.src, ids.0).ok_or_else(moved)?;
-        let dst = reopen(&child.dst, ids.1).ok_or_else(|| {
-            Error::io("find again the work tree's copy of", path, std::io::Error::from(std::io::ErrorKind::NotFound))
-        })?;
+        let src = reopen(&child.src, ids.0)?.ok_or_else(|| moved("open again"))?;
+        let dst = reopen(&child.dst, ids.1)?.ok_or_else(|| moved("open again the work tree's copy of"))?;
         let prev = match (&child.prev, ids.2) {
-            (Some(p), Some(id)) => reopen(p, id),
+            (Some(p), Some(id)) => reopen(p, id).ok().flatten(),
             _ => None,
         };
         Ok(Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) })
