@@ -1126,6 +1126,34 @@ mod tests {
     }
 
     #[test]
+    fn sources_in_the_destination_zero_max_age_and_excluding_everything_rejected() {
+        for source in ["/mnt/backup", "/mnt/backup/laptop", "/mnt/backup/./laptop/daily"] {
+            let mut v = minimal();
+            v["sources"] = serde_json::json!(["/home", source]);
+            let e = err_of(v);
+            assert!(e.contains("sources[1]") && e.contains("destination"), "{source}: {e}");
+        }
+        // Around the destination is fine: the walk skips the host directory.
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["/",]);
+        Plan::parse(&v.to_string()).unwrap();
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["/mnt/backup2"]);
+        Plan::parse(&v.to_string()).unwrap();
+        let mut v = minimal();
+        v["health"] = serde_json::json!({ "maxAge": "0h" });
+        assert!(err_of(v).contains("health.maxAge"));
+        let mut v = minimal();
+        v["excludePatterns"] = serde_json::json!(["home"]);
+        assert!(err_of(v).contains("every source"));
+        let mut v = minimal();
+        v["excludePatterns"] = serde_json::json!(["home/"]);
+        Plan::parse(&v.to_string()).unwrap(); // a directory-only pattern: checked at run time
+        assert!(check_host_name("--host", "../other/h").unwrap_err().to_string().contains("--host"));
+        check_host_name("--host", "web1.lan").unwrap();
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("48h").unwrap(), Duration::from_secs(172800));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
