@@ -531,6 +531,9 @@ fn excludes_that_match_every_source_are_refused() {
     let o = now_with_plan(&env, &plan);
     assert_refused(&o, USAGE, &["excludePatterns", "every source"], "now --config (src/)");
     assert_dest_empty(&env, "now --config (src/)");
+    // Excludes that keep each source but nothing in it: published, never as a `success`.
+    let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--exclude", &format!("{}/*", s(&env.src))]);
+    assert_refused(&o, 3, &["partial", "the excludes left nothing to back up"], "now --exclude SRC/*");
     // Control: excluding one of two sources is fine.
     let other = env.dir.path().join("other");
     write(&other.join("b"), "b");
@@ -543,7 +546,7 @@ fn excludes_that_match_every_source_are_refused() {
         .arg(&env.dest)
         .args(["--host", HOST, "--state-dir"])
         .arg(&env.state)
-        .args(["--now", WHEN, "--exclude", "src/"])
+        .args(["--now", "2025-01-16T02:00:00+01:00", "--exclude", "src/"])
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", show(&o));

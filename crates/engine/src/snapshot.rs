@@ -135,13 +135,25 @@ pub fn build(
         let written = writer_handle.join().expect("writer thread panicked");
         // The writer holds the real cause when a worker failed; the lister then only saw
         // the cancellation.
-        let (mut counts, warnings, per_source) = match (written, listed) {
+        let (mut counts, mut warnings, per_source) = match (written, listed) {
             (Err(e), Err(l)) if e.is_cancelled() => return Err(l),
             (Err(e), _) => return Err(e),
             (Ok(_), Err(l)) => return Err(l),
             (Ok(w), Ok(())) => w,
         };
         counts.excluded = excluded;
+        // Excludes that left nothing at all (every source is still there, empty): never a
+        // quiet `success`. Excludes matching every source itself are refused before the run.
+        if excluded > 0 && counts.files + counts.symlinks + counts.specials + counts.sockets_skipped == 0 {
+            counts.warnings += 1;
+            warnings.push(Warning {
+                path: opts.sources.first().cloned().unwrap_or_default(),
+                message: format!(
+                    "the excludes left nothing to back up ({excluded} entries excluded, no file kept); \
+                     check the exclude patterns"
+                ),
+            });
+        }
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
         Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
     })
