@@ -715,7 +715,7 @@ let
     }
     {
       assertion = sourcesInDestination == [ ];
-      message = "${opt "local.sources"} must not lie inside the destination ${destination}: ${show sourcesInDestination}.";
+      message = "${opt "local.sources"} must not be the destination ${destination} or lie inside it (a snapshot would hold the snapshots): ${show sourcesInDestination}.";
     }
     {
       assertion = sourcesAroundDestination == [ ] || (local.oneFileSystem && local.requireMountPoint);

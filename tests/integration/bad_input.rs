@@ -358,3 +358,254 @@ fn a_directory_bind_mounted_onto_itself_is_not_a_mounted_drive() {
     assert_refused(&o, 1, &["not a mount point"], "bind mount of itself");
     assert_dest_empty(&env, "bind mount of itself");
 }
+
+/// Every entry below `root` with its type, size, mode and mtime: equal before and after
+/// means nothing was written there.
+fn fingerprint(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    tree(root)
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::symlink_metadata(root.join(&p)).unwrap();
+            format!("{p} {:o} {} {}.{}", m.mode(), m.size(), m.mtime(), m.mtime_nsec())
+        })
+        .collect()
+}
+
+/// `--host` becomes a directory name under the destination: `/` and `..` in it are refused
+/// by every command that takes it, before anything is read or written —
+/// `prune --host ../other/h` used to expire another directory's snapshots.
+#[test]
+fn every_command_refuses_a_host_with_slash_or_dotdot() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    env.snapshot_ok(WHEN, &[]);
+    // Another directory's snapshots, which a prune of "../other/h" would reach.
+    let other = env.dest.join("other");
+    let o = env
+        .cmd(&["now", "--source"])
+        .arg(&env.src)
+        .arg("--dest")
+        .arg(&other)
+        .args(["--host", "h", "--state-dir"])
+        .arg(&env.state)
+        .args(["--now", WHEN])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let plan = write_plan(&env, "plan.json", &plan_json(&env).to_string());
+    let before = fingerprint(&env.dest);
+    let dest = s(&env.dest);
+    let state = s(&env.state);
+    let src = s(&env.src);
+    let planp = s(&plan);
+    for host in ["../other/h", "a/b", "..", ".", "/etc"] {
+        let with_dest = |cmd: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = cmd.iter().map(|x| x.to_string()).collect();
+            v.extend(["--dest", &dest, "--state-dir", &state, "--host", host].map(String::from));
+            v
+        };
+        let with_plan = |cmd: &[&str]| -> Vec<String> {
+            let mut v: Vec<String> = cmd.iter().map(|x| x.to_string()).collect();
+            v.extend(["--config", &planp, "--host", host].map(String::from));
+            v
+        };
+        let cases = [
+            with_dest(&["prune"]),
+            with_dest(&["prune", "--dry-run", "--now", "2026-01-01T00:00:00Z"]),
+            with_dest(&["status"]),
+            with_dest(&["restore", "--list"]),
+            with_dest(&["restore", "latest", "/x", "/var/tmp/nowhere"]),
+            with_dest(&["verify"]),
+            with_dest(&["health"]),
+            with_dest(&["now", "--source", &src, "--now", WHEN]),
+            with_plan(&["now"]),
+            with_plan(&["prune"]),
+            with_plan(&["status"]),
+            with_plan(&["health"]),
+            with_plan(&["cloud"]),
+            with_plan(&["notify-failure", "--unit", "backup.service"]),
+            with_plan(&["pull"]),
+        ];
+        for args in cases {
+            let o = env.cmd(&[]).args(&args).output().unwrap();
+            let what = args.join(" ");
+            assert_refused(&o, USAGE, &["--host", &format!("{host:?}"), "not a valid host name"], &what);
+            assert_eq!(fingerprint(&env.dest), before, "{what}: the destination changed");
+        }
+    }
+}
+
+/// Numbers out of range are usage errors, never a panic or a check quietly turned off.
+#[test]
+fn numbers_out_of_range_are_refused() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    // 2^34 GiB is 2^64 bytes: it used to wrap to 0, which turned the free-space check off.
+    let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--min-free-gb", "17179869184"]);
+    assert_refused(&o, USAGE, &["--min-free-gb", "17179869184", "too large"], "now --min-free-gb 2^34");
+    assert_dest_empty(&env, "now --min-free-gb 2^34");
+    for n in ["0", "257", "100000"] {
+        let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--threads", n]);
+        assert_refused(&o, USAGE, &["--threads", n, "1..=256"], &format!("now --threads {n}"));
+        assert_dest_empty(&env, &format!("now --threads {n}"));
+    }
+    env.snapshot_ok(WHEN, &[]);
+    let before = fingerprint(&env.dest);
+    let o = env.run("verify", &["--threads", "100000"]);
+    assert_refused(&o, USAGE, &["--threads", "1..=256"], "verify --threads 100000");
+    assert_eq!(fingerprint(&env.dest), before);
+    // Control: the limits themselves are accepted.
+    let o = ad_hoc_at(&env, "2025-01-16T02:00:00+01:00", &s(&env.src), &env.dest, &["--threads", "256"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let o = env.run("verify", &["--threads", "1"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+}
+
+/// A testing clock that does not parse is refused before the destination is created.
+#[test]
+fn unparsable_now_is_refused_before_anything_is_written() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let fresh = env.dir.path().join("fresh");
+    for bad in ["yesterday", "2025-13-01T00:00:00Z", ""] {
+        let o = ad_hoc_at(&env, bad, &s(&env.src), &fresh, &[]);
+        assert_refused(&o, USAGE, &["--now", "RFC 3339"], &format!("now --now {bad:?}"));
+        assert!(!fresh.exists(), "now --now {bad:?} created the destination");
+    }
+    env.snapshot_ok(WHEN, &[]);
+    let before = fingerprint(&env.dest);
+    let o = env.run("prune", &["--now", "yesterday"]);
+    assert_refused(&o, USAGE, &["--now", "yesterday"], "prune --now yesterday");
+    assert_eq!(fingerprint(&env.dest), before);
+}
+
+#[test]
+fn config_check_of_a_missing_or_unreadable_file() {
+    let env = Env::new();
+    let missing = env.dir.path().join("no-such-plan.json");
+    let o = config_check(&env, &missing);
+    assert_refused(&o, USAGE, &[&s(&missing), "No such file"], "config check MISSING");
+    // A directory where the file should be (root reads any file, so no permission case).
+    let dir = env.dir.path().join("plan-dir.json");
+    std::fs::create_dir(&dir).unwrap();
+    let o = config_check(&env, &dir);
+    assert_refused(&o, USAGE, &[&s(&dir), "Is a directory"], "config check DIR");
+    let o = now_with_plan(&env, &missing);
+    assert_refused(&o, USAGE, &[&s(&missing), "No such file"], "now --config MISSING");
+    assert_dest_empty(&env, "config check MISSING");
+}
+
+#[test]
+fn zero_max_age_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    for zero in ["0s", "0h", "0d0h"] {
+        let mut p = plan_json(&env);
+        p["health"]["maxAge"] = json!(zero);
+        bad_plan(&env, "zero-age.json", &p.to_string(), &["health.maxAge", zero, "zero"]);
+    }
+}
+
+/// Excludes that match every source would publish an empty snapshot as a `success`.
+#[test]
+fn excludes_that_match_every_source_are_refused() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    for pattern in ["*", "src", "/**"] {
+        let mut p = plan_json(&env);
+        p["excludePatterns"] = json!([pattern]);
+        bad_plan(&env, "exclude-all.json", &p.to_string(), &["excludePatterns", "every source", &s(&env.src)]);
+        let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--exclude", pattern]);
+        assert_refused(&o, USAGE, &["excludePatterns", "every source"], &format!("now --exclude {pattern}"));
+        assert_dest_empty(&env, &format!("now --exclude {pattern}"));
+    }
+    // A directory-only pattern: known to match once the source is seen to be a directory,
+    // still before anything is written.
+    let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--exclude", "src/"]);
+    assert_refused(&o, USAGE, &["excludePatterns", "every source"], "now --exclude src/");
+    assert_dest_empty(&env, "now --exclude src/");
+    let mut p = plan_json(&env);
+    p["excludePatterns"] = json!(["src/"]);
+    let plan = write_plan(&env, "exclude-dir.json", &p.to_string());
+    let o = now_with_plan(&env, &plan);
+    assert_refused(&o, USAGE, &["excludePatterns", "every source"], "now --config (src/)");
+    assert_dest_empty(&env, "now --config (src/)");
+    // Excludes that keep each source but nothing in it: published, never as a `success`.
+    let o = ad_hoc(&env, &s(&env.src), &env.dest, &["--exclude", &format!("{}/*", s(&env.src))]);
+    assert_refused(&o, 3, &["partial", "the excludes left nothing to back up"], "now --exclude SRC/*");
+    // Control: excluding one of two sources is fine.
+    let other = env.dir.path().join("other");
+    write(&other.join("b"), "b");
+    let o = env
+        .cmd(&["now", "--source"])
+        .arg(&env.src)
+        .arg("--source")
+        .arg(&other)
+        .arg("--dest")
+        .arg(&env.dest)
+        .args(["--host", HOST, "--state-dir"])
+        .arg(&env.state)
+        .args(["--now", "2025-01-16T02:00:00+01:00", "--exclude", "src/"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+}
+
+/// A one-off run creates the last component of `--dest` at most, like rsync: a typo in a
+/// parent never grows a tree on the root filesystem.
+#[test]
+fn ad_hoc_dest_creates_only_the_last_component() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let deep = env.dir.path().join("typo/backups/here");
+    let o = ad_hoc(&env, &s(&env.src), &deep, &[]);
+    assert_refused(&o, USAGE, &["--dest", &s(&deep), "parent directory does not exist"], "now --dest a/b/c");
+    assert!(!env.dir.path().join("typo").exists(), "a missing chain of directories was created");
+    let one = env.dir.path().join("new-dest");
+    let o = ad_hoc(&env, &s(&env.src), &one, &[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert!(one.join(HOST).join("latest").exists());
+}
+
+/// `status` only reports what is there: a wrong `--host`, a missing destination or one that
+/// is not mounted although the plan says it must be fail, listing the host directories that
+/// exist; and its hints name only options `status` has.
+#[test]
+fn status_fails_on_a_wrong_host_or_a_missing_destination() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    env.snapshot_ok(WHEN, &[]);
+    let status = |args: &[&str]| env.cmd(&["status"]).args(args).output().unwrap();
+    let dest = s(&env.dest);
+    let state = s(&env.state);
+    let o = status(&["--dest", &dest, "--host", "laptop", "--state-dir", &state]);
+    assert_refused(&o, FAILED, &["no host directory laptop", &dest, HOST, "--host NAME"], "status --host wrong");
+    let gone = env.dir.path().join("unplugged");
+    let o = status(&["--dest", &s(&gone), "--host", HOST]);
+    assert_refused(&o, FAILED, &[&s(&gone), "not available", "mounted"], "status --dest missing");
+    assert!(!gone.exists());
+    // A plan that requires a mount point, on a bare directory: the drive is not there.
+    let mut p = plan_json(&env);
+    p["destination"]["requireMountPoint"] = json!(true);
+    let plan = write_plan(&env, "mounted.json", &p.to_string());
+    let o = env.cmd(&["status", "--config"]).arg(&plan).output().unwrap();
+    assert_refused(&o, FAILED, &[&dest, "not a mount point", HOST], "status, unmounted");
+    // No plan at the default place: the hint names options status accepts.
+    let o = env.cmd(&["status"]).output().unwrap();
+    if !Path::new("/etc/hwc-backup/config.json").exists() {
+        assert_refused(&o, USAGE, &["--config FILE", "--dest DIR"], "status without a plan");
+        assert!(!text(&o).contains("--source"), "status has no --source: {}", show(&o));
+    }
+    // Control: the right host works.
+    let o = status(&["--dest", &dest, "--host", HOST, "--state-dir", &state]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_dest_empty_of_strangers(&env);
+}
+
+/// Nothing but the one host directory was created by the status calls above.
+fn assert_dest_empty_of_strangers(env: &Env) {
+    let names: Vec<String> =
+        std::fs::read_dir(&env.dest).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec![HOST.to_string()]);
+}

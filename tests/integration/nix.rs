@@ -419,6 +419,29 @@ fn broken_plan() -> Value {
     plan
 }
 
+/// The module's assertion and `config check` agree: a source that is the destination, or
+/// lies inside it, is refused by both (the runner with exit 2, naming the source).
+#[test]
+fn module_and_config_check_refuse_a_source_inside_the_destination() {
+    let case = cases().iter().find(|c| c.name == "invalid-source-in-destination").unwrap();
+    assert!(
+        case.failed_assertions().iter().any(|a| a.contains("must not be the destination")),
+        "{:?}",
+        case.failed_assertions()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for inside in ["/mnt/backup", "/mnt/backup/laptop/daily"] {
+        let mut plan = case.rendered["plan"].clone();
+        plan["sources"][1] = Value::String(inside.into());
+        let file = dir.path().join("plan.json");
+        fs::write(&file, canonical(&plan)).unwrap();
+        let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
+        let said = text(&output.stdout) + &text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{inside}: {said}");
+        assert!(said.contains("sources[1]") && said.contains(inside) && said.contains("destination"), "{said}");
+    }
+}
+
 #[test]
 fn rendered_plans_pass_config_check() {
     let dir = tempfile::tempdir().unwrap();

@@ -126,6 +126,15 @@ fn manifest_is_b3sum_compatible_and_inherited_for_links() {
 fn sockets_are_skipped_and_counted() {
     require("python3");
     let env = Env::new();
+    // std's remove_dir_all (the TempDir's cleanup) recurses: remove the deep trees first,
+    // also when an assertion fails.
+    struct RmRf(String);
+    impl Drop for RmRf {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("rm").args(["-rf", &self.0]).status();
+        }
+    }
+    let _cleanup = RmRf(s(env.dir.path()));
     write(&env.src.join("f"), "f");
     sh(&format!(
         "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.bind('{}')\"",
@@ -236,4 +245,133 @@ fn link_count_limit_falls_back_to_a_copy_and_is_counted() {
     assert_eq!(std::fs::read_to_string(&second).unwrap(), "linked everywhere\n");
     let out = env.run("verify", &[]);
     assert!(out.status.success(), "{}", show(&out));
+}
+
+/// A source that contains the destination: the walk never enters the host directory being
+/// written (it used to copy the snapshot into itself until the stack overflowed), says so
+/// once, and the run succeeds; the next run links as usual.
+#[test]
+fn a_source_containing_the_destination_skips_the_host_directory() {
+    let env = Env::new();
+    write(&env.src.join("data/a.txt"), "a\n");
+    let dest = env.src.join("backups");
+    std::fs::create_dir(&dest).unwrap();
+    let run = |when: &str| {
+        env.cmd(&["now", "--source"])
+            .arg(&env.src)
+            .arg("--dest")
+            .arg(&dest)
+            .args(["--host", HOST, "--state-dir"])
+            .arg(&env.state)
+            .args(["--now", when])
+            .output()
+            .unwrap()
+    };
+    for (i, when) in ["2025-01-15T02:00:00+01:00", "2025-01-16T02:00:00+01:00"].iter().enumerate() {
+        let o = run(when);
+        assert_eq!(code(&o), 0, "run {i}: {}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.matches("excluded automatically").count(), 1, "reported once: {}", show(&o));
+        assert!(err.contains(&s(&dest.join(HOST))), "{}", show(&o));
+    }
+    let host = dest.join(HOST);
+    let snap = host.join("daily/2025-01-16_02-00-00").join(env.src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(snap.join("data/a.txt")).unwrap(), "a\n");
+    // The destination directory itself is kept, empty: its host directory is not.
+    assert!(snap.join("backups").is_dir());
+    assert_eq!(std::fs::read_dir(snap.join("backups")).unwrap().count(), 0);
+    assert_eq!(
+        ino(&snap.join("data/a.txt")),
+        ino(&host.join("daily/2025-01-15_02-00-00").join(env.src.strip_prefix("/").unwrap()).join("data/a.txt"))
+    );
+    let o = env.cmd(&["verify", "--dest"]).arg(&dest).args(["--host", HOST, "--all"]).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+}
+
+/// A source that is the destination or lies inside it is a bad plan: exit 2 from the
+/// one-off run and from `config check`, nothing written — also when the path only leads
+/// there through a symlink.
+#[test]
+fn a_source_inside_the_destination_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let before = tree(&env.dest);
+    let alias = env.dir.path().join("alias");
+    std::os::unix::fs::symlink(&env.dest, &alias).unwrap();
+    for source in [env.dest.clone(), env.host_dir(), env.host_dir().join("daily"), alias.join(HOST)] {
+        let o = env
+            .cmd(&["now", "--source"])
+            .arg(&source)
+            .args(env.target_args())
+            .args(["--now", "2025-01-16T02:00:00+01:00"])
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 2, "now --source {}: {}", source.display(), show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("sources[0]") && err.contains("destination"), "{}", show(&o));
+        assert_eq!(tree(&env.dest), before, "now --source {} wrote", source.display());
+    }
+    let mut p = plan_json(&env);
+    p["sources"] = serde_json::json!([s(&env.src), s(&env.host_dir())]);
+    let plan = write_plan(&env, "inside.json", &p.to_string());
+    let o = env.cmd(&["config", "check"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sources[1]"), "{}", show(&o));
+    let o = env.cmd(&["now", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&o), 2, "{}", show(&o));
+    assert_eq!(tree(&env.dest), before);
+}
+
+/// 30 000 nested directories (a path of 60 000 bytes, built relative to descriptors): no
+/// recursion on the stack and no descriptor per level, so the snapshot works, also with a
+/// limit of 512 open files; a leftover of that depth is cleaned up by the next run.
+#[test]
+fn a_tree_thirty_thousand_levels_deep() {
+    require("python3");
+    let env = Env::new();
+    // std's remove_dir_all (the TempDir's cleanup) recurses: remove the deep trees first,
+    // also when an assertion fails.
+    struct RmRf(String);
+    impl Drop for RmRf {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("rm").args(["-rf", &self.0]).status();
+        }
+    }
+    let _cleanup = RmRf(s(env.dir.path()));
+    sh(&format!(
+        "python3 -c '
+import os
+fd = os.open(\"{}\", os.O_RDONLY)
+for i in range(30000):
+    os.mkdir(\"d\", dir_fd=fd)
+    n = os.open(\"d\", os.O_RDONLY, dir_fd=fd); os.close(fd); fd = n
+f = os.open(\"bottom.txt\", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd); os.write(f, b\"deep\\n\")
+'",
+        s(&env.src)
+    ));
+    let run = |when: &str| {
+        let mut args = vec!["now".to_string(), "--source".into(), s(&env.src)];
+        args.extend(env.target_args());
+        args.extend(["--now".into(), when.into(), "--json".into()]);
+        let script = format!("ulimit -n 512 && exec {} \"$@\"", bin());
+        let o = std::process::Command::new("sh").args(["-c", &script, "sh"]).args(&args).output().unwrap();
+        // Not `show`: a failure names a path of 60 000 bytes.
+        let text = |b: &[u8]| String::from_utf8_lossy(b).chars().take(3000).collect::<String>();
+        assert_eq!(code(&o), 0, "{}\n{}", text(&o.stdout), text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let first = run("2025-01-15T02:00:00+01:00");
+    assert_eq!(first["counts"]["files"], 1, "{first}");
+    assert!(first["counts"]["directories"].as_u64().unwrap() > 30_000, "{first}");
+    let second = run("2025-01-16T02:00:00+01:00");
+    assert_eq!(second["counts"]["linked"], 1, "{second}");
+    // The first snapshot as the leftover of an interrupted run: the next run removes it.
+    let incomplete = env.host_dir().join(".incomplete");
+    std::fs::create_dir_all(&incomplete).unwrap();
+    std::fs::rename(env.host_dir().join("daily/2025-01-15_02-00-00"), incomplete.join("2025-01-15_02-00-00")).unwrap();
+    let third = run("2025-01-17T02:00:00+01:00");
+    assert_eq!(third["cleanedUp"], serde_json::json!(["2025-01-15_02-00-00"]), "{third}");
+    assert_eq!(std::fs::read_dir(&incomplete).unwrap().count(), 0);
+    assert!(std::fs::read_dir(env.host_dir().join(".trash")).map_or(true, |mut d| d.next().is_none()));
 }

@@ -106,12 +106,19 @@ pub struct NowArgs {
     /// Accept a source that became empty or shrank by more than half.
     #[arg(long)]
     pub allow_shrink: bool,
-    /// Worker threads (default: number of cores, at least 2).
-    #[arg(long, value_name = "N")]
+    /// Worker threads, 1 to 256 (default: number of cores, at least 2).
+    #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The most worker threads a command takes: more would only exhaust memory or descriptors.
+pub const MAX_THREADS: u64 = 256;
+
+fn threads() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=MAX_THREADS)
 }
 
 /// `status`.
@@ -165,8 +172,8 @@ pub struct VerifyArgs {
     /// Also compare N random files of the latest snapshot with the live source.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub sample: usize,
-    /// Hashing threads.
-    #[arg(long, value_name = "N")]
+    /// Hashing threads, 1 to 256.
+    #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
     /// Print JSON.
     #[arg(long)]

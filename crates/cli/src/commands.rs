@@ -43,9 +43,14 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
 /// snapshot records and what retention reads its calendar fields in.
 pub(crate) fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
     let Some(t) = text else { return Ok(None) };
-    let bad = || format!("--now {t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00");
-    let ts: jiff::Timestamp = t.parse().with_context(bad)?;
-    let pieces = jiff::fmt::temporal::Pieces::parse(t.as_str()).with_context(bad)?;
+    let bad = |e: jiff::Error| {
+        hwc_backup_engine::Error::config(
+            "--now",
+            format!("{t:?} is not an RFC 3339 time like 2025-01-15T02:00:00+01:00: {e}"),
+        )
+    };
+    let ts: jiff::Timestamp = t.parse().map_err(bad)?;
+    let pieces = jiff::fmt::temporal::Pieces::parse(t.as_str()).map_err(bad)?;
     let offset = match pieces.offset() {
         Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) => n.offset(),
         _ => jiff::tz::Offset::UTC,
@@ -55,7 +60,9 @@ pub(crate) fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
 
 fn plan_for_now(a: &NowArgs) -> Result<Plan> {
     if a.sources.is_empty() && a.target.dest.is_none() {
-        return a.target.load_plan();
+        let plan = a.target.load_plan("or --source PATH --dest DIR to run without one")?;
+        hwc_backup_engine::source::check_sources(&plan)?;
+        return Ok(plan);
     }
     if a.target.config.is_some() {
         bail!(hwc_backup_engine::Error::config("--config", "give either --config or --source/--dest, not both"));
@@ -66,29 +73,59 @@ fn plan_for_now(a: &NowArgs) -> Result<Plan> {
     if a.sources.is_empty() {
         bail!(hwc_backup_engine::Error::config("--source", "is required with --dest"));
     }
+    a.target.check_host()?;
     let host = a.target.host.clone().unwrap_or_else(fsutil::hostname);
+    let min_free_bytes = match a.min_free_gb {
+        None => 0,
+        Some(gb) => gb.checked_mul(1 << 30).ok_or_else(|| {
+            hwc_backup_engine::Error::config(
+                "--min-free-gb",
+                format!("{gb} GiB is too large (more bytes than 64 bits hold)"),
+            )
+        })?,
+    };
     let mut plan = Plan::ad_hoc(host, a.sources.clone(), dest.clone(), a.excludes.clone());
     plan.destination.require_mount_point = a.require_mount_point;
-    plan.destination.min_free_bytes = a.min_free_gb.unwrap_or(0) << 30;
+    plan.destination.min_free_bytes = min_free_bytes;
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     plan.validate()?;
+    hwc_backup_engine::source::check_sources(&plan)?;
     // Like rsync, a one-off run creates its destination. Never when a mount point is
     // required, and never for a plan: there a missing directory means a missing drive.
     let sources_exist = plan.sources.iter().all(|s| s.symlink_metadata().is_ok());
-    if !plan.destination.require_mount_point && sources_exist && !dest.exists() {
-        std::fs::create_dir_all(dest).with_context(|| format!("cannot create destination {}", dest.display()))?;
+    if !plan.destination.require_mount_point && sources_exist {
+        create_dest(dest)?;
     }
     Ok(plan)
 }
 
+/// Creates a one-off run's destination when it is missing — its last component only, as
+/// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
+pub(crate) fn create_dest(dest: &Path) -> Result<()> {
+    match std::fs::create_dir(dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hwc_backup_engine::Error::config(
+            "--dest",
+            format!(
+                "{}: its parent directory does not exist (only the last component of --dest is created)",
+                dest.display()
+            )
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot create destination {}", dest.display())),
+    }
+}
+
 fn now(a: NowArgs) -> Result<Exit> {
+    // Every argument is checked before anything is written.
+    let when = parse_now(&a.now)?;
     let plan = plan_for_now(&a)?;
     let mut opts = RunOptions::for_plan(&plan);
-    opts.now = parse_now(&a.now)?;
+    opts.now = when;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
     if let Some(t) = a.threads {
-        opts.threads = t.max(1);
+        opts.threads = t;
     }
     let configured = a.sources.is_empty() && a.target.dest.is_none();
     if configured {
@@ -183,6 +220,7 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
 
 fn status(a: StatusArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
+    check_host_dir(&t)?;
     let snapshots = t.host.list()?;
     let last_run: Option<serde_json::Value> = std::fs::read(t.state_dir.join(&t.host_name).join("last-run.json"))
         .ok()
@@ -228,6 +266,51 @@ fn status(a: StatusArgs) -> Result<Exit> {
         writeln!(out, "free at destination: {}", human_bytes(f))?;
     }
     Ok(Exit::Success)
+}
+
+/// `status` reports only what is there: a destination that is missing or (when the plan
+/// requires it) not mounted, or a host directory that does not exist, is an error that lists
+/// the host directories the destination does hold.
+fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
+    let root = t.host.root();
+    let dest = root.parent().unwrap_or(Path::new("/"));
+    let others = || {
+        let hosts = host_dirs(dest);
+        if hosts.is_empty() {
+            "it holds no host directories".to_string()
+        } else {
+            format!("host directories there: {} (choose one with --host NAME)", hosts.join(", "))
+        }
+    };
+    if let Err(e) = std::fs::metadata(dest) {
+        bail!("destination {} is not available ({e}); is the backup drive plugged in and mounted?", dest.display());
+    }
+    let must_mount = t.plan.as_ref().is_some_and(|p| p.destination.require_mount_point);
+    if must_mount && !fsutil::is_mount_point(dest)? {
+        bail!(
+            "destination {} is not a mount point (is the backup drive plugged in and mounted?); {}",
+            dest.display(),
+            others()
+        );
+    }
+    if !root.is_dir() {
+        bail!("no host directory {} at {}; {}", t.host_name, dest.display(), others());
+    }
+    Ok(())
+}
+
+/// The directories below `dest` that look like host directories (hold a tier or `latest`).
+fn host_dirs(dest: &Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dest) else { return Vec::new() };
+    let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];
+    let mut hosts: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| marks.iter().any(|m| e.path().join(m).symlink_metadata().is_ok()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    hosts.sort();
+    hosts
 }
 
 fn snapshot_json(s: &Snapshot) -> serde_json::Value {
@@ -403,6 +486,7 @@ fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
 }
 
 fn prune_cmd(a: PruneArgs) -> Result<Exit> {
+    let now = parse_now(&a.now)?.map_or_else(jiff::Timestamp::now, |z| z.timestamp());
     let t = a.target.resolve()?;
     let plan = match &t.plan {
         Some(p) => p.clone(),
@@ -414,7 +498,6 @@ fn prune_cmd(a: PruneArgs) -> Result<Exit> {
         ),
     };
     let policy = plan.retention_policy()?;
-    let now = parse_now(&a.now)?.map_or_else(jiff::Timestamp::now, |z| z.timestamp());
     let host: &HostDir = &t.host;
     let decision = if a.dry_run {
         prune::plan(&host.list()?, &policy, now, &plan.health.max_age)

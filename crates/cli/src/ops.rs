@@ -121,7 +121,7 @@ pub fn after_verify(t: &Resolved, reports: &[VerifyReport]) {
 
 /// `hwc-backup cloud`: push the newest snapshot alone.
 pub fn cloud(a: CloudArgs) -> Result<Exit> {
-    let plan = a.target.load_plan()?;
+    let plan = a.target.load_plan("")?;
     if !plan.cloud.enable {
         bail!(Error::config("cloud.enable", "is false; enable the cloud copy in the configuration first"));
     }
@@ -203,7 +203,7 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
 /// OOM killer or a timeout ended still notifies. A failure the run itself notified within
 /// the last ten minutes is not sent twice.
 pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
-    let plan = a.target.load_plan()?;
+    let plan = a.target.load_plan("")?;
     // A pull's unit: its records and its message are the pulled host's.
     let plan = match pulled_host_of_unit(&plan, &a.unit) {
         Some(name) => plan.for_host(&name)?.0,

@@ -18,10 +18,13 @@ use crate::progress::Progress;
 
 /// `pull`: one run for one host, into `<dest>/<host>/` with the local run's guarantees.
 pub fn pull(a: PullArgs) -> Result<Exit> {
+    // Every argument is checked before anything is written.
+    a.target.check_host()?;
+    let now = parse_now(&a.now)?;
     let configured = a.address.is_none();
     let (plan, host) = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
     let mut opts = RunOptions::for_plan(&plan);
-    opts.now = parse_now(&a.now)?;
+    opts.now = now;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
     if configured {
@@ -52,7 +55,7 @@ fn from_plan(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
     let Some(name) = &a.target.host else {
         bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
     };
-    let plan = a.target.load_plan()?;
+    let plan = a.target.load_plan("or --address ADDRESS --user USER --source PATH --dest DIR to pull without one")?;
     Ok(plan.for_host(name)?)
 }
 
@@ -87,9 +90,7 @@ fn ad_hoc(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
     outer.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     outer.hosts.insert(name.clone(), host);
     outer.validate()?;
-    if !dest.exists() {
-        std::fs::create_dir_all(&dest).with_context(|| format!("cannot create destination {}", dest.display()))?;
-    }
+    crate::commands::create_dest(&dest)?;
     Ok(outer.for_host(&name)?)
 }
 

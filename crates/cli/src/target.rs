@@ -24,10 +24,20 @@ pub struct Resolved {
 }
 
 impl Target {
+    /// `--host NAME`, when given, must be a plain directory name: never `/`, `..` or empty.
+    pub fn check_host(&self) -> Result<()> {
+        if let Some(h) = &self.host {
+            hwc_backup_engine::plan::check_host_name("--host", h)?;
+        }
+        Ok(())
+    }
+
     /// `--dest` wins over a plan; without either, the default plan must exist.
     pub fn resolve(&self) -> Result<Resolved> {
+        self.check_host()?;
         if let Some(dest) = &self.dest {
             let host_name = self.host.clone().unwrap_or_else(hwc_backup_engine::fsutil::hostname);
+            hwc_backup_engine::plan::check_host_name("--host", &host_name)?;
             return Ok(Resolved {
                 plan: None,
                 host: HostDir::open(&dest.join(&host_name))?,
@@ -35,7 +45,7 @@ impl Target {
                 state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
             });
         }
-        let plan = self.load_plan()?;
+        let plan = self.load_plan("or --dest DIR [--host NAME] to work on a destination without one")?;
         let host_name = self.host.clone().unwrap_or_else(|| plan.host.clone());
         // A host this machine pulls has its own sources, retention and records: `prune --host
         // web1` keeps what web1's rules keep, `health --host web1` checks web1's snapshots.
@@ -52,15 +62,16 @@ impl Target {
         })
     }
 
-    /// The plan from `--config` or the default location.
-    pub fn load_plan(&self) -> Result<Plan> {
+    /// The plan from `--config` or the default location. `instead` completes the hint when
+    /// there is none ("or --dest DIR …", in the options of the command at hand).
+    pub fn load_plan(&self, instead: &str) -> Result<Plan> {
+        self.check_host()?;
         let path = self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
         if self.config.is_none() && !path.exists() {
+            let instead = if instead.is_empty() { String::new() } else { format!(", {instead}") };
             bail!(hwc_backup_engine::Error::config(
                 "--config",
-                format!(
-                    "no plan at {DEFAULT_CONFIG}; pass --config FILE, or --source PATH --dest DIR to run without one"
-                )
+                format!("no plan at {DEFAULT_CONFIG}; pass --config FILE{instead}")
             ));
         }
         Plan::load(&path).with_context(|| format!("plan {}", path.display()))

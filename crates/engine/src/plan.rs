@@ -631,7 +631,9 @@ fn default_state_dir() -> PathBuf {
 impl Plan {
     /// Reads and validates a plan file.
     pub fn load(path: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("read plan", path, e))?;
+        // A plan that cannot be read is a bad argument, like one that cannot be parsed.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("(file)", format!("cannot read {}: {e}", path.display())))?;
         Plan::parse(&text)
     }
 
@@ -693,8 +695,25 @@ impl Plan {
                 ));
             }
         }
-        crate::exclude::ExcludeSet::new(&self.exclude_patterns)
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.starts_with(&self.destination.path) {
+                return Err(Error::config(
+                    format!("sources[{i}]"),
+                    format!(
+                        "{} is the destination {} or lies inside it; a snapshot would hold the snapshots \
+                         (a source around the destination is fine: its host directory is skipped)",
+                        s.display(),
+                        self.destination.path.display()
+                    ),
+                ));
+            }
+        }
+        let excludes = crate::exclude::ExcludeSet::new(&self.exclude_patterns)
             .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
+        // A pattern that matches every source, whatever its type, leaves nothing to back up.
+        if self.sources.iter().all(|s| excludes.is_excluded(s, true) && excludes.is_excluded(s, false)) {
+            return Err(excludes_everything(&self.sources));
+        }
         self.retention_policy()?;
         for (field, p) in [("hooks.preBackup", &self.hooks.pre_backup), ("hooks.postBackup", &self.hooks.post_backup)] {
             if let Some(p) = p {
@@ -702,7 +721,15 @@ impl Plan {
             }
         }
         self.validate_cloud()?;
-        parse_duration(&self.health.max_age).map_err(|m| Error::config("health.maxAge", m))?;
+        if parse_duration(&self.health.max_age).map_err(|m| Error::config("health.maxAge", m))?.is_zero() {
+            return Err(Error::config(
+                "health.maxAge",
+                format!(
+                    "{:?} is zero: every snapshot would be too old, and pruning would never run",
+                    self.health.max_age
+                ),
+            ));
+        }
         if let Some(v) = &self.health.verify_max_age {
             parse_duration(v).map_err(|m| Error::config("health.verifyMaxAge", m))?;
         }
@@ -889,6 +916,21 @@ impl Plan {
     pub fn host_state_dir(&self) -> PathBuf {
         self.state_dir.join(&self.host)
     }
+}
+
+/// The error for excludes that leave no source to back up.
+pub fn excludes_everything(sources: &[PathBuf]) -> Error {
+    let list: Vec<String> = sources.iter().map(|s| s.display().to_string()).collect();
+    Error::config("excludePatterns", format!("exclude every source ({}); nothing would be backed up", list.join(", ")))
+}
+
+/// Checks a host name given on the command line (`--host`): it becomes a directory name
+/// under the destination, so `/` and `..` must never get through.
+pub fn check_host_name(option: &str, host: &str) -> Result<()> {
+    validate_host(host).map_err(|e| match e {
+        Error::Config { message, .. } => Error::config(option, message),
+        other => other,
+    })
 }
 
 fn validate_host(host: &str) -> Result<()> {
@@ -1081,6 +1123,34 @@ mod tests {
         let mut v = minimal();
         v["hosts"] = serde_json::json!({ "laptop": { "address": "a", "user": "u", "sources": ["/a"] } });
         assert!(err_of(v).contains("own host name"));
+    }
+
+    #[test]
+    fn sources_in_the_destination_zero_max_age_and_excluding_everything_rejected() {
+        for source in ["/mnt/backup", "/mnt/backup/laptop", "/mnt/backup/./laptop/daily"] {
+            let mut v = minimal();
+            v["sources"] = serde_json::json!(["/home", source]);
+            let e = err_of(v);
+            assert!(e.contains("sources[1]") && e.contains("destination"), "{source}: {e}");
+        }
+        // Around the destination is fine: the walk skips the host directory.
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["/",]);
+        Plan::parse(&v.to_string()).unwrap();
+        let mut v = minimal();
+        v["sources"] = serde_json::json!(["/mnt/backup2"]);
+        Plan::parse(&v.to_string()).unwrap();
+        let mut v = minimal();
+        v["health"] = serde_json::json!({ "maxAge": "0h" });
+        assert!(err_of(v).contains("health.maxAge"));
+        let mut v = minimal();
+        v["excludePatterns"] = serde_json::json!(["home"]);
+        assert!(err_of(v).contains("every source"));
+        let mut v = minimal();
+        v["excludePatterns"] = serde_json::json!(["home/"]);
+        Plan::parse(&v.to_string()).unwrap(); // a directory-only pattern: checked at run time
+        assert!(check_host_name("--host", "../other/h").unwrap_err().to_string().contains("--host"));
+        check_host_name("--host", "web1.lan").unwrap();
     }
 
     #[test]

@@ -379,6 +379,7 @@ fn build_into(
         exclude_patterns: &plan.exclude_patterns,
         one_file_system: plan.one_file_system,
         threads: opts.threads,
+        skip_dir: Some(target.host.root()),
         cancel: &cancel,
     };
     let manifest = meta_dir.join(MANIFEST_FILE);

@@ -30,7 +30,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub struct BuildOptions<'a> {
     pub one_file_system: bool,
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// The destination's host directory: never entered, whatever path leads to it (a
+    /// source that contains the destination must not copy the snapshot being written).
+    pub skip_dir: Option<&'a Path>,
     /// Set to stop the build early (the run is then failed).
     pub cancel: &'a AtomicBool,
 }
@@ -110,7 +113,19 @@ pub fn build(
             scope.spawn(move || Writer::new(writer, cursor, work.to_path_buf(), progress).run(out_rx))
         };
         drop(out_rx);
-        let mut lister = Lister { opts, work, job_tx, out_tx, seq: 0, root_dev: 0, excluded: 0 };
+        let skip = opts.skip_dir.and_then(|p| rustix::fs::stat(p).ok()).map(|st| (st.st_dev, st.st_ino));
+        let mut lister = Lister {
+            opts,
+            work,
+            job_tx,
+            out_tx,
+            seq: 0,
+            root_dev: 0,
+            excluded: 0,
+            skip,
+            skip_reported: false,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        };
         let listed = lister.run(&work_fd, base_fd.as_ref());
         let excluded = lister.excluded;
         drop(lister); // closes the channels so workers and the writer finish
@@ -120,13 +135,25 @@ pub fn build(
         let written = writer_handle.join().expect("writer thread panicked");
         // The writer holds the real cause when a worker failed; the lister then only saw
         // the cancellation.
-        let (mut counts, warnings, per_source) = match (written, listed) {
+        let (mut counts, mut warnings, per_source) = match (written, listed) {
             (Err(e), Err(l)) if e.is_cancelled() => return Err(l),
             (Err(e), _) => return Err(e),
             (Ok(_), Err(l)) => return Err(l),
             (Ok(w), Ok(())) => w,
         };
         counts.excluded = excluded;
+        // Excludes that left nothing at all (every source is still there, empty): never a
+        // quiet `success`. Excludes matching every source itself are refused before the run.
+        if excluded > 0 && counts.files + counts.symlinks + counts.specials + counts.sockets_skipped == 0 {
+            counts.warnings += 1;
+            warnings.push(Warning {
+                path: opts.sources.first().cloned().unwrap_or_default(),
+                message: format!(
+                    "the excludes left nothing to back up ({excluded} entries excluded, no file kept); \
+                     check the exclude patterns"
+                ),
+            });
+        }
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
         Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
     })
@@ -169,7 +196,7 @@ struct Job {
 /// What comes back to the writer, in walk order by sequence number.
 enum Item {
     Files { source: usize, rel: Arc<Vec<u8>>, results: Vec<FileResult> },
-    DirDone { src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf },
+    DirDone { src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf, _slot: Slot },
     Warn(Warning),
     Fatal(Error),
 }
@@ -198,6 +225,66 @@ pub(crate) enum Outcome {
     Warning(String),
 }
 
+/// How many directories of the walk's current path keep their descriptors open; the ones
+/// above are closed and reopened through `..` when the walk climbs back to them.
+const OPEN_LEVELS: usize = 16;
+
+/// How many complete directories may wait for the writer (each holds two descriptors).
+const MAX_DIRS_IN_FLIGHT: usize = 64;
+
+/// A directory's descriptors: in the source, in the work tree, in the previous snapshot.
+#[derive(Clone)]
+struct Fds {
+    src: Arc<OwnedFd>,
+    dst: Arc<OwnedFd>,
+    prev: Option<Arc<OwnedFd>>,
+}
+
+/// Device and inode of a source directory, its copy, and its previous copy.
+type Ids = ((u64, u64), (u64, u64), Option<(u64, u64)>);
+
+/// One directory on the walk's path from a source down to the current directory.
+struct Frame {
+    /// `None` while closed (see [`OPEN_LEVELS`]).
+    fds: Option<Fds>,
+    /// Recorded when closed, checked when reopened.
+    ids: Option<Ids>,
+    stat: Box<Stat>,
+    /// The lengths of the walk's relative and absolute path buffers at this directory.
+    rel_len: usize,
+    abs_len: usize,
+    /// Subdirectories still to walk, in name order.
+    subdirs: std::vec::IntoIter<CString>,
+}
+
+/// Closes the descriptors of a directory high above the current one, recording what they
+/// were so that `Lister::reopen` can check it gets the same directories back.
+fn close(frame: &mut Frame, abs: &[u8]) -> Result<()> {
+    let Some(fds) = frame.fds.take() else { return Ok(()) };
+    let path = Path::new(OsStr::from_bytes(abs));
+    let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
+    let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
+    frame.ids = Some((id(&fds.src)?, id(&fds.dst)?, prev));
+    Ok(())
+}
+
+/// A place in the writer's queue of complete directories, given back when dropped (recorded
+/// or discarded).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Slot {
+        count.fetch_add(1, Ordering::AcqRel);
+        Slot(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct Lister<'a> {
     opts: &'a BuildOptions<'a>,
     /// The work directory (destination errors name the path there).
@@ -207,6 +294,11 @@ struct Lister<'a> {
     seq: u64,
     root_dev: u64,
     excluded: u64,
+    /// Device and inode of the destination's host directory, never entered.
+    skip: Option<(u64, u64)>,
+    skip_reported: bool,
+    /// Complete directories not yet taken by the writer.
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Lister<'_> {
@@ -258,7 +350,7 @@ impl Lister<'_> {
                 rustix::fs::Mode::empty(),
             )
             .ctx("open directory", &abs)?;
-            self.emit(Item::DirDone { src: Some(Arc::new(src)), dst: Arc::new(dst), stat: Box::new(st), abs });
+            self.dir_done(Some(Arc::new(src)), Arc::new(dst), Box::new(st), abs)?;
         }
         Ok(())
     }
@@ -294,6 +386,14 @@ impl Lister<'_> {
             dst_parent = fsops::make_dir_at(dst_parent.as_fd(), &c).map_err(|e| self.dest_error(&so_far, e))?;
             prev_parent = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
         }
+        if name.is_empty() {
+            // The source is `/`: it is the root of the work tree itself.
+            let src = open_dir(path)?;
+            let st = rustix::fs::fstat(&src).ctx("inspect source", path)?;
+            self.root_dev = st.st_dev;
+            let root = Fds { src: Arc::new(src), dst: Arc::new(dst_parent), prev: prev_parent.map(Arc::new) };
+            return self.walk(i, rel, path, root, st);
+        }
         let src_parent_path = path.parent().unwrap_or(Path::new("/"));
         let src_parent = open_dir(src_parent_path)?;
         let cname = bytes_cstr(&name);
@@ -314,13 +414,33 @@ impl Lister<'_> {
             };
             return self.send_job(job);
         }
+        if self.is_skipped(&st, path) {
+            return Ok(());
+        }
         let src = fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
         let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| self.dest_error(&rel, e))?;
         let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
-        let (src, dst) = (Arc::new(src), Arc::new(dst));
-        self.dir(i, Arc::new(rel), Arc::new(path.clone()), src.clone(), dst.clone(), prev.map(Arc::new))?;
-        self.emit(Item::DirDone { src: Some(src), dst, stat: Box::new(st), abs: path.clone() });
-        Ok(())
+        let root = Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) };
+        self.walk(i, rel, path, root, st)
+    }
+
+    /// Whether `st` is the destination's host directory, which the walk never enters: a
+    /// source that contains the destination would otherwise copy the snapshot being written
+    /// into itself, level after level. Compared by device and inode, so no spelling of the
+    /// path (a symlink, a bind mount) gets past it. Reported once per run.
+    fn is_skipped(&mut self, st: &Stat, abs: &Path) -> bool {
+        if self.skip != Some((st.st_dev, st.st_ino)) {
+            return false;
+        }
+        self.excluded += 1;
+        if !self.skip_reported {
+            self.skip_reported = true;
+            tracing::warn!(
+                "not backing up {}: it is the destination's host directory, excluded automatically",
+                abs.display()
+            );
+        }
+        true
     }
 
     /// A directory that cannot be created in the work tree: the error names it there.
@@ -332,96 +452,187 @@ impl Lister<'_> {
         self.job_tx.send(job).map_err(|_| Error::Cancelled)
     }
 
-    /// Lists one directory: its files go to the workers as one job, then each subdirectory is
-    /// walked in name order.
-    fn dir(
-        &mut self,
-        source: usize,
-        rel: Arc<Vec<u8>>,
-        abs: Arc<PathBuf>,
-        src: Arc<OwnedFd>,
-        dst: Arc<OwnedFd>,
-        prev: Option<Arc<OwnedFd>>,
-    ) -> Result<()> {
-        if self.opts.cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        let (mut names, subdirs) = match self.read_entries(&src, &abs) {
-            Ok(x) => x,
-            Err(e) => {
-                self.warn(&abs, format!("cannot read directory: {e}"));
-                return Ok(());
+    /// Walks the directory tree of one source, depth-first in name order, without recursion:
+    /// the path from the source down to the current directory is an explicit stack, so the
+    /// depth of a tree is bounded neither by the thread's stack nor, thanks to `close` and
+    /// `reopen`, by the limit on open descriptors.
+    fn walk(&mut self, source: usize, rel: Vec<u8>, path: &Path, root: Fds, st: Stat) -> Result<()> {
+        let mut rel = rel;
+        let mut abs = path.as_os_str().as_bytes().to_vec();
+        let subdirs = self.list(source, &rel, &abs, &root)?;
+        let mut stack = vec![Frame {
+            fds: Some(root),
+            ids: None,
+            stat: Box::new(st),
+            rel_len: rel.len(),
+            abs_len: abs.len(),
+            subdirs,
+        }];
+        while let Some(top) = stack.last_mut() {
+            if self.opts.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
             }
-        };
-        names.sort();
-        let seq = self.next_seq();
-        let job = Job {
-            seq,
-            source,
-            rel: rel.clone(),
-            abs: abs.clone(),
-            src: src.clone(),
-            dst: dst.clone(),
-            prev: prev.clone(),
-            names,
-        };
-        self.send_job(job)?;
-        for name in subdirs {
-            self.subdir(source, &rel, &abs, &src, &dst, prev.as_ref(), name)?;
+            let Some(name) = top.subdirs.next() else {
+                // Every subdirectory is done: so is this directory.
+                let done = stack.pop().expect("the stack is not empty");
+                let fds = done.fds.expect("the current directory is open");
+                let done_abs = PathBuf::from(OsStr::from_bytes(&abs));
+                if let Some(parent) = stack.last_mut() {
+                    rel.truncate(parent.rel_len);
+                    abs.truncate(parent.abs_len);
+                    if parent.fds.is_none() {
+                        parent.fds = Some(self.reopen(&fds, parent, &abs)?);
+                    }
+                }
+                self.dir_done(Some(fds.src), fds.dst, done.stat, done_abs)?;
+                continue;
+            };
+            let fds = top.fds.clone().expect("the current directory is open");
+            if !rel.is_empty() {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(name.to_bytes());
+            if abs != b"/" {
+                abs.push(b'/');
+            }
+            abs.extend_from_slice(name.to_bytes());
+            match self.enter(source, &rel, &abs, &fds, &name)? {
+                Some(frame) => {
+                    stack.push(frame);
+                    if stack.len() > OPEN_LEVELS {
+                        let i = stack.len() - 1 - OPEN_LEVELS;
+                        let len = stack[i].abs_len;
+                        close(&mut stack[i], &abs[..len])?;
+                    }
+                }
+                None => {
+                    let top = stack.last().expect("the stack is not empty");
+                    rel.truncate(top.rel_len);
+                    abs.truncate(top.abs_len);
+                }
+            }
         }
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn subdir(
-        &mut self,
-        source: usize,
-        rel: &[u8],
-        abs: &Path,
-        src: &OwnedFd,
-        dst: &OwnedFd,
-        prev: Option<&Arc<OwnedFd>>,
-        name: CString,
-    ) -> Result<()> {
-        let child_abs = abs.join(OsStr::from_bytes(name.to_bytes()));
-        let st = match fsops::stat_at(src.as_fd(), &name) {
+    /// Starts on the subdirectory `name` of the directory open as `parent` (`rel` and `abs`
+    /// already name the subdirectory): creates it in the work tree and lists it. `None` when
+    /// there is nothing to walk below it (unreadable, another filesystem, the destination).
+    fn enter(&mut self, source: usize, rel: &[u8], abs: &[u8], parent: &Fds, name: &CStr) -> Result<Option<Frame>> {
+        let child_abs = Path::new(OsStr::from_bytes(abs));
+        let st = match fsops::stat_at(parent.src.as_fd(), name) {
             Ok(st) => st,
             Err(e) => {
-                self.warn(&child_abs, format!("vanished or unreadable: {e}"));
-                return Ok(());
+                self.warn(child_abs, format!("vanished or unreadable: {e}"));
+                return Ok(None);
             }
         };
-        let child_dst =
-            fsops::make_dir_at(dst.as_fd(), &name).map_err(|e| self.dest_error(&child_rel_of(rel, &name), e))?;
-        let child_dst = Arc::new(child_dst);
-        let child_src = match fsops::open_dir_at(src.as_fd(), &name) {
+        if self.is_skipped(&st, child_abs) {
+            return Ok(None);
+        }
+        let dst = Arc::new(fsops::make_dir_at(parent.dst.as_fd(), name).map_err(|e| self.dest_error(rel, e))?);
+        let src = match fsops::open_dir_at(parent.src.as_fd(), name) {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
                 // Keep the directory with its owner, mode and times, without content.
-                self.warn(&child_abs, format!("cannot open directory: {e}"));
-                self.emit(Item::DirDone { src: None, dst: child_dst, stat: Box::new(st), abs: child_abs });
-                return Ok(());
+                self.warn(child_abs, format!("cannot open directory: {e}"));
+                self.dir_done(None, dst, Box::new(st), child_abs.to_path_buf())?;
+                return Ok(None);
             }
         };
         // A different filesystem below the source (a mount): keep the directory itself, as
         // `rsync -x` does, but not its content.
-        let crosses = self.opts.one_file_system && st.st_dev != self.root_dev;
-        if !crosses {
-            let child_prev = prev.and_then(|p| fsops::open_dir_at(p.as_fd(), &name).ok()).map(Arc::new);
-            let mut child_rel = rel.to_vec();
-            child_rel.push(b'/');
-            child_rel.extend_from_slice(name.to_bytes());
-            self.dir(
-                source,
-                Arc::new(child_rel),
-                Arc::new(child_abs.clone()),
-                child_src.clone(),
-                child_dst.clone(),
-                child_prev,
-            )?;
+        if self.opts.one_file_system && st.st_dev != self.root_dev {
+            self.dir_done(Some(src), dst, Box::new(st), child_abs.to_path_buf())?;
+            return Ok(None);
         }
-        self.emit(Item::DirDone { src: Some(child_src), dst: child_dst, stat: Box::new(st), abs: child_abs });
+        let prev = parent.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), name).ok()).map(Arc::new);
+        let fds = Fds { src, dst, prev };
+        let subdirs = self.list(source, rel, abs, &fds)?;
+        Ok(Some(Frame {
+            fds: Some(fds),
+            ids: None,
+            stat: Box::new(st),
+            rel_len: rel.len(),
+            abs_len: abs.len(),
+            subdirs,
+        }))
+    }
+
+    /// Lists one directory: its files go to the workers as one job; returns its
+    /// subdirectories in name order.
+    fn list(&mut self, source: usize, rel: &[u8], abs: &[u8], fds: &Fds) -> Result<std::vec::IntoIter<CString>> {
+        let abs = Path::new(OsStr::from_bytes(abs));
+        let (mut names, subdirs) = match self.read_entries(&fds.src, abs) {
+            Ok(x) => x,
+            Err(e) => {
+                self.warn(abs, format!("cannot read directory: {e}"));
+                return Ok(Vec::new().into_iter());
+            }
+        };
+        if !names.is_empty() {
+            names.sort();
+            let seq = self.next_seq();
+            let job = Job {
+                seq,
+                source,
+                rel: Arc::new(rel.to_vec()),
+                abs: Arc::new(abs.to_path_buf()),
+                src: fds.src.clone(),
+                dst: fds.dst.clone(),
+                prev: fds.prev.clone(),
+                names,
+            };
+            self.send_job(job)?;
+        }
+        Ok(subdirs.into_iter())
+    }
+
+    /// Hands a complete directory to the writer, which applies its metadata once everything
+    /// before it in walk order is written. Waits while too many are queued: each holds two
+    /// descriptors.
+    fn dir_done(&mut self, src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf) -> Result<()> {
+        while self.in_flight.load(Ordering::Acquire) >= MAX_DIRS_IN_FLIGHT {
+            if self.opts.cancel.load(Ordering::Relaxed) {
+                return Err(Error::Cancelled);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let slot = Slot::take(&self.in_flight);
+        self.emit(Item::DirDone { src, dst, stat, abs, _slot: slot });
         Ok(())
+    }
+
+    /// Opens again the directories of `parent`, closed by `close`, through `..` of its child
+    /// `child`, and checks that they are the same directories as before.
+    fn reopen(&self, child: &Fds, parent: &Frame, abs: &[u8]) -> Result<Fds> {
+        let ids = parent.ids.expect("a closed directory has recorded identities");
+        let path = Path::new(OsStr::from_bytes(abs));
+        // `None` when `..` is not the directory it was (moved while the backup ran).
+        let reopen = |fd: &OwnedFd, id: (u64, u64)| -> Result<Option<OwnedFd>> {
+            let up = rustix::fs::openat(
+                fd,
+                c"..",
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ctx("open again", path)?;
+            let st = rustix::fs::fstat(&up).ctx("inspect", path)?;
+            Ok(((st.st_dev, st.st_ino) == id).then_some(up))
+        };
+        let moved = |what: &'static str| {
+            Error::io(what, path, std::io::Error::other("it was moved or replaced while the backup ran"))
+        };
+        let src = reopen(&child.src, ids.0)?.ok_or_else(|| moved("open again"))?;
+        let dst = reopen(&child.dst, ids.1)?.ok_or_else(|| moved("open again the work tree's copy of"))?;
+        let prev = match (&child.prev, ids.2) {
+            (Some(p), Some(id)) => reopen(p, id).ok().flatten(),
+            _ => None,
+        };
+        Ok(Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) })
     }
 
     /// Reads a directory's names, applies the excludes, and separates subdirectories.
@@ -464,14 +675,6 @@ impl Lister<'_> {
         self.excluded += excluded;
         Ok((files, dirs))
     }
-}
-
-/// `rel/name`, or `name` at the root.
-fn child_rel_of(rel: &[u8], name: &CStr) -> Vec<u8> {
-    if rel.is_empty() {
-        return name.to_bytes().to_vec();
-    }
-    [rel, b"/", name.to_bytes()].concat()
 }
 
 /// `/home/alice` → `home/alice`.
@@ -747,7 +950,7 @@ impl<'a> Writer<'a> {
                     self.file(source, &rel, r)?;
                 }
             }
-            Item::DirDone { src, dst, stat, abs } => {
+            Item::DirDone { src, dst, stat, abs, .. } => {
                 let applied = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat);
                 self.dir_done(applied, abs)?;
             }

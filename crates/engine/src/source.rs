@@ -47,7 +47,7 @@ impl Source for LocalFs {
                 return Err(Error::Preflight(format!("source {} cannot be read: {e}", s.display())));
             }
         }
-        Ok(())
+        check_sources(plan)
     }
 
     fn build(
@@ -104,4 +104,45 @@ impl Source for Pull<'_> {
     fn nixos_system(&self) -> Option<PathBuf> {
         None
     }
+}
+
+/// What the plan's validation cannot see without the filesystem, checked before anything is
+/// written (a `config` error: exit 2): a source that is the destination or lies inside it
+/// by another spelling (a symlink, a bind mount), compared by device and inode; and excludes
+/// that match every source. Sources that do not exist are left to the preflight.
+pub fn check_sources(plan: &Plan) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let dest = id(&plan.destination.path);
+    let excludes = crate::exclude::ExcludeSet::new(&plan.exclude_patterns)
+        .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
+    let mut all_excluded = true;
+    for (i, s) in plan.sources.iter().enumerate() {
+        let Ok(md) = std::fs::symlink_metadata(s) else {
+            all_excluded = false;
+            continue;
+        };
+        all_excluded &= excludes.is_excluded(s, md.is_dir());
+        // A symlink as a source is stored as a symlink, never followed.
+        if !md.is_dir() || dest.is_none() {
+            continue;
+        }
+        let Ok(real) = std::fs::canonicalize(s) else { continue };
+        if let Some(a) = real.ancestors().find(|a| id(a) == dest) {
+            return Err(Error::config(
+                format!("sources[{i}]"),
+                format!(
+                    "{} ({}) lies inside the destination {} ({}); a snapshot would hold the snapshots",
+                    s.display(),
+                    real.display(),
+                    plan.destination.path.display(),
+                    a.display()
+                ),
+            ));
+        }
+    }
+    if all_excluded {
+        return Err(crate::plan::excludes_everything(&plan.sources));
+    }
+    Ok(())
 }
