@@ -4,10 +4,12 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use hwc_backup_engine::job::Job;
 use hwc_backup_engine::layout::{HostDir, Snapshot};
 use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
+use hwc_backup_engine::source::LocalFs;
 use hwc_backup_engine::{fsutil, prune, restore, verify};
 use jiff::Zoned;
 
@@ -58,11 +60,13 @@ pub(crate) fn parse_now(text: &Option<String>) -> Result<Option<Zoned>> {
     Ok(Some(ts.to_zoned(jiff::tz::TimeZone::fixed(offset))))
 }
 
-fn plan_for_now(a: &NowArgs) -> Result<Plan> {
+/// The job `now` runs: the plan's own, or one from `--source … --dest` (checked as a plan
+/// with those values, so the messages name the same fields).
+fn job_for_now(a: &NowArgs) -> Result<Job> {
     if a.sources.is_empty() && a.target.dest.is_none() {
-        let plan = a.target.load_plan("or --source PATH --dest DIR to run without one")?;
-        hwc_backup_engine::source::check_sources(&plan)?;
-        return Ok(plan);
+        let job = a.target.load_plan("or --source PATH --dest DIR to run without one")?.local_job();
+        hwc_backup_engine::source::check_sources(&job)?;
+        return Ok(job);
     }
     if a.target.config.is_some() {
         bail!(hwc_backup_engine::Error::config("--config", "give either --config or --source/--dest, not both"));
@@ -89,14 +93,15 @@ fn plan_for_now(a: &NowArgs) -> Result<Plan> {
     plan.destination.min_free_bytes = min_free_bytes;
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     plan.validate()?;
-    hwc_backup_engine::source::check_sources(&plan)?;
+    let job = plan.local_job();
+    hwc_backup_engine::source::check_sources(&job)?;
     // Like rsync, a one-off run creates its destination. Never when a mount point is
     // required, and never for a plan: there a missing directory means a missing drive.
-    let sources_exist = plan.sources.iter().all(|s| s.symlink_metadata().is_ok());
-    if !plan.destination.require_mount_point && sources_exist {
+    let sources_exist = job.sources.paths.iter().all(|s| s.symlink_metadata().is_ok());
+    if !job.store.destination.require_mount_point && sources_exist {
         create_dest(dest)?;
     }
-    Ok(plan)
+    Ok(job)
 }
 
 /// Creates a one-off run's destination when it is missing — its last component only, as
@@ -119,8 +124,8 @@ pub(crate) fn create_dest(dest: &Path) -> Result<()> {
 fn now(a: NowArgs) -> Result<Exit> {
     // Every argument is checked before anything is written.
     let when = parse_now(&a.now)?;
-    let plan = plan_for_now(&a)?;
-    let mut opts = RunOptions::for_plan(&plan);
+    let job = job_for_now(&a)?;
+    let mut opts = RunOptions::for_job(&job);
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
@@ -129,19 +134,19 @@ fn now(a: NowArgs) -> Result<Exit> {
     }
     let configured = a.sources.is_empty() && a.target.dest.is_none();
     if configured {
-        crate::ops::before_run(&plan);
+        crate::ops::before_run(&job);
     }
     let progress = Progress::new(!a.json);
-    let report = run::run(&plan, &opts, &|c| progress.counts(c));
+    let report = run::run_from(&job, &LocalFs, &opts, &|c| progress.counts(c));
     progress.finish();
-    record_last_run(&plan, &report);
+    record_last_run(&job, &report);
     if a.json {
         print_json(&report)?;
     } else {
         print_run(&report)?;
     }
     let after = crate::ops::after_run(
-        &plan,
+        &job,
         &report,
         &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
     );
@@ -150,8 +155,8 @@ fn now(a: NowArgs) -> Result<Exit> {
 
 /// Keeps the last run's report for `status` and health checks; best effort, because a
 /// missing state directory must never turn a good backup into a failed one.
-pub(crate) fn record_last_run(plan: &Plan, report: &RunReport) {
-    if let Err(e) = hwc_backup_engine::health::record_last_run(&plan.state_dir.join(&plan.host), report) {
+pub(crate) fn record_last_run(job: &Job, report: &RunReport) {
+    if let Err(e) = hwc_backup_engine::health::record_last_run(&job.store.host_state_dir(), report) {
         tracing::info!("not recording the last run: {e}");
     }
 }
@@ -285,7 +290,7 @@ fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
     if let Err(e) = std::fs::metadata(dest) {
         bail!("destination {} is not available ({e}); is the backup drive plugged in and mounted?", dest.display());
     }
-    let must_mount = t.plan.as_ref().is_some_and(|p| p.destination.require_mount_point);
+    let must_mount = t.store.destination.require_mount_point;
     if must_mount && !fsutil::is_mount_point(dest)? {
         bail!(
             "destination {} is not a mount point (is the backup drive plugged in and mounted?); {}",
@@ -488,22 +493,15 @@ fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
 fn prune_cmd(a: PruneArgs) -> Result<Exit> {
     let now = parse_now(&a.now)?.map_or_else(jiff::Timestamp::now, |z| z.timestamp());
     let t = a.target.resolve()?;
-    let plan = match &t.plan {
-        Some(p) => p.clone(),
-        None => Plan::ad_hoc(
-            t.host_name.clone(),
-            vec!["/".into()],
-            t.host.root().parent().unwrap_or(Path::new("/")).to_path_buf(),
-            vec![],
-        ),
-    };
-    let policy = plan.retention_policy()?;
+    // The rules of the job's store, or the built-in ones with `--dest`.
+    let policy = t.store.retention_policy()?;
+    let max_age = &t.store.health.max_age;
     let host: &HostDir = &t.host;
     let decision = if a.dry_run {
-        prune::plan(&host.list()?, &policy, now, &plan.health.max_age)
+        prune::plan(&host.list()?, &policy, now, max_age)
     } else {
         let lock = hwc_backup_engine::lock::HostLock::acquire(host, "prune")?;
-        let d = prune::plan(&host.list()?, &policy, now, &plan.health.max_age);
+        let d = prune::plan(&host.list()?, &policy, now, max_age);
         prune::execute(host, &lock, &d)?;
         drop(lock);
         prune::empty_trash(host)?;

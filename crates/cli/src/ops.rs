@@ -12,10 +12,10 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use hwc_backup_engine::cloud::{self, CloudOptions, CloudReport};
 use hwc_backup_engine::health::{self, HealthReport};
+use hwc_backup_engine::job::{Job, Store};
 use hwc_backup_engine::jsonlog::{self, Log};
 use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::notify::{self, Delivery, Message};
-use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{human_bytes, RunReport};
 use hwc_backup_engine::verify::VerifyReport;
 use hwc_backup_engine::{metrics, Error, ErrorKind};
@@ -52,23 +52,23 @@ pub struct AfterOutcome {
 }
 
 /// Before `run::run`: the healthchecks `/start` ping and the coordinator's log line.
-pub fn before_run(plan: &Plan) {
-    log(plan, Log::Coordinator, "job.started", json!({ "job": "backup", "sources": plan.sources }));
-    if let Some(d) = notify::ping_start(&plan.notifications) {
-        warn_failed(plan, &[d]);
+pub fn before_run(job: &Job) {
+    log(job, Log::Coordinator, "job.started", json!({ "job": "backup", "sources": job.sources.paths }));
+    if let Some(d) = notify::ping_start(&job.reporting.notifications) {
+        warn_failed(job, &[d]);
     }
 }
 
 /// After `run::run` (and after the last run is recorded): cloud push, JSON logs, metrics,
 /// notifications.
-pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcome {
+pub fn after_run(job: &Job, report: &RunReport, how: &AfterRun) -> AfterOutcome {
     let mut outcome = AfterOutcome { cloud: None, exit: None };
     if how.configured {
-        log_run(plan, report);
+        log_run(job, report);
     }
     let published = report.state.published();
-    if published && how.push_cloud && plan.cloud.enable {
-        let c = push_cloud(plan, how.allow_shrink);
+    if let Some(cloud) = job.cloud().filter(|_| published && how.push_cloud) {
+        let c = push_cloud(job, cloud, how.allow_shrink);
         if !how.json {
             print_cloud(&c);
         }
@@ -80,11 +80,11 @@ pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcom
     if !how.configured {
         return outcome;
     }
-    write_metrics(plan);
-    let msg = run_message(plan, report, outcome.cloud.as_ref());
-    let deliveries = send(plan, &msg, &plan.notifications);
+    write_metrics(job);
+    let msg = run_message(job, report, outcome.cloud.as_ref());
+    let deliveries = send(job, &msg, &job.reporting.notifications);
     log(
-        plan,
+        job,
         Log::Coordinator,
         "job.finished",
         json!({ "job": "backup", "state": msg.state, "runState": report.state, "snapshot": report.snapshot,
@@ -93,7 +93,7 @@ pub fn after_run(plan: &Plan, report: &RunReport, how: &AfterRun) -> AfterOutcom
     // A skipped run exits 4, which systemd counts as a failure: recording it keeps
     // OnFailure='s notify-failure from turning it into a "FAILED" message.
     if report.state != RunState::Success || outcome.exit.is_some() {
-        record_failed_invocation(plan);
+        record_failed_invocation(&job.store);
     }
     outcome
 }
@@ -104,15 +104,15 @@ pub fn after_verify(t: &Resolved, reports: &[VerifyReport]) {
     let dir = t.state_dir.join(&t.host_name);
     match health::record_verify(&dir, reports) {
         Ok(rec) => {
-            if let Some(plan) = &t.plan {
+            if let Some(job) = &t.job {
                 log(
-                    plan,
+                    job,
                     Log::Local,
                     "verify.finished",
                     json!({ "snapshots": rec.snapshots, "filesChecked": rec.files_checked,
                             "errors": rec.errors, "damaged": rec.damaged }),
                 );
-                write_metrics(plan);
+                write_metrics(job);
             }
         }
         Err(e) => eprintln!("hwc-backup: warning: the verify result was not recorded: {e}"),
@@ -121,31 +121,31 @@ pub fn after_verify(t: &Resolved, reports: &[VerifyReport]) {
 
 /// `hwc-backup cloud`: push the newest snapshot alone.
 pub fn cloud(a: CloudArgs) -> Result<Exit> {
-    let plan = a.target.load_plan("")?;
-    if !plan.cloud.enable {
+    let job = a.target.load_plan("")?.local_job();
+    let Some(cloud) = job.cloud() else {
         bail!(Error::config("cloud.enable", "is false; enable the cloud copy in the configuration first"));
-    }
-    log(&plan, Log::Coordinator, "job.started", json!({ "job": "cloud" }));
-    let c = push_cloud(&plan, a.allow_shrink);
+    };
+    log(&job, Log::Coordinator, "job.started", json!({ "job": "cloud" }));
+    let c = push_cloud(&job, cloud, a.allow_shrink);
     if a.json {
         print_json(&c)?;
     } else {
         print_cloud(&c);
     }
-    write_metrics(&plan);
-    let msg = cloud_message(&plan, &c);
+    write_metrics(&job);
+    let msg = cloud_message(&job, &c);
     // healthchecks watches the backup job (backup.service); a cloud push run on its own
     // timer must not ping it.
-    let targets = hwc_backup_engine::plan::Notifications { healthchecks: None, ..plan.notifications.clone() };
-    let deliveries = send(&plan, &msg, &targets);
+    let targets = hwc_backup_engine::plan::Notifications { healthchecks: None, ..job.reporting.notifications.clone() };
+    let deliveries = send(&job, &msg, &targets);
     log(
-        &plan,
+        &job,
         Log::Coordinator,
         "job.finished",
         json!({ "job": "cloud", "state": msg.state, "error": c.error, "notifications": deliveries }),
     );
     if !c.ok {
-        record_failed_invocation(&plan);
+        record_failed_invocation(&job.store);
     }
     Ok(if c.ok { Exit::Success } else { Exit::Failed })
 }
@@ -154,17 +154,10 @@ pub fn cloud(a: CloudArgs) -> Result<Exit> {
 /// failures are new (or a day old), so an hourly timer does not page every hour.
 pub fn health(a: HealthArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
-    let plan = match &t.plan {
-        Some(p) => p.clone(),
-        None => {
-            let dest = t.host.root().parent().unwrap_or(Path::new("/")).to_path_buf();
-            let mut p = Plan::ad_hoc(t.host_name.clone(), vec!["/".into()], dest, vec![]);
-            p.state_dir = t.state_dir.clone();
-            p
-        }
-    };
-    let report = health::check(&plan, Timestamp::now());
-    let state_dir = plan.host_state_dir();
+    // The job's store (and its cloud copy), or the built-in rules with `--dest`.
+    let cloud = t.job.as_ref().and_then(Job::cloud);
+    let report = health::check(&t.store, cloud, Timestamp::now());
+    let state_dir = t.store.host_state_dir();
     if let Err(e) = report.record(&state_dir) {
         eprintln!("hwc-backup: warning: the health result was not recorded: {e}");
     }
@@ -173,11 +166,11 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
     } else {
         print_health(&report)?;
     }
-    if t.plan.is_none() {
+    let Some(job) = &t.job else {
         return Ok(if report.healthy { Exit::Success } else { Exit::Failed });
-    }
-    log(&plan, Log::Health, "health.check", serde_json::to_value(&report).unwrap_or_default());
-    write_metrics(&plan);
+    };
+    log(job, Log::Health, "health.check", serde_json::to_value(&report).unwrap_or_default());
+    write_metrics(job);
     if !report.healthy {
         let failing: Vec<String> = report.failures().map(|c| c.name.clone()).collect();
         let key = failing.join(",");
@@ -186,15 +179,16 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
         } else {
             // healthchecks is the backup job's dead man's switch; a health check must not
             // ping it (a success ping would hide a dead job, a fail ping is the job's to send).
-            let targets = hwc_backup_engine::plan::Notifications { healthchecks: None, ..plan.notifications.clone() };
-            let msg = health_message(&plan, &report);
-            let deliveries = send(&plan, &msg, &targets);
+            let targets =
+                hwc_backup_engine::plan::Notifications { healthchecks: None, ..job.reporting.notifications.clone() };
+            let msg = health_message(job, &report);
+            let deliveries = send(job, &msg, &targets);
             remember_notification(&state_dir, "health", RunState::Failed, &key);
-            log(&plan, Log::Health, "health.notified", json!({ "failing": failing, "notifications": deliveries }));
+            log(job, Log::Health, "health.notified", json!({ "failing": failing, "notifications": deliveries }));
         }
     }
     if !report.healthy {
-        record_failed_invocation(&plan);
+        record_failed_invocation(&t.store);
     }
     Ok(if report.healthy { Exit::Success } else { Exit::Failed })
 }
@@ -205,11 +199,11 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
 pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
     let plan = a.target.load_plan("")?;
     // A pull's unit: its records and its message are the pulled host's.
-    let plan = match pulled_host_of_unit(&plan, &a.unit) {
-        Some(name) => plan.for_host(&name)?.0,
-        None => plan,
+    let job = match pulled_host_of_unit(&plan, &a.unit) {
+        Some(name) => plan.pulled_job(&name)?,
+        None => plan.local_job(),
     };
-    let state_dir = plan.host_state_dir();
+    let state_dir = job.store.host_state_dir();
     let journal = journal_tail(&a.unit);
     // systemd (251+) tells the OnFailure= unit which invocation failed. A job that reached
     // its end recorded its own invocation after notifying; a killed one never did.
@@ -224,7 +218,7 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
         reported_recently(&state_dir, job_of_unit(&a.unit))
     };
     log(
-        &plan,
+        &job,
         Log::Coordinator,
         "unit.failed",
         json!({ "unit": a.unit, "alreadyNotified": recent.is_some(), "journal": journal }),
@@ -242,12 +236,13 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
         details.extend(j.lines().map(|l| format!("  {l}")));
     }
     let msg = Message {
-        host: plan.host.clone(),
+        host: job.host().to_string(),
         job: a.unit.clone(),
         state: RunState::Failed,
         summary: format!(
             "systemd unit {} failed on {} (killed, timed out, or exited with an error)",
-            a.unit, plan.host
+            a.unit,
+            job.host()
         ),
         error: Some(format!("{} entered the failed state", a.unit)),
         error_kind: None,
@@ -258,7 +253,7 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
             "backup-status".into(),
         ],
     };
-    let deliveries = send(&plan, &msg, &plan.notifications);
+    let deliveries = send(&job, &msg, &job.reporting.notifications);
     let failed = deliveries.iter().filter(|d| !d.ok).count();
     if a.json {
         print_json(&deliveries)?;
@@ -268,9 +263,9 @@ pub fn notify_failure(a: NotifyFailureArgs) -> Result<Exit> {
     Ok(if failed > 0 { Exit::Failed } else { Exit::Success })
 }
 
-fn push_cloud(plan: &Plan, allow_shrink: bool) -> CloudReport {
-    let c = cloud::push(plan, &CloudOptions { allow_shrink });
-    log(plan, Log::Cloud, "cloud.push", serde_json::to_value(&c).unwrap_or_default());
+fn push_cloud(job: &Job, cloud: &hwc_backup_engine::plan::Cloud, allow_shrink: bool) -> CloudReport {
+    let c = cloud::push(&job.store, cloud, &CloudOptions { allow_shrink });
+    log(job, Log::Cloud, "cloud.push", serde_json::to_value(&c).unwrap_or_default());
     c
 }
 
@@ -305,7 +300,7 @@ fn print_health(r: &HealthReport) -> Result<()> {
     Ok(())
 }
 
-fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Message {
+fn run_message(job: &Job, r: &RunReport, cloud: Option<&CloudReport>) -> Message {
     let c = &r.counts;
     let mut details = Vec::new();
     let mut next = Vec::new();
@@ -315,12 +310,12 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
     let summary = match r.state {
         RunState::Skipped => format!(
             "backup of {} skipped: another run holds the lock and does the work; nothing was done (not a failure)",
-            plan.host
+            job.host()
         ),
         RunState::Failed => {
-            next.extend(next_steps_for(plan, r.error_kind));
+            next.extend(next_steps_for(job, r.error_kind));
             next.push(format!("journalctl -u {BACKUP_UNIT} -n 50 --no-pager"));
-            format!("backup of {} failed; nothing was published and earlier snapshots are untouched", plan.host)
+            format!("backup of {} failed; nothing was published and earlier snapshots are untouched", job.host())
         }
         s => {
             details.push(format!(
@@ -338,7 +333,7 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
             }
             format!(
                 "backup of {} {}: {}",
-                plan.host,
+                job.host(),
                 if s == RunState::Partial { "published with warnings" } else { "succeeded" },
                 r.snapshot.as_deref().unwrap_or("?")
             )
@@ -360,7 +355,7 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
     }
     next.push("backup-status".into());
     Message {
-        host: plan.host.clone(),
+        host: job.host().to_string(),
         job: "backup".into(),
         state,
         summary,
@@ -372,8 +367,8 @@ fn run_message(plan: &Plan, r: &RunReport, cloud: Option<&CloudReport>) -> Messa
 }
 
 /// What to do first about a failed run, by the kind of its error.
-fn next_steps_for(plan: &Plan, kind: Option<ErrorKind>) -> Vec<String> {
-    let dest = plan.destination.path.display();
+fn next_steps_for(job: &Job, kind: Option<ErrorKind>) -> Vec<String> {
+    let dest = job.store.destination.path.display();
     match kind {
         Some(ErrorKind::Preflight) => vec![format!("is the destination {dest} mounted, and are the sources there?")],
         Some(ErrorKind::NoSpace) => {
@@ -390,20 +385,20 @@ fn next_steps_for(plan: &Plan, kind: Option<ErrorKind>) -> Vec<String> {
     }
 }
 
-fn cloud_message(plan: &Plan, c: &CloudReport) -> Message {
+fn cloud_message(job: &Job, c: &CloudReport) -> Message {
     let mut next = vec!["journalctl -u backup-cloud.service -n 50 --no-pager".to_string()];
     if let Some(l) = &c.log_file {
         next.push(format!("less {}", l.display()));
     }
     next.push("backup-status".into());
     Message {
-        host: plan.host.clone(),
+        host: job.host().to_string(),
         job: "cloud".into(),
         state: if c.ok { RunState::Success } else { RunState::Failed },
         summary: if c.ok {
-            format!("cloud copy of {} updated: {}", plan.host, c.snapshot.as_deref().unwrap_or("?"))
+            format!("cloud copy of {} updated: {}", job.host(), c.snapshot.as_deref().unwrap_or("?"))
         } else {
-            format!("cloud copy of {} failed; the local snapshots are untouched", plan.host)
+            format!("cloud copy of {} failed; the local snapshots are untouched", job.host())
         },
         error: c.error.clone(),
         error_kind: None,
@@ -412,12 +407,12 @@ fn cloud_message(plan: &Plan, c: &CloudReport) -> Message {
     }
 }
 
-fn health_message(plan: &Plan, r: &HealthReport) -> Message {
+fn health_message(job: &Job, r: &HealthReport) -> Message {
     Message {
-        host: plan.host.clone(),
+        host: job.host().to_string(),
         job: "health".into(),
         state: RunState::Failed,
-        summary: format!("backups of {} are unhealthy", plan.host),
+        summary: format!("backups of {} are unhealthy", job.host()),
         error: r.failures().next().map(|c| c.message.clone()),
         error_kind: None,
         details: r.failures().map(|c| format!("{}: {}", c.name, c.message)).collect(),
@@ -430,32 +425,32 @@ fn health_message(plan: &Plan, r: &HealthReport) -> Message {
 }
 
 /// Sends and warns about every failed delivery.
-fn send(plan: &Plan, msg: &Message, targets: &hwc_backup_engine::plan::Notifications) -> Vec<Delivery> {
+fn send(job: &Job, msg: &Message, targets: &hwc_backup_engine::plan::Notifications) -> Vec<Delivery> {
     let deliveries = notify::notify(targets, msg);
-    warn_failed(plan, &deliveries);
+    warn_failed(job, &deliveries);
     deliveries
 }
 
-fn warn_failed(plan: &Plan, deliveries: &[Delivery]) {
+fn warn_failed(job: &Job, deliveries: &[Delivery]) {
     for d in deliveries.iter().filter(|d| !d.ok) {
         let e = d.error.as_deref().unwrap_or("unknown error");
         eprintln!("hwc-backup: warning: {} notification not delivered: {e}", d.target);
-        log(plan, Log::Coordinator, "notify.failed", json!({ "target": d.target, "error": e }));
+        log(job, Log::Coordinator, "notify.failed", json!({ "target": d.target, "error": e }));
     }
 }
 
 /// Appends to a JSON-lines log; a failure is a warning with `-v` only, since the log directory
 /// may simply not exist on a machine without the module.
-fn log(plan: &Plan, which: Log, event: &str, fields: serde_json::Value) {
-    if let Err(e) = jsonlog::append(&plan.log_dir, which, &plan.host, event, fields) {
+fn log(job: &Job, which: Log, event: &str, fields: serde_json::Value) {
+    if let Err(e) = jsonlog::append(&job.reporting.log_dir, which, job.host(), event, fields) {
         tracing::info!("not logged: {e}");
     }
 }
 
-fn log_run(plan: &Plan, r: &RunReport) {
+fn log_run(job: &Job, r: &RunReport) {
     let secs = (r.finished_at.as_millisecond() - r.started_at.as_millisecond()) as f64 / 1000.0;
     log(
-        plan,
+        job,
         Log::Local,
         "run.finished",
         json!({ "state": r.state, "error": r.error, "errorKind": r.error_kind, "snapshot": r.snapshot, "snapshotPath": r.snapshot_path,
@@ -466,8 +461,8 @@ fn log_run(plan: &Plan, r: &RunReport) {
     );
 }
 
-fn write_metrics(plan: &Plan) {
-    if let Err(e) = metrics::write(plan) {
+fn write_metrics(job: &Job) {
+    if let Err(e) = metrics::write(job) {
         eprintln!("hwc-backup: warning: metrics not written: {e}");
     }
 }
@@ -530,7 +525,7 @@ fn notified_recently(dir: &Path, job: &str, key: &str, within_secs: i64) -> bool
 
 /// The pulled host whose unit this is: `backup-host-web1.service` → `web1`, when the plan
 /// declares `hosts.web1`.
-fn pulled_host_of_unit(plan: &Plan, unit: &str) -> Option<String> {
+fn pulled_host_of_unit(plan: &hwc_backup_engine::plan::Plan, unit: &str) -> Option<String> {
     let name = unit.strip_prefix("backup-host-")?;
     let name = name.strip_suffix(".service").unwrap_or(name);
     plan.hosts.contains_key(name).then(|| name.to_string())
@@ -559,16 +554,16 @@ const FINISHED_INVOCATION_FILE: &str = "finished-invocations";
 /// recorded: for a unit that then fails as a dependency (its disk never mounted) systemd
 /// passes that succeeded invocation's ID, which must not silence the notification. Keeps the
 /// last few, since backup, cloud and health jobs may fail close together.
-fn record_failed_invocation(plan: &Plan) {
+fn record_failed_invocation(store: &Store) {
     let Ok(id) = std::env::var("INVOCATION_ID") else { return };
-    let path = plan.host_state_dir().join(FINISHED_INVOCATION_FILE);
+    let path = store.host_state_dir().join(FINISHED_INVOCATION_FILE);
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let mut lines: Vec<String> =
         old.lines().filter(|l| !l.is_empty() && l.split(' ').next() != Some(id.as_str())).map(String::from).collect();
     lines.push(format!("{id} {}", jiff::Timestamp::now().as_second()));
     let keep = lines.len().saturating_sub(20);
     let text = lines[keep..].join("\n") + "\n";
-    if let Err(e) = std::fs::create_dir_all(plan.host_state_dir()).and_then(|()| std::fs::write(&path, text)) {
+    if let Err(e) = std::fs::create_dir_all(store.host_state_dir()).and_then(|()| std::fs::write(&path, text)) {
         tracing::info!("cannot record the finished invocation in {}: {e}", path.display());
     }
 }

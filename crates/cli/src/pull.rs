@@ -4,7 +4,8 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use hwc_backup_engine::plan::{Plan, RemoteHost};
+use hwc_backup_engine::job::Job;
+use hwc_backup_engine::plan::RemoteHost;
 use hwc_backup_engine::remote::agent::{self, AgentConfig};
 use hwc_backup_engine::run::{self, RunOptions};
 use hwc_backup_engine::source::Pull;
@@ -22,32 +23,33 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     a.target.check_host()?;
     let now = parse_now(&a.now)?;
     let configured = a.address.is_none();
-    let (plan, host) = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
-    let mut opts = RunOptions::for_plan(&plan);
+    let job = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
+    let host = &job.pulled().expect("pull builds a pulled host's job").remote;
+    let mut opts = RunOptions::for_job(&job);
     opts.now = now;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
     if configured {
-        crate::ops::before_run(&plan);
+        crate::ops::before_run(&job);
     }
     let target = host.ssh_target();
-    let connect = || target.connect(&plan.host);
+    let connect = || target.connect(job.host());
     let progress = Progress::new(!a.json);
-    let report = run::run_from(&plan, &Pull { host: &plan.host, connect: &connect }, &opts, &|c| progress.counts(c));
+    let report = run::run_from(&job, &Pull { host: job.host(), connect: &connect }, &opts, &|c| progress.counts(c));
     progress.finish();
-    record_last_run(&plan, &report);
+    record_last_run(&job, &report);
     if a.json {
         print_json(&report)?;
     } else {
         print_run(&report)?;
     }
     let how = crate::ops::AfterRun { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
-    let after = crate::ops::after_run(&plan, &report, &how);
+    let after = crate::ops::after_run(&job, &report, &how);
     Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
 }
 
 /// `--host NAME` from the plan's `hosts`.
-fn from_plan(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
+fn from_plan(a: &PullArgs) -> Result<Job> {
     let no_plan_args = a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none();
     if !no_plan_args {
         bail!(Error::config("--address", "is required with --user/--source/--dest/--ssh-key (a pull without a plan)"));
@@ -56,11 +58,11 @@ fn from_plan(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
         bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
     };
     let plan = a.target.load_plan("or --address ADDRESS --user USER --source PATH --dest DIR to pull without one")?;
-    Ok(plan.for_host(name)?)
+    Ok(plan.pulled_job(name)?)
 }
 
 /// A pull without a plan: everything from the arguments, the built-in retention defaults.
-fn ad_hoc(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
+fn ad_hoc(a: &PullArgs) -> Result<Job> {
     if a.target.config.is_some() {
         bail!(Error::config("--config", "give either --config or --address/--user/--source/--dest, not both"));
     }
@@ -84,14 +86,11 @@ fn ad_hoc(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
         one_file_system: true,
         retention: None,
     };
-    // Validated as a plan with this one host, so the messages name the same fields.
-    let server = if name == "server" { "pull-server" } else { "server" };
-    let mut outer = Plan::ad_hoc(server.into(), vec!["/".into()], dest.clone(), vec![]);
-    outer.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
-    outer.hosts.insert(name.clone(), host);
-    outer.validate()?;
+    // Validated as a plan's `hosts.<name>` entry, so the messages name the same fields.
+    let state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
+    let job = Job::pulled_ad_hoc(&name, host, dest.clone(), state_dir)?;
     crate::commands::create_dest(&dest)?;
-    Ok(outer.for_host(&name)?)
+    Ok(job)
 }
 
 /// The agent's configuration file.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use hwc_backup_engine::job::{Job, Store};
 use hwc_backup_engine::layout::HostDir;
 use hwc_backup_engine::plan::Plan;
 
@@ -11,10 +12,13 @@ use crate::args::Target;
 /// Where the NixOS module puts the plan.
 pub const DEFAULT_CONFIG: &str = "/etc/hwc-backup/config.json";
 
-/// A plan, if one is used, and the host directory.
+/// The job, if a plan is used, and the host directory.
 pub struct Resolved {
-    /// The plan (absent with `--dest`).
-    pub plan: Option<Plan>,
+    /// The plan's job for the host (absent with `--dest`): a pulled host's with `--host NAME`
+    /// of the plan's `hosts`, else this machine's.
+    pub job: Option<Job>,
+    /// The job's store, or with `--dest` one built from the arguments (built-in rules).
+    pub store: Store,
     /// The host directory.
     pub host: HostDir,
     /// The host name.
@@ -38,27 +42,32 @@ impl Target {
         if let Some(dest) = &self.dest {
             let host_name = self.host.clone().unwrap_or_else(hwc_backup_engine::fsutil::hostname);
             hwc_backup_engine::plan::check_host_name("--host", &host_name)?;
+            let host = HostDir::open(&dest.join(&host_name))?;
+            let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);
+            let dest = host.root().parent().unwrap_or(std::path::Path::new("/")).to_path_buf();
             return Ok(Resolved {
-                plan: None,
-                host: HostDir::open(&dest.join(&host_name))?,
+                job: None,
+                store: Store::ad_hoc(host_name.clone(), dest, state_dir.clone()),
+                host,
                 host_name,
-                state_dir: self.state_dir.clone().unwrap_or_else(default_state_dir),
+                state_dir,
             });
         }
         let plan = self.load_plan("or --dest DIR [--host NAME] to work on a destination without one")?;
         let host_name = self.host.clone().unwrap_or_else(|| plan.host.clone());
         // A host this machine pulls has its own sources, retention and records: `prune --host
         // web1` keeps what web1's rules keep, `health --host web1` checks web1's snapshots.
-        let plan = if host_name != plan.host && plan.hosts.contains_key(&host_name) {
-            plan.for_host(&host_name)?.0
+        let job = if host_name != plan.host && plan.hosts.contains_key(&host_name) {
+            plan.pulled_job(&host_name)?
         } else {
-            plan
+            plan.local_job()
         };
         Ok(Resolved {
             host: HostDir::open(&plan.destination.path.join(&host_name))?,
             host_name,
             state_dir: plan.state_dir.clone(),
-            plan: Some(plan),
+            store: job.store.clone(),
+            job: Some(job),
         })
     }
 

@@ -29,9 +29,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::job::Store;
 use crate::layout::{HostDir, Snapshot};
 use crate::lock::HostLock;
-use crate::plan::{Plan, SyncMode};
+use crate::plan::{Cloud, SyncMode};
 
 /// The state file inside `<stateDir>/<host>/`.
 pub const STATE_FILE: &str = "cloud.json";
@@ -128,8 +129,8 @@ pub fn remote_host_dir(remote: &str, host: &str) -> String {
 }
 
 /// The rclone binary: the plan's, or `rclone` on PATH.
-pub fn rclone_binary(plan: &Plan) -> Result<PathBuf> {
-    if let Some(p) = &plan.cloud.rclone {
+pub fn rclone_binary(cloud: &Cloud) -> Result<PathBuf> {
+    if let Some(p) = &cloud.rclone {
         return Ok(p.clone());
     }
     crate::notify::find_program("rclone", &["/run/current-system/sw/bin/rclone"]).ok_or_else(|| Error::Command {
@@ -141,19 +142,19 @@ pub fn rclone_binary(plan: &Plan) -> Result<PathBuf> {
 /// Pushes the newest complete snapshot. Never returns an error: a failed push is a report
 /// with `ok: false`, recorded like a good one. The host lock is held meanwhile, so pruning
 /// cannot move the snapshot away under rclone.
-pub fn push(plan: &Plan, opts: &CloudOptions) -> CloudReport {
-    let remote = plan.cloud.remote.clone().unwrap_or_default();
-    let verb = match plan.cloud.sync_mode {
+pub fn push(store: &Store, cloud: &Cloud, opts: &CloudOptions) -> CloudReport {
+    let remote = cloud.remote.clone().unwrap_or_default();
+    let verb = match cloud.sync_mode {
         SyncMode::Sync => "sync",
         SyncMode::Copy | SyncMode::Move => "copy",
     };
     let mut report = CloudReport {
-        host: plan.host.clone(),
+        host: store.host.clone(),
         ok: false,
         error: None,
         snapshot: None,
         snapshot_path: None,
-        destination: format!("{}/current", remote_host_dir(&remote, &plan.host)),
+        destination: format!("{}/current", remote_host_dir(&remote, &store.host)),
         history: None,
         verb,
         files: 0,
@@ -167,29 +168,29 @@ pub fn push(plan: &Plan, opts: &CloudOptions) -> CloudReport {
         started_at: Timestamp::now(),
         finished_at: Timestamp::now(),
     };
-    if plan.cloud.sync_mode == SyncMode::Move {
+    if cloud.sync_mode == SyncMode::Move {
         report
             .notes
             .push("syncMode \"move\" runs as \"copy\": moving would delete the files of the local snapshot".into());
     }
-    if let Err(e) = push_inner(plan, opts, &mut report) {
+    if let Err(e) = push_inner(store, cloud, opts, &mut report) {
         report.error = Some(e.to_string());
     } else {
         report.ok = true;
     }
     report.finished_at = Timestamp::now();
-    if let Err(e) = record(plan, &report) {
+    if let Err(e) = record(store, &report) {
         report.notes.push(format!("the push was not recorded: {e}"));
     }
     report
 }
 
-fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Result<()> {
-    if !plan.cloud.enable {
+fn push_inner(store: &Store, cloud: &Cloud, opts: &CloudOptions, report: &mut CloudReport) -> Result<()> {
+    if !cloud.enable {
         return Err(Error::config("cloud.enable", "is false; enable the cloud copy in the configuration first"));
     }
-    let rclone = rclone_binary(plan)?;
-    let host = HostDir::open(&plan.host_dir())?;
+    let rclone = rclone_binary(cloud)?;
+    let host = HostDir::open(&store.host_dir())?;
     let _lock = HostLock::acquire(&host, "cloud push")?;
     let snapshot = host.newest()?.ok_or_else(|| {
         Error::Guard(format!("there is no complete snapshot under {} to push", host.root().display()))
@@ -200,8 +201,8 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
     report.files = c.files + c.symlinks;
     report.bytes = c.bytes_copied + c.bytes_linked;
 
-    let rc = Rclone::new(rclone, plan);
-    if plan.cloud.sync_mode == SyncMode::Sync {
+    let rc = Rclone::new(rclone, cloud);
+    if cloud.sync_mode == SyncMode::Sync {
         let (files, bytes) = rc.size(&report.destination).map_err(|message| Error::Command {
             what: format!("rclone size {}", report.destination),
             message: format!("cannot read the remote: {message}; the local snapshot {} is untouched", snapshot.id()),
@@ -212,12 +213,12 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
             shrink_guard(&snapshot, report.files, report.bytes, files, bytes, &report.destination)?;
         }
     }
-    let history_root = format!("{}/history", remote_host_dir(plan.cloud.remote.as_deref().unwrap_or(""), &plan.host));
-    if plan.cloud.keep_history > 0 {
+    let history_root = format!("{}/history", remote_host_dir(cloud.remote.as_deref().unwrap_or(""), &store.host));
+    if cloud.keep_history > 0 {
         report.history = Some(format!("{history_root}/{}", snapshot.name));
     }
 
-    let state_dir = plan.host_state_dir();
+    let state_dir = store.host_state_dir();
     crate::fsutil::ensure_dir(&state_dir)?;
     let log = state_dir.join(RCLONE_LOG);
     report.log_file = Some(log.clone());
@@ -233,7 +234,7 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
     if let Some(h) = &report.history {
         args.extend(["--backup-dir".into(), h.clone()]);
     }
-    if let Some(b) = &plan.cloud.bandwidth_limit {
+    if let Some(b) = &cloud.bandwidth_limit {
         args.extend(["--bwlimit".into(), b.clone()]);
     }
     report.command =
@@ -246,8 +247,8 @@ fn push_inner(plan: &Plan, opts: &CloudOptions, report: &mut CloudReport) -> Res
             log.display()
         ),
     })?;
-    if plan.cloud.keep_history > 0 {
-        match rc.prune_history(&history_root, plan.cloud.keep_history as usize) {
+    if cloud.keep_history > 0 {
+        match rc.prune_history(&history_root, cloud.keep_history as usize) {
             Ok(removed) => report.history_pruned = removed,
             Err(e) => report.notes.push(format!("old history folders were not purged: {e}")),
         }
@@ -283,8 +284,8 @@ fn shrink_guard(s: &Snapshot, files: u64, bytes: u64, rfiles: u64, rbytes: u64, 
     Ok(())
 }
 
-fn record(plan: &Plan, r: &CloudReport) -> Result<()> {
-    let dir = plan.host_state_dir();
+fn record(store: &Store, r: &CloudReport) -> Result<()> {
+    let dir = store.host_state_dir();
     crate::fsutil::ensure_dir(&dir)?;
     let mut rec = CloudRecord::read(&dir).unwrap_or_default();
     rec.last_attempt = Some(r.finished_at);
@@ -308,8 +309,8 @@ struct Rclone {
 }
 
 impl Rclone {
-    fn new(bin: PathBuf, plan: &Plan) -> Rclone {
-        Rclone { bin, config: plan.cloud.rclone_config_file.clone() }
+    fn new(bin: PathBuf, cloud: &Cloud) -> Rclone {
+        Rclone { bin, config: cloud.rclone_config_file.clone() }
     }
 
     fn global_args(&self) -> Vec<String> {

@@ -28,7 +28,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
-use crate::plan::{Mysql, Plan, Postgresql};
+use crate::plan::{Databases, Mysql, Postgresql};
 
 /// One dump file written.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -53,8 +53,7 @@ pub struct DumpFile {
     clippy::disallowed_methods,
     reason = "the staging directory is the plan's, on this machine, not the destination"
 )]
-pub fn dump_all(plan: &Plan) -> Result<Vec<DumpFile>> {
-    let d = &plan.databases;
+pub fn dump_all(d: &Databases) -> Result<Vec<DumpFile>> {
     let mut files = Vec::new();
     if !d.any_enabled() {
         return Ok(files);

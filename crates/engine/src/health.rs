@@ -21,9 +21,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, Result};
+use crate::job::Store;
 use crate::layout::HostDir;
 use crate::meta::{Counts, RunState};
-use crate::plan::Plan;
+use crate::plan::Cloud;
 use crate::verify::VerifyReport;
 
 /// The last run's report, as the CLI keeps it (`<stateDir>/<host>/last-run.json`).
@@ -192,8 +193,9 @@ impl HealthReport {
     }
 }
 
-/// Checks every condition at time `now`.
-pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
+/// Checks every condition of `store` at time `now`; the cloud copy's too when `cloud` is given
+/// and enabled (only this machine's own job has one).
+pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthReport {
     let mut checks = Vec::new();
     let mut push = |name: &str, r: std::result::Result<String, String>| {
         let (ok, message) = match r {
@@ -202,29 +204,29 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
         };
         checks.push(Check { name: name.into(), ok, message });
     };
-    let dest = &plan.destination.path;
-    push("destination", check_destination(plan));
+    let dest = &store.destination.path;
+    push("destination", check_destination(store));
     let free = crate::fsutil::free_bytes(dest).ok();
     push(
         "freeSpace",
         match free {
             None => Err(format!("cannot read the free space of {}", dest.display())),
-            Some(f) if f < plan.destination.min_free_bytes => Err(format!(
+            Some(f) if f < store.destination.min_free_bytes => Err(format!(
                 "{} has {} free, less than the required {}",
                 dest.display(),
                 crate::run::human_bytes(f),
-                crate::run::human_bytes(plan.destination.min_free_bytes)
+                crate::run::human_bytes(store.destination.min_free_bytes)
             )),
             Some(f) => Ok(format!("{} free", crate::run::human_bytes(f))),
         },
     );
-    let host_root = plan.host_dir();
+    let host_root = store.host_dir();
     let listed = HostDir::open(&host_root).and_then(|h| h.list());
     let (count, newest) = match &listed {
         Ok(l) => (l.len(), l.last().map(|s| (s.id(), s.time()))),
         Err(_) => (0, None),
     };
-    let max_age = plan.max_age();
+    let max_age = store.max_age();
     push(
         "newestSnapshot",
         match (&listed, &newest) {
@@ -242,7 +244,7 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
                     Err(format!(
                         "the newest snapshot {id} is {} old, older than health.maxAge {}",
                         words(age),
-                        plan.health.max_age
+                        store.health.max_age
                     ))
                 } else {
                     Ok(format!("the newest snapshot {id} is {} old", words(age)))
@@ -250,7 +252,7 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
             }
         },
     );
-    let min = plan.health.min_backups as usize;
+    let min = store.health.min_backups as usize;
     push(
         "snapshotCount",
         if count < min {
@@ -259,7 +261,7 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
             Ok(format!("{count} complete snapshot(s)"))
         },
     );
-    let state_dir = plan.host_state_dir();
+    let state_dir = store.host_state_dir();
     push(
         "lastRun",
         match LastRun::read(&state_dir) {
@@ -267,12 +269,12 @@ pub fn check(plan: &Plan, now: Timestamp) -> HealthReport {
             Some(r) => check_last_run(&r),
         },
     );
-    push("verify", check_verify(plan, &state_dir, now));
-    if plan.cloud.enable {
-        push("cloud", check_cloud(plan, &state_dir, now));
+    push("verify", check_verify(store, &state_dir, now));
+    if let Some(cloud) = cloud.filter(|c| c.enable) {
+        push("cloud", check_cloud(cloud, &state_dir, now));
     }
     HealthReport {
-        host: plan.host.clone(),
+        host: store.host.clone(),
         healthy: checks.iter().all(|c| c.ok),
         checked_at: now,
         checks,
@@ -302,14 +304,14 @@ fn check_last_run(r: &LastRun) -> std::result::Result<String, String> {
     }
 }
 
-fn check_destination(plan: &Plan) -> std::result::Result<String, String> {
-    let dest = &plan.destination.path;
+fn check_destination(store: &Store) -> std::result::Result<String, String> {
+    let dest = &store.destination.path;
     match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(format!("destination {} is not a directory", dest.display())),
         Err(e) => return Err(format!("destination {} is not reachable: {e}", dest.display())),
     }
-    if plan.destination.require_mount_point {
+    if store.destination.require_mount_point {
         match crate::fsutil::is_mount_point(dest) {
             Ok(true) => return Ok(format!("{} is mounted", dest.display())),
             Ok(false) => {
@@ -324,8 +326,8 @@ fn check_destination(plan: &Plan) -> std::result::Result<String, String> {
     Ok(format!("{} is reachable", dest.display()))
 }
 
-fn check_verify(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
-    let limit = plan.verify_max_age();
+fn check_verify(store: &Store, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
+    let limit = store.verify_max_age();
     let Some(rec) = VerifyRecord::read(state_dir) else {
         return match limit {
             Some(_) => Err("no verify has been recorded; run `backup-verify`".into()),
@@ -346,14 +348,14 @@ fn check_verify(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::R
             return Err(format!(
                 "the last verify was {} ago, longer than health.verifyMaxAge {}",
                 words(age),
-                plan.health.verify_max_age.as_deref().unwrap_or("")
+                store.health.verify_max_age.as_deref().unwrap_or("")
             ));
         }
     }
     Ok(format!("the last verify ({} ago, {} files) was clean", words(age), rec.files_checked))
 }
 
-fn check_cloud(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
+fn check_cloud(cloud: &Cloud, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
     let rec = crate::cloud::CloudRecord::read(state_dir).unwrap_or_default();
     let last_error = rec
         .last_error
@@ -365,11 +367,11 @@ fn check_cloud(plan: &Plan, state_dir: &Path, now: Timestamp) -> std::result::Re
         return Err(format!("the snapshot has never been pushed to the cloud{last_error}"));
     };
     let age = age(now, t);
-    if age > plan.cloud_max_age() {
+    if age > cloud.max_age_duration() {
         return Err(format!(
             "the last cloud push that succeeded was {} ago, longer than cloud.maxAge {}{last_error}",
             words(age),
-            plan.cloud.max_age
+            cloud.max_age
         ));
     }
     Ok(format!("pushed {} ago{last_error}", words(age)))

@@ -9,6 +9,7 @@
 //! entry points:
 //!
 //! - [`plan::Plan`]: the JSON plan (the contract with the NixOS module), strictly validated.
+//! - [`job::Job`]: what a run works on, built by the plan for this machine and each pulled host.
 //! - [`run::run`]: one backup run, ending `success`, `partial` or `failed`.
 //! - [`layout::HostDir`]: listing and resolving snapshots of one host.
 //! - [`restore::restore`], [`verify::verify`], [`prune::plan`] / [`prune::execute`].
@@ -33,6 +34,7 @@ pub mod fs;
 pub mod fsops;
 pub mod fsutil;
 pub mod health;
+pub mod job;
 pub mod jsonlog;
 pub mod layout;
 pub mod lock;

@@ -17,20 +17,20 @@ use jiff::Timestamp;
 use crate::cloud::CloudRecord;
 use crate::error::Result;
 use crate::health::{HealthReport, LastRun, VerifyRecord};
+use crate::job::Job;
 use crate::layout::{HostDir, TIERS};
 use crate::meta::RunState;
-use crate::plan::Plan;
 
 /// The metrics file for a host.
 pub fn file_path(dir: &Path, host: &str) -> PathBuf {
     dir.join(format!("hwc_backup_{host}.prom"))
 }
 
-/// Writes the metrics file when `metrics.textfileDir` is set; returns its path.
-pub fn write(plan: &Plan) -> Result<Option<PathBuf>> {
-    let Some(dir) = &plan.metrics.textfile_dir else { return Ok(None) };
-    let text = render(plan, Timestamp::now());
-    let path = file_path(dir, &plan.host);
+/// Writes the job's metrics file when `metrics.textfileDir` is set; returns its path.
+pub fn write(job: &Job) -> Result<Option<PathBuf>> {
+    let Some(dir) = &job.reporting.metrics.textfile_dir else { return Ok(None) };
+    let text = render(job, Timestamp::now());
+    let path = file_path(dir, job.host());
     write_atomically(&path, text.as_bytes())?;
     Ok(Some(path))
 }
@@ -41,12 +41,12 @@ fn write_atomically(path: &Path, text: &[u8]) -> Result<()> {
 }
 
 /// The metrics text at time `now`.
-pub fn render(plan: &Plan, now: Timestamp) -> String {
-    let mut m = Metrics { out: String::new(), host: escape(&plan.host) };
+pub fn render(job: &Job, now: Timestamp) -> String {
+    let mut m = Metrics { out: String::new(), host: escape(job.host()) };
     let secs = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
     m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
 
-    let state_dir = plan.host_state_dir();
+    let state_dir = job.store.host_state_dir();
     let last = LastRun::read(&state_dir);
     if let Some(r) = last.as_ref().filter(|r| r.state == RunState::Skipped) {
         m.gauge(
@@ -83,7 +83,7 @@ pub fn render(plan: &Plan, now: Timestamp) -> String {
         m.gauge("last_run_warnings", "Warnings of the last run.", &[(&[], c.warnings as f64)]);
     }
 
-    let snapshots = HostDir::open(&plan.host_dir()).and_then(|h| h.list()).unwrap_or_default();
+    let snapshots = HostDir::open(&job.store.host_dir()).and_then(|h| h.list()).unwrap_or_default();
     let per_tier: Vec<([(&str, &str); 1], f64)> = TIERS
         .iter()
         .map(|t| ([("tier", t.as_str())], snapshots.iter().filter(|s| s.tier == *t).count() as f64))
@@ -118,7 +118,7 @@ pub fn render(plan: &Plan, now: Timestamp) -> String {
             &[(&[], secs(newest.meta.finished_at))],
         );
     }
-    if let Ok(free) = crate::fsutil::free_bytes(&plan.destination.path) {
+    if let Ok(free) = crate::fsutil::free_bytes(&job.store.destination.path) {
         m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
     }
 
@@ -132,7 +132,11 @@ pub fn render(plan: &Plan, now: Timestamp) -> String {
         m.gauge("verify_files_checked", "Files the last verify hashed.", &[(&[], v.files_checked as f64)]);
     }
 
-    m.gauge("cloud_enabled", "1 when the cloud copy is configured.", &[(&[], f64::from(u8::from(plan.cloud.enable)))]);
+    m.gauge(
+        "cloud_enabled",
+        "1 when the cloud copy is configured.",
+        &[(&[], f64::from(u8::from(job.cloud().is_some())))],
+    );
     if let Some(c) = CloudRecord::read(&state_dir) {
         if let Some(t) = c.last_success {
             m.gauge(
@@ -200,6 +204,7 @@ fn number(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Plan;
 
     #[test]
     fn numbers_and_escapes() {
@@ -213,7 +218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut plan = Plan::ad_hoc("h".into(), vec!["/src".into()], dir.path().to_path_buf(), vec![]);
         plan.state_dir = dir.path().join("state");
-        let text = render(&plan, Timestamp::now());
+        let text = render(&plan.local_job(), Timestamp::now());
         assert!(text.contains("# TYPE hwc_backup_snapshots gauge"));
         assert!(text.contains("hwc_backup_snapshots{host=\"h\",tier=\"daily\"} 0"));
         assert!(!text.contains("last_run_state"), "no run recorded yet: {text}");
@@ -225,7 +230,7 @@ mod tests {
         let mut plan = Plan::ad_hoc("h".into(), vec!["/src".into()], dir.path().to_path_buf(), vec![]);
         plan.state_dir = dir.path().join("state");
         plan.metrics.textfile_dir = Some(dir.path().join("prom"));
-        let p = write(&plan).unwrap().unwrap();
+        let p = write(&plan.local_job()).unwrap().unwrap();
         assert_eq!(p, dir.path().join("prom/hwc_backup_h.prom"));
         let names: Vec<_> =
             std::fs::read_dir(dir.path().join("prom")).unwrap().map(|e| e.unwrap().file_name()).collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::job::{Job, Kind, LocalJob, PulledJob, Reporting, Sources, Store};
 
 /// The only plan version this runner understands.
 pub const PLAN_VERSION: u32 = 1;
@@ -182,6 +183,37 @@ impl Default for Retention {
     }
 }
 
+impl Retention {
+    /// The retention policy, validated; a policy that keeps nothing is an error.
+    pub fn policy(&self) -> Result<crate::retention::Policy> {
+        let r = self;
+        let within = match &r.within {
+            None => None,
+            Some(w) => Some(
+                crate::retention::Within::parse(w)
+                    .map_err(|e| Error::config("retention.within", format!("{w:?}: {e}")))?,
+            ),
+        };
+        let policy = crate::retention::Policy {
+            last: r.last.as_i64(),
+            hourly: r.hourly.as_i64(),
+            daily: r.daily.as_i64(),
+            weekly: r.weekly.as_i64(),
+            monthly: r.monthly.as_i64(),
+            yearly: r.yearly.as_i64(),
+            within,
+            ..Default::default()
+        };
+        if policy.is_empty() {
+            return Err(Error::config(
+                "retention",
+                "keeps nothing (every count is 0 and no within); set at least one keep count",
+            ));
+        }
+        Ok(policy)
+    }
+}
+
 /// Programs run around the snapshot.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -250,6 +282,13 @@ impl Default for Cloud {
             keep_history: thirty(),
             max_age: default_cloud_max_age(),
         }
+    }
+}
+
+impl Cloud {
+    /// `cloud.maxAge` as a duration (validated at load).
+    pub fn max_age_duration(&self) -> Duration {
+        parse_duration(&self.max_age).unwrap_or(Duration::from_secs(7 * 86400))
     }
 }
 
@@ -512,6 +551,17 @@ impl RemoteHost {
 
     /// Checks the values the types do not constrain; `name` is the key under `hosts`.
     pub fn validate(&self, name: &str, plan: &Plan) -> Result<()> {
+        if name == plan.host {
+            return Err(Error::config(
+                format!("hosts.{name}"),
+                format!("{name:?} is this machine's own host name; its snapshots would share one directory"),
+            ));
+        }
+        self.validate_entry(name)
+    }
+
+    /// The checks of [`RemoteHost::validate`] that do not need the rest of the plan.
+    pub fn validate_entry(&self, name: &str) -> Result<()> {
         let f = |field: &str| format!("hosts.{name}.{field}");
         validate_host(name).map_err(|_| {
             Error::config(
@@ -519,12 +569,6 @@ impl RemoteHost {
                 format!("{name:?} is not a valid host name (letters, digits, '.', '_', '-'; at most 64)"),
             )
         })?;
-        if name == plan.host {
-            return Err(Error::config(
-                format!("hosts.{name}"),
-                format!("{name:?} is this machine's own host name; its snapshots would share one directory"),
-            ));
-        }
         let token = |s: &str| !s.is_empty() && !s.starts_with('-') && !s.chars().any(|c| c.is_whitespace() || c == '@');
         if !token(&self.address) {
             return Err(Error::config(f("address"), format!("{:?} is not a host name or address", self.address)));
@@ -558,8 +602,7 @@ impl RemoteHost {
         crate::exclude::ExcludeSet::new(&self.exclude_patterns)
             .map_err(|e| Error::config(f("excludePatterns"), e.to_string()))?;
         if let Some(r) = &self.retention {
-            let p = Plan { retention: r.clone(), ..plan.clone() };
-            p.retention_policy().map_err(|e| match e {
+            r.policy().map_err(|e| match e {
                 Error::Config { message, .. } => Error::config(f("retention"), message),
                 other => other,
             })?;
@@ -621,7 +664,7 @@ fn seven() -> Count {
 fn default_max_age() -> String {
     "48h".into()
 }
-fn default_log_dir() -> PathBuf {
+pub(crate) fn default_log_dir() -> PathBuf {
     "/var/log/backup".into()
 }
 fn default_state_dir() -> PathBuf {
@@ -835,86 +878,71 @@ impl Plan {
 
     /// The retention policy, validated; a policy that keeps nothing is an error.
     pub fn retention_policy(&self) -> Result<crate::retention::Policy> {
-        let r = &self.retention;
-        let within = match &r.within {
-            None => None,
-            Some(w) => Some(
-                crate::retention::Within::parse(w)
-                    .map_err(|e| Error::config("retention.within", format!("{w:?}: {e}")))?,
-            ),
-        };
-        let policy = crate::retention::Policy {
-            last: r.last.as_i64(),
-            hourly: r.hourly.as_i64(),
-            daily: r.daily.as_i64(),
-            weekly: r.weekly.as_i64(),
-            monthly: r.monthly.as_i64(),
-            yearly: r.yearly.as_i64(),
-            within,
-            ..Default::default()
-        };
-        if policy.is_empty() {
-            return Err(Error::config(
-                "retention",
-                "keeps nothing (every count is 0 and no within); set at least one keep count",
-            ));
+        self.retention.policy()
+    }
+
+    /// The jobs this plan describes: this machine's own, then each pulled host's by name.
+    pub fn jobs(&self) -> Vec<Job> {
+        let pulled = self.hosts.iter().map(|(name, h)| self.pulled_job_of(name, h));
+        std::iter::once(self.local_job()).chain(pulled).collect()
+    }
+
+    /// This machine's job: its sources, hooks, dumps and cloud copy.
+    pub fn local_job(&self) -> Job {
+        Job {
+            store: self.store_for(&self.host, &self.retention),
+            sources: Sources {
+                paths: self.sources.clone(),
+                exclude_patterns: self.exclude_patterns.clone(),
+                one_file_system: self.one_file_system,
+            },
+            reporting: Reporting {
+                log_dir: self.log_dir.clone(),
+                metrics: self.metrics.clone(),
+                notifications: self.notifications.clone(),
+            },
+            kind: Kind::Local(LocalJob {
+                hooks: self.hooks.clone(),
+                databases: self.databases.clone(),
+                cloud: self.cloud.clone(),
+            }),
         }
-        Ok(policy)
     }
 
-    /// The plan of a run pulling `name` from `hosts`: its sources, excludes and retention,
-    /// the rest of this plan; no hooks, dumps or cloud push (they belong to this machine).
-    pub fn for_host(&self, name: &str) -> Result<(Plan, RemoteHost)> {
-        let Some(h) = self.hosts.get(name) else {
-            let known: Vec<&str> = self.hosts.keys().map(String::as_str).collect();
-            return Err(Error::config(
-                "hosts",
-                format!(
-                    "has no host {name:?} (declared: {})",
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
-                ),
-            ));
-        };
-        let mut p = self.clone();
-        p.host = name.to_string();
-        p.sources = h.sources.clone();
-        p.exclude_patterns = h.exclude_patterns.clone();
-        p.one_file_system = h.one_file_system;
-        p.retention = h.retention.clone().unwrap_or_else(|| self.retention.clone());
-        p.hooks = Hooks::default();
-        p.databases = Databases { staging_dir: self.databases.staging_dir.clone(), ..Databases::default() };
-        p.cloud.enable = false;
-        // The healthchecks.io check is this machine's own job's dead man's switch: a pull
-        // that succeeds must not ping it (that would hide a dead local job), nor one that
-        // fails. A pulled host is watched by `health --host NAME`.
-        p.notifications.healthchecks = None;
-        p.hosts = BTreeMap::new();
-        Ok((p, h.clone()))
+    /// The job pulling `name` from `hosts`: the host's sources, excludes and retention (or
+    /// the plan's), this plan's destination, health thresholds, logs, metrics and
+    /// notifications. It has no hooks, dumps or cloud copy: they belong to this machine.
+    pub fn pulled_job(&self, name: &str) -> Result<Job> {
+        match self.hosts.get(name) {
+            Some(h) => Ok(self.pulled_job_of(name, h)),
+            None => Err(crate::job::unknown_host(name, self.hosts.keys().map(String::as_str).collect())),
+        }
     }
 
-    /// The directory of this host's snapshots.
-    pub fn host_dir(&self) -> PathBuf {
-        self.destination.path.join(&self.host)
+    fn pulled_job_of(&self, name: &str, h: &RemoteHost) -> Job {
+        Job {
+            store: self.store_for(name, h.retention.as_ref().unwrap_or(&self.retention)),
+            sources: h.sources(),
+            reporting: Reporting {
+                log_dir: self.log_dir.clone(),
+                metrics: self.metrics.clone(),
+                // The healthchecks.io check is this machine's own job's dead man's switch: a
+                // pull that succeeds must not ping it (that would hide a dead local job), nor
+                // one that fails. A pulled host is watched by `health --host NAME`.
+                notifications: Notifications { healthchecks: None, ..self.notifications.clone() },
+            },
+            kind: Kind::Pulled(PulledJob { remote: h.clone() }),
+        }
     }
 
-    /// `health.maxAge` as a duration (validated at load).
-    pub fn max_age(&self) -> Duration {
-        parse_duration(&self.health.max_age).unwrap_or(Duration::from_secs(48 * 3600))
-    }
-
-    /// `cloud.maxAge` as a duration (validated at load).
-    pub fn cloud_max_age(&self) -> Duration {
-        parse_duration(&self.cloud.max_age).unwrap_or(Duration::from_secs(7 * 86400))
-    }
-
-    /// `health.verifyMaxAge` as a duration (validated at load).
-    pub fn verify_max_age(&self) -> Option<Duration> {
-        self.health.verify_max_age.as_deref().and_then(|v| parse_duration(v).ok())
-    }
-
-    /// Where state about this host is kept between runs: `<stateDir>/<host>/`.
-    pub fn host_state_dir(&self) -> PathBuf {
-        self.state_dir.join(&self.host)
+    fn store_for(&self, host: &str, retention: &Retention) -> Store {
+        Store {
+            host: host.to_string(),
+            destination: self.destination.clone(),
+            retention: retention.clone(),
+            health: self.health.clone(),
+            state_dir: self.state_dir.clone(),
+        }
     }
 }
 
@@ -949,7 +977,7 @@ fn validate_host(host: &str) -> Result<()> {
     }
 }
 
-fn absolute(field: &str, p: &Path) -> Result<()> {
+pub(crate) fn absolute(field: &str, p: &Path) -> Result<()> {
     if !p.is_absolute() {
         return Err(Error::config(field, format!("{:?} is not an absolute path", p.display().to_string())));
     }
@@ -1091,11 +1119,12 @@ mod tests {
         v["hosts"] = serde_json::json!({ "web1": { "address": "web1.lan", "user": "root",
             "sources": ["/srv", "/etc"], "retention": { "daily": 3, "weekly": 0, "monthly": 0 } } });
         let p = Plan::parse(&v.to_string()).unwrap();
-        let (hp, h) = p.for_host("web1").unwrap();
-        assert_eq!((hp.host.as_str(), h.port, h.agent_command.as_str()), ("web1", 22, "hwc-backup agent"));
-        assert_eq!(hp.sources, vec![PathBuf::from("/srv"), PathBuf::from("/etc")]);
-        assert_eq!(hp.retention.daily, Count::N(3));
-        assert!(p.for_host("nope").unwrap_err().to_string().contains("web1"));
+        let hp = p.pulled_job("web1").unwrap();
+        let h = &hp.pulled().unwrap().remote;
+        assert_eq!((hp.host(), h.port, h.agent_command.as_str()), ("web1", 22, "hwc-backup agent"));
+        assert_eq!(hp.sources.paths, vec![PathBuf::from("/srv"), PathBuf::from("/etc")]);
+        assert_eq!(hp.store.retention.daily, Count::N(3));
+        assert!(p.pulled_job("nope").unwrap_err().to_string().contains("web1"));
         for (host, want) in [
             (
                 serde_json::json!({ "address": "-oProxyCommand=x", "user": "root", "sources": ["/srv"] }),

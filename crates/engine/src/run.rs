@@ -15,10 +15,11 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::exclude::ExcludeSet;
 use crate::fs::{Dir, Name};
+use crate::job::Job;
 use crate::layout::{self, HostDir};
 use crate::lock::HostLock;
 use crate::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
-use crate::plan::Plan;
+use crate::plan::{Destination, Plan};
 use crate::prune::{self, PrunePlan};
 use crate::snapshot::{BuildOptions, LinkBase, Progress};
 use crate::source::{LocalFs, Source};
@@ -37,9 +38,19 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
-    /// Defaults for a plan.
+    /// Defaults for a plan's own (local) job.
     pub fn for_plan(plan: &Plan) -> RunOptions {
-        RunOptions { now: None, threads: default_threads(), allow_shrink: false, prune: plan.retention.prune_after_run }
+        RunOptions::for_job(&plan.local_job())
+    }
+
+    /// Defaults for a job.
+    pub fn for_job(job: &Job) -> RunOptions {
+        RunOptions {
+            now: None,
+            threads: default_threads(),
+            allow_shrink: false,
+            prune: job.store.retention.prune_after_run,
+        }
     }
 }
 
@@ -110,16 +121,17 @@ impl RunReport {
     }
 }
 
-/// Runs the plan once on this machine's filesystem. See the module docs.
+/// Runs the plan's own job once on this machine's filesystem. See the module docs.
 pub fn run(plan: &Plan, opts: &RunOptions, progress: Progress) -> RunReport {
-    run_from(plan, &LocalFs, opts, progress)
+    run_from(&plan.local_job(), &LocalFs, opts, progress)
 }
 
-/// Runs the plan once, taking the entries from `source` (this machine, or a pulled host).
-pub fn run_from(plan: &Plan, source: &dyn Source, opts: &RunOptions, progress: Progress) -> RunReport {
+/// Runs the job once, taking the entries from `source` (this machine, or a pulled host).
+/// Hooks and database dumps run only for a local job: a pulled one has none.
+pub fn run_from(job: &Job, source: &dyn Source, opts: &RunOptions, progress: Progress) -> RunReport {
     let started = opts.now.clone().unwrap_or_else(Zoned::now);
-    let mut report = RunReport::new(&plan.host, started.timestamp());
-    let result = run_inner(plan, source, opts, &started, progress, &mut report);
+    let mut report = RunReport::new(job.host(), started.timestamp());
+    let result = run_inner(job, source, opts, &started, progress, &mut report);
     match result {
         Err(e) => {
             // Finding the lock held is not a failure: the run that holds it does the work.
@@ -127,7 +139,7 @@ pub fn run_from(plan: &Plan, source: &dyn Source, opts: &RunOptions, progress: P
             report.error = Some(e.to_string());
             report.error_kind = Some(e.kind());
         }
-        Ok(()) => warn_future_snapshots(plan, &mut report),
+        Ok(()) => warn_future_snapshots(job, &mut report),
     }
     report.finished_at = finish_time(opts, &started);
     report
@@ -135,9 +147,9 @@ pub fn run_from(plan: &Plan, source: &dyn Source, opts: &RunOptions, progress: P
 
 /// Adds a warning for every snapshot dated in the future (see [`crate::clock`]), which makes
 /// a successful run partial.
-fn warn_future_snapshots(plan: &Plan, report: &mut RunReport) {
+fn warn_future_snapshots(job: &Job, report: &mut RunReport) {
     let Some(published) = report.snapshot.clone() else { return };
-    let all = match HostDir::open(&plan.host_dir()).and_then(|h| h.list()) {
+    let all = match HostDir::open(&job.store.host_dir()).and_then(|h| h.list()) {
         Ok(all) => all,
         Err(e) => return tracing::warn!("cannot check the snapshots' dates: {e}"),
     };
@@ -163,20 +175,20 @@ fn finish_time(opts: &RunOptions, started: &Zoned) -> Timestamp {
 
 /// Checks that must pass before anything is written: sources exist, the destination is
 /// there (and mounted, if required), and has room.
-pub fn preflight(plan: &Plan) -> Result<()> {
-    LocalFs.preflight(plan)?;
-    preflight_destination(plan)
+pub fn preflight(job: &Job) -> Result<()> {
+    LocalFs.preflight(job)?;
+    preflight_destination(&job.store.destination)
 }
 
 /// The destination's part of [`preflight`].
-pub fn preflight_destination(plan: &Plan) -> Result<()> {
-    let dest = &plan.destination.path;
+pub fn preflight_destination(destination: &Destination) -> Result<()> {
+    let dest = &destination.path;
     match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return Err(Error::Preflight(format!("destination {} is not a directory", dest.display()))),
         Err(e) => return Err(Error::Preflight(format!("destination {} is not available: {e}", dest.display()))),
     }
-    if plan.destination.require_mount_point && !crate::fsutil::is_mount_point(dest)? {
+    if destination.require_mount_point && !crate::fsutil::is_mount_point(dest)? {
         return Err(Error::Preflight(format!(
             "destination {} is not a mount point (is the backup drive plugged in and mounted?); \
              refusing to write to the filesystem below it",
@@ -184,12 +196,12 @@ pub fn preflight_destination(plan: &Plan) -> Result<()> {
         )));
     }
     let free = crate::fsutil::free_bytes(dest)?;
-    if free < plan.destination.min_free_bytes {
+    if free < destination.min_free_bytes {
         return Err(Error::Preflight(format!(
             "destination {} has {} free, less than the required {}",
             dest.display(),
             human_bytes(free),
-            human_bytes(plan.destination.min_free_bytes)
+            human_bytes(destination.min_free_bytes)
         )));
     }
     Ok(())
@@ -212,7 +224,7 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 fn run_inner(
-    plan: &Plan,
+    job: &Job,
     source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
@@ -220,12 +232,12 @@ fn run_inner(
     report: &mut RunReport,
 ) -> Result<()> {
     let excludes =
-        ExcludeSet::new(&plan.exclude_patterns).map_err(|e| Error::config("excludePatterns", e.to_string()))?;
-    let policy = plan.retention_policy()?;
-    source.preflight(plan)?;
-    preflight_destination(plan)?;
-    let dest = Dir::open_trusted(&plan.destination.path)?;
-    let host_name = Name::new(&plan.host).map_err(|e| Error::config("host", e.to_string()))?;
+        ExcludeSet::new(&job.sources.exclude_patterns).map_err(|e| Error::config("excludePatterns", e.to_string()))?;
+    let policy = job.store.retention_policy()?;
+    source.preflight(job)?;
+    preflight_destination(&job.store.destination)?;
+    let dest = Dir::open_trusted(&job.store.destination.path)?;
+    let host_name = Name::new(job.host()).map_err(|e| Error::config("host", e.to_string()))?;
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
     report.cleaned_up = clean_leftovers(&host, &lock)?;
@@ -233,14 +245,14 @@ fn run_inner(
     host.refresh_latest(&lock)?;
     // A failed pre-hook or dump fails the run but still reaches the post-hook below, which
     // may have to restart what the pre-hook stopped.
-    let published = prepare(plan, report).and_then(|()| {
+    let published = prepare(job, report).and_then(|()| {
         let target = Target { dest: &dest, host: &host, lock: &lock };
-        build_and_publish(plan, source, opts, started, &excludes, &target, progress, report)
+        build_and_publish(job, source, opts, started, &excludes, &target, progress, report)
     });
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
-        let p = prune::plan(&snapshots, &policy, now, &plan.health.max_age);
+        let p = prune::plan(&snapshots, &policy, now, &job.store.health.max_age);
         prune::execute(&host, &lock, &p)?;
         if let Some(reason) = &p.refused {
             tracing::warn!("prune refused: {reason}");
@@ -254,13 +266,13 @@ fn run_inner(
             }
         }
     }
-    if let Some(hook) = &plan.hooks.post_backup {
+    if let Some(hook) = job.local().and_then(|l| l.hooks.post_backup.as_ref()) {
         let state = if published.is_ok() { report.state.as_str() } else { "failed" };
         let snap = report.snapshot_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         match run_hook(
             hook,
             "postBackup hook",
-            &[("HWC_BACKUP_HOST", &plan.host), ("HWC_BACKUP_STATE", state), ("HWC_BACKUP_SNAPSHOT", &snap)],
+            &[("HWC_BACKUP_HOST", job.host()), ("HWC_BACKUP_STATE", state), ("HWC_BACKUP_SNAPSHOT", &snap)],
         ) {
             Ok(out) => report.post_backup_output = Some(out),
             Err(e) => {
@@ -279,13 +291,14 @@ fn run_inner(
 
 /// What must happen before the sources are read: the pre-hook, then the database dumps
 /// (into a staging directory inside a source). What they print is kept in the report and,
-/// by `build_into`, in the snapshot's `.hwc-backup/run.log`.
-fn prepare(plan: &Plan, report: &mut RunReport) -> Result<()> {
-    if let Some(hook) = &plan.hooks.pre_backup {
-        let out = run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", plan.host.as_str())])?;
+/// by `build_into`, in the snapshot's `.hwc-backup/run.log`. Only the local job has either.
+fn prepare(job: &Job, report: &mut RunReport) -> Result<()> {
+    let Some(local) = job.local() else { return Ok(()) };
+    if let Some(hook) = &local.hooks.pre_backup {
+        let out = run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", job.host())])?;
         report.run_log.push((format!("preBackup hook {}", hook.display()), out));
     }
-    for d in crate::dumps::dump_all(plan)? {
+    for d in crate::dumps::dump_all(&local.databases)? {
         let what = format!("{} dump {} ({} bytes, {:.1}s)", d.engine, d.path.display(), d.bytes, d.seconds);
         report.run_log.push((what, d.stderr));
     }
@@ -323,7 +336,7 @@ struct Target<'a> {
 
 #[allow(clippy::too_many_arguments)]
 fn build_and_publish(
-    plan: &Plan,
+    job: &Job,
     source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
@@ -339,7 +352,7 @@ fn build_and_publish(
     let incomplete = host.incomplete(target.lock)?;
     let work = incomplete.create_new_dir(&name, 0o755)?;
     let result =
-        build_into(plan, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);
+        build_into(job, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);
     if result.is_err() {
         drop(work);
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
@@ -353,7 +366,7 @@ fn build_and_publish(
 
 #[allow(clippy::too_many_arguments)]
 fn build_into(
-    plan: &Plan,
+    job: &Job,
     source: &dyn Source,
     opts: &RunOptions,
     started: &Zoned,
@@ -374,10 +387,10 @@ fn build_into(
     let meta_dir = meta_handle.path().to_path_buf();
     let cancel = AtomicBool::new(false);
     let bopts = BuildOptions {
-        sources: &plan.sources,
+        sources: &job.sources.paths,
         excludes,
-        exclude_patterns: &plan.exclude_patterns,
-        one_file_system: plan.one_file_system,
+        exclude_patterns: &job.sources.exclude_patterns,
+        one_file_system: job.sources.one_file_system,
         threads: opts.threads,
         skip_dir: Some(target.host.root()),
         cancel: &cancel,
@@ -391,7 +404,7 @@ fn build_into(
     report.warnings = built.warnings.iter().take(MAX_WARNINGS_KEPT).cloned().collect();
     if !opts.allow_shrink {
         if let Some(b) = base {
-            shrink_guard(&b.meta, &built.files_per_source, &plan.sources)?;
+            shrink_guard(&b.meta, &built.files_per_source, &job.sources.paths)?;
         }
     }
     let state = if built.counts.warnings > 0 { RunState::Partial } else { RunState::Success };
@@ -400,14 +413,14 @@ fn build_into(
     let meta = SnapshotMeta {
         format: 1,
         tool: format!("hwc-backup {}", env!("CARGO_PKG_VERSION")),
-        host: plan.host.clone(),
+        host: job.host().to_string(),
         name: name.clone(),
         state,
         started_at: started.timestamp(),
         finished_at: finish_time(opts, started),
         utc_offset: started.offset(),
-        sources: plan.sources.clone(),
-        exclude_patterns: plan.exclude_patterns.clone(),
+        sources: job.sources.paths.clone(),
+        exclude_patterns: job.sources.exclude_patterns.clone(),
         link_base: base.map(layout::Snapshot::id),
         counts: built.counts.clone(),
         files_per_source: built.files_per_source.clone(),
@@ -418,7 +431,7 @@ fn build_into(
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a
     // power cut can never leave a published snapshot with empty files.
     work_dir.sync_filesystem()?;
-    still_mounted(plan, target.dest)?;
+    still_mounted(&job.store.destination.path, target.dest)?;
     let daily = target.host.tier_for_write(target.lock, crate::retention::Tier::Daily)?;
     incomplete.rename_noreplace(&name_c, &daily, &name_c).map_err(|e| match e {
         Error::Io { source, .. } => Error::io("publish snapshot", daily.child_path(&name_c), source),
@@ -437,15 +450,15 @@ fn build_into(
 /// opened (`umount -l` during the run, a drive pulled and the mount point left bare): the
 /// snapshot would land on a detached filesystem, and nothing is ever written below the
 /// mount point because everything goes through the handle opened at the start.
-fn still_mounted(plan: &Plan, dest: &Dir) -> Result<()> {
+fn still_mounted(path: &Path, dest: &Dir) -> Result<()> {
     let held = dest.stat_self()?;
-    let now = rustix::fs::stat(&plan.destination.path).ok();
+    let now = rustix::fs::stat(path).ok();
     if now.is_some_and(|st| (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)) {
         return Ok(());
     }
     Err(Error::Preflight(format!(
         "destination {} vanished during the run (unmounted?); the snapshot was not published",
-        plan.destination.path.display()
+        path.display()
     )))
 }
 

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::plan::Plan;
+use crate::job::Job;
 use crate::remote::pull::{self, PullOptions};
 use crate::remote::ssh::Connection;
 use crate::snapshot::{self, BuildOptions, BuildResult, LinkBase, Progress};
@@ -21,7 +21,7 @@ use crate::snapshot::{self, BuildOptions, BuildResult, LinkBase, Progress};
 /// A source of snapshot entries.
 pub trait Source {
     /// Checks what can be checked before anything is written.
-    fn preflight(&self, plan: &Plan) -> Result<()>;
+    fn preflight(&self, job: &Job) -> Result<()>;
 
     /// Builds the tree of `opts.sources` into `work` and its manifest into `manifest`.
     fn build(
@@ -41,13 +41,13 @@ pub trait Source {
 pub struct LocalFs;
 
 impl Source for LocalFs {
-    fn preflight(&self, plan: &Plan) -> Result<()> {
-        for s in &plan.sources {
+    fn preflight(&self, job: &Job) -> Result<()> {
+        for s in &job.sources.paths {
             if let Err(e) = std::fs::symlink_metadata(s) {
                 return Err(Error::Preflight(format!("source {} cannot be read: {e}", s.display())));
             }
         }
-        check_sources(plan)
+        check_sources(job)
     }
 
     fn build(
@@ -78,7 +78,7 @@ pub struct Pull<'a> {
 impl Source for Pull<'_> {
     /// The agent checks its sources when asked; a missing one fails the run then, before any
     /// file is written.
-    fn preflight(&self, _plan: &Plan) -> Result<()> {
+    fn preflight(&self, _job: &Job) -> Result<()> {
         Ok(())
     }
 
@@ -106,18 +106,18 @@ impl Source for Pull<'_> {
     }
 }
 
-/// What the plan's validation cannot see without the filesystem, checked before anything is
+/// What the job's validation cannot see without the filesystem, checked before anything is
 /// written (a `config` error: exit 2): a source that is the destination or lies inside it
 /// by another spelling (a symlink, a bind mount), compared by device and inode; and excludes
 /// that match every source. Sources that do not exist are left to the preflight.
-pub fn check_sources(plan: &Plan) -> Result<()> {
+pub fn check_sources(job: &Job) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-    let dest = id(&plan.destination.path);
-    let excludes = crate::exclude::ExcludeSet::new(&plan.exclude_patterns)
+    let dest = id(&job.store.destination.path);
+    let excludes = crate::exclude::ExcludeSet::new(&job.sources.exclude_patterns)
         .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
     let mut all_excluded = true;
-    for (i, s) in plan.sources.iter().enumerate() {
+    for (i, s) in job.sources.paths.iter().enumerate() {
         let Ok(md) = std::fs::symlink_metadata(s) else {
             all_excluded = false;
             continue;
@@ -135,14 +135,14 @@ pub fn check_sources(plan: &Plan) -> Result<()> {
                     "{} ({}) lies inside the destination {} ({}); a snapshot would hold the snapshots",
                     s.display(),
                     real.display(),
-                    plan.destination.path.display(),
+                    job.store.destination.path.display(),
                     a.display()
                 ),
             ));
         }
     }
     if all_excluded {
-        return Err(crate::plan::excludes_everything(&plan.sources));
+        return Err(crate::plan::excludes_everything(&job.sources.paths));
     }
     Ok(())
 }

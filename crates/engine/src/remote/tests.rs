@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use super::agent::{self, AgentConfig};
 use super::ssh::Connection;
+use crate::job::Job;
 use crate::meta::RunState;
-use crate::plan::Plan;
+use crate::plan::{Plan, RemoteHost};
 use crate::run::{self, RunOptions, RunReport};
 use crate::source::Pull;
 
@@ -26,13 +27,31 @@ fn connector(config: AgentConfig) -> impl Fn() -> crate::Result<Connection> + Sy
     }
 }
 
+/// The job pulling `host`, as `pull --address … --dest DEST` builds it.
+fn pulled_job(host: &str, sources: Vec<PathBuf>, dest: &Path, excludes: Vec<String>) -> Job {
+    let remote = RemoteHost {
+        address: "client.test".into(),
+        user: "root".into(),
+        port: 22,
+        ssh_key_file: None,
+        ssh_options: vec![],
+        ssh: None,
+        agent_command: "hwc-backup agent".into(),
+        sources,
+        exclude_patterns: excludes,
+        one_file_system: true,
+        retention: None,
+    };
+    Job::pulled_ad_hoc(host, remote, dest.to_path_buf(), "/var/lib/hwc-backup".into()).unwrap()
+}
+
 fn pull(src: &Path, dest: &Path, host: &str, when: &str, config: AgentConfig) -> RunReport {
-    let plan = Plan::ad_hoc(host.into(), vec![src.to_path_buf()], dest.to_path_buf(), vec!["*.skip".into()]);
-    let mut opts = RunOptions::for_plan(&plan);
+    let job = pulled_job(host, vec![src.to_path_buf()], dest, vec!["*.skip".into()]);
+    let mut opts = RunOptions::for_job(&job);
     opts.now = Some(when.parse().unwrap());
     opts.prune = false;
     let connect = connector(config);
-    run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+    run::run_from(&job, &Pull { host, connect: &connect }, &opts, &|_| {})
 }
 
 fn local(src: &Path, dest: &Path, when: &str) -> RunReport {
@@ -249,11 +268,11 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
         (vec![source.clone(), file(b"f")], "closed in the middle"),
     ] {
-        let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.clone(), vec![]);
-        let mut opts = RunOptions::for_plan(&plan);
+        let job = pulled_job("client", vec!["/srv/x".into()], &dest, vec![]);
+        let mut opts = RunOptions::for_job(&job);
         opts.prune = false;
         let connect = scripted(frames);
-        let r = run::run_from(&plan, &Pull { host: "client", connect: &connect }, &opts, &|_| {});
+        let r = run::run_from(&job, &Pull { host: "client", connect: &connect }, &opts, &|_| {});
         assert_eq!(r.state, RunState::Failed);
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
@@ -272,15 +291,19 @@ fn a_single_file_and_a_directory_as_sources_pull_like_local() {
     let sources = vec![src.join("tree"), src.join("lone.conf")];
     let when: jiff::Zoned = "2025-01-15T02:00:00+01:00[+01:00]".parse().unwrap();
     let run_as = |host: &str, pulled: bool| {
-        let plan = Plan::ad_hoc(host.into(), sources.clone(), dest.clone(), vec![]);
-        let mut opts = RunOptions::for_plan(&plan);
+        let job = if pulled {
+            pulled_job(host, sources.clone(), &dest, vec![])
+        } else {
+            Plan::ad_hoc(host.into(), sources.clone(), dest.clone(), vec![]).local_job()
+        };
+        let mut opts = RunOptions::for_job(&job);
         opts.now = Some(when.clone());
         opts.prune = false;
         let connect = connector(allow(&src));
         if pulled {
-            run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+            run::run_from(&job, &Pull { host, connect: &connect }, &opts, &|_| {})
         } else {
-            run::run(&plan, &opts, &|_| {})
+            run::run_from(&job, &crate::source::LocalFs, &opts, &|_| {})
         }
     };
     let (p, l) = (run_as("client", true), run_as("local", false));

@@ -1,0 +1,217 @@
+//! Jobs: what one run, prune, health check, metrics file or notification works on, with
+//! exactly the inputs it needs.
+//!
+//! The plan (`plan::Plan`) is the document the NixOS module renders; it is never handed to a
+//! run. It yields one [`Job`] for this machine ([`Plan::local_job`]) and one for each host it
+//! pulls ([`Plan::pulled_job`]), and a command given `--dest` without a plan builds a
+//! [`Store`] (or a pulled [`Job`]) straight from its arguments.
+//!
+//! What belongs to this machine — hooks, database dumps, the cloud copy — lives only in
+//! [`LocalJob`]; a pulled host's job is a [`PulledJob`], which has no field for them, so a
+//! new per-machine setting cannot leak into pulled hosts: it has to be added to `LocalJob`.
+//!
+//! [`Plan::local_job`]: crate::plan::Plan::local_job
+//! [`Plan::pulled_job`]: crate::plan::Plan::pulled_job
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::plan::{
+    default_log_dir, parse_duration, Cloud, Databases, Destination, Health, Hooks, Metrics, Notifications, RemoteHost,
+    Retention,
+};
+
+/// One host's directory at a destination, the rules that judge its snapshots, and where its
+/// records are kept: all that prune, health, status and metrics need.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Store {
+    /// The host's name: its directory under the destination and under `state_dir`.
+    pub host: String,
+    /// Where the snapshots go.
+    pub destination: Destination,
+    /// Which snapshots to keep.
+    pub retention: Retention,
+    /// What counts as healthy (`maxAge` also stops pruning of a stale host).
+    pub health: Health,
+    /// The state directory of all hosts; this host's is [`Store::host_state_dir`].
+    pub state_dir: PathBuf,
+}
+
+impl Store {
+    /// A host directory named on the command line (`--dest DIR [--host NAME]`, no plan): the
+    /// built-in retention and health defaults, no mount requirement.
+    pub fn ad_hoc(host: String, dest: PathBuf, state_dir: PathBuf) -> Store {
+        Store {
+            host,
+            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0 },
+            retention: Retention::default(),
+            health: Health::default(),
+            state_dir,
+        }
+    }
+
+    /// The directory of this host's snapshots: `<destination>/<host>`.
+    pub fn host_dir(&self) -> PathBuf {
+        self.destination.path.join(&self.host)
+    }
+
+    /// Where state about this host is kept between runs: `<stateDir>/<host>/`.
+    pub fn host_state_dir(&self) -> PathBuf {
+        self.state_dir.join(&self.host)
+    }
+
+    /// The retention policy, validated; a policy that keeps nothing is an error.
+    pub fn retention_policy(&self) -> Result<crate::retention::Policy> {
+        self.retention.policy()
+    }
+
+    /// `health.maxAge` as a duration (validated at load).
+    pub fn max_age(&self) -> Duration {
+        parse_duration(&self.health.max_age).unwrap_or(Duration::from_secs(48 * 3600))
+    }
+
+    /// `health.verifyMaxAge` as a duration (validated at load).
+    pub fn verify_max_age(&self) -> Option<Duration> {
+        self.health.verify_max_age.as_deref().and_then(|v| parse_duration(v).ok())
+    }
+}
+
+/// What a run reads: absolute paths (on this machine or on the pulled host) and excludes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sources {
+    /// Absolute paths to back up.
+    pub paths: Vec<PathBuf>,
+    /// rsync-style exclude patterns.
+    pub exclude_patterns: Vec<String>,
+    /// Whether to stay on the filesystem of each source.
+    pub one_file_system: bool,
+}
+
+/// Where a job tells what it did: JSON logs, the metrics file, notifications.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reporting {
+    /// Directory for JSON-lines logs.
+    pub log_dir: PathBuf,
+    /// Prometheus textfile output.
+    pub metrics: Metrics,
+    /// Who to tell, and when.
+    pub notifications: Notifications,
+}
+
+impl Reporting {
+    /// A run without a plan: the defaults, and no failure notifications (nothing is
+    /// configured to receive them; the CLI writes no logs or metrics for such a run).
+    pub fn ad_hoc() -> Reporting {
+        Reporting {
+            log_dir: default_log_dir(),
+            metrics: Metrics::default(),
+            notifications: Notifications { on_failure: false, ..Notifications::default() },
+        }
+    }
+}
+
+/// What only this machine's own job has: programs around the snapshot, database dumps, and
+/// the cloud copy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalJob {
+    /// Programs to run around the snapshot.
+    pub hooks: Hooks,
+    /// Database dumps taken before the snapshot.
+    pub databases: Databases,
+    /// Pushing the newest snapshot to a cloud remote.
+    pub cloud: Cloud,
+}
+
+/// What only a pulled host's job has: how to reach its agent. Deliberately nothing else —
+/// no hooks, dumps or cloud copy, which are this machine's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PulledJob {
+    /// The host's entry in the plan (`hosts.<name>`): address, user, ssh settings.
+    pub remote: RemoteHost,
+}
+
+/// Whose job it is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// This machine's backup of its own filesystem.
+    Local(LocalJob),
+    /// Another machine's backup, pulled over ssh.
+    Pulled(PulledJob),
+}
+
+/// One backup job: a host's store, its sources, where it reports, and what only its kind has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    /// The host directory and its rules.
+    pub store: Store,
+    /// What to back up.
+    pub sources: Sources,
+    /// Logs, metrics and notifications.
+    pub reporting: Reporting,
+    /// Local or pulled, with the inputs only that kind has.
+    pub kind: Kind,
+}
+
+impl Job {
+    /// The host's name.
+    pub fn host(&self) -> &str {
+        &self.store.host
+    }
+
+    /// This machine's own inputs, for the local job.
+    pub fn local(&self) -> Option<&LocalJob> {
+        match &self.kind {
+            Kind::Local(l) => Some(l),
+            Kind::Pulled(_) => None,
+        }
+    }
+
+    /// The pulled host's inputs, for a pulled job.
+    pub fn pulled(&self) -> Option<&PulledJob> {
+        match &self.kind {
+            Kind::Pulled(p) => Some(p),
+            Kind::Local(_) => None,
+        }
+    }
+
+    /// The cloud copy, when this is the local job and it is enabled.
+    pub fn cloud(&self) -> Option<&Cloud> {
+        self.local().map(|l| &l.cloud).filter(|c| c.enable)
+    }
+
+    /// A pull without a plan (`pull --address … --dest DIR --host NAME`): everything from the
+    /// arguments, the built-in retention and health defaults. `remote` is checked as a plan's
+    /// `hosts.<name>` entry would be, so the messages name the same fields.
+    pub fn pulled_ad_hoc(name: &str, remote: RemoteHost, dest: PathBuf, state_dir: PathBuf) -> Result<Job> {
+        crate::plan::absolute("destination.path", &dest)?;
+        remote.validate_entry(name)?;
+        crate::plan::absolute("stateDir", &state_dir)?;
+        let retention = remote.retention.clone().unwrap_or_default();
+        Ok(Job {
+            store: Store { retention, ..Store::ad_hoc(name.to_string(), dest, state_dir) },
+            sources: remote.sources(),
+            reporting: Reporting::ad_hoc(),
+            kind: Kind::Pulled(PulledJob { remote }),
+        })
+    }
+}
+
+impl RemoteHost {
+    /// This host's sources, as its job reads them.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            paths: self.sources.clone(),
+            exclude_patterns: self.exclude_patterns.clone(),
+            one_file_system: self.one_file_system,
+        }
+    }
+}
+
+/// Fails with a config error naming the known hosts when `name` is not one of them.
+pub(crate) fn unknown_host(name: &str, known: Vec<&str>) -> Error {
+    Error::config(
+        "hosts",
+        format!("has no host {name:?} (declared: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
+    )
+}
