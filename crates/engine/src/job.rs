@@ -215,3 +215,96 @@ pub(crate) fn unknown_host(name: &str, known: Vec<&str>) -> Error {
         format!("has no host {name:?} (declared: {})", if known.is_empty() { "none".into() } else { known.join(", ") }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Count, Plan};
+
+    /// A plan where this machine has every per-machine setting: hooks, dumps, a cloud copy and
+    /// a healthchecks.io check, and pulls one host.
+    fn plan_with_everything() -> Plan {
+        let v = serde_json::json!({
+            "version": 1, "host": "server",
+            "destination": { "path": "/mnt/backup" },
+            "sources": ["/home", "/var/backup"],
+            "hooks": { "preBackup": "/bin/pre", "postBackup": "/bin/post" },
+            "databases": { "stagingDir": "/var/backup/db", "postgresql": { "enable": true } },
+            "cloud": { "enable": true, "remote": "proton:Backups" },
+            "notifications": { "healthchecks": { "url": "https://hc.example/ping/x" },
+                               "ntfy": { "url": "https://ntfy.example/backups" } },
+            "metrics": { "textfileDir": "/var/lib/prometheus-node-exporter" },
+            "hosts": { "web1": { "address": "web1.lan", "user": "root", "sources": ["/srv"],
+                                 "excludePatterns": ["*.tmp"],
+                                 "retention": { "daily": 3, "weekly": 0, "monthly": 0 } } }
+        });
+        Plan::parse(&v.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_local_job_has_this_machines_settings() {
+        let plan = plan_with_everything();
+        let job = plan.local_job();
+        let local = job.local().expect("the plan's own job is local");
+        assert_eq!(local.hooks.pre_backup.as_deref(), Some(std::path::Path::new("/bin/pre")));
+        assert!(local.databases.any_enabled());
+        assert!(job.cloud().is_some());
+        assert!(job.reporting.notifications.healthchecks.is_some());
+        assert_eq!((job.host(), job.store.host_dir()), ("server", PathBuf::from("/mnt/backup/server")));
+        assert_eq!(job.store.host_state_dir(), PathBuf::from("/var/lib/hwc-backup/server"));
+        assert_eq!(plan.jobs().first(), Some(&job));
+    }
+
+    #[test]
+    fn a_pulled_job_cannot_carry_this_machines_hooks_dumps_or_cloud() {
+        let plan = plan_with_everything();
+        let jobs = plan.jobs();
+        assert_eq!(jobs.len(), 2);
+        let job = &jobs[1];
+        assert_eq!(job, &plan.pulled_job("web1").unwrap());
+        // By construction: a pulled job's own inputs are its host entry and nothing else.
+        // This pattern names every field of `PulledJob` (no `..`), so adding one — say this
+        // machine's hooks — stops this test from compiling until someone decides here.
+        let Kind::Pulled(PulledJob { remote }) = &job.kind else { panic!("web1 is pulled: {job:?}") };
+        assert_eq!(remote.address, "web1.lan");
+        assert!(job.local().is_none() && job.cloud().is_none());
+        // The host's own sources, excludes and retention; this plan's destination, health
+        // thresholds, state directory, logs and metrics.
+        assert_eq!(job.host(), "web1");
+        assert_eq!(job.sources, remote.sources());
+        assert_eq!(job.sources.exclude_patterns, vec!["*.tmp".to_string()]);
+        assert_eq!(job.store.retention.daily, Count::N(3));
+        assert_eq!(job.store.host_dir(), PathBuf::from("/mnt/backup/web1"));
+        assert_eq!(job.store.host_state_dir(), PathBuf::from("/var/lib/hwc-backup/web1"));
+        assert_eq!(job.store.health, plan.health);
+        assert_eq!(job.reporting.metrics, plan.metrics);
+        // healthchecks.io is the local job's dead man's switch; the other targets stay.
+        assert!(job.reporting.notifications.healthchecks.is_none());
+        assert_eq!(job.reporting.notifications.ntfy, plan.notifications.ntfy);
+    }
+
+    #[test]
+    fn a_pull_without_a_plan_is_checked_like_a_hosts_entry() {
+        let plan = plan_with_everything();
+        let remote = plan.hosts["web1"].clone();
+        let job = Job::pulled_ad_hoc("web1", remote.clone(), "/mnt/x".into(), "/state".into()).unwrap();
+        assert_eq!((job.host(), job.store.host_dir()), ("web1", PathBuf::from("/mnt/x/web1")));
+        assert!(!job.store.destination.require_mount_point);
+        assert_eq!(job.store.retention.daily, Count::N(3));
+        assert!(job.cloud().is_none() && job.local().is_none());
+        let bad = RemoteHost { address: "-oProxyCommand=x".into(), ..remote.clone() };
+        let e = Job::pulled_ad_hoc("web1", bad, "/mnt/x".into(), "/state".into()).unwrap_err().to_string();
+        assert!(e.contains("hosts.web1.address"), "{e}");
+        let e = Job::pulled_ad_hoc("web1", remote, "mnt".into(), "/state".into()).unwrap_err().to_string();
+        assert!(e.contains("destination.path"), "{e}");
+    }
+
+    #[test]
+    fn a_store_from_the_command_line_has_the_built_in_rules() {
+        let s = Store::ad_hoc("h".into(), "/mnt/x".into(), "/state".into());
+        assert_eq!(s.retention, Retention::default());
+        assert_eq!(s.max_age(), Duration::from_secs(48 * 3600));
+        assert!(s.retention_policy().is_ok() && !s.destination.require_mount_point);
+        assert_eq!(s.host_state_dir(), PathBuf::from("/state/h"));
+    }
+}
