@@ -106,6 +106,7 @@ fn job_for_now(a: &NowArgs) -> Result<Job> {
 
 /// Creates a one-off run's destination when it is missing — its last component only, as
 /// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
+#[expect(clippy::disallowed_methods, reason = "the --dest the user named, before any handle on it exists")]
 pub(crate) fn create_dest(dest: &Path) -> Result<()> {
     match std::fs::create_dir(dest) {
         Ok(()) => Ok(()),
@@ -305,6 +306,7 @@ fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
 }
 
 /// The directories below `dest` that look like host directories (hold a tier or `latest`).
+#[expect(clippy::disallowed_methods, reason = "reads names only, for an error message")]
 fn host_dirs(dest: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dest) else { return Vec::new() };
     let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];

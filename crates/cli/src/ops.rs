@@ -509,6 +509,7 @@ fn read_notified(dir: &Path) -> BTreeMap<String, Notified> {
     std::fs::read(dir.join(NOTIFIED_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
+#[expect(clippy::disallowed_methods, reason = "the plan's state directory on this machine, not the destination")]
 fn remember_notification(dir: &Path, job: &str, state: RunState, key: &str) {
     let mut all = read_notified(dir);
     all.insert(job.to_string(), Notified { time: Timestamp::now(), state, key: key.to_string() });
@@ -554,6 +555,7 @@ const FINISHED_INVOCATION_FILE: &str = "finished-invocations";
 /// recorded: for a unit that then fails as a dependency (its disk never mounted) systemd
 /// passes that succeeded invocation's ID, which must not silence the notification. Keeps the
 /// last few, since backup, cloud and health jobs may fail close together.
+#[expect(clippy::disallowed_methods, reason = "the plan's state directory on this machine, not the destination")]
 fn record_failed_invocation(store: &Store) {
     let Ok(id) = std::env::var("INVOCATION_ID") else { return };
     let path = store.host_state_dir().join(FINISHED_INVOCATION_FILE);

@@ -390,6 +390,7 @@ fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Rest
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
+            #[expect(clippy::disallowed_methods, reason = "the restore target the user named on this machine")]
             std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
             open_dir(&to_dir)?
         }
