@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::Dir;
+use crate::manifest::ManifestWriter;
 use crate::plan::Plan;
 use crate::remote::pull::{self, PullOptions};
 use crate::remote::ssh::Connection;
@@ -23,12 +25,13 @@ pub trait Source {
     /// Checks what can be checked before anything is written.
     fn preflight(&self, plan: &Plan) -> Result<()>;
 
-    /// Builds the tree of `opts.sources` into `work` and its manifest into `manifest`.
+    /// Builds the tree of `opts.sources` into `work` (held open; nothing below it is ever
+    /// reached by path) and its manifest with `manifest`.
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult>;
@@ -53,8 +56,8 @@ impl Source for LocalFs {
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult> {
@@ -85,8 +88,8 @@ impl Source for Pull<'_> {
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult> {

@@ -207,6 +207,23 @@ impl Dir {
         Ok(Some(data))
     }
 
+    /// Opens the regular file `name` for reading, never through a symlink and never a FIFO
+    /// or device; `None` when it does not exist.
+    pub fn open_read(&self, name: &Name) -> Result<Option<File>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(&self.fd, name.as_cstr(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(self.unexpected(name, "a regular file")),
+            Err(e) => return Err(Error::io("open", self.child_path(name), e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).ctx("inspect", self.child_path(name))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(self.unexpected(name, "a regular file"));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
     /// Creates a new regular file `name` for writing (`O_EXCL`: never an existing file, never
     /// through a symlink).
     pub fn create_file(&self, name: &Name, mode: u32) -> Result<File> {

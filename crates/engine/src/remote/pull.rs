@@ -31,10 +31,11 @@ use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
 use super::{agent, delta};
 use crate::error::{Error, Result};
+use crate::fs::Dir;
 use crate::fsops;
-use crate::manifest::{Cursor, Hash, ManifestWriter};
+use crate::manifest::{Hash, ManifestWriter};
 use crate::meta::Warning;
-use crate::snapshot::{open_dir, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+use crate::snapshot::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
 pub const MAX_INFLIGHT: usize = 64;
@@ -68,11 +69,12 @@ pub struct PullOptions<'a> {
 pub fn build(
     mut conn: Connection,
     opts: &PullOptions,
-    work: &Path,
-    manifest: &Path,
+    work_dir: &Dir,
+    manifest: ManifestWriter,
     base: Option<LinkBase>,
     progress: Progress,
 ) -> Result<BuildResult> {
+    let work = work_dir.path();
     let (reader, writer) = conn.take_streams();
     let mut input = BufReader::with_capacity(1 << 16, reader);
     let mut output = BufWriter::with_capacity(1 << 16, writer);
@@ -80,10 +82,9 @@ pub fn build(
         drop(output); // closes ssh's stdin, so that it ends before we read its account
         return Err(explain(e, &mut conn));
     }
-    let work_fd = open_dir(work)?;
-    let base_fd = base.as_ref().and_then(|b| open_dir(b.dir).ok());
-    let cursor = base.as_ref().map_or_else(Cursor::empty, |b| Cursor::open(b.manifest));
-    let recorder = Writer::new(ManifestWriter::create(manifest)?, cursor, work.to_path_buf(), progress);
+    let work_fd = dup_dir(work_dir)?;
+    let (base_fd, cursor) = split_base(base);
+    let recorder = Writer::new(manifest, cursor, work.to_path_buf(), progress);
     let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
     let sender = std::thread::spawn(move || send_frames(rx, output));
     let mut p = Puller::new(opts, proto::compressed_reader(input), tx, recorder, work, work_fd, base_fd);
