@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
-use super::{agent, delta};
+use super::{agent, beneath, delta};
 use crate::error::{Error, Result};
 use crate::fsops;
 use crate::manifest::{Cursor, Hash, ManifestWriter};
@@ -59,6 +59,9 @@ pub struct PullOptions<'a> {
     pub excludes: &'a [String],
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
+    /// Recreate device nodes (`hosts.<name>.devices`); otherwise they are counted in
+    /// `devicesSkipped` and logged, not created.
+    pub devices: bool,
     /// Set to stop early (the run then fails).
     pub cancel: &'a AtomicBool,
 }
@@ -503,6 +506,17 @@ impl<'a, R: Read> Puller<'a, R> {
     fn special(&mut self, name: &[u8], meta: &Meta) -> Step {
         let c = self.component(name)?;
         let dst = self.top()?.dst.clone();
+        let device = matches!(FileType::from_raw_mode(meta.mode), FileType::CharacterDevice | FileType::BlockDevice);
+        if device && !self.opts.devices {
+            let p = abs_of(&self.top()?.rel, name);
+            tracing::warn!(
+                "{}: device node of host {} not recreated (hosts.{}.devices / --devices is off)",
+                p.display(),
+                self.opts.host,
+                self.opts.host
+            );
+            return self.push_file(c, Some(Outcome::DeviceSkipped));
+        }
         let outcome = match fsops::make_special(dst.as_fd(), &c, &meta.attrs(), meta.rdev, &meta.xattrs) {
             Ok(()) => Outcome::Special,
             Err(e) => self.dest_err("create special file", &c, e)?,
@@ -563,8 +577,8 @@ impl<'a, R: Read> Puller<'a, R> {
             .map(|st| u64::try_from(st.st_size).unwrap_or(0))
             .filter(|&n| n >= delta::MIN_DELTA_SIZE && meta.size >= delta::MIN_DELTA_SIZE)
             .and_then(|n| {
-                let fd =
-                    rustix::fs::openat(prev?.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(prev?.as_fd(), &c, flags, rustix::fs::Mode::empty());
                 fd.ok().map(|fd| (File::from(fd), n))
             });
         self.transfer(c, &meta, link, dst, base, emlink)
@@ -575,7 +589,8 @@ impl<'a, R: Read> Puller<'a, R> {
     fn linked_to_previous(&mut self, c: CString, meta: &Meta, link: Option<(u64, u64)>, dst: &Arc<OwnedFd>) -> Step {
         let mut hash = None;
         if let Some(key) = link {
-            let f = rustix::fs::openat(dst.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let f = rustix::fs::openat(dst.as_fd(), &c, flags, rustix::fs::Mode::empty());
             let h = f.map_err(io::Error::from).and_then(|f| fsops::hash_file(&File::from(f), &mut Vec::new()));
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
@@ -626,17 +641,18 @@ impl<'a, R: Read> Puller<'a, R> {
         }
         self.writer.add_excluded(excluded);
         for (rel, meta) in ancestors {
-            for comp in rel.split(|&c| c == b'/') {
-                self.component(comp)?;
-            }
             let abs = abs_of(&rel, b"");
-            let fd = rustix::fs::openat(
-                &self.work_fd,
-                crate::snapshot::bytes_cstr(&rel).as_c_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| Error::io("open directory", &abs, e.into()))?;
+            // Component by component, never through a symlink: the agent may have made any
+            // name in the snapshot a symlink to anywhere on this machine.
+            let fd = beneath::open_dir(self.work_fd.as_fd(), &rel).map_err(|refused| {
+                let at = abs_of(&refused.at, b"");
+                self.remote(format!(
+                    "refused the directory {} sent at the end of the walk: {} in the snapshot is {}",
+                    abs.display(),
+                    at.display(),
+                    refused.why
+                ))
+            })?;
             self.push(SlotKind::Dir { dst: Arc::new(fd), meta, abs });
         }
         Ok(())

@@ -1,0 +1,123 @@
+//! Opening directories below a trusted directory without following any symlink.
+//!
+//! Both ends of a pull resolve paths that the other end chose (the server the agent's
+//! ancestor directories, the agent the server's sources). Each is walked one component at a
+//! time from a directory fd, every component opened `O_DIRECTORY | O_NOFOLLOW`: a symlink
+//! anywhere on the way is refused, never followed, whatever it points to and whenever it
+//! appeared. Components must be plain names (no `..`, `.`, `/`, NUL or empty).
+
+use std::ffi::CString;
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::fsops;
+
+/// Why a path was not opened: the component where it stopped (the path up to and including
+/// it, `/`-separated, relative to where the walk began) and what it is.
+#[derive(Debug)]
+pub struct Refused {
+    /// The path up to the component that stopped the walk.
+    pub at: Vec<u8>,
+    /// What it is: "a symbolic link", "not a directory", or the system's error.
+    pub why: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is {}", String::from_utf8_lossy(&self.at), self.why)
+    }
+}
+
+impl Refused {
+    /// Whether the walk stopped at a symlink or a non-directory (an attempt to go through
+    /// something that is not a directory), rather than a missing or unreadable one.
+    pub fn is_link(&self) -> bool {
+        self.why.starts_with("a symbolic link")
+    }
+}
+
+/// A name that may be used as one path component.
+pub fn is_plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Opens each directory of `components` in turn below `root`; returns the fd of each (the
+/// last is the directory itself). An empty list opens nothing and returns an empty vector.
+pub fn open_dirs(root: BorrowedFd, components: &[&[u8]]) -> Result<Vec<OwnedFd>, Refused> {
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(components.len());
+    let mut at = Vec::new();
+    for comp in components {
+        if !at.is_empty() {
+            at.push(b'/');
+        }
+        at.extend_from_slice(comp);
+        if !is_plain_name(comp) {
+            return Err(Refused { at, why: "not a plain file name".into() });
+        }
+        let name = CString::new(*comp).expect("checked: no NUL");
+        let dir = fds.last().map_or(root, AsFd::as_fd);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        match rustix::fs::openat(dir, &name, flags, Mode::empty()) {
+            Ok(fd) => fds.push(fd),
+            Err(e) => {
+                let why = match fsops::stat_at(dir, &name).map(|st| fsops::file_type(&st)) {
+                    Ok(FileType::Symlink) => "a symbolic link (not followed)".to_string(),
+                    Ok(FileType::Directory) => {
+                        format!("a directory that cannot be opened: {}", std::io::Error::from(e))
+                    }
+                    Ok(_) => "not a directory".to_string(),
+                    Err(_) => format!("not there: {}", std::io::Error::from(e)),
+                };
+                return Err(Refused { at, why });
+            }
+        }
+    }
+    Ok(fds)
+}
+
+/// Opens the directory `rel` (`/`-separated components) below `root`; `rel` empty is `root`
+/// itself (duplicated).
+pub fn open_dir(root: BorrowedFd, rel: &[u8]) -> Result<OwnedFd, Refused> {
+    if rel.is_empty() {
+        return rustix::io::dup(root).map_err(|e| Refused { at: Vec::new(), why: format!("unusable: {e}") });
+    }
+    let comps: Vec<&[u8]> = rel.split(|&c| c == b'/').collect();
+    let mut fds = open_dirs(root, &comps)?;
+    Ok(fds.pop().expect("one fd per component"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_anywhere_on_the_way_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(outside.join("target")).unwrap();
+        std::fs::write(root.join("a/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("b", root.join("a/inner")).unwrap();
+        let fd = crate::snapshot::open_dir(&root).unwrap();
+        assert!(open_dir(fd.as_fd(), b"a/b").is_ok());
+        assert!(open_dir(fd.as_fd(), b"").is_ok());
+        for (rel, at, link) in [
+            (&b"abs/target"[..], &b"abs"[..], true),
+            (b"rel/target", b"rel", true),
+            (b"rel", b"rel", true),
+            (b"a/inner", b"a/inner", true),
+            (b"a/file/x", b"a/file", false),
+            (b"a/../a", b"a/..", false),
+            (b"a//b", b"a/", false),
+            (b"missing/x", b"missing", false),
+        ] {
+            let e = open_dir(fd.as_fd(), rel).unwrap_err();
+            assert_eq!(e.at, at, "{}", String::from_utf8_lossy(rel));
+            assert_eq!(e.is_link(), link, "{e}");
+        }
+    }
+}
