@@ -32,7 +32,7 @@ fn pull(src: &Path, dest: &Path, host: &str, when: &str, config: AgentConfig) ->
     opts.now = Some(when.parse().unwrap());
     opts.prune = false;
     let connect = connector(config);
-    run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+    run::run_from(&plan, &Pull { host, connect: &connect, devices: false }, &opts, &|_| {})
 }
 
 fn local(src: &Path, dest: &Path, when: &str) -> RunReport {
@@ -253,7 +253,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         let mut opts = RunOptions::for_plan(&plan);
         opts.prune = false;
         let connect = scripted(frames);
-        let r = run::run_from(&plan, &Pull { host: "client", connect: &connect }, &opts, &|_| {});
+        let r = run::run_from(&plan, &Pull { host: "client", connect: &connect, devices: false }, &opts, &|_| {});
         assert_eq!(r.state, RunState::Failed);
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
@@ -278,7 +278,7 @@ fn a_single_file_and_a_directory_as_sources_pull_like_local() {
         opts.prune = false;
         let connect = connector(allow(&src));
         if pulled {
-            run::run_from(&plan, &Pull { host, connect: &connect }, &opts, &|_| {})
+            run::run_from(&plan, &Pull { host, connect: &connect, devices: false }, &opts, &|_| {})
         } else {
             run::run(&plan, &opts, &|_| {})
         }
