@@ -289,3 +289,165 @@ fn a_single_file_and_a_directory_as_sources_pull_like_local() {
     assert_eq!(p.counts, l.counts);
     assert!(pd.join(src.strip_prefix("/").unwrap()).join("lone.conf").is_file());
 }
+
+/// What an agent sent to a server that asked for every file whole.
+struct Served {
+    /// The agent refused the request (its message), or failed mid-way.
+    error: Option<String>,
+    /// Names of every entry sent, and the targets of symlinks.
+    names: Vec<String>,
+    /// Every content byte sent, all files concatenated.
+    content: Vec<u8>,
+}
+
+/// Plays the server against a real agent over a socket pair: requests `sources`, asks for
+/// every regular file whole, acknowledges everything, and records what came.
+fn drive_agent(config: AgentConfig, sources: &[&Path]) -> Served {
+    use super::proto::{self, FromAgent, How, Request, ToAgent};
+    use std::io::Write;
+    let (server, client) = UnixStream::pair().expect("socket pair");
+    let agent = std::thread::spawn(move || {
+        let input = client.try_clone().expect("clone");
+        let _ = agent::serve(&config, input, client);
+    });
+    let mut out = server.try_clone().expect("clone");
+    let mut input = std::io::BufReader::new(server);
+    proto::send_hello(&mut out).unwrap();
+    proto::read_hello(&mut input).unwrap();
+    let request = Request {
+        sources: sources.iter().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()).collect(),
+        excludes: vec![],
+        one_file_system: false,
+    };
+    proto::write_frame(&mut out, &ToAgent::Request(request)).unwrap();
+    out.flush().unwrap();
+    let mut served = Served { error: None, names: Vec::new(), content: Vec::new() };
+    let mut buf = Vec::new();
+    match proto::read_frame::<FromAgent>(&mut input, &mut buf).unwrap() {
+        Some(FromAgent::Ready) => {}
+        Some(FromAgent::Error(m)) => {
+            served.error = Some(m);
+            agent.join().unwrap();
+            return served;
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    let mut input = proto::compressed_reader(input);
+    let (mut seq, mut pending, mut walked) = (0u64, 0usize, false);
+    while !(walked && pending == 0) {
+        let Some(frame) = proto::read_frame::<FromAgent>(&mut input, &mut buf).unwrap() else { break };
+        if frame.is_walk() {
+            match &frame {
+                FromAgent::File { name, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                    proto::write_frame(&mut out, &ToAgent::Send { id: seq, how: How::Whole }).unwrap();
+                    pending += 1;
+                }
+                FromAgent::Dir { name, .. } | FromAgent::Special { name, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                }
+                FromAgent::Symlink { name, target, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                    served.names.push(format!("-> {}", String::from_utf8_lossy(target)));
+                }
+                FromAgent::WalkEnd { .. } => walked = true,
+                _ => {}
+            }
+            seq += 1;
+            proto::write_frame(&mut out, &ToAgent::Ack { upto: seq }).unwrap();
+            out.flush().unwrap();
+            continue;
+        }
+        match frame {
+            FromAgent::Data { lz4, bytes, .. } => served.content.extend(proto::decompress(lz4, bytes).unwrap()),
+            FromAgent::FileEnd { .. } | FromAgent::FileError { .. } => pending -= 1,
+            FromAgent::Error(m) => {
+                served.error = Some(m);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ = proto::write_frame(&mut out, &ToAgent::Done);
+    let _ = out.flush();
+    drop(out);
+    drop(input);
+    agent.join().unwrap();
+    served
+}
+
+/// Everything the agent serves lies in its allowed tree: requests through a relative or an
+/// absolute symlink (for a file or a whole directory), with `..`, relative, or for a sibling
+/// whose name merely starts like the allowed path are refused, and a symlink that is itself
+/// requested is sent as a symlink.
+#[test]
+fn the_agent_serves_nothing_outside_its_allowed_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (allowed, outside) = (root.join("home"), root.join("outside"));
+    write(&outside.join("secret.txt"), "SECRET-OUTSIDE-FILE");
+    write(&outside.join("dir/inner.txt"), "SECRET-OUTSIDE-DIR");
+    write(&root.join("home2/secret.txt"), "SECRET-PREFIX-SIBLING");
+    write(&allowed.join("ok/mine.txt"), "mine");
+    std::fs::create_dir_all(allowed.join("deep/er")).unwrap();
+    std::os::unix::fs::symlink("../outside", allowed.join("rel")).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("abs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), allowed.join("file-link")).unwrap();
+    std::os::unix::fs::symlink("../../../outside", allowed.join("deep/er/up")).unwrap();
+    std::os::unix::fs::symlink("../../outside", allowed.join("ok/escape")).unwrap();
+    let config = || allow(&allowed);
+    let secret = |s: &Served| {
+        let text = String::from_utf8_lossy(&s.content);
+        let entry = |n: &&String| !n.starts_with("-> ");
+        text.contains("SECRET") || s.names.iter().filter(entry).any(|n| n.contains("secret") || n.contains("inner"))
+    };
+
+    for (request, why) in [
+        (allowed.join("rel/secret.txt"), "is refused"),
+        (allowed.join("abs/secret.txt"), "is refused"),
+        (allowed.join("rel/dir"), "is refused"),
+        (allowed.join("abs/dir"), "is refused"),
+        (allowed.join("abs/dir/inner.txt"), "is refused"),
+        (allowed.join("deep/er/up/secret.txt"), "is refused"),
+        (allowed.join("ok/escape/dir"), "is refused"),
+        (allowed.join("../outside/secret.txt"), "not a clean absolute path"),
+        (allowed.join("ok/../../outside"), "not a clean absolute path"),
+        (PathBuf::from("home/ok"), "not a clean absolute path"),
+        (root.join("home2/secret.txt"), "not allowed"),
+        (root.join("home2"), "not allowed"),
+        (outside.clone(), "not allowed"),
+    ] {
+        let s = drive_agent(config(), &[&request]);
+        let e = s.error.as_deref().unwrap_or_else(|| panic!("{} was served", request.display()));
+        assert!(e.contains(why), "{}: {e}", request.display());
+        assert!(!secret(&s), "{}", request.display());
+    }
+    let e = drive_agent(config(), &[&allowed.join("abs/secret.txt")]).error.unwrap();
+    assert!(e.contains(&format!("{} is a symbolic link", allowed.join("abs").display())), "names the link: {e}");
+
+    // A requested symlink is sent as a symlink, and symlinks inside a source stay symlinks.
+    for (request, target) in
+        [("abs", s(&outside)), ("rel", "../outside".into()), ("file-link", s(&outside.join("secret.txt")))]
+    {
+        let served = drive_agent(config(), &[&allowed.join(request)]);
+        assert_eq!(served.error, None);
+        assert_eq!(served.names, vec![request.to_string(), format!("-> {target}")]);
+        assert!(!secret(&served), "{request}: {:?}", served.names);
+    }
+    let whole = drive_agent(config(), &[&allowed]);
+    assert_eq!(whole.error, None);
+    assert!(whole.names.contains(&"mine.txt".to_string()) && whole.names.contains(&"escape".to_string()));
+    assert!(!secret(&whole), "{:?}", whole.names);
+    assert_eq!(whole.content, b"mine");
+
+    // The allowed path is the agent's own configuration: a symlink there is followed.
+    let alias = root.join("alias");
+    std::os::unix::fs::symlink(&allowed, &alias).unwrap();
+    let served = drive_agent(allow(&alias), &[&alias.join("ok")]);
+    assert_eq!(served.error, None);
+    assert_eq!(served.content, b"mine");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
