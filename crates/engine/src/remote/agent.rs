@@ -517,7 +517,7 @@ impl Walker<'_> {
                     &opened
                 }
             };
-            let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("inspect", &abs, e.into()))?;
+            let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", &abs, e.into()))?;
             let mut meta = Meta::of(&st);
             meta.xattrs = fsops::read_xattrs_fd(fd.as_fd()).map_err(|e| Error::io("read xattrs of", &abs, e))?;
             metas.push((rel.clone(), meta));
