@@ -338,8 +338,13 @@ fn open_beneath(f: &FileRef) -> io::Result<File> {
         // Kernels before 5.6: the same, one directory at a time.
         Err(rustix::io::Errno::NOSYS) => {
             let (dir, name) = split_last(&f.rel);
-            let fd = beneath::open_dir(f.root.as_fd(), &dir).map_err(|r| io::Error::other(r.to_string()))?;
-            rustix::fs::openat(fd.as_fd(), bytes_cstr(&name).as_c_str(), flags, rustix::fs::Mode::empty())
+            let name = bytes_cstr(&name);
+            if dir.is_empty() {
+                rustix::fs::openat(f.root.as_fd(), name.as_c_str(), flags, rustix::fs::Mode::empty())
+            } else {
+                let fd = beneath::open_dir(f.root.as_fd(), &dir).map_err(|r| io::Error::other(r.to_string()))?;
+                rustix::fs::openat(fd.as_fd(), name.as_c_str(), flags, rustix::fs::Mode::empty())
+            }
         }
         other => other,
     }?;

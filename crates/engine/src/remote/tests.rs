@@ -2,7 +2,7 @@
 //! the server side is a real `run::run_from`. (The integration tests do the same through a
 //! real sshd.)
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -249,6 +249,9 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
         (vec![source.clone(), file(b"f")], "closed in the middle"),
     ] {
+        // A destination each (see a_hostile_agent_cannot_reach_through_its_own_symlinks).
+        let dest = dest.join(want.replace(' ', "-"));
+        std::fs::create_dir_all(&dest).unwrap();
         let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.clone(), vec![]);
         let mut opts = RunOptions::for_plan(&plan);
         opts.prune = false;
@@ -257,9 +260,10 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         assert_eq!(r.state, RunState::Failed);
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
+        assert!(!dest.join("escaped").exists());
+        assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
     }
     assert!(!dir.path().join("escaped").exists() && !dest.join("escaped").exists());
-    assert!(crate::layout::HostDir::new(dest.join("client")).list().unwrap().is_empty());
 }
 
 #[test]
@@ -450,4 +454,227 @@ fn the_agent_serves_nothing_outside_its_allowed_paths() {
 
 fn s(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Owner, mode, times (ctime: any metadata change shows; not atime, which reading changes),
+/// xattrs and content of
+/// every entry below and including `root`.
+fn fingerprint(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let what = if m.is_symlink() {
+            format!("-> {:?}", std::fs::read_link(&p).unwrap())
+        } else if m.is_file() {
+            blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
+        } else {
+            String::new()
+        };
+        let xattrs = if m.is_symlink() {
+            Vec::new()
+        } else {
+            let f = std::fs::File::open(&p).unwrap();
+            crate::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {}.{} {}.{} {xattrs:?} {what}",
+            p.display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory outside the destination that a hostile agent aims at.
+fn victim(root: &Path) -> PathBuf {
+    let v = root.join("victim");
+    write(&v.join("target/file"), "precious");
+    write(&v.join("top.txt"), "precious too");
+    // Tagged, so that xattr changes would show (where the filesystem supports user xattrs).
+    let _ = rustix::fs::setxattr(&v.join("target"), "user.tag", b"mine", rustix::fs::XattrFlags::empty());
+    v
+}
+
+/// Runs a pull of `/srv/x` against a stand-in agent sending `frames`.
+fn hostile(dest: &Path, frames: Vec<super::proto::FromAgent>, devices: bool) -> RunReport {
+    let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.to_path_buf(), vec![]);
+    let mut opts = RunOptions::for_plan(&plan);
+    opts.prune = false;
+    let connect = scripted(frames);
+    run::run_from(&plan, &Pull { host: "client", connect: &connect, devices }, &opts, &|_| {})
+}
+
+/// Item 1 of issue 12: whatever the agent sends, nothing outside `<dest>/<host>/` changes,
+/// and an attempt fails the run with a message naming the refused entry.
+#[test]
+fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let v = victim(dir.path());
+    let target = v.to_str().unwrap().as_bytes().to_vec();
+    let before = fingerprint(&v);
+    let evil = Meta {
+        mode: 0o47777,
+        uid: 4242,
+        gid: 4242,
+        mtime: 1,
+        atime: 1,
+        xattrs: vec![(b"user.pwned".to_vec(), b"1".to_vec())],
+        ..Meta::default()
+    };
+    let at_top = FromAgent::Source { index: 0, parent: Vec::new() };
+    let srv = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
+    let link = |name: &[u8]| FromAgent::Symlink { name: name.to_vec(), meta: Meta::default(), target: target.clone() };
+    let end = |rel: &[u8]| FromAgent::WalkEnd { excluded: 0, ancestors: vec![(rel.to_vec(), evil.clone())] };
+    let dir_frame = |name: &[u8]| FromAgent::Dir { name: name.to_vec(), meta: evil.clone() };
+    let special =
+        |name: &[u8]| FromAgent::Special { name: name.to_vec(), meta: Meta { mode: 0o10644, ..evil.clone() } };
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: evil.clone(), link: None };
+    let mut published = 0;
+    for (i, (frames, want)) in [
+        // The attack of the issue: a symlink, then an ancestor through it.
+        (
+            vec![at_top.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"evil/target")],
+            "/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![at_top.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"evil")],
+            "/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![srv.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"srv/evil/target")],
+            "/srv/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![srv.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"srv/evil/target/file")],
+            "/srv/evil in the snapshot is a symbolic link",
+        ),
+        // Through the symlink as a directory of the walk, or as the parent of a source.
+        (vec![at_top.clone(), link(b"evil"), dir_frame(b"evil")], "evil"),
+        (
+            vec![
+                at_top.clone(),
+                link(b"evil"),
+                FromAgent::SourceEnd,
+                FromAgent::Source { index: 0, parent: b"evil/target".to_vec() },
+            ],
+            "evil",
+        ),
+        // Names that are not one plain component, anywhere.
+        (vec![srv.clone(), dir_frame(b"..")], "invalid file name \"..\""),
+        (vec![srv.clone(), file(b"../../victim/top.txt")], "invalid file name \"../../victim/top.txt\""),
+        (vec![srv.clone(), link(b"a/b")], "invalid file name \"a/b\""),
+        (vec![srv.clone(), special(b"")], "invalid file name \"\""),
+        (vec![srv.clone(), file(b"a\0b")], "invalid file name"),
+        (
+            vec![srv.clone(), FromAgent::SourceEnd, end(b"srv/../..")],
+            "/srv/.. in the snapshot is not a plain file name",
+        ),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"")], "refused the directory / "),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"/victim")], "refused the directory //victim"),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"srv//x")], "/srv/ in the snapshot is not a plain file name"),
+        (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A destination each: a child process that another test forks at the wrong moment
+        // can hold a just-released lock of this process for a while.
+        let dest = dest.join(i.to_string());
+        std::fs::create_dir_all(&dest).unwrap();
+        let r = hostile(&dest, frames.clone(), false);
+        assert_eq!(r.state, RunState::Failed, "{frames:?}");
+        let e = r.error.unwrap();
+        assert!(e.contains(want), "{want}: {e}");
+        assert_eq!(fingerprint(&v), before, "{frames:?}");
+        published += crate::layout::HostDir::new(dest.join("client")).list().unwrap().len();
+    }
+    assert_eq!(published, 0, "nothing published");
+}
+
+/// Item 3 of issue 12: device nodes of a pulled host are not recreated unless its plan says
+/// so (counted as skipped); FIFOs are; a set-id file is stored as it is (the host directory,
+/// not the copy, keeps it out of other users' reach).
+#[test]
+fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let v = victim(dir.path());
+    let before = fingerprint(&v);
+    let node = |name: &[u8], mode: u32, rdev: u64| FromAgent::Special {
+        name: name.to_vec(),
+        meta: Meta { mode, rdev, uid: 4242, mtime: 1, ..Meta::default() },
+    };
+    let content = b"#!/bin/sh\nid\n".to_vec();
+    let setid = Meta { mode: 0o106755, size: content.len() as u64, mtime: 1, ..Meta::default() };
+    let frames = vec![
+        FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+        FromAgent::Dir { name: b"x".to_vec(), meta: Meta { mode: 0o40755, ..Meta::default() } },
+        node(b"fifo", 0o10644, 0),
+        FromAgent::File { name: b"rootshell".to_vec(), meta: setid.clone(), link: None },
+        node(b"sda", 0o60666, rustix::fs::makedev(8, 0)),
+        node(b"mem", 0o20666, rustix::fs::makedev(1, 1)),
+        FromAgent::Data { id: 3, offset: 0, lz4: None, bytes: content.clone() },
+        FromAgent::FileEnd {
+            id: 3,
+            length: content.len() as u64,
+            hash: *blake3::hash(&content).as_bytes(),
+            meta: setid,
+            torn: false,
+        },
+        FromAgent::DirEnd,
+        FromAgent::SourceEnd,
+        FromAgent::WalkEnd {
+            excluded: 0,
+            ancestors: vec![(b"srv".to_vec(), Meta { mode: 0o40755, ..Meta::default() })],
+        },
+    ];
+    let when = |d: &str| format!("2025-01-{d}T02:00:00+01:00[+01:00]").parse().unwrap();
+    let run = |devices: bool, at: jiff::Zoned, dest: &Path| {
+        std::fs::create_dir_all(dest).unwrap();
+        let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.to_path_buf(), vec![]);
+        let mut opts = RunOptions::for_plan(&plan);
+        opts.prune = false;
+        opts.now = Some(at);
+        let connect = scripted(frames.clone());
+        run::run_from(&plan, &Pull { host: "client", connect: &connect, devices }, &opts, &|_| {})
+    };
+    let off = run(false, when("15"), &dest);
+    let snap = snapshot_dir(&dest, "client", &off).join("srv/x");
+    assert_eq!(off.state, RunState::Success, "skipping is policy, not a problem: {off:?}");
+    assert_eq!((off.counts.devices_skipped, off.counts.specials), (2, 1), "{:?}", off.counts);
+    assert!(
+        std::fs::symlink_metadata(snap.join("sda")).is_err() && std::fs::symlink_metadata(snap.join("mem")).is_err()
+    );
+    assert!(std::fs::symlink_metadata(snap.join("fifo")).unwrap().file_type().is_fifo());
+    let shell = std::fs::symlink_metadata(snap.join("rootshell")).unwrap();
+    assert_eq!((shell.mode() & 0o7777, shell.uid()), (0o6755, 0), "a set-id file is stored as it is");
+    assert_eq!(std::fs::read(snap.join("rootshell")).unwrap(), content);
+
+    // Into another destination, so that the file is transferred again (not linked).
+    let dest = dir.path().join("dest2");
+    let on = run(true, when("16"), &dest);
+    let snap = snapshot_dir(&dest, "client", &on).join("srv/x");
+    assert_eq!((on.counts.devices_skipped, on.counts.specials), (0, 3), "{:?}", on.counts);
+    let sda = std::fs::symlink_metadata(snap.join("sda")).unwrap();
+    assert!(sda.file_type().is_block_device() && sda.rdev() == rustix::fs::makedev(8, 0));
+    assert!(std::fs::symlink_metadata(snap.join("mem")).unwrap().file_type().is_char_device());
+    assert_eq!(fingerprint(&v), before);
 }
