@@ -504,7 +504,7 @@ fn victim(root: &Path) -> PathBuf {
     write(&v.join("target/file"), "precious");
     write(&v.join("top.txt"), "precious too");
     // Tagged, so that xattr changes would show (where the filesystem supports user xattrs).
-    let _ = rustix::fs::setxattr(&v.join("target"), "user.tag", b"mine", rustix::fs::XattrFlags::empty());
+    let _ = rustix::fs::setxattr(v.join("target"), "user.tag", b"mine", rustix::fs::XattrFlags::empty());
     v
 }
 
