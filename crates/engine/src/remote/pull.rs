@@ -9,8 +9,12 @@
 //! arrives, so up to [`MAX_INFLIGHT`] files are in transfer while the walk goes on.
 //!
 //! Everything the agent sends is checked before use: names are single path components,
-//! file ids and offsets must match requests, deltas may only reference the previous copy.
-//! A hostile client can spoil its own snapshot, never write outside it.
+//! directories are only ever reached one component at a time from the snapshot root without
+//! following a symlink (`beneath`, for the ancestors of `WalkEnd`; everything else is made by
+//! this side with `mkdirat` and opened `O_NOFOLLOW`), file ids and offsets must match
+//! requests, deltas may only reference the previous copy, and device nodes are made only when
+//! the host's plan allows (`PullOptions::devices`). A hostile client can spoil its own
+//! snapshot, never write outside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, OsStr};
