@@ -149,8 +149,10 @@ fn pulled_snapshots_equal_local_ones_and_link_unchanged_files() {
     rich_tree(&env.src);
     let sshd = Sshd::start(env.dir.path(), &env.src);
     let t1 = "2025-01-15T02:00:00+01:00";
-    let report = sshd.pull_ok(&env, t1, &[]);
+    // --devices: the tree holds a device node, which a pull recreates only when told to.
+    let report = sshd.pull_ok(&env, t1, &["--devices"]);
     assert_eq!(report["state"], "success", "{report}");
+    assert_eq!(report["counts"]["devicesSkipped"], 0, "{report}");
     env.snapshot_ok(t1, &["--no-prune"]);
     let id1 = "daily/2025-01-15_02-00-00";
     let (pulled, local) = (env.dest.join(CLIENT).join(id1), env.dest.join(HOST).join(id1));
@@ -165,7 +167,7 @@ fn pulled_snapshots_equal_local_ones_and_link_unchanged_files() {
     write(&env.src.join("home/alice/new.txt"), "new\n");
     std::fs::remove_file(env.src.join("home/alice/docs/empty")).unwrap();
     let t2 = "2025-01-16T02:00:00+01:00";
-    let report = sshd.pull_ok(&env, t2, &[]);
+    let report = sshd.pull_ok(&env, t2, &["--devices"]);
     assert_eq!(report["state"], "success", "{report}");
     env.snapshot_ok(t2, &["--no-prune"]);
     let id2 = "daily/2025-01-16_02-00-00";
