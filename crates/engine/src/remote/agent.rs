@@ -335,8 +335,8 @@ fn open_beneath(f: &FileRef) -> io::Result<File> {
     let open = |flags| rustix::fs::openat2(f.root.as_fd(), path.as_c_str(), flags, rustix::fs::Mode::empty(), how);
     let fd = match open(flags | OFlags::NOATIME) {
         Err(rustix::io::Errno::PERM) => open(flags),
-        // Kernels before 5.6: the same, one directory at a time.
-        Err(rustix::io::Errno::NOSYS) => {
+        // Kernels before 5.6, and paths longer than PATH_MAX: the same, one directory at a time.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::NAMETOOLONG) => {
             let (dir, name) = split_last(&f.rel);
             let name = bytes_cstr(&name);
             if dir.is_empty() {
@@ -568,11 +568,49 @@ impl Walker<'_> {
         self.send(FromAgent::SourceEnd)
     }
 
-    /// One directory's entries: its non-directories sorted, then each subdirectory.
+    /// A directory's whole tree (its own `Dir` and `DirEnd` are the caller's): in each
+    /// directory its non-directories sorted, then each subdirectory. Depth-first with an
+    /// explicit stack of open directories, not recursion, so that no tree is too deep for the
+    /// thread's stack (a directory that cannot be opened, e.g. out of descriptors, is kept
+    /// without content and reported, as locally).
     fn dir(&mut self, here: &Here) -> Result<()> {
+        /// An open directory whose subdirectories are being walked.
+        struct Level {
+            fd: Arc<OwnedFd>,
+            abs: PathBuf,
+            rel: Vec<u8>,
+            dirs: std::vec::IntoIter<CString>,
+        }
+        let first = self.files(here)?;
+        let fd = Arc::new(rustix::io::dup(here.fd).map_err(|e| Error::io("duplicate descriptor", here.abs, e.into()))?);
+        let mut stack =
+            vec![Level { fd, abs: here.abs.to_path_buf(), rel: here.rel.to_vec(), dirs: first.into_iter() }];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.dirs.next() else {
+                stack.pop();
+                if !stack.is_empty() {
+                    self.send(FromAgent::DirEnd)?;
+                }
+                continue;
+            };
+            let parent = Here { fd: &top.fd, abs: &top.abs, root: here.root, rel: &top.rel };
+            let Some(fd) = self.subdir(&parent, &name)? else { continue };
+            let (abs, rel) = (join(&top.abs, &name), join_rel(&top.rel, name.to_bytes()));
+            let fd = Arc::new(fd);
+            let dirs = self.files(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
+            stack.push(Level { fd, abs, rel, dirs: dirs.into_iter() });
+        }
+        Ok(())
+    }
+
+    /// Sends a directory's non-directories, sorted; returns its subdirectories, sorted.
+    fn files(&mut self, here: &Here) -> Result<Vec<CString>> {
         let (mut files, dirs) = match self.read_entries(here.fd, here.abs) {
             Ok(x) => x,
-            Err(e) => return self.warn(here.abs, format!("cannot read directory: {e}")),
+            Err(e) => {
+                self.warn(here.abs, format!("cannot read directory: {e}"))?;
+                return Ok(Vec::new());
+            }
         };
         files.sort();
         for name in &files {
@@ -581,17 +619,16 @@ impl Walker<'_> {
                 Err(e) => self.warn(&join(here.abs, name), format!("vanished or unreadable: {e}"))?,
             }
         }
-        for name in &dirs {
-            self.subdir(here, name)?;
-        }
-        Ok(())
+        Ok(dirs)
     }
 
-    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<()> {
+    /// Sends a subdirectory's `Dir`; returns it open when its entries are to follow (the
+    /// caller then sends its `DirEnd`), else sends the `DirEnd` too.
+    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<Option<OwnedFd>> {
         let abs = join(here.abs, name);
         let st = match fsops::stat_at(here.fd.as_fd(), name) {
             Ok(st) => st,
-            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")),
+            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")).map(|()| None),
         };
         let mut meta = Meta::of(&st);
         let fd = match fsops::open_dir_at(here.fd.as_fd(), name) {
@@ -600,7 +637,7 @@ impl Walker<'_> {
                 // Kept with its owner, mode and times, without content (as locally).
                 self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
                 self.warn(&abs, format!("cannot open directory: {e}"))?;
-                return self.send(FromAgent::DirEnd);
+                return self.send(FromAgent::DirEnd).map(|()| None);
             }
         };
         match fsops::read_xattrs_fd(fd.as_fd()) {
@@ -608,12 +645,10 @@ impl Walker<'_> {
             Err(e) => self.warn(&abs, format!("cannot copy directory metadata: {e}"))?,
         }
         self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
-        let crosses = self.one_file_system && st.st_dev != self.root_dev;
-        if !crosses {
-            let rel = join_rel(here.rel, name.to_bytes());
-            self.dir(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
+        if self.one_file_system && st.st_dev != self.root_dev {
+            return self.send(FromAgent::DirEnd).map(|()| None);
         }
-        self.send(FromAgent::DirEnd)
+        Ok(Some(fd))
     }
 
     /// One non-directory.

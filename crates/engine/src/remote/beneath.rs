@@ -49,39 +49,44 @@ pub fn open_dirs(root: BorrowedFd, components: &[&[u8]]) -> Result<Vec<OwnedFd>,
     let mut fds: Vec<OwnedFd> = Vec::with_capacity(components.len());
     let mut at = Vec::new();
     for comp in components {
-        if !at.is_empty() {
-            at.push(b'/');
-        }
-        at.extend_from_slice(comp);
-        if !is_plain_name(comp) {
-            return Err(Refused { at, why: "not a plain file name".into() });
-        }
-        let name = CString::new(*comp).expect("checked: no NUL");
-        let dir = fds.last().map_or(root, AsFd::as_fd);
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-        match rustix::fs::openat(dir, &name, flags, Mode::empty()) {
-            Ok(fd) => fds.push(fd),
-            Err(e) => {
-                let why = match fsops::stat_at(dir, &name).map(|st| fsops::file_type(&st)) {
-                    Ok(FileType::Symlink) => "a symbolic link (not followed)".to_string(),
-                    Ok(FileType::Directory) => {
-                        format!("a directory that cannot be opened: {}", std::io::Error::from(e))
-                    }
-                    Ok(_) => "not a directory".to_string(),
-                    Err(_) => format!("not there: {}", std::io::Error::from(e)),
-                };
-                return Err(Refused { at, why });
-            }
-        }
+        let fd = step(fds.last().map_or(root, AsFd::as_fd), comp, &mut at)?;
+        fds.push(fd);
     }
     Ok(fds)
 }
 
-/// Opens the directory `rel` (`/`-separated components, at least one) below `root`.
+/// Opens the directory `rel` (`/`-separated components, at least one) below `root`, holding
+/// one descriptor at a time however deep it is.
 pub fn open_dir(root: BorrowedFd, rel: &[u8]) -> Result<OwnedFd, Refused> {
-    let comps: Vec<&[u8]> = rel.split(|&c| c == b'/').collect();
-    let mut fds = open_dirs(root, &comps)?;
-    Ok(fds.pop().expect("one fd per component"))
+    let mut at = Vec::new();
+    let mut fd: Option<OwnedFd> = None;
+    for comp in rel.split(|&c| c == b'/') {
+        let next = step(fd.as_ref().map_or(root, AsFd::as_fd), comp, &mut at)?;
+        fd = Some(next);
+    }
+    Ok(fd.expect("split yields at least one component"))
+}
+
+/// Opens directory `comp` in `dir`, `at` being the path so far (extended by `comp`).
+fn step(dir: BorrowedFd, comp: &[u8], at: &mut Vec<u8>) -> Result<OwnedFd, Refused> {
+    if !at.is_empty() {
+        at.push(b'/');
+    }
+    at.extend_from_slice(comp);
+    if !is_plain_name(comp) {
+        return Err(Refused { at: at.clone(), why: "not a plain file name".into() });
+    }
+    let name = CString::new(comp).expect("checked: no NUL");
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    rustix::fs::openat(dir, &name, flags, Mode::empty()).map_err(|e| {
+        let why = match fsops::stat_at(dir, &name).map(|st| fsops::file_type(&st)) {
+            Ok(FileType::Symlink) => "a symbolic link (not followed)".to_string(),
+            Ok(FileType::Directory) => format!("a directory that cannot be opened: {}", std::io::Error::from(e)),
+            Ok(_) => "not a directory".to_string(),
+            Err(_) => format!("not there: {}", std::io::Error::from(e)),
+        };
+        Refused { at: at.clone(), why }
+    })
 }
 
 #[cfg(test)]
