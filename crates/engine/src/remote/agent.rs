@@ -122,6 +122,8 @@ fn check_request(config: &AgentConfig, r: &Request) -> std::result::Result<(Vec<
         if !clean {
             return Err(format!("source {:?} is not a clean absolute path", p.display().to_string()));
         }
+        // Spelled one way only (`/a//b/` is `/a/b`), so that paths compare as they should.
+        let p: PathBuf = p.components().collect();
         if p.parent().is_none() {
             return Err("source / cannot be pulled; name the directories below it".into());
         }
@@ -158,7 +160,7 @@ fn resolve(path: &Path, allowed: &Path) -> std::result::Result<Resolved, String>
             let name = path.file_name().expect("not the root").as_bytes();
             (path.parent().expect("not the root").to_path_buf(), Vec::new(), name)
         }
-        Some((name, dirs)) => (allowed.to_path_buf(), dirs.to_vec(), *name),
+        Some((name, dirs)) => (allowed.components().collect::<PathBuf>(), dirs.to_vec(), *name),
     };
     let top_fd = crate::snapshot::open_dir(&top).map_err(|e| unreadable(&e))?;
     let fds = beneath::open_dirs(top_fd.as_fd(), &below).map_err(|refused| {

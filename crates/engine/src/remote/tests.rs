@@ -455,6 +455,11 @@ fn the_agent_serves_nothing_outside_its_allowed_paths() {
     assert!(!secret(&whole), "{:?}", whole.names);
     assert_eq!(whole.content, b"mine");
 
+    // Another spelling of an allowed path is the same path.
+    let served = drive_agent(config(), &[Path::new(&format!("{}//ok/", allowed.display()))]);
+    assert_eq!(served.error, None);
+    assert_eq!(served.content, b"mine");
+
     // The allowed path is the agent's own configuration: a symlink there is followed.
     let alias = root.join("alias");
     std::os::unix::fs::symlink(&allowed, &alias).unwrap();
