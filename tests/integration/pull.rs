@@ -511,6 +511,22 @@ fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
             ],
             "invalid file name \"..\"",
         ),
+        (
+            // A symlink where the server writes the snapshot's metadata after the walk.
+            vec![
+                FromAgent::Source { index: 0, parent: Vec::new() },
+                FromAgent::Dir { name: b".hwc-backup".to_vec(), meta: Meta { mode: 0o40700, ..Meta::default() } },
+                FromAgent::Symlink {
+                    name: b"meta.tmp".to_vec(),
+                    meta: Meta::default(),
+                    target: s(&victim.join("target/file")).into_bytes(),
+                },
+                FromAgent::DirEnd,
+                FromAgent::SourceEnd,
+                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+            ],
+            "refused the entry /.hwc-backup",
+        ),
     ];
     for (i, (frames, want)) in attacks.into_iter().enumerate() {
         let ssh = hostile_ssh(env.dir.path(), &format!("attack-{i}"), &frames);

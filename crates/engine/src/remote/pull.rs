@@ -37,7 +37,7 @@ use super::{agent, beneath, delta};
 use crate::error::{Error, Result};
 use crate::fsops;
 use crate::manifest::{Cursor, Hash, ManifestWriter};
-use crate::meta::Warning;
+use crate::meta::{Warning, META_DIR};
 use crate::snapshot::{open_dir, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
@@ -440,6 +440,9 @@ impl<'a, R: Read> Puller<'a, R> {
         if !self.stack.is_empty() || index as usize >= self.opts.sources.len() {
             return Err(self.protocol("a source inside another, or one that was not requested"));
         }
+        if parent.split(|&c| c == b'/').find(|c| !c.is_empty()) == Some(META_DIR.as_bytes()) {
+            return Err(self.refused_meta_dir());
+        }
         self.source = index as usize;
         let mut dst =
             rustix::io::dup(&self.work_fd).map_err(|e| Error::io("duplicate descriptor", &self.work, e.into()))?;
@@ -464,8 +467,23 @@ impl<'a, R: Read> Puller<'a, R> {
         }
     }
 
-    fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
+    /// The name of an entry of the current directory: one component, and not the snapshot's
+    /// own metadata directory (made before the walk and written after it, so an agent must
+    /// not get to put anything there, such as a symlink where a temporary file will go).
+    fn entry_name(&self, name: &[u8]) -> std::result::Result<CString, Stop> {
         let c = self.component(name)?;
+        if self.top()?.rel.is_empty() && name == META_DIR.as_bytes() {
+            return Err(self.refused_meta_dir());
+        }
+        Ok(c)
+    }
+
+    fn refused_meta_dir(&self) -> Stop {
+        self.remote(format!("refused the entry /{META_DIR}: it is the name of the snapshot's own metadata directory"))
+    }
+
+    fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
+        let c = self.entry_name(name)?;
         let top = self.top()?;
         let rel = Arc::new(join_rel(&top.rel, name));
         let dst = fsops::make_dir_at(top.dst.as_fd(), &c)
@@ -491,7 +509,7 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     fn symlink(&mut self, name: &[u8], meta: &Meta, target: &[u8]) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         if let Some(p) = &prev {
@@ -508,7 +526,7 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     fn special(&mut self, name: &[u8], meta: &Meta) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         let dst = self.top()?.dst.clone();
         let device = matches!(FileType::from_raw_mode(meta.mode), FileType::CharacterDevice | FileType::BlockDevice);
         if device && !self.opts.devices {
@@ -531,7 +549,7 @@ impl<'a, R: Read> Puller<'a, R> {
     /// A regular file: a link to its first copy (hard links in the source), a link to the
     /// previous snapshot when unchanged, else a transfer.
     fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         if let Some(key) = link {
             while self.links.get(&key).is_some_and(|f| !f.done) {
                 self.pump()?; // the first copy is still in transfer
@@ -645,6 +663,9 @@ impl<'a, R: Read> Puller<'a, R> {
         }
         self.writer.add_excluded(excluded);
         for (rel, meta) in ancestors {
+            if rel.split(|&c| c == b'/').next() == Some(META_DIR.as_bytes()) {
+                return Err(self.refused_meta_dir());
+            }
             let abs = abs_of(&rel, b"");
             // Component by component, never through a symlink: the agent may have made any
             // name in the snapshot a symlink to anywhere on this machine.

@@ -605,6 +605,25 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
         (vec![srv.clone(), FromAgent::SourceEnd, end(b"/victim")], "refused the directory //victim"),
         (vec![srv.clone(), FromAgent::SourceEnd, end(b"srv//x")], "/srv/ in the snapshot is not a plain file name"),
         (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
+        // The snapshot's own metadata directory, made before the walk and written after it: a
+        // symlink planted there as `meta.tmp` would have the server write meta.json through it.
+        (
+            vec![
+                at_top.clone(),
+                FromAgent::Dir { name: b".hwc-backup".to_vec(), meta: Meta { mode: 0o40700, ..Meta::default() } },
+                FromAgent::Symlink {
+                    name: b"meta.tmp".to_vec(),
+                    meta: Meta::default(),
+                    target: v.join("top.txt").to_str().unwrap().as_bytes().to_vec(),
+                },
+                FromAgent::DirEnd,
+                FromAgent::SourceEnd,
+                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+            ],
+            "/.hwc-backup",
+        ),
+        (vec![FromAgent::Source { index: 0, parent: b".hwc-backup/x".to_vec() }], "/.hwc-backup"),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b".hwc-backup")], "/.hwc-backup"),
     ]
     .into_iter()
     .enumerate()
