@@ -20,8 +20,32 @@ use crate::fsops;
 pub struct Refused {
     /// The path up to the component that stopped the walk.
     pub at: Vec<u8>,
-    /// What it is: "a symbolic link", "not a directory", or the system's error.
-    pub why: String,
+    /// What is there.
+    pub why: Why,
+}
+
+/// What stopped a walk.
+#[derive(Debug)]
+pub enum Why {
+    /// A symbolic link (never followed).
+    Symlink,
+    /// Something other than a directory.
+    NotDirectory,
+    /// A name that is not one plain component.
+    NotPlain,
+    /// Nothing, or a directory that cannot be opened: the system's error.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Symlink => f.write_str("a symbolic link (not followed)"),
+            Why::NotDirectory => f.write_str("not a directory"),
+            Why::NotPlain => f.write_str("not a plain file name"),
+            Why::Io(e) => write!(f, "not usable: {e}"),
+        }
+    }
 }
 
 impl fmt::Display for Refused {
@@ -31,10 +55,9 @@ impl fmt::Display for Refused {
 }
 
 impl Refused {
-    /// Whether the walk stopped at a symlink or a non-directory (an attempt to go through
-    /// something that is not a directory), rather than a missing or unreadable one.
+    /// Whether the walk stopped at a symlink (an attempt to go through one).
     pub fn is_link(&self) -> bool {
-        self.why.starts_with("a symbolic link")
+        matches!(self.why, Why::Symlink)
     }
 }
 
@@ -74,16 +97,15 @@ fn step(dir: BorrowedFd, comp: &[u8], at: &mut Vec<u8>) -> Result<OwnedFd, Refus
     }
     at.extend_from_slice(comp);
     if !is_plain_name(comp) {
-        return Err(Refused { at: at.clone(), why: "not a plain file name".into() });
+        return Err(Refused { at: at.clone(), why: Why::NotPlain });
     }
     let name = CString::new(comp).expect("checked: no NUL");
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
     rustix::fs::openat(dir, &name, flags, Mode::empty()).map_err(|e| {
         let why = match fsops::stat_at(dir, &name).map(|st| fsops::file_type(&st)) {
-            Ok(FileType::Symlink) => "a symbolic link (not followed)".to_string(),
-            Ok(FileType::Directory) => format!("a directory that cannot be opened: {}", std::io::Error::from(e)),
-            Ok(_) => "not a directory".to_string(),
-            Err(_) => format!("not there: {}", std::io::Error::from(e)),
+            Ok(FileType::Symlink) => Why::Symlink,
+            Ok(FileType::Directory) | Err(_) => Why::Io(e.into()),
+            Ok(_) => Why::NotDirectory,
         };
         Refused { at: at.clone(), why }
     })
