@@ -315,6 +315,12 @@ impl<'a, R: Read> Puller<'a, R> {
             while self.inflight.len() >= MAX_INFLIGHT {
                 self.pump()?;
             }
+            // The agent may run WINDOW frames ahead of the acknowledgements, which lag the
+            // queue's front by at most an eighth of that: beyond twice the window it ignores
+            // the flow control, and the queue would grow without bound.
+            if self.queue.front().is_some_and(|s| self.seq - s.seq > 2 * proto::WINDOW) {
+                return Err(self.protocol("the agent ignores the flow-control window"));
+            }
             let end = matches!(frame, FromAgent::WalkEnd { .. });
             self.walk(frame)?;
             self.seq += 1;

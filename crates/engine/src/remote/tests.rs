@@ -240,7 +240,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
     let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None };
     let source = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
     let dir_meta = Meta { mode: 0o40755, ..Meta::default() };
-    for (frames, want) in [
+    for (i, (frames, want)) in [
         (vec![source.clone(), file(b"../../../escaped")], "invalid file name"),
         (vec![source.clone(), FromAgent::Dir { name: b"a/b".to_vec(), meta: dir_meta.clone() }], "invalid file name"),
         (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
@@ -248,9 +248,12 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         (vec![source.clone(), FromAgent::Data { id: 1, offset: 0, lz4: None, bytes: vec![1] }], "not expected"),
         (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
         (vec![source.clone(), file(b"f")], "closed in the middle"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         // A destination each (see a_hostile_agent_cannot_reach_through_its_own_symlinks).
-        let dest = dest.join(want.replace(' ', "-"));
+        let dest = dest.join(i.to_string());
         std::fs::create_dir_all(&dest).unwrap();
         let plan = Plan::ad_hoc("client".into(), vec!["/srv/x".into()], dest.clone(), vec![]);
         let mut opts = RunOptions::for_plan(&plan);
@@ -624,6 +627,14 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
         ),
         (vec![FromAgent::Source { index: 0, parent: b".hwc-backup/x".to_vec() }], "/.hwc-backup"),
         (vec![srv.clone(), FromAgent::SourceEnd, end(b".hwc-backup")], "/.hwc-backup"),
+        // Walking on and on while a file is never completed: memory must not grow with it.
+        (
+            [srv.clone(), file(b"never")]
+                .into_iter()
+                .chain(std::iter::repeat_n(FromAgent::Socket, 2 * super::proto::WINDOW as usize + 2))
+                .collect(),
+            "ignores the flow-control window",
+        ),
     ]
     .into_iter()
     .enumerate()
