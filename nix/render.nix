@@ -311,6 +311,7 @@ let
       sshOptions
       excludePatterns
       oneFileSystem
+      devices
       ;
     sshKeyFile = pathOrNull h.sshKeyFile;
     ssh = pathOrNull ssh;

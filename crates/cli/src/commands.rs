@@ -101,6 +101,7 @@ fn plan_for_now(a: &NowArgs) -> Result<Plan> {
 
 /// Creates a one-off run's destination when it is missing — its last component only, as
 /// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
+#[expect(clippy::disallowed_methods, reason = "the --dest path the user typed; only its last component is created")]
 pub(crate) fn create_dest(dest: &Path) -> Result<()> {
     match std::fs::create_dir(dest) {
         Ok(()) => Ok(()),
@@ -301,13 +302,17 @@ fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
 
 /// The directories below `dest` that look like host directories (hold a tier or `latest`).
 fn host_dirs(dest: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dest) else { return Vec::new() };
+    use hwc_backup_engine::fs::{Dir, Name};
+    let Ok(dir) = Dir::open_trusted(dest) else { return Vec::new() };
     let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];
-    let mut hosts: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| marks.iter().any(|m| e.path().join(m).symlink_metadata().is_ok()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let is_host = |d: &Dir| marks.iter().any(|m| d.stat(&Name::fixed(m)).is_ok_and(|st| st.is_some()));
+    let mut hosts: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == rustix::fs::FileType::Directory)
+        .filter(|e| dir.open_dir(&e.name).is_ok_and(|d| is_host(&d)))
+        .map(|e| e.name.to_string())
         .collect();
     hosts.sort();
     hosts

@@ -518,8 +518,8 @@ fn remember_notification(dir: &Path, job: &str, state: RunState, key: &str) {
     let mut all = read_notified(dir);
     all.insert(job.to_string(), Notified { time: Timestamp::now(), state, key: key.to_string() });
     let text = serde_json::to_vec_pretty(&all).expect("serializes");
-    let _ = std::fs::create_dir_all(dir)
-        .map(|()| hwc_backup_engine::fsutil::write_durably(&dir.join(NOTIFIED_FILE), &text));
+    let _ = hwc_backup_engine::fsutil::ensure_dir(dir)
+        .and_then(|()| hwc_backup_engine::fsutil::write_durably(&dir.join(NOTIFIED_FILE), &text));
 }
 
 fn notified_recently(dir: &Path, job: &str, key: &str, within_secs: i64) -> bool {
@@ -568,7 +568,9 @@ fn record_failed_invocation(plan: &Plan) {
     lines.push(format!("{id} {}", jiff::Timestamp::now().as_second()));
     let keep = lines.len().saturating_sub(20);
     let text = lines[keep..].join("\n") + "\n";
-    if let Err(e) = std::fs::create_dir_all(plan.host_state_dir()).and_then(|()| std::fs::write(&path, text)) {
+    let written = hwc_backup_engine::fsutil::ensure_dir(&plan.host_state_dir())
+        .and_then(|()| hwc_backup_engine::fsutil::write_durably(&path, text.as_bytes()));
+    if let Err(e) = written {
         tracing::info!("cannot record the finished invocation in {}: {e}", path.display());
     }
 }

@@ -33,7 +33,10 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     let target = host.ssh_target();
     let connect = || target.connect(&plan.host);
     let progress = Progress::new(!a.json);
-    let report = run::run_from(&plan, &Pull { host: &plan.host, connect: &connect }, &opts, &|c| progress.counts(c));
+    let report =
+        run::run_from(&plan, &Pull { host: &plan.host, connect: &connect, devices: host.devices }, &opts, &|c| {
+            progress.counts(c)
+        });
     progress.finish();
     record_last_run(&plan, &report);
     if a.json {
@@ -48,9 +51,13 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
 
 /// `--host NAME` from the plan's `hosts`.
 fn from_plan(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
-    let no_plan_args = a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none();
+    let no_plan_args =
+        a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none() && !a.devices;
     if !no_plan_args {
-        bail!(Error::config("--address", "is required with --user/--source/--dest/--ssh-key (a pull without a plan)"));
+        bail!(Error::config(
+            "--address",
+            "is required with --user/--source/--dest/--ssh-key/--devices (a pull without a plan; with one, set hosts.<name>.devices)"
+        ));
     }
     let Some(name) = &a.target.host else {
         bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
@@ -82,6 +89,7 @@ fn ad_hoc(a: &PullArgs) -> Result<(Plan, RemoteHost)> {
         sources: a.sources.clone(),
         exclude_patterns: a.excludes.clone(),
         one_file_system: true,
+        devices: a.devices,
         retention: None,
     };
     // Validated as a plan with this one host, so the messages name the same fields.

@@ -390,7 +390,7 @@ fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Rest
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
-            std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
+            crate::fsutil::ensure_dir(&to_dir)?;
             open_dir(&to_dir)?
         }
     };

@@ -235,6 +235,8 @@ pub(crate) enum Outcome {
     },
     Special,
     Socket,
+    /// A device node of a pulled host, not recreated (`hosts.<name>.devices` off).
+    DeviceSkipped,
     Warning(String),
 }
 
@@ -1035,6 +1037,7 @@ impl<'a> Writer<'a> {
             }
             Outcome::Special => self.counts.specials += 1,
             Outcome::Socket => self.counts.sockets_skipped += 1,
+            Outcome::DeviceSkipped => self.counts.devices_skipped += 1,
             Outcome::Warning(message) => {
                 let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
                 self.warn(path, message);

@@ -76,6 +76,8 @@ pub struct Pull<'a> {
     pub host: &'a str,
     /// Opens a connection to the agent.
     pub connect: &'a (dyn Fn() -> Result<Connection> + Sync),
+    /// Recreate the host's device nodes (`hosts.<name>.devices`, `pull --devices`).
+    pub devices: bool,
 }
 
 impl Source for Pull<'_> {
@@ -99,6 +101,7 @@ impl Source for Pull<'_> {
             sources: opts.sources,
             excludes: opts.exclude_patterns,
             one_file_system: opts.one_file_system,
+            devices: self.devices,
             cancel: opts.cancel,
         };
         pull::build(conn, &popts, work, manifest, base, progress)
