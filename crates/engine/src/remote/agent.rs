@@ -30,10 +30,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use rustix::fs::{FileType, OFlags, SeekFrom, Stat};
 
+use super::delta;
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
-use super::{beneath, delta};
 use crate::error::{Error, Result};
 use crate::exclude::ExcludeSet;
+use crate::fs::beneath;
 use crate::fsops;
 use crate::manifest::Hash;
 use crate::snapshot::{bytes_cstr, rel_of, split_last};

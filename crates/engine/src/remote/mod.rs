@@ -54,7 +54,6 @@
 //!    agent exits 0. A connection that ends before that fails the run, and nothing is published.
 
 pub mod agent;
-pub mod beneath;
 pub mod delta;
 pub mod proto;
 pub mod pull;

@@ -33,8 +33,9 @@ use serde::Serialize;
 
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
-use super::{agent, beneath, delta};
+use super::{agent, delta};
 use crate::error::{Error, Result};
+use crate::fs::beneath;
 use crate::fs::Dir;
 use crate::fsops;
 use crate::manifest::{Hash, ManifestWriter};
