@@ -101,6 +101,7 @@ fn plan_for_now(a: &NowArgs) -> Result<Plan> {
 
 /// Creates a one-off run's destination when it is missing — its last component only, as
 /// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
+#[expect(clippy::disallowed_methods, reason = "the --dest the administrator named, by its path like rsync's")]
 pub(crate) fn create_dest(dest: &Path) -> Result<()> {
     match std::fs::create_dir(dest) {
         Ok(()) => Ok(()),
@@ -128,32 +129,13 @@ fn now(a: NowArgs) -> Result<Exit> {
         opts.threads = t;
     }
     let configured = a.sources.is_empty() && a.target.dest.is_none();
-    if configured {
-        crate::ops::before_run(&plan);
-    }
+    crate::ops::before_run(&plan, configured);
     let progress = Progress::new(!a.json);
     let report = run::run(&plan, &opts, &|c| progress.counts(c));
     progress.finish();
-    record_last_run(&plan, &report);
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_run(&report)?;
-    }
-    let after = crate::ops::after_run(
-        &plan,
-        &report,
-        &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
-    );
-    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
-}
-
-/// Keeps the last run's report for `status` and health checks; best effort, because a
-/// missing state directory must never turn a good backup into a failed one.
-pub(crate) fn record_last_run(plan: &Plan, report: &RunReport) {
-    if let Err(e) = hwc_backup_engine::health::record_last_run(&plan.state_dir.join(&plan.host), report) {
-        tracing::info!("not recording the last run: {e}");
-    }
+    let how =
+        crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&plan, &report, &how)
 }
 
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
@@ -222,9 +204,7 @@ fn status(a: StatusArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
     check_host_dir(&t)?;
     let snapshots = t.host.list()?;
-    let last_run: Option<serde_json::Value> = std::fs::read(t.state_dir.join(&t.host_name).join("last-run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let last_run = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name).last_run_report();
     let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
     if a.json {
         let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
@@ -300,6 +280,7 @@ fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
 }
 
 /// The directories below `dest` that look like host directories (hold a tier or `latest`).
+#[expect(clippy::disallowed_methods, reason = "names only, for a message; the destination the plan or --dest names")]
 fn host_dirs(dest: &Path) -> Vec<String> {
     let Ok(rd) = std::fs::read_dir(dest) else { return Vec::new() };
     let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];

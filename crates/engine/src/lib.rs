@@ -40,6 +40,7 @@ pub mod manifest;
 pub mod meta;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod plan;
 pub mod prune;
 pub mod remote;
