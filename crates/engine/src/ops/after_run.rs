@@ -785,4 +785,43 @@ mod tests {
         assert_eq!(w, ["healthchecks notification not delivered: refused"]);
         assert!(fx.calls().ends_with(&["log job.started".into(), "ping start".into(), "log notify.failed".into()]));
     }
+
+    #[test]
+    fn health_notifies_the_same_failures_once_and_never_pings_healthchecks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path());
+        let unhealthy = crate::health::check(&p, Timestamp::now());
+        assert!(!unhealthy.healthy, "no destination, no snapshot");
+        let fx = Fake::default();
+        let systemd = Systemd { invocation_id: Some("h1".into()), monitor_invocation_id: None };
+        after_health(&p, &unhealthy, true, &systemd, &fx);
+        after_health(&p, &unhealthy, true, &systemd, &fx);
+        let notified: Vec<String> = fx.calls().into_iter().filter(|c| c.starts_with("notify")).collect();
+        assert_eq!(notified, ["notify failed"], "once a day, without the healthchecks target");
+        assert_eq!(StateDir::of(&p).health().as_ref(), Some(&unhealthy));
+        assert_eq!(recorded_invocations(&p), ["h1"]);
+        // Without a plan: recorded, nothing else.
+        let fx = Fake::default();
+        after_health(&p, &unhealthy, false, &systemd, &fx);
+        assert!(fx.calls().is_empty(), "{:?}", fx.calls());
+    }
+
+    #[test]
+    fn on_failure_is_quiet_only_for_an_invocation_that_notified_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = plan(dir.path());
+        let on_failure = |monitored: &str| {
+            let systemd =
+                Systemd { invocation_id: Some("notify-unit".into()), monitor_invocation_id: Some(monitored.into()) };
+            let fx = Fake::default();
+            let r = unit_failed(&p, "backup.service", Some("a line"), &systemd, &fx);
+            (r.already_notified, fx.calls().iter().filter(|c| c.starts_with("notify")).count())
+        };
+        after_run(&p, &report(RunState::Failed, None), &configured("run1"), &Fake::default());
+        assert_eq!(on_failure("run1"), (Some("backup"), 0));
+        assert_eq!(on_failure("killed2"), (None, 1), "an invocation that recorded nothing was killed");
+        let old = FinishedInvocation { id: "run1".into(), time: Timestamp::now().as_second() - 3600 };
+        StateDir::of(&p).write_finished_invocations(&[old]).unwrap();
+        assert_eq!(on_failure("run1"), (None, 1), "an old record is an earlier failure");
+    }
 }

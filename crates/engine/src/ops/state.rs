@@ -70,7 +70,7 @@ pub struct StateDir {
 impl StateDir {
     /// The records of the plan's host (a pulled host's plan gives the pulled host's).
     pub fn of(plan: &Plan) -> StateDir {
-        StateDir::new(&plan.state_dir, &plan.host)
+        StateDir { dir: plan.host_state_dir() }
     }
 
     /// The records of `host` under a state directory (for commands without a plan).
