@@ -1,5 +1,5 @@
 //! The commands `cloud`, `health` and `notify-failure`, and printing what the engine did
-//! around a run (`hwc-backup_engine::ops`: the cloud push, metrics, JSON logs,
+//! around a run (`hwc_backup_engine::ops`: the cloud push, metrics, JSON logs,
 //! notifications, the records in the state directory).
 //!
 //! The engine decides the order and keeps the records; this module prints. Everything there

@@ -1,5 +1,5 @@
 //! Operating the backup: the records kept between runs ([`state`]) and what happens around
-//! a job ([`after_run`]): the cloud push, the JSON logs, the metrics textfile, notifications
+//! a job ([`mod@after_run`]): the cloud push, the JSON logs, the metrics textfile, notifications
 //! and healthchecks pings, in one order decided here. The CLI calls these functions and
 //! prints what they return; it neither orders these steps nor writes a record itself.
 

@@ -163,8 +163,7 @@ impl StateDir {
         text.lines().filter(|l| !l.is_empty()).filter_map(FinishedInvocation::parse).collect()
     }
 
-    /// Records them, as `ID UNIX_SECONDS` lines, keeping the last
-    /// [`FINISHED_INVOCATIONS_KEPT`].
+    /// Records them, as `ID UNIX_SECONDS` lines, keeping the last twenty.
     pub fn write_finished_invocations(&self, list: &[FinishedInvocation]) -> Result<()> {
         let keep = list.len().saturating_sub(FINISHED_INVOCATIONS_KEPT);
         let text: String = list[keep..].iter().map(|i| format!("{} {}\n", i.id, i.time)).collect();
