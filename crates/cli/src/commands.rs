@@ -129,32 +129,13 @@ fn now(a: NowArgs) -> Result<Exit> {
         opts.threads = t;
     }
     let configured = a.sources.is_empty() && a.target.dest.is_none();
-    if configured {
-        crate::ops::before_run(&plan);
-    }
+    crate::ops::before_run(&plan, configured);
     let progress = Progress::new(!a.json);
     let report = run::run(&plan, &opts, &|c| progress.counts(c));
     progress.finish();
-    record_last_run(&plan, &report);
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_run(&report)?;
-    }
-    let after = crate::ops::after_run(
-        &plan,
-        &report,
-        &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
-    );
-    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
-}
-
-/// Keeps the last run's report for `status` and health checks; best effort, because a
-/// missing state directory must never turn a good backup into a failed one.
-pub(crate) fn record_last_run(plan: &Plan, report: &RunReport) {
-    if let Err(e) = hwc_backup_engine::health::record_last_run(&plan.state_dir.join(&plan.host), report) {
-        tracing::info!("not recording the last run: {e}");
-    }
+    let how =
+        crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&plan, &report, &how)
 }
 
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
@@ -223,9 +204,7 @@ fn status(a: StatusArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
     check_host_dir(&t)?;
     let snapshots = t.host.list()?;
-    let last_run: Option<serde_json::Value> = std::fs::read(t.state_dir.join(&t.host_name).join("last-run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let last_run = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name).last_run_report();
     let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
     if a.json {
         let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();

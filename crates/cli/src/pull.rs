@@ -12,7 +12,7 @@ use hwc_backup_engine::Error;
 use serde::Deserialize;
 
 use crate::args::{AgentArgs, PullArgs};
-use crate::commands::{parse_now, print_json, print_run, record_last_run};
+use crate::commands::parse_now;
 use crate::exit::Exit;
 use crate::progress::Progress;
 
@@ -27,9 +27,7 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     opts.now = now;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
-    if configured {
-        crate::ops::before_run(&plan);
-    }
+    crate::ops::before_run(&plan, configured);
     let target = host.ssh_target();
     let connect = || target.connect(&plan.host);
     let progress = Progress::new(!a.json);
@@ -38,15 +36,8 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
             progress.counts(c)
         });
     progress.finish();
-    record_last_run(&plan, &report);
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_run(&report)?;
-    }
-    let how = crate::ops::AfterRun { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
-    let after = crate::ops::after_run(&plan, &report, &how);
-    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
+    let how = crate::ops::Invocation { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&plan, &report, &how)
 }
 
 /// `--host NAME` from the plan's `hosts`.
