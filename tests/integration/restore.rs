@@ -561,3 +561,31 @@ fn restores_a_tree_twenty_thousand_levels_deep_with_256_descriptors() {
     // std's remove_dir_all holds a descriptor per level; rm does not.
     sh(&format!("rm -rf '{}'", env.dir.path().display()));
 }
+
+#[test]
+fn merges_and_lists_a_new_deep_subtree_below_a_deep_existing_one() {
+    // Deeper than the levels a restore keeps open (the rest are closed and re-opened on the
+    // way back up), with the target holding the upper half of the chain: the dry run walks
+    // directories that exist on the target and, below them, directories that do not.
+    let env = Env::new();
+    let chain = |levels: usize| vec!["d"; levels].join("/");
+    write(&env.src.join("tree").join(chain(200)).join("f"), "bottom\n");
+    write(&env.src.join("tree").join(chain(100)).join("g"), "middle\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("out");
+    std::fs::create_dir_all(target.join(chain(100))).unwrap();
+    let from = s(&env.src.join("tree"));
+    let out = env.run("restore", &["latest", &from, &s(&target), "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |action: &str| text.lines().filter(|l| l.starts_with(&format!("{action} "))).count();
+    assert_eq!((count("merged"), count("new")), (101, 102), "{text}");
+    assert!(text.contains(&format!("new        {}/f\n", target.join(chain(200)).display())), "{text}");
+    // The real merge: nothing is replaced, so no --force; every directory gets its time
+    // from the snapshot after its entries are written, on both sides of the boundary.
+    let out = env.run("restore", &["latest", &from, &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(target.join(chain(200)).join("f")).unwrap(), "bottom\n");
+    assert_eq!(std::fs::read_to_string(target.join(chain(100)).join("g")).unwrap(), "middle\n");
+    assert_eq!(rsync_differences(&env.src.join("tree"), &target), "");
+}

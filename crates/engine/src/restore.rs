@@ -432,8 +432,11 @@ type Id = (u64, u64);
 struct Level<T> {
     src: Option<OwnedFd>,
     dst: Option<OwnedFd>,
-    /// `(device, inode)` of `src` and `dst`, taken when they were closed to spare
-    /// descriptors; `None` while they are open.
+    /// Whether there is a directory on the target side (a dry run also walks directories
+    /// that are not there yet).
+    has_dst: bool,
+    /// `(device, inode)` of `src` and of `dst` (if it was closed too), taken when they were
+    /// closed to spare descriptors; `None` while they are open.
     closed: Option<(Id, Option<Id>)>,
     names: std::vec::IntoIter<CString>,
     from_len: usize,
@@ -502,8 +505,12 @@ impl<'a, T> Walk<'a, T> {
     fn descend(&mut self, src: OwnedFd, dst: Option<OwnedFd>, names: Vec<CString>, extra: T) -> Result<()> {
         let (from_len, to_len) = (self.from.len(), self.to.len());
         let names = names.into_iter();
-        self.stack.push(Level { src: Some(src), dst, closed: None, names, from_len, to_len, extra });
+        let has_dst = dst.is_some();
+        self.stack.push(Level { src: Some(src), dst, has_dst, closed: None, names, from_len, to_len, extra });
         let Some(i) = self.stack.len().checked_sub(KEEP_OPEN + 1) else { return Ok(()) };
+        // The target's directory can be re-opened through its child's `..` only if that child
+        // is on the target too: the last level on the target keeps its descriptor.
+        let child_has_dst = self.stack[i + 1].has_dst;
         let level = &mut self.stack[i];
         if let Some(src) = level.src.take() {
             let id = |fd: &OwnedFd, path: &[u8]| {
@@ -511,7 +518,7 @@ impl<'a, T> Walk<'a, T> {
                 Ok::<_, Error>((st.st_dev, st.st_ino))
             };
             let src_id = id(&src, &self.from[..level.from_len])?;
-            let dst_id = match level.dst.take() {
+            let dst_id = match level.dst.take_if(|_| child_has_dst) {
                 Some(dst) => Some(id(&dst, &self.to[..level.to_len])?),
                 None => None,
             };
