@@ -28,7 +28,7 @@
 //! Like the snapshot walk, the copy works on `(directory fd, name)` pairs, one component per
 //! system call, and holds one directory listing per level, not a map of the tree. The survey
 //! (the check before writing), the copy and the merge are iterative walks with an explicit
-//! stack: no recursion, so no depth limit from the thread's stack, and at most [`KEEP_OPEN`]
+//! stack: no recursion, so no depth limit from the thread's stack, and at most 32
 //! levels keep their descriptors open (the others are re-opened through `..`, checked by
 //! device and inode), so a tree tens of thousands of levels deep restores under the default
 //! descriptor limit.
