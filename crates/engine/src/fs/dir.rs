@@ -44,6 +44,17 @@ impl Dir {
         Ok(Dir { fd, path: path.to_path_buf() })
     }
 
+    /// Wraps a directory the caller opened from a path the administrator named (as
+    /// [`Dir::open_trusted`] does, with the flags it needs, e.g. a restore's DEST opened with
+    /// `O_NOFOLLOW`); anything but a directory is refused.
+    pub fn from_trusted_fd(fd: OwnedFd, path: PathBuf) -> Result<Dir> {
+        let st = rustix::fs::fstat(&fd).ctx("inspect", &path)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(Error::io("open directory", &path, Errno::NOTDIR.into()));
+        }
+        Ok(Dir { fd, path })
+    }
+
     /// Wraps an fd opened with `O_DIRECTORY | O_NOFOLLOW` by code of this module.
     pub(super) fn from_fd(fd: OwnedFd, path: PathBuf) -> Dir {
         Dir { fd, path }
