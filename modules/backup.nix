@@ -184,6 +184,19 @@ let
           description = "Do not descend into other file systems mounted below a source on the host.";
         };
 
+        devices = lib.mkOption {
+          type = lib.types.bool;
+          default = false;
+          example = true;
+          description = ''
+            Recreate the host's device nodes (character and block devices) in its snapshots.
+            Off, they are not created on this server, only counted (`devicesSkipped` in the run
+            report) and logged: a pulled host could otherwise plant a node such as a copy of
+            `/dev/sda` owned by anyone. FIFOs are always kept. Turn it on only for a host
+            trusted as much as this server (e.g. to back up a container's root file system).
+          '';
+        };
+
         keepLast = mkHostKeep name "keepLast";
         keepHourly = mkHostKeep name "keepHourly";
         keepDaily = mkHostKeep name "keepDaily";

@@ -753,7 +753,12 @@ fn nix_eval_expr(expr: &str) -> Value {
 // -------------------------------------------------------------------------------------------------
 
 fn nixpkgs_lib(test: &str) -> Option<String> {
-    match std::env::var("HWC_NIXPKGS_LIB") {
+    // The project's copy of nixpkgs' lib, beside the repository (../shared/nixpkgs-lib/lib,
+    // where CI and the developers' machines have it), unless the variable names another.
+    let beside = repo().join("../shared/nixpkgs-lib/lib");
+    let from_env = std::env::var("HWC_NIXPKGS_LIB").ok().filter(|d| !d.is_empty());
+    let chosen = from_env.or_else(|| beside.join("default.nix").is_file().then(|| beside.display().to_string()));
+    match chosen.ok_or(()) {
         Ok(dir) if !dir.is_empty() => {
             assert!(
                 Path::new(&dir).join("default.nix").is_file(),

@@ -136,7 +136,9 @@ fn manifest(env: &Env, host: &str, id: &str) -> Vec<u8> {
 /// `/var/tmp`), so the directories above the source count too; the snapshot directory itself
 /// differs by nature (its own creation time) and is left out.
 fn tree_differences(env: &Env, a: &Path, b: &Path) -> String {
-    let top = env.src.components().nth(1).expect("a source below /");
+    // The source's own tree: its ancestors (/var/tmp …) are copied too, but their mtimes move
+    // whenever a test running alongside creates its scratch directory, between the two runs.
+    let top = env.src.strip_prefix("/").expect("a source below /");
     let (a, b) = (a.join(top), b.join(top));
     sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", a.display(), b.display()))
 }
@@ -149,8 +151,10 @@ fn pulled_snapshots_equal_local_ones_and_link_unchanged_files() {
     rich_tree(&env.src);
     let sshd = Sshd::start(env.dir.path(), &env.src);
     let t1 = "2025-01-15T02:00:00+01:00";
-    let report = sshd.pull_ok(&env, t1, &[]);
+    // --devices: the tree holds a device node, which a pull recreates only when told to.
+    let report = sshd.pull_ok(&env, t1, &["--devices"]);
     assert_eq!(report["state"], "success", "{report}");
+    assert_eq!(report["counts"]["devicesSkipped"], 0, "{report}");
     env.snapshot_ok(t1, &["--no-prune"]);
     let id1 = "daily/2025-01-15_02-00-00";
     let (pulled, local) = (env.dest.join(CLIENT).join(id1), env.dest.join(HOST).join(id1));
@@ -165,7 +169,7 @@ fn pulled_snapshots_equal_local_ones_and_link_unchanged_files() {
     write(&env.src.join("home/alice/new.txt"), "new\n");
     std::fs::remove_file(env.src.join("home/alice/docs/empty")).unwrap();
     let t2 = "2025-01-16T02:00:00+01:00";
-    let report = sshd.pull_ok(&env, t2, &[]);
+    let report = sshd.pull_ok(&env, t2, &["--devices"]);
     assert_eq!(report["state"], "success", "{report}");
     env.snapshot_ok(t2, &["--no-prune"]);
     let id2 = "daily/2025-01-16_02-00-00";
@@ -403,4 +407,174 @@ fn the_agent_refuses_a_bad_configuration_before_speaking() {
     let out = env.cmd(&["agent", "--config", &s(&good)]).stdin(Stdio::null()).output().unwrap();
     assert_eq!(code(&out), 1, "the server went away: {}", show(&out));
     assert!(out.stdout.starts_with(b"HWCB"), "{}", show(&out));
+}
+
+/// Owner, mode, mtime, ctime (any metadata change shows), xattrs and content of `root` and
+/// everything below it.
+fn fingerprint(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let content = if m.is_file() { std::fs::read(&p).unwrap() } else { Vec::new() };
+        let xattrs = match m.is_symlink() {
+            true => Vec::new(),
+            false => {
+                let f = std::fs::File::open(&p).unwrap();
+                hwc_backup_engine::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
+            }
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {}.{} {}.{} {xattrs:?} {content:?}",
+            p.display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ));
+        if m.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A stand-in for `ssh` that plays a hostile agent: it answers the hello, accepts the
+/// request and sends `frames` as they are, whatever the server says.
+fn hostile_ssh(dir: &Path, name: &str, frames: &[hwc_backup_engine::remote::proto::FromAgent]) -> String {
+    use hwc_backup_engine::remote::proto;
+    use std::io::Write;
+    let mut bytes = Vec::new();
+    proto::send_hello(&mut bytes).unwrap();
+    proto::write_frame(&mut bytes, &proto::FromAgent::Ready).unwrap();
+    let mut stream = proto::CompressedWriter::new(&mut bytes);
+    for f in frames {
+        proto::write_frame(&mut stream, f).unwrap();
+    }
+    stream.flush().unwrap();
+    drop(stream);
+    let data = dir.join(format!("{name}.frames"));
+    std::fs::write(&data, bytes).unwrap();
+    let program = dir.join(name);
+    std::fs::write(&program, format!("#!/bin/bash\ncat '{}'\nexec cat >/dev/null\n", data.display())).unwrap();
+    sh(&format!("chmod +x '{}'", program.display()));
+    s(&program)
+}
+
+/// `hwc-backup pull` of `/srv/x` from host `client` through `ssh_program`.
+fn pull_through(env: &Env, ssh_program: &str, when: &str, extra: &[&str]) -> Output {
+    let mut args: Vec<String> =
+        ["pull", "--address", "client.lan", "--user", "root", "--source", "/srv/x"].map(String::from).to_vec();
+    args.extend(["--dest".into(), s(&env.dest), "--host".into(), CLIENT.into(), "--state-dir".into(), s(&env.state)]);
+    args.extend(["--now".into(), when.into(), "--no-prune".into(), "--ssh-program".into(), ssh_program.into()]);
+    args.extend(extra.iter().map(|x| x.to_string()));
+    env.cmd(&[]).args(&args).output().expect("run hwc-backup pull")
+}
+
+/// Issue 12, items 1 and 3, through the real binary: a hostile agent that makes a name in its
+/// snapshot a symlink to a directory of the server and then sends metadata "for" a directory
+/// through it, or sends a name with `..`, changes nothing outside `<dest>/<host>/` and the
+/// run fails naming the refused entry; its device nodes are only created with `--devices`.
+#[test]
+fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
+    use hwc_backup_engine::remote::proto::{FromAgent, Meta};
+    let env = Env::new();
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("target/file"), "precious");
+    sh(&format!("setfattr -n user.tag -v mine '{}' 2>/dev/null || true", victim.join("target").display()));
+    let before = fingerprint(&victim);
+    let evil = Meta {
+        mode: 0o47777,
+        uid: 4242,
+        gid: 4242,
+        mtime: 1,
+        xattrs: vec![(b"user.pwned".to_vec(), b"1".to_vec())],
+        ..Meta::default()
+    };
+    let link = FromAgent::Symlink { name: b"evil".to_vec(), meta: Meta::default(), target: s(&victim).into_bytes() };
+    let attacks = [
+        (
+            vec![
+                FromAgent::Source { index: 0, parent: Vec::new() },
+                link.clone(),
+                FromAgent::SourceEnd,
+                FromAgent::WalkEnd { excluded: 0, ancestors: vec![(b"evil/target".to_vec(), evil.clone())] },
+            ],
+            "refused the directory /evil/target sent at the end of the walk: /evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![
+                FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+                FromAgent::Dir { name: b"..".to_vec(), meta: evil.clone() },
+            ],
+            "invalid file name \"..\"",
+        ),
+        (
+            // A symlink where the server writes the snapshot's metadata after the walk.
+            vec![
+                FromAgent::Source { index: 0, parent: Vec::new() },
+                FromAgent::Dir { name: b".hwc-backup".to_vec(), meta: Meta { mode: 0o40700, ..Meta::default() } },
+                FromAgent::Symlink {
+                    name: b"meta.tmp".to_vec(),
+                    meta: Meta::default(),
+                    target: s(&victim.join("target/file")).into_bytes(),
+                },
+                FromAgent::DirEnd,
+                FromAgent::SourceEnd,
+                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+            ],
+            "refused the entry /.hwc-backup",
+        ),
+    ];
+    for (i, (frames, want)) in attacks.into_iter().enumerate() {
+        let ssh = hostile_ssh(env.dir.path(), &format!("attack-{i}"), &frames);
+        let out = pull_through(&env, &ssh, "2025-01-15T02:00:00+01:00", &[]);
+        assert_eq!(code(&out), 1, "{}", show(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("host client") && text.contains(want), "{want}: {}", show(&out));
+        assert_eq!(fingerprint(&victim), before, "attack {i} changed the victim");
+        assert!(!env.dest.join(CLIENT).join("daily").exists(), "nothing was published");
+    }
+
+    // Device nodes: counted as skipped, not created, unless --devices.
+    let node = |name: &[u8], mode: u32, rdev: u64| FromAgent::Special {
+        name: name.to_vec(),
+        meta: Meta { mode, rdev, mtime: 1, ..Meta::default() },
+    };
+    let frames = vec![
+        FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+        FromAgent::Dir { name: b"x".to_vec(), meta: Meta { mode: 0o40755, ..Meta::default() } },
+        node(b"fifo", 0o10644, 0),
+        node(b"sda", 0o60666, 8 << 8),
+        FromAgent::DirEnd,
+        FromAgent::SourceEnd,
+        FromAgent::WalkEnd {
+            excluded: 0,
+            ancestors: vec![(b"srv".to_vec(), Meta { mode: 0o40755, ..Meta::default() })],
+        },
+    ];
+    let ssh = hostile_ssh(env.dir.path(), "devices", &frames);
+    let out = pull_through(&env, &ssh, "2025-01-15T02:00:00+01:00", &["--json"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["counts"]["devicesSkipped"].as_u64(), report["counts"]["specials"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(report["state"], "success", "{report}");
+    let snap = env.dest.join(CLIENT).join("daily/2025-01-15_02-00-00/srv/x");
+    assert!(snap.join("fifo").symlink_metadata().is_ok() && snap.join("sda").symlink_metadata().is_err());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sda"), "the skipped node is logged: {}", show(&out));
+
+    let out = pull_through(&env, &ssh, "2025-01-16T02:00:00+01:00", &["--json", "--devices"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["counts"]["devicesSkipped"], 0, "{report}");
+    let sda = env.dest.join(CLIENT).join("daily/2025-01-16_02-00-00/srv/x/sda").symlink_metadata().unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_block_device(&sda.file_type()));
+    assert_eq!(fingerprint(&victim), before);
 }

@@ -114,7 +114,12 @@ fn force_merges_into_an_existing_tree_replacing_each_type() {
     let overwritten = report["overwritten"].as_array().unwrap().len();
     assert_eq!(overwritten, 4, "a.txt, was-file, linked, sym: {report}");
     assert_eq!(std::fs::read_to_string(target.join("keep/only-local")).unwrap(), "mine\n", "merge keeps others");
+    // Removing it touches keep/'s mtime: keep the one the restore set and put it back, so
+    // that rsync compares what the restore did (this passed only when both fell in one tick).
+    let stamp = env.dir.path().join("keep-mtime");
+    sh(&format!("touch -r '{}' '{}'", target.join("keep").display(), stamp.display()));
     std::fs::remove_file(target.join("keep/only-local")).unwrap();
+    sh(&format!("touch -r '{}' '{}'", stamp.display(), target.join("keep").display()));
     assert_eq!(rsync_differences(&src, &target), "", "merged tree differs from the snapshot's");
     assert_eq!(ino(&target.join("linked")), ino(&target.join("keep/linked-too")), "hard link kept in a merge");
     let leftovers = sh(&format!("find '{}' -name '*.hwc-restore*'", target.display()));
@@ -428,4 +433,164 @@ fn restoring_the_root_leaves_the_snapshot_metadata_behind() {
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(std::fs::read_link(target.join(".hwc-backup")).unwrap(), victim);
     assert_eq!(fingerprint(&victim), before);
+}
+
+/// Deeper than any thread's stack could recurse, and than `ulimit -n` would allow with a
+/// descriptor per level.
+const DEEP: usize = 20_000;
+
+mod deep {
+    use std::os::fd::OwnedFd;
+    use std::path::Path;
+
+    use rustix::fs::{Mode, OFlags};
+
+    fn dir_flags() -> OFlags {
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+    }
+
+    pub fn open(path: &Path) -> OwnedFd {
+        rustix::fs::open(path, dir_flags(), Mode::empty()).unwrap()
+    }
+
+    /// Builds `levels` directories `d/d/…` below `top`, one `mkdirat` at a time (the path is
+    /// far longer than PATH_MAX), and returns the bottom one.
+    pub fn chain(top: &OwnedFd, levels: usize) -> OwnedFd {
+        let mut cur = rustix::fs::openat(top, c".", dir_flags(), Mode::empty()).unwrap();
+        for _ in 0..levels {
+            rustix::fs::mkdirat(&cur, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = rustix::fs::openat(&cur, c"d", dir_flags(), Mode::empty()).unwrap();
+        }
+        cur
+    }
+
+    /// How many levels the chain `d/d/…` below `top` has, and its bottom directory.
+    pub fn follow(top: &Path) -> (usize, OwnedFd) {
+        let mut cur = open(top);
+        let mut depth = 0;
+        while let Ok(next) = rustix::fs::openat(&cur, c"d", dir_flags(), Mode::empty()) {
+            cur = next;
+            depth += 1;
+        }
+        (depth, cur)
+    }
+
+    /// Writes the file `name` in an open directory.
+    pub fn write(dir: &OwnedFd, name: &std::ffi::CStr, content: &[u8]) {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let f: std::fs::File = rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o644)).unwrap().into();
+        std::io::Write::write_all(&mut &f, content).unwrap();
+    }
+
+    /// Reads the file `name` in an open directory.
+    pub fn read(dir: &OwnedFd, name: &std::ffi::CStr) -> Vec<u8> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let f: std::fs::File = rustix::fs::openat(dir, name, flags, Mode::empty()).unwrap().into();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut data).unwrap();
+        data
+    }
+
+    /// The inode of `name` in an open directory.
+    pub fn ino(dir: &OwnedFd, name: &std::ffi::CStr) -> u64 {
+        rustix::fs::statat(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap().st_ino
+    }
+}
+
+#[test]
+fn restores_a_tree_twenty_thousand_levels_deep_with_256_descriptors() {
+    require("prlimit");
+    // On a tmpfs where there is one: tens of thousands of mkdir cost seconds on a disk.
+    let env = Env::on_tmpfs();
+    write(&env.src.join("deep/top.txt"), "top\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let id = env.snapshot_ids().pop().unwrap();
+    // The deep chain is built in the snapshot directly (what `now` does with such a tree is
+    // not this test's subject): a file and a 1 MiB file at the bottom, and a hard link to
+    // the bottom file at the top, whose first copy is far beyond PATH_MAX from there.
+    let in_snapshot = env.in_snapshot(&id).join("deep");
+    let top = deep::open(&in_snapshot);
+    let bottom = deep::chain(&top, DEEP);
+    deep::write(&bottom, c"f", b"bottom\n");
+    deep::write(&bottom, c"big", &vec![7u8; 1 << 20]);
+    rustix::fs::linkat(&bottom, c"f", &top, c"link-to-bottom", rustix::fs::AtFlags::empty()).unwrap();
+    drop((top, bottom));
+
+    let target = env.dir.path().join("out/deep");
+    let staging = env.dir.path().join("out/.deep.hwc-restore");
+    let restore = |limits: &[&str], extra: &[&str]| {
+        std::process::Command::new("prlimit")
+            .arg("--nofile=256")
+            .args(limits)
+            .arg(bin())
+            .arg("restore")
+            .args(env.target_args())
+            .args(["latest", &s(&env.src.join("deep")), &s(&target)])
+            .args(extra)
+            .env_remove("HWC_BACKUP_CONFIG")
+            .env_remove("HWC_BACKUP_LOG")
+            .output()
+            .unwrap()
+    };
+    // Interrupted at the bottom: a file size limit kills the restore (SIGXFSZ) while it
+    // writes the big file, 20 000 levels down in the staging entry.
+    let out = restore(&["--fsize=65536"], &[]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert_eq!(deep::follow(&staging).0, DEEP, "the interrupted restore did not get to the bottom");
+    assert!(!target.exists(), "an interrupted restore left a partial target");
+    // The next restore removes that staging entry, and restores the whole tree.
+    let out = restore(&[], &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!staging.exists(), "the stale staging entry was not cleared");
+    let (depth, bottom) = deep::follow(&target);
+    assert_eq!(depth, DEEP);
+    assert_eq!(deep::read(&bottom, c"f"), b"bottom\n");
+    assert_eq!(deep::read(&bottom, c"big").len(), 1 << 20);
+    let top = deep::open(&target);
+    assert_eq!(deep::ino(&top, c"link-to-bottom"), deep::ino(&bottom, c"f"), "the hard link was not kept");
+    assert_eq!(std::fs::read_to_string(target.join("top.txt")).unwrap(), "top\n");
+    // A merge onto it surveys and walks all of it too: the bottom file (and so its hard link
+    // at the top), changed on the target, is refused without --force and replaced with it.
+    deep::write(&bottom, c"f", b"changed\n");
+    let out = restore(&[], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(deep::read(&bottom, c"f"), b"changed\n");
+    let out = restore(&[], &["--force"]);
+    assert!(out.status.success(), "{}", show(&out));
+    drop(bottom);
+    let (depth, bottom) = deep::follow(&target);
+    assert_eq!(depth, DEEP);
+    assert_eq!(deep::read(&bottom, c"f"), b"bottom\n");
+    assert_eq!(deep::ino(&top, c"link-to-bottom"), deep::ino(&bottom, c"f"), "the hard link was not kept");
+    drop((top, bottom));
+    // std's remove_dir_all holds a descriptor per level; rm does not.
+    sh(&format!("rm -rf '{}'", env.dir.path().display()));
+}
+
+#[test]
+fn merges_and_lists_a_new_deep_subtree_below_a_deep_existing_one() {
+    // Deeper than the levels a restore keeps open (the rest are closed and re-opened on the
+    // way back up), with the target holding the upper half of the chain: the dry run walks
+    // directories that exist on the target and, below them, directories that do not.
+    let env = Env::new();
+    let chain = |levels: usize| vec!["d"; levels].join("/");
+    write(&env.src.join("tree").join(chain(200)).join("f"), "bottom\n");
+    write(&env.src.join("tree").join(chain(100)).join("g"), "middle\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("out");
+    std::fs::create_dir_all(target.join(chain(100))).unwrap();
+    let from = s(&env.src.join("tree"));
+    let out = env.run("restore", &["latest", &from, &s(&target), "--dry-run"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let count = |action: &str| text.lines().filter(|l| l.starts_with(&format!("{action} "))).count();
+    assert_eq!((count("merged"), count("new")), (101, 102), "{text}");
+    assert!(text.contains(&format!("new        {}/f\n", target.join(chain(200)).display())), "{text}");
+    // The real merge: nothing is replaced, so no --force; every directory gets its time
+    // from the snapshot after its entries are written, on both sides of the boundary.
+    let out = env.run("restore", &["latest", &from, &s(&target)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(target.join(chain(200)).join("f")).unwrap(), "bottom\n");
+    assert_eq!(std::fs::read_to_string(target.join(chain(100)).join("g")).unwrap(), "middle\n");
+    assert_eq!(rsync_differences(&env.src.join("tree"), &target), "");
 }

@@ -291,6 +291,10 @@ pub struct PullArgs {
     /// An rsync-style exclude pattern (repeat); without a plan.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Recreate the host's device nodes (off: counted as skipped, not created); without a
+    /// plan (with one: hosts.<name>.devices).
+    #[arg(long)]
+    pub devices: bool,
     /// Run as if the time were this (RFC 3339); a testing aid.
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,

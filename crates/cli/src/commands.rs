@@ -106,7 +106,7 @@ fn job_for_now(a: &NowArgs) -> Result<Job> {
 
 /// Creates a one-off run's destination when it is missing — its last component only, as
 /// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
-#[expect(clippy::disallowed_methods, reason = "the --dest the user named, before any handle on it exists")]
+#[expect(clippy::disallowed_methods, reason = "the --dest path the user typed; only its last component is created")]
 pub(crate) fn create_dest(dest: &Path) -> Result<()> {
     match std::fs::create_dir(dest) {
         Ok(()) => Ok(()),
@@ -134,32 +134,13 @@ fn now(a: NowArgs) -> Result<Exit> {
         opts.threads = t;
     }
     let configured = a.sources.is_empty() && a.target.dest.is_none();
-    if configured {
-        crate::ops::before_run(&job);
-    }
+    crate::ops::before_run(&job, configured);
     let progress = Progress::new(!a.json);
     let report = run::run_from(&job, &LocalFs, &opts, &|c| progress.counts(c));
     progress.finish();
-    record_last_run(&job, &report);
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_run(&report)?;
-    }
-    let after = crate::ops::after_run(
-        &job,
-        &report,
-        &crate::ops::AfterRun { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json },
-    );
-    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
-}
-
-/// Keeps the last run's report for `status` and health checks; best effort, because a
-/// missing state directory must never turn a good backup into a failed one.
-pub(crate) fn record_last_run(job: &Job, report: &RunReport) {
-    if let Err(e) = hwc_backup_engine::health::record_last_run(&job.store.host_state_dir(), report) {
-        tracing::info!("not recording the last run: {e}");
-    }
+    let how =
+        crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&job, &report, &how)
 }
 
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
@@ -228,9 +209,7 @@ fn status(a: StatusArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
     check_host_dir(&t)?;
     let snapshots = t.host.list()?;
-    let last_run: Option<serde_json::Value> = std::fs::read(t.state_dir.join(&t.host_name).join("last-run.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let last_run = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name).last_run_report();
     let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
     if a.json {
         let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
@@ -306,15 +285,18 @@ fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
 }
 
 /// The directories below `dest` that look like host directories (hold a tier or `latest`).
-#[expect(clippy::disallowed_methods, reason = "reads names only, for an error message")]
 fn host_dirs(dest: &Path) -> Vec<String> {
-    let Ok(rd) = std::fs::read_dir(dest) else { return Vec::new() };
+    use hwc_backup_engine::fs::{Dir, Name};
+    let Ok(dir) = Dir::open_trusted(dest) else { return Vec::new() };
     let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];
-    let mut hosts: Vec<String> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter(|e| marks.iter().any(|m| e.path().join(m).symlink_metadata().is_ok()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    let is_host = |d: &Dir| marks.iter().any(|m| d.stat(&Name::fixed(m)).is_ok_and(|st| st.is_some()));
+    let mut hosts: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == rustix::fs::FileType::Directory)
+        .filter(|e| dir.open_dir(&e.name).is_ok_and(|d| is_host(&d)))
+        .map(|e| e.name.to_string())
         .collect();
     hosts.sort();
     hosts

@@ -92,7 +92,12 @@ mod tests {
 
     #[test]
     fn reports_map_by_state_and_kind() {
-        let plan = hwc_backup_engine::plan::Plan::ad_hoc("h".into(), vec!["/tmp".into()], "/nonexistent-hwc-exit".into(), vec![]);
+        let plan = hwc_backup_engine::plan::Plan::ad_hoc(
+            "h".into(),
+            vec!["/tmp".into()],
+            "/nonexistent-hwc-exit".into(),
+            vec![],
+        );
         let mut r = hwc_backup_engine::run::run(&plan, &hwc_backup_engine::run::RunOptions::for_plan(&plan), &|_| {});
         assert_eq!((r.state, r.error_kind), (RunState::Failed, Some(ErrorKind::Preflight)));
         assert_eq!(Exit::from_report(&r), Exit::Failed);

@@ -13,7 +13,7 @@ use hwc_backup_engine::Error;
 use serde::Deserialize;
 
 use crate::args::{AgentArgs, PullArgs};
-use crate::commands::{parse_now, print_json, print_run, record_last_run};
+use crate::commands::parse_now;
 use crate::exit::Exit;
 use crate::progress::Progress;
 
@@ -29,30 +29,28 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     opts.now = now;
     opts.allow_shrink = a.allow_shrink;
     opts.prune = opts.prune && !a.no_prune;
-    if configured {
-        crate::ops::before_run(&job);
-    }
+    crate::ops::before_run(&job, configured);
     let target = host.ssh_target();
     let connect = || target.connect(job.host());
     let progress = Progress::new(!a.json);
-    let report = run::run_from(&job, &Pull { host: job.host(), connect: &connect }, &opts, &|c| progress.counts(c));
+    let report =
+        run::run_from(&job, &Pull { host: job.host(), connect: &connect, devices: host.devices }, &opts, &|c| {
+            progress.counts(c)
+        });
     progress.finish();
-    record_last_run(&job, &report);
-    if a.json {
-        print_json(&report)?;
-    } else {
-        print_run(&report)?;
-    }
-    let how = crate::ops::AfterRun { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
-    let after = crate::ops::after_run(&job, &report, &how);
-    Ok(after.exit.unwrap_or_else(|| Exit::from_report(&report)))
+    let how = crate::ops::Invocation { configured, push_cloud: false, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&job, &report, &how)
 }
 
 /// `--host NAME` from the plan's `hosts`.
 fn from_plan(a: &PullArgs) -> Result<Job> {
-    let no_plan_args = a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none();
+    let no_plan_args =
+        a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none() && !a.devices;
     if !no_plan_args {
-        bail!(Error::config("--address", "is required with --user/--source/--dest/--ssh-key (a pull without a plan)"));
+        bail!(Error::config(
+            "--address",
+            "is required with --user/--source/--dest/--ssh-key/--devices (a pull without a plan; with one, set hosts.<name>.devices)"
+        ));
     }
     let Some(name) = &a.target.host else {
         bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
@@ -84,6 +82,7 @@ fn ad_hoc(a: &PullArgs) -> Result<Job> {
         sources: a.sources.clone(),
         exclude_patterns: a.excludes.clone(),
         one_file_system: true,
+        devices: a.devices,
         retention: None,
     };
     // Validated as a plan's `hosts.<name>` entry, so the messages name the same fields.

@@ -20,7 +20,8 @@
 //! Before a mirror, a guard compares the snapshot with what the remote holds (`rclone size`)
 //! and refuses to replace a full remote with an empty or much smaller snapshot. rclone only
 //! ever reads the local snapshot. The outcome is kept in `<stateDir>/<host>/cloud.json` (for
-//! health and metrics) and rclone's own log of the last push in `cloud-rclone.log` beside it.
+//! health and metrics) and rclone's own log of the last push in `cloud-rclone.log` beside it
+//! (both through [`crate::ops::state`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,12 +33,10 @@ use crate::error::{Error, Result};
 use crate::job::Store;
 use crate::layout::{HostDir, Snapshot};
 use crate::lock::HostLock;
+use crate::ops::state::StateDir;
 use crate::plan::{Cloud, SyncMode};
 
-/// The state file inside `<stateDir>/<host>/`.
-pub const STATE_FILE: &str = "cloud.json";
-/// rclone's log of the last push, inside `<stateDir>/<host>/`.
-pub const RCLONE_LOG: &str = "cloud-rclone.log";
+pub use crate::ops::state::CloudRecord;
 
 /// How to push, beyond the plan.
 #[derive(Clone, Debug, Default)]
@@ -86,36 +85,6 @@ pub struct CloudReport {
     pub started_at: Timestamp,
     /// End.
     pub finished_at: Timestamp,
-}
-
-/// `<stateDir>/<host>/cloud.json`: the last push and the last good one.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase", default)]
-pub struct CloudRecord {
-    /// When the last push that succeeded finished.
-    pub last_success: Option<Timestamp>,
-    /// Which snapshot it pushed.
-    pub last_success_snapshot: Option<String>,
-    /// Files and bytes it pushed.
-    pub last_success_files: u64,
-    /// Bytes it pushed.
-    pub last_success_bytes: u64,
-    /// When the last push (good or bad) finished.
-    pub last_attempt: Option<Timestamp>,
-    /// Whether it succeeded.
-    pub last_ok: bool,
-    /// Its error.
-    pub last_error: Option<String>,
-    /// The remote directory.
-    pub destination: String,
-}
-
-impl CloudRecord {
-    /// Reads the record; `None` when there is none (never pushed) or it cannot be read.
-    pub fn read(state_host_dir: &Path) -> Option<CloudRecord> {
-        let bytes = std::fs::read(state_host_dir.join(STATE_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
 }
 
 /// `<remote>/<host>` for a plan's `cloud.remote` (`name:` and `name:path/` both work).
@@ -218,9 +187,7 @@ fn push_inner(store: &Store, cloud: &Cloud, opts: &CloudOptions, report: &mut Cl
         report.history = Some(format!("{history_root}/{}", snapshot.name));
     }
 
-    let state_dir = store.host_state_dir();
-    crate::fsutil::ensure_dir(&state_dir)?;
-    let log = state_dir.join(RCLONE_LOG);
+    let log = StateDir::of(store).rclone_log()?;
     report.log_file = Some(log.clone());
     let mut args: Vec<String> = vec![
         report.verb.into(),
@@ -285,9 +252,8 @@ fn shrink_guard(s: &Snapshot, files: u64, bytes: u64, rfiles: u64, rbytes: u64, 
 }
 
 fn record(store: &Store, r: &CloudReport) -> Result<()> {
-    let dir = store.host_state_dir();
-    crate::fsutil::ensure_dir(&dir)?;
-    let mut rec = CloudRecord::read(&dir).unwrap_or_default();
+    let state = StateDir::of(store);
+    let mut rec = state.cloud().unwrap_or_default();
     rec.last_attempt = Some(r.finished_at);
     rec.last_ok = r.ok;
     rec.last_error = r.error.clone();
@@ -298,8 +264,7 @@ fn record(store: &Store, r: &CloudReport) -> Result<()> {
         rec.last_success_files = r.files;
         rec.last_success_bytes = r.bytes;
     }
-    let text = serde_json::to_vec_pretty(&rec).expect("record serializes");
-    crate::fsutil::write_durably(&dir.join(STATE_FILE), &text)
+    state.write_cloud(&rec)
 }
 
 /// One rclone binary with the plan's global flags.

@@ -11,137 +11,22 @@
 //! | `verify` | the last verify found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
 //! | `cloud` | with `cloud.enable`: the last good push is younger than `cloud.maxAge` |
 //!
-//! Everything here only reads, except the small records kept in `<stateDir>/<host>/`:
-//! [`record_verify`] (called by the verify command) and [`HealthReport::record`].
+//! Everything here only reads. The records it reads (last run, last verify, cloud) and the
+//! report it produces are kept by [`crate::ops::state`]; a verify record of another
+//! destination (a rotated drive) counts as no verify.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ErrorKind, Result};
 use crate::job::Store;
 use crate::layout::HostDir;
-use crate::meta::{Counts, RunState};
+use crate::meta::RunState;
+use crate::ops::state::{DestinationId, StateDir};
 use crate::plan::Cloud;
-use crate::verify::VerifyReport;
 
-/// The last run's report, as the CLI keeps it (`<stateDir>/<host>/last-run.json`).
-pub const LAST_RUN_FILE: &str = "last-run.json";
-/// The last verify's outcome.
-pub const VERIFY_FILE: &str = "last-verify.json";
-/// The last health check's outcome.
-pub const HEALTH_FILE: &str = "health.json";
-
-/// The parts of the last run's report that health and metrics read.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LastRun {
-    /// How it ended.
-    pub state: RunState,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// What kind of failure it was.
-    #[serde(default)]
-    pub error_kind: Option<ErrorKind>,
-    /// `daily/NAME`.
-    #[serde(default)]
-    pub snapshot: Option<String>,
-    /// Start.
-    pub started_at: Timestamp,
-    /// End.
-    pub finished_at: Timestamp,
-    /// Counts of the build.
-    #[serde(default)]
-    pub counts: Counts,
-    /// For a skipped run: the last run before it that was not skipped, carried over by
-    /// [`record_last_run`] so that a skip never hides a failure.
-    #[serde(default)]
-    pub last_completed: Option<Box<LastRun>>,
-}
-
-impl LastRun {
-    /// Reads `last-run.json`; `None` when there is none or it cannot be parsed.
-    pub fn read(state_host_dir: &Path) -> Option<LastRun> {
-        let bytes = std::fs::read(state_host_dir.join(LAST_RUN_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    /// The run whose outcome counts for health and metrics: this one, or for a skipped run
-    /// the last one before it that ran (`None` when none did).
-    pub fn effective(&self) -> Option<&LastRun> {
-        match self.state {
-            RunState::Skipped => self.last_completed.as_deref(),
-            _ => Some(self),
-        }
-    }
-}
-
-/// Records a run's report as `<state_host_dir>/last-run.json`, for `status`, health and
-/// metrics. A skipped run (another run held the lock) is recorded as such, and carries the
-/// last run that was not skipped as `lastCompleted`, so its outcome stays visible.
-pub fn record_last_run(state_host_dir: &Path, report: &crate::run::RunReport) -> Result<()> {
-    let mut value = serde_json::to_value(report).expect("reports serialize");
-    if report.state == RunState::Skipped {
-        let previous: Option<serde_json::Value> =
-            std::fs::read(state_host_dir.join(LAST_RUN_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let carried = match previous {
-            Some(p) if p["state"] == RunState::Skipped.as_str() => p.get("lastCompleted").cloned(),
-            other => other,
-        };
-        if let Some(c) = carried.filter(|c| !c.is_null()) {
-            value["lastCompleted"] = c;
-        }
-    }
-    write_json(state_host_dir, LAST_RUN_FILE, &value)
-}
-
-/// The outcome of the last verify, kept for health and metrics.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyRecord {
-    /// When it finished.
-    pub finished_at: Timestamp,
-    /// Snapshots verified.
-    pub snapshots: Vec<String>,
-    /// Files hashed.
-    pub files_checked: u64,
-    /// Changed, missing, unexpected and sample-mismatched files, added up.
-    pub errors: u64,
-    /// The snapshots with errors.
-    pub damaged: Vec<String>,
-}
-
-impl VerifyRecord {
-    /// Whether the verify found nothing wrong.
-    pub fn is_clean(&self) -> bool {
-        self.errors == 0
-    }
-
-    /// Reads `last-verify.json`.
-    pub fn read(state_host_dir: &Path) -> Option<VerifyRecord> {
-        let bytes = std::fs::read(state_host_dir.join(VERIFY_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
-    }
-}
-
-/// Records a verify's outcome in `<state_host_dir>/last-verify.json` (call it after every
-/// `verify`, with every report it produced).
-pub fn record_verify(state_host_dir: &Path, reports: &[VerifyReport]) -> Result<VerifyRecord> {
-    let errors =
-        |r: &VerifyReport| (r.changed.len() + r.missing.len() + r.unexpected.len() + r.sample_mismatches.len()) as u64;
-    let rec = VerifyRecord {
-        finished_at: Timestamp::now(),
-        snapshots: reports.iter().map(|r| r.snapshot.clone()).collect(),
-        files_checked: reports.iter().map(|r| r.files_checked).sum(),
-        errors: reports.iter().map(errors).sum(),
-        damaged: reports.iter().filter(|r| !r.is_clean()).map(|r| r.snapshot.clone()).collect(),
-    };
-    write_json(state_host_dir, VERIFY_FILE, &rec)?;
-    Ok(rec)
-}
+pub use crate::ops::state::{LastRun, VerifyRecord};
 
 /// One condition.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -179,17 +64,6 @@ impl HealthReport {
     /// The checks that failed.
     pub fn failures(&self) -> impl Iterator<Item = &Check> {
         self.checks.iter().filter(|c| !c.ok)
-    }
-
-    /// Keeps this report as `<state_host_dir>/health.json` (for metrics).
-    pub fn record(&self, state_host_dir: &Path) -> Result<()> {
-        write_json(state_host_dir, HEALTH_FILE, self)
-    }
-
-    /// Reads the last recorded report.
-    pub fn read(state_host_dir: &Path) -> Option<HealthReport> {
-        let bytes = std::fs::read(state_host_dir.join(HEALTH_FILE)).ok()?;
-        serde_json::from_slice(&bytes).ok()
     }
 }
 
@@ -261,17 +135,17 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
             Ok(format!("{count} complete snapshot(s)"))
         },
     );
-    let state_dir = store.host_state_dir();
+    let state = StateDir::of(store);
     push(
         "lastRun",
-        match LastRun::read(&state_dir) {
+        match state.last_run() {
             None => Ok("no run recorded".into()),
             Some(r) => check_last_run(&r),
         },
     );
-    push("verify", check_verify(store, &state_dir, now));
+    push("verify", check_verify(store, &state, now));
     if let Some(cloud) = cloud.filter(|c| c.enable) {
-        push("cloud", check_cloud(cloud, &state_dir, now));
+        push("cloud", check_cloud(cloud, &state, now));
     }
     HealthReport {
         host: store.host.clone(),
@@ -326,9 +200,9 @@ fn check_destination(store: &Store) -> std::result::Result<String, String> {
     Ok(format!("{} is reachable", dest.display()))
 }
 
-fn check_verify(store: &Store, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
+fn check_verify(store: &Store, state: &StateDir, now: Timestamp) -> std::result::Result<String, String> {
     let limit = store.verify_max_age();
-    let Some(rec) = VerifyRecord::read(state_dir) else {
+    let Some(rec) = state.verify(&DestinationId::of(&store.destination.path)) else {
         return match limit {
             Some(_) => Err("no verify has been recorded; run `backup-verify`".into()),
             None => Ok("no verify recorded yet".into()),
@@ -355,8 +229,8 @@ fn check_verify(store: &Store, state_dir: &Path, now: Timestamp) -> std::result:
     Ok(format!("the last verify ({} ago, {} files) was clean", words(age), rec.files_checked))
 }
 
-fn check_cloud(cloud: &Cloud, state_dir: &Path, now: Timestamp) -> std::result::Result<String, String> {
-    let rec = crate::cloud::CloudRecord::read(state_dir).unwrap_or_default();
+fn check_cloud(cloud: &Cloud, state: &StateDir, now: Timestamp) -> std::result::Result<String, String> {
+    let rec = state.cloud().unwrap_or_default();
     let last_error = rec
         .last_error
         .as_deref()
@@ -396,21 +270,11 @@ pub fn words(d: Duration) -> String {
     }
 }
 
-fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<()> {
-    crate::fsutil::ensure_dir(dir)?;
-    let mut text = serde_json::to_vec_pretty(value).expect("records serialize");
-    text.push(b'\n');
-    crate::fsutil::write_durably(&dir.join(name), &text)
-}
-
-/// `<stateDir>/<host>` for a state directory and host (for commands without a plan).
-pub fn state_host_dir(state_dir: &Path, host: &str) -> PathBuf {
-    state_dir.join(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use crate::verify::VerifyReport;
 
     #[test]
     fn durations_in_words() {
@@ -429,23 +293,27 @@ mod tests {
             missing: vec!["b".into(), "c".into()],
             ..Default::default()
         };
+        let state = StateDir::new(dir.path(), "h");
+        let dest = DestinationId::of(dir.path());
         let rec =
-            record_verify(dir.path(), &[r, VerifyReport { snapshot: "daily/y".into(), ..Default::default() }]).unwrap();
+            VerifyRecord::of(dest.clone(), &[r, VerifyReport { snapshot: "daily/y".into(), ..Default::default() }]);
+        state.write_verify(&rec).unwrap();
         assert_eq!(rec.errors, 3);
         assert_eq!(rec.damaged, vec!["daily/x".to_string()]);
-        assert_eq!(VerifyRecord::read(dir.path()).unwrap(), rec);
+        assert_eq!(state.verify(&dest).unwrap(), rec);
     }
 
     #[test]
     fn a_skipped_run_keeps_the_outcome_of_the_run_before() {
         let dir = tempfile::tempdir().unwrap();
+        let records = StateDir::new(dir.path(), "h");
         let run = |state, kind, secs| {
             let mut r = crate::run::RunReport::new("h", Timestamp::from_second(secs).unwrap());
             r.state = state;
             r.error_kind = kind;
             r.error = kind.map(|k: ErrorKind| format!("an error of kind {k}"));
-            record_last_run(dir.path(), &r).unwrap();
-            LastRun::read(dir.path()).unwrap()
+            records.write_last_run(&r).unwrap();
+            records.last_run().unwrap()
         };
         // A skip with nothing before it.
         let r = run(RunState::Skipped, Some(ErrorKind::Locked), 100);

@@ -13,6 +13,8 @@
 //! - [`run::run`]: one backup run, ending `success`, `partial` or `failed`.
 //! - [`layout::HostDir`]: listing and resolving snapshots of one host.
 //! - [`restore::restore`], [`verify::verify`], [`prune::plan`] / [`prune::execute`].
+//! - [`ops`]: the records kept between runs ([`ops::StateDir`]) and what happens after a
+//!   run ([`ops::after_run()`]: cloud push, logs, metrics, notifications), in one order.
 //!
 //! ```no_run
 //! use hwc_backup_engine::{plan::Plan, run};
@@ -42,6 +44,7 @@ pub mod manifest;
 pub mod meta;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod plan;
 pub mod prune;
 pub mod remote;

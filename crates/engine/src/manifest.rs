@@ -49,12 +49,16 @@ pub struct ManifestWriter {
 }
 
 impl ManifestWriter {
-    /// Creates the manifest file.
+    /// Creates the manifest file `name` in an open directory (a snapshot's `.hwc-backup/`).
+    pub fn create_in(dir: &crate::fs::Dir, name: &crate::fs::Name) -> Result<ManifestWriter> {
+        let f = dir.create_file(name, 0o644)?;
+        let path = dir.child_path(name);
+        Ok(ManifestWriter { out: BufWriter::with_capacity(1 << 16, f), path, line: Vec::new() })
+    }
+
+    /// Creates the manifest file at a path (tests and tools; the engine uses [`Self::create_in`]).
+    #[expect(clippy::disallowed_methods, reason = "a path the caller owns, outside any destination")]
     pub fn create(path: &Path) -> Result<ManifestWriter> {
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "the run's own .incomplete/NAME/.hwc-backup, created a moment ago and held open"
-        )]
         let f = File::create(path).ctx("create", path)?;
         Ok(ManifestWriter { out: BufWriter::with_capacity(1 << 16, f), path: path.to_path_buf(), line: Vec::new() })
     }
@@ -131,12 +135,13 @@ impl ManifestReader {
     /// Opens a manifest.
     pub fn open(path: &Path) -> Result<ManifestReader> {
         let f = File::open(path).ctx("open", path)?;
-        Ok(ManifestReader {
-            input: Box::new(BufReader::with_capacity(1 << 16, f)),
-            path: path.to_path_buf(),
-            line: Vec::new(),
-            line_no: 0,
-        })
+        Ok(ManifestReader::from_file(f, path.to_path_buf()))
+    }
+
+    /// Reads a manifest from a file already open (through [`crate::fs::Dir::open_read`]);
+    /// `path` names it in messages.
+    pub fn from_file(f: File, path: PathBuf) -> ManifestReader {
+        ManifestReader { input: Box::new(BufReader::with_capacity(1 << 16, f)), path, line: Vec::new(), line_no: 0 }
     }
 
     /// The next entry, or `None` at the end.
@@ -237,6 +242,20 @@ impl Cursor {
                 Cursor { reader: Some(r), current }
             }
             Err(_) => Cursor::empty(),
+        }
+    }
+
+    /// A cursor over the manifest `name` in an open metadata directory (`None`: no such
+    /// directory); anything unreadable gives a cursor that finds nothing, as [`Cursor::open`].
+    pub fn open_in(dir: Option<&crate::fs::Dir>, name: &crate::fs::Name) -> Cursor {
+        let Some(dir) = dir else { return Cursor::empty() };
+        match dir.open_read(name) {
+            Ok(Some(f)) => {
+                let mut r = ManifestReader::from_file(f, dir.child_path(name));
+                let current = r.next_entry().ok().flatten();
+                Cursor { reader: Some(r), current }
+            }
+            _ => Cursor::empty(),
         }
     }
 

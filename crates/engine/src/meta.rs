@@ -77,6 +77,8 @@ pub struct Counts {
     pub emlink_fallbacks: u64,
     /// Sockets, which cannot be backed up, skipped.
     pub sockets_skipped: u64,
+    /// Device nodes of a pulled host not recreated (its plan's `devices` is off).
+    pub devices_skipped: u64,
     /// Entries left out by the exclude patterns.
     pub excluded: u64,
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics as a node-exporter textfile: `<textfileDir>/hwc_backup_<host>.prom`.
 //!
 //! The file is rebuilt whole after every run, verify, cloud push and health check from what is
-//! on disk (the snapshots) and in `<stateDir>/<host>/` (last run, last verify, last push, last
-//! health check), so any one command refreshes every value and none can leave another stale.
+//! on disk (the snapshots) and in `<stateDir>/<host>/` (last run, last verify of this
+//! destination, last push, last health check: [`crate::ops::state`]), so any one command refreshes every value and none can leave another stale.
 //! It is written to a hidden temporary name in the same directory and renamed into place:
 //! node-exporter reads only `*.prom` and never sees half a file.
 //!
@@ -14,12 +14,11 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 
-use crate::cloud::CloudRecord;
 use crate::error::Result;
-use crate::health::{HealthReport, LastRun, VerifyRecord};
 use crate::job::Job;
 use crate::layout::{HostDir, TIERS};
 use crate::meta::RunState;
+use crate::ops::state::{DestinationId, LastRun, StateDir};
 
 /// The metrics file for a host.
 pub fn file_path(dir: &Path, host: &str) -> PathBuf {
@@ -46,8 +45,8 @@ pub fn render(job: &Job, now: Timestamp) -> String {
     let secs = |t: Timestamp| t.as_millisecond() as f64 / 1000.0;
     m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
 
-    let state_dir = job.store.host_state_dir();
-    let last = LastRun::read(&state_dir);
+    let state = StateDir::of(&job.store);
+    let last = state.last_run();
     if let Some(r) = last.as_ref().filter(|r| r.state == RunState::Skipped) {
         m.gauge(
             "last_skipped_timestamp_seconds",
@@ -122,7 +121,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
     }
 
-    if let Some(v) = VerifyRecord::read(&state_dir) {
+    if let Some(v) = state.verify(&DestinationId::of(&job.store.destination.path)) {
         m.gauge("verify_last_timestamp_seconds", "End of the last verify.", &[(&[], secs(v.finished_at))]);
         m.gauge(
             "verify_errors",
@@ -137,7 +136,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         "1 when the cloud copy is configured.",
         &[(&[], f64::from(u8::from(job.cloud().is_some())))],
     );
-    if let Some(c) = CloudRecord::read(&state_dir) {
+    if let Some(c) = state.cloud() {
         if let Some(t) = c.last_success {
             m.gauge(
                 "cloud_last_success_timestamp_seconds",
@@ -155,7 +154,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         }
     }
 
-    if let Some(h) = HealthReport::read(&state_dir) {
+    if let Some(h) = state.health() {
         m.gauge("healthy", "1 when every health check passed.", &[(&[], f64::from(u8::from(h.healthy)))]);
         m.gauge("health_last_timestamp_seconds", "When the last health check ran.", &[(&[], secs(h.checked_at))]);
         let values: Vec<([(&str, &str); 1], f64)> =

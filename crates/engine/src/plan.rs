@@ -523,6 +523,11 @@ pub struct RemoteHost {
     /// Stay on the filesystem of each source.
     #[serde(default = "yes")]
     pub one_file_system: bool,
+    /// Recreate the host's device nodes in its snapshots; off: they are counted as
+    /// `devicesSkipped` and not created (a pulled host must not plant usable device nodes on
+    /// the server).
+    #[serde(default)]
+    pub devices: bool,
     /// Retention for this host; `None`: the plan's.
     #[serde(default)]
     pub retention: Option<Retention>,
@@ -1124,6 +1129,7 @@ mod tests {
         assert_eq!((hp.host(), h.port, h.agent_command.as_str()), ("web1", 22, "hwc-backup agent"));
         assert_eq!(hp.sources.paths, vec![PathBuf::from("/srv"), PathBuf::from("/etc")]);
         assert_eq!(hp.store.retention.daily, Count::N(3));
+        assert!(!h.devices, "device nodes of a pulled host are off by default");
         assert!(p.pulled_job("nope").unwrap_err().to_string().contains("web1"));
         for (host, want) in [
             (
@@ -1138,6 +1144,7 @@ mod tests {
                 "sshOptions[0]",
             ),
             (serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"], "colour": 1 }), "colour"),
+            (serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"], "devices": "yes" }), "devices"),
             (
                 serde_json::json!({ "address": "a", "user": "root", "sources": ["/a"],
                 "retention": { "daily": 0, "weekly": 0, "monthly": 0 } }),

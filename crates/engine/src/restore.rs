@@ -26,7 +26,12 @@
 //!   file where a good one was.
 //!
 //! Like the snapshot walk, the copy works on `(directory fd, name)` pairs, one component per
-//! system call, and holds one directory listing per level, not a map of the tree.
+//! system call, and holds one directory listing per level, not a map of the tree. The survey
+//! (the check before writing), the copy and the merge are iterative walks with an explicit
+//! stack: no recursion, so no depth limit from the thread's stack, and at most 32
+//! levels keep their descriptors open (the others are re-opened through `..`, checked by
+//! device and inode), so a tree tens of thousands of levels deep restores under the default
+//! descriptor limit.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -39,6 +44,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::{Dir, Name};
 use crate::fsops;
 use crate::layout::Snapshot;
 use crate::meta::META_DIR;
@@ -290,23 +296,6 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// directory on the target is never deleted to make room: such a restore is refused, with
 /// `force` too. Nothing below the target's own path is ever reached through a symlink.
 pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
-    // The survey and the copy recurse once per directory level and hold two descriptors per
-    // level. On a thread with a large stack (reserved, touched only as deep as the tree goes)
-    // the descriptor limit is reached first, so a tree deeper than half of `ulimit -n` fails
-    // with "Too many open files" naming the directory, instead of overflowing the stack.
-    const STACK: usize = 256 << 20;
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("restore".into())
-            .stack_size(STACK)
-            .spawn_scoped(scope, || restore_here(snapshot, host_path, target, opts))
-            .map_err(|e| Error::io("start the restore thread for", target, e))?
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
     let src = resolve_source(snapshot, host_path)?;
     refuse_inside_destination(snapshot, target)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
@@ -346,12 +335,12 @@ fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Rest
         false => open_dir(&to_dir),
     };
     let dst_parent = match opened {
-        Ok(fd) => Some(fd),
+        Ok(fd) => Some(Dir::from_trusted_fd(fd, to_dir.clone())?),
         Err(e) if e.io_error().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) => None,
         Err(e) => return Err(e),
     };
     let target_exists = match &dst_parent {
-        Some(d) => match rustix::fs::statat(d, &to_name, AtFlags::SYMLINK_NOFOLLOW) {
+        Some(d) => match rustix::fs::statat(d.fd(), &to_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => true,
             Err(rustix::io::Errno::NOENT) => false,
             Err(e) => return Err(Error::io("inspect", &target, e.into())),
@@ -362,13 +351,13 @@ fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Rest
     // exist has none, so only a dry run (which lists paths) walks the tree twice.
     if target_exists || opts.dry_run {
         let mut survey = Survey { report: &mut report, list: opts.dry_run, root_id: src.root_id };
-        survey.entry(
+        survey.run(
             src.dir.as_fd(),
-            &join(&src.dir_path, &src.name),
             &src.name,
-            dst_parent.as_ref().map(|d| d.as_fd()),
-            &target,
+            dst_parent.as_ref().map(|d| d.fd()),
             &to_name,
+            &join(&src.dir_path, &src.name),
+            &target,
         )?;
     }
     if opts.dry_run {
@@ -390,48 +379,184 @@ fn restore_here(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Rest
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
-            #[expect(clippy::disallowed_methods, reason = "the restore target the user named on this machine")]
-            std::fs::create_dir_all(&to_dir).ctx("create directory", &to_dir)?;
-            open_dir(&to_dir)?
+            crate::fsutil::ensure_dir(&to_dir)?;
+            Dir::open_trusted(&to_dir)?
         }
     };
     let mut copier = Copier {
-        dst_root: dst_parent.as_fd(),
+        dst_root: dst_parent.fd(),
         root_id: src.root_id,
         links: HashMap::new(),
         buf: Vec::new(),
         report: &mut report,
     };
-    let from_name = &src.name;
+    let from = join(&src.dir_path, &src.name);
     if target_exists {
-        copier.merge_entry(
-            src.dir.as_fd(),
-            &src.dir_path,
-            dst_parent.as_fd(),
-            &to_dir,
-            from_name,
-            &to_name,
-            Path::new(OsStr::from_bytes(to_name.to_bytes())), // hard-link paths are relative to to_dir
-        )?;
+        // Hard-link paths are relative to `to_dir`.
+        copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, &to_name, true)?;
     } else {
         let staging = cstr(OsStr::new(&format!(".{}.hwc-restore", to_name.to_string_lossy())));
-        remove_at(dst_parent.as_fd(), &to_dir, &staging)?; // left by an interrupted restore to this target
-        let rel = Path::new(OsStr::from_bytes(staging.to_bytes()));
-        copier.copy_entry(src.dir.as_fd(), &src.dir_path, dst_parent.as_fd(), &to_dir, from_name, &staging, rel)?;
+        // Left by an interrupted restore to this target: removed without recursion, whatever its depth.
+        let staging_name = Name::new(staging.to_bytes())
+            .map_err(|e| Error::Unsafe { path: join(&to_dir, &staging), message: e.to_string() })?;
+        dst_parent.remove_tree(&staging_name)?;
+        copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, &staging, false)?;
         // One flush for the whole tree, then one rename: the target appears complete or not at all.
-        rustix::fs::syncfs(&dst_parent).ctx("flush", &to_dir)?;
-        rustix::fs::renameat_with(&dst_parent, &staging, &dst_parent, &to_name, RenameFlags::NOREPLACE).map_err(
-            |e| {
+        dst_parent.sync_filesystem()?;
+        rustix::fs::renameat_with(dst_parent.fd(), &staging, dst_parent.fd(), &to_name, RenameFlags::NOREPLACE)
+            .map_err(|e| {
                 if e == rustix::io::Errno::EXIST {
                     Error::WouldOverwrite { path: target.clone() }
                 } else {
                     Error::io("rename into place", &target, e.into())
                 }
-            },
-        )?;
-        rustix::fs::fsync(&dst_parent).ctx("flush", &to_dir)?;
+            })?;
+        dst_parent.sync()?;
     }
     Ok(report)
+}
+
+/// Directory levels a walk keeps open on the way down, with two descriptors each (the
+/// snapshot's and the target's). Above them a level is closed, and re-opened through `..`
+/// (checked by device and inode, as GNU `rm` does) when the walk climbs back to it, so a tree
+/// of any depth needs about 70 descriptors, and no level of it costs stack.
+const KEEP_OPEN: usize = 32;
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// `(device, inode)`.
+type Id = (u64, u64);
+
+/// One directory on a walk's explicit stack: the snapshot's and (when there is one) the
+/// target's, the names still to visit, and where its paths end in the walk's path buffers.
+struct Level<T> {
+    src: Option<OwnedFd>,
+    dst: Option<OwnedFd>,
+    /// Whether there is a directory on the target side (a dry run also walks directories
+    /// that are not there yet).
+    has_dst: bool,
+    /// `(device, inode)` of `src` and of `dst` (if it was closed too), taken when they were
+    /// closed to spare descriptors; `None` while they are open.
+    closed: Option<(Id, Option<Id>)>,
+    names: std::vec::IntoIter<CString>,
+    from_len: usize,
+    to_len: usize,
+    extra: T,
+}
+
+/// A depth-first walk of a snapshot directory and its counterpart on the target, with an
+/// explicit stack (its depth is bounded by neither the thread's stack nor `ulimit -n`). The
+/// display paths of the current entry are built in one buffer per side, so a deep tree costs
+/// memory linear in its depth, not quadratic.
+struct Walk<'a, T> {
+    /// The directories the walk's first entry is in.
+    root_src: BorrowedFd<'a>,
+    root_dst: Option<BorrowedFd<'a>>,
+    stack: Vec<Level<T>>,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    /// The lengths of `from` and `to` for the first entry.
+    root_lens: (usize, usize),
+}
+
+impl<'a, T> Walk<'a, T> {
+    /// A walk whose first entry is shown as `from` (in the snapshot) and `to` (on the target).
+    fn new(root_src: BorrowedFd<'a>, root_dst: Option<BorrowedFd<'a>>, from: &Path, to: &Path) -> Self {
+        let (from, to) = (from.as_os_str().as_bytes().to_vec(), to.as_os_str().as_bytes().to_vec());
+        let root_lens = (from.len(), to.len());
+        Walk { root_src, root_dst, stack: Vec::new(), from, to, root_lens }
+    }
+
+    fn from(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.from))
+    }
+
+    fn to(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.to))
+    }
+
+    /// The directories the next entry is in: the top level's, or the roots.
+    fn dirs(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
+        match self.stack.last() {
+            Some(l) => (l.src.as_ref().expect("the top level is open").as_fd(), l.dst.as_ref().map(|d| d.as_fd())),
+            None => (self.root_src, self.root_dst),
+        }
+    }
+
+    /// Makes the display paths those of the entry `name` of the top level.
+    fn enter(&mut self, name: &CStr) {
+        for buf in [&mut self.from, &mut self.to] {
+            if buf.last() != Some(&b'/') {
+                buf.push(b'/');
+            }
+            buf.extend_from_slice(name.to_bytes());
+        }
+    }
+
+    /// Makes the display paths those of the top level again.
+    fn leave(&mut self) {
+        let (f, t) = self.stack.last().map_or(self.root_lens, |l| (l.from_len, l.to_len));
+        self.from.truncate(f);
+        self.to.truncate(t);
+    }
+
+    /// Goes down into the directory the display paths show, and closes the level that is
+    /// now [`KEEP_OPEN`] above it.
+    fn descend(&mut self, src: OwnedFd, dst: Option<OwnedFd>, names: Vec<CString>, extra: T) -> Result<()> {
+        let (from_len, to_len) = (self.from.len(), self.to.len());
+        let names = names.into_iter();
+        let has_dst = dst.is_some();
+        self.stack.push(Level { src: Some(src), dst, has_dst, closed: None, names, from_len, to_len, extra });
+        let Some(i) = self.stack.len().checked_sub(KEEP_OPEN + 1) else { return Ok(()) };
+        // The target's directory can be re-opened through its child's `..` only if that child
+        // is on the target too: the last level on the target keeps its descriptor.
+        let child_has_dst = self.stack[i + 1].has_dst;
+        let level = &mut self.stack[i];
+        if let Some(src) = level.src.take() {
+            let id = |fd: &OwnedFd, path: &[u8]| {
+                let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", OsStr::from_bytes(path), e.into()))?;
+                Ok::<_, Error>((st.st_dev, st.st_ino))
+            };
+            let src_id = id(&src, &self.from[..level.from_len])?;
+            let dst_id = match level.dst.take_if(|_| child_has_dst) {
+                Some(dst) => Some(id(&dst, &self.to[..level.to_len])?),
+                None => None,
+            };
+            level.closed = Some((src_id, dst_id));
+        }
+        Ok(())
+    }
+
+    /// Before the top level is popped: re-opens the level below it if it was closed, through
+    /// the top's `..` on both sides, refusing a directory that is not the one left (the tree
+    /// was moved meanwhile).
+    fn reopen_parent(&mut self) -> Result<()> {
+        let n = self.stack.len();
+        if n < 2 {
+            return Ok(());
+        }
+        let (below, top) = self.stack.split_at_mut(n - 1);
+        let (parent, top) = (below.last_mut().expect("n >= 2"), &top[0]);
+        let Some((src_id, dst_id)) = parent.closed.take() else { return Ok(()) };
+        let up = |child: &Option<OwnedFd>, want: (u64, u64), shown: &[u8]| {
+            let shown = Path::new(OsStr::from_bytes(shown));
+            let child = child.as_ref().expect("the top level is open");
+            let fd = rustix::fs::openat(child, c"..", DIR_FLAGS, Mode::empty()).ctx("open parent of", shown)?;
+            let st = rustix::fs::fstat(&fd).ctx("inspect parent of", shown)?;
+            if (st.st_dev, st.st_ino) != want {
+                return Err(Error::Unsafe {
+                    path: shown.to_path_buf(),
+                    message: "its parent directory was moved during the restore; stopping".into(),
+                });
+            }
+            Ok(fd)
+        };
+        parent.src = Some(up(&top.src, src_id, &self.from)?);
+        if let Some(id) = dst_id {
+            parent.dst = Some(up(&top.dst, id, &self.to)?);
+        }
+        Ok(())
+    }
 }
 
 /// Walks what a restore would write, on descriptors on both sides: counts it, lists it when
@@ -443,20 +568,59 @@ struct Survey<'r> {
     root_id: (u64, u64),
 }
 
+/// A directory to go down into: the snapshot's, the target's (if there is one) and its names.
+type Below = (OwnedFd, Option<OwnedFd>, Vec<CString>);
+
 impl Survey<'_> {
+    /// Surveys `src_dir/name` restored as `dst_dir/dst_name` (shown as `from` and `to`) and
+    /// everything below it, iteratively.
+    fn run(
+        &mut self,
+        src_dir: BorrowedFd,
+        name: &CStr,
+        dst_dir: Option<BorrowedFd>,
+        dst_name: &CStr,
+        from: &Path,
+        to: &Path,
+    ) -> Result<()> {
+        let mut walk = Walk::new(src_dir, dst_dir, from, to);
+        if let Some((s, d, names)) = self.entry(src_dir, name, dst_dir, dst_name, from, to)? {
+            walk.descend(s, d, names, ())?;
+        }
+        while let Some(top) = walk.stack.last_mut() {
+            match top.names.next() {
+                Some(child) => {
+                    walk.enter(&child);
+                    let (s, d) = walk.dirs();
+                    match self.entry(s, &child, d, &child, walk.from(), walk.to())? {
+                        Some((s, d, names)) => walk.descend(s, d, names, ())?,
+                        None => walk.leave(),
+                    }
+                }
+                None => {
+                    walk.reopen_parent()?;
+                    walk.stack.pop();
+                    walk.leave();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One entry; returns the directory to go down into, if any.
     fn entry(
         &mut self,
         src_dir: BorrowedFd,
-        from: &Path,
         name: &CStr,
         dst_dir: Option<BorrowedFd>,
-        to: &Path,
         dst_name: &CStr,
-    ) -> Result<()> {
+        from: &Path,
+        to: &Path,
+    ) -> Result<Option<Below>> {
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", from)?;
         let kind = fsops::file_type(&st);
         if kind == FileType::Socket {
-            return Ok(()); // sockets are not restored (nothing can listen on a copied one)
+            return Ok(None); // sockets are not restored (nothing can listen on a copied one)
         }
         let existing = match dst_dir.map(|d| rustix::fs::statat(d, dst_name, AtFlags::SYMLINK_NOFOLLOW)) {
             None | Some(Err(rustix::io::Errno::NOENT)) => None,
@@ -500,18 +664,13 @@ impl Survey<'_> {
             Action::Merged => Some(fsops::open_dir_at(dst_dir.expect("exists"), dst_name).ctx("open directory", to)?),
             _ => None,
         };
-        if kind == FileType::Directory && (self.list || dst_child.is_some()) {
-            let src_child = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
-            let is_root = (st.st_dev, st.st_ino) == self.root_id;
-            for child in names_in(src_child.as_fd(), from)? {
-                if is_root && child.to_bytes() == META_DIR.as_bytes() {
-                    continue;
-                }
-                let (from, to) = (join(from, &child), join(to, &child));
-                self.entry(src_child.as_fd(), &from, &child, dst_child.as_ref().map(|d| d.as_fd()), &to, &child)?;
-            }
+        if kind != FileType::Directory || !(self.list || dst_child.is_some()) {
+            return Ok(None);
         }
-        Ok(())
+        let src_child = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
+        let is_root = (st.st_dev, st.st_ino) == self.root_id;
+        let names = names_in(src_child.as_fd(), from, is_root)?;
+        Ok(Some((src_child, dst_child, names)))
     }
 }
 
@@ -570,15 +729,18 @@ fn same_content(mut a: std::fs::File, mut b: std::fs::File) -> std::io::Result<b
     }
 }
 
-/// The names in an open directory, sorted (so a restore writes in a stable order).
-fn names_in(dir: BorrowedFd, path: &Path) -> Result<Vec<CString>> {
+/// The names in an open directory, sorted (so a restore writes in a stable order). In the
+/// snapshot's own directory, its `.hwc-backup/` is left out: the snapshot's metadata is not
+/// part of what it holds.
+fn names_in(dir: BorrowedFd, path: &Path, is_snapshot_root: bool) -> Result<Vec<CString>> {
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(|e| Error::io("read directory", path, e.into()))? {
         let entry = entry.map_err(|e| Error::io("read directory", path, e.into()))?;
         let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
+        if name == c"." || name == c".." || (is_snapshot_root && name.to_bytes() == META_DIR.as_bytes()) {
+            continue;
         }
+        names.push(name.to_owned());
     }
     names.sort();
     Ok(names)
@@ -597,8 +759,20 @@ fn join(dir: &Path, name: &CStr) -> PathBuf {
     dir.join(OsStr::from_bytes(name.to_bytes()))
 }
 
-/// [`Copier::copy_entry`] or [`Copier::merge_entry`].
-type EntryFn<'a> = fn(&mut Copier<'a>, BorrowedFd, &Path, BorrowedFd, &Path, &CStr, &CStr, &Path) -> Result<()>;
+/// A directory being filled: its status in the snapshot (applied once it is full), and
+/// whether its entries merge with what is there or are new.
+struct Filling {
+    st: Stat,
+    merge: bool,
+}
+
+/// A directory to go down into: the snapshot's, the target's, and how to fill it.
+struct Descend {
+    src: OwnedFd,
+    dst: OwnedFd,
+    names: Vec<CString>,
+    filling: Filling,
+}
 
 /// The state of one restore's copy.
 struct Copier<'a> {
@@ -618,100 +792,147 @@ struct Copier<'a> {
 }
 
 impl<'a> Copier<'a> {
-    /// Copies `src_dir/name` (recursively) to `dst_dir/dst_name`, where nothing exists yet.
-    /// `rel` is `dst_dir/dst_name` relative to `dst_root`.
-    #[allow(clippy::too_many_arguments)]
-    fn copy_entry(
+    /// Restores `src_dir/name` (shown as `from`) as `dst_name` in `dst_root` (shown as
+    /// `dst_path`) and everything below it: a copy where nothing is there yet, a merge
+    /// (`merge`) where something may be. Iterative, with an explicit stack; each directory
+    /// gets its mode and times once all its entries are written.
+    fn run(
         &mut self,
         src_dir: BorrowedFd,
-        src_path: &Path,
-        dst_dir: BorrowedFd,
-        dst_path: &Path,
         name: &CStr,
+        from: &Path,
+        dst_path: &Path,
         dst_name: &CStr,
-        rel: &Path,
+        merge: bool,
     ) -> Result<()> {
-        let from = || join(src_path, name);
-        let to = || join(dst_path, dst_name);
-        let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| Error::io("inspect", from(), e.into()))?;
-        match fsops::file_type(&st) {
+        let dst_root = self.dst_root;
+        let to = join(dst_path, dst_name);
+        // Where, in the target's display path, the path relative to `dst_root` starts.
+        let rel_start = to.as_os_str().len() - dst_name.to_bytes().len();
+        let mut walk = Walk::new(src_dir, Some(dst_root), from, &to);
+        let found = self.entry(src_dir, name, dst_root, dst_name, from, &to, rel_start, merge)?;
+        if let Some(d) = found {
+            walk.descend(d.src, Some(d.dst), d.names, d.filling)?;
+        }
+        while let Some(top) = walk.stack.last_mut() {
+            let merge = top.extra.merge;
+            match top.names.next() {
+                Some(child) => {
+                    walk.enter(&child);
+                    let (s, d) = walk.dirs();
+                    let d = d.expect("the target directory is open");
+                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge)? {
+                        Some(d) => walk.descend(d.src, Some(d.dst), d.names, d.filling)?,
+                        None => walk.leave(),
+                    }
+                }
+                None => {
+                    walk.reopen_parent()?;
+                    let done = walk.stack.pop().expect("the stack is not empty here");
+                    let (src, dst) = (done.src.expect("the top level is open"), done.dst.expect("and has a target"));
+                    fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &done.extra.st)
+                        .ctx("set metadata of", walk.to())?;
+                    walk.leave();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One entry, copied or merged; returns the directory to go down into, if any. `to` is the
+    /// target's display path, whose part from `rel_start` on is relative to `dst_root`.
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &mut self,
+        src_dir: BorrowedFd,
+        name: &CStr,
+        dst_dir: BorrowedFd,
+        dst_name: &CStr,
+        from: &Path,
+        to: &Path,
+        rel_start: usize,
+        merge: bool,
+    ) -> Result<Option<Descend>> {
+        let rel = Path::new(OsStr::from_bytes(&to.as_os_str().as_bytes()[rel_start..]));
+        let at = At { src_dir, name, dst_dir, from, rel };
+        match merge {
+            true => self.merge_entry(&at, dst_name, to),
+            false => {
+                let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| Error::io("inspect", from, e.into()))?;
+                self.copy_entry(&at, &st, dst_name, to)
+            }
+        }
+    }
+
+    /// Copies the entry (whose status is `st`) to `dst_dir/dst_name` (shown as `to`), where
+    /// nothing exists yet; a directory is created, and returned to be filled.
+    fn copy_entry(&mut self, at: &At, st: &Stat, dst_name: &CStr, to: &Path) -> Result<Option<Descend>> {
+        let At { src_dir, name, dst_dir, from, rel } = *at;
+        match fsops::file_type(st) {
             FileType::Directory => {
-                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
-                let dst = fsops::make_dir_at(dst_dir, dst_name).ctx("create directory", to())?;
-                self.fill_dir(&src, &from(), &dst, &to(), &st, rel, Self::copy_entry)?;
+                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
+                let dst = fsops::make_dir_at(dst_dir, dst_name).ctx("create directory", to)?;
+                return self.filling(src, dst, st, from, false).map(Some);
             }
             FileType::RegularFile => {
-                if self.link_to_earlier_copy(&st, dst_dir, dst_name).ctx("create hard link", to())? {
-                    return Ok(());
+                if self.link_to_earlier_copy(st, dst_dir, dst_name).ctx("create hard link", to)? {
+                    return Ok(None);
                 }
-                let src = fsops::open_source_file(src_dir, name).ctx("open", from())?;
-                let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to())?;
-                fsops::copy_plain(&src, &st, &mut dst, &mut self.buf).ctx("copy to", to())?;
-                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", to())?;
+                let src = fsops::open_source_file(src_dir, name).ctx("open", from)?;
+                let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to)?;
+                fsops::copy_plain(&src, st, &mut dst, &mut self.buf).ctx("copy to", to)?;
+                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), st).ctx("set metadata of", to)?;
                 if st.st_nlink > 1 {
-                    let copy = rustix::fs::fstat(&dst).ctx("inspect", to())?;
+                    let copy = rustix::fs::fstat(&dst).ctx("inspect", to)?;
                     self.links.entry((st.st_dev, st.st_ino)).or_insert((rel.to_path_buf(), (copy.st_dev, copy.st_ino)));
                 }
                 self.report.entries += 1;
                 self.report.bytes += st.st_size as u64;
             }
             FileType::Symlink => {
-                fsops::copy_symlink(src_dir, name, dst_dir, dst_name, &st).ctx("create symlink", to())?;
+                fsops::copy_symlink(src_dir, name, dst_dir, dst_name, st).ctx("create symlink", to)?;
                 self.report.entries += 1;
             }
             FileType::Socket => {}
             _ => {
-                fsops::copy_special(src_dir, name, dst_dir, dst_name, &st).ctx("create", to())?;
+                fsops::copy_special(src_dir, name, dst_dir, dst_name, st).ctx("create", to)?;
                 self.report.entries += 1;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Like [`Copier::copy_entry`], but `dst_dir/name` may exist: a directory over a
+    /// Like [`Copier::copy_entry`], but `dst_dir/dst_name` may exist: a directory over a
     /// directory merges, an identical entry is left alone, and any other non-directory is
     /// replaced (the caller has checked `force`). A directory is never removed: the survey
     /// refused that before anything was written, and should one appear since, the restore
     /// stops here. Nothing on the target is followed if it is a symlink: it is replaced.
-    #[allow(clippy::too_many_arguments)]
-    fn merge_entry(
-        &mut self,
-        src_dir: BorrowedFd,
-        src_path: &Path,
-        dst_dir: BorrowedFd,
-        dst_path: &Path,
-        name: &CStr,
-        dst_name: &CStr,
-        rel: &Path,
-    ) -> Result<()> {
-        let from = || join(src_path, name);
-        let to = || join(dst_path, dst_name);
-        let existing = match rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(rustix::io::Errno::NOENT) => {
-                return self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, rel)
-            }
-            Err(e) => return Err(Error::io("inspect", to(), e.into())),
-        };
-        let existing_kind = fsops::file_type(&existing);
+    fn merge_entry(&mut self, at: &At, dst_name: &CStr, to: &Path) -> Result<Option<Descend>> {
+        let At { src_dir, name, dst_dir, from, rel } = *at;
+        let existing = rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW);
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| Error::io("inspect", from(), e.into()))?;
+            .map_err(|e| Error::io("inspect", from, e.into()))?;
+        let existing = match existing {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return self.copy_entry(at, &st, dst_name, to),
+            Err(e) => return Err(Error::io("inspect", to, e.into())),
+        };
         let kind = fsops::file_type(&st);
-        match (kind, existing_kind) {
+        match (kind, fsops::file_type(&existing)) {
             (FileType::Socket, _) => {} // not restored, so nothing is replaced
             (FileType::Directory, FileType::Directory) => {
-                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from())?;
-                let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to())?;
-                self.fill_dir(&src, &from(), &dst, &to(), &st, rel, Self::merge_entry)?;
+                let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
+                let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to)?;
+                return self.filling(src, dst, &st, from, true).map(Some);
             }
             (_, FileType::Directory) => {
                 return Err(Error::Guard(format!(
                     "{} is a directory and the snapshot has no directory there; restore never deletes a directory",
-                    to().display()
+                    to.display()
                 )));
             }
-            _ if same_entry(src_dir, name, &st, dst_dir, dst_name, &existing).ctx("compare with", to())? => {
+            _ if same_entry(src_dir, name, &st, dst_dir, dst_name, &existing).ctx("compare with", to)? => {
                 // Already there: left alone, and still the copy later hard links point to.
                 if kind == FileType::RegularFile && st.st_nlink > 1 {
                     let there = (existing.st_dev, existing.st_ino);
@@ -722,48 +943,31 @@ impl<'a> Copier<'a> {
                 // Written beside the old entry and renamed over it, after an fsync, so a power
                 // cut leaves the old file or the new one, never half of the new one.
                 let tmp = cstr(OsStr::new(&format!(".{}.hwc-restore", dst_name.to_string_lossy())));
-                let tmp_path = join(dst_path, &tmp);
-                remove_at(dst_dir, dst_path, &tmp)?;
-                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, &tmp, rel)?;
+                let tmp_path = join(to.parent().unwrap_or(Path::new("")), &tmp);
+                remove_at(dst_dir, &tmp, &tmp_path)?;
+                self.copy_entry(at, &st, &tmp, &tmp_path)?;
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let written = rustix::fs::openat(dst_dir, &tmp, flags, Mode::empty())
                     .map_err(|e| Error::io("open", &tmp_path, e.into()))?;
                 rustix::fs::fsync(&written).ctx("flush", &tmp_path)?;
-                rustix::fs::renameat(dst_dir, &tmp, dst_dir, dst_name).ctx("rename into place", to())?;
+                rustix::fs::renameat(dst_dir, &tmp, dst_dir, dst_name).ctx("rename into place", to)?;
             }
             _ => {
                 // A non-directory (a symlink planted where a directory goes, too) is unlinked,
                 // never followed.
-                rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty()).ctx("remove", to())?;
-                self.copy_entry(src_dir, src_path, dst_dir, dst_path, name, dst_name, rel)?;
+                rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty()).ctx("remove", to)?;
+                return self.copy_entry(at, &st, dst_name, to);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// Restores every entry of the open directory `src` into `dst` with `each` (copy or
-    /// merge), then gives `dst` its metadata: its mode and times only once it is full.
-    #[allow(clippy::too_many_arguments)]
-    fn fill_dir(
-        &mut self,
-        src: &OwnedFd,
-        src_path: &Path,
-        dst: &OwnedFd,
-        dst_path: &Path,
-        st: &Stat,
-        rel: &Path,
-        each: EntryFn<'a>,
-    ) -> Result<()> {
+    /// A directory to fill: counted, and its names read.
+    fn filling(&mut self, src: OwnedFd, dst: OwnedFd, st: &Stat, from: &Path, merge: bool) -> Result<Descend> {
         self.report.entries += 1;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
-        for child in names_in(src.as_fd(), src_path)? {
-            if is_root && child.to_bytes() == META_DIR.as_bytes() {
-                continue; // the snapshot's own metadata is not part of what it holds
-            }
-            let child_rel = rel.join(OsStr::from_bytes(child.to_bytes()));
-            each(self, src.as_fd(), src_path, dst.as_fd(), dst_path, &child, &child, &child_rel)?;
-        }
-        fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), st).ctx("set metadata of", dst_path)
+        let names = names_in(src.as_fd(), from, is_root)?;
+        Ok(Descend { src, dst, names, filling: Filling { st: *st, merge } })
     }
 
     /// For a file with several links whose first copy exists, links to that copy and
@@ -774,7 +978,15 @@ impl<'a> Copier<'a> {
             return Ok(false);
         }
         let Some((first, id)) = self.links.get(&(st.st_dev, st.st_ino)) else { return Ok(false) };
-        rustix::fs::linkat(self.dst_root, first.as_path(), dst_dir, dst_name, AtFlags::empty())?;
+        match rustix::fs::linkat(self.dst_root, first.as_path(), dst_dir, dst_name, AtFlags::empty()) {
+            Ok(()) => {}
+            // Deep in a tree, longer than PATH_MAX: reached one directory at a time.
+            Err(rustix::io::Errno::NAMETOOLONG) => {
+                let (dir, file) = open_parent_beneath(self.dst_root, first)?;
+                rustix::fs::linkat(&dir, &file, dst_dir, dst_name, AtFlags::empty())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
         let made = rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW)?;
         if (made.st_dev, made.st_ino) != *id {
             rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty())?;
@@ -788,27 +1000,52 @@ impl<'a> Copier<'a> {
     }
 }
 
+/// Where one entry of a copy comes from and goes to.
+#[derive(Clone, Copy)]
+struct At<'p> {
+    src_dir: BorrowedFd<'p>,
+    name: &'p CStr,
+    dst_dir: BorrowedFd<'p>,
+    /// The entry in the snapshot, for messages.
+    from: &'p Path,
+    /// Its path on the target relative to the copy's `dst_root` (for hard links).
+    rel: &'p Path,
+}
+
+/// The directory holding `rel` below `root` and the last name of `rel`, opened one
+/// component at a time (`O_NOFOLLOW`), holding two descriptors at most, whatever the depth.
+fn open_parent_beneath(root: BorrowedFd, rel: &Path) -> std::io::Result<(OwnedFd, CString)> {
+    let bytes = rel.as_os_str().as_bytes();
+    let mut parts = bytes.split(|&c| c == b'/').filter(|p| !p.is_empty() && *p != b".");
+    let last = parts.next_back().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut dir = rustix::fs::openat(root, c".", DIR_FLAGS, Mode::empty())?;
+    for part in parts {
+        let part = CString::new(part).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        dir = rustix::fs::openat(&dir, &part, DIR_FLAGS, Mode::empty())?;
+    }
+    let last = CString::new(last).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok((dir, last))
+}
+
 fn split(p: &Path) -> (PathBuf, std::ffi::OsString) {
     let parent = p.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     (parent, p.file_name().map(|n| n.to_os_string()).unwrap_or_default())
 }
 
-/// Removes `dir/name` (a whole tree if it is a directory) without following a symlink
-/// anywhere: the tree is reached through the open directory (`/proc/self/fd/N/name`), not
-/// through a path whose components could have been swapped for symlinks. For the entries this
-/// tool names itself (`.NAME.hwc-restore`), never for a user's directory.
-fn remove_at(dir: BorrowedFd, dir_path: &Path, name: &CStr) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let shown = join(dir_path, name);
+/// Removes `dir/name` (shown as `shown`; a whole tree if it is a directory) without following
+/// a symlink anywhere and without recursion ([`Dir::remove_tree`]). For the entries this tool
+/// names itself (`.NAME.hwc-restore`), never for a user's directory.
+fn remove_at(dir: BorrowedFd, name: &CStr, shown: &Path) -> Result<()> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(Error::io("inspect", &shown, e.into())),
+        Err(e) => Err(Error::io("inspect", shown, e.into())),
         Ok(st) if fsops::file_type(&st) == FileType::Directory => {
-            let via_fd =
-                Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(OsStr::from_bytes(name.to_bytes()));
-            crate::fsutil::remove_tree(&via_fd)
-                .map_err(|e| Error::io("remove", &shown, std::io::Error::other(e.to_string())))
+            let parent = shown.parent().unwrap_or(Path::new("")).to_path_buf();
+            let name = Name::new(name.to_bytes())
+                .map_err(|e| Error::Unsafe { path: shown.to_path_buf(), message: e.to_string() })?;
+            let fd = dir.try_clone_to_owned().ctx("duplicate handle of", &parent)?;
+            Dir::from_trusted_fd(fd, parent)?.remove_tree(&name)
         }
-        Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty()).ctx("remove", &shown),
+        Ok(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty()).ctx("remove", shown),
     }
 }

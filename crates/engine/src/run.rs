@@ -18,6 +18,7 @@ use crate::fs::{Dir, Name};
 use crate::job::Job;
 use crate::layout::{self, HostDir};
 use crate::lock::HostLock;
+use crate::manifest::{Cursor, ManifestWriter};
 use crate::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
 use crate::plan::{Destination, Plan};
 use crate::prune::{self, PrunePlan};
@@ -381,10 +382,6 @@ fn build_into(
 ) -> Result<()> {
     let meta_handle = work_dir.create_new_dir(&Name::fixed(META_DIR), 0o755)?;
     crate::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
-    // The walk still takes paths; they are below directories we hold open and created
-    // ourselves a moment ago (`.incomplete/NAME`, never a symlink).
-    let work = work_dir.path();
-    let meta_dir = meta_handle.path().to_path_buf();
     let cancel = AtomicBool::new(false);
     let bopts = BuildOptions {
         sources: &job.sources.paths,
@@ -395,10 +392,15 @@ fn build_into(
         skip_dir: Some(target.host.root()),
         cancel: &cancel,
     };
-    let manifest = meta_dir.join(MANIFEST_FILE);
-    let base_manifest = base.map(|b| b.path.join(META_DIR).join(MANIFEST_FILE));
-    let link_base = base.zip(base_manifest.as_deref()).map(|(b, m)| LinkBase { dir: &b.path, manifest: m });
-    let built = source.build(&bopts, work, &manifest, link_base, progress)?;
+    let manifest = ManifestWriter::create_in(&meta_handle, &Name::fixed(MANIFEST_FILE))?;
+    // The link base is opened through the host directory (tier, then name, never through a
+    // symlink), so what unchanged files are hard-linked to is the snapshot we listed.
+    let base_dir = base.map(|b| target.host.open_snapshot(b)).transpose()?;
+    let link_base = base_dir.as_ref().map(|dir| {
+        let meta = dir.try_open_dir(&Name::fixed(META_DIR)).ok().flatten();
+        LinkBase { dir, manifest: Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE)) }
+    });
+    let built = source.build(&bopts, work_dir, manifest, link_base, progress)?;
     report.counts = built.counts.clone();
     report.transfer = built.transfer.clone();
     report.warnings = built.warnings.iter().take(MAX_WARNINGS_KEPT).cloned().collect();

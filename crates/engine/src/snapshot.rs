@@ -38,6 +38,7 @@ use rustix::fs::{FileType, Stat};
 
 use crate::error::{Error, IoContext, Result};
 use crate::exclude::ExcludeSet;
+use crate::fs::Dir;
 use crate::fsops;
 use crate::manifest::{Cursor, Hash, ManifestWriter};
 use crate::meta::{Counts, Warning};
@@ -61,12 +62,12 @@ pub struct BuildOptions<'a> {
     pub cancel: &'a AtomicBool,
 }
 
-/// The previous complete snapshot, used as the link base.
+/// The previous complete snapshot, used as the link base, held open.
 pub struct LinkBase<'a> {
-    /// Its directory.
-    pub dir: &'a Path,
-    /// Its manifest.
-    pub manifest: &'a Path,
+    /// Its directory (opened through the host directory, never through a symlink).
+    pub dir: &'a Dir,
+    /// Its manifest, for inheriting the hashes of linked files.
+    pub manifest: Cursor,
 }
 
 /// What a build produced.
@@ -85,19 +86,18 @@ pub struct BuildResult {
 /// Called now and then with the counts so far.
 pub type Progress<'a> = &'a (dyn Fn(&Counts) + Sync);
 
-/// Builds a snapshot tree in `work` (an empty directory) and writes its manifest to
-/// `manifest`. Returns an error only for fatal problems; see the module docs.
+/// Builds a snapshot tree in `work` (an empty directory, held open) and writes its manifest
+/// with `writer`. Returns an error only for fatal problems; see the module docs.
 pub fn build(
     opts: &BuildOptions,
-    work: &Path,
-    manifest: &Path,
+    work_dir: &Dir,
+    writer: ManifestWriter,
     base: Option<LinkBase>,
     progress: Progress,
 ) -> Result<BuildResult> {
-    let work_fd = open_dir(work)?;
-    let base_fd = base.as_ref().and_then(|b| open_dir(b.dir).ok());
-    let cursor = base.as_ref().map_or_else(Cursor::empty, |b| Cursor::open(b.manifest));
-    let writer = ManifestWriter::create(manifest)?;
+    let work = work_dir.path();
+    let work_fd = dup_dir(work_dir)?;
+    let (base_fd, cursor) = split_base(base);
     let shared = Shared { work: work.to_path_buf(), links: Mutex::new(HashMap::new()), cancel: opts.cancel };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(64);
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<(u64, Item)>();
@@ -157,6 +157,19 @@ pub fn build(
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
         Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
     })
+}
+
+/// A descriptor of its own for an open directory (the walk moves and closes descriptors).
+pub(crate) fn dup_dir(d: &Dir) -> Result<OwnedFd> {
+    d.fd().try_clone_to_owned().ctx("duplicate descriptor of", d.path())
+}
+
+/// The link base's directory descriptor and manifest cursor (none and empty without one).
+pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor) {
+    match base {
+        Some(b) => (dup_dir(b.dir).ok(), b.manifest),
+        None => (None, Cursor::empty()),
+    }
 }
 
 pub(crate) fn open_dir(p: &Path) -> Result<OwnedFd> {
@@ -222,6 +235,8 @@ pub(crate) enum Outcome {
     },
     Special,
     Socket,
+    /// A device node of a pulled host, not recreated (`hosts.<name>.devices` off).
+    DeviceSkipped,
     Warning(String),
 }
 
@@ -1022,6 +1037,7 @@ impl<'a> Writer<'a> {
             }
             Outcome::Special => self.counts.specials += 1,
             Outcome::Socket => self.counts.sockets_skipped += 1,
+            Outcome::DeviceSkipped => self.counts.devices_skipped += 1,
             Outcome::Warning(message) => {
                 let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
                 self.warn(path, message);

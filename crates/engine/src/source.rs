@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::Dir;
 use crate::job::Job;
+use crate::manifest::ManifestWriter;
 use crate::remote::pull::{self, PullOptions};
 use crate::remote::ssh::Connection;
 use crate::snapshot::{self, BuildOptions, BuildResult, LinkBase, Progress};
@@ -23,12 +25,13 @@ pub trait Source {
     /// Checks what can be checked before anything is written.
     fn preflight(&self, job: &Job) -> Result<()>;
 
-    /// Builds the tree of `opts.sources` into `work` and its manifest into `manifest`.
+    /// Builds the tree of `opts.sources` into `work` (held open; nothing below it is ever
+    /// reached by path) and its manifest with `manifest`.
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult>;
@@ -53,8 +56,8 @@ impl Source for LocalFs {
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult> {
@@ -73,6 +76,8 @@ pub struct Pull<'a> {
     pub host: &'a str,
     /// Opens a connection to the agent.
     pub connect: &'a (dyn Fn() -> Result<Connection> + Sync),
+    /// Recreate the host's device nodes (`hosts.<name>.devices`, `pull --devices`).
+    pub devices: bool,
 }
 
 impl Source for Pull<'_> {
@@ -85,8 +90,8 @@ impl Source for Pull<'_> {
     fn build(
         &self,
         opts: &BuildOptions,
-        work: &Path,
-        manifest: &Path,
+        work: &Dir,
+        manifest: ManifestWriter,
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult> {
@@ -96,6 +101,7 @@ impl Source for Pull<'_> {
             sources: opts.sources,
             excludes: opts.exclude_patterns,
             one_file_system: opts.one_file_system,
+            devices: self.devices,
             cancel: opts.cancel,
         };
         pull::build(conn, &popts, work, manifest, base, progress)

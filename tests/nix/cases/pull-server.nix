@@ -38,6 +38,7 @@
         sources = [ "/var/lib/postgresql-dumps" ];
         excludePatterns = [ "*.partial" ];
         oneFileSystem = false;
+        devices = true;
         keepDaily = 14;
         keepLast = 3;
         schedule = "hourly";

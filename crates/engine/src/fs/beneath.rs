@@ -7,12 +7,19 @@
 //! by a path of its own (the manifest's, a user's) resolves it here: each component is opened
 //! with `O_NOFOLLOW` relative to its parent, and the parent is closed as soon as the child is
 //! open, so at most two descriptors are held whatever the depth.
+//!
+//! Both ends of a pull resolve paths here too (the server the agent's ancestor directories,
+//! the agent the server's sources): a symlink anywhere on the way is refused, never
+//! followed, whatever it points to and whenever it appeared, and the refusal names it.
 
 use std::ffi::CString;
+use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
+
+use crate::fsops;
 
 /// Flags for a directory opened on the way down.
 fn dir_flags() -> OFlags {
@@ -33,20 +40,122 @@ pub fn reopen(dir: BorrowedFd) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(dir, c".", dir_flags(), Mode::empty())?)
 }
 
-/// Opens the directory `rel` (components separated by `/`) below `from`. A symlink or a
-/// non-directory on the way fails (`ELOOP`/`ENOTDIR`); so does `..`.
-pub fn open_dir(from: BorrowedFd, rel: &[u8]) -> io::Result<OwnedFd> {
-    let mut cur: Option<OwnedFd> = None;
-    for name in rel.split(|&c| c == b'/').filter(|n| !n.is_empty()) {
-        let name = component(name)?;
-        let parent = cur.as_ref().map_or(from, |f| f.as_fd());
-        let next = rustix::fs::openat(parent, &name, dir_flags(), Mode::empty())?;
-        cur = Some(next); // the parent is closed here
+/// Why a path was not opened: the component where it stopped (the path up to and including
+/// it, `/`-separated, relative to where the walk began) and what it is.
+#[derive(Debug)]
+pub struct Refused {
+    /// The path up to the component that stopped the walk.
+    pub at: Vec<u8>,
+    /// What is there.
+    pub why: Why,
+}
+
+/// What stopped a walk.
+#[derive(Debug)]
+pub enum Why {
+    /// A symbolic link (never followed).
+    Symlink,
+    /// Something other than a directory.
+    NotDirectory,
+    /// A name that is not one plain component.
+    NotPlain,
+    /// Nothing, or a directory that cannot be opened: the system's error.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for Why {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Why::Symlink => f.write_str("a symbolic link (not followed)"),
+            Why::NotDirectory => f.write_str("not a directory"),
+            Why::NotPlain => f.write_str("not a plain file name"),
+            Why::Io(e) => write!(f, "not usable: {e}"),
+        }
     }
-    match cur {
-        Some(fd) => Ok(fd),
-        None => reopen(from),
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is {}", String::from_utf8_lossy(&self.at), self.why)
     }
+}
+
+impl Refused {
+    /// Whether the walk stopped at a symlink (an attempt to go through one).
+    pub fn is_link(&self) -> bool {
+        matches!(self.why, Why::Symlink)
+    }
+}
+
+/// A name that may be used as one path component.
+pub fn is_plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Opens each directory of `components` in turn below `root`; returns the fd of each (the
+/// last is the directory itself). An empty list opens nothing and returns an empty vector.
+pub fn open_dirs(root: BorrowedFd, components: &[&[u8]]) -> Result<Vec<OwnedFd>, Refused> {
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(components.len());
+    let mut at = Vec::new();
+    for comp in components {
+        let fd = step(fds.last().map_or(root, AsFd::as_fd), comp, &mut at)?;
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// Opens the directory `rel` (`/`-separated components, at least one) below `root`, holding
+/// one descriptor at a time however deep it is.
+pub fn open_dir(root: BorrowedFd, rel: &[u8]) -> Result<OwnedFd, Refused> {
+    let mut at = Vec::new();
+    let mut fd: Option<OwnedFd> = None;
+    for comp in rel.split(|&c| c == b'/') {
+        let next = step(fd.as_ref().map_or(root, AsFd::as_fd), comp, &mut at)?;
+        fd = Some(next);
+    }
+    Ok(fd.expect("split yields at least one component"))
+}
+
+/// Opens directory `comp` in `dir`, `at` being the path so far (extended by `comp`).
+fn step(dir: BorrowedFd, comp: &[u8], at: &mut Vec<u8>) -> Result<OwnedFd, Refused> {
+    if !at.is_empty() {
+        at.push(b'/');
+    }
+    at.extend_from_slice(comp);
+    if !is_plain_name(comp) {
+        return Err(Refused { at: at.clone(), why: Why::NotPlain });
+    }
+    let name = CString::new(comp).expect("checked: no NUL");
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    rustix::fs::openat(dir, &name, flags, Mode::empty()).map_err(|e| {
+        let why = match fsops::stat_at(dir, &name).map(|st| fsops::file_type(&st)) {
+            Ok(FileType::Symlink) => Why::Symlink,
+            Ok(FileType::Directory) | Err(_) => Why::Io(e.into()),
+            Ok(_) => Why::NotDirectory,
+        };
+        Refused { at: at.clone(), why }
+    })
+}
+
+impl From<Refused> for io::Error {
+    fn from(r: Refused) -> io::Error {
+        match r.why {
+            Why::Io(e) => e,
+            Why::Symlink => io::Error::from_raw_os_error(rustix::io::Errno::LOOP.raw_os_error()),
+            Why::NotDirectory => io::Error::from_raw_os_error(rustix::io::Errno::NOTDIR.raw_os_error()),
+            Why::NotPlain => io::Error::new(io::ErrorKind::InvalidInput, "`.`, `..`, an empty name or a NUL byte"),
+        }
+    }
+}
+
+/// [`open_dir`] for a manifest's directory part: leading `/` ignored, the empty path is
+/// `from` itself.
+fn open_rel(from: BorrowedFd, rel: &[u8]) -> io::Result<OwnedFd> {
+    let rel = rel.strip_prefix(b"/").unwrap_or(rel);
+    if rel.is_empty() {
+        return reopen(from);
+    }
+    Ok(open_dir(from, rel)?)
 }
 
 /// Remembers the last directory opened below a root, so that a stream of paths in walk order
@@ -71,9 +180,9 @@ impl<'a> DirCache<'a> {
                 Some((p, fd))
                     if rel.len() > p.len() && rel.starts_with(p) && (p.is_empty() || rel[p.len()] == b'/') =>
                 {
-                    open_dir(fd.as_fd(), &rel[p.len()..])
+                    open_rel(fd.as_fd(), &rel[p.len()..])
                 }
-                _ => open_dir(self.root, rel),
+                _ => open_rel(self.root, rel),
             };
             match fd {
                 Ok(fd) => self.last = Some((rel.to_vec(), fd)),
@@ -106,5 +215,40 @@ mod tests {
         assert!(cache.dir(b"a/b/c").is_ok());
         assert!(cache.dir(b"a/up").is_err());
         assert!(cache.dir(b"a/b").is_ok());
+    }
+}
+
+#[cfg(test)]
+mod refused_tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_anywhere_on_the_way_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(outside.join("target")).unwrap();
+        std::fs::write(root.join("a/file"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../outside", root.join("rel")).unwrap();
+        std::os::unix::fs::symlink("b", root.join("a/inner")).unwrap();
+        let fd = crate::snapshot::open_dir(&root).unwrap();
+        assert!(open_dir(fd.as_fd(), b"a/b").is_ok());
+        for (rel, at, link) in [
+            (&b"abs/target"[..], &b"abs"[..], true),
+            (b"rel/target", b"rel", true),
+            (b"rel", b"rel", true),
+            (b"a/inner", b"a/inner", true),
+            (b"a/file/x", b"a/file", false),
+            (b"a/../a", b"a/..", false),
+            (b"a//b", b"a/", false),
+            (b"", b"", false),
+            (b"/a", b"", false),
+            (b"missing/x", b"missing", false),
+        ] {
+            let e = open_dir(fd.as_fd(), rel).unwrap_err();
+            assert_eq!(e.at, at, "{}", String::from_utf8_lossy(rel));
+            assert_eq!(e.is_link(), link, "{e}");
+        }
     }
 }

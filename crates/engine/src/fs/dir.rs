@@ -44,6 +44,17 @@ impl Dir {
         Ok(Dir { fd, path: path.to_path_buf() })
     }
 
+    /// Wraps a directory the caller opened from a path the administrator named (as
+    /// [`Dir::open_trusted`] does, with the flags it needs, e.g. a restore's DEST opened with
+    /// `O_NOFOLLOW`); anything but a directory is refused.
+    pub fn from_trusted_fd(fd: OwnedFd, path: PathBuf) -> Result<Dir> {
+        let st = rustix::fs::fstat(&fd).ctx("inspect", &path)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Err(Error::io("open directory", &path, Errno::NOTDIR.into()));
+        }
+        Ok(Dir { fd, path })
+    }
+
     /// Wraps an fd opened with `O_DIRECTORY | O_NOFOLLOW` by code of this module.
     pub(super) fn from_fd(fd: OwnedFd, path: PathBuf) -> Dir {
         Dir { fd, path }
@@ -205,6 +216,23 @@ impl Dir {
         let mut data = Vec::new();
         File::from(fd).take(limit).read_to_end(&mut data).ctx("read", self.child_path(name))?;
         Ok(Some(data))
+    }
+
+    /// Opens the regular file `name` for reading, never through a symlink and never a FIFO
+    /// or device; `None` when it does not exist.
+    pub fn open_read(&self, name: &Name) -> Result<Option<File>> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let fd = match rustix::fs::openat(&self.fd, name.as_cstr(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(self.unexpected(name, "a regular file")),
+            Err(e) => return Err(Error::io("open", self.child_path(name), e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).ctx("inspect", self.child_path(name))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(self.unexpected(name, "a regular file"));
+        }
+        Ok(Some(File::from(fd)))
     }
 
     /// Creates a new regular file `name` for writing (`O_EXCL`: never an existing file, never

@@ -8,9 +8,14 @@
 //! grows with the tree.
 //!
 //! The agent only ever reads, and only below the paths its own configuration allows (fixed in
-//! the `authorized_keys` command, out of the server's reach); files are opened with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below their source, so a symlink swapped in
-//! after the listing cannot lead the agent outside it.
+//! the `authorized_keys` command, out of the server's reach). A requested source is resolved
+//! once, when the request is checked: the allowed path it lies in is opened as configured,
+//! and every component below it one directory at a time without following a symlink
+//! (`remote::beneath`), so `allowed/link/secret` with `link -> /elsewhere` is refused, not
+//! served; the source itself may be a symlink and is then sent as one. The walk then works
+//! from those descriptors only, and files are opened again with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below their source, so a symlink swapped
+//! in after the listing cannot lead the agent outside it either.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -18,7 +23,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -29,6 +34,7 @@ use super::delta;
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use crate::error::{Error, Result};
 use crate::exclude::ExcludeSet;
+use crate::fs::beneath;
 use crate::fsops;
 use crate::manifest::Hash;
 use crate::snapshot::{bytes_cstr, rel_of, split_last};
@@ -89,33 +95,103 @@ fn refuse(output: &mut impl Write, message: String) -> Result<()> {
     Err(Error::Agent(message))
 }
 
+/// A requested source, resolved when the request is checked: its parent directory and name,
+/// reached without following a symlink below the allowed path it lies in, and the
+/// directories on the way (for their metadata at the end of the walk).
+struct Resolved {
+    /// As requested (for messages and excludes).
+    path: PathBuf,
+    /// The directory holding it.
+    parent: Arc<OwnedFd>,
+    /// Its name in `parent`.
+    name: CString,
+    /// Directories strictly between the allowed path and the source, by path below `/`.
+    below_allow: Vec<(Vec<u8>, Arc<OwnedFd>)>,
+}
+
 /// The sources and excludes of an acceptable request, or why it is refused.
-fn check_request(config: &AgentConfig, r: &Request) -> std::result::Result<(Vec<PathBuf>, ExcludeSet), String> {
+fn check_request(config: &AgentConfig, r: &Request) -> std::result::Result<(Vec<Resolved>, ExcludeSet), String> {
     if config.allow.is_empty() {
         return Err("this agent allows no sources; give it --allow PATH in its authorized_keys command".into());
     }
     let mut sources = Vec::new();
     for s in &r.sources {
         let p = PathBuf::from(OsStr::from_bytes(s));
-        let clean = p.is_absolute() && !p.components().any(|c| matches!(c, std::path::Component::ParentDir));
+        let clean = p.is_absolute()
+            && !s.contains(&0)
+            && p.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
         if !clean {
             return Err(format!("source {:?} is not a clean absolute path", p.display().to_string()));
         }
-        if !config.allow.iter().any(|a| p.starts_with(a)) {
+        // Spelled one way only (`/a//b/` is `/a/b`), so that paths compare as they should.
+        let p: PathBuf = p.components().collect();
+        if p.parent().is_none() {
+            return Err("source / cannot be pulled; name the directories below it".into());
+        }
+        // The longest allowed path the source lies in (components compared, so /home2 is not
+        // in /home).
+        let Some(allowed) = config.allow.iter().filter(|a| p.starts_with(a)).max_by_key(|a| a.components().count())
+        else {
             return Err(format!(
                 "source {} is not allowed by this agent (allowed: {})",
                 p.display(),
                 config.allow.iter().map(|a| a.display().to_string()).collect::<Vec<_>>().join(", ")
             ));
-        }
-        if let Err(e) = std::fs::symlink_metadata(&p) {
-            return Err(format!("source {} cannot be read on {}: {e}", p.display(), crate::fsutil::hostname()));
-        }
-        sources.push(p);
+        };
+        sources.push(resolve(&p, allowed)?);
     }
     let all: Vec<String> = r.excludes.iter().chain(&config.excludes).cloned().collect();
     let excludes = ExcludeSet::new(&all).map_err(|e| e.to_string())?;
     Ok((sources, excludes))
+}
+
+/// Resolves `path`, which lies in the allowed path `allowed`. The allowed path is the
+/// agent's own configuration and is opened as the system resolves it; everything below it
+/// comes from the server and is walked one directory at a time without following any
+/// symlink. The source itself may be a symlink (it is sent as one).
+fn resolve(path: &Path, allowed: &Path) -> std::result::Result<Resolved, String> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        format!("source {} cannot be read on {}: {e}", path.display(), crate::fsutil::hostname())
+    };
+    let below: Vec<&[u8]> =
+        path.strip_prefix(allowed).expect("lies in it").components().map(|c| c.as_os_str().as_bytes()).collect();
+    let (top, below, name) = match below.split_last() {
+        // The allowed path itself: its parent is the agent's configuration too.
+        None => {
+            let name = path.file_name().expect("not the root").as_bytes();
+            (path.parent().expect("not the root").to_path_buf(), Vec::new(), name)
+        }
+        Some((name, dirs)) => (allowed.components().collect::<PathBuf>(), dirs.to_vec(), *name),
+    };
+    let top_fd = crate::snapshot::open_dir(&top).map_err(|e| unreadable(&e))?;
+    let fds = beneath::open_dirs(top_fd.as_fd(), &below).map_err(|refused| {
+        let at = top.join(OsStr::from_bytes(&refused.at));
+        if refused.is_link() {
+            format!(
+                "source {} is refused: {} is {}; a source may not lie below a symlink",
+                path.display(),
+                at.display(),
+                refused.why
+            )
+        } else {
+            unreadable(&format!("{} is {}", at.display(), refused.why))
+        }
+    })?;
+    let mut below_allow = Vec::new();
+    let mut rel = rel_of(&top);
+    for (comp, fd) in below.iter().zip(fds) {
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(comp);
+        below_allow.push((rel.clone(), Arc::new(fd)));
+    }
+    let parent = below_allow.last().map_or_else(|| Arc::new(top_fd), |(_, fd)| fd.clone());
+    let name = CString::new(name).expect("checked: no NUL");
+    if let Err(e) = fsops::stat_at(parent.as_fd(), &name) {
+        return Err(unreadable(&e));
+    }
+    Ok(Resolved { path: path.to_path_buf(), parent, name, below_allow })
 }
 
 /// A regular file the server may still ask for: its source root and path below it.
@@ -161,7 +237,7 @@ impl Shared {
 }
 
 fn session(
-    sources: &[PathBuf],
+    sources: &[Resolved],
     excludes: &ExcludeSet,
     one_file_system: bool,
     input: impl Read + Send,
@@ -262,9 +338,16 @@ fn open_beneath(f: &FileRef) -> io::Result<File> {
     let open = |flags| rustix::fs::openat2(f.root.as_fd(), path.as_c_str(), flags, rustix::fs::Mode::empty(), how);
     let fd = match open(flags | OFlags::NOATIME) {
         Err(rustix::io::Errno::PERM) => open(flags),
-        // Kernels before 5.6: the listing's path, without following a final symlink.
-        Err(rustix::io::Errno::NOSYS) => {
-            rustix::fs::openat(f.root.as_fd(), path.as_c_str(), flags, rustix::fs::Mode::empty())
+        // Kernels before 5.6, and paths longer than PATH_MAX: the same, one directory at a time.
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::NAMETOOLONG) => {
+            let (dir, name) = split_last(&f.rel);
+            let name = bytes_cstr(&name);
+            if dir.is_empty() {
+                rustix::fs::openat(f.root.as_fd(), name.as_c_str(), flags, rustix::fs::Mode::empty())
+            } else {
+                let fd = beneath::open_dir(f.root.as_fd(), &dir).map_err(|r| io::Error::other(r.to_string()))?;
+                rustix::fs::openat(fd.as_fd(), name.as_c_str(), flags, rustix::fs::Mode::empty())
+            }
         }
         other => other,
     }?;
@@ -410,11 +493,11 @@ impl Walker<'_> {
         self.send(FromAgent::Warn { path: path.as_os_str().as_bytes().to_vec(), message })
     }
 
-    fn run(&mut self, sources: &[PathBuf]) -> Result<()> {
+    fn run(&mut self, sources: &[Resolved]) -> Result<()> {
         let mut order: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
         for (i, s) in sources.iter().enumerate() {
-            let st = rustix::fs::lstat(s).map_err(|e| Error::io("inspect source", s, e.into()))?;
-            let rel = rel_of(s);
+            let st = fsops::stat_at(s.parent.as_fd(), &s.name).map_err(|e| Error::io("inspect source", &s.path, e))?;
+            let rel = rel_of(&s.path);
             if fsops::file_type(&st) == FileType::Directory {
                 order.push((i, rel, Vec::new()));
             } else {
@@ -428,10 +511,21 @@ impl Walker<'_> {
             self.source(i as u32, &sources[i], &mut ancestors)?;
         }
         let mut metas = Vec::new();
+        // The directories below an allowed path as they were reached when the request was
+        // checked (never through a symlink); those above it by their path.
+        let reached: BTreeMap<&[u8], &Arc<OwnedFd>> =
+            sources.iter().flat_map(|s| s.below_allow.iter().map(|(rel, fd)| (rel.as_slice(), fd))).collect();
         for rel in ancestors.keys().rev() {
             let abs = PathBuf::from(OsStr::from_bytes(&[b"/".as_slice(), rel].concat()));
-            let fd = crate::snapshot::open_dir(&abs)?;
-            let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("inspect", &abs, e.into()))?;
+            let opened;
+            let fd = match reached.get(rel.as_slice()) {
+                Some(fd) => fd.as_ref(),
+                None => {
+                    opened = crate::snapshot::open_dir(&abs)?;
+                    &opened
+                }
+            };
+            let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", &abs, e.into()))?;
             let mut meta = Meta::of(&st);
             meta.xattrs = fsops::read_xattrs_fd(fd.as_fd()).map_err(|e| Error::io("read xattrs of", &abs, e))?;
             metas.push((rel.clone(), meta));
@@ -440,8 +534,11 @@ impl Walker<'_> {
         self.send(FromAgent::WalkEnd { excluded, ancestors: metas })
     }
 
-    fn source(&mut self, index: u32, path: &Path, ancestors: &mut BTreeMap<Vec<u8>, ()>) -> Result<()> {
-        let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    fn source(&mut self, index: u32, source: &Resolved, ancestors: &mut BTreeMap<Vec<u8>, ()>) -> Result<()> {
+        let path = source.path.as_path();
+        let (parent, cname) = (&source.parent, &source.name);
+        let st = fsops::stat_at(parent.as_fd(), cname).map_err(|e| Error::io("inspect source", path, e))?;
+        let is_dir = fsops::file_type(&st) == FileType::Directory;
         if self.excludes.is_excluded(path, is_dir) {
             self.excluded += 1;
             return Ok(());
@@ -458,16 +555,13 @@ impl Walker<'_> {
         }
         self.send(FromAgent::Source { index, parent: parent_rel })?;
         let parent_path = path.parent().unwrap_or(Path::new("/"));
-        let parent = Arc::new(crate::snapshot::open_dir(parent_path)?);
-        let cname = bytes_cstr(&name);
-        let st = fsops::stat_at(parent.as_fd(), &cname).map_err(|e| Error::io("inspect source", path, e))?;
         self.root_dev = st.st_dev;
-        if fsops::file_type(&st) != FileType::Directory {
-            let here = Here { fd: &parent, abs: parent_path, root: &parent, rel: &[] };
-            self.entry(&here, &cname, &st)?;
+        if !is_dir {
+            let here = Here { fd: parent, abs: parent_path, root: parent, rel: &[] };
+            self.entry(&here, cname, &st)?;
             return self.send(FromAgent::SourceEnd);
         }
-        let src = fsops::open_dir_at(parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
+        let src = fsops::open_dir_at(parent.as_fd(), cname).map_err(|e| Error::io("open source", path, e))?;
         let mut meta = Meta::of(&st);
         meta.xattrs = fsops::read_xattrs_fd(src.as_fd()).map_err(|e| Error::io("read xattrs of", path, e))?;
         self.send(FromAgent::Dir { name, meta })?;
@@ -477,11 +571,49 @@ impl Walker<'_> {
         self.send(FromAgent::SourceEnd)
     }
 
-    /// One directory's entries: its non-directories sorted, then each subdirectory.
+    /// A directory's whole tree (its own `Dir` and `DirEnd` are the caller's): in each
+    /// directory its non-directories sorted, then each subdirectory. Depth-first with an
+    /// explicit stack of open directories, not recursion, so that no tree is too deep for the
+    /// thread's stack (a directory that cannot be opened, e.g. out of descriptors, is kept
+    /// without content and reported, as locally).
     fn dir(&mut self, here: &Here) -> Result<()> {
+        /// An open directory whose subdirectories are being walked.
+        struct Level {
+            fd: Arc<OwnedFd>,
+            abs: PathBuf,
+            rel: Vec<u8>,
+            dirs: std::vec::IntoIter<CString>,
+        }
+        let first = self.files(here)?;
+        let fd = Arc::new(rustix::io::dup(here.fd).map_err(|e| Error::io("duplicate descriptor", here.abs, e.into()))?);
+        let mut stack =
+            vec![Level { fd, abs: here.abs.to_path_buf(), rel: here.rel.to_vec(), dirs: first.into_iter() }];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.dirs.next() else {
+                stack.pop();
+                if !stack.is_empty() {
+                    self.send(FromAgent::DirEnd)?;
+                }
+                continue;
+            };
+            let parent = Here { fd: &top.fd, abs: &top.abs, root: here.root, rel: &top.rel };
+            let Some(fd) = self.subdir(&parent, &name)? else { continue };
+            let (abs, rel) = (join(&top.abs, &name), join_rel(&top.rel, name.to_bytes()));
+            let fd = Arc::new(fd);
+            let dirs = self.files(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
+            stack.push(Level { fd, abs, rel, dirs: dirs.into_iter() });
+        }
+        Ok(())
+    }
+
+    /// Sends a directory's non-directories, sorted; returns its subdirectories, sorted.
+    fn files(&mut self, here: &Here) -> Result<Vec<CString>> {
         let (mut files, dirs) = match self.read_entries(here.fd, here.abs) {
             Ok(x) => x,
-            Err(e) => return self.warn(here.abs, format!("cannot read directory: {e}")),
+            Err(e) => {
+                self.warn(here.abs, format!("cannot read directory: {e}"))?;
+                return Ok(Vec::new());
+            }
         };
         files.sort();
         for name in &files {
@@ -490,17 +622,16 @@ impl Walker<'_> {
                 Err(e) => self.warn(&join(here.abs, name), format!("vanished or unreadable: {e}"))?,
             }
         }
-        for name in &dirs {
-            self.subdir(here, name)?;
-        }
-        Ok(())
+        Ok(dirs)
     }
 
-    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<()> {
+    /// Sends a subdirectory's `Dir`; returns it open when its entries are to follow (the
+    /// caller then sends its `DirEnd`), else sends the `DirEnd` too.
+    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<Option<OwnedFd>> {
         let abs = join(here.abs, name);
         let st = match fsops::stat_at(here.fd.as_fd(), name) {
             Ok(st) => st,
-            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")),
+            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")).map(|()| None),
         };
         let mut meta = Meta::of(&st);
         let fd = match fsops::open_dir_at(here.fd.as_fd(), name) {
@@ -509,7 +640,7 @@ impl Walker<'_> {
                 // Kept with its owner, mode and times, without content (as locally).
                 self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
                 self.warn(&abs, format!("cannot open directory: {e}"))?;
-                return self.send(FromAgent::DirEnd);
+                return self.send(FromAgent::DirEnd).map(|()| None);
             }
         };
         match fsops::read_xattrs_fd(fd.as_fd()) {
@@ -517,12 +648,10 @@ impl Walker<'_> {
             Err(e) => self.warn(&abs, format!("cannot copy directory metadata: {e}"))?,
         }
         self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
-        let crosses = self.one_file_system && st.st_dev != self.root_dev;
-        if !crosses {
-            let rel = join_rel(here.rel, name.to_bytes());
-            self.dir(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
+        if self.one_file_system && st.st_dev != self.root_dev {
+            return self.send(FromAgent::DirEnd).map(|()| None);
         }
-        self.send(FromAgent::DirEnd)
+        Ok(Some(fd))
     }
 
     /// One non-directory.

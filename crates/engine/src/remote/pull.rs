@@ -9,8 +9,12 @@
 //! arrives, so up to [`MAX_INFLIGHT`] files are in transfer while the walk goes on.
 //!
 //! Everything the agent sends is checked before use: names are single path components,
-//! file ids and offsets must match requests, deltas may only reference the previous copy.
-//! A hostile client can spoil its own snapshot, never write outside it.
+//! directories are only ever reached one component at a time from the snapshot root without
+//! following a symlink (`beneath`, for the ancestors of `WalkEnd`; everything else is made by
+//! this side with `mkdirat` and opened `O_NOFOLLOW`), file ids and offsets must match
+//! requests, deltas may only reference the previous copy, and device nodes are made only when
+//! the host's plan allows (`PullOptions::devices`). A hostile client can spoil its own
+//! snapshot, never write outside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, OsStr};
@@ -31,10 +35,12 @@ use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
 use super::{agent, delta};
 use crate::error::{Error, Result};
+use crate::fs::beneath;
+use crate::fs::Dir;
 use crate::fsops;
-use crate::manifest::{Cursor, Hash, ManifestWriter};
-use crate::meta::Warning;
-use crate::snapshot::{open_dir, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+use crate::manifest::{Hash, ManifestWriter};
+use crate::meta::{Warning, META_DIR};
+use crate::snapshot::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
 pub const MAX_INFLIGHT: usize = 64;
@@ -59,6 +65,9 @@ pub struct PullOptions<'a> {
     pub excludes: &'a [String],
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
+    /// Recreate device nodes (`hosts.<name>.devices`); otherwise they are counted in
+    /// `devicesSkipped` and logged, not created.
+    pub devices: bool,
     /// Set to stop early (the run then fails).
     pub cancel: &'a AtomicBool,
 }
@@ -68,11 +77,12 @@ pub struct PullOptions<'a> {
 pub fn build(
     mut conn: Connection,
     opts: &PullOptions,
-    work: &Path,
-    manifest: &Path,
+    work_dir: &Dir,
+    manifest: ManifestWriter,
     base: Option<LinkBase>,
     progress: Progress,
 ) -> Result<BuildResult> {
+    let work = work_dir.path();
     let (reader, writer) = conn.take_streams();
     let mut input = BufReader::with_capacity(1 << 16, reader);
     let mut output = BufWriter::with_capacity(1 << 16, writer);
@@ -80,10 +90,9 @@ pub fn build(
         drop(output); // closes ssh's stdin, so that it ends before we read its account
         return Err(explain(e, &mut conn));
     }
-    let work_fd = open_dir(work)?;
-    let base_fd = base.as_ref().and_then(|b| open_dir(b.dir).ok());
-    let cursor = base.as_ref().map_or_else(Cursor::empty, |b| Cursor::open(b.manifest));
-    let recorder = Writer::new(ManifestWriter::create(manifest)?, cursor, work.to_path_buf(), progress);
+    let work_fd = dup_dir(work_dir)?;
+    let (base_fd, cursor) = split_base(base);
+    let recorder = Writer::new(manifest, cursor, work.to_path_buf(), progress);
     let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
     let sender = std::thread::spawn(move || send_frames(rx, output));
     let mut p = Puller::new(opts, proto::compressed_reader(input), tx, recorder, work, work_fd, base_fd);
@@ -308,6 +317,12 @@ impl<'a, R: Read> Puller<'a, R> {
             while self.inflight.len() >= MAX_INFLIGHT {
                 self.pump()?;
             }
+            // The agent may run WINDOW frames ahead of the acknowledgements, which lag the
+            // queue's front by at most an eighth of that: beyond twice the window it ignores
+            // the flow control, and the queue would grow without bound.
+            if self.queue.front().is_some_and(|s| self.seq - s.seq > 2 * proto::WINDOW) {
+                return Err(self.protocol("the agent ignores the flow-control window"));
+            }
             let end = matches!(frame, FromAgent::WalkEnd { .. });
             self.walk(frame)?;
             self.seq += 1;
@@ -433,6 +448,9 @@ impl<'a, R: Read> Puller<'a, R> {
         if !self.stack.is_empty() || index as usize >= self.opts.sources.len() {
             return Err(self.protocol("a source inside another, or one that was not requested"));
         }
+        if parent.split(|&c| c == b'/').find(|c| !c.is_empty()) == Some(META_DIR.as_bytes()) {
+            return Err(self.refused_meta_dir());
+        }
         self.source = index as usize;
         let mut dst =
             rustix::io::dup(&self.work_fd).map_err(|e| Error::io("duplicate descriptor", &self.work, e.into()))?;
@@ -457,8 +475,23 @@ impl<'a, R: Read> Puller<'a, R> {
         }
     }
 
-    fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
+    /// The name of an entry of the current directory: one component, and not the snapshot's
+    /// own metadata directory (made before the walk and written after it, so an agent must
+    /// not get to put anything there, such as a symlink where a temporary file will go).
+    fn entry_name(&self, name: &[u8]) -> std::result::Result<CString, Stop> {
         let c = self.component(name)?;
+        if self.top()?.rel.is_empty() && name == META_DIR.as_bytes() {
+            return Err(self.refused_meta_dir());
+        }
+        Ok(c)
+    }
+
+    fn refused_meta_dir(&self) -> Stop {
+        self.remote(format!("refused the entry /{META_DIR}: it is the name of the snapshot's own metadata directory"))
+    }
+
+    fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
+        let c = self.entry_name(name)?;
         let top = self.top()?;
         let rel = Arc::new(join_rel(&top.rel, name));
         let dst = fsops::make_dir_at(top.dst.as_fd(), &c)
@@ -484,7 +517,7 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     fn symlink(&mut self, name: &[u8], meta: &Meta, target: &[u8]) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         if let Some(p) = &prev {
@@ -501,8 +534,19 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     fn special(&mut self, name: &[u8], meta: &Meta) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         let dst = self.top()?.dst.clone();
+        let device = matches!(FileType::from_raw_mode(meta.mode), FileType::CharacterDevice | FileType::BlockDevice);
+        if device && !self.opts.devices {
+            let p = abs_of(&self.top()?.rel, name);
+            tracing::warn!(
+                "{}: device node of host {} not recreated (hosts.{}.devices / --devices is off)",
+                p.display(),
+                self.opts.host,
+                self.opts.host
+            );
+            return self.push_file(c, Some(Outcome::DeviceSkipped));
+        }
         let outcome = match fsops::make_special(dst.as_fd(), &c, &meta.attrs(), meta.rdev, &meta.xattrs) {
             Ok(()) => Outcome::Special,
             Err(e) => self.dest_err("create special file", &c, e)?,
@@ -513,7 +557,7 @@ impl<'a, R: Read> Puller<'a, R> {
     /// A regular file: a link to its first copy (hard links in the source), a link to the
     /// previous snapshot when unchanged, else a transfer.
     fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>) -> Step {
-        let c = self.component(name)?;
+        let c = self.entry_name(name)?;
         if let Some(key) = link {
             while self.links.get(&key).is_some_and(|f| !f.done) {
                 self.pump()?; // the first copy is still in transfer
@@ -563,8 +607,8 @@ impl<'a, R: Read> Puller<'a, R> {
             .map(|st| u64::try_from(st.st_size).unwrap_or(0))
             .filter(|&n| n >= delta::MIN_DELTA_SIZE && meta.size >= delta::MIN_DELTA_SIZE)
             .and_then(|n| {
-                let fd =
-                    rustix::fs::openat(prev?.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(prev?.as_fd(), &c, flags, rustix::fs::Mode::empty());
                 fd.ok().map(|fd| (File::from(fd), n))
             });
         self.transfer(c, &meta, link, dst, base, emlink)
@@ -575,7 +619,8 @@ impl<'a, R: Read> Puller<'a, R> {
     fn linked_to_previous(&mut self, c: CString, meta: &Meta, link: Option<(u64, u64)>, dst: &Arc<OwnedFd>) -> Step {
         let mut hash = None;
         if let Some(key) = link {
-            let f = rustix::fs::openat(dst.as_fd(), &c, OFlags::RDONLY | OFlags::CLOEXEC, rustix::fs::Mode::empty());
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let f = rustix::fs::openat(dst.as_fd(), &c, flags, rustix::fs::Mode::empty());
             let h = f.map_err(io::Error::from).and_then(|f| fsops::hash_file(&File::from(f), &mut Vec::new()));
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
@@ -626,17 +671,21 @@ impl<'a, R: Read> Puller<'a, R> {
         }
         self.writer.add_excluded(excluded);
         for (rel, meta) in ancestors {
-            for comp in rel.split(|&c| c == b'/') {
-                self.component(comp)?;
+            if rel.split(|&c| c == b'/').next() == Some(META_DIR.as_bytes()) {
+                return Err(self.refused_meta_dir());
             }
             let abs = abs_of(&rel, b"");
-            let fd = rustix::fs::openat(
-                &self.work_fd,
-                crate::snapshot::bytes_cstr(&rel).as_c_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| Error::io("open directory", &abs, e.into()))?;
+            // Component by component, never through a symlink: the agent may have made any
+            // name in the snapshot a symlink to anywhere on this machine.
+            let fd = beneath::open_dir(self.work_fd.as_fd(), &rel).map_err(|refused| {
+                let at = abs_of(&refused.at, b"");
+                self.remote(format!(
+                    "refused the directory {} sent at the end of the walk: {} in the snapshot is {}",
+                    abs.display(),
+                    at.display(),
+                    refused.why
+                ))
+            })?;
             self.push(SlotKind::Dir { dst: Arc::new(fd), meta, abs });
         }
         Ok(())

@@ -2,7 +2,7 @@
 //! the server side is a real `run::run_from`. (The integration tests do the same through a
 //! real sshd.)
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,7 @@ fn pulled_job(host: &str, sources: Vec<PathBuf>, dest: &Path, excludes: Vec<Stri
         sources,
         exclude_patterns: excludes,
         one_file_system: true,
+        devices: false,
         retention: None,
     };
     Job::pulled_ad_hoc(host, remote, dest.to_path_buf(), "/var/lib/hwc-backup".into()).unwrap()
@@ -51,7 +52,7 @@ fn pull(src: &Path, dest: &Path, host: &str, when: &str, config: AgentConfig) ->
     opts.now = Some(when.parse().unwrap());
     opts.prune = false;
     let connect = connector(config);
-    run::run_from(&job, &Pull { host, connect: &connect }, &opts, &|_| {})
+    run::run_from(&job, &Pull { host, connect: &connect, devices: false }, &opts, &|_| {})
 }
 
 fn local(src: &Path, dest: &Path, when: &str) -> RunReport {
@@ -259,7 +260,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
     let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None };
     let source = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
     let dir_meta = Meta { mode: 0o40755, ..Meta::default() };
-    for (frames, want) in [
+    for (i, (frames, want)) in [
         (vec![source.clone(), file(b"../../../escaped")], "invalid file name"),
         (vec![source.clone(), FromAgent::Dir { name: b"a/b".to_vec(), meta: dir_meta.clone() }], "invalid file name"),
         (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
@@ -267,18 +268,25 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         (vec![source.clone(), FromAgent::Data { id: 1, offset: 0, lz4: None, bytes: vec![1] }], "not expected"),
         (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
         (vec![source.clone(), file(b"f")], "closed in the middle"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A destination each (see a_hostile_agent_cannot_reach_through_its_own_symlinks).
+        let dest = dest.join(i.to_string());
+        std::fs::create_dir_all(&dest).unwrap();
         let job = pulled_job("client", vec!["/srv/x".into()], &dest, vec![]);
         let mut opts = RunOptions::for_job(&job);
         opts.prune = false;
         let connect = scripted(frames);
-        let r = run::run_from(&job, &Pull { host: "client", connect: &connect }, &opts, &|_| {});
+        let r = run::run_from(&job, &Pull { host: "client", connect: &connect, devices: false }, &opts, &|_| {});
         assert_eq!(r.state, RunState::Failed);
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
+        assert!(!dest.join("escaped").exists());
+        assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
     }
     assert!(!dir.path().join("escaped").exists() && !dest.join("escaped").exists());
-    assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
 }
 
 #[test]
@@ -301,7 +309,7 @@ fn a_single_file_and_a_directory_as_sources_pull_like_local() {
         opts.prune = false;
         let connect = connector(allow(&src));
         if pulled {
-            run::run_from(&job, &Pull { host, connect: &connect }, &opts, &|_| {})
+            run::run_from(&job, &Pull { host, connect: &connect, devices: false }, &opts, &|_| {})
         } else {
             run::run_from(&job, &crate::source::LocalFs, &opts, &|_| {})
         }
@@ -311,4 +319,471 @@ fn a_single_file_and_a_directory_as_sources_pull_like_local() {
     assert_eq!(describe(&pd), describe(&ld));
     assert_eq!(p.counts, l.counts);
     assert!(pd.join(src.strip_prefix("/").unwrap()).join("lone.conf").is_file());
+}
+
+/// What an agent sent to a server that asked for every file whole.
+struct Served {
+    /// The agent refused the request (its message), or failed mid-way.
+    error: Option<String>,
+    /// Names of every entry sent, and the targets of symlinks.
+    names: Vec<String>,
+    /// Every content byte sent, all files concatenated.
+    content: Vec<u8>,
+}
+
+/// Plays the server against a real agent over a socket pair: requests `sources`, asks for
+/// every regular file whole, acknowledges everything, and records what came.
+fn drive_agent(config: AgentConfig, sources: &[&Path]) -> Served {
+    use super::proto::{self, FromAgent, How, Request, ToAgent};
+    use std::io::Write;
+    let (server, client) = UnixStream::pair().expect("socket pair");
+    let agent = std::thread::spawn(move || {
+        let input = client.try_clone().expect("clone");
+        let _ = agent::serve(&config, input, client);
+    });
+    let mut out = server.try_clone().expect("clone");
+    let mut input = std::io::BufReader::new(server);
+    proto::send_hello(&mut out).unwrap();
+    proto::read_hello(&mut input).unwrap();
+    let request = Request {
+        sources: sources.iter().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()).collect(),
+        excludes: vec![],
+        one_file_system: false,
+    };
+    proto::write_frame(&mut out, &ToAgent::Request(request)).unwrap();
+    out.flush().unwrap();
+    // Frames to the agent go out on a thread of their own (as in the real server): writing
+    // them in line with the reading can deadlock with the agent's own writes.
+    let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
+    let sender = std::thread::spawn(move || {
+        for frame in rx {
+            if proto::write_frame(&mut out, &frame).and_then(|()| out.flush()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut served = Served { error: None, names: Vec::new(), content: Vec::new() };
+    let mut buf = Vec::new();
+    match proto::read_frame::<FromAgent>(&mut input, &mut buf).unwrap() {
+        Some(FromAgent::Ready) => {}
+        Some(FromAgent::Error(m)) => {
+            served.error = Some(m);
+            drop(tx);
+            sender.join().unwrap();
+            agent.join().unwrap();
+            return served;
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    let mut input = proto::compressed_reader(input);
+    let (mut seq, mut pending, mut walked) = (0u64, 0usize, false);
+    while !(walked && pending == 0) {
+        let Some(frame) = proto::read_frame::<FromAgent>(&mut input, &mut buf).unwrap() else { break };
+        if frame.is_walk() {
+            match &frame {
+                FromAgent::File { name, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                    tx.send(ToAgent::Send { id: seq, how: How::Whole }).unwrap();
+                    pending += 1;
+                }
+                FromAgent::Dir { name, .. } | FromAgent::Special { name, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                }
+                FromAgent::Symlink { name, target, .. } => {
+                    served.names.push(String::from_utf8_lossy(name).into_owned());
+                    served.names.push(format!("-> {}", String::from_utf8_lossy(target)));
+                }
+                FromAgent::WalkEnd { .. } => walked = true,
+                _ => {}
+            }
+            seq += 1;
+            tx.send(ToAgent::Ack { upto: seq }).unwrap();
+            continue;
+        }
+        match frame {
+            FromAgent::Data { lz4, bytes, .. } => served.content.extend(proto::decompress(lz4, bytes).unwrap()),
+            FromAgent::FileEnd { .. } | FromAgent::FileError { .. } => pending -= 1,
+            FromAgent::Error(m) => {
+                served.error = Some(m);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let _ = tx.send(ToAgent::Done);
+    drop(tx);
+    sender.join().unwrap();
+    drop(input);
+    agent.join().unwrap();
+    served
+}
+
+/// Everything the agent serves lies in its allowed tree: requests through a relative or an
+/// absolute symlink (for a file or a whole directory), with `..`, relative, or for a sibling
+/// whose name merely starts like the allowed path are refused, and a symlink that is itself
+/// requested is sent as a symlink.
+#[test]
+fn the_agent_serves_nothing_outside_its_allowed_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (allowed, outside) = (root.join("home"), root.join("outside"));
+    write(&outside.join("secret.txt"), "SECRET-OUTSIDE-FILE");
+    write(&outside.join("dir/inner.txt"), "SECRET-OUTSIDE-DIR");
+    write(&root.join("home2/secret.txt"), "SECRET-PREFIX-SIBLING");
+    write(&allowed.join("ok/mine.txt"), "mine");
+    std::fs::create_dir_all(allowed.join("deep/er")).unwrap();
+    std::os::unix::fs::symlink("../outside", allowed.join("rel")).unwrap();
+    std::os::unix::fs::symlink(&outside, allowed.join("abs")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), allowed.join("file-link")).unwrap();
+    std::os::unix::fs::symlink("../../../outside", allowed.join("deep/er/up")).unwrap();
+    std::os::unix::fs::symlink("../../outside", allowed.join("ok/escape")).unwrap();
+    let config = || allow(&allowed);
+    let secret = |s: &Served| {
+        let text = String::from_utf8_lossy(&s.content);
+        let entry = |n: &&String| !n.starts_with("-> ");
+        text.contains("SECRET") || s.names.iter().filter(entry).any(|n| n.contains("secret") || n.contains("inner"))
+    };
+
+    for (request, why) in [
+        (allowed.join("rel/secret.txt"), "is refused"),
+        (allowed.join("abs/secret.txt"), "is refused"),
+        (allowed.join("rel/dir"), "is refused"),
+        (allowed.join("abs/dir"), "is refused"),
+        (allowed.join("abs/dir/inner.txt"), "is refused"),
+        (allowed.join("deep/er/up/secret.txt"), "is refused"),
+        (allowed.join("ok/escape/dir"), "is refused"),
+        (allowed.join("../outside/secret.txt"), "not a clean absolute path"),
+        (allowed.join("ok/../../outside"), "not a clean absolute path"),
+        (PathBuf::from("home/ok"), "not a clean absolute path"),
+        (root.join("home2/secret.txt"), "not allowed"),
+        (root.join("home2"), "not allowed"),
+        (outside.clone(), "not allowed"),
+    ] {
+        let s = drive_agent(config(), &[&request]);
+        let e = s.error.as_deref().unwrap_or_else(|| panic!("{} was served", request.display()));
+        assert!(e.contains(why), "{}: {e}", request.display());
+        assert!(!secret(&s), "{}", request.display());
+    }
+    let e = drive_agent(config(), &[&allowed.join("abs/secret.txt")]).error.unwrap();
+    assert!(e.contains(&format!("{} is a symbolic link", allowed.join("abs").display())), "names the link: {e}");
+
+    // A requested symlink is sent as a symlink, and symlinks inside a source stay symlinks.
+    for (request, target) in
+        [("abs", s(&outside)), ("rel", "../outside".into()), ("file-link", s(&outside.join("secret.txt")))]
+    {
+        let served = drive_agent(config(), &[&allowed.join(request)]);
+        assert_eq!(served.error, None);
+        assert_eq!(served.names, vec![request.to_string(), format!("-> {target}")]);
+        assert!(!secret(&served), "{request}: {:?}", served.names);
+    }
+    let whole = drive_agent(config(), &[&allowed]);
+    assert_eq!(whole.error, None);
+    assert!(whole.names.contains(&"mine.txt".to_string()) && whole.names.contains(&"escape".to_string()));
+    assert!(!secret(&whole), "{:?}", whole.names);
+    assert_eq!(whole.content, b"mine");
+
+    // Another spelling of an allowed path is the same path.
+    let served = drive_agent(config(), &[Path::new(&format!("{}//ok/", allowed.display()))]);
+    assert_eq!(served.error, None);
+    assert_eq!(served.content, b"mine");
+
+    // The allowed path is the agent's own configuration: a symlink there is followed.
+    let alias = root.join("alias");
+    std::os::unix::fs::symlink(&allowed, &alias).unwrap();
+    let served = drive_agent(allow(&alias), &[&alias.join("ok")]);
+    assert_eq!(served.error, None);
+    assert_eq!(served.content, b"mine");
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Owner, mode, times (ctime: any metadata change shows; not atime, which reading changes),
+/// xattrs and content of
+/// every entry below and including `root`.
+fn fingerprint(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let what = if m.is_symlink() {
+            format!("-> {:?}", std::fs::read_link(&p).unwrap())
+        } else if m.is_file() {
+            blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string()
+        } else {
+            String::new()
+        };
+        let xattrs = if m.is_symlink() {
+            Vec::new()
+        } else {
+            let f = std::fs::File::open(&p).unwrap();
+            crate::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {}.{} {}.{} {xattrs:?} {what}",
+            p.display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory outside the destination that a hostile agent aims at.
+fn victim(root: &Path) -> PathBuf {
+    let v = root.join("victim");
+    write(&v.join("target/file"), "precious");
+    write(&v.join("top.txt"), "precious too");
+    // Tagged, so that xattr changes would show (where the filesystem supports user xattrs).
+    let _ = rustix::fs::setxattr(v.join("target"), "user.tag", b"mine", rustix::fs::XattrFlags::empty());
+    v
+}
+
+/// Runs a pull of `/srv/x` against a stand-in agent sending `frames`.
+fn hostile(dest: &Path, frames: Vec<super::proto::FromAgent>, devices: bool) -> RunReport {
+    let job = pulled_job("client", vec!["/srv/x".into()], dest, vec![]);
+    let mut opts = RunOptions::for_job(&job);
+    opts.prune = false;
+    let connect = scripted(frames);
+    run::run_from(&job, &Pull { host: "client", connect: &connect, devices }, &opts, &|_| {})
+}
+
+/// Item 1 of issue 12: whatever the agent sends, nothing outside `<dest>/<host>/` changes,
+/// and an attempt fails the run with a message naming the refused entry.
+#[test]
+fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let v = victim(dir.path());
+    let target = v.to_str().unwrap().as_bytes().to_vec();
+    let before = fingerprint(&v);
+    let evil = Meta {
+        mode: 0o47777,
+        uid: 4242,
+        gid: 4242,
+        mtime: 1,
+        atime: 1,
+        xattrs: vec![(b"user.pwned".to_vec(), b"1".to_vec())],
+        ..Meta::default()
+    };
+    let at_top = FromAgent::Source { index: 0, parent: Vec::new() };
+    let srv = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
+    let link = |name: &[u8]| FromAgent::Symlink { name: name.to_vec(), meta: Meta::default(), target: target.clone() };
+    let end = |rel: &[u8]| FromAgent::WalkEnd { excluded: 0, ancestors: vec![(rel.to_vec(), evil.clone())] };
+    let dir_frame = |name: &[u8]| FromAgent::Dir { name: name.to_vec(), meta: evil.clone() };
+    let special =
+        |name: &[u8]| FromAgent::Special { name: name.to_vec(), meta: Meta { mode: 0o10644, ..evil.clone() } };
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: evil.clone(), link: None };
+    let mut published = 0;
+    for (i, (frames, want)) in [
+        // The attack of the issue: a symlink, then an ancestor through it.
+        (
+            vec![at_top.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"evil/target")],
+            "/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![at_top.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"evil")],
+            "/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![srv.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"srv/evil/target")],
+            "/srv/evil in the snapshot is a symbolic link",
+        ),
+        (
+            vec![srv.clone(), link(b"evil"), FromAgent::SourceEnd, end(b"srv/evil/target/file")],
+            "/srv/evil in the snapshot is a symbolic link",
+        ),
+        // Through the symlink as a directory of the walk, or as the parent of a source.
+        (vec![at_top.clone(), link(b"evil"), dir_frame(b"evil")], "evil"),
+        (
+            vec![
+                at_top.clone(),
+                link(b"evil"),
+                FromAgent::SourceEnd,
+                FromAgent::Source { index: 0, parent: b"evil/target".to_vec() },
+            ],
+            "evil",
+        ),
+        // Names that are not one plain component, anywhere.
+        (vec![srv.clone(), dir_frame(b"..")], "invalid file name \"..\""),
+        (vec![srv.clone(), file(b"../../victim/top.txt")], "invalid file name \"../../victim/top.txt\""),
+        (vec![srv.clone(), link(b"a/b")], "invalid file name \"a/b\""),
+        (vec![srv.clone(), special(b"")], "invalid file name \"\""),
+        (vec![srv.clone(), file(b"a\0b")], "invalid file name"),
+        (
+            vec![srv.clone(), FromAgent::SourceEnd, end(b"srv/../..")],
+            "/srv/.. in the snapshot is not a plain file name",
+        ),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"")], "refused the directory / "),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"/victim")], "refused the directory //victim"),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b"srv//x")], "/srv/ in the snapshot is not a plain file name"),
+        (vec![FromAgent::Source { index: 0, parent: b"srv/../..".to_vec() }], "invalid file name"),
+        // The snapshot's own metadata directory, made before the walk and written after it: a
+        // symlink planted there as `meta.tmp` would have the server write meta.json through it.
+        (
+            vec![
+                at_top.clone(),
+                FromAgent::Dir { name: b".hwc-backup".to_vec(), meta: Meta { mode: 0o40700, ..Meta::default() } },
+                FromAgent::Symlink {
+                    name: b"meta.tmp".to_vec(),
+                    meta: Meta::default(),
+                    target: v.join("top.txt").to_str().unwrap().as_bytes().to_vec(),
+                },
+                FromAgent::DirEnd,
+                FromAgent::SourceEnd,
+                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+            ],
+            "/.hwc-backup",
+        ),
+        (vec![FromAgent::Source { index: 0, parent: b".hwc-backup/x".to_vec() }], "/.hwc-backup"),
+        (vec![srv.clone(), FromAgent::SourceEnd, end(b".hwc-backup")], "/.hwc-backup"),
+        // Walking on and on while a file is never completed: memory must not grow with it.
+        (
+            [srv.clone(), file(b"never")]
+                .into_iter()
+                .chain(std::iter::repeat_n(FromAgent::Socket, 2 * super::proto::WINDOW as usize + 2))
+                .collect(),
+            "ignores the flow-control window",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // A destination each: a child process that another test forks at the wrong moment
+        // can hold a just-released lock of this process for a while.
+        let dest = dest.join(i.to_string());
+        std::fs::create_dir_all(&dest).unwrap();
+        let r = hostile(&dest, frames.clone(), false);
+        assert_eq!(r.state, RunState::Failed, "{frames:?}");
+        let e = r.error.unwrap();
+        assert!(e.contains(want), "{want}: {e}");
+        assert_eq!(fingerprint(&v), before, "{frames:?}");
+        published += crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().len();
+    }
+    assert_eq!(published, 0, "nothing published");
+}
+
+/// Item 3 of issue 12: device nodes of a pulled host are not recreated unless its plan says
+/// so (counted as skipped); FIFOs are; a set-id file is stored as it is (the host directory,
+/// not the copy, keeps it out of other users' reach).
+#[test]
+fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let v = victim(dir.path());
+    let before = fingerprint(&v);
+    let node = |name: &[u8], mode: u32, rdev: u64| FromAgent::Special {
+        name: name.to_vec(),
+        meta: Meta { mode, rdev, uid: 4242, mtime: 1, ..Meta::default() },
+    };
+    let content = b"#!/bin/sh\nid\n".to_vec();
+    let setid = Meta { mode: 0o106755, size: content.len() as u64, mtime: 1, ..Meta::default() };
+    let frames = vec![
+        FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+        FromAgent::Dir { name: b"x".to_vec(), meta: Meta { mode: 0o40755, ..Meta::default() } },
+        node(b"fifo", 0o10644, 0),
+        FromAgent::File { name: b"rootshell".to_vec(), meta: setid.clone(), link: None },
+        node(b"sda", 0o60666, rustix::fs::makedev(8, 0)),
+        node(b"mem", 0o20666, rustix::fs::makedev(1, 1)),
+        FromAgent::Data { id: 3, offset: 0, lz4: None, bytes: content.clone() },
+        FromAgent::FileEnd {
+            id: 3,
+            length: content.len() as u64,
+            hash: *blake3::hash(&content).as_bytes(),
+            meta: setid,
+            torn: false,
+        },
+        FromAgent::DirEnd,
+        FromAgent::SourceEnd,
+        FromAgent::WalkEnd {
+            excluded: 0,
+            ancestors: vec![(b"srv".to_vec(), Meta { mode: 0o40755, ..Meta::default() })],
+        },
+    ];
+    let when = |d: &str| format!("2025-01-{d}T02:00:00+01:00[+01:00]").parse().unwrap();
+    let run = |devices: bool, at: jiff::Zoned, dest: &Path| {
+        std::fs::create_dir_all(dest).unwrap();
+        let job = pulled_job("client", vec!["/srv/x".into()], dest, vec![]);
+        let mut opts = RunOptions::for_job(&job);
+        opts.prune = false;
+        opts.now = Some(at);
+        let connect = scripted(frames.clone());
+        run::run_from(&job, &Pull { host: "client", connect: &connect, devices }, &opts, &|_| {})
+    };
+    let off = run(false, when("15"), &dest);
+    let snap = snapshot_dir(&dest, "client", &off).join("srv/x");
+    assert_eq!(off.state, RunState::Success, "skipping is policy, not a problem: {off:?}");
+    assert_eq!((off.counts.devices_skipped, off.counts.specials), (2, 1), "{:?}", off.counts);
+    assert!(
+        std::fs::symlink_metadata(snap.join("sda")).is_err() && std::fs::symlink_metadata(snap.join("mem")).is_err()
+    );
+    assert!(std::fs::symlink_metadata(snap.join("fifo")).unwrap().file_type().is_fifo());
+    let shell = std::fs::symlink_metadata(snap.join("rootshell")).unwrap();
+    assert_eq!((shell.mode() & 0o7777, shell.uid()), (0o6755, 0), "a set-id file is stored as it is");
+    assert_eq!(std::fs::read(snap.join("rootshell")).unwrap(), content);
+
+    // Into another destination, so that the file is transferred again (not linked).
+    let dest = dir.path().join("dest2");
+    let on = run(true, when("16"), &dest);
+    let snap = snapshot_dir(&dest, "client", &on).join("srv/x");
+    assert_eq!((on.counts.devices_skipped, on.counts.specials), (0, 3), "{:?}", on.counts);
+    let sda = std::fs::symlink_metadata(snap.join("sda")).unwrap();
+    assert!(sda.file_type().is_block_device() && sda.rdev() == rustix::fs::makedev(8, 0));
+    assert!(std::fs::symlink_metadata(snap.join("mem")).unwrap().file_type().is_char_device());
+    assert_eq!(fingerprint(&v), before);
+}
+
+/// The agent's walk holds no recursion bounded by the thread's stack: a tree 10 000
+/// directories deep (paths far beyond PATH_MAX) is walked, or, where descriptors run out,
+/// kept with warnings; never a crash.
+#[test]
+fn the_agent_walks_a_very_deep_tree() {
+    use rustix::fs::{Mode, OFlags};
+    const DEPTH: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let top = dir.path().join("deep");
+    std::fs::create_dir_all(&top).unwrap();
+    let mut fd = crate::snapshot::open_dir(&top).unwrap();
+    for _ in 0..DEPTH {
+        rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+        fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+    }
+    std::fs::write(format!("/proc/self/fd/{}/bottom.txt", std::os::fd::AsRawFd::as_raw_fd(&fd)), "bottom").unwrap();
+    drop(fd);
+    let served = drive_agent(allow(&top), &[&top]);
+    assert_eq!(served.error, None);
+    let dirs = served.names.iter().filter(|n| *n == "d").count();
+    assert!(dirs > 500, "{dirs} directories");
+    if dirs == DEPTH {
+        assert_eq!(served.content, b"bottom");
+    }
+    // Removed from the top, one level at a time (a recursive removal might not manage).
+    loop {
+        match std::fs::rename(top.join("d/d"), top.join("x")) {
+            Ok(()) => {
+                std::fs::remove_dir(top.join("d")).unwrap();
+                std::fs::rename(top.join("x"), top.join("d")).unwrap();
+            }
+            Err(_) => {
+                std::fs::remove_dir_all(top.join("d")).unwrap();
+                break;
+            }
+        }
+    }
 }

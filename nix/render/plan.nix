@@ -1,0 +1,174 @@
+# The plan (docs/plan.md, version 1) and its pulled hosts' part.
+#
+# One part of nix/render.nix (see there): a function of the whole rendering context `ctx`
+# (every part's bindings and render.nix's arguments, merged lazily), returning its own
+# bindings. Written with `builtins` only, like all of render.nix.
+ctx:
+with ctx;
+{
+  # ----------------------------------------------------------------------------------------------
+  # Plan (docs/plan.md, version 1): every key rendered explicitly
+  # ----------------------------------------------------------------------------------------------
+
+  hooks = {
+    preBackup =
+      if cfg.preBackupScript == "" then null else writeHook "hwc-backup-pre-backup" cfg.preBackupScript;
+    postBackup =
+      if cfg.postBackupScript == "" then null else writeHook "hwc-backup-post-backup" cfg.postBackupScript;
+  };
+
+  # "proton-drive" is the remote that protonDrive's rclone config defines (`proton:`);
+  # any other provider names a remote of the rclone config file.
+  remoteName = if cfg.cloud.provider == "proton-drive" then "proton" else cfg.cloud.provider;
+  rcloneConfigFile =
+    if cfg.cloud.rcloneConfigFile != null then
+      toString cfg.cloud.rcloneConfigFile
+    else if cfg.protonDrive.enable then
+      secretPath cfg.protonDrive.secretName
+    else
+      null;
+
+  target = t: if notif.enable then t else null;
+  ntfy = notif.ntfy;
+  networkTargets = notif.enable && any (u: u != null) [
+    ntfy.url
+    notif.webhook.url
+    notif.healthchecks.url
+  ];
+
+  # Database dumps go to the staging directory, which the snapshot must hold (the runner
+  # refuses a plan where no source contains it): when no source does, it becomes a source of
+  # its own, after the user's.
+  dumps = db.postgresql.enable || db.mysql.enable;
+  stagingDir = toString db.stagingDir;
+  stagingInSources = any (s: isWithin stagingDir s) local.sources;
+  sources = map toString local.sources ++ optional (dumps && !stagingInSources) stagingDir;
+
+  plan = {
+    version = 1;
+    host = cfg.hostName;
+    destination = {
+      path = toString local.mountPoint;
+      inherit (local) requireMountPoint;
+      # GiB, as in the plan's example (10 -> 10737418240).
+      minFreeBytes = local.minSpaceGB * 1073741824;
+    };
+    inherit sources;
+    inherit (local) excludePatterns oneFileSystem;
+    retention = retentionOf local;
+    inherit hooks;
+    cloud = {
+      inherit (cfg.cloud) enable syncMode;
+      remote = if cfg.cloud.enable then "${remoteName}:${cfg.cloud.remotePath}" else null;
+      bandwidthLimit =
+        if cfg.cloud.enable && cfg.cloud.bandwidthLimit != "" then cfg.cloud.bandwidthLimit else null;
+      rcloneConfigFile = if cfg.cloud.enable then rcloneConfigFile else null;
+      rclone = if cfg.cloud.enable && rclone != null then toString rclone else null;
+      inherit (cfg.cloud) keepHistory maxAge;
+    };
+    notifications = {
+      onSuccess = notif.enable && notif.onSuccess;
+      onFailure = notif.enable && notif.onFailure;
+      ntfy = target (
+        if ntfy.url == null then
+          null
+        else
+          {
+            inherit (ntfy) url;
+            tokenFile = pathOrNull ntfy.tokenFile;
+          }
+      );
+      webhook = target (if notif.webhook.url == null then null else { inherit (notif.webhook) url; });
+      healthchecks = target (
+        if notif.healthchecks.url == null then null else { inherit (notif.healthchecks) url; }
+      );
+      email = target (if notif.email.to == null then null else { inherit (notif.email) to; });
+    };
+    health = {
+      maxAge = if cfg.health.maxAge != null then cfg.health.maxAge else defaultMaxAge;
+      inherit (cfg.health) minBackups verifyMaxAge;
+    };
+    metrics = {
+      textfileDir = pathOrNull cfg.metrics.textfileDir;
+    };
+    databases = {
+      inherit stagingDir;
+      postgresql = {
+        inherit (db.postgresql)
+          enable
+          user
+          databases
+          host
+          port
+          ;
+        binDir = pathOrNull db.postgresql.binDir;
+      };
+      mysql = {
+        inherit (db.mysql) enable user databases;
+        defaultsFile = pathOrNull db.mysql.defaultsFile;
+        socket = pathOrNull db.mysql.socket;
+        binDir = pathOrNull db.mysql.binDir;
+      };
+    };
+    hosts = mapAttrs hostPlan cfg.hosts;
+    inherit logDir stateDir;
+  };
+
+  # The options use restic's -1 for "every period"; the plan spells it "unlimited", so a
+  # negative number in a plan is always a mistake.
+  retentionOf = r: {
+    last = count r.keepLast;
+    hourly = count r.keepHourly;
+    daily = count r.keepDaily;
+    weekly = count r.keepWeekly;
+    monthly = count r.keepMonthly;
+    yearly = count r.keepYearly;
+    within = r.keepWithin;
+    pruneAfterRun = true;
+  };
+
+  # ----------------------------------------------------------------------------------------------
+  # Pulled hosts (hosts.<name>): the plan's `hosts.<name>`, as plan.rs RemoteHost reads it
+  # ----------------------------------------------------------------------------------------------
+
+  keepNames = [
+    "keepLast"
+    "keepHourly"
+    "keepDaily"
+    "keepWeekly"
+    "keepMonthly"
+    "keepYearly"
+    "keepWithin"
+  ];
+  # A host's retention rules: its own where set, the local ones elsewhere.
+  hostKeep =
+    h:
+    listToAttrs (
+      map (n: {
+        name = n;
+        value = if h.${n} != null then h.${n} else local.${n};
+      }) keepNames
+    );
+  overridesRetention = h: any (n: h.${n} != null) keepNames;
+
+  hostPlan = _name: h: {
+    inherit (h)
+      address
+      user
+      port
+      sshOptions
+      excludePatterns
+      oneFileSystem
+      devices
+      ;
+    sshKeyFile = pathOrNull h.sshKeyFile;
+    ssh = pathOrNull ssh;
+    # The agent's `authorized_keys` entry (agent.*) replaces it with its own command line.
+    agentCommand = "hwc-backup agent";
+    sources = map toString h.sources;
+    # A whole retention object replaces the plan's, so the local rules fill in the rest.
+    retention = if overridesRetention h then retentionOf (hostKeep h) else null;
+  };
+
+  hostNames = attrNames cfg.hosts; # sorted
+}

@@ -1,0 +1,166 @@
+# The units of this machine's backup: backup.service, backup-local, backup-cloud, health, verify, failure.
+#
+# One part of nix/render.nix (see there): a function of the whole rendering context `ctx`
+# (every part's bindings and render.nix's arguments, merged lazily), returning its own
+# bindings. Written with `builtins` only, like all of render.nix.
+ctx:
+with ctx;
+{
+  # ----------------------------------------------------------------------------------------------
+  # Units
+  # ----------------------------------------------------------------------------------------------
+
+  exe = "${package}/bin/hwc-backup";
+  command = args: concatStringsSep " " ([ exe ] ++ args ++ [ "--config" configFile ]);
+
+  destination = toString local.mountPoint;
+  # "-": a path that does not exist must not abort the unit with 226/NAMESPACE before the
+  # runner can refuse it with a clear message and a notification.
+  destinationWritable = [ "-${destination}" ];
+  metricsWritable = optional (cfg.metrics.textfileDir != null) "-${toString cfg.metrics.textfileDir}";
+  # Hooks write their dumps here (the user's list).
+  hookWritable = map toString cfg.readWritePaths;
+  # The runner's own dumps (`now` only); the module creates the directory with tmpfiles.
+  stagingWritable = optional dumps "-${stagingDir}";
+
+  # What a unit may touch. The whole file system stays readable (a backup must read every
+  # source); writes are limited to `writable` plus the state and log directories, which
+  # systemd creates itself (StateDirectory/LogsDirectory) so that even a fresh machine can log
+  # and report.
+  hardening =
+    writable:
+    optionalAttrs (writable != [ ]) { ReadWritePaths = writable; }
+    // {
+      ProtectSystem = "strict";
+      StateDirectory = "hwc-backup";
+      StateDirectoryMode = "0700";
+      LogsDirectory = "backup";
+      LogsDirectoryMode = "0700";
+      # read-only, not true: sources under /home and /root must stay readable.
+      ProtectHome = "read-only";
+      PrivateTmp = true;
+      NoNewPrivileges = true;
+      ProtectKernelTunables = true;
+      ProtectKernelModules = true;
+      ProtectKernelLogs = true;
+      ProtectControlGroups = true;
+      ProtectClock = true;
+      ProtectHostname = true;
+      RestrictRealtime = true;
+      RestrictNamespaces = true;
+      LockPersonality = true;
+      SystemCallArchitectures = "native";
+      # @system-service keeps chown, mknod, xattrs and utimensat, which snapshots need.
+      SystemCallFilter = [ "@system-service" ];
+      SystemCallErrorNumber = "EPERM";
+      # AF_NETLINK: rclone and the notifiers look up interfaces; AF_UNIX: journald, sendmail.
+      RestrictAddressFamilies = [
+        "AF_UNIX"
+        "AF_INET"
+        "AF_INET6"
+        "AF_NETLINK"
+      ];
+      UMask = "0077";
+      # Not set, on purpose:
+      # - PrivateDevices: snapshots recreate device nodes (mknod needs CAP_MKNOD and /dev access).
+      # - RestrictSUIDSGID: snapshots must keep the setuid/setgid bits of the files they copy.
+      # - MemoryDenyWriteExecute: pre/post hooks may run JIT-compiled programs.
+      # - CapabilityBoundingSet, User: the runner reads and recreates files of every owner, and
+      #   switches to `databases.*.user` for the dump programs (setgroups/setgid/setuid in the
+      #   child, which need CAP_SETGID and CAP_SETUID; hooks may do the same with runuser).
+      #   Those calls are in @setuid, which @system-service includes, and NoNewPrivileges only
+      #   stops gaining privileges (setuid binaries, file capabilities), not giving them up.
+    };
+
+  # Background work must not be felt on the machine it protects.
+  idlePriority = {
+    IOSchedulingClass = "idle";
+    CPUSchedulingPolicy = "idle";
+    Nice = 19;
+  };
+
+  failureUnit = "backup-failure@%n.service";
+
+  # Ordering after network-online.target needs the Wants= too (NixOS warns otherwise).
+  networkDeps =
+    wanted:
+    optionalAttrs wanted {
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+    };
+
+  # rclone keeps its cache in $HOME, which ProtectSystem=strict makes read-only.
+  rcloneCache = {
+    serviceConfig.CacheDirectory = "hwc-backup";
+    environment.RCLONE_CACHE_DIR = "${cacheDir}/rclone";
+  };
+
+  mkService =
+    {
+      description,
+      args,
+      writable,
+      onAC ? false,
+      needsDestination ? true,
+      execStart ? command args,
+      extra ? { },
+    }:
+    mergeUnit {
+      inherit description;
+      onFailure = [ failureUnit ];
+      unitConfig =
+        optionalAttrs needsDestination { RequiresMountsFor = [ destination ]; }
+        // optionalAttrs (onAC && cfg.schedule.onlyOnAC) { ConditionACPower = true; };
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = execStart;
+      }
+      // idlePriority
+      // hardening writable;
+      # A configuration switch must never start, stop or restart a backup.
+      restartIfChanged = false;
+    } extra;
+
+  # As the module system merges unit options: attrsets recursively, lists concatenated.
+  mergeUnit =
+    a: b:
+    a
+    // builtins.mapAttrs (
+      n: v:
+      if !(a ? ${n}) then
+        v
+      else if builtins.isAttrs v then
+        mergeUnit a.${n} v
+      else if builtins.isList v then
+        a.${n} ++ v
+      else
+        v
+    ) b;
+
+  mkTimer = description: calendar: {
+    inherit description;
+    wantedBy = [ "timers.target" ];
+    timerConfig = {
+      OnCalendar = calendar;
+      # Catch up on a run missed while the machine was off or asleep.
+      Persistent = true;
+    } // delaySetting;
+  };
+
+  scheduled = cfg.local.enable && cfg.schedule.enable;
+  # Units that write snapshots (or, with syncMode "move", delete from them).
+  writers = destinationWritable ++ metricsWritable ++ hookWritable;
+  # Units that take snapshots, and with them the database dumps.
+  snapshotters = writers ++ stagingWritable;
+  # A run started at boot (Persistent=true catches up a missed one) must not dump a server
+  # that is still starting. Ordering only: a remote server has no local unit, and After= on a
+  # unit that does not exist is ignored.
+  dumpOrder = optionalAttrs dumps {
+    after = optional db.postgresql.enable "postgresql.service" ++ optional db.mysql.enable "mysql.service";
+  };
+  # A PostgreSQL server reached over TCP (a host name rather than a socket directory).
+  remoteDatabase =
+    db.postgresql.enable && db.postgresql.host != null && match "/.*" db.postgresql.host == null;
+  # Units that only read snapshots; they still record results and metrics.
+  readers = metricsWritable;
+}
