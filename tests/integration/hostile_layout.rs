@@ -97,3 +97,26 @@ fn a_symlinked_host_directory_is_refused() {
     assert!(show(&o).contains(&format!("{}: is a symlink to", s(&env.host_dir()))), "{}", show(&o));
     assert_eq!(victims.state(), before);
 }
+
+#[test]
+fn a_destination_unmounted_during_the_run_gets_nothing_below_its_mount_point() {
+    // The pre-hook runs after the host directory is open and the lock is held: it detaches
+    // the destination's filesystem (`umount -l`), as an unplugged drive or an admin would.
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let tmpfs = Tmpfs::mount(&env.dest, "size=16m");
+    let hook = env.dir.path().join("pre");
+    write(&hook, format!("#!/bin/sh\numount -l '{}'\n", s(&env.dest)));
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut p = plan_json(&env);
+    p["destination"]["requireMountPoint"] = serde_json::json!(true);
+    p["hooks"]["preBackup"] = serde_json::json!(s(&hook));
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let o = env.cmd(&["now", "--config", &s(&plan), "--now", "2025-01-12T02:00:00+00:00"]).output().unwrap();
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(show(&o).contains("vanished during the run (unmounted?)"), "{}", show(&o));
+    // The mount point is a bare directory again, and the run created nothing in it.
+    let below: Vec<_> = std::fs::read_dir(&env.dest).unwrap().collect();
+    assert!(below.is_empty(), "written below the mount point: {below:?}");
+    drop(tmpfs);
+}

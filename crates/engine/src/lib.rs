@@ -47,6 +47,7 @@ pub mod notify;
 pub mod ops;
 pub mod plan;
 pub mod prune;
+pub mod record;
 pub mod remote;
 pub mod restore;
 pub mod retention;

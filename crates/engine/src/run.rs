@@ -97,7 +97,7 @@ pub struct RunReport {
     pub post_backup_output: Option<String>,
     /// Bytes over the network, for a pulled host.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<crate::remote::pull::Transfer>,
+    pub transfer: Option<crate::record::Transfer>,
 }
 
 impl RunReport {

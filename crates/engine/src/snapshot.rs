@@ -32,7 +32,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::fs::{FileType, Stat};
 
@@ -40,8 +40,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::exclude::ExcludeSet;
 use crate::fs::Dir;
 use crate::fsops;
-use crate::manifest::{Cursor, Hash, ManifestWriter};
-use crate::meta::{Counts, Warning};
+use crate::manifest::{Hash, ManifestWriter};
+use crate::meta::Warning;
+use crate::record::{dup_dir, split_base, FileResult, Outcome, Writer, Written};
+pub use crate::record::{BuildResult, LinkBase, Progress};
 
 /// What to snapshot and how.
 pub struct BuildOptions<'a> {
@@ -61,30 +63,6 @@ pub struct BuildOptions<'a> {
     /// Set to stop the build early (the run is then failed).
     pub cancel: &'a AtomicBool,
 }
-
-/// The previous complete snapshot, used as the link base, held open.
-pub struct LinkBase<'a> {
-    /// Its directory (opened through the host directory, never through a symlink).
-    pub dir: &'a Dir,
-    /// Its manifest, for inheriting the hashes of linked files.
-    pub manifest: Cursor,
-}
-
-/// What a build produced.
-#[derive(Debug, Default)]
-pub struct BuildResult {
-    /// The counts.
-    pub counts: Counts,
-    /// Warnings, in walk order (all of them; the caller keeps the first ones in metadata).
-    pub warnings: Vec<Warning>,
-    /// Regular files found under each source, for the shrink guard.
-    pub files_per_source: BTreeMap<PathBuf, u64>,
-    /// Bytes that crossed the network, for a pull (`None` for a local build).
-    pub transfer: Option<crate::remote::pull::Transfer>,
-}
-
-/// Called now and then with the counts so far.
-pub type Progress<'a> = &'a (dyn Fn(&Counts) + Sync);
 
 /// Builds a snapshot tree in `work` (an empty directory, held open) and writes its manifest
 /// with `writer`. Returns an error only for fatal problems; see the module docs.
@@ -110,7 +88,7 @@ pub fn build(
         drop(job_rx);
         let writer_handle = {
             let out_rx = out_rx.clone();
-            scope.spawn(move || Writer::new(writer, cursor, work.to_path_buf(), progress).run(out_rx))
+            scope.spawn(move || record_in_order(Writer::new(writer, cursor, work.to_path_buf(), progress), out_rx))
         };
         drop(out_rx);
         let skip = opts.skip_dir.and_then(|p| rustix::fs::stat(p).ok()).map(|st| (st.st_dev, st.st_ino));
@@ -159,19 +137,6 @@ pub fn build(
     })
 }
 
-/// A descriptor of its own for an open directory (the walk moves and closes descriptors).
-pub(crate) fn dup_dir(d: &Dir) -> Result<OwnedFd> {
-    d.fd().try_clone_to_owned().ctx("duplicate descriptor of", d.path())
-}
-
-/// The link base's directory descriptor and manifest cursor (none and empty without one).
-pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor) {
-    match base {
-        Some(b) => (dup_dir(b.dir).ok(), b.manifest),
-        None => (None, Cursor::empty()),
-    }
-}
-
 pub(crate) fn open_dir(p: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
         p,
@@ -212,32 +177,6 @@ enum Item {
     DirDone { src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf, _slot: Slot },
     Warn(Warning),
     Fatal(Error),
-}
-
-pub(crate) struct FileResult {
-    pub(crate) name: CString,
-    pub(crate) outcome: Outcome,
-}
-
-pub(crate) enum Outcome {
-    /// A regular file: its size, hash if known, whether it was linked, and a warning when it
-    /// was stored but changed while being read.
-    Regular {
-        size: u64,
-        hash: Option<Hash>,
-        linked: bool,
-        copied_bytes: u64,
-        emlink: bool,
-        torn: Option<String>,
-    },
-    Symlink {
-        linked: bool,
-    },
-    Special,
-    Socket,
-    /// A device node of a pulled host, not recreated (`hosts.<name>.devices` off).
-    DeviceSkipped,
-    Warning(String),
 }
 
 /// How many directories of the walk's current path keep their descriptors open; the ones
@@ -896,160 +835,44 @@ fn regular_multi_link(
     Ok(outcome)
 }
 
-/// Puts results back in walk order and records them. The pull builder (`remote::pull`)
-/// records through it too, so both paths count, warn and write the manifest alike.
-pub(crate) struct Writer<'a> {
-    manifest: ManifestWriter,
-    cursor: Cursor,
-    work: PathBuf,
-    progress: Progress<'a>,
-    counts: Counts,
-    warnings: Vec<Warning>,
-    files_per_source: BTreeMap<usize, u64>,
-    last_progress: Instant,
-    buf: Vec<u8>,
+/// Puts the workers' results back in walk order and records them.
+fn record_in_order(mut w: Writer, rx: crossbeam_channel::Receiver<(u64, Item)>) -> Result<Written> {
+    let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut fatal: Option<Error> = None;
+    for (seq, item) in rx {
+        pending.insert(seq, item);
+        while let Some(item) = pending.remove(&next) {
+            next += 1;
+            // Keep draining after a failure, and let a real cause replace a mere
+            // cancellation that happened to come first in walk order.
+            match (&fatal, item) {
+                (None, item) => fatal = record_item(&mut w, item).err(),
+                (Some(f), Item::Fatal(e)) if f.is_cancelled() && !e.is_cancelled() => fatal = Some(e),
+                _ => {}
+            }
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    w.finish()
 }
 
-/// Counts, warnings, and regular files per source index.
-pub(crate) type Written = (Counts, Vec<Warning>, BTreeMap<usize, u64>);
-
-impl<'a> Writer<'a> {
-    pub(crate) fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
-        Writer {
-            manifest,
-            cursor,
-            work,
-            progress,
-            counts: Counts::default(),
-            warnings: Vec::new(),
-            files_per_source: BTreeMap::new(),
-            last_progress: Instant::now(),
-            buf: Vec::new(),
-        }
-    }
-
-    fn run(mut self, rx: crossbeam_channel::Receiver<(u64, Item)>) -> Result<Written> {
-        let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
-        let mut next = 0u64;
-        let mut fatal: Option<Error> = None;
-        for (seq, item) in rx {
-            pending.insert(seq, item);
-            while let Some(item) = pending.remove(&next) {
-                next += 1;
-                // Keep draining after a failure, and let a real cause replace a mere
-                // cancellation that happened to come first in walk order.
-                match (&fatal, item) {
-                    (None, item) => fatal = self.record(item).err(),
-                    (Some(f), Item::Fatal(e)) if f.is_cancelled() && !e.is_cancelled() => fatal = Some(e),
-                    _ => {}
-                }
+fn record_item(writer: &mut Writer, item: Item) -> Result<()> {
+    match item {
+        Item::Files { source, rel, results } => {
+            for r in results {
+                writer.file(source, &rel, r)?;
             }
         }
-        if let Some(e) = fatal {
-            return Err(e);
+        Item::DirDone { src, dst, stat, abs, .. } => {
+            let applied = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat);
+            writer.dir_done(applied, abs)?;
         }
-        self.finish()
+        Item::Warn(w) => writer.warn(w.path, w.message),
+        Item::Fatal(e) => return Err(e),
     }
-
-    /// Seals the manifest and returns what was recorded.
-    pub(crate) fn finish(self) -> Result<Written> {
-        self.manifest.finish()?;
-        (self.progress)(&self.counts);
-        Ok((self.counts, self.warnings, self.files_per_source))
-    }
-
-    fn record(&mut self, item: Item) -> Result<()> {
-        match item {
-            Item::Files { source, rel, results } => {
-                for r in results {
-                    self.file(source, &rel, r)?;
-                }
-            }
-            Item::DirDone { src, dst, stat, abs, .. } => {
-                let applied = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat);
-                self.dir_done(applied, abs)?;
-            }
-            Item::Warn(w) => self.warn(w.path, w.message),
-            Item::Fatal(e) => return Err(e),
-        }
-        self.tick();
-        Ok(())
-    }
-
-    /// Counts a completed directory whose metadata was applied with result `applied`.
-    pub(crate) fn dir_done(&mut self, applied: std::io::Result<()>, abs: PathBuf) -> Result<()> {
-        self.counts.directories += 1;
-        if let Err(e) = applied {
-            if fsops::is_fatal_dest_error(&e) {
-                return Err(Error::io("set metadata of directory", &abs, e));
-            }
-            self.warn(abs, format!("cannot copy directory metadata: {e}"));
-        }
-        Ok(())
-    }
-
-    /// Reports progress now and then.
-    pub(crate) fn tick(&mut self) {
-        if self.last_progress.elapsed() > Duration::from_millis(200) {
-            self.last_progress = Instant::now();
-            (self.progress)(&self.counts);
-        }
-    }
-
-    /// Counts excluded entries (the pull agent reports them at the end of its walk).
-    pub(crate) fn add_excluded(&mut self, n: u64) {
-        self.counts.excluded += n;
-    }
-
-    pub(crate) fn warn(&mut self, path: PathBuf, message: String) {
-        self.counts.warnings += 1;
-        self.warnings.push(Warning { path, message });
-    }
-
-    pub(crate) fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
-        let name = r.name.to_bytes();
-        match r.outcome {
-            Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn } => {
-                if let Some(message) = torn {
-                    self.warn(PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat())), message);
-                }
-                let c = &mut self.counts;
-                c.files += 1;
-                *self.files_per_source.entry(source).or_default() += 1;
-                if linked {
-                    c.linked += 1;
-                    c.bytes_linked += size;
-                } else {
-                    c.copied += 1;
-                    c.bytes_copied += copied_bytes;
-                }
-                c.emlink_fallbacks += u64::from(emlink);
-                let hash = match hash.or_else(|| self.cursor.find(rel, name)) {
-                    Some(h) => h,
-                    None => self.hash_in_snapshot(rel, name)?,
-                };
-                self.manifest.add(rel, name, &hash)?;
-            }
-            Outcome::Symlink { linked } => {
-                let c = &mut self.counts;
-                c.symlinks += 1;
-                c.linked += u64::from(linked);
-            }
-            Outcome::Special => self.counts.specials += 1,
-            Outcome::Socket => self.counts.sockets_skipped += 1,
-            Outcome::DeviceSkipped => self.counts.devices_skipped += 1,
-            Outcome::Warning(message) => {
-                let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
-                self.warn(path, message);
-            }
-        }
-        Ok(())
-    }
-
-    /// A linked file whose hash the previous manifest lacks: read it once from the snapshot.
-    fn hash_in_snapshot(&mut self, rel: &[u8], name: &[u8]) -> Result<Hash> {
-        let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name));
-        let f = std::fs::File::open(&p).ctx("read", &p)?;
-        fsops::hash_file(&f, &mut self.buf).ctx("read", &p)
-    }
+    writer.tick();
+    Ok(())
 }

@@ -196,17 +196,8 @@ impl Dir {
     /// Reads a small regular file (metadata, state), refusing a symlink, a FIFO or a device
     /// (which could block or be huge) and anything over `limit` bytes. `None` when missing.
     pub fn read_file(&self, name: &Name, limit: u64) -> Result<Option<Vec<u8>>> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat(&self.fd, name.as_cstr(), flags, Mode::empty()) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP) => return Err(self.unexpected(name, "a regular file")),
-            Err(e) => return Err(Error::io("open", self.child_path(name), e.into())),
-        };
-        let st = rustix::fs::fstat(&fd).ctx("inspect", self.child_path(name))?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return Err(self.unexpected(name, "a regular file"));
-        }
+        let Some(file) = self.open_read(name)? else { return Ok(None) };
+        let st = rustix::fs::fstat(&file).ctx("inspect", self.child_path(name))?;
         if u64::try_from(st.st_size).unwrap_or(u64::MAX) > limit {
             return Err(Error::Unsafe {
                 path: self.child_path(name),
@@ -214,7 +205,7 @@ impl Dir {
             });
         }
         let mut data = Vec::new();
-        File::from(fd).take(limit).read_to_end(&mut data).ctx("read", self.child_path(name))?;
+        file.take(limit).read_to_end(&mut data).ctx("read", self.child_path(name))?;
         Ok(Some(data))
     }
 

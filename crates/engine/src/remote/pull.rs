@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use rustix::fs::{FileType, OFlags};
-use serde::Serialize;
 
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
@@ -40,20 +39,12 @@ use crate::fs::Dir;
 use crate::fsops;
 use crate::manifest::{Hash, ManifestWriter};
 use crate::meta::{Warning, META_DIR};
-use crate::snapshot::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+use crate::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
 pub const MAX_INFLIGHT: usize = 64;
 
-/// Bytes that crossed the connection during a pull.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Transfer {
-    /// From the agent.
-    pub bytes_received: u64,
-    /// To the agent.
-    pub bytes_sent: u64,
-}
+pub use crate::record::Transfer;
 
 /// What to pull.
 pub struct PullOptions<'a> {

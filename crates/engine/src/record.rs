@@ -1,0 +1,213 @@
+//! The recorder: what every build — the local walk (`snapshot`) and a pulled host
+//! (`remote::pull`) — feeds its results into, so that both count, warn, inherit hashes and
+//! write the manifest alike, and neither imports the other.
+//!
+//! A build decides per entry what happened ([`Outcome`]: linked to the previous snapshot,
+//! copied, a symlink, …) and hands it to the [`Writer`] in walk order; the writer keeps the
+//! counts, the warnings, the files per source, and the manifest (inheriting the hash of each
+//! linked file from the previous manifest by a streaming merge, see `manifest`).
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::Dir;
+use crate::fsops;
+use crate::manifest::{Cursor, Hash, ManifestWriter};
+use crate::meta::{Counts, Warning};
+
+/// Bytes that crossed the connection during a pull.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Transfer {
+    /// From the agent.
+    pub bytes_received: u64,
+    /// To the agent.
+    pub bytes_sent: u64,
+}
+
+/// The previous complete snapshot, used as the link base, held open.
+pub struct LinkBase<'a> {
+    /// Its directory (opened through the host directory, never through a symlink).
+    pub dir: &'a Dir,
+    /// Its manifest, for inheriting the hashes of linked files.
+    pub manifest: Cursor,
+}
+
+/// What a build produced.
+#[derive(Debug, Default)]
+pub struct BuildResult {
+    /// The counts.
+    pub counts: Counts,
+    /// Warnings, in walk order (all of them; the caller keeps the first ones in metadata).
+    pub warnings: Vec<Warning>,
+    /// Regular files found under each source, for the shrink guard.
+    pub files_per_source: BTreeMap<PathBuf, u64>,
+    /// Bytes that crossed the network, for a pull (`None` for a local build).
+    pub transfer: Option<Transfer>,
+}
+
+/// Called now and then with the counts so far.
+pub type Progress<'a> = &'a (dyn Fn(&Counts) + Sync);
+
+/// A descriptor of its own for an open directory (the walk moves and closes descriptors).
+pub(crate) fn dup_dir(d: &Dir) -> Result<OwnedFd> {
+    d.fd().try_clone_to_owned().ctx("duplicate descriptor of", d.path())
+}
+
+/// The link base's directory descriptor and manifest cursor (none and empty without one).
+pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor) {
+    match base {
+        Some(b) => (dup_dir(b.dir).ok(), b.manifest),
+        None => (None, Cursor::empty()),
+    }
+}
+
+pub(crate) struct FileResult {
+    pub(crate) name: CString,
+    pub(crate) outcome: Outcome,
+}
+
+pub(crate) enum Outcome {
+    /// A regular file: its size, hash if known, whether it was linked, and a warning when it
+    /// was stored but changed while being read.
+    Regular {
+        size: u64,
+        hash: Option<Hash>,
+        linked: bool,
+        copied_bytes: u64,
+        emlink: bool,
+        torn: Option<String>,
+    },
+    Symlink {
+        linked: bool,
+    },
+    Special,
+    Socket,
+    /// A device node of a pulled host, not recreated (`hosts.<name>.devices` off).
+    DeviceSkipped,
+    Warning(String),
+}
+
+/// Puts results back in walk order and records them. The pull builder (`remote::pull`)
+/// records through it too, so both paths count, warn and write the manifest alike.
+pub(crate) struct Writer<'a> {
+    manifest: ManifestWriter,
+    cursor: Cursor,
+    work: PathBuf,
+    progress: Progress<'a>,
+    counts: Counts,
+    warnings: Vec<Warning>,
+    files_per_source: BTreeMap<usize, u64>,
+    last_progress: Instant,
+    buf: Vec<u8>,
+}
+
+/// Counts, warnings, and regular files per source index.
+pub(crate) type Written = (Counts, Vec<Warning>, BTreeMap<usize, u64>);
+
+impl<'a> Writer<'a> {
+    pub(crate) fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
+        Writer {
+            manifest,
+            cursor,
+            work,
+            progress,
+            counts: Counts::default(),
+            warnings: Vec::new(),
+            files_per_source: BTreeMap::new(),
+            last_progress: Instant::now(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Seals the manifest and returns what was recorded.
+    pub(crate) fn finish(self) -> Result<Written> {
+        self.manifest.finish()?;
+        (self.progress)(&self.counts);
+        Ok((self.counts, self.warnings, self.files_per_source))
+    }
+
+    /// Counts a completed directory whose metadata was applied with result `applied`.
+    pub(crate) fn dir_done(&mut self, applied: std::io::Result<()>, abs: PathBuf) -> Result<()> {
+        self.counts.directories += 1;
+        if let Err(e) = applied {
+            if fsops::is_fatal_dest_error(&e) {
+                return Err(Error::io("set metadata of directory", &abs, e));
+            }
+            self.warn(abs, format!("cannot copy directory metadata: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Reports progress now and then.
+    pub(crate) fn tick(&mut self) {
+        if self.last_progress.elapsed() > Duration::from_millis(200) {
+            self.last_progress = Instant::now();
+            (self.progress)(&self.counts);
+        }
+    }
+
+    /// Counts excluded entries (the pull agent reports them at the end of its walk).
+    pub(crate) fn add_excluded(&mut self, n: u64) {
+        self.counts.excluded += n;
+    }
+
+    pub(crate) fn warn(&mut self, path: PathBuf, message: String) {
+        self.counts.warnings += 1;
+        self.warnings.push(Warning { path, message });
+    }
+
+    pub(crate) fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
+        let name = r.name.to_bytes();
+        match r.outcome {
+            Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn } => {
+                if let Some(message) = torn {
+                    self.warn(PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat())), message);
+                }
+                let c = &mut self.counts;
+                c.files += 1;
+                *self.files_per_source.entry(source).or_default() += 1;
+                if linked {
+                    c.linked += 1;
+                    c.bytes_linked += size;
+                } else {
+                    c.copied += 1;
+                    c.bytes_copied += copied_bytes;
+                }
+                c.emlink_fallbacks += u64::from(emlink);
+                let hash = match hash.or_else(|| self.cursor.find(rel, name)) {
+                    Some(h) => h,
+                    None => self.hash_in_snapshot(rel, name)?,
+                };
+                self.manifest.add(rel, name, &hash)?;
+            }
+            Outcome::Symlink { linked } => {
+                let c = &mut self.counts;
+                c.symlinks += 1;
+                c.linked += u64::from(linked);
+            }
+            Outcome::Special => self.counts.specials += 1,
+            Outcome::Socket => self.counts.sockets_skipped += 1,
+            Outcome::DeviceSkipped => self.counts.devices_skipped += 1,
+            Outcome::Warning(message) => {
+                let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
+                self.warn(path, message);
+            }
+        }
+        Ok(())
+    }
+
+    /// A linked file whose hash the previous manifest lacks: read it once from the snapshot.
+    fn hash_in_snapshot(&mut self, rel: &[u8], name: &[u8]) -> Result<Hash> {
+        let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name));
+        let f = std::fs::File::open(&p).ctx("read", &p)?;
+        fsops::hash_file(&f, &mut self.buf).ctx("read", &p)
+    }
+}
