@@ -21,6 +21,9 @@ struct Level {
     name: Name,
     dev: u64,
     ino: u64,
+    /// Subdirectories still to delete, found when the level was emptied of its files (one
+    /// pass over each directory, as `rm -rf` makes).
+    subdirs: Vec<Name>,
 }
 
 /// See the module docs. `name` is removed from `parent`; missing is fine.
@@ -36,43 +39,39 @@ pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
     let mut stack = vec![descend(parent, name, 0)?];
     loop {
         let depth = stack.len();
-        let top = stack.last().expect("the stack is not empty here");
-        let dir = top.dir.as_ref().expect("the top level is always open");
-        match empty_files_of(dir)? {
-            Some(sub) => {
-                let child = descend(dir, &sub, depth)?;
-                stack.push(child);
-                if stack.len() > KEEP_OPEN {
-                    let i = stack.len() - KEEP_OPEN - 1;
-                    stack[i].dir = None;
-                }
+        let top = stack.last_mut().expect("the stack is not empty here");
+        if let Some(sub) = top.subdirs.pop() {
+            let dir = top.dir.as_ref().expect("the top level is always open");
+            let child = descend(dir, &sub, depth)?;
+            stack.push(child);
+            if stack.len() > KEEP_OPEN {
+                let i = stack.len() - KEEP_OPEN - 1;
+                stack[i].dir = None;
             }
-            None => {
-                let done = stack.pop().expect("the stack is not empty here");
-                let done_dir = done.dir.expect("the top level is always open");
-                if let Some(up) = stack.last_mut() {
-                    if up.dir.is_none() {
-                        up.dir = Some(reopen_parent(&done_dir, up)?);
-                    }
-                }
-                drop(done_dir);
-                let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
-                match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => {}
-                    Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
-                }
-                if stack.is_empty() {
-                    return Ok(());
-                }
+            continue;
+        }
+        let done = stack.pop().expect("the stack is not empty here");
+        let done_dir = done.dir.expect("the top level is always open");
+        if let Some(up) = stack.last_mut() {
+            if up.dir.is_none() {
+                up.dir = Some(reopen_parent(&done_dir, up)?);
             }
+        }
+        drop(done_dir);
+        let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
+        match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
+        }
+        if stack.is_empty() {
+            return Ok(());
         }
     }
 }
 
-/// Removes every non-directory in `dir` and returns the name of one subdirectory left, if
-/// any (the caller descends into it and comes back; the next pass sees only directories).
-fn empty_files_of(dir: &Dir) -> Result<Option<Name>> {
-    let mut sub = None;
+/// Removes every non-directory in `dir` and returns the names of its subdirectories.
+fn empty_files_of(dir: &Dir) -> Result<Vec<Name>> {
+    let mut subs = Vec::new();
     let reader = rustix::fs::Dir::read_from(dir.fd()).ctx("read directory", dir.path())?;
     for entry in reader {
         let entry = entry.ctx("read directory", dir.path())?;
@@ -85,12 +84,12 @@ fn empty_files_of(dir: &Dir) -> Result<Option<Name>> {
             k => k,
         };
         if kind == FileType::Directory {
-            sub.get_or_insert(name);
+            subs.push(name);
         } else {
             dir.remove_file(&name)?;
         }
     }
-    Ok(sub)
+    Ok(subs)
 }
 
 /// Opens `name` below `dir` for emptying, making it writable when we are not root (a
@@ -113,7 +112,9 @@ fn descend(dir: &Dir, name: &Name, depth: usize) -> Result<Level> {
     // Deep below the start, messages name the top of the tree and the last component only,
     // so the memory for display paths stays linear in the depth.
     let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
-    Ok(Level { dir: Some(Dir::from_fd(fd, shown)), name: name.clone(), dev: st.st_dev, ino: st.st_ino })
+    let dir = Dir::from_fd(fd, shown);
+    let subdirs = empty_files_of(&dir)?;
+    Ok(Level { dir: Some(dir), name: name.clone(), dev: st.st_dev, ino: st.st_ino, subdirs })
 }
 
 /// A directory we may not even open: `chmod u+rwx` through an `O_PATH` handle, which pins
