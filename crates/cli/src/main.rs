@@ -7,7 +7,6 @@ mod commands;
 mod exit;
 mod ops;
 mod progress;
-mod pull;
 mod target;
 
 use std::process::ExitCode;

@@ -1,19 +1,14 @@
-//! `hwc-backup pull` (the server side) and `hwc-backup agent` (the client side).
+//! `pull`: the server side of a pull, one run for one host.
 
-use std::os::fd::AsFd;
-use std::path::PathBuf;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use hwc_backup_engine::job::Job;
 use hwc_backup_engine::plan::RemoteHost;
-use hwc_backup_engine::remote::agent::{self, AgentConfig};
 use hwc_backup_engine::run::{self, RunOptions};
 use hwc_backup_engine::source::Pull;
 use hwc_backup_engine::Error;
-use serde::Deserialize;
 
-use crate::args::{AgentArgs, PullArgs};
-use crate::commands::parse_now;
+use super::parse_now;
+use crate::args::PullArgs;
 use crate::exit::Exit;
 use crate::progress::Progress;
 
@@ -43,7 +38,7 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
 }
 
 /// `--host NAME` from the plan's `hosts`.
-fn from_plan(a: &PullArgs) -> Result<Job> {
+pub(crate) fn from_plan(a: &PullArgs) -> Result<Job> {
     let no_plan_args =
         a.user.is_none() && a.sources.is_empty() && a.target.dest.is_none() && a.ssh_key.is_none() && !a.devices;
     if !no_plan_args {
@@ -60,7 +55,7 @@ fn from_plan(a: &PullArgs) -> Result<Job> {
 }
 
 /// A pull without a plan: everything from the arguments, the built-in retention defaults.
-fn ad_hoc(a: &PullArgs) -> Result<Job> {
+pub(crate) fn ad_hoc(a: &PullArgs) -> Result<Job> {
     if a.target.config.is_some() {
         bail!(Error::config("--config", "give either --config or --address/--user/--source/--dest, not both"));
     }
@@ -90,40 +85,4 @@ fn ad_hoc(a: &PullArgs) -> Result<Job> {
     let job = Job::pulled_ad_hoc(&name, host, dest.clone(), state_dir)?;
     crate::commands::create_dest(&dest)?;
     Ok(job)
-}
-
-/// The agent's configuration file.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AgentFile {
-    #[serde(default)]
-    allow: Vec<PathBuf>,
-    #[serde(default)]
-    exclude_patterns: Vec<String>,
-}
-
-/// `agent`: serves one pull on stdin/stdout. Nothing else may write to stdout.
-pub fn agent(a: AgentArgs) -> Result<Exit> {
-    let mut config = AgentConfig { allow: a.allow.clone(), excludes: a.excludes.clone() };
-    if let Some(path) = &a.config {
-        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let file: AgentFile =
-            serde_json::from_slice(&text).map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
-        config.allow.extend(file.allow);
-        config.excludes.extend(file.exclude_patterns);
-    }
-    for (i, p) in config.allow.iter().enumerate() {
-        if !p.is_absolute() {
-            bail!(Error::config(
-                format!("--allow[{i}]"),
-                format!("{:?} is not an absolute path", p.display().to_string())
-            ));
-        }
-    }
-    // Raw descriptors: std's stdout is line-buffered, which would flush on every newline byte
-    // of file content.
-    let stdin = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
-    let stdout = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
-    agent::serve(&config, stdin, stdout)?;
-    Ok(Exit::Success)
 }

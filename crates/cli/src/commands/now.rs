@@ -1,0 +1,162 @@
+//! `now`: one backup run of this machine, from the plan or from `--source … --dest`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use hwc_backup_engine::fsutil;
+use hwc_backup_engine::job::Job;
+use hwc_backup_engine::meta::RunState;
+use hwc_backup_engine::plan::Plan;
+use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
+use hwc_backup_engine::source::LocalFs;
+
+use super::parse_now;
+use crate::args::NowArgs;
+use crate::exit::Exit;
+use crate::progress::Progress;
+
+/// The job `now` runs: the plan's own, or one from `--source … --dest` (checked as a plan
+/// with those values, so the messages name the same fields).
+pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
+    if a.sources.is_empty() && a.target.dest.is_none() {
+        let job = a.target.load_plan("or --source PATH --dest DIR to run without one")?.local_job();
+        hwc_backup_engine::source::check_sources(&job)?;
+        return Ok(job);
+    }
+    if a.target.config.is_some() {
+        bail!(hwc_backup_engine::Error::config("--config", "give either --config or --source/--dest, not both"));
+    }
+    let Some(dest) = &a.target.dest else {
+        bail!(hwc_backup_engine::Error::config("--dest", "is required with --source"));
+    };
+    if a.sources.is_empty() {
+        bail!(hwc_backup_engine::Error::config("--source", "is required with --dest"));
+    }
+    a.target.check_host()?;
+    let host = a.target.host.clone().unwrap_or_else(fsutil::hostname);
+    let min_free_bytes = match a.min_free_gb {
+        None => 0,
+        Some(gb) => gb.checked_mul(1 << 30).ok_or_else(|| {
+            hwc_backup_engine::Error::config(
+                "--min-free-gb",
+                format!("{gb} GiB is too large (more bytes than 64 bits hold)"),
+            )
+        })?,
+    };
+    let mut plan = Plan::ad_hoc(host, a.sources.clone(), dest.clone(), a.excludes.clone());
+    plan.destination.require_mount_point = a.require_mount_point;
+    plan.destination.min_free_bytes = min_free_bytes;
+    plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
+    plan.validate()?;
+    let job = plan.local_job();
+    hwc_backup_engine::source::check_sources(&job)?;
+    // Like rsync, a one-off run creates its destination. Never when a mount point is
+    // required, and never for a plan: there a missing directory means a missing drive.
+    let sources_exist = job.sources.paths.iter().all(|s| s.symlink_metadata().is_ok());
+    if !job.store.destination.require_mount_point && sources_exist {
+        create_dest(dest)?;
+    }
+    Ok(job)
+}
+
+/// Creates a one-off run's destination when it is missing — its last component only, as
+/// rsync does: a mistyped `--dest /mnt/bakup/x` must not grow a tree on the root filesystem.
+#[expect(clippy::disallowed_methods, reason = "the --dest path the user typed; only its last component is created")]
+pub(crate) fn create_dest(dest: &Path) -> Result<()> {
+    match std::fs::create_dir(dest) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(hwc_backup_engine::Error::config(
+            "--dest",
+            format!(
+                "{}: its parent directory does not exist (only the last component of --dest is created)",
+                dest.display()
+            )
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot create destination {}", dest.display())),
+    }
+}
+
+pub(crate) fn now(a: NowArgs) -> Result<Exit> {
+    // Every argument is checked before anything is written.
+    let when = parse_now(&a.now)?;
+    let job = job_for_now(&a)?;
+    let mut opts = RunOptions::for_job(&job);
+    opts.now = when;
+    opts.allow_shrink = a.allow_shrink;
+    opts.prune = opts.prune && !a.no_prune;
+    if let Some(t) = a.threads {
+        opts.threads = t;
+    }
+    let configured = a.sources.is_empty() && a.target.dest.is_none();
+    crate::ops::before_run(&job, configured);
+    let progress = Progress::new(!a.json);
+    let report = run::run_from(&job, &LocalFs, &opts, &|c| progress.counts(c));
+    progress.finish();
+    let how =
+        crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
+    crate::ops::finish_run(&job, &report, &how)
+}
+
+pub(crate) fn print_run(r: &RunReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let c = &r.counts;
+    for name in &r.cleaned_up {
+        writeln!(out, "cleaned up the leftover of an interrupted run: {name}")?;
+    }
+    match r.state {
+        RunState::Failed => {
+            writeln!(out, "backup of {} FAILED: {}", r.host, r.error.as_deref().unwrap_or("unknown error"))?;
+            writeln!(out, "nothing was published; earlier snapshots are untouched")?;
+        }
+        RunState::Skipped => {
+            writeln!(
+                out,
+                "backup of {} skipped: {}",
+                r.host,
+                r.error.as_deref().unwrap_or("another run is in progress")
+            )?;
+            writeln!(out, "nothing was done; the run holding the lock does the work (not a failure)")?;
+        }
+        state => {
+            writeln!(out, "snapshot {} ({})", r.snapshot.as_deref().unwrap_or("?"), state.as_str())?;
+            writeln!(
+                out,
+                "  {} files, {} directories, {} symlinks; {} linked ({}), {} copied ({})",
+                c.files,
+                c.directories,
+                c.symlinks,
+                c.linked,
+                human_bytes(c.bytes_linked),
+                c.copied,
+                human_bytes(c.bytes_copied)
+            )?;
+            if let Some(t) = &r.transfer {
+                writeln!(
+                    out,
+                    "  {} received, {} sent over ssh",
+                    human_bytes(t.bytes_received),
+                    human_bytes(t.bytes_sent)
+                )?;
+            }
+            if c.emlink_fallbacks > 0 {
+                writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;
+            }
+            for w in r.warnings.iter().take(20) {
+                writeln!(out, "  warning: {}: {}", w.path.display(), w.message)?;
+            }
+            if c.warnings > 20 {
+                writeln!(out, "  … {} warnings in all (see the snapshot's meta.json)", c.warnings)?;
+            }
+        }
+    }
+    if let Some(p) = &r.prune {
+        match &p.refused {
+            Some(reason) => writeln!(out, "prune refused: {reason}")?,
+            None if p.removals() > 0 => writeln!(out, "pruned {} expired snapshot(s)", p.removals())?,
+            None => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `status`: what a destination holds for a host, and the last run.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use hwc_backup_engine::fsutil;
+use hwc_backup_engine::layout::Snapshot;
+use hwc_backup_engine::run::human_bytes;
+
+use super::print_json;
+use crate::args::StatusArgs;
+use crate::exit::Exit;
+
+pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    check_host_dir(&t)?;
+    let snapshots = t.host.list()?;
+    let last_run = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name).last_run_report();
+    let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
+    if a.json {
+        let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
+        print_json(&serde_json::json!({
+            "host": t.host_name, "hostDir": t.host.root(), "snapshots": list,
+            "lastRun": last_run, "freeBytes": free,
+        }))?;
+        return Ok(Exit::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "host {} at {}", t.host_name, t.host.root().display())?;
+    if snapshots.is_empty() {
+        writeln!(out, "  no complete snapshots yet")?;
+    }
+    for tier in hwc_backup_engine::layout::TIERS {
+        let of_tier: Vec<&Snapshot> = snapshots.iter().filter(|s| s.tier == tier).collect();
+        if of_tier.is_empty() {
+            continue;
+        }
+        writeln!(out, "{} ({}):", tier.as_str(), of_tier.len())?;
+        for s in of_tier.iter().rev() {
+            writeln!(
+                out,
+                "  {}  {:<7}  {} new, {} files",
+                s.name,
+                s.meta.state.as_str(),
+                human_bytes(s.meta.counts.bytes_copied),
+                s.meta.counts.files
+            )?;
+        }
+    }
+    if let Some(lr) = last_run {
+        let state = lr["state"].as_str().unwrap_or("?");
+        let when = lr["startedAt"].as_str().unwrap_or("?");
+        let err = lr["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
+        writeln!(out, "last run: {state} at {when}{err}")?;
+    }
+    if let Some(f) = free {
+        writeln!(out, "free at destination: {}", human_bytes(f))?;
+    }
+    Ok(Exit::Success)
+}
+
+/// `status` reports only what is there: a destination that is missing or (when the plan
+/// requires it) not mounted, or a host directory that does not exist, is an error that lists
+/// the host directories the destination does hold.
+pub(crate) fn check_host_dir(t: &crate::target::Resolved) -> Result<()> {
+    let root = t.host.root();
+    let dest = root.parent().unwrap_or(Path::new("/"));
+    let others = || {
+        let hosts = host_dirs(dest);
+        if hosts.is_empty() {
+            "it holds no host directories".to_string()
+        } else {
+            format!("host directories there: {} (choose one with --host NAME)", hosts.join(", "))
+        }
+    };
+    if let Err(e) = std::fs::metadata(dest) {
+        bail!("destination {} is not available ({e}); is the backup drive plugged in and mounted?", dest.display());
+    }
+    let must_mount = t.store.destination.require_mount_point;
+    if must_mount && !fsutil::is_mount_point(dest)? {
+        bail!(
+            "destination {} is not a mount point (is the backup drive plugged in and mounted?); {}",
+            dest.display(),
+            others()
+        );
+    }
+    if !root.is_dir() {
+        bail!("no host directory {} at {}; {}", t.host_name, dest.display(), others());
+    }
+    Ok(())
+}
+
+/// The directories below `dest` that look like host directories (hold a tier or `latest`).
+pub(crate) fn host_dirs(dest: &Path) -> Vec<String> {
+    use hwc_backup_engine::fs::{Dir, Name};
+    let Ok(dir) = Dir::open_trusted(dest) else { return Vec::new() };
+    let marks = ["latest", "daily", "weekly", "monthly", "hourly", "yearly", ".incomplete", ".lock"];
+    let is_host = |d: &Dir| marks.iter().any(|m| d.stat(&Name::fixed(m)).is_ok_and(|st| st.is_some()));
+    let mut hosts: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.kind == rustix::fs::FileType::Directory)
+        .filter(|e| dir.open_dir(&e.name).is_ok_and(|d| is_host(&d)))
+        .map(|e| e.name.to_string())
+        .collect();
+    hosts.sort();
+    hosts
+}
+
+pub(crate) fn snapshot_json(s: &Snapshot) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id(), "tier": s.tier, "name": s.name, "path": s.path, "state": s.meta.state,
+        "startedAt": s.meta.started_at, "utcOffset": s.meta.started_local().offset().to_string(),
+        "bytesCopied": s.meta.counts.bytes_copied, "bytesLinked": s.meta.counts.bytes_linked,
+        "files": s.meta.counts.files, "warnings": s.meta.counts.warnings,
+    })
+}
