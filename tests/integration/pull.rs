@@ -421,7 +421,7 @@ fn fingerprint(root: &Path) -> Vec<String> {
             true => Vec::new(),
             false => {
                 let f = std::fs::File::open(&p).unwrap();
-                hwc_backup_engine::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
+                hwc_backup_engine::fs::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
             }
         };
         out.push(format!(
@@ -445,8 +445,8 @@ fn fingerprint(root: &Path) -> Vec<String> {
 
 /// A stand-in for `ssh` that plays a hostile agent: it answers the hello, accepts the
 /// request and sends `frames` as they are, whatever the server says.
-fn hostile_ssh(dir: &Path, name: &str, frames: &[hwc_backup_engine::remote::proto::FromAgent]) -> String {
-    use hwc_backup_engine::remote::proto;
+fn hostile_ssh(dir: &Path, name: &str, frames: &[hwc_backup_engine::source::remote::proto::FromAgent]) -> String {
+    use hwc_backup_engine::source::remote::proto;
     use std::io::Write;
     let mut bytes = Vec::new();
     proto::send_hello(&mut bytes).unwrap();
@@ -481,7 +481,7 @@ fn pull_through(env: &Env, ssh_program: &str, when: &str, extra: &[&str]) -> Out
 /// run fails naming the refused entry; its device nodes are only created with `--devices`.
 #[test]
 fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
-    use hwc_backup_engine::remote::proto::{FromAgent, Meta};
+    use hwc_backup_engine::source::remote::proto::{FromAgent, Meta};
     let env = Env::new();
     let victim = env.dir.path().join("victim");
     write(&victim.join("target/file"), "precious");

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hwc_backup_engine::retention::{self, Policy, SnapshotTime, Tier};
+use hwc_backup_engine::store::retention::{self, Policy, SnapshotTime, Tier};
 use jiff::civil::{Date, DateTime, Weekday};
 use jiff::tz::Offset;
 use jiff::Timestamp;

@@ -1,8 +1,8 @@
 //! Every exit code in one place, decided by a run's state and an error's kind — never by the
 //! wording of a message.
 
-use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::run::RunReport;
+use hwc_backup_engine::store::meta::RunState;
 use hwc_backup_engine::ErrorKind;
 
 /// How the process ends.

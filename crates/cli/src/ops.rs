@@ -13,7 +13,7 @@ use anyhow::Result;
 use hwc_backup_engine::job::Job;
 use hwc_backup_engine::ops::{self, after_run, AfterRun, AfterRunReport, Live, StateDir, Systemd};
 use hwc_backup_engine::run::RunReport;
-use hwc_backup_engine::verify::VerifyReport;
+use hwc_backup_engine::store::verify::VerifyReport;
 
 use crate::exit::Exit;
 use crate::target::Resolved;

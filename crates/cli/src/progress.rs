@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use hwc_backup_engine::meta::Counts;
+use hwc_backup_engine::store::meta::Counts;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A spinner with a message, or nothing.

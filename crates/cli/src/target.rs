@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use hwc_backup_engine::job::{Job, Store};
-use hwc_backup_engine::layout::HostDir;
 use hwc_backup_engine::plan::Plan;
+use hwc_backup_engine::store::layout::HostDir;
 
 use crate::args::Target;
 
@@ -40,7 +40,7 @@ impl Target {
     pub fn resolve(&self) -> Result<Resolved> {
         self.check_host()?;
         if let Some(dest) = &self.dest {
-            let host_name = self.host.clone().unwrap_or_else(hwc_backup_engine::fsutil::hostname);
+            let host_name = self.host.clone().unwrap_or_else(hwc_backup_engine::fs::fsutil::hostname);
             hwc_backup_engine::plan::check_host_name("--host", &host_name)?;
             let host = HostDir::open(&dest.join(&host_name))?;
             let state_dir = self.state_dir.clone().unwrap_or_else(default_state_dir);

@@ -62,7 +62,7 @@ impl Store {
     }
 
     /// The retention policy, validated; a policy that keeps nothing is an error.
-    pub fn retention_policy(&self) -> Result<crate::retention::Policy> {
+    pub fn retention_policy(&self) -> Result<crate::store::retention::Policy> {
         self.retention.policy()
     }
 

@@ -5,14 +5,26 @@
 //! and everything else is a fresh copy. Each snapshot carries its metadata and a BLAKE3
 //! manifest, and becomes visible by a single rename, so readers never see half of one.
 //!
-//! This crate never prints, exits or parses arguments; the `hwc-backup` binary does. The main
-//! entry points:
+//! This crate never prints, exits or parses arguments; the `hwc-backup` binary does. Its
+//! modules follow the stages of a run (design §10):
+//!
+//! - [`fs`]: the one door to the backup destination (directory handles, never a symlink).
+//! - [`source`]: what a build reads — this machine ([`source::local`]), a pulled host
+//!   ([`source::remote`]), the database dumps taken before it, the excludes.
+//! - [`store`]: the hard-linked snapshots of each host — layout, lock, retention, manifest,
+//!   metadata, the recorder every build writes through, verify, restore.
+//! - [`copies`]: what is fed from a published snapshot (the rclone mirror).
+//! - [`ops`]: the records kept between runs and the steps around a job (health, metrics,
+//!   notifications, logs).
+//!
+//! The main entry points:
 //!
 //! - [`plan::Plan`]: the JSON plan (the contract with the NixOS module), strictly validated.
 //! - [`job::Job`]: what a run works on, built by the plan for this machine and each pulled host.
 //! - [`run::run`]: one backup run, ending `success`, `partial` or `failed`.
-//! - [`layout::HostDir`]: listing and resolving snapshots of one host.
-//! - [`restore::restore`], [`verify::verify`], [`prune::plan`] / [`prune::execute`].
+//! - [`store::layout::HostDir`]: listing and resolving snapshots of one host.
+//! - [`store::restore::restore`], [`store::verify::verify`], [`store::prune::plan`] /
+//!   [`store::prune::execute`].
 //! - [`ops`]: the records kept between runs ([`ops::StateDir`]) and what happens after a
 //!   run ([`ops::after_run()`]: cloud push, logs, metrics, notifications), in one order.
 //!
@@ -27,33 +39,14 @@
 // Tests build their scratch trees by path; the library itself goes through `fs` (clippy.toml).
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
-pub mod clock;
-pub mod cloud;
-pub mod dumps;
+pub mod copies;
 pub mod error;
-pub mod exclude;
 pub mod fs;
-pub mod fsops;
-pub mod fsutil;
-pub mod health;
 pub mod job;
-pub mod jsonlog;
-pub mod layout;
-pub mod lock;
-pub mod manifest;
-pub mod meta;
-pub mod metrics;
-pub mod notify;
 pub mod ops;
 pub mod plan;
-pub mod prune;
-pub mod record;
-pub mod remote;
-pub mod restore;
-pub mod retention;
 pub mod run;
-pub mod snapshot;
 pub mod source;
-pub mod verify;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

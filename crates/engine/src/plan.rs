@@ -185,16 +185,16 @@ impl Default for Retention {
 
 impl Retention {
     /// The retention policy, validated; a policy that keeps nothing is an error.
-    pub fn policy(&self) -> Result<crate::retention::Policy> {
+    pub fn policy(&self) -> Result<crate::store::retention::Policy> {
         let r = self;
         let within = match &r.within {
             None => None,
             Some(w) => Some(
-                crate::retention::Within::parse(w)
+                crate::store::retention::Within::parse(w)
                     .map_err(|e| Error::config("retention.within", format!("{w:?}: {e}")))?,
             ),
         };
-        let policy = crate::retention::Policy {
+        let policy = crate::store::retention::Policy {
             last: r.last.as_i64(),
             hourly: r.hourly.as_i64(),
             daily: r.daily.as_i64(),
@@ -542,8 +542,8 @@ fn default_agent_command() -> String {
 
 impl RemoteHost {
     /// How to reach the agent.
-    pub fn ssh_target(&self) -> crate::remote::ssh::SshTarget {
-        crate::remote::ssh::SshTarget {
+    pub fn ssh_target(&self) -> crate::source::remote::ssh::SshTarget {
+        crate::source::remote::ssh::SshTarget {
             address: self.address.clone(),
             user: self.user.clone(),
             port: self.port,
@@ -604,7 +604,7 @@ impl RemoteHost {
             return Err(Error::config(f("agentCommand"), format!("{:?} is not a command", self.agent_command)));
         }
         validate_sources(&f("sources"), &self.sources)?;
-        crate::exclude::ExcludeSet::new(&self.exclude_patterns)
+        crate::source::exclude::ExcludeSet::new(&self.exclude_patterns)
             .map_err(|e| Error::config(f("excludePatterns"), e.to_string()))?;
         if let Some(r) = &self.retention {
             r.policy().map_err(|e| match e {
@@ -756,7 +756,7 @@ impl Plan {
                 ));
             }
         }
-        let excludes = crate::exclude::ExcludeSet::new(&self.exclude_patterns)
+        let excludes = crate::source::exclude::ExcludeSet::new(&self.exclude_patterns)
             .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
         // A pattern that matches every source, whatever its type, leaves nothing to back up.
         if self.sources.iter().all(|s| excludes.is_excluded(s, true) && excludes.is_excluded(s, false)) {
@@ -882,7 +882,7 @@ impl Plan {
     }
 
     /// The retention policy, validated; a policy that keeps nothing is an error.
-    pub fn retention_policy(&self) -> Result<crate::retention::Policy> {
+    pub fn retention_policy(&self) -> Result<crate::store::retention::Policy> {
         self.retention.policy()
     }
 

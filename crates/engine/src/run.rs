@@ -13,17 +13,17 @@ use jiff::{Timestamp, Zoned};
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::exclude::ExcludeSet;
 use crate::fs::{Dir, Name};
 use crate::job::Job;
-use crate::layout::{self, HostDir};
-use crate::lock::HostLock;
-use crate::manifest::{Cursor, ManifestWriter};
-use crate::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
 use crate::plan::{Destination, Plan};
-use crate::prune::{self, PrunePlan};
-use crate::snapshot::{BuildOptions, LinkBase, Progress};
+use crate::source::exclude::ExcludeSet;
+use crate::source::local::{BuildOptions, LinkBase, Progress};
 use crate::source::{LocalFs, Source};
+use crate::store::layout::{self, HostDir};
+use crate::store::lock::HostLock;
+use crate::store::manifest::{Cursor, ManifestWriter};
+use crate::store::meta::{Counts, RunState, SnapshotMeta, Warning, MANIFEST_FILE, MAX_WARNINGS_KEPT, META_DIR};
+use crate::store::prune::{self, PrunePlan};
 
 /// How to run, beyond the plan.
 #[derive(Clone, Debug)]
@@ -97,7 +97,7 @@ pub struct RunReport {
     pub post_backup_output: Option<String>,
     /// Bytes over the network, for a pulled host.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub transfer: Option<crate::record::Transfer>,
+    pub transfer: Option<crate::store::record::Transfer>,
 }
 
 impl RunReport {
@@ -146,7 +146,7 @@ pub fn run_from(job: &Job, source: &dyn Source, opts: &RunOptions, progress: Pro
     report
 }
 
-/// Adds a warning for every snapshot dated in the future (see [`crate::clock`]), which makes
+/// Adds a warning for every snapshot dated in the future (see [`crate::store::clock`]), which makes
 /// a successful run partial.
 fn warn_future_snapshots(job: &Job, report: &mut RunReport) {
     let Some(published) = report.snapshot.clone() else { return };
@@ -154,7 +154,7 @@ fn warn_future_snapshots(job: &Job, report: &mut RunReport) {
         Ok(all) => all,
         Err(e) => return tracing::warn!("cannot check the snapshots' dates: {e}"),
     };
-    let warnings = crate::clock::future_warnings(&all, &published, Timestamp::now());
+    let warnings = crate::store::clock::future_warnings(&all, &published, Timestamp::now());
     if warnings.is_empty() {
         return;
     }
@@ -189,14 +189,14 @@ pub fn preflight_destination(destination: &Destination) -> Result<()> {
         Ok(_) => return Err(Error::Preflight(format!("destination {} is not a directory", dest.display()))),
         Err(e) => return Err(Error::Preflight(format!("destination {} is not available: {e}", dest.display()))),
     }
-    if destination.require_mount_point && !crate::fsutil::is_mount_point(dest)? {
+    if destination.require_mount_point && !crate::fs::fsutil::is_mount_point(dest)? {
         return Err(Error::Preflight(format!(
             "destination {} is not a mount point (is the backup drive plugged in and mounted?); \
              refusing to write to the filesystem below it",
             dest.display()
         )));
     }
-    let free = crate::fsutil::free_bytes(dest)?;
+    let free = crate::fs::fsutil::free_bytes(dest)?;
     if free < destination.min_free_bytes {
         return Err(Error::Preflight(format!(
             "destination {} has {} free, less than the required {}",
@@ -299,7 +299,7 @@ fn prepare(job: &Job, report: &mut RunReport) -> Result<()> {
         let out = run_hook(hook, "preBackup hook", &[("HWC_BACKUP_HOST", job.host())])?;
         report.run_log.push((format!("preBackup hook {}", hook.display()), out));
     }
-    for d in crate::dumps::dump_all(&local.databases)? {
+    for d in crate::source::dumps::dump_all(&local.databases)? {
         let what = format!("{} dump {} ({} bytes, {:.1}s)", d.engine, d.path.display(), d.bytes, d.seconds);
         report.run_log.push((what, d.stderr));
     }
@@ -381,7 +381,7 @@ fn build_into(
     report: &mut RunReport,
 ) -> Result<()> {
     let meta_handle = work_dir.create_new_dir(&Name::fixed(META_DIR), 0o755)?;
-    crate::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
+    crate::ops::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
     let cancel = AtomicBool::new(false);
     let bopts = BuildOptions {
         sources: &job.sources.paths,
@@ -434,7 +434,7 @@ fn build_into(
     // power cut can never leave a published snapshot with empty files.
     work_dir.sync_filesystem()?;
     still_mounted(&job.store.destination.path, target.dest)?;
-    let daily = target.host.tier_for_write(target.lock, crate::retention::Tier::Daily)?;
+    let daily = target.host.tier_for_write(target.lock, crate::store::retention::Tier::Daily)?;
     incomplete.rename_noreplace(&name_c, &daily, &name_c).map_err(|e| match e {
         Error::Io { source, .. } => Error::io("publish snapshot", daily.child_path(&name_c), source),
         e => e,

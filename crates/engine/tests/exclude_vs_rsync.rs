@@ -29,7 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use hwc_backup_engine::exclude::ExcludeSet;
+use hwc_backup_engine::source::exclude::ExcludeSet;
 
 /// Entries of the generated tree, relative to the source root. A trailing
 /// `/` makes a directory, `name -> target` a symlink, anything else an empty

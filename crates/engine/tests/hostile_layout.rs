@@ -12,12 +12,12 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use hwc_backup_engine::layout::HostDir;
-use hwc_backup_engine::lock::HostLock;
-use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::plan::{Count, Plan};
 use hwc_backup_engine::run::{self, RunOptions};
-use hwc_backup_engine::{prune, restore, verify};
+use hwc_backup_engine::store::layout::HostDir;
+use hwc_backup_engine::store::lock::HostLock;
+use hwc_backup_engine::store::meta::RunState;
+use hwc_backup_engine::store::{prune, restore, verify};
 
 const HOST: &str = "h";
 

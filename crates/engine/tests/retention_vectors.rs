@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use hwc_backup_engine::retention::{apply, Policy, SnapshotTime, Within};
+use hwc_backup_engine::store::retention::{apply, Policy, SnapshotTime, Within};
 
 const VECTORS: &str =
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/retention/restic-policy-vectors.json");

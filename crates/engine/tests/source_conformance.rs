@@ -14,12 +14,12 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use hwc_backup_engine::job::Job;
-use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::plan::{Plan, RemoteHost};
-use hwc_backup_engine::remote::agent::{self, AgentConfig};
-use hwc_backup_engine::remote::ssh::Connection;
 use hwc_backup_engine::run::{self, RunOptions, RunReport};
+use hwc_backup_engine::source::remote::agent::{self, AgentConfig};
+use hwc_backup_engine::source::remote::ssh::Connection;
 use hwc_backup_engine::source::Pull;
+use hwc_backup_engine::store::meta::RunState;
 
 const EXCLUDE: &str = "*.skip";
 

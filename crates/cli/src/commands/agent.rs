@@ -4,7 +4,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use hwc_backup_engine::remote::agent::{self, AgentConfig};
+use hwc_backup_engine::source::remote::agent::{self, AgentConfig};
 use hwc_backup_engine::Error;
 use serde::Deserialize;
 

@@ -1,7 +1,7 @@
 //! `cloud`: push the newest snapshot with rclone.
 
 use anyhow::Result;
-use hwc_backup_engine::cloud::CloudReport;
+use hwc_backup_engine::copies::cloud::CloudReport;
 use hwc_backup_engine::ops::{self, Live, Systemd};
 use hwc_backup_engine::run::human_bytes;
 

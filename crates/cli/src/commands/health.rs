@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use hwc_backup_engine::health::{self, HealthReport};
 use hwc_backup_engine::job::Job;
+use hwc_backup_engine::ops::health::{self, HealthReport};
 use hwc_backup_engine::ops::{self, Live, Systemd};
 use hwc_backup_engine::plan::Plan;
 use jiff::Timestamp;

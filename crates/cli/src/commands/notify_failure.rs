@@ -1,7 +1,7 @@
 //! `notify-failure`: systemd's `OnFailure=` for every backup unit.
 
 use anyhow::Result;
-use hwc_backup_engine::notify;
+use hwc_backup_engine::ops::notify;
 use hwc_backup_engine::ops::{self, Live, Systemd};
 use hwc_backup_engine::plan::Plan;
 

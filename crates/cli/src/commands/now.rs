@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use hwc_backup_engine::fsutil;
+use hwc_backup_engine::fs::fsutil;
 use hwc_backup_engine::job::Job;
-use hwc_backup_engine::meta::RunState;
 use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
 use hwc_backup_engine::source::LocalFs;
+use hwc_backup_engine::store::meta::RunState;
 
 use super::parse_now;
 use crate::args::NowArgs;

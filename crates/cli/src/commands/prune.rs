@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use anyhow::Result;
-use hwc_backup_engine::layout::HostDir;
-use hwc_backup_engine::prune;
+use hwc_backup_engine::store::layout::HostDir;
+use hwc_backup_engine::store::prune;
 
 use super::{parse_now, print_json};
 use crate::args::PruneArgs;
@@ -20,7 +20,7 @@ pub(crate) fn prune_cmd(a: PruneArgs) -> Result<Exit> {
     let decision = if a.dry_run {
         prune::plan(&host.list()?, &policy, now, max_age)
     } else {
-        let lock = hwc_backup_engine::lock::HostLock::acquire(host, "prune")?;
+        let lock = hwc_backup_engine::store::lock::HostLock::acquire(host, "prune")?;
         let d = prune::plan(&host.list()?, &policy, now, max_age);
         prune::execute(host, &lock, &d)?;
         drop(lock);

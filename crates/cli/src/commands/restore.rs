@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use hwc_backup_engine::restore;
 use hwc_backup_engine::run::human_bytes;
+use hwc_backup_engine::store::restore;
 
 use super::print_json;
 use super::status::snapshot_json;

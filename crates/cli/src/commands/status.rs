@@ -4,9 +4,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use hwc_backup_engine::fsutil;
-use hwc_backup_engine::layout::Snapshot;
+use hwc_backup_engine::fs::fsutil;
 use hwc_backup_engine::run::human_bytes;
+use hwc_backup_engine::store::layout::Snapshot;
 
 use super::print_json;
 use crate::args::StatusArgs;
@@ -31,7 +31,7 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
     if snapshots.is_empty() {
         writeln!(out, "  no complete snapshots yet")?;
     }
-    for tier in hwc_backup_engine::layout::TIERS {
+    for tier in hwc_backup_engine::store::layout::TIERS {
         let of_tier: Vec<&Snapshot> = snapshots.iter().filter(|s| s.tier == tier).collect();
         if of_tier.is_empty() {
             continue;

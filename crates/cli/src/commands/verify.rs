@@ -3,9 +3,9 @@
 use std::io::Write;
 
 use anyhow::Result;
-use hwc_backup_engine::layout::{HostDir, Snapshot};
 use hwc_backup_engine::run::{self, human_bytes};
-use hwc_backup_engine::verify;
+use hwc_backup_engine::store::layout::{HostDir, Snapshot};
+use hwc_backup_engine::store::verify;
 
 use super::print_json;
 use crate::args::VerifyArgs;
@@ -59,7 +59,7 @@ pub(crate) fn verify_where_it_is(
 ) -> Result<Option<verify::VerifyReport>> {
     let mut s = s.clone();
     // A snapshot moves at most once per tier; more moves than tiers would be a loop.
-    for _ in 0..=hwc_backup_engine::layout::TIERS.len() {
+    for _ in 0..=hwc_backup_engine::store::layout::TIERS.len() {
         let result = verify::verify(&s, threads, sample, progress);
         if result.as_ref().is_ok_and(verify::VerifyReport::is_clean) {
             return Ok(Some(result?));

@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{FileType, Mode, OFlags};
 
-use crate::fsops;
+use crate::fs::fsops;
 
 /// Flags for a directory opened on the way down.
 fn dir_flags() -> OFlags {
@@ -232,7 +232,7 @@ mod refused_tests {
         std::os::unix::fs::symlink(&outside, root.join("abs")).unwrap();
         std::os::unix::fs::symlink("../outside", root.join("rel")).unwrap();
         std::os::unix::fs::symlink("b", root.join("a/inner")).unwrap();
-        let fd = crate::snapshot::open_dir(&root).unwrap();
+        let fd = crate::source::local::open_dir(&root).unwrap();
         assert!(open_dir(fd.as_fd(), b"a/b").is_ok());
         for (rel, at, link) in [
             (&b"abs/target"[..], &b"abs"[..], true),

@@ -12,6 +12,8 @@
 
 pub mod beneath;
 mod dir;
+pub mod fsops;
+pub mod fsutil;
 mod name;
 mod remove;
 

@@ -33,16 +33,16 @@ use jiff::Timestamp;
 use serde_json::{json, Value};
 
 use super::state::{DestinationId, FinishedInvocation, Job as Recorded, Notification, StateDir, VerifyRecord};
-use crate::cloud::{self, CloudOptions, CloudReport};
+use crate::copies::cloud::{self, CloudOptions, CloudReport};
 use crate::error::{Error, ErrorKind, Result};
-use crate::health::HealthReport;
 use crate::job::{Job, Store};
-use crate::jsonlog::{self, Log};
-use crate::meta::RunState;
-use crate::notify::{self, Delivery, Message};
+use crate::ops::health::HealthReport;
+use crate::ops::jsonlog::{self, Log};
+use crate::ops::notify::{self, Delivery, Message};
 use crate::plan::{Cloud, Notifications};
 use crate::run::{human_bytes, RunReport};
-use crate::verify::VerifyReport;
+use crate::store::meta::RunState;
+use crate::store::verify::VerifyReport;
 
 /// The systemd unit of the whole run, named in "what to run next".
 const BACKUP_UNIT: &str = "backup.service";
@@ -78,7 +78,7 @@ pub trait Effects {
 
     /// Rewrites the metrics textfile.
     fn write_metrics(&self, job: &Job) -> Result<Option<PathBuf>> {
-        crate::metrics::write(job)
+        crate::ops::metrics::write(job)
     }
 }
 
@@ -795,7 +795,7 @@ mod tests {
     fn health_notifies_the_same_failures_once_and_never_pings_healthchecks() {
         let dir = tempfile::tempdir().unwrap();
         let p = plan(dir.path()).local_job();
-        let unhealthy = crate::health::check(&p.store, p.cloud(), Timestamp::now());
+        let unhealthy = crate::ops::health::check(&p.store, p.cloud(), Timestamp::now());
         assert!(!unhealthy.healthy, "no destination, no snapshot");
         let fx = Fake::default();
         let systemd = Systemd { invocation_id: Some("h1".into()), monitor_invocation_id: None };

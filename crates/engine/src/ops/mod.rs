@@ -4,6 +4,10 @@
 //! prints what they return; it neither orders these steps nor writes a record itself.
 
 pub mod after_run;
+pub mod health;
+pub mod jsonlog;
+pub mod metrics;
+pub mod notify;
 pub mod state;
 
 pub use after_run::{after_run, before_run, AfterRun, AfterRunReport, Effects, Live, Systemd};

@@ -25,7 +25,7 @@
 //! keyed by host only. The destination-keyed records keep their file, one per host: the last
 //! verify of whichever drive was verified last.
 //!
-//! Every write goes through [`crate::fsutil::write_durably`] ([`crate::fs::Dir::write_atomic`]):
+//! Every write goes through [`crate::fs::fsutil::write_durably`] ([`crate::fs::Dir::write_atomic`]):
 //! after a crash a record is the old or the new one, never half of one. Reads are forgiving:
 //! a missing or unreadable record is `None` (or empty), never an error, because a lost state
 //! directory must not stop a backup.
@@ -39,10 +39,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ErrorKind, Result};
-use crate::health::HealthReport;
 use crate::job::Store;
-use crate::meta::{Counts, RunState};
+use crate::ops::health::HealthReport;
 use crate::run::RunReport;
+use crate::store::meta::{Counts, RunState};
 
 /// The last run's report.
 const LAST_RUN_FILE: &str = "last-run.json";
@@ -143,7 +143,7 @@ impl StateDir {
 
     /// Where rclone logs the push (the directory is created).
     pub fn rclone_log(&self) -> Result<PathBuf> {
-        crate::fsutil::ensure_dir(&self.dir)?;
+        crate::fs::fsutil::ensure_dir(&self.dir)?;
         Ok(self.dir.join(RCLONE_LOG))
     }
 
@@ -202,8 +202,8 @@ impl StateDir {
     }
 
     fn write_bytes(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        crate::fsutil::ensure_dir(&self.dir)?;
-        crate::fsutil::write_durably(&self.dir.join(name), bytes)
+        crate::fs::fsutil::ensure_dir(&self.dir)?;
+        crate::fs::fsutil::write_durably(&self.dir.join(name), bytes)
     }
 }
 
@@ -331,8 +331,8 @@ pub struct VerifyRecord {
 
 impl VerifyRecord {
     /// The record of a verify of `destination` that produced `reports`, finished now.
-    pub fn of(destination: DestinationId, reports: &[crate::verify::VerifyReport]) -> VerifyRecord {
-        let errors = |r: &crate::verify::VerifyReport| {
+    pub fn of(destination: DestinationId, reports: &[crate::store::verify::VerifyReport]) -> VerifyRecord {
+        let errors = |r: &crate::store::verify::VerifyReport| {
             (r.changed.len() + r.missing.len() + r.unexpected.len() + r.sample_mismatches.len()) as u64
         };
         VerifyRecord {

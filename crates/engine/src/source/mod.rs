@@ -10,15 +10,20 @@
 //!   destination side of the local build (manifest writer and cursor, metadata application,
 //!   counts and warnings).
 
+pub mod dumps;
+pub mod exclude;
+pub mod local;
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 
+use self::local::{BuildOptions, BuildResult, LinkBase, Progress};
 use crate::error::{Error, Result};
 use crate::fs::Dir;
 use crate::job::Job;
-use crate::manifest::ManifestWriter;
-use crate::remote::pull::{self, PullOptions};
-use crate::remote::ssh::Connection;
-use crate::snapshot::{self, BuildOptions, BuildResult, LinkBase, Progress};
+use crate::source::remote::pull::{self, PullOptions};
+use crate::source::remote::ssh::Connection;
+use crate::store::manifest::ManifestWriter;
 
 /// A source of snapshot entries.
 pub trait Source {
@@ -61,11 +66,11 @@ impl Source for LocalFs {
         base: Option<LinkBase>,
         progress: Progress,
     ) -> Result<BuildResult> {
-        snapshot::build(opts, work, manifest, base, progress)
+        local::build(opts, work, manifest, base, progress)
     }
 
     fn nixos_system(&self) -> Option<PathBuf> {
-        crate::meta::nixos_system()
+        crate::store::meta::nixos_system()
     }
 }
 
@@ -120,7 +125,7 @@ pub fn check_sources(job: &Job) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
     let dest = id(&job.store.destination.path);
-    let excludes = crate::exclude::ExcludeSet::new(&job.sources.exclude_patterns)
+    let excludes = crate::source::exclude::ExcludeSet::new(&job.sources.exclude_patterns)
         .map_err(|e| Error::config("excludePatterns", e.to_string()))?;
     let mut all_excluded = true;
     for (i, s) in job.sources.paths.iter().enumerate() {

@@ -65,7 +65,7 @@
 //!
 //! ```
 //! use std::path::Path;
-//! use hwc_backup_engine::exclude::ExcludeSet;
+//! use hwc_backup_engine::source::exclude::ExcludeSet;
 //!
 //! let set = ExcludeSet::new(&["node_modules", "*.tmp", "build/", "/home/alice/skip"])?;
 //! assert!(set.is_excluded(Path::new("/home/alice/proj/node_modules"), true));
@@ -74,7 +74,7 @@
 //! assert!(!set.is_excluded(Path::new("/home/alice/proj/build"), false)); // a file
 //! assert!(set.is_excluded(Path::new("/home/alice/skip"), true));
 //! assert!(!set.is_excluded(Path::new("/home/bob/home/alice/skip"), true)); // anchored
-//! # Ok::<(), hwc_backup_engine::exclude::PatternError>(())
+//! # Ok::<(), hwc_backup_engine::source::exclude::PatternError>(())
 //! ```
 
 use std::fmt;

@@ -23,9 +23,9 @@ use jiff::{Timestamp, Zoned};
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
-use crate::lock::HostLock;
-use crate::meta::{SnapshotMeta, META_DIR, META_FILE};
-use crate::retention::Tier;
+use crate::store::lock::HostLock;
+use crate::store::meta::{SnapshotMeta, META_DIR, META_FILE};
+use crate::store::retention::Tier;
 
 /// Every tier directory, finest first.
 pub const TIERS: [Tier; 5] = [Tier::Hourly, Tier::Daily, Tier::Weekly, Tier::Monthly, Tier::Yearly];
@@ -204,7 +204,7 @@ impl HostDir {
         let all = self.list()?;
         let not_found = |message: String| Error::Snapshot { name: name.to_string(), message };
         if name == "latest" {
-            return crate::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now())
+            return crate::store::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now())
                 .cloned()
                 .ok_or_else(|| not_found(format!("there is no complete snapshot under {}", self.root.display())));
         }
@@ -289,12 +289,12 @@ impl HostDir {
         target.rsplit('/').next().map(str::to_owned)
     }
 
-    /// Points `latest` at the snapshot it stands for ([`crate::clock::pick_latest`]: the one
+    /// Points `latest` at the snapshot it stands for ([`crate::store::clock::pick_latest`]: the one
     /// it names, wherever pruning moved it, else the newest not dated in the future), or
     /// removes it when there is none.
     pub fn refresh_latest(&self, lock: &HostLock) -> Result<()> {
         let all = self.list()?;
-        match crate::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now()).cloned() {
+        match crate::store::clock::pick_latest(&all, self.latest_name().as_deref(), Timestamp::now()).cloned() {
             Some(s) => {
                 let want = s.id();
                 if self.latest()?.as_deref() != Some(want.as_str()) {

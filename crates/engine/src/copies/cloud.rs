@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::job::Store;
-use crate::layout::{HostDir, Snapshot};
-use crate::lock::HostLock;
 use crate::ops::state::StateDir;
 use crate::plan::{Cloud, SyncMode};
+use crate::store::layout::{HostDir, Snapshot};
+use crate::store::lock::HostLock;
 
 pub use crate::ops::state::CloudRecord;
 
@@ -102,7 +102,7 @@ pub fn rclone_binary(cloud: &Cloud) -> Result<PathBuf> {
     if let Some(p) = &cloud.rclone {
         return Ok(p.clone());
     }
-    crate::notify::find_program("rclone", &["/run/current-system/sw/bin/rclone"]).ok_or_else(|| Error::Command {
+    crate::ops::notify::find_program("rclone", &["/run/current-system/sw/bin/rclone"]).ok_or_else(|| Error::Command {
         what: "rclone".into(),
         message: "rclone is not installed (not on PATH); install it or set cloud.rclone".into(),
     })
@@ -342,7 +342,7 @@ impl Rclone {
         let mut names: Vec<String> = list
             .lines()
             .map(|l| l.trim_end_matches('/').to_string())
-            .filter(|n| crate::layout::parse_name(n).is_some())
+            .filter(|n| crate::store::layout::parse_name(n).is_some())
             .collect();
         names.sort();
         let excess = names.len().saturating_sub(keep);

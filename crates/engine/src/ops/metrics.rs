@@ -16,9 +16,9 @@ use jiff::Timestamp;
 
 use crate::error::Result;
 use crate::job::Job;
-use crate::layout::{HostDir, TIERS};
-use crate::meta::RunState;
 use crate::ops::state::{DestinationId, LastRun, StateDir};
+use crate::store::layout::{HostDir, TIERS};
+use crate::store::meta::RunState;
 
 /// The metrics file for a host.
 pub fn file_path(dir: &Path, host: &str) -> PathBuf {
@@ -35,8 +35,8 @@ pub fn write(job: &Job) -> Result<Option<PathBuf>> {
 }
 
 fn write_atomically(path: &Path, text: &[u8]) -> Result<()> {
-    crate::fsutil::ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
-    crate::fsutil::write_durably(path, text)
+    crate::fs::fsutil::ensure_dir(path.parent().unwrap_or(Path::new(".")))?;
+    crate::fs::fsutil::write_durably(path, text)
 }
 
 /// The metrics text at time `now`.
@@ -117,7 +117,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
             &[(&[], secs(newest.meta.finished_at))],
         );
     }
-    if let Ok(free) = crate::fsutil::free_bytes(&job.store.destination.path) {
+    if let Ok(free) = crate::fs::fsutil::free_bytes(&job.store.destination.path) {
         m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
     }
 

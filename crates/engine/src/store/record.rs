@@ -1,9 +1,9 @@
-//! The recorder: what every build — the local walk (`snapshot`) and a pulled host
-//! (`remote::pull`) — feeds its results into, so that both count, warn, inherit hashes and
+//! The recorder: what every build — the local walk (`source::local`) and a pulled host
+//! (`source::remote::pull`) — feeds its results into, so that both count, warn, inherit hashes and
 //! write the manifest alike, and neither imports the other.
 //!
-//! A build decides per entry what happened ([`Outcome`]: linked to the previous snapshot,
-//! copied, a symlink, …) and hands it to the [`Writer`] in walk order; the writer keeps the
+//! A build decides per entry what happened (`Outcome`: linked to the previous snapshot,
+//! copied, a symlink, …) and hands it to the `Writer` in walk order; the writer keeps the
 //! counts, the warnings, the files per source, and the manifest (inheriting the hash of each
 //! linked file from the previous manifest by a streaming merge, see `manifest`).
 
@@ -17,10 +17,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::fsops;
 use crate::fs::Dir;
-use crate::fsops;
-use crate::manifest::{Cursor, Hash, ManifestWriter};
-use crate::meta::{Counts, Warning};
+use crate::store::manifest::{Cursor, Hash, ManifestWriter};
+use crate::store::meta::{Counts, Warning};
 
 /// Bytes that crossed the connection during a pull.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]

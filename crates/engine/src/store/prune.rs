@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
-use crate::layout::{HostDir, Snapshot};
-use crate::lock::HostLock;
-use crate::retention::{self, Policy, SnapshotTime, Tier};
+use crate::store::layout::{HostDir, Snapshot};
+use crate::store::lock::HostLock;
+use crate::store::retention::{self, Policy, SnapshotTime, Tier};
 
 /// What happens to one snapshot.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -134,7 +134,7 @@ pub fn execute(host: &HostDir, lock: &HostLock, plan: &PrunePlan) -> Result<()> 
         let tier = item.tier.unwrap_or(Tier::Daily);
         let want = format!("{}/{}", tier.as_str(), item.name);
         if want != item.id {
-            let name = crate::layout::name_of(&item.name)?;
+            let name = crate::store::layout::name_of(&item.name)?;
             let from = tier_of(host, &item.id)?;
             let to = host.tier_for_write(lock, tier)?;
             from.rename_noreplace(&name, &to, &name)?;
@@ -160,8 +160,8 @@ fn tier_of(host: &HostDir, id: &str) -> Result<Dir> {
 fn move_to_trash(host: &HostDir, lock: &HostLock, id: &str, name: &str) -> Result<()> {
     let trash = host.trash_for_write(lock)?;
     let from = tier_of(host, id)?;
-    let to = crate::layout::name_of(&format!("{name}.{}", id.split('/').next().unwrap_or("snapshot")))?;
-    from.rename(&crate::layout::name_of(name)?, &trash, &to)
+    let to = crate::store::layout::name_of(&format!("{name}.{}", id.split('/').next().unwrap_or("snapshot")))?;
+    from.rename(&crate::store::layout::name_of(name)?, &trash, &to)
 }
 
 /// Moves the entry `name` of `dir` (a leftover of an interrupted run, in `.incomplete/`)
@@ -189,7 +189,7 @@ pub fn empty_trash(host: &HostDir) -> Result<u64> {
     }
     std::thread::scope(|s| {
         s.spawn(|| {
-            match crate::fsutil::idle_io_priority_for_this_thread() {
+            match crate::fs::fsutil::idle_io_priority_for_this_thread() {
                 Ok(class) => tracing::debug!("emptying the trash in I/O class {class}"),
                 Err(e) => tracing::debug!("emptying the trash at normal I/O priority: {e}"),
             }

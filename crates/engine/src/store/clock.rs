@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::layout::Snapshot;
-use crate::meta::Warning;
+use crate::store::layout::Snapshot;
+use crate::store::meta::Warning;
 
 /// How far ahead of the clock a snapshot may be dated before it counts as future-dated
 /// (clocks of machines that sync now and then drift by seconds, not minutes).
@@ -40,7 +40,7 @@ pub fn ahead(t: Timestamp, now: Timestamp) -> Option<Duration> {
 /// The snapshot `latest` stands for (see the module docs): the one named by the `latest`
 /// symlink (`linked`, the last component of its target, so that a snapshot moved to another
 /// tier by pruning is followed), else the newest that is not future-dated, else the newest.
-/// `all` is sorted oldest first, as [`crate::layout::HostDir::list`] returns it.
+/// `all` is sorted oldest first, as [`crate::store::layout::HostDir::list`] returns it.
 pub fn pick_latest<'a>(all: &'a [Snapshot], linked: Option<&str>, now: Timestamp) -> Option<&'a Snapshot> {
     if let Some(s) = linked.and_then(|name| all.iter().find(|s| s.name == name)) {
         return Some(s);
@@ -54,7 +54,7 @@ pub fn future_warnings(all: &[Snapshot], published: &str, now: Timestamp) -> Vec
     let mut out = Vec::new();
     for s in all {
         let Some(by) = ahead(s.time(), now) else { continue };
-        let when = format!("{}, {} after this machine's clock", s.time(), crate::health::words(by));
+        let when = format!("{}, {} after this machine's clock", s.time(), crate::ops::health::words(by));
         let message = if s.name == published.rsplit('/').next().unwrap_or(published) {
             format!(
                 "this snapshot is dated in the future ({when}): a mistyped --now or a wrong clock? \
@@ -76,8 +76,8 @@ pub fn future_warnings(all: &[Snapshot], published: &str, now: Timestamp) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{Counts, RunState, SnapshotMeta};
-    use crate::retention::Tier;
+    use crate::store::meta::{Counts, RunState, SnapshotMeta};
+    use crate::store::retention::Tier;
 
     fn snap(name: &str, t: Timestamp) -> Snapshot {
         let meta = SnapshotMeta {

@@ -15,7 +15,7 @@ use rustix::fs::FlockOperation;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Name;
-use crate::layout::{HostDir, LOCK};
+use crate::store::layout::{HostDir, LOCK};
 
 /// A held lock; released on drop (or when the process dies).
 #[derive(Debug)]

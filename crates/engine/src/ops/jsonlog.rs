@@ -67,7 +67,7 @@ pub fn append(log_dir: &Path, log: Log, host: &str, event: &str, fields: Value) 
     }
     let mut line = serde_json::to_vec(&Value::Object(obj)).expect("JSON values serialize");
     line.push(b'\n');
-    crate::fsutil::ensure_dir(log_dir)?;
+    crate::fs::fsutil::ensure_dir(log_dir)?;
     let path = log.path(log_dir);
     let mut f = std::fs::OpenOptions::new()
         .create(true)

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use super::agent::{self, AgentConfig};
 use super::ssh::Connection;
 use crate::job::Job;
-use crate::meta::RunState;
 use crate::plan::{Plan, RemoteHost};
 use crate::run::{self, RunOptions, RunReport};
 use crate::source::Pull;
+use crate::store::meta::RunState;
 
 fn connector(config: AgentConfig) -> impl Fn() -> crate::Result<Connection> + Sync {
     move || {
@@ -204,7 +204,7 @@ fn refused_and_missing_sources_fail_the_run_and_publish_nothing() {
     let r = pull(&missing, &dest, "client", "2025-01-15T02:00:00+01:00[+01:00]", allow(dir.path()));
     let e = r.error.unwrap();
     assert!(e.contains("cannot be read") && e.contains("missing"), "{e}");
-    assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
+    assert!(crate::store::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
 }
 
 #[test]
@@ -284,7 +284,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
         assert!(!dest.join("escaped").exists());
-        assert!(crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
+        assert!(crate::store::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().is_empty());
     }
     assert!(!dir.path().join("escaped").exists() && !dest.join("escaped").exists());
 }
@@ -518,7 +518,7 @@ fn fingerprint(root: &Path) -> Vec<String> {
             Vec::new()
         } else {
             let f = std::fs::File::open(&p).unwrap();
-            crate::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
+            crate::fs::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f)).unwrap()
         };
         out.push(format!(
             "{} {:o} {}:{} {}.{} {}.{} {xattrs:?} {what}",
@@ -672,7 +672,7 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
         let e = r.error.unwrap();
         assert!(e.contains(want), "{want}: {e}");
         assert_eq!(fingerprint(&v), before, "{frames:?}");
-        published += crate::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().len();
+        published += crate::store::layout::HostDir::open(&dest.join("client")).unwrap().list().unwrap().len();
     }
     assert_eq!(published, 0, "nothing published");
 }
@@ -759,7 +759,7 @@ fn the_agent_walks_a_very_deep_tree() {
     let dir = tempfile::tempdir().unwrap();
     let top = dir.path().join("deep");
     std::fs::create_dir_all(&top).unwrap();
-    let mut fd = crate::snapshot::open_dir(&top).unwrap();
+    let mut fd = crate::source::local::open_dir(&top).unwrap();
     for _ in 0..DEPTH {
         rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
         fd = rustix::fs::openat(&fd, "d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();

@@ -163,7 +163,7 @@ impl SnapshotMeta {
         let path = meta_dir.join(META_FILE);
         let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
         text.push(b'\n');
-        crate::fsutil::write_durably(&path, &text)
+        crate::fs::fsutil::write_durably(&path, &text)
     }
 }
 

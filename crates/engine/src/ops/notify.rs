@@ -28,8 +28,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::ErrorKind;
-use crate::meta::RunState;
 use crate::plan::Notifications;
+use crate::store::meta::RunState;
 
 /// How long one HTTP delivery may take, connect to last byte.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);

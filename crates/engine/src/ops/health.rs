@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `destination` | the destination is a directory, and a mount point when `requireMountPoint` |
 //! | `freeSpace` | at least `destination.minFreeBytes` are free there |
-//! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge`, and not dated more than five minutes in the future (see [`crate::clock`]) |
+//! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge`, and not dated more than five minutes in the future (see [`crate::store::clock`]) |
 //! | `snapshotCount` | there are at least `health.minBackups` complete snapshots |
 //! | `lastRun` | the last run (`last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
 //! | `verify` | the last verify found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
@@ -21,10 +21,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Store;
-use crate::layout::HostDir;
-use crate::meta::RunState;
 use crate::ops::state::{DestinationId, StateDir};
 use crate::plan::Cloud;
+use crate::store::layout::HostDir;
+use crate::store::meta::RunState;
 
 pub use crate::ops::state::{LastRun, VerifyRecord};
 
@@ -80,7 +80,7 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
     };
     let dest = &store.destination.path;
     push("destination", check_destination(store));
-    let free = crate::fsutil::free_bytes(dest).ok();
+    let free = crate::fs::fsutil::free_bytes(dest).ok();
     push(
         "freeSpace",
         match free {
@@ -108,7 +108,7 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
             (Ok(_), None) => Err(format!("there is no complete snapshot under {}", host_root.display())),
             (Ok(_), Some((id, t))) => {
                 let age = age(now, *t);
-                if let Some(by) = crate::clock::ahead(*t, now) {
+                if let Some(by) = crate::store::clock::ahead(*t, now) {
                     Err(format!(
                         "the newest snapshot {id} is dated {t}, {} in the future (a wrong clock or a mistyped \
                          --now?); it would hide a backup job that stopped: remove it if its date is wrong",
@@ -186,7 +186,7 @@ fn check_destination(store: &Store) -> std::result::Result<String, String> {
         Err(e) => return Err(format!("destination {} is not reachable: {e}", dest.display())),
     }
     if store.destination.require_mount_point {
-        match crate::fsutil::is_mount_point(dest) {
+        match crate::fs::fsutil::is_mount_point(dest) {
             Ok(true) => return Ok(format!("{} is mounted", dest.display())),
             Ok(false) => {
                 return Err(format!(
@@ -274,7 +274,7 @@ pub fn words(d: Duration) -> String {
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
-    use crate::verify::VerifyReport;
+    use crate::store::verify::VerifyReport;
 
     #[test]
     fn durations_in_words() {

@@ -37,13 +37,13 @@ use std::time::Duration;
 use rustix::fs::{FileType, Stat};
 
 use crate::error::{Error, IoContext, Result};
-use crate::exclude::ExcludeSet;
+use crate::fs::fsops;
 use crate::fs::Dir;
-use crate::fsops;
-use crate::manifest::{Hash, ManifestWriter};
-use crate::meta::Warning;
-use crate::record::{dup_dir, split_base, FileResult, Outcome, Writer, Written};
-pub use crate::record::{BuildResult, LinkBase, Progress};
+use crate::source::exclude::ExcludeSet;
+use crate::store::manifest::{Hash, ManifestWriter};
+use crate::store::meta::Warning;
+use crate::store::record::{dup_dir, split_base, FileResult, Outcome, Writer, Written};
+pub use crate::store::record::{BuildResult, LinkBase, Progress};
 
 /// What to snapshot and how.
 pub struct BuildOptions<'a> {
@@ -284,7 +284,7 @@ impl Lister<'_> {
                 order.push((i, dir, name));
             }
         }
-        order.sort_by(|a, b| crate::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
+        order.sort_by(|a, b| crate::store::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
         for (i, _, _) in order {
             if self.opts.cancel.load(Ordering::Relaxed) {

@@ -22,7 +22,7 @@
 //! 3. **Request.** The server sends the sources, the exclude patterns and `oneFileSystem`. The
 //!    agent checks each source against its own allow-list (fixed by the `authorized_keys`
 //!    command, so a server can never read beyond it): a clean absolute path in an allowed path,
-//!    reached below it without following any symlink ([`beneath`]), and that it exists; it adds
+//!    reached below it without following any symlink (`crate::fs::beneath`), and that it exists; it adds
 //!    its own excludes, and answers `Ready` or `Error`. After `Ready`, everything the agent sends is one LZ4
 //!    frame stream ([`proto::CompressedWriter`]) holding the same frames; it cuts the walk's
 //!    bytes several times (protocol 2).
@@ -48,7 +48,7 @@
 //!    The agent serves requests in order, on its own thread, so data never waits behind the walk.
 //! 7. **Trust.** The server trusts nothing it receives: names must be single components,
 //!    every directory it writes into is reached from the snapshot root without following a
-//!    symlink (the ancestors of `WalkEnd` included, [`beneath`]), and device nodes are created
+//!    symlink (the ancestors of `WalkEnd` included, `crate::fs::beneath`), and device nodes are created
 //!    only when the host's plan allows them (`devices`); see the README's threat model.
 //! 8. **End.** After `WalkEnd` and the last file, the server sends `Done` and closes; the
 //!    agent exits 0. A connection that ends before that fails the run, and nothing is published.

@@ -33,11 +33,11 @@ use rustix::fs::{FileType, OFlags, SeekFrom, Stat};
 use super::delta;
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use crate::error::{Error, Result};
-use crate::exclude::ExcludeSet;
 use crate::fs::beneath;
-use crate::fsops;
-use crate::manifest::Hash;
-use crate::snapshot::{bytes_cstr, rel_of, split_last};
+use crate::fs::fsops;
+use crate::source::exclude::ExcludeSet;
+use crate::source::local::{bytes_cstr, rel_of, split_last};
+use crate::store::manifest::Hash;
 
 /// What the agent may serve, fixed on the client.
 #[derive(Clone, Debug, Default)]
@@ -151,7 +151,7 @@ fn check_request(config: &AgentConfig, r: &Request) -> std::result::Result<(Vec<
 /// symlink. The source itself may be a symlink (it is sent as one).
 fn resolve(path: &Path, allowed: &Path) -> std::result::Result<Resolved, String> {
     let unreadable = |e: &dyn std::fmt::Display| {
-        format!("source {} cannot be read on {}: {e}", path.display(), crate::fsutil::hostname())
+        format!("source {} cannot be read on {}: {e}", path.display(), crate::fs::fsutil::hostname())
     };
     let below: Vec<&[u8]> =
         path.strip_prefix(allowed).expect("lies in it").components().map(|c| c.as_os_str().as_bytes()).collect();
@@ -163,7 +163,7 @@ fn resolve(path: &Path, allowed: &Path) -> std::result::Result<Resolved, String>
         }
         Some((name, dirs)) => (allowed.components().collect::<PathBuf>(), dirs.to_vec(), *name),
     };
-    let top_fd = crate::snapshot::open_dir(&top).map_err(|e| unreadable(&e))?;
+    let top_fd = crate::source::local::open_dir(&top).map_err(|e| unreadable(&e))?;
     let fds = beneath::open_dirs(top_fd.as_fd(), &below).map_err(|refused| {
         let at = top.join(OsStr::from_bytes(&refused.at));
         if refused.is_link() {
@@ -505,7 +505,7 @@ impl Walker<'_> {
                 order.push((i, dir, name));
             }
         }
-        order.sort_by(|a, b| crate::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
+        order.sort_by(|a, b| crate::store::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
         for (i, _, _) in order {
             self.source(i as u32, &sources[i], &mut ancestors)?;
@@ -521,7 +521,7 @@ impl Walker<'_> {
             let fd = match reached.get(rel.as_slice()) {
                 Some(fd) => fd.as_ref(),
                 None => {
-                    opened = crate::snapshot::open_dir(&abs)?;
+                    opened = crate::source::local::open_dir(&abs)?;
                     &opened
                 }
             };

@@ -61,8 +61,8 @@ impl Meta {
     }
 
     /// The values `fsops` applies.
-    pub fn attrs(&self) -> crate::fsops::Attrs {
-        crate::fsops::Attrs {
+    pub fn attrs(&self) -> crate::fs::fsops::Attrs {
+        crate::fs::fsops::Attrs {
             uid: self.uid,
             gid: self.gid,
             mode: self.mode,

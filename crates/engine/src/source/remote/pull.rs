@@ -35,16 +35,16 @@ use super::ssh::Connection;
 use super::{agent, delta};
 use crate::error::{Error, Result};
 use crate::fs::beneath;
+use crate::fs::fsops;
 use crate::fs::Dir;
-use crate::fsops;
-use crate::manifest::{Hash, ManifestWriter};
-use crate::meta::{Warning, META_DIR};
-use crate::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+use crate::store::manifest::{Hash, ManifestWriter};
+use crate::store::meta::{Warning, META_DIR};
+use crate::store::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
 pub const MAX_INFLIGHT: usize = 64;
 
-pub use crate::record::Transfer;
+pub use crate::store::record::Transfer;
 
 /// What to pull.
 pub struct PullOptions<'a> {

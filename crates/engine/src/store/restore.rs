@@ -44,10 +44,10 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::fsops;
 use crate::fs::{Dir, Name};
-use crate::fsops;
-use crate::layout::Snapshot;
-use crate::meta::META_DIR;
+use crate::store::layout::Snapshot;
+use crate::store::meta::META_DIR;
 
 /// How to restore.
 #[derive(Clone, Copy, Debug, Default)]
@@ -117,17 +117,17 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Every path a dry run would write, in order. Empty for a real restore, which would
     /// otherwise hold one path per entry in memory.
-    #[serde(serialize_with = "crate::verify::lossy_paths")]
+    #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub written: Vec<PathBuf>,
     /// Every entry of a dry run with what would happen to it. Empty for a real restore.
     pub changes: Vec<Change>,
     /// Paths that existed and are (or would be) replaced; a directory over a directory merges
     /// and an identical entry is left alone, so neither is listed.
-    #[serde(serialize_with = "crate::verify::lossy_paths")]
+    #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub overwritten: Vec<PathBuf>,
     /// Directories where the snapshot has a file, symlink or special file: a restore never
     /// deletes a directory, so any entry here refuses the restore (`--force` or not).
-    #[serde(serialize_with = "crate::verify::lossy_paths")]
+    #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub refused: Vec<PathBuf>,
 }
 
@@ -291,7 +291,7 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// Restores `host_path` from `snapshot` to `target`.
 ///
 /// `host_path` is found in the snapshot without following symlinks (see
-/// [`resolve_source`]). A target that is an existing directory receives a file, symlink or
+/// `resolve_source`). A target that is an existing directory receives a file, symlink or
 /// special file inside it (as `cp` does); a directory restored onto a directory merges. A
 /// directory on the target is never deleted to make room: such a restore is refused, with
 /// `force` too. Nothing below the target's own path is ever reached through a symlink.
@@ -379,7 +379,7 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
-            crate::fsutil::ensure_dir(&to_dir)?;
+            crate::fs::fsutil::ensure_dir(&to_dir)?;
             Dir::open_trusted(&to_dir)?
         }
     };

@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timestamps, XattrFlags};
 
-use crate::manifest::Hash;
+use crate::store::manifest::Hash;
 
 /// Flags for opening source entries: never follow a symlink swapped in under us, and do not
 /// touch access times (where permitted).

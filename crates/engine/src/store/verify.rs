@@ -16,9 +16,9 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::beneath::{self, DirCache};
-use crate::layout::Snapshot;
-use crate::manifest::{Cursor, Entry, ManifestReader};
-use crate::meta::{MANIFEST_FILE, META_DIR};
+use crate::store::layout::Snapshot;
+use crate::store::manifest::{Cursor, Entry, ManifestReader};
+use crate::store::meta::{MANIFEST_FILE, META_DIR};
 
 /// The result of verifying one snapshot.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -159,7 +159,7 @@ fn check(
 ) {
     let result = open_entry(dirs, entry).and_then(|f| {
         let len = f.metadata()?.len();
-        crate::fsops::hash_file(&f, buf).map(|h| (h, len))
+        crate::fs::fsops::hash_file(&f, buf).map(|h| (h, len))
     });
     let mut r = report.lock().expect("verify report poisoned");
     match result {
@@ -292,7 +292,7 @@ fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry,
     let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
     let snap_copy = open_entry(snap_dirs, entry).and_then(|f| f.metadata()).ok().map(stamp);
     let modified_after = f.metadata().ok().map(stamp) != snap_copy;
-    match crate::fsops::hash_file(&f, &mut buf) {
+    match crate::fs::fsops::hash_file(&f, &mut buf) {
         Ok(h) if h == entry.hash => {}
         Ok(_) if modified_after => report.sample_changed_since += 1,
         _ => report.sample_mismatches.push(live),
@@ -302,7 +302,7 @@ fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::ManifestWriter;
+    use crate::store::manifest::ManifestWriter;
 
     /// Deeper than the stack could recurse comfortably and than the descriptor limit
     /// (`ulimit -n`, 1024 by default) would allow with one descriptor per level.

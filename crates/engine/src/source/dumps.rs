@@ -68,7 +68,7 @@ pub fn dump_all(d: &Databases) -> Result<Vec<DumpFile>> {
     if d.mysql.enable {
         files.extend(in_fresh_dir(staging, "mysql", |dir| mysql(&d.mysql, dir))?);
     }
-    crate::fsutil::sync_dir(staging)?;
+    crate::fs::fsutil::sync_dir(staging)?;
     Ok(files)
 }
 
@@ -87,13 +87,13 @@ fn in_fresh_dir(
     let old = staging.join(format!(".{engine}.old"));
     let live = staging.join(engine);
     // Leftovers of a run that died mid-dump.
-    crate::fsutil::remove_tree(&new)?;
-    crate::fsutil::remove_tree(&old)?;
+    crate::fs::fsutil::remove_tree(&new)?;
+    crate::fs::fsutil::remove_tree(&old)?;
     std::fs::create_dir(&new).ctx("create directory", &new)?;
     let mut files = match f(&new) {
         Ok(files) => files,
         Err(e) => {
-            let _ = crate::fsutil::remove_tree(&new);
+            let _ = crate::fs::fsutil::remove_tree(&new);
             return Err(e);
         }
     };
@@ -101,7 +101,7 @@ fn in_fresh_dir(
         std::fs::rename(&live, &old).ctx("move aside", &live)?;
     }
     std::fs::rename(&new, &live).ctx("move into place", &live)?;
-    crate::fsutil::remove_tree(&old)?;
+    crate::fs::fsutil::remove_tree(&old)?;
     for file in &mut files {
         if let Ok(rel) = file.path.strip_prefix(&new) {
             file.path = live.join(rel);
@@ -222,7 +222,7 @@ fn dump(
 fn program(bin_dir: Option<&Path>, names: &[&str], field: &str) -> Result<PathBuf> {
     let found = match bin_dir {
         Some(d) => names.iter().map(|n| d.join(n)).find(|p| p.is_file()),
-        None => names.iter().find_map(|n| crate::notify::find_program(n, &[])),
+        None => names.iter().find_map(|n| crate::ops::notify::find_program(n, &[])),
     };
     found.ok_or_else(|| Error::Command {
         what: names[0].to_string(),
