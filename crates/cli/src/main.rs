@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    raise_open_file_limit();
     match commands::run(cli.command) {
         Ok(code) => code.into(),
         Err(e) => {
@@ -35,6 +36,17 @@ fn main() -> ExitCode {
             eprintln!("hwc-backup: error: {e:#}");
             Exit::from_error(&e).into()
         }
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit, as Go's runtime does for every
+/// program: the walk keeps a few descriptors per directory waiting for the writer, and a
+/// shell's or a unit's soft limit of 1024 would make it wait needlessly. Best effort.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
     }
 }
 

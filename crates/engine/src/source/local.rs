@@ -30,7 +30,7 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,7 +102,7 @@ pub fn build(
             excluded: 0,
             skip,
             skip_reported: false,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            in_flight: Slots::new(dirs_in_flight()),
         };
         let listed = lister.run(&work_fd, base_fd.as_ref());
         let excluded = lister.excluded;
@@ -183,8 +183,14 @@ enum Item {
 /// above are closed and reopened through `..` when the walk climbs back to them.
 const OPEN_LEVELS: usize = 16;
 
-/// How many complete directories may wait for the writer (each holds two descriptors).
-const MAX_DIRS_IN_FLIGHT: usize = 64;
+/// How many complete directories may wait for the writer (each holds up to three
+/// descriptors): a quarter of what the process may open, within these bounds. Too few makes
+/// the walk wait for the writer (measured: 5 000 waits on a 50 000-file no-change run with a
+/// fixed 64); too many runs out of descriptors on a deep tree.
+fn dirs_in_flight() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    usize::try_from(soft.saturating_sub(128) / 4).unwrap_or(usize::MAX).clamp(64, 4096)
+}
 
 /// A directory's descriptors: in the source, in the work tree, in the previous snapshot.
 #[derive(Clone)]
@@ -224,18 +230,39 @@ fn close(frame: &mut Frame, abs: &[u8]) -> Result<()> {
 
 /// A place in the writer's queue of complete directories, given back when dropped (recorded
 /// or discarded).
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn take(count: &Arc<AtomicUsize>) -> Slot {
-        count.fetch_add(1, Ordering::AcqRel);
-        Slot(count.clone())
-    }
-}
+/// A place in the queue of complete directories waiting for the writer: a token in a bounded
+/// channel, so that the walk blocks (without polling) while the queue is full and wakes as
+/// soon as the writer drops one.
+struct Slot(crossbeam_channel::Receiver<()>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let _ = self.0.try_recv();
+    }
+}
+
+/// The bounded queue of [`Slot`]s.
+#[derive(Clone)]
+struct Slots {
+    tx: crossbeam_channel::Sender<()>,
+    rx: crossbeam_channel::Receiver<()>,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        let (tx, rx) = crossbeam_channel::bounded(n);
+        Slots { tx, rx }
+    }
+
+    /// Waits for a free place; `None` when the build was cancelled meanwhile.
+    fn take(&self, cancel: &AtomicBool) -> Option<Slot> {
+        loop {
+            match self.tx.send_timeout((), Duration::from_millis(50)) {
+                Ok(()) => return Some(Slot(self.rx.clone())),
+                Err(_) if cancel.load(Ordering::Relaxed) => return None,
+                Err(_) => {}
+            }
+        }
     }
 }
 
@@ -252,7 +279,7 @@ struct Lister<'a> {
     skip: Option<(u64, u64)>,
     skip_reported: bool,
     /// Complete directories not yet taken by the writer.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Slots,
 }
 
 impl Lister<'_> {
@@ -546,13 +573,7 @@ impl Lister<'_> {
     /// before it in walk order is written. Waits while too many are queued: each holds two
     /// descriptors.
     fn dir_done(&mut self, src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf) -> Result<()> {
-        while self.in_flight.load(Ordering::Acquire) >= MAX_DIRS_IN_FLIGHT {
-            if self.opts.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        let slot = Slot::take(&self.in_flight);
+        let slot = self.in_flight.take(self.opts.cancel).ok_or(Error::Cancelled)?;
         self.emit(Item::DirDone { src, dst, stat, abs, _slot: slot });
         Ok(())
     }
