@@ -12,7 +12,8 @@
 //! - [`source`]: what a build reads — this machine ([`source::local`]), a pulled host
 //!   ([`source::remote`]), the database dumps taken before it, the excludes.
 //! - [`store`]: the hard-linked snapshots of each host — layout, lock, retention, manifest,
-//!   metadata, the recorder every build writes through, verify, restore.
+//!   metadata, the recorder every build writes through and the link-or-copy decision it
+//!   makes, verify, restore.
 //! - [`copies`]: what is fed from a published snapshot (the rclone mirror).
 //! - [`ops`]: the records kept between runs and the steps around a job (health, metrics,
 //!   notifications, logs).

@@ -36,18 +36,6 @@ pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
 
-/// The quick check: an entry is unchanged when type, permissions, owner, size and mtime (to
-/// the nanosecond) match. This is rsync's rule plus mode and owner, which a hard link would
-/// otherwise silently carry over from the old copy.
-pub fn unchanged(a: &Stat, b: &Stat) -> bool {
-    a.st_mode == b.st_mode
-        && a.st_uid == b.st_uid
-        && a.st_gid == b.st_gid
-        && a.st_size == b.st_size
-        && a.st_mtime == b.st_mtime
-        && a.st_mtime_nsec == b.st_mtime_nsec
-}
-
 /// Whether the content may have changed between two stats of the same open file.
 pub fn changed_while_open(before: &Stat, after: &Stat) -> bool {
     before.st_size != after.st_size

@@ -42,6 +42,7 @@ use crate::fs::Dir;
 use crate::source::exclude::ExcludeSet;
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::Warning;
+use crate::store::place::{self, Placement, QuickAttrs};
 use crate::store::record::{dup_dir, split_base, FileResult, Outcome, Writer, Written};
 pub use crate::store::record::{BuildResult, LinkBase, Progress};
 
@@ -724,9 +725,9 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
         }
         FileType::RegularFile => regular(job, name, &st, prev.as_ref(), buf).or_else(|e| dest_err("copy", e)),
         FileType::Symlink => {
-            if prev.as_ref().is_some_and(|p| fsops::unchanged(&st, p))
-                && fsops::link_at(job.prev.as_ref().expect("prev").as_fd(), job.dst.as_fd(), name).is_ok()
-            {
+            // Any failure of the link (even at the link count limit) means a copy.
+            let placed = place::place(previous(job, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
+            if placed.is_ok_and(|p| p == Placement::Linked) {
                 return Ok(Outcome::Symlink { linked: true });
             }
             match fsops::copy_symlink(job.src.as_fd(), name, job.dst.as_fd(), name, &st) {
@@ -745,31 +746,20 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
     }
 }
 
+/// The previous snapshot's side of an entry, when it has one.
+fn previous<'a>(job: &'a Job, prev: Option<&'a Stat>) -> Option<place::Previous<'a>> {
+    Some((job.prev.as_ref()?.as_fd(), prev?))
+}
+
 /// A regular file: link it to the previous snapshot when unchanged, else copy it.
 fn regular(job: &Job, name: &CStr, st: &Stat, prev: Option<&Stat>, buf: &mut Vec<u8>) -> std::io::Result<Outcome> {
-    let size = u64::try_from(st.st_size).unwrap_or(0);
-    let mut emlink = false;
-    if let (Some(p), Some(prev_fd)) = (prev, job.prev.as_ref()) {
-        if fsops::unchanged(st, p) {
-            match fsops::link_at(prev_fd.as_fd(), job.dst.as_fd(), name) {
-                Ok(()) => {
-                    return Ok(Outcome::Regular {
-                        size,
-                        hash: None,
-                        linked: true,
-                        copied_bytes: 0,
-                        emlink: false,
-                        torn: None,
-                    })
-                }
-                // The link count limit (65 000 on ext4): start a fresh inode chain instead
-                // of failing, and count it.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => emlink = true,
-                Err(e) if fsops::is_fatal_dest_error(&e) => return Err(e),
-                Err(_) => {}
-            }
+    let emlink = match place::place(previous(job, prev), &QuickAttrs::of(st), job.dst.as_fd(), name)? {
+        Placement::Linked => {
+            let size = u64::try_from(st.st_size).unwrap_or(0);
+            return Ok(Outcome::Regular { size, hash: None, linked: true, copied_bytes: 0, emlink: false, torn: None });
         }
-    }
+        Placement::Copy { emlink } => emlink,
+    };
     copy_regular(job, name, st, buf).map(|o| match o {
         Outcome::Regular { size, hash, copied_bytes, torn, .. } => {
             Outcome::Regular { size, hash, linked: false, copied_bytes, emlink, torn }

@@ -1,13 +1,15 @@
 //! The snapshot store: the hard-linked tree of each host (its layout, lock, retention and
-//! pruning), each snapshot's manifest and metadata, the recorder every build writes through,
-//! and everything that reads history (verify, restore). It is the single source of truth;
-//! the state that describes a destination lives with it (design §10, stage 2).
+//! pruning), each snapshot's manifest and metadata, the recorder every build writes through
+//! and the link-or-copy decision every build makes (`place`), and everything that reads
+//! history (verify, restore). It is the single source of truth; the state that describes a
+//! destination lives with it (design §10, stage 2).
 
 pub mod clock;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
 pub mod meta;
+pub mod place;
 pub mod prune;
 pub mod record;
 pub mod restore;

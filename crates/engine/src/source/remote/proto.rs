@@ -4,6 +4,8 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::place::QuickAttrs;
+
 /// The protocol version; both sides must speak the same one. Version 2: everything the agent
 /// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]).
 pub const PROTOCOL: u32 = 2;
@@ -71,14 +73,16 @@ impl Meta {
         }
     }
 
-    /// The local quick check (`fsops::unchanged`) between this and a stat of the previous copy.
-    pub fn unchanged(&self, prev: &rustix::fs::Stat) -> bool {
-        self.mode == prev.st_mode
-            && self.uid == prev.st_uid
-            && self.gid == prev.st_gid
-            && i64::try_from(self.size).ok() == Some(prev.st_size)
-            && self.mtime == prev.st_mtime
-            && i64::from(self.mtime_nsec) == prev.st_mtime_nsec as i64
+    /// What the quick check compares (`store::place`).
+    pub fn quick(&self) -> QuickAttrs {
+        QuickAttrs {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            size: self.size,
+            mtime: self.mtime,
+            mtime_nsec: i64::from(self.mtime_nsec),
+        }
     }
 }
 

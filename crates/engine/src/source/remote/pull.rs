@@ -2,11 +2,12 @@
 //!
 //! The destination side is the local build's: directories are created `0700` and get their
 //! metadata once complete, unchanged files are hard links to the previous snapshot after the
-//! same quick check, and every result goes through `snapshot::Writer` in walk order (counts,
-//! warnings, the manifest and its streaming merge with the previous one). What differs is
-//! where entries come from, and that file contents arrive later than their walk frames: each
-//! entry takes a slot in an in-order queue, and a file's slot completes when its `FileEnd`
-//! arrives, so up to [`MAX_INFLIGHT`] files are in transfer while the walk goes on.
+//! same quick check and link-or-copy decision (`store::place`), and every result goes through
+//! `snapshot::Writer` in walk order (counts, warnings, the manifest and its streaming merge
+//! with the previous one). What differs is where entries come from, and that file contents
+//! arrive later than their walk frames: each entry takes a slot in an in-order queue, and a
+//! file's slot completes when its `FileEnd` arrives, so up to [`MAX_INFLIGHT`] files are in
+//! transfer while the walk goes on.
 //!
 //! Everything the agent sends is checked before use: names are single path components,
 //! directories are only ever reached one component at a time from the snapshot root without
@@ -39,6 +40,7 @@ use crate::fs::fsops;
 use crate::fs::Dir;
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::{Warning, META_DIR};
+use crate::store::place::{self, Placement};
 use crate::store::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
@@ -512,8 +514,10 @@ impl<'a, R: Read> Puller<'a, R> {
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         if let Some(p) = &prev {
-            let same = fsops::stat_at(p.as_fd(), &c).is_ok_and(|st| meta.unchanged(&st));
-            if same && fsops::link_at(p.as_fd(), dst.as_fd(), &c).is_ok() {
+            // Any failure of the link (even at the link count limit) means a copy.
+            let st = fsops::stat_at(p.as_fd(), &c).ok();
+            let previous = st.as_ref().map(|st| (p.as_fd(), st));
+            if place::place(previous, &meta.quick(), dst.as_fd(), &c).is_ok_and(|p| p == Placement::Linked) {
                 return self.push_file(c, Some(Outcome::Symlink { linked: true }));
             }
         }
@@ -579,20 +583,15 @@ impl<'a, R: Read> Puller<'a, R> {
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
-        let mut emlink = false;
-        if let (Some(p), Some(st)) = (&prev, &prev_st) {
-            if meta.unchanged(st) {
-                match fsops::link_at(p.as_fd(), dst.as_fd(), &c) {
-                    Ok(()) => return self.linked_to_previous(c, &meta, link, &dst),
-                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => emlink = true,
-                    Err(e) if fsops::is_fatal_dest_error(&e) => {
-                        let p = self.work.join(OsStr::from_bytes(&top.rel)).join(OsStr::from_bytes(name));
-                        return Err(Error::io("create hard link", p, e).into());
-                    }
-                    Err(_) => {}
-                }
+        let previous = prev.as_ref().zip(prev_st.as_ref()).map(|(p, st)| (p.as_fd(), st));
+        let emlink = match place::place(previous, &meta.quick(), dst.as_fd(), &c) {
+            Ok(Placement::Linked) => return self.linked_to_previous(c, &meta, link, &dst),
+            Ok(Placement::Copy { emlink }) => emlink,
+            Err(e) => {
+                let p = self.work.join(OsStr::from_bytes(&top.rel)).join(OsStr::from_bytes(name));
+                return Err(Error::io("create hard link", p, e).into());
             }
-        }
+        };
         let base = prev_st
             .filter(|st| fsops::file_type(st) == FileType::RegularFile)
             .map(|st| u64::try_from(st.st_size).unwrap_or(0))

@@ -1,0 +1,220 @@
+//! Placement: where a new snapshot's entry comes from — a hard link to the previous
+//! snapshot's copy, or a fresh copy. Every build decides it here, the local walk
+//! (`source::local`) and a pulled host (`source::remote::pull`) alike, so that a new way of
+//! placing an entry (a reflink, say) is added in this one module plus the copy paths.
+//!
+//! Two steps, both free of syscalls of their own beyond the one `linkat`:
+//!
+//! 1. **The quick check** ([`unchanged`]): an entry is unchanged when its type, permissions,
+//!    owner, size and mtime (to the nanosecond) match the previous copy's. This is rsync's rule
+//!    plus mode and owner, which a hard link would otherwise silently carry over from the old
+//!    copy. The new entry's side is a [`QuickAttrs`], made from a local `Stat` or from the
+//!    `Meta` a pull agent sent; the previous copy's side is always a local `Stat`, which the
+//!    caller already has (a pull also uses it to choose a delta base).
+//! 2. **The link** ([`place`]): `linkat` from the previous snapshot's directory. When the
+//!    previous copy has reached the filesystem's link count limit (`EMLINK`, 65 000 on ext4),
+//!    the caller copies instead and the fallback is counted; a destination-wide error (no
+//!    space, read-only, I/O error) is returned; any other failure means "copy".
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use rustix::fs::Stat;
+
+use crate::fs::fsops;
+
+/// What the quick check compares, whichever side it comes from (see [`QuickAttrs::of`] and
+/// `proto::Meta::quick`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuickAttrs {
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: i64,
+}
+
+impl QuickAttrs {
+    /// The compared attributes of a local `Stat`.
+    #[inline]
+    pub fn of(st: &Stat) -> QuickAttrs {
+        QuickAttrs {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            // The kernel never reports a negative size; the cast is one-to-one anyway, so two
+            // stats compare exactly as their raw fields do.
+            size: st.st_size as u64,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as i64,
+        }
+    }
+}
+
+/// The quick check: whether the entry described by `new` is unchanged since `prev`, the
+/// previous snapshot's copy.
+#[inline]
+pub fn unchanged(new: &QuickAttrs, prev: &Stat) -> bool {
+    *new == QuickAttrs::of(prev)
+}
+
+/// Where an entry comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Hard-linked to the previous snapshot's copy.
+    Linked,
+    /// To be copied by the caller. `emlink`: the entry was unchanged but its previous copy is
+    /// at the link count limit, so a fresh inode chain starts (counted in `emlinkFallbacks`).
+    Copy {
+        /// The link failed with `EMLINK`.
+        emlink: bool,
+    },
+}
+
+/// The previous snapshot's side of an entry: the directory that holds its copy, and that
+/// copy's `Stat` (taken by the caller, without following a symlink).
+pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
+
+/// Decides where the entry `name` of `dst` comes from: a link to the previous copy when there
+/// is one and the quick check passes and `linkat` succeeds, else a copy. `Err` only for a
+/// destination-wide error of the link (`fsops::is_fatal_dest_error`).
+#[inline]
+pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
+    match prev {
+        Some((dir, st)) if unchanged(new, st) => after_link(fsops::link_at(dir, dst, name)),
+        _ => Ok(Placement::Copy { emlink: false }),
+    }
+}
+
+/// What the outcome of `linkat` means.
+fn after_link(linked: io::Result<()>) -> io::Result<Placement> {
+    match linked {
+        Ok(()) => Ok(Placement::Linked),
+        // The link count limit: start a fresh inode chain instead of failing, and count it.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::MLINK.raw_os_error()) => {
+            Ok(Placement::Copy { emlink: true })
+        }
+        Err(e) if fsops::is_fatal_dest_error(&e) => Err(e),
+        Err(_) => Ok(Placement::Copy { emlink: false }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+
+    fn open_dir(p: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(p, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+            .unwrap()
+    }
+
+    /// A previous copy, its stat, and an empty destination directory.
+    struct Scene {
+        _tmp: tempfile::TempDir,
+        prev_dir: OwnedFd,
+        dst_dir: OwnedFd,
+        st: Stat,
+        dst_path: std::path::PathBuf,
+    }
+
+    fn scene() -> Scene {
+        let tmp = tempfile::tempdir().unwrap();
+        let (prev, dst) = (tmp.path().join("prev"), tmp.path().join("dst"));
+        std::fs::create_dir(&prev).unwrap();
+        std::fs::create_dir(&dst).unwrap();
+        std::fs::write(prev.join("f"), "content\n").unwrap();
+        let prev_dir = open_dir(&prev);
+        let st = fsops::stat_at(prev_dir.as_fd(), c"f").unwrap();
+        Scene { prev_dir, dst_dir: open_dir(&dst), st, dst_path: dst, _tmp: tmp }
+    }
+
+    #[test]
+    fn all_compared_attributes_equal_is_a_link() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        assert!(unchanged(&new, &s.st));
+        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        assert_eq!(placed, Placement::Linked);
+        assert_eq!(std::fs::metadata(s.dst_path.join("f")).unwrap().ino(), s.st.st_ino);
+    }
+
+    #[test]
+    fn any_compared_attribute_that_differs_is_a_copy() {
+        let s = scene();
+        let same = QuickAttrs::of(&s.st);
+        type Change = fn(&mut QuickAttrs);
+        let changes: [(&str, Change); 8] = [
+            ("type", |a| a.mode = (a.mode & 0o7777) | 0o120000),
+            ("permissions", |a| a.mode ^= 0o001),
+            ("set-id bit", |a| a.mode ^= 0o4000),
+            ("owner", |a| a.uid += 1),
+            ("group", |a| a.gid += 1),
+            ("size", |a| a.size += 1),
+            ("mtime seconds", |a| a.mtime -= 1),
+            ("mtime nanoseconds", |a| a.mtime_nsec = (a.mtime_nsec + 1) % 1_000_000_000),
+        ];
+        for (what, change) in changes {
+            let mut new = same;
+            change(&mut new);
+            assert!(!unchanged(&new, &s.st), "{what}");
+            let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+            assert_eq!(placed, Placement::Copy { emlink: false }, "{what}");
+            assert!(!s.dst_path.join("f").exists(), "{what}: nothing is linked");
+        }
+    }
+
+    #[test]
+    fn no_previous_copy_is_a_copy() {
+        let s = scene();
+        let placed = place(None, &QuickAttrs::of(&s.st), s.dst_dir.as_fd(), c"f").unwrap();
+        assert_eq!(placed, Placement::Copy { emlink: false });
+    }
+
+    #[test]
+    fn attributes_not_compared_do_not_matter() {
+        // atime, ctime, inode and link count are not part of the check.
+        let s = scene();
+        let mut other = s.st;
+        other.st_atime -= 10;
+        other.st_ctime -= 10;
+        other.st_ino += 1;
+        other.st_nlink += 1;
+        assert!(unchanged(&QuickAttrs::of(&other), &s.st));
+    }
+
+    #[test]
+    fn a_link_count_at_its_limit_is_a_copy_counted_as_emlink() {
+        let emlink = io::Error::from(rustix::io::Errno::MLINK);
+        assert_eq!(after_link(Err(emlink)).unwrap(), Placement::Copy { emlink: true });
+    }
+
+    #[test]
+    fn a_destination_wide_link_error_is_returned_and_others_mean_copy() {
+        let nospc = after_link(Err(io::Error::from(rustix::io::Errno::NOSPC))).unwrap_err();
+        assert_eq!(nospc.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
+        for e in [rustix::io::Errno::NOENT, rustix::io::Errno::PERM, rustix::io::Errno::XDEV] {
+            assert_eq!(after_link(Err(io::Error::from(e))).unwrap(), Placement::Copy { emlink: false }, "{e:?}");
+        }
+        assert_eq!(after_link(Ok(())).unwrap(), Placement::Linked);
+    }
+
+    #[test]
+    fn a_vanished_previous_copy_is_a_copy() {
+        // The quick check passed on a stat taken earlier, then the link found nothing.
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        rustix::fs::unlinkat(s.prev_dir.as_fd(), c"f", rustix::fs::AtFlags::empty()).unwrap();
+        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        assert_eq!(placed, Placement::Copy { emlink: false });
+    }
+}
