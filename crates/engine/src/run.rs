@@ -383,13 +383,15 @@ fn build_into(
     let meta_handle = work_dir.create_new_dir(&Name::fixed(META_DIR), 0o755)?;
     crate::ops::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
     let cancel = AtomicBool::new(false);
+    let held = target.host.dir()?.stat_self()?;
+    let host_identity = (held.st_dev, held.st_ino);
     let bopts = BuildOptions {
         sources: &job.sources.paths,
         excludes,
         exclude_patterns: &job.sources.exclude_patterns,
         one_file_system: job.sources.one_file_system,
         threads: opts.threads,
-        skip_dir: Some(target.host.root()),
+        skip_dir: Some(host_identity),
         cancel: &cancel,
     };
     let manifest = ManifestWriter::create_in(&meta_handle, &Name::fixed(MANIFEST_FILE))?;

@@ -58,9 +58,10 @@ pub struct BuildOptions<'a> {
     pub one_file_system: bool,
     /// Worker threads (at least 1).
     pub threads: usize,
-    /// The destination's host directory: never entered, whatever path leads to it (a
-    /// source that contains the destination must not copy the snapshot being written).
-    pub skip_dir: Option<&'a Path>,
+    /// The destination's host directory, by device and inode: never entered, whatever path
+    /// leads to it (a source that contains the destination must not copy the snapshot being
+    /// written). The caller takes it from the directory it holds open, not from a path.
+    pub skip_dir: Option<(u64, u64)>,
     /// Set to stop the build early (the run is then failed).
     pub cancel: &'a AtomicBool,
 }
@@ -92,7 +93,6 @@ pub fn build(
             scope.spawn(move || record_in_order(Writer::new(writer, cursor, work.to_path_buf(), progress), out_rx))
         };
         drop(out_rx);
-        let skip = opts.skip_dir.and_then(|p| rustix::fs::stat(p).ok()).map(|st| (st.st_dev, st.st_ino));
         let mut lister = Lister {
             opts,
             work,
@@ -101,7 +101,7 @@ pub fn build(
             seq: 0,
             root_dev: 0,
             excluded: 0,
-            skip,
+            skip: opts.skip_dir,
             skip_reported: false,
             in_flight: Slots::new(dirs_in_flight()),
         };
