@@ -21,11 +21,6 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use crate::fs::fsops;
 
-/// Flags for a directory opened on the way down.
-fn dir_flags() -> OFlags {
-    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
-}
-
 /// The name of one component as a C string; `.`, `..`, empty names and NUL bytes are refused
 /// (a path from a manifest or a user never needs them to stay below the root).
 pub fn component(name: &[u8]) -> io::Result<CString> {
@@ -37,7 +32,7 @@ pub fn component(name: &[u8]) -> io::Result<CString> {
 
 /// A new descriptor for the directory `dir` itself.
 pub fn reopen(dir: BorrowedFd) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(dir, c".", dir_flags(), Mode::empty())?)
+    Ok(rustix::fs::openat(dir, c".", crate::fs::DIR_FLAGS, Mode::empty())?)
 }
 
 /// Why a path was not opened: the component where it stopped (the path up to and including
@@ -205,7 +200,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
         std::os::unix::fs::symlink("/", t.path().join("a/up")).unwrap();
-        let root = rustix::fs::open(t.path(), dir_flags(), Mode::empty()).unwrap();
+        let root = rustix::fs::open(t.path(), crate::fs::DIR_FLAGS, Mode::empty()).unwrap();
         assert!(open_dir(root.as_fd(), b"a/b/c").is_ok());
         assert!(open_dir(root.as_fd(), b"a/up").is_err(), "a symlink is never followed");
         assert!(open_dir(root.as_fd(), b"a/up/etc").is_err());

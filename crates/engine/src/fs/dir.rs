@@ -8,11 +8,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 
-use super::Name;
+use super::{Name, DIR_FLAGS};
 use crate::error::{Error, IoContext, Result};
-
-/// How every directory below a trusted root is opened: never through a symlink.
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 /// An open directory. Every operation names a single [`Name`] inside it and never follows a
 /// symlink there, so a symlink planted in the backup destination (`.incomplete -> /home`,

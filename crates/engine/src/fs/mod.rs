@@ -19,3 +19,22 @@ mod remove;
 
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};
+
+/// How every directory below a trusted root is opened: never through a symlink.
+pub const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
+    .union(rustix::fs::OFlags::DIRECTORY)
+    .union(rustix::fs::OFlags::NOFOLLOW)
+    .union(rustix::fs::OFlags::CLOEXEC);
+
+/// Re-opens the parent of the open directory `child` through `..`, for a walk that closed it
+/// on the way down to bound its descriptors, and checks that it is still the directory
+/// `want` (device, inode) recorded then. `Ok(None)`: it is another one — the tree was moved
+/// while it was walked, and the caller stops rather than work somewhere else.
+pub fn reopen_parent(
+    child: std::os::fd::BorrowedFd,
+    want: (u64, u64),
+) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
+    let up = rustix::fs::openat(child, c"..", DIR_FLAGS, rustix::fs::Mode::empty())?;
+    let st = rustix::fs::fstat(&up)?;
+    Ok(((st.st_dev, st.st_ino) == want).then_some(up))
+}

@@ -7,14 +7,12 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::{Dir, Name};
+use super::{reopen_parent, Dir, Name, DIR_FLAGS};
 use crate::error::{Error, IoContext, Result};
 
 /// Directory fds kept open on the way down; above them, a level is re-opened through `..`
 /// and checked by device and inode when the walk climbs back to it (as GNU `rm` does).
 const KEEP_OPEN: usize = 64;
-
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
 
 struct Level {
     dir: Option<Dir>,
@@ -54,7 +52,7 @@ pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
         let done_dir = done.dir.expect("the top level is always open");
         if let Some(up) = stack.last_mut() {
             if up.dir.is_none() {
-                up.dir = Some(reopen_parent(&done_dir, up)?);
+                up.dir = Some(reopen_level(&done_dir, up)?);
             }
         }
         drop(done_dir);
@@ -131,16 +129,12 @@ fn make_writable_by_path(dir: &Dir, name: &Name) -> Result<()> {
         .ctx("make writable", dir.child_path(name))
 }
 
-/// Re-opens a level whose fd was closed on the way down, from its child through `..`, and
-/// checks that it is still the same directory.
-fn reopen_parent(child: &Dir, want: &Level) -> Result<Dir> {
-    let fd = rustix::fs::openat(child.fd(), c"..", DIR_FLAGS, Mode::empty()).ctx("open parent of", child.path())?;
-    let st = rustix::fs::fstat(&fd).ctx("inspect parent of", child.path())?;
-    if (st.st_dev, st.st_ino) != (want.dev, want.ino) {
-        return Err(Error::Unsafe {
-            path: child.path().to_path_buf(),
-            message: "the tree was moved while it was being deleted; stopping".into(),
-        });
-    }
+/// Re-opens a level whose fd was closed on the way down (see [`reopen_parent`]).
+fn reopen_level(child: &Dir, want: &Level) -> Result<Dir> {
+    let fd = reopen_parent(child.fd(), (want.dev, want.ino)).ctx("open parent of", child.path())?;
+    let fd = fd.ok_or_else(|| Error::Unsafe {
+        path: child.path().to_path_buf(),
+        message: "the tree was moved while it was being deleted; stopping".into(),
+    })?;
     Ok(Dir::from_fd(fd, child.path().to_path_buf()))
 }

@@ -586,18 +586,7 @@ impl Lister<'_> {
         let path = Path::new(OsStr::from_bytes(abs));
         // `None` when `..` is not the directory it was (moved while the backup ran).
         let reopen = |fd: &OwnedFd, id: (u64, u64)| -> Result<Option<OwnedFd>> {
-            let up = rustix::fs::openat(
-                fd,
-                c"..",
-                rustix::fs::OFlags::RDONLY
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::NOFOLLOW
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .ctx("open again", path)?;
-            let st = rustix::fs::fstat(&up).ctx("inspect", path)?;
-            Ok(((st.st_dev, st.st_ino) == id).then_some(up))
+            crate::fs::reopen_parent(fd.as_fd(), id).ctx("open again", path)
         };
         let moved = |what: &'static str| {
             Error::io(what, path, std::io::Error::other("it was moved or replaced while the backup ran"))

@@ -45,7 +45,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
-use crate::fs::{Dir, Name};
+use crate::fs::{reopen_parent, Dir, Name, DIR_FLAGS};
 use crate::store::layout::Snapshot;
 use crate::store::meta::META_DIR;
 
@@ -422,8 +422,6 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
 /// of any depth needs about 70 descriptors, and no level of it costs stack.
 const KEEP_OPEN: usize = 32;
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
-
 /// `(device, inode)`.
 type Id = (u64, u64);
 
@@ -541,15 +539,10 @@ impl<'a, T> Walk<'a, T> {
         let up = |child: &Option<OwnedFd>, want: (u64, u64), shown: &[u8]| {
             let shown = Path::new(OsStr::from_bytes(shown));
             let child = child.as_ref().expect("the top level is open");
-            let fd = rustix::fs::openat(child, c"..", DIR_FLAGS, Mode::empty()).ctx("open parent of", shown)?;
-            let st = rustix::fs::fstat(&fd).ctx("inspect parent of", shown)?;
-            if (st.st_dev, st.st_ino) != want {
-                return Err(Error::Unsafe {
-                    path: shown.to_path_buf(),
-                    message: "its parent directory was moved during the restore; stopping".into(),
-                });
-            }
-            Ok(fd)
+            reopen_parent(child.as_fd(), want).ctx("open parent of", shown)?.ok_or_else(|| Error::Unsafe {
+                path: shown.to_path_buf(),
+                message: "its parent directory was moved during the restore; stopping".into(),
+            })
         };
         parent.src = Some(up(&top.src, src_id, &self.from)?);
         if let Some(id) = dst_id {

@@ -220,16 +220,15 @@ fn unexpected_files(snap_path: &Path, root: BorrowedFd, manifest: &Path) -> Resu
                 stack.pop();
                 let Some(parent) = stack.last() else { break };
                 rel.truncate(parent.rel_len);
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                cur = rustix::fs::openat(cur.as_fd(), c"..", flags, Mode::empty())
-                    .map_err(|e| Error::io("open directory", show(&rel), e.into()))?;
-                if id_of(cur.as_fd(), || show(&rel))? != parent.id {
-                    return Err(Error::io(
-                        "walk back up to",
-                        show(&rel),
-                        std::io::Error::other("the directory was moved during the verify"),
-                    ));
-                }
+                cur = crate::fs::reopen_parent(cur.as_fd(), parent.id)
+                    .map_err(|e| Error::io("open directory", show(&rel), e))?
+                    .ok_or_else(|| {
+                        Error::io(
+                            "walk back up to",
+                            show(&rel),
+                            std::io::Error::other("the directory was moved during the verify"),
+                        )
+                    })?;
             }
         }
     }
