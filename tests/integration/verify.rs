@@ -170,3 +170,23 @@ fn long_paths_and_non_utf8_names_verify_and_b3sum_checks_what_it_can() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("changed: ") && stdout.contains("caf\u{fffd}.txt"), "{stdout}");
 }
+
+#[test]
+fn a_manifest_replaced_by_a_symlink_is_refused_not_followed() {
+    // Whoever can write the backup disk replaces a snapshot's manifest with a symlink to a
+    // file of the server: verify must refuse it, naming it, and never read the victim.
+    let env = Env::new();
+    snapshot(&env);
+    let meta = env.host_dir().join("daily/2025-01-15_02-00-00/.hwc-backup");
+    let victim = env.dir.path().join("victim.b3");
+    write(&victim, format!("{}  secret/path\n", "0".repeat(64)));
+    std::fs::rename(meta.join("manifest.b3"), meta.join("manifest.b3.orig")).unwrap();
+    std::os::unix::fs::symlink(&victim, meta.join("manifest.b3")).unwrap();
+    let before = std::fs::read(&victim).unwrap();
+    let out = env.run("verify", &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let text = show(&out);
+    assert!(text.contains(&format!("{}: is a symlink to", s(&meta.join("manifest.b3")))), "{text}");
+    assert!(!text.contains("secret/path"), "the victim was read as a manifest: {text}");
+    assert_eq!(std::fs::read(&victim).unwrap(), before);
+}

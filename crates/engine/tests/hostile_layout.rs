@@ -181,7 +181,7 @@ fn op_lock(c: &Case) -> Result<(), String> {
 fn op_verify(c: &Case) -> Result<(), String> {
     let host = HostDir::open(&c.host()).map_err(|e| e.to_string())?;
     for s in host.list().map_err(|e| e.to_string())? {
-        verify::verify(&s, 2, 0, &|_, _| {}).map_err(|e| e.to_string())?;
+        verify::verify(&host, &s, 2, 0, &|_, _| {}).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

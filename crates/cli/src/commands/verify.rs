@@ -60,11 +60,19 @@ pub(crate) fn verify_where_it_is(
     let mut s = s.clone();
     // A snapshot moves at most once per tier; more moves than tiers would be a loop.
     for _ in 0..=hwc_backup_engine::store::layout::TIERS.len() {
-        let result = verify::verify(&s, threads, sample, progress);
-        if result.as_ref().is_ok_and(verify::VerifyReport::is_clean) {
-            return Ok(Some(result?));
+        let result = verify::verify(host, &s, threads, sample, progress);
+        let now = host.list()?.into_iter().find(|now| now.name == s.name);
+        if let Ok(mut report) = result.as_ref().cloned() {
+            if report.is_clean() {
+                // Read through the handle opened at the start: a snapshot that a prune moved
+                // meanwhile was verified all the same; name it where it is now.
+                if let Some(now) = &now {
+                    report.snapshot = now.id();
+                }
+                return Ok(Some(report));
+            }
         }
-        match host.list()?.into_iter().find(|now| now.name == s.name) {
+        match now {
             Some(now) if now.path == s.path => return Ok(Some(result?)),
             Some(now) => {
                 tracing::info!("{} moved to {} while it was verified; verifying it there", s.id(), now.id());
@@ -73,7 +81,7 @@ pub(crate) fn verify_where_it_is(
             None => return Ok(None),
         }
     }
-    Ok(Some(verify::verify(&s, threads, sample, progress)?))
+    Ok(Some(verify::verify(host, &s, threads, sample, progress)?))
 }
 
 pub(crate) fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {

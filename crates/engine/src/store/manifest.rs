@@ -236,13 +236,7 @@ impl Cursor {
     /// A cursor over the manifest at `path`; a missing or unreadable manifest gives a cursor
     /// that finds nothing (files are then hashed again rather than trusted blindly).
     pub fn open(path: &Path) -> Cursor {
-        match ManifestReader::open(path) {
-            Ok(mut r) => {
-                let current = r.next_entry().ok().flatten();
-                Cursor { reader: Some(r), current }
-            }
-            Err(_) => Cursor::empty(),
-        }
+        ManifestReader::open(path).map_or_else(|_| Cursor::empty(), Cursor::from_reader)
     }
 
     /// A cursor over the manifest `name` in an open metadata directory (`None`: no such
@@ -250,13 +244,15 @@ impl Cursor {
     pub fn open_in(dir: Option<&crate::fs::Dir>, name: &crate::fs::Name) -> Cursor {
         let Some(dir) = dir else { return Cursor::empty() };
         match dir.open_read(name) {
-            Ok(Some(f)) => {
-                let mut r = ManifestReader::from_file(f, dir.child_path(name));
-                let current = r.next_entry().ok().flatten();
-                Cursor { reader: Some(r), current }
-            }
+            Ok(Some(f)) => Cursor::from_reader(ManifestReader::from_file(f, dir.child_path(name))),
             _ => Cursor::empty(),
         }
+    }
+
+    /// A cursor over a manifest already open.
+    pub fn from_reader(mut r: ManifestReader) -> Cursor {
+        let current = r.next_entry().ok().flatten();
+        Cursor { reader: Some(r), current }
     }
 
     /// A cursor that finds nothing.

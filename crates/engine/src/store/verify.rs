@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::beneath::{self, DirCache};
-use crate::store::layout::Snapshot;
+use crate::fs::Name;
+use crate::store::layout::{HostDir, Snapshot};
 use crate::store::manifest::{Cursor, Entry, ManifestReader};
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
 
@@ -72,13 +73,25 @@ impl VerifyReport {
 /// verify like any other, and the tree is walked with an explicit stack and one open
 /// directory, so its depth is bounded by neither the stack nor the descriptor limit.
 pub fn verify(
+    host: &HostDir,
     snapshot: &Snapshot,
     threads: usize,
     sample: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
-    let manifest = snapshot.path.join(META_DIR).join(MANIFEST_FILE);
-    let root = open_root(&snapshot.path)?;
+    // The snapshot, its metadata directory and its manifest are opened through the host
+    // directory's handle, never through a symlink planted in the destination.
+    let snap_dir = host.open_snapshot(snapshot)?;
+    let meta_dir = snap_dir.open_dir(&Name::fixed(META_DIR))?;
+    let manifest_name = Name::fixed(MANIFEST_FILE);
+    let manifest = meta_dir.child_path(&manifest_name);
+    let open_manifest = || -> Result<ManifestReader> {
+        let file = meta_dir
+            .open_read(&manifest_name)?
+            .ok_or_else(|| Error::io("open", &manifest, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+        Ok(ManifestReader::from_file(file, manifest.clone()))
+    };
+    let root = snap_dir.fd().try_clone_to_owned().ctx("duplicate descriptor of", &snapshot.path)?;
     let report = Mutex::new(VerifyReport { snapshot: snapshot.id(), ..Default::default() });
     let mut reservoir: Vec<Entry> = Vec::new();
     let mut seen = 0u64;
@@ -95,7 +108,7 @@ pub fn verify(
             });
         }
         drop(rx);
-        let mut reader = ManifestReader::open(&manifest)?;
+        let mut reader = open_manifest()?;
         while let Some(entry) = reader.next_entry()? {
             seen += 1;
             // Reservoir sampling keeps memory at `sample` entries however long the manifest.
@@ -115,7 +128,7 @@ pub fn verify(
         Ok(())
     })?;
     let mut report = report.into_inner().expect("verify report poisoned");
-    report.unexpected = unexpected_files(&snapshot.path, root.as_fd(), &manifest)?;
+    report.unexpected = unexpected_files(&snapshot.path, root.as_fd(), Cursor::from_reader(open_manifest()?))?;
     if !reservoir.is_empty() {
         let live_root = open_root(Path::new("/"))?;
         let (mut snap_dirs, mut live_dirs) = (DirCache::new(root.as_fd()), DirCache::new(live_root.as_fd()));
@@ -193,8 +206,7 @@ fn id_of(fd: BorrowedFd, path: impl Fn() -> PathBuf) -> Result<(u64, u64)> {
 /// Iterative, with one open directory: a child is opened by name (`O_NOFOLLOW`) from its
 /// parent, and the way back up is `..`, checked against the parent's device and inode (a
 /// directory moved away during the walk stops it with an error rather than walking elsewhere).
-fn unexpected_files(snap_path: &Path, root: BorrowedFd, manifest: &Path) -> Result<Vec<PathBuf>> {
-    let mut cursor = Cursor::open(manifest);
+fn unexpected_files(snap_path: &Path, root: BorrowedFd, mut cursor: Cursor) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut rel: Vec<u8> = Vec::new();
     let show = |rel: &[u8]| snap_path.join(OsStr::from_bytes(rel));
@@ -355,9 +367,9 @@ mod tests {
         check(&mut DirCache::new(root.as_fd()), &entry, &report, &mut Vec::new(), &|_, _| {});
         let r = report.into_inner().unwrap();
         assert_eq!((r.files_checked, r.changed.len(), r.missing.len()), (1, 0, 0), "{r:?}");
-        assert_eq!(unexpected_files(&snap, root.as_fd(), &manifest).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(unexpected_files(&snap, root.as_fd(), Cursor::open(&manifest)).unwrap(), Vec::<PathBuf>::new());
         // Without the manifest the file is unexpected, and named in full.
-        let found = unexpected_files(&snap, root.as_fd(), &t.path().join("none.b3")).unwrap();
+        let found = unexpected_files(&snap, root.as_fd(), Cursor::open(&t.path().join("none.b3"))).unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].as_os_str().len(), 1 + DEPTH * 2 + 1);
         remove_chain(root.as_fd());
