@@ -72,12 +72,6 @@ impl Dir {
         self.fd.as_fd()
     }
 
-    /// A second handle on the same directory.
-    pub fn try_clone(&self) -> Result<Dir> {
-        let fd = self.fd.try_clone().ctx("duplicate handle of", &self.path)?;
-        Ok(Dir { fd, path: self.path.clone() })
-    }
-
     /// Opens the directory `name`; a symlink or anything else there is refused, naming it.
     pub fn open_dir(&self, name: &Name) -> Result<Dir> {
         self.try_open_dir(name)?
@@ -277,11 +271,6 @@ impl Dir {
     /// Makes everything written on this directory's filesystem durable.
     pub fn sync_filesystem(&self) -> Result<()> {
         rustix::fs::syncfs(&self.fd).ctx("sync filesystem of", &self.path)
-    }
-
-    /// Sets the directory's permission bits.
-    pub fn set_mode(&self, mode: u32) -> Result<()> {
-        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode)).ctx("change mode of", &self.path)
     }
 
     /// The error for a fixed name that is not what the layout says it is.

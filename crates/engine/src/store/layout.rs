@@ -119,11 +119,6 @@ impl HostDir {
             .ok_or_else(|| Error::io("open directory", &self.root, std::io::Error::from(std::io::ErrorKind::NotFound)))
     }
 
-    /// Whether the host directory exists.
-    pub fn exists(&self) -> bool {
-        self.dir.is_some()
-    }
-
     /// The directory of a tier, when it exists.
     pub fn tier(&self, tier: Tier) -> Result<Option<Dir>> {
         match &self.dir {

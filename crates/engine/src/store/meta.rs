@@ -4,13 +4,13 @@
 //! one rename. Times are stored in UTC together with the local offset of the run, because
 //! retention reads calendar fields in the offset recorded at backup time (restic's rule).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jiff::tz::Offset;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// The metadata directory inside every snapshot.
 pub const META_DIR: &str = ".hwc-backup";
@@ -139,13 +139,6 @@ impl SnapshotMeta {
         self.started_at.to_zoned(jiff::tz::TimeZone::fixed(self.utc_offset))
     }
 
-    /// Reads `meta.json` from a snapshot's metadata directory.
-    pub fn read(meta_dir: &Path) -> Result<SnapshotMeta> {
-        let path = meta_dir.join(META_FILE);
-        let text = std::fs::read(&path).ctx("read", &path)?;
-        SnapshotMeta::from_json(&text, path)
-    }
-
     /// Parses the text of a `meta.json` read from `path`.
     pub fn from_json(text: &[u8], path: PathBuf) -> Result<SnapshotMeta> {
         serde_json::from_slice(text).map_err(|e| Error::Format { path, message: e.to_string() })
@@ -156,14 +149,6 @@ impl SnapshotMeta {
         let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
         text.push(b'\n');
         meta_dir.write_atomic(&crate::fs::Name::fixed(META_FILE), &text)
-    }
-
-    /// Writes `meta.json` durably (write, fsync).
-    pub fn write(&self, meta_dir: &Path) -> Result<()> {
-        let path = meta_dir.join(META_FILE);
-        let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
-        text.push(b'\n');
-        crate::fs::fsutil::write_durably(&path, &text)
     }
 }
 
