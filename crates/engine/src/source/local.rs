@@ -301,20 +301,13 @@ impl Lister<'_> {
     /// Walks every source in walk order (see `manifest::cmp_key`), then applies the metadata
     /// of the directories above the sources (`/home` for `/home/alice`).
     fn run(&mut self, work: &OwnedFd, base: Option<&OwnedFd>) -> Result<()> {
-        let mut order: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-        for (i, s) in self.opts.sources.iter().enumerate() {
+        let mut kinds = Vec::new();
+        for s in self.opts.sources {
             let st = rustix::fs::lstat(s).ctx("inspect source", s)?;
-            let rel = rel_of(s);
-            if fsops::file_type(&st) == FileType::Directory {
-                order.push((i, rel, Vec::new()));
-            } else {
-                let (dir, name) = split_last(&rel);
-                order.push((i, dir, name));
-            }
+            kinds.push((rel_of(s), fsops::file_type(&st) == FileType::Directory));
         }
-        order.sort_by(|a, b| crate::store::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
-        for (i, _, _) in order {
+        for i in source_order(kinds) {
             if self.opts.cancel.load(Ordering::Relaxed) {
                 return Err(Error::Cancelled);
             }
@@ -647,6 +640,26 @@ pub(crate) fn rel_of(p: &Path) -> Vec<u8> {
     let b = p.as_os_str().as_bytes();
     let b = b.strip_suffix(b"/").unwrap_or(b);
     b.strip_prefix(b"/").unwrap_or(b).to_vec()
+}
+
+/// The order in which sources are walked, as indices into them: the manifest's order
+/// ([`crate::store::manifest::cmp_key`]) of each source's path relative to `/` — a directory
+/// sorts as a directory, anything else as a name in its parent. Both builds (this machine's
+/// walk and the agent's) use it, so their manifests come out in the same order.
+pub(crate) fn source_order(sources: impl IntoIterator<Item = (Vec<u8>, bool)>) -> Vec<usize> {
+    let mut keys: Vec<(usize, Vec<u8>, Vec<u8>)> = sources
+        .into_iter()
+        .enumerate()
+        .map(|(i, (rel, is_dir))| match is_dir {
+            true => (i, rel, Vec::new()),
+            false => {
+                let (dir, name) = split_last(&rel);
+                (i, dir, name)
+            }
+        })
+        .collect();
+    keys.sort_by(|a, b| crate::store::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
+    keys.into_iter().map(|k| k.0).collect()
 }
 
 pub(crate) fn split_last(rel: &[u8]) -> (Vec<u8>, Vec<u8>) {

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::fs::beneath;
 use crate::fs::fsops;
 use crate::source::exclude::ExcludeSet;
-use crate::source::local::{bytes_cstr, rel_of, split_last};
+use crate::source::local::{bytes_cstr, rel_of, source_order, split_last};
 use crate::store::manifest::Hash;
 
 /// What the agent may serve, fixed on the client.
@@ -494,20 +494,13 @@ impl Walker<'_> {
     }
 
     fn run(&mut self, sources: &[Resolved]) -> Result<()> {
-        let mut order: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::new();
-        for (i, s) in sources.iter().enumerate() {
+        let mut kinds = Vec::new();
+        for s in sources {
             let st = fsops::stat_at(s.parent.as_fd(), &s.name).map_err(|e| Error::io("inspect source", &s.path, e))?;
-            let rel = rel_of(&s.path);
-            if fsops::file_type(&st) == FileType::Directory {
-                order.push((i, rel, Vec::new()));
-            } else {
-                let (dir, name) = split_last(&rel);
-                order.push((i, dir, name));
-            }
+            kinds.push((rel_of(&s.path), fsops::file_type(&st) == FileType::Directory));
         }
-        order.sort_by(|a, b| crate::store::manifest::cmp_key(&a.1, &a.2, &b.1, &b.2));
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
-        for (i, _, _) in order {
+        for i in source_order(kinds) {
             self.source(i as u32, &sources[i], &mut ancestors)?;
         }
         let mut metas = Vec::new();
