@@ -28,11 +28,8 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 
 /// `(directory, name)` of a file path.
 fn split_file(path: &Path) -> Result<(&Path, crate::fs::Name)> {
-    let bad = |why: String| Error::Unsafe { path: path.to_path_buf(), message: why };
-    let name = path.file_name().ok_or_else(|| bad("does not name a file".into()))?;
-    let name = crate::fs::Name::new(std::os::unix::ffi::OsStrExt::as_bytes(name)).map_err(|e| bad(e.to_string()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok((dir, name))
+    crate::fs::Name::split_path(path)
+        .ok_or_else(|| Error::Unsafe { path: path.to_path_buf(), message: "does not name a file".into() })
 }
 
 /// Whether `path` holds a filesystem of its own: its device differs from its parent's.

@@ -39,6 +39,14 @@ impl Name {
         Name::new(name).unwrap_or_else(|e| panic!("fixed layout name: {e}"))
     }
 
+    /// `(parent, last component)` of a path: where a file given by path lives and its name
+    /// there (`.` for a bare name). `None` for `/`, `..`, or a path ending in `.`.
+    pub fn split_path(path: &std::path::Path) -> Option<(&std::path::Path, Name)> {
+        let name = Name::new(path.file_name()?.as_bytes()).ok()?;
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        Some((parent, name))
+    }
+
     /// For system calls.
     pub fn as_cstr(&self) -> &CStr {
         &self.0

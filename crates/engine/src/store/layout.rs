@@ -314,11 +314,8 @@ pub fn name_of(name: &str) -> Result<Name> {
 
 /// `(destination, host)` of a host directory path.
 fn split(root: &Path) -> Result<(&Path, Name)> {
-    let bad = || Error::config("destination", format!("{} does not name a host directory", root.display()));
-    let name = root.file_name().ok_or_else(bad)?;
-    let name = Name::new(std::os::unix::ffi::OsStrExt::as_bytes(name)).map_err(|_| bad())?;
-    let dest = root.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    Ok((dest, name))
+    Name::split_path(root)
+        .ok_or_else(|| Error::config("destination", format!("{} does not name a host directory", root.display())))
 }
 
 /// Reads `NAME/.hwc-backup/meta.json` below a tier, never through a symlink.
