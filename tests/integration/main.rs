@@ -22,6 +22,7 @@ mod notify;
 mod pull;
 mod restore;
 mod retention_sim;
+mod rotating_drives;
 mod runstate;
 mod snapshot;
 mod verify;

@@ -109,6 +109,10 @@ pub struct NowArgs {
     /// Worker threads, 1 to 256 (default: number of cores, at least 2).
     #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
+    /// Do not run when the newest complete snapshot on the destination is younger than this
+    /// (e.g. 20h): exit 0, record nothing, notify nobody (the run-on-mount unit).
+    #[arg(long, value_name = "DURATION")]
+    pub min_interval: Option<String>,
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -98,6 +98,10 @@ pub struct RunReport {
     /// Bytes over the network, for a pulled host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<crate::store::record::Transfer>,
+    /// The drive mounted at the destination when the run started (its records are kept per
+    /// drive: [`crate::ops::state`]); absent when none was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::ops::state::DestinationId>,
 }
 
 impl RunReport {
@@ -118,6 +122,7 @@ impl RunReport {
             run_log: Vec::new(),
             post_backup_output: None,
             transfer: None,
+            destination: None,
         }
     }
 }
@@ -132,6 +137,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, progress: Progress) -> RunReport {
 pub fn run_from(job: &Job, source: &dyn Source, opts: &RunOptions, progress: Progress) -> RunReport {
     let started = opts.now.clone().unwrap_or_else(Zoned::now);
     let mut report = RunReport::new(job.host(), started.timestamp());
+    report.destination = crate::ops::state::DestinationId::mounted(&job.store.destination);
     let result = run_inner(job, source, opts, &started, progress, &mut report);
     match result {
         Err(e) => {
@@ -144,6 +150,24 @@ pub fn run_from(job: &Job, source: &dyn Source, opts: &RunOptions, progress: Pro
     }
     report.finished_at = finish_time(opts, &started);
     report
+}
+
+/// Why a run need not start: the newest complete snapshot of the job's host directory is
+/// younger than `min_interval` at time `now` (`now --min-interval`, so that remounting a
+/// drive does not start a second run). `None` when it is older, dated ahead of `now`, or
+/// when there is none or the destination cannot be read (the run then finds out why).
+pub fn too_recent(job: &Job, min_interval: std::time::Duration, now: Timestamp) -> Option<String> {
+    let newest = HostDir::open(&job.store.host_dir()).and_then(|h| h.list()).ok()?.pop()?;
+    let age = now.as_second() - newest.time().as_second();
+    let younger = age >= 0 && (age as u64) < min_interval.as_secs();
+    younger.then(|| {
+        format!(
+            "the newest snapshot {} is {} old, younger than --min-interval {}; not running",
+            newest.id(),
+            crate::ops::health::words(std::time::Duration::from_secs(age as u64)),
+            crate::ops::health::words(min_interval)
+        )
+    })
 }
 
 /// Adds a warning for every snapshot dated in the future (see [`crate::store::clock`]), which makes

@@ -81,7 +81,26 @@ pub(crate) fn create_dest(dest: &Path) -> Result<()> {
 pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     // Every argument is checked before anything is written.
     let when = parse_now(&a.now)?;
+    let min_interval = match &a.min_interval {
+        None => None,
+        Some(text) => Some(
+            hwc_backup_engine::plan::parse_duration(text)
+                .map_err(|e| hwc_backup_engine::Error::config("--min-interval", e))?,
+        ),
+    };
     let job = job_for_now(&a)?;
+    if let Some(min) = min_interval {
+        let at = when.as_ref().map_or_else(jiff::Timestamp::now, |z| z.timestamp());
+        if let Some(reason) = run::too_recent(&job, min, at) {
+            // Not a run: nothing recorded, logged or notified.
+            if a.json {
+                super::print_json(&serde_json::json!({ "host": job.host(), "ran": false, "reason": reason }))?;
+            } else {
+                println!("backup of {}: {reason}", job.host());
+            }
+            return Ok(Exit::Success);
+        }
+    }
     let mut opts = RunOptions::for_job(&job);
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;

@@ -1,10 +1,12 @@
-//! `status`: what a destination holds for a host, and the last run.
+//! `status`: what a destination holds for a host, and the history of the drive mounted there
+//! (its last run, last verify and last cloud push: the engine's records of that drive).
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use hwc_backup_engine::fs::fsutil;
+use hwc_backup_engine::ops::state::DestinationId;
 use hwc_backup_engine::run::human_bytes;
 use hwc_backup_engine::store::layout::Snapshot;
 
@@ -14,20 +16,36 @@ use crate::exit::Exit;
 
 pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
-    check_host_dir(&t)?;
+    let state = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name);
+    let mounted = DestinationId::mounted(&t.store.destination);
+    let records = state.records_of(mounted.as_ref());
+    check_host_dir(&t).map_err(|e| match &records.last_seen {
+        Some(s) => e.context(format!(
+            "no backup drive is mounted; the last drive seen there: {} (at {})",
+            s.destination.describe(),
+            s.seen_at
+        )),
+        None => e,
+    })?;
     let snapshots = t.host.list()?;
-    let last_run = hwc_backup_engine::ops::StateDir::new(&t.state_dir, &t.host_name).last_run_report();
+    let last_run = records.last_run_report();
+    let verify = records.verify();
+    let cloud = records.cloud();
     let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
     if a.json {
         let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
         print_json(&serde_json::json!({
             "host": t.host_name, "hostDir": t.host.root(), "snapshots": list,
-            "lastRun": last_run, "freeBytes": free,
+            "destination": mounted, "lastRun": last_run, "lastVerify": verify, "cloud": cloud,
+            "freeBytes": free,
         }))?;
         return Ok(Exit::Success);
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "host {} at {}", t.host_name, t.host.root().display())?;
+    if let Some(d) = mounted.as_ref().filter(|d| d.filesystem.is_some()) {
+        writeln!(out, "{} (the history below is this drive's)", d.describe())?;
+    }
     if snapshots.is_empty() {
         writeln!(out, "  no complete snapshots yet")?;
     }
@@ -53,6 +71,25 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
         let when = lr["startedAt"].as_str().unwrap_or("?");
         let err = lr["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default();
         writeln!(out, "last run: {state} at {when}{err}")?;
+    }
+    if let Some(v) = verify {
+        let result = if v.is_clean() {
+            format!("clean, {} files", v.files_checked)
+        } else {
+            format!("{} problem(s) in {}", v.errors, v.damaged.join(", "))
+        };
+        writeln!(out, "last verify: {result} at {}", v.finished_at)?;
+    }
+    if let Some(c) = cloud {
+        match (c.last_ok, &c.last_success, &c.last_error) {
+            (true, Some(t), _) => writeln!(out, "last cloud push: ok at {t} to {}", c.destination)?,
+            (_, ok, e) => writeln!(
+                out,
+                "last cloud push: FAILED{}{}",
+                e.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                ok.map(|t| format!(" (last good push at {t})")).unwrap_or_default()
+            )?,
+        }
     }
     if let Some(f) = free {
         writeln!(out, "free at destination: {}", human_bytes(f))?;

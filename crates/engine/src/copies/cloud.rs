@@ -19,8 +19,9 @@
 //!
 //! Before a mirror, a guard compares the snapshot with what the remote holds (`rclone size`)
 //! and refuses to replace a full remote with an empty or much smaller snapshot. rclone only
-//! ever reads the local snapshot. The outcome is kept in `<stateDir>/<host>/cloud.json` (for
-//! health and metrics) and rclone's own log of the last push in `cloud-rclone.log` beside it
+//! ever reads the local snapshot. The outcome is kept in `<stateDir>/<host>/cloud.json` and in
+//! the mounted drive's `destinations/<key>/cloud.json` (for health and metrics), and rclone's
+//! own log of the last push in `cloud-rclone.log` beside the first
 //! (both through [`crate::ops::state`]).
 
 use std::path::{Path, PathBuf};
@@ -251,20 +252,24 @@ fn shrink_guard(s: &Snapshot, files: u64, bytes: u64, rfiles: u64, rbytes: u64, 
     Ok(())
 }
 
+/// Records the push for the job and for the drive the snapshot came from (the one mounted).
 fn record(store: &Store, r: &CloudReport) -> Result<()> {
-    let state = StateDir::of(store);
-    let mut rec = state.cloud().unwrap_or_default();
-    rec.last_attempt = Some(r.finished_at);
-    rec.last_ok = r.ok;
-    rec.last_error = r.error.clone();
-    rec.destination = r.destination.clone();
-    if r.ok {
-        rec.last_success = Some(r.finished_at);
-        rec.last_success_snapshot = r.snapshot.clone();
-        rec.last_success_files = r.files;
-        rec.last_success_bytes = r.bytes;
+    let drive = crate::ops::state::DestinationId::mounted(&store.destination);
+    for state in StateDir::of(store).scopes(drive.as_ref()) {
+        let mut rec = state.cloud().unwrap_or_default();
+        rec.last_attempt = Some(r.finished_at);
+        rec.last_ok = r.ok;
+        rec.last_error = r.error.clone();
+        rec.destination = r.destination.clone();
+        if r.ok {
+            rec.last_success = Some(r.finished_at);
+            rec.last_success_snapshot = r.snapshot.clone();
+            rec.last_success_files = r.files;
+            rec.last_success_bytes = r.bytes;
+        }
+        state.write_cloud(&rec)?;
     }
-    state.write_cloud(&rec)
+    Ok(())
 }
 
 /// One rclone binary with the plan's global flags.

@@ -216,8 +216,11 @@ pub fn before_run(job: &Job, fx: &dyn Effects) -> Vec<String> {
 pub fn after_run(job: &Job, report: &RunReport, how: &AfterRun, fx: &dyn Effects) -> AfterRunReport {
     let state = StateDir::of(&job.store);
     // Best effort: a missing state directory must never turn a good backup into a failed one.
-    if let Err(e) = state.write_last_run(report) {
-        tracing::info!("not recording the last run: {e}");
+    // The job's record, and the record of the drive the run found mounted.
+    for scope in state.scopes(report.destination.as_ref()) {
+        if let Err(e) = scope.write_last_run(report) {
+            tracing::info!("not recording the last run: {e}");
+        }
     }
     let mut steps = Steps::new(job, fx);
     let mut out = AfterRunReport::default();
@@ -265,8 +268,11 @@ pub fn after_verify(
     reports: &[VerifyReport],
     fx: &dyn Effects,
 ) -> AfterVerifyReport {
-    let rec = VerifyRecord::of(DestinationId::of(destination), reports);
-    if let Err(e) = state.write_verify(&rec) {
+    let id = DestinationId::of(destination);
+    let rec = VerifyRecord::of(id.clone(), reports);
+    // Only the drive's: a verify says nothing about another drive.
+    let scoped = state.scopes(Some(&id)).pop().expect("a destination's scope");
+    if let Err(e) = scoped.write_verify(&rec) {
         return AfterVerifyReport { record: None, warnings: vec![format!("the verify result was not recorded: {e}")] };
     }
     let mut warnings = Vec::new();

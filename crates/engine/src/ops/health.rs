@@ -12,8 +12,11 @@
 //! | `cloud` | with `cloud.enable`: the last good push is younger than `cloud.maxAge` |
 //!
 //! Everything here only reads. The records it reads (last run, last verify, cloud) and the
-//! report it produces are kept by [`crate::ops::state`]; a verify record of another
-//! destination (a rotated drive) counts as no verify.
+//! report it produces are kept by [`crate::ops::state`]. They are the records *of the drive
+//! mounted at the destination now* ([`StateDir::records_of`]): a rotated drive is judged by its
+//! own runs, verifies and pushes, never by the other drive's. With no drive mounted,
+//! `destination` fails naming the last drive seen, `lastRun` is the job's last attempt, and
+//! `verify` and `cloud` are the last seen drive's.
 
 use std::time::Duration;
 
@@ -21,12 +24,12 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::job::Store;
-use crate::ops::state::{DestinationId, StateDir};
+use crate::ops::state::{DestinationId, SeenDestination, StateDir};
 use crate::plan::Cloud;
 use crate::store::layout::HostDir;
 use crate::store::meta::RunState;
 
-pub use crate::ops::state::{LastRun, VerifyRecord};
+pub use crate::ops::state::{CloudRecord, LastRun, VerifyRecord};
 
 /// One condition.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -58,6 +61,12 @@ pub struct HealthReport {
     pub newest_snapshot: Option<Timestamp>,
     /// Free bytes at the destination.
     pub free_bytes: Option<u64>,
+    /// The drive mounted at the destination, whose records were checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<DestinationId>,
+    /// With no drive mounted: the last one seen (whose verify and cloud records were checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_destination: Option<SeenDestination>,
 }
 
 impl HealthReport {
@@ -79,7 +88,15 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
         checks.push(Check { name: name.into(), ok, message });
     };
     let dest = &store.destination.path;
-    push("destination", check_destination(store));
+    let mounted = DestinationId::mounted(&store.destination);
+    let records = StateDir::of(store).records_of(mounted.as_ref());
+    let seen_note = match &records.last_seen {
+        Some(s) => {
+            format!("; the last drive seen there: {}, {} ago", s.destination.describe(), words(age(now, s.seen_at)))
+        }
+        None => String::new(),
+    };
+    push("destination", check_destination(store).map_err(|e| e + &seen_note));
     let free = crate::fs::fsutil::free_bytes(dest).ok();
     push(
         "freeSpace",
@@ -135,17 +152,16 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
             Ok(format!("{count} complete snapshot(s)"))
         },
     );
-    let state = StateDir::of(store);
     push(
         "lastRun",
-        match state.last_run() {
+        match records.last_run() {
             None => Ok("no run recorded".into()),
             Some(r) => check_last_run(&r),
         },
     );
-    push("verify", check_verify(store, &state, now));
+    push("verify", check_verify(store, records.verify(), now));
     if let Some(cloud) = cloud.filter(|c| c.enable) {
-        push("cloud", check_cloud(cloud, &state, now));
+        push("cloud", check_cloud(cloud, records.cloud(), now));
     }
     HealthReport {
         host: store.host.clone(),
@@ -155,6 +171,8 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
         snapshots: count,
         newest_snapshot: newest.map(|(_, t)| t),
         free_bytes: free,
+        destination: mounted,
+        last_seen_destination: records.last_seen,
     }
 }
 
@@ -200,9 +218,9 @@ fn check_destination(store: &Store) -> std::result::Result<String, String> {
     Ok(format!("{} is reachable", dest.display()))
 }
 
-fn check_verify(store: &Store, state: &StateDir, now: Timestamp) -> std::result::Result<String, String> {
+fn check_verify(store: &Store, rec: Option<VerifyRecord>, now: Timestamp) -> std::result::Result<String, String> {
     let limit = store.verify_max_age();
-    let Some(rec) = state.verify(&DestinationId::of(&store.destination.path)) else {
+    let Some(rec) = rec else {
         return match limit {
             Some(_) => Err("no verify has been recorded; run `backup-verify`".into()),
             None => Ok("no verify recorded yet".into()),
@@ -229,8 +247,8 @@ fn check_verify(store: &Store, state: &StateDir, now: Timestamp) -> std::result:
     Ok(format!("the last verify ({} ago, {} files) was clean", words(age), rec.files_checked))
 }
 
-fn check_cloud(cloud: &Cloud, state: &StateDir, now: Timestamp) -> std::result::Result<String, String> {
-    let rec = state.cloud().unwrap_or_default();
+fn check_cloud(cloud: &Cloud, rec: Option<CloudRecord>, now: Timestamp) -> std::result::Result<String, String> {
+    let rec = rec.unwrap_or_default();
     let last_error = rec
         .last_error
         .as_deref()

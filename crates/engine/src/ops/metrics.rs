@@ -1,8 +1,11 @@
 //! Prometheus metrics as a node-exporter textfile: `<textfileDir>/hwc_backup_<host>.prom`.
 //!
 //! The file is rebuilt whole after every run, verify, cloud push and health check from what is
-//! on disk (the snapshots) and in `<stateDir>/<host>/` (last run, last verify of this
-//! destination, last push, last health check: [`crate::ops::state`]), so any one command refreshes every value and none can leave another stale.
+//! on disk (the snapshots) and in `<stateDir>/<host>/` (the last run, verify and push *of the
+//! drive mounted now*, as health reads them, and the last health check:
+//! [`crate::ops::state`]), so any one command refreshes every value and none can leave another
+//! stale. The metrics stay one set per host (no `destination` label): after a drive is swapped,
+//! the next command shows the new drive's values.
 //! It is written to a hidden temporary name in the same directory and renamed into place:
 //! node-exporter reads only `*.prom` and never sees half a file.
 //!
@@ -46,7 +49,8 @@ pub fn render(job: &Job, now: Timestamp) -> String {
     m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
 
     let state = StateDir::of(&job.store);
-    let last = state.last_run();
+    let records = state.records_of(DestinationId::mounted(&job.store.destination).as_ref());
+    let last = records.last_run();
     if let Some(r) = last.as_ref().filter(|r| r.state == RunState::Skipped) {
         m.gauge(
             "last_skipped_timestamp_seconds",
@@ -121,7 +125,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
     }
 
-    if let Some(v) = state.verify(&DestinationId::of(&job.store.destination.path)) {
+    if let Some(v) = records.verify() {
         m.gauge("verify_last_timestamp_seconds", "End of the last verify.", &[(&[], secs(v.finished_at))]);
         m.gauge(
             "verify_errors",
@@ -136,7 +140,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         "1 when the cloud copy is configured.",
         &[(&[], f64::from(u8::from(job.cloud().is_some())))],
     );
-    if let Some(c) = state.cloud() {
+    if let Some(c) = records.cloud() {
         if let Some(t) = c.last_success {
             m.gauge(
                 "cloud_last_success_timestamp_seconds",

@@ -1,34 +1,42 @@
 //! Every record the engine keeps between runs, and the one place that knows their files.
 //!
-//! The records live in `<stateDir>/<host>/` ([`StateDir`]), one small file each:
+//! The records live in `<stateDir>/<host>/` ([`StateDir`]), one small file each. Those that
+//! describe a *destination* (what a backup drive holds and what was done with it) are also
+//! kept per destination, in `<stateDir>/<host>/destinations/<key>/` ([`StateDir::destination`],
+//! a `StateDir` of its own with the same files), so two drives rotated at one mount point each
+//! keep their own history:
 //!
-//! | file | record | read by | written by |
-//! |---|---|---|---|
-//! | `last-run.json` | the last run's report ([`LastRun`] is the part that is read back) | health, metrics, `status`, `notify-failure` | [`StateDir::write_last_run`], after every `now` and `pull` |
-//! | `last-verify.json` | [`VerifyRecord`]: the last verify, *of the destination it names* | health, metrics | [`StateDir::write_verify`], after every `verify` |
-//! | `health.json` | the last [`HealthReport`] | metrics, `notify-failure` | [`StateDir::write_health`], after every `health` |
-//! | `cloud.json` | [`CloudRecord`]: the last push and the last good one | health, metrics, `notify-failure` | [`StateDir::write_cloud`], after every push |
-//! | `cloud-rclone.log` | rclone's own log of the last push | people | rclone ([`StateDir::rclone_log`]) |
-//! | `notifications.json` | [`Notified`]: the last notification per job (health's once-a-day rule) | `health` | [`StateDir::write_notified`] |
-//! | `finished-invocations` | [`FinishedInvocation`]s: systemd invocations that failed and notified by themselves | `notify-failure` | [`StateDir::write_finished_invocations`] |
+//! | file | record | where | read by | written by |
+//! |---|---|---|---|---|
+//! | `last-run.json` | the last run's report ([`LastRun`] is the part that is read back) | host: the job's last attempt, whatever the drive (also "destination not mounted"); destination: the last run while that drive was mounted | health, metrics, `status`, `notify-failure` (host) | [`StateDir::write_last_run`] in every scope of [`StateDir::scopes`], after every `now` and `pull` |
+//! | `last-verify.json` | [`VerifyRecord`]: the last verify of that drive | destination | health, metrics, `status` | [`StateDir::write_verify`], after every `verify` |
+//! | `cloud.json` | [`CloudRecord`]: the last push and the last good one | host (the job's, for `notify-failure`) and the destination the pushed snapshot came from | health, metrics, `status`, `notify-failure` | [`StateDir::write_cloud`] in every scope, after every push |
+//! | `destination.json` | [`SeenDestination`]: which drive the directory is for, and when it was last seen | destination | health, `status` (the last drive seen when none is mounted) | [`StateDir::scopes`] |
+//! | `health.json` | the last [`HealthReport`] | host | metrics, `notify-failure` | [`StateDir::write_health`], after every `health` |
+//! | `cloud-rclone.log` | rclone's own log of the last push | host | people | rclone ([`StateDir::rclone_log`]) |
+//! | `notifications.json` | [`Notified`]: the last notification per job (health's once-a-day rule) | host | `health` | [`StateDir::write_notified`] |
+//! | `finished-invocations` | [`FinishedInvocation`]s: systemd invocations that failed and notified by themselves | host | `notify-failure` | [`StateDir::write_finished_invocations`] |
 //!
 //! **Keys.** Every record is keyed by host: a pulled host has its own directory
 //! (`<stateDir>/web1/`), so its runs, verifies and notifications never mix with this
-//! machine's. The records that describe *the destination's contents* are also keyed by the
-//! destination: today that is the verify record, which names the destination it checked
-//! ([`DestinationId`]: the filesystem's UUID when the drive has one, else the resolved path).
-//! A verify record of another destination reads as no record at all, so a rotated backup
-//! drive never inherits the other drive's clean verify (nor its damage). A record written
-//! before this field existed names no destination and is taken as it is. The last run,
-//! health, cloud and notification records describe the *job* (did the backup of this host
-//! run, is it healthy, did the push work), which does not change with the drive, and stay
-//! keyed by host only. The destination-keyed records keep their file, one per host: the last
-//! verify of whichever drive was verified last.
+//! machine's. A destination is a [`DestinationId`]: the filesystem's UUID when the drive has
+//! one (udev's `/dev/disk/by-uuid`, else `blkid -p` on the device), else the resolved path;
+//! its directory is `fs-<UUID>` or `path-<escaped path>` ([`DestinationId::key`]). A run is
+//! recorded for the destination that was mounted when it started ([`DestinationId::mounted`]:
+//! the directory exists and, with `requireMountPoint`, is a mount point), also when it failed
+//! there (a pre-hook, a full disk); a run that found no drive is only the job's. Readers take
+//! [`StateDir::records_of`] the drive mounted now: its own records, or when none is mounted
+//! the job's last attempt and the records of the last drive seen, named.
+//!
+//! **Records written before destinations were kept** (no `destinations/` directory yet) are
+//! taken as they are for whichever drive is mounted, as before; from the first record written
+//! under `destinations/` on, a drive reads only its own. A host-level `last-verify.json` from
+//! before still counts for the drive it names.
 //!
 //! Every write goes through [`crate::fs::fsutil::write_durably`] ([`crate::fs::Dir::write_atomic`]):
 //! after a crash a record is the old or the new one, never half of one. Reads are forgiving:
 //! a missing or unreadable record is `None` (or empty), never an error, because a lost state
-//! directory must not stop a backup.
+//! directory must not stop a backup. Nothing here is ever written on the destination itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,6 +64,10 @@ const CLOUD_FILE: &str = "cloud.json";
 const RCLONE_LOG: &str = "cloud-rclone.log";
 /// The last notification per job.
 const NOTIFIED_FILE: &str = "notifications.json";
+/// The directory of the per-destination records.
+const DESTINATIONS_DIR: &str = "destinations";
+/// In a destination's directory: which destination it is, and when it was last seen.
+const SEEN_FILE: &str = "destination.json";
 /// Invocations that failed after notifying by themselves.
 const FINISHED_INVOCATIONS_FILE: &str = "finished-invocations";
 /// How many finished invocations are kept (backup, cloud and health may fail close together).
@@ -81,6 +93,63 @@ impl StateDir {
     /// The directory itself.
     pub fn path(&self) -> &Path {
         &self.dir
+    }
+
+    /// The records of one destination of this host, `<stateDir>/<host>/destinations/<key>/`:
+    /// a `StateDir` of its own, so every record that describes a drive (last run, verify,
+    /// cloud, and any added later) is read and written there with the same methods.
+    pub fn destination(&self, id: &DestinationId) -> StateDir {
+        StateDir { dir: self.dir.join(DESTINATIONS_DIR).join(id.key()) }
+    }
+
+    /// Where a record that describes the job *and* the drive it ran on is written: this
+    /// host's directory and, when a destination is given, that destination's (noted as seen
+    /// now). Writers loop over these; a destination whose note cannot be written is still
+    /// returned (the record's own write reports the error).
+    pub fn scopes(&self, destination: Option<&DestinationId>) -> Vec<StateDir> {
+        let mut out = vec![self.clone()];
+        if let Some(id) = destination {
+            let scoped = self.destination(id);
+            let seen = SeenDestination { destination: id.clone(), seen_at: Timestamp::now() };
+            if let Err(e) = scoped.write(SEEN_FILE, &seen) {
+                tracing::info!("not noting destination {} as seen: {e}", id.describe());
+            }
+            out.push(scoped);
+        }
+        out
+    }
+
+    /// Whether any record was kept per destination (see the module docs on older records).
+    fn keeps_destinations(&self) -> bool {
+        std::fs::symlink_metadata(self.dir.join(DESTINATIONS_DIR)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// The destinations of this host that have records, most recently seen first.
+    pub fn seen_destinations(&self) -> Vec<SeenDestination> {
+        let Ok(dir) = crate::fs::Dir::open_trusted(&self.dir.join(DESTINATIONS_DIR)) else { return Vec::new() };
+        let mut seen: Vec<SeenDestination> = dir
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.kind == rustix::fs::FileType::Directory)
+            .filter_map(|e| StateDir { dir: dir.child_path(&e.name) }.read::<SeenDestination>(SEEN_FILE))
+            .collect();
+        seen.sort_by_key(|s| std::cmp::Reverse(s.seen_at));
+        seen
+    }
+
+    /// The records that describe `mounted`, the drive at the destination now (see
+    /// [`DestinationId::mounted`]); with none mounted, the job's last attempt and the records
+    /// of the last drive seen.
+    pub fn records_of(&self, mounted: Option<&DestinationId>) -> DestinationRecords {
+        let keeps = self.keeps_destinations();
+        let last_seen = if mounted.is_none() { self.seen_destinations().into_iter().next() } else { None };
+        let drive = mounted.or(last_seen.as_ref().map(|s| &s.destination));
+        let records = match drive {
+            Some(id) if keeps => self.destination(id),
+            _ => self.clone(),
+        };
+        DestinationRecords { mounted: mounted.cloned(), last_seen, records, host: self.clone(), legacy: !keeps }
     }
 
     /// The last run (the part health and metrics read); `None` when none is recorded.
@@ -110,8 +179,8 @@ impl StateDir {
         self.write(LAST_RUN_FILE, &value)
     }
 
-    /// The last verify of `destination`; `None` when none is recorded, or when the last one
-    /// recorded checked another destination (see the module docs).
+    /// The last verify of `destination` recorded here; `None` when none is recorded, or when
+    /// the last one recorded checked another destination (see the module docs).
     pub fn verify(&self, destination: &DestinationId) -> Option<VerifyRecord> {
         self.read::<VerifyRecord>(VERIFY_FILE).filter(|r| r.destination.as_ref().is_none_or(|d| d.same_as(destination)))
     }
@@ -289,6 +358,54 @@ impl DestinationId {
         DestinationId { path, filesystem }
     }
 
+    /// The drive at `destination` now, when one is there: the directory exists and, with
+    /// `requireMountPoint`, is a mount point. `None` means no drive is mounted: a run then
+    /// writes nothing, and its record is only the job's.
+    pub fn mounted(destination: &crate::plan::Destination) -> Option<DestinationId> {
+        let path = &destination.path;
+        let is_dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
+        let mounted = !destination.require_mount_point || crate::fs::fsutil::is_mount_point(path).unwrap_or(false);
+        (is_dir && mounted).then(|| DestinationId::of(path))
+    }
+
+    /// The name of its directory under `destinations/`: `fs-<UUID>` when the filesystem is
+    /// known, else `path-<the path, / as ->` (other bytes than letters, digits, `_` and `.` as
+    /// `%HH`; a path too long for one name as `path-<BLAKE3 of it>`). One component, always.
+    pub fn key(&self) -> String {
+        let uuid_ok =
+            |u: &str| !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if let Some(u) = self.filesystem.as_deref().filter(|u| uuid_ok(u)) {
+            return format!("fs-{u}");
+        }
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = self.path.as_os_str().as_bytes();
+        let trimmed: &[u8] = {
+            let t = bytes.strip_prefix(b"/").unwrap_or(bytes);
+            t.strip_suffix(b"/").unwrap_or(t)
+        };
+        let mut out = String::from("path-");
+        for (i, &b) in trimmed.iter().enumerate() {
+            match b {
+                b'/' => out.push('-'),
+                b'.' if i == 0 => out.push_str("%2e"),
+                b if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' => out.push(b as char),
+                b => out.push_str(&format!("%{b:02x}")),
+            }
+        }
+        if out.len() > 200 {
+            return format!("path-{}", &blake3::hash(bytes).to_hex()[..32]);
+        }
+        out
+    }
+
+    /// In words: `drive 1234-abcd at /mnt/backup`, or the path alone.
+    pub fn describe(&self) -> String {
+        match &self.filesystem {
+            Some(u) => format!("drive {u} at {}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
     /// The same destination: the same filesystem when both know theirs, else the same path.
     pub fn same_as(&self, other: &DestinationId) -> bool {
         match (&self.filesystem, &other.filesystem) {
@@ -298,16 +415,121 @@ impl DestinationId {
     }
 }
 
-/// The UUID under which udev lists the block device holding `path`, if any.
+/// `destination.json` in a destination's directory: which drive it is, and when it was last
+/// seen (a record was written for it).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenDestination {
+    /// The drive.
+    pub destination: DestinationId,
+    /// When it was last seen.
+    pub seen_at: Timestamp,
+}
+
+/// What [`StateDir::records_of`] found: the records of one drive, for health, metrics and
+/// `status`.
+#[derive(Clone, Debug)]
+pub struct DestinationRecords {
+    /// The drive mounted at the destination now, if any.
+    pub mounted: Option<DestinationId>,
+    /// With none mounted: the last drive seen, whose records these are.
+    pub last_seen: Option<SeenDestination>,
+    /// Where that drive's records are: its own directory, or the host's for a state directory
+    /// written before destinations were kept. Read any drive-scoped record here (cloud, …).
+    pub records: StateDir,
+    host: StateDir,
+    legacy: bool,
+}
+
+impl DestinationRecords {
+    /// The drive these records are of: the mounted one, else the last one seen.
+    pub fn drive(&self) -> Option<&DestinationId> {
+        self.mounted.as_ref().or(self.last_seen.as_ref().map(|s| &s.destination))
+    }
+
+    /// The last run on the mounted drive; with none mounted, the job's last attempt (which
+    /// says that no drive was there).
+    pub fn last_run(&self) -> Option<LastRun> {
+        self.run_scope().last_run()
+    }
+
+    /// The same, the whole report as recorded (what `status --json` shows).
+    pub fn last_run_report(&self) -> Option<serde_json::Value> {
+        self.run_scope().last_run_report()
+    }
+
+    fn run_scope(&self) -> &StateDir {
+        if self.mounted.is_some() {
+            &self.records
+        } else {
+            &self.host
+        }
+    }
+
+    /// The last verify of the drive (a host-level record from before destinations were kept
+    /// counts when it names this drive).
+    pub fn verify(&self) -> Option<VerifyRecord> {
+        let Some(id) = self.drive() else {
+            return self.records.read(VERIFY_FILE).filter(|_: &VerifyRecord| self.legacy);
+        };
+        self.records.verify(id).or_else(|| {
+            self.host
+                .read::<VerifyRecord>(VERIFY_FILE)
+                .filter(|r| r.destination.as_ref().is_some_and(|d| d.same_as(id)))
+        })
+    }
+
+    /// The last cloud push of a snapshot of the drive.
+    pub fn cloud(&self) -> Option<CloudRecord> {
+        self.records.cloud()
+    }
+}
+
+/// The UUID of the filesystem holding `path`: the name under which udev lists its block
+/// device, or where udev does not run (a container, an early boot), what `blkid -p` reads
+/// from the device itself. `None` for a filesystem without a block device (tmpfs, overlay,
+/// NFS) or when neither can tell.
 fn filesystem_uuid(path: &Path) -> Option<String> {
-    const BY_UUID: &str = "/dev/disk/by-uuid";
     let dev = rustix::fs::stat(path).ok()?.st_dev;
+    uuid_from_udev(dev).or_else(|| uuid_from_blkid(dev))
+}
+
+fn uuid_from_udev(dev: u64) -> Option<String> {
+    const BY_UUID: &str = "/dev/disk/by-uuid";
     let dir = crate::fs::Dir::open_trusted(Path::new(BY_UUID)).ok()?;
     dir.entries().ok()?.into_iter().find_map(|e| {
         // The entries are udev's symlinks to the device nodes: followed on purpose.
         let st = rustix::fs::stat(dir.child_path(&e.name)).ok()?;
         (st.st_rdev == dev).then(|| e.name.to_string())
     })
+}
+
+fn uuid_from_blkid(dev: u64) -> Option<String> {
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    // The kernel's name of the device (`loop0`, `sdb1`, `dm-0`), checked to be that device.
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_/".contains(c);
+    if name.is_empty() || !name.chars().all(plain) || name.split('/').any(|c| c.is_empty()) {
+        return None;
+    }
+    let node = Path::new("/dev").join(name);
+    let st = rustix::fs::stat(&node).ok()?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::BlockDevice || st.st_rdev != dev {
+        return None;
+    }
+    let blkid = ["blkid", "/run/current-system/sw/bin/blkid", "/usr/sbin/blkid", "/sbin/blkid"];
+    let out = blkid.iter().find_map(|b| {
+        std::process::Command::new(b)
+            .args(["-p", "-o", "value", "-s", "UUID"])
+            .arg(&node)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+    })?;
+    let uuid = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !uuid.is_empty()).then_some(uuid)
 }
 
 /// The outcome of the last verify, kept for health and metrics.
@@ -427,6 +649,64 @@ mod tests {
         rec.destination = None;
         state.write_verify(&rec).unwrap();
         assert!(state.verify(&drive(Some("bbbb"))).is_some());
+    }
+
+    fn drive(path: &str, uuid: Option<&str>) -> DestinationId {
+        DestinationId { path: path.into(), filesystem: uuid.map(String::from) }
+    }
+
+    #[test]
+    fn a_destination_key_is_one_plain_component() {
+        assert_eq!(drive("/mnt/backup", Some("4f01-ab")).key(), "fs-4f01-ab");
+        assert_eq!(drive("/mnt/backup", None).key(), "path-mnt-backup");
+        assert_eq!(drive("/", None).key(), "path-");
+        // Distinct paths stay distinct; nothing becomes `..`, a slash or a hidden name.
+        assert_eq!(drive("/mnt/my-drive", None).key(), "path-mnt-my%2ddrive");
+        assert_ne!(drive("/mnt/a-b", None).key(), drive("/mnt/a/b", None).key());
+        assert_eq!(drive("/..", None).key(), "path-%2e.");
+        // A filesystem "UUID" that is not one (a hostile drive's label) is not used as a name.
+        for bad in ["../../etc", "a/b", "", ".hidden", &"x".repeat(65)] {
+            let k = drive("/mnt/backup", Some(bad)).key();
+            assert_eq!(k, "path-mnt-backup", "{bad:?}");
+        }
+        let long = format!("/{}", "d/".repeat(150));
+        let k = drive(&long, None).key();
+        assert!(k.len() < 100 && k.starts_with("path-"), "{k}");
+        for k in [k, drive("/mnt/\n\u{e9}\u{0}", None).key()] {
+            assert!(crate::fs::Name::new(&k).is_ok() && !k.starts_with('.'), "{k}");
+        }
+    }
+
+    #[test]
+    fn each_drive_reads_its_own_records_and_older_records_count_until_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = StateDir::new(dir.path(), "h");
+        let (a, b) = (drive("/mnt/backup", Some("aaaa")), drive("/mnt/backup", Some("bbbb")));
+        let mut run = crate::run::RunReport::new("h", Timestamp::from_second(100).unwrap());
+        run.state = RunState::Success;
+        // Records written before destinations were kept count for whichever drive is mounted.
+        host.write_last_run(&run).unwrap();
+        host.write_cloud(&CloudRecord { last_ok: true, ..Default::default() }).unwrap();
+        host.write_verify(&VerifyRecord::of(a.clone(), &[])).unwrap();
+        assert!(host.records_of(Some(&b)).last_run().is_some());
+        assert!(host.records_of(Some(&b)).cloud().is_some());
+        assert!(host.records_of(Some(&b)).verify().is_none(), "it names drive a");
+        // From the first record per destination on, a drive reads only its own.
+        run.state = RunState::Failed;
+        for scope in host.scopes(Some(&b)) {
+            scope.write_last_run(&run).unwrap();
+        }
+        let on_a = host.records_of(Some(&a));
+        assert_eq!((on_a.last_run(), on_a.cloud()), (None, None));
+        assert!(on_a.verify().is_some(), "the old host-level verify names drive a");
+        assert_eq!(host.records_of(Some(&b)).last_run().unwrap().state, RunState::Failed);
+        assert!(host.records_of(Some(&b)).verify().is_none());
+        // No drive mounted: the job's last attempt, and the last drive seen.
+        let none = host.records_of(None);
+        assert_eq!(none.last_seen.as_ref().map(|s| &s.destination), Some(&b));
+        assert_eq!(none.drive(), Some(&b));
+        assert_eq!(none.last_run().unwrap().state, RunState::Failed);
+        assert!(dir.path().join("h/destinations/fs-bbbb/destination.json").is_file());
     }
 
     #[test]
