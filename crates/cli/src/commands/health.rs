@@ -49,6 +49,9 @@ pub(crate) fn print_health(r: &HealthReport) -> Result<()> {
     } else {
         writeln!(out, "backups of {}: UNHEALTHY ({failed} of {} checks failed)", r.host, r.checks.len())?;
     }
+    if let Some(d) = r.destination.as_ref().filter(|d| d.filesystem.is_some()) {
+        writeln!(out, "  the records checked are those of {}", d.describe())?;
+    }
     for c in &r.checks {
         writeln!(out, "  {} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.message)?;
     }

@@ -254,8 +254,7 @@ fn shrink_guard(s: &Snapshot, files: u64, bytes: u64, rfiles: u64, rbytes: u64, 
 
 /// Records the push for the job and for the drive the snapshot came from (the one mounted).
 fn record(store: &Store, r: &CloudReport) -> Result<()> {
-    let drive = crate::ops::state::DestinationId::mounted(&store.destination);
-    for state in StateDir::of(store).scopes(drive.as_ref()) {
+    for state in StateDir::scopes_now(store) {
         let mut rec = state.cloud().unwrap_or_default();
         rec.last_attempt = Some(r.finished_at);
         rec.last_ok = r.ok;

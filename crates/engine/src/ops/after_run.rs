@@ -2,7 +2,8 @@
 //!
 //! After a run (`now`, `pull`), [`after_run`] does, in this order:
 //!
-//! 1. records the run in `last-run.json` (always, also for a one-off run);
+//! 1. records the run in `last-run.json`, the job's and the one of the drive that was mounted
+//!    when it started ([`StateDir::scopes`]), always, also for a one-off run;
 //! 2. for a configured run (a plan file, not `--source/--dest`): the `run.finished` log line;
 //! 3. the cloud push, when the run published a snapshot, the job has a cloud copy (only this
 //!    machine's own job can, when the plan enables it) and the caller asks for it (`now`
@@ -259,7 +260,7 @@ pub struct AfterVerifyReport {
 }
 
 /// After `verify` of the host directories of `destination`: records the outcome for health
-/// and metrics; with a job from a plan, also the `verify.finished` log line and the metrics
+/// and metrics, in the records of the drive there; with a job from a plan, also the `verify.finished` log line and the metrics
 /// file.
 pub fn after_verify(
     state: &StateDir,

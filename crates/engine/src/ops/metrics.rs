@@ -19,7 +19,7 @@ use jiff::Timestamp;
 
 use crate::error::Result;
 use crate::job::Job;
-use crate::ops::state::{DestinationId, LastRun, StateDir};
+use crate::ops::state::{LastRun, StateDir};
 use crate::store::layout::{HostDir, TIERS};
 use crate::store::meta::RunState;
 
@@ -49,7 +49,7 @@ pub fn render(job: &Job, now: Timestamp) -> String {
     m.gauge("metrics_written_timestamp_seconds", "When this file was written.", &[(&[], secs(now))]);
 
     let state = StateDir::of(&job.store);
-    let records = state.records_of(DestinationId::mounted(&job.store.destination).as_ref());
+    let records = StateDir::records_now(&job.store);
     let last = records.last_run();
     if let Some(r) = last.as_ref().filter(|r| r.state == RunState::Skipped) {
         m.gauge(

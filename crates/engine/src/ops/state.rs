@@ -119,6 +119,19 @@ impl StateDir {
         out
     }
 
+    /// [`StateDir::scopes`] for a record about `store`'s job and the drive mounted at its
+    /// destination now: what a writer of such a record (a cloud push, an offsite copy) loops
+    /// over, reading and rewriting its record in each.
+    pub fn scopes_now(store: &Store) -> Vec<StateDir> {
+        StateDir::of(store).scopes(DestinationId::mounted(&store.destination).as_ref())
+    }
+
+    /// [`StateDir::records_of`] the drive mounted at `store`'s destination now: what health,
+    /// metrics and `status` read.
+    pub fn records_now(store: &Store) -> DestinationRecords {
+        StateDir::of(store).records_of(DestinationId::mounted(&store.destination).as_ref())
+    }
+
     /// Whether any record was kept per destination (see the module docs on older records).
     fn keeps_destinations(&self) -> bool {
         std::fs::symlink_metadata(self.dir.join(DESTINATIONS_DIR)).is_ok_and(|m| m.is_dir())
