@@ -29,9 +29,10 @@
 //! the job's last attempt and the records of the last drive seen, named.
 //!
 //! **Records written before destinations were kept** (no `destinations/` directory yet) are
-//! taken as they are for whichever drive is mounted, as before; from the first record written
-//! under `destinations/` on, a drive reads only its own. A host-level `last-verify.json` from
-//! before still counts for the drive it names.
+//! taken as they are for whichever drive is mounted, as before, and are adopted (copied) by the
+//! first drive that gets a record of its own; from then on a drive reads only its own. A
+//! host-level `last-verify.json` from before counts only for the drive it names (or, one that
+//! names none, for the adopting drive).
 //!
 //! Every write goes through [`crate::fs::fsutil::write_durably`] ([`crate::fs::Dir::write_atomic`]):
 //! after a crash a record is the old or the new one, never half of one. Reads are forgiving:
@@ -110,6 +111,9 @@ impl StateDir {
         let mut out = vec![self.clone()];
         if let Some(id) = destination {
             let scoped = self.destination(id);
+            if !self.keeps_destinations() {
+                self.adopt_older_records(&scoped, id);
+            }
             let seen = SeenDestination { destination: id.clone(), seen_at: Timestamp::now() };
             if let Err(e) = scoped.write(SEEN_FILE, &seen) {
                 tracing::info!("not noting destination {} as seen: {e}", id.describe());
@@ -130,6 +134,27 @@ impl StateDir {
     /// metrics and `status` read.
     pub fn records_now(store: &Store) -> DestinationRecords {
         StateDir::of(store).records_of(DestinationId::mounted(&store.destination).as_ref())
+    }
+
+    /// Copies the records written before destinations were kept into the directory of the
+    /// first drive that gets one: they were that drive's as far as anyone can tell, and a
+    /// drive must not lose its last run or push on the upgrade (a verify only when it names
+    /// this drive or none). Best effort, like every read here.
+    fn adopt_older_records(&self, scoped: &StateDir, id: &DestinationId) {
+        let mut copied = Vec::new();
+        for name in [LAST_RUN_FILE, CLOUD_FILE] {
+            if let Some(v) = self.read::<serde_json::Value>(name) {
+                copied.push((name, scoped.write(name, &v)));
+            }
+        }
+        if let Some(v) = self.verify(id) {
+            copied.push((VERIFY_FILE, scoped.write_verify(&v)));
+        }
+        for (name, result) in copied {
+            if let Err(e) = result {
+                tracing::info!("not adopting the older {name} for {}: {e}", id.describe());
+            }
+        }
     }
 
     /// Whether any record was kept per destination (see the module docs on older records).
@@ -712,8 +737,15 @@ mod tests {
         let on_a = host.records_of(Some(&a));
         assert_eq!((on_a.last_run(), on_a.cloud()), (None, None));
         assert!(on_a.verify().is_some(), "the old host-level verify names drive a");
-        assert_eq!(host.records_of(Some(&b)).last_run().unwrap().state, RunState::Failed);
-        assert!(host.records_of(Some(&b)).verify().is_none());
+        let on_b = host.records_of(Some(&b));
+        assert_eq!(on_b.last_run().unwrap().state, RunState::Failed);
+        assert!(on_b.cloud().is_some_and(|c| c.last_ok), "the older push is adopted by the first drive");
+        assert!(on_b.verify().is_none());
+        // A skip there carries the run before it on that drive.
+        run.state = RunState::Skipped;
+        host.destination(&b).write_last_run(&run).unwrap();
+        let skip = host.records_of(Some(&b)).last_run().unwrap();
+        assert_eq!(skip.effective().unwrap().state, RunState::Failed);
         // No drive mounted: the job's last attempt, and the last drive seen.
         let none = host.records_of(None);
         assert_eq!(none.last_seen.as_ref().map(|s| &s.destination), Some(&b));
