@@ -17,12 +17,18 @@ struct Image {
 
 impl Image {
     fn new(env: &Env, name: &str) -> Image {
-        require("mkfs.ext4");
+        Image::with(env, name, "mkfs.ext4", 64)
+    }
+
+    /// `mkfs -q` on a file of `mib` MiB.
+    fn with(env: &Env, name: &str, mkfs: &str, mib: u64) -> Image {
+        require(mkfs);
         require("blkid");
         let path = env.dir.path().join(format!("{name}.img"));
         let f = std::fs::File::create(&path).unwrap();
-        f.set_len(64 << 20).unwrap();
-        let o = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&path).output().unwrap();
+        f.set_len(mib << 20).unwrap();
+        let force = if mkfs == "mkfs.ext4" { "-F" } else { "-f" };
+        let o = Command::new(mkfs).args(["-q", force]).arg(&path).output().unwrap();
         assert!(o.status.success(), "mkfs.ext4: {}", show(&o));
         let uuid = sh(&format!("blkid -p -o value -s UUID '{}'", path.display())).trim().to_string();
         assert!(!uuid.is_empty(), "no UUID for {}", path.display());
@@ -199,6 +205,26 @@ fn each_rotated_drive_shows_its_own_history() {
     assert!(!dests.join(format!("fs-{}", b.uuid)).join("last-verify.json").exists());
     let top: Vec<String> = tree(&env.dest).into_iter().filter(|p| !p.contains('/')).collect();
     assert_eq!(top, ["lost+found", HOST], "nothing but the host directory is written on a drive");
+}
+
+/// btrfs gives the files of every subvolume a device number of its own, which names no block
+/// device: the drive is found through the source of its mount.
+#[test]
+fn a_btrfs_drive_is_known_by_its_uuid() {
+    let env = Env::new();
+    write(&env.src.join("a.txt"), "a");
+    let drive = Image::with(&env, "btrfs", "mkfs.btrfs", 128);
+    let mut p = plan_json(&env);
+    p["destination"]["requireMountPoint"] = true.into();
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let _mounted = Mounted::new(&drive, &env.dest);
+    let out = now(&env, &plan, &[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let st = status(&env, &plan);
+    assert_eq!(st["destination"]["filesystem"], drive.uuid.as_str(), "{st:#}");
+    assert_eq!(st["lastRun"]["state"], "success");
+    let dir = env.state.join(HOST).join("destinations").join(format!("fs-{}", drive.uuid));
+    assert!(dir.join("last-run.json").is_file(), "{:?}", tree(&env.state));
 }
 
 #[test]

@@ -20,7 +20,8 @@
 //! **Keys.** Every record is keyed by host: a pulled host has its own directory
 //! (`<stateDir>/web1/`), so its runs, verifies and notifications never mix with this
 //! machine's. A destination is a [`DestinationId`]: the filesystem's UUID when the drive has
-//! one (udev's `/dev/disk/by-uuid`, else `blkid -p` on the device), else the resolved path;
+//! one (udev's `/dev/disk/by-uuid`, else `blkid -p` on the device; for btrfs the device
+//! its mount names), else the resolved path;
 //! its directory is `fs-<UUID>` or `path-<escaped path>` ([`DestinationId::key`]). A run is
 //! recorded for the destination that was mounted when it started ([`DestinationId::mounted`]:
 //! the directory exists and, with `requireMountPoint`, is a mount point), also when it failed
@@ -529,7 +530,62 @@ impl DestinationRecords {
 /// NFS) or when neither can tell.
 fn filesystem_uuid(path: &Path) -> Option<String> {
     let dev = rustix::fs::stat(path).ok()?.st_dev;
+    let dev = if block_device_name(dev).is_some() { dev } else { mount_source_device(path)? };
     uuid_from_udev(dev).or_else(|| uuid_from_blkid(dev))
+}
+
+/// The kernel's name of block device `dev` (`loop0`, `sdb1`, `dm-0`), when it is one.
+fn block_device_name(dev: u64) -> Option<String> {
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_/".contains(c);
+    (!name.is_empty() && name.chars().all(plain) && name.split('/').all(|c| !c.is_empty())).then(|| name.to_string())
+}
+
+/// For a filesystem whose files report a device number of their own (btrfs gives every
+/// subvolume one): the block device `/proc/self/mountinfo` names as the source of the mount
+/// holding `path` (the longest mount point above it, the last one listed when stacked).
+fn mount_source_device(path: &Path) -> Option<u64> {
+    let path = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String)> = None;
+    let entries = info.lines().filter_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        Some((unescape_mountinfo(before.split(' ').nth(4)?), after.split(' ').nth(1)?))
+    });
+    for (point, source) in entries {
+        let point = PathBuf::from(point);
+        let depth = point.components().count();
+        if path.starts_with(&point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            best = Some((depth, unescape_mountinfo(source)));
+        }
+    }
+    let st = rustix::fs::stat(Path::new(&best?.1)).ok()?;
+    (rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice).then_some(st.st_rdev)
+}
+
+/// mountinfo writes a space, tab, newline and backslash in a path as `\040`, `\011`, `\012`,
+/// `\134`.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::new();
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(b) => {
+                out.push(char::from(b));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn uuid_from_udev(dev: u64) -> Option<String> {
@@ -543,15 +599,8 @@ fn uuid_from_udev(dev: u64) -> Option<String> {
 }
 
 fn uuid_from_blkid(dev: u64) -> Option<String> {
-    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
-    // The kernel's name of the device (`loop0`, `sdb1`, `dm-0`), checked to be that device.
-    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).ok()?;
-    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_/".contains(c);
-    if name.is_empty() || !name.chars().all(plain) || name.split('/').any(|c| c.is_empty()) {
-        return None;
-    }
-    let node = Path::new("/dev").join(name);
+    // The device node, checked to be that device.
+    let node = Path::new("/dev").join(block_device_name(dev)?);
     let st = rustix::fs::stat(&node).ok()?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::BlockDevice || st.st_rdev != dev {
         return None;
@@ -752,6 +801,13 @@ mod tests {
         assert_eq!(none.drive(), Some(&b));
         assert_eq!(none.last_run().unwrap().state, RunState::Failed);
         assert!(dir.path().join("h/destinations/fs-bbbb/destination.json").is_file());
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_read_back() {
+        assert_eq!(unescape_mountinfo(r"/mnt/my\040drive\134x"), "/mnt/my drive\\x");
+        assert_eq!(unescape_mountinfo(r"/a\b\0"), r"/a\b\0");
+        assert_eq!(unescape_mountinfo("/dev/sdb1"), "/dev/sdb1");
     }
 
     #[test]
