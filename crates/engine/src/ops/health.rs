@@ -159,9 +159,17 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
             Some(r) => check_last_run(&r),
         },
     );
-    push("verify", check_verify(store, records.verify(), now));
+    // With no drive mounted, the verify and the push judged are the last seen drive's: say so.
+    let whose = |r: std::result::Result<String, String>| match &records.last_seen {
+        None => r,
+        Some(s) => {
+            let note = format!(" ({}, not mounted now)", s.destination.describe());
+            r.map(|m| m + &note).map_err(|m| m + &note)
+        }
+    };
+    push("verify", whose(check_verify(store, records.verify(), now)));
     if let Some(cloud) = cloud.filter(|c| c.enable) {
-        push("cloud", check_cloud(cloud, records.cloud(), now));
+        push("cloud", whose(check_cloud(cloud, records.cloud(), now)));
     }
     HealthReport {
         host: store.host.clone(),

@@ -409,7 +409,7 @@ impl DestinationId {
 
     /// The name of its directory under `destinations/`: `fs-<UUID>` when the filesystem is
     /// known, else `path-<the path, / as ->` (other bytes than letters, digits, `_` and `.` as
-    /// `%HH`; a path too long for one name as `path-<BLAKE3 of it>`). One component, always.
+    /// `%HH`; a path too long for one name as `pathhash-<BLAKE3 of it>`). One component, always.
     pub fn key(&self) -> String {
         let uuid_ok =
             |u: &str| !u.is_empty() && u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
@@ -432,7 +432,7 @@ impl DestinationId {
             }
         }
         if out.len() > 200 {
-            return format!("path-{}", &blake3::hash(bytes).to_hex()[..32]);
+            return format!("pathhash-{}", &blake3::hash(bytes).to_hex()[..32]);
         }
         out
     }
@@ -758,7 +758,7 @@ mod tests {
         }
         let long = format!("/{}", "d/".repeat(150));
         let k = drive(&long, None).key();
-        assert!(k.len() < 100 && k.starts_with("path-"), "{k}");
+        assert!(k.len() < 100 && k.starts_with("pathhash-"), "{k}");
         for k in [k, drive("/mnt/\n\u{e9}\u{0}", None).key()] {
             assert!(crate::fs::Name::new(&k).is_ok() && !k.starts_with('.'), "{k}");
         }
