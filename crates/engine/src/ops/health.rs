@@ -7,9 +7,9 @@
 //! | `freeSpace` | at least `destination.minFreeBytes` are free there |
 //! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge`, and not dated more than five minutes in the future (see [`crate::store::clock`]) |
 //! | `snapshotCount` | there are at least `health.minBackups` complete snapshots |
-//! | `lastRun` | the last run (`last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
-//! | `verify` | the last verify found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
-//! | `cloud` | with `cloud.enable`: the last good push is younger than `cloud.maxAge` |
+//! | `lastRun` | the last run on the drive mounted now (its `last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
+//! | `verify` | the last verify of the drive found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
+//! | `cloud` | with `cloud.enable`: the last good push of a snapshot of the drive is younger than `cloud.maxAge` |
 //!
 //! Everything here only reads. The records it reads (last run, last verify, cloud) and the
 //! report it produces are kept by [`crate::ops::state`]. They are the records *of the drive
