@@ -1142,13 +1142,36 @@ fn module_refuses_bad_values() {
         ("agent.allowedPaths", "[ \"/home\\n/etc\" ]"),
         ("agent.excludePatterns", "[ \"*.tmp\\r\" ]"),
         ("agent.authorizedKeys", "[ \"ssh-ed25519 AAAA a\\nssh-rsa AAAA b\" ]"),
+        ("offsite.nas.repository", "\"-oInjected=1\""),
+        ("offsite.nas.repository", "\"/mnt/nas\\n/restic\""),
+        ("offsite.nas.repository", "\"\""),
+        ("offsite.nas.passwordFile", "\"restic-password\""),
+        ("offsite.nas.environmentFile", "\"s3.env\""),
+        ("offsite.nas.keepDaily", "(-2)"),
+        ("offsite.nas.keepWithin", "\"2 weeks\""),
+        ("offsite.nas.schedule", "\"\""),
+        ("offsite.nas.check.schedule", "\"\""),
+        ("offsite.nas.check.readDataSubset", "\"5\""),
+        ("offsite.nas.check.readDataSubset", "\"05%\""),
+        ("offsite.nas.check.readDataSubset", "\"1/5\""),
+        ("offsite.nas.bandwidthLimit", "0"),
+        ("offsite.nas.bandwidthLimit", "\"1M\""),
+        ("offsite.nas.maxAge", "\"a week\""),
+        ("local.runOnMount", "\"yes\""),
+        ("local.runOnMountMinInterval", "\"6 hours\""),
+        ("inhibitSleep", "1"),
     ];
     for (option, value) in bad {
         // A pulled host needs its sources; they are given unless they are what is tested.
         let host = if option.starts_with("hosts.") && option != "hosts.web1.sources" {
-            "hosts.web1.sources = [ \"/srv\" ];"
+            "hosts.web1.sources = [ \"/srv\" ];".to_owned()
         } else {
-            ""
+            // An offsite needs its repository and password file, unless they are what is tested.
+            [("repository", "\"/mnt/nas/restic\""), ("passwordFile", "\"/run/agenix/restic-password\"")]
+                .iter()
+                .filter(|(field, _)| option.starts_with("offsite.nas.") && option != format!("offsite.nas.{field}"))
+                .map(|(field, value)| format!("offsite.nas.{field} = {value}; "))
+                .collect()
         };
         let definitions = format!(
             "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; {host} {option} = {value}; }}; }}"
@@ -1160,6 +1183,50 @@ fn module_refuses_bad_values() {
             "{option} = {value}: the error does not name the option:\n{err}"
         );
     }
+}
+
+/// The offsites' secrets are files read at run time: a string in the Nix store, a Nix path literal
+/// (which would be copied into the world-readable store) or a relative path is refused, with a
+/// message that names the option and shows the agenix and sops-nix way.
+#[test]
+fn module_refuses_offsite_secrets_in_the_store() {
+    let Some(lib) = nixpkgs_lib("module_refuses_offsite_secrets_in_the_store") else { return };
+    for field in ["passwordFile", "environmentFile", "rcloneConfigFile"] {
+        for value in [
+            "\"/nix/store/00000000000000000000000000000000-restic-password\"",
+            "./restic-password",
+            "\"restic-password\"",
+        ] {
+            let password = if field == "passwordFile" { "" } else { "passwordFile = \"/run/agenix/restic-password\";" };
+            let definitions = format!(
+                "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; \
+                 offsite.nas = {{ repository = \"rclone:nas:restic\"; {password} {field} = {value}; }}; }}; }}"
+            );
+            let err = eval_module(&lib, ("definitions", &definitions))
+                .err()
+                .unwrap_or_else(|| panic!("offsite.nas.{field} = {value} was accepted"));
+            for needed in [
+                format!("hwc.system.services.backup.offsite.nas.{field}'"),
+                "not in the Nix store".to_owned(),
+                "config.age.secrets.<name>.path with agenix".to_owned(),
+                "config.sops.secrets.<name>.path with sops-nix".to_owned(),
+            ] {
+                assert!(err.contains(&needed), "{field} = {value}: the error lacks {needed:?}:\n{err}");
+            }
+        }
+    }
+    // The same secrets at run-time paths are accepted and rendered as they are.
+    let definitions = "{ hwc.system.services.backup = { enable = true; local.enable = true; offsite.nas = { \
+                       repository = \"rclone:nas:restic\"; passwordFile = \"/run/secrets/restic\"; \
+                       environmentFile = \"/run/agenix/env\"; rcloneConfigFile = \"/run/agenix/rclone\"; }; }; }";
+    let module = eval_module(&lib, ("definitions", definitions)).unwrap();
+    let nas = &module["plan"]["offsite"]["nas"];
+    assert_eq!(nas["passwordFile"], "/run/secrets/restic");
+    assert_eq!(nas["environmentFile"], "/run/agenix/env");
+    assert_eq!(nas["rcloneConfigFile"], "/run/agenix/rclone");
+    assert_eq!(nas["restic"], "/nix/store/00000000000000000000000000000000-restic-0.18.0/bin/restic");
+    assert_eq!(nas["rclone"], "/nix/store/00000000000000000000000000000000-rclone-1.70.0/bin/rclone");
+    assert_eq!(module["failedAssertions"], serde_json::json!([]));
 }
 
 #[test]
@@ -1197,6 +1264,32 @@ fn module_finds_the_agenix_secret_path() {
     let module: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(module["plan"]["cloud"]["rcloneConfigFile"], "/run/keys/rclone.conf");
     assert_eq!(module["warnings"], serde_json::json!([]));
+
+    // An offsite to Proton Drive takes the same secret as its rclone config; when agenix is
+    // there but the secret is not declared, the module says so.
+    let proton = repo().join("tests/nix/cases/offsite-proton.nix");
+    let eval = |agenix: &str| -> Value {
+        let mut args = args;
+        args[9] = proton.to_str().unwrap();
+        args[12] = agenix;
+        let output = run("nix-instantiate", &args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let module = eval(agenix);
+    assert_eq!(module["plan"]["offsite"]["proton"]["rcloneConfigFile"], "/run/keys/rclone.conf");
+    assert_eq!(module["warnings"], serde_json::json!([]));
+    let undeclared = agenix.replace("config.age.secrets.rclone-proton-config.path = \"/run/keys/rclone.conf\";", "");
+    assert_ne!(undeclared, agenix);
+    let module = eval(&undeclared);
+    assert_eq!(module["plan"]["offsite"]["proton"]["rcloneConfigFile"], "/run/agenix/rclone-proton-config");
+    let warnings = strings(&module["warnings"]);
+    assert!(
+        warnings.iter().any(
+            |w| w.contains("age.secrets.\"rclone-proton-config\" is not declared") && w.contains("offsites proton")
+        ),
+        "{warnings:?}"
+    );
 }
 
 #[test]
