@@ -353,12 +353,13 @@ let
           };
 
           readDataSubset = lib.mkOption {
-            type = lib.types.nullOr (lib.types.strMatching "(0|[1-9][0-9]*)([.][0-9]+)?%");
+            type = lib.types.nullOr (lib.types.strMatching "(0|[1-9][0-9]*)%");
             default = "5%";
             example = "10%";
             description = ''
               How much of the repository's data each check downloads and reads
-              (`restic check --read-data-subset`, more than 0 and at most 100%), rotated so
+              (`restic check --read-data-subset`, a whole percentage more than 0 and at most
+              100), rotated so
               that repeated checks cover the whole repository. `null`: only the structure is
               checked.
             '';
@@ -1132,8 +1133,10 @@ in
       ++ lib.optional rendered.dumps "d ${rendered.plan.databases.stagingDir} 0700 root root - -";
 
       # Unit names: see ../nix/render.nix (backup.timer -> backup.service, backup-local,
-      # backup-cloud, backup-health-check, backup-verify, backup-failure@, and
-      # backup-host-<name>.timer -> backup-host-<name>.service per pulled host).
+      # backup-cloud, backup-health-check, backup-verify, backup-failure@,
+      # backup-host-<name>.timer -> backup-host-<name>.service per pulled host,
+      # backup-offsite-<name> and backup-offsite-check-<name> per offsite with a schedule, and
+      # backup-on-mount with local.runOnMount).
       systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
       systemd.timers = rendered.units.timers;
 

@@ -195,7 +195,7 @@ with ctx;
   # Assertions
   # ----------------------------------------------------------------------------------------------
 
-  # "5%" -> 5; the option's type admits only JSON-style numbers before the "%".
+  # "5%" -> 5; the option's type admits only whole numbers without leading zeros before the "%".
   subsetPercent = s: builtins.fromJSON (head (match "(.*)%" s));
 
   offsiteAssertions =

@@ -1154,6 +1154,7 @@ fn module_refuses_bad_values() {
         ("offsite.nas.check.readDataSubset", "\"5\""),
         ("offsite.nas.check.readDataSubset", "\"05%\""),
         ("offsite.nas.check.readDataSubset", "\"1/5\""),
+        ("offsite.nas.check.readDataSubset", "\"2.5%\""),
         ("offsite.nas.bandwidthLimit", "0"),
         ("offsite.nas.bandwidthLimit", "\"1M\""),
         ("offsite.nas.maxAge", "\"a week\""),

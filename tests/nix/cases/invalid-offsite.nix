@@ -28,7 +28,7 @@
       unclean = {
         repository = "/mnt/nas/../restic/";
         passwordFile = "/run/agenix/restic-password";
-        check.readDataSubset = "100.5%";
+        check.readDataSubset = "101%";
       };
       spaced = {
         repository = "/mnt/my nas/restic";

@@ -24,7 +24,7 @@
       bandwidthLimit = 4096;
       check = {
         schedule = "monthly";
-        readDataSubset = "2.5%";
+        readDataSubset = "10%";
       };
     };
   };
