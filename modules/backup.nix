@@ -26,6 +26,10 @@ let
     # The pull units' PATH holds no ssh; the plan names it (hosts.<name>.ssh).
     ssh = lib.getExe' pkgs.openssh "ssh";
     flock = lib.getExe' pkgs.util-linux "flock";
+    # Offsite copies: restic (the plan names it, lazily: only an offsite forces the package)
+    # and the sleep inhibitor that wraps the long-running units' commands.
+    restic = lib.getExe cfg.resticPackage;
+    systemdInhibit = lib.getExe' (config.systemd.package or pkgs.systemd) "systemd-inhibit";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
     secretPath = name: lib.attrByPath [ "age" "secrets" name "path" ] "/run/agenix/${name}" config;
@@ -226,6 +230,160 @@ let
         };
       };
     };
+
+  # ----------------------------------------------------------------------------------------------
+  # Offsite copies (offsite.<name>): restic repositories fed from the local snapshots (issue 13)
+  # ----------------------------------------------------------------------------------------------
+
+  # A secret is a file read at run time, never a value in the world-readable Nix store: a path
+  # string outside the store (a path literal such as ./secret would be copied into it).
+  secretFile =
+    lib.types.pathWith {
+      inStore = false;
+      absolute = true;
+    }
+    // {
+      description = "absolute path not in the Nix store, as a string (a secret decrypted at run time: config.age.secrets.<name>.path with agenix, config.sops.secrets.<name>.path with sops-nix)";
+    };
+
+  # As restic's --keep-* take them; -1 becomes "unlimited" in the plan.
+  mkOffsiteKeep =
+    period: default:
+    lib.mkOption {
+      type = keepCount;
+      inherit default;
+      example = default + 2;
+      description = ''
+        `restic forget --keep-${period} N` on this offsite's repository: its own rule,
+        independent of {option}`local.keep*`. `0` disables the rule, `-1` keeps one for every
+        such period.
+      '';
+    };
+
+  offsiteModule =
+    { name, ... }:
+    {
+      options = {
+        repository = lib.mkOption {
+          type = lib.types.strMatching "[^-\n\r][^\n\r]*" // {
+            description = "restic repository string (single line, not starting with `-`)";
+          };
+          example = "rclone:proton:backups/restic";
+          description = ''
+            The restic repository (`restic -r`): a local path (`/mnt/nas/restic`), `sftp:…`,
+            `s3:…`, `b2:…`, `rest:…` or `rclone:<remote>:<path>` for providers restic reaches
+            through rclone, such as Proton Drive. It is created (`restic init`) on first use.
+            A local path gets `RequiresMountsFor=` and is made writable to the units.
+          '';
+        };
+
+        passwordFile = lib.mkOption {
+          type = secretFile;
+          example = "/run/agenix/restic-password";
+          description = ''
+            File holding the repository's password (`restic --password-file`); it must exist and
+            not be empty when the copy runs. Keep it out of the Nix store: use agenix
+            (`config.age.secrets.restic-password.path`) or sops-nix
+            (`config.sops.secrets.restic-password.path`). Without it nothing in the repository
+            can be read: keep a copy away from this machine.
+          '';
+        };
+
+        environmentFile = lib.mkOption {
+          type = lib.types.nullOr secretFile;
+          default = null;
+          example = "/run/agenix/restic-b2-env";
+          description = ''
+            File of `KEY=value` lines added to restic's environment: the backend's credentials
+            (`AWS_ACCESS_KEY_ID`, `B2_ACCOUNT_KEY`, …). Keep it out of the Nix store.
+          '';
+        };
+
+        rcloneConfigFile = lib.mkOption {
+          type = lib.types.nullOr secretFile;
+          default = null;
+          defaultText = lib.literalMD "the agenix secret of {option}`protonDrive` when it is enabled and the repository starts with `rclone:proton:`, otherwise `null`";
+          example = "/run/agenix/rclone-config";
+          description = ''
+            rclone config (`RCLONE_CONFIG`) defining the remote of an `rclone:` repository.
+            `null` (with no Proton Drive default): root's own rclone config. Keep it out of the
+            Nix store.
+          '';
+        };
+
+        keepLast = mkOffsiteKeep "last" 0;
+        keepHourly = mkOffsiteKeep "hourly" 0;
+        keepDaily = mkOffsiteKeep "daily" 7;
+        keepWeekly = mkOffsiteKeep "weekly" 5;
+        keepMonthly = mkOffsiteKeep "monthly" 12;
+        keepYearly = mkOffsiteKeep "yearly" 0;
+
+        keepWithin = lib.mkOption {
+          type = lib.types.nullOr (lib.types.strMatching "([0-9]+[ymdh])+");
+          default = null;
+          example = "3m";
+          description = ''
+            Also keep every offsite snapshot younger than this, relative to the newest one
+            (`restic forget --keep-within`; units `y`, `m` (months), `d`, `h`).
+          '';
+        };
+
+        schedule = lib.mkOption {
+          type = lib.types.nullOr lib.types.nonEmptyStr;
+          default = null;
+          example = "Sun 03:00";
+          description = ''
+            `null`: the newest snapshot is copied right after each successful or partial local
+            run (`backup.service`; `backup-local.service` skips it). A systemd calendar
+            expression ({manpage}`systemd.time(7)`, used as it is): only
+            `backup-offsite-${name}.timer` copies, at these times, the newest local snapshot.
+          '';
+        };
+
+        check = {
+          schedule = lib.mkOption {
+            type = lib.types.nullOr lib.types.nonEmptyStr;
+            default = null;
+            example = "monthly";
+            description = ''
+              systemd calendar expression for `backup-offsite-check-${name}.timer`, which runs
+              `hwc-backup verify --offsite ${name}` (`restic check` and a comparison of sampled
+              files with the local manifest). `null`: no scheduled check.
+            '';
+          };
+
+          readDataSubset = lib.mkOption {
+            type = lib.types.nullOr (lib.types.strMatching "(0|[1-9][0-9]*)%");
+            default = "5%";
+            example = "10%";
+            description = ''
+              How much of the repository's data each check downloads and reads
+              (`restic check --read-data-subset`, a whole percentage more than 0 and at most
+              100), rotated so
+              that repeated checks cover the whole repository. `null`: only the structure is
+              checked.
+            '';
+          };
+        };
+
+        bandwidthLimit = lib.mkOption {
+          type = lib.types.nullOr lib.types.ints.positive;
+          default = null;
+          example = 2048;
+          description = "Upload limit in KiB/s (`restic --limit-upload`); `null` for none.";
+        };
+
+        maxAge = lib.mkOption {
+          type = duration;
+          default = "7d";
+          example = "8d";
+          description = ''
+            The health check fails when this offsite's last good copy is older than this (units
+            `s`, `m`, `h`, `d`, `w`; not zero).
+          '';
+        };
+      };
+    };
 in
 {
   options.hwc.system.services.backup = {
@@ -269,6 +427,30 @@ in
           Refuse to run unless {option}`local.mountPoint` is a mount point, so that an unplugged
           drive does not fill the root file system. Set to `false` for a destination that is a
           plain directory.
+        '';
+      };
+
+      runOnMount = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Also start a backup whenever {option}`local.mountPoint` gets mounted
+          (`backup-on-mount.service`, wanted by the mount unit): a drive plugged in once a week
+          is backed up then, not only at the scheduled time when it may be absent. The run is
+          skipped when the destination's newest complete snapshot is younger than
+          {option}`local.runOnMountMinInterval`, so a remount does not start a second one.
+        '';
+      };
+
+      runOnMountMinInterval = lib.mkOption {
+        type = duration;
+        default = "6h";
+        example = "1d";
+        description = ''
+          With {option}`local.runOnMount`: the backup started by mounting the destination is
+          skipped (successfully) when its newest complete snapshot is younger than this
+          (`hwc-backup now --min-interval`; units `s`, `m`, `h`, `d`, `w`).
         '';
       };
 
@@ -772,6 +954,53 @@ in
         };
       };
     };
+    offsite = lib.mkOption {
+      type = lib.types.attrsOf (lib.types.submodule offsiteModule);
+      default = { };
+      example = lib.literalExpression ''
+        {
+          proton = {
+            repository = "rclone:proton:backups/restic";
+            passwordFile = config.age.secrets.restic-password.path;
+          };
+          nas = {
+            repository = "/mnt/nas/restic";
+            passwordFile = config.age.secrets.restic-password.path;
+            schedule = "Sun 03:00";
+            check.schedule = "monthly";
+            keepDaily = 14;
+          };
+        }
+      '';
+      description = ''
+        Offsite copies: standard restic repositories, each fed from the newest complete local
+        snapshot (with its own time, host and paths, so that `restic restore latest --target /`
+        puts every file back where it was), with its own retention
+        (`restic forget` + `prune`). `hwc-backup offsite <name>` copies by hand;
+        `hwc-backup restore --offsite <name> …` restores, also on a new machine with only the
+        repository and the password file. Names are 1 to 64 letters, digits, `.`, `_` or `-`.
+        Needs {option}`local.enable`.
+      '';
+    };
+
+    resticPackage = lib.mkPackageOption pkgs "restic" {
+      example = "pkgs.unstable.restic";
+      extraDescription = "It writes, checks and restores the {option}`offsite` repositories.";
+    };
+
+    inhibitSleep = lib.mkOption {
+      type = lib.types.bool;
+      default = true;
+      example = false;
+      description = ''
+        Keep the machine from suspending while a backup, pull, verification or offsite copy
+        runs: each unit's command runs under
+        `systemd-inhibit --what=sleep --mode=block`, as nixpkgs' restic and borgbackup modules
+        do with `inhibitsSleep`. Works together with {option}`schedule.onlyOnAC`, which keeps
+        the runs from starting on battery.
+      '';
+    };
+
     hosts = lib.mkOption {
       type = lib.types.attrsOf (lib.types.submodule hostModule);
       default = { };
@@ -882,7 +1111,14 @@ in
         && cfg.cloud.rcloneConfigFile == null
         && config ? age
         && !(config.age.secrets ? ${cfg.protonDrive.secretName})
-      ) "hwc.system.services.backup.protonDrive.secretName: age.secrets.\"${cfg.protonDrive.secretName}\" is not declared, so the cloud push will find no rclone config.";
+      ) "hwc.system.services.backup.protonDrive.secretName: age.secrets.\"${cfg.protonDrive.secretName}\" is not declared, so the cloud push will find no rclone config."
+      # The same for the offsites that take their rclone config from protonDrive.
+      ++ lib.optional (
+        cfg.protonDrive.enable
+        && rendered.protonOffsites != [ ]
+        && config ? age
+        && !(config.age.secrets ? ${cfg.protonDrive.secretName})
+      ) "hwc.system.services.backup.protonDrive.secretName: age.secrets.\"${cfg.protonDrive.secretName}\" is not declared, so the offsites ${lib.concatStringsSep ", " rendered.protonOffsites} will find no rclone config.";
 
       environment.etc."hwc-backup/config.json".source = planFile;
 
@@ -897,8 +1133,10 @@ in
       ++ lib.optional rendered.dumps "d ${rendered.plan.databases.stagingDir} 0700 root root - -";
 
       # Unit names: see ../nix/render.nix (backup.timer -> backup.service, backup-local,
-      # backup-cloud, backup-health-check, backup-verify, backup-failure@, and
-      # backup-host-<name>.timer -> backup-host-<name>.service per pulled host).
+      # backup-cloud, backup-health-check, backup-verify, backup-failure@,
+      # backup-host-<name>.timer -> backup-host-<name>.service per pulled host,
+      # backup-offsite-<name> and backup-offsite-check-<name> per offsite with a schedule, and
+      # backup-on-mount with local.runOnMount).
       systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
       systemd.timers = rendered.units.timers;
 

@@ -9,13 +9,17 @@
 #   assertions  -> assertions ({ assertion, message } pairs; the module adds only agenix checks),
 #                  those of the server half with `enable`, those of the agent with `agent.enable`
 #   warnings    -> warnings (likewise)
+#   protonOffsites -> the offsites whose rclone config is protonDrive's agenix secret (the
+#                  module warns when that secret is not declared)
 #   dumps       -> whether a database dump is enabled (the module then creates the staging
 #                  directory with tmpfiles)
 #   agent       -> { authorizedKeys }: the `authorized_keys` entries for `agent.user`
 #
 # Unit names (from the seed README): backup.timer -> backup.service (the whole run),
 # backup-local.service, backup-cloud.service, backup-health-check.timer/.service,
-# backup-verify.timer/.service, backup-host-<name>.timer/.service per pulled host, and the
+# backup-verify.timer/.service, backup-host-<name>.timer/.service per pulled host,
+# backup-offsite-<name>.timer/.service and backup-offsite-check-<name>.timer/.service per
+# offsite with its own schedule, backup-on-mount.service (local.runOnMount), and the
 # template backup-failure@.service that every other service names in OnFailure=, so a failure
 # is reported even when the runner was killed.
 {
@@ -32,6 +36,11 @@
   # util-linux's flock(1), which keeps pulls within hostConcurrency; systemd looks a bare name
   # up in its own PATH (/usr/bin, …), which NixOS does not have.
   flock ? "flock",
+  # Absolute path of the restic binary the offsites use, or null to find it on PATH.
+  restic ? null,
+  # systemd-inhibit(1), which keeps the machine awake during a run (inhibitSleep); systemd
+  # looks a bare name up in its own PATH, as for flock.
+  systemdInhibit ? "systemd-inhibit",
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -43,13 +52,14 @@ let
   # the fixed point below well defined: no part forces a binding that depends on itself.
   ctx =
     {
-      inherit cfg package writeHook rclone ssh flock secretPath configFile;
+      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit;
     }
     // import ./render/common.nix ctx
     // import ./render/schedule.nix ctx
     // import ./render/plan.nix ctx
     // import ./render/units.nix ctx
     // import ./render/pull-units.nix ctx
+    // import ./render/offsite.nix ctx
     // import ./render/checks.nix ctx
     // import ./render/agent.nix ctx
     ;
@@ -64,10 +74,11 @@ let
     services
     timers
     authorizedKeys
+    protonOffsites
     ;
 in
 {
-  inherit plan dumps;
+  inherit plan dumps protonOffsites;
   # Each half's checks only when it is enabled, as the module applies them.
   assertions = optionals cfg.enable serverAssertions ++ optionals agentCfg.enable agentAssertions;
   warnings = optionals cfg.enable serverWarnings;

@@ -81,8 +81,8 @@ with ctx;
       "${opt "local.useRsync"} = false has no effect: hwc-backup always makes incremental, hard-linked snapshots."
     ++ optional (cfg.schedule.enable && !local.enable && !pulls)
       "${opt "schedule.enable"} has no effect without ${opt "local.enable"} or ${opt "hosts"}."
-    ++ optional (cfg.protonDrive.enable && !cfg.cloud.enable)
-      "${opt "protonDrive.enable"} has no effect without ${opt "cloud.enable"}."
+    ++ optional (cfg.protonDrive.enable && !cfg.cloud.enable && protonOffsites == [ ])
+      "${opt "protonDrive.enable"} has no effect without ${opt "cloud.enable"} or an ${opt "offsite"} whose repository starts with \"rclone:proton:\" and that sets no rcloneConfigFile."
     ++ optional (
       cfg.cloud.enable
       && cfg.cloud.provider == "proton-drive"
@@ -106,5 +106,7 @@ with ctx;
       in
       optional (key != null && match "/nix/store/.*" (toString key) != null)
         "${opt "hosts.${name}.sshKeyFile"} is in the Nix store, which every user of the machine can read: keep private keys outside it."
-    ) hostNames;
+    ) hostNames
+    # Offsite copies and runOnMount (nix/render/offsite.nix).
+    ++ offsiteWarnings;
 }

@@ -123,7 +123,10 @@ with ctx;
     (dumpAssertions "postgresql")
     (dumpAssertions "mysql")
   ]
-  ++ concatMap hostAssertions hostNames;
+  ++ concatMap hostAssertions hostNames
+  # Offsite copies and runOnMount (nix/render/offsite.nix).
+  ++ offsiteAssertions
+  ++ onMountAssertions;
 
   # ----------------------------------------------------------------------------------------------
   # Checks of pulled hosts (the runner refuses the same plans, but only at build time)

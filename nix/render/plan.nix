@@ -111,6 +111,8 @@ with ctx;
       };
     };
     hosts = mapAttrs hostPlan cfg.hosts;
+    # Offsite copies (nix/render/offsite.nix); `{}` without any.
+    offsite = offsitePlans;
     inherit logDir stateDir;
   };
 

@@ -84,22 +84,31 @@ with ctx;
 
   pulls = hostNames != [ ];
 
+  # The whole run (`now` and its arguments): backup.service, backup-on-mount.service. It also
+  # makes the cloud push and the copies to the offsites without a schedule of their own.
+  runService =
+    description: args:
+    mkService {
+      inherit description args;
+      writable = snapshotters ++ offsiteWritable immediateOffsites;
+      onAC = true;
+      extra =
+        builtins.foldl' mergeUnit
+          (networkDeps (
+            networkTargets || cfg.cloud.enable || remoteDatabase || remoteRepositories immediateOffsites
+          ))
+          [
+            (optionalAttrs cfg.cloud.enable rcloneCache)
+            (offsiteExtra immediateOffsites)
+            dumpOrder
+          ];
+    };
+
   services =
     optionalAttrs cfg.local.enable {
-      backup = mkService {
-        description = "hwc-backup: snapshot, prune${
-          if cfg.cloud.enable then ", cloud push" else ""
-        } and notify";
-        args = [ "now" ];
-        writable = snapshotters;
-        onAC = true;
-        extra =
-          builtins.foldl' mergeUnit (networkDeps (networkTargets || cfg.cloud.enable || remoteDatabase))
-            [
-              (optionalAttrs cfg.cloud.enable rcloneCache)
-              dumpOrder
-            ];
-      };
+      backup = runService "hwc-backup: snapshot, prune${
+        if cfg.cloud.enable then ", cloud push" else ""
+      }${if immediateOffsites != [ ] then ", offsite copies" else ""} and notify" [ "now" ];
       backup-local = mkService {
         description = "hwc-backup: local snapshot and prune";
         args = [
@@ -116,6 +125,8 @@ with ctx;
         # No RequiresMountsFor: the health check must run when the disk is missing, see it,
         # and report it with its own message, rather than fail as a dependency of the mount.
         needsDestination = false;
+        # Quick: no reason to hold off a suspend.
+        inhibit = false;
         extra = networkDeps networkTargets;
       };
       backup-verify = mkService {
@@ -148,7 +159,9 @@ with ctx;
         restartIfChanged = false;
       } (networkDeps networkTargets);
     }
-    // hostServices;
+    // hostServices
+    // offsiteServices
+    // onMountServices;
 
   timers =
     optionalAttrs scheduled {
@@ -162,5 +175,6 @@ with ctx;
     // optionalAttrs (cfg.local.enable && cfg.verify.enable) {
       backup-verify = mkTimer "hwc-backup: scheduled verification" cfg.verify.schedule;
     }
-    // hostTimers;
+    // hostTimers
+    // offsiteTimers;
 }

@@ -95,6 +95,29 @@ with ctx;
     environment.RCLONE_CACHE_DIR = "${cacheDir}/rclone";
   };
 
+  # inhibitSleep: the command runs under systemd-inhibit, which holds a "block" inhibitor lock on
+  # sleep (suspend, hibernate) for as long as it runs and exits with the command's status, as
+  # nixpkgs' restic and borgbackup modules do. The reason shown by `systemd-inhibit --list` is
+  # the unit's description.
+  inhibited =
+    description: execStart:
+    if cfg.inhibitSleep then
+      concatStringsSep " " [
+        systemdInhibit
+        "--what=sleep"
+        "--who=hwc-backup"
+        "\"--why=${
+          let
+            m = match "hwc-backup: (.*)" description;
+          in
+          if m == null then description else head m
+        }\""
+        "--mode=block"
+        execStart
+      ]
+    else
+      execStart;
+
   mkService =
     {
       description,
@@ -103,6 +126,8 @@ with ctx;
       onAC ? false,
       needsDestination ? true,
       execStart ? command args,
+      # Whether the run may take long enough to be worth keeping the machine awake.
+      inhibit ? true,
       extra ? { },
     }:
     mergeUnit {
@@ -113,7 +138,7 @@ with ctx;
         // optionalAttrs (onAC && cfg.schedule.onlyOnAC) { ConditionACPower = true; };
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = execStart;
+        ExecStart = if inhibit then inhibited description execStart else execStart;
       }
       // idlePriority
       // hardening writable;

@@ -385,7 +385,7 @@ fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
             let def = &services[&unit];
             let what = format!("{}: {unit}", case.name);
             assert!(def.is_object(), "{what}: missing");
-            let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
+            let exec = without_inhibitor(def["serviceConfig"]["ExecStart"].as_str().unwrap());
             let args: Vec<&str> = exec.split_whitespace().collect();
             assert_eq!(args[1], "--no-fork", "{what}: {exec}");
             slots.insert(args[2].to_owned());
@@ -431,7 +431,7 @@ fn module_and_config_check_refuse_a_source_inside_the_destination() {
     );
     let dir = tempfile::tempdir().unwrap();
     for inside in ["/mnt/backup", "/mnt/backup/laptop/daily"] {
-        let mut plan = case.rendered["plan"].clone();
+        let mut plan = plan_for_this_runner(&case.rendered["plan"]);
         plan["sources"][1] = Value::String(inside.into());
         let file = dir.path().join("plan.json");
         fs::write(&file, canonical(&plan)).unwrap();
@@ -448,7 +448,7 @@ fn rendered_plans_pass_config_check() {
     let mut checked = 0;
     for case in cases_with_plan() {
         let file = dir.path().join(format!("{}.json", case.name));
-        fs::write(&file, canonical(&case.rendered["plan"])).unwrap();
+        fs::write(&file, canonical(&plan_for_this_runner(&case.rendered["plan"]))).unwrap();
         let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
         assert!(
             output.status.success(),
@@ -462,7 +462,7 @@ fn rendered_plans_pass_config_check() {
     assert!(checked >= 5);
 
     let file = dir.path().join("broken.json");
-    fs::write(&file, canonical(&broken_plan())).unwrap();
+    fs::write(&file, canonical(&plan_for_this_runner(&broken_plan()))).unwrap();
     let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
     let said = text(&output.stdout) + &text(&output.stderr);
     assert!(
@@ -488,11 +488,16 @@ fn unit_files_pass_systemd_analyze_verify() {
         .find(|path| path.is_file())
         .expect("flock (util-linux) is not installed");
     let flock = flock.to_str().unwrap();
+    // inhibitSleep wraps the long-running units' commands in systemd-inhibit(1).
+    let inhibit = Path::new("/usr/bin/systemd-inhibit");
+    assert!(inhibit.is_file(), "systemd-inhibit (systemd) is not installed");
+    let inhibit = inhibit.to_str().unwrap();
 
     let mut verified = 0;
     let mut pulls = 0;
     for case in valid_cases() {
-        let case = render_case_with(&case.path, package.to_str().unwrap(), &[("flock", flock)]);
+        let case =
+            render_case_with(&case.path, package.to_str().unwrap(), &[("flock", flock), ("systemdInhibit", inhibit)]);
         let files = case.unit_files();
         if files.is_empty() {
             continue;
@@ -536,7 +541,7 @@ fn unit_command_lines_are_accepted_by_the_cli() {
     for case in valid_cases() {
         for (file, kind, def) in case.units() {
             if kind == Kind::Service {
-                let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
+                let exec = without_inhibitor(def["serviceConfig"]["ExecStart"].as_str().unwrap());
                 // A pull starts as `<flock> --no-fork <slot lock> <package>/bin/hwc-backup …`.
                 let runner = exec.find(FAKE_PACKAGE).unwrap_or_else(|| panic!("{file}: {exec}"));
                 if runner > 0 {
@@ -559,6 +564,13 @@ fn unit_command_lines_are_accepted_by_the_cli() {
             .skip(1) // /bin/hwc-backup
             .map(|arg| if arg == "/etc/hwc-backup/config.json" { missing.to_str().unwrap() } else { arg })
             .collect();
+        if let Some(pending) = pending_in_runner(&args) {
+            announce(&format!(
+                "SKIPPED `{}` in nix::unit_command_lines_are_accepted_by_the_cli: {pending}",
+                args.join(" ")
+            ));
+            continue;
+        }
         let output = run(hwc_backup(), &args);
         let said = text(&output.stdout) + &text(&output.stderr);
         assert!(
@@ -567,6 +579,205 @@ fn unit_command_lines_are_accepted_by_the_cli() {
             command.trim_start_matches("/bin/")
         );
     }
+}
+
+/// The command that `inhibitSleep` runs under `systemd-inhibit --what=sleep --who=hwc-backup
+/// "--why=…" --mode=block`, checking the prefix's shape; a command without it as it is.
+fn without_inhibitor(exec: &str) -> &str {
+    let Some((program, rest)) = exec.split_once(' ') else { return exec };
+    if !program.ends_with("/systemd-inhibit") {
+        return exec;
+    }
+    let rest = rest
+        .strip_prefix("--what=sleep --who=hwc-backup \"--why=")
+        .unwrap_or_else(|| panic!("unexpected systemd-inhibit arguments: {exec}"));
+    let (why, rest) =
+        rest.split_once("\" --mode=block ").unwrap_or_else(|| panic!("unexpected systemd-inhibit arguments: {exec}"));
+    // One double-quoted word of the unit file: nothing that ends it or that systemd expands.
+    assert!(!why.is_empty() && !why.contains(['"', '\\', '%', '$']), "--why={why:?} in {exec}");
+    rest
+}
+
+/// Issue 13's runner side (`hwc-backup offsite`, `verify --offsite`, `now --min-interval`, the
+/// plan's `offsite` object) is written on other branches at the same time as the module that
+/// uses it. Until this binary has one of these features, the checks that need it announce a
+/// skip; once it has it, they check it like everything else. Nothing else may be missing.
+/// (Remove this list once the branches are merged.)
+const PENDING_IN_RUNNER: &[(&str, &str)] = &[("offsite", ""), ("verify", "--offsite"), ("now", "--min-interval")];
+
+/// Why `args` (a command line of a unit, without the program) cannot be checked yet, if so.
+fn pending_in_runner(args: &[&str]) -> Option<String> {
+    let (sub, flag) = PENDING_IN_RUNNER
+        .iter()
+        .find(|(sub, flag)| args.first() == Some(sub) && (flag.is_empty() || args.contains(flag)))?;
+    let output = run(hwc_backup(), &[sub, "--help"]);
+    let known = output.status.success() && (flag.is_empty() || text(&output.stdout).contains(flag));
+    (!known).then(|| format!("this hwc-backup has no `{sub} {flag}` yet (issue 13, on another branch)"))
+}
+
+/// The plan as this binary's `config check` reads it: without the `offsite` object while the
+/// runner does not know it yet (see PENDING_IN_RUNNER).
+fn plan_for_this_runner(plan: &Value) -> Value {
+    static KNOWS_OFFSITE: OnceLock<bool> = OnceLock::new();
+    let knows = *KNOWS_OFFSITE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut probe = cases().iter().find(|c| c.name == "quick-start").unwrap().rendered["plan"].clone();
+        probe["offsite"] = serde_json::json!({});
+        let file = dir.path().join("probe.json");
+        fs::write(&file, canonical(&probe)).unwrap();
+        let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
+        let said = text(&output.stdout) + &text(&output.stderr);
+        assert!(output.status.success() || said.contains("offsite"), "config check of a quick-start plan: {said}");
+        if !output.status.success() {
+            announce("SKIPPED the plan's `offsite` object in nix:: config checks: this hwc-backup does not know it yet (issue 13, on another branch)");
+        }
+        output.status.success()
+    });
+    let mut plan = plan.clone();
+    if !knows {
+        plan.as_object_mut().unwrap().remove("offsite");
+    }
+    plan
+}
+
+#[test]
+fn long_running_units_keep_the_machine_awake() {
+    let mut wrapped = 0;
+    for case in valid_cases() {
+        let off = fs::read_to_string(&case.path).unwrap().contains("inhibitSleep = false;");
+        for (file, kind, def) in case.units() {
+            if kind != Kind::Service {
+                continue;
+            }
+            let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
+            let quick = file.starts_with("backup-failure@") || file == "backup-health-check.service";
+            let inhibited = exec.starts_with(&format!("{}-systemd-258/bin/systemd-inhibit ", &FAKE_PACKAGE[..43]));
+            assert_eq!(inhibited, !off && !quick, "{}: {file}: {exec}", case.name);
+            if inhibited {
+                let description = def["description"].as_str().unwrap();
+                assert!(
+                    exec.contains(&format!("\"--why={}\"", description.trim_start_matches("hwc-backup: "))),
+                    "{exec}"
+                );
+                // The prefix is well formed and the runner follows it.
+                assert!(
+                    without_inhibitor(exec).starts_with(FAKE_PACKAGE)
+                        || without_inhibitor(exec).contains("/bin/flock --no-fork ")
+                );
+                wrapped += 1;
+            }
+            // onlyOnAC keeps working next to it.
+            if file == "backup.service" && case.name == "laptop-external-drive" {
+                assert_eq!(def["unitConfig"]["ConditionACPower"], true);
+                assert!(inhibited);
+            }
+        }
+    }
+    assert!(wrapped >= 30, "only {wrapped} units run under systemd-inhibit");
+}
+
+#[test]
+fn offsite_units_follow_their_schedules() {
+    let mut checked = 0;
+    for case in cases_with_plan() {
+        let Some(offsites) = case.rendered["plan"]["offsite"].as_object() else {
+            panic!("{}: the plan has no offsite object", case.name)
+        };
+        let services = &case.rendered["units"]["services"];
+        let timers = &case.rendered["units"]["timers"];
+        for (name, offsite) in offsites {
+            let what = format!("{}: offsite {name}", case.name);
+            let repository = offsite["repository"].as_str().unwrap();
+            let own = format!("backup-offsite-{name}");
+            let check = format!("backup-offsite-check-{name}");
+            // Who copies: its own unit with a schedule, backup.service without.
+            let copier = match offsite["schedule"].as_str() {
+                Some(calendar) => {
+                    assert_eq!(timers[&own]["timerConfig"]["OnCalendar"], calendar, "{what}");
+                    let exec = without_inhibitor(services[&own]["serviceConfig"]["ExecStart"].as_str().unwrap());
+                    assert_eq!(
+                        exec,
+                        format!("{FAKE_PACKAGE}/bin/hwc-backup offsite {name} --config /etc/hwc-backup/config.json")
+                    );
+                    &services[&own]
+                }
+                None => {
+                    assert!(services.get(&own).is_none() && timers.get(&own).is_none(), "{what}");
+                    assert!(services["backup"]["description"].as_str().unwrap().contains("offsite copies"), "{what}");
+                    &services["backup"]
+                }
+            };
+            let mut users = vec![copier];
+            match offsite["check"]["schedule"].as_str() {
+                Some(calendar) => {
+                    assert_eq!(timers[&check]["timerConfig"]["OnCalendar"], calendar, "{what}");
+                    let exec = without_inhibitor(services[&check]["serviceConfig"]["ExecStart"].as_str().unwrap());
+                    assert_eq!(
+                        exec,
+                        format!("{FAKE_PACKAGE}/bin/hwc-backup verify --offsite {name} --config /etc/hwc-backup/config.json")
+                    );
+                    users.push(&services[&check]);
+                }
+                None => assert!(services.get(&check).is_none() && timers.get(&check).is_none(), "{what}"),
+            }
+            for unit in users {
+                let writable = strings(&unit["serviceConfig"]["ReadWritePaths"]);
+                let mounts = strings(&unit["unitConfig"]["RequiresMountsFor"]);
+                let network = strings(&unit["wants"]).contains(&"network-online.target".to_owned());
+                if repository.starts_with('/') {
+                    assert!(writable.contains(&format!("-{repository}")), "{what}: {writable:?}");
+                    assert!(mounts.contains(&repository.to_owned()), "{what}: {mounts:?}");
+                } else {
+                    assert!(network, "{what}: a remote repository without network-online.target");
+                }
+                assert_eq!(unit["environment"]["RESTIC_CACHE_DIR"], "/var/cache/hwc-backup/restic", "{what}");
+                assert_eq!(unit["serviceConfig"]["CacheDirectory"], "hwc-backup", "{what}");
+            }
+            checked += 1;
+        }
+        let own_units = services.as_object().unwrap().keys().filter(|u| u.starts_with("backup-offsite-")).count();
+        let expected = offsites.values().filter(|o| !o["schedule"].is_null()).count()
+            + offsites.values().filter(|o| !o["check"]["schedule"].is_null()).count();
+        assert_eq!(own_units, expected, "{}", case.name);
+    }
+    assert!(checked >= 3, "only {checked} offsites");
+}
+
+#[test]
+fn mount_unit_names_are_systemd_escapes() {
+    let paths = [
+        "/mnt/backup",
+        "/media/backup-drive",
+        "/run/media/alice/My:Disk_2.0",
+        "/mnt/.hidden/x",
+        "/.snapshots",
+        "/srv/a+b@c,d~e=f",
+        "/mnt/[x](y){z}'q'!&*#",
+    ];
+    let list = paths.iter().map(|p| serde_json::to_string(p).unwrap()).collect::<Vec<_>>().join(" ");
+    let expr = format!(
+        "let ctx = {{ cfg = {{ }}; }} // import {root}/nix/render/common.nix ctx // import {root}/nix/render/offsite.nix ctx; \
+         in map ctx.escapeSystemdPath [ {list} ]",
+        root = repo().display()
+    );
+    let ours = strings(&nix_eval_expr(&expr));
+    for (path, ours) in paths.iter().zip(&ours) {
+        let output = run("systemd-escape", &["--path", path]);
+        assert!(output.status.success(), "systemd-escape --path {path}: {}", text(&output.stderr));
+        assert_eq!(ours, text(&output.stdout).trim_end(), "{path}");
+    }
+    // The case: backup-on-mount.service is wanted by, and ordered after, the mount unit.
+    let case = cases().iter().find(|c| c.name == "run-on-mount").unwrap();
+    let unit = &case.rendered["units"]["services"]["backup-on-mount"];
+    let mount = text(&run("systemd-escape", &["--path", "--suffix=mount", "/media/backup-drive"]).stdout);
+    let mount = mount.trim_end();
+    assert_eq!(strings(&unit["wantedBy"]), [mount]);
+    assert!(strings(&unit["after"]).contains(&mount.to_owned()));
+    let exec = without_inhibitor(unit["serviceConfig"]["ExecStart"].as_str().unwrap());
+    assert_eq!(
+        exec,
+        format!("{FAKE_PACKAGE}/bin/hwc-backup now --min-interval 12h --config /etc/hwc-backup/config.json")
+    );
 }
 
 /// The system calls in a `SystemCallFilter=` group, its subgroups expanded, as this machine's
@@ -931,13 +1142,37 @@ fn module_refuses_bad_values() {
         ("agent.allowedPaths", "[ \"/home\\n/etc\" ]"),
         ("agent.excludePatterns", "[ \"*.tmp\\r\" ]"),
         ("agent.authorizedKeys", "[ \"ssh-ed25519 AAAA a\\nssh-rsa AAAA b\" ]"),
+        ("offsite.nas.repository", "\"-oInjected=1\""),
+        ("offsite.nas.repository", "\"/mnt/nas\\n/restic\""),
+        ("offsite.nas.repository", "\"\""),
+        ("offsite.nas.passwordFile", "\"restic-password\""),
+        ("offsite.nas.environmentFile", "\"s3.env\""),
+        ("offsite.nas.keepDaily", "(-2)"),
+        ("offsite.nas.keepWithin", "\"2 weeks\""),
+        ("offsite.nas.schedule", "\"\""),
+        ("offsite.nas.check.schedule", "\"\""),
+        ("offsite.nas.check.readDataSubset", "\"5\""),
+        ("offsite.nas.check.readDataSubset", "\"05%\""),
+        ("offsite.nas.check.readDataSubset", "\"1/5\""),
+        ("offsite.nas.check.readDataSubset", "\"2.5%\""),
+        ("offsite.nas.bandwidthLimit", "0"),
+        ("offsite.nas.bandwidthLimit", "\"1M\""),
+        ("offsite.nas.maxAge", "\"a week\""),
+        ("local.runOnMount", "\"yes\""),
+        ("local.runOnMountMinInterval", "\"6 hours\""),
+        ("inhibitSleep", "1"),
     ];
     for (option, value) in bad {
         // A pulled host needs its sources; they are given unless they are what is tested.
         let host = if option.starts_with("hosts.") && option != "hosts.web1.sources" {
-            "hosts.web1.sources = [ \"/srv\" ];"
+            "hosts.web1.sources = [ \"/srv\" ];".to_owned()
         } else {
-            ""
+            // An offsite needs its repository and password file, unless they are what is tested.
+            [("repository", "\"/mnt/nas/restic\""), ("passwordFile", "\"/run/agenix/restic-password\"")]
+                .iter()
+                .filter(|(field, _)| option.starts_with("offsite.nas.") && option != format!("offsite.nas.{field}"))
+                .map(|(field, value)| format!("offsite.nas.{field} = {value}; "))
+                .collect()
         };
         let definitions = format!(
             "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; {host} {option} = {value}; }}; }}"
@@ -949,6 +1184,50 @@ fn module_refuses_bad_values() {
             "{option} = {value}: the error does not name the option:\n{err}"
         );
     }
+}
+
+/// The offsites' secrets are files read at run time: a string in the Nix store, a Nix path literal
+/// (which would be copied into the world-readable store) or a relative path is refused, with a
+/// message that names the option and shows the agenix and sops-nix way.
+#[test]
+fn module_refuses_offsite_secrets_in_the_store() {
+    let Some(lib) = nixpkgs_lib("module_refuses_offsite_secrets_in_the_store") else { return };
+    for field in ["passwordFile", "environmentFile", "rcloneConfigFile"] {
+        for value in [
+            "\"/nix/store/00000000000000000000000000000000-restic-password\"",
+            "./restic-password",
+            "\"restic-password\"",
+        ] {
+            let password = if field == "passwordFile" { "" } else { "passwordFile = \"/run/agenix/restic-password\";" };
+            let definitions = format!(
+                "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; \
+                 offsite.nas = {{ repository = \"rclone:nas:restic\"; {password} {field} = {value}; }}; }}; }}"
+            );
+            let err = eval_module(&lib, ("definitions", &definitions))
+                .err()
+                .unwrap_or_else(|| panic!("offsite.nas.{field} = {value} was accepted"));
+            for needed in [
+                format!("hwc.system.services.backup.offsite.nas.{field}'"),
+                "not in the Nix store".to_owned(),
+                "config.age.secrets.<name>.path with agenix".to_owned(),
+                "config.sops.secrets.<name>.path with sops-nix".to_owned(),
+            ] {
+                assert!(err.contains(&needed), "{field} = {value}: the error lacks {needed:?}:\n{err}");
+            }
+        }
+    }
+    // The same secrets at run-time paths are accepted and rendered as they are.
+    let definitions = "{ hwc.system.services.backup = { enable = true; local.enable = true; offsite.nas = { \
+                       repository = \"rclone:nas:restic\"; passwordFile = \"/run/secrets/restic\"; \
+                       environmentFile = \"/run/agenix/env\"; rcloneConfigFile = \"/run/agenix/rclone\"; }; }; }";
+    let module = eval_module(&lib, ("definitions", definitions)).unwrap();
+    let nas = &module["plan"]["offsite"]["nas"];
+    assert_eq!(nas["passwordFile"], "/run/secrets/restic");
+    assert_eq!(nas["environmentFile"], "/run/agenix/env");
+    assert_eq!(nas["rcloneConfigFile"], "/run/agenix/rclone");
+    assert_eq!(nas["restic"], "/nix/store/00000000000000000000000000000000-restic-0.18.0/bin/restic");
+    assert_eq!(nas["rclone"], "/nix/store/00000000000000000000000000000000-rclone-1.70.0/bin/rclone");
+    assert_eq!(module["failedAssertions"], serde_json::json!([]));
 }
 
 #[test]
@@ -986,6 +1265,32 @@ fn module_finds_the_agenix_secret_path() {
     let module: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(module["plan"]["cloud"]["rcloneConfigFile"], "/run/keys/rclone.conf");
     assert_eq!(module["warnings"], serde_json::json!([]));
+
+    // An offsite to Proton Drive takes the same secret as its rclone config; when agenix is
+    // there but the secret is not declared, the module says so.
+    let proton = repo().join("tests/nix/cases/offsite-proton.nix");
+    let eval = |agenix: &str| -> Value {
+        let mut args = args;
+        args[9] = proton.to_str().unwrap();
+        args[12] = agenix;
+        let output = run("nix-instantiate", &args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let module = eval(agenix);
+    assert_eq!(module["plan"]["offsite"]["proton"]["rcloneConfigFile"], "/run/keys/rclone.conf");
+    assert_eq!(module["warnings"], serde_json::json!([]));
+    let undeclared = agenix.replace("config.age.secrets.rclone-proton-config.path = \"/run/keys/rclone.conf\";", "");
+    assert_ne!(undeclared, agenix);
+    let module = eval(&undeclared);
+    assert_eq!(module["plan"]["offsite"]["proton"]["rcloneConfigFile"], "/run/agenix/rclone-proton-config");
+    let warnings = strings(&module["warnings"]);
+    assert!(
+        warnings.iter().any(
+            |w| w.contains("age.secrets.\"rclone-proton-config\" is not declared") && w.contains("offsites proton")
+        ),
+        "{warnings:?}"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@
   package ? "/nix/store/00000000000000000000000000000000-hwc-backup-0.1.0",
   # The pull units' flock(1); the systemd-analyze test passes one that exists.
   flock ? "/nix/store/00000000000000000000000000000000-util-linux-2.41-bin/bin/flock",
+  # systemd-inhibit(1) around the long-running units (inhibitSleep); likewise.
+  systemdInhibit ? "/nix/store/00000000000000000000000000000000-systemd-258/bin/systemd-inhibit",
 }:
 let
   inherit (builtins) filter map;
@@ -21,7 +23,8 @@ let
   cfg = import ./fill-options.nix { inherit definitions package; };
 
   rendered = import ../../nix/render.nix {
-    inherit cfg package flock;
+    inherit cfg package flock systemdInhibit;
+    restic = "${fakeStore}-restic-0.18.0/bin/restic";
     writeHook = name: _text: "${fakeStore}-${name}";
     rclone = "${fakeStore}-rclone-1.70.0/bin/rclone";
     ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";

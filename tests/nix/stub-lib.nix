@@ -51,6 +51,19 @@ rec {
     );
     path = type "absolute path" (x: isPath x || (isString x && substring 0 1 x == "/"));
     package = type "package" (_: true);
+    # As nixpkgs' pathWith checks it: `inStore = false` takes only strings (a path value would be
+    # copied into the store), and a string below the store directory is in the store.
+    pathWith =
+      {
+        inStore ? null,
+        absolute ? null,
+      }:
+      type "path" (
+        x:
+        (if inStore == false then isString x else isString x || isPath x)
+        && (absolute == null || absolute == (substring 0 1 (toString x) == "/"))
+        && (inStore == null || inStore == (match "${builtins.storeDir}/[^/]+.*" (toString x) != null))
+      );
     strMatching = re: type "string matching ${re}" (x: isString x && match re x != null);
     enum = xs: type "one of ${builtins.toJSON xs}" (x: elem x xs);
     nullOr = t: type "null or ${t.description}" (x: x == null || t.check x);

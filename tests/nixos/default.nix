@@ -28,4 +28,5 @@ in
   stale = runTest ./stale.nix;
   corruption = runTest ./corruption.nix;
   pull = runTest ./pull.nix;
+  offsite = runTest ./offsite.nix;
 }
