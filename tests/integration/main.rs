@@ -21,6 +21,7 @@ mod nix;
 mod notify;
 mod pull;
 mod restore;
+mod restore_select;
 mod retention_sim;
 mod runstate;
 mod snapshot;

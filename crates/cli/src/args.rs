@@ -143,10 +143,21 @@ pub struct RestoreArgs {
     pub list: bool,
     /// `latest`, `daily/2025-01-15_02-00-00`, or an unambiguous part of a name.
     pub snapshot: Option<String>,
-    /// The file or directory as it was on the host, e.g. /home/alice/notes.txt.
-    pub path: Option<PathBuf>,
-    /// Where to put it.
-    pub destination: Option<PathBuf>,
+    /// The files or directories as they were on the host (e.g. /home/alice/notes.txt), then
+    /// where to put them: one PATH goes to DEST, several go into the directory DEST.
+    #[arg(value_name = "PATH… DEST")]
+    pub paths: Vec<PathBuf>,
+    /// Restore only what matches this pattern (rsync rules, matched against the path on
+    /// the host; repeat), with the directories leading to it.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore what matches this pattern (repeat; wins over --include).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Make each restored path exactly as in the snapshot: remove what the snapshot does
+    /// not have there (excluded entries are kept).
+    #[arg(long)]
+    pub delete: bool,
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
