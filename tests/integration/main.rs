@@ -12,6 +12,7 @@ mod bad_input;
 mod cloud;
 mod crash;
 mod dumps;
+mod exclude_by;
 mod excludes;
 mod health;
 mod hooks;

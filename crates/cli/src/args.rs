@@ -87,6 +87,9 @@ pub struct NowArgs {
     /// An rsync-style exclude pattern (repeat for several); without a plan.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Exclusions by tag file, marker file and size; without a plan.
+    #[command(flatten)]
+    pub exclude_by: ExcludeByArgs,
     /// Refuse to run with less free space than this many GiB; without a plan.
     #[arg(long, value_name = "GIB")]
     pub min_free_gb: Option<u64>,
@@ -112,6 +115,28 @@ pub struct NowArgs {
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--exclude-caches`, `--exclude-if-present`, `--exclude-larger-than` (the plan's
+/// `excludeCaches`, `excludeIfPresent`, `excludeLargerThan`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExcludeByArgs {
+    /// Keep directories holding a valid CACHEDIR.TAG with the tag file only.
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Keep directories holding an entry of this name with that entry only (repeat).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than this (4G, 512M, 100K, or bytes).
+    #[arg(long, value_name = "SIZE")]
+    pub exclude_larger_than: Option<String>,
+}
+
+impl ExcludeByArgs {
+    /// Whether any was given.
+    pub fn any(&self) -> bool {
+        self.exclude_caches || !self.exclude_if_present.is_empty() || self.exclude_larger_than.is_some()
+    }
 }
 
 /// The most worker threads a command takes: more would only exhaust memory or descriptors.
@@ -302,6 +327,9 @@ pub struct PullArgs {
     /// An rsync-style exclude pattern (repeat); without a plan.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Exclusions by tag file, marker file and size, walked by the agent; without a plan.
+    #[command(flatten)]
+    pub exclude_by: ExcludeByArgs,
     /// Recreate the host's device nodes (off: counted as skipped, not created); without a
     /// plan (with one: hosts.<name>.devices).
     #[arg(long)]
