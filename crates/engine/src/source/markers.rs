@@ -126,18 +126,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     }
     let n: u64 = t[..digits].parse().map_err(|_| bad())?;
     let unit = t[digits..].trim_start().to_ascii_lowercase();
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
+    // `B` alone is bytes; `iB` without a prefix is not a unit.
+    let prefix = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+    let shift = match prefix {
+        "" if unit != "ib" => 0,
         "k" => 10,
         "m" => 20,
         "g" => 30,
         "t" => 40,
         _ => return Err(bad()),
     };
-    // "b" alone is bytes; "ib" without a prefix is not a unit.
-    if unit == "ib" {
-        return Err(bad());
-    }
     n.checked_mul(1u64 << shift).ok_or_else(|| format!("{text:?} is too large"))
 }
 
@@ -155,7 +153,10 @@ mod tests {
         assert_eq!(parse_size("1048576"), Ok(1 << 20));
         assert_eq!(parse_size("10B"), Ok(10));
         assert_eq!(parse_size("2T"), Ok(2 << 40));
-        for bad in ["", "G", "-1G", "1.5G", "4X", "4 GiBs", "iB", "1iB", "99999999999999999999T"] {
+        assert_eq!(parse_size("3 kb"), Ok(3 << 10));
+        for bad in
+            ["", "G", "-1G", "1.5G", "4X", "4 GiBs", "iB", "1iB", "1kbb", "1kibib", "1bb", "99999999999999999999T"]
+        {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
