@@ -355,3 +355,33 @@ fn delete_never_follows_a_symlink_planted_in_dest() {
         std::os::unix::fs::symlink(&victim, dest.join("planted")).unwrap();
     }
 }
+
+#[test]
+fn delete_replaces_a_directory_unless_it_holds_an_excluded_entry() {
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let dest = env.dir.path().join("dest-tree");
+    sh(&format!("cp -a '{}' '{}'", env.src.display(), dest.display()));
+    // A directory where the snapshot has the file docs/top.md, holding an entry that an
+    // anchored exclude (matched against the path on the host, not in the snapshot) protects.
+    std::fs::remove_file(dest.join("docs/top.md")).unwrap();
+    write(&dest.join("docs/top.md/stay.dat"), "protected\n");
+    let pattern = format!("{}/docs/top.md/stay.dat", s(&env.src));
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--delete", "--force", "--exclude", &pattern]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("excludes"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("docs/top.md/stay.dat")).unwrap(), "protected\n");
+    // Without that exclude the directory is replaced by the snapshot's file.
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--delete", "--force", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("docs/top.md")).unwrap(), "t\n");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deleted"], 0, "a replaced directory is not counted as deleted: {report}");
+    // Without --delete it is refused, as before.
+    std::fs::remove_file(dest.join("docs/top.md")).unwrap();
+    write(&dest.join("docs/top.md/x"), "x\n");
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--force"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(dest.join("docs/top.md/x").exists());
+}

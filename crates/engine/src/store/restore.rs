@@ -581,8 +581,10 @@ fn write_prepared(
     done_before: (u64, u64),
 ) -> Result<RestoreReport> {
     let Prepared { src, mut report, dst_parent, to_dir, to_name, target, target_exists } = p;
+    // The survey's counts are estimates of what follows; the copy counts again.
     report.entries = 0;
     report.bytes = 0;
+    report.deleted = 0;
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
@@ -1255,7 +1257,8 @@ impl<'a> Copier<'a> {
             (_, FileType::Directory) if self.delete => {
                 // `delete` replaces a directory where the snapshot has something else (the
                 // survey counted it as replaced, which needs `force`).
-                if !self.remove_dir(dst_dir, dst_name, from, to)? {
+                let host = host_of(from, self.host_base).to_path_buf();
+                if !self.remove_dir(dst_dir, dst_name, &host, to)? {
                     return Err(Error::Guard(format!(
                         "{} holds entries the filter excludes, so it cannot be replaced by the snapshot's {}",
                         to.display(),
@@ -1325,8 +1328,8 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
-    /// Removes the target's directory `dir/name` (shown as `to`; `host` is what its path was
-    /// on the host, or the snapshot path of the entry replacing it) with everything in it
+    /// Removes the target's directory `dir/name` (shown as `to`; `host` is its path as it
+    /// would be on the host, which the patterns are matched against) with everything in it
     /// but what the filter excludes, without following a symlink; true when it is gone.
     fn remove_dir(&mut self, dir: BorrowedFd, name: &CStr, host: &Path, to: &Path) -> Result<bool> {
         let parent = Dir::from_trusted_fd(
