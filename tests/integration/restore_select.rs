@@ -391,3 +391,35 @@ fn delete_replaces_a_directory_unless_it_holds_an_excluded_entry() {
     assert_eq!(code(&out), 1, "{}", show(&out));
     assert!(dest.join("docs/top.md/x").exists());
 }
+
+#[test]
+fn patterns_never_write_or_prune_through_a_symlink_planted_in_dest() {
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("precious.txt"), "precious\n");
+    let fingerprint = || {
+        sh(&format!(
+            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
+            victim.display()
+        ))
+    };
+    let before = fingerprint();
+    let dest = env.dir.path().join("dest-tree");
+    std::fs::create_dir_all(dest.join("b")).unwrap();
+    // Where the snapshot has a directory holding an included file, and one holding none.
+    std::os::unix::fs::symlink(&victim, dest.join("b/c")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("b/empty")).unwrap();
+    let args = ["latest", &*s(&env.src), &*s(&dest), "--include", "*.pdf", "--force"];
+    let out = env.run("restore", &args);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(fingerprint(), before, "the victim changed");
+    assert!(!victim.join("d.pdf").exists());
+    assert_eq!(std::fs::read_to_string(dest.join("b/c/d.pdf")).unwrap(), "pdf\n");
+    assert!(std::fs::symlink_metadata(dest.join("b/c")).unwrap().is_dir());
+    // The replaced link is a directory now, kept although the patterns leave it empty.
+    assert!(std::fs::symlink_metadata(dest.join("b/empty")).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(dest.join("b/empty")).unwrap().count(), 0);
+    assert!(!dest.join("a").exists(), "a directory with nothing included is not created");
+}

@@ -1295,9 +1295,10 @@ impl<'a> Copier<'a> {
             }
             _ => {
                 // A non-directory (a symlink planted where a directory goes, too) is unlinked,
-                // never followed.
+                // never followed. A directory put in its place stays, even if the filter leaves
+                // it empty: the survey counted it as replacing that entry, not as new.
                 rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty()).ctx("remove", to)?;
-                return self.copy_entry(at, &st, dst_name, to);
+                return self.copy_entry(&At { prune: false, ..*at }, &st, dst_name, to);
             }
         }
         Ok(None)
