@@ -41,7 +41,8 @@ pub enum Command {
     Now(NowArgs),
     /// Show snapshots per tier, the last run, and free space.
     Status(StatusArgs),
-    /// List snapshots, or restore a file or directory from one.
+    /// List snapshots, or restore files and directories from one.
+    #[command(override_usage = "hwc-backup restore [OPTIONS] SNAPSHOT PATH... DEST\n       hwc-backup restore --list")]
     Restore(RestoreArgs),
     /// Re-read a snapshot and compare every file with its manifest hash.
     Verify(VerifyArgs),
@@ -170,7 +171,7 @@ pub struct RestoreArgs {
     pub snapshot: Option<String>,
     /// The files or directories as they were on the host (e.g. /home/alice/notes.txt), then
     /// where to put them: one PATH goes to DEST, several go into the directory DEST.
-    #[arg(value_name = "PATH… DEST")]
+    #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Restore only what matches this pattern (rsync rules, matched against the path on
     /// the host; repeat), with the directories leading to it.
