@@ -99,6 +99,48 @@ let
       '';
     };
 
+  # Exclusions by tag file, marker file and size, for `local` and each of `hosts.<name>`
+  # (`where` says which machine walks them).
+  excludeCachesOption =
+    where:
+    lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      example = true;
+      description = ''
+        Leave out the contents of cache directories${where}: a directory holding a regular file
+        `CACHEDIR.TAG` whose first 43 bytes are `Signature: 8a477f597d28d172789f06886806bc55`
+        (the Cache Directory Tagging Specification, written by cargo, ccache, pip, borg …) is
+        kept with that file only, as `tar --exclude-caches` and restic's `--exclude-caches` do.
+        A tag with other contents, or a symlink named so, excludes nothing. Counted as
+        `excludedCaches` in the run report.
+      '';
+    };
+  excludeIfPresentOption =
+    where:
+    lib.mkOption {
+      type = lib.types.listOf (lib.types.strMatching "[^/]+");
+      default = [ ];
+      example = [ ".nobackup" ];
+      description = ''
+        File names that mark a directory${where} as not to be backed up: a directory holding
+        an entry with one of these names is kept with that entry only (restic's
+        `--exclude-if-present`). Counted as `excludedIfPresent`.
+      '';
+    };
+  excludeLargerThanOption =
+    where:
+    lib.mkOption {
+      type = lib.types.nullOr (lib.types.strMatching "[0-9]+ *(([kKmMgGtT]([iI]?[bB])?)|[bB])?");
+      default = null;
+      example = "4G";
+      description = ''
+        Leave out regular files${where} larger than this: a number of bytes with an optional
+        binary suffix `K`, `M`, `G`, `T` (powers of 1024; `4G`, `512M`, `100KiB`). `null`: no
+        limit. Counted as `excludedLarge`.
+      '';
+    };
+
   # One machine pulled over ssh (`hosts.<name>`); rendered into the plan's `hosts.<name>`.
   hostModule =
     { name, ... }:
@@ -187,6 +229,10 @@ let
           example = false;
           description = "Do not descend into other file systems mounted below a source on the host.";
         };
+
+        excludeCaches = excludeCachesOption " on the host (its agent walks them)";
+        excludeIfPresent = excludeIfPresentOption " on the host";
+        excludeLargerThan = excludeLargerThanOption " on the host";
 
         devices = lib.mkOption {
           type = lib.types.bool;
@@ -538,6 +584,11 @@ in
         example = false;
         description = "Do not descend into other file systems mounted below a source.";
       };
+
+      # Exclusions by tag file, marker file and size (issue 14); the same for hosts.<name>.
+      excludeCaches = excludeCachesOption "";
+      excludeIfPresent = excludeIfPresentOption "";
+      excludeLargerThan = excludeLargerThanOption "";
     };
 
     cloud = {

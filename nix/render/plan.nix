@@ -55,6 +55,7 @@ with ctx;
     };
     inherit sources;
     inherit (local) excludePatterns oneFileSystem;
+    inherit (local) excludeCaches excludeIfPresent excludeLargerThan;
     retention = retentionOf local;
     inherit hooks;
     cloud = {
@@ -162,6 +163,9 @@ with ctx;
       excludePatterns
       oneFileSystem
       devices
+      excludeCaches
+      excludeIfPresent
+      excludeLargerThan
       ;
     sshKeyFile = pathOrNull h.sshKeyFile;
     ssh = pathOrNull ssh;

@@ -502,7 +502,13 @@ fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
                 FromAgent::Source { index: 0, parent: Vec::new() },
                 link.clone(),
                 FromAgent::SourceEnd,
-                FromAgent::WalkEnd { excluded: 0, ancestors: vec![(b"evil/target".to_vec(), evil.clone())] },
+                FromAgent::WalkEnd {
+                    excluded: 0,
+                    excluded_caches: 0,
+                    excluded_if_present: 0,
+                    excluded_large: 0,
+                    ancestors: vec![(b"evil/target".to_vec(), evil.clone())],
+                },
             ],
             "refused the directory /evil/target sent at the end of the walk: /evil in the snapshot is a symbolic link",
         ),
@@ -525,7 +531,13 @@ fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
                 },
                 FromAgent::DirEnd,
                 FromAgent::SourceEnd,
-                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+                FromAgent::WalkEnd {
+                    excluded: 0,
+                    excluded_caches: 0,
+                    excluded_if_present: 0,
+                    excluded_large: 0,
+                    ancestors: vec![],
+                },
             ],
             "refused the entry /.hwc-backup",
         ),
@@ -554,6 +566,9 @@ fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
         FromAgent::SourceEnd,
         FromAgent::WalkEnd {
             excluded: 0,
+            excluded_caches: 0,
+            excluded_if_present: 0,
+            excluded_large: 0,
             ancestors: vec![(b"srv".to_vec(), Meta { mode: 0o40755, ..Meta::default() })],
         },
     ];
@@ -577,4 +592,40 @@ fn a_hostile_agent_changes_nothing_outside_its_host_directory() {
     let sda = env.dest.join(CLIENT).join("daily/2025-01-16_02-00-00/srv/x/sda").symlink_metadata().unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_block_device(&sda.file_type()));
     assert_eq!(fingerprint(&victim), before);
+}
+
+/// `excludeCaches`, `excludeIfPresent` and `excludeLargerThan` of a pulled host: the agent's
+/// walk honours them (from the plan's `hosts.<name>` and from `pull`'s flags alike) and the
+/// server counts what they left out.
+#[test]
+fn a_pulled_host_leaves_out_caches_marked_directories_and_large_files() {
+    use crate::exclude_by::{assert_left_out, tagged_tree};
+    let env = Env::new();
+    tagged_tree(&env.src);
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let report = sshd.pull_ok(
+        &env,
+        "2025-01-15T02:00:00+01:00",
+        &["--exclude-caches", "--exclude-if-present", ".nobackup", "--exclude-larger-than", "4K"],
+    );
+    assert_left_out(&inside(&env, CLIENT, "daily/2025-01-15_02-00-00"), &report["counts"]);
+    // Without them, everything crosses (the sparse file as holes).
+    let report = sshd.pull_ok(&env, "2025-01-16T02:00:00+01:00", &[]);
+    assert_eq!(report["counts"]["excludedCaches"], 0, "{report}");
+    assert!(inside(&env, CLIENT, "daily/2025-01-16_02-00-00").join("cache-ok/blob").exists());
+    // From the plan.
+    let mut plan = plan_json(&env);
+    plan["hosts"] = serde_json::json!({ CLIENT: {
+        "address": "127.0.0.1", "user": "root", "port": sshd.port, "sshKeyFile": sshd.key("client_key"),
+        "sshOptions": sshd.ssh_options(), "sources": [s(&env.src)],
+        "excludeCaches": true, "excludeIfPresent": [".nobackup"], "excludeLargerThan": "4K" } });
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let when = "2025-01-17T02:00:00+01:00";
+    let out = env.cmd(&["pull", "--config", &s(&file), "--host", CLIENT, "--now", when, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_left_out(&inside(&env, CLIENT, "daily/2025-01-17_02-00-00"), &report["counts"]);
+    let meta = env.dest.join(CLIENT).join("daily/2025-01-17_02-00-00/.hwc-backup/meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    assert_eq!(meta["counts"]["excludedLarge"], 1, "{meta}");
 }

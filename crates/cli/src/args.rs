@@ -41,7 +41,8 @@ pub enum Command {
     Now(NowArgs),
     /// Show snapshots per tier, the last run, and free space.
     Status(StatusArgs),
-    /// List snapshots, or restore a file or directory from one.
+    /// List snapshots, or restore files and directories from one.
+    #[command(override_usage = "hwc-backup restore [OPTIONS] SNAPSHOT PATH... DEST\n       hwc-backup restore --list")]
     Restore(RestoreArgs),
     /// Re-read a snapshot and compare every file with its manifest hash.
     Verify(VerifyArgs),
@@ -87,6 +88,9 @@ pub struct NowArgs {
     /// An rsync-style exclude pattern (repeat for several); without a plan.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Exclusions by tag file, marker file and size; without a plan.
+    #[command(flatten)]
+    pub exclude_by: ExcludeByArgs,
     /// Refuse to run with less free space than this many GiB; without a plan.
     #[arg(long, value_name = "GIB")]
     pub min_free_gb: Option<u64>,
@@ -118,6 +122,28 @@ pub struct NowArgs {
     pub json: bool,
 }
 
+/// `--exclude-caches`, `--exclude-if-present`, `--exclude-larger-than` (the plan's
+/// `excludeCaches`, `excludeIfPresent`, `excludeLargerThan`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ExcludeByArgs {
+    /// Keep directories holding a valid CACHEDIR.TAG with the tag file only.
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Keep directories holding an entry of this name with that entry only (repeat).
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than this (4G, 512M, 100K, or bytes).
+    #[arg(long, value_name = "SIZE")]
+    pub exclude_larger_than: Option<String>,
+}
+
+impl ExcludeByArgs {
+    /// Whether any was given.
+    pub fn any(&self) -> bool {
+        self.exclude_caches || !self.exclude_if_present.is_empty() || self.exclude_larger_than.is_some()
+    }
+}
+
 /// The most worker threads a command takes: more would only exhaust memory or descriptors.
 pub const MAX_THREADS: u64 = 256;
 
@@ -147,10 +173,21 @@ pub struct RestoreArgs {
     pub list: bool,
     /// `latest`, `daily/2025-01-15_02-00-00`, or an unambiguous part of a name.
     pub snapshot: Option<String>,
-    /// The file or directory as it was on the host, e.g. /home/alice/notes.txt.
-    pub path: Option<PathBuf>,
-    /// Where to put it.
-    pub destination: Option<PathBuf>,
+    /// The files or directories as they were on the host (e.g. /home/alice/notes.txt), then
+    /// where to put them: one PATH goes to DEST, several go into the directory DEST.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Restore only what matches this pattern (rsync rules, matched against the path on
+    /// the host; repeat), with the directories leading to it.
+    #[arg(long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore what matches this pattern (repeat; wins over --include).
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Make each restored path exactly as in the snapshot: remove what the snapshot does
+    /// not have there (excluded entries are kept).
+    #[arg(long)]
+    pub delete: bool,
     /// Overwrite existing files.
     #[arg(long)]
     pub force: bool,
@@ -295,6 +332,9 @@ pub struct PullArgs {
     /// An rsync-style exclude pattern (repeat); without a plan.
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
+    /// Exclusions by tag file, marker file and size, walked by the agent; without a plan.
+    #[command(flatten)]
+    pub exclude_by: ExcludeByArgs,
     /// Recreate the host's device nodes (off: counted as skipped, not created); without a
     /// plan (with one: hosts.<name>.devices).
     #[arg(long)]

@@ -22,6 +22,48 @@ impl Progress {
         Progress { bar }
     }
 
+    /// A bar of bytes with rate and ETA, once [`Progress::total`] is known (a spinner until
+    /// then), or nothing.
+    pub fn bytes(enabled: bool) -> Progress {
+        let p = Progress::new(enabled);
+        if let Some(b) = &p.bar {
+            b.set_message("looking at what to do");
+        }
+        p
+    }
+
+    /// Whether anything is shown.
+    pub fn is_shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    /// Turns the spinner into a bar of `bytes`.
+    pub fn total(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {elapsed} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_length(bytes);
+            b.set_message("");
+        }
+    }
+
+    /// Moves the bar to `bytes` done, with `what` beside it.
+    pub fn done(&self, bytes: u64, what: String) {
+        if let Some(b) = &self.bar {
+            // The total is an estimate for verify (sparse files count their holes here).
+            if b.length().is_some_and(|l| bytes > l) {
+                b.set_length(bytes);
+            }
+            b.set_position(bytes);
+            b.set_message(what);
+        }
+    }
+
     /// Updates the message from snapshot counts.
     pub fn counts(&self, c: &Counts) {
         if let Some(b) = &self.bar {
@@ -32,13 +74,6 @@ impl Progress {
                 c.copied,
                 hwc_backup_engine::run::human_bytes(c.bytes_copied)
             ));
-        }
-    }
-
-    /// Updates the message from verify counts.
-    pub fn hashed(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
-            b.set_message(format!("{files} files verified ({})", hwc_backup_engine::run::human_bytes(bytes)));
         }
     }
 

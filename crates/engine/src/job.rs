@@ -86,6 +86,8 @@ pub struct Sources {
     pub exclude_patterns: Vec<String>,
     /// Whether to stay on the filesystem of each source.
     pub one_file_system: bool,
+    /// `excludeCaches`, `excludeIfPresent`, `excludeLargerThan` (validated with the plan).
+    pub exclude_by: crate::source::markers::ExcludeBy,
 }
 
 /// Where a job tells what it did: JSON logs, the metrics file, notifications.
@@ -204,6 +206,8 @@ impl RemoteHost {
             paths: self.sources.clone(),
             exclude_patterns: self.exclude_patterns.clone(),
             one_file_system: self.one_file_system,
+            // Validated with the plan; a host built in code without validation gets none.
+            exclude_by: self.exclude_by().unwrap_or_default(),
         }
     }
 }

@@ -31,6 +31,15 @@ pub struct Plan {
     /// rsync-style exclude patterns.
     #[serde(default)]
     pub exclude_patterns: Vec<String>,
+    /// Keep directories tagged with a valid `CACHEDIR.TAG` without their contents.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_caches: bool,
+    /// Keep directories holding one of these names without their contents.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than this (`4G`, `512M`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_larger_than: Option<String>,
     /// Whether to stay on the filesystem of each source.
     #[serde(default = "yes")]
     pub one_file_system: bool,
@@ -493,7 +502,7 @@ pub struct Metrics {
 
 /// A machine pulled over ssh (`hwc-backup pull --host NAME`): where its agent is, and what
 /// to take from it. Everything else (destination, notifications, health) is the plan's.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RemoteHost {
     /// Host name or address to connect to.
@@ -520,6 +529,15 @@ pub struct RemoteHost {
     /// rsync-style exclude patterns.
     #[serde(default)]
     pub exclude_patterns: Vec<String>,
+    /// As the plan's `excludeCaches`, walked by the agent.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_caches: bool,
+    /// As the plan's `excludeIfPresent`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+    /// As the plan's `excludeLargerThan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_larger_than: Option<String>,
     /// Stay on the filesystem of each source.
     #[serde(default = "yes")]
     pub one_file_system: bool,
@@ -531,6 +549,32 @@ pub struct RemoteHost {
     /// Retention for this host; `None`: the plan's.
     #[serde(default)]
     pub retention: Option<Retention>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `excludeCaches`, `excludeIfPresent` and `excludeLargerThan` checked; `field` names them
+/// (with their `hosts.<name>.` prefix).
+fn exclude_by(
+    caches: bool,
+    if_present: &[String],
+    larger_than: Option<&str>,
+    field: &dyn Fn(&str) -> String,
+) -> Result<crate::source::markers::ExcludeBy> {
+    use crate::source::markers::{parse_size, ExcludeBy};
+    if let Some(s) = larger_than {
+        parse_size(s).map_err(|m| Error::config(field("excludeLargerThan"), m))?;
+    }
+    ExcludeBy::new(caches, if_present, larger_than).map_err(|m| Error::config(field("excludeIfPresent"), m))
+}
+
+impl RemoteHost {
+    /// This host's `excludeCaches`, `excludeIfPresent` and `excludeLargerThan`.
+    pub fn exclude_by(&self) -> Result<crate::source::markers::ExcludeBy> {
+        exclude_by(self.exclude_caches, &self.exclude_if_present, self.exclude_larger_than.as_deref(), &|f| f.into())
+    }
 }
 
 fn default_ssh_port() -> u16 {
@@ -606,6 +650,7 @@ impl RemoteHost {
         validate_sources(&f("sources"), &self.sources)?;
         crate::source::exclude::ExcludeSet::new(&self.exclude_patterns)
             .map_err(|e| Error::config(f("excludePatterns"), e.to_string()))?;
+        exclude_by(self.exclude_caches, &self.exclude_if_present, self.exclude_larger_than.as_deref(), &f)?;
         if let Some(r) = &self.retention {
             r.policy().map_err(|e| match e {
                 Error::Config { message, .. } => Error::config(f("retention"), message),
@@ -707,6 +752,9 @@ impl Plan {
             destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0 },
             sources,
             exclude_patterns: excludes,
+            exclude_caches: false,
+            exclude_if_present: Vec::new(),
+            exclude_larger_than: None,
             one_file_system: true,
             retention: Retention::default(),
             hooks: Hooks::default(),
@@ -762,6 +810,7 @@ impl Plan {
         if self.sources.iter().all(|s| excludes.is_excluded(s, true) && excludes.is_excluded(s, false)) {
             return Err(excludes_everything(&self.sources));
         }
+        self.exclude_by()?;
         self.retention_policy()?;
         for (field, p) in [("hooks.preBackup", &self.hooks.pre_backup), ("hooks.postBackup", &self.hooks.post_backup)] {
             if let Some(p) = p {
@@ -881,6 +930,11 @@ impl Plan {
         Ok(())
     }
 
+    /// This machine's `excludeCaches`, `excludeIfPresent` and `excludeLargerThan`.
+    pub fn exclude_by(&self) -> Result<crate::source::markers::ExcludeBy> {
+        exclude_by(self.exclude_caches, &self.exclude_if_present, self.exclude_larger_than.as_deref(), &|f| f.into())
+    }
+
     /// The retention policy, validated; a policy that keeps nothing is an error.
     pub fn retention_policy(&self) -> Result<crate::store::retention::Policy> {
         self.retention.policy()
@@ -900,6 +954,7 @@ impl Plan {
                 paths: self.sources.clone(),
                 exclude_patterns: self.exclude_patterns.clone(),
                 one_file_system: self.one_file_system,
+                exclude_by: self.exclude_by().unwrap_or_default(),
             },
             reporting: Reporting {
                 log_dir: self.log_dir.clone(),

@@ -414,6 +414,7 @@ fn build_into(
         excludes,
         exclude_patterns: &job.sources.exclude_patterns,
         one_file_system: job.sources.one_file_system,
+        exclude_by: &job.sources.exclude_by,
         threads: opts.threads,
         skip_dir: Some(host_identity),
         cancel: &cancel,

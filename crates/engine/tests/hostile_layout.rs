@@ -190,7 +190,7 @@ fn op_restore(c: &Case) -> Result<(), String> {
     let host = HostDir::open(&c.host()).map_err(|e| e.to_string())?;
     let snap = host.resolve("latest").map_err(|e| e.to_string())?;
     let target = c.dest.parent().unwrap().join("restored");
-    let opts = restore::RestoreOptions { force: true, dry_run: false };
+    let opts = restore::RestoreOptions { force: true, ..Default::default() };
     let r = restore::restore(&snap, &c.src.join("a.txt"), &target, opts).map(|_| ()).map_err(|e| e.to_string());
     let _ = std::fs::remove_dir_all(&target);
     let _ = std::fs::remove_file(&target);

@@ -58,6 +58,7 @@ fn pulled_job(src: &Path, dest: &Path, host: &str) -> Job {
         one_file_system: true,
         devices: true,
         retention: None,
+        ..RemoteHost::default()
     };
     Job::pulled_ad_hoc(host, remote, dest.to_path_buf(), "/var/lib/hwc-backup".into()).unwrap()
 }

@@ -39,6 +39,17 @@ pub fn run(cmd: Command) -> Result<Exit> {
     }
 }
 
+/// Checks `--exclude-if-present` and `--exclude-larger-than`, naming the option at fault.
+pub(crate) fn exclude_by_args(a: &crate::args::ExcludeByArgs) -> Result<()> {
+    use hwc_backup_engine::source::markers::{parse_size, ExcludeBy};
+    if let Some(s) = &a.exclude_larger_than {
+        parse_size(s).map_err(|m| hwc_backup_engine::Error::config("--exclude-larger-than", m))?;
+    }
+    ExcludeBy::new(a.exclude_caches, &a.exclude_if_present, a.exclude_larger_than.as_deref())
+        .map_err(|m| hwc_backup_engine::Error::config("--exclude-if-present", m))?;
+    Ok(())
+}
+
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;

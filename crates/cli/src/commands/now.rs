@@ -20,6 +20,13 @@ use crate::progress::Progress;
 /// with those values, so the messages name the same fields).
 pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     if a.sources.is_empty() && a.target.dest.is_none() {
+        if a.exclude_by.any() {
+            bail!(hwc_backup_engine::Error::config(
+                "--exclude-caches",
+                "--exclude-caches, --exclude-if-present and --exclude-larger-than are for a run without a plan \
+                 (--source/--dest); with one, set excludeCaches, excludeIfPresent, excludeLargerThan"
+            ));
+        }
         let job = a.target.load_plan("or --source PATH --dest DIR to run without one")?.local_job();
         hwc_backup_engine::source::check_sources(&job)?;
         return Ok(job);
@@ -45,6 +52,10 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
         })?,
     };
     let mut plan = Plan::ad_hoc(host, a.sources.clone(), dest.clone(), a.excludes.clone());
+    crate::commands::exclude_by_args(&a.exclude_by)?;
+    plan.exclude_caches = a.exclude_by.exclude_caches;
+    plan.exclude_if_present = a.exclude_by.exclude_if_present.clone();
+    plan.exclude_larger_than = a.exclude_by.exclude_larger_than.clone();
     plan.destination.require_mount_point = a.require_mount_point;
     plan.destination.min_free_bytes = min_free_bytes;
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
@@ -157,6 +168,13 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
                     "  {} received, {} sent over ssh",
                     human_bytes(t.bytes_received),
                     human_bytes(t.bytes_sent)
+                )?;
+            }
+            if c.excluded_caches + c.excluded_if_present + c.excluded_large > 0 {
+                writeln!(
+                    out,
+                    "  left out: {} cache directories (CACHEDIR.TAG), {} directories with a marker file, {} files over the size limit",
+                    c.excluded_caches, c.excluded_if_present, c.excluded_large
                 )?;
             }
             if c.emlink_fallbacks > 0 {

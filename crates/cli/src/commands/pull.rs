@@ -47,6 +47,13 @@ pub(crate) fn from_plan(a: &PullArgs) -> Result<Job> {
             "is required with --user/--source/--dest/--ssh-key/--devices (a pull without a plan; with one, set hosts.<name>.devices)"
         ));
     }
+    if a.exclude_by.any() {
+        bail!(Error::config(
+            "--exclude-caches",
+            "--exclude-caches, --exclude-if-present and --exclude-larger-than are for a pull without a plan; \
+             with one, set hosts.<name>.excludeCaches, excludeIfPresent, excludeLargerThan"
+        ));
+    }
     let Some(name) = &a.target.host else {
         bail!(Error::config("--host", "name the host to pull (a key of the plan's hosts)"));
     };
@@ -66,6 +73,7 @@ pub(crate) fn ad_hoc(a: &PullArgs) -> Result<Job> {
     if a.sources.is_empty() {
         bail!(missing("--source"));
     }
+    crate::commands::exclude_by_args(&a.exclude_by)?;
     let host = RemoteHost {
         address: a.address.clone().expect("ad hoc"),
         user,
@@ -76,6 +84,9 @@ pub(crate) fn ad_hoc(a: &PullArgs) -> Result<Job> {
         agent_command: a.agent_command.clone(),
         sources: a.sources.clone(),
         exclude_patterns: a.excludes.clone(),
+        exclude_caches: a.exclude_by.exclude_caches,
+        exclude_if_present: a.exclude_by.exclude_if_present.clone(),
+        exclude_larger_than: a.exclude_by.exclude_larger_than.clone(),
         one_file_system: true,
         devices: a.devices,
         retention: None,

@@ -17,14 +17,24 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     let snapshots: Vec<Snapshot> =
         if a.all { t.host.list()? } else { vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?] };
     let threads = a.threads.unwrap_or_else(run::default_threads);
-    let progress = Progress::new(!a.json);
+    // A bar of the bytes the snapshots' metadata says they hold (copied and linked).
+    let progress = Progress::bytes(!a.json);
+    progress.total(snapshots.iter().map(|s| s.meta.counts.bytes_copied + s.meta.counts.bytes_linked).sum());
     let latest = t.host.resolve("latest").ok().map(|s| s.path);
     let mut reports = Vec::new();
     let mut expired = Vec::new();
+    let (mut files_before, mut bytes_before) = (0u64, 0u64);
     for s in &snapshots {
         let sample = if Some(&s.path) == latest.as_ref() { a.sample } else { 0 };
-        match verify_where_it_is(&t.host, s, threads, sample, &|f, b| progress.hashed(f, b))? {
-            Some(r) => reports.push(r),
+        let shown = |f: u64, b: u64| {
+            progress.done(bytes_before + b, format!("{} files verified", files_before + f));
+        };
+        match verify_where_it_is(&t.host, s, threads, sample, &shown)? {
+            Some(r) => {
+                files_before += r.files_checked;
+                bytes_before += r.bytes_checked;
+                reports.push(r);
+            }
             None => expired.push(s.id()),
         }
     }

@@ -168,6 +168,13 @@ impl Dir {
         super::remove::remove_tree(self, name)
     }
 
+    /// [`Dir::remove_tree`], but every entry below `name` that `keep` names (by its path
+    /// relative to this directory, `name/sub/file`, and whether it is a directory) stays,
+    /// with the directories that hold it. Returns whether `name` is gone.
+    pub fn remove_tree_keeping(&self, name: &Name, keep: super::remove::Keep) -> Result<bool> {
+        super::remove::remove_tree_keeping(self, name, Some(keep))
+    }
+
     /// The target of the symlink `name`; `None` when nothing has that name, an error naming
     /// the entry when it is not a symlink.
     pub fn read_link(&self, name: &Name) -> Result<Option<Vec<u8>>> {

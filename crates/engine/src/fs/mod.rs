@@ -19,6 +19,7 @@ mod remove;
 
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};
+pub use remove::Keep;
 
 /// How every directory below a trusted root is opened: never through a symlink.
 pub const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY

@@ -22,25 +22,44 @@ struct Level {
     /// Subdirectories still to delete, found when the level was emptied of its files (one
     /// pass over each directory, as `rm -rf` makes).
     subdirs: Vec<Name>,
+    /// The length of the walk's relative path at this level (see [`Keep`]).
+    rel_len: usize,
+    /// Something below it is kept, so it stays.
+    kept: bool,
 }
+
+/// Which entries a removal keeps: called with the entry's path relative to the parent the
+/// removal started in (`name/sub/file`) and whether it is a directory (a kept directory is
+/// kept whole). The directories holding a kept entry stay too.
+pub type Keep<'a> = &'a dyn Fn(&[u8], bool) -> bool;
 
 /// See the module docs. `name` is removed from `parent`; missing is fine.
 pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
+    remove_tree_keeping(parent, name, None).map(|_| ())
+}
+
+/// [`remove_tree`], leaving alone what `keep` names and the directories holding it (`name`
+/// itself is the caller's to decide). Returns whether `name` is gone.
+pub(super) fn remove_tree_keeping(parent: &Dir, name: &Name, keep: Option<Keep>) -> Result<bool> {
     match parent.stat(name)? {
-        None => return Ok(()),
+        None => return Ok(true),
         Some(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
             parent.remove_file(name)?;
-            return Ok(());
+            return Ok(true);
         }
         Some(_) => {}
     }
-    let mut stack = vec![descend(parent, name, 0)?];
+    let mut rel = name.as_bytes().to_vec();
+    let mut stack = vec![descend(parent, name, 0, &rel, keep)?];
     loop {
         let depth = stack.len();
         let top = stack.last_mut().expect("the stack is not empty here");
         if let Some(sub) = top.subdirs.pop() {
             let dir = top.dir.as_ref().expect("the top level is always open");
-            let child = descend(dir, &sub, depth)?;
+            rel.truncate(top.rel_len);
+            rel.push(b'/');
+            rel.extend_from_slice(sub.as_bytes());
+            let child = descend(dir, &sub, depth, &rel, keep)?;
             stack.push(child);
             if stack.len() > KEEP_OPEN {
                 let i = stack.len() - KEEP_OPEN - 1;
@@ -57,19 +76,26 @@ pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
         }
         drop(done_dir);
         let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
-        match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
-        }
-        if stack.is_empty() {
-            return Ok(());
+        let kept = done.kept
+            || match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => false,
+                // Something appeared meanwhile; with entries to keep, that is not an error.
+                Err(Errno::NOTEMPTY) if keep.is_some() => true,
+                Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
+            };
+        match stack.last_mut() {
+            Some(up) => up.kept |= kept,
+            None => return Ok(!kept),
         }
     }
 }
 
-/// Removes every non-directory in `dir` and returns the names of its subdirectories.
-fn empty_files_of(dir: &Dir) -> Result<Vec<Name>> {
+/// Removes every non-directory in `dir` (`rel` below the removal's parent) that `keep` does
+/// not keep, and returns the names of its subdirectories to remove and whether it keeps any.
+fn empty_files_of(dir: &Dir, rel: &[u8], keep: Option<Keep>) -> Result<(Vec<Name>, bool)> {
     let mut subs = Vec::new();
+    let mut kept = false;
+    let mut path = rel.to_vec();
     let reader = rustix::fs::Dir::read_from(dir.fd()).ctx("read directory", dir.path())?;
     for entry in reader {
         let entry = entry.ctx("read directory", dir.path())?;
@@ -81,18 +107,28 @@ fn empty_files_of(dir: &Dir) -> Result<Vec<Name>> {
             },
             k => k,
         };
-        if kind == FileType::Directory {
+        let is_dir = kind == FileType::Directory;
+        if let Some(keep) = keep {
+            path.truncate(rel.len());
+            path.push(b'/');
+            path.extend_from_slice(name.as_bytes());
+            if keep(&path, is_dir) {
+                kept = true;
+                continue;
+            }
+        }
+        if is_dir {
             subs.push(name);
         } else {
             dir.remove_file(&name)?;
         }
     }
-    Ok(subs)
+    Ok((subs, kept))
 }
 
 /// Opens `name` below `dir` for emptying, making it writable when we are not root (a
 /// snapshot keeps the source's `0500` directories).
-fn descend(dir: &Dir, name: &Name, depth: usize) -> Result<Level> {
+fn descend(dir: &Dir, name: &Name, depth: usize, rel: &[u8], keep: Option<Keep>) -> Result<Level> {
     let path = || if depth < 8 { dir.child_path(name) } else { dir.path().join(name.as_os_str()) };
     let fd = match rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()) {
         Ok(fd) => fd,
@@ -111,8 +147,8 @@ fn descend(dir: &Dir, name: &Name, depth: usize) -> Result<Level> {
     // so the memory for display paths stays linear in the depth.
     let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
     let dir = Dir::from_fd(fd, shown);
-    let subdirs = empty_files_of(&dir)?;
-    Ok(Level { dir: Some(dir), name: name.clone(), dev: st.st_dev, ino: st.st_ino, subdirs })
+    let (subdirs, kept) = empty_files_of(&dir, rel, keep)?;
+    Ok(Level { dir: Some(dir), name: name.clone(), dev: st.st_dev, ino: st.st_ino, subdirs, rel_len: rel.len(), kept })
 }
 
 /// A directory we may not even open: `chmod u+rwx` through an `O_PATH` handle, which pins

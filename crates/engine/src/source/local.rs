@@ -40,6 +40,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
 use crate::fs::Dir;
 use crate::source::exclude::ExcludeSet;
+use crate::source::markers::ExcludeBy;
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::Warning;
 use crate::store::place::{self, Placement, QuickAttrs};
@@ -56,6 +57,8 @@ pub struct BuildOptions<'a> {
     pub exclude_patterns: &'a [String],
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
+    /// `excludeCaches`, `excludeIfPresent`, `excludeLargerThan` (`source::markers`).
+    pub exclude_by: &'a ExcludeBy,
     /// Worker threads (at least 1).
     pub threads: usize,
     /// The destination's host directory, by device and inode: never entered, whatever path
@@ -78,7 +81,12 @@ pub fn build(
     let work = work_dir.path();
     let work_fd = dup_dir(work_dir)?;
     let (base_fd, cursor) = split_base(base);
-    let shared = Shared { work: work.to_path_buf(), links: Mutex::new(HashMap::new()), cancel: opts.cancel };
+    let shared = Shared {
+        work: work.to_path_buf(),
+        links: Mutex::new(HashMap::new()),
+        cancel: opts.cancel,
+        larger_than: opts.exclude_by.larger_than,
+    };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(64);
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<(u64, Item)>();
 
@@ -101,12 +109,13 @@ pub fn build(
             seq: 0,
             root_dev: 0,
             excluded: 0,
+            tagged: (0, 0),
             skip: opts.skip_dir,
             skip_reported: false,
             in_flight: Slots::new(dirs_in_flight()),
         };
         let listed = lister.run(&work_fd, base_fd.as_ref());
-        let excluded = lister.excluded;
+        let (excluded, tagged) = (lister.excluded, lister.tagged);
         drop(lister); // closes the channels so workers and the writer finish
         if listed.is_err() {
             opts.cancel.store(true, Ordering::Relaxed);
@@ -121,6 +130,7 @@ pub fn build(
             (Ok(w), Ok(())) => w,
         };
         counts.excluded = excluded;
+        (counts.excluded_caches, counts.excluded_if_present) = tagged;
         // Excludes that left nothing at all (every source is still there, empty): never a
         // quiet `success`. Excludes matching every source itself are refused before the run.
         if excluded > 0 && counts.files + counts.symlinks + counts.specials + counts.sockets_skipped == 0 {
@@ -156,6 +166,8 @@ struct Shared<'a> {
     work: PathBuf,
     links: Mutex<LinkTable>,
     cancel: &'a AtomicBool,
+    /// `excludeLargerThan`, in bytes.
+    larger_than: Option<u64>,
 }
 
 /// One directory's non-directory entries.
@@ -276,6 +288,8 @@ struct Lister<'a> {
     seq: u64,
     root_dev: u64,
     excluded: u64,
+    /// Directories kept without their contents: for a `CACHEDIR.TAG`, for a marker file.
+    tagged: (u64, u64),
     /// Device and inode of the destination's host directory, never entered.
     skip: Option<(u64, u64)>,
     skip_reported: bool,
@@ -631,6 +645,17 @@ impl Lister<'_> {
         }
         dirs.sort();
         self.excluded += excluded;
+        let by = self.opts.exclude_by;
+        if by.caches || !by.if_present.is_empty() {
+            let has = |n: &[u8]| files.iter().chain(&dirs).any(|f| f.to_bytes() == n);
+            let tagged = by.tagged(src.as_fd(), has);
+            if tagged.any() {
+                files.retain(|f| by.keeps(tagged, f.to_bytes()));
+                dirs.retain(|f| by.keeps(tagged, f.to_bytes()));
+                self.tagged.0 += u64::from(tagged.cache);
+                self.tagged.1 += u64::from(tagged.marker && !tagged.cache);
+            }
+        }
         Ok((files, dirs))
     }
 }
@@ -722,6 +747,9 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
         }
     };
     match fsops::file_type(&st) {
+        FileType::RegularFile if shared.larger_than.is_some_and(|l| u64::try_from(st.st_size).unwrap_or(0) > l) => {
+            Ok(Outcome::TooLarge)
+        }
         FileType::RegularFile if st.st_nlink > 1 => {
             regular_multi_link(job, name, &st, prev.as_ref(), shared, buf).or_else(|e| dest_err("copy", e))
         }

@@ -13,6 +13,7 @@
 pub mod dumps;
 pub mod exclude;
 pub mod local;
+pub mod markers;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,7 @@ impl Source for Pull<'_> {
             host: self.host,
             sources: opts.sources,
             excludes: opts.exclude_patterns,
+            exclude_by: opts.exclude_by,
             one_file_system: opts.one_file_system,
             devices: self.devices,
             cancel: opts.cancel,

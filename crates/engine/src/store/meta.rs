@@ -81,6 +81,12 @@ pub struct Counts {
     pub devices_skipped: u64,
     /// Entries left out by the exclude patterns.
     pub excluded: u64,
+    /// Directories kept without their contents for their `CACHEDIR.TAG` (`excludeCaches`).
+    pub excluded_caches: u64,
+    /// Directories kept without their contents for a marker file (`excludeIfPresent`).
+    pub excluded_if_present: u64,
+    /// Regular files left out for their size (`excludeLargerThan`).
+    pub excluded_large: u64,
 }
 
 /// One thing that went wrong with one path without failing the run.

@@ -92,6 +92,8 @@ pub(crate) enum Outcome {
     Socket,
     /// A device node of a pulled host, not recreated (`hosts.<name>.devices` off).
     DeviceSkipped,
+    /// A regular file larger than `excludeLargerThan`, left out.
+    TooLarge,
     Warning(String),
 }
 
@@ -159,6 +161,15 @@ impl<'a> Writer<'a> {
         self.counts.excluded += n;
     }
 
+    /// Counts what `excludeCaches`, `excludeIfPresent` and `excludeLargerThan` left out (the
+    /// pull agent reports them at the end of its walk; the local walk counts tagged
+    /// directories as it lists them).
+    pub(crate) fn add_excluded_by(&mut self, caches: u64, if_present: u64, large: u64) {
+        self.counts.excluded_caches += caches;
+        self.counts.excluded_if_present += if_present;
+        self.counts.excluded_large += large;
+    }
+
     pub(crate) fn warn(&mut self, path: PathBuf, message: String) {
         self.counts.warnings += 1;
         self.warnings.push(Warning { path, message });
@@ -196,6 +207,7 @@ impl<'a> Writer<'a> {
             Outcome::Special => self.counts.specials += 1,
             Outcome::Socket => self.counts.sockets_skipped += 1,
             Outcome::DeviceSkipped => self.counts.devices_skipped += 1,
+            Outcome::TooLarge => self.counts.excluded_large += 1,
             Outcome::Warning(message) => {
                 let path = PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat()));
                 self.warn(path, message);

@@ -46,16 +46,97 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
 use crate::fs::{reopen_parent, Dir, Name, DIR_FLAGS};
+use crate::source::exclude::{ExcludeSet, PatternError};
 use crate::store::layout::Snapshot;
-use crate::store::meta::META_DIR;
+use crate::store::meta::{Counts, META_DIR};
+use crate::store::record::Progress;
 
-/// How to restore.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RestoreOptions {
+/// How to restore. Build it with `..Default::default()`: fields get added.
+#[derive(Clone, Copy, Default)]
+pub struct RestoreOptions<'a> {
     /// Overwrite existing files.
     pub force: bool,
     /// Only report what would be written.
     pub dry_run: bool,
+    /// Make each restored path exactly the snapshot's: entries of the target that the
+    /// snapshot does not have are removed (never through a symlink; entries the filter
+    /// excludes are kept, as rsync's `--delete` keeps them), and a directory where the
+    /// snapshot has something else is replaced (which needs `force`).
+    pub delete: bool,
+    /// Which entries below each restored path are restored; `None`: all of them.
+    pub filter: Option<&'a Filter>,
+    /// Called as the restore goes.
+    pub progress: Option<RestoreProgress<'a>>,
+}
+
+/// Progress of a restore.
+#[derive(Clone, Copy)]
+pub struct RestoreProgress<'a> {
+    /// Called once before the first byte is written, with the entries and bytes of file
+    /// content the whole restore writes.
+    pub total: &'a (dyn Fn(u64, u64) + Sync),
+    /// Called as entries are written: `files` counts entries, `bytes_copied` bytes of file
+    /// content, both since the start of the restore.
+    pub done: Progress<'a>,
+}
+
+/// Which entries below a restored path are restored, by rsync-style patterns (the rules of
+/// backup excludes, [`crate::source::exclude`]) matched against each entry's path as it was
+/// on the host (`/home/alice/docs/a.pdf`); the restored path itself is always restored.
+///
+/// - An entry matching an exclude pattern is not restored, nor anything below it.
+/// - With include patterns, a non-directory is restored only when it matches one, or lies
+///   below a directory that matches one; directories are walked to find them, and a
+///   directory that would be left empty is not created (rsync's `--prune-empty-dirs`).
+///   Excludes win over includes.
+///
+/// That is `rsync -a --exclude=E… --include=I… --include=I/*** --include='*/' --exclude='*'
+/// --prune-empty-dirs` (without includes: `rsync -a --exclude=E…`).
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    excludes: Option<ExcludeSet>,
+    includes: Option<ExcludeSet>,
+}
+
+impl Filter {
+    /// Compiles the patterns.
+    pub fn new<S: AsRef<str>>(includes: &[S], excludes: &[S]) -> std::result::Result<Filter, PatternError> {
+        let set = |p: &[S]| if p.is_empty() { Ok(None) } else { ExcludeSet::new(p).map(Some) };
+        Ok(Filter { excludes: set(excludes)?, includes: set(includes)? })
+    }
+
+    /// No patterns at all.
+    pub fn is_empty(&self) -> bool {
+        self.excludes.is_none() && self.includes.is_none()
+    }
+
+    /// Whether include patterns were given.
+    pub fn has_includes(&self) -> bool {
+        self.includes.is_some()
+    }
+
+    /// Whether the entry at `host` (a directory when `is_dir`) is excluded.
+    pub fn is_excluded(&self, host: &Path, is_dir: bool) -> bool {
+        self.excludes.as_ref().is_some_and(|e| e.is_excluded(host, is_dir))
+    }
+
+    /// `None`: the entry is left out. `Some(all)`: it is restored, and `all` says whether
+    /// everything below it is (it or a directory above it matched an include).
+    fn select(&self, host: &Path, is_dir: bool, inside: bool) -> Option<bool> {
+        if self.is_excluded(host, is_dir) {
+            return None;
+        }
+        let all = match &self.includes {
+            None => true,
+            Some(i) => inside || i.is_excluded(host, is_dir),
+        };
+        (all || is_dir).then_some(all)
+    }
+
+    /// Whether everything below the restored path itself is restored.
+    fn top(&self, host: &Path, is_dir: bool) -> bool {
+        self.includes.as_ref().is_none_or(|i| i.is_excluded(host, is_dir))
+    }
 }
 
 /// What a restore does (or would do) to one entry of the target.
@@ -74,6 +155,9 @@ pub enum Action {
     /// A directory is there where the snapshot has something else: never deleted, so the
     /// restore is refused.
     Refused,
+    /// The snapshot has no such entry and `delete` removes it (a directory with all it
+    /// holds but what the filter excludes).
+    Deleted,
 }
 
 impl Action {
@@ -85,6 +169,7 @@ impl Action {
             Action::Unchanged => "unchanged",
             Action::Merged => "merged",
             Action::Refused => "refused",
+            Action::Deleted => "deleted",
         }
     }
 }
@@ -129,6 +214,8 @@ pub struct RestoreReport {
     /// deletes a directory, so any entry here refuses the restore (`--force` or not).
     #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub refused: Vec<PathBuf>,
+    /// Entries of the target removed (or that would be) by `delete`; a directory counts once.
+    pub deleted: u64,
 }
 
 fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -293,14 +380,89 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// `host_path` is found in the snapshot without following symlinks (see
 /// `resolve_source`). A target that is an existing directory receives a file, symlink or
 /// special file inside it (as `cp` does); a directory restored onto a directory merges. A
-/// directory on the target is never deleted to make room: such a restore is refused, with
-/// `force` too. Nothing below the target's own path is ever reached through a symlink.
+/// directory on the target is never deleted to make room (without `delete`): such a restore
+/// is refused, with `force` too. Nothing below the target's own path is ever reached through
+/// a symlink.
 pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
+    check_options(&opts)?;
+    let prepared = prepare(snapshot, host_path, target, false)?;
+    let mut reports = run_prepared(snapshot, vec![prepared], opts)?;
+    Ok(reports.pop().expect("one path, one report"))
+}
+
+/// Restores several paths of `snapshot` into the directory `dest`, each as `dest/NAME` (as
+/// `cp a b DIR` does; `dest` is created when missing). Conflicts are checked for all of them
+/// before the first byte is written; two paths with the same last name are refused.
+pub fn restore_into(
+    snapshot: &Snapshot,
+    host_paths: &[PathBuf],
+    dest: &Path,
+    opts: RestoreOptions,
+) -> Result<Vec<RestoreReport>> {
+    check_options(&opts)?;
+    let mut names: Vec<&OsStr> = Vec::new();
+    for p in host_paths {
+        let Some(name) = p.file_name() else {
+            return Err(Error::config(
+                "PATH",
+                format!("{} has no name to restore it under in {}; restore it alone", p.display(), dest.display()),
+            ));
+        };
+        if names.contains(&name) {
+            return Err(Error::config(
+                "PATH",
+                format!(
+                    "two paths would both be restored as {}; restore them in separate calls",
+                    dest.join(name).display()
+                ),
+            ));
+        }
+        names.push(name);
+    }
+    if let Ok(st) = rustix::fs::stat(dest) {
+        if fsops::file_type(&st) != FileType::Directory {
+            return Err(Error::config(
+                "DEST",
+                format!("{} is not a directory; several paths are restored into a directory", dest.display()),
+            ));
+        }
+    }
+    let prepared = host_paths
+        .iter()
+        .map(|p| prepare(snapshot, p, &dest.join(p.file_name().expect("checked")), true))
+        .collect::<Result<Vec<_>>>()?;
+    run_prepared(snapshot, prepared, opts)
+}
+
+fn check_options(opts: &RestoreOptions) -> Result<()> {
+    if opts.delete && opts.filter.is_some_and(Filter::has_includes) {
+        return Err(Error::config(
+            "--delete",
+            "--delete cannot be combined with --include (which entries of DEST it would remove is not \
+             well defined); use --exclude, or restore without --delete",
+        ));
+    }
+    Ok(())
+}
+
+/// One path of a restore, found in the snapshot, with its target looked at.
+struct Prepared {
+    src: Source,
+    report: RestoreReport,
+    /// The directory holding the target, its path, and the target's name there.
+    dst_parent: Option<Dir>,
+    to_dir: PathBuf,
+    to_name: CString,
+    target: PathBuf,
+    target_exists: bool,
+}
+
+fn prepare(snapshot: &Snapshot, host_path: &Path, target: &Path, into_parent: bool) -> Result<Prepared> {
     let src = resolve_source(snapshot, host_path)?;
     refuse_inside_destination(snapshot, target)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
     let (target, into_dir) = match rustix::fs::lstat(target) {
-        Ok(st) if fsops::file_type(&st) == FileType::Directory && !src_is_dir => {
+        Ok(st) if !into_parent && fsops::file_type(&st) == FileType::Directory && !src_is_dir => {
             (target.join(OsStr::from_bytes(src.name.to_bytes())), true)
         }
         _ => (target.to_path_buf(), false),
@@ -347,35 +509,82 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
         },
         None => false,
     };
+    Ok(Prepared { src, report, dst_parent, to_dir, to_name, target, target_exists })
+}
+
+/// Surveys every prepared path, refuses before writing anything when one of them would be
+/// refused, then writes them in order.
+fn run_prepared(snapshot: &Snapshot, mut prepared: Vec<Prepared>, opts: RestoreOptions) -> Result<Vec<RestoreReport>> {
+    let filter = opts.filter.filter(|f| !f.is_empty());
+    let host_base = snapshot.path.as_os_str().len();
     // Every conflict is found before the first byte is written. A target that does not
-    // exist has none, so only a dry run (which lists paths) walks the tree twice.
-    if target_exists || opts.dry_run {
-        let mut survey = Survey { report: &mut report, list: opts.dry_run, root_id: src.root_id };
+    // exist has none, so only a dry run (which lists paths) or a progress display (which
+    // needs the total) walks the tree twice.
+    let full = opts.dry_run || opts.progress.is_some();
+    for p in &mut prepared {
+        if !(p.target_exists || full) {
+            continue;
+        }
+        let mut survey = Survey {
+            report: &mut p.report,
+            list: opts.dry_run,
+            full,
+            root_id: p.src.root_id,
+            filter,
+            delete: opts.delete,
+            host_base,
+        };
         survey.run(
-            src.dir.as_fd(),
-            &src.name,
-            dst_parent.as_ref().map(|d| d.fd()),
-            &to_name,
-            &join(&src.dir_path, &src.name),
-            &target,
+            p.src.dir.as_fd(),
+            &p.src.name,
+            p.dst_parent.as_ref().map(|d| d.fd()),
+            &p.to_name,
+            &join(&p.src.dir_path, &p.src.name),
+            &p.target,
         )?;
     }
     if opts.dry_run {
-        return Ok(report);
+        return Ok(prepared.into_iter().map(|p| p.report).collect());
     }
-    if let Some(first) = report.refused.first() {
-        return Err(Error::Guard(format!(
-            "{} is a directory and the snapshot has no directory there; restore never deletes a directory (move it away, or restore into it)",
-            first.display()
-        )));
-    }
-    if !opts.force {
-        if let Some(first) = report.overwritten.first() {
-            return Err(Error::WouldOverwrite { path: first.clone() });
+    for p in &prepared {
+        if let Some(first) = p.report.refused.first() {
+            return Err(Error::Guard(format!(
+                "{} is a directory and the snapshot has no directory there; restore never deletes a directory (move it away, or restore into it)",
+                first.display()
+            )));
+        }
+        if !opts.force {
+            if let Some(first) = p.report.overwritten.first() {
+                return Err(Error::WouldOverwrite { path: first.clone() });
+            }
         }
     }
+    if let Some(progress) = &opts.progress {
+        let (entries, bytes) = prepared.iter().fold((0, 0), |(e, b), p| (e + p.report.entries, b + p.report.bytes));
+        (progress.total)(entries, bytes);
+    }
+    let mut done = (0u64, 0u64);
+    let mut reports = Vec::new();
+    for p in prepared {
+        let report = write_prepared(p, &opts, filter, host_base, done)?;
+        done = (done.0 + report.entries, done.1 + report.bytes);
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+fn write_prepared(
+    p: Prepared,
+    opts: &RestoreOptions,
+    filter: Option<&Filter>,
+    host_base: usize,
+    done_before: (u64, u64),
+) -> Result<RestoreReport> {
+    let Prepared { src, mut report, dst_parent, to_dir, to_name, target, target_exists } = p;
+    // The survey's counts are estimates of what follows; the copy counts again.
     report.entries = 0;
     report.bytes = 0;
+    report.deleted = 0;
     let dst_parent = match dst_parent {
         Some(d) => d,
         None => {
@@ -389,6 +598,10 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
         links: HashMap::new(),
         buf: Vec::new(),
         report: &mut report,
+        filter,
+        delete: opts.delete,
+        host_base,
+        progress: opts.progress.map(|p| (p.done, done_before)),
     };
     let from = join(&src.dir_path, &src.name);
     if target_exists {
@@ -554,15 +767,74 @@ impl<'a, T> Walk<'a, T> {
 
 /// Walks what a restore would write, on descriptors on both sides: counts it, lists it when
 /// `list` is set, and sorts out what exists already. Below a directory that does not exist on
-/// the target nothing can conflict, so without `list` the walk stops there.
+/// the target nothing can conflict, so without `full` the walk stops there.
 struct Survey<'r> {
     report: &'r mut RestoreReport,
     list: bool,
+    /// Walk every directory (for the list, or the total of a progress display).
+    full: bool,
     root_id: (u64, u64),
+    filter: Option<&'r Filter>,
+    delete: bool,
+    /// Where the path as it was on the host starts in a display path in the snapshot.
+    host_base: usize,
 }
 
 /// A directory to go down into: the snapshot's, the target's (if there is one) and its names.
-type Below = (OwnedFd, Option<OwnedFd>, Vec<CString>);
+type Below = (OwnedFd, Option<OwnedFd>, Vec<CString>, Mark);
+
+/// What a walk keeps per directory for the filter.
+#[derive(Clone, Copy)]
+struct Mark {
+    /// Everything below it is restored (see [`Filter::select`]).
+    all: bool,
+    /// It is new and would be left out if nothing below it is restored: the entry count
+    /// right after it was counted.
+    prune_at: Option<u64>,
+}
+
+/// The path as it was on the host of an entry shown at `from` in the snapshot.
+fn host_of(from: &Path, host_base: usize) -> &Path {
+    match &from.as_os_str().as_bytes()[host_base.min(from.as_os_str().len())..] {
+        b"" => Path::new("/"),
+        rest => Path::new(OsStr::from_bytes(rest)),
+    }
+}
+
+/// Whether an entry is restored: `Some(all)` as [`Filter::select`] says, `None` when it is
+/// left out. `inside` is `None` for the restored path itself, which is always restored.
+fn decide(filter: Option<&Filter>, host: &Path, is_dir: bool, inside: Option<bool>) -> Option<bool> {
+    match (filter, inside) {
+        (None, _) => Some(true),
+        (Some(f), None) => Some(f.top(host, is_dir)),
+        (Some(f), Some(inside)) => f.select(host, is_dir, inside),
+    }
+}
+
+/// The entries of the target directory `dst` that the snapshot directory (whose sorted names
+/// are `src_names`) does not hold and that the filter does not protect: what `delete`
+/// removes there. `host_dir` is the directory's path as it was on the host.
+fn extraneous(
+    dst: BorrowedFd,
+    to: &Path,
+    src_names: &[CString],
+    filter: Option<&Filter>,
+    host_dir: &Path,
+) -> Result<Vec<(CString, bool)>> {
+    let mut out = Vec::new();
+    for name in names_in(dst, to, false)? {
+        if src_names.binary_search(&name).is_ok() {
+            continue;
+        }
+        let st = rustix::fs::statat(dst, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(to, &name))?;
+        let is_dir = fsops::file_type(&st) == FileType::Directory;
+        if filter.is_some_and(|f| f.is_excluded(&join(host_dir, &name), is_dir)) {
+            continue; // excluded entries are protected, as with rsync --delete
+        }
+        out.push((name, is_dir));
+    }
+    Ok(out)
+}
 
 impl Survey<'_> {
     /// Surveys `src_dir/name` restored as `dst_dir/dst_name` (shown as `from` and `to`) and
@@ -577,22 +849,31 @@ impl Survey<'_> {
         to: &Path,
     ) -> Result<()> {
         let mut walk = Walk::new(src_dir, dst_dir, from, to);
-        if let Some((s, d, names)) = self.entry(src_dir, name, dst_dir, dst_name, from, to)? {
-            walk.descend(s, d, names, ())?;
+        if let Some((s, d, names, mark)) = self.entry(src_dir, name, dst_dir, dst_name, from, to, None)? {
+            walk.descend(s, d, names, mark)?;
         }
         while let Some(top) = walk.stack.last_mut() {
+            let inside = top.extra.all;
             match top.names.next() {
                 Some(child) => {
                     walk.enter(&child);
                     let (s, d) = walk.dirs();
-                    match self.entry(s, &child, d, &child, walk.from(), walk.to())? {
-                        Some((s, d, names)) => walk.descend(s, d, names, ())?,
+                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), Some(inside))? {
+                        Some((s, d, names, mark)) => walk.descend(s, d, names, mark)?,
                         None => walk.leave(),
                     }
                 }
                 None => {
                     walk.reopen_parent()?;
-                    walk.stack.pop();
+                    let done = walk.stack.pop().expect("the stack is not empty here");
+                    if done.extra.prune_at == Some(self.report.entries) {
+                        // Nothing below it is restored: neither is it.
+                        self.report.entries -= 1;
+                        if self.list {
+                            self.report.changes.pop();
+                            self.report.written.pop();
+                        }
+                    }
                     walk.leave();
                 }
             }
@@ -601,6 +882,7 @@ impl Survey<'_> {
     }
 
     /// One entry; returns the directory to go down into, if any.
+    #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
         src_dir: BorrowedFd,
@@ -609,12 +891,15 @@ impl Survey<'_> {
         dst_name: &CStr,
         from: &Path,
         to: &Path,
+        inside: Option<bool>,
     ) -> Result<Option<Below>> {
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", from)?;
         let kind = fsops::file_type(&st);
         if kind == FileType::Socket {
             return Ok(None); // sockets are not restored (nothing can listen on a copied one)
         }
+        let host = host_of(from, self.host_base);
+        let Some(all) = decide(self.filter, host, kind == FileType::Directory, inside) else { return Ok(None) };
         let existing = match dst_dir.map(|d| rustix::fs::statat(d, dst_name, AtFlags::SYMLINK_NOFOLLOW)) {
             None | Some(Err(rustix::io::Errno::NOENT)) => None,
             Some(Ok(e)) => Some(e),
@@ -624,6 +909,8 @@ impl Survey<'_> {
             None => Action::New,
             Some(e) => match (kind, fsops::file_type(e)) {
                 (FileType::Directory, FileType::Directory) => Action::Merged,
+                // With `delete`, a directory is replaced too.
+                (_, FileType::Directory) if self.delete => Action::Replaced,
                 (_, FileType::Directory) => Action::Refused,
                 (FileType::Directory, _) => Action::Replaced,
                 _ => {
@@ -657,13 +944,23 @@ impl Survey<'_> {
             Action::Merged => Some(fsops::open_dir_at(dst_dir.expect("exists"), dst_name).ctx("open directory", to)?),
             _ => None,
         };
-        if kind != FileType::Directory || !(self.list || dst_child.is_some()) {
+        if kind != FileType::Directory || !(self.full || dst_child.is_some()) {
             return Ok(None);
         }
         let src_child = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
         let names = names_in(src_child.as_fd(), from, is_root)?;
-        Ok(Some((src_child, dst_child, names)))
+        if let (true, Some(d)) = (self.delete, &dst_child) {
+            for (gone, _) in extraneous(d.as_fd(), to, &names, self.filter, host)? {
+                self.report.deleted += 1;
+                if self.list {
+                    self.report.changes.push(Change { path: join(to, &gone), action: Action::Deleted });
+                }
+            }
+        }
+        let prune = action == Action::New && inside.is_some() && self.filter.is_some_and(Filter::has_includes);
+        let mark = Mark { all, prune_at: prune.then_some(self.report.entries) };
+        Ok(Some((src_child, dst_child, names, mark)))
     }
 }
 
@@ -752,11 +1049,15 @@ fn join(dir: &Path, name: &CStr) -> PathBuf {
     dir.join(OsStr::from_bytes(name.to_bytes()))
 }
 
-/// A directory being filled: its status in the snapshot (applied once it is full), and
-/// whether its entries merge with what is there or are new.
+/// A directory being filled: its status in the snapshot (applied once it is full), whether
+/// its entries merge with what is there or are new, and what the filter says about it.
 struct Filling {
     st: Stat,
     merge: bool,
+    /// Everything below it is restored (see [`Filter::select`]).
+    all: bool,
+    /// It is new and is removed again when nothing was restored into it.
+    prune: bool,
 }
 
 /// A directory to go down into: the snapshot's, the target's, and how to fill it.
@@ -782,6 +1083,12 @@ struct Copier<'a> {
     links: HashMap<(u64, u64), (PathBuf, (u64, u64))>,
     buf: Vec<u8>,
     report: &'a mut RestoreReport,
+    filter: Option<&'a Filter>,
+    delete: bool,
+    /// Where the path as it was on the host starts in a display path in the snapshot.
+    host_base: usize,
+    /// The callback, and what earlier paths of the same restore wrote (entries, bytes).
+    progress: Option<(Progress<'a>, (u64, u64))>,
 }
 
 impl<'a> Copier<'a> {
@@ -803,18 +1110,18 @@ impl<'a> Copier<'a> {
         // Where, in the target's display path, the path relative to `dst_root` starts.
         let rel_start = to.as_os_str().len() - dst_name.to_bytes().len();
         let mut walk = Walk::new(src_dir, Some(dst_root), from, &to);
-        let found = self.entry(src_dir, name, dst_root, dst_name, from, &to, rel_start, merge)?;
+        let found = self.entry(src_dir, name, dst_root, dst_name, from, &to, rel_start, merge, None)?;
         if let Some(d) = found {
             walk.descend(d.src, Some(d.dst), d.names, d.filling)?;
         }
         while let Some(top) = walk.stack.last_mut() {
-            let merge = top.extra.merge;
+            let (merge, inside) = (top.extra.merge, top.extra.all);
             match top.names.next() {
                 Some(child) => {
                     walk.enter(&child);
                     let (s, d) = walk.dirs();
                     let d = d.expect("the target directory is open");
-                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge)? {
+                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge, Some(inside))? {
                         Some(d) => walk.descend(d.src, Some(d.dst), d.names, d.filling)?,
                         None => walk.leave(),
                     }
@@ -823,6 +1130,10 @@ impl<'a> Copier<'a> {
                     walk.reopen_parent()?;
                     let done = walk.stack.pop().expect("the stack is not empty here");
                     let (src, dst) = (done.src.expect("the top level is open"), done.dst.expect("and has a target"));
+                    if done.extra.prune && self.prune_empty(&walk)? {
+                        walk.leave();
+                        continue;
+                    }
                     fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &done.extra.st)
                         .ctx("set metadata of", walk.to())?;
                     walk.leave();
@@ -832,8 +1143,27 @@ impl<'a> Copier<'a> {
         Ok(())
     }
 
+    /// A new directory that the filter left empty is removed again (true); false when
+    /// something was restored into it.
+    fn prune_empty(&mut self, walk: &Walk<Filling>) -> Result<bool> {
+        let (_, parent) = walk.dirs();
+        let parent = parent.expect("the target directory is open");
+        let to = walk.to().as_os_str().as_bytes();
+        let name = cstr(OsStr::from_bytes(&to[to.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..]));
+        match rustix::fs::unlinkat(parent, &name, AtFlags::REMOVEDIR) {
+            Ok(()) => {
+                self.report.entries -= 1;
+                Ok(true)
+            }
+            Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(false),
+            Err(e) => Err(Error::io("remove empty directory", walk.to(), e.into())),
+        }
+    }
+
     /// One entry, copied or merged; returns the directory to go down into, if any. `to` is the
     /// target's display path, whose part from `rel_start` on is relative to `dst_root`.
+    /// `inside` is what the filter said about the directory holding it (`None` for the
+    /// restored path itself).
     #[allow(clippy::too_many_arguments)]
     fn entry(
         &mut self,
@@ -845,28 +1175,30 @@ impl<'a> Copier<'a> {
         to: &Path,
         rel_start: usize,
         merge: bool,
+        inside: Option<bool>,
     ) -> Result<Option<Descend>> {
         let rel = Path::new(OsStr::from_bytes(&to.as_os_str().as_bytes()[rel_start..]));
-        let at = At { src_dir, name, dst_dir, from, rel };
+        let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| Error::io("inspect", from, e.into()))?;
+        let is_dir = fsops::file_type(&st) == FileType::Directory;
+        let Some(all) = decide(self.filter, host_of(from, self.host_base), is_dir, inside) else { return Ok(None) };
+        let prune = inside.is_some() && self.filter.is_some_and(Filter::has_includes);
+        let at = At { src_dir, name, dst_dir, from, rel, all, prune };
         match merge {
-            true => self.merge_entry(&at, dst_name, to),
-            false => {
-                let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| Error::io("inspect", from, e.into()))?;
-                self.copy_entry(&at, &st, dst_name, to)
-            }
+            true => self.merge_entry(&at, &st, dst_name, to),
+            false => self.copy_entry(&at, &st, dst_name, to),
         }
     }
 
     /// Copies the entry (whose status is `st`) to `dst_dir/dst_name` (shown as `to`), where
     /// nothing exists yet; a directory is created, and returned to be filled.
     fn copy_entry(&mut self, at: &At, st: &Stat, dst_name: &CStr, to: &Path) -> Result<Option<Descend>> {
-        let At { src_dir, name, dst_dir, from, rel } = *at;
+        let At { src_dir, name, dst_dir, from, rel, .. } = *at;
         match fsops::file_type(st) {
             FileType::Directory => {
                 let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
                 let dst = fsops::make_dir_at(dst_dir, dst_name).ctx("create directory", to)?;
-                return self.filling(src, dst, st, from, false).map(Some);
+                return self.filling(src, dst, st, at, false).map(Some);
             }
             FileType::RegularFile => {
                 if self.link_to_earlier_copy(st, dst_dir, dst_name).ctx("create hard link", to)? {
@@ -882,6 +1214,7 @@ impl<'a> Copier<'a> {
                 }
                 self.report.entries += 1;
                 self.report.bytes += st.st_size as u64;
+                self.tick();
             }
             FileType::Symlink => {
                 fsops::copy_symlink(src_dir, name, dst_dir, dst_name, st).ctx("create symlink", to)?;
@@ -901,12 +1234,10 @@ impl<'a> Copier<'a> {
     /// replaced (the caller has checked `force`). A directory is never removed: the survey
     /// refused that before anything was written, and should one appear since, the restore
     /// stops here. Nothing on the target is followed if it is a symlink: it is replaced.
-    fn merge_entry(&mut self, at: &At, dst_name: &CStr, to: &Path) -> Result<Option<Descend>> {
-        let At { src_dir, name, dst_dir, from, rel } = *at;
-        let existing = rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW);
-        let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| Error::io("inspect", from, e.into()))?;
-        let existing = match existing {
+    fn merge_entry(&mut self, at: &At, st: &Stat, dst_name: &CStr, to: &Path) -> Result<Option<Descend>> {
+        let At { src_dir, name, dst_dir, from, rel, .. } = *at;
+        let st = *st;
+        let existing = match rustix::fs::statat(dst_dir, dst_name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(rustix::io::Errno::NOENT) => return self.copy_entry(at, &st, dst_name, to),
             Err(e) => return Err(Error::io("inspect", to, e.into())),
@@ -917,7 +1248,24 @@ impl<'a> Copier<'a> {
             (FileType::Directory, FileType::Directory) => {
                 let src = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
                 let dst = fsops::open_dir_at(dst_dir, dst_name).ctx("open directory", to)?;
-                return self.filling(src, dst, &st, from, true).map(Some);
+                let filling = self.filling(src, dst, &st, at, true)?;
+                if self.delete {
+                    self.delete_extraneous(&filling, from, to)?;
+                }
+                return Ok(Some(filling));
+            }
+            (_, FileType::Directory) if self.delete => {
+                // `delete` replaces a directory where the snapshot has something else (the
+                // survey counted it as replaced, which needs `force`).
+                let host = host_of(from, self.host_base).to_path_buf();
+                if !self.remove_dir(dst_dir, dst_name, &host, to)? {
+                    return Err(Error::Guard(format!(
+                        "{} holds entries the filter excludes, so it cannot be replaced by the snapshot's {}",
+                        to.display(),
+                        from.display()
+                    )));
+                }
+                return self.copy_entry(at, &st, dst_name, to);
             }
             (_, FileType::Directory) => {
                 return Err(Error::Guard(format!(
@@ -947,20 +1295,69 @@ impl<'a> Copier<'a> {
             }
             _ => {
                 // A non-directory (a symlink planted where a directory goes, too) is unlinked,
-                // never followed.
+                // never followed. A directory put in its place stays, even if the filter leaves
+                // it empty: the survey counted it as replacing that entry, not as new.
                 rustix::fs::unlinkat(dst_dir, dst_name, AtFlags::empty()).ctx("remove", to)?;
-                return self.copy_entry(at, &st, dst_name, to);
+                return self.copy_entry(&At { prune: false, ..*at }, &st, dst_name, to);
             }
         }
         Ok(None)
     }
 
     /// A directory to fill: counted, and its names read.
-    fn filling(&mut self, src: OwnedFd, dst: OwnedFd, st: &Stat, from: &Path, merge: bool) -> Result<Descend> {
+    fn filling(&mut self, src: OwnedFd, dst: OwnedFd, st: &Stat, at: &At, merge: bool) -> Result<Descend> {
         self.report.entries += 1;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
-        let names = names_in(src.as_fd(), from, is_root)?;
-        Ok(Descend { src, dst, names, filling: Filling { st: *st, merge } })
+        let names = names_in(src.as_fd(), at.from, is_root)?;
+        let filling = Filling { st: *st, merge, all: at.all, prune: at.prune && !merge };
+        Ok(Descend { src, dst, names, filling })
+    }
+
+    /// Removes what the target directory of `d` holds that the snapshot's does not (`delete`).
+    fn delete_extraneous(&mut self, d: &Descend, from: &Path, to: &Path) -> Result<()> {
+        let host_dir = host_of(from, self.host_base).to_path_buf();
+        for (name, is_dir) in extraneous(d.dst.as_fd(), to, &d.names, self.filter, &host_dir)? {
+            let shown = join(to, &name);
+            match is_dir {
+                true => {
+                    self.remove_dir(d.dst.as_fd(), &name, &host_dir.join(OsStr::from_bytes(name.to_bytes())), &shown)?;
+                }
+                false => rustix::fs::unlinkat(d.dst.as_fd(), &name, AtFlags::empty()).ctx("remove", &shown)?,
+            }
+            self.report.deleted += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes the target's directory `dir/name` (shown as `to`; `host` is its path as it
+    /// would be on the host, which the patterns are matched against) with everything in it
+    /// but what the filter excludes, without following a symlink; true when it is gone.
+    fn remove_dir(&mut self, dir: BorrowedFd, name: &CStr, host: &Path, to: &Path) -> Result<bool> {
+        let parent = Dir::from_trusted_fd(
+            dir.try_clone_to_owned().ctx("duplicate handle of", to)?,
+            to.parent().unwrap_or(Path::new("")).to_path_buf(),
+        )?;
+        let name =
+            Name::new(name.to_bytes()).map_err(|e| Error::Unsafe { path: to.to_path_buf(), message: e.to_string() })?;
+        let Some(filter) = self.filter.filter(|f| !f.is_empty()) else {
+            parent.remove_tree(&name)?;
+            return Ok(true);
+        };
+        let host_parent = host.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let keep =
+            move |rel: &[u8], is_dir: bool| filter.is_excluded(&host_parent.join(OsStr::from_bytes(rel)), is_dir);
+        parent.remove_tree_keeping(&name, &keep)
+    }
+
+    /// Reports progress, when asked to.
+    fn tick(&self) {
+        if let Some((progress, (entries, bytes))) = self.progress {
+            progress(&Counts {
+                files: entries + self.report.entries,
+                bytes_copied: bytes + self.report.bytes,
+                ..Counts::default()
+            });
+        }
     }
 
     /// For a file with several links whose first copy exists, links to that copy and
@@ -1003,6 +1400,10 @@ struct At<'p> {
     from: &'p Path,
     /// Its path on the target relative to the copy's `dst_root` (for hard links).
     rel: &'p Path,
+    /// What the filter says about it (see [`Filter::select`]).
+    all: bool,
+    /// A new directory here is removed again if nothing is restored into it.
+    prune: bool,
 }
 
 /// The directory holding `rel` below `root` and the last name of `rel`, opened one

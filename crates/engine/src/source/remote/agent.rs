@@ -37,6 +37,7 @@ use crate::fs::beneath;
 use crate::fs::fsops;
 use crate::source::exclude::ExcludeSet;
 use crate::source::local::{bytes_cstr, rel_of, source_order, split_last};
+use crate::source::markers::ExcludeBy;
 use crate::store::manifest::Hash;
 
 /// What the agent may serve, fixed on the client.
@@ -85,8 +86,16 @@ pub fn serve(config: &AgentConfig, input: impl Read + Send, output: impl Write +
         Ok(x) => x,
         Err(m) => return refuse(&mut output, m),
     };
+    // Checked as the plan checks it: the server is trusted with what to leave out, not with
+    // names that would reach outside a directory.
+    let by = &request.exclude_by;
+    let larger = by.larger_than.map(|n| n.to_string());
+    if let Err(m) = ExcludeBy::new(by.caches, &by.if_present, larger.as_deref()) {
+        return refuse(&mut output, format!("excludeIfPresent: {m}"));
+    }
     proto::write_frame(&mut output, &FromAgent::Ready).map_err(lost)?;
-    session(&sources, &excludes, request.one_file_system, input, proto::CompressedWriter::new(output))
+    let walk = WalkRules { excludes: &excludes, one_file_system: request.one_file_system, by };
+    session(&sources, &walk, input, proto::CompressedWriter::new(output))
 }
 
 /// Tells the server why, then fails.
@@ -236,13 +245,14 @@ impl Shared {
     }
 }
 
-fn session(
-    sources: &[Resolved],
-    excludes: &ExcludeSet,
+/// What the walk leaves out, and where it stops.
+struct WalkRules<'a> {
+    excludes: &'a ExcludeSet,
     one_file_system: bool,
-    input: impl Read + Send,
-    output: impl Write + Send,
-) -> Result<()> {
+    by: &'a ExcludeBy,
+}
+
+fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, output: impl Write + Send) -> Result<()> {
     let shared = Shared {
         acked: Mutex::new(0),
         wake: Condvar::new(),
@@ -254,7 +264,17 @@ fn session(
         let walker = {
             let (tx, shared) = (tx.clone(), &shared);
             scope.spawn(move || {
-                let mut w = Walker { out: tx, shared, excludes, one_file_system, seq: 0, excluded: 0, root_dev: 0 };
+                let mut w = Walker {
+                    out: tx,
+                    shared,
+                    excludes: rules.excludes,
+                    one_file_system: rules.one_file_system,
+                    by: rules.by,
+                    seq: 0,
+                    excluded: 0,
+                    excluded_by: [0; 3],
+                    root_dev: 0,
+                };
                 let result = w.run(sources);
                 if let Err(e) = &result {
                     let _ = w.out.send(FromAgent::Error(e.to_string()));
@@ -467,8 +487,11 @@ struct Walker<'a> {
     shared: &'a Shared,
     excludes: &'a ExcludeSet,
     one_file_system: bool,
+    by: &'a ExcludeBy,
     seq: u64,
     excluded: u64,
+    /// Left out by `by`: tagged directories (cache, marker) and large files.
+    excluded_by: [u64; 3],
     root_dev: u64,
 }
 
@@ -523,8 +546,14 @@ impl Walker<'_> {
             meta.xattrs = fsops::read_xattrs_fd(fd.as_fd()).map_err(|e| Error::io("read xattrs of", &abs, e))?;
             metas.push((rel.clone(), meta));
         }
-        let excluded = self.excluded;
-        self.send(FromAgent::WalkEnd { excluded, ancestors: metas })
+        let (excluded, [excluded_caches, excluded_if_present, excluded_large]) = (self.excluded, self.excluded_by);
+        self.send(FromAgent::WalkEnd {
+            excluded,
+            excluded_caches,
+            excluded_if_present,
+            excluded_large,
+            ancestors: metas,
+        })
     }
 
     fn source(&mut self, index: u32, source: &Resolved, ancestors: &mut BTreeMap<Vec<u8>, ()>) -> Result<()> {
@@ -652,6 +681,10 @@ impl Walker<'_> {
         let bytes = name.to_bytes().to_vec();
         let meta = Meta::of(st);
         match fsops::file_type(st) {
+            FileType::RegularFile if self.by.too_large(meta.size) => {
+                self.excluded_by[2] += 1;
+                Ok(())
+            }
             FileType::RegularFile => {
                 let rel = join_rel(here.rel, name.to_bytes());
                 let f = FileRef { root: here.root.clone(), rel };
@@ -703,6 +736,16 @@ impl Walker<'_> {
             }
         }
         dirs.sort();
+        if self.by.caches || !self.by.if_present.is_empty() {
+            let has = |n: &[u8]| files.iter().chain(&dirs).any(|f| f.to_bytes() == n);
+            let tagged = self.by.tagged(fd.as_fd(), has);
+            if tagged.any() {
+                files.retain(|f| self.by.keeps(tagged, f.to_bytes()));
+                dirs.retain(|f| self.by.keeps(tagged, f.to_bytes()));
+                self.excluded_by[0] += u64::from(tagged.cache);
+                self.excluded_by[1] += u64::from(tagged.marker && !tagged.cache);
+            }
+        }
         Ok((files, dirs))
     }
 }

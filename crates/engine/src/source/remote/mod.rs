@@ -19,7 +19,8 @@
 //!    [`proto::MAX_FRAME`]) and a [postcard](https://docs.rs/postcard)-encoded
 //!    [`proto::ToAgent`] or [`proto::FromAgent`]. Names and paths are raw bytes (Linux file
 //!    names need not be UTF-8); owners are numeric uid/gid.
-//! 3. **Request.** The server sends the sources, the exclude patterns and `oneFileSystem`. The
+//! 3. **Request.** The server sends the sources, the exclude patterns, `oneFileSystem` and the
+//!    exclusions by tag file, marker file and size (`source::markers`; protocol 3). The
 //!    agent checks each source against its own allow-list (fixed by the `authorized_keys`
 //!    command, so a server can never read beyond it): a clean absolute path in an allowed path,
 //!    reached below it without following any symlink (`crate::fs::beneath`), and that it exists; it adds
@@ -28,7 +29,8 @@
 //!    bytes several times (protocol 2).
 //! 4. **Walk.** The agent sends walk frames in the manifest's walk order: per source `Source`,
 //!    then a directory's non-directories sorted by name, then each subdirectory (`Dir` … `DirEnd`)
-//!    sorted by name, then `SourceEnd`; at the end `WalkEnd` with the excluded count and the
+//!    sorted by name, then `SourceEnd`; at the end `WalkEnd` with the excluded counts (by
+//!    pattern, cache and marker directories, large files) and the
 //!    metadata of the directories above the sources. Walk frames are numbered from 0 in the
 //!    order sent; a regular file's number is its id.
 //! 5. **Transfer.** For each regular file the server applies the local quick check against its

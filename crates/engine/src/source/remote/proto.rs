@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::store::place::QuickAttrs;
 
 /// The protocol version; both sides must speak the same one. Version 2: everything the agent
-/// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]).
-pub const PROTOCOL: u32 = 2;
+/// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]). Version 3: the request
+/// carries `excludeCaches`/`excludeIfPresent`/`excludeLargerThan` (`exclude_by`), and
+/// `WalkEnd` what they left out.
+pub const PROTOCOL: u32 = 3;
 /// The first bytes each side writes.
 pub const MAGIC: [u8; 4] = *b"HWCB";
 /// The largest frame either side accepts: bigger lengths mean garbage or a hostile peer.
@@ -95,6 +97,8 @@ pub struct Request {
     pub excludes: Vec<String>,
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
+    /// Exclusions by tag file, marker file and size (`source::markers`).
+    pub exclude_by: crate::source::markers::ExcludeBy,
 }
 
 /// How the server wants a file.
@@ -191,6 +195,12 @@ pub enum FromAgent {
     WalkEnd {
         /// Entries left out by the excludes.
         excluded: u64,
+        /// Directories kept without their contents for a `CACHEDIR.TAG`.
+        excluded_caches: u64,
+        /// Directories kept without their contents for a marker file.
+        excluded_if_present: u64,
+        /// Regular files left out for their size.
+        excluded_large: u64,
         /// The directories above the sources, relative to `/`, deepest first, with metadata.
         ancestors: Vec<(Vec<u8>, Meta)>,
     },

@@ -56,6 +56,8 @@ pub struct PullOptions<'a> {
     pub sources: &'a [PathBuf],
     /// Exclude patterns.
     pub excludes: &'a [String],
+    /// Exclusions by tag file, marker file and size.
+    pub exclude_by: &'a crate::source::markers::ExcludeBy,
     /// Stay on each source's filesystem.
     pub one_file_system: bool,
     /// Recreate device nodes (`hosts.<name>.devices`); otherwise they are counted in
@@ -162,6 +164,7 @@ fn start(input: &mut impl Read, output: &mut impl Write, opts: &PullOptions) -> 
         sources: opts.sources.iter().map(|s| s.as_os_str().as_bytes().to_vec()).collect(),
         excludes: opts.excludes.to_vec(),
         one_file_system: opts.one_file_system,
+        exclude_by: opts.exclude_by.clone(),
     };
     proto::write_frame(output, &ToAgent::Request(request)).and_then(|()| output.flush()).map_err(lost)?;
     let mut buf = Vec::new();
@@ -432,7 +435,10 @@ impl<'a, R: Read> Puller<'a, R> {
                 self.push(SlotKind::Warn(Warning { path: PathBuf::from(OsStr::from_bytes(&path)), message }));
                 Ok(())
             }
-            FromAgent::WalkEnd { excluded, ancestors } => self.end_walk(excluded, ancestors),
+            FromAgent::WalkEnd { excluded, excluded_caches, excluded_if_present, excluded_large, ancestors } => {
+                self.writer.add_excluded_by(excluded_caches, excluded_if_present, excluded_large);
+                self.end_walk(excluded, ancestors)
+            }
             other => Err(self.protocol(format!("unexpected {other:?}"))),
         }
     }

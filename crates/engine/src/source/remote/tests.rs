@@ -42,6 +42,7 @@ fn pulled_job(host: &str, sources: Vec<PathBuf>, dest: &Path, excludes: Vec<Stri
         one_file_system: true,
         devices: false,
         retention: None,
+        ..RemoteHost::default()
     };
     Job::pulled_ad_hoc(host, remote, dest.to_path_buf(), "/var/lib/hwc-backup".into()).unwrap()
 }
@@ -349,6 +350,7 @@ fn drive_agent(config: AgentConfig, sources: &[&Path]) -> Served {
         sources: sources.iter().map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec()).collect(),
         excludes: vec![],
         one_file_system: false,
+        exclude_by: Default::default(),
     };
     proto::write_frame(&mut out, &ToAgent::Request(request)).unwrap();
     out.flush().unwrap();
@@ -583,7 +585,13 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
     let at_top = FromAgent::Source { index: 0, parent: Vec::new() };
     let srv = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
     let link = |name: &[u8]| FromAgent::Symlink { name: name.to_vec(), meta: Meta::default(), target: target.clone() };
-    let end = |rel: &[u8]| FromAgent::WalkEnd { excluded: 0, ancestors: vec![(rel.to_vec(), evil.clone())] };
+    let end = |rel: &[u8]| FromAgent::WalkEnd {
+        excluded: 0,
+        excluded_caches: 0,
+        excluded_if_present: 0,
+        excluded_large: 0,
+        ancestors: vec![(rel.to_vec(), evil.clone())],
+    };
     let dir_frame = |name: &[u8]| FromAgent::Dir { name: name.to_vec(), meta: evil.clone() };
     let special =
         |name: &[u8]| FromAgent::Special { name: name.to_vec(), meta: Meta { mode: 0o10644, ..evil.clone() } };
@@ -645,7 +653,13 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
                 },
                 FromAgent::DirEnd,
                 FromAgent::SourceEnd,
-                FromAgent::WalkEnd { excluded: 0, ancestors: vec![] },
+                FromAgent::WalkEnd {
+                    excluded: 0,
+                    excluded_caches: 0,
+                    excluded_if_present: 0,
+                    excluded_large: 0,
+                    ancestors: vec![],
+                },
             ],
             "/.hwc-backup",
         ),
@@ -713,6 +727,9 @@ fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
         FromAgent::SourceEnd,
         FromAgent::WalkEnd {
             excluded: 0,
+            excluded_caches: 0,
+            excluded_if_present: 0,
+            excluded_large: 0,
             ancestors: vec![(b"srv".to_vec(), Meta { mode: 0o40755, ..Meta::default() })],
         },
     ];

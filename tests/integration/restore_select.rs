@@ -1,0 +1,425 @@
+//! Restore for real recoveries (issue 14, item 5), each against rsync as the oracle:
+//! `--include`/`--exclude` patterns (the rsync command line they stand for is built here and
+//! run on the same snapshot directory), several PATHs into one DEST (`rsync -a A B DEST/`),
+//! `--delete` (`rsync -a --delete`, with and without excludes protecting entries) and its
+//! `--dry-run`, which lists the deletions and changes nothing; and the hostile case: symlinks
+//! planted in DEST, pointing at a victim directory whose files `--delete` would remove if it
+//! followed them, are removed as links and the victim stays as it was.
+
+use crate::snapshot::rsync_differences;
+use crate::util::*;
+
+/// A tree with something for every pattern below.
+fn varied_tree(env: &Env) {
+    let src = &env.src;
+    write(&src.join("a/x.txt"), "x\n");
+    write(&src.join("a/y.log"), "y\n");
+    write(&src.join("a/keep/z.txt"), "z\n");
+    write(&src.join("a/keep/z.log"), "zl\n");
+    write(&src.join("b/c/d.pdf"), "pdf\n");
+    write(&src.join("b/c/e.txt"), "e\n");
+    std::fs::create_dir_all(src.join("b/empty")).unwrap();
+    std::fs::create_dir_all(src.join("b/only-logs")).unwrap();
+    write(&src.join("b/only-logs/1.log"), "1\n");
+    write(&src.join("docs/inner/n.md"), "n\n");
+    write(&src.join("docs/inner/o.txt"), "o\n");
+    write(&src.join("docs/top.md"), "t\n");
+    write(&src.join("node_modules/m.js"), "m\n");
+    write(&src.join("proj/node_modules/p.js"), "p\n");
+    write(&src.join("proj/main.rs"), "fn main() {}\n");
+    sh(&format!(
+        "ln -s a/x.txt '{}' && ln -s nowhere '{}'",
+        src.join("link.txt").display(),
+        src.join("a/dangling").display()
+    ));
+    sh(&format!("touch -d '2024-05-01 10:00' '{}' '{}'", src.join("b/empty").display(), src.join("a").display()));
+}
+
+/// The rsync filter arguments that `--include I… --exclude E…` of a restore stand for.
+fn rsync_filters(includes: &[&str], excludes: &[&str]) -> String {
+    let q = |p: &str| format!("'{}'", p.replace('\'', r"'\''"));
+    let mut args: Vec<String> = excludes.iter().map(|e| format!("--exclude={}", q(e))).collect();
+    if !includes.is_empty() {
+        for i in includes {
+            args.push(format!("--include={}", q(i)));
+            args.push(format!("--include={}", q(&format!("{}/***", i.trim_end_matches('/')))));
+        }
+        args.extend(["--include='*/'".into(), "--exclude='*'".into(), "--prune-empty-dirs".into()]);
+    }
+    args.join(" ")
+}
+
+#[test]
+fn include_and_exclude_patterns_select_what_rsync_selects() {
+    require("rsync");
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let snap_root = env.host_dir().join("daily/2025-01-15_02-00-00");
+    let src_rel = s(env.src.strip_prefix("/").unwrap());
+    let anchored_keep = format!("{}/a/keep", s(&env.src));
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec![], vec!["*.log", "node_modules"]),
+        (vec![], vec!["a/keep/", "/does/not/exist", "docs/**/*.md"]),
+        (vec!["*.txt"], vec![]),
+        (vec!["docs"], vec!["*.md"]),
+        (vec!["*.pdf", &anchored_keep], vec!["z.log"]),
+        (vec!["node_modules/"], vec![]),
+        (vec!["*.nothing-matches"], vec![]),
+    ];
+    for (k, (includes, excludes)) in cases.iter().enumerate() {
+        let ours = env.dir.path().join(format!("ours-{k}"));
+        let mut args = vec!["latest".to_string(), s(&env.src), s(&ours)];
+        for i in includes {
+            args.extend(["--include".into(), i.to_string()]);
+        }
+        for e in excludes {
+            args.extend(["--exclude".into(), e.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run("restore", &args);
+        assert!(out.status.success(), "case {k}: {}", show(&out));
+        let oracle = env.dir.path().join(format!("oracle-{k}"));
+        std::fs::create_dir_all(&oracle).unwrap();
+        sh(&format!(
+            "rsync -a --relative {} '{}/./{}/' '{}/'",
+            rsync_filters(includes, excludes),
+            snap_root.display(),
+            src_rel,
+            oracle.display()
+        ));
+        let expected = oracle.join(&src_rel);
+        // rsync --prune-empty-dirs leaves out the top too when nothing matched; a restore
+        // always restores the path it was given.
+        if !expected.exists() {
+            assert_eq!(tree(&ours), Vec::<String>::new(), "case {k} ({includes:?}, {excludes:?})");
+            continue;
+        }
+        assert_eq!(tree(&ours), tree(&expected), "case {k} ({includes:?}, {excludes:?})");
+        assert_eq!(rsync_differences(&expected, &ours), "", "case {k} ({includes:?}, {excludes:?})");
+    }
+    // The oracle agrees with what the rules say, not only with us.
+    let t = |k: usize| tree(&env.dir.path().join(format!("ours-{k}")));
+    assert!(t(0).contains(&"a/x.txt".into()) && !t(0).contains(&"a/y.log".into()), "{:?}", t(0));
+    assert!(!t(0).iter().any(|p| p.contains("node_modules")) && t(0).contains(&"b/empty".into()), "{:?}", t(0));
+    assert_eq!(
+        t(2),
+        [
+            "a",
+            "a/keep",
+            "a/keep/z.txt",
+            "a/x.txt",
+            "b",
+            "b/c",
+            "b/c/e.txt",
+            "docs",
+            "docs/inner",
+            "docs/inner/o.txt",
+            "link.txt"
+        ],
+    );
+    assert_eq!(t(3), ["docs", "docs/inner", "docs/inner/o.txt"]);
+    assert_eq!(t(4), ["a", "a/keep", "a/keep/z.txt", "b", "b/c", "b/c/d.pdf"]);
+    assert_eq!(t(5), ["node_modules", "node_modules/m.js", "proj", "proj/node_modules", "proj/node_modules/p.js"]);
+    // The dry run lists what the real one writes, and writes nothing.
+    let target = env.dir.path().join("dry");
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&target), "--include", "*.txt", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!target.exists());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut listed: Vec<String> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap().strip_prefix(&s(&target)).unwrap().trim_start_matches('/').to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, tree(&env.dir.path().join("ours-2")), "{report}");
+    // A malformed pattern is bad usage, and nothing is written.
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&target), "--exclude", "a["]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(!target.exists());
+}
+
+#[test]
+fn several_paths_restore_into_one_directory_as_rsync_copies_them() {
+    require("rsync");
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let snap = env.in_snapshot("daily/2025-01-15_02-00-00");
+    let dest = env.dir.path().join("into");
+    let paths = [env.src.join("a"), env.src.join("b/c"), env.src.join("link.txt"), env.src.join("docs/top.md")];
+    let mut args = vec!["latest".to_string()];
+    args.extend(paths.iter().map(|p| s(p)));
+    args.push(s(&dest));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = env.run("restore", &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let oracle = env.dir.path().join("oracle");
+    std::fs::create_dir_all(&oracle).unwrap();
+    sh(&format!(
+        "rsync -a '{}' '{}' '{}' '{}' '{}/'",
+        snap.join("a").display(),
+        snap.join("b/c").display(),
+        snap.join("link.txt").display(),
+        snap.join("docs/top.md").display(),
+        oracle.display()
+    ));
+    assert_eq!(tree(&dest), tree(&oracle));
+    assert_eq!(sh(&format!("rsync -aHAXn --itemize-changes '{}/' '{}/'", oracle.display(), dest.display())), "");
+    // Again: everything is there and identical, so nothing needs --force.
+    let out = env.run("restore", &args);
+    assert!(out.status.success(), "{}", show(&out));
+    // A changed file in DEST needs --force, checked for every path before anything is written.
+    write(&dest.join("c/e.txt"), "changed\n");
+    std::fs::remove_file(dest.join("top.md")).unwrap();
+    let out = env.run("restore", &args);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(!dest.join("top.md").exists(), "nothing is written before the check of every path");
+    let mut forced = args.clone();
+    forced.push("--force");
+    let out = env.run("restore", &forced);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("c/e.txt")).unwrap(), "e\n");
+    // Two paths with the same name, or a DEST that is a file: bad usage, nothing written.
+    let clash = env.dir.path().join("clash");
+    let out = env.run(
+        "restore",
+        &[
+            "latest",
+            &s(&env.src.join("a/x.txt")),
+            &s(&env.src.join("b/c/e.txt")),
+            &s(&env.src.join("a/keep/z.txt")),
+            &s(&env.src.join("docs/inner/o.txt")),
+            &s(&env.src.join("a/x.txt")),
+            &s(&clash),
+        ],
+    );
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x.txt"), "{}", show(&out));
+    assert!(!clash.exists());
+    let file = env.dir.path().join("a-file");
+    write(&file, "mine\n");
+    let out = env.run("restore", &["latest", &s(&env.src.join("a")), &s(&env.src.join("b")), &s(&file)]);
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine\n");
+}
+
+/// DEST as a user left it since the snapshot: files added, changed and removed, a
+/// directory where the snapshot has a file, a file where it has a directory.
+fn drifted_copy(from: &std::path::Path, to: &std::path::Path) {
+    sh(&format!("cp -a '{}' '{}'", from.display(), to.display()));
+    write(&to.join("a/new.txt"), "new since\n");
+    write(&to.join("a/x.txt"), "changed since\n");
+    std::fs::remove_file(to.join("a/keep/z.txt")).unwrap();
+    write(&to.join("extra/deep/f.txt"), "f\n");
+    write(&to.join("extra/deep/g.keep"), "protected\n");
+    write(&to.join("b/c/h.keep"), "protected too\n");
+    std::fs::remove_file(to.join("docs/top.md")).unwrap();
+    write(&to.join("docs/top.md/inside"), "a directory where the snapshot has a file\n");
+    std::fs::remove_dir_all(to.join("proj/node_modules")).unwrap();
+    write(&to.join("proj/node_modules"), "a file where the snapshot has a directory\n");
+}
+
+#[test]
+fn delete_makes_dest_what_rsync_delete_makes_it_and_its_dry_run_lists_the_deletions() {
+    require("rsync");
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let snap = env.in_snapshot("daily/2025-01-15_02-00-00");
+    for (k, excludes) in [vec![], vec!["*.keep"]].iter().enumerate() {
+        let ours = env.dir.path().join(format!("ours-{k}"));
+        let oracle = env.dir.path().join(format!("oracle-{k}"));
+        drifted_copy(&env.src, &ours);
+        // The same times on both sides (what DEST holds and keeps is compared too).
+        sh(&format!("cp -a '{}' '{}'", ours.display(), oracle.display()));
+        let mut args = vec!["latest".to_string(), s(&env.src), s(&ours), "--delete".into(), "--force".into()];
+        for e in excludes {
+            args.extend(["--exclude".into(), e.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // The dry run: deletions listed first, nothing changed.
+        let before = sh(&format!(
+            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
+            ours.display()
+        ));
+        let mut dry = args.clone();
+        dry.push("--dry-run");
+        let out = env.run("restore", &dry);
+        assert!(out.status.success(), "{}", show(&out));
+        let after = sh(&format!(
+            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
+            ours.display()
+        ));
+        assert_eq!(before, after, "the dry run changed DEST");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let deleted: Vec<String> = lines
+            .iter()
+            .take_while(|l| l.starts_with("deleted"))
+            .map(|l| l.split_whitespace().last().unwrap().strip_prefix(&format!("{}/", s(&ours))).unwrap().to_string())
+            .collect();
+        assert!(!lines.iter().skip(deleted.len()).any(|l| l.starts_with("deleted")), "deletions come first: {stdout}");
+        // What rsync would delete (its dry run, itemized), at the top of each removed tree.
+        let rsync_says = sh(&format!(
+            "rsync -a --delete --dry-run --itemize-changes {} '{}/' '{}/' | sed -n 's/^\\*deleting *//p'",
+            rsync_filters(&[], excludes),
+            snap.display(),
+            oracle.display()
+        ));
+        let mut expected: Vec<String> = rsync_says
+            .lines()
+            .map(|l| l.trim_end_matches('/').to_string())
+            .filter(|l| !l.contains("/") || !rsync_says.lines().any(|p| p.ends_with('/') && l.starts_with(p)))
+            .collect();
+        expected.sort();
+        let mut deleted_sorted = deleted.clone();
+        deleted_sorted.sort();
+        // The directory where the snapshot has a file is replaced, not listed as deleted.
+        expected.retain(|p| p != "docs/top.md" && !p.starts_with("docs/top.md/"));
+        if excludes.is_empty() {
+            assert_eq!(deleted_sorted, expected, "{stdout}");
+        } else {
+            // A directory is listed once, at its top; what it holds that the excludes protect
+            // stays, with the directories holding it (rsync lists the files it removes there).
+            assert_eq!(deleted_sorted, ["a/new.txt", "extra"], "{stdout}");
+            assert!(expected.contains(&"a/new.txt".to_string()) && expected.iter().any(|p| p.starts_with("extra/")));
+        }
+        let out = env.run("restore", &args);
+        assert!(out.status.success(), "{}", show(&out));
+        sh(&format!(
+            "rsync -a --delete {} '{}/' '{}/'",
+            rsync_filters(&[], excludes),
+            snap.display(),
+            oracle.display()
+        ));
+        // Directories of DEST kept for an excluded entry in them are not the snapshot's: the
+        // deletion in them set their mtimes, a moment apart on the two sides.
+        for kept in ["extra", "extra/deep"].iter().filter(|_| !excludes.is_empty()) {
+            sh(&format!("touch -r '{}' '{}'", oracle.join(kept).display(), ours.join(kept).display()));
+        }
+        assert_eq!(tree(&ours), tree(&oracle), "excludes {excludes:?}");
+        assert_eq!(rsync_differences(&oracle, &ours), "", "excludes {excludes:?}");
+        assert!(!ours.join("a/new.txt").exists());
+        assert_eq!(ours.join("extra/deep/g.keep").exists(), !excludes.is_empty());
+        assert_eq!(ours.join("b/c/h.keep").exists(), !excludes.is_empty());
+    }
+    // --delete does not combine with --include.
+    let out = env.run(
+        "restore",
+        &["latest", &s(&env.src), &s(&env.dir.path().join("ours-0")), "--delete", "--include", "*.txt"],
+    );
+    assert_eq!(code(&out), 2, "{}", show(&out));
+}
+
+#[test]
+fn delete_never_follows_a_symlink_planted_in_dest() {
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("precious.txt"), "precious\n");
+    write(&victim.join("sub/x.txt"), "also precious\n");
+    write(&victim.join("a/y.log"), "looks like the snapshot's\n");
+    let snapshot_of_victim = || {
+        sh(&format!(
+            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
+            victim.display()
+        ))
+    };
+    let before = snapshot_of_victim();
+    let dest = env.dir.path().join("dest-tree");
+    sh(&format!("cp -a '{}' '{}'", env.src.display(), dest.display()));
+    // Where the snapshot has nothing (extraneous: deleted), where it has a directory (replaced),
+    // and inside an extraneous directory (deleted with it).
+    std::os::unix::fs::symlink(&victim, dest.join("planted")).unwrap();
+    std::fs::remove_dir_all(dest.join("b")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("b")).unwrap();
+    std::fs::create_dir_all(dest.join("gone")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("gone/link")).unwrap();
+    std::os::unix::fs::symlink(victim.join("sub"), dest.join("a/keep/sub")).unwrap();
+    for extra in [&[][..], &["--exclude", "*.md"][..]] {
+        let mut args = vec![
+            "latest",
+            &*Box::leak(s(&env.src).into_boxed_str()),
+            &*Box::leak(s(&dest).into_boxed_str()),
+            "--delete",
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        let out = env.run("restore", &args);
+        assert!(out.status.success(), "{}", show(&out));
+        assert_eq!(snapshot_of_victim(), before, "the victim changed");
+        assert!(std::fs::symlink_metadata(dest.join("planted")).is_err());
+        assert!(std::fs::symlink_metadata(dest.join("gone")).is_err());
+        assert!(std::fs::symlink_metadata(dest.join("b")).unwrap().is_dir());
+        assert_eq!(std::fs::read_to_string(dest.join("b/c/d.pdf")).unwrap(), "pdf\n");
+        assert!(std::fs::symlink_metadata(dest.join("a/keep/sub")).is_err());
+        std::os::unix::fs::symlink(&victim, dest.join("planted")).unwrap();
+    }
+}
+
+#[test]
+fn delete_replaces_a_directory_unless_it_holds_an_excluded_entry() {
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let dest = env.dir.path().join("dest-tree");
+    sh(&format!("cp -a '{}' '{}'", env.src.display(), dest.display()));
+    // A directory where the snapshot has the file docs/top.md, holding an entry that an
+    // anchored exclude (matched against the path on the host, not in the snapshot) protects.
+    std::fs::remove_file(dest.join("docs/top.md")).unwrap();
+    write(&dest.join("docs/top.md/stay.dat"), "protected\n");
+    let pattern = format!("{}/docs/top.md/stay.dat", s(&env.src));
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--delete", "--force", "--exclude", &pattern]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("excludes"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("docs/top.md/stay.dat")).unwrap(), "protected\n");
+    // Without that exclude the directory is replaced by the snapshot's file.
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--delete", "--force", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(dest.join("docs/top.md")).unwrap(), "t\n");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deleted"], 0, "a replaced directory is not counted as deleted: {report}");
+    // Without --delete it is refused, as before.
+    std::fs::remove_file(dest.join("docs/top.md")).unwrap();
+    write(&dest.join("docs/top.md/x"), "x\n");
+    let out = env.run("restore", &["latest", &s(&env.src), &s(&dest), "--force"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(dest.join("docs/top.md/x").exists());
+}
+
+#[test]
+fn patterns_never_write_or_prune_through_a_symlink_planted_in_dest() {
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("precious.txt"), "precious\n");
+    let fingerprint = || {
+        sh(&format!(
+            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
+            victim.display()
+        ))
+    };
+    let before = fingerprint();
+    let dest = env.dir.path().join("dest-tree");
+    std::fs::create_dir_all(dest.join("b")).unwrap();
+    // Where the snapshot has a directory holding an included file, and one holding none.
+    std::os::unix::fs::symlink(&victim, dest.join("b/c")).unwrap();
+    std::os::unix::fs::symlink(&victim, dest.join("b/empty")).unwrap();
+    let args = ["latest", &*s(&env.src), &*s(&dest), "--include", "*.pdf", "--force"];
+    let out = env.run("restore", &args);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(fingerprint(), before, "the victim changed");
+    assert!(!victim.join("d.pdf").exists());
+    assert_eq!(std::fs::read_to_string(dest.join("b/c/d.pdf")).unwrap(), "pdf\n");
+    assert!(std::fs::symlink_metadata(dest.join("b/c")).unwrap().is_dir());
+    // The replaced link is a directory now, kept although the patterns leave it empty.
+    assert!(std::fs::symlink_metadata(dest.join("b/empty")).unwrap().is_dir());
+    assert_eq!(std::fs::read_dir(dest.join("b/empty")).unwrap().count(), 0);
+    assert!(!dest.join("a").exists(), "a directory with nothing included is not created");
+}
