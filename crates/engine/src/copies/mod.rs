@@ -3,3 +3,4 @@
 //! offsite restic repositories join it as a file of their own.
 
 pub mod cloud;
+pub mod offsite;
