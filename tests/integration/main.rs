@@ -19,6 +19,7 @@ mod hostile_layout;
 mod metrics;
 mod nix;
 mod notify;
+mod offsite;
 mod pull;
 mod restore;
 mod retention_sim;

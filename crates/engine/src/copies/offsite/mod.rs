@@ -140,6 +140,7 @@ fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut Of
     report.snapshot = Some(snapshot.id());
     report.snapshot_path = Some(snapshot.path.clone());
     if !restic.exists()? {
+        refuse_init_without_parent(&restic.repository)?;
         restic.init()?;
         report.initialized = true;
     }
@@ -159,6 +160,26 @@ fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut Of
     if !report.forgotten.is_empty() {
         restic.prune()?;
         report.pruned = true;
+    }
+    Ok(())
+}
+
+/// restic creates a local repository's missing parent directories; a repository on an
+/// unmounted drive or NAS (`/mnt/nas/restic` with nothing at `/mnt/nas`) would then be a new,
+/// empty repository on the root filesystem. A local repository is created only in a
+/// directory that exists.
+fn refuse_init_without_parent(repository: &str) -> Result<()> {
+    let local = repository.strip_prefix("local:").unwrap_or(repository);
+    if !local.starts_with('/') {
+        return Ok(());
+    }
+    let parent = Path::new(local).parent().unwrap_or(Path::new("/"));
+    if Dir::open_trusted(parent).is_err() {
+        return Err(Error::Preflight(format!(
+            "the repository {repository} does not exist and neither does its directory {}: is the drive or NAS \
+             mounted? (a repository is only created in a directory that exists)",
+            parent.display()
+        )));
     }
     Ok(())
 }
