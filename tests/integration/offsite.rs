@@ -412,3 +412,55 @@ fn a_symlink_planted_at_the_restore_target_is_replaced_and_its_victim_untouched(
     assert!(!dest.symlink_metadata().unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "from the backup\n");
 }
+
+#[test]
+fn verify_rotates_through_the_data_finds_damage_and_health_and_metrics_follow() {
+    let env = Env::new();
+    fill(&env.src);
+    let repo = Repo::local(&env, "repo");
+    let mut p = plan_json(&env);
+    p["offsite"] = serde_json::json!({ "nas": repo.entry() });
+    p["metrics"] = serde_json::json!({ "textfileDir": s(&env.dir.path().join("metrics")) });
+    p["health"] = serde_json::json!({ "maxAge": "10000d", "minBackups": 1 });
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let verify = |extra: &[&str]| {
+        env.cmd(&["verify", "--config"]).arg(&plan).args(["--offsite", "nas", "--json"]).args(extra).output().unwrap()
+    };
+    let mut parts = Vec::new();
+    for _ in 0..2 {
+        let out = verify(&[]);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(r["sampled"].as_u64().unwrap() >= 5, "a sample compared with the manifest: {r}");
+        assert_eq!(r["localSnapshot"], "daily/2025-01-15_02-00-00");
+        parts.push(r["readDataSubset"].as_str().unwrap().to_string());
+    }
+    assert_eq!(parts, ["1/20", "2/20"], "a different part of the data each time");
+    let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&health), 0, "{}", show(&health));
+    assert!(String::from_utf8_lossy(&health.stdout).contains("ok   offsite:nas"), "{}", show(&health));
+    let metrics =
+        std::fs::read_to_string(env.dir.path().join("metrics").join(format!("hwc_backup_{HOST}.prom"))).unwrap();
+    for want in ["hwc_backup_offsite_last_success_timestamp_seconds{", "hwc_backup_offsite_check_ok{", "name=\"nas\""] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with("hwc_backup_offsite_last_attempt_ok{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Damage one data pack: a check reading all the data finds it.
+    let pack = sh(&format!("find '{}/data' -type f -size +100k | head -1", repo.repository));
+    let pack = pack.trim();
+    assert!(!pack.is_empty());
+    sh(&format!("printf 'XXXXXXXX' | dd of='{pack}' bs=1 seek=5000 conv=notrunc status=none"));
+    let out = verify(&["--read-data-subset", "100%"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["error"].as_str().unwrap().contains(&repo.repository), "{r}");
+    let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&health), 1, "{}", show(&health));
+    assert!(String::from_utf8_lossy(&health.stdout).contains("FAIL offsite:nas: the last check"), "{}", show(&health));
+}

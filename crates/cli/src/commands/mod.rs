@@ -31,6 +31,7 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::Status(a) => status::status(a),
         Command::Restore(a) if a.offsite.is_some() || a.repo.repository.is_some() => offsite::restore_offsite(a),
         Command::Restore(a) => restore::restore_cmd(a),
+        Command::Verify(a) if a.offsite.is_some() || a.repo.repository.is_some() => offsite::verify_offsite(a),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Prune(a) => prune::prune_cmd(a),
         Command::Config { command: ConfigCommand::Check { file } } => config::config_check(&file),

@@ -225,3 +225,54 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
     }
     Ok(Exit::Success)
 }
+
+/// `verify --offsite`: `restic check` of the next part of the data, and a sample of the newest
+/// restic snapshot compared with the local manifest.
+pub(crate) fn verify_offsite(a: crate::args::VerifyArgs) -> Result<Exit> {
+    let name = a.offsite.clone().unwrap_or_default();
+    let (restic, host, name, store, job, subset) = if a.repo.repository.is_some() {
+        let (restic, host, name) = repository_of(&a.target, None, &a.repo)?;
+        // With --dest the sample is compared with the local snapshots and the outcome recorded.
+        let store = match &a.target.dest {
+            Some(_) => Some(a.target.resolve()?.store),
+            None => None,
+        };
+        let host = host.or_else(|| store.as_ref().map(|s| s.host.clone()));
+        (restic, host, name, store, None, a.read_data_subset.clone().or(Some("5%".into())))
+    } else {
+        let (restic, host, name) = repository_of(&a.target, Some(&name), &a.repo)?;
+        let job = a.target.load_plan("")?.local_job();
+        let o = job.offsites().into_iter().find(|(n, _)| *n == name).map(|(_, o)| o.clone());
+        let subset = a.read_data_subset.clone().or(o.and_then(|o| o.check.read_data_subset));
+        (restic, host, name, Some(job.store.clone()), Some(job), subset)
+    };
+    if let Some(s) = &subset {
+        hwc_backup_engine::plan::parse_percent(s).map_err(|m| Error::config("--read-data-subset", m))?;
+    }
+    let report =
+        offsite::check(&restic, store.as_ref(), &name, host.as_deref(), subset.as_deref(), offsite::SAMPLE_FILES);
+    if let Some(job) = &job {
+        let (_, warnings) = ops::after_run::after_offsite_check(job, &report, &Systemd::from_env(), &Live);
+        warn(&warnings);
+    }
+    if a.json {
+        print_json(&report)?;
+    } else {
+        for n in &report.notes {
+            println!("offsite {}: note: {n}", report.name);
+        }
+        match &report.error {
+            None => println!(
+                "offsite {}: {} is clean (data read: {}; {} files of {} equal to the manifest of {})",
+                report.name,
+                report.repository,
+                report.read_data_subset.as_deref().unwrap_or("none"),
+                report.sampled,
+                report.restic_snapshot.as_deref().unwrap_or("-"),
+                report.local_snapshot.as_deref().unwrap_or("-"),
+            ),
+            Some(e) => println!("offsite check FAILED: {e}"),
+        }
+    }
+    Ok(if report.ok { Exit::Success } else { Exit::Failed })
+}

@@ -444,6 +444,48 @@ fn offsite_line(o: &OffsiteReport) -> String {
     }
 }
 
+/// After `verify --offsite` with a plan: the `offsite.check` log line, the metrics, a
+/// notification when the check failed (and `onSuccess` when it passed), and the invocation
+/// recorded when it failed.
+pub fn after_offsite_check(
+    job: &Job,
+    report: &offsite::CheckReport,
+    systemd: &Systemd,
+    fx: &dyn Effects,
+) -> (Vec<Delivery>, Vec<String>) {
+    let mut steps = Steps::new(job, fx);
+    steps.log(Log::Offsite, "offsite.check", serde_json::to_value(report).unwrap_or_default());
+    steps.metrics();
+    let msg = Message {
+        host: job.host().to_string(),
+        job: format!("offsite-check {}", report.name),
+        state: if report.ok { RunState::Success } else { RunState::Failed },
+        summary: if report.ok {
+            format!("offsite {} of {} checked: clean", report.name, job.host())
+        } else {
+            format!("offsite {} of {} FAILED its check; the local snapshots are untouched", report.name, job.host())
+        },
+        error: report.error.clone(),
+        error_kind: None,
+        details: vec![format!(
+            "repository {}; data read: {}; {} files compared with the local manifest",
+            report.repository,
+            report.read_data_subset.as_deref().unwrap_or("none"),
+            report.sampled
+        )],
+        next_steps: vec![
+            format!("journalctl -u backup-offsite-check-{}.service -n 50 --no-pager", report.name),
+            format!("hwc-backup verify --offsite {}", report.name),
+        ],
+    };
+    let targets = Notifications { healthchecks: None, ..job.reporting.notifications.clone() };
+    let notifications = steps.send(&msg, &targets);
+    if !report.ok {
+        record_failed_invocation(&StateDir::of(&job.store), systemd);
+    }
+    (notifications, steps.warnings)
+}
+
 /// What [`after_health`] did.
 #[derive(Clone, Debug, Default)]
 pub struct AfterHealthReport {

@@ -258,6 +258,163 @@ fn record(store: &Store, r: &OffsiteReport) -> Result<()> {
     state.write_offsite(&r.name, &rec)
 }
 
+/// What `verify --offsite` did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckReport {
+    /// The offsite's name.
+    pub name: String,
+    /// The repository.
+    pub repository: String,
+    /// Whether restic found the repository clean and every sampled file equal to the manifest.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+    /// The part of the data read (`n/t`), when any.
+    pub read_data_subset: Option<String>,
+    /// The newest restic snapshot the sample came from.
+    pub restic_snapshot: Option<String>,
+    /// The local snapshot it was compared with (`daily/NAME`).
+    pub local_snapshot: Option<String>,
+    /// Files compared.
+    pub sampled: u64,
+    /// Files whose content in the repository differs from the local manifest.
+    pub mismatches: Vec<String>,
+    /// Things worth knowing.
+    pub notes: Vec<String>,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub finished_at: Timestamp,
+}
+
+/// How many files of the newest snapshot `verify --offsite` compares with the manifest.
+pub const SAMPLE_FILES: usize = 20;
+
+/// `verify --offsite`: `restic check` reading the next part of the data (`subset` = `N%` of
+/// it, as part `n` of `ceil(100/N)`, `n` rotating through a cursor in the record so repeated
+/// checks read the whole repository), then up to `sample` files of the newest restic snapshot
+/// of `host` compared (`restic dump`, BLAKE3) with the manifest of the local snapshot it was
+/// made from, when `store` has it. The outcome is recorded with `store` for health.
+pub fn check(
+    restic: &Restic,
+    store: Option<&Store>,
+    name: &str,
+    host: Option<&str>,
+    subset: Option<&str>,
+    sample: usize,
+) -> CheckReport {
+    let mut report = CheckReport {
+        name: name.to_string(),
+        repository: restic.repository.clone(),
+        ok: false,
+        error: None,
+        read_data_subset: None,
+        restic_snapshot: None,
+        local_snapshot: None,
+        sampled: 0,
+        mismatches: Vec::new(),
+        notes: Vec::new(),
+        started_at: Timestamp::now(),
+        finished_at: Timestamp::now(),
+    };
+    let state = store.map(StateDir::of);
+    let mut rec = state.as_ref().and_then(|s| s.offsite(name)).unwrap_or_default();
+    let result = check_inner(restic, store, host, subset, sample, &mut rec, &mut report);
+    match result {
+        Ok(()) if report.mismatches.is_empty() => report.ok = true,
+        Ok(()) => {
+            report.error = Some(format!(
+                "offsite {name} ({}): {} of {} sampled files differ from the local manifest: {}",
+                restic.repository,
+                report.mismatches.len(),
+                report.sampled,
+                report.mismatches.join(", ")
+            ))
+        }
+        Err(e) => report.error = Some(format!("offsite {name} ({}): {e}", restic.repository)),
+    }
+    report.finished_at = Timestamp::now();
+    if let Some(state) = state {
+        rec.repository = restic.repository.clone();
+        rec.last_check = Some(report.finished_at);
+        rec.last_check_ok = Some(report.ok);
+        rec.last_check_error = report.error.clone();
+        if let Err(e) = state.write_offsite(name, &rec) {
+            report.notes.push(format!("the check was not recorded: {e}"));
+        }
+    }
+    report
+}
+
+fn check_inner(
+    restic: &Restic,
+    store: Option<&Store>,
+    host: Option<&str>,
+    subset: Option<&str>,
+    sample: usize,
+    rec: &mut OffsiteRecord,
+    report: &mut CheckReport,
+) -> Result<()> {
+    restic.check_password_file()?;
+    let part = match subset {
+        Some(s) => {
+            let pct = crate::plan::parse_percent(s).map_err(|m| Error::config("--read-data-subset", m))?;
+            let parts = (100.0 / pct).ceil().max(1.0) as u32;
+            let n = rec.check_cursor.clamp(1, parts);
+            rec.check_cursor = n % parts + 1;
+            Some(format!("{n}/{parts}"))
+        }
+        None => None,
+    };
+    report.read_data_subset = part.clone();
+    restic.check(part.as_deref())?;
+    let list = list(restic, host)?;
+    let Some(newest) = list.last() else {
+        report.notes.push("the repository holds no snapshot written by hwc-backup: nothing to compare".into());
+        return Ok(());
+    };
+    report.restic_snapshot = Some(newest.short_id.clone());
+    let (Some(store), Some(local)) = (store, newest.local_name()) else {
+        report.notes.push("no local destination: the sample was not compared with a manifest".into());
+        return Ok(());
+    };
+    let host_dir = HostDir::open(&store.host_dir())?;
+    let Some(snapshot) = host_dir.list()?.into_iter().find(|s| s.name == local) else {
+        report.notes.push(format!("the local snapshot {local} is gone (pruned?): the sample was not compared"));
+        return Ok(());
+    };
+    report.local_snapshot = Some(snapshot.id());
+    let dir = host_dir.open_snapshot(&snapshot)?;
+    let meta = dir.open_dir(&Name::fixed(META_DIR))?;
+    let file = meta
+        .open_read(&Name::fixed(crate::store::meta::MANIFEST_FILE))?
+        .ok_or_else(|| Error::Snapshot { name: snapshot.id(), message: "has no manifest".into() })?;
+    let mut reader = crate::store::manifest::ManifestReader::from_file(
+        file,
+        meta.child_path(&Name::fixed(crate::store::meta::MANIFEST_FILE)),
+    );
+    let mut entries = Vec::new();
+    while let Some(e) = reader.next_entry()? {
+        entries.push(e);
+    }
+    if entries.is_empty() || sample == 0 {
+        return Ok(());
+    }
+    // Evenly spread over the manifest, from an offset that moves with every check.
+    let step = (entries.len() / sample.min(entries.len())).max(1);
+    let offset = (Timestamp::now().as_second().unsigned_abs() as usize) % step;
+    for e in entries.iter().skip(offset).step_by(step).take(sample) {
+        let path = PathBuf::from("/").join(e.rel_path());
+        let hash = restic.dump_hash(&newest.id, &path)?;
+        report.sampled += 1;
+        if hash != e.hash {
+            report.mismatches.push(path.display().to_string());
+        }
+    }
+    Ok(())
+}
+
 /// Picks a restic snapshot of hwc-backup by what a user types: `latest`, the local
 /// snapshot's name (`2025-01-15_02-00-00` or `daily/2025-01-15_02-00-00`), a restic ID
 /// prefix, or an unambiguous fragment of the name or time (`2025-01-15`).

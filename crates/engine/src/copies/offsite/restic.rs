@@ -320,6 +320,41 @@ impl Restic {
         self.run(&args, None).map(|_| ())
     }
 
+    /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed).
+    pub fn dump_hash(&self, id: &str, path: &Path) -> Result<[u8; 32]> {
+        use std::io::Read;
+        let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
+        let mut child = self
+            .command(&["dump".into(), id.into()])
+            .arg(path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Command { what: what(), message: format!("cannot run {}: {e}", self.bin.display()) })?;
+        let mut out = child.stdout.take().expect("piped");
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = out.read(&mut buf).map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let output = child.wait_with_output().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        if !output.status.success() {
+            return Err(Error::Command {
+                what: what(),
+                message: format!(
+                    "restic exited with {}: {}",
+                    output.status,
+                    stderr_tail(&String::from_utf8_lossy(&output.stderr))
+                ),
+            });
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
     /// `restic restore ID --target DIR [--include PATH]`.
     pub fn restore(&self, id: &str, target: &Path, include: Option<&Path>) -> Result<()> {
         let mut args: Vec<String> = vec!["restore".into(), id.into(), format!("--target={}", target.display())];
