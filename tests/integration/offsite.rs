@@ -464,3 +464,60 @@ fn verify_rotates_through_the_data_finds_damage_and_health_and_metrics_follow() 
     assert_eq!(code(&health), 1, "{}", show(&health));
     assert!(String::from_utf8_lossy(&health.stdout).contains("FAIL offsite:nas: the last check"), "{}", show(&health));
 }
+
+#[test]
+fn a_scheduled_offsite_waits_for_its_own_command_and_the_command_works_without_a_plan() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let repo = Repo::local(&env, "repo");
+    let mut e = repo.entry();
+    e["schedule"] = "weekly".into();
+    let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!Path::new(&repo.repository).exists(), "a scheduled offsite is not copied by now");
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).args(["nas", "--json"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r[0]["initialized"].as_bool(), r[0]["snapshot"].as_str()),
+        (Some(true), Some("daily/2025-01-15_02-00-00"))
+    );
+    // Twice: nothing copied again.
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already in"), "{}", show(&out));
+    assert_eq!(repo.snapshots().len(), 1);
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).arg("nope").output().unwrap();
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offsite.nope"), "{}", show(&out));
+    // --local-only skips even the unscheduled ones.
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = env.cmd(&["now", "--local-only", "--config"]).arg(&plan).args(["--now", T2]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(repo.snapshots().len(), 1);
+
+    // Without a plan: --repository … --dest … --host …, with its own keep rules.
+    let other = Repo::local(&env, "other");
+    let out = env
+        .run(
+            "offsite",
+            &["--repository", &other.repository, "--password-file", &s(&other.password_file), "--keep-daily", "1"],
+        )
+        .output_ok();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied daily/2025-01-16_02-00-00"), "{}", show(&out));
+    let snaps = other.snapshots();
+    assert_eq!((snaps.len(), snaps[0]["hostname"].as_str()), (1, Some(HOST)));
+    assert!(env.state.join(HOST).join("offsite-default.json").exists());
+}
+
+trait OutputOk {
+    fn output_ok(self) -> Output;
+}
+
+impl OutputOk for Output {
+    fn output_ok(self) -> Output {
+        assert_eq!(code(&self), 0, "{}", show(&self));
+        self
+    }
+}
