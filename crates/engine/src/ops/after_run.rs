@@ -790,6 +790,7 @@ mod tests {
         calls: RefCell<Vec<String>>,
         cloud_fails: bool,
         metrics_fail: bool,
+        offsite_fails: bool,
     }
 
     impl Fake {
@@ -822,6 +823,29 @@ mod tests {
                 log_file: None,
                 notes: Vec::new(),
                 history_pruned: Vec::new(),
+                started_at: now,
+                finished_at: now,
+            }
+        }
+        fn copy_offsite(&self, store: &Store, name: &str, o: &Offsite) -> OffsiteReport {
+            self.call(format!("offsite {name}"));
+            let now = Timestamp::now();
+            OffsiteReport {
+                name: name.into(),
+                host: store.host.clone(),
+                ok: !self.offsite_fails,
+                error: self.offsite_fails.then(|| format!("offsite {name} ({}): Fatal: wrong password", o.repository)),
+                repository: o.repository.clone(),
+                snapshot: Some("daily/x".into()),
+                snapshot_path: None,
+                restic_snapshot: None,
+                parent: None,
+                initialized: false,
+                already_copied: false,
+                summary: None,
+                forgotten: Vec::new(),
+                pruned: false,
+                notes: Vec::new(),
                 started_at: now,
                 finished_at: now,
             }
@@ -937,6 +961,56 @@ mod tests {
         let fx = Fake::default();
         after_run(&p, &report(RunState::Success, None), &AfterRun { push_cloud: false, ..configured("inv5") }, &fx);
         assert!(!fx.calls().contains(&"cloud".to_string()), "{:?}", fx.calls());
+    }
+
+    #[test]
+    fn unscheduled_offsites_are_copied_after_the_cloud_and_a_failed_copy_fails_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(dir.path());
+        let o = |schedule: Option<&str>| crate::plan::Offsite {
+            repository: "/mnt/nas/restic".into(),
+            password_file: "/run/pw".into(),
+            environment_file: None,
+            rclone_config_file: None,
+            restic: None,
+            rclone: None,
+            keep: Default::default(),
+            schedule: schedule.map(String::from),
+            check: Default::default(),
+            bandwidth_limit: None,
+            max_age: "7d".into(),
+        };
+        p.offsite.insert("nas".into(), o(None));
+        p.offsite.insert("weekly".into(), o(Some("weekly")));
+        let p = p.local_job();
+        let fx = Fake { offsite_fails: true, ..Fake::default() };
+        let out = after_run(&p, &report(RunState::Success, None), &configured("off1"), &fx);
+        assert_eq!(
+            fx.calls(),
+            [
+                "log run.finished",
+                "cloud",
+                "log cloud.push",
+                "offsite nas",
+                "log offsite.copy",
+                "metrics",
+                "notify failed+healthchecks",
+                "log job.finished"
+            ],
+            "only the unscheduled offsite, after the cloud push, before the notification"
+        );
+        assert!(out.offsite_failed() && !out.cloud_failed());
+        assert_eq!(recorded_invocations(&p), ["off1"]);
+        let fx = Fake::default();
+        after_run(&p, &report(RunState::Failed, None), &configured("off2"), &fx);
+        assert!(!fx.calls().iter().any(|c| c.starts_with("offsite")), "nothing published, nothing copied");
+        let fx = Fake::default();
+        let r = offsite_job(&p, &[], &Systemd::default(), &fx).unwrap();
+        assert_eq!(r.offsite.len(), 2, "`hwc-backup offsite` copies every one");
+        assert!(offsite_job(&p, &["nope".into()], &Systemd::default(), &fx)
+            .unwrap_err()
+            .to_string()
+            .contains("offsite.nope"));
     }
 
     #[test]

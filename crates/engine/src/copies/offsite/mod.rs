@@ -139,12 +139,18 @@ fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut Of
     })?;
     report.snapshot = Some(snapshot.id());
     report.snapshot_path = Some(snapshot.path.clone());
-    if !restic.exists()? {
-        refuse_init_without_parent(&restic.repository)?;
-        restic.init()?;
-        report.initialized = true;
-    }
-    let existing = restic.snapshots(Some(&store.host))?;
+    // Listing the snapshots is also the test for a repository that does not exist yet: one
+    // restic run less per copy over a slow backend.
+    let existing = match restic.snapshots(Some(&store.host)) {
+        Ok(list) => list,
+        Err(e) if restic::is_missing_repository(&e) => {
+            refuse_init_without_parent(&restic.repository)?;
+            restic.init()?;
+            report.initialized = true;
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
     if let Some(s) = existing.iter().find(|s| s.local_name() == Some(snapshot.name.as_str())) {
         report.already_copied = true;
         report.restic_snapshot = Some(s.id.clone());

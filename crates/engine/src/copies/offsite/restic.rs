@@ -233,12 +233,7 @@ impl Restic {
     pub fn exists(&self) -> Result<bool> {
         match self.run(&["cat".into(), "config".into()], None) {
             Ok(_) => Ok(true),
-            Err(Error::Command { message, .. })
-                if message.contains("Is there a repository at the following location?")
-                    || message.contains("repository does not exist") =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_missing_repository(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -363,6 +358,14 @@ impl Restic {
         }
         self.run(&args, None).map(|_| ())
     }
+}
+
+/// Whether restic's error says there is no repository at that location (as opposed to a
+/// wrong password, a lock or a network error).
+pub fn is_missing_repository(e: &Error) -> bool {
+    matches!(e, Error::Command { message, .. }
+        if message.contains("Is there a repository at the following location?")
+            || message.contains("repository does not exist"))
 }
 
 /// `KEY=value` lines (blank lines and `#` comments skipped; `export ` and quotes around the
