@@ -383,7 +383,9 @@ fn failures_are_clear_keep_the_snapshot_and_notify_once() {
 #[test]
 fn a_symlink_planted_at_the_restore_target_is_replaced_and_its_victim_untouched() {
     let env = Env::new();
-    write(&env.src.join("secret.txt"), "from the backup\n");
+    // Pattern characters in the name: restic gets it escaped.
+    write(&env.src.join("se[c]ret*.txt"), "from the backup\n");
+    write(&env.src.join("secret.txt"), "a file the pattern would match\n");
     let repo = Repo::local(&env, "repo");
     let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
     let out = now(&env, &plan, T1);
@@ -398,7 +400,7 @@ fn a_symlink_planted_at_the_restore_target_is_replaced_and_its_victim_untouched(
             .args(["--offsite", "nas"])
             .args(extra)
             .arg("latest")
-            .arg(env.src.join("secret.txt"))
+            .arg(env.src.join("se[c]ret*.txt"))
             .arg(&dest)
             .output()
             .unwrap()
@@ -488,6 +490,21 @@ fn a_scheduled_offsite_waits_for_its_own_command_and_the_command_works_without_a
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("already in"), "{}", show(&out));
     assert_eq!(repo.snapshots().len(), 1);
+    let mut bad = e.clone();
+    bad["passwordFile"] = "relative/pw".into();
+    let bad_plan = write_plan(
+        &env,
+        "bad.json",
+        &{
+            let mut p = plan_json(&env);
+            p["offsite"] = serde_json::json!({ "nas": bad });
+            p
+        }
+        .to_string(),
+    );
+    let out = env.cmd(&["config", "check"]).arg(&bad_plan).output().unwrap();
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offsite.nas.passwordFile"), "{}", show(&out));
     let out = env.cmd(&["offsite", "--config"]).arg(&plan).arg("nope").output().unwrap();
     assert_eq!(code(&out), 2, "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("offsite.nope"), "{}", show(&out));

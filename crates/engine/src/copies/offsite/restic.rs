@@ -354,7 +354,15 @@ impl Restic {
     pub fn restore(&self, id: &str, target: &Path, include: Option<&Path>) -> Result<()> {
         let mut args: Vec<String> = vec!["restore".into(), id.into(), format!("--target={}", target.display())];
         if let Some(p) = include {
-            args.push(format!("--include={}", p.display()));
+            // `--include` takes a pattern: the path's own `*`, `?`, `[` and `\` are escaped.
+            let mut pattern = String::new();
+            for c in p.display().to_string().chars() {
+                if matches!(c, '*' | '?' | '[' | '\\') {
+                    pattern.push('\\');
+                }
+                pattern.push(c);
+            }
+            args.push(format!("--include={pattern}"));
         }
         self.run(&args, None).map(|_| ())
     }
