@@ -44,13 +44,16 @@ impl Repo {
 
     /// The plan's `offsite.<name>` entry.
     fn entry(&self) -> serde_json::Value {
+        // The rclone program named as the module names it (`-o rclone.program=`), and an
+        // upload limit high enough not to slow the tests (`--limit-upload`).
+        let rclone = self.rclone_config.as_ref().map(|_| sh("command -v rclone").trim().to_string());
         serde_json::json!({
             "repository": self.repository, "passwordFile": s(&self.password_file),
             "environmentFile": null, "rcloneConfigFile": self.rclone_config.as_ref().map(|p| s(p)),
-            "restic": null, "rclone": null,
+            "restic": null, "rclone": rclone, "bandwidthLimit": 1_000_000,
             "keep": { "last": 0, "hourly": 0, "daily": 7, "weekly": 5, "monthly": 12, "yearly": 0, "within": null },
             "schedule": null, "check": { "schedule": null, "readDataSubset": "5%" },
-            "bandwidthLimit": null, "maxAge": "7d",
+            "maxAge": "7d",
         })
     }
 
@@ -98,6 +101,7 @@ fn fill(src: &Path) {
     write(&src.join("home/alice/notes.txt"), "notes\n");
     write(&src.join("home/alice/private.txt"), "private\n");
     write(&src.join("home/bob/linked-a"), "shared by two names\n");
+    write(&src.join(bad_name()), "a name that is not UTF-8\n");
     std::fs::hard_link(src.join("home/bob/linked-a"), src.join("home/bob/linked-b")).unwrap();
     std::os::unix::fs::symlink("../alice/notes.txt", src.join("home/bob/to-notes")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", src.join("home/bob/dangling")).unwrap();
@@ -112,6 +116,12 @@ fn fill(src: &Path) {
          touch -h -d '2020-02-02 02:02:02' home/bob/to-notes; touch -d '2021-03-03 03:03:03' home/alice/notes.txt",
         src.display()
     ));
+}
+
+/// `home/bob/bad\xffname [x]`: not UTF-8, and a pattern character for restic's --include.
+fn bad_name() -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b"home/bob/bad\xffname [x]"))
 }
 
 fn rsync_diff(a: &Path, b: &Path) -> String {
@@ -192,6 +202,17 @@ fn two_runs_and_both_restores(env: &Env, repo: &Repo) {
         .unwrap();
     assert_eq!(code(&out), 0, "{}", show(&out));
     assert_eq!(std::fs::read_to_string(&old).unwrap(), "notes\n");
+    let odd = env.dir.path().join("odd");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "latest"])
+        .arg(env.src.join(bad_name()))
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&odd).unwrap(), "a name that is not UTF-8\n");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `offsite`, `restore --offsite` and `verify --offsite`: the restic repositories.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use hwc_backup_engine::copies::offsite::{self, OffsiteReport, Restic};
@@ -160,16 +160,16 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
     let name = a.offsite.clone().unwrap_or_default();
     // Without a plan there is no NAME: a value clap took for one is the first operand.
     let (name, mut operands) = if a.repo.repository.is_some() && !name.is_empty() {
-        (String::new(), vec![Some(name)])
+        (String::new(), vec![Some(std::ffi::OsString::from(name))])
     } else {
         (name, Vec::new())
     };
     operands.extend([
-        a.snapshot.clone(),
-        a.path.as_ref().map(|p| p.display().to_string()),
-        a.destination.as_ref().map(|p| p.display().to_string()),
+        a.snapshot.clone().map(Into::into),
+        a.path.clone().map(PathBuf::into_os_string),
+        a.destination.clone().map(PathBuf::into_os_string),
     ]);
-    let operands: Vec<String> = operands.into_iter().flatten().collect();
+    let operands: Vec<std::ffi::OsString> = operands.into_iter().flatten().collect();
     let (restic, host, _) = repository_of(&a.target, Some(&name), &a.repo)?;
     if a.list {
         let list = offsite::list(&restic, host.as_deref())?;
@@ -189,8 +189,11 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
             "give --list, or SNAPSHOT PATH DESTINATION (e.g. latest /home/alice/notes.txt /tmp/notes.txt)"
         ));
     };
+    let Some(snapshot) = snapshot.to_str() else {
+        bail!(Error::config("SNAPSHOT", format!("{snapshot:?} is not a snapshot name")));
+    };
     let opts = RestoreOptions { force: a.force, dry_run: a.dry_run };
-    let report = offsite::restore(&restic, host.as_deref(), snapshot, path.as_ref(), dest.as_ref(), opts)?;
+    let report = offsite::restore(&restic, host.as_deref(), snapshot, Path::new(path), Path::new(dest), opts)?;
     if a.json {
         print_json(&report)?;
     } else {

@@ -7,6 +7,8 @@
 //! (restic reads `--time` in its own local zone), and the lines of the environment file.
 //! An error names the repository and carries the tail of restic's own stderr.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -201,13 +203,12 @@ impl Restic {
         self.run_with(args, &[], cwd)
     }
 
-    /// [`Restic::run`] with `paths` after `--`.
-    fn run_with(&self, args: &[String], paths: &[PathBuf], cwd: Option<&Path>) -> Result<String> {
+    /// [`Restic::run`] with `extra` arguments after `args`, taken as they are (paths that
+    /// need not be UTF-8).
+    fn run_with(&self, args: &[String], extra: &[OsString], cwd: Option<&Path>) -> Result<String> {
         let verb = args.first().cloned().unwrap_or_default();
         let mut cmd = self.command(args);
-        if !paths.is_empty() {
-            cmd.arg("--").args(paths);
-        }
+        cmd.args(extra);
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
@@ -262,7 +263,9 @@ impl Restic {
     pub fn backup(&self, args: &[String], sources: &[PathBuf], cwd: &Path) -> Result<BackupSummary> {
         let mut all = vec!["backup".to_string(), "--json".into()];
         all.extend(args.iter().cloned());
-        let text = self.run_with(&all, sources, Some(cwd))?;
+        let extra: Vec<OsString> =
+            std::iter::once(OsString::from("--")).chain(sources.iter().map(|p| p.clone().into_os_string())).collect();
+        let text = self.run_with(&all, &extra, Some(cwd))?;
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message_type"] == "summary")
@@ -352,19 +355,20 @@ impl Restic {
 
     /// `restic restore ID --target DIR [--include PATH]`.
     pub fn restore(&self, id: &str, target: &Path, include: Option<&Path>) -> Result<()> {
-        let mut args: Vec<String> = vec!["restore".into(), id.into(), format!("--target={}", target.display())];
+        let args: Vec<String> = vec!["restore".into(), id.into()];
+        let mut extra: Vec<OsString> = vec!["--target".into(), target.as_os_str().to_owned()];
         if let Some(p) = include {
             // `--include` takes a pattern: the path's own `*`, `?`, `[` and `\` are escaped.
-            let mut pattern = String::new();
-            for c in p.display().to_string().chars() {
-                if matches!(c, '*' | '?' | '[' | '\\') {
-                    pattern.push('\\');
+            let mut pattern = Vec::new();
+            for &b in p.as_os_str().as_bytes() {
+                if matches!(b, b'*' | b'?' | b'[' | b'\\') {
+                    pattern.push(b'\\');
                 }
-                pattern.push(c);
+                pattern.push(b);
             }
-            args.push(format!("--include={pattern}"));
+            extra.extend(["--include".into(), OsString::from_vec(pattern)]);
         }
-        self.run(&args, None).map(|_| ())
+        self.run_with(&args, &extra, None).map(|_| ())
     }
 }
 
