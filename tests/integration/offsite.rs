@@ -426,6 +426,22 @@ fn a_symlink_planted_at_the_restore_target_is_replaced_and_its_victim_untouched(
             .output()
             .unwrap()
     };
+    // A dry run writes nothing and says what would happen.
+    let fresh = env.dir.path().join("dry-run-target");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "--dry-run", "latest"])
+        .arg(env.src.join("se[c]ret*.txt"))
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("new "), "{}", show(&out));
+    assert!(!fresh.exists(), "a dry run writes nothing");
+    let out = restore(&["--dry-run"]);
+    assert_eq!(code(&out), 1, "the dry run shows the refusal: {}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replaced"), "{}", show(&out));
     let out = restore(&[]);
     assert_eq!(code(&out), 1, "refused without --force: {}", show(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
