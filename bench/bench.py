@@ -231,8 +231,18 @@ def load_wire(path):
     return rows
 
 
-def cmd_report(raw_path, facts_path, out_path, wire_path=None):
+def load_offsite(path):
+    out = {}
+    if path and os.path.exists(path):
+        for line in open(path):
+            key, _run, added, read = line.rstrip("\n").split("\t")
+            out.setdefault(key, []).append((int(added), int(read)))
+    return out
+
+
+def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None):
     raw = load_raw(raw_path)
+    offsite = load_offsite(offsite_path)
     facts = load_facts(facts_path)
     wire = load_wire(wire_path)
     entries = int(facts.get("tree entries", "0") or 0)
@@ -277,6 +287,8 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None):
         ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", None, ""),
         ("pull over ssh, 1% changed", "pull/hwc", "`rsync -aH --link-dest` over the same sshd", "pull/rsync", None, ""),
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
+        ("offsite copy, no change", "offsite-nochange/hwc", "`restic backup` of the live tree with its parent", "offsite-nochange/restic", 1.10, "≤ 1.10"),
+        ("offsite copy, 1% changed", "offsite-change/hwc", "`restic backup` of the live tree with its parent", "offsite-change/restic", 1.10, "≤ 1.10"),
     ]
     lines = []
     mode = facts.get("cache", "warm")
@@ -320,7 +332,7 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None):
         )
     # Peak memory over every snapshot-taking command.
     snap_keys = [k for k in raw if k.endswith("/hwc") or k.startswith("many/")]
-    snap_keys = [k for k in snap_keys if not k.startswith(("verify/", "restore/", "prune/"))]
+    snap_keys = [k for k in snap_keys if not k.startswith(("verify/", "restore/", "prune/", "offsite-"))]
     if snap_keys:
         p = max(peak(k) for k in snap_keys)
         ok = p < 48 * MIB
@@ -343,6 +355,28 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None):
                 frm = statistics.median(f for _, f in wire[key])
                 rel = tot[key] / tot["pull/rsync"] if tot.get("pull/rsync") else None
                 lines.append(f"| {label} | {mib(to)} MiB | {mib(frm)} MiB | {mib(tot[key])} MiB | {fmt_ratio(rel)} |")
+    if offsite:
+        lines.append("")
+        lines.append("Offsite copies: what restic added to the repository and how many files it read (median per run):")
+        lines.append("")
+        lines.append("| command | bytes added | files read | added / `restic backup`'s | target |")
+        lines.append("|---|---|---|---|---|")
+        for group in ("offsite-nochange", "offsite-change"):
+            ref = offsite.get(f"{group}/restic")
+            ref_added = statistics.median(a for a, _ in ref) if ref else None
+            for key, label in ((f"{group}/hwc", "`hwc-backup offsite`"), (f"{group}/restic", "`restic backup` (live)")):
+                if key not in offsite:
+                    continue
+                added = statistics.median(a for a, _ in offsite[key])
+                read = statistics.median(r for _, r in offsite[key])
+                rel = added / ref_added if ref_added else None
+                target = "files read ≈ 0" if group == "offsite-nochange" else "within 5%"
+                if key.endswith("/hwc") and group == "offsite-change" and rel is not None:
+                    ok = abs(rel - 1) <= 0.05
+                    verdicts.append(("offsite bytes added, 1% changed", "`restic backup`", rel, "within 5%", ok))
+                if key.endswith("/hwc") and group == "offsite-nochange":
+                    verdicts.append(("offsite files read, no change", "", read, "≈ 0", read == 0))
+                lines.append(f"| {label}, {group[8:]} | {mib(added)} MiB | {read:.0f} | {fmt_ratio(rel)} | {target if key.endswith('/hwc') else '–'} |")
     lines.append("")
     lines.append("Every command, seconds (median, min–max) and peak RSS:")
     lines.append("")
@@ -393,6 +427,10 @@ COMMAND_LABELS = [
     ("pull/rsync", "pull, 1% changed: `rsync -aH --link-dest=PREV -e ssh HOST:SRC/ NEW/`"),
     ("many/hwc1", "no change, 1 snapshot in the destination: `hwc-backup now`"),
     ("many/hwc100", "no change, {many} snapshots in the destination: `hwc-backup now`"),
+    ("offsite-nochange/hwc", "offsite, no change: `hwc-backup offsite` of a new snapshot"),
+    ("offsite-nochange/restic", "offsite, no change: `restic backup --parent` of the live tree"),
+    ("offsite-change/hwc", "offsite, 1% changed: `hwc-backup offsite` of a new snapshot"),
+    ("offsite-change/restic", "offsite, 1% changed: `restic backup --parent` of the live tree"),
 ]
 
 
@@ -424,6 +462,7 @@ def main(argv):
     r.add_argument("facts")
     r.add_argument("out")
     r.add_argument("--wire")
+    r.add_argument("--offsite")
     a = ap.parse_args(argv)
     if a.cmd == "gen":
         cmd_gen(a.root, a.files, a.seed)
@@ -438,7 +477,7 @@ def main(argv):
     elif a.cmd == "estimate":
         print(sum(r[1] for r in plan(a.files, a.seed)[1]))
     elif a.cmd == "report":
-        cmd_report(a.raw, a.facts, a.out, a.wire)
+        cmd_report(a.raw, a.facts, a.out, a.wire, a.offsite)
 
 
 if __name__ == "__main__":

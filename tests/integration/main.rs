@@ -20,6 +20,7 @@ mod hostile_layout;
 mod metrics;
 mod nix;
 mod notify;
+mod offsite;
 mod pull;
 mod restore;
 mod restore_select;

@@ -50,6 +50,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Push the newest snapshot to the cloud remote with rclone.
     Cloud(CloudArgs),
+    /// Copy the newest snapshot to the offsite restic repositories (all, or those named).
+    Offsite(OffsiteArgs),
     /// Check that the backups are recent, verified and copied; exit 1 when not.
     Health(HealthArgs),
     /// Notify that a systemd unit failed (for OnFailure=).
@@ -104,7 +106,7 @@ pub struct NowArgs {
     /// Do not prune after the run.
     #[arg(long)]
     pub no_prune: bool,
-    /// Snapshot and prune only (no cloud push).
+    /// Snapshot and prune only (no cloud push, no offsite copy).
     #[arg(long)]
     pub local_only: bool,
     /// Accept a source that became empty or shrank by more than half.
@@ -194,6 +196,67 @@ pub struct RestoreArgs {
     /// Only list what would be written.
     #[arg(long)]
     pub dry_run: bool,
+    /// Restore from the offsite restic repository NAME of the plan (without a plan: give
+    /// --repository and --password-file, and no NAME).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub offsite: Option<String>,
+    /// The restic repository, without a plan.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A restic repository named on the command line (no plan).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RepoArgs {
+    /// The restic repository (`/path`, `sftp:…`, `s3:…`, `rclone:remote:path`), without a plan.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub repository: Option<String>,
+    /// The repository's password file, without a plan.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The rclone config file for an `rclone:` repository, without a plan.
+    #[arg(long, value_name = "FILE")]
+    pub rclone_config: Option<PathBuf>,
+    /// The restic program (default: restic on PATH), without a plan.
+    #[arg(long, value_name = "PATH")]
+    pub restic: Option<PathBuf>,
+}
+
+/// `offsite`.
+#[derive(Args, Debug)]
+pub struct OffsiteArgs {
+    /// Target selection (a plan, or --dest DIR --host NAME with --repository).
+    #[command(flatten)]
+    pub target: Target,
+    /// The offsites to copy to (default: every one of the plan).
+    pub names: Vec<String>,
+    /// The restic repository, without a plan.
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// `restic forget --keep-last`, without a plan.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// `--keep-hourly`, without a plan.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// `--keep-daily`, without a plan (default 7).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// `--keep-weekly`, without a plan (default 5).
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// `--keep-monthly`, without a plan (default 12).
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// `--keep-yearly`, without a plan.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<u32>,
+    /// `--keep-within` (a restic duration like 1y5m7d2h), without a plan.
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -216,6 +279,17 @@ pub struct VerifyArgs {
     /// Hashing threads, 1 to 256.
     #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
+    /// Check the offsite restic repository NAME instead (`restic check`, rotating through the
+    /// data, and a sample compared with the local manifest).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "")]
+    pub offsite: Option<String>,
+    /// With --offsite: read this share of the data (`N%`; default the plan's
+    /// check.readDataSubset), a different part each time.
+    #[arg(long, value_name = "N%")]
+    pub read_data_subset: Option<String>,
+    /// The restic repository, without a plan.
+    #[command(flatten)]
+    pub repo: RepoArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

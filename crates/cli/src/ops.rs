@@ -60,13 +60,16 @@ pub fn finish_run(job: &Job, report: &RunReport, how: &Invocation) -> Result<Exi
         if let Some(c) = &after.cloud {
             print_cloud(c);
         }
+        for o in &after.offsite {
+            crate::commands::print_offsite(o);
+        }
     }
     warn(&after.warnings);
     Ok(exit_after(report, &after))
 }
 
 fn exit_after(report: &RunReport, after: &AfterRunReport) -> Exit {
-    if after.cloud_failed() {
+    if after.cloud_failed() || after.offsite_failed() {
         Exit::Failed
     } else {
         Exit::from_report(report)

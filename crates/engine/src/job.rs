@@ -123,6 +123,9 @@ pub struct LocalJob {
     pub databases: Databases,
     /// Pushing the newest snapshot to a cloud remote.
     pub cloud: Cloud,
+    /// Offsite restic copies of the newest snapshot, by name (`plan.offsite`). A pulled
+    /// host's job has none: its snapshots are this server's to copy only through its own plan.
+    pub offsite: std::collections::BTreeMap<String, crate::plan::Offsite>,
 }
 
 /// What only a pulled host's job has: how to reach its agent. Deliberately nothing else —
@@ -182,6 +185,11 @@ impl Job {
         self.local().map(|l| &l.cloud).filter(|c| c.enable)
     }
 
+    /// The offsite copies, when this is the local job (empty otherwise).
+    pub fn offsites(&self) -> Vec<(&str, &crate::plan::Offsite)> {
+        self.local().map(|l| l.offsite.iter().map(|(k, v)| (k.as_str(), v)).collect()).unwrap_or_default()
+    }
+
     /// A pull without a plan (`pull --address … --dest DIR --host NAME`): everything from the
     /// arguments, the built-in retention and health defaults. `remote` is checked as a plan's
     /// `hosts.<name>` entry would be, so the messages name the same fields.
@@ -235,6 +243,7 @@ mod tests {
             "hooks": { "preBackup": "/bin/pre", "postBackup": "/bin/post" },
             "databases": { "stagingDir": "/var/backup/db", "postgresql": { "enable": true } },
             "cloud": { "enable": true, "remote": "proton:Backups" },
+            "offsite": { "nas": { "repository": "/mnt/nas/restic", "passwordFile": "/run/pw" } },
             "notifications": { "healthchecks": { "url": "https://hc.example/ping/x" },
                                "ntfy": { "url": "https://ntfy.example/backups" } },
             "metrics": { "textfileDir": "/var/lib/prometheus-node-exporter" },
@@ -253,6 +262,8 @@ mod tests {
         assert_eq!(local.hooks.pre_backup.as_deref(), Some(std::path::Path::new("/bin/pre")));
         assert!(local.databases.any_enabled());
         assert!(job.cloud().is_some());
+        assert_eq!(job.offsites().len(), 1);
+        assert!(plan.pulled_job("web1").unwrap().offsites().is_empty(), "a pulled host has no offsite copies");
         assert!(job.reporting.notifications.healthchecks.is_some());
         assert_eq!((job.host(), job.store.host_dir()), ("server", PathBuf::from("/mnt/backup/server")));
         assert_eq!(job.store.host_state_dir(), PathBuf::from("/var/lib/hwc-backup/server"));

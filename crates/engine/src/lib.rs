@@ -14,7 +14,8 @@
 //! - [`store`]: the hard-linked snapshots of each host — layout, lock, retention, manifest,
 //!   metadata, the recorder every build writes through and the link-or-copy decision it
 //!   makes, verify, restore.
-//! - [`copies`]: what is fed from a published snapshot (the rclone mirror).
+//! - [`copies`]: what is fed from a published snapshot (the rclone mirror, the offsite
+//!   restic repositories).
 //! - [`ops`]: the records kept between runs and the steps around a job (health, metrics,
 //!   notifications, logs).
 //!

@@ -68,6 +68,9 @@ pub struct Plan {
     /// `<destination>/<name>/`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hosts: BTreeMap<String, RemoteHost>,
+    /// Offsite copies: restic repositories fed from this machine's newest snapshot, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsite: BTreeMap<String, Offsite>,
     /// Directory for JSON-lines logs.
     #[serde(default = "default_log_dir")]
     pub log_dir: PathBuf,
@@ -491,6 +494,217 @@ impl Default for Mysql {
     }
 }
 
+/// An offsite copy: a restic repository fed from this machine's newest complete snapshot
+/// (`offsite.<name>`; `copies::offsite`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Offsite {
+    /// Any restic repository string (`/path`, `sftp:`, `s3:`, `b2:`, `rest:`, `rclone:remote:path`).
+    pub repository: String,
+    /// restic `--password-file`; must exist and be non-empty at run time.
+    pub password_file: PathBuf,
+    /// `KEY=value` lines added to restic's environment (cloud credentials).
+    #[serde(default)]
+    pub environment_file: Option<PathBuf>,
+    /// `RCLONE_CONFIG` for an `rclone:` repository.
+    #[serde(default)]
+    pub rclone_config_file: Option<PathBuf>,
+    /// The restic binary; `None` = `restic` on PATH.
+    #[serde(default)]
+    pub restic: Option<PathBuf>,
+    /// The rclone binary restic runs for `rclone:` (`-o rclone.program=`); `None` = PATH.
+    #[serde(default)]
+    pub rclone: Option<PathBuf>,
+    /// restic `forget --keep-*` of this offsite (its own, not the local retention).
+    #[serde(default)]
+    pub keep: OffsiteKeep,
+    /// `None`: copied right after each successful or partial local run; else by its own timer.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `restic check`, scheduled by the module.
+    #[serde(default)]
+    pub check: OffsiteCheck,
+    /// restic `--limit-upload`, KiB/s.
+    #[serde(default)]
+    pub bandwidth_limit: Option<u64>,
+    /// Health: the last good copy must be younger than this.
+    #[serde(default = "default_cloud_max_age")]
+    pub max_age: String,
+}
+
+/// The keep rules of an offsite (restic `forget --keep-*`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OffsiteKeep {
+    /// `--keep-last`.
+    #[serde(default = "zero")]
+    pub last: Count,
+    /// `--keep-hourly`.
+    #[serde(default = "zero")]
+    pub hourly: Count,
+    /// `--keep-daily`.
+    #[serde(default = "seven")]
+    pub daily: Count,
+    /// `--keep-weekly`.
+    #[serde(default = "five")]
+    pub weekly: Count,
+    /// `--keep-monthly`.
+    #[serde(default = "twelve")]
+    pub monthly: Count,
+    /// `--keep-yearly`.
+    #[serde(default = "zero")]
+    pub yearly: Count,
+    /// `--keep-within`, a restic duration (`1y5m7d2h`).
+    #[serde(default)]
+    pub within: Option<String>,
+}
+
+impl Default for OffsiteKeep {
+    fn default() -> Self {
+        OffsiteKeep {
+            last: zero(),
+            hourly: zero(),
+            daily: seven(),
+            weekly: five(),
+            monthly: twelve(),
+            yearly: zero(),
+            within: None,
+        }
+    }
+}
+
+/// The scheduled `restic check` of an offsite.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OffsiteCheck {
+    /// The module's `backup-offsite-check-<name>.timer`; `None` = no scheduled check.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// `--read-data-subset` (`"N%"`), rotated; `None` = the structure only.
+    #[serde(default = "five_percent")]
+    pub read_data_subset: Option<String>,
+}
+
+impl Default for OffsiteCheck {
+    fn default() -> Self {
+        OffsiteCheck { schedule: None, read_data_subset: five_percent() }
+    }
+}
+
+impl Offsite {
+    /// `maxAge` as a duration (validated at load).
+    pub fn max_age_duration(&self) -> Duration {
+        parse_duration(&self.max_age).unwrap_or(Duration::from_secs(7 * 86400))
+    }
+
+    /// Checks one entry of `offsite`; `name` is its key. Errors name `offsite.<name>.<field>`.
+    pub fn validate(&self, name: &str) -> Result<()> {
+        let f = |field: &str| format!("offsite.{name}.{field}");
+        validate_host(name).map_err(|_| {
+            Error::config(
+                format!("offsite.{name}"),
+                format!("{name:?} is not a valid offsite name (letters, digits, '.', '_', '-'; at most 64)"),
+            )
+        })?;
+        validate_repository(&f("repository"), &self.repository)?;
+        absolute(&f("passwordFile"), &self.password_file)?;
+        for (field, p) in [
+            ("environmentFile", &self.environment_file),
+            ("rcloneConfigFile", &self.rclone_config_file),
+            ("restic", &self.restic),
+            ("rclone", &self.rclone),
+        ] {
+            if let Some(p) = p {
+                absolute(&f(field), p)?;
+            }
+        }
+        self.keep.validate(&f("keep"))?;
+        for (field, s) in [("schedule", &self.schedule), ("check.schedule", &self.check.schedule)] {
+            if let Some(s) = s {
+                if s.trim().is_empty() || s.contains(['\n', '\r', '\0']) {
+                    return Err(Error::config(f(field), format!("{s:?} is not a systemd calendar expression")));
+                }
+            }
+        }
+        if let Some(s) = &self.check.read_data_subset {
+            parse_percent(s).map_err(|m| Error::config(f("check.readDataSubset"), m))?;
+        }
+        if self.bandwidth_limit == Some(0) {
+            return Err(Error::config(f("bandwidthLimit"), "0 is not a rate; use null for no limit"));
+        }
+        if parse_duration(&self.max_age).map_err(|m| Error::config(f("maxAge"), m))?.is_zero() {
+            return Err(Error::config(f("maxAge"), format!("{:?} is zero: every copy would be too old", self.max_age)));
+        }
+        Ok(())
+    }
+}
+
+/// A restic repository string: non-empty, never an option, one line.
+pub fn validate_repository(field: &str, repo: &str) -> Result<()> {
+    if repo.trim().is_empty() || repo.starts_with('-') || repo.contains(['\n', '\r', '\0']) {
+        return Err(Error::config(field, format!("{repo:?} is not a restic repository")));
+    }
+    Ok(())
+}
+
+/// `"N%"` with 0 < N ≤ 100, as restic's `--read-data-subset` takes it; returns N.
+pub fn parse_percent(text: &str) -> std::result::Result<f64, String> {
+    let bad = || format!("{text:?} is not a percentage like \"5%\" (more than 0, at most 100)");
+    let n: f64 = text.strip_suffix('%').ok_or_else(bad)?.trim().parse().map_err(|_| bad())?;
+    if !(n > 0.0 && n <= 100.0) {
+        return Err(bad());
+    }
+    Ok(n)
+}
+
+impl OffsiteKeep {
+    /// The `forget` options, in restic's syntax (an unlimited count is a huge one: restic
+    /// before 0.17 has no `-1`).
+    pub fn forget_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, c) in [
+            ("--keep-last", self.last),
+            ("--keep-hourly", self.hourly),
+            ("--keep-daily", self.daily),
+            ("--keep-weekly", self.weekly),
+            ("--keep-monthly", self.monthly),
+            ("--keep-yearly", self.yearly),
+        ] {
+            match c {
+                Count::N(0) => {}
+                Count::N(n) => args.extend([flag.to_string(), n.to_string()]),
+                Count::Unlimited => args.extend([flag.to_string(), i32::MAX.to_string()]),
+            }
+        }
+        if let Some(w) = &self.within {
+            args.extend(["--keep-within".to_string(), w.clone()]);
+        }
+        args
+    }
+
+    fn validate(&self, field: &str) -> Result<()> {
+        if let Some(w) = &self.within {
+            let ok = !w.is_empty()
+                && w.chars().last().is_some_and(|c| "ymdh".contains(c))
+                && w.chars().all(|c| c.is_ascii_digit() || "ymdh".contains(c))
+                && w.chars().next().is_some_and(|c| c.is_ascii_digit());
+            if !ok {
+                return Err(Error::config(
+                    format!("{field}.within"),
+                    format!("{w:?} is not a restic duration like \"1y5m7d2h\""),
+                ));
+            }
+        }
+        if self.forget_args().is_empty() {
+            return Err(Error::config(
+                field,
+                "keeps nothing (every count is 0 and no within); restic forget would refuse to choose",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Metrics output.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -711,6 +925,15 @@ fn six() -> Count {
 fn seven() -> Count {
     Count::N(7)
 }
+fn five() -> Count {
+    Count::N(5)
+}
+fn twelve() -> Count {
+    Count::N(12)
+}
+fn five_percent() -> Option<String> {
+    Some("5%".into())
+}
 fn default_max_age() -> String {
     "48h".into()
 }
@@ -764,6 +987,7 @@ impl Plan {
             metrics: Metrics::default(),
             databases: Databases::default(),
             hosts: BTreeMap::new(),
+            offsite: BTreeMap::new(),
             log_dir: default_log_dir(),
             state_dir: default_state_dir(),
         }
@@ -833,6 +1057,9 @@ impl Plan {
         self.validate_databases()?;
         for (name, h) in &self.hosts {
             h.validate(name, self)?;
+        }
+        for (name, o) in &self.offsite {
+            o.validate(name)?;
         }
         absolute("logDir", &self.log_dir)?;
         absolute("stateDir", &self.state_dir)?;
@@ -965,6 +1192,7 @@ impl Plan {
                 hooks: self.hooks.clone(),
                 databases: self.databases.clone(),
                 cloud: self.cloud.clone(),
+                offsite: self.offsite.clone(),
             }),
         }
     }
@@ -1242,6 +1470,54 @@ mod tests {
         Plan::parse(&v.to_string()).unwrap(); // a directory-only pattern: checked at run time
         assert!(check_host_name("--host", "../other/h").unwrap_err().to_string().contains("--host"));
         check_host_name("--host", "web1.lan").unwrap();
+    }
+
+    #[test]
+    fn offsites_default_validate_and_name_their_fields() {
+        let mut v = minimal();
+        v["offsite"] = serde_json::json!({ "nas": { "repository": "/mnt/nas/restic", "passwordFile": "/run/pw" } });
+        let p = Plan::parse(&v.to_string()).unwrap();
+        let o = &p.offsite["nas"];
+        assert_eq!((o.keep.daily, o.keep.weekly, o.keep.monthly), (Count::N(7), Count::N(5), Count::N(12)));
+        assert_eq!((o.check.read_data_subset.as_deref(), o.max_age.as_str()), (Some("5%"), "7d"));
+        assert_eq!(o.keep.forget_args(), ["--keep-daily", "7", "--keep-weekly", "5", "--keep-monthly", "12"]);
+        assert_eq!(p.local_job().offsites().len(), 1);
+        assert!(Plan::parse(&minimal().to_string()).unwrap().offsite.is_empty(), "optional");
+        let base = serde_json::json!({ "repository": "rclone:proton:b", "passwordFile": "/run/pw" });
+        for (name, patch, want) in [
+            ("../x", serde_json::json!({}), "offsite.../x"),
+            ("nas", serde_json::json!({ "repository": "-o x" }), "offsite.nas.repository"),
+            ("nas", serde_json::json!({ "repository": "" }), "offsite.nas.repository"),
+            ("nas", serde_json::json!({ "passwordFile": "pw" }), "offsite.nas.passwordFile"),
+            ("nas", serde_json::json!({ "environmentFile": "env" }), "offsite.nas.environmentFile"),
+            ("nas", serde_json::json!({ "rclone": "rclone" }), "offsite.nas.rclone"),
+            ("nas", serde_json::json!({ "keep": { "daily": -2 } }), "offsite.nas.keep.daily"),
+            ("nas", serde_json::json!({ "keep": { "within": "soon" } }), "offsite.nas.keep.within"),
+            ("nas", serde_json::json!({ "keep": { "daily": 0, "weekly": 0, "monthly": 0 } }), "offsite.nas.keep"),
+            ("nas", serde_json::json!({ "check": { "readDataSubset": "200%" } }), "offsite.nas.check.readDataSubset"),
+            ("nas", serde_json::json!({ "check": { "readDataSubset": "5" } }), "offsite.nas.check.readDataSubset"),
+            ("nas", serde_json::json!({ "bandwidthLimit": 0 }), "offsite.nas.bandwidthLimit"),
+            ("nas", serde_json::json!({ "maxAge": "0d" }), "offsite.nas.maxAge"),
+            ("nas", serde_json::json!({ "schedule": "" }), "offsite.nas.schedule"),
+            ("nas", serde_json::json!({ "colour": 1 }), "colour"),
+        ] {
+            let mut o = base.clone();
+            for (k, val) in patch.as_object().unwrap() {
+                o[k] = val.clone();
+            }
+            let mut v = minimal();
+            v["offsite"] = serde_json::json!({ name: o });
+            let e = err_of(v);
+            assert!(e.contains(want), "{want}: {e}");
+        }
+        let mut v = minimal();
+        v["offsite"] = serde_json::json!({ "b2": { "repository": "b2:bucket:h", "passwordFile": "/run/pw",
+            "keep": { "last": 3, "daily": "unlimited", "within": "1y6m" }, "check": { "readDataSubset": null },
+            "bandwidthLimit": 512, "schedule": "weekly" } });
+        let p = Plan::parse(&v.to_string()).unwrap();
+        let args = p.offsite["b2"].keep.forget_args();
+        assert!(args.windows(2).any(|w| w == ["--keep-daily", "2147483647"]), "{args:?}");
+        assert!(args.ends_with(&["--keep-within".into(), "1y6m".into()]), "{args:?}");
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn health(a: HealthArgs) -> Result<Exit> {
             }
         }
     };
-    let report = health::check(&job.store, job.cloud(), Timestamp::now());
+    let report = health::check_job(&job, Timestamp::now());
     let after = ops::after_run::after_health(&job, &report, t.job.is_some(), &Systemd::from_env(), &Live);
     if a.json {
         print_json(&report)?;

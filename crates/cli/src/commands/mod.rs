@@ -6,6 +6,7 @@ mod config;
 mod health;
 mod notify_failure;
 mod now;
+mod offsite;
 mod prune;
 mod pull;
 mod restore;
@@ -21,17 +22,21 @@ use crate::args::{Command, ConfigCommand};
 use crate::exit::Exit;
 
 pub(crate) use now::{create_dest, print_run};
+pub(crate) use offsite::print_offsite;
 
 /// Runs a subcommand.
 pub fn run(cmd: Command) -> Result<Exit> {
     match cmd {
         Command::Now(a) => now::now(a),
         Command::Status(a) => status::status(a),
+        Command::Restore(a) if a.offsite.is_some() || a.repo.repository.is_some() => offsite::restore_offsite(a),
         Command::Restore(a) => restore::restore_cmd(a),
+        Command::Verify(a) if a.offsite.is_some() || a.repo.repository.is_some() => offsite::verify_offsite(a),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Prune(a) => prune::prune_cmd(a),
         Command::Config { command: ConfigCommand::Check { file } } => config::config_check(&file),
         Command::Cloud(a) => cloud::cloud(a),
+        Command::Offsite(a) => offsite::offsite(a),
         Command::Health(a) => health::health(a),
         Command::NotifyFailure(a) => notify_failure::notify_failure(a),
         Command::Pull(a) => pull::pull(a),

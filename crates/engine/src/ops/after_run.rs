@@ -9,10 +9,13 @@
 //!    machine's own job can, when the plan enables it) and the caller asks for it (`now`
 //!    without `--local-only`; never for `pull`); a failed push fails the job although the
 //!    snapshot was published;
-//! 4. for a configured run: the metrics textfile, then the notification (ntfy, webhook, mail
+//! 4. the offsite copies whose `schedule` is null (restic; [`crate::copies::offsite`]), under
+//!    the same conditions as the cloud push (`--local-only` skips both); a failed copy fails
+//!    the job, names the repository and restic's error, and leaves the snapshot alone;
+//! 5. for a configured run: the metrics textfile, then the notification (ntfy, webhook, mail
 //!    by `onSuccess`/`onFailure`; the healthchecks ping for every outcome), then the
 //!    `job.finished` log line;
-//! 5. for a configured run that did not succeed (failed, partial, skipped, or a failed
+//! 6. for a configured run that did not succeed (failed, partial, skipped, or a failed
 //!    push): the systemd invocation is recorded as having notified by itself, so that
 //!    `OnFailure=`'s `notify-failure` does not send the same failure twice. A skipped run
 //!    exits 4, which systemd counts as a failure; recording it keeps `notify-failure` from
@@ -35,12 +38,13 @@ use serde_json::{json, Value};
 
 use super::state::{DestinationId, FinishedInvocation, Job as Recorded, Notification, StateDir, VerifyRecord};
 use crate::copies::cloud::{self, CloudOptions, CloudReport};
+use crate::copies::offsite::{self, OffsiteReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Store};
 use crate::ops::health::HealthReport;
 use crate::ops::jsonlog::{self, Log};
 use crate::ops::notify::{self, Delivery, Message};
-use crate::plan::{Cloud, Notifications};
+use crate::plan::{Cloud, Notifications, Offsite};
 use crate::run::{human_bytes, RunReport};
 use crate::store::meta::RunState;
 use crate::store::verify::VerifyReport;
@@ -60,6 +64,11 @@ pub trait Effects {
     /// Pushes the newest snapshot to the cloud (and records the push).
     fn push_cloud(&self, store: &Store, cloud: &Cloud, opts: &CloudOptions) -> CloudReport {
         cloud::push(store, cloud, opts)
+    }
+
+    /// Copies the newest snapshot to an offsite restic repository (and records the copy).
+    fn copy_offsite(&self, store: &Store, name: &str, offsite: &Offsite) -> OffsiteReport {
+        offsite::copy(store, name, offsite)
     }
 
     /// Sends a message to the targets that want it.
@@ -114,7 +123,8 @@ pub struct AfterRun {
     /// The plan came from a file (not `--source/--dest`, not `pull --address`): logs,
     /// metrics and notifications are wanted. One-off runs write none of them.
     pub configured: bool,
-    /// Push to the cloud when the plan enables it (`false` with `--local-only` and for a pull).
+    /// Push to the cloud when the plan enables it, and copy to the offsites whose `schedule`
+    /// is null (`false` with `--local-only` and for a pull).
     pub push_cloud: bool,
     /// `--allow-shrink`: also lets the cloud mirror a much smaller snapshot.
     pub allow_shrink: bool,
@@ -127,6 +137,8 @@ pub struct AfterRun {
 pub struct AfterRunReport {
     /// The cloud push, when one ran.
     pub cloud: Option<CloudReport>,
+    /// The offsite copies that ran, in name order.
+    pub offsite: Vec<OffsiteReport>,
     /// The notifications sent about the run.
     pub notifications: Vec<Delivery>,
     /// Best-effort steps that failed (the metrics file, a notification), for people.
@@ -138,6 +150,11 @@ impl AfterRunReport {
     /// have.
     pub fn cloud_failed(&self) -> bool {
         self.cloud.as_ref().is_some_and(|c| !c.ok)
+    }
+
+    /// Whether an offsite copy ran and failed (the job fails, the snapshot stays published).
+    pub fn offsite_failed(&self) -> bool {
+        self.offsite.iter().any(|o| !o.ok)
     }
 }
 
@@ -171,6 +188,12 @@ impl<'a> Steps<'a> {
         let c = self.fx.push_cloud(&self.job.store, cloud, &CloudOptions { allow_shrink });
         self.log(Log::Cloud, "cloud.push", serde_json::to_value(&c).unwrap_or_default());
         c
+    }
+
+    fn copy_offsite(&self, name: &str, offsite: &Offsite) -> OffsiteReport {
+        let o = self.fx.copy_offsite(&self.job.store, name, offsite);
+        self.log(Log::Offsite, "offsite.copy", serde_json::to_value(&o).unwrap_or_default());
+        o
     }
 
     /// Sends, and warns about every failed delivery.
@@ -231,18 +254,24 @@ pub fn after_run(job: &Job, report: &RunReport, how: &AfterRun, fx: &dyn Effects
     if let Some(cloud) = job.cloud().filter(|_| report.state.published() && how.push_cloud) {
         out.cloud = Some(steps.push_cloud(cloud, how.allow_shrink));
     }
+    if report.state.published() && how.push_cloud {
+        for (name, o) in job.offsites().into_iter().filter(|(_, o)| o.schedule.is_none()) {
+            out.offsite.push(steps.copy_offsite(name, o));
+        }
+    }
     if how.configured {
         steps.metrics();
-        let msg = run_message(job, report, out.cloud.as_ref());
+        let msg = run_message(job, report, out.cloud.as_ref(), &out.offsite);
         out.notifications = steps.send(&msg, &job.reporting.notifications);
         steps.log(
             Log::Coordinator,
             "job.finished",
             json!({ "job": "backup", "state": msg.state, "runState": report.state, "snapshot": report.snapshot,
                     "error": msg.error, "errorKind": msg.error_kind, "cloud": out.cloud.as_ref().map(|c| c.ok),
+                    "offsite": out.offsite.iter().map(|o| (o.name.clone(), o.ok)).collect::<std::collections::BTreeMap<_, _>>(),
                     "notifications": out.notifications }),
         );
-        if report.state != RunState::Success || out.cloud_failed() {
+        if report.state != RunState::Success || out.cloud_failed() || out.offsite_failed() {
             record_failed_invocation(&state, &how.systemd);
         }
     }
@@ -326,6 +355,142 @@ pub fn cloud_job(job: &Job, allow_shrink: bool, systemd: &Systemd, fx: &dyn Effe
         record_failed_invocation(&StateDir::of(&job.store), systemd);
     }
     Ok(CloudJobReport { cloud: c, notifications, warnings: steps.warnings })
+}
+
+/// What [`offsite_job`] did.
+#[derive(Clone, Debug)]
+pub struct OffsiteJobReport {
+    /// The copies, in name order.
+    pub offsite: Vec<OffsiteReport>,
+    /// The notifications sent about them.
+    pub notifications: Vec<Delivery>,
+    /// Best-effort steps that failed.
+    pub warnings: Vec<String>,
+}
+
+/// `offsite [NAME…]`: copies the newest snapshot to the named offsites (every one when
+/// `names` is empty, whatever its schedule), then the metrics, one notification (never the
+/// healthchecks ping) and the log lines. An error when the job has no such offsite.
+pub fn offsite_job(job: &Job, names: &[String], systemd: &Systemd, fx: &dyn Effects) -> Result<OffsiteJobReport> {
+    let all = job.offsites();
+    for n in names {
+        if !all.iter().any(|(k, _)| k == n) {
+            let known: Vec<&str> = all.iter().map(|(k, _)| *k).collect();
+            return Err(Error::config(
+                format!("offsite.{n}"),
+                format!(
+                    "is not an offsite of this plan (declared: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            ));
+        }
+    }
+    if all.is_empty() {
+        return Err(Error::config("offsite", "is empty; declare an offsite repository in the configuration first"));
+    }
+    let mut steps = Steps::new(job, fx);
+    steps.log(Log::Coordinator, "job.started", json!({ "job": "offsite", "offsite": names }));
+    let reports: Vec<OffsiteReport> = all
+        .into_iter()
+        .filter(|(k, _)| names.is_empty() || names.iter().any(|n| n == k))
+        .map(|(k, o)| steps.copy_offsite(k, o))
+        .collect();
+    steps.metrics();
+    let msg = offsite_message(job, &reports);
+    let targets = Notifications { healthchecks: None, ..job.reporting.notifications.clone() };
+    let notifications = steps.send(&msg, &targets);
+    steps.log(
+        Log::Coordinator,
+        "job.finished",
+        json!({ "job": "offsite", "state": msg.state, "error": msg.error, "notifications": notifications }),
+    );
+    if reports.iter().any(|o| !o.ok) {
+        record_failed_invocation(&StateDir::of(&job.store), systemd);
+    }
+    Ok(OffsiteJobReport { offsite: reports, notifications, warnings: steps.warnings })
+}
+
+fn offsite_message(job: &Job, reports: &[OffsiteReport]) -> Message {
+    let failed: Vec<&OffsiteReport> = reports.iter().filter(|o| !o.ok).collect();
+    let mut details: Vec<String> = reports.iter().map(offsite_line).collect();
+    details.dedup();
+    Message {
+        host: job.host().to_string(),
+        job: "offsite".into(),
+        state: if failed.is_empty() { RunState::Success } else { RunState::Failed },
+        summary: if failed.is_empty() {
+            format!("offsite copies of {} updated", job.host())
+        } else {
+            format!("offsite copy of {} failed; the local snapshots are untouched", job.host())
+        },
+        error: failed.first().and_then(|o| o.error.clone()),
+        error_kind: None,
+        details,
+        next_steps: vec![
+            "journalctl -u 'backup-offsite-*' -n 50 --no-pager".into(),
+            "hwc-backup offsite (to retry)".into(),
+            "backup-status".into(),
+        ],
+    }
+}
+
+fn offsite_line(o: &OffsiteReport) -> String {
+    match (&o.error, &o.summary) {
+        (Some(e), _) => format!("offsite {}: FAILED: {e}", o.name),
+        (None, Some(s)) => format!(
+            "offsite {}: {} copied to {} as {} ({} added)",
+            o.name,
+            o.snapshot.as_deref().unwrap_or("?"),
+            o.repository,
+            s.snapshot_id,
+            human_bytes(s.data_added)
+        ),
+        (None, None) => {
+            format!("offsite {}: {} already in {}", o.name, o.snapshot.as_deref().unwrap_or("?"), o.repository)
+        }
+    }
+}
+
+/// After `verify --offsite` with a plan: the `offsite.check` log line, the metrics, a
+/// notification when the check failed (and `onSuccess` when it passed), and the invocation
+/// recorded when it failed.
+pub fn after_offsite_check(
+    job: &Job,
+    report: &offsite::CheckReport,
+    systemd: &Systemd,
+    fx: &dyn Effects,
+) -> (Vec<Delivery>, Vec<String>) {
+    let mut steps = Steps::new(job, fx);
+    steps.log(Log::Offsite, "offsite.check", serde_json::to_value(report).unwrap_or_default());
+    steps.metrics();
+    let msg = Message {
+        host: job.host().to_string(),
+        job: format!("offsite-check {}", report.name),
+        state: if report.ok { RunState::Success } else { RunState::Failed },
+        summary: if report.ok {
+            format!("offsite {} of {} checked: clean", report.name, job.host())
+        } else {
+            format!("offsite {} of {} FAILED its check; the local snapshots are untouched", report.name, job.host())
+        },
+        error: report.error.clone(),
+        error_kind: None,
+        details: vec![format!(
+            "repository {}; data read: {}; {} files compared with the local manifest",
+            report.repository,
+            report.read_data_subset.as_deref().unwrap_or("none"),
+            report.sampled
+        )],
+        next_steps: vec![
+            format!("journalctl -u backup-offsite-check-{}.service -n 50 --no-pager", report.name),
+            format!("hwc-backup verify --offsite {}", report.name),
+        ],
+    };
+    let targets = Notifications { healthchecks: None, ..job.reporting.notifications.clone() };
+    let notifications = steps.send(&msg, &targets);
+    if !report.ok {
+        record_failed_invocation(&StateDir::of(&job.store), systemd);
+    }
+    (notifications, steps.warnings)
 }
 
 /// What [`after_health`] did.
@@ -465,6 +630,8 @@ pub fn unit_failed(
 fn job_of_unit(unit: &str) -> Recorded {
     if unit.starts_with("backup-cloud") {
         Recorded::Cloud
+    } else if unit.starts_with("backup-offsite") {
+        Recorded::Offsite
     } else if unit.starts_with("backup-health") {
         Recorded::Health
     } else {
@@ -485,7 +652,7 @@ fn record_failed_invocation(state: &StateDir, systemd: &Systemd) {
     }
 }
 
-fn run_message(job: &Job, r: &RunReport, cloud: Option<&CloudReport>) -> Message {
+fn run_message(job: &Job, r: &RunReport, cloud: Option<&CloudReport>, offsites: &[OffsiteReport]) -> Message {
     let c = &r.counts;
     let mut details = Vec::new();
     let mut next = Vec::new();
@@ -537,6 +704,14 @@ fn run_message(job: &Job, r: &RunReport, cloud: Option<&CloudReport>) -> Message
                 next.push(format!("less {}", l.display()));
             }
         }
+    }
+    details.extend(offsites.iter().map(offsite_line));
+    if let Some(failed) = offsites.iter().find(|o| !o.ok) {
+        state = RunState::Failed;
+        error = failed.error.clone();
+        error_kind = None;
+        details.push("the local snapshot was published; only the offsite copy failed".into());
+        next.push(format!("hwc-backup offsite {} (to retry the copy)", failed.name));
     }
     next.push("backup-status".into());
     Message {
@@ -622,6 +797,7 @@ mod tests {
         calls: RefCell<Vec<String>>,
         cloud_fails: bool,
         metrics_fail: bool,
+        offsite_fails: bool,
     }
 
     impl Fake {
@@ -654,6 +830,29 @@ mod tests {
                 log_file: None,
                 notes: Vec::new(),
                 history_pruned: Vec::new(),
+                started_at: now,
+                finished_at: now,
+            }
+        }
+        fn copy_offsite(&self, store: &Store, name: &str, o: &Offsite) -> OffsiteReport {
+            self.call(format!("offsite {name}"));
+            let now = Timestamp::now();
+            OffsiteReport {
+                name: name.into(),
+                host: store.host.clone(),
+                ok: !self.offsite_fails,
+                error: self.offsite_fails.then(|| format!("offsite {name} ({}): Fatal: wrong password", o.repository)),
+                repository: o.repository.clone(),
+                snapshot: Some("daily/x".into()),
+                snapshot_path: None,
+                restic_snapshot: None,
+                parent: None,
+                initialized: false,
+                already_copied: false,
+                summary: None,
+                forgotten: Vec::new(),
+                pruned: false,
+                notes: Vec::new(),
                 started_at: now,
                 finished_at: now,
             }
@@ -769,6 +968,56 @@ mod tests {
         let fx = Fake::default();
         after_run(&p, &report(RunState::Success, None), &AfterRun { push_cloud: false, ..configured("inv5") }, &fx);
         assert!(!fx.calls().contains(&"cloud".to_string()), "{:?}", fx.calls());
+    }
+
+    #[test]
+    fn unscheduled_offsites_are_copied_after_the_cloud_and_a_failed_copy_fails_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(dir.path());
+        let o = |schedule: Option<&str>| crate::plan::Offsite {
+            repository: "/mnt/nas/restic".into(),
+            password_file: "/run/pw".into(),
+            environment_file: None,
+            rclone_config_file: None,
+            restic: None,
+            rclone: None,
+            keep: Default::default(),
+            schedule: schedule.map(String::from),
+            check: Default::default(),
+            bandwidth_limit: None,
+            max_age: "7d".into(),
+        };
+        p.offsite.insert("nas".into(), o(None));
+        p.offsite.insert("weekly".into(), o(Some("weekly")));
+        let p = p.local_job();
+        let fx = Fake { offsite_fails: true, ..Fake::default() };
+        let out = after_run(&p, &report(RunState::Success, None), &configured("off1"), &fx);
+        assert_eq!(
+            fx.calls(),
+            [
+                "log run.finished",
+                "cloud",
+                "log cloud.push",
+                "offsite nas",
+                "log offsite.copy",
+                "metrics",
+                "notify failed+healthchecks",
+                "log job.finished"
+            ],
+            "only the unscheduled offsite, after the cloud push, before the notification"
+        );
+        assert!(out.offsite_failed() && !out.cloud_failed());
+        assert_eq!(recorded_invocations(&p), ["off1"]);
+        let fx = Fake::default();
+        after_run(&p, &report(RunState::Failed, None), &configured("off2"), &fx);
+        assert!(!fx.calls().iter().any(|c| c.starts_with("offsite")), "nothing published, nothing copied");
+        let fx = Fake::default();
+        let r = offsite_job(&p, &[], &Systemd::default(), &fx).unwrap();
+        assert_eq!(r.offsite.len(), 2, "`hwc-backup offsite` copies every one");
+        assert!(offsite_job(&p, &["nope".into()], &Systemd::default(), &fx)
+            .unwrap_err()
+            .to_string()
+            .contains("offsite.nope"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! | `lastRun` | the last run on the drive mounted now (its `last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
 //! | `verify` | the last verify of the drive found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
 //! | `cloud` | with `cloud.enable`: the last good push of a snapshot of the drive is younger than `cloud.maxAge` |
+//! | `offsite:<name>` | per offsite of this machine's job ([`check_job`]): the last good copy is younger than its `maxAge`, and its last `restic check` (if any) was clean |
 //!
 //! Everything here only reads. The records it reads (last run, last verify, cloud) and the
 //! report it produces are kept by [`crate::ops::state`]. They are the records *of the drive
@@ -182,6 +183,62 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
         destination: mounted,
         last_seen_destination: records.last_seen,
     }
+}
+
+/// [`check`] of a job: its store and cloud copy, and an `offsite:<name>` check per offsite
+/// of this machine's job.
+pub fn check_job(job: &crate::job::Job, now: Timestamp) -> HealthReport {
+    let mut report = check(&job.store, job.cloud(), now);
+    let state = StateDir::of(&job.store);
+    for (name, o) in job.offsites() {
+        let (ok, message) = match check_offsite(name, o, &state, now) {
+            Ok(m) => (true, m),
+            Err(m) => (false, m),
+        };
+        report.checks.push(Check { name: format!("offsite:{name}"), ok, message });
+    }
+    report.healthy = report.checks.iter().all(|c| c.ok);
+    report
+}
+
+fn check_offsite(
+    name: &str,
+    o: &crate::plan::Offsite,
+    state: &StateDir,
+    now: Timestamp,
+) -> std::result::Result<String, String> {
+    let rec = state.offsite(name).unwrap_or_default();
+    if rec.last_check_ok == Some(false) {
+        return Err(format!(
+            "the last check of offsite {name} ({}) failed: {}",
+            o.repository,
+            rec.last_check_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    let Some(t) = rec.last_success else {
+        return Err(match rec.last_error {
+            Some(e) => format!("offsite {name} ({}) has never been copied to: {e}", o.repository),
+            None => format!("offsite {name} ({}) has never been copied to", o.repository),
+        });
+    };
+    let age = age(now, t);
+    let failing = match (rec.last_ok, &rec.last_error) {
+        (false, Some(e)) => format!("; the last attempt failed: {e}"),
+        _ => String::new(),
+    };
+    if age > o.max_age_duration() {
+        return Err(format!(
+            "the last good copy to offsite {name} ({}) is {} old, older than maxAge {}{failing}",
+            o.repository,
+            words(age),
+            o.max_age
+        ));
+    }
+    Ok(format!(
+        "the last good copy to offsite {name} is {} old ({}){failing}",
+        words(age),
+        rec.last_success_snapshot.as_deref().unwrap_or("?")
+    ))
 }
 
 fn check_last_run(r: &LastRun) -> std::result::Result<String, String> {

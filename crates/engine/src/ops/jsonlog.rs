@@ -24,6 +24,8 @@ pub enum Log {
     Coordinator,
     /// `backup-health.log`: health checks.
     Health,
+    /// `backup-offsite.log`: restic copies and checks of the offsite repositories.
+    Offsite,
 }
 
 impl Log {
@@ -34,6 +36,7 @@ impl Log {
             Log::Cloud => "backup-cloud.log",
             Log::Coordinator => "backup-coordinator.log",
             Log::Health => "backup-health.log",
+            Log::Offsite => "backup-offsite.log",
         }
     }
 

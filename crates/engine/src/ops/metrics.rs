@@ -158,6 +158,54 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         }
     }
 
+    let offsites: Vec<(&str, crate::ops::state::OffsiteRecord)> =
+        job.offsites().into_iter().map(|(n, _)| (n, state.offsite(n).unwrap_or_default())).collect();
+    if !offsites.is_empty() {
+        let rows = |f: &dyn Fn(&crate::ops::state::OffsiteRecord) -> Option<f64>| -> Vec<(String, f64)> {
+            offsites.iter().filter_map(|(n, r)| f(r).map(|v| (n.to_string(), v))).collect()
+        };
+        let families: [Family; 6] = [
+            (
+                "offsite_last_success_timestamp_seconds",
+                "End of the last offsite copy that succeeded.",
+                rows(&|r| r.last_success.map(secs)),
+            ),
+            (
+                "offsite_last_attempt_timestamp_seconds",
+                "End of the last offsite copy.",
+                rows(&|r| r.last_attempt.map(secs)),
+            ),
+            (
+                "offsite_last_attempt_ok",
+                "1 when the last offsite copy succeeded.",
+                rows(&|r| r.last_attempt.map(|_| f64::from(u8::from(r.last_ok)))),
+            ),
+            (
+                "offsite_last_duration_seconds",
+                "How long the last offsite copy took.",
+                rows(&|r| r.last_attempt.map(|_| r.last_duration_seconds)),
+            ),
+            (
+                "offsite_last_bytes_added",
+                "Bytes the last good offsite copy added to the repository.",
+                rows(&|r| r.last_success.map(|_| r.last_success_data_added as f64)),
+            ),
+            (
+                "offsite_check_ok",
+                "1 when the last restic check of the offsite (and its sample) was clean.",
+                rows(&|r| r.last_check_ok.map(|ok| f64::from(u8::from(ok)))),
+            ),
+        ];
+        for (name, help, values) in families {
+            let labels: Vec<[(&str, &str); 1]> = values.iter().map(|(n, _)| [("name", n.as_str())]).collect();
+            let rows: Vec<(&[(&str, &str)], f64)> =
+                labels.iter().zip(&values).map(|(l, (_, v))| (&l[..], *v)).collect();
+            if !rows.is_empty() {
+                m.gauge(name, help, &rows);
+            }
+        }
+    }
+
     if let Some(h) = state.health() {
         m.gauge("healthy", "1 when every health check passed.", &[(&[], f64::from(u8::from(h.healthy)))]);
         m.gauge("health_last_timestamp_seconds", "When the last health check ran.", &[(&[], secs(h.checked_at))]);
@@ -168,6 +216,9 @@ pub fn render(job: &Job, now: Timestamp) -> String {
     }
     m.out
 }
+
+/// A metric family of the offsites: name, help, and a value per offsite name.
+type Family = (&'static str, &'static str, Vec<(String, f64)>);
 
 struct Metrics {
     out: String,

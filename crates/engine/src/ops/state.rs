@@ -16,6 +16,7 @@
 //! | `cloud-rclone.log` | rclone's own log of the last push | host | people | rclone ([`StateDir::rclone_log`]) |
 //! | `notifications.json` | [`Notified`]: the last notification per job (health's once-a-day rule) | host | `health` | [`StateDir::write_notified`] |
 //! | `finished-invocations` | [`FinishedInvocation`]s: systemd invocations that failed and notified by themselves | host | `notify-failure` | [`StateDir::write_finished_invocations`] |
+//! | `offsite-<name>.json` | [`OffsiteRecord`]: the last copy to offsite `<name>`, the last good one, the last `restic check` and its rotation cursor | host: an offsite repository is fed by whichever drive is mounted, so its record is the job's, not a drive's | health, metrics, `verify --offsite` | [`StateDir::write_offsite`], after every offsite copy and check |
 //!
 //! **Keys.** Every record is keyed by host: a pulled host has its own directory
 //! (`<stateDir>/web1/`), so its runs, verifies and notifications never mix with this
@@ -249,6 +250,16 @@ impl StateDir {
         self.write(CLOUD_FILE, record)
     }
 
+    /// The record of offsite `name`; `None` when nothing was ever copied or checked.
+    pub fn offsite(&self, name: &str) -> Option<OffsiteRecord> {
+        self.read(&offsite_file(name))
+    }
+
+    /// Records the record of offsite `name`.
+    pub fn write_offsite(&self, name: &str, record: &OffsiteRecord) -> Result<()> {
+        self.write(&offsite_file(name), record)
+    }
+
     /// Where rclone logs the push (the directory is created).
     pub fn rclone_log(&self) -> Result<PathBuf> {
         crate::fs::fsutil::ensure_dir(&self.dir)?;
@@ -288,12 +299,20 @@ impl StateDir {
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < within))
         };
         let cloud_failed = || fresh(CLOUD_FILE) && self.cloud().is_some_and(|c| !c.last_ok);
+        let offsite_failed = || {
+            let Ok(dir) = crate::fs::Dir::open_trusted(&self.dir) else { return false };
+            dir.entries().unwrap_or_default().iter().filter_map(|e| e.name.to_str()).any(|n| {
+                let Some(name) = n.strip_prefix("offsite-").and_then(|n| n.strip_suffix(".json")) else { return false };
+                fresh(n) && self.offsite(name).is_some_and(|o| !o.last_ok || o.last_check_ok == Some(false))
+            })
+        };
         match job {
             Job::Cloud => cloud_failed(),
+            Job::Offsite => offsite_failed(),
             Job::Health => fresh(HEALTH_FILE) && self.health().is_some_and(|h| !h.healthy),
             Job::Backup => {
                 let run_failed = fresh(LAST_RUN_FILE) && self.last_run().is_some_and(|r| r.state != RunState::Success);
-                run_failed || cloud_failed()
+                run_failed || cloud_failed() || offsite_failed()
             }
         }
     }
@@ -324,6 +343,9 @@ pub enum Job {
     Cloud,
     /// `health` (`backup-health.service`).
     Health,
+    /// `offsite` and `verify --offsite` (`backup-offsite-NAME.service`,
+    /// `backup-offsite-check-NAME.service`).
+    Offsite,
 }
 
 impl Job {
@@ -333,6 +355,7 @@ impl Job {
             Job::Backup => "backup",
             Job::Cloud => "cloud",
             Job::Health => "health",
+            Job::Offsite => "offsite",
         }
     }
 }
@@ -680,6 +703,49 @@ pub struct CloudRecord {
     pub last_error: Option<String>,
     /// The remote directory.
     pub destination: String,
+}
+
+/// `offsite-<name>` is a plan key (`[A-Za-z0-9._-]{1,64}`, not `.`/`..`), so one plain file name.
+fn offsite_file(name: &str) -> String {
+    format!("offsite-{name}.json")
+}
+
+/// `offsite-<name>.json`: the last copy to a restic repository, the last good one, and the
+/// last `restic check`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OffsiteRecord {
+    /// The repository (as the plan names it).
+    pub repository: String,
+    /// When the last copy (good or bad) finished.
+    pub last_attempt: Option<Timestamp>,
+    /// Whether it succeeded.
+    pub last_ok: bool,
+    /// Its error.
+    pub last_error: Option<String>,
+    /// How long it took, seconds.
+    pub last_duration_seconds: f64,
+    /// When the last copy that succeeded finished.
+    pub last_success: Option<Timestamp>,
+    /// The local snapshot it copied (`daily/NAME`).
+    pub last_success_snapshot: Option<String>,
+    /// The restic snapshot that holds it.
+    pub last_success_restic_snapshot: Option<String>,
+    /// Bytes restic added to the repository for it.
+    pub last_success_data_added: u64,
+    /// Bytes restic read for it.
+    pub last_success_bytes_processed: u64,
+    /// Files new, changed and unmodified in it (restic's summary).
+    pub last_success_files: [u64; 3],
+    /// When the last `restic check` finished.
+    pub last_check: Option<Timestamp>,
+    /// Whether it found the repository clean (and the sample equal to the manifest).
+    pub last_check_ok: Option<bool>,
+    /// Its error.
+    pub last_check_error: Option<String>,
+    /// The next `--read-data-subset n/t` part to read (1-based), so checks rotate through the
+    /// whole repository.
+    pub check_cursor: u32,
 }
 
 /// One job's last notification.

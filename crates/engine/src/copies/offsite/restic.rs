@@ -1,0 +1,450 @@
+//! A small wrapper around the `restic` program: one repository, its password file, the
+//! environment a cloud backend needs, and the few subcommands the offsite copies run.
+//!
+//! Every command gets the repository and password file as `--repo=…`/`--password-file=…`
+//! (a value can never be taken for an option), `RESTIC_*` variables of the caller's
+//! environment are removed (so a stray `RESTIC_PASSWORD` cannot pick another key), `TZ=UTC`
+//! (restic reads `--time` in its own local zone), and the lines of the environment file.
+//! An error names the repository and carries the tail of restic's own stderr.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::plan::Offsite;
+
+/// The tag every snapshot written by hwc-backup carries.
+pub const TAG: &str = "hwc-backup";
+/// The prefix of the tag naming the local snapshot (`snapshot:2025-01-15_02-00-00`).
+pub const SNAPSHOT_TAG: &str = "snapshot:";
+
+/// One restic repository and how to reach it.
+#[derive(Clone, Debug)]
+pub struct Restic {
+    /// The restic binary.
+    pub bin: PathBuf,
+    /// The repository string.
+    pub repository: String,
+    /// `--password-file`.
+    pub password_file: PathBuf,
+    /// Extra environment (from the environment file, and `RCLONE_CONFIG`).
+    pub env: Vec<(String, String)>,
+    /// `-o rclone.program=`.
+    pub rclone_program: Option<PathBuf>,
+    /// `--limit-upload`, KiB/s.
+    pub limit_upload: Option<u64>,
+}
+
+/// restic's `backup --json` summary.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    /// Files not in the parent.
+    #[serde(alias = "files_new")]
+    pub files_new: u64,
+    /// Files changed since the parent (read and chunked again).
+    #[serde(alias = "files_changed")]
+    pub files_changed: u64,
+    /// Files unchanged since the parent (neither read nor uploaded).
+    #[serde(alias = "files_unmodified")]
+    pub files_unmodified: u64,
+    /// Bytes added to the repository (after deduplication, before compression).
+    #[serde(alias = "data_added")]
+    pub data_added: u64,
+    /// Files processed.
+    #[serde(alias = "total_files_processed")]
+    pub total_files_processed: u64,
+    /// Bytes of the files processed (their sizes, read or not).
+    #[serde(alias = "total_bytes_processed")]
+    pub total_bytes_processed: u64,
+    /// restic's own duration, seconds.
+    #[serde(alias = "total_duration")]
+    pub total_duration: f64,
+    /// The new snapshot's ID.
+    #[serde(alias = "snapshot_id")]
+    pub snapshot_id: String,
+}
+
+/// One snapshot of `restic snapshots --json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResticSnapshot {
+    /// Its full ID.
+    pub id: String,
+    /// Its short ID.
+    #[serde(default)]
+    pub short_id: String,
+    /// Its time (as given with `--time`).
+    pub time: String,
+    /// `--host`.
+    #[serde(default)]
+    pub hostname: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// The paths backed up (absolute, as restic saw them).
+    #[serde(default)]
+    pub paths: Vec<String>,
+}
+
+impl ResticSnapshot {
+    /// The local snapshot's name from the `snapshot:` tag.
+    pub fn local_name(&self) -> Option<&str> {
+        self.tags.iter().flatten().find_map(|t| t.strip_prefix(SNAPSHOT_TAG))
+    }
+
+    /// Its time.
+    pub fn timestamp(&self) -> Option<jiff::Timestamp> {
+        self.time.parse().ok()
+    }
+}
+
+impl Restic {
+    /// The restic of an offsite of the plan: its binary, repository, password file,
+    /// environment file and rclone settings.
+    pub fn of(o: &Offsite) -> Result<Restic> {
+        let mut r = Restic::new(o.restic.clone(), &o.repository, &o.password_file)?;
+        if let Some(f) = &o.environment_file {
+            r.env.extend(read_env_file(f)?);
+        }
+        r.set_rclone(o.rclone_config_file.as_deref(), o.rclone.clone());
+        r.limit_upload = o.bandwidth_limit;
+        Ok(r)
+    }
+
+    /// A repository given directly (no plan).
+    pub fn new(bin: Option<PathBuf>, repository: &str, password_file: &Path) -> Result<Restic> {
+        crate::plan::validate_repository("repository", repository)?;
+        let bin =
+            match bin {
+                Some(b) => b,
+                None => crate::ops::notify::find_program("restic", &["/run/current-system/sw/bin/restic"]).ok_or_else(
+                    || Error::Command {
+                        what: "restic".into(),
+                        message: "restic is not installed (not on PATH); install it or set offsite.<name>.restic"
+                            .into(),
+                    },
+                )?,
+            };
+        Ok(Restic {
+            bin,
+            repository: repository.to_string(),
+            password_file: password_file.to_path_buf(),
+            env: Vec::new(),
+            rclone_program: None,
+            limit_upload: None,
+        })
+    }
+
+    /// The rclone config file (`RCLONE_CONFIG`) and program for an `rclone:` repository.
+    pub fn set_rclone(&mut self, config: Option<&Path>, program: Option<PathBuf>) {
+        if let Some(c) = config {
+            self.env.push(("RCLONE_CONFIG".into(), c.display().to_string()));
+        }
+        self.rclone_program = program;
+    }
+
+    /// Refuses a password file that is missing or empty, before restic is run (restic would
+    /// ask on a terminal, or `init` a repository with an empty password).
+    pub fn check_password_file(&self) -> Result<()> {
+        let p = &self.password_file;
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_file() && m.len() > 0 => Ok(()),
+            Ok(m) if m.is_file() => Err(Error::config(
+                "passwordFile",
+                format!("{} is empty; restic needs the repository's password in it", p.display()),
+            )),
+            Ok(_) => Err(Error::config("passwordFile", format!("{} is not a file", p.display()))),
+            Err(e) => Err(Error::config(
+                "passwordFile",
+                format!("{} cannot be read ({e}); the offsite repository {} needs it", p.display(), self.repository),
+            )),
+        }
+    }
+
+    /// The options every command gets.
+    fn global_args(&self) -> Vec<String> {
+        let mut a =
+            vec![format!("--repo={}", self.repository), format!("--password-file={}", self.password_file.display())];
+        if let Some(p) = &self.rclone_program {
+            a.push("-o".into());
+            a.push(format!("rclone.program={}", p.display()));
+        }
+        if let Some(l) = self.limit_upload {
+            a.push(format!("--limit-upload={l}"));
+        }
+        a
+    }
+
+    /// The command line of `args`, as shown in reports (the password file is named, not read).
+    pub fn command_line(&self, args: &[String]) -> Vec<String> {
+        std::iter::once(self.bin.display().to_string()).chain(self.global_args()).chain(args.iter().cloned()).collect()
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut c = Command::new(&self.bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("RESTIC_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("TZ", "UTC");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
+        c.args(self.global_args()).args(args).stdin(Stdio::null());
+        c
+    }
+
+    /// Runs restic (in `cwd` when given); its stdout, or an error naming the repository and
+    /// the tail of restic's stderr.
+    pub fn run(&self, args: &[String], cwd: Option<&Path>) -> Result<String> {
+        self.run_with(args, &[], cwd)
+    }
+
+    /// [`Restic::run`] with `extra` arguments after `args`, taken as they are (paths that
+    /// need not be UTF-8).
+    fn run_with(&self, args: &[String], extra: &[OsString], cwd: Option<&Path>) -> Result<String> {
+        let verb = args.first().cloned().unwrap_or_default();
+        let mut cmd = self.command(args);
+        cmd.args(extra);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().map_err(|e| Error::Command {
+            what: format!("restic {verb} ({})", self.repository),
+            message: format!("cannot run {}: {e}", self.bin.display()),
+        })?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(Error::Command {
+            what: format!("restic {verb} of repository {}", self.repository),
+            message: format!(
+                "restic exited with {}: {}",
+                out.status,
+                stderr_tail(&String::from_utf8_lossy(&out.stderr))
+            ),
+        })
+    }
+
+    /// Whether the repository exists (`restic cat config`): `false` when restic says there is
+    /// none at that location, an error for anything else (a wrong password, a network).
+    pub fn exists(&self) -> Result<bool> {
+        match self.run(&["cat".into(), "config".into()], None) {
+            Ok(_) => Ok(true),
+            Err(e) if is_missing_repository(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `restic init`.
+    pub fn init(&self) -> Result<()> {
+        self.run(&["init".into()], None).map(|_| ())
+    }
+
+    /// The snapshots of `host` tagged by hwc-backup, oldest first.
+    pub fn snapshots(&self, host: Option<&str>) -> Result<Vec<ResticSnapshot>> {
+        let mut args: Vec<String> = vec!["snapshots".into(), "--json".into(), format!("--tag={TAG}")];
+        if let Some(h) = host {
+            args.push(format!("--host={h}"));
+        }
+        let text = self.run(&args, None)?;
+        let mut list: Vec<ResticSnapshot> = serde_json::from_str(text.trim()).map_err(|e| Error::Command {
+            what: format!("restic snapshots of repository {}", self.repository),
+            message: format!("unexpected output: {e}"),
+        })?;
+        list.sort_by_key(ResticSnapshot::timestamp);
+        Ok(list)
+    }
+
+    /// `restic backup --json ARGS`, returning its summary.
+    pub fn backup(&self, args: &[String], sources: &[PathBuf], cwd: &Path) -> Result<BackupSummary> {
+        let mut all = vec!["backup".to_string(), "--json".into()];
+        all.extend(args.iter().cloned());
+        let extra: Vec<OsString> =
+            std::iter::once(OsString::from("--")).chain(sources.iter().map(|p| p.clone().into_os_string())).collect();
+        let text = self.run_with(&all, &extra, Some(cwd))?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message_type"] == "summary")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| Error::Command {
+                what: format!("restic backup to repository {}", self.repository),
+                message: "restic printed no summary".into(),
+            })
+    }
+
+    /// `restic forget` of `host`'s hwc-backup snapshots with `keep`; the IDs removed.
+    pub fn forget(&self, host: &str, keep: &[String], dry_run: bool) -> Result<Vec<String>> {
+        let mut args: Vec<String> = vec![
+            "forget".into(),
+            "--json".into(),
+            format!("--host={host}"),
+            format!("--tag={TAG}"),
+            "--group-by=host".into(),
+        ];
+        if dry_run {
+            args.push("--dry-run".into());
+        }
+        args.extend(keep.iter().cloned());
+        let text = self.run(&args, None)?;
+        #[derive(Deserialize)]
+        struct Group {
+            #[serde(default)]
+            remove: Option<Vec<ResticSnapshot>>,
+        }
+        // restic prints the JSON on one line (after "Applying Policy" lines in some versions).
+        let groups: Vec<Group> =
+            text.lines().find_map(|l| serde_json::from_str(l.trim()).ok()).ok_or_else(|| Error::Command {
+                what: format!("restic forget in repository {}", self.repository),
+                message: format!("unexpected output {:?}", text.chars().take(200).collect::<String>()),
+            })?;
+        Ok(groups.into_iter().flat_map(|g| g.remove.unwrap_or_default()).map(|s| s.id).collect())
+    }
+
+    /// `restic prune`.
+    pub fn prune(&self) -> Result<()> {
+        self.run(&["prune".into()], None).map(|_| ())
+    }
+
+    /// `restic check`, reading `subset` (`n/t` or `N%`) of the data when given.
+    pub fn check(&self, subset: Option<&str>) -> Result<()> {
+        let mut args: Vec<String> = vec!["check".into()];
+        if let Some(s) = subset {
+            args.push(format!("--read-data-subset={s}"));
+        }
+        self.run(&args, None).map(|_| ())
+    }
+
+    /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed).
+    pub fn dump_hash(&self, id: &str, path: &Path) -> Result<[u8; 32]> {
+        use std::io::Read;
+        let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
+        let mut child = self
+            .command(&["dump".into(), id.into()])
+            .arg(path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Command { what: what(), message: format!("cannot run {}: {e}", self.bin.display()) })?;
+        let mut out = child.stdout.take().expect("piped");
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = out.read(&mut buf).map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let output = child.wait_with_output().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        if !output.status.success() {
+            return Err(Error::Command {
+                what: what(),
+                message: format!(
+                    "restic exited with {}: {}",
+                    output.status,
+                    stderr_tail(&String::from_utf8_lossy(&output.stderr))
+                ),
+            });
+        }
+        Ok(*hasher.finalize().as_bytes())
+    }
+
+    /// `restic restore ID --target DIR [--include PATH]`.
+    pub fn restore(&self, id: &str, target: &Path, include: Option<&Path>) -> Result<()> {
+        let args: Vec<String> = vec!["restore".into(), id.into()];
+        let mut extra: Vec<OsString> = vec!["--target".into(), target.as_os_str().to_owned()];
+        if let Some(p) = include {
+            // `--include` takes a pattern: the path's own `*`, `?`, `[` and `\` are escaped.
+            let mut pattern = Vec::new();
+            for &b in p.as_os_str().as_bytes() {
+                if matches!(b, b'*' | b'?' | b'[' | b'\\') {
+                    pattern.push(b'\\');
+                }
+                pattern.push(b);
+            }
+            extra.extend(["--include".into(), OsString::from_vec(pattern)]);
+        }
+        self.run_with(&args, &extra, None).map(|_| ())
+    }
+}
+
+/// Whether restic's error says there is no repository at that location (as opposed to a
+/// wrong password, a lock or a network error).
+pub fn is_missing_repository(e: &Error) -> bool {
+    matches!(e, Error::Command { message, .. }
+        if message.contains("Is there a repository at the following location?")
+            || message.contains("repository does not exist"))
+}
+
+/// `KEY=value` lines (blank lines and `#` comments skipped; `export ` and quotes around the
+/// value accepted, as systemd's `EnvironmentFile=` reads them).
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config("environmentFile", format!("cannot read {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(Error::config("environmentFile", format!("{} line {}: not KEY=value", path.display(), i + 1)));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::config(
+                "environmentFile",
+                format!("{} line {}: {k:?} is not a variable name", path.display(), i + 1),
+            ));
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.push((k.to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// The last lines of restic's stderr that say what went wrong (`Fatal:` and the lines after
+/// it), or the last lines at all.
+pub fn stderr_tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let from = lines.iter().position(|l| l.starts_with("Fatal:") || l.contains("error")).unwrap_or(0);
+    let lines = &lines[from..];
+    let start = lines.len().saturating_sub(4);
+    let t = lines[start..].join(" | ");
+    if t.is_empty() {
+        "(no output)".into()
+    } else {
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_and_tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("env");
+        std::fs::write(&f, "# creds\nexport AWS_ACCESS_KEY_ID=\"abc\"\n\nB2_ACCOUNT_KEY='x=y'\n").unwrap();
+        assert_eq!(
+            read_env_file(&f).unwrap(),
+            [("AWS_ACCESS_KEY_ID".into(), "abc".into()), ("B2_ACCOUNT_KEY".into(), "x=y".into())]
+        );
+        std::fs::write(&f, "NOT A LINE\n").unwrap();
+        assert!(read_env_file(&f).unwrap_err().to_string().contains("line 1"));
+        let err = "open repository\nFatal: wrong password or no key found\n";
+        assert_eq!(stderr_tail(err), "Fatal: wrong password or no key found");
+        assert_eq!(stderr_tail(""), "(no output)");
+    }
+}

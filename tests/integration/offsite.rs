@@ -1,0 +1,577 @@
+//! Offsite copies with the real restic (Debian's package), into a local-directory repository
+//! and into an `rclone:` repository on a local rclone remote: two `now` runs of a tree with
+//! owners, modes, symlinks, hard links, xattrs and a sparse file give two restic snapshots
+//! with the local snapshots' times, the second uploading only the change; `restic restore`
+//! and `hwc-backup restore --offsite` both give the source back (rsync -aHAXn prints nothing).
+//! Retention over 60 simulated days equals restic's own `forget --dry-run` selection; a bare
+//! machine restores with only the repository and the password; a wrong password, a missing
+//! password file, an unreachable and a locked repository each fail clearly, exit 1, keep the
+//! local snapshot and notify once; a symlink planted at the restore target is replaced, its
+//! victim untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::notify::Listener;
+use crate::util::*;
+
+const T1: &str = "2025-01-15T02:00:00+01:00";
+const T2: &str = "2025-01-16T02:00:00+01:00";
+
+/// A repository under test: its string and the rclone config (for `rclone:`).
+struct Repo {
+    repository: String,
+    rclone_config: Option<PathBuf>,
+    password_file: PathBuf,
+}
+
+impl Repo {
+    fn local(env: &Env, name: &str) -> Repo {
+        Repo { repository: s(&env.dir.path().join(name)), rclone_config: None, password_file: password(env) }
+    }
+
+    fn rclone(env: &Env, name: &str) -> Repo {
+        require("rclone");
+        let conf = env.dir.path().join("rclone.conf");
+        std::fs::write(&conf, "[localremote]\ntype = local\n").unwrap();
+        Repo {
+            repository: format!("rclone:localremote:{}", s(&env.dir.path().join(name))),
+            rclone_config: Some(conf),
+            password_file: password(env),
+        }
+    }
+
+    /// The plan's `offsite.<name>` entry.
+    fn entry(&self) -> serde_json::Value {
+        // The rclone program named as the module names it (`-o rclone.program=`), and an
+        // upload limit high enough not to slow the tests (`--limit-upload`).
+        let rclone = self.rclone_config.as_ref().map(|_| sh("command -v rclone").trim().to_string());
+        serde_json::json!({
+            "repository": self.repository, "passwordFile": s(&self.password_file),
+            "environmentFile": null, "rcloneConfigFile": self.rclone_config.as_ref().map(|p| s(p)),
+            "restic": null, "rclone": rclone, "bandwidthLimit": 1_000_000,
+            "keep": { "last": 0, "hourly": 0, "daily": 7, "weekly": 5, "monthly": 12, "yearly": 0, "within": null },
+            "schedule": null, "check": { "schedule": null, "readDataSubset": "5%" },
+            "maxAge": "7d",
+        })
+    }
+
+    /// `restic ARGS…` on this repository.
+    fn restic(&self, args: &[&str]) -> Output {
+        require("restic");
+        let mut c = Command::new("restic");
+        c.arg("-r").arg(&self.repository).arg("--password-file").arg(&self.password_file).args(args);
+        if let Some(conf) = &self.rclone_config {
+            c.env("RCLONE_CONFIG", conf);
+        }
+        c.env("TZ", "UTC").output().unwrap()
+    }
+
+    fn snapshots(&self) -> Vec<serde_json::Value> {
+        let out = self.restic(&["snapshots", "--json"]);
+        assert!(out.status.success(), "{}", show(&out));
+        let mut list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        list.sort_by_key(|s| s["time"].as_str().unwrap().to_string());
+        list
+    }
+}
+
+fn password(env: &Env) -> PathBuf {
+    let p = env.dir.path().join("restic-password");
+    if !p.exists() {
+        std::fs::write(&p, "correct horse battery staple\n").unwrap();
+    }
+    p
+}
+
+fn plan_with(env: &Env, offsites: serde_json::Value) -> PathBuf {
+    let mut p = plan_json(env);
+    p["offsite"] = offsites;
+    write_plan(env, "plan.json", &p.to_string())
+}
+
+fn now(env: &Env, plan: &Path, when: &str) -> Output {
+    env.cmd(&["now", "--config"]).arg(plan).args(["--now", when]).output().unwrap()
+}
+
+/// A tree with owners, modes, a symlink, hard links, an xattr, a sparse file and a 3 MiB
+/// file of random bytes.
+fn fill(src: &Path) {
+    write(&src.join("home/alice/notes.txt"), "notes\n");
+    write(&src.join("home/alice/private.txt"), "private\n");
+    write(&src.join("home/bob/linked-a"), "shared by two names\n");
+    write(&src.join(bad_name()), "a name that is not UTF-8\n");
+    std::fs::hard_link(src.join("home/bob/linked-a"), src.join("home/bob/linked-b")).unwrap();
+    std::os::unix::fs::symlink("../alice/notes.txt", src.join("home/bob/to-notes")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", src.join("home/bob/dangling")).unwrap();
+    let big = sh("head -c 3145728 /dev/urandom | base64 -w0 | head -c 3145728");
+    write(&src.join("srv/big.bin"), big);
+    sh(&format!(
+        "set -e; cd '{}'
+         chown -R 1234:5678 home/alice; chown -h 4321:8765 home/bob/to-notes
+         chmod 0600 home/alice/private.txt; chmod 0751 home/alice; chmod 2775 home/bob
+         setfattr -n user.origin -v laptop home/alice/notes.txt
+         truncate -s 8M srv/sparse.img; printf 'tail' | dd of=srv/sparse.img bs=1 seek=4194304 conv=notrunc status=none
+         touch -h -d '2020-02-02 02:02:02' home/bob/to-notes; touch -d '2021-03-03 03:03:03' home/alice/notes.txt",
+        src.display()
+    ));
+}
+
+/// `home/bob/bad\xffname [x]`: not UTF-8, and a pattern character for restic's --include.
+fn bad_name() -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b"home/bob/bad\xffname [x]"))
+}
+
+fn rsync_diff(a: &Path, b: &Path) -> String {
+    sh(&format!("rsync -aHAXn --itemize-changes --delete '{}/' '{}/'", a.display(), b.display()))
+}
+
+fn record(env: &Env, name: &str) -> serde_json::Value {
+    let text = std::fs::read(env.state.join(HOST).join(format!("offsite-{name}.json"))).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+fn two_runs_and_both_restores(env: &Env, repo: &Repo) {
+    fill(&env.src);
+    let plan = plan_with(env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("offsite nas: copied daily/2025-01-15_02-00-00"),
+        "{}",
+        show(&out)
+    );
+    let first = record(env, "nas");
+    // One small change: one file appended to; the 3 MiB file is a hard link now, unchanged.
+    sh(&format!("echo more >> '{}'", env.src.join("home/alice/notes.txt").display()));
+    sh(&format!("touch -d '2021-04-04 04:04:04' '{}'", env.src.join("home/alice/notes.txt").display()));
+    let out = now(env, &plan, T2);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let second = record(env, "nas");
+
+    let snaps = repo.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let times: Vec<&str> = snaps.iter().map(|s| s["time"].as_str().unwrap()).collect();
+    assert_eq!(times, ["2025-01-15T01:00:00Z", "2025-01-16T01:00:00Z"], "the local snapshots' times");
+    assert_eq!(snaps[1]["hostname"], HOST);
+    let tags: Vec<&str> = snaps[1]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(tags, ["hwc-backup", "snapshot:2025-01-16_02-00-00"]);
+
+    assert!(first["lastSuccessDataAdded"].as_u64().unwrap() > 3_000_000, "{first}");
+    let files = second["lastSuccessFiles"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect::<Vec<_>>();
+    assert_eq!(files[..2], [0, 1], "one changed file, nothing new: {second}");
+    assert!(files[2] >= 5, "the rest unmodified (neither read nor uploaded): {second}");
+    let added = second["lastSuccessDataAdded"].as_u64().unwrap();
+    assert!(added < 64 * 1024, "the second copy uploaded only the change, not {added} bytes: {second}");
+
+    // Plain restic puts everything back at its absolute path.
+    let plain = env.dir.path().join("plain-restore");
+    let out = repo.restic(&["restore", "latest", "--target", &s(&plain)]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(rsync_diff(&env.src, &plain.join(env.src.strip_prefix("/").unwrap())), "");
+    assert!(!plain.join(".hwc-backup").exists() && !plain.join("daily").exists(), "no local layout in the repository");
+
+    // hwc-backup restore --offsite, into a fresh directory and then the same again.
+    let ours = env.dir.path().join("ours");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "latest"])
+        .arg(&env.src)
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(rsync_diff(&env.src, &ours), "");
+    let leftovers = sh(&format!("ls -A '{}' | grep hwc-offsite-restore || true", env.dir.path().display()));
+    assert_eq!(leftovers, "", "the staging directory is removed");
+    let listed = env.cmd(&["restore", "--config"]).arg(&plan).args(["--offsite", "nas", "--list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains("2025-01-15_02-00-00") && text.contains("2025-01-16_02-00-00"), "{}", show(&listed));
+    // An older one, by date fragment: the file as it was before the change.
+    let old = env.dir.path().join("old-notes");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "2025-01-15"])
+        .arg(env.src.join("home/alice/notes.txt"))
+        .arg(&old)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "notes\n");
+    let odd = env.dir.path().join("odd");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "latest"])
+        .arg(env.src.join(bad_name()))
+        .arg(&odd)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&odd).unwrap(), "a name that is not UTF-8\n");
+}
+
+#[test]
+fn two_runs_into_a_local_repository_restore_equal_to_the_source() {
+    let env = Env::new();
+    let repo = Repo::local(&env, "restic-repo");
+    two_runs_and_both_restores(&env, &repo);
+}
+
+#[test]
+fn two_runs_into_an_rclone_repository_restore_equal_to_the_source() {
+    let env = Env::new();
+    let repo = Repo::rclone(&env, "rclone-repo");
+    two_runs_and_both_restores(&env, &repo);
+}
+
+#[test]
+fn retention_over_sixty_days_is_restics_own_selection() {
+    let env = Env::on_tmpfs();
+    write(&env.src.join("file"), "x");
+    let kept = Repo::local(&env, "kept");
+    let mut rules = kept.entry();
+    rules["keep"] = serde_json::json!({ "last": 0, "hourly": 0, "daily": 7, "weekly": 4, "monthly": 0, "yearly": 0 });
+    let plan = plan_with(&env, serde_json::json!({ "kept": rules }));
+    // The same 60 times, hosts and tags written straight into a second repository that
+    // forgets nothing: restic's own selection is computed over it.
+    let all = Repo::local(&env, "all");
+    assert!(all.restic(&["init"]).status.success());
+    let start: jiff::Timestamp = "2025-03-01T01:00:00Z".parse().unwrap();
+    for day in 0..60 {
+        let t = start + jiff::SignedDuration::from_hours(24 * day);
+        write(&env.src.join("file"), format!("day {day}"));
+        let out = now(&env, &plan, &t.to_string());
+        assert_eq!(code(&out), 0, "day {day}: {}", show(&out));
+        let time = t.strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let out = all.restic(&["backup", "--host", HOST, "--tag", "hwc-backup", "--time", &time, &s(&env.src)]);
+        assert!(out.status.success(), "{}", show(&out));
+    }
+    let out = all.restic(&[
+        "forget",
+        "--dry-run",
+        "--json",
+        "--group-by",
+        "host",
+        "--tag",
+        "hwc-backup",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let groups: Vec<serde_json::Value> =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with('[')).unwrap())
+            .unwrap();
+    let mut want: Vec<String> =
+        groups[0]["keep"].as_array().unwrap().iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
+    want.sort();
+    let got: Vec<String> = kept.snapshots().iter().map(|s| s["time"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, want);
+    assert!((8..=11).contains(&got.len()), "{got:?}");
+    // The local retention is the plan's own (daily 7, weekly 4, monthly 6): different.
+    assert_ne!(env.snapshot_ids().len(), got.len());
+}
+
+#[test]
+fn a_bare_machine_restores_with_only_the_repository_and_the_password() {
+    let env = Env::new();
+    fill(&env.src);
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    // The drive and the machine are gone: no plan, no destination, no state.
+    std::fs::remove_dir_all(&env.dest).unwrap();
+    std::fs::remove_dir_all(&env.state).unwrap();
+    std::fs::remove_file(&plan).unwrap();
+    let fresh = tempfile::Builder::new().prefix("hwc-bare-").tempdir_in("/var/tmp").unwrap();
+    let pw = fresh.path().join("pw");
+    std::fs::copy(&repo.password_file, &pw).unwrap();
+    let newroot = fresh.path().join("newroot");
+    let out = Command::new(bin())
+        .current_dir(fresh.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .args(["restore", "--offsite", "--repository", &repo.repository, "--password-file", "pw", "latest", "/"])
+        .arg(&newroot)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(rsync_diff(&env.src, &newroot.join(env.src.strip_prefix("/").unwrap())), "");
+}
+
+/// One failing case: the run exits 1, names the repository and restic's error, keeps the
+/// local snapshot, and sends one notification.
+fn fails_clearly(env: &Env, l: &Listener, entry: serde_json::Value, when: &str, want: &[&str]) {
+    let mut p = plan_json(env);
+    p["offsite"] = serde_json::json!({ "nas": entry });
+    p["notifications"] =
+        serde_json::json!({ "onSuccess": false, "onFailure": true, "webhook": { "url": format!("{}/hook", l.url) } });
+    let plan = write_plan(env, "plan.json", &p.to_string());
+    let before = l.requests().len();
+    let out = now(env, &plan, when);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for w in want {
+        assert!(text.contains(w), "{w:?} not in: {text}");
+    }
+    let name = format!("daily/{}", when[..19].replace('T', "_").replace(':', "-"));
+    assert!(env.snapshot_ids().contains(&name), "the local snapshot {name} stays: {:?}", env.snapshot_ids());
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = l.requests().len() - before;
+    assert_eq!(sent, 1, "notified once");
+    let last = l.requests().pop().unwrap();
+    assert!(last.body.contains("offsite"), "{}", last.body);
+    assert_eq!(record(env, "nas")["lastOk"], false);
+}
+
+#[test]
+fn failures_are_clear_keep_the_snapshot_and_notify_once() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let l = Listener::start();
+    let repo = Repo::local(&env, "repo");
+    let out = repo.restic(&["init"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    let wrong = env.dir.path().join("wrong-password");
+    std::fs::write(&wrong, "not it\n").unwrap();
+    let mut e = repo.entry();
+    e["passwordFile"] = s(&wrong).into();
+    fails_clearly(&env, &l, e, "2025-01-10T02:00:00+01:00", &[&repo.repository, "wrong password"]);
+
+    let mut e = repo.entry();
+    e["passwordFile"] = s(&env.dir.path().join("missing")).into();
+    fails_clearly(&env, &l, e, "2025-01-11T02:00:00+01:00", &[&repo.repository, "missing", "cannot be read"]);
+
+    let empty = env.dir.path().join("empty-password");
+    std::fs::write(&empty, "").unwrap();
+    let mut e = Repo::local(&env, "never-created").entry();
+    e["passwordFile"] = s(&empty).into();
+    fails_clearly(&env, &l, e, "2025-01-12T02:00:00+01:00", &["is empty"]);
+    assert!(!env.dir.path().join("never-created").exists(), "no repository with an empty password");
+
+    let unreachable = Repo::rclone(&env, "x");
+    let mut e = unreachable.entry();
+    e["repository"] = "rclone:nosuchremote:repo".into();
+    fails_clearly(&env, &l, e, "2025-01-13T02:00:00+01:00", &["rclone:nosuchremote:repo", "Fatal"]);
+
+    let mut e = repo.entry();
+    e["repository"] = "/nonexistent-mount/restic".into();
+    fails_clearly(&env, &l, e, "2025-01-14T02:00:00+01:00", &["/nonexistent-mount/restic", "mounted"]);
+    assert!(!Path::new("/nonexistent-mount").exists());
+
+    // Locked: `restic key passwd` holds an exclusive lock while it waits for the new password
+    // on a FIFO that nobody writes.
+    let fifo = env.dir.path().join("fifo");
+    sh(&format!("mkfifo '{}'", fifo.display()));
+    let mut holder = Command::new("restic")
+        .arg("-r")
+        .arg(&repo.repository)
+        .arg("--password-file")
+        .arg(&repo.password_file)
+        .args(["key", "passwd", "--new-password-file"])
+        .arg(&fifo)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let locks = Path::new(&repo.repository).join("locks");
+    let start = Instant::now();
+    while std::fs::read_dir(&locks).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "restic never took its lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fails_clearly(&env, &l, repo.entry(), "2025-01-15T02:00:00+01:00", &[&repo.repository, "locked"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let out = repo.restic(&["unlock", "--remove-all"]);
+    assert!(out.status.success(), "{}", show(&out));
+
+    // And with everything right again, the next run copies.
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, "2025-01-16T02:00:00+01:00");
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(repo.snapshots().len(), 1);
+}
+
+#[test]
+fn a_symlink_planted_at_the_restore_target_is_replaced_and_its_victim_untouched() {
+    let env = Env::new();
+    // Pattern characters in the name: restic gets it escaped.
+    write(&env.src.join("se[c]ret*.txt"), "from the backup\n");
+    write(&env.src.join("secret.txt"), "a file the pattern would match\n");
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let victim = env.dir.path().join("victim");
+    std::fs::write(&victim, "victim\n").unwrap();
+    let dest = env.dir.path().join("restore-here");
+    std::os::unix::fs::symlink(&victim, &dest).unwrap();
+    let restore = |extra: &[&str]| {
+        env.cmd(&["restore", "--config"])
+            .arg(&plan)
+            .args(["--offsite", "nas"])
+            .args(extra)
+            .arg("latest")
+            .arg(env.src.join("se[c]ret*.txt"))
+            .arg(&dest)
+            .output()
+            .unwrap()
+    };
+    // A dry run writes nothing and says what would happen.
+    let fresh = env.dir.path().join("dry-run-target");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "--dry-run", "latest"])
+        .arg(env.src.join("se[c]ret*.txt"))
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("new "), "{}", show(&out));
+    assert!(!fresh.exists(), "a dry run writes nothing");
+    let out = restore(&["--dry-run"]);
+    assert_eq!(code(&out), 1, "the dry run shows the refusal: {}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("replaced"), "{}", show(&out));
+    let out = restore(&[]);
+    assert_eq!(code(&out), 1, "refused without --force: {}", show(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    let out = restore(&["--force"]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n", "never written through the link");
+    assert!(!dest.symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "from the backup\n");
+}
+
+#[test]
+fn verify_rotates_through_the_data_finds_damage_and_health_and_metrics_follow() {
+    let env = Env::new();
+    fill(&env.src);
+    let repo = Repo::local(&env, "repo");
+    let mut p = plan_json(&env);
+    p["offsite"] = serde_json::json!({ "nas": repo.entry() });
+    p["metrics"] = serde_json::json!({ "textfileDir": s(&env.dir.path().join("metrics")) });
+    p["health"] = serde_json::json!({ "maxAge": "10000d", "minBackups": 1 });
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let verify = |extra: &[&str]| {
+        env.cmd(&["verify", "--config"]).arg(&plan).args(["--offsite", "nas", "--json"]).args(extra).output().unwrap()
+    };
+    let mut parts = Vec::new();
+    for _ in 0..2 {
+        let out = verify(&[]);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(r["sampled"].as_u64().unwrap() >= 5, "a sample compared with the manifest: {r}");
+        assert_eq!(r["localSnapshot"], "daily/2025-01-15_02-00-00");
+        parts.push(r["readDataSubset"].as_str().unwrap().to_string());
+    }
+    assert_eq!(parts, ["1/20", "2/20"], "a different part of the data each time");
+    let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&health), 0, "{}", show(&health));
+    assert!(String::from_utf8_lossy(&health.stdout).contains("ok   offsite:nas"), "{}", show(&health));
+    let metrics =
+        std::fs::read_to_string(env.dir.path().join("metrics").join(format!("hwc_backup_{HOST}.prom"))).unwrap();
+    for want in ["hwc_backup_offsite_last_success_timestamp_seconds{", "hwc_backup_offsite_check_ok{", "name=\"nas\""] {
+        assert!(metrics.contains(want), "{want} in {metrics}");
+    }
+    assert!(
+        metrics.lines().any(|l| l.starts_with("hwc_backup_offsite_last_attempt_ok{") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+
+    // Damage one data pack: a check reading all the data finds it.
+    let pack = sh(&format!("find '{}/data' -type f -size +100k | head -1", repo.repository));
+    let pack = pack.trim();
+    assert!(!pack.is_empty());
+    sh(&format!("printf 'XXXXXXXX' | dd of='{pack}' bs=1 seek=5000 conv=notrunc status=none"));
+    let out = verify(&["--read-data-subset", "100%"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["error"].as_str().unwrap().contains(&repo.repository), "{r}");
+    let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&health), 1, "{}", show(&health));
+    assert!(String::from_utf8_lossy(&health.stdout).contains("FAIL offsite:nas: the last check"), "{}", show(&health));
+}
+
+#[test]
+fn a_scheduled_offsite_waits_for_its_own_command_and_the_command_works_without_a_plan() {
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    let repo = Repo::local(&env, "repo");
+    let mut e = repo.entry();
+    e["schedule"] = "weekly".into();
+    let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!Path::new(&repo.repository).exists(), "a scheduled offsite is not copied by now");
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).args(["nas", "--json"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (r[0]["initialized"].as_bool(), r[0]["snapshot"].as_str()),
+        (Some(true), Some("daily/2025-01-15_02-00-00"))
+    );
+    // Twice: nothing copied again.
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already in"), "{}", show(&out));
+    assert_eq!(repo.snapshots().len(), 1);
+    let mut bad = e.clone();
+    bad["passwordFile"] = "relative/pw".into();
+    let bad_plan = write_plan(
+        &env,
+        "bad.json",
+        &{
+            let mut p = plan_json(&env);
+            p["offsite"] = serde_json::json!({ "nas": bad });
+            p
+        }
+        .to_string(),
+    );
+    let out = env.cmd(&["config", "check"]).arg(&bad_plan).output().unwrap();
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offsite.nas.passwordFile"), "{}", show(&out));
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).arg("nope").output().unwrap();
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("offsite.nope"), "{}", show(&out));
+    // --local-only skips even the unscheduled ones.
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = env.cmd(&["now", "--local-only", "--config"]).arg(&plan).args(["--now", T2]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(repo.snapshots().len(), 1);
+
+    // Without a plan: --repository … --dest … --host …, with its own keep rules.
+    let other = Repo::local(&env, "other");
+    let out = env
+        .run(
+            "offsite",
+            &["--repository", &other.repository, "--password-file", &s(&other.password_file), "--keep-daily", "1"],
+        )
+        .output_ok();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied daily/2025-01-16_02-00-00"), "{}", show(&out));
+    let snaps = other.snapshots();
+    assert_eq!((snaps.len(), snaps[0]["hostname"].as_str()), (1, Some(HOST)));
+    assert!(env.state.join(HOST).join("offsite-default.json").exists());
+}
+
+trait OutputOk {
+    fn output_ok(self) -> Output;
+}
+
+impl OutputOk for Output {
+    fn output_ok(self) -> Output {
+        assert_eq!(code(&self), 0, "{}", show(&self));
+        self
+    }
+}
