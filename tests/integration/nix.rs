@@ -431,7 +431,7 @@ fn module_and_config_check_refuse_a_source_inside_the_destination() {
     );
     let dir = tempfile::tempdir().unwrap();
     for inside in ["/mnt/backup", "/mnt/backup/laptop/daily"] {
-        let mut plan = plan_for_this_runner(&case.rendered["plan"]);
+        let mut plan = case.rendered["plan"].clone();
         plan["sources"][1] = Value::String(inside.into());
         let file = dir.path().join("plan.json");
         fs::write(&file, canonical(&plan)).unwrap();
@@ -448,7 +448,7 @@ fn rendered_plans_pass_config_check() {
     let mut checked = 0;
     for case in cases_with_plan() {
         let file = dir.path().join(format!("{}.json", case.name));
-        fs::write(&file, canonical(&plan_for_this_runner(&case.rendered["plan"]))).unwrap();
+        fs::write(&file, canonical(&case.rendered["plan"])).unwrap();
         let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
         assert!(
             output.status.success(),
@@ -462,7 +462,7 @@ fn rendered_plans_pass_config_check() {
     assert!(checked >= 5);
 
     let file = dir.path().join("broken.json");
-    fs::write(&file, canonical(&plan_for_this_runner(&broken_plan()))).unwrap();
+    fs::write(&file, canonical(&broken_plan())).unwrap();
     let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
     let said = text(&output.stdout) + &text(&output.stderr);
     assert!(
@@ -564,13 +564,6 @@ fn unit_command_lines_are_accepted_by_the_cli() {
             .skip(1) // /bin/hwc-backup
             .map(|arg| if arg == "/etc/hwc-backup/config.json" { missing.to_str().unwrap() } else { arg })
             .collect();
-        if let Some(pending) = pending_in_runner(&args) {
-            announce(&format!(
-                "SKIPPED `{}` in nix::unit_command_lines_are_accepted_by_the_cli: {pending}",
-                args.join(" ")
-            ));
-            continue;
-        }
         let output = run(hwc_backup(), &args);
         let said = text(&output.stdout) + &text(&output.stderr);
         assert!(
@@ -596,48 +589,6 @@ fn without_inhibitor(exec: &str) -> &str {
     // One double-quoted word of the unit file: nothing that ends it or that systemd expands.
     assert!(!why.is_empty() && !why.contains(['"', '\\', '%', '$']), "--why={why:?} in {exec}");
     rest
-}
-
-/// Issue 13's runner side (`hwc-backup offsite`, `verify --offsite`, `now --min-interval`, the
-/// plan's `offsite` object) is written on other branches at the same time as the module that
-/// uses it. Until this binary has one of these features, the checks that need it announce a
-/// skip; once it has it, they check it like everything else. Nothing else may be missing.
-/// (Remove this list once the branches are merged.)
-const PENDING_IN_RUNNER: &[(&str, &str)] = &[("offsite", ""), ("verify", "--offsite"), ("now", "--min-interval")];
-
-/// Why `args` (a command line of a unit, without the program) cannot be checked yet, if so.
-fn pending_in_runner(args: &[&str]) -> Option<String> {
-    let (sub, flag) = PENDING_IN_RUNNER
-        .iter()
-        .find(|(sub, flag)| args.first() == Some(sub) && (flag.is_empty() || args.contains(flag)))?;
-    let output = run(hwc_backup(), &[sub, "--help"]);
-    let known = output.status.success() && (flag.is_empty() || text(&output.stdout).contains(flag));
-    (!known).then(|| format!("this hwc-backup has no `{sub} {flag}` yet (issue 13, on another branch)"))
-}
-
-/// The plan as this binary's `config check` reads it: without the `offsite` object while the
-/// runner does not know it yet (see PENDING_IN_RUNNER).
-fn plan_for_this_runner(plan: &Value) -> Value {
-    static KNOWS_OFFSITE: OnceLock<bool> = OnceLock::new();
-    let knows = *KNOWS_OFFSITE.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut probe = cases().iter().find(|c| c.name == "quick-start").unwrap().rendered["plan"].clone();
-        probe["offsite"] = serde_json::json!({});
-        let file = dir.path().join("probe.json");
-        fs::write(&file, canonical(&probe)).unwrap();
-        let output = run(hwc_backup(), &["config", "check", file.to_str().unwrap()]);
-        let said = text(&output.stdout) + &text(&output.stderr);
-        assert!(output.status.success() || said.contains("offsite"), "config check of a quick-start plan: {said}");
-        if !output.status.success() {
-            announce("SKIPPED the plan's `offsite` object in nix:: config checks: this hwc-backup does not know it yet (issue 13, on another branch)");
-        }
-        output.status.success()
-    });
-    let mut plan = plan.clone();
-    if !knows {
-        plan.as_object_mut().unwrap().remove("offsite");
-    }
-    plan
 }
 
 #[test]
