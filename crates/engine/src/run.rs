@@ -36,6 +36,9 @@ pub struct RunOptions {
     pub allow_shrink: bool,
     /// Prune after the run (the plan's `retention.pruneAfterRun`, unless overridden).
     pub prune: bool,
+    /// Pin the new snapshot (`now --pin`): written into its `.hwc-backup/` before it is
+    /// published, so no prune can ever see it unpinned.
+    pub pin: Option<crate::store::history::pin::Pin>,
 }
 
 impl RunOptions {
@@ -51,6 +54,7 @@ impl RunOptions {
             threads: default_threads(),
             allow_shrink: false,
             prune: job.store.retention.prune_after_run,
+            pin: None,
         }
     }
 }
@@ -432,6 +436,11 @@ fn build_into(
         nixos_system: source.nixos_system(),
     };
     meta.write_to(&meta_handle)?;
+    if let Some(pin) = &opts.pin {
+        let mut text = serde_json::to_vec_pretty(pin).expect("a pin serializes");
+        text.push(b'\n');
+        meta_handle.write_atomic(&Name::fixed(crate::store::history::pin::PIN_FILE), &text)?;
+    }
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a
     // power cut can never leave a published snapshot with empty files.
     work_dir.sync_filesystem()?;

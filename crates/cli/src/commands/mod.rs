@@ -3,14 +3,19 @@
 mod agent;
 pub(crate) mod cloud;
 mod config;
+mod diff;
+mod du;
+mod find;
 mod health;
 mod notify_failure;
 mod now;
+mod pin;
 mod prune;
 mod pull;
 mod restore;
 pub(crate) mod status;
 mod verify;
+mod versions;
 
 use std::io::Write;
 
@@ -36,6 +41,12 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::NotifyFailure(a) => notify_failure::notify_failure(a),
         Command::Pull(a) => pull::pull(a),
         Command::Agent(a) => agent::agent(a),
+        Command::Diff(a) => diff::diff_cmd(a),
+        Command::Find(a) => find::find_cmd(a),
+        Command::Versions(a) => versions::versions_cmd(a),
+        Command::Du(a) => du::du_cmd(a),
+        Command::Pin(a) => pin::pin_cmd(a),
+        Command::Unpin(a) => pin::unpin_cmd(a),
     }
 }
 

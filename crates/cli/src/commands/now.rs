@@ -81,10 +81,18 @@ pub(crate) fn create_dest(dest: &Path) -> Result<()> {
 pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     // Every argument is checked before anything is written.
     let when = parse_now(&a.now)?;
+    let pin = match a.pin {
+        true => {
+            let at = when.as_ref().map_or_else(jiff::Timestamp::now, |z| z.timestamp());
+            Some(hwc_backup_engine::store::history::pin::Pin::new(at, None, a.note.clone())?)
+        }
+        false => None,
+    };
     let job = job_for_now(&a)?;
     let mut opts = RunOptions::for_job(&job);
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;
+    opts.pin = pin;
     opts.prune = opts.prune && !a.no_prune;
     if let Some(t) = a.threads {
         opts.threads = t;
