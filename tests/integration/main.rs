@@ -14,6 +14,7 @@ mod crash;
 mod dumps;
 mod excludes;
 mod health;
+mod history;
 mod hooks;
 mod hostile_layout;
 mod metrics;
