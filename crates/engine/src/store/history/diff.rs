@@ -93,9 +93,8 @@ pub struct Info {
 }
 
 impl Info {
-    /// From a visit (reads a symlink's target).
-    pub fn of(v: &Visit) -> Info {
-        let st = v.st;
+    /// From a visit and its status (reads a symlink's target).
+    pub fn of(v: &Visit, st: &Stat) -> Info {
         let kind = Kind::of(st);
         let target = (kind == Kind::Symlink)
             .then(|| rustix::fs::readlinkat(v.dir, v.name, Vec::new()).ok().map(|t| t.into_bytes()))
@@ -228,7 +227,7 @@ impl Side {
         let dir = host.open_snapshot(s)?;
         let mut entries = Vec::new();
         walk::walk_path(dir.fd(), &s.path, rel, &mut |v| {
-            entries.push((v.rel.to_vec(), Info::of(v)));
+            entries.push((v.rel.to_vec(), Info::of(v, &v.stat()?)));
             Ok(true)
         })?;
         let index = entries.iter().enumerate().map(|(i, (p, _))| (p.clone(), i)).collect();
@@ -267,8 +266,13 @@ fn below(p: &[u8], prefix: &[u8]) -> bool {
 /// Compares `old` with `new` below `path` (`/` for the whole snapshots).
 pub fn diff(host: &HostDir, old: &Snapshot, new: &Snapshot, path: &Path) -> Result<Diff> {
     let rel = walk::rel_of(path)?;
-    let mut a = Side::load(host, old, &rel)?;
-    let mut b = Side::load(host, new, &rel)?;
+    // Both trees are walked at once.
+    let (a, b) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| Side::load(host, new, &rel));
+        let a = Side::load(host, old, &rel);
+        (a, other.join().expect("the walk does not panic"))
+    });
+    let (mut a, mut b) = (a?, b?);
     let mut changes = Vec::new();
     let mut sum = Summary::default();
     let a_fd = a.dir.fd().try_clone_to_owned().map_err(|e| Error::io("duplicate descriptor of", &old.path, e))?;

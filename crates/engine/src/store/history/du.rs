@@ -75,7 +75,93 @@ impl Multi {
     }
 }
 
-/// Walks every snapshot in `snapshots` (as listed) and counts.
+/// Hashes a (device, inode) key: inode numbers are already well spread, so one multiply
+/// does (SipHash would cost more than the `stat` that found them).
+#[derive(Default)]
+struct InodeHasher(u64);
+
+impl std::hash::Hasher for InodeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type InodeMap<V> = HashMap<(u64, u64), V, std::hash::BuildHasherDefault<InodeHasher>>;
+
+/// One link to an inode with several links, as one walk met it.
+struct Link {
+    id: (u64, u64),
+    size: u64,
+    disk: u64,
+    nlink: u64,
+}
+
+/// What the walk of one snapshot found.
+struct Walked {
+    usage: SnapshotUsage,
+    single_disk: u64,
+    links: Vec<Link>,
+}
+
+fn walk_one(host: &HostDir, s: &Snapshot) -> Result<Walked> {
+    let mut w = Walked {
+        usage: SnapshotUsage { id: s.id(), pinned: s.pin.describe(), ..Default::default() },
+        single_disk: 0,
+        links: Vec::new(),
+    };
+    let dir = host.open_snapshot(s)?;
+    let count = |st: &rustix::fs::Stat, w: &mut Walked| {
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        let disk = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        if is_dir || st.st_nlink <= 1 {
+            w.usage.entries += 1;
+            w.usage.bytes += size;
+            w.usage.only_bytes += size;
+            w.usage.frees_bytes += disk;
+            w.single_disk += disk;
+        } else {
+            w.links.push(Link { id: (st.st_dev, st.st_ino), size, disk, nlink: st.st_nlink });
+        }
+    };
+    count(&dir.stat_self()?, &mut w);
+    let opts = walk::Opts { skip_meta: false, stat: true };
+    walk::walk_with(dir.fd(), b"", &s.path, opts, &mut |v| {
+        count(&v.stat()?, &mut w);
+        Ok(true)
+    })?;
+    Ok(w)
+}
+
+/// Runs `f` for every index below `n` on a few threads; the results in index order.
+pub(crate) fn parallel<T: Send>(n: usize, f: &(dyn Fn(usize) -> Result<T> + Sync)) -> Result<Vec<T>> {
+    let threads = std::thread::available_parallelism().map_or(2, |t| t.get()).clamp(1, 8).min(n.max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<Result<T>>>> = (0..n).map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                *results[i].lock().expect("result slot") = Some(r);
+            });
+        }
+    });
+    results.into_iter().map(|m| m.into_inner().expect("result slot").expect("every index ran")).collect()
+}
+
+/// Walks every snapshot in `snapshots` (as listed; several at once) and counts.
 pub fn usage(host: &HostDir, snapshots: &[Snapshot]) -> Result<Usage> {
     let n = snapshots.len();
     let words = n.div_ceil(64).max(1);
@@ -86,27 +172,17 @@ pub fn usage(host: &HostDir, snapshots: &[Snapshot]) -> Result<Usage> {
         seen: u64,
         holders: Vec<u64>,
     }
-    let mut inodes: HashMap<(u64, u64), Acc> = HashMap::new();
+    let walked = parallel(n, &|i| walk_one(host, &snapshots[i]))?;
+    let mut inodes: InodeMap<Acc> = InodeMap::default();
     let mut out = Usage { single_disk: vec![0; n], ..Default::default() };
-    for (i, s) in snapshots.iter().enumerate() {
-        let mut u = SnapshotUsage { id: s.id(), pinned: s.pin.describe(), ..Default::default() };
-        let dir = host.open_snapshot(s)?;
-        let mut count = |st: &rustix::fs::Stat, u: &mut SnapshotUsage, single: &mut u64| {
-            let size = u64::try_from(st.st_size).unwrap_or(0);
-            let disk = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
-            let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-            if is_dir || st.st_nlink <= 1 {
-                u.entries += 1;
-                u.bytes += size;
-                u.only_bytes += size;
-                u.frees_bytes += disk;
-                *single += disk;
-                return;
-            }
-            let acc = inodes.entry((st.st_dev, st.st_ino)).or_insert_with(|| Acc {
-                size,
-                disk,
-                nlink: st.st_nlink,
+    for (i, w) in walked.into_iter().enumerate() {
+        let mut u = w.usage;
+        out.single_disk[i] = w.single_disk;
+        for l in w.links {
+            let acc = inodes.entry(l.id).or_insert_with(|| Acc {
+                size: l.size,
+                disk: l.disk,
+                nlink: l.nlink,
                 seen: 0,
                 holders: vec![0; words],
             });
@@ -115,15 +191,9 @@ pub fn usage(host: &HostDir, snapshots: &[Snapshot]) -> Result<Usage> {
             if acc.holders[i / 64] & bit == 0 {
                 acc.holders[i / 64] |= bit;
                 u.entries += 1;
-                u.bytes += size;
+                u.bytes += l.size;
             }
-        };
-        let root = dir.stat_self()?;
-        count(&root, &mut u, &mut out.single_disk[i]);
-        walk::walk_with(dir.fd(), b"", &s.path, false, &mut |v| {
-            count(v.st, &mut u, &mut out.single_disk[i]);
-            Ok(true)
-        })?;
+        }
         out.snapshots.push(u);
     }
     for acc in inodes.into_values() {

@@ -83,36 +83,7 @@ fn quick_same(a: &Info, b: &Info) -> Option<bool> {
 
 /// Every match in every snapshot (oldest first; within a snapshot in walk order).
 pub fn find(host: &HostDir, snapshots: &[Snapshot], query: &Query) -> Result<Vec<Hit>> {
-    let mut per: Vec<Vec<(Vec<u8>, Info)>> = Vec::with_capacity(snapshots.len());
-    for s in snapshots {
-        let dir = host.open_snapshot(s)?;
-        let mut found = Vec::new();
-        match query {
-            Query::Patterns(set) => {
-                let mut abs = Vec::new();
-                walk::walk(dir.fd(), b"", &s.path, &mut |v| {
-                    abs.clear();
-                    abs.push(b'/');
-                    abs.extend_from_slice(v.rel);
-                    if set.is_excluded(Path::new(OsStr::from_bytes(&abs)), v.kind() == rustix::fs::FileType::Directory)
-                    {
-                        found.push((v.rel.to_vec(), Info::of(v)));
-                    }
-                    Ok(true)
-                })?;
-            }
-            Query::Path(p) => {
-                let rel = walk::rel_of(p)?;
-                if !rel.is_empty() {
-                    if let Some(st) = walk::find_start(dir.fd(), &s.path, &rel)? {
-                        let v = walk::Visit { dir: st.parent.as_fd(), name: &st.name, rel: &st.rel, st: &st.st };
-                        found.push((rel.clone(), Info::of(&v)));
-                    }
-                }
-            }
-        }
-        per.push(found);
-    }
+    let per = super::du::parallel(snapshots.len(), &|i| find_in(host, &snapshots[i], query))?;
     let mut hits = Vec::new();
     let mut buf = Vec::new();
     for (i, found) in per.iter().enumerate() {
@@ -135,6 +106,41 @@ pub fn find(host: &HostDir, snapshots: &[Snapshot], query: &Query) -> Result<Vec
         }
     }
     Ok(hits)
+}
+
+/// The matches in one snapshot. A pattern walk reads only directory listings (the type
+/// comes with the name); only matches are `stat`ed.
+fn find_in(host: &HostDir, s: &Snapshot, query: &Query) -> Result<Vec<(Vec<u8>, Info)>> {
+    let dir = host.open_snapshot(s)?;
+    let mut found = Vec::new();
+    match query {
+        Query::Patterns(set) => {
+            let mut abs = Vec::new();
+            let opts = walk::Opts { skip_meta: true, stat: false };
+            walk::walk_with(dir.fd(), b"", &s.path, opts, &mut |v| {
+                abs.clear();
+                abs.push(b'/');
+                abs.extend_from_slice(v.rel);
+                let is_dir = v.kind == rustix::fs::FileType::Directory;
+                if set.is_excluded(Path::new(OsStr::from_bytes(&abs)), is_dir) {
+                    found.push((v.rel.to_vec(), Info::of(v, &v.stat()?)));
+                }
+                Ok(true)
+            })?;
+        }
+        Query::Path(p) => {
+            let rel = walk::rel_of(p)?;
+            if !rel.is_empty() {
+                if let Some(st) = walk::find_start(dir.fd(), &s.path, &rel)? {
+                    let kind = rustix::fs::FileType::from_raw_mode(st.st.st_mode);
+                    let v =
+                        walk::Visit { dir: st.parent.as_fd(), name: &st.name, rel: &st.rel, kind, st: Some(&st.st) };
+                    found.push((rel.clone(), Info::of(&v, &st.st)));
+                }
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn same_content(host: &HostDir, a: &Snapshot, b: &Snapshot, rel: &[u8], buf: &mut Vec<u8>) -> bool {

@@ -26,15 +26,42 @@ pub struct Visit<'a> {
     pub name: &'a CStr,
     /// Its path relative to the snapshot root (no leading `/`).
     pub rel: &'a [u8],
-    /// Its status, not following a symlink.
-    pub st: &'a Stat,
+    /// Its type, not following a symlink.
+    pub kind: FileType,
+    /// Its status, not following a symlink, when the walk was asked to read it
+    /// ([`Opts::stat`]); [`Visit::stat`] reads it otherwise.
+    pub st: Option<&'a Stat>,
 }
 
 impl Visit<'_> {
     /// Its type.
     pub fn kind(&self) -> FileType {
-        FileType::from_raw_mode(self.st.st_mode)
+        self.kind
     }
+
+    /// Its status (read now unless the walk read it already).
+    pub fn stat(&self) -> Result<Stat> {
+        match self.st {
+            Some(st) => Ok(*st),
+            None => rustix::fs::statat(self.dir, self.name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::io("inspect", PathBuf::from(OsStr::from_bytes(self.rel)), e.into())),
+        }
+    }
+}
+
+/// What a walk reads.
+#[derive(Clone, Copy, Debug)]
+pub struct Opts {
+    /// Skip the snapshot's own `.hwc-backup/` at its root.
+    pub skip_meta: bool,
+    /// `stat` every entry (otherwise the type comes from the directory listing, and
+    /// [`Visit::stat`] reads the status of the entries that need it).
+    pub stat: bool,
+}
+
+impl Opts {
+    /// Every entry of the tree with its status, without the snapshot's metadata.
+    pub const TREE: Opts = Opts { skip_meta: true, stat: true };
 }
 
 struct Frame {
@@ -58,21 +85,21 @@ pub fn walk(
     root_path: &Path,
     visit: &mut dyn FnMut(&Visit) -> Result<bool>,
 ) -> Result<()> {
-    walk_with(start, prefix, root_path, true, visit)
+    walk_with(start, prefix, root_path, Opts::TREE, visit)
 }
 
-/// [`walk`], with the snapshot's `.hwc-backup/` too when `skip_meta` is false (to count
-/// everything a snapshot holds).
+/// [`walk`] with options: the snapshot's `.hwc-backup/` too (to count everything a snapshot
+/// holds), or without a `stat` of every entry (to match names).
 pub fn walk_with(
     start: BorrowedFd,
     prefix: &[u8],
     root_path: &Path,
-    skip_meta: bool,
+    opts: Opts,
     visit: &mut dyn FnMut(&Visit) -> Result<bool>,
 ) -> Result<()> {
     let mut rel: Vec<u8> = prefix.to_vec();
     let mut cur = beneath::reopen(start).map_err(|e| Error::io("open directory", show(root_path, &rel), e))?;
-    let subdirs = scan(cur.as_fd(), &mut rel, root_path, skip_meta, visit)?;
+    let subdirs = scan(cur.as_fd(), &mut rel, root_path, opts, visit)?;
     let id = id_of(&cur, root_path, &rel)?;
     let mut stack = vec![Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() }];
     while let Some(top) = stack.last_mut() {
@@ -92,7 +119,7 @@ pub fn walk_with(
                     }
                     Err(e) => return Err(Error::io("open directory", show(root_path, &rel), e.into())),
                 }
-                let subdirs = scan(cur.as_fd(), &mut rel, root_path, skip_meta, visit)?;
+                let subdirs = scan(cur.as_fd(), &mut rel, root_path, opts, visit)?;
                 let id = id_of(&cur, root_path, &rel)?;
                 stack.push(Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() });
             }
@@ -130,10 +157,10 @@ fn scan(
     dir: BorrowedFd,
     rel: &mut Vec<u8>,
     root: &Path,
-    skip_meta: bool,
+    opts: Opts,
     visit: &mut dyn FnMut(&Visit) -> Result<bool>,
 ) -> Result<Vec<CString>> {
-    let at_root = skip_meta && rel.is_empty();
+    let at_root = opts.skip_meta && rel.is_empty();
     let read_err = |e: Errno, rel: &[u8]| Error::io("read directory", show(root, rel), e.into());
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(|e| read_err(e, rel))? {
@@ -142,22 +169,27 @@ fn scan(
         if name == c"." || name == c".." || (at_root && name.to_bytes() == META_DIR.as_bytes()) {
             continue;
         }
-        names.push(name.to_owned());
+        names.push((name.to_owned(), entry.file_type()));
     }
-    names.sort();
+    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let base = rel.len();
     let mut subdirs = Vec::new();
-    for name in names {
+    for (name, kind) in names {
         rel.truncate(base);
         push(rel, name.to_bytes());
-        let st = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(Errno::NOENT) => continue,
-            Err(e) => return Err(Error::io("inspect", show(root, rel), e.into())),
+        let st = if opts.stat || kind == FileType::Unknown {
+            match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(st),
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(Error::io("inspect", show(root, rel), e.into())),
+            }
+        } else {
+            None
         };
-        let v = Visit { dir, name: &name, rel, st: &st };
+        let kind = st.as_ref().map_or(kind, |st| FileType::from_raw_mode(st.st_mode));
+        let v = Visit { dir, name: &name, rel, kind, st: st.as_ref() };
         let descend = visit(&v)?;
-        if descend && v.kind() == FileType::Directory {
+        if descend && kind == FileType::Directory {
             subdirs.push(name);
         }
     }
@@ -241,8 +273,9 @@ pub fn walk_path(
         return walk(snap, b"", snap_path, visit);
     }
     let Some(start) = find_start(snap, snap_path, rel)? else { return Ok(()) };
-    let v = Visit { dir: start.parent.as_fd(), name: &start.name, rel: &start.rel, st: &start.st };
-    if visit(&v)? && v.kind() == FileType::Directory {
+    let kind = FileType::from_raw_mode(start.st.st_mode);
+    let v = Visit { dir: start.parent.as_fd(), name: &start.name, rel: &start.rel, kind, st: Some(&start.st) };
+    if visit(&v)? && kind == FileType::Directory {
         let fd = match rustix::fs::openat(start.parent.as_fd(), &start.name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(e) => return Err(Error::io("open directory", show(snap_path, rel), e.into())),
