@@ -322,4 +322,40 @@ mod tests {
         assert!(rel_of(Path::new("/home/../etc")).is_err());
         assert!(rel_of(Path::new("home")).is_err());
     }
+
+    #[test]
+    fn walks_twenty_thousand_levels_with_one_open_directory() {
+        const DEPTH: usize = 20_000;
+        let t = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+        let root = rustix::fs::open(t.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        let mut cur = beneath::reopen(root.as_fd()).unwrap();
+        for _ in 0..DEPTH {
+            rustix::fs::mkdirat(&cur, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = rustix::fs::openat(&cur, c"d", DIR_FLAGS, Mode::empty()).unwrap();
+        }
+        let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CREATE | rustix::fs::OFlags::CLOEXEC;
+        drop(rustix::fs::openat(&cur, c"f", flags, Mode::from_raw_mode(0o644)).unwrap());
+        drop(cur);
+        let (mut entries, mut deepest) = (0usize, 0usize);
+        walk(root.as_fd(), b"", t.path(), &mut |v| {
+            entries += 1;
+            deepest = deepest.max(v.rel.len());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(entries, DEPTH + 1);
+        assert_eq!(deepest, DEPTH * 2 + 1, "the file's path is named in full");
+        // Remove the chain bottom up, one descriptor at a time.
+        let mut cur = beneath::reopen(root.as_fd()).unwrap();
+        let mut depth = 0;
+        while let Ok(next) = rustix::fs::openat(&cur, c"d", DIR_FLAGS, Mode::empty()) {
+            cur = next;
+            depth += 1;
+        }
+        rustix::fs::unlinkat(&cur, c"f", AtFlags::empty()).unwrap();
+        for _ in 0..depth {
+            cur = rustix::fs::openat(&cur, c"..", DIR_FLAGS, Mode::empty()).unwrap();
+            rustix::fs::unlinkat(&cur, c"d", AtFlags::REMOVEDIR).unwrap();
+        }
+    }
 }
