@@ -140,7 +140,16 @@ fn diff_agrees_with_rsync_on_every_kind_of_change() {
     set_mtime(&src.join("eq.txt"), "2024-05-01 12:00:00.123456789");
     write(&src.join("same.txt"), "identical again");
     set_mtime(&src.join("same.txt"), "2024-05-02 12:00:00");
-    env.snapshot_ok("2025-03-03T02:00:00+01:00", &[]);
+    // `now -v` lists what changed against the snapshot it linked to.
+    let o = env.snapshot_ok("2025-03-03T02:00:00+01:00", &["-v"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("changes since daily/2025-03-02_02-00-00:\n"), "{text}");
+    for p in ["eq.txt", "same.txt"] {
+        assert!(text.lines().any(|l| l == format!("+ {}", s(&src.join(p)))), "{p}: {text}");
+    }
+    assert!(text.contains("2 new, 0 changed, 0 gone"), "{text}");
+    let o = env.run("diff", &["--json"]);
+    assert_eq!(json(&o)["summary"]["added"], 2, "the same two, by diff");
 
     let [a, _, c] = ids(&env).try_into().unwrap();
     let (old, new) = (env.in_snapshot(&a), env.in_snapshot(&c));

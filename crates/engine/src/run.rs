@@ -39,6 +39,8 @@ pub struct RunOptions {
     /// Pin the new snapshot (`now --pin`): written into its `.hwc-backup/` before it is
     /// published, so no prune can ever see it unpinned.
     pub pin: Option<crate::store::history::pin::Pin>,
+    /// List what changed against the link base (`now -v`), in the report's `itemized`.
+    pub itemize: bool,
 }
 
 impl RunOptions {
@@ -55,6 +57,7 @@ impl RunOptions {
             allow_shrink: false,
             prune: job.store.retention.prune_after_run,
             pin: None,
+            itemize: false,
         }
     }
 }
@@ -102,6 +105,10 @@ pub struct RunReport {
     /// Bytes over the network, for a pulled host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer: Option<crate::store::record::Transfer>,
+    /// What changed against the snapshot it was linked to (`now -v`): computed after the
+    /// publish and before the prune, which may expire that snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub itemized: Option<crate::store::history::diff::Diff>,
 }
 
 impl RunReport {
@@ -122,6 +129,7 @@ impl RunReport {
             run_log: Vec::new(),
             post_backup_output: None,
             transfer: None,
+            itemized: None,
         }
     }
 }
@@ -254,6 +262,9 @@ fn run_inner(
         let target = Target { dest: &dest, host: &host, lock: &lock };
         build_and_publish(job, source, opts, started, &excludes, &target, progress, report)
     });
+    if published.is_ok() && opts.itemize {
+        report.itemized = itemize(&host, report.snapshot.as_deref());
+    }
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
@@ -292,6 +303,20 @@ fn run_inner(
         tracing::warn!("emptying the trash: {e}");
     }
     published
+}
+
+/// The changes from the new snapshot's link base to it; `None` without a base (everything
+/// is new) or when either cannot be read (a listing is a nicety, never a reason to fail).
+fn itemize(host: &HostDir, published: Option<&str>) -> Option<crate::store::history::diff::Diff> {
+    let new = host.resolve(published?).ok()?;
+    let base = host.resolve(new.meta.link_base.as_deref()?).ok()?;
+    match crate::store::history::diff::diff(host, &base, &new, std::path::Path::new("/")) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!("listing the changes against {}: {e}", base.id());
+            None
+        }
+    }
 }
 
 /// What must happen before the sources are read: the pre-hook, then the database dumps

@@ -27,6 +27,9 @@ use crate::exit::Exit;
 
 pub(crate) use now::{create_dest, print_run};
 
+/// `-v`/`-vv` as given (0 without), for the commands that print more with it.
+pub(crate) static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
 /// Runs a subcommand.
 pub fn run(cmd: Command) -> Result<Exit> {
     match cmd {

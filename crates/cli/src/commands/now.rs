@@ -93,6 +93,7 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;
     opts.pin = pin;
+    opts.itemize = super::VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0;
     opts.prune = opts.prune && !a.no_prune;
     if let Some(t) = a.threads {
         opts.threads = t;
@@ -104,7 +105,28 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     progress.finish();
     let how =
         crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
-    crate::ops::finish_run(&job, &report, &how)
+    let exit = crate::ops::finish_run(&job, &report, &how)?;
+    if let (Some(d), false) = (&report.itemized, a.json) {
+        print_itemized(d)?;
+    }
+    Ok(exit)
+}
+
+/// `now -v`: one line per change against the snapshot the run linked to, as rsync's
+/// itemize (`+` new, `M` changed, `-` gone, `m` metadata only, `T` type changed).
+fn print_itemized(d: &hwc_backup_engine::store::history::diff::Diff) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "changes since {}:", d.from)?;
+    for c in &d.changes {
+        writeln!(out, "{} {}", c.change.mark(), super::diff::one_line(&c.path))?;
+    }
+    let s = &d.summary;
+    writeln!(
+        out,
+        "{} new, {} changed, {} gone, {} metadata only, {} type changes",
+        s.added, s.modified, s.removed, s.metadata, s.type_changed
+    )?;
+    Ok(())
 }
 
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
