@@ -413,3 +413,74 @@ fn symlinks_planted_for_pins_and_reads_are_never_followed() {
     assert_eq!(code(&o), 1, "{}", show(&o));
     assert_eq!(std::fs::read_to_string(victim.join("secret")).unwrap(), "do not touch");
 }
+
+#[test]
+fn now_dry_run_predicts_the_run_and_writes_nothing() {
+    let env = Env::new();
+    let src = &env.src;
+    for (name, body) in [("keep", "k"), ("change", "before"), ("gone", "g"), ("dir/deep/f", "d"), ("skip.tmp", "t")] {
+        write(&src.join(name), body);
+    }
+    std::os::unix::fs::symlink("keep", src.join("link")).unwrap();
+    sh(&format!("mkfifo '{}'", src.join("fifo").display()));
+    let excl = ["--exclude", "*.tmp"];
+    // Before the first snapshot: everything is copied; the destination is not even created.
+    let fresh = env.dir.path().join("fresh");
+    let o = env
+        .cmd(&["now", "--dry-run", "--json", "--source", &s(src), "--dest", &s(&fresh), "--host", HOST])
+        .output()
+        .unwrap();
+    let first = json(&o);
+    assert!(!fresh.exists(), "a dry run creates nothing");
+    assert_eq!((first["linkBase"].clone(), first["filesToCopy"].clone()), (serde_json::Value::Null, 5.into()));
+    env.snapshot_ok("2025-07-01T02:00:00+02:00", &excl);
+
+    write(&src.join("change"), "after, longer");
+    write(&src.join("new"), "new file");
+    write(&src.join("dir/deep/new2"), "another");
+    std::fs::remove_file(src.join("gone")).unwrap();
+    std::fs::remove_file(src.join("link")).unwrap();
+    std::os::unix::fs::symlink("change", src.join("link")).unwrap();
+    let before = tree(&env.dest);
+    let state_before = tree(&env.state);
+    let src_arg = s(src);
+    let mut args = vec!["--dry-run", "--json", "--source", &src_arg];
+    let target = env.target_args();
+    args.extend(target.iter().map(String::as_str));
+    args.extend(excl);
+    let o = env.cmd(&["now"]).args(&args).output().unwrap();
+    let dry = json(&o);
+    assert_eq!(tree(&env.dest), before, "the dry run wrote nothing to the destination");
+    assert_eq!(tree(&env.state), state_before, "nor any record");
+
+    let o = env.snapshot_ok("2025-07-02T02:00:00+02:00", &["--json", "-v", "--exclude", "*.tmp"]);
+    let run = json(&o);
+    let c = &run["counts"];
+    for (ours, theirs) in [
+        ("filesToCopy", "copied"),
+        ("bytesToCopy", "bytesCopied"),
+        ("bytesLinked", "bytesLinked"),
+        ("excluded", "excluded"),
+        ("specials", "specials"),
+    ] {
+        assert_eq!(dry[ours], c[theirs], "{ours} vs the run's {theirs}: {dry} / {c}");
+    }
+    assert_eq!(dry["linked"].as_u64().unwrap(), c["linked"].as_u64().unwrap(), "{dry} / {c}");
+    assert_eq!(dry["filesToCopy"], 3, "{dry}");
+    // The same paths as the run's own list of changes (files and symlinks).
+    let planned: BTreeSet<(String, String)> = dry["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["path"].as_str().unwrap().to_string(), x["change"].as_str().unwrap().to_string()))
+        .collect();
+    let done: BTreeSet<(String, String)> = run["itemized"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] != "dir" && x["change"] != "metadata")
+        .map(|x| (x["path"].as_str().unwrap().to_string(), x["change"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(planned, done);
+    assert!(planned.contains(&(s(&src.join("gone")), "removed".into())), "{planned:?}");
+}

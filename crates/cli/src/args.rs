@@ -121,6 +121,9 @@ pub struct NowArgs {
     /// Worker threads, 1 to 256 (default: number of cores, at least 2).
     #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
+    /// Say what a run would copy, link and exclude and the bytes it needs; write nothing.
+    #[arg(long, conflicts_with_all = ["pin", "no_prune", "local_only"])]
+    pub dry_run: bool,
     /// Pin the new snapshot: it is never pruned (see `pin`).
     #[arg(long)]
     pub pin: bool,

@@ -54,7 +54,7 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     // Like rsync, a one-off run creates its destination. Never when a mount point is
     // required, and never for a plan: there a missing directory means a missing drive.
     let sources_exist = job.sources.paths.iter().all(|s| s.symlink_metadata().is_ok());
-    if !job.store.destination.require_mount_point && sources_exist {
+    if !job.store.destination.require_mount_point && sources_exist && !a.dry_run {
         create_dest(dest)?;
     }
     Ok(job)
@@ -89,6 +89,9 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
         false => None,
     };
     let job = job_for_now(&a)?;
+    if a.dry_run {
+        return dry_run(&job, a.json);
+    }
     let mut opts = RunOptions::for_job(&job);
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;
@@ -110,6 +113,42 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
         print_itemized(d)?;
     }
     Ok(exit)
+}
+
+/// `now --dry-run`: what the run would do, writing nothing.
+fn dry_run(job: &Job, json: bool) -> Result<Exit> {
+    let d = hwc_backup_engine::store::history::dryrun::dry_run(job)?;
+    if json {
+        super::print_json(&d)?;
+        return Ok(Exit::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    if super::VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        for c in &d.changes {
+            writeln!(out, "{} {}", c.change.mark(), super::diff::one_line(&c.path))?;
+        }
+    }
+    match &d.link_base {
+        Some(b) => writeln!(out, "dry run: nothing written; would link unchanged entries to {b}")?,
+        None => writeln!(out, "dry run: nothing written; the first snapshot: everything is copied")?,
+    }
+    writeln!(
+        out,
+        "  would copy {} files ({}) and {} symlinks, link {} ({}), create {} directories and {} special files; \
+         {} excluded, {} sockets skipped, {} paths of the last snapshot gone",
+        d.files_to_copy,
+        human_bytes(d.bytes_to_copy),
+        d.symlinks_to_copy,
+        d.linked,
+        human_bytes(d.bytes_linked),
+        d.directories,
+        d.specials,
+        d.excluded,
+        d.sockets_skipped,
+        d.gone
+    )?;
+    writeln!(out, "  needs about {} on the destination (plus directories and metadata)", human_bytes(d.bytes_to_copy))?;
+    Ok(Exit::Success)
 }
 
 /// `now -v`: one line per change against the snapshot the run linked to, as rsync's

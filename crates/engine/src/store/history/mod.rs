@@ -10,6 +10,7 @@
 //! manifest hash. Only a pin is ever written, and only under the host lock.
 
 pub mod diff;
+pub mod dryrun;
 pub mod du;
 pub mod find;
 pub mod pin;
