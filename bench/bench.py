@@ -277,6 +277,9 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None):
         ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", None, ""),
         ("pull over ssh, 1% changed", "pull/hwc", "`rsync -aH --link-dest` over the same sshd", "pull/rsync", None, ""),
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
+        ("`diff` of two snapshots, 1% changed", "history/diff", "`rsync -aHn --delete` between them", "history/rsync", 0.50, "≤ 0.50"),
+        (f"`du` of {many} snapshots", "history/du", "`du -sh` of the host directory", "history/dush", 1.00, "≤ 1.00"),
+        (f"`find` of one name in {many} snapshots", "history/find", "`find -name` over the host directory", "history/findname", 1.00, "≤ 1.00"),
     ]
     lines = []
     mode = facts.get("cache", "warm")

@@ -411,6 +411,21 @@ fn symlinks_planted_for_pins_and_reads_are_never_followed() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("below a symlink"), "{}", show(&o));
     let o = env.run("versions", &[&s(&env.src.join("link/secret"))]);
     assert_eq!(code(&o), 1, "{}", show(&o));
+
+    // A manifest that is a symlink to a victim is not read: diff says so and reads the files.
+    write(&env.src.join("f"), "y"); // same size, so only a hash can tell
+    set_mtime(&env.src.join("f"), "2024-01-01 00:00:00");
+    env.snapshot_ok("2025-06-04T02:00:00+02:00", &[]);
+    let c = ids(&env).pop().unwrap();
+    let manifest = env.host_dir().join(&c).join(".hwc-backup/manifest.b3");
+    std::fs::remove_file(&manifest).unwrap();
+    write(&victim.join("manifest.b3"), format!("{}  {}/f\n", "0".repeat(64), s(&env.src).trim_start_matches('/')));
+    std::os::unix::fs::symlink(victim.join("manifest.b3"), &manifest).unwrap();
+    let o = env.run("diff", &[&a, &c, "--json"]);
+    let v = json(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("manifest.b3"), "{}", show(&o));
+    assert_eq!(v["summary"]["modified"], 1, "{v}");
+    assert!(v["summary"]["filesHashed"].as_u64().unwrap() >= 1, "{v}");
     assert_eq!(std::fs::read_to_string(victim.join("secret")).unwrap(), "do not touch");
 }
 

@@ -239,18 +239,34 @@ impl Side {
     fn hash_of(&mut self, rel: &[u8], prefix: &[u8]) -> Option<Hash> {
         if self.manifest.is_none() {
             let mut map = HashMap::new();
-            if let Ok(Some(meta)) = self.dir.try_open_dir(&Name::fixed(META_DIR)) {
+            // A manifest that is missing, not a regular file (a planted symlink is never
+            // followed) or unreadable leaves the hashes unknown: files are then read.
+            let opened = self.dir.open_dir(&Name::fixed(META_DIR)).and_then(|meta| {
                 let name = Name::fixed(MANIFEST_FILE);
-                if let Ok(Some(f)) = meta.open_read(&name) {
-                    let mut r = ManifestReader::from_file(f, meta.child_path(&name));
-                    while let Ok(Some(e)) = r.next_entry() {
-                        let mut p = e.dir;
-                        walk::push(&mut p, &e.name);
-                        if below(&p, prefix) {
-                            map.insert(p, e.hash);
+                let f = meta.open_read(&name)?;
+                Ok(f.map(|f| ManifestReader::from_file(f, meta.child_path(&name))))
+            });
+            match opened {
+                Ok(Some(mut r)) => loop {
+                    match r.next_entry() {
+                        Ok(Some(e)) => {
+                            let mut p = e.dir;
+                            walk::push(&mut p, &e.name);
+                            if below(&p, prefix) {
+                                map.insert(p, e.hash);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!("{e}; comparing the rest by reading the files");
+                            break;
                         }
                     }
+                },
+                Ok(None) => {
+                    tracing::warn!("{}: no manifest; comparing by reading the files", self.dir.path().display())
                 }
+                Err(e) => tracing::warn!("{e}; comparing by reading the files"),
             }
             self.manifest = Some(map);
         }
