@@ -302,6 +302,18 @@ fn du_counts_each_inode_once_and_frees_what_a_prune_frees() {
     assert!(o.status.success(), "{}", show(&o));
     let after = avail_bytes(&env.dest);
     assert_eq!(after - before, promised, "prune freed {} bytes, dry run said {promised}", after - before);
+
+    // A link outside every snapshot keeps its inode: deleting the snapshot would not free it.
+    let newest_frees =
+        |u: &serde_json::Value| u["snapshots"].as_array().unwrap().last().unwrap()["freesBytes"].as_u64().unwrap();
+    let u1 = json(&env.run("du", &["--json"]));
+    let newest = ids(&env).pop().unwrap();
+    let own = env.in_snapshot(&newest).join("daily-12");
+    std::fs::hard_link(&own, env.dest.join("a-link-elsewhere")).unwrap();
+    let u2 = json(&env.run("du", &["--json"]));
+    let blocks = std::fs::metadata(&own).unwrap().blocks() * 512;
+    assert!(blocks > 0);
+    assert_eq!(newest_frees(&u2), newest_frees(&u1) - blocks, "{u1} / {u2}");
 }
 
 /// `pin` through the binary.

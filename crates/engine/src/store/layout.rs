@@ -5,6 +5,7 @@
 //!   daily/2025-01-16_02-00-00/      a complete tree of every source, by absolute path
 //!     .hwc-backup/meta.json         the snapshot's metadata (see `meta`)
 //!     .hwc-backup/manifest.b3       a BLAKE3 hash of every regular file (b3sum format)
+//!     .hwc-backup/pin.json          when pinned: never pruned (see `history::pin`)
 //!   weekly/…  monthly/…  (hourly/ and yearly/ when those rules are used)
 //!   latest -> daily/2025-01-16_02-00-00
 //!   .incomplete/<name>/             work in progress; never visible under a tier
