@@ -8,7 +8,6 @@
 //! devices: the device number), then metadata (permissions, owner, group, mtime, xattrs —
 //! xattrs, ACLs included, are read only for the entries that differ).
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::fs::beneath::{self, DirCache};
 use crate::fs::{fsops, Name};
 use crate::store::layout::{HostDir, Snapshot};
-use crate::store::manifest::{Hash, ManifestReader};
+use crate::store::manifest::Hash;
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
 
 /// The type of an entry, as shown.
@@ -214,12 +213,12 @@ pub struct Diff {
 }
 
 /// One side of a diff: a snapshot opened through the host directory, its entries in walk
-/// order and by path.
+/// order (the manifest's order: [`crate::store::manifest::cmp_key`] of directory and name),
+/// and its manifest, scanned forward as the diff goes.
 struct Side {
     dir: crate::fs::Dir,
     entries: Vec<(Vec<u8>, Info)>,
-    index: HashMap<Vec<u8>, usize>,
-    manifest: Option<HashMap<Vec<u8>, Hash>>,
+    manifest: Option<Scan>,
 }
 
 impl Side {
@@ -230,53 +229,89 @@ impl Side {
             entries.push((v.rel.to_vec(), Info::of(v, &v.stat()?)));
             Ok(true)
         })?;
-        let index = entries.iter().enumerate().map(|(i, (p, _))| (p.clone(), i)).collect();
-        Ok(Side { dir, entries, index, manifest: None })
+        Ok(Side { dir, entries, manifest: None })
     }
 
-    /// The manifest's hashes of the files below `rel` (read once, when first needed; a
-    /// missing or unreadable manifest gives none, and files are then read).
-    fn hash_of(&mut self, rel: &[u8], prefix: &[u8]) -> Option<Hash> {
-        if self.manifest.is_none() {
-            let mut map = HashMap::new();
-            // A manifest that is missing, not a regular file (a planted symlink is never
-            // followed) or unreadable leaves the hashes unknown: files are then read.
-            let opened = self.dir.open_dir(&Name::fixed(META_DIR)).and_then(|meta| {
+    /// The manifest's hash of the file `rel`. Lookups come in walk order, so the manifest
+    /// (read once, when first needed) is scanned forward, and only the matching lines'
+    /// hashes are decoded. A manifest that is missing, not a regular file (a planted
+    /// symlink is never followed) or unreadable knows nothing: files are then read.
+    fn hash_of(&mut self, rel: &[u8]) -> Option<Hash> {
+        let dir = &self.dir;
+        let scan = self.manifest.get_or_insert_with(|| {
+            let opened = dir.open_dir(&Name::fixed(META_DIR)).and_then(|meta| {
                 let name = Name::fixed(MANIFEST_FILE);
-                let f = meta.open_read(&name)?;
-                Ok(f.map(|f| ManifestReader::from_file(f, meta.child_path(&name))))
+                let mut f = match meta.open_read(&name)? {
+                    Some(f) => f,
+                    None => return Ok(None),
+                };
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut data)
+                    .map_err(|e| Error::io("read", meta.child_path(&name), e))?;
+                Ok(Some(data))
             });
-            match opened {
-                Ok(Some(mut r)) => loop {
-                    match r.next_entry() {
-                        Ok(Some(e)) => {
-                            let mut p = e.dir;
-                            walk::push(&mut p, &e.name);
-                            if below(&p, prefix) {
-                                map.insert(p, e.hash);
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!("{e}; comparing the rest by reading the files");
-                            break;
-                        }
-                    }
-                },
+            let data = match opened {
+                Ok(Some(data)) => data,
                 Ok(None) => {
-                    tracing::warn!("{}: no manifest; comparing by reading the files", self.dir.path().display())
+                    tracing::warn!("{}: no manifest; comparing by reading the files", dir.path().display());
+                    Vec::new()
                 }
-                Err(e) => tracing::warn!("{e}; comparing by reading the files"),
-            }
-            self.manifest = Some(map);
-        }
-        self.manifest.as_ref().and_then(|m| m.get(rel).copied())
+                Err(e) => {
+                    tracing::warn!("{e}; comparing by reading the files");
+                    Vec::new()
+                }
+            };
+            Scan { data, pos: 0 }
+        });
+        let (d, n) = split(rel);
+        scan.find(d, n)
     }
 }
 
-/// Whether `p` is `prefix` or below it.
-fn below(p: &[u8], prefix: &[u8]) -> bool {
-    prefix.is_empty() || (p.starts_with(prefix) && (p.len() == prefix.len() || p[prefix.len()] == b'/'))
+/// A manifest held in memory, read forward by keys in walk order.
+struct Scan {
+    data: Vec<u8>,
+    pos: usize,
+}
+
+impl Scan {
+    fn find(&mut self, dir: &[u8], name: &[u8]) -> Option<Hash> {
+        while self.pos < self.data.len() {
+            let rest = &self.data[self.pos..];
+            let len = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
+            let line = &rest[..len];
+            let (escaped, body) = match line.strip_prefix(b"\\") {
+                Some(b) => (true, b),
+                None => (false, line),
+            };
+            if body.len() < 66 || &body[64..66] != b"  " {
+                self.pos += len + 1; // not a line of ours: skipped, as verify reports it
+                continue;
+            }
+            let unescaped;
+            let path: &[u8] = if escaped {
+                match crate::store::manifest::unescape(&body[66..]) {
+                    Some(p) => {
+                        unescaped = p;
+                        &unescaped
+                    }
+                    None => {
+                        self.pos += len + 1;
+                        continue;
+                    }
+                }
+            } else {
+                &body[66..]
+            };
+            let (d, n) = split(path);
+            match crate::store::manifest::cmp_key(d, n, dir, name) {
+                std::cmp::Ordering::Less => self.pos += len + 1,
+                std::cmp::Ordering::Equal => return blake3::Hash::from_hex(&body[..64]).ok().map(|h| *h.as_bytes()),
+                std::cmp::Ordering::Greater => return None,
+            }
+        }
+        None
+    }
 }
 
 /// Compares `old` with `new` below `path` (`/` for the whole snapshots).
@@ -297,17 +332,43 @@ pub fn diff(host: &HostDir, old: &Snapshot, new: &Snapshot, path: &Path) -> Resu
     let mut b_dirs = DirCache::new(b_fd.as_fd());
     let mut buf = Vec::new();
     let shown = |p: &[u8]| PathBuf::from("/").join(std::ffi::OsStr::from_bytes(p));
+    let a_entries = std::mem::take(&mut a.entries);
     let b_entries = std::mem::take(&mut b.entries);
-    for (p, bi) in &b_entries {
-        let Some(&ai) = a.index.get(p) else {
+    // Both lists are in the same total order: one merge pass pairs them.
+    let (mut i, mut j) = (0, 0);
+    while i < a_entries.len() || j < b_entries.len() {
+        let order = match (a_entries.get(i), b_entries.get(j)) {
+            (Some((pa, _)), Some((pb, _))) => {
+                let ((da, na), (db, nb)) = (split(pa), split(pb));
+                crate::store::manifest::cmp_key(da, na, db, nb)
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        if order == std::cmp::Ordering::Less {
+            let (p, ai) = &a_entries[i];
+            i += 1;
+            if ai.kind == Kind::File {
+                sum.bytes_removed += ai.size;
+            }
+            sum.removed += 1;
+            let mut c = change(shown(p), ChangeKind::Removed, ai, None, Vec::new());
+            (c.size, c.old_size) = (0, ai.size);
+            changes.push(c);
+            continue;
+        }
+        let (p, bi) = &b_entries[j];
+        j += 1;
+        if order == std::cmp::Ordering::Greater {
             if bi.kind == Kind::File {
                 sum.bytes_added += bi.size;
             }
             sum.added += 1;
             changes.push(change(shown(p), ChangeKind::Added, bi, None, Vec::new()));
             continue;
-        };
-        let ao = a.entries[ai].1.clone();
+        }
+        let ao = &a_entries[i].1;
+        i += 1;
         if ao.id == bi.id {
             sum.unchanged_linked += 1;
             continue;
@@ -320,18 +381,18 @@ pub fn diff(host: &HostDir, old: &Snapshot, new: &Snapshot, path: &Path) -> Resu
             if ao.kind == Kind::File {
                 sum.bytes_removed += ao.size;
             }
-            changes.push(change(shown(p), ChangeKind::Type, bi, Some(&ao), Vec::new()));
+            changes.push(change(shown(p), ChangeKind::Type, bi, Some(ao), Vec::new()));
             continue;
         }
         let mut what = Vec::new();
         match bi.kind {
             Kind::File => {
                 let same = ao.size == bi.size && {
-                    let ha = match a.hash_of(p, &rel) {
+                    let ha = match a.hash_of(p) {
                         Some(h) => Some(h),
                         None => hash_at(&mut a_dirs, p, &mut buf).inspect(|_| sum.files_hashed += 1),
                     };
-                    let hb = match b.hash_of(p, &rel) {
+                    let hb = match b.hash_of(p) {
                         Some(h) => Some(h),
                         None => hash_at(&mut b_dirs, p, &mut buf).inspect(|_| sum.files_hashed += 1),
                     };
@@ -364,22 +425,10 @@ pub fn diff(host: &HostDir, old: &Snapshot, new: &Snapshot, path: &Path) -> Resu
         if content {
             sum.modified += 1;
             sum.bytes_modified += if bi.kind == Kind::File { bi.size } else { 0 };
-            changes.push(change(shown(p), ChangeKind::Modified, bi, Some(&ao), what));
+            changes.push(change(shown(p), ChangeKind::Modified, bi, Some(ao), what));
         } else if !what.is_empty() {
             sum.metadata += 1;
-            changes.push(change(shown(p), ChangeKind::Metadata, bi, Some(&ao), what));
-        }
-    }
-    let b_index = std::mem::take(&mut b.index);
-    for (p, ai) in &a.entries {
-        if !b_index.contains_key(p) {
-            if ai.kind == Kind::File {
-                sum.bytes_removed += ai.size;
-            }
-            sum.removed += 1;
-            let mut c = change(shown(p), ChangeKind::Removed, ai, None, Vec::new());
-            (c.size, c.old_size) = (0, ai.size);
-            changes.push(c);
+            changes.push(change(shown(p), ChangeKind::Metadata, bi, Some(ao), what));
         }
     }
     changes
@@ -431,4 +480,32 @@ fn xattrs_at(dirs: &mut DirCache, rel: &[u8]) -> Option<fsops::Xattrs> {
     let mut x = fsops::read_xattrs_at(dir, &name).ok()?;
     x.sort();
     Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::manifest::ManifestWriter;
+
+    #[test]
+    fn the_manifest_scan_finds_keys_in_walk_order_escaped_ones_too() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("m");
+        let mut w = ManifestWriter::create(&path).unwrap();
+        let h = |b: u8| [b; 32];
+        w.add(b"a", b"we\nird", &h(2)).unwrap();
+        w.add(b"a", b"x", &h(1)).unwrap();
+        w.add(b"a/b", b"y", &h(3)).unwrap();
+        w.add(b"a-c", b"z", &h(4)).unwrap();
+        w.finish().unwrap();
+        let mut scan = Scan { data: std::fs::read(&path).unwrap(), pos: 0 };
+        assert_eq!(scan.find(b"a", b"missing"), None);
+        assert_eq!(scan.find(b"a", b"we\nird"), Some(h(2)));
+        assert_eq!(scan.find(b"a", b"x"), Some(h(1)));
+        assert_eq!(scan.find(b"a/b", b"y"), Some(h(3)));
+        assert_eq!(scan.find(b"a-c", b"z"), Some(h(4)));
+        assert_eq!(scan.find(b"zzz", b"z"), None);
+        let mut empty = Scan { data: Vec::new(), pos: 0 };
+        assert_eq!(empty.find(b"a", b"x"), None);
+    }
 }
