@@ -511,3 +511,30 @@ fn now_dry_run_predicts_the_run_and_writes_nothing() {
     assert_eq!(planned, done);
     assert!(planned.contains(&(s(&src.join("gone")), "removed".into())), "{planned:?}");
 }
+
+#[test]
+fn bad_arguments_change_nothing_and_exit_2() {
+    let env = Env::new();
+    write(&env.src.join("f"), "x");
+    env.snapshot_ok("2025-08-01T02:00:00+02:00", &[]);
+    let before = tree(&env.host_dir());
+    for args in [
+        &["pin", "latest", "--until", "next week"][..],
+        &["pin", "latest", "--note", "two\nlines"],
+        &["diff", "/a", "/b"],
+        &["diff", "a", "b", "c"],
+        &["versions", "relative/path"],
+        &["versions", "/a/../b"],
+        &["find", "+ include"],
+        &["find", "x", "--path", "/x"],
+        &["now", "--dry-run", "--pin"],
+    ] {
+        let o = env.run(args[0], &args[1..]);
+        assert_eq!(code(&o), 2, "{args:?}: {}", show(&o));
+    }
+    assert_eq!(tree(&env.host_dir()), before, "nothing was written");
+    // One snapshot is not enough for a diff of the two newest: said, exit 1.
+    let o = env.run("diff", &[]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs two snapshots"), "{}", show(&o));
+}
