@@ -331,6 +331,14 @@ fn a_pinned_snapshot_survives_two_years_of_retention() {
     env.snapshot_ok("2023-01-10T02:00:00+01:00", &[]);
     env.snapshot_ok("2023-01-10T10:00:00+01:00", &["--pin", "--note", "before nixos-rebuild switch"]);
     env.snapshot_ok("2023-01-10T14:00:00+01:00", &[]);
+    let o = env.run("diff", &[]);
+    let head = String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string();
+    assert_eq!(
+        head,
+        "daily/2023-01-10_10-00-00 (pinned: before nixos-rebuild switch) → daily/2023-01-10_14-00-00",
+        "{}",
+        show(&o)
+    );
     // The 14:00 one, pinned by name until spring (a bare name, as everywhere).
     pin(&env, &["2023-01-10_14-00-00", "--until", "2023-04-01", "--note", "until spring"]);
     env.snapshot_ok("2023-01-10T15:00:00+01:00", &[]);
