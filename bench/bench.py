@@ -289,6 +289,9 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
         ("offsite copy, no change", "offsite-nochange/hwc", "`restic backup` of the live tree with its parent", "offsite-nochange/restic", 1.10, "≤ 1.10"),
         ("offsite copy, 1% changed", "offsite-change/hwc", "`restic backup` of the live tree with its parent", "offsite-change/restic", 1.10, "≤ 1.10"),
+        ("`diff` of two snapshots, 1% changed", "history/diff", "`rsync -aHn --delete` between them", "history/rsync", 0.50, "≤ 0.50"),
+        (f"`du` of {many} snapshots", "history/du", "`du -sh` of the host directory", "history/dush", 1.00, "≤ 1.00"),
+        (f"`find` of one name in {many} snapshots", "history/find", "`find -name` over the host directory", "history/findname", 1.00, "≤ 1.00"),
     ]
     lines = []
     mode = facts.get("cache", "warm")

@@ -15,6 +15,7 @@ mod dumps;
 mod exclude_by;
 mod excludes;
 mod health;
+mod history;
 mod hooks;
 mod hostile_layout;
 mod metrics;

@@ -60,6 +60,18 @@ pub enum Command {
     Pull(PullArgs),
     /// Serve a pull on stdin/stdout (run by the server through ssh; see `pull`).
     Agent(AgentArgs),
+    /// What changed between two snapshots (default: the two newest), below PATH if given.
+    Diff(DiffArgs),
+    /// Which snapshots hold paths matching a pattern (rsync's exclude rules), or one path.
+    Find(FindArgs),
+    /// The distinct versions of one path across the snapshots.
+    Versions(VersionsArgs),
+    /// Bytes per snapshot: only there, shared, and what deleting it would free.
+    Du(DuArgs),
+    /// Keep a snapshot from being pruned (until a date, with a note).
+    Pin(PinArgs),
+    /// Remove a snapshot's pin.
+    Unpin(UnpinArgs),
     /// Work with plan files.
     Config {
         /// What to do with the plan.
@@ -119,6 +131,15 @@ pub struct NowArgs {
     /// (e.g. 20h): exit 0, record nothing, notify nobody (the run-on-mount unit).
     #[arg(long, value_name = "DURATION")]
     pub min_interval: Option<String>,
+    /// Say what a run would copy, link and exclude and the bytes it needs; write nothing.
+    #[arg(long, conflicts_with_all = ["pin", "no_prune", "local_only"])]
+    pub dry_run: bool,
+    /// Pin the new snapshot: it is never pruned (see `pin`).
+    #[arg(long)]
+    pub pin: bool,
+    /// The pin's note (with --pin).
+    #[arg(long, value_name = "TEXT", requires = "pin")]
+    pub note: Option<String>,
     /// Print the run report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -440,4 +461,90 @@ pub struct AgentArgs {
     /// A JSON file `{"allow": [...], "excludePatterns": [...]}`, added to the arguments.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// `[OLD] [NEW] [PATH]`: snapshots (`latest`, `daily/NAME`, a bare name or an unambiguous
+    /// part of one; default the two newest, or OLD against the newest) and an absolute PATH
+    /// (an argument starting with `/`) to compare only below it.
+    #[arg(value_name = "ARG", num_args = 0..=3)]
+    pub args: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `find`.
+#[derive(Args, Debug)]
+pub struct FindArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// Patterns as for excludes (`*.conf`, `.ssh/`, `/etc/nixos/**`).
+    #[arg(value_name = "PATTERN", required_unless_present = "path")]
+    pub patterns: Vec<String>,
+    /// One absolute path instead of patterns (looked up, not searched: fast).
+    #[arg(long, value_name = "ABS", conflicts_with = "patterns")]
+    pub path: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `versions`.
+#[derive(Args, Debug)]
+pub struct VersionsArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// The path as it was on the host, e.g. /etc/nixos/configuration.nix.
+    pub path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `du`.
+#[derive(Args, Debug)]
+pub struct DuArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `pin`.
+#[derive(Args, Debug)]
+pub struct PinArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// `latest`, `daily/NAME`, a bare name or an unambiguous part of one.
+    pub snapshot: String,
+    /// Keep it only until this date (2025-03-01, local midnight) or time (RFC 3339).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+    /// Why it is pinned.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `unpin`.
+#[derive(Args, Debug)]
+pub struct UnpinArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// The snapshot.
+    pub snapshot: String,
 }

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose);
+    commands::VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     raise_open_file_limit();
     match commands::run(cli.command) {
         Ok(code) => code.into(),

@@ -36,6 +36,11 @@ pub struct RunOptions {
     pub allow_shrink: bool,
     /// Prune after the run (the plan's `retention.pruneAfterRun`, unless overridden).
     pub prune: bool,
+    /// Pin the new snapshot (`now --pin`): written into its `.hwc-backup/` before it is
+    /// published, so no prune can ever see it unpinned.
+    pub pin: Option<crate::store::history::pin::Pin>,
+    /// List what changed against the link base (`now -v`), in the report's `itemized`.
+    pub itemize: bool,
 }
 
 impl RunOptions {
@@ -51,6 +56,8 @@ impl RunOptions {
             threads: default_threads(),
             allow_shrink: false,
             prune: job.store.retention.prune_after_run,
+            pin: None,
+            itemize: false,
         }
     }
 }
@@ -102,6 +109,10 @@ pub struct RunReport {
     /// drive: [`crate::ops::state`]); absent when none was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<crate::ops::state::DestinationId>,
+    /// What changed against the snapshot it was linked to (`now -v`): computed after the
+    /// publish and before the prune, which may expire that snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub itemized: Option<crate::store::history::diff::Diff>,
 }
 
 impl RunReport {
@@ -123,6 +134,7 @@ impl RunReport {
             post_backup_output: None,
             transfer: None,
             destination: None,
+            itemized: None,
         }
     }
 }
@@ -274,6 +286,9 @@ fn run_inner(
         let target = Target { dest: &dest, host: &host, lock: &lock };
         build_and_publish(job, source, opts, started, &excludes, &target, progress, report)
     });
+    if published.is_ok() && opts.itemize {
+        report.itemized = itemize(&host, report.snapshot.as_deref());
+    }
     if published.is_ok() && opts.prune {
         let snapshots = host.list()?;
         let now = started.timestamp();
@@ -312,6 +327,20 @@ fn run_inner(
         tracing::warn!("emptying the trash: {e}");
     }
     published
+}
+
+/// The changes from the new snapshot's link base to it; `None` without a base (everything
+/// is new) or when either cannot be read (a listing is a nicety, never a reason to fail).
+fn itemize(host: &HostDir, published: Option<&str>) -> Option<crate::store::history::diff::Diff> {
+    let new = host.resolve(published?).ok()?;
+    let base = host.resolve(new.meta.link_base.as_deref()?).ok()?;
+    match crate::store::history::diff::diff(host, &base, &new, std::path::Path::new("/")) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!("listing the changes against {}: {e}", base.id());
+            None
+        }
+    }
 }
 
 /// What must happen before the sources are read: the pre-hook, then the database dumps
@@ -457,6 +486,11 @@ fn build_into(
         nixos_system: source.nixos_system(),
     };
     meta.write_to(&meta_handle)?;
+    if let Some(pin) = &opts.pin {
+        let mut text = serde_json::to_vec_pretty(pin).expect("a pin serializes");
+        text.push(b'\n');
+        meta_handle.write_atomic(&Name::fixed(crate::store::history::pin::PIN_FILE), &text)?;
+    }
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a
     // power cut can never leave a published snapshot with empty files.
     work_dir.sync_filesystem()?;

@@ -3,15 +3,20 @@
 mod agent;
 pub(crate) mod cloud;
 mod config;
+mod diff;
+mod du;
+mod find;
 mod health;
 mod notify_failure;
 mod now;
 mod offsite;
+mod pin;
 mod prune;
 mod pull;
 mod restore;
 pub(crate) mod status;
 mod verify;
+mod versions;
 
 use std::io::Write;
 
@@ -23,6 +28,9 @@ use crate::exit::Exit;
 
 pub(crate) use now::{create_dest, print_run};
 pub(crate) use offsite::print_offsite;
+
+/// `-v`/`-vv` as given (0 without), for the commands that print more with it.
+pub(crate) static VERBOSE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// Runs a subcommand.
 pub fn run(cmd: Command) -> Result<Exit> {
@@ -41,6 +49,12 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::NotifyFailure(a) => notify_failure::notify_failure(a),
         Command::Pull(a) => pull::pull(a),
         Command::Agent(a) => agent::agent(a),
+        Command::Diff(a) => diff::diff_cmd(a),
+        Command::Find(a) => find::find_cmd(a),
+        Command::Versions(a) => versions::versions_cmd(a),
+        Command::Du(a) => du::du_cmd(a),
+        Command::Pin(a) => pin::pin_cmd(a),
+        Command::Unpin(a) => pin::unpin_cmd(a),
     }
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     // Like rsync, a one-off run creates its destination. Never when a mount point is
     // required, and never for a plan: there a missing directory means a missing drive.
     let sources_exist = job.sources.paths.iter().all(|s| s.symlink_metadata().is_ok());
-    if !job.store.destination.require_mount_point && sources_exist {
+    if !job.store.destination.require_mount_point && sources_exist && !a.dry_run {
         create_dest(dest)?;
     }
     Ok(job)
@@ -99,7 +99,17 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
                 .map_err(|e| hwc_backup_engine::Error::config("--min-interval", e))?,
         ),
     };
+    let pin = match a.pin {
+        true => {
+            let at = when.as_ref().map_or_else(jiff::Timestamp::now, |z| z.timestamp());
+            Some(hwc_backup_engine::store::history::pin::Pin::new(at, None, a.note.clone())?)
+        }
+        false => None,
+    };
     let job = job_for_now(&a)?;
+    if a.dry_run {
+        return dry_run(&job, a.json);
+    }
     if let Some(min) = min_interval {
         let at = when.as_ref().map_or_else(jiff::Timestamp::now, |z| z.timestamp());
         if let Some(reason) = run::too_recent(&job, min, at) {
@@ -115,6 +125,8 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     let mut opts = RunOptions::for_job(&job);
     opts.now = when;
     opts.allow_shrink = a.allow_shrink;
+    opts.pin = pin;
+    opts.itemize = super::VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0;
     opts.prune = opts.prune && !a.no_prune;
     if let Some(t) = a.threads {
         opts.threads = t;
@@ -126,7 +138,64 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     progress.finish();
     let how =
         crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
-    crate::ops::finish_run(&job, &report, &how)
+    let exit = crate::ops::finish_run(&job, &report, &how)?;
+    if let (Some(d), false) = (&report.itemized, a.json) {
+        print_itemized(d)?;
+    }
+    Ok(exit)
+}
+
+/// `now --dry-run`: what the run would do, writing nothing.
+fn dry_run(job: &Job, json: bool) -> Result<Exit> {
+    let d = hwc_backup_engine::store::history::dryrun::dry_run(job)?;
+    if json {
+        super::print_json(&d)?;
+        return Ok(Exit::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    if super::VERBOSE.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+        for c in &d.changes {
+            writeln!(out, "{} {}", c.change.mark(), super::diff::one_line(&c.path))?;
+        }
+    }
+    match &d.link_base {
+        Some(b) => writeln!(out, "dry run: nothing written; would link unchanged entries to {b}")?,
+        None => writeln!(out, "dry run: nothing written; the first snapshot: everything is copied")?,
+    }
+    writeln!(
+        out,
+        "  would copy {} files ({}) and {} symlinks, link {} ({}), create {} directories and {} special files; \
+         {} excluded, {} sockets skipped, {} paths of the last snapshot gone",
+        d.files_to_copy,
+        human_bytes(d.bytes_to_copy),
+        d.symlinks_to_copy,
+        d.linked,
+        human_bytes(d.bytes_linked),
+        d.directories,
+        d.specials,
+        d.excluded,
+        d.sockets_skipped,
+        d.gone
+    )?;
+    writeln!(out, "  needs about {} on the destination (plus directories and metadata)", human_bytes(d.bytes_to_copy))?;
+    Ok(Exit::Success)
+}
+
+/// `now -v`: one line per change against the snapshot the run linked to, as rsync's
+/// itemize (`+` new, `M` changed, `-` gone, `m` metadata only, `T` type changed).
+fn print_itemized(d: &hwc_backup_engine::store::history::diff::Diff) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "changes since {}:", d.from)?;
+    for c in &d.changes {
+        writeln!(out, "{} {}", c.change.mark(), super::diff::one_line(&c.path))?;
+    }
+    let s = &d.summary;
+    writeln!(
+        out,
+        "{} new, {} changed, {} gone, {} metadata only, {} type changes",
+        s.added, s.modified, s.removed, s.metadata, s.type_changed
+    )?;
+    Ok(())
 }
 
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {

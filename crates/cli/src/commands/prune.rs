@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
+use hwc_backup_engine::run::human_bytes;
 use hwc_backup_engine::store::layout::HostDir;
 use hwc_backup_engine::store::prune;
 
@@ -18,7 +19,11 @@ pub(crate) fn prune_cmd(a: PruneArgs) -> Result<Exit> {
     let max_age = &t.store.health.max_age;
     let host: &HostDir = &t.host;
     let decision = if a.dry_run {
-        prune::plan(&host.list()?, &policy, now, max_age)
+        let snapshots = host.list()?;
+        let mut d = prune::plan(&snapshots, &policy, now, max_age);
+        // What each removal would free, and all of them together (a walk of every snapshot).
+        hwc_backup_engine::store::history::du::annotate_prune(host, &snapshots, &mut d)?;
+        d
     } else {
         let lock = hwc_backup_engine::store::lock::HostLock::acquire(host, "prune")?;
         let d = prune::plan(&host.list()?, &policy, now, max_age);
@@ -39,7 +44,17 @@ pub(crate) fn prune_cmd(a: PruneArgs) -> Result<Exit> {
                 (true, _) => "keep".to_string(),
                 (false, _) => "remove".to_string(),
             };
-            writeln!(out, "{:<32} {:<16} {}", i.id, action, i.reasons.join(", "))?;
+            let frees = i.frees_bytes.map(|b| format!("frees {}  ", human_bytes(b))).unwrap_or_default();
+            writeln!(out, "{:<32} {:<16} {frees}{}", i.id, action, i.reasons.join(", "))?;
+        }
+        if let Some(total) = decision.frees_bytes {
+            writeln!(
+                out,
+                "would remove {} of {} snapshots, freeing {} in all",
+                decision.removals(),
+                decision.items.len(),
+                human_bytes(total)
+            )?;
         }
         if let Some(r) = &decision.refused {
             writeln!(out, "prune refused: {r}")?;

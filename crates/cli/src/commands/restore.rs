@@ -22,9 +22,10 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
         } else {
             let mut out = std::io::stdout().lock();
             for s in snapshots.iter().rev() {
+                let pin = s.pin.describe().map(|p| format!("  [{p}]")).unwrap_or_default();
                 writeln!(
                     out,
-                    "{}  {}  {}",
+                    "{}  {}  {}{pin}",
                     s.id(),
                     s.meta.started_local().strftime("%Y-%m-%d %H:%M:%S %:z"),
                     s.meta.state.as_str()

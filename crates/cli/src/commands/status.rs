@@ -56,9 +56,10 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
         }
         writeln!(out, "{} ({}):", tier.as_str(), of_tier.len())?;
         for s in of_tier.iter().rev() {
+            let pin = s.pin.describe().map(|p| format!("  [{p}]")).unwrap_or_default();
             writeln!(
                 out,
-                "  {}  {:<7}  {} new, {} files",
+                "  {}  {:<7}  {} new, {} files{pin}",
                 s.name,
                 s.meta.state.as_str(),
                 human_bytes(s.meta.counts.bytes_copied),
@@ -152,5 +153,6 @@ pub(crate) fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "startedAt": s.meta.started_at, "utcOffset": s.meta.started_local().offset().to_string(),
         "bytesCopied": s.meta.counts.bytes_copied, "bytesLinked": s.meta.counts.bytes_linked,
         "files": s.meta.counts.files, "warnings": s.meta.counts.warnings,
+        "pin": s.pin.pin(), "pinned": s.pin.describe(),
     })
 }

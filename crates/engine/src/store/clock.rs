@@ -97,7 +97,13 @@ mod tests {
             warnings: vec![],
             nixos_system: None,
         };
-        Snapshot { tier: Tier::Daily, name: name.into(), path: format!("/d/h/daily/{name}").into(), meta }
+        Snapshot {
+            tier: Tier::Daily,
+            name: name.into(),
+            path: format!("/d/h/daily/{name}").into(),
+            meta,
+            pin: crate::store::history::pin::PinState::None,
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   daily/2025-01-16_02-00-00/      a complete tree of every source, by absolute path
 //!     .hwc-backup/meta.json         the snapshot's metadata (see `meta`)
 //!     .hwc-backup/manifest.b3       a BLAKE3 hash of every regular file (b3sum format)
+//!     .hwc-backup/pin.json          when pinned: never pruned (see `history::pin`)
 //!   weekly/…  monthly/…  (hourly/ and yearly/ when those rules are used)
 //!   latest -> daily/2025-01-16_02-00-00
 //!   .incomplete/<name>/             work in progress; never visible under a tier
@@ -23,6 +24,7 @@ use jiff::{Timestamp, Zoned};
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
+use crate::store::history::pin::PinState;
 use crate::store::lock::HostLock;
 use crate::store::meta::{SnapshotMeta, META_DIR, META_FILE};
 use crate::store::retention::Tier;
@@ -68,6 +70,8 @@ pub struct Snapshot {
     pub path: PathBuf,
     /// Its metadata.
     pub meta: SnapshotMeta,
+    /// Its pin (`.hwc-backup/pin.json`), if any.
+    pub pin: PinState,
 }
 
 impl Snapshot {
@@ -179,7 +183,7 @@ impl HostDir {
                 // A directory without readable metadata is not a complete snapshot; listing
                 // skips it rather than failing, so one damaged snapshot cannot hide the rest.
                 match read_meta(&dir, &entry.name) {
-                    Ok(meta) => all.push(Snapshot { tier, name, path, meta }),
+                    Ok((meta, pin)) => all.push(Snapshot { tier, name, path, meta, pin }),
                     Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
                 }
             }
@@ -214,8 +218,9 @@ impl HostDir {
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one match")),
             0 => Err(not_found(format!(
-                "no such snapshot under {} (see `hwc-backup restore --list`)",
-                self.root.display()
+                "no such snapshot under {}{} (see `hwc-backup restore --list`)",
+                self.root.display(),
+                nearest(&self.list()?, name)
             ))),
             n => Err(not_found(format!(
                 "is ambiguous: {n} snapshots match ({}…); give the full name",
@@ -307,6 +312,27 @@ impl HostDir {
     }
 }
 
+/// For a name that looks like a date or time but matches no snapshot: the nearest snapshots
+/// before and after it (names sort as their times), e.g. `; nearest: daily/2025-01-14_02-00-00
+/// (before), daily/2025-01-16_02-00-00 (after)`. Empty for anything else.
+fn nearest(all: &[Snapshot], name: &str) -> String {
+    let bare = name.rsplit('/').next().unwrap_or(name);
+    let datelike = bare.len() >= 4 && bare.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    if !datelike || all.is_empty() {
+        return String::new();
+    }
+    let before = all.iter().filter(|s| s.name.as_str() < bare).max_by(|a, b| a.name.cmp(&b.name));
+    let after = all.iter().filter(|s| s.name.as_str() > bare).min_by(|a, b| a.name.cmp(&b.name));
+    let mut parts = Vec::new();
+    if let Some(b) = before {
+        parts.push(format!("{} (before)", b.id()));
+    }
+    if let Some(a) = after {
+        parts.push(format!("{} (after)", a.id()));
+    }
+    format!("; nearest: {}", parts.join(", "))
+}
+
 /// A snapshot name as a [`Name`] (it comes from a directory listing or a user).
 pub fn name_of(name: &str) -> Result<Name> {
     Name::new(name).map_err(|e| Error::Snapshot { name: name.to_string(), message: e.to_string() })
@@ -318,15 +344,17 @@ fn split(root: &Path) -> Result<(&Path, Name)> {
         .ok_or_else(|| Error::config("destination", format!("{} does not name a host directory", root.display())))
 }
 
-/// Reads `NAME/.hwc-backup/meta.json` below a tier, never through a symlink.
-fn read_meta(tier: &Dir, name: &Name) -> Result<SnapshotMeta> {
-    let meta_dir = tier.open_dir(name)?.open_dir(&Name::fixed(META_DIR))?;
+/// Reads `NAME/.hwc-backup/meta.json` and its pin below a tier, never through a symlink.
+fn read_meta(tier: &Dir, name: &Name) -> Result<(SnapshotMeta, PinState)> {
+    let snap = tier.open_dir(name)?;
+    let meta_dir = snap.open_dir(&Name::fixed(META_DIR))?;
     let file = Name::fixed(META_FILE);
     let path = meta_dir.child_path(&file);
     let text = meta_dir
         .read_file(&file, META_LIMIT)?
         .ok_or_else(|| Error::io("read", &path, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
-    SnapshotMeta::from_json(&text, path)
+    let meta = SnapshotMeta::from_json(&text, path)?;
+    Ok((meta, crate::store::history::pin::read_in(&snap)))
 }
 
 /// The directory name for a snapshot started at `when`.

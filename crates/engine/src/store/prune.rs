@@ -35,6 +35,13 @@ pub struct PruneItem {
     pub tier: Option<Tier>,
     /// Why it is kept (restic's words), empty when removed.
     pub reasons: Vec<String>,
+    /// Its pin, when one holds it (`pinned until …: note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// What removing it alone frees on disk (bytes of the blocks of the inodes no other
+    /// snapshot holds), when computed (`prune --dry-run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frees_bytes: Option<u64>,
 }
 
 /// The decision for a whole host directory.
@@ -45,6 +52,9 @@ pub struct PrunePlan {
     pub items: Vec<PruneItem>,
     /// Set when pruning was refused; then nothing is removed or moved.
     pub refused: Option<String>,
+    /// What all the removals together free on disk, when computed (`prune --dry-run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frees_bytes: Option<u64>,
 }
 
 impl PrunePlan {
@@ -72,6 +82,8 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: &s
             keep: false,
             tier: None,
             reasons: Vec::new(),
+            pinned: s.pin.describe(),
+            frees_bytes: None,
         })
         .collect();
     for kept in &decision.keep {
@@ -89,9 +101,22 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: &s
             item.reasons.push("newest complete snapshot".into());
         }
     }
+    // A pinned snapshot is never removed (until its pin's date); one that retention would
+    // remove stays in the tier it is in.
+    for (s, item) in snapshots.iter().zip(items.iter_mut()) {
+        if s.pin.holds(now) {
+            item.reasons.push(s.pin.describe().unwrap_or_else(|| "pinned".into()));
+            if !item.keep {
+                item.keep = true;
+                item.tier = Some(s.tier);
+            }
+        } else {
+            item.pinned = None;
+        }
+    }
     let refused = refuse_reason(snapshots, policy, now, max_age);
     items.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
-    PrunePlan { items, refused }
+    PrunePlan { items, refused, frees_bytes: None }
 }
 
 fn newest_index(snapshots: &[Snapshot]) -> Option<usize> {

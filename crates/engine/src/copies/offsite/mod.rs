@@ -546,6 +546,7 @@ fn restore_staged(
         name: name.clone(),
         path: root,
         meta: synthetic_meta(chosen, &name),
+        pin: crate::store::history::pin::PinState::None,
     };
     crate::store::restore::restore(&snapshot, host_path, target, opts)
 }
