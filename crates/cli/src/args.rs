@@ -170,9 +170,16 @@ pub struct VerifyArgs {
     pub target: Target,
     /// The snapshot (default `latest`).
     pub snapshot: Option<String>,
-    /// Verify every snapshot.
+    /// Verify every snapshot (each distinct file, by inode, is read once).
     #[arg(long, conflicts_with = "snapshot")]
     pub all: bool,
+    /// Verify these snapshots, comma-separated (each distinct file read once).
+    #[arg(long, value_name = "A,B…", value_delimiter = ',', conflicts_with_all = ["snapshot", "all"])]
+    pub snapshots: Vec<String>,
+    /// Check the next slice of N% of the distinct files of every snapshot; ⌈100/N⌉ calls
+    /// check each once (the cursor is kept per drive).
+    #[arg(long, value_name = "N%", value_parser = subset_percent, conflicts_with_all = ["snapshot", "all", "snapshots"])]
+    pub subset: Option<u32>,
     /// Also compare N random files of the latest snapshot with the live source.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub sample: usize,
@@ -326,4 +333,13 @@ pub struct AgentArgs {
     /// A JSON file `{"allow": [...], "excludePatterns": [...]}`, added to the arguments.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// `--subset N%` (the `%` is optional): 1 to 100.
+fn subset_percent(text: &str) -> std::result::Result<u32, String> {
+    let n = text.strip_suffix('%').unwrap_or(text);
+    match n.parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a percentage from 1% to 100%")),
+    }
 }

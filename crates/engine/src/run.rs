@@ -265,6 +265,8 @@ fn run_inner(
     let host_name = Name::new(job.host()).map_err(|e| Error::config("host", e.to_string()))?;
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
+    // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
+    crate::store::place::avoid(crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes());
     report.cleaned_up = clean_leftovers(&host, &lock)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest(&lock)?;

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
+use hwc_backup_engine::ops::state::{DestinationId, StateDir, VerifyCursor};
 use hwc_backup_engine::run::{self, human_bytes};
 use hwc_backup_engine::store::layout::{HostDir, Snapshot};
 use hwc_backup_engine::store::verify;
@@ -14,16 +15,32 @@ use crate::progress::Progress;
 
 pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
-    let snapshots: Vec<Snapshot> =
-        if a.all { t.host.list()? } else { vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?] };
+    let snapshots: Vec<Snapshot> = if a.all || a.subset.is_some() {
+        t.host.list()?
+    } else if !a.snapshots.is_empty() {
+        a.snapshots.iter().map(|n| t.host.resolve(n)).collect::<hwc_backup_engine::Result<_>>()?
+    } else {
+        vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?]
+    };
     let threads = a.threads.unwrap_or_else(run::default_threads);
+    // `--subset`: the slice after the one the last subset verify of this drive checked.
+    let cursor_scope = a.subset.map(|_| {
+        let dest = t.host.root().parent().unwrap_or(std::path::Path::new("/"));
+        StateDir::new(&t.state_dir, &t.host_name).destination(&DestinationId::of(dest))
+    });
+    let slice = a.subset.zip(cursor_scope.as_ref()).map(|(pct, scope)| {
+        let of = verify::Slice::count_for(pct);
+        verify::Slice { index: scope.verify_cursor().current(of), of }
+    });
+    let inodes = verify::Inodes::new();
+    let opts = verify::VerifyOptions { inodes: Some(&inodes), slice };
     let progress = Progress::new(!a.json);
     let latest = t.host.resolve("latest").ok().map(|s| s.path);
     let mut reports = Vec::new();
     let mut expired = Vec::new();
     for s in &snapshots {
         let sample = if Some(&s.path) == latest.as_ref() { a.sample } else { 0 };
-        match verify_where_it_is(&t.host, s, threads, sample, &|f, b| progress.hashed(f, b))? {
+        match verify_where_it_is(&t.host, s, threads, sample, opts, &|f, b| progress.hashed(f, b))? {
             Some(r) => reports.push(r),
             None => expired.push(s.id()),
         }
@@ -32,7 +49,16 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     for id in &expired {
         eprintln!("hwc-backup: note: {id} was expired by a concurrent prune while it was verified; not checked");
     }
+    verify::attribute_damage(&mut reports);
     crate::ops::after_verify(&t, &reports);
+    if let (Some(scope), Some(slice)) = (&cursor_scope, slice) {
+        if let Err(e) = scope.write_verify_cursor(&VerifyCursor::after(slice.index, slice.of)) {
+            eprintln!("hwc-backup: warning: the next slice of --subset was not recorded: {e}");
+        }
+        if !a.json {
+            println!("slice {} of {} of the distinct files checked", slice.index + 1, slice.of);
+        }
+    }
     let clean = reports.iter().all(verify::VerifyReport::is_clean);
     if a.json {
         print_json(&reports)?;
@@ -55,12 +81,13 @@ pub(crate) fn verify_where_it_is(
     s: &Snapshot,
     threads: usize,
     sample: usize,
+    opts: verify::VerifyOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Option<verify::VerifyReport>> {
     let mut s = s.clone();
     // A snapshot moves at most once per tier; more moves than tiers would be a loop.
     for _ in 0..=hwc_backup_engine::store::layout::TIERS.len() {
-        let result = verify::verify(host, &s, threads, sample, progress);
+        let result = verify::verify_with(host, &s, threads, sample, opts, progress);
         let now = host.list()?.into_iter().find(|now| now.name == s.name);
         if let Ok(mut report) = result.as_ref().cloned() {
             if report.is_clean() {
@@ -81,11 +108,12 @@ pub(crate) fn verify_where_it_is(
             None => return Ok(None),
         }
     }
-    Ok(Some(verify::verify(host, &s, threads, sample, progress)?))
+    Ok(Some(verify::verify_with(host, &s, threads, sample, opts, progress)?))
 }
 
 pub(crate) fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let none = Vec::new();
     for r in reports {
         let verdict = if r.is_clean() { "OK" } else { "DAMAGED" };
         writeln!(
@@ -95,8 +123,24 @@ pub(crate) fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
             r.files_checked,
             human_bytes(r.bytes_checked)
         )?;
+        if r.files_shared > 0 || r.files_skipped > 0 {
+            writeln!(
+                out,
+                "  {} files read ({}), {} shared with a snapshot checked before, {} outside this slice",
+                r.files_read,
+                human_bytes(r.bytes_read),
+                r.files_shared,
+                r.files_skipped
+            )?;
+        }
+        for d in &r.damage {
+            writeln!(out, "  changed: {} (inode {}, in {})", d.path, d.inode, d.snapshots.join(", "))?;
+        }
+        for p in &r.lost {
+            writeln!(out, "  lost (marked by repair): {}", p.display())?;
+        }
         for (what, list) in [
-            ("changed", &r.changed),
+            ("changed", if r.damage.is_empty() { &r.changed } else { &none }),
             ("missing", &r.missing),
             ("unexpected", &r.unexpected),
             ("differs from live source", &r.sample_mismatches),
