@@ -47,6 +47,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply the retention policy: keep, move between tiers, expire.
     Prune(PruneArgs),
+    /// Replace damaged files found by verify with a good copy, or mark them lost.
+    Repair(RepairArgs),
     /// Push the newest snapshot to the cloud remote with rclone.
     Cloud(CloudArgs),
     /// Check that the backups are recent, verified and copied; exit 1 when not.
@@ -186,6 +188,20 @@ pub struct VerifyArgs {
     /// Hashing threads, 1 to 256.
     #[arg(long, value_name = "N", value_parser = threads())]
     pub threads: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// Say what would be done without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -8,6 +8,7 @@ mod notify_failure;
 mod now;
 mod prune;
 mod pull;
+mod repair;
 mod restore;
 pub(crate) mod status;
 mod verify;
@@ -30,6 +31,7 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::Restore(a) => restore::restore_cmd(a),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Prune(a) => prune::prune_cmd(a),
+        Command::Repair(a) => repair::repair_cmd(a),
         Command::Config { command: ConfigCommand::Check { file } } => config::config_check(&file),
         Command::Cloud(a) => cloud::cloud(a),
         Command::Health(a) => health::health(a),

@@ -40,6 +40,16 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
     let snapshot = t.host.resolve(name)?;
     let opts = restore::RestoreOptions { force: a.force, dry_run: a.dry_run };
     let report = restore::restore(&snapshot, path, dest, opts)?;
+    // Files `repair` found no good copy of are restored as they are, damaged: say which.
+    for lost in hwc_backup_engine::store::repair::lost_files(&t.host, &snapshot) {
+        if lost.starts_with(path) {
+            eprintln!(
+                "hwc-backup: warning: {} is marked lost in {} (damaged, no good copy was found); its restored content is not what was backed up",
+                lost.display(),
+                snapshot.id()
+            );
+        }
+    }
     if a.json {
         print_json(&report)?;
     } else {

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod place;
 pub mod prune;
 pub mod record;
+pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod verify;
