@@ -16,6 +16,7 @@ mod excludes;
 mod health;
 mod hooks;
 mod hostile_layout;
+mod integrity;
 mod metrics;
 mod nix;
 mod notify;

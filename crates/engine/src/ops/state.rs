@@ -958,6 +958,51 @@ mod tests {
     }
 
     #[test]
+    fn damage_is_kept_until_a_full_verify_finds_it_clean_and_lost_is_not_counted_again() {
+        use crate::store::verify::{ChangedFile, VerifyReport};
+        let report = |snapshot: &str, changed: &[(&str, u64)], skipped: u64| VerifyReport {
+            snapshot: snapshot.into(),
+            files_skipped: skipped,
+            changed_files: changed
+                .iter()
+                .map(|(p, ino)| ChangedFile { path: PathBuf::from(p), inode: (1, *ino), expected: [7; 32] })
+                .collect(),
+            ..Default::default()
+        };
+        let mut d = DamageRecord::default();
+        d.merge_verify(&[report("daily/a", &[("/x", 5)], 0), report("daily/b", &[("/x", 5)], 0)], true);
+        assert_eq!(d.files.len(), 2);
+        assert_eq!(d.files[0].raw, "78");
+        // Found again: one record per place.
+        d.merge_verify(&[report("daily/a", &[("/x", 5)], 0)], true);
+        assert_eq!(d.files.len(), 2);
+        // A subset that does not see it keeps it; a full verify of `a` finding it clean drops
+        // `a`'s place only (also after `a` moved to another tier).
+        d.merge_verify(&[report("daily/a", &[], 3)], false);
+        assert_eq!(d.files.len(), 2);
+        d.merge_verify(&[report("weekly/a", &[], 0)], true);
+        assert_eq!(d.files.iter().map(|p| p.snapshot.as_str()).collect::<Vec<_>>(), ["daily/b"]);
+        assert_eq!(d.unrepaired(&["b".into()]).count(), 1);
+        assert_eq!(d.unrepaired(&["a".into()]).count(), 0, "a pruned snapshot's damage does not count");
+        // Once marked lost, found again is not new damage; its inode stays avoided.
+        d.lost = std::mem::take(&mut d.files);
+        d.merge_verify(&[report("daily/b", &[("/x", 5)], 0)], true);
+        assert!(d.files.is_empty());
+        assert_eq!(d.inodes().collect::<Vec<_>>(), [(1, 5)]);
+    }
+
+    #[test]
+    fn the_subset_cursor_cycles_and_restarts_when_the_count_changes() {
+        let c = VerifyCursor::default();
+        assert_eq!(c.current(4), 0);
+        let c = VerifyCursor::after(3, 4);
+        assert_eq!((c.next, c.current(4)), (0, 0));
+        let c = VerifyCursor::after(1, 4);
+        assert_eq!(c.current(4), 2);
+        assert_eq!(c.current(20), 0, "another subset size starts over");
+    }
+
+    #[test]
     fn mountinfo_escapes_are_read_back() {
         assert_eq!(unescape_mountinfo(r"/mnt/my\040drive\134x"), "/mnt/my drive\\x");
         assert_eq!(unescape_mountinfo(r"/a\b\0"), r"/a\b\0");

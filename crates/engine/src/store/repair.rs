@@ -148,17 +148,22 @@ pub fn repair(
                 }
                 serial += 1;
                 let results = replace(host, &by_name, &places, &raw, &expected, copy, serial, &mut buf);
-                let errors: Vec<String> =
-                    results.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
-                for (p, r) in places.iter().zip(&results) {
-                    if r.is_err() {
-                        record.files.push((*p).clone());
+                let (mut done, mut failed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+                for ((p, r), id) in places.iter().zip(&results).zip(&ids) {
+                    match r {
+                        Ok(()) => done.push(id.clone()),
+                        Err(e) => {
+                            record.files.push((*p).clone());
+                            failed.push(id.clone());
+                            errors.push(e.clone());
+                        }
                     }
                 }
-                if errors.is_empty() {
-                    report.repaired.push(file("source".into()));
-                } else {
-                    report.failed.push(file(errors.join("; ")));
+                if !done.is_empty() {
+                    report.repaired.push(RepairedFile { path: path.clone(), snapshots: done, note: "source".into() });
+                }
+                if !failed.is_empty() {
+                    report.failed.push(RepairedFile { path: path.clone(), snapshots: failed, note: errors.join("; ") });
                 }
             }
             Err(why) => {
@@ -231,11 +236,11 @@ fn replace(
     copy: GoodCopy,
     serial: u32,
     buf: &mut Vec<u8>,
-) -> Vec<Result<()>> {
+) -> Vec<std::result::Result<(), String>> {
     let opened: Vec<Result<Opened>> =
         places.iter().map(|p| open_place(host, by_name[p.snapshot_name()], p, raw)).collect();
     let Some(first) = opened.iter().find_map(|o| o.as_ref().ok()) else {
-        return opened.into_iter().map(|o| o.map(|_| ())).collect();
+        return opened.into_iter().map(|o| o.map(|_| ()).map_err(|e| e.to_string())).collect();
     };
     let tmp = Name::new(format!(".hwc-repair-{}-{serial}", std::process::id())).expect("a plain name");
     let GoodCopy::Source(mut src) = copy;
@@ -265,10 +270,7 @@ fn replace(
     if let Err(e) = written {
         let _ = first.dir.remove_file(&tmp);
         let message = e.to_string();
-        return opened
-            .into_iter()
-            .map(|o| o.and_then(|o| Err(Error::Unsafe { path: o.dir.child_path(&o.name), message: message.clone() })))
-            .collect();
+        return opened.into_iter().map(|o| Err(o.err().map_or(message.clone(), |e| e.to_string()))).collect();
     }
     let put = |o: &Opened| -> Result<()> {
         if !std::ptr::eq(o, first) {
@@ -288,16 +290,16 @@ fn replace(
         o.dir.sync()
     };
     // The first place last: its temporary file is the source of every link.
-    let mut results: Vec<Result<()>> = opened
+    let mut results: Vec<std::result::Result<(), String>> = opened
         .iter()
         .map(|o| match o {
             Ok(o) if std::ptr::eq(o, first) => Ok(()),
-            Ok(o) => put(o),
-            Err(e) => Err(Error::Unsafe { path: PathBuf::from(&places[0].path), message: e.to_string() }),
+            Ok(o) => put(o).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         })
         .collect();
     let i = opened.iter().position(|o| o.as_ref().is_ok_and(|o| std::ptr::eq(o, first))).expect("first is opened");
-    results[i] = put(first);
+    results[i] = put(first).map_err(|e| e.to_string());
     if results[i].is_err() {
         let _ = first.dir.remove_file(&tmp);
     }

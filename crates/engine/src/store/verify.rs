@@ -579,6 +579,32 @@ mod tests {
     }
 
     #[test]
+    fn slices_partition_the_inodes() {
+        for percent in [1, 5, 25, 30, 50, 100] {
+            let of = Slice::count_for(percent);
+            assert_eq!(of, 100u32.div_ceil(percent));
+            let mut per_slice = vec![0u32; of as usize];
+            for ino in 0..2000u64 {
+                let holders: Vec<u32> = (0..of).filter(|&index| Slice { index, of }.holds((42, ino))).collect();
+                assert_eq!(holders.len(), 1, "inode {ino} of {of} slices: {holders:?}");
+                per_slice[holders[0] as usize] += 1;
+            }
+            // A hash spreads them: no slice is empty for a few thousand inodes.
+            assert!(of > 100 || per_slice.iter().all(|&n| n > 0), "{percent}%: {per_slice:?}");
+        }
+        assert_eq!(bucket((1, 2)), bucket((1, 2)));
+        assert_ne!(bucket((1, 2)), bucket((2, 1)));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex_encode(b"a/\xff"), "612fff");
+        assert_eq!(hex_decode("612fff").unwrap(), b"a/\xff");
+        assert_eq!(hex_decode("6"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
+
+    #[test]
     fn verifies_a_tree_thirty_thousand_levels_deep() {
         // On a tmpfs where there is one: 30 000 mkdir and rmdir cost seconds on a disk.
         let t = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
