@@ -814,6 +814,18 @@ in
         example = 100;
         description = "Also compare this many randomly chosen files with the live sources (`--sample`).";
       };
+
+      subset = lib.mkOption {
+        type = lib.types.nullOr (lib.types.ints.between 1 100);
+        default = null;
+        example = 5;
+        description = ''
+          Percentage of the files of *every* snapshot each run of `backup-verify.timer` checks
+          (`verify --subset N%`): each run hashes the next slice of the distinct files (by
+          inode, so a file shared by many snapshots is read once), and ⌈100/N⌉ runs check
+          everything once. `null`: each run verifies the latest snapshot in full.
+        '';
+      };
     };
 
     metrics.textfileDir = lib.mkOption {

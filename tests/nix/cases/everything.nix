@@ -66,6 +66,7 @@
       enable = true;
       schedule = "Sun *-*-01..07 05:00";
       sample = 50;
+      subset = 5;
     };
     metrics.textfileDir = "/var/lib/node-exporter";
     databases = {
