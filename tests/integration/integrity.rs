@@ -290,3 +290,30 @@ fn repair_refuses_while_another_run_holds_the_lock() {
     assert!(o.status.success(), "{}", show(&o));
     assert!(health_verify(&env).0);
 }
+
+#[test]
+fn marking_lost_never_writes_through_a_symlink_planted_as_the_list() {
+    let env = Env::new();
+    let (ids, rel) = two_damaged_snapshots(&env);
+    // The source changed since: no good copy, so repair would mark the file lost.
+    write(&env.src.join(&rel), "changed since\n");
+    let victim = env.dir.path().join("victim.json");
+    write(&victim, "victim\n");
+    let list = env.host_dir().join(&ids[1]).join(".hwc-backup/lost.json");
+    std::os::unix::fs::symlink(&victim, &list).unwrap();
+    let o = env.run("repair", &["--json"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let r = json(&o);
+    assert!(r["failed"][0]["note"].as_str().unwrap().contains("lost.json"), "{r}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    assert!(std::fs::symlink_metadata(&list).unwrap().file_type().is_symlink(), "the planted link is left alone");
+    // The other snapshot's list was written, and its place is no longer unrepaired damage.
+    let other = std::fs::read_to_string(env.host_dir().join(&ids[0]).join(".hwc-backup/lost.json")).unwrap();
+    assert!(other.contains("d/f"), "{other}");
+    assert!(!health_verify(&env).0);
+    let damage = sh(&format!("cat {}/{HOST}/destinations/*/damage.json", s(&env.state)));
+    let damage: Value = serde_json::from_str(&damage).unwrap();
+    let open: Vec<&str> = damage["files"].as_array().unwrap().iter().map(|p| p["snapshot"].as_str().unwrap()).collect();
+    assert_eq!(open, [ids[1].as_str()], "{damage}");
+    assert_eq!(damage["lost"][0]["snapshot"], ids[0], "{damage}");
+}

@@ -169,7 +169,10 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
     };
     let existing: Vec<String> = listed.as_ref().map(|l| l.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
     let damage = records.records.damage();
-    push("verify", whose(check_damage(&damage, &existing).and_then(|()| check_verify(store, records.verify(), now))));
+    push(
+        "verify",
+        whose(check_verify(store, records.verify(), now).and_then(|ok| check_damage(&damage, &existing).map(|()| ok))),
+    );
     if let Some(cloud) = cloud.filter(|c| c.enable) {
         push("cloud", whose(check_cloud(cloud, records.cloud(), now)));
     }

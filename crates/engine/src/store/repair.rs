@@ -27,7 +27,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
@@ -81,18 +81,27 @@ fn good_copy(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Res
     let live = Path::new("/").join(OsStr::from_bytes(raw));
     // The live system may reach a source through a symlink (`/home -> /data/home`), so the
     // path is opened as any program would; what counts is the content, checked by its hash.
-    let f = match std::fs::File::open(&live) {
-        Ok(f) => f,
+    // Non-blocking, so a FIFO put there cannot hang the repair; only a regular file counts.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let f: std::fs::File = match rustix::fs::open(&live, flags, Mode::empty()) {
+        Ok(fd) => fd.into(),
         Err(e) => {
+            let e = std::io::Error::from(e);
             return Err(format!(
                 "the source {} cannot be read ({e}), and no offsite copy is configured",
                 live.display()
-            ))
+            ));
         }
     };
     let regular = f.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        return Err(format!(
+            "the source {} is not a regular file now, and no offsite copy is configured",
+            live.display()
+        ));
+    }
     match fsops::hash_file(&f, buf) {
-        Ok(h) if regular && &h == expected => Ok(GoodCopy::Source(f)),
+        Ok(h) if &h == expected => Ok(GoodCopy::Source(f)),
         Ok(_) => Err(format!(
             "the source {} has changed since the snapshot, and no offsite copy is configured",
             live.display()
