@@ -494,6 +494,19 @@ in
         description = "Refuse to start a snapshot with less than this many GiB free on the destination.";
       };
 
+      makeRoom = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Instead of refusing a run that would not leave {option}`local.minSpaceGB` free, first
+          remove the oldest snapshots, one at a time, until it does (Time Machine's thinning).
+          Never the newest, never below {option}`health.minBackups` snapshots; each removal is
+          logged with its reason. `hwc-backup prune --dry-run --make-room` shows what it would
+          remove.
+        '';
+      };
+
       sources = lib.mkOption {
         type = lib.types.listOf lib.types.str;
         default = [

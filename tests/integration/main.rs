@@ -17,6 +17,7 @@ mod health;
 mod hooks;
 mod hostile_layout;
 mod integrity;
+mod make_room;
 mod metrics;
 mod nix;
 mod notify;

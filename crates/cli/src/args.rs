@@ -219,6 +219,10 @@ pub struct PruneArgs {
     /// Decide as if the time were this (RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
+    /// Then remove the oldest snapshots until the destination has its minFreeBytes free, as
+    /// `local.makeRoom` does before a run (with --dry-run: list them, oldest first).
+    #[arg(long)]
+    pub make_room: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -20,6 +20,7 @@
       keepYearly = 3;
       keepWithin = "1y6m";
       minSpaceGB = 0;
+      makeRoom = true;
       sources = [
         "/var/lib/postgresql-dumps"
         "/etc"

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod layout;
 pub mod lock;
+pub mod make_room;
 pub mod manifest;
 pub mod meta;
 pub mod place;
