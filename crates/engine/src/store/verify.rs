@@ -114,7 +114,8 @@ pub struct SharedDamage {
 }
 
 /// Hashes already taken during one verify of several snapshots, by `(device, inode)`
-/// (`None`: the inode could not be read).
+/// (`None`: the inode could not be read). Only files with more than one link are kept (one
+/// with a single link is in no other snapshot), so its memory is that of the shared files.
 #[derive(Debug, Default)]
 pub struct Inodes(Mutex<HashMap<(u64, u64), Option<Hash>>>);
 
@@ -383,11 +384,17 @@ fn check(
         if how.slice.is_some_and(|s| !s.holds(inode)) {
             return Ok((Seen::Skipped, inode));
         }
-        if let Some(known) = how.inodes.0.lock().expect("inode table poisoned").get(&inode) {
-            return Ok((Seen::Shared(*known, len), inode));
+        // Only a file with more than one link can be met again: the table holds those alone.
+        let shared = st.st_nlink > 1;
+        if shared {
+            if let Some(known) = how.inodes.0.lock().expect("inode table poisoned").get(&inode) {
+                return Ok((Seen::Shared(*known, len), inode));
+            }
         }
         let hash = crate::fs::fsops::hash_file(&f, buf).ok();
-        how.inodes.0.lock().expect("inode table poisoned").insert(inode, hash);
+        if shared {
+            how.inodes.0.lock().expect("inode table poisoned").insert(inode, hash);
+        }
         Ok((Seen::Read(hash, len), inode))
     });
     let mut r = report.lock().expect("verify report poisoned");
