@@ -540,6 +540,19 @@ in
         description = "Refuse to start a snapshot with less than this many GiB free on the destination.";
       };
 
+      makeRoom = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Instead of refusing a run that would not leave {option}`local.minSpaceGB` free, first
+          remove the oldest snapshots, one at a time, until it does (Time Machine's thinning).
+          Never the newest, never below {option}`health.minBackups` snapshots; each removal is
+          logged with its reason. `hwc-backup prune --dry-run --make-room` shows what it would
+          remove.
+        '';
+      };
+
       sources = lib.mkOption {
         type = lib.types.listOf lib.types.str;
         default = [
@@ -864,6 +877,18 @@ in
         default = 0;
         example = 100;
         description = "Also compare this many randomly chosen files with the live sources (`--sample`).";
+      };
+
+      subset = lib.mkOption {
+        type = lib.types.nullOr (lib.types.ints.between 1 100);
+        default = null;
+        example = 5;
+        description = ''
+          Percentage of the files of *every* snapshot each run of `backup-verify.timer` checks
+          (`verify --subset N%`): each run hashes the next slice of the distinct files (by
+          inode, so a file shared by many snapshots is read once), and ⌈100/N⌉ runs check
+          everything once. `null`: each run verifies the latest snapshot in full.
+        '';
       };
     };
 

@@ -52,6 +52,8 @@ with ctx;
       inherit (local) requireMountPoint;
       # GiB, as in the plan's example (10 -> 10737418240).
       minFreeBytes = local.minSpaceGB * 1073741824;
+    } // optionalAttrs (local.makeRoom or false) {
+      makeRoom = true;
     };
     inherit sources;
     inherit (local) excludePatterns oneFileSystem;

@@ -131,7 +131,8 @@ with ctx;
       };
       backup-verify = mkService {
         description = "hwc-backup: verify the latest snapshot";
-        args = [ "verify" ] ++ optional (cfg.verify.sample > 0) "--sample ${toString cfg.verify.sample}";
+        args = [ "verify" ] ++ optional (cfg.verify.sample > 0) "--sample ${toString cfg.verify.sample}"
+          ++ optional (cfg.verify.subset or null != null) "--subset ${toString cfg.verify.subset}%";
         writable = readers;
         onAC = true;
       };

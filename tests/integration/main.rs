@@ -18,6 +18,8 @@ mod health;
 mod history;
 mod hooks;
 mod hostile_layout;
+mod integrity;
+mod make_room;
 mod metrics;
 mod nix;
 mod notify;

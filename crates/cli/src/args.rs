@@ -48,6 +48,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Apply the retention policy: keep, move between tiers, expire.
     Prune(PruneArgs),
+    /// Replace damaged files found by verify with a good copy, or mark them lost.
+    Repair(RepairArgs),
     /// Push the newest snapshot to the cloud remote with rclone.
     Cloud(CloudArgs),
     /// Copy the newest snapshot to the offsite restic repositories (all, or those named).
@@ -291,9 +293,16 @@ pub struct VerifyArgs {
     pub target: Target,
     /// The snapshot (default `latest`).
     pub snapshot: Option<String>,
-    /// Verify every snapshot.
+    /// Verify every snapshot (each distinct file, by inode, is read once).
     #[arg(long, conflicts_with = "snapshot")]
     pub all: bool,
+    /// Verify these snapshots, comma-separated (each distinct file read once).
+    #[arg(long, value_name = "A,B…", value_delimiter = ',', conflicts_with_all = ["snapshot", "all"])]
+    pub snapshots: Vec<String>,
+    /// Check the next slice of N% of the distinct files of every snapshot; ⌈100/N⌉ calls
+    /// check each once (the cursor is kept per drive).
+    #[arg(long, value_name = "N%", value_parser = subset_percent, conflicts_with_all = ["snapshot", "all", "snapshots"])]
+    pub subset: Option<u32>,
     /// Also compare N random files of the latest snapshot with the live source.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub sample: usize,
@@ -316,6 +325,20 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+/// `repair`.
+#[derive(Args, Debug)]
+pub struct RepairArgs {
+    /// Target selection.
+    #[command(flatten)]
+    pub target: Target,
+    /// Say what would be done without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `prune`.
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -328,6 +351,10 @@ pub struct PruneArgs {
     /// Decide as if the time were this (RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,
+    /// Then remove the oldest snapshots until the destination has its minFreeBytes free, as
+    /// `local.makeRoom` does before a run (with --dry-run: list them, oldest first).
+    #[arg(long)]
+    pub make_room: bool,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -547,4 +574,13 @@ pub struct UnpinArgs {
     pub target: Target,
     /// The snapshot.
     pub snapshot: String,
+}
+
+/// `--subset N%` (the `%` is optional): 1 to 100.
+fn subset_percent(text: &str) -> std::result::Result<u32, String> {
+    let n = text.strip_suffix('%').unwrap_or(text);
+    match n.parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a percentage from 1% to 100%")),
+    }
 }

@@ -44,7 +44,7 @@ impl Store {
     pub fn ad_hoc(host: String, dest: PathBuf, state_dir: PathBuf) -> Store {
         Store {
             host,
-            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0 },
+            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0, make_room: false },
             retention: Retention::default(),
             health: Health::default(),
             state_dir,

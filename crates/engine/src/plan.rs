@@ -92,6 +92,10 @@ pub struct Destination {
     /// Refuse to run with less free space than this.
     #[serde(default)]
     pub min_free_bytes: u64,
+    /// Instead of refusing, remove the oldest snapshots until `min_free_bytes` are free
+    /// (`local.makeRoom`, see `store::make_room`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub make_room: bool,
 }
 
 /// A retention count: a number of periods, or every period.
@@ -972,7 +976,7 @@ impl Plan {
         Plan {
             version: PLAN_VERSION,
             host,
-            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0 },
+            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0, make_room: false },
             sources,
             exclude_patterns: excludes,
             exclude_caches: false,

@@ -96,6 +96,9 @@ pub struct RunReport {
     pub cleaned_up: Vec<String>,
     /// What pruning decided, when it ran.
     pub prune: Option<PrunePlan>,
+    /// Snapshots removed before the run to make room (`local.makeRoom`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub made_room: Vec<crate::store::make_room::Removal>,
     /// What the pre-hook and the database dumps printed, `(what, output)` in order; also
     /// written into the snapshot as `.hwc-backup/run.log`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -130,6 +133,7 @@ impl RunReport {
             warnings: Vec::new(),
             cleaned_up: Vec::new(),
             prune: None,
+            made_room: Vec::new(),
             run_log: Vec::new(),
             post_backup_output: None,
             transfer: None,
@@ -233,7 +237,8 @@ pub fn preflight_destination(destination: &Destination) -> Result<()> {
         )));
     }
     let free = crate::fs::fsutil::free_bytes(dest)?;
-    if free < destination.min_free_bytes {
+    // With makeRoom the run makes room itself, under the lock (`store::make_room`).
+    if free < destination.min_free_bytes && !destination.make_room {
         return Err(Error::Preflight(format!(
             "destination {} has {} free, less than the required {}",
             dest.display(),
@@ -277,6 +282,12 @@ fn run_inner(
     let host_name = Name::new(job.host()).map_err(|e| Error::config("host", e.to_string()))?;
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
+    if job.store.destination.make_room {
+        report.made_room =
+            crate::store::make_room::make_room(&host, &lock, &job.store.destination, job.store.health.min_backups)?;
+    }
+    // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
+    crate::store::place::avoid(crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes());
     report.cleaned_up = clean_leftovers(&host, &lock)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest(&lock)?;

@@ -20,6 +20,7 @@
       keepYearly = 3;
       keepWithin = "1y6m";
       minSpaceGB = 0;
+      makeRoom = true;
       sources = [
         "/var/lib/postgresql-dumps"
         "/etc"
@@ -66,6 +67,7 @@
       enable = true;
       schedule = "Sun *-*-01..07 05:00";
       sample = 50;
+      subset = 5;
     };
     metrics.textfileDir = "/var/lib/node-exporter";
     databases = {

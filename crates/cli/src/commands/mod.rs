@@ -13,6 +13,7 @@ mod offsite;
 mod pin;
 mod prune;
 mod pull;
+mod repair;
 mod restore;
 pub(crate) mod status;
 mod verify;
@@ -42,6 +43,7 @@ pub fn run(cmd: Command) -> Result<Exit> {
         Command::Verify(a) if a.offsite.is_some() || a.repo.repository.is_some() => offsite::verify_offsite(a),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Prune(a) => prune::prune_cmd(a),
+        Command::Repair(a) => repair::repair_cmd(a),
         Command::Config { command: ConfigCommand::Check { file } } => config::config_check(&file),
         Command::Cloud(a) => cloud::cloud(a),
         Command::Offsite(a) => offsite::offsite(a),

@@ -257,6 +257,9 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
             }
         }
     }
+    for m in &r.made_room {
+        writeln!(out, "made room: removed {} ({})", m.snapshot, m.reason)?;
+    }
     if let Some(p) = &r.prune {
         match &p.refused {
             Some(reason) => writeln!(out, "prune refused: {reason}")?,

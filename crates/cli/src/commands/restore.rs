@@ -59,6 +59,16 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
     };
     progress.finish();
     let reports = reports?;
+    // Files `repair` found no good copy of are restored as they are, damaged: say which.
+    for lost in hwc_backup_engine::store::repair::lost_files(&t.host, &snapshot) {
+        if paths.iter().any(|p| lost.starts_with(p)) {
+            eprintln!(
+                "hwc-backup: warning: {} is marked lost in {} (damaged, no good copy was found); its restored content is not what was backed up",
+                lost.display(),
+                snapshot.id()
+            );
+        }
+    }
     if a.json {
         match reports.as_slice() {
             [one] => print_json(one)?,

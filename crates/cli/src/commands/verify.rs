@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
+use hwc_backup_engine::ops::state::{DestinationId, StateDir, VerifyCursor};
 use hwc_backup_engine::run::{self, human_bytes};
 use hwc_backup_engine::store::layout::{HostDir, Snapshot};
 use hwc_backup_engine::store::verify;
@@ -14,9 +15,25 @@ use crate::progress::Progress;
 
 pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     let t = a.target.resolve()?;
-    let snapshots: Vec<Snapshot> =
-        if a.all { t.host.list()? } else { vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?] };
+    let snapshots: Vec<Snapshot> = if a.all || a.subset.is_some() {
+        t.host.list()?
+    } else if !a.snapshots.is_empty() {
+        a.snapshots.iter().map(|n| t.host.resolve(n)).collect::<hwc_backup_engine::Result<_>>()?
+    } else {
+        vec![t.host.resolve(a.snapshot.as_deref().unwrap_or("latest"))?]
+    };
     let threads = a.threads.unwrap_or_else(run::default_threads);
+    // `--subset`: the slice after the one the last subset verify of this drive checked.
+    let cursor_scope = a.subset.map(|_| {
+        let dest = t.host.root().parent().unwrap_or(std::path::Path::new("/"));
+        StateDir::new(&t.state_dir, &t.host_name).destination(&DestinationId::of(dest))
+    });
+    let slice = a.subset.zip(cursor_scope.as_ref()).map(|(pct, scope)| {
+        let of = verify::Slice::count_for(pct);
+        verify::Slice { index: scope.verify_cursor().current(of), of }
+    });
+    let inodes = verify::Inodes::new();
+    let opts = verify::VerifyOptions { inodes: Some(&inodes), slice };
     // A bar of the bytes the snapshots' metadata says they hold (copied and linked).
     let progress = Progress::bytes(!a.json);
     progress.total(snapshots.iter().map(|s| s.meta.counts.bytes_copied + s.meta.counts.bytes_linked).sum());
@@ -29,7 +46,7 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         let shown = |f: u64, b: u64| {
             progress.done(bytes_before + b, format!("{} files verified", files_before + f));
         };
-        match verify_where_it_is(&t.host, s, threads, sample, &shown)? {
+        match verify_where_it_is(&t.host, s, threads, sample, opts, &shown)? {
             Some(r) => {
                 files_before += r.files_checked;
                 bytes_before += r.bytes_checked;
@@ -42,7 +59,16 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     for id in &expired {
         eprintln!("hwc-backup: note: {id} was expired by a concurrent prune while it was verified; not checked");
     }
+    verify::attribute_damage(&mut reports);
     crate::ops::after_verify(&t, &reports);
+    if let (Some(scope), Some(slice)) = (&cursor_scope, slice) {
+        if let Err(e) = scope.write_verify_cursor(&VerifyCursor::after(slice.index, slice.of)) {
+            eprintln!("hwc-backup: warning: the next slice of --subset was not recorded: {e}");
+        }
+        if !a.json {
+            println!("slice {} of {} of the distinct files checked", slice.index + 1, slice.of);
+        }
+    }
     let clean = reports.iter().all(verify::VerifyReport::is_clean);
     if a.json {
         print_json(&reports)?;
@@ -65,12 +91,13 @@ pub(crate) fn verify_where_it_is(
     s: &Snapshot,
     threads: usize,
     sample: usize,
+    opts: verify::VerifyOptions,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<Option<verify::VerifyReport>> {
     let mut s = s.clone();
     // A snapshot moves at most once per tier; more moves than tiers would be a loop.
     for _ in 0..=hwc_backup_engine::store::layout::TIERS.len() {
-        let result = verify::verify(host, &s, threads, sample, progress);
+        let result = verify::verify_with(host, &s, threads, sample, opts, progress);
         let now = host.list()?.into_iter().find(|now| now.name == s.name);
         if let Ok(mut report) = result.as_ref().cloned() {
             if report.is_clean() {
@@ -91,11 +118,12 @@ pub(crate) fn verify_where_it_is(
             None => return Ok(None),
         }
     }
-    Ok(Some(verify::verify(host, &s, threads, sample, progress)?))
+    Ok(Some(verify::verify_with(host, &s, threads, sample, opts, progress)?))
 }
 
 pub(crate) fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let none = Vec::new();
     for r in reports {
         let verdict = if r.is_clean() { "OK" } else { "DAMAGED" };
         writeln!(
@@ -105,8 +133,24 @@ pub(crate) fn print_verify(reports: &[verify::VerifyReport]) -> Result<()> {
             r.files_checked,
             human_bytes(r.bytes_checked)
         )?;
+        if r.files_shared > 0 || r.files_skipped > 0 {
+            writeln!(
+                out,
+                "  {} files read ({}), {} shared with a snapshot checked before, {} outside this slice",
+                r.files_read,
+                human_bytes(r.bytes_read),
+                r.files_shared,
+                r.files_skipped
+            )?;
+        }
+        for d in &r.damage {
+            writeln!(out, "  changed: {} (inode {}, in {})", d.path, d.inode, d.snapshots.join(", "))?;
+        }
+        for p in &r.lost {
+            writeln!(out, "  lost (marked by repair): {}", p.display())?;
+        }
         for (what, list) in [
-            ("changed", &r.changed),
+            ("changed", if r.damage.is_empty() { &r.changed } else { &none }),
             ("missing", &r.missing),
             ("unexpected", &r.unexpected),
             ("differs from live source", &r.sample_mismatches),

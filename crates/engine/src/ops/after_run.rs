@@ -306,6 +306,17 @@ pub fn after_verify(
         return AfterVerifyReport { record: None, warnings: vec![format!("the verify result was not recorded: {e}")] };
     }
     let mut warnings = Vec::new();
+    // Damage is remembered per drive until `repair`: a later verify of other snapshots (or of
+    // another slice) must not make it look clean. A snapshot read in full (no file skipped)
+    // drops its records that it found clean.
+    let mut damage = scoped.damage();
+    let before = damage.clone();
+    damage.merge_verify(reports, reports.iter().all(|r| r.files_skipped == 0));
+    if damage != before {
+        if let Err(e) = scoped.write_damage(&damage) {
+            warnings.push(format!("the damage found was not recorded: {e}"));
+        }
+    }
     if let Some(job) = job {
         let mut steps = Steps::new(job, fx);
         steps.log(

@@ -8,7 +8,7 @@
 //! | `newestSnapshot` | the newest complete snapshot is younger than `health.maxAge`, and not dated more than five minutes in the future (see [`crate::store::clock`]) |
 //! | `snapshotCount` | there are at least `health.minBackups` complete snapshots |
 //! | `lastRun` | the last run on the drive mounted now (its `last-run.json`) did not fail; a run skipped because another held the lock is not a failure, and does not hide the outcome of the run before it |
-//! | `verify` | the last verify of the drive found nothing wrong (and, with `health.verifyMaxAge`, is that recent) |
+//! | `verify` | no damaged file found by any verify of the drive is still unrepaired (its damage record, whichever snapshots were verified since), the last verify found nothing wrong (or only damage `repair` has since fixed or marked lost) and, with `health.verifyMaxAge`, is that recent |
 //! | `cloud` | with `cloud.enable`: the last good push of a snapshot of the drive is younger than `cloud.maxAge` |
 //! | `offsite:<name>` | per offsite of this machine's job ([`check_job`]): the last good copy is younger than its `maxAge`, and its last `restic check` (if any) was clean |
 //!
@@ -168,7 +168,12 @@ pub fn check(store: &Store, cloud: Option<&Cloud>, now: Timestamp) -> HealthRepo
             r.map(|m| m + &note).map_err(|m| m + &note)
         }
     };
-    push("verify", whose(check_verify(store, records.verify(), now)));
+    let existing: Vec<String> = listed.as_ref().map(|l| l.iter().map(|s| s.name.clone()).collect()).unwrap_or_default();
+    let damage = records.records.damage();
+    push(
+        "verify",
+        whose(check_verify(store, records.verify(), now).and_then(|ok| check_damage(&damage, &existing).map(|()| ok))),
+    );
     if let Some(cloud) = cloud.filter(|c| c.enable) {
         push("cloud", whose(check_cloud(cloud, records.cloud(), now)));
     }
@@ -294,7 +299,7 @@ fn check_verify(store: &Store, rec: Option<VerifyRecord>, now: Timestamp) -> std
     let age = age(now, rec.finished_at);
     if !rec.is_clean() {
         return Err(format!(
-            "the last verify ({} ago) found {} problem(s) in {}; run `backup-verify --all` and restore damaged files from another snapshot",
+            "the last verify ({} ago) found {} problem(s) in {}; run `hwc-backup repair` for damaged files, `backup-verify --all` to check every snapshot",
             words(age),
             rec.errors,
             rec.damaged.join(", ")
@@ -310,6 +315,26 @@ fn check_verify(store: &Store, rec: Option<VerifyRecord>, now: Timestamp) -> std
         }
     }
     Ok(format!("the last verify ({} ago, {} files) was clean", words(age), rec.files_checked))
+}
+
+fn check_damage(damage: &crate::ops::state::DamageRecord, existing: &[String]) -> std::result::Result<(), String> {
+    let open: Vec<_> = damage.unrepaired(existing).collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let mut snapshots: Vec<&str> = open.iter().map(|p| p.snapshot.as_str()).collect();
+    snapshots.sort();
+    snapshots.dedup();
+    let mut files: Vec<&str> = open.iter().map(|p| p.path.as_str()).collect();
+    files.sort();
+    files.dedup();
+    Err(format!(
+        "{} damaged file(s) ({}) in {} snapshot(s) ({}) are not repaired; run `hwc-backup repair`",
+        files.len(),
+        files.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+        snapshots.len(),
+        snapshots.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+    ))
 }
 
 fn check_cloud(cloud: &Cloud, rec: Option<CloudRecord>, now: Timestamp) -> std::result::Result<String, String> {

@@ -129,8 +129,8 @@ pub fn render(job: &Job, now: Timestamp) -> String {
         m.gauge("verify_last_timestamp_seconds", "End of the last verify.", &[(&[], secs(v.finished_at))]);
         m.gauge(
             "verify_errors",
-            "Damaged, missing or unexpected files the last verify found.",
-            &[(&[], v.errors as f64)],
+            "Damaged, missing or unexpected files the last verify found, less those repaired since.",
+            &[(&[], v.errors.saturating_sub(v.repaired) as f64)],
         );
         m.gauge("verify_files_checked", "Files the last verify hashed.", &[(&[], v.files_checked as f64)]);
     }

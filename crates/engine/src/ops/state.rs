@@ -12,6 +12,8 @@
 //! | `last-verify.json` | [`VerifyRecord`]: the last verify of that drive | destination | health, metrics, `status` | [`StateDir::write_verify`], after every `verify` |
 //! | `cloud.json` | [`CloudRecord`]: the last push and the last good one | host (the job's, for `notify-failure`) and the destination the pushed snapshot came from | health, metrics, `status`, `notify-failure` | [`StateDir::write_cloud`] in every scope, after every push |
 //! | `destination.json` | [`SeenDestination`]: which drive the directory is for, and when it was last seen | destination | health, `status` (the last drive seen when none is mounted) | [`StateDir::scopes`] |
+//! | `damage.json` | [`DamageRecord`]: damaged files found by verify and not yet repaired, and those `repair` marked lost | destination | health, the link decision of the next run (`store::place`), `repair` | [`StateDir::write_damage`], after every `verify` and `repair` |
+//! | `verify-cursor.json` | [`VerifyCursor`]: the next slice of `verify --subset` | destination | `verify --subset` | [`StateDir::write_verify_cursor`] |
 //! | `health.json` | the last [`HealthReport`] | host | metrics, `notify-failure` | [`StateDir::write_health`], after every `health` |
 //! | `cloud-rclone.log` | rclone's own log of the last push | host | people | rclone ([`StateDir::rclone_log`]) |
 //! | `notifications.json` | [`Notified`]: the last notification per job (health's once-a-day rule) | host | `health` | [`StateDir::write_notified`] |
@@ -59,6 +61,10 @@ use crate::store::meta::{Counts, RunState};
 const LAST_RUN_FILE: &str = "last-run.json";
 /// The last verify's outcome.
 const VERIFY_FILE: &str = "last-verify.json";
+/// Damaged files found by verify, and those marked lost.
+const DAMAGE_FILE: &str = "damage.json";
+/// The next slice of `verify --subset`.
+const VERIFY_CURSOR_FILE: &str = "verify-cursor.json";
 /// The last health check's outcome.
 const HEALTH_FILE: &str = "health.json";
 /// The last cloud push and the last good one.
@@ -228,6 +234,26 @@ impl StateDir {
     /// Records a verify's outcome.
     pub fn write_verify(&self, record: &VerifyRecord) -> Result<()> {
         self.write(VERIFY_FILE, record)
+    }
+
+    /// The damage recorded here (empty when none or unreadable).
+    pub fn damage(&self) -> DamageRecord {
+        self.read(DAMAGE_FILE).unwrap_or_default()
+    }
+
+    /// Records the damage.
+    pub fn write_damage(&self, record: &DamageRecord) -> Result<()> {
+        self.write(DAMAGE_FILE, record)
+    }
+
+    /// The cursor of `verify --subset` (none yet: the first slice).
+    pub fn verify_cursor(&self) -> VerifyCursor {
+        self.read(VERIFY_CURSOR_FILE).unwrap_or_default()
+    }
+
+    /// Records the cursor of `verify --subset`.
+    pub fn write_verify_cursor(&self, cursor: &VerifyCursor) -> Result<()> {
+        self.write(VERIFY_CURSOR_FILE, cursor)
     }
 
     /// The last health check.
@@ -659,6 +685,13 @@ pub struct VerifyRecord {
     /// The destination verified (absent in records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<DestinationId>,
+    /// Of the errors, damaged files that `repair` has since replaced or marked lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repaired: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl VerifyRecord {
@@ -674,12 +707,133 @@ impl VerifyRecord {
             errors: reports.iter().map(errors).sum(),
             damaged: reports.iter().filter(|r| !r.is_clean()).map(|r| r.snapshot.clone()).collect(),
             destination: Some(destination),
+            repaired: 0,
         }
     }
 
-    /// Whether the verify found nothing wrong.
+    /// Whether the verify found nothing wrong, or only damage repaired since.
     pub fn is_clean(&self) -> bool {
-        self.errors == 0
+        self.errors <= self.repaired
+    }
+}
+
+/// `damage.json`: damaged files a verify found, per place (snapshot and path), until `repair`
+/// replaces them (then they go) or marks them lost (then they move to `lost`). Both lists keep
+/// the damaged copy's inode, which the next run never hard-links (`store::place::avoid`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DamageRecord {
+    /// Not repaired yet: health's `verify` fails while one is in a snapshot that still exists.
+    pub files: Vec<DamagedPlace>,
+    /// Marked lost in their snapshot's `.hwc-backup/lost.json` (no good copy was found).
+    pub lost: Vec<DamagedPlace>,
+}
+
+/// One damaged file in one snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DamagedPlace {
+    /// `daily/NAME` when found (the tier may change since; the name does not).
+    pub snapshot: String,
+    /// `/dir/name`, for people (bytes that are not UTF-8 as U+FFFD).
+    pub path: String,
+    /// `dir/name` as the manifest has it, hex.
+    pub raw: String,
+    /// Device of the damaged copy.
+    pub dev: u64,
+    /// Its inode.
+    pub ino: u64,
+    /// The content hash the manifest expects, hex.
+    pub hash: String,
+    /// When it was found.
+    pub found_at: Timestamp,
+}
+
+impl DamagedPlace {
+    /// The snapshot's name (`daily/NAME` → `NAME`).
+    pub fn snapshot_name(&self) -> &str {
+        self.snapshot.rsplit('/').next().unwrap_or(&self.snapshot)
+    }
+
+    fn same_place(&self, other: &DamagedPlace) -> bool {
+        self.snapshot_name() == other.snapshot_name() && self.raw == other.raw
+    }
+}
+
+impl DamageRecord {
+    /// Takes in what a verify found: every changed file is recorded (unless marked lost
+    /// already); a snapshot verified in full (`full`) drops its earlier records that this
+    /// verify found clean.
+    pub fn merge_verify(&mut self, reports: &[crate::store::verify::VerifyReport], full: bool) {
+        let now = Timestamp::now();
+        for r in reports {
+            let name = r.snapshot.rsplit('/').next().unwrap_or(&r.snapshot).to_string();
+            let found: Vec<DamagedPlace> = r
+                .changed_files
+                .iter()
+                .map(|c| {
+                    use std::os::unix::ffi::OsStrExt;
+                    let raw = c.path.as_os_str().as_bytes();
+                    DamagedPlace {
+                        snapshot: r.snapshot.clone(),
+                        path: c.path.to_string_lossy().into_owned(),
+                        raw: crate::store::verify::hex_encode(raw.strip_prefix(b"/").unwrap_or(raw)),
+                        dev: c.inode.0,
+                        ino: c.inode.1,
+                        hash: crate::store::verify::hex_encode(&c.expected),
+                        found_at: now,
+                    }
+                })
+                .collect();
+            if full {
+                self.files.retain(|p| p.snapshot_name() != name || found.iter().any(|f| f.same_place(p)));
+            }
+            for f in found {
+                if self.lost.iter().any(|l| l.same_place(&f)) {
+                    continue;
+                }
+                match self.files.iter_mut().find(|p| p.same_place(&f)) {
+                    Some(p) => *p = DamagedPlace { found_at: p.found_at, ..f },
+                    None => self.files.push(f),
+                }
+            }
+        }
+    }
+
+    /// The unrepaired places in snapshots that still exist (by name).
+    pub fn unrepaired<'a>(&'a self, existing: &'a [String]) -> impl Iterator<Item = &'a DamagedPlace> + 'a {
+        self.files.iter().filter(move |p| existing.iter().any(|n| n == p.snapshot_name()))
+    }
+
+    /// The inodes never to hard-link: every damaged copy, repaired or not.
+    pub fn inodes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.files.iter().chain(&self.lost).map(|p| (p.dev, p.ino))
+    }
+}
+
+/// `verify-cursor.json`: the slice the next `verify --subset` checks.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VerifyCursor {
+    /// Slices in the cycle (`⌈100 / N⌉` for `--subset N%`); another count starts over at 0.
+    pub slices: u32,
+    /// The next slice.
+    pub next: u32,
+}
+
+impl VerifyCursor {
+    /// The slice to check now for a cycle of `slices`.
+    pub fn current(&self, slices: u32) -> u32 {
+        if self.slices == slices && self.next < slices {
+            self.next
+        } else {
+            0
+        }
+    }
+
+    /// The cursor after checking slice `index` of `slices`.
+    pub fn after(index: u32, slices: u32) -> VerifyCursor {
+        VerifyCursor { slices, next: (index + 1) % slices.max(1) }
     }
 }
 
@@ -867,6 +1021,51 @@ mod tests {
         assert_eq!(none.drive(), Some(&b));
         assert_eq!(none.last_run().unwrap().state, RunState::Failed);
         assert!(dir.path().join("h/destinations/fs-bbbb/destination.json").is_file());
+    }
+
+    #[test]
+    fn damage_is_kept_until_a_full_verify_finds_it_clean_and_lost_is_not_counted_again() {
+        use crate::store::verify::{ChangedFile, VerifyReport};
+        let report = |snapshot: &str, changed: &[(&str, u64)], skipped: u64| VerifyReport {
+            snapshot: snapshot.into(),
+            files_skipped: skipped,
+            changed_files: changed
+                .iter()
+                .map(|(p, ino)| ChangedFile { path: PathBuf::from(p), inode: (1, *ino), expected: [7; 32] })
+                .collect(),
+            ..Default::default()
+        };
+        let mut d = DamageRecord::default();
+        d.merge_verify(&[report("daily/a", &[("/x", 5)], 0), report("daily/b", &[("/x", 5)], 0)], true);
+        assert_eq!(d.files.len(), 2);
+        assert_eq!(d.files[0].raw, "78");
+        // Found again: one record per place.
+        d.merge_verify(&[report("daily/a", &[("/x", 5)], 0)], true);
+        assert_eq!(d.files.len(), 2);
+        // A subset that does not see it keeps it; a full verify of `a` finding it clean drops
+        // `a`'s place only (also after `a` moved to another tier).
+        d.merge_verify(&[report("daily/a", &[], 3)], false);
+        assert_eq!(d.files.len(), 2);
+        d.merge_verify(&[report("weekly/a", &[], 0)], true);
+        assert_eq!(d.files.iter().map(|p| p.snapshot.as_str()).collect::<Vec<_>>(), ["daily/b"]);
+        assert_eq!(d.unrepaired(&["b".into()]).count(), 1);
+        assert_eq!(d.unrepaired(&["a".into()]).count(), 0, "a pruned snapshot's damage does not count");
+        // Once marked lost, found again is not new damage; its inode stays avoided.
+        d.lost = std::mem::take(&mut d.files);
+        d.merge_verify(&[report("daily/b", &[("/x", 5)], 0)], true);
+        assert!(d.files.is_empty());
+        assert_eq!(d.inodes().collect::<Vec<_>>(), [(1, 5)]);
+    }
+
+    #[test]
+    fn the_subset_cursor_cycles_and_restarts_when_the_count_changes() {
+        let c = VerifyCursor::default();
+        assert_eq!(c.current(4), 0);
+        let c = VerifyCursor::after(3, 4);
+        assert_eq!((c.next, c.current(4)), (0, 0));
+        let c = VerifyCursor::after(1, 4);
+        assert_eq!(c.current(4), 2);
+        assert_eq!(c.current(20), 0, "another subset size starts over");
     }
 
     #[test]

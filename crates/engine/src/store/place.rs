@@ -15,10 +15,16 @@
 //!    previous copy has reached the filesystem's link count limit (`EMLINK`, 65 000 on ext4),
 //!    the caller copies instead and the fallback is counted; a destination-wide error (no
 //!    space, read-only, I/O error) is returned; any other failure means "copy".
+//!
+//! A previous copy whose inode a verify found damaged ([`avoid`], from the drive's damage
+//! record, `ops::state::DamageRecord`) is never linked: the entry is copied afresh from the
+//! source, so damage never spreads into a new snapshot.
 
+use std::collections::HashSet;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::sync::RwLock;
 
 use rustix::fs::Stat;
 
@@ -66,6 +72,22 @@ pub fn unchanged(new: &QuickAttrs, prev: &Stat) -> bool {
     *new == QuickAttrs::of(prev)
 }
 
+/// Inodes `(device, inode)` never used as a link base: damaged copies. Process-wide, since a
+/// device and inode name one file at a time whatever the host directory; only ever added to.
+static AVOIDED: RwLock<Option<HashSet<(u64, u64)>>> = RwLock::new(None);
+
+/// Never hard-links these inodes (damaged copies) from now on in this process.
+pub fn avoid(inodes: impl IntoIterator<Item = (u64, u64)>) {
+    let mut set = AVOIDED.write().expect("avoided inodes poisoned");
+    set.get_or_insert_with(HashSet::new).extend(inodes);
+}
+
+/// Whether the previous copy `st` is a damaged inode.
+fn avoided(st: &Stat) -> bool {
+    let set = AVOIDED.read().expect("avoided inodes poisoned");
+    set.as_ref().is_some_and(|s| s.contains(&(st.st_dev, st.st_ino)))
+}
+
 /// Where an entry comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -89,7 +111,7 @@ pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
 #[inline]
 pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
     match prev {
-        Some((dir, st)) if unchanged(new, st) => after_link(fsops::link_at(dir, dst, name)),
+        Some((dir, st)) if unchanged(new, st) && !avoided(st) => after_link(fsops::link_at(dir, dst, name)),
         _ => Ok(Placement::Copy { emlink: false }),
     }
 }
@@ -171,6 +193,22 @@ mod tests {
             assert_eq!(placed, Placement::Copy { emlink: false }, "{what}");
             assert!(!s.dst_path.join("f").exists(), "{what}: nothing is linked");
         }
+    }
+
+    #[test]
+    fn a_damaged_previous_copy_is_never_linked() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        // Another inode on the list does not matter; this one does.
+        avoid([(s.st.st_dev, u64::MAX)]);
+        assert!(!avoided(&s.st));
+        avoid([(s.st.st_dev, s.st.st_ino)]);
+        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        assert_eq!(placed, Placement::Copy { emlink: false });
+        assert!(!s.dst_path.join("f").exists());
+        // Leave no inode behind for other tests, whose files may reuse the number.
+        AVOIDED.write().unwrap().as_mut().unwrap().remove(&(s.st.st_dev, s.st.st_ino));
+        drop(s);
     }
 
     #[test]

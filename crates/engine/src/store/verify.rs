@@ -4,7 +4,21 @@
 //! "changed" (bit rot, or someone edited the backup), one that is gone is "missing", and a
 //! regular file in the tree that the manifest does not list is "unexpected". Hashing runs on
 //! several threads; the manifest and the tree are each read as a stream.
+//!
+//! **By inode, once.** Snapshots share unchanged files as hard links, so verifying many
+//! snapshots ([`verify_with`] with an [`Inodes`] shared across the calls) hashes each distinct
+//! `(device, inode)` once: the first snapshot that holds it reads it, every later one takes
+//! the hash found then and compares it with its own manifest (`filesShared`, no bytes read).
+//! A damaged inode is thus reported in every snapshot that holds it, from one read
+//! ([`attribute_damage`] lists them per file).
+//!
+//! **Subsets.** [`Slice`] `i` of `n` is the inodes whose bucket — the first eight bytes of
+//! BLAKE3 of the device and inode numbers (little endian), as an integer, modulo `n` — is
+//! `i`: every distinct inode is in exactly one slice, so `n` calls with `i = 0 … n-1` check each
+//! once, whatever the order of the snapshots or the manifests. `verify --subset N%` uses
+//! `n = ⌈100 / N⌉` and keeps the next `i` per drive (`ops::state`).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -18,8 +32,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::beneath::{self, DirCache};
 use crate::fs::Name;
 use crate::store::layout::{HostDir, Snapshot};
-use crate::store::manifest::{Cursor, Entry, ManifestReader};
+use crate::store::manifest::{Cursor, Entry, Hash, ManifestReader};
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
+
+/// A snapshot's list of files marked lost by `repair` (`.hwc-backup/lost.json`).
+pub const LOST_FILE: &str = "lost.json";
 
 /// The result of verifying one snapshot.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -48,6 +65,130 @@ pub struct VerifyReport {
     pub sample_mismatches: Vec<PathBuf>,
     /// Sampled files that changed on the source after the snapshot (not an error).
     pub sample_changed_since: u64,
+    /// Files read and hashed in this snapshot (the others were shared with a snapshot checked
+    /// before, or outside the slice).
+    #[serde(default)]
+    pub files_read: u64,
+    /// Bytes read for them.
+    #[serde(default)]
+    pub bytes_read: u64,
+    /// Files whose inode a snapshot checked before had already hashed.
+    #[serde(default)]
+    pub files_shared: u64,
+    /// Files outside the slice of a `--subset` verify (not checked).
+    #[serde(default)]
+    pub files_skipped: u64,
+    /// Damaged files marked lost by `repair` (known, not counted as damage again).
+    #[serde(serialize_with = "lossy_paths", default)]
+    pub lost: Vec<PathBuf>,
+    /// Per changed file: every snapshot verified in the same call that holds the same inode
+    /// (filled in by [`attribute_damage`]).
+    #[serde(default)]
+    pub damage: Vec<SharedDamage>,
+    /// The changed files with their inode and expected hash (for the damage record).
+    #[serde(skip)]
+    pub changed_files: Vec<ChangedFile>,
+}
+
+/// A changed file, as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangedFile {
+    /// `/dir/name`, as the manifest lists it.
+    pub path: PathBuf,
+    /// Device and inode of the damaged copy.
+    pub inode: (u64, u64),
+    /// What the manifest says its content hashes to.
+    pub expected: Hash,
+}
+
+/// A changed file and the snapshots that share its inode.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SharedDamage {
+    /// `/dir/name`.
+    pub path: String,
+    /// Its inode number.
+    pub inode: u64,
+    /// Every snapshot verified with it that holds this inode (`daily/NAME`).
+    pub snapshots: Vec<String>,
+}
+
+/// Hashes already taken during one verify of several snapshots, by `(device, inode)`
+/// (`None`: the inode could not be read). Only files with more than one link are kept (one
+/// with a single link is in no other snapshot), so its memory is that of the shared files.
+#[derive(Debug, Default)]
+pub struct Inodes(Mutex<HashMap<(u64, u64), Option<Hash>>>);
+
+impl Inodes {
+    /// None yet.
+    pub fn new() -> Inodes {
+        Inodes::default()
+    }
+}
+
+/// One slice of the distinct inodes (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// Which one, `0 … of-1`.
+    pub index: u32,
+    /// How many slices cover everything.
+    pub of: u32,
+}
+
+impl Slice {
+    /// The number of slices for a subset of `percent` (1 … 100): `⌈100 / percent⌉`.
+    pub fn count_for(percent: u32) -> u32 {
+        100u32.div_ceil(percent.clamp(1, 100))
+    }
+
+    /// Whether the inode `(dev, ino)` is in this slice.
+    pub fn holds(&self, inode: (u64, u64)) -> bool {
+        bucket(inode) % u64::from(self.of.max(1)) == u64::from(self.index)
+    }
+}
+
+/// The bucket of an inode: BLAKE3 of its device and inode numbers, little endian, first eight
+/// bytes as a little-endian integer.
+pub fn bucket((dev, ino): (u64, u64)) -> u64 {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&dev.to_le_bytes());
+    b[8..].copy_from_slice(&ino.to_le_bytes());
+    let h = blake3::hash(&b);
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("eight bytes"))
+}
+
+/// How [`verify_with`] checks: inodes already hashed in this call, and the slice.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VerifyOptions<'a> {
+    /// Shared across the snapshots of one verify: each inode is read once.
+    pub inodes: Option<&'a Inodes>,
+    /// Check only this slice of the inodes.
+    pub slice: Option<Slice>,
+}
+
+/// Fills in each report's [`VerifyReport::damage`]: per changed file, every report (snapshot)
+/// whose changed files include the same inode.
+pub fn attribute_damage(reports: &mut [VerifyReport]) {
+    let mut holders: BTreeMap<(u64, u64), Vec<String>> = BTreeMap::new();
+    for r in reports.iter() {
+        for c in &r.changed_files {
+            let list = holders.entry(c.inode).or_default();
+            if !list.contains(&r.snapshot) {
+                list.push(r.snapshot.clone());
+            }
+        }
+    }
+    for r in reports.iter_mut() {
+        r.damage = r
+            .changed_files
+            .iter()
+            .map(|c| SharedDamage {
+                path: c.path.to_string_lossy().into_owned(),
+                inode: c.inode.1,
+                snapshots: holders.get(&c.inode).cloned().unwrap_or_default(),
+            })
+            .collect();
+    }
 }
 
 /// Paths as JSON strings, with bytes that are not UTF-8 shown as U+FFFD (serde refuses such a
@@ -79,6 +220,19 @@ pub fn verify(
     sample: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<VerifyReport> {
+    verify_with(host, snapshot, threads, sample, VerifyOptions::default(), progress)
+}
+
+/// [`verify`], reading each inode once across calls that share `opts.inodes`, and only the
+/// inodes of `opts.slice` (see the module docs).
+pub fn verify_with(
+    host: &HostDir,
+    snapshot: &Snapshot,
+    threads: usize,
+    sample: usize,
+    opts: VerifyOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport> {
     // The snapshot, its metadata directory and its manifest are opened through the host
     // directory's handle, never through a symlink planted in the destination.
     let snap_dir = host.open_snapshot(snapshot)?;
@@ -92,18 +246,21 @@ pub fn verify(
         Ok(ManifestReader::from_file(file, manifest.clone()))
     };
     let root = snap_dir.fd().try_clone_to_owned().ctx("duplicate descriptor of", &snapshot.path)?;
+    let lost = lost_paths(&meta_dir);
+    let local = Inodes::new();
+    let how = Check { inodes: opts.inodes.unwrap_or(&local), slice: opts.slice, lost: &lost };
     let report = Mutex::new(VerifyReport { snapshot: snapshot.id(), ..Default::default() });
     let mut reservoir: Vec<Entry> = Vec::new();
     let mut seen = 0u64;
     let (tx, rx) = crossbeam_channel::bounded::<Entry>(256);
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..threads.max(1) {
-            let (rx, report, root) = (rx.clone(), &report, root.as_fd());
+            let (rx, report, root, how) = (rx.clone(), &report, root.as_fd(), &how);
             scope.spawn(move || {
                 let mut buf = Vec::new();
                 let mut dirs = DirCache::new(root);
                 for entry in rx {
-                    check(&mut dirs, &entry, report, &mut buf, progress);
+                    check(&mut dirs, &entry, report, &mut buf, how, progress);
                 }
             });
         }
@@ -163,29 +320,118 @@ fn shown(entry: &Entry) -> PathBuf {
     Path::new("/").join(entry.rel_path())
 }
 
+/// What [`check`] shares across files: the inodes hashed so far, the slice, and the paths
+/// marked lost in this snapshot.
+struct Check<'a> {
+    inodes: &'a Inodes,
+    slice: Option<Slice>,
+    lost: &'a HashSet<Vec<u8>>,
+}
+
+/// The paths (`dir/name` bytes, as the manifest has them) that `repair` marked lost in this
+/// snapshot; none when there is no readable list.
+fn lost_paths(meta_dir: &crate::fs::Dir) -> HashSet<Vec<u8>> {
+    let Ok(Some(bytes)) = meta_dir.read_file(&Name::fixed(LOST_FILE), 64 << 20) else { return HashSet::new() };
+    let Ok(list) = serde_json::from_slice::<Vec<LostEntry>>(&bytes) else { return HashSet::new() };
+    list.into_iter().filter_map(|e| hex_decode(&e.raw)).collect()
+}
+
+/// One entry of `lost.json`.
+#[derive(Clone, Debug, serde::Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LostEntry {
+    /// `/dir/name`, for people (bytes that are not UTF-8 as U+FFFD).
+    pub path: String,
+    /// `dir/name` as the manifest has it, hex.
+    pub raw: String,
+    /// The content hash the manifest expects, hex.
+    pub hash: String,
+    /// Why no good copy was found.
+    pub reason: String,
+    /// When it was marked.
+    pub marked_at: jiff::Timestamp,
+}
+
+/// Lower-case hex of bytes.
+pub fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Bytes of lower- or upper-case hex; `None` when it is not hex.
+pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
 fn check(
     dirs: &mut DirCache,
     entry: &Entry,
     report: &Mutex<VerifyReport>,
     buf: &mut Vec<u8>,
+    how: &Check,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) {
+    enum Seen {
+        Read(Option<Hash>, u64),
+        Shared(Option<Hash>, u64),
+        Skipped,
+    }
     let result = open_entry(dirs, entry).and_then(|f| {
-        let len = f.metadata()?.len();
-        crate::fs::fsops::hash_file(&f, buf).map(|h| (h, len))
+        let st = rustix::fs::fstat(&f)?;
+        let (inode, len) = ((st.st_dev, st.st_ino), st.st_size as u64);
+        if how.slice.is_some_and(|s| !s.holds(inode)) {
+            return Ok((Seen::Skipped, inode));
+        }
+        // Only a file with more than one link can be met again: the table holds those alone.
+        let shared = st.st_nlink > 1;
+        if shared {
+            if let Some(known) = how.inodes.0.lock().expect("inode table poisoned").get(&inode) {
+                return Ok((Seen::Shared(*known, len), inode));
+            }
+        }
+        let hash = crate::fs::fsops::hash_file(&f, buf).ok();
+        if shared {
+            how.inodes.0.lock().expect("inode table poisoned").insert(inode, hash);
+        }
+        Ok((Seen::Read(hash, len), inode))
     });
     let mut r = report.lock().expect("verify report poisoned");
-    match result {
-        Ok((hash, len)) => {
-            r.files_checked += 1;
-            r.bytes_checked += len;
-            if hash != entry.hash {
-                r.changed.push(shown(entry));
-            }
-            progress(r.files_checked, r.bytes_checked);
+    let (hash, len, inode) = match result {
+        Ok((Seen::Skipped, _)) => {
+            r.files_skipped += 1;
+            return;
         }
-        Err(_) => r.missing.push(shown(entry)),
+        Ok((Seen::Read(hash, len), inode)) => {
+            r.files_read += 1;
+            r.bytes_read += len;
+            (hash, len, inode)
+        }
+        Ok((Seen::Shared(hash, len), inode)) => {
+            r.files_shared += 1;
+            (hash, len, inode)
+        }
+        Err(_) => {
+            r.missing.push(shown(entry));
+            return;
+        }
+    };
+    let Some(hash) = hash else {
+        r.missing.push(shown(entry));
+        return;
+    };
+    r.files_checked += 1;
+    r.bytes_checked += len;
+    if hash != entry.hash {
+        if how.lost.contains(entry.rel_path().as_os_str().as_bytes()) {
+            r.lost.push(shown(entry));
+        } else {
+            r.changed.push(shown(entry));
+            r.changed_files.push(ChangedFile { path: shown(entry), inode, expected: entry.hash });
+        }
     }
+    progress(r.files_checked, r.bytes_checked);
 }
 
 /// A directory on the walk's stack: where its path ends in the walk's path buffer, its
@@ -340,6 +586,32 @@ mod tests {
     }
 
     #[test]
+    fn slices_partition_the_inodes() {
+        for percent in [1, 5, 25, 30, 50, 100] {
+            let of = Slice::count_for(percent);
+            assert_eq!(of, 100u32.div_ceil(percent));
+            let mut per_slice = vec![0u32; of as usize];
+            for ino in 0..2000u64 {
+                let holders: Vec<u32> = (0..of).filter(|&index| Slice { index, of }.holds((42, ino))).collect();
+                assert_eq!(holders.len(), 1, "inode {ino} of {of} slices: {holders:?}");
+                per_slice[holders[0] as usize] += 1;
+            }
+            // A hash spreads them: no slice is empty for a few thousand inodes.
+            assert!(of > 100 || per_slice.iter().all(|&n| n > 0), "{percent}%: {per_slice:?}");
+        }
+        assert_eq!(bucket((1, 2)), bucket((1, 2)));
+        assert_ne!(bucket((1, 2)), bucket((2, 1)));
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(hex_encode(b"a/\xff"), "612fff");
+        assert_eq!(hex_decode("612fff").unwrap(), b"a/\xff");
+        assert_eq!(hex_decode("6"), None);
+        assert_eq!(hex_decode("zz"), None);
+    }
+
+    #[test]
     fn verifies_a_tree_thirty_thousand_levels_deep() {
         // On a tmpfs where there is one: 30 000 mkdir and rmdir cost seconds on a disk.
         let t = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
@@ -364,7 +636,9 @@ mod tests {
         let report = Mutex::new(VerifyReport::default());
         let mut reader = ManifestReader::open(&manifest).unwrap();
         let entry = reader.next_entry().unwrap().unwrap();
-        check(&mut DirCache::new(root.as_fd()), &entry, &report, &mut Vec::new(), &|_, _| {});
+        let (inodes, lost) = (Inodes::new(), HashSet::new());
+        let how = Check { inodes: &inodes, slice: None, lost: &lost };
+        check(&mut DirCache::new(root.as_fd()), &entry, &report, &mut Vec::new(), &how, &|_, _| {});
         let r = report.into_inner().unwrap();
         assert_eq!((r.files_checked, r.changed.len(), r.missing.len()), (1, 0, 0), "{r:?}");
         assert_eq!(unexpected_files(&snap, root.as_fd(), Cursor::open(&manifest)).unwrap(), Vec::<PathBuf>::new());

@@ -1,0 +1,56 @@
+//! `repair`: replace damaged files found by verify with a good copy, or mark them lost.
+
+use std::io::Write;
+
+use anyhow::Result;
+use hwc_backup_engine::ops::state::{DestinationId, StateDir};
+use hwc_backup_engine::store::lock::HostLock;
+use hwc_backup_engine::store::repair::{self, RepairReport};
+
+use super::print_json;
+use crate::args::RepairArgs;
+use crate::exit::Exit;
+
+pub(crate) fn repair_cmd(a: RepairArgs) -> Result<Exit> {
+    let t = a.target.resolve()?;
+    // Refuses while a backup, prune or push holds the host.
+    let lock = HostLock::acquire(&t.host, "repair")?;
+    let dest = t.host.root().parent().unwrap_or(std::path::Path::new("/"));
+    let scope = StateDir::new(&t.state_dir, &t.host_name).destination(&DestinationId::of(dest));
+    let damage = scope.damage();
+    let (report, record) = repair::repair(&t.host, &lock, &damage, a.dry_run)?;
+    if !a.dry_run {
+        scope.write_damage(&record)?;
+        // The last verify's damage that is now repaired or marked lost no longer counts.
+        let handled = damage.files.len().saturating_sub(record.files.len()) as u64;
+        if let (Some(mut rec), true) = (scope.verify(&DestinationId::of(dest)), handled > 0) {
+            rec.repaired = (rec.repaired + handled).min(rec.errors);
+            scope.write_verify(&rec)?;
+        }
+    }
+    drop(lock);
+    if a.json {
+        print_json(&report)?;
+    } else {
+        print_repair(&report)?;
+    }
+    Ok(if report.failed.is_empty() { Exit::Success } else { Exit::Failed })
+}
+
+fn print_repair(r: &RepairReport) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let would = if r.dry_run { "would be " } else { "" };
+    if r.repaired.is_empty() && r.lost.is_empty() && r.failed.is_empty() {
+        writeln!(out, "no damaged file is recorded for this drive; nothing to repair")?;
+    }
+    for f in &r.repaired {
+        writeln!(out, "{}: {would}replaced from the live source in {}", f.path, f.snapshots.join(", "))?;
+    }
+    for f in &r.lost {
+        writeln!(out, "{}: {would}marked lost in {}: {}", f.path, f.snapshots.join(", "), f.note)?;
+    }
+    for f in &r.failed {
+        writeln!(out, "{}: NOT repaired in {}: {}", f.path, f.snapshots.join(", "), f.note)?;
+    }
+    Ok(())
+}

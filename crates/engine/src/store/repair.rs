@@ -1,0 +1,355 @@
+//! Repair: replacing damaged files (found by verify, kept in the drive's damage record,
+//! `ops::state::DamageRecord`) with a good copy in every snapshot that holds them.
+//!
+//! A damaged inode is usually shared by many snapshots (hard links). For each one:
+//!
+//! 1. **A good copy** is looked for: the live source at the same path, when its BLAKE3 equals
+//!    the manifest's. (Next would be an offsite copy, see [`good_copy`]: not wired yet.)
+//! 2. **Found**: it is copied once into a new file beside the damaged one in the first
+//!    snapshot (`O_CREAT|O_EXCL|O_NOFOLLOW`, a `.hwc-repair-…` name), checked by hashing what
+//!    was written, given the damaged copy's owner, mode, extended attributes and times, and
+//!    fsynced; then hard-linked beside the damaged copy in each other snapshot and renamed
+//!    over it, and renamed over it in the first. Each rename is atomic and the new file keeps
+//!    being shared, as the damaged one was. A place whose file is no longer the damaged inode
+//!    (changed since the verify) is left alone and reported.
+//! 3. **Not found**: the file is marked lost in each affected snapshot's
+//!    `.hwc-backup/lost.json` ([`crate::store::verify::LostEntry`]); verify then reports it as
+//!    lost rather than damaged, and a restore of it warns.
+//!
+//! Every path in a snapshot is opened below the snapshot's directory handle one component at
+//! a time without following a symlink ([`crate::fs::beneath`]); the caller holds the host
+//! lock, so no run or prune changes the snapshots meanwhile.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::io::{Seek, SeekFrom};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fs::{beneath, fsops, Dir, Name};
+use crate::ops::state::{DamageRecord, DamagedPlace};
+use crate::store::layout::{HostDir, Snapshot};
+use crate::store::lock::HostLock;
+use crate::store::manifest::Hash;
+use crate::store::meta::META_DIR;
+use crate::store::verify::{hex_decode, LostEntry, LOST_FILE};
+
+/// What a repair did (or, with `--dry-run`, would do).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairReport {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Replaced with a good copy.
+    pub repaired: Vec<RepairedFile>,
+    /// No good copy: marked lost.
+    pub lost: Vec<RepairedFile>,
+    /// Could not be handled (left in the damage record).
+    pub failed: Vec<RepairedFile>,
+}
+
+/// One damaged file and the snapshots it was handled in.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RepairedFile {
+    /// `/dir/name`.
+    pub path: String,
+    /// `daily/NAME` of each snapshot.
+    pub snapshots: Vec<String>,
+    /// Where the good copy came from (`source`), why it is lost, or what failed.
+    pub note: String,
+}
+
+/// Where a good copy comes from.
+enum GoodCopy {
+    /// The live file at the same path, whose content hashes as the manifest says.
+    Source(std::fs::File),
+}
+
+/// A good copy of the file at `/raw` whose content hashes to `expected`, or why there is none.
+///
+/// Offsite: when an offsite restic copy is configured (issue "Offsite copies…", being built in
+/// `copies/`), the next place to look is there: restore `raw` of the newest offsite snapshot
+/// holding content `expected` into a temporary file and return it as a `GoodCopy` of its own.
+/// Until then a file whose source changed is marked lost.
+fn good_copy(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
+    let live = Path::new("/").join(OsStr::from_bytes(raw));
+    // The live system may reach a source through a symlink (`/home -> /data/home`), so the
+    // path is opened as any program would; what counts is the content, checked by its hash.
+    // Non-blocking, so a FIFO put there cannot hang the repair; only a regular file counts.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let f: std::fs::File = match rustix::fs::open(&live, flags, Mode::empty()) {
+        Ok(fd) => fd.into(),
+        Err(e) => {
+            let e = std::io::Error::from(e);
+            return Err(format!(
+                "the source {} cannot be read ({e}), and no offsite copy is configured",
+                live.display()
+            ));
+        }
+    };
+    let regular = f.metadata().is_ok_and(|m| m.is_file());
+    if !regular {
+        return Err(format!(
+            "the source {} is not a regular file now, and no offsite copy is configured",
+            live.display()
+        ));
+    }
+    match fsops::hash_file(&f, buf) {
+        Ok(h) if &h == expected => Ok(GoodCopy::Source(f)),
+        Ok(_) => Err(format!(
+            "the source {} has changed since the snapshot, and no offsite copy is configured",
+            live.display()
+        )),
+        Err(e) => Err(format!("the source {} cannot be read ({e}), and no offsite copy is configured", live.display())),
+    }
+}
+
+/// One place of a damaged inode, opened: the directory holding it, its name, and its stat.
+struct Opened {
+    snapshot: String,
+    dir: Dir,
+    name: Name,
+    st: Stat,
+}
+
+/// Repairs every unrepaired file of `damage` in the snapshots of `host`; returns what was done
+/// and the damage record to keep (repaired places gone, lost ones moved to `lost`, places in
+/// snapshots that no longer exist dropped).
+pub fn repair(
+    host: &HostDir,
+    _lock: &HostLock,
+    damage: &DamageRecord,
+    dry_run: bool,
+) -> Result<(RepairReport, DamageRecord)> {
+    let snapshots = host.list()?;
+    let by_name: BTreeMap<&str, &Snapshot> = snapshots.iter().map(|s| (s.name.as_str(), s)).collect();
+    let mut record = DamageRecord { files: Vec::new(), lost: damage.lost.clone() };
+    record.lost.retain(|p| by_name.contains_key(p.snapshot_name()));
+    // One group per damaged inode and path: the places that share it.
+    let mut groups: BTreeMap<(u64, u64, String, String), Vec<&DamagedPlace>> = BTreeMap::new();
+    for p in damage.files.iter().filter(|p| by_name.contains_key(p.snapshot_name())) {
+        groups.entry((p.dev, p.ino, p.raw.clone(), p.hash.clone())).or_default().push(p);
+    }
+    let mut report = RepairReport { dry_run, ..Default::default() };
+    let mut buf = Vec::new();
+    let mut serial = 0u32;
+    for ((_, _, raw_hex, hash_hex), places) in groups {
+        let ids: Vec<String> = places.iter().map(|p| by_name[p.snapshot_name()].id()).collect();
+        let path = places[0].path.clone();
+        let file = |note: String| RepairedFile { path: path.clone(), snapshots: ids.clone(), note };
+        let (Some(raw), Some(expected)) = (hex_decode(&raw_hex), hex_decode(&hash_hex).and_then(|h| h.try_into().ok()))
+        else {
+            report.failed.push(file("the damage record of this file is not readable".into()));
+            continue;
+        };
+        match good_copy(&raw, &expected, &mut buf) {
+            Ok(copy) => {
+                if dry_run {
+                    report.repaired.push(file("source".into()));
+                    record.files.extend(places.iter().map(|p| (*p).clone()));
+                    continue;
+                }
+                serial += 1;
+                let results = replace(host, &by_name, &places, &raw, &expected, copy, serial, &mut buf);
+                let (mut done, mut failed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+                for ((p, r), id) in places.iter().zip(&results).zip(&ids) {
+                    match r {
+                        Ok(()) => done.push(id.clone()),
+                        Err(e) => {
+                            record.files.push((*p).clone());
+                            failed.push(id.clone());
+                            errors.push(e.clone());
+                        }
+                    }
+                }
+                if !done.is_empty() {
+                    report.repaired.push(RepairedFile { path: path.clone(), snapshots: done, note: "source".into() });
+                }
+                if !failed.is_empty() {
+                    report.failed.push(RepairedFile { path: path.clone(), snapshots: failed, note: errors.join("; ") });
+                }
+            }
+            Err(why) => {
+                if dry_run {
+                    report.lost.push(file(why));
+                    record.files.extend(places.iter().map(|p| (*p).clone()));
+                    continue;
+                }
+                let mut marked = Vec::new();
+                let mut failed = None;
+                for p in &places {
+                    match mark_lost(host, by_name[p.snapshot_name()], p, &why) {
+                        Ok(()) => marked.push((*p).clone()),
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            record.files.push((*p).clone());
+                        }
+                    }
+                }
+                record.lost.extend(marked);
+                match failed {
+                    None => report.lost.push(file(why)),
+                    Some(e) => report.failed.push(file(format!("{why}; marking it lost failed: {e}"))),
+                }
+            }
+        }
+    }
+    Ok((report, record))
+}
+
+/// Opens the place `p` (a damaged file at `raw` in `s`) and checks it is still the damaged inode.
+fn open_place(host: &HostDir, s: &Snapshot, p: &DamagedPlace, raw: &[u8]) -> Result<Opened> {
+    let snap = host.open_snapshot(s)?;
+    let shown = s.path.join(OsStr::from_bytes(raw));
+    let (parent, name) = match raw.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&raw[..i], &raw[i + 1..]),
+        None => (&b""[..], raw),
+    };
+    let name = Name::new(name).map_err(|e| Error::Unsafe { path: shown.clone(), message: e.to_string() })?;
+    let dir = if parent.is_empty() {
+        snap
+    } else {
+        let fd = beneath::open_dir(snap.fd(), parent)
+            .map_err(|r| Error::Unsafe { path: shown.clone(), message: format!("not repaired: {r}") })?;
+        Dir::from_trusted_fd(fd, s.path.join(OsStr::from_bytes(parent)))?
+    };
+    let st = dir.stat(&name)?.ok_or_else(|| Error::Unsafe {
+        path: shown.clone(),
+        message: "is gone since the verify; not repaired".into(),
+    })?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || (st.st_dev, st.st_ino) != (p.dev, p.ino) {
+        return Err(Error::Unsafe {
+            path: shown,
+            message: "is no longer the damaged file the verify found (changed since?); not repaired: verify again"
+                .into(),
+        });
+    }
+    Ok(Opened { snapshot: s.id(), dir, name, st })
+}
+
+/// Writes the good copy beside the first place that can be opened, then puts it in place of
+/// every one; the outcome per place, in the order of `places`.
+#[allow(clippy::too_many_arguments)]
+fn replace(
+    host: &HostDir,
+    by_name: &BTreeMap<&str, &Snapshot>,
+    places: &[&DamagedPlace],
+    raw: &[u8],
+    expected: &Hash,
+    copy: GoodCopy,
+    serial: u32,
+    buf: &mut Vec<u8>,
+) -> Vec<std::result::Result<(), String>> {
+    let opened: Vec<Result<Opened>> =
+        places.iter().map(|p| open_place(host, by_name[p.snapshot_name()], p, raw)).collect();
+    let Some(first) = opened.iter().find_map(|o| o.as_ref().ok()) else {
+        return opened.into_iter().map(|o| o.map(|_| ()).map_err(|e| e.to_string())).collect();
+    };
+    let tmp = Name::new(format!(".hwc-repair-{}-{serial}", std::process::id())).expect("a plain name");
+    let GoodCopy::Source(mut src) = copy;
+    let written = (|| -> Result<()> {
+        let mut dst = first.dir.create_file(&tmp, 0o600)?;
+        let tmp_path = first.dir.child_path(&tmp);
+        src.seek(SeekFrom::Start(0)).ctx("read", &tmp_path)?;
+        let src_st = rustix::fs::fstat(&src).ctx("inspect", &tmp_path)?;
+        fsops::copy_plain(&src, &src_st, &mut dst, buf).ctx("write", &tmp_path)?;
+        // What was written is what the manifest says (the source may change while read).
+        let back = first
+            .dir
+            .open_read(&tmp)?
+            .ok_or_else(|| Error::io("read", &tmp_path, std::io::ErrorKind::NotFound.into()))?;
+        if &fsops::hash_file(&back, buf).ctx("read", &tmp_path)? != expected {
+            return Err(Error::Unsafe {
+                path: tmp_path,
+                message: "the source changed while it was copied; not repaired: run repair again".into(),
+            });
+        }
+        let damaged = first.dir.open_read(&first.name)?;
+        fsops::apply_meta_fd(damaged.as_ref().map(|f| f.as_fd()), dst.as_fd(), &first.st)
+            .ctx("set metadata of", &tmp_path)?;
+        dst.sync_all().ctx("sync", &tmp_path)?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = first.dir.remove_file(&tmp);
+        let message = e.to_string();
+        return opened.into_iter().map(|o| Err(o.err().map_or(message.clone(), |e| e.to_string()))).collect();
+    }
+    let put = |o: &Opened| -> Result<()> {
+        if !std::ptr::eq(o, first) {
+            rustix::fs::linkat(first.dir.fd(), tmp.as_cstr(), o.dir.fd(), tmp.as_cstr(), AtFlags::empty())
+                .ctx("create hard link", o.dir.child_path(&tmp))?;
+        }
+        // Still the damaged inode at the moment of the rename (the lock keeps runs away).
+        let still = o.dir.stat(&o.name)?.is_some_and(|st| (st.st_dev, st.st_ino) == (o.st.st_dev, o.st.st_ino));
+        if !still {
+            let _ = o.dir.remove_file(&tmp);
+            return Err(Error::Unsafe {
+                path: o.dir.child_path(&o.name),
+                message: format!("changed during the repair of {}; not repaired", o.snapshot),
+            });
+        }
+        o.dir.rename(&tmp, &o.dir, &o.name)?;
+        o.dir.sync()
+    };
+    // The first place last: its temporary file is the source of every link.
+    let mut results: Vec<std::result::Result<(), String>> = opened
+        .iter()
+        .map(|o| match o {
+            Ok(o) if std::ptr::eq(o, first) => Ok(()),
+            Ok(o) => put(o).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect();
+    let i = opened.iter().position(|o| o.as_ref().is_ok_and(|o| std::ptr::eq(o, first))).expect("first is opened");
+    results[i] = put(first).map_err(|e| e.to_string());
+    if results[i].is_err() {
+        let _ = first.dir.remove_file(&tmp);
+    }
+    results
+}
+
+/// Adds `p` to the `.hwc-backup/lost.json` of snapshot `s`.
+fn mark_lost(host: &HostDir, s: &Snapshot, p: &DamagedPlace, reason: &str) -> Result<()> {
+    let snap = host.open_snapshot(s)?;
+    let meta = snap.open_dir(&Name::fixed(META_DIR))?;
+    let name = Name::fixed(LOST_FILE);
+    let mut list: Vec<LostEntry> = match meta.read_file(&name, 64 << 20)? {
+        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Unsafe {
+            path: meta.child_path(&name),
+            message: format!("is not a list of lost files ({e}); not changed"),
+        })?,
+        None => Vec::new(),
+    };
+    if !list.iter().any(|e| e.raw == p.raw) {
+        list.push(LostEntry {
+            path: p.path.clone(),
+            raw: p.raw.clone(),
+            hash: p.hash.clone(),
+            reason: reason.to_string(),
+            marked_at: jiff::Timestamp::now(),
+        });
+    }
+    let mut text = serde_json::to_vec_pretty(&list).expect("lost lists serialize");
+    text.push(b'\n');
+    meta.write_atomic(&name, &text)
+}
+
+/// The files marked lost in snapshot `s` (`/dir/name`), for a restore's warning; none when the
+/// list is missing or unreadable.
+pub fn lost_files(host: &HostDir, s: &Snapshot) -> Vec<PathBuf> {
+    let Ok(snap) = host.open_snapshot(s) else { return Vec::new() };
+    let Ok(meta) = snap.open_dir(&Name::fixed(META_DIR)) else { return Vec::new() };
+    let Ok(Some(bytes)) = meta.read_file(&Name::fixed(LOST_FILE), 64 << 20) else { return Vec::new() };
+    let list: Vec<LostEntry> = serde_json::from_slice(&bytes).unwrap_or_default();
+    list.into_iter()
+        .filter_map(|e| hex_decode(&e.raw))
+        .map(|raw| Path::new("/").join(OsStr::from_bytes(&raw)))
+        .collect()
+}
