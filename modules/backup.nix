@@ -131,12 +131,13 @@ let
         };
 
         sshKeyFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/root/.ssh/backup_ed25519";
           description = ''
             Private key to log in with (`ssh -i`, only this key is offered). `null`: root's
-            default keys. Give a path outside the Nix store.
+            default keys. A path outside the Nix store, as a string (a store path or a path
+            literal such as `./key` is refused): e.g. `config.age.secrets.backup-ssh-key.path`.
           '';
         };
 
@@ -244,6 +245,21 @@ let
     }
     // {
       description = "absolute path not in the Nix store, as a string (a secret decrypted at run time: config.age.secrets.<name>.path with agenix, config.sops.secrets.<name>.path with sops-nix)";
+    };
+
+  # A notification URL read from a file at run time (notifications.*.urlFile).
+  mkUrlFile =
+    what: secret:
+    lib.mkOption {
+      type = lib.types.nullOr secretFile;
+      default = null;
+      example = lib.literalExpression "config.age.secrets.${secret}.path";
+      description = ''
+        File holding the ${what} (one line), read by the runner at each delivery, so that the
+        secret in it stays out of the world-readable Nix store: a path outside the store, as a
+        string (`config.age.secrets.<name>.path` with agenix, `config.sops.secrets.<name>.path`
+        with sops-nix). Instead of the inline `url`, not with it.
+      '';
     };
 
   # As restic's --keep-* take them; -1 becomes "unlimited" in the plan.
@@ -583,11 +599,11 @@ in
       };
 
       rcloneConfigFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
+        type = lib.types.nullOr secretFile;
         default = null;
         defaultText = lib.literalMD "the agenix secret of {option}`protonDrive` when it is enabled, otherwise `null` (root's own rclone config)";
         example = "/run/agenix/rclone-b2";
-        description = "rclone config file holding the remote's credentials. Give a path outside the Nix store.";
+        description = "rclone config file holding the remote's credentials: a path outside the Nix store, as a string (`config.age.secrets.<name>.path` with agenix, `config.sops.secrets.<name>.path` with sops-nix).";
       };
 
       keepHistory = lib.mkOption {
@@ -687,14 +703,19 @@ in
         url = lib.mkOption {
           type = lib.types.nullOr lib.types.str;
           default = null;
-          example = "https://ntfy.sh/my-backups";
-          description = "ntfy topic URL to publish to.";
+          example = "https://ntfy.example.org/backups";
+          description = ''
+            ntfy topic URL to publish to. It is written into the world-readable Nix store: a
+            topic anyone may guess is a password, so prefer {option}`notifications.ntfy.urlFile`
+            on a public server.
+          '';
         };
+        urlFile = mkUrlFile "ntfy topic URL" "ntfy-url";
         tokenFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/run/agenix/ntfy-token";
-          description = "File holding an ntfy access token. Give a path outside the Nix store.";
+          description = "File holding an ntfy access token: a path outside the Nix store, as a string.";
         };
       };
 
@@ -702,15 +723,24 @@ in
         type = lib.types.nullOr lib.types.str;
         default = null;
         example = "https://hooks.example.org/backup";
-        description = "URL that receives a JSON POST per notification.";
+        description = ''
+          URL that receives a JSON POST per notification. Written into the world-readable Nix
+          store: a URL carrying a token belongs in {option}`notifications.webhook.urlFile`.
+        '';
       };
+      webhook.urlFile = mkUrlFile "webhook URL" "backup-webhook-url";
 
       healthchecks.url = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
-        example = "https://hc-ping.com/your-uuid";
-        description = "healthchecks.io-style ping URL (`/start`, `/fail` are appended as needed).";
+        example = "https://hc.example.org/ping/backup-laptop";
+        description = ''
+          healthchecks.io-style ping URL (`/start`, `/fail` are appended as needed). Written into
+          the world-readable Nix store; a ping URL whose UUID or key is the secret belongs in
+          {option}`notifications.healthchecks.urlFile`.
+        '';
       };
+      healthchecks.urlFile = mkUrlFile "healthchecks.io-style ping URL" "healthchecks-url";
 
       email.to = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
@@ -814,6 +844,20 @@ in
         example = 100;
         description = "Also compare this many randomly chosen files with the live sources (`--sample`).";
       };
+    };
+
+    environmentFile = lib.mkOption {
+      type = lib.types.nullOr secretFile;
+      default = null;
+      example = lib.literalExpression "config.age.secrets.backup-env.path";
+      description = ''
+        File of `KEY=value` lines that systemd adds to the environment of every backup unit
+        (`EnvironmentFile=`), read when a unit starts, never copied into the Nix store: secrets
+        for the programs the runner starts (rclone's `RCLONE_CONFIG_<REMOTE>_<KEY>`, the hooks'
+        credentials) or a proxy (`HTTPS_PROXY`) for the notifications. A path outside the store,
+        as a string (agenix: `config.age.secrets.<name>.path`; sops-nix:
+        `config.sops.secrets.<name>.path`).
+      '';
     };
 
     metrics.textfileDir = lib.mkOption {
@@ -923,12 +967,13 @@ in
         };
 
         defaultsFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/run/agenix/mysql-backup.cnf";
           description = ''
             Option file with credentials (`--defaults-extra-file`), for a server that does not
-            authenticate the dump's user by its socket. Give a path outside the Nix store.
+            authenticate the dump's user by its socket: a path outside the Nix store, as a
+            string.
           '';
         };
 

@@ -67,11 +67,27 @@ with ctx;
     }
   ];
 
-  anyTarget = any (u: u != null) [
-    ntfy.url
-    notif.webhook.url
-    notif.healthchecks.url
-    notif.email.to
+  anyTarget = any hasUrl httpTargets || notif.email.to != null;
+
+  # An inline URL lands in the world-readable Nix store: warn when it looks like it carries a
+  # secret (user info, a query string, or a long token-like path segment such as a UUID).
+  secretLooking =
+    u:
+    match "[a-z]+://[^/?#]*@.*" u != null
+    || match "[^?]*\\?.*" u != null
+    || match ".*[/=][A-Za-z0-9_-]{20,}([/?#].*)?" u != null;
+  inlineSecretWarnings = concatMap (
+    field:
+    let
+      u = (builtins.getAttr field notif).url;
+    in
+    optional (
+      u != null && secretLooking u
+    ) "${opt "notifications.${field}.url"} looks like it carries a secret (user info, a query string or a token), and it is written into the world-readable Nix store: put the URL in a file outside the store and set ${opt "notifications.${field}.urlFile"} instead (config.age.secrets.<name>.path with agenix, config.sops.secrets.<name>.path with sops-nix)."
+  ) [
+    "ntfy"
+    "webhook"
+    "healthchecks"
   ];
 
   serverWarnings =
@@ -99,14 +115,7 @@ with ctx;
       "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
     ++ optional (db.mysql.enable && db.mysql.binDir == null)
       "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client."
-    ++ concatMap (
-      name:
-      let
-        key = cfg.hosts.${name}.sshKeyFile;
-      in
-      optional (key != null && match "/nix/store/.*" (toString key) != null)
-        "${opt "hosts.${name}.sshKeyFile"} is in the Nix store, which every user of the machine can read: keep private keys outside it."
-    ) hostNames
+    ++ inlineSecretWarnings
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;
 }

@@ -30,6 +30,9 @@ with ctx;
   hardening =
     writable:
     optionalAttrs (writable != [ ]) { ReadWritePaths = writable; }
+    # Not hardening, but what every unit gets alike: the user's secrets for the programs the
+    # runner starts, read by systemd at start (a missing file fails the unit, naming it).
+    // optionalAttrs (cfg.environmentFile != null) { EnvironmentFile = toString cfg.environmentFile; }
     // {
       ProtectSystem = "strict";
       StateDirectory = "hwc-backup";

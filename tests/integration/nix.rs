@@ -1230,6 +1230,58 @@ fn module_refuses_offsite_secrets_in_the_store() {
     assert_eq!(module["failedAssertions"], serde_json::json!([]));
 }
 
+/// Every other option naming a secret file is refused the same way when it would put the secret
+/// into the Nix store (a store path, a path literal) or is relative, and accepted as a run-time
+/// path, which reaches the plan or the units unchanged.
+#[test]
+fn module_refuses_secrets_in_the_store() {
+    let Some(lib) = nixpkgs_lib("module_refuses_secrets_in_the_store") else { return };
+    let options = [
+        ("cloud.rcloneConfigFile", "cloud = { enable = true; provider = \"b2\"; };"),
+        ("notifications.ntfy.tokenFile", "notifications.ntfy.url = \"https://ntfy.example/t\";"),
+        ("notifications.ntfy.urlFile", ""),
+        ("notifications.webhook.urlFile", ""),
+        ("notifications.healthchecks.urlFile", ""),
+        ("databases.mysql.defaultsFile", "databases.mysql.enable = true;"),
+        ("hosts.web1.sshKeyFile", "hosts.web1.sources = [ \"/srv\" ];"),
+        ("environmentFile", ""),
+    ];
+    let definitions = |option: &str, value: &str, context: &str| {
+        format!(
+            "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; notifications.enable = true; \
+             {context} {option} = {value}; }}; }}"
+        )
+    };
+    for (option, context) in options {
+        for value in ["\"/nix/store/00000000000000000000000000000000-secret\"", "./secret", "\"secret\""] {
+            let err = eval_module(&lib, ("definitions", &definitions(option, value, context)))
+                .err()
+                .unwrap_or_else(|| panic!("{option} = {value} was accepted"));
+            for needed in [
+                format!("hwc.system.services.backup.{option}'"),
+                "not in the Nix store".to_owned(),
+                "config.age.secrets.<name>.path with agenix".to_owned(),
+                "config.sops.secrets.<name>.path with sops-nix".to_owned(),
+            ] {
+                assert!(err.contains(&needed), "{option} = {value}: the error lacks {needed:?}:\n{err}");
+            }
+        }
+        let module = eval_module(&lib, ("definitions", &definitions(option, "\"/run/agenix/secret\"", context)))
+            .unwrap_or_else(|err| panic!("{option} = \"/run/agenix/secret\": {err}"));
+        assert_eq!(module["failedAssertions"], serde_json::json!([]), "{option}");
+        let found = match option {
+            "environmentFile" => module["units"]["services"]["backup"]["serviceConfig"]["EnvironmentFile"].clone(),
+            "hosts.web1.sshKeyFile" => module["plan"]["hosts"]["web1"]["sshKeyFile"].clone(),
+            "databases.mysql.defaultsFile" => module["plan"]["databases"]["mysql"]["defaultsFile"].clone(),
+            _ => {
+                let path: Vec<&str> = option.split('.').collect();
+                path.iter().fold(&module["plan"], |v, k| &v[*k]).clone()
+            }
+        };
+        assert_eq!(found, "/run/agenix/secret", "{option}: {}", module["plan"]);
+    }
+}
+
 #[test]
 fn module_finds_the_agenix_secret_path() {
     let Some(lib) = nixpkgs_lib("module_finds_the_agenix_secret_path") else { return };
