@@ -822,27 +822,29 @@ in
         default = "weekly";
         example = "daily";
         description = ''
-          systemd calendar expression for `backup-health-check.timer`, active together with
-          `backup.timer`; `null` for no timer. A failed check is notified like a failed backup.
+          systemd calendar expression for `backup-health-check.timer` and, for each of the
+          {option}`hosts`, `backup-health-check-host-<name>.timer`, active with
+          {option}`schedule.enable`; `null` for no timer. A failed check is notified like a
+          failed backup.
         '';
       };
     };
 
     verify = {
-      enable = lib.mkEnableOption "`backup-verify.timer`, which re-reads the latest snapshot against its manifest";
+      enable = lib.mkEnableOption "`backup-verify.timer` (and `backup-verify-host-<name>.timer` for each of the {option}`hosts`), which re-reads the latest snapshot against its manifest";
 
       schedule = lib.mkOption {
         type = lib.types.nonEmptyStr;
         default = "monthly";
         example = "Sun *-*-01..07 04:00";
-        description = "systemd calendar expression for `backup-verify.timer`.";
+        description = "systemd calendar expression for `backup-verify.timer` and the pulled hosts' `backup-verify-host-<name>.timer`.";
       };
 
       sample = lib.mkOption {
         type = lib.types.ints.unsigned;
         default = 0;
         example = 100;
-        description = "Also compare this many randomly chosen files with the live sources (`--sample`).";
+        description = "Also compare this many randomly chosen files with the live sources (`--sample`); local snapshots only.";
       };
     };
 

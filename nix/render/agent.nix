@@ -90,6 +90,31 @@ with ctx;
     "healthchecks"
   ];
 
+  # Options that do nothing in the configuration they are set in. The render sees values, not
+  # definitions, so an option counts as set when it differs from its default.
+  noEffectWarnings =
+    optional (cfg.verify.enable && !local.enable && !pulls)
+      "${opt "verify.enable"} has no effect without ${opt "local.enable"} or ${opt "hosts"}: there are no snapshots to verify."
+    ++ optional (cfg.verify.sample > 0 && !local.enable)
+      "${opt "verify.sample"} has no effect without ${opt "local.enable"}: it compares this machine's own snapshots with its live sources (a pulled host's verification reads only its snapshots)."
+    ++ optional (
+      !cfg.schedule.enable && cfg.health.schedule != null && cfg.health.schedule != "weekly"
+    ) "${opt "health.schedule"} has no effect without ${opt "schedule.enable"}: the health check timers are active together with the backup timers."
+    ++ concatMap (
+      name:
+      optional (cfg.hosts.${name}.schedule != null && !cfg.schedule.enable)
+        "${opt "hosts.${name}.schedule"} has no effect without ${opt "schedule.enable"}: backup-host-${name}.timer exists only with it."
+    ) hostNames
+    ++ optional (cfg.hostConcurrency > 1 && length hostNames < 2)
+      "${opt "hostConcurrency"} has no effect with fewer than two ${opt "hosts"}."
+    ++ optional (!cfg.cloud.enable && (cfg.cloud.rcloneConfigFile != null || cfg.cloud.bandwidthLimit != null))
+      "${opt "cloud.rcloneConfigFile"} and ${opt "cloud.bandwidthLimit"} have no effect without ${opt "cloud.enable"} (an offsite has its own rcloneConfigFile and bandwidthLimit)."
+    ++ optional (
+      !local.enable && (cfg.preBackupScript != "" || cfg.postBackupScript != "" || cfg.readWritePaths != [ ])
+    ) "${opt "preBackupScript"}, ${opt "postBackupScript"} and ${opt "readWritePaths"} have no effect without ${opt "local.enable"}: pulls of other hosts run no hooks."
+    ++ optional (!agentCfg.enable && (agentCfg.authorizedKeys != [ ] || agentCfg.allowedPaths != [ ]))
+      "${opt "agent.authorizedKeys"} and ${opt "agent.allowedPaths"} have no effect without ${opt "agent.enable"}.";
+
   serverWarnings =
     optional (!local.enable && !cfg.cloud.enable && !pulls)
       "${opt "enable"} is set but neither ${opt "local.enable"} nor ${opt "cloud.enable"} is, and ${opt "hosts"} is empty: no backup will run."
@@ -116,6 +141,7 @@ with ctx;
     ++ optional (db.mysql.enable && db.mysql.binDir == null)
       "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client."
     ++ inlineSecretWarnings
+    ++ noEffectWarnings
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;
 }

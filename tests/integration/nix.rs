@@ -399,6 +399,29 @@ fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
             assert_eq!(def["unitConfig"]["RequiresMountsFor"][0], case.rendered["plan"]["destination"]["path"]);
             let scheduled = timers.get("backup").is_some() || case.name == "pull-only";
             assert_eq!(timers.get(&unit).is_some(), scheduled, "{what}: timer");
+            // Its own health check and verification, also on a server without local snapshots.
+            for (check, command) in [("health-check", "health"), ("verify", "verify")] {
+                let unit = format!("backup-{check}-host-{name}");
+                let def = &services[&unit];
+                let what = format!("{}: {unit}", case.name);
+                let exec = without_inhibitor(def["serviceConfig"]["ExecStart"].as_str().unwrap_or_default());
+                assert!(
+                    exec.ends_with(&format!(
+                        "/bin/hwc-backup {command} --host {name} --config /etc/hwc-backup/config.json"
+                    )),
+                    "{what}: {exec}"
+                );
+                assert_eq!(strings(&def["onFailure"]), ["backup-failure@%n.service"], "{what}");
+            }
+            if case.name == "pull-only" {
+                for check in ["health-check", "verify"] {
+                    assert!(
+                        timers.get(format!("backup-{check}-host-{name}")).is_some(),
+                        "{}: {check} timer",
+                        case.name
+                    );
+                }
+            }
             checked += 1;
         }
         // Three hosts, hostConcurrency = 2: two slots, one of them shared.
@@ -406,8 +429,10 @@ fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
             assert_eq!(slots.len(), 2, "{slots:?}");
         }
         // No pulled host, no pull unit.
-        let units = services.as_object().unwrap().keys().filter(|u| u.starts_with("backup-host-")).count();
-        assert_eq!(units, hosts.len(), "{}", case.name);
+        for prefix in ["backup-host-", "backup-health-check-host-", "backup-verify-host-"] {
+            let units = services.as_object().unwrap().keys().filter(|u| u.starts_with(prefix)).count();
+            assert_eq!(units, hosts.len(), "{}: {prefix}", case.name);
+        }
     }
     assert!(checked >= 4, "only {checked} pulled hosts");
 }
@@ -650,7 +675,7 @@ fn long_running_units_keep_the_machine_awake() {
                 continue;
             }
             let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
-            let quick = file.starts_with("backup-failure@") || file == "backup-health-check.service";
+            let quick = file.starts_with("backup-failure@") || file.starts_with("backup-health-check");
             let inhibited = exec.starts_with(&format!("{}-systemd-258/bin/systemd-inhibit ", &FAKE_PACKAGE[..43]));
             assert_eq!(inhibited, !off && !quick, "{}: {file}: {exec}", case.name);
             if inhibited {
