@@ -44,16 +44,18 @@ let
     touch $out
   '';
 
-  # Scalar settings (hardening, priorities) are defaults, so a machine that must loosen one sets
-  # it plainly; lists keep normal priority so that additions (ReadWritePaths) add to ours.
+  # Scalar settings (hardening, priorities, ConditionACPower) are defaults, so a machine that
+  # must loosen one sets it plainly; lists keep normal priority so that additions
+  # (ReadWritePaths, RequiresMountsFor) add to ours.
   softDefaults =
     unit:
+    let
+      soft = lib.mapAttrs (_: value: if lib.isList value then value else lib.mkDefault value);
+    in
     unit
-    // lib.optionalAttrs (unit ? serviceConfig) {
-      serviceConfig = lib.mapAttrs (
-        _: value: if lib.isList value then value else lib.mkDefault value
-      ) unit.serviceConfig;
-    };
+    // lib.optionalAttrs (unit ? serviceConfig) { serviceConfig = soft unit.serviceConfig; }
+    // lib.optionalAttrs (unit ? unitConfig) { unitConfig = soft unit.unitConfig; }
+    // lib.optionalAttrs (unit ? timerConfig) { timerConfig = soft unit.timerConfig; };
 
   # Types shared by several options.
   keepCount =
@@ -940,7 +942,7 @@ in
           description = ''
             Directory holding `pg_dump` and `pg_dumpall`, of the server's major version or
             newer. `null` looks them up on `PATH`, which in the backup units holds only
-            coreutils, findutils, grep, sed and systemd.
+            coreutils, findutils, grep, sed, systemd, util-linux and getent.
           '';
         };
       };
@@ -996,7 +998,7 @@ in
           example = lib.literalExpression ''"''${pkgs.mariadb}/bin"'';
           description = ''
             Directory holding `mariadb-dump` or `mysqldump`. `null` looks them up on `PATH`,
-            which in the backup units holds only coreutils, findutils, grep, sed and systemd.
+            which in the backup units holds only coreutils, findutils, grep, sed, systemd, util-linux and getent.
           '';
         };
       };
@@ -1184,8 +1186,22 @@ in
       # backup-host-<name>.timer -> backup-host-<name>.service per pulled host,
       # backup-offsite-<name> and backup-offsite-check-<name> per offsite with a schedule, and
       # backup-on-mount with local.runOnMount).
-      systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
-      systemd.timers = rendered.units.timers;
+      # The programs the runner starts by name, found through each unit's PATH as NixOS sets it
+      # from `path` (which holds only coreutils, findutils, grep, sed and systemd otherwise):
+      # util-linux's ionice (idle I/O class of the snapshot threads) and blkid (a btrfs drive's
+      # UUID), and getent (the database dumps' users from NSS). Everything else is named by its
+      # store path (rclone, restic, ssh, flock, systemd-inhibit, the hooks, binDir).
+      systemd.services = lib.mapAttrs (
+        _: unit:
+        softDefaults unit
+        // {
+          path = [
+            pkgs.util-linux
+            pkgs.getent
+          ];
+        }
+      ) rendered.units.services;
+      systemd.timers = lib.mapAttrs (_: softDefaults) rendered.units.timers;
 
       system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;
     })

@@ -1307,6 +1307,39 @@ fn module_refuses_secrets_in_the_store() {
     }
 }
 
+/// The scalar settings of every unit, `[Unit]` and `[Timer]` as `[Service]`, are `lib.mkDefault`: a
+/// machine changes one with a plain definition (no `lib.mkForce`), and list settings add up.
+#[test]
+fn module_unit_settings_are_overridable_without_mk_force() {
+    let Some(lib) = nixpkgs_lib("module_unit_settings_are_overridable_without_mk_force") else { return };
+    let definitions =
+        "{ hwc.system.services.backup = { enable = true; local.enable = true; schedule.enable = true; }; \
+                       systemd.services.backup.unitConfig.ConditionACPower = false; \
+                       systemd.services.backup.unitConfig.RequiresMountsFor = [ \"/srv/extra\" ]; \
+                       systemd.services.backup.serviceConfig.NoNewPrivileges = false; \
+                       systemd.timers.backup.timerConfig.Persistent = false; }";
+    let module = eval_module(&lib, ("definitions", definitions)).unwrap_or_else(|err| panic!("{err}"));
+    let backup = &module["units"]["services"]["backup"];
+    assert_eq!(backup["unitConfig"]["ConditionACPower"], false);
+    assert_eq!(backup["serviceConfig"]["NoNewPrivileges"], false);
+    assert_eq!(module["units"]["timers"]["backup"]["timerConfig"]["Persistent"], false);
+    let mounts = strings(&backup["unitConfig"]["RequiresMountsFor"]);
+    assert!(mounts.contains(&"/mnt/backup".to_owned()) && mounts.contains(&"/srv/extra".to_owned()), "{mounts:?}");
+    // Without the override the module's own values stand.
+    let plain = "{ hwc.system.services.backup = { enable = true; local.enable = true; schedule.enable = true; }; }";
+    let module = eval_module(&lib, ("definitions", plain)).unwrap();
+    assert_eq!(module["units"]["services"]["backup"]["unitConfig"]["ConditionACPower"], true);
+    assert_eq!(module["units"]["timers"]["backup"]["timerConfig"]["Persistent"], true);
+    // The programs the runner starts by name (ionice, blkid, getent) are on every unit's PATH,
+    // which NixOS builds from `path` alone.
+    for (name, unit) in module["units"]["services"].as_object().unwrap() {
+        let path = strings(&unit["path"]);
+        for package in ["util-linux-2.41-bin", "getent-glibc-2.40"] {
+            assert!(path.iter().any(|p| p.ends_with(package)), "{name}: path {path:?} lacks {package}");
+        }
+    }
+}
+
 #[test]
 fn module_finds_the_agenix_secret_path() {
     let Some(lib) = nixpkgs_lib("module_finds_the_agenix_secret_path") else { return };
