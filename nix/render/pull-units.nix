@@ -106,6 +106,7 @@ with ctx;
           # As backup-health-check: it must run, and report, when the disk is missing.
           needsDestination = false;
           inhibit = false;
+          profile = "check";
           extra = networkDeps networkTargets;
         };
       }
@@ -121,6 +122,7 @@ with ctx;
           ];
           writable = readers;
           onAC = true;
+          profile = "verify";
         };
       }
     ]) hostNames
@@ -182,6 +184,7 @@ with ctx;
         needsDestination = false;
         # Quick: no reason to hold off a suspend.
         inhibit = false;
+        profile = "check";
         extra = networkDeps networkTargets;
       };
       backup-verify = mkService {
@@ -189,6 +192,7 @@ with ctx;
         args = [ "verify" ] ++ optional (cfg.verify.sample > 0) "--sample ${toString cfg.verify.sample}";
         writable = readers;
         onAC = true;
+        profile = "verify";
       };
     }
     // optionalAttrs (cfg.local.enable && cfg.cloud.enable) {
@@ -197,6 +201,7 @@ with ctx;
         args = [ "cloud" ];
         # The snapshot is read from the destination; syncMode "move" also deletes there.
         writable = writers;
+        profile = "copy";
         extra = mergeUnit (networkDeps true) rcloneCache;
       };
     }
@@ -210,7 +215,8 @@ with ctx;
           Type = "oneshot";
           ExecStart = "${exe} notify-failure --unit %i --config ${configFile}";
         }
-        // hardening [ ];
+        // hardening [ ]
+        // privileges.check;
         restartIfChanged = false;
       } (networkDeps networkTargets);
     }
