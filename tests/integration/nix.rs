@@ -542,6 +542,59 @@ fn every_unit_stays_within_its_exposure_limit() {
     assert!(checked >= 40, "only {checked} units");
 }
 
+/// The capabilities the units keep are enough for what they run: the runner started as root with
+/// exactly the bounding set of the unit (setpriv(1): root's capabilities after exec are its
+/// bounding set) snapshots files of another user, and verifies and checks them with only
+/// CAP_DAC_READ_SEARCH — which is needed: without it the verification cannot read them.
+#[test]
+fn units_capabilities_are_enough_for_their_commands() {
+    let case = cases().iter().find(|c| c.name == "everything").unwrap();
+    let services = &case.rendered["units"]["services"];
+    let set = |unit: &str| strings(&services[unit]["serviceConfig"]["CapabilityBoundingSet"]);
+    // systemd's names to setpriv's: "~CAP_A CAP_B" drops them, "CAP_A" keeps only it.
+    let setpriv = |sets: Vec<String>| -> String {
+        let mut spec = Vec::new();
+        for s in sets {
+            match s.strip_prefix('~') {
+                Some(dropped) => spec.extend(dropped.split_whitespace().map(|c| format!("-{}", c[4..].to_lowercase()))),
+                None => {
+                    spec.push("-all".to_owned());
+                    spec.extend(s.split_whitespace().map(|c| format!("+{}", c[4..].to_lowercase())));
+                }
+            }
+        }
+        spec.join(",")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest, state) = (dir.path().join("src"), dir.path().join("dest"), dir.path().join("state"));
+    fs::create_dir_all(src.join("private")).unwrap();
+    fs::write(src.join("private/key"), "secret").unwrap();
+    let run_as = |bounding: &str, args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set", bounding, "--inh-caps", "-all", "--", hwc_backup()]).args(args);
+        cmd.args(["--dest", dest.to_str().unwrap(), "--host", "h", "--state-dir", state.to_str().unwrap()]);
+        cmd.output().unwrap()
+    };
+    let owned = Command::new("chown").args(["-R", "1000:1000", src.join("private").to_str().unwrap()]).status();
+    assert!(owned.unwrap().success());
+    Command::new("chmod").args(["700", src.join("private").to_str().unwrap()]).status().unwrap();
+    Command::new("chmod").args(["600", src.join("private/key").to_str().unwrap()]).status().unwrap();
+
+    let snapshot = setpriv(set("backup"));
+    let out = run_as(&snapshot, &["now", "--source", src.to_str().unwrap()]);
+    assert!(out.status.success(), "now with {snapshot}: {}{}", text(&out.stdout), text(&out.stderr));
+    for unit in ["backup-verify", "backup-health-check", "backup-failure@"] {
+        let bounding = setpriv(set(unit));
+        assert_eq!(bounding, "-all,+dac_read_search", "{unit}");
+        let command = if unit == "backup-verify" { "verify" } else { "health" };
+        let out = run_as(&bounding, &[command]);
+        assert!(out.status.success(), "{unit}: {command} with {bounding}: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+    // The capability is what makes the difference.
+    let out = run_as("-all", &["verify"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
+}
+
 #[test]
 fn unit_files_pass_systemd_analyze_verify() {
     // The units must name a binary that exists here: a package directory whose bin/ holds the
@@ -1009,6 +1062,15 @@ fn package_builds_the_workspace_with_the_seed_commands() {
     for name in ["backup-now", "backup-status", "backup-restore", "backup-verify"] {
         assert!(post_install.contains(name), "{name} is not installed");
     }
+
+    // One license everywhere: meta.license, Cargo.toml and the LICENSE file; no placeholder
+    // homepage; maintainers an empty list until someone takes the package on in nixpkgs.
+    assert_eq!(package["license"], "mit");
+    assert!(cargo.contains("license = \"MIT\""), "Cargo.toml's license is not MIT");
+    let license = fs::read_to_string(root.join("LICENSE")).expect("LICENSE");
+    assert!(license.starts_with("MIT License"), "LICENSE is not the MIT license");
+    assert_eq!(package["hasHomepage"], false);
+    assert_eq!(package["maintainers"], serde_json::json!([]));
 }
 
 /// The NixOS documentation with the option table (to be merged into README.md).
@@ -1550,10 +1612,19 @@ fn flake_outputs_with_nixpkgs_lib() {
     }
     assert_eq!(flake["nixosModules"], serde_json::json!(["default", "hwc-backup"]));
     assert_eq!(flake["overlay"], serde_json::json!(["hwc-backup"]));
-    // nixosModules.default points the package option at this flake's build for the system.
+    // nixosModules.default builds the package with the user's pkgs (callPackage), or takes
+    // the user's pkgs.hwc-backup (the overlay): never this flake's own nixpkgs.
     assert!(
         flake["modulePackage"].as_str().unwrap().ends_with("-hwc-backup-aarch64-linux"),
         "{}",
         flake["modulePackage"]
     );
+    assert!(
+        flake["modulePackageFromOverlay"].as_str().unwrap().ends_with("-hwc-backup-from-user-pkgs-aarch64-linux"),
+        "{}",
+        flake["modulePackageFromOverlay"]
+    );
+    for system in ["x86_64-linux", "aarch64-linux"] {
+        assert_eq!(flake["formatter"][system], "nixfmt", "formatter.{system}");
+    }
 }
