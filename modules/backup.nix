@@ -1204,6 +1204,29 @@ in
       systemd.timers = lib.mapAttrs (_: softDefaults) rendered.units.timers;
 
       system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;
+
+      # `nixos-rebuild switch` starts no backup. switch-to-configuration restarts a timer whose
+      # definition changed (e.g. frequency weekly -> daily), and a restarted timer with
+      # Persistent=true compares its stamp file (the time it last fired) with the new calendar:
+      # an elapse in between fires the service at once. The activation, which runs before the
+      # units are restarted, marks every timer of ours as having fired now, so a changed
+      # schedule takes effect at its next elapse. Only on switch/test: at boot (no
+      # NIXOS_ACTION) Persistent=true must still catch up on a run missed while the machine was
+      # off. A timer that is not restarted reads its stamp only at its next start (boot), and
+      # elapses between its real last run and the switch were either run or caught up already.
+      system.activationScripts.hwc-backup-timers = lib.mkIf (rendered.units.timers != { }) {
+        text = ''
+          case "''${NIXOS_ACTION:-}" in
+            switch | test)
+              stamps=/var/lib/systemd/timers
+              for timer in ${lib.escapeShellArgs (map (t: "${t}.timer") (lib.attrNames rendered.units.timers))}; do
+                touch -c "$stamps/stamp-$timer" 2>/dev/null || true
+              done
+              ;;
+          esac
+        '';
+        deps = [ ];
+      };
     })
 
     # The client side of a pull: keys that can only start the agent (see render.nix).

@@ -1456,6 +1456,58 @@ fn module_unit_settings_are_overridable_without_mk_force() {
     }
 }
 
+/// A switch starts no backup: the activation marks the module's timers as fired now, so a timer
+/// that switch-to-configuration restarts with a changed calendar does not catch up at once
+/// (Persistent=true reads the stamp when the timer starts). At boot it changes nothing.
+#[test]
+fn module_activation_keeps_a_switch_from_firing_timers() {
+    let Some(lib) = nixpkgs_lib("module_activation_keeps_a_switch_from_firing_timers") else { return };
+    let case = repo().join("tests/nix/cases/everything.nix");
+    let module = eval_module(&lib, ("case", case.to_str().unwrap())).unwrap();
+    let text = module["activation"]["hwc-backup-timers"].as_str().expect("no activation script").to_owned();
+    let timers: Vec<String> =
+        module["units"]["timers"].as_object().unwrap().keys().map(|t| format!("{t}.timer")).collect();
+    assert!(timers.len() >= 3, "{timers:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let stamps = dir.path().join("timers");
+    fs::create_dir_all(&stamps).unwrap();
+    assert!(text.contains("stamps=/var/lib/systemd/timers"), "{text}");
+    let script = dir.path().join("activate.sh");
+    fs::write(&script, text.replace("stamps=/var/lib/systemd/timers", &format!("stamps={}", stamps.display())))
+        .unwrap();
+    let old = "200001010000";
+    let age = |name: &str| {
+        let meta = fs::metadata(stamps.join(format!("stamp-{name}"))).ok()?;
+        Some(meta.modified().unwrap().elapsed().unwrap_or_default().as_secs())
+    };
+    let activate = |action: Option<&str>| {
+        for name in timers.iter().skip(1).map(String::as_str).chain(["other.timer"]) {
+            run("touch", &["-t", old, stamps.join(format!("stamp-{name}")).to_str().unwrap()]);
+        }
+        let _ = fs::remove_file(stamps.join(format!("stamp-{}", timers[0])));
+        let mut cmd = Command::new("bash");
+        cmd.arg("-eu").arg(&script).env_remove("NIXOS_ACTION");
+        if let Some(a) = action {
+            cmd.env("NIXOS_ACTION", a);
+        }
+        assert!(cmd.status().unwrap().success(), "{action:?}");
+    };
+    for action in ["switch", "test"] {
+        activate(Some(action));
+        for t in &timers[1..] {
+            assert!(age(t).unwrap() < 600, "{action}: the stamp of {t} was not renewed");
+        }
+        assert!(age("other.timer").unwrap() > 3600, "{action}: another unit's timer was touched");
+        assert_eq!(age(&timers[0]), None, "{action}: a timer that never fired got a stamp");
+    }
+    for action in [None, Some("boot"), Some("dry-activate")] {
+        activate(action);
+        for t in &timers[1..] {
+            assert!(age(t).unwrap() > 3600, "{action:?}: the stamp of {t} was renewed, no catch-up at boot");
+        }
+    }
+}
+
 #[test]
 fn module_finds_the_agenix_secret_path() {
     let Some(lib) = nixpkgs_lib("module_finds_the_agenix_secret_path") else { return };

@@ -75,6 +75,7 @@ in
   );
   systemPackages = map toString config.environment.systemPackages;
   checks = map (c: c.name) config.system.checks;
+  activation = lib.mapAttrs (_: a: a.text) config.system.activationScripts;
   options = map (o: {
     inherit (o) name type;
     hasDescription = (o.description or "") != "";

@@ -649,11 +649,40 @@ s_daemon_reload() {
   check "timers still active" systemctl is-active --quiet $TIMERS
 }
 
+s_switch_schedule() {
+  scenario switch-schedule-no-catch-up
+  # A schedule changed by nixos-rebuild switch (weekly -> daily): switch-to-configuration restarts
+  # the changed timer, and a timer with Persistent=true whose stamp (when it last fired) is older
+  # than the new calendar's last elapse fires at once. The module's activation (run before the
+  # units are restarted, only on switch/test) renews the stamps of its timers with `touch -c`, so
+  # the new schedule starts at its next elapse (tests/integration/nix.rs runs the activation).
+  local m stamp=/var/lib/systemd/timers/stamp-backup.timer dropin=/run/systemd/system/backup.timer.d
+  mkdir -p $dropin
+  printf '[Timer]\nOnCalendar=\nOnCalendar=*-*-* 00:00:01\n' >$dropin/schedule.conf
+  systemctl daemon-reload
+  touch -d '3 days ago' $stamp
+  m=$(jmark backup.service)
+  systemctl restart backup.timer
+  wait_for 10 unit_started backup.service "$m"
+  check "reproduced: the restarted timer with a stale stamp fires at once" unit_started backup.service "$m"
+  wait_for 300 unit_ended backup.service "$m"
+  touch -d '3 days ago' $stamp
+  m=$(jmark backup.service)
+  touch -c $stamp   # what the activation does on switch
+  systemctl restart backup.timer
+  sleep 5
+  if unit_started backup.service "$m"; then fail "with the stamp renewed, the restart starts no backup" "$(jnew backup.service "$m" | head -3 | tr '\n' '|')"
+  else pass "with the stamp renewed, the restart starts no backup"; fi
+  rm -rf $dropin
+  systemctl daemon-reload
+  systemctl restart backup.timer
+}
+
 setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule}; do
     $s
   done
 else
