@@ -25,17 +25,21 @@
       });
 
       # The module itself knows nothing about flakes: its `package` defaults to
-      # pkgs.hwc-backup; this only points that default at the package built here.
+      # pkgs.hwc-backup. Without that attribute (no overlay), the package is built with the
+      # user's own pkgs, never with this flake's nixpkgs input, so a user who does not set
+      # `inputs.hwc-backup.inputs.nixpkgs.follows` gets no second nixpkgs closure.
       nixosModules.default =
         { lib, pkgs, ... }:
         {
           imports = [ ./modules/backup.nix ];
           hwc.system.services.backup.package = lib.mkDefault (
-            self.packages.${pkgs.stdenv.hostPlatform.system}.default
-              or (pkgs.callPackage ./nix/package.nix { })
+            pkgs.hwc-backup or (pkgs.callPackage ./nix/package.nix { })
           );
         };
       nixosModules.hwc-backup = self.nixosModules.default;
+
+      # `nix fmt`: the RFC 166 style that nixpkgs uses (named `nixfmt` since nixos-25.11).
+      formatter = eachSystem (pkgs: pkgs.nixfmt);
 
       checks = eachSystem (pkgs: import ./nix/checks.nix { inherit pkgs self; });
 

@@ -44,16 +44,18 @@ let
     touch $out
   '';
 
-  # Scalar settings (hardening, priorities) are defaults, so a machine that must loosen one sets
-  # it plainly; lists keep normal priority so that additions (ReadWritePaths) add to ours.
+  # Scalar settings (hardening, priorities, ConditionACPower) are defaults, so a machine that
+  # must loosen one sets it plainly; lists keep normal priority so that additions
+  # (ReadWritePaths, RequiresMountsFor) add to ours.
   softDefaults =
     unit:
+    let
+      soft = lib.mapAttrs (_: value: if lib.isList value then value else lib.mkDefault value);
+    in
     unit
-    // lib.optionalAttrs (unit ? serviceConfig) {
-      serviceConfig = lib.mapAttrs (
-        _: value: if lib.isList value then value else lib.mkDefault value
-      ) unit.serviceConfig;
-    };
+    // lib.optionalAttrs (unit ? serviceConfig) { serviceConfig = soft unit.serviceConfig; }
+    // lib.optionalAttrs (unit ? unitConfig) { unitConfig = soft unit.unitConfig; }
+    // lib.optionalAttrs (unit ? timerConfig) { timerConfig = soft unit.timerConfig; };
 
   # Types shared by several options.
   keepCount =
@@ -173,12 +175,13 @@ let
         };
 
         sshKeyFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/root/.ssh/backup_ed25519";
           description = ''
             Private key to log in with (`ssh -i`, only this key is offered). `null`: root's
-            default keys. Give a path outside the Nix store.
+            default keys. A path outside the Nix store, as a string (a store path or a path
+            literal such as `./key` is refused): e.g. `config.age.secrets.backup-ssh-key.path`.
           '';
         };
 
@@ -290,6 +293,21 @@ let
     }
     // {
       description = "absolute path not in the Nix store, as a string (a secret decrypted at run time: config.age.secrets.<name>.path with agenix, config.sops.secrets.<name>.path with sops-nix)";
+    };
+
+  # A notification URL read from a file at run time (notifications.*.urlFile).
+  mkUrlFile =
+    what: secret:
+    lib.mkOption {
+      type = lib.types.nullOr secretFile;
+      default = null;
+      example = lib.literalExpression "config.age.secrets.${secret}.path";
+      description = ''
+        File holding the ${what} (one line), read by the runner at each delivery, so that the
+        secret in it stays out of the world-readable Nix store: a path outside the store, as a
+        string (`config.age.secrets.<name>.path` with agenix, `config.sops.secrets.<name>.path`
+        with sops-nix). Instead of the inline `url`, not with it.
+      '';
     };
 
   # As restic's --keep-* take them; -1 becomes "unlimited" in the plan.
@@ -647,11 +665,11 @@ in
       };
 
       rcloneConfigFile = lib.mkOption {
-        type = lib.types.nullOr lib.types.path;
+        type = lib.types.nullOr secretFile;
         default = null;
         defaultText = lib.literalMD "the agenix secret of {option}`protonDrive` when it is enabled, otherwise `null` (root's own rclone config)";
         example = "/run/agenix/rclone-b2";
-        description = "rclone config file holding the remote's credentials. Give a path outside the Nix store.";
+        description = "rclone config file holding the remote's credentials: a path outside the Nix store, as a string (`config.age.secrets.<name>.path` with agenix, `config.sops.secrets.<name>.path` with sops-nix).";
       };
 
       keepHistory = lib.mkOption {
@@ -751,14 +769,19 @@ in
         url = lib.mkOption {
           type = lib.types.nullOr lib.types.str;
           default = null;
-          example = "https://ntfy.sh/my-backups";
-          description = "ntfy topic URL to publish to.";
+          example = "https://ntfy.example.org/backups";
+          description = ''
+            ntfy topic URL to publish to. It is written into the world-readable Nix store: a
+            topic anyone may guess is a password, so prefer {option}`notifications.ntfy.urlFile`
+            on a public server.
+          '';
         };
+        urlFile = mkUrlFile "ntfy topic URL" "ntfy-url";
         tokenFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/run/agenix/ntfy-token";
-          description = "File holding an ntfy access token. Give a path outside the Nix store.";
+          description = "File holding an ntfy access token: a path outside the Nix store, as a string.";
         };
       };
 
@@ -766,15 +789,24 @@ in
         type = lib.types.nullOr lib.types.str;
         default = null;
         example = "https://hooks.example.org/backup";
-        description = "URL that receives a JSON POST per notification.";
+        description = ''
+          URL that receives a JSON POST per notification. Written into the world-readable Nix
+          store: a URL carrying a token belongs in {option}`notifications.webhook.urlFile`.
+        '';
       };
+      webhook.urlFile = mkUrlFile "webhook URL" "backup-webhook-url";
 
       healthchecks.url = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
         default = null;
-        example = "https://hc-ping.com/your-uuid";
-        description = "healthchecks.io-style ping URL (`/start`, `/fail` are appended as needed).";
+        example = "https://hc.example.org/ping/backup-laptop";
+        description = ''
+          healthchecks.io-style ping URL (`/start`, `/fail` are appended as needed). Written into
+          the world-readable Nix store; a ping URL whose UUID or key is the secret belongs in
+          {option}`notifications.healthchecks.urlFile`.
+        '';
       };
+      healthchecks.urlFile = mkUrlFile "healthchecks.io-style ping URL" "healthchecks-url";
 
       email.to = lib.mkOption {
         type = lib.types.nullOr lib.types.str;
@@ -856,27 +888,29 @@ in
         default = "weekly";
         example = "daily";
         description = ''
-          systemd calendar expression for `backup-health-check.timer`, active together with
-          `backup.timer`; `null` for no timer. A failed check is notified like a failed backup.
+          systemd calendar expression for `backup-health-check.timer` and, for each of the
+          {option}`hosts`, `backup-health-check-host-<name>.timer`, active with
+          {option}`schedule.enable`; `null` for no timer. A failed check is notified like a
+          failed backup.
         '';
       };
     };
 
     verify = {
-      enable = lib.mkEnableOption "`backup-verify.timer`, which re-reads the latest snapshot against its manifest";
+      enable = lib.mkEnableOption "`backup-verify.timer` (and `backup-verify-host-<name>.timer` for each of the {option}`hosts`), which re-reads the latest snapshot against its manifest";
 
       schedule = lib.mkOption {
         type = lib.types.nonEmptyStr;
         default = "monthly";
         example = "Sun *-*-01..07 04:00";
-        description = "systemd calendar expression for `backup-verify.timer`.";
+        description = "systemd calendar expression for `backup-verify.timer` and the pulled hosts' `backup-verify-host-<name>.timer`.";
       };
 
       sample = lib.mkOption {
         type = lib.types.ints.unsigned;
         default = 0;
         example = 100;
-        description = "Also compare this many randomly chosen files with the live sources (`--sample`).";
+        description = "Also compare this many randomly chosen files with the live sources (`--sample`); local snapshots only.";
       };
 
       subset = lib.mkOption {
@@ -890,6 +924,20 @@ in
           everything once. `null`: each run verifies the latest snapshot in full.
         '';
       };
+    };
+
+    environmentFile = lib.mkOption {
+      type = lib.types.nullOr secretFile;
+      default = null;
+      example = lib.literalExpression "config.age.secrets.backup-env.path";
+      description = ''
+        File of `KEY=value` lines that systemd adds to the environment of every backup unit
+        (`EnvironmentFile=`), read when a unit starts, never copied into the Nix store: secrets
+        for the programs the runner starts (rclone's `RCLONE_CONFIG_<REMOTE>_<KEY>`, the hooks'
+        credentials) or a proxy (`HTTPS_PROXY`) for the notifications. A path outside the store,
+        as a string (agenix: `config.age.secrets.<name>.path`; sops-nix:
+        `config.sops.secrets.<name>.path`).
+      '';
     };
 
     metrics.textfileDir = lib.mkOption {
@@ -970,7 +1018,7 @@ in
           description = ''
             Directory holding `pg_dump` and `pg_dumpall`, of the server's major version or
             newer. `null` looks them up on `PATH`, which in the backup units holds only
-            coreutils, findutils, grep, sed and systemd.
+            coreutils, findutils, grep, sed, systemd, util-linux and getent.
           '';
         };
       };
@@ -999,12 +1047,13 @@ in
         };
 
         defaultsFile = lib.mkOption {
-          type = lib.types.nullOr lib.types.path;
+          type = lib.types.nullOr secretFile;
           default = null;
           example = "/run/agenix/mysql-backup.cnf";
           description = ''
             Option file with credentials (`--defaults-extra-file`), for a server that does not
-            authenticate the dump's user by its socket. Give a path outside the Nix store.
+            authenticate the dump's user by its socket: a path outside the Nix store, as a
+            string.
           '';
         };
 
@@ -1025,7 +1074,7 @@ in
           example = lib.literalExpression ''"''${pkgs.mariadb}/bin"'';
           description = ''
             Directory holding `mariadb-dump` or `mysqldump`. `null` looks them up on `PATH`,
-            which in the backup units holds only coreutils, findutils, grep, sed and systemd.
+            which in the backup units holds only coreutils, findutils, grep, sed, systemd, util-linux and getent.
           '';
         };
       };
@@ -1213,10 +1262,47 @@ in
       # backup-host-<name>.timer -> backup-host-<name>.service per pulled host,
       # backup-offsite-<name> and backup-offsite-check-<name> per offsite with a schedule, and
       # backup-on-mount with local.runOnMount).
-      systemd.services = lib.mapAttrs (_: softDefaults) rendered.units.services;
-      systemd.timers = rendered.units.timers;
+      # The programs the runner starts by name, found through each unit's PATH as NixOS sets it
+      # from `path` (which holds only coreutils, findutils, grep, sed and systemd otherwise):
+      # util-linux's ionice (idle I/O class of the snapshot threads) and blkid (a btrfs drive's
+      # UUID), and getent (the database dumps' users from NSS). Everything else is named by its
+      # store path (rclone, restic, ssh, flock, systemd-inhibit, the hooks, binDir).
+      systemd.services = lib.mapAttrs (
+        _: unit:
+        softDefaults unit
+        // {
+          path = [
+            pkgs.util-linux
+            pkgs.getent
+          ];
+        }
+      ) rendered.units.services;
+      systemd.timers = lib.mapAttrs (_: softDefaults) rendered.units.timers;
 
       system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;
+
+      # `nixos-rebuild switch` starts no backup. switch-to-configuration restarts a timer whose
+      # definition changed (e.g. frequency weekly -> daily), and a restarted timer with
+      # Persistent=true compares its stamp file (the time it last fired) with the new calendar:
+      # an elapse in between fires the service at once. The activation, which runs before the
+      # units are restarted, marks every timer of ours as having fired now, so a changed
+      # schedule takes effect at its next elapse. Only on switch/test: at boot (no
+      # NIXOS_ACTION) Persistent=true must still catch up on a run missed while the machine was
+      # off. A timer that is not restarted reads its stamp only at its next start (boot), and
+      # elapses between its real last run and the switch were either run or caught up already.
+      system.activationScripts.hwc-backup-timers = lib.mkIf (rendered.units.timers != { }) {
+        text = ''
+          case "''${NIXOS_ACTION:-}" in
+            switch | test)
+              stamps=/var/lib/systemd/timers
+              for timer in ${lib.escapeShellArgs (map (t: "${t}.timer") (lib.attrNames rendered.units.timers))}; do
+                touch -c "$stamps/stamp-$timer" 2>/dev/null || true
+              done
+              ;;
+          esac
+        '';
+        deps = [ ];
+      };
     })
 
     # The client side of a pull: keys that can only start the agent (see render.nix).

@@ -41,8 +41,11 @@ rustPlatform.buildRustPackage {
 
   meta = {
     description = "Hard-linked, rotated, verifiable snapshots, driven by systemd timers";
-    homepage = workspace.repository;
+    # No homepage until the project has a public one (a placeholder would mislead).
+    # The LICENSE file and Cargo.toml's `license` say MIT too (tests/integration/nix.rs checks).
     license = lib.licenses.mit;
+    # Empty until someone takes it on in nixpkgs (maintainer-list.nix needs a real entry).
+    maintainers = [ ];
     mainProgram = "hwc-backup";
     platforms = lib.platforms.linux;
   };

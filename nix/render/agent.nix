@@ -67,12 +67,53 @@ with ctx;
     }
   ];
 
-  anyTarget = any (u: u != null) [
-    ntfy.url
-    notif.webhook.url
-    notif.healthchecks.url
-    notif.email.to
+  anyTarget = any hasUrl httpTargets || notif.email.to != null;
+
+  # An inline URL lands in the world-readable Nix store: warn when it looks like it carries a
+  # secret (user info, a query string, or a long token-like path segment such as a UUID).
+  secretLooking =
+    u:
+    match "[a-z]+://[^/?#]*@.*" u != null
+    || match "[^?]*\\?.*" u != null
+    || match ".*[/=][A-Za-z0-9_-]{20,}([/?#].*)?" u != null;
+  inlineSecretWarnings = concatMap (
+    field:
+    let
+      u = (builtins.getAttr field notif).url;
+    in
+    optional (
+      u != null && secretLooking u
+    ) "${opt "notifications.${field}.url"} looks like it carries a secret (user info, a query string or a token), and it is written into the world-readable Nix store: put the URL in a file outside the store and set ${opt "notifications.${field}.urlFile"} instead (config.age.secrets.<name>.path with agenix, config.sops.secrets.<name>.path with sops-nix)."
+  ) [
+    "ntfy"
+    "webhook"
+    "healthchecks"
   ];
+
+  # Options that do nothing in the configuration they are set in. The render sees values, not
+  # definitions, so an option counts as set when it differs from its default.
+  noEffectWarnings =
+    optional (cfg.verify.enable && !local.enable && !pulls)
+      "${opt "verify.enable"} has no effect without ${opt "local.enable"} or ${opt "hosts"}: there are no snapshots to verify."
+    ++ optional (cfg.verify.sample > 0 && !local.enable)
+      "${opt "verify.sample"} has no effect without ${opt "local.enable"}: it compares this machine's own snapshots with its live sources (a pulled host's verification reads only its snapshots)."
+    ++ optional (
+      !cfg.schedule.enable && cfg.health.schedule != null && cfg.health.schedule != "weekly"
+    ) "${opt "health.schedule"} has no effect without ${opt "schedule.enable"}: the health check timers are active together with the backup timers."
+    ++ concatMap (
+      name:
+      optional (cfg.hosts.${name}.schedule != null && !cfg.schedule.enable)
+        "${opt "hosts.${name}.schedule"} has no effect without ${opt "schedule.enable"}: backup-host-${name}.timer exists only with it."
+    ) hostNames
+    ++ optional (cfg.hostConcurrency > 1 && length hostNames < 2)
+      "${opt "hostConcurrency"} has no effect with fewer than two ${opt "hosts"}."
+    ++ optional (!cfg.cloud.enable && (cfg.cloud.rcloneConfigFile != null || cfg.cloud.bandwidthLimit != null))
+      "${opt "cloud.rcloneConfigFile"} and ${opt "cloud.bandwidthLimit"} have no effect without ${opt "cloud.enable"} (an offsite has its own rcloneConfigFile and bandwidthLimit)."
+    ++ optional (
+      !local.enable && (cfg.preBackupScript != "" || cfg.postBackupScript != "" || cfg.readWritePaths != [ ])
+    ) "${opt "preBackupScript"}, ${opt "postBackupScript"} and ${opt "readWritePaths"} have no effect without ${opt "local.enable"}: pulls of other hosts run no hooks."
+    ++ optional (!agentCfg.enable && (agentCfg.authorizedKeys != [ ] || agentCfg.allowedPaths != [ ]))
+      "${opt "agent.authorizedKeys"} and ${opt "agent.allowedPaths"} have no effect without ${opt "agent.enable"}.";
 
   serverWarnings =
     optional (!local.enable && !cfg.cloud.enable && !pulls)
@@ -96,17 +137,11 @@ with ctx;
     ++ optional (dumps && !local.enable)
       "${opt "databases"}: the dumps are taken by backup runs, which need ${opt "local.enable"}."
     ++ optional (db.postgresql.enable && db.postgresql.binDir == null)
-      "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
+      "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed, systemd, util-linux and getent. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
     ++ optional (db.mysql.enable && db.mysql.binDir == null)
-      "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed and systemd. Set it to the bin directory of a MariaDB or MySQL client."
-    ++ concatMap (
-      name:
-      let
-        key = cfg.hosts.${name}.sshKeyFile;
-      in
-      optional (key != null && match "/nix/store/.*" (toString key) != null)
-        "${opt "hosts.${name}.sshKeyFile"} is in the Nix store, which every user of the machine can read: keep private keys outside it."
-    ) hostNames
+      "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed, systemd, util-linux and getent. Set it to the bin directory of a MariaDB or MySQL client."
+    ++ inlineSecretWarnings
+    ++ noEffectWarnings
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;
 }

@@ -105,9 +105,19 @@ with ctx;
       message = "${opt "protonDrive.enable"} needs ${opt "protonDrive.secretName"}, the agenix secret holding the rclone config.";
     }
     {
-      assertion = ntfy.tokenFile == null || ntfy.url != null;
-      message = "${opt "notifications.ntfy.tokenFile"} is set but ${opt "notifications.ntfy.url"} is not.";
+      assertion = ntfy.tokenFile == null || hasUrl ntfy;
+      message = "${opt "notifications.ntfy.tokenFile"} is set but neither ${opt "notifications.ntfy.url"} nor ${opt "notifications.ntfy.urlFile"} is.";
     }
+  ]
+  ++ map (field: {
+    assertion = notif.${field}.url == null || notif.${field}.urlFile == null;
+    message = "${opt "notifications.${field}.url"} and ${opt "notifications.${field}.urlFile"} are both set; give the URL once (the file when it holds a secret).";
+  }) [
+    "ntfy"
+    "webhook"
+    "healthchecks"
+  ]
+  ++ [
     {
       assertion = isCleanAbsolute stagingDir && stagingDir != "/";
       message = "${opt "databases.stagingDir"} must be an absolute path other than \"/\" without \".\", \"..\", \"//\" or a trailing \"/\": \"${stagingDir}\".";

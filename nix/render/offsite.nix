@@ -98,6 +98,7 @@ with ctx;
       # The snapshot is read from the destination, where the runner also records the outcome.
       writable = writers ++ offsiteWritable [ name ];
       onAC = true;
+      profile = "copy";
       extra = builtins.foldl' mergeUnit (networkDeps (networkTargets || remoteRepositories [ name ])) [
         (offsiteExtra [ name ])
         # Two timers firing together: copy the snapshot the backup is taking. (The runner's

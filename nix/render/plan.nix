@@ -30,11 +30,24 @@ with ctx;
 
   target = t: if notif.enable then t else null;
   ntfy = notif.ntfy;
-  networkTargets = notif.enable && any (u: u != null) [
-    ntfy.url
-    notif.webhook.url
-    notif.healthchecks.url
+  # The HTTP targets, each given by an inline URL or a file read at run time (urlFile).
+  httpTargets = [
+    ntfy
+    notif.webhook
+    notif.healthchecks
   ];
+  hasUrl = t: t.url != null || t.urlFile != null;
+  networkTargets = notif.enable && any hasUrl httpTargets;
+  # A target of the plan: { url, urlFile }, or null when neither is set.
+  urlTarget =
+    t:
+    if hasUrl t then
+      {
+        inherit (t) url;
+        urlFile = pathOrNull t.urlFile;
+      }
+    else
+      null;
 
   # Database dumps go to the staging directory, which the snapshot must hold (the runner
   # refuses a plan where no source contains it): when no source does, it becomes a source of
@@ -73,18 +86,10 @@ with ctx;
       onSuccess = notif.enable && notif.onSuccess;
       onFailure = notif.enable && notif.onFailure;
       ntfy = target (
-        if ntfy.url == null then
-          null
-        else
-          {
-            inherit (ntfy) url;
-            tokenFile = pathOrNull ntfy.tokenFile;
-          }
+        if hasUrl ntfy then urlTarget ntfy // { tokenFile = pathOrNull ntfy.tokenFile; } else null
       );
-      webhook = target (if notif.webhook.url == null then null else { inherit (notif.webhook) url; });
-      healthchecks = target (
-        if notif.healthchecks.url == null then null else { inherit (notif.healthchecks) url; }
-      );
+      webhook = target (urlTarget notif.webhook);
+      healthchecks = target (urlTarget notif.healthchecks);
       email = target (if notif.email.to == null then null else { inherit (notif.email) to; });
     };
     health = {

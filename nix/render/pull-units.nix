@@ -84,6 +84,63 @@ with ctx;
 
   pulls = hostNames != [ ];
 
+  # Each pulled host's snapshots get their own health check and verification (`--host`
+  # selects the host's plan): one unit per host, so that a failure names the host in its unit,
+  # its notification and `systemctl --failed`, and one host's damage does not hide another's
+  # result. Their timers follow the local ones: the health check with schedule.enable (at
+  # health.schedule), the verification with verify.enable (at verify.schedule).
+  hostHealthUnit = name: "backup-health-check-host-${name}";
+  hostVerifyUnit = name: "backup-verify-host-${name}";
+  hostCheckServices = listToAttrs (
+    concatMap (name: [
+      {
+        name = hostHealthUnit name;
+        value = mkService {
+          description = "hwc-backup: health check of the snapshots of ${name}";
+          args = [
+            "health"
+            "--host"
+            name
+          ];
+          writable = readers;
+          # As backup-health-check: it must run, and report, when the disk is missing.
+          needsDestination = false;
+          inhibit = false;
+          profile = "check";
+          extra = networkDeps networkTargets;
+        };
+      }
+      {
+        name = hostVerifyUnit name;
+        value = mkService {
+          description = "hwc-backup: verify the latest snapshot of ${name}";
+          # No --sample: the live sources are on the host, not here.
+          args = [
+            "verify"
+            "--host"
+            name
+          ];
+          writable = readers;
+          onAC = true;
+          profile = "verify";
+        };
+      }
+    ]) hostNames
+  );
+  hostCheckTimers = listToAttrs (
+    concatMap (
+      name:
+      optional (cfg.schedule.enable && cfg.health.schedule != null) {
+        name = hostHealthUnit name;
+        value = mkTimer "hwc-backup: scheduled health check of ${name}" cfg.health.schedule;
+      }
+      ++ optional cfg.verify.enable {
+        name = hostVerifyUnit name;
+        value = mkTimer "hwc-backup: scheduled verification of ${name}" cfg.verify.schedule;
+      }
+    ) hostNames
+  );
+
   # The whole run (`now` and its arguments): backup.service, backup-on-mount.service. It also
   # makes the cloud push and the copies to the offsites without a schedule of their own.
   runService =
@@ -127,6 +184,7 @@ with ctx;
         needsDestination = false;
         # Quick: no reason to hold off a suspend.
         inhibit = false;
+        profile = "check";
         extra = networkDeps networkTargets;
       };
       backup-verify = mkService {
@@ -135,6 +193,7 @@ with ctx;
           ++ optional (cfg.verify.subset or null != null) "--subset ${toString cfg.verify.subset}%";
         writable = readers;
         onAC = true;
+        profile = "verify";
       };
     }
     // optionalAttrs (cfg.local.enable && cfg.cloud.enable) {
@@ -143,6 +202,7 @@ with ctx;
         args = [ "cloud" ];
         # The snapshot is read from the destination; syncMode "move" also deletes there.
         writable = writers;
+        profile = "copy";
         extra = mergeUnit (networkDeps true) rcloneCache;
       };
     }
@@ -156,11 +216,13 @@ with ctx;
           Type = "oneshot";
           ExecStart = "${exe} notify-failure --unit %i --config ${configFile}";
         }
-        // hardening [ ];
+        // hardening [ ]
+        // privileges.check;
         restartIfChanged = false;
       } (networkDeps networkTargets);
     }
     // hostServices
+    // hostCheckServices
     // offsiteServices
     // onMountServices;
 
@@ -177,5 +239,6 @@ with ctx;
       backup-verify = mkTimer "hwc-backup: scheduled verification" cfg.verify.schedule;
     }
     // hostTimers
+    // hostCheckTimers
     // offsiteTimers;
 }

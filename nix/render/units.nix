@@ -30,6 +30,9 @@ with ctx;
   hardening =
     writable:
     optionalAttrs (writable != [ ]) { ReadWritePaths = writable; }
+    # Not hardening, but what every unit gets alike: the user's secrets for the programs the
+    # runner starts, read by systemd at start (a missing file fails the unit, naming it).
+    // optionalAttrs (cfg.environmentFile != null) { EnvironmentFile = toString cfg.environmentFile; }
     // {
       ProtectSystem = "strict";
       StateDirectory = "hwc-backup";
@@ -65,12 +68,69 @@ with ctx;
       # - PrivateDevices: snapshots recreate device nodes (mknod needs CAP_MKNOD and /dev access).
       # - RestrictSUIDSGID: snapshots must keep the setuid/setgid bits of the files they copy.
       # - MemoryDenyWriteExecute: pre/post hooks may run JIT-compiled programs.
-      # - CapabilityBoundingSet, User: the runner reads and recreates files of every owner, and
-      #   switches to `databases.*.user` for the dump programs (setgroups/setgid/setuid in the
-      #   child, which need CAP_SETGID and CAP_SETUID; hooks may do the same with runuser).
-      #   Those calls are in @setuid, which @system-service includes, and NoNewPrivileges only
-      #   stops gaining privileges (setuid binaries, file capabilities), not giving them up.
+      # - User: the runner reads and recreates files of every owner, and switches to
+      #   `databases.*.user` for the dump programs (setgroups/setgid/setuid in the child, which
+      #   need CAP_SETGID and CAP_SETUID; hooks may do the same with runuser). Those calls are
+      #   in @setuid, which @system-service includes, and NoNewPrivileges only stops gaining
+      #   privileges (setuid binaries, file capabilities), not giving them up. Each kind of
+      #   unit's CapabilityBoundingSet is in `privileges` below.
     };
+
+  # Least privilege per kind of unit, on top of the shared sandbox above (`systemd-analyze
+  # security --offline=true` exposure in parentheses, checked per unit by tests/integration/nix.rs).
+  privileges = {
+    # backup, backup-local, backup-on-mount and the pulls (4.1): they read every file, recreate
+    # owners, modes, devices, ACLs and file capabilities, start the dump programs as their user
+    # (and may kill them), and run the user's hooks, so only the capabilities no backup uses are
+    # dropped. CAP_SYS_ADMIN stays: trusted.* xattrs and the source snapshots need it.
+    snapshot = {
+      CapabilityBoundingSet = [
+        "~CAP_SYS_PTRACE CAP_SYS_BOOT CAP_SYS_TTY_CONFIG CAP_BPF CAP_SYS_PACCT CAP_LEASE CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE CAP_NET_BROADCAST CAP_AUDIT_CONTROL CAP_AUDIT_READ CAP_AUDIT_WRITE CAP_MAC_ADMIN CAP_MAC_OVERRIDE CAP_IPC_LOCK CAP_SYS_CHROOT CAP_WAKE_ALARM CAP_BLOCK_SUSPEND CAP_SYSLOG CAP_SYS_MODULE CAP_SYS_TIME"
+      ];
+    };
+    # backup-cloud and the offsite units (2.4): read every file of a snapshot
+    # (CAP_DAC_READ_SEARCH); syncMode "move" deletes pushed files from directories that keep
+    # their source's owner and mode (CAP_DAC_OVERRIDE, CAP_FOWNER). The network for the upload.
+    copy = {
+      CapabilityBoundingSet = [
+        "CAP_DAC_READ_SEARCH"
+        "CAP_DAC_OVERRIDE"
+        "CAP_FOWNER"
+      ];
+      ProtectProc = "invisible";
+      PrivateMounts = true;
+      RestrictSUIDSGID = true;
+    };
+    # backup-verify and the pulled hosts' verifications (1.5): read every file of a snapshot and,
+    # with --sample, of the sources; no network at all (the failure is reported by
+    # backup-failure@, which has it).
+    verify = {
+      CapabilityBoundingSet = [ "CAP_DAC_READ_SEARCH" ];
+      PrivateNetwork = true;
+      RestrictAddressFamilies = [ "AF_UNIX" ];
+      ProtectProc = "invisible";
+      PrivateMounts = true;
+      RestrictSUIDSGID = true;
+      MemoryDenyWriteExecute = true;
+      SystemCallFilter = [
+        "@system-service"
+        "~@privileged"
+      ];
+    };
+    # The health checks and backup-failure@ (2.3): read the state, the destination's records and
+    # the journal (journalctl), and send HTTP or mail.
+    check = {
+      CapabilityBoundingSet = [ "CAP_DAC_READ_SEARCH" ];
+      ProtectProc = "invisible";
+      PrivateMounts = true;
+      RestrictSUIDSGID = true;
+      MemoryDenyWriteExecute = true;
+      SystemCallFilter = [
+        "@system-service"
+        "~@privileged"
+      ];
+    };
+  };
 
   # Background work must not be felt on the machine it protects.
   idlePriority = {
@@ -128,6 +188,8 @@ with ctx;
       execStart ? command args,
       # Whether the run may take long enough to be worth keeping the machine awake.
       inhibit ? true,
+      # Which of `privileges` the unit gets.
+      profile ? "snapshot",
       extra ? { },
     }:
     mergeUnit {
@@ -141,7 +203,8 @@ with ctx;
         ExecStart = if inhibit then inhibited description execStart else execStart;
       }
       // idlePriority
-      // hardening writable;
+      // hardening writable
+      // privileges.${profile};
       # A configuration switch must never start, stop or restart a backup.
       restartIfChanged = false;
     } extra;

@@ -399,6 +399,29 @@ fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
             assert_eq!(def["unitConfig"]["RequiresMountsFor"][0], case.rendered["plan"]["destination"]["path"]);
             let scheduled = timers.get("backup").is_some() || case.name == "pull-only";
             assert_eq!(timers.get(&unit).is_some(), scheduled, "{what}: timer");
+            // Its own health check and verification, also on a server without local snapshots.
+            for (check, command) in [("health-check", "health"), ("verify", "verify")] {
+                let unit = format!("backup-{check}-host-{name}");
+                let def = &services[&unit];
+                let what = format!("{}: {unit}", case.name);
+                let exec = without_inhibitor(def["serviceConfig"]["ExecStart"].as_str().unwrap_or_default());
+                assert!(
+                    exec.ends_with(&format!(
+                        "/bin/hwc-backup {command} --host {name} --config /etc/hwc-backup/config.json"
+                    )),
+                    "{what}: {exec}"
+                );
+                assert_eq!(strings(&def["onFailure"]), ["backup-failure@%n.service"], "{what}");
+            }
+            if case.name == "pull-only" {
+                for check in ["health-check", "verify"] {
+                    assert!(
+                        timers.get(format!("backup-{check}-host-{name}")).is_some(),
+                        "{}: {check} timer",
+                        case.name
+                    );
+                }
+            }
             checked += 1;
         }
         // Three hosts, hostConcurrency = 2: two slots, one of them shared.
@@ -406,8 +429,10 @@ fn every_pulled_host_has_a_unit_a_slot_and_the_network() {
             assert_eq!(slots.len(), 2, "{slots:?}");
         }
         // No pulled host, no pull unit.
-        let units = services.as_object().unwrap().keys().filter(|u| u.starts_with("backup-host-")).count();
-        assert_eq!(units, hosts.len(), "{}", case.name);
+        for prefix in ["backup-host-", "backup-health-check-host-", "backup-verify-host-"] {
+            let units = services.as_object().unwrap().keys().filter(|u| u.starts_with(prefix)).count();
+            assert_eq!(units, hosts.len(), "{}: {prefix}", case.name);
+        }
     }
     assert!(checked >= 4, "only {checked} pulled hosts");
 }
@@ -470,6 +495,104 @@ fn rendered_plans_pass_config_check() {
         "config check accepted a plan with retention.daily = \"seven\" (or did not name the \
          field): {said}"
     );
+}
+
+/// The exposure `systemd-analyze security --offline=true` gives each unit of each case stays
+/// within its kind's limit (issue 17): what the unit needs, nothing more (README, "Generated
+/// units", says what remains exposed and why).
+#[test]
+fn every_unit_stays_within_its_exposure_limit() {
+    let limit = |unit: &str| -> f64 {
+        let kinds: [(&str, f64); 9] = [
+            ("backup-health-check", 3.0),
+            ("backup-failure@", 3.0),
+            ("backup-verify", 3.5),
+            ("backup-cloud", 4.0),
+            ("backup-offsite-", 4.0),
+            ("backup-host-", 4.5),
+            ("backup-local", 4.5),
+            ("backup-on-mount", 4.5),
+            ("backup.service", 4.5),
+        ];
+        kinds.iter().find(|(prefix, _)| unit.starts_with(prefix)).unwrap_or_else(|| panic!("{unit}: which limit?")).1
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for case in valid_cases() {
+        let units = dir.path().join(&case.name);
+        fs::create_dir_all(&units).unwrap();
+        for (file, unit) in case.unit_files().iter().filter(|(f, _)| f.ends_with(".service")) {
+            let path = units.join(file);
+            fs::write(&path, unit).unwrap();
+            let output = run("systemd-analyze", &["security", "--offline=true", "--no-pager", path.to_str().unwrap()]);
+            let said = text(&output.stdout);
+            let score: f64 = said
+                .lines()
+                .rev()
+                .find_map(|l| {
+                    l.split_once("Overall exposure level for ")?.1.split_once(": ")?.1.split(' ').next()?.parse().ok()
+                })
+                .unwrap_or_else(|| {
+                    panic!("{}: {file}: no exposure level in\n{said}{}", case.name, text(&output.stderr))
+                });
+            assert!(score <= limit(file), "{}: {file}: exposure {score} > {}\n{said}", case.name, limit(file));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 40, "only {checked} units");
+}
+
+/// The capabilities the units keep are enough for what they run: the runner started as root with
+/// exactly the bounding set of the unit (setpriv(1): root's capabilities after exec are its
+/// bounding set) snapshots files of another user, and verifies and checks them with only
+/// CAP_DAC_READ_SEARCH — which is needed: without it the verification cannot read them.
+#[test]
+fn units_capabilities_are_enough_for_their_commands() {
+    let case = cases().iter().find(|c| c.name == "everything").unwrap();
+    let services = &case.rendered["units"]["services"];
+    let set = |unit: &str| strings(&services[unit]["serviceConfig"]["CapabilityBoundingSet"]);
+    // systemd's names to setpriv's: "~CAP_A CAP_B" drops them, "CAP_A" keeps only it.
+    let setpriv = |sets: Vec<String>| -> String {
+        let mut spec = Vec::new();
+        for s in sets {
+            match s.strip_prefix('~') {
+                Some(dropped) => spec.extend(dropped.split_whitespace().map(|c| format!("-{}", c[4..].to_lowercase()))),
+                None => {
+                    spec.push("-all".to_owned());
+                    spec.extend(s.split_whitespace().map(|c| format!("+{}", c[4..].to_lowercase())));
+                }
+            }
+        }
+        spec.join(",")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dest, state) = (dir.path().join("src"), dir.path().join("dest"), dir.path().join("state"));
+    fs::create_dir_all(src.join("private")).unwrap();
+    fs::write(src.join("private/key"), "secret").unwrap();
+    let run_as = |bounding: &str, args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--bounding-set", bounding, "--inh-caps", "-all", "--", hwc_backup()]).args(args);
+        cmd.args(["--dest", dest.to_str().unwrap(), "--host", "h", "--state-dir", state.to_str().unwrap()]);
+        cmd.output().unwrap()
+    };
+    let owned = Command::new("chown").args(["-R", "1000:1000", src.join("private").to_str().unwrap()]).status();
+    assert!(owned.unwrap().success());
+    Command::new("chmod").args(["700", src.join("private").to_str().unwrap()]).status().unwrap();
+    Command::new("chmod").args(["600", src.join("private/key").to_str().unwrap()]).status().unwrap();
+
+    let snapshot = setpriv(set("backup"));
+    let out = run_as(&snapshot, &["now", "--source", src.to_str().unwrap()]);
+    assert!(out.status.success(), "now with {snapshot}: {}{}", text(&out.stdout), text(&out.stderr));
+    for unit in ["backup-verify", "backup-health-check", "backup-failure@"] {
+        let bounding = setpriv(set(unit));
+        assert_eq!(bounding, "-all,+dac_read_search", "{unit}");
+        let command = if unit == "backup-verify" { "verify" } else { "health" };
+        let out = run_as(&bounding, &[command]);
+        assert!(out.status.success(), "{unit}: {command} with {bounding}: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+    // The capability is what makes the difference.
+    let out = run_as("-all", &["verify"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("Permission denied"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -601,7 +724,7 @@ fn long_running_units_keep_the_machine_awake() {
                 continue;
             }
             let exec = def["serviceConfig"]["ExecStart"].as_str().unwrap();
-            let quick = file.starts_with("backup-failure@") || file == "backup-health-check.service";
+            let quick = file.starts_with("backup-failure@") || file.starts_with("backup-health-check");
             let inhibited = exec.starts_with(&format!("{}-systemd-258/bin/systemd-inhibit ", &FAKE_PACKAGE[..43]));
             assert_eq!(inhibited, !off && !quick, "{}: {file}: {exec}", case.name);
             if inhibited {
@@ -768,8 +891,17 @@ fn units_that_dump_databases_may_switch_users() {
             let name = format!("{}: {unit}", case.name);
             let config = &case.rendered["units"]["services"][unit]["serviceConfig"];
             assert!(config.is_object(), "{name}: missing");
-            for key in ["User", "DynamicUser", "PrivateUsers", "CapabilityBoundingSet", "AmbientCapabilities"] {
+            for key in ["User", "DynamicUser", "PrivateUsers", "AmbientCapabilities"] {
                 assert!(config.get(key).is_none(), "{name}: {key} would keep the runner from switching users");
+            }
+            // A bounding set may only drop capabilities (`~…`), and never CAP_SETUID/CAP_SETGID
+            // (nor CAP_KILL, with which the runner stops a dump that overran).
+            for set in strings(&config["CapabilityBoundingSet"]) {
+                let dropped =
+                    set.strip_prefix('~').unwrap_or_else(|| panic!("{name}: CapabilityBoundingSet={set} keeps a list"));
+                for needed in ["CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER"] {
+                    assert!(!dropped.split_whitespace().any(|c| c == needed), "{name}: {set} drops {needed}");
+                }
             }
             let writable = strings(&config["ReadWritePaths"]);
             assert!(
@@ -881,6 +1013,15 @@ fn package_builds_the_workspace_with_the_seed_commands() {
     for name in ["backup-now", "backup-status", "backup-restore", "backup-verify"] {
         assert!(post_install.contains(name), "{name} is not installed");
     }
+
+    // One license everywhere: meta.license, Cargo.toml and the LICENSE file; no placeholder
+    // homepage; maintainers an empty list until someone takes the package on in nixpkgs.
+    assert_eq!(package["license"], "mit");
+    assert!(cargo.contains("license = \"MIT\""), "Cargo.toml's license is not MIT");
+    let license = fs::read_to_string(root.join("LICENSE")).expect("LICENSE");
+    assert!(license.starts_with("MIT License"), "LICENSE is not the MIT license");
+    assert_eq!(package["hasHomepage"], false);
+    assert_eq!(package["maintainers"], serde_json::json!([]));
 }
 
 /// The NixOS documentation with the option table (to be merged into README.md).
@@ -1181,6 +1322,143 @@ fn module_refuses_offsite_secrets_in_the_store() {
     assert_eq!(module["failedAssertions"], serde_json::json!([]));
 }
 
+/// Every other option naming a secret file is refused the same way when it would put the secret
+/// into the Nix store (a store path, a path literal) or is relative, and accepted as a run-time
+/// path, which reaches the plan or the units unchanged.
+#[test]
+fn module_refuses_secrets_in_the_store() {
+    let Some(lib) = nixpkgs_lib("module_refuses_secrets_in_the_store") else { return };
+    let options = [
+        ("cloud.rcloneConfigFile", "cloud = { enable = true; provider = \"b2\"; };"),
+        ("notifications.ntfy.tokenFile", "notifications.ntfy.url = \"https://ntfy.example/t\";"),
+        ("notifications.ntfy.urlFile", ""),
+        ("notifications.webhook.urlFile", ""),
+        ("notifications.healthchecks.urlFile", ""),
+        ("databases.mysql.defaultsFile", "databases.mysql.enable = true;"),
+        ("hosts.web1.sshKeyFile", "hosts.web1.sources = [ \"/srv\" ];"),
+        ("environmentFile", ""),
+    ];
+    let definitions = |option: &str, value: &str, context: &str| {
+        format!(
+            "{{ hwc.system.services.backup = {{ enable = true; local.enable = true; notifications.enable = true; \
+             {context} {option} = {value}; }}; }}"
+        )
+    };
+    for (option, context) in options {
+        for value in ["\"/nix/store/00000000000000000000000000000000-secret\"", "./secret", "\"secret\""] {
+            let err = eval_module(&lib, ("definitions", &definitions(option, value, context)))
+                .err()
+                .unwrap_or_else(|| panic!("{option} = {value} was accepted"));
+            for needed in [
+                format!("hwc.system.services.backup.{option}'"),
+                "not in the Nix store".to_owned(),
+                "config.age.secrets.<name>.path with agenix".to_owned(),
+                "config.sops.secrets.<name>.path with sops-nix".to_owned(),
+            ] {
+                assert!(err.contains(&needed), "{option} = {value}: the error lacks {needed:?}:\n{err}");
+            }
+        }
+        let module = eval_module(&lib, ("definitions", &definitions(option, "\"/run/agenix/secret\"", context)))
+            .unwrap_or_else(|err| panic!("{option} = \"/run/agenix/secret\": {err}"));
+        assert_eq!(module["failedAssertions"], serde_json::json!([]), "{option}");
+        let found = match option {
+            "environmentFile" => module["units"]["services"]["backup"]["serviceConfig"]["EnvironmentFile"].clone(),
+            "hosts.web1.sshKeyFile" => module["plan"]["hosts"]["web1"]["sshKeyFile"].clone(),
+            "databases.mysql.defaultsFile" => module["plan"]["databases"]["mysql"]["defaultsFile"].clone(),
+            _ => {
+                let path: Vec<&str> = option.split('.').collect();
+                path.iter().fold(&module["plan"], |v, k| &v[*k]).clone()
+            }
+        };
+        assert_eq!(found, "/run/agenix/secret", "{option}: {}", module["plan"]);
+    }
+}
+
+/// The scalar settings of every unit, `[Unit]` and `[Timer]` as `[Service]`, are `lib.mkDefault`: a
+/// machine changes one with a plain definition (no `lib.mkForce`), and list settings add up.
+#[test]
+fn module_unit_settings_are_overridable_without_mk_force() {
+    let Some(lib) = nixpkgs_lib("module_unit_settings_are_overridable_without_mk_force") else { return };
+    let definitions =
+        "{ hwc.system.services.backup = { enable = true; local.enable = true; schedule.enable = true; }; \
+                       systemd.services.backup.unitConfig.ConditionACPower = false; \
+                       systemd.services.backup.unitConfig.RequiresMountsFor = [ \"/srv/extra\" ]; \
+                       systemd.services.backup.serviceConfig.NoNewPrivileges = false; \
+                       systemd.timers.backup.timerConfig.Persistent = false; }";
+    let module = eval_module(&lib, ("definitions", definitions)).unwrap_or_else(|err| panic!("{err}"));
+    let backup = &module["units"]["services"]["backup"];
+    assert_eq!(backup["unitConfig"]["ConditionACPower"], false);
+    assert_eq!(backup["serviceConfig"]["NoNewPrivileges"], false);
+    assert_eq!(module["units"]["timers"]["backup"]["timerConfig"]["Persistent"], false);
+    let mounts = strings(&backup["unitConfig"]["RequiresMountsFor"]);
+    assert!(mounts.contains(&"/mnt/backup".to_owned()) && mounts.contains(&"/srv/extra".to_owned()), "{mounts:?}");
+    // Without the override the module's own values stand.
+    let plain = "{ hwc.system.services.backup = { enable = true; local.enable = true; schedule.enable = true; }; }";
+    let module = eval_module(&lib, ("definitions", plain)).unwrap();
+    assert_eq!(module["units"]["services"]["backup"]["unitConfig"]["ConditionACPower"], true);
+    assert_eq!(module["units"]["timers"]["backup"]["timerConfig"]["Persistent"], true);
+    // The programs the runner starts by name (ionice, blkid, getent) are on every unit's PATH,
+    // which NixOS builds from `path` alone.
+    for (name, unit) in module["units"]["services"].as_object().unwrap() {
+        let path = strings(&unit["path"]);
+        for package in ["util-linux-2.41-bin", "getent-glibc-2.40"] {
+            assert!(path.iter().any(|p| p.ends_with(package)), "{name}: path {path:?} lacks {package}");
+        }
+    }
+}
+
+/// A switch starts no backup: the activation marks the module's timers as fired now, so a timer
+/// that switch-to-configuration restarts with a changed calendar does not catch up at once
+/// (Persistent=true reads the stamp when the timer starts). At boot it changes nothing.
+#[test]
+fn module_activation_keeps_a_switch_from_firing_timers() {
+    let Some(lib) = nixpkgs_lib("module_activation_keeps_a_switch_from_firing_timers") else { return };
+    let case = repo().join("tests/nix/cases/everything.nix");
+    let module = eval_module(&lib, ("case", case.to_str().unwrap())).unwrap();
+    let text = module["activation"]["hwc-backup-timers"].as_str().expect("no activation script").to_owned();
+    let timers: Vec<String> =
+        module["units"]["timers"].as_object().unwrap().keys().map(|t| format!("{t}.timer")).collect();
+    assert!(timers.len() >= 3, "{timers:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let stamps = dir.path().join("timers");
+    fs::create_dir_all(&stamps).unwrap();
+    assert!(text.contains("stamps=/var/lib/systemd/timers"), "{text}");
+    let script = dir.path().join("activate.sh");
+    fs::write(&script, text.replace("stamps=/var/lib/systemd/timers", &format!("stamps={}", stamps.display())))
+        .unwrap();
+    let old = "200001010000";
+    let age = |name: &str| {
+        let meta = fs::metadata(stamps.join(format!("stamp-{name}"))).ok()?;
+        Some(meta.modified().unwrap().elapsed().unwrap_or_default().as_secs())
+    };
+    let activate = |action: Option<&str>| {
+        for name in timers.iter().skip(1).map(String::as_str).chain(["other.timer"]) {
+            run("touch", &["-t", old, stamps.join(format!("stamp-{name}")).to_str().unwrap()]);
+        }
+        let _ = fs::remove_file(stamps.join(format!("stamp-{}", timers[0])));
+        let mut cmd = Command::new("bash");
+        cmd.arg("-eu").arg(&script).env_remove("NIXOS_ACTION");
+        if let Some(a) = action {
+            cmd.env("NIXOS_ACTION", a);
+        }
+        assert!(cmd.status().unwrap().success(), "{action:?}");
+    };
+    for action in ["switch", "test"] {
+        activate(Some(action));
+        for t in &timers[1..] {
+            assert!(age(t).unwrap() < 600, "{action}: the stamp of {t} was not renewed");
+        }
+        assert!(age("other.timer").unwrap() > 3600, "{action}: another unit's timer was touched");
+        assert_eq!(age(&timers[0]), None, "{action}: a timer that never fired got a stamp");
+    }
+    for action in [None, Some("boot"), Some("dry-activate")] {
+        activate(action);
+        for t in &timers[1..] {
+            assert!(age(t).unwrap() > 3600, "{action:?}: the stamp of {t} was renewed, no catch-up at boot");
+        }
+    }
+}
+
 #[test]
 fn module_finds_the_agenix_secret_path() {
     let Some(lib) = nixpkgs_lib("module_finds_the_agenix_secret_path") else { return };
@@ -1337,10 +1615,19 @@ fn flake_outputs_with_nixpkgs_lib() {
     }
     assert_eq!(flake["nixosModules"], serde_json::json!(["default", "hwc-backup"]));
     assert_eq!(flake["overlay"], serde_json::json!(["hwc-backup"]));
-    // nixosModules.default points the package option at this flake's build for the system.
+    // nixosModules.default builds the package with the user's pkgs (callPackage), or takes
+    // the user's pkgs.hwc-backup (the overlay): never this flake's own nixpkgs.
     assert!(
         flake["modulePackage"].as_str().unwrap().ends_with("-hwc-backup-aarch64-linux"),
         "{}",
         flake["modulePackage"]
     );
+    assert!(
+        flake["modulePackageFromOverlay"].as_str().unwrap().ends_with("-hwc-backup-from-user-pkgs-aarch64-linux"),
+        "{}",
+        flake["modulePackageFromOverlay"]
+    );
+    for system in ["x86_64-linux", "aarch64-linux"] {
+        assert_eq!(flake["formatter"][system], "nixfmt", "formatter.{system}");
+    }
 }

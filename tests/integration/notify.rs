@@ -385,3 +385,72 @@ fn a_listener_that_is_down_does_not_fail_the_backup() {
     assert!(stderr.contains("webhook notification not delivered"), "{stderr}");
     assert_eq!(env.snapshot_ids().len(), 1);
 }
+
+/// `urlFile`: the URLs of ntfy, the webhook and healthchecks read from files at run time
+/// (trimmed), delivered to the same paths as inline URLs; none of them appears in the output.
+#[test]
+fn url_files_are_read_at_run_time() {
+    let env = Env::new();
+    let l = Listener::start();
+    write(&env.src.join("a"), "a");
+    let secret = |name: &str, url: String| {
+        let f = env.dir.path().join(name);
+        std::fs::write(&f, format!("  {url}\n")).unwrap();
+        s(&f)
+    };
+    let mut p = notifying_plan(&env, &l.url);
+    p["notifications"]["email"] = serde_json::Value::Null;
+    let token = p["notifications"]["ntfy"]["tokenFile"].clone();
+    p["notifications"]["ntfy"] =
+        serde_json::json!({ "urlFile": secret("ntfy-url", format!("{}/topic-s3cret", l.url)), "tokenFile": token });
+    p["notifications"]["webhook"] =
+        serde_json::json!({ "urlFile": secret("hook-url", format!("{}/hook?token=s3cret", l.url)) });
+    p["notifications"]["healthchecks"] =
+        serde_json::json!({ "urlFile": secret("hc-url", format!("{}/hc/s3cret-uuid/", l.url)) });
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let out = env.cmd(&["now", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    l.wait_for(4);
+    l.one("/hc/s3cret-uuid/start");
+    l.one("/hc/s3cret-uuid");
+    assert_eq!(l.one("/topic-s3cret").header("Authorization"), Some("Bearer tk_secret123"));
+    let hook = l.one("/hook?token=s3cret");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&hook.body).unwrap()["state"], "success");
+    assert_eq!(l.requests().len(), 4, "{:#?}", l.requests());
+    assert!(!show(&out).contains("s3cret"), "{}", show(&out));
+
+    // A URL file that is missing or empty: the run still succeeds, the delivery fails with
+    // the file's name, and the other targets are reached.
+    let l2 = Listener::start();
+    let empty = secret("empty-url", String::new());
+    p["notifications"]["webhook"] = serde_json::json!({ "urlFile": empty });
+    p["notifications"]["healthchecks"] = serde_json::json!({ "urlFile": s(&env.dir.path().join("no-such-url")) });
+    p["notifications"]["ntfy"] =
+        serde_json::json!({ "urlFile": secret("ntfy-url", format!("{}/topic-s3cret", l2.url)), "tokenFile": token });
+    let plan = write_plan(&env, "plan2.json", &p.to_string());
+    let out = env.cmd(&["now", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("URL file {empty} is empty")), "{stderr}");
+    assert!(stderr.contains("cannot read URL file") && stderr.contains("no-such-url"), "{stderr}");
+    l2.wait_for(1);
+    l2.one("/topic-s3cret");
+}
+
+/// A target naming both an inline URL and a file, or neither, is refused by `config check`.
+#[test]
+fn a_target_with_two_urls_or_none_is_refused() {
+    let env = Env::new();
+    for (target, value, words) in [
+        ("webhook", serde_json::json!({ "url": "http://x/h", "urlFile": "/run/agenix/h" }), "both url and urlFile"),
+        ("healthchecks", serde_json::json!({}), "neither url nor urlFile"),
+        ("ntfy", serde_json::json!({ "urlFile": "relative/url" }), "notifications.ntfy.urlFile"),
+    ] {
+        let mut p = plan_json(&env);
+        p["notifications"][target] = value;
+        let plan = write_plan(&env, "plan.json", &p.to_string());
+        let out = env.cmd(&["config", "check"]).arg(&plan).output().unwrap();
+        assert_ne!(code(&out), 0, "{target}: {}", show(&out));
+        assert!(show(&out).contains(words), "{target}: {}", show(&out));
+    }
+}

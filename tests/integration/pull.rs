@@ -367,6 +367,10 @@ fn a_host_of_the_plan_is_pulled_with_its_own_retention_and_records() {
     let out = env.cmd(&["health", "--config", &s(&file), "--host", CLIENT, "--json"]).output().unwrap();
     let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(health.to_string().contains("2025-01-17_02-00-00"), "health --host checks the host's snapshots: {health}");
+    // What backup-verify-host-<name>.service runs (the module's unit for a pulled host).
+    let out = env.cmd(&["verify", "--config", &s(&file), "--host", CLIENT, "--json"]).output().unwrap();
+    assert!(out.status.success(), "verify --host: {}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2025-01-17_02-00-00"), "{}", show(&out));
 
     // A pull that failed by itself under systemd records its invocation in the host's state
     // directory; OnFailure='s notify-failure for backup-host-client.service must find it there

@@ -20,6 +20,7 @@ let
     mkShell = _args: fakeDrv "shell" system;
     testers.runNixOSTest = _test: fakeDrv "vm-test" system;
     rclone = fakeDrv "rclone" system // { meta.mainProgram = "rclone"; };
+    nixfmt = fakeDrv "nixfmt" system;
   };
   nixpkgs = {
     inherit lib;
@@ -44,7 +45,22 @@ in
   packages = lib.mapAttrs (_: lib.attrNames) self.packages;
   checks = lib.mapAttrs (_: lib.attrNames) self.checks;
   devShells = lib.mapAttrs (_: lib.attrNames) self.devShells;
+  formatter = lib.mapAttrs (_: f: f.name) self.formatter;
   nixosModules = lib.attrNames self.nixosModules;
   overlay = lib.attrNames (self.overlays.default pkgs { });
   modulePackage = module.config.hwc.system.services.backup.package.outPath;
+  # With the overlay applied to the user's pkgs, the module takes that package.
+  modulePackageFromOverlay =
+    (lib.evalModules {
+      modules = [
+        ./nixos-stub.nix
+        self.nixosModules.default
+        {
+          _module.args.pkgs = pkgs // {
+            hwc-backup = fakeDrv "hwc-backup-from-user-pkgs" "aarch64-linux";
+          };
+          hwc.system.services.backup.enable = true;
+        }
+      ];
+    }).config.hwc.system.services.backup.package.outPath;
 }

@@ -26,6 +26,7 @@ let
     rclone = fakeDrv "rclone-1.70.0" "${fakeStore}-rclone-1.70.0" "rclone";
     openssh = fakeDrv "openssh-10.0p2" "${fakeStore}-openssh-10.0p2" "ssh";
     util-linux = fakeDrv "util-linux-2.41-bin" "${fakeStore}-util-linux-2.41-bin" "mount";
+    getent = fakeDrv "getent-glibc-2.40" "${fakeStore}-getent-glibc-2.40" "getent";
     restic = fakeDrv "restic-0.18.0" "${fakeStore}-restic-0.18.0" "restic";
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
     writeShellScript = name: _text: "${fakeStore}-${name}";
@@ -74,6 +75,7 @@ in
   );
   systemPackages = map toString config.environment.systemPackages;
   checks = map (c: c.name) config.system.checks;
+  activation = lib.mapAttrs (_: a: a.text) config.system.activationScripts;
   options = map (o: {
     inherit (o) name type;
     hasDescription = (o.description or "") != "";

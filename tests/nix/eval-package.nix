@@ -20,7 +20,8 @@ in
     postInstall
     cargoTestFlags
     ;
-  inherit (package.meta) mainProgram;
+  inherit (package.meta) mainProgram license maintainers;
+  hasHomepage = package.meta ? homepage;
   lockFile = toString package.cargoLock.lockFile;
   root = toString package.src.root;
   sources = map toString package.src.fileset;

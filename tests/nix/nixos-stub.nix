@@ -145,6 +145,18 @@ in
       type = types.listOf types.str;
       default = [ ];
     };
+    system.activationScripts = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options.text = mkOption { type = types.lines; };
+          options.deps = mkOption {
+            type = types.listOf types.str;
+            default = [ ];
+          };
+        }
+      );
+      default = { };
+    };
     system.checks = mkOption {
       type = types.listOf types.anything;
       default = [ ];

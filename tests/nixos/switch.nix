@@ -1,7 +1,9 @@
 # `nixos-rebuild switch` must neither start a backup nor restart one that is running
 # (restartIfChanged = false). The specialisation changes the plan (keepDaily) and the unit
-# (onlyOnAC); switching to it while a run waits in its pre-backup hook keeps that run alive,
-# writes the new plan, and starts nothing else.
+# (onlyOnAC) and the schedule (daily -> hourly, which restarts backup.timer); switching to it
+# while a run waits in its pre-backup hook keeps that run alive, writes the new plan, and starts
+# nothing else. A restarted timer with Persistent=true and a stamp older than the new calendar's
+# last elapse would fire at once; the module's activation renews the stamps first.
 {
   name = "hwc-backup-switch";
 
@@ -15,7 +17,11 @@
     specialisation.changed.configuration = {
       hwc.system.services.backup = {
         local.keepDaily = 9;
-        schedule.onlyOnAC = false;
+        schedule = {
+          onlyOnAC = false;
+          frequency = "hourly";
+          randomDelay = "0";
+        };
       };
     };
   };
@@ -28,8 +34,12 @@
     ''
       machine.wait_for_unit("multi-user.target")
 
-      with subtest("switching while idle starts no backup"):
+      with subtest("switching while idle starts no backup, also with a changed schedule"):
+          # As if the last scheduled run were three days ago: the restarted timer would catch up.
+          machine.succeed("touch -d '3 days ago' /var/lib/systemd/timers/stamp-backup.timer")
           machine.succeed("${switch}")
+          machine.succeed("systemctl cat backup.timer | grep -q 'OnCalendar=\\*-\\*-\\* \\*:00:00'")
+          machine.sleep(5)
           machine.succeed("grep -q '\"daily\": 9' /etc/hwc-backup/config.json")
           machine.fail("test -e /mnt/backup/machine")
           for unit in ["backup", "backup-local", "backup-cloud", "backup-verify", "backup-health-check"]:

@@ -312,19 +312,65 @@ impl Cloud {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ntfy {
-    /// Topic URL.
-    pub url: String,
+    /// Topic URL, written in the plan (world-readable): for topics that are no secret.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the topic URL, read at each delivery (a topic is a password).
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
     /// File holding an access token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
 }
 
-/// A target given by URL only.
+/// A target given by URL only: inline in the plan, or in a file read at each delivery (exactly
+/// one of them).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UrlTarget {
-    /// The URL.
-    pub url: String,
+    /// The URL, written in the plan (world-readable).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// File holding the URL (one line), for URLs that carry a secret.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+}
+
+impl UrlTarget {
+    /// A target with an inline URL.
+    pub fn inline(url: impl Into<String>) -> UrlTarget {
+        UrlTarget { url: Some(url.into()), url_file: None }
+    }
+}
+
+/// `url` and `urlFile` of a notification target: exactly one, the file an absolute path.
+fn validate_url_source(field: &str, url: &Option<String>, url_file: &Option<PathBuf>) -> Result<()> {
+    match (url, url_file) {
+        (Some(_), Some(_)) => Err(Error::config(field, "sets both url and urlFile; give one")),
+        (None, None) => Err(Error::config(field, "sets neither url nor urlFile")),
+        (Some(u), None) if u.trim().is_empty() => Err(Error::config(format!("{field}.url"), "is empty")),
+        (None, Some(f)) => absolute(&format!("{field}.urlFile"), f),
+        (Some(_), None) => Ok(()),
+    }
+}
+
+impl Notifications {
+    /// Each target names its URL once; files are absolute paths.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(n) = &self.ntfy {
+            validate_url_source("notifications.ntfy", &n.url, &n.url_file)?;
+            if let Some(t) = &n.token_file {
+                absolute("notifications.ntfy.tokenFile", t)?;
+            }
+        }
+        for (field, t) in [("notifications.webhook", &self.webhook), ("notifications.healthchecks", &self.healthchecks)]
+        {
+            if let Some(t) = t {
+                validate_url_source(field, &t.url, &t.url_file)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A mail target.
@@ -1046,6 +1092,7 @@ impl Plan {
             }
         }
         self.validate_cloud()?;
+        self.notifications.validate()?;
         if parse_duration(&self.health.max_age).map_err(|m| Error::config("health.maxAge", m))?.is_zero() {
             return Err(Error::config(
                 "health.maxAge",

@@ -52,11 +52,13 @@
         tokenFile = "/run/secrets/ntfy-token";
       };
       webhook.url = "https://hooks.example/backup";
-      healthchecks.url = "https://hc.example/ping/uuid";
+      # The ping URL's UUID is the secret: read from a file at run time.
+      healthchecks.urlFile = "/run/secrets/healthchecks-url";
       email.to = "ops@example.org";
     };
     preBackupScript = "pg_dumpall > /var/lib/postgresql-dumps/all.sql";
     readWritePaths = [ "/var/lib/postgresql-dumps" ];
+    environmentFile = "/run/secrets/backup.env";
     health = {
       maxAge = "36h";
       minBackups = 3;

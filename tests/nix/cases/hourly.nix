@@ -1,5 +1,6 @@
 # An hourly schedule: the minute comes from timeOfDay, the health limit follows the frequency,
-# and the health check timer can be turned off.
+# and the health check timer can be turned off. The inline ping URL carries a key in its query
+# string, which the module warns about (it is written into the world-readable store).
 {
   networking.hostName = "build";
   hwc.system.services.backup = {
@@ -21,7 +22,7 @@
     health.schedule = null;
     notifications = {
       enable = true;
-      healthchecks.url = "https://hc.example/ping/build";
+      healthchecks.url = "https://hc.example/ping/build?key=0123456789";
     };
   };
 }

@@ -1,6 +1,6 @@
 # Settings that cannot work together: every keep rule zero, a cloud push without local
-# snapshots or remote, Proton Drive without its secret, an ntfy token without a topic, a host
-# name that is no directory name.
+# snapshots or remote, Proton Drive without its secret, an ntfy token without a topic, a webhook URL
+# given inline and as a file, a host name that is no directory name.
 {
   hwc.system.services.backup = {
     enable = true;
@@ -19,5 +19,9 @@
       secretName = "";
     };
     notifications.ntfy.tokenFile = "/run/secrets/ntfy";
+    notifications.webhook = {
+      url = "https://hooks.example/backup";
+      urlFile = "/run/secrets/webhook-url";
+    };
   };
 }

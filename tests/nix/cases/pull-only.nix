@@ -1,4 +1,5 @@
-# A machine that only pulls another one: no local snapshots of its own, one host, scheduled.
+# A machine that only pulls another one: no local snapshots of its own, one host, scheduled,
+# with the pulled host's scheduled health check and verification.
 {
   networking.hostName = "vault";
   hwc.system.services.backup = {
@@ -9,6 +10,7 @@
       frequency = "weekly";
       randomDelay = "0";
     };
+    verify.enable = true;
     hosts.router.sources = [ "/etc" ];
   };
 }

@@ -894,7 +894,7 @@ mod tests {
         let mut p = crate::plan::Plan::ad_hoc("h".into(), vec!["/src".into()], dir.join("dest"), vec![]);
         p.state_dir = dir.join("state");
         p.cloud.enable = true;
-        p.notifications.healthchecks = Some(crate::plan::UrlTarget { url: "http://127.0.0.1:1/hc".into() });
+        p.notifications.healthchecks = Some(crate::plan::UrlTarget::inline("http://127.0.0.1:1/hc"));
         p
     }
 

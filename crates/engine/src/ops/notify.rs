@@ -125,13 +125,15 @@ pub fn notify(n: &Notifications, msg: &Message) -> Vec<Delivery> {
     std::thread::scope(|s| {
         let mut jobs = Vec::new();
         if let Some(hc) = &n.healthchecks {
-            let url = match msg.state {
-                RunState::Failed => format!("{}/fail", hc.url.trim_end_matches('/')),
-                RunState::Skipped => format!("{}/log", hc.url.trim_end_matches('/')),
-                _ => hc.url.trim_end_matches('/').to_string(),
+            let suffix = match msg.state {
+                RunState::Failed => "/fail",
+                RunState::Skipped => "/log",
+                _ => "",
             };
             let body = &body;
-            jobs.push(s.spawn(move || Delivery::of("healthchecks", post(&url, &[], body.as_bytes()))));
+            jobs.push(s.spawn(move || {
+                Delivery::of("healthchecks", ping_url(hc, suffix).and_then(|url| post(&url, &[], body.as_bytes())))
+            }));
         }
         if wanted {
             if let Some(ntfy) = &n.ntfy {
@@ -141,7 +143,9 @@ pub fn notify(n: &Notifications, msg: &Message) -> Vec<Delivery> {
             if let Some(w) = &n.webhook {
                 let payload = webhook_payload(msg, &title, &body);
                 jobs.push(s.spawn(move || {
-                    Delivery::of("webhook", post(&w.url, &[("Content-Type", "application/json")], &payload))
+                    let sent = target_url(&w.url, &w.url_file)
+                        .and_then(|url| post(&url, &[("Content-Type", "application/json")], &payload));
+                    Delivery::of("webhook", sent)
                 }));
             }
             if let Some(m) = &n.email {
@@ -159,8 +163,24 @@ pub fn notify(n: &Notifications, msg: &Message) -> Vec<Delivery> {
 /// never ends). `None` when no healthchecks URL is configured.
 pub fn ping_start(n: &Notifications) -> Option<Delivery> {
     let hc = n.healthchecks.as_ref()?;
-    let url = format!("{}/start", hc.url.trim_end_matches('/'));
-    Some(Delivery::of("healthchecks", post(&url, &[], b"")))
+    Some(Delivery::of("healthchecks", ping_url(hc, "/start").and_then(|url| post(&url, &[], b""))))
+}
+
+/// The healthchecks ping URL with `suffix` (`/start`, `/fail`, `/log` or nothing) appended.
+fn ping_url(hc: &crate::plan::UrlTarget, suffix: &str) -> Result<String, String> {
+    Ok(format!("{}{suffix}", target_url(&hc.url, &hc.url_file)?.trim_end_matches('/')))
+}
+
+/// A target's URL: inline in the plan, or read from its file at each delivery (so that a URL
+/// holding a secret stays out of the world-readable Nix store). The file holds one line;
+/// surrounding whitespace is dropped. A missing, unreadable or empty file is a failed delivery
+/// naming the file, never the URL.
+fn target_url(url: &Option<String>, url_file: &Option<PathBuf>) -> Result<String, String> {
+    match (url, url_file) {
+        (_, Some(f)) => read_secret_line(f, "URL file"),
+        (Some(u), None) => Ok(u.clone()),
+        (None, None) => Err("neither url nor urlFile is set".into()),
+    }
 }
 
 fn webhook_payload(msg: &Message, title: &str, body: &str) -> Vec<u8> {
@@ -198,10 +218,15 @@ fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<(), String> 
     req.send(body).map(|_| ()).map_err(|e| format!("POST {}: {e}", redact(url)))
 }
 
-/// URLs of pings carry their secret in the path (healthchecks UUIDs); logs keep the host only.
+/// URLs of pings carry their secret in the path (healthchecks UUIDs), the query (tokens) or the
+/// user info (`user:password@`); logs keep the scheme and host only.
 fn redact(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) => format!("{scheme}://{}/…", rest.split('/').next().unwrap_or("")),
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            format!("{scheme}://{host}/…")
+        }
         None => "(invalid URL)".into(),
     }
 }
@@ -214,21 +239,27 @@ fn send_ntfy(ntfy: &crate::plan::Ntfy, state: RunState, title: &str, body: &str)
         RunState::Skipped => ("low", "fast_forward"),
     };
     let auth = match &ntfy.token_file {
-        Some(f) => Some(format!("Bearer {}", read_token(f)?)),
+        Some(f) => Some(format!("Bearer {}", read_secret_line(f, "token file")?)),
         None => None,
     };
+    let url = target_url(&ntfy.url, &ntfy.url_file)?;
     let mut headers = vec![("Title", title), ("Priority", priority), ("Tags", tags)];
     if let Some(a) = &auth {
         headers.push(("Authorization", a.as_str()));
     }
-    post(&ntfy.url, &headers, body.as_bytes())
+    post(&url, &headers, body.as_bytes())
 }
 
-fn read_token(path: &Path) -> Result<String, String> {
-    let t = std::fs::read_to_string(path).map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+/// A secret of one line (a token, a URL) from `path`, trimmed. `what` names it in errors, which
+/// never quote the content.
+fn read_secret_line(path: &Path, what: &str) -> Result<String, String> {
+    let t = std::fs::read_to_string(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     let t = t.trim();
-    if t.is_empty() || t.contains(['\n', '\r']) {
-        return Err(format!("token file {} does not hold one token", path.display()));
+    if t.is_empty() {
+        return Err(format!("{what} {} is empty", path.display()));
+    }
+    if t.contains(['\n', '\r']) {
+        return Err(format!("{what} {} holds more than one line", path.display()));
     }
     Ok(t.to_string())
 }
@@ -338,7 +369,7 @@ mod tests {
     fn a_dead_target_is_a_failed_delivery_not_a_panic() {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let n = Notifications {
-            webhook: Some(crate::plan::UrlTarget { url: "http://127.0.0.1:1/hook".into() }),
+            webhook: Some(crate::plan::UrlTarget::inline("http://127.0.0.1:1/hook")),
             ..Notifications::default()
         };
         let d = notify(&n, &msg(RunState::Failed));
@@ -355,7 +386,7 @@ mod tests {
         assert_eq!((v["state"].as_str(), v["errorKind"].as_str()), (Some("skipped"), Some("locked")));
         // Like a success: only to those who want every outcome.
         let n = Notifications {
-            webhook: Some(crate::plan::UrlTarget { url: "http://127.0.0.1:1/hook".into() }),
+            webhook: Some(crate::plan::UrlTarget::inline("http://127.0.0.1:1/hook")),
             ..Notifications::default()
         };
         assert!(notify(&n, &m).is_empty());
@@ -364,5 +395,24 @@ mod tests {
     #[test]
     fn urls_are_redacted() {
         assert_eq!(redact("https://hc-ping.com/1234-secret"), "https://hc-ping.com/…");
+        assert_eq!(redact("https://user:pw@ntfy.example/topic"), "https://ntfy.example/…");
+        assert_eq!(redact("https://hooks.example?token=secret"), "https://hooks.example/…");
+    }
+
+    #[test]
+    fn a_url_file_that_is_missing_or_empty_is_a_failed_delivery_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty-url");
+        #[expect(clippy::disallowed_methods, reason = "a test's scratch directory")]
+        std::fs::write(&empty, " \n").unwrap();
+        for (file, want) in [(dir.path().join("missing-url"), "cannot read URL file"), (empty, "is empty")] {
+            let n = Notifications {
+                webhook: Some(crate::plan::UrlTarget { url: None, url_file: Some(file.clone()) }),
+                ..Notifications::default()
+            };
+            let d = notify(&n, &msg(RunState::Failed));
+            let err = d[0].error.as_deref().unwrap();
+            assert!(!d[0].ok && err.contains(want) && err.contains(&file.display().to_string()), "{d:?}");
+        }
     }
 }
