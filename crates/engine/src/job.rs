@@ -115,6 +115,8 @@ impl Reporting {
 /// the cloud copy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalJob {
+    /// Which filesystem snapshots the sources are read from.
+    pub source_snapshots: crate::plan::SourceSnapshots,
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.

@@ -34,6 +34,9 @@ pub struct Plan {
     /// Whether to stay on the filesystem of each source.
     #[serde(default = "yes")]
     pub one_file_system: bool,
+    /// Read the sources from read-only filesystem snapshots taken just before the walk.
+    #[serde(default)]
+    pub source_snapshots: SourceSnapshots,
     /// Which snapshots to keep.
     #[serde(default)]
     pub retention: Retention,
@@ -65,6 +68,60 @@ pub struct Plan {
     /// Directory for state kept between runs (last run, last verify).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+}
+
+/// Which filesystem snapshots the local sources are read from (`sourceSnapshots`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceSnapshots {
+    /// btrfs where a source's filesystem is btrfs and a snapshot can be taken; the others are
+    /// read live, said once per run.
+    Auto,
+    /// A read-only btrfs snapshot of every source's subvolume; a source that cannot have one
+    /// fails the run.
+    Btrfs,
+    /// ZFS snapshots: not implemented by this runner (refused with a clear message).
+    Zfs,
+    /// LVM snapshots: not implemented by this runner (refused with a clear message).
+    Lvm,
+    /// Read the live filesystem (a plan without the field).
+    #[default]
+    None,
+}
+
+impl SourceSnapshots {
+    /// The plan's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceSnapshots::Auto => "auto",
+            SourceSnapshots::Btrfs => "btrfs",
+            SourceSnapshots::Zfs => "zfs",
+            SourceSnapshots::Lvm => "lvm",
+            SourceSnapshots::None => "none",
+        }
+    }
+
+    /// Refuses the kinds this runner cannot take.
+    pub fn supported(self) -> Result<()> {
+        match self {
+            SourceSnapshots::Zfs | SourceSnapshots::Lvm => Err(Error::config(
+                "sourceSnapshots",
+                format!(
+                    "{:?} is not supported by this version of hwc-backup (not implemented; use \"btrfs\", \"auto\" or \"none\")",
+                    self.as_str()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::str::FromStr for SourceSnapshots {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("{s:?} is not one of auto, btrfs, zfs, lvm, none"))
+    }
 }
 
 /// The destination of the snapshots.
@@ -708,6 +765,7 @@ impl Plan {
             sources,
             exclude_patterns: excludes,
             one_file_system: true,
+            source_snapshots: SourceSnapshots::None,
             retention: Retention::default(),
             hooks: Hooks::default(),
             cloud: Cloud::default(),
@@ -730,6 +788,7 @@ impl Plan {
             ));
         }
         validate_host(&self.host)?;
+        self.source_snapshots.supported()?;
         absolute("destination.path", &self.destination.path)?;
         if self.sources.is_empty() {
             return Err(Error::config("sources", "is empty; list at least one absolute path"));
@@ -907,6 +966,7 @@ impl Plan {
                 notifications: self.notifications.clone(),
             },
             kind: Kind::Local(LocalJob {
+                source_snapshots: self.source_snapshots,
                 hooks: self.hooks.clone(),
                 databases: self.databases.clone(),
                 cloud: self.cloud.clone(),

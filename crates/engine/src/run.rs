@@ -102,6 +102,9 @@ pub struct RunReport {
     /// drive: [`crate::ops::state`]); absent when none was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<crate::ops::state::DestinationId>,
+    /// How each source was read (`sourceSnapshots`); empty without filesystem snapshots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_reads: Vec<crate::source::fs_snapshot::SourceRead>,
 }
 
 impl RunReport {
@@ -123,13 +126,15 @@ impl RunReport {
             post_backup_output: None,
             transfer: None,
             destination: None,
+            source_reads: Vec::new(),
         }
     }
 }
 
 /// Runs the plan's own job once on this machine's filesystem. See the module docs.
 pub fn run(plan: &Plan, opts: &RunOptions, progress: Progress) -> RunReport {
-    run_from(&plan.local_job(), &LocalFs, opts, progress)
+    let job = plan.local_job();
+    run_from(&job, crate::source::fs_snapshot::local_source(&job).as_ref(), opts, progress)
 }
 
 /// Runs the job once, taking the entries from `source` (this machine, or a pulled host).
@@ -417,6 +422,7 @@ fn build_into(
         threads: opts.threads,
         skip_dir: Some(host_identity),
         cancel: &cancel,
+        roots: None,
     };
     let manifest = ManifestWriter::create_in(&meta_handle, &Name::fixed(MANIFEST_FILE))?;
     // The link base is opened through the host directory (tier, then name, never through a
@@ -426,7 +432,9 @@ fn build_into(
         let meta = dir.try_open_dir(&Name::fixed(META_DIR)).ok().flatten();
         LinkBase { dir, manifest: Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE)) }
     });
-    let built = source.build(&bopts, work_dir, manifest, link_base, progress)?;
+    let built = source.build(&bopts, work_dir, manifest, link_base, progress);
+    report.source_reads = source.source_reads();
+    let built = built?;
     report.counts = built.counts.clone();
     report.transfer = built.transfer.clone();
     report.warnings = built.warnings.iter().take(MAX_WARNINGS_KEPT).cloned().collect();
@@ -454,6 +462,7 @@ fn build_into(
         files_per_source: built.files_per_source.clone(),
         warnings: report.warnings.clone(),
         nixos_system: source.nixos_system(),
+        source_reads: report.source_reads.clone(),
     };
     meta.write_to(&meta_handle)?;
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a

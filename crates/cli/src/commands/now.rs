@@ -8,7 +8,6 @@ use hwc_backup_engine::fs::fsutil;
 use hwc_backup_engine::job::Job;
 use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
-use hwc_backup_engine::source::LocalFs;
 use hwc_backup_engine::store::meta::RunState;
 
 use super::parse_now;
@@ -20,6 +19,12 @@ use crate::progress::Progress;
 /// with those values, so the messages name the same fields).
 pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     if a.sources.is_empty() && a.target.dest.is_none() {
+        if a.source_snapshots.is_some() {
+            bail!(hwc_backup_engine::Error::config(
+                "--source-snapshots",
+                "is for a run without a plan (--source … --dest); a plan sets local.sourceSnapshots"
+            ));
+        }
         let job = a.target.load_plan("or --source PATH --dest DIR to run without one")?.local_job();
         hwc_backup_engine::source::check_sources(&job)?;
         return Ok(job);
@@ -47,6 +52,9 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     let mut plan = Plan::ad_hoc(host, a.sources.clone(), dest.clone(), a.excludes.clone());
     plan.destination.require_mount_point = a.require_mount_point;
     plan.destination.min_free_bytes = min_free_bytes;
+    if let Some(kind) = a.source_snapshots {
+        plan.source_snapshots = kind;
+    }
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     plan.validate()?;
     let job = plan.local_job();
@@ -111,7 +119,8 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     let configured = a.sources.is_empty() && a.target.dest.is_none();
     crate::ops::before_run(&job, configured);
     let progress = Progress::new(!a.json);
-    let report = run::run_from(&job, &LocalFs, &opts, &|c| progress.counts(c));
+    let source = hwc_backup_engine::source::fs_snapshot::local_source(&job);
+    let report = run::run_from(&job, source.as_ref(), &opts, &|c| progress.counts(c));
     progress.finish();
     let how =
         crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };

@@ -12,6 +12,7 @@
 
 pub mod dumps;
 pub mod exclude;
+pub mod fs_snapshot;
 pub mod local;
 pub mod remote;
 
@@ -43,6 +44,12 @@ pub trait Source {
 
     /// The NixOS system of the machine the entries come from, when known.
     fn nixos_system(&self) -> Option<PathBuf>;
+
+    /// How each source was read by the last build (filesystem snapshot or live); empty when
+    /// the source takes no filesystem snapshots.
+    fn source_reads(&self) -> Vec<fs_snapshot::SourceRead> {
+        Vec::new()
+    }
 }
 
 /// This machine's filesystem.

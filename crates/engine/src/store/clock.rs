@@ -96,6 +96,7 @@ mod tests {
             files_per_source: Default::default(),
             warnings: vec![],
             nixos_system: None,
+            source_reads: vec![],
         };
         Snapshot { tier: Tier::Daily, name: name.into(), path: format!("/d/h/daily/{name}").into(), meta }
     }

@@ -1,0 +1,664 @@
+//! Sources read through read-only filesystem snapshots (`sourceSnapshots`, design §10): a
+//! wrapper around [`LocalFs`], not a new walk.
+//!
+//! Before the walk, each btrfs subvolume that holds a source (and, without `oneFileSystem`,
+//! each btrfs mount below one) gets a read-only snapshot, all taken one right after the
+//! other. The walk then opens its directories there, through [`Roots`], while every recorded
+//! path, exclude match, manifest line and message stays the original absolute path.
+//!
+//! # Where the snapshots live, and how they are found again
+//!
+//! In `<subvolume root>/.hwc-backup-source-snapshots/` ([`PRIVATE_DIR`]): a directory owned by
+//! root, mode 0700, on the subvolume itself, created by the runner and removed when empty. Its
+//! entries are named `hwc-backup-<pid>-<unix seconds>-<n>`. Anything that is not exactly that
+//! (a symlink, another owner or mode, another filesystem) is refused, never entered.
+//!
+//! The programs are reached only through descriptors the runner holds (`/proc/<pid>/fd/N`), so
+//! renaming or replacing a path while they run cannot point them elsewhere; a snapshot is
+//! deleted by its subvolume id, read from the descriptor of the snapshot itself.
+//!
+//! Snapshots are deleted when the build ends (success, failure, panic). After a `kill -9`,
+//! the next run's cleanup deletes those whose name is ours, whose process is gone, that are
+//! read-only subvolume roots in our private directory — and nothing else.
+//!
+//! The walk leaves the private directory out (it exists only while the run takes and reads
+//! its snapshots). A nested subvolume that is not a mount point appears in a btrfs snapshot as
+//! an empty placeholder directory; the walk reads it live instead, as the plain source would.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use rustix::fs::{Mode, OFlags, Stat};
+use serde::{Deserialize, Serialize};
+
+use super::local::{BuildOptions, BuildResult, LinkBase, Progress, Roots};
+use super::{LocalFs, Source};
+use crate::error::{Error, IoContext, Result};
+use crate::fs::Dir;
+use crate::job::Job;
+use crate::plan::SourceSnapshots;
+use crate::store::manifest::ManifestWriter;
+
+/// The private directory in a subvolume's root that holds its source snapshots.
+pub const PRIVATE_DIR: &str = ".hwc-backup-source-snapshots";
+/// The beginning of every source snapshot's name.
+pub const NAME_PREFIX: &str = "hwc-backup-";
+
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
+/// The inode number of a btrfs subvolume's root directory.
+const BTRFS_SUBVOL_ROOT_INO: u64 = 256;
+/// The inode number of the empty directory a snapshot shows in place of a nested subvolume.
+const BTRFS_EMPTY_SUBVOL_DIR_INO: u64 = 2;
+
+/// How one source was read, for meta.json and the run report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRead {
+    /// The source, as given.
+    pub source: PathBuf,
+    /// `btrfs`, or `live` (no filesystem snapshot).
+    pub kind: String,
+    /// The subvolume snapshotted (its root, as mounted here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subvolume: Option<PathBuf>,
+    /// When its snapshot was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<Timestamp>,
+    /// Why it was read live, or what else is worth knowing (mounts below it read live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// [`LocalFs`] seen through filesystem snapshots. See the module docs.
+pub struct FsSnapshots {
+    kind: SourceSnapshots,
+    read: Mutex<Vec<SourceRead>>,
+}
+
+impl FsSnapshots {
+    /// A wrapper taking snapshots of `kind` (`auto` or `btrfs`; the others are refused by the
+    /// plan's validation, and again here).
+    pub fn new(kind: SourceSnapshots) -> FsSnapshots {
+        FsSnapshots { kind, read: Mutex::new(Vec::new()) }
+    }
+}
+
+/// The source a local job reads: [`LocalFs`], wrapped when the job asks for snapshots.
+pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
+    match job.local().map_or(SourceSnapshots::None, |l| l.source_snapshots) {
+        SourceSnapshots::None => Box::new(LocalFs),
+        kind => Box::new(FsSnapshots::new(kind)),
+    }
+}
+
+impl Source for FsSnapshots {
+    fn preflight(&self, job: &Job) -> Result<()> {
+        self.kind.supported()?;
+        LocalFs.preflight(job)
+    }
+
+    fn build(
+        &self,
+        opts: &BuildOptions,
+        work: &Dir,
+        manifest: ManifestWriter,
+        base: Option<LinkBase>,
+        progress: Progress,
+    ) -> Result<BuildResult> {
+        self.kind.supported()?;
+        let strict = self.kind == SourceSnapshots::Btrfs;
+        let mut taken = Taken::default();
+        let mapping = taken.take_all(opts.sources, opts.one_file_system, strict)?;
+        *self.read.lock().expect("not poisoned") = mapping.reads.clone();
+        let live: Vec<String> =
+            mapping.reads.iter().filter(|r| r.kind == "live").map(|r| r.source.display().to_string()).collect();
+        if !live.is_empty() {
+            // Said once per run, not per file.
+            tracing::info!("read live, without a filesystem snapshot: {}", live.join(", "));
+        }
+        let wrapped = BuildOptions {
+            sources: opts.sources,
+            excludes: opts.excludes,
+            exclude_patterns: opts.exclude_patterns,
+            one_file_system: opts.one_file_system,
+            threads: opts.threads,
+            skip_dir: opts.skip_dir,
+            cancel: opts.cancel,
+            roots: Some(&mapping),
+        };
+        let built = super::local::build(&wrapped, work, manifest, base, progress);
+        drop(mapping);
+        let removed = taken.remove_all();
+        let built = built?;
+        removed?;
+        Ok(built)
+    }
+
+    fn nixos_system(&self) -> Option<PathBuf> {
+        LocalFs.nixos_system()
+    }
+
+    fn source_reads(&self) -> Vec<SourceRead> {
+        self.read.lock().expect("not poisoned").clone()
+    }
+}
+
+/// One subvolume root holding sources, held open.
+struct Subvolume {
+    path: PathBuf,
+    fd: OwnedFd,
+    private: Option<OwnedFd>,
+}
+
+/// One snapshot taken by this run.
+struct Snap {
+    subvolume: usize,
+    name: CString,
+    fd: OwnedFd,
+    id: u64,
+}
+
+/// The subvolumes and snapshots of this run; deleted on drop, also on a panic.
+#[derive(Default)]
+struct Taken {
+    subvolumes: Vec<Subvolume>,
+    snaps: Vec<Snap>,
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_all() {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// What the walk needs: original path prefixes → where to read them.
+struct Mapping {
+    /// (original, real, is a snapshot), longest original first.
+    roots: Vec<(PathBuf, PathBuf, bool)>,
+    /// Exact directories below a source to read elsewhere (mount points).
+    redirects: HashMap<PathBuf, PathBuf>,
+    /// Subvolume roots (original paths) whose private directory the walk leaves out.
+    hidden: HashMap<PathBuf, CString>,
+    reads: Vec<SourceRead>,
+}
+
+impl Roots for Mapping {
+    fn resolve(&self, p: &Path) -> PathBuf {
+        for (orig, real, _) in &self.roots {
+            if let Ok(rest) = p.strip_prefix(orig) {
+                return join_real(real, rest);
+            }
+        }
+        p.to_path_buf()
+    }
+
+    fn redirect(&self, abs: &Path, st: &Stat) -> Option<PathBuf> {
+        if let Some(real) = self.redirects.get(abs) {
+            return Some(real.clone());
+        }
+        // A nested subvolume's placeholder in a snapshot: read it live, as the plain walk does.
+        if st.st_ino == BTRFS_EMPTY_SUBVOL_DIR_INO && self.in_snapshot(abs) {
+            return Some(abs.to_path_buf());
+        }
+        None
+    }
+
+    fn hidden(&self, abs: &Path) -> Option<&CStr> {
+        self.hidden.get(abs).map(|c| c.as_c_str())
+    }
+}
+
+impl Mapping {
+    fn in_snapshot(&self, p: &Path) -> bool {
+        self.roots.iter().find(|(orig, _, _)| p.starts_with(orig)).is_some_and(|r| r.2)
+    }
+}
+
+/// `real` joined with `rest`; a bare `/proc/self/fd/N` gets a trailing `/` so that even
+/// `lstat` reaches the directory behind the descriptor, not the link.
+fn join_real(real: &Path, rest: &Path) -> PathBuf {
+    if rest.as_os_str().is_empty() {
+        let mut b = real.as_os_str().as_bytes().to_vec();
+        if !b.ends_with(b"/") {
+            b.push(b'/');
+        }
+        return PathBuf::from(OsStr::from_bytes(&b));
+    }
+    real.join(rest)
+}
+
+/// `/proc/self/fd/N` for this process, `/proc/<pid>/fd/N` for a child it starts.
+fn fd_path(fd: &OwnedFd, for_child: bool) -> PathBuf {
+    match for_child {
+        true => PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())),
+        false => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+    }
+}
+
+/// Where a source can be snapshotted: its subvolume's root, or why not.
+fn subvolume_of(path: &Path) -> std::result::Result<PathBuf, String> {
+    let canonical = std::fs::canonicalize(path).map_err(|e| format!("cannot resolve: {e}"))?;
+    if canonical != path {
+        return Err(format!("its path leads through a symlink to {}", canonical.display()));
+    }
+    let md = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect: {e}"))?;
+    let dir = if md.is_dir() { path } else { path.parent().unwrap_or(Path::new("/")) };
+    let fs = rustix::fs::statfs(dir).map_err(|e| format!("cannot inspect its filesystem: {e}"))?;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    if i64::from(fs.f_type) != BTRFS_SUPER_MAGIC {
+        return Err("its filesystem is not btrfs".to_string());
+    }
+    let st = rustix::fs::stat(dir).map_err(|e| format!("cannot inspect: {e}"))?;
+    let mut root = dir.to_path_buf();
+    let mut root_st = st;
+    while let Some(parent) = root.parent() {
+        match rustix::fs::stat(parent) {
+            Ok(p) if p.st_dev == st.st_dev => {
+                root = parent.to_path_buf();
+                root_st = p;
+            }
+            _ => break,
+        }
+    }
+    if root_st.st_ino != BTRFS_SUBVOL_ROOT_INO {
+        return Err(format!(
+            "the top of its subvolume as mounted here, {}, is not the subvolume's root (a bind mount or a subvolume mounted by path?)",
+            root.display()
+        ));
+    }
+    Ok(root)
+}
+
+/// Mount points strictly below `dir`, with their filesystem types, from mountinfo.
+fn mounts_below(dir: &Path) -> Vec<(PathBuf, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mp) = left.split(' ').nth(4) else { continue };
+        let fstype = right.split(' ').next().unwrap_or("").to_string();
+        let mp = PathBuf::from(OsStr::from_bytes(&unescape(mp)));
+        if mp != dir && mp.starts_with(dir) && !out.iter().any(|(m, _)| m == &mp) {
+            out.push((mp, fstype));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Runs `btrfs` with `args`; its output on success, else an error with what it said.
+fn btrfs(args: &[&OsStr]) -> Result<String> {
+    let out =
+        std::process::Command::new("btrfs").args(args).stdin(std::process::Stdio::null()).output().map_err(|e| {
+            Error::Command { what: "btrfs".into(), message: format!("cannot run btrfs (btrfs-progs): {e}") }
+        })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Err(Error::Command {
+        what: "btrfs".into(),
+        message: format!(
+            "btrfs {} exited with {}: {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    })
+}
+
+/// Whether the subvolume open as `fd` is read-only.
+fn is_read_only(fd: &OwnedFd) -> bool {
+    let p = fd_path(fd, true);
+    btrfs(&[OsStr::new("property"), OsStr::new("get"), OsStr::new("-ts"), p.as_os_str(), OsStr::new("ro")])
+        .is_ok_and(|o| o.trim() == "ro=true")
+}
+
+/// The subvolume id of the subvolume root open as `fd`.
+fn subvolume_id(fd: &OwnedFd) -> Result<u64> {
+    let p = fd_path(fd, true);
+    let out = btrfs(&[OsStr::new("inspect-internal"), OsStr::new("rootid"), p.as_os_str()])?;
+    out.trim()
+        .parse()
+        .map_err(|_| Error::Command { what: "btrfs".into(), message: format!("unexpected rootid {out:?}") })
+}
+
+fn open_nofollow_dir(dir: &OwnedFd, name: &CStr) -> std::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// The process id in one of our snapshot names, `hwc-backup-<pid>-<secs>-<n>`.
+fn our_name(name: &[u8]) -> Option<u32> {
+    let rest = std::str::from_utf8(name.strip_prefix(NAME_PREFIX.as_bytes())?).ok()?;
+    let mut parts = rest.split('-');
+    let pid: u32 = parts.next()?.parse().ok()?;
+    let _secs: u64 = parts.next()?.parse().ok()?;
+    let _n: u32 = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some(pid)
+}
+
+impl Taken {
+    /// Opens (creating it when missing) the private directory of subvolume `i`, checking it
+    /// is ours: a real directory, owned by this user, mode 0700, on the subvolume.
+    fn private_dir(&mut self, i: usize) -> Result<()> {
+        if self.subvolumes[i].private.is_some() {
+            return Ok(());
+        }
+        let sv = &self.subvolumes[i];
+        let name = CString::new(PRIVATE_DIR).expect("no NUL");
+        let where_ = sv.path.join(PRIVATE_DIR);
+        match rustix::fs::mkdirat(&sv.fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(Error::io("create", &where_, e.into())),
+        }
+        let fd = open_nofollow_dir(&sv.fd, &name).map_err(|e| Error::Unsafe {
+            path: where_.clone(),
+            message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
+        })?;
+        let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
+        let root = rustix::fs::fstat(&sv.fd).ctx("inspect", &sv.path)?;
+        let uid = rustix::process::geteuid().as_raw();
+        if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 || st.st_dev != root.st_dev {
+            return Err(Error::Unsafe {
+                path: where_,
+                message: format!(
+                    "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        self.subvolumes[i].private = Some(fd);
+        Ok(())
+    }
+
+    /// Deletes the leftovers of killed runs in subvolume `i`'s private directory.
+    fn clean_leftovers(&mut self, i: usize) -> Result<()> {
+        let sv = &self.subvolumes[i];
+        let Some(private) = &sv.private else { return Ok(()) };
+        let dir =
+            Dir::from_trusted_fd(rustix::io::dup(private).ctx("duplicate", &sv.path)?, sv.path.join(PRIVATE_DIR))?;
+        for entry in dir.entries()? {
+            let bytes = entry.name.as_bytes();
+            let Some(pid) = our_name(bytes) else { continue };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue; // a run still going (or this one)
+            }
+            let cname = CString::new(bytes).expect("no NUL");
+            let Ok(fd) = open_nofollow_dir(private, &cname) else { continue };
+            let Ok(st) = rustix::fs::fstat(&fd) else { continue };
+            if st.st_ino != BTRFS_SUBVOL_ROOT_INO || !is_read_only(&fd) {
+                continue;
+            }
+            let id = subvolume_id(&fd)?;
+            drop(fd);
+            delete(&sv.fd, id, &dir.child_path(&entry.name))?;
+            tracing::info!(
+                "removed the source snapshot {} left by an interrupted run",
+                dir.child_path(&entry.name).display()
+            );
+        }
+        Ok(())
+    }
+
+    fn subvolume_index(&mut self, root: &Path) -> Result<usize> {
+        if let Some(i) = self.subvolumes.iter().position(|s| s.path == root) {
+            return Ok(i);
+        }
+        let fd = super::local::open_dir(root)?;
+        self.subvolumes.push(Subvolume { path: root.to_path_buf(), fd, private: None });
+        Ok(self.subvolumes.len() - 1)
+    }
+
+    /// Finds what to snapshot, cleans up, takes every snapshot one right after the other.
+    fn take_all(&mut self, sources: &[PathBuf], one_fs: bool, strict: bool) -> Result<Mapping> {
+        // (original path, subvolume index or why it is read live)
+        let mut wanted: Vec<(PathBuf, std::result::Result<usize, String>)> = Vec::new();
+        let mut reads = Vec::new();
+        let mut below: Vec<(PathBuf, String)> = Vec::new();
+        for s in sources {
+            let sv = match subvolume_of(s) {
+                Ok(root) => Ok(self.subvolume_index(&root)?),
+                Err(why) => Err(why),
+            };
+            if let (Err(why), true) = (&sv, strict) {
+                return Err(Error::Preflight(format!("source {} cannot have a btrfs snapshot: {why}", s.display())));
+            }
+            wanted.push((s.clone(), sv));
+            if std::fs::symlink_metadata(s).is_ok_and(|m| m.is_dir()) {
+                below.extend(mounts_below(s));
+            }
+        }
+        // Mounts below a source: with oneFileSystem, the walk must see them as the other
+        // filesystems they are (read live: only the directory is kept); without, each btrfs
+        // one gets its own snapshot and the others are read live.
+        let mut redirect_live = Vec::new();
+        let mut below_snap = Vec::new();
+        for (mp, fstype) in below {
+            if !one_fs && fstype == "btrfs" {
+                match subvolume_of(&mp) {
+                    Ok(root) if root == mp => {
+                        below_snap.push((mp.clone(), self.subvolume_index(&root)?));
+                        continue;
+                    }
+                    Ok(_) | Err(_) if strict => return Err(Error::Preflight(format!(
+                        "the btrfs mount {} below a source cannot have a snapshot of its own (not a subvolume root)",
+                        mp.display()
+                    ))),
+                    _ => {}
+                }
+            }
+            redirect_live.push(mp);
+        }
+        let used: Vec<usize> = {
+            let mut u: Vec<usize> = wanted.iter().filter_map(|w| w.1.as_ref().ok().copied()).collect();
+            u.extend(below_snap.iter().map(|b| b.1));
+            u.sort();
+            u.dedup();
+            u
+        };
+        let mut failed: HashMap<usize, String> = HashMap::new();
+        for &i in &used {
+            let prepared = self.private_dir(i).and_then(|()| self.clean_leftovers(i));
+            if let Err(e) = prepared {
+                if strict {
+                    return Err(e);
+                }
+                tracing::warn!("{e}");
+                failed.insert(i, e.to_string());
+            }
+        }
+        // The snapshots, as close together as possible: nothing else between them.
+        let secs = Timestamp::now().as_second();
+        let mut times: HashMap<usize, (usize, Timestamp)> = HashMap::new();
+        for (n, &i) in used.iter().enumerate() {
+            if failed.contains_key(&i) {
+                continue;
+            }
+            let name = CString::new(format!("{NAME_PREFIX}{}-{secs}-{n}", std::process::id())).expect("no NUL");
+            match self.snapshot(i, name) {
+                Ok(k) => {
+                    times.insert(i, (k, Timestamp::now()));
+                }
+                Err(e) if !strict => {
+                    tracing::warn!("{e}");
+                    failed.insert(i, e.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut roots = Vec::new();
+        let mut hidden = HashMap::new();
+        let private = CString::new(PRIVATE_DIR).expect("no NUL");
+        for (i, &(k, _)) in &times {
+            let sv = &self.subvolumes[*i];
+            roots.push((sv.path.clone(), fd_path(&self.snaps[k].fd, false), true));
+            hidden.insert(sv.path.clone(), private.clone());
+        }
+        let mut redirects = HashMap::new();
+        for (mp, i) in &below_snap {
+            if let Some((k, _)) = times.get(i) {
+                redirects.insert(mp.clone(), join_real(&fd_path(&self.snaps[*k].fd, false), Path::new("")));
+            } else {
+                redirects.insert(mp.clone(), mp.clone());
+            }
+        }
+        for mp in &redirect_live {
+            redirects.insert(mp.clone(), mp.clone());
+            // Below a snapshotted path, a live mount point is its own root again.
+            roots.push((mp.clone(), mp.clone(), false));
+        }
+        // Longest original first, so the deepest mapping wins.
+        roots.sort_by_key(|r| std::cmp::Reverse(r.0.as_os_str().len()));
+        for (s, sv) in &wanted {
+            let read = match sv {
+                Ok(i) if times.contains_key(i) => SourceRead {
+                    source: s.clone(),
+                    kind: "btrfs".into(),
+                    subvolume: Some(self.subvolumes[*i].path.clone()),
+                    taken_at: Some(times[i].1),
+                    note: None,
+                },
+                Ok(i) => SourceRead {
+                    source: s.clone(),
+                    kind: "live".into(),
+                    subvolume: None,
+                    taken_at: None,
+                    note: failed.get(i).cloned(),
+                },
+                Err(why) => SourceRead {
+                    source: s.clone(),
+                    kind: "live".into(),
+                    subvolume: None,
+                    taken_at: None,
+                    note: Some(why.clone()),
+                },
+            };
+            reads.push(read);
+        }
+        Ok(Mapping { roots, redirects, hidden, reads })
+    }
+
+    /// Takes a read-only snapshot of subvolume `i` named `name` in its private directory;
+    /// returns its index in `snaps`.
+    fn snapshot(&mut self, i: usize, name: CString) -> Result<usize> {
+        let sv = &self.subvolumes[i];
+        let private = sv.private.as_ref().expect("prepared before");
+        let dest = fd_path(private, true).join(OsStr::from_bytes(name.as_bytes()));
+        let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(name.as_bytes()));
+        btrfs(&[
+            OsStr::new("subvolume"),
+            OsStr::new("snapshot"),
+            OsStr::new("-r"),
+            fd_path(&sv.fd, true).as_os_str(),
+            dest.as_os_str(),
+        ])
+        .map_err(|e| Error::Command {
+            what: "btrfs snapshot".into(),
+            message: format!("cannot snapshot {} into {}: {e}", sv.path.display(), shown.display()),
+        })?;
+        let fd = open_nofollow_dir(private, &name).map_err(|e| Error::io("open", &shown, e))?;
+        let st = rustix::fs::fstat(&fd).ctx("inspect", &shown)?;
+        let id = subvolume_id(&fd);
+        if st.st_ino != BTRFS_SUBVOL_ROOT_INO || id.is_err() {
+            return Err(Error::Unsafe { path: shown, message: "not the snapshot just taken".into() });
+        }
+        self.snaps.push(Snap { subvolume: i, name, fd, id: id? });
+        Ok(self.snaps.len() - 1)
+    }
+
+    /// Deletes every snapshot taken, and the private directories when empty.
+    fn remove_all(&mut self) -> Result<()> {
+        let mut first_err = None;
+        for snap in std::mem::take(&mut self.snaps) {
+            let sv = &self.subvolumes[snap.subvolume];
+            let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(snap.name.as_bytes()));
+            drop(snap.fd);
+            if let Err(e) = delete(&sv.fd, snap.id, &shown) {
+                first_err.get_or_insert(e);
+            }
+        }
+        for sv in &mut self.subvolumes {
+            if sv.private.take().is_some() {
+                let name = CString::new(PRIVATE_DIR).expect("no NUL");
+                let _ = rustix::fs::unlinkat(&sv.fd, name.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Deletes the subvolume `id` of the filesystem whose subvolume root is open as `root`.
+fn delete(root: &OwnedFd, id: u64, shown: &Path) -> Result<()> {
+    let p = fd_path(root, true);
+    let id_text = id.to_string();
+    btrfs(&[
+        OsStr::new("subvolume"),
+        OsStr::new("delete"),
+        OsStr::new("--subvolid"),
+        OsStr::new(&id_text),
+        p.as_os_str(),
+    ])
+    .map(|_| ())
+    .map_err(|e| Error::Command {
+        what: "btrfs delete".into(),
+        message: format!("cannot delete the source snapshot {}: {e}", shown.display()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(our_name(b"hwc-backup-12-1700000000-0"), Some(12));
+        assert_eq!(our_name(b"hwc-backup-12-1700000000"), None);
+        assert_eq!(our_name(b"hwc-backup-x-1-0"), None);
+        assert_eq!(our_name(b"hwc-backup-12-1-0-extra"), None);
+        assert_eq!(our_name(b"other-12-1-0"), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape(r"/mnt/a\040b"), b"/mnt/a b");
+        assert_eq!(unescape(r"/plain"), b"/plain");
+    }
+
+    #[test]
+    fn bare_descriptor_paths_end_in_a_slash() {
+        assert_eq!(join_real(Path::new("/proc/self/fd/5"), Path::new("")), PathBuf::from("/proc/self/fd/5/"));
+        assert_eq!(join_real(Path::new("/proc/self/fd/5"), Path::new("a/b")), PathBuf::from("/proc/self/fd/5/a/b"));
+    }
+}
