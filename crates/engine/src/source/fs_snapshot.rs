@@ -378,8 +378,10 @@ impl Taken {
         let sv = &self.subvolumes[i];
         let name = CString::new(PRIVATE_DIR).expect("no NUL");
         let where_ = sv.path.join(PRIVATE_DIR);
+        let before = rustix::fs::fstat(&sv.fd).ctx("inspect", &sv.path)?;
         match rustix::fs::mkdirat(&sv.fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
-            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Ok(()) => keep_times(&sv.fd, &before),
+            Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(Error::io("create", &where_, e.into())),
         }
         let fd = open_nofollow_dir(&sv.fd, &name).map_err(|e| Error::Unsafe {
@@ -612,10 +614,27 @@ impl Taken {
         for sv in &mut self.subvolumes {
             if sv.private.take().is_some() {
                 let name = CString::new(PRIVATE_DIR).expect("no NUL");
-                let _ = rustix::fs::unlinkat(&sv.fd, name.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                let before = rustix::fs::fstat(&sv.fd);
+                let removed = rustix::fs::unlinkat(&sv.fd, name.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                if let (Ok(()), Ok(before)) = (removed, before) {
+                    keep_times(&sv.fd, &before);
+                }
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Puts back the times a subvolume root had before the runner added or removed its private
+/// directory, so that neither the snapshot nor the live tree records the runner's visit
+/// (only the change time moves).
+fn keep_times(root: &OwnedFd, before: &Stat) {
+    let times = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec { tv_sec: before.st_atime as _, tv_nsec: before.st_atime_nsec as _ },
+        last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime as _, tv_nsec: before.st_mtime_nsec as _ },
+    };
+    if let Err(e) = rustix::fs::futimens(root, &times) {
+        tracing::warn!("cannot put back the times of a subvolume root: {e}");
     }
 }
 
