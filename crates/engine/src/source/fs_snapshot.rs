@@ -474,10 +474,12 @@ impl Taken {
                         below_snap.push((mp.clone(), self.subvolume_index(&root)?));
                         continue;
                     }
-                    Ok(_) | Err(_) if strict => return Err(Error::Preflight(format!(
+                    Ok(_) | Err(_) if strict => {
+                        return Err(Error::Preflight(format!(
                         "the btrfs mount {} below a source cannot have a snapshot of its own (not a subvolume root)",
                         mp.display()
-                    ))),
+                    )))
+                    }
                     _ => {}
                 }
             }

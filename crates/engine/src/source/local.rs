@@ -327,7 +327,7 @@ impl Lister<'_> {
     fn run(&mut self, work: &OwnedFd, base: Option<&OwnedFd>) -> Result<()> {
         let mut kinds = Vec::new();
         for s in self.opts.sources {
-            let st = rustix::fs::lstat(&self.resolve(s)).ctx("inspect source", s)?;
+            let st = rustix::fs::lstat(self.resolve(s)).ctx("inspect source", s)?;
             kinds.push((rel_of(s), fsops::file_type(&st) == FileType::Directory));
         }
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
