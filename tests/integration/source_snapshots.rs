@@ -313,3 +313,69 @@ fn auto_reads_a_source_that_is_not_on_btrfs_live_and_zfs_is_refused() {
         assert!(show(&o).contains("not supported"), "{}", show(&o));
     }
 }
+
+/// Unmounts on drop (declare after the `Btrfs` it lies in).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn a_source_over_several_filesystems_snapshots_each_or_only_the_first_with_one_file_system() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    write(&src.join("top.txt"), "top\n");
+    // Another subvolume mounted below the source, a tmpfs mounted below it, and a nested
+    // subvolume that is no mount point (a snapshot shows it as an empty placeholder).
+    let other = fs.subvolume("other");
+    write(&other.join("o.txt"), "other\n");
+    std::fs::create_dir(src.join("mnt")).unwrap();
+    let dev = sh(&format!("findmnt -n -o SOURCE '{}'", s(&fs.at))).trim().to_string();
+    let o = Command::new("mount").args(["-o", "subvol=other", &dev]).arg(src.join("mnt")).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let _mnt = Mount(src.join("mnt"));
+    std::fs::create_dir(src.join("tmp")).unwrap();
+    let _tmp = Tmpfs::mount(&src.join("tmp"), "size=1m");
+    write(&src.join("tmp/t.txt"), "tmpfs\n");
+    btrfs(&["subvolume", "create"], &src.join("nested"));
+    write(&src.join("nested/n.txt"), "nested\n");
+
+    let mut plan = plan_json(&env);
+    plan["sources"] = serde_json::json!([s(&src)]);
+    plan["oneFileSystem"] = false.into();
+    plan["sourceSnapshots"] = "btrfs".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    let read = &r["sourceReads"][0];
+    assert_eq!(read["kind"], "btrfs", "{r}");
+    assert_eq!(read["mounts"][0]["source"], s(&src.join("mnt")), "{r}");
+    assert_eq!(read["mounts"][0]["kind"], "btrfs", "{r}");
+    assert_eq!(read["mounts"][1]["source"], s(&src.join("tmp")), "{r}");
+    assert_eq!(read["mounts"][1]["kind"], "live", "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    let mut want = vec!["mnt", "mnt/o.txt", "nested", "nested/n.txt", "tmp", "tmp/t.txt", "top.txt"];
+    assert_eq!(tree(&snap), want, "every filesystem below the source, at its original path");
+    let mut subvolumes = fs.subvolumes();
+    subvolumes.sort();
+    assert_eq!(subvolumes, vec!["data", "data/nested", "other"], "both snapshots are removed");
+
+    // With oneFileSystem, only the source's own filesystem: the mount points stay empty.
+    plan["oneFileSystem"] = true.into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert!(r["sourceReads"][0].get("mounts").is_none(), "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    want.retain(|p| !p.contains('/'));
+    assert_eq!(tree(&snap), want);
+    assert_eq!(fs.subvolumes().len(), 3);
+}

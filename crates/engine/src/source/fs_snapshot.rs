@@ -69,9 +69,12 @@ pub struct SourceRead {
     /// When its snapshot was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_at: Option<Timestamp>,
-    /// Why it was read live, or what else is worth knowing (mounts below it read live).
+    /// Why it was read live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Without `oneFileSystem`: how each filesystem mounted below the source was read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<SourceRead>,
 }
 
 /// [`LocalFs`] seen through filesystem snapshots. See the module docs.
@@ -483,7 +486,11 @@ impl Taken {
                     _ => {}
                 }
             }
-            redirect_live.push(mp);
+            let why = match fstype.as_str() {
+                "btrfs" => "a btrfs mount that is not a subvolume's root".to_string(),
+                other => format!("its filesystem is {other}, not btrfs"),
+            };
+            redirect_live.push((mp, why));
         }
         let used: Vec<usize> = {
             let mut u: Vec<usize> = wanted.iter().filter_map(|w| w.1.as_ref().ok().copied()).collect();
@@ -538,13 +545,39 @@ impl Taken {
                 redirects.insert(mp.clone(), mp.clone());
             }
         }
-        for mp in &redirect_live {
+        for (mp, _) in &redirect_live {
             redirects.insert(mp.clone(), mp.clone());
             // Below a snapshotted path, a live mount point is its own root again.
             roots.push((mp.clone(), mp.clone(), false));
         }
         // Longest original first, so the deepest mapping wins.
         roots.sort_by_key(|r| std::cmp::Reverse(r.0.as_os_str().len()));
+        let mut mounts: Vec<SourceRead> = Vec::new();
+        if !one_fs {
+            for (mp, i) in &below_snap {
+                let t = times.get(i);
+                mounts.push(SourceRead {
+                    source: mp.clone(),
+                    kind: if t.is_some() { "btrfs" } else { "live" }.into(),
+                    subvolume: t.map(|_| self.subvolumes[*i].path.clone()),
+                    taken_at: t.map(|t| t.1),
+                    note: failed.get(i).cloned(),
+                    mounts: Vec::new(),
+                });
+            }
+            for (mp, why) in &redirect_live {
+                let note = Some(why.clone());
+                mounts.push(SourceRead {
+                    source: mp.clone(),
+                    kind: "live".into(),
+                    subvolume: None,
+                    taken_at: None,
+                    note,
+                    mounts: Vec::new(),
+                });
+            }
+            mounts.sort_by(|a, b| a.source.cmp(&b.source));
+        }
         for (s, sv) in &wanted {
             let read = match sv {
                 Ok(i) if times.contains_key(i) => SourceRead {
@@ -553,6 +586,7 @@ impl Taken {
                     subvolume: Some(self.subvolumes[*i].path.clone()),
                     taken_at: Some(times[i].1),
                     note: None,
+                    mounts: Vec::new(),
                 },
                 Ok(i) => SourceRead {
                     source: s.clone(),
@@ -560,6 +594,7 @@ impl Taken {
                     subvolume: None,
                     taken_at: None,
                     note: failed.get(i).cloned(),
+                    mounts: Vec::new(),
                 },
                 Err(why) => SourceRead {
                     source: s.clone(),
@@ -567,8 +602,11 @@ impl Taken {
                     subvolume: None,
                     taken_at: None,
                     note: Some(why.clone()),
+                    mounts: Vec::new(),
                 },
             };
+            let mut read = read;
+            read.mounts = mounts.iter().filter(|m| m.source.starts_with(s)).cloned().collect();
             reads.push(read);
         }
         Ok(Mapping { roots, redirects, hidden, reads })
