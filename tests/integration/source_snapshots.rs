@@ -379,3 +379,132 @@ fn a_source_over_several_filesystems_snapshots_each_or_only_the_first_with_one_f
     assert_eq!(tree(&snap), want);
     assert_eq!(fs.subvolumes().len(), 3);
 }
+
+/// Fake `systemctl` and `systemd-run` (this container runs no systemd; the real-systemd VM
+/// suite covers the real ones): each call is logged with the number of source snapshots
+/// present at that moment; `off.service` is inactive; stopping or freezing `$FAIL_STOP` fails.
+fn fake_systemd(env: &Env, snapdir: &Path) -> (PathBuf, PathBuf) {
+    let bin = env.dir.path().join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = env.dir.path().join("systemd.log");
+    let script = format!(
+        r#"#!/bin/sh
+n=$(ls -A '{snapdir}' 2>/dev/null | wc -l)
+echo "$(basename "$0") $* snapshots=$n" >> '{log}'
+if [ "$(basename "$0")" = systemctl ]; then
+  case "$1" in
+    is-active) [ "$3" = off.service ] && exit 3 ;;
+    stop|freeze) [ -n "$FAIL_STOP" ] && [ "$2" = "$FAIL_STOP" ] && exit 1 ;;
+  esac
+fi
+exit 0
+"#,
+        snapdir = s(snapdir),
+        log = s(&log)
+    );
+    for name in ["systemctl", "systemd-run"] {
+        let p = bin.join(name);
+        std::fs::write(&p, &script).unwrap();
+        assert!(Command::new("chmod").arg("755").arg(&p).status().unwrap().success());
+    }
+    (bin, log)
+}
+
+fn quiesce_plan(env: &Env, src: &Path, kind: &str) -> PathBuf {
+    let mut plan = plan_json(env);
+    plan["sources"] = serde_json::json!([s(src)]);
+    plan["sourceSnapshots"] = kind.into();
+    plan["quiesce"] = serde_json::json!([
+        { "unit": "db.service", "mode": "stop" },
+        { "unit": "app.service", "mode": "freeze" },
+        { "unit": "off.service", "mode": "stop" },
+    ]);
+    write_plan(env, "plan.json", &plan.to_string())
+}
+
+fn run_with(env: &Env, plan: &Path, bin: &Path, fail_stop: &str) -> Output {
+    let path = format!("{}:{}", s(bin), std::env::var("PATH").unwrap_or_default());
+    env.cmd(&["now", "--json", "--config"]).arg(plan).env("PATH", path).env("FAIL_STOP", fail_stop).output().unwrap()
+}
+
+#[test]
+fn quiesced_services_are_held_only_while_the_snapshots_are_taken() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    for i in 0..2000 {
+        write(&src.join(format!("d{}/f{i}", i % 20)), format!("{i}"));
+    }
+    let (bin, log) = fake_systemd(&env, &src.join(PRIVATE));
+    let plan = quiesce_plan(&env, &src, "btrfs");
+    let o = run_with(&env, &plan, &bin, "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let pid_timer = |verb: &str| {
+        calls
+            .lines()
+            .find(|l| {
+                l.starts_with("systemd-run")
+                    && l.ends_with(&format!(
+                        "-- systemctl {verb} {} snapshots=0",
+                        match verb {
+                            "start" => "db.service",
+                            _ => "app.service",
+                        }
+                    ))
+            })
+            .unwrap_or_else(|| panic!("no safety timer for {verb}:\n{calls}"))
+            .to_string()
+    };
+    let start_timer = pid_timer("start");
+    assert!(start_timer.contains("--on-active="), "{start_timer}");
+    let order: Vec<&str> = calls.lines().filter(|l| !l.starts_with("systemctl is-active")).collect();
+    let pos = |needle: &str| {
+        order.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("no {needle}:\n{calls}"))
+    };
+    // Timers armed before anything is stopped; stopped with no snapshot yet; started again
+    // while the snapshot exists (taken, and still being read: not after the copy).
+    assert!(pos("systemd-run") < pos("systemctl stop db.service"), "{calls}");
+    assert!(order[pos("systemctl stop db.service")].ends_with("snapshots=0"), "{calls}");
+    assert!(order[pos("systemctl freeze app.service")].ends_with("snapshots=0"), "{calls}");
+    assert!(order[pos("systemctl thaw app.service")].ends_with("snapshots=1"), "{calls}");
+    assert!(order[pos("systemctl start db.service")].ends_with("snapshots=1"), "{calls}");
+    assert!(
+        pos("systemctl thaw app.service") < pos("systemctl start db.service"),
+        "last held, first released: {calls}"
+    );
+    assert!(order.iter().any(|l| l.starts_with("systemctl stop hwc-backup-unquiesce-")), "timers disarmed: {calls}");
+    assert!(!calls.contains("stop off.service"), "an inactive unit is left alone: {calls}");
+    let r = report(&o);
+    let held = r["heldUnits"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(held.len(), 3, "{r}");
+    let by = |u: &str| held.iter().find(|h| h["unit"] == u).unwrap().clone();
+    assert_eq!(by("app.service")["mode"], "freeze");
+    assert!(by("db.service")["downMs"].as_u64().unwrap() < 5000, "{r}");
+    assert_eq!(by("db.service")["wholeWalk"], false);
+    assert!(by("off.service")["downMs"].is_null(), "{r}");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(".hwc-backup/meta.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["heldUnits"], r["heldUnits"]);
+
+    // A unit that fails to stop: the run fails, and what was held is released.
+    std::fs::write(&log, "").unwrap();
+    let o = run_with(&env, &plan, &bin, "app.service");
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("systemctl start db.service"), "{calls}");
+    assert!(calls.contains("systemctl thaw app.service"), "{calls}");
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()], "no snapshot was taken or left");
+
+    // Without filesystem snapshots the units stay held for the whole walk, and say so.
+    std::fs::write(&log, "").unwrap();
+    let plan = quiesce_plan(&env, &src, "none");
+    let o = run_with(&env, &plan, &bin, "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    let held = r["heldUnits"].as_array().unwrap();
+    assert!(held.iter().any(|h| h["unit"] == "db.service" && h["wholeWalk"] == true), "{r}");
+}

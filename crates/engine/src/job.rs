@@ -117,6 +117,8 @@ impl Reporting {
 pub struct LocalJob {
     /// Which filesystem snapshots the sources are read from.
     pub source_snapshots: crate::plan::SourceSnapshots,
+    /// Services held still while the snapshots are taken.
+    pub quiesce: Vec<crate::plan::Quiesce>,
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.

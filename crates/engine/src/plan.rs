@@ -37,6 +37,9 @@ pub struct Plan {
     /// Read the sources from read-only filesystem snapshots taken just before the walk.
     #[serde(default)]
     pub source_snapshots: SourceSnapshots,
+    /// Services stopped or frozen while the filesystem snapshots are taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiesce: Vec<Quiesce>,
     /// Which snapshots to keep.
     #[serde(default)]
     pub retention: Retention,
@@ -113,6 +116,43 @@ impl SourceSnapshots {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// A service held still while the filesystem snapshots are taken (`quiesce[]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quiesce {
+    /// The systemd unit, e.g. `postgresql.service`.
+    pub unit: String,
+    /// Stop it, or freeze its processes.
+    pub mode: QuiesceMode,
+}
+
+/// How a unit is held still.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QuiesceMode {
+    /// `systemctl stop`, then `systemctl start`.
+    Stop,
+    /// `systemctl freeze`, then `systemctl thaw` (the cgroup freezer).
+    Freeze,
+}
+
+impl Quiesce {
+    fn validate(&self, i: usize) -> Result<()> {
+        let ok = !self.unit.is_empty()
+            && self.unit.len() <= 256
+            && !self.unit.starts_with('-')
+            && self.unit.contains('.')
+            && self.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@-\\".contains(&b));
+        if !ok {
+            return Err(Error::config(
+                format!("quiesce[{i}].unit"),
+                format!("{:?} is not a systemd unit name (e.g. \"postgresql.service\")", self.unit),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -766,6 +806,7 @@ impl Plan {
             exclude_patterns: excludes,
             one_file_system: true,
             source_snapshots: SourceSnapshots::None,
+            quiesce: Vec::new(),
             retention: Retention::default(),
             hooks: Hooks::default(),
             cloud: Cloud::default(),
@@ -789,6 +830,9 @@ impl Plan {
         }
         validate_host(&self.host)?;
         self.source_snapshots.supported()?;
+        for (i, q) in self.quiesce.iter().enumerate() {
+            q.validate(i)?;
+        }
         absolute("destination.path", &self.destination.path)?;
         if self.sources.is_empty() {
             return Err(Error::config("sources", "is empty; list at least one absolute path"));
@@ -967,6 +1011,7 @@ impl Plan {
             },
             kind: Kind::Local(LocalJob {
                 source_snapshots: self.source_snapshots,
+                quiesce: self.quiesce.clone(),
                 hooks: self.hooks.clone(),
                 databases: self.databases.clone(),
                 cloud: self.cloud.clone(),

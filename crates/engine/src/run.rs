@@ -105,6 +105,9 @@ pub struct RunReport {
     /// How each source was read (`sourceSnapshots`); empty without filesystem snapshots.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub source_reads: Vec<crate::source::fs_snapshot::SourceRead>,
+    /// The services held still (`quiesce`) and for how long.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_units: Vec<crate::source::quiesce::HeldUnit>,
 }
 
 impl RunReport {
@@ -127,6 +130,7 @@ impl RunReport {
             transfer: None,
             destination: None,
             source_reads: Vec::new(),
+            held_units: Vec::new(),
         }
     }
 }
@@ -434,6 +438,7 @@ fn build_into(
     });
     let built = source.build(&bopts, work_dir, manifest, link_base, progress);
     report.source_reads = source.source_reads();
+    report.held_units = source.held_units();
     let built = built?;
     report.counts = built.counts.clone();
     report.transfer = built.transfer.clone();
@@ -463,6 +468,7 @@ fn build_into(
         warnings: report.warnings.clone(),
         nixos_system: source.nixos_system(),
         source_reads: report.source_reads.clone(),
+        held_units: report.held_units.clone(),
     };
     meta.write_to(&meta_handle)?;
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a

@@ -37,11 +37,12 @@ use rustix::fs::{Mode, OFlags, Stat};
 use serde::{Deserialize, Serialize};
 
 use super::local::{BuildOptions, BuildResult, LinkBase, Progress, Roots};
+use super::quiesce::{Held, HeldUnit};
 use super::{LocalFs, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::Dir;
 use crate::job::Job;
-use crate::plan::SourceSnapshots;
+use crate::plan::{Quiesce, SourceSnapshots};
 use crate::store::manifest::ManifestWriter;
 
 /// The private directory in a subvolume's root that holds its source snapshots.
@@ -80,22 +81,27 @@ pub struct SourceRead {
 /// [`LocalFs`] seen through filesystem snapshots. See the module docs.
 pub struct FsSnapshots {
     kind: SourceSnapshots,
+    quiesce: Vec<Quiesce>,
     read: Mutex<Vec<SourceRead>>,
+    held: Mutex<Vec<HeldUnit>>,
 }
 
 impl FsSnapshots {
-    /// A wrapper taking snapshots of `kind` (`auto` or `btrfs`; the others are refused by the
-    /// plan's validation, and again here).
-    pub fn new(kind: SourceSnapshots) -> FsSnapshots {
-        FsSnapshots { kind, read: Mutex::new(Vec::new()) }
+    /// A wrapper taking snapshots of `kind` (`auto`, `btrfs`, or `none` for quiescing alone;
+    /// the others are refused by the plan's validation, and again here), holding the
+    /// `quiesce` units still while it does.
+    pub fn new(kind: SourceSnapshots, quiesce: Vec<Quiesce>) -> FsSnapshots {
+        FsSnapshots { kind, quiesce, read: Mutex::new(Vec::new()), held: Mutex::new(Vec::new()) }
     }
 }
 
-/// The source a local job reads: [`LocalFs`], wrapped when the job asks for snapshots.
+/// The source a local job reads: [`LocalFs`], wrapped when the job asks for snapshots or
+/// services held still.
 pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
-    match job.local().map_or(SourceSnapshots::None, |l| l.source_snapshots) {
-        SourceSnapshots::None => Box::new(LocalFs),
-        kind => Box::new(FsSnapshots::new(kind)),
+    let Some(local) = job.local() else { return Box::new(LocalFs) };
+    match (local.source_snapshots, local.quiesce.is_empty()) {
+        (SourceSnapshots::None, true) => Box::new(LocalFs),
+        (kind, _) => Box::new(FsSnapshots::new(kind, local.quiesce.clone())),
     }
 }
 
@@ -114,10 +120,35 @@ impl Source for FsSnapshots {
         progress: Progress,
     ) -> Result<BuildResult> {
         self.kind.supported()?;
+        if self.kind == SourceSnapshots::None {
+            // Services held still without a filesystem snapshot: for the whole walk.
+            tracing::warn!("no filesystem snapshots: the quiesced services stay stopped for the whole walk");
+            let held = Held::hold(&self.quiesce, false)?;
+            let built = LocalFs.build(opts, work, manifest, base, progress);
+            let released = held.release();
+            if let Ok(units) = &released {
+                *self.held.lock().expect("not poisoned") = units.clone();
+            }
+            let built = built?;
+            released?;
+            return Ok(built);
+        }
         let strict = self.kind == SourceSnapshots::Btrfs;
         let mut taken = Taken::default();
-        let mapping = taken.take_all(opts.sources, opts.one_file_system, strict)?;
+        let (mapping, held) = taken.take_all(opts.sources, opts.one_file_system, strict, &self.quiesce)?;
         *self.read.lock().expect("not poisoned") = mapping.reads.clone();
+        let released_early = match held {
+            Held2::Released(units) => {
+                *self.held.lock().expect("not poisoned") = units;
+                None
+            }
+            Held2::Still(h) => {
+                tracing::warn!(
+                    "no filesystem snapshot could be taken: the quiesced services stay stopped for the whole walk"
+                );
+                Some(h)
+            }
+        };
         let live: Vec<String> =
             mapping.reads.iter().filter(|r| r.kind == "live").map(|r| r.source.display().to_string()).collect();
         if !live.is_empty() {
@@ -136,10 +167,19 @@ impl Source for FsSnapshots {
         };
         let built = super::local::build(&wrapped, work, manifest, base, progress);
         drop(mapping);
+        let released = released_early.map(Held::release).transpose();
+        if let Ok(Some(units)) = &released {
+            *self.held.lock().expect("not poisoned") = units.clone();
+        }
         let removed = taken.remove_all();
         let built = built?;
+        released?;
         removed?;
         Ok(built)
+    }
+
+    fn held_units(&self) -> Vec<HeldUnit> {
+        self.held.lock().expect("not poisoned").clone()
     }
 
     fn nixos_system(&self) -> Option<PathBuf> {
@@ -149,6 +189,13 @@ impl Source for FsSnapshots {
     fn source_reads(&self) -> Vec<SourceRead> {
         self.read.lock().expect("not poisoned").clone()
     }
+}
+
+/// The quiesced services after the snapshots: released already (what they went through), or
+/// still held because no snapshot could be taken.
+enum Held2 {
+    Released(Vec<HeldUnit>),
+    Still(Held),
 }
 
 /// One subvolume root holding sources, held open.
@@ -447,7 +494,13 @@ impl Taken {
     }
 
     /// Finds what to snapshot, cleans up, takes every snapshot one right after the other.
-    fn take_all(&mut self, sources: &[PathBuf], one_fs: bool, strict: bool) -> Result<Mapping> {
+    fn take_all(
+        &mut self,
+        sources: &[PathBuf],
+        one_fs: bool,
+        strict: bool,
+        quiesce: &[Quiesce],
+    ) -> Result<(Mapping, Held2)> {
         // (original path, subvolume index or why it is read live)
         let mut wanted: Vec<(PathBuf, std::result::Result<usize, String>)> = Vec::new();
         let mut reads = Vec::new();
@@ -510,7 +563,10 @@ impl Taken {
                 failed.insert(i, e.to_string());
             }
         }
-        // The snapshots, as close together as possible: nothing else between them.
+        // The snapshots, as close together as possible: nothing else between them, and the
+        // services held still only for as long as they take.
+        let snapshottable = used.iter().any(|i| !failed.contains_key(i));
+        let held = Held::hold(quiesce, snapshottable)?;
         let secs = Timestamp::now().as_second();
         let mut times: HashMap<usize, (usize, Timestamp)> = HashMap::new();
         for (n, &i) in used.iter().enumerate() {
@@ -529,6 +585,10 @@ impl Taken {
                 Err(e) => return Err(e),
             }
         }
+        let held = match times.is_empty() {
+            true => Held2::Still(held.for_whole_walk()),
+            false => Held2::Released(held.release()?),
+        };
         let mut roots = Vec::new();
         let mut hidden = HashMap::new();
         let private = CString::new(PRIVATE_DIR).expect("no NUL");
@@ -609,7 +669,7 @@ impl Taken {
             read.mounts = mounts.iter().filter(|m| m.source.starts_with(s)).cloned().collect();
             reads.push(read);
         }
-        Ok(Mapping { roots, redirects, hidden, reads })
+        Ok((Mapping { roots, redirects, hidden, reads }, held))
     }
 
     /// Takes a read-only snapshot of subvolume `i` named `name` in its private directory;

@@ -14,6 +14,7 @@ pub mod dumps;
 pub mod exclude;
 pub mod fs_snapshot;
 pub mod local;
+pub mod quiesce;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,11 @@ pub trait Source {
     /// How each source was read by the last build (filesystem snapshot or live); empty when
     /// the source takes no filesystem snapshots.
     fn source_reads(&self) -> Vec<fs_snapshot::SourceRead> {
+        Vec::new()
+    }
+
+    /// The services the last build held still, and for how long; empty when none.
+    fn held_units(&self) -> Vec<quiesce::HeldUnit> {
         Vec::new()
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             warnings: vec![],
             nixos_system: None,
             source_reads: vec![],
+            held_units: vec![],
         };
         Snapshot { tier: Tier::Daily, name: name.into(), path: format!("/d/h/daily/{name}").into(), meta }
     }

@@ -132,6 +132,9 @@ pub struct SnapshotMeta {
     /// when, or live and why. Absent when the run took no filesystem snapshots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source_reads: Vec<crate::source::fs_snapshot::SourceRead>,
+    /// The services held still (`quiesce`) and for how long.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_units: Vec<crate::source::quiesce::HeldUnit>,
 }
 
 /// How many warnings are kept verbatim in the metadata.
