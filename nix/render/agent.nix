@@ -107,6 +107,8 @@ with ctx;
       optional (key != null && match "/nix/store/.*" (toString key) != null)
         "${opt "hosts.${name}.sshKeyFile"} is in the Nix store, which every user of the machine can read: keep private keys outside it."
     ) hostNames
+    ++ optional (local.enable && local.quiesce != { } && local.sourceSnapshots == "none")
+      "${opt "local.quiesce"} is set but ${opt "local.sourceSnapshots"} is \"none\": the services stay stopped for the whole backup, not only for the instant of a filesystem snapshot."
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;
 }

@@ -54,7 +54,12 @@ with ctx;
       minFreeBytes = local.minSpaceGB * 1073741824;
     };
     inherit sources;
-    inherit (local) excludePatterns oneFileSystem;
+    inherit (local) excludePatterns oneFileSystem sourceSnapshots;
+    btrfs = if takesSourceSnapshots && btrfsProgs != null then "${btrfsProgs}/bin/btrfs" else null;
+    quiesce = map (name: {
+      unit = if match ".*\\..*" name != null then name else "${name}.service";
+      inherit (local.quiesce.${name}) mode;
+    }) (attrNames local.quiesce);
     retention = retentionOf local;
     inherit hooks;
     cloud = {

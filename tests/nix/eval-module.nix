@@ -28,6 +28,7 @@ let
     util-linux = fakeDrv "util-linux-2.41-bin" "${fakeStore}-util-linux-2.41-bin" "mount";
     restic = fakeDrv "restic-0.18.0" "${fakeStore}-restic-0.18.0" "restic";
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
+    btrfs-progs = fakeDrv "btrfs-progs-6.14" "${fakeStore}-btrfs-progs-6.14" "btrfs";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {

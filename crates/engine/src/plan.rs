@@ -37,6 +37,10 @@ pub struct Plan {
     /// Read the sources from read-only filesystem snapshots taken just before the walk.
     #[serde(default)]
     pub source_snapshots: SourceSnapshots,
+    /// The btrfs program (btrfs-progs) that takes and deletes source snapshots; `None` = `btrfs`
+    /// on PATH.
+    #[serde(default)]
+    pub btrfs: Option<PathBuf>,
     /// Services stopped or frozen while the filesystem snapshots are taken.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quiesce: Vec<Quiesce>,
@@ -807,6 +811,7 @@ impl Plan {
             one_file_system: true,
             source_snapshots: SourceSnapshots::None,
             quiesce: Vec::new(),
+            btrfs: None,
             retention: Retention::default(),
             hooks: Hooks::default(),
             cloud: Cloud::default(),
@@ -887,6 +892,9 @@ impl Plan {
         self.validate_databases()?;
         for (name, h) in &self.hosts {
             h.validate(name, self)?;
+        }
+        if let Some(b) = &self.btrfs {
+            absolute("btrfs", b)?;
         }
         absolute("logDir", &self.log_dir)?;
         absolute("stateDir", &self.state_dir)?;
@@ -1011,7 +1019,8 @@ impl Plan {
             },
             kind: Kind::Local(LocalJob {
                 source_snapshots: self.source_snapshots,
-                quiesce: self.quiesce.clone(),
+                quiesce: self.quiesce.clone().into(),
+                btrfs: self.btrfs.clone().map(PathBuf::into_boxed_path),
                 hooks: self.hooks.clone(),
                 databases: self.databases.clone(),
                 cloud: self.cloud.clone(),

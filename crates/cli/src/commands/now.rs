@@ -127,6 +127,16 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     crate::ops::finish_run(&job, &report, &how)
 }
 
+/// `/home: read from a btrfs snapshot of /home taken at …`, or `read live (why)`.
+fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
+    match (&r.subvolume, &r.taken_at) {
+        (Some(sv), Some(t)) => {
+            format!("{}: read from a {} snapshot of {} taken at {t}", r.source.display(), r.kind, sv.display())
+        }
+        _ => format!("{}: read live ({})", r.source.display(), r.note.as_deref().unwrap_or("no filesystem snapshot")),
+    }
+}
+
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let c = &r.counts;
@@ -167,6 +177,33 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
                     human_bytes(t.bytes_received),
                     human_bytes(t.bytes_sent)
                 )?;
+            }
+            for read in &r.source_reads {
+                writeln!(out, "  {}", describe_read(read))?;
+                for m in &read.mounts {
+                    writeln!(out, "    mounted below it: {}", describe_read(m))?;
+                }
+            }
+            for h in &r.held_units {
+                let mode = match h.mode {
+                    hwc_backup_engine::plan::QuiesceMode::Stop => "stopped",
+                    hwc_backup_engine::plan::QuiesceMode::Freeze => "frozen",
+                };
+                match h.down_ms {
+                    None => writeln!(out, "  {} was not running; left alone", h.unit)?,
+                    Some(ms) if h.whole_walk => writeln!(
+                        out,
+                        "  {} {mode} for {:.1}s: the whole walk, as no filesystem snapshot was taken",
+                        h.unit,
+                        ms as f64 / 1000.0
+                    )?,
+                    Some(ms) => writeln!(
+                        out,
+                        "  {} {mode} for {:.3}s while the snapshots were taken",
+                        h.unit,
+                        ms as f64 / 1000.0
+                    )?,
+                }
             }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;

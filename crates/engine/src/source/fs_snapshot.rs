@@ -81,6 +81,7 @@ pub struct SourceRead {
 /// [`LocalFs`] seen through filesystem snapshots. See the module docs.
 pub struct FsSnapshots {
     kind: SourceSnapshots,
+    program: PathBuf,
     quiesce: Vec<Quiesce>,
     read: Mutex<Vec<SourceRead>>,
     held: Mutex<Vec<HeldUnit>>,
@@ -91,7 +92,19 @@ impl FsSnapshots {
     /// the others are refused by the plan's validation, and again here), holding the
     /// `quiesce` units still while it does.
     pub fn new(kind: SourceSnapshots, quiesce: Vec<Quiesce>) -> FsSnapshots {
-        FsSnapshots { kind, quiesce, read: Mutex::new(Vec::new()), held: Mutex::new(Vec::new()) }
+        FsSnapshots {
+            kind,
+            program: PathBuf::from("btrfs"),
+            quiesce,
+            read: Mutex::new(Vec::new()),
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes and deletes the snapshots with `program` instead of `btrfs` on PATH.
+    pub fn with_program(mut self, program: PathBuf) -> FsSnapshots {
+        self.program = program;
+        self
     }
 }
 
@@ -101,7 +114,13 @@ pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
     let Some(local) = job.local() else { return Box::new(LocalFs) };
     match (local.source_snapshots, local.quiesce.is_empty()) {
         (SourceSnapshots::None, true) => Box::new(LocalFs),
-        (kind, _) => Box::new(FsSnapshots::new(kind, local.quiesce.clone())),
+        (kind, _) => {
+            let s = FsSnapshots::new(kind, local.quiesce.to_vec());
+            Box::new(match &local.btrfs {
+                Some(p) => s.with_program(p.to_path_buf()),
+                None => s,
+            })
+        }
     }
 }
 
@@ -134,7 +153,7 @@ impl Source for FsSnapshots {
             return Ok(built);
         }
         let strict = self.kind == SourceSnapshots::Btrfs;
-        let mut taken = Taken::default();
+        let mut taken = Taken { program: self.program.clone(), subvolumes: Vec::new(), snaps: Vec::new() };
         let (mapping, held) = taken.take_all(opts.sources, opts.one_file_system, strict, &self.quiesce)?;
         *self.read.lock().expect("not poisoned") = mapping.reads.clone();
         let released_early = match held {
@@ -214,8 +233,8 @@ struct Snap {
 }
 
 /// The subvolumes and snapshots of this run; deleted on drop, also on a panic.
-#[derive(Default)]
 struct Taken {
+    program: PathBuf,
     subvolumes: Vec<Subvolume>,
     snaps: Vec<Snap>,
 }
@@ -363,9 +382,9 @@ fn unescape(s: &str) -> Vec<u8> {
 }
 
 /// Runs `btrfs` with `args`; its output on success, else an error with what it said.
-fn btrfs(args: &[&OsStr]) -> Result<String> {
+fn btrfs(program: &Path, args: &[&OsStr]) -> Result<String> {
     let out =
-        std::process::Command::new("btrfs").args(args).stdin(std::process::Stdio::null()).output().map_err(|e| {
+        std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().map_err(|e| {
             Error::Command { what: "btrfs".into(), message: format!("cannot run btrfs (btrfs-progs): {e}") }
         })?;
     if out.status.success() {
@@ -383,16 +402,16 @@ fn btrfs(args: &[&OsStr]) -> Result<String> {
 }
 
 /// Whether the subvolume open as `fd` is read-only.
-fn is_read_only(fd: &OwnedFd) -> bool {
+fn is_read_only(program: &Path, fd: &OwnedFd) -> bool {
     let p = fd_path(fd, true);
-    btrfs(&[OsStr::new("property"), OsStr::new("get"), OsStr::new("-ts"), p.as_os_str(), OsStr::new("ro")])
+    btrfs(program, &[OsStr::new("property"), OsStr::new("get"), OsStr::new("-ts"), p.as_os_str(), OsStr::new("ro")])
         .is_ok_and(|o| o.trim() == "ro=true")
 }
 
 /// The subvolume id of the subvolume root open as `fd`.
-fn subvolume_id(fd: &OwnedFd) -> Result<u64> {
+fn subvolume_id(program: &Path, fd: &OwnedFd) -> Result<u64> {
     let p = fd_path(fd, true);
-    let out = btrfs(&[OsStr::new("inspect-internal"), OsStr::new("rootid"), p.as_os_str()])?;
+    let out = btrfs(program, &[OsStr::new("inspect-internal"), OsStr::new("rootid"), p.as_os_str()])?;
     out.trim()
         .parse()
         .map_err(|_| Error::Command { what: "btrfs".into(), message: format!("unexpected rootid {out:?}") })
@@ -470,12 +489,12 @@ impl Taken {
             let cname = CString::new(bytes).expect("no NUL");
             let Ok(fd) = open_nofollow_dir(private, &cname) else { continue };
             let Ok(st) = rustix::fs::fstat(&fd) else { continue };
-            if st.st_ino != BTRFS_SUBVOL_ROOT_INO || !is_read_only(&fd) {
+            if st.st_ino != BTRFS_SUBVOL_ROOT_INO || !is_read_only(&self.program, &fd) {
                 continue;
             }
-            let id = subvolume_id(&fd)?;
+            let id = subvolume_id(&self.program, &fd)?;
             drop(fd);
-            delete(&sv.fd, id, &dir.child_path(&entry.name))?;
+            delete(&self.program, &sv.fd, id, &dir.child_path(&entry.name))?;
             tracing::info!(
                 "removed the source snapshot {} left by an interrupted run",
                 dir.child_path(&entry.name).display()
@@ -679,20 +698,32 @@ impl Taken {
         let private = sv.private.as_ref().expect("prepared before");
         let dest = fd_path(private, true).join(OsStr::from_bytes(name.as_bytes()));
         let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(name.as_bytes()));
-        btrfs(&[
-            OsStr::new("subvolume"),
-            OsStr::new("snapshot"),
-            OsStr::new("-r"),
-            fd_path(&sv.fd, true).as_os_str(),
-            dest.as_os_str(),
-        ])
-        .map_err(|e| Error::Command {
-            what: "btrfs snapshot".into(),
-            message: format!("cannot snapshot {} into {}: {e}", sv.path.display(), shown.display()),
+        btrfs(
+            &self.program,
+            &[
+                OsStr::new("subvolume"),
+                OsStr::new("snapshot"),
+                OsStr::new("-r"),
+                fd_path(&sv.fd, true).as_os_str(),
+                dest.as_os_str(),
+            ],
+        )
+        .map_err(|e| {
+            let hint = match e.to_string().contains("Read-only file system") {
+                true => format!(
+                    " (read-only to this process: under the NixOS module add {} to readWritePaths)",
+                    sv.path.display()
+                ),
+                false => String::new(),
+            };
+            Error::Command {
+                what: "btrfs snapshot".into(),
+                message: format!("cannot snapshot {} into {}: {e}{hint}", sv.path.display(), shown.display()),
+            }
         })?;
         let fd = open_nofollow_dir(private, &name).map_err(|e| Error::io("open", &shown, e))?;
         let st = rustix::fs::fstat(&fd).ctx("inspect", &shown)?;
-        let id = subvolume_id(&fd);
+        let id = subvolume_id(&self.program, &fd);
         if st.st_ino != BTRFS_SUBVOL_ROOT_INO || id.is_err() {
             return Err(Error::Unsafe { path: shown, message: "not the snapshot just taken".into() });
         }
@@ -707,7 +738,7 @@ impl Taken {
             let sv = &self.subvolumes[snap.subvolume];
             let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(snap.name.as_bytes()));
             drop(snap.fd);
-            if let Err(e) = delete(&sv.fd, snap.id, &shown) {
+            if let Err(e) = delete(&self.program, &sv.fd, snap.id, &shown) {
                 first_err.get_or_insert(e);
             }
         }
@@ -739,16 +770,13 @@ fn keep_times(root: &OwnedFd, before: &Stat) {
 }
 
 /// Deletes the subvolume `id` of the filesystem whose subvolume root is open as `root`.
-fn delete(root: &OwnedFd, id: u64, shown: &Path) -> Result<()> {
+fn delete(program: &Path, root: &OwnedFd, id: u64, shown: &Path) -> Result<()> {
     let p = fd_path(root, true);
     let id_text = id.to_string();
-    btrfs(&[
-        OsStr::new("subvolume"),
-        OsStr::new("delete"),
-        OsStr::new("--subvolid"),
-        OsStr::new(&id_text),
-        p.as_os_str(),
-    ])
+    btrfs(
+        program,
+        &[OsStr::new("subvolume"), OsStr::new("delete"), OsStr::new("--subvolid"), OsStr::new(&id_text), p.as_os_str()],
+    )
     .map(|_| ())
     .map_err(|e| Error::Command {
         what: "btrfs delete".into(),

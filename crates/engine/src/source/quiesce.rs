@@ -221,6 +221,10 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if self.held.is_empty() {
+            // Nothing held (or all released): no timer must stay armed.
+            for t in std::mem::take(&mut self.timers) {
+                let _ = systemctl(&["stop", &format!("{t}.timer")]);
+            }
             return;
         }
         if let Err(e) = self.release_inner() {
