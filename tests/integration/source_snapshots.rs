@@ -508,3 +508,31 @@ fn quiesced_services_are_held_only_while_the_snapshots_are_taken() {
     let held = r["heldUnits"].as_array().unwrap();
     assert!(held.iter().any(|h| h["unit"] == "db.service" && h["wholeWalk"] == true), "{r}");
 }
+
+#[test]
+fn auto_reads_live_when_the_snapshot_fails_and_the_plan_names_the_btrfs_program() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    write(&src.join("f"), "x");
+    let mut plan = plan_json(&env);
+    plan["sources"] = serde_json::json!([s(&src)]);
+    plan["sourceSnapshots"] = "auto".into();
+    // A btrfs program that always fails: the snapshot cannot be taken.
+    plan["btrfs"] = "/bin/false".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "live", "{r}");
+    assert!(r["sourceReads"][0]["note"].as_str().unwrap().contains("/bin/false"), "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    assert_eq!(tree(&snap), vec!["f"], "the private directory is not backed up");
+    assert!(!src.join(PRIVATE).exists());
+    // With "btrfs" the same failure fails the run.
+    plan["sourceSnapshots"] = "btrfs".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(!src.join(PRIVATE).exists());
+}

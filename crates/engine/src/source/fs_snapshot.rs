@@ -393,7 +393,8 @@ fn btrfs(program: &Path, args: &[&OsStr]) -> Result<String> {
     Err(Error::Command {
         what: "btrfs".into(),
         message: format!(
-            "btrfs {} exited with {}: {}",
+            "{} {} exited with {}: {}",
+            program.display(),
             args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -614,6 +615,9 @@ impl Taken {
         for (i, &(k, _)) in &times {
             let sv = &self.subvolumes[*i];
             roots.push((sv.path.clone(), fd_path(&self.snaps[k].fd, false), true));
+        }
+        // Also where a snapshot failed after the directory was made: read live, it is there.
+        for sv in self.subvolumes.iter().filter(|sv| sv.private.is_some()) {
             hidden.insert(sv.path.clone(), private.clone());
         }
         let mut redirects = HashMap::new();
