@@ -414,6 +414,7 @@ fn quiesce_plan(env: &Env, src: &Path, kind: &str) -> PathBuf {
     let mut plan = plan_json(env);
     plan["sources"] = serde_json::json!([s(src)]);
     plan["sourceSnapshots"] = kind.into();
+    plan["metrics"]["textfileDir"] = s(&env.dir.path().join("prom")).into();
     plan["quiesce"] = serde_json::json!([
         { "unit": "db.service", "mode": "stop" },
         { "unit": "app.service", "mode": "freeze" },
@@ -489,6 +490,13 @@ fn quiesced_services_are_held_only_while_the_snapshots_are_taken() {
     )
     .unwrap();
     assert_eq!(meta["heldUnits"], r["heldUnits"]);
+    let prom = std::fs::read_to_string(env.dir.path().join(format!("prom/hwc_backup_{HOST}.prom"))).unwrap();
+    let line = prom
+        .lines()
+        .find(|l| l.starts_with("hwc_backup_newest_snapshot_unit_down_seconds{") && l.contains("unit=\"db.service\""))
+        .unwrap_or_else(|| panic!("no downtime metric for db.service:\n{prom}"));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0.0 && secs < 5.0, "{line}");
 
     // A unit that fails to stop: the run fails, and what was held is released.
     std::fs::write(&log, "").unwrap();
