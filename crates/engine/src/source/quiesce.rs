@@ -107,16 +107,15 @@ impl Held {
         if units.is_empty() {
             return Ok(held);
         }
-        let active: Vec<&Quiesce> = units
-            .iter()
-            .filter(|q| {
-                let on = systemctl(&["is-active", "--quiet", &q.unit]).unwrap_or(false);
-                if !on {
-                    held.report.push(HeldUnit { unit: q.unit.clone(), mode: q.mode, down_ms: None, whole_walk: false });
-                }
-                on
-            })
-            .collect();
+        // A systemctl that cannot be run is an error, not "every unit is inactive".
+        let mut active: Vec<&Quiesce> = Vec::new();
+        for q in units {
+            if systemctl(&["is-active", "--quiet", &q.unit])? {
+                active.push(q);
+            } else {
+                held.report.push(HeldUnit { unit: q.unit.clone(), mode: q.mode, down_ms: None, whole_walk: false });
+            }
+        }
         let delay = safety_delay(with_snapshots).as_secs().to_string();
         for (mode, verb) in [(QuiesceMode::Stop, "start"), (QuiesceMode::Freeze, "thaw")] {
             let names: Vec<&str> = active.iter().filter(|q| q.mode == mode).map(|q| q.unit.as_str()).collect();
