@@ -556,10 +556,11 @@ in
           snapshot of each source's subvolume (a source that cannot have one fails the run);
           `"auto"`: btrfs where the source's filesystem is btrfs, the others read live (said
           once per run); `"none"`: read the live filesystem. `"zfs"` and `"lvm"` are not
-          implemented by this version and refused. The backup units may write to the sources
-          (`ReadWritePaths=`), where the snapshots are created; a source below its subvolume's
-          root needs that root in {option}`readWritePaths`. See the README, "Consistent
-          sources".
+          implemented by this version and refused. With `"btrfs"` the backup units may write to
+          the sources (`ReadWritePaths=`), where the snapshots are created; a source below its
+          subvolume's root needs that root in {option}`readWritePaths`. With `"auto"` they may
+          not, unless {option}`readWritePaths` says so: a source the units cannot write is read
+          live. See the README, "Consistent sources".
         '';
       };
 

@@ -176,10 +176,12 @@ with ctx;
   # Units that write snapshots (or, with syncMode "move", delete from them).
   writers = destinationWritable ++ metricsWritable ++ hookWritable;
   # Filesystem snapshots of the sources (local.sourceSnapshots) are created in the source's
-  # subvolume root, which must be writable: the sources themselves (a root above one is the
-  # user's readWritePaths). A path unfit for a unit file is left out, not an error.
+  # subvolume root, which must be writable: with "btrfs" the sources themselves (a root above
+  # one is the user's readWritePaths). Not with "auto", the default, which must not make every
+  # machine's sources writable to the units: there a source the unit cannot write is read live.
+  # A path unfit for a unit file is left out, not an error.
   takesSourceSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "btrfs";
-  sourceSnapshotWritable = optionals takesSourceSnapshots (
+  sourceSnapshotWritable = optionals (local.sourceSnapshots == "btrfs") (
     map (s: "-${s}") (filter (s: match ".*[[:space:]%\\].*" s == null) (map toString local.sources))
   );
   # The btrfs program goes into the plan (`btrfs`); systemctl and systemd-run, for quiesce, are

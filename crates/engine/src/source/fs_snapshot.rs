@@ -452,6 +452,13 @@ impl Taken {
         match rustix::fs::mkdirat(&sv.fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
             Ok(()) => keep_times(&sv.fd, &before),
             Err(rustix::io::Errno::EXIST) => {}
+            Err(rustix::io::Errno::ROFS) => {
+                return Err(Error::io(
+                    "create (read-only to this process: under the NixOS module set local.sourceSnapshots = \"btrfs\" or add the subvolume root to readWritePaths)",
+                    &where_,
+                    rustix::io::Errno::ROFS.into(),
+                ))
+            }
             Err(e) => return Err(Error::io("create", &where_, e.into())),
         }
         let fd = open_nofollow_dir(&sv.fd, &name).map_err(|e| Error::Unsafe {
