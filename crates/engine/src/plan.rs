@@ -1312,4 +1312,34 @@ mod tests {
         assert!(parse_duration("12").is_err());
         assert!(parse_duration("").is_err());
     }
+
+    #[test]
+    fn source_snapshots_and_quiesce_are_checked() {
+        let p = Plan::parse(&minimal().to_string()).unwrap();
+        assert_eq!(p.source_snapshots, SourceSnapshots::None, "a plan without the field reads live");
+        let mut v = minimal();
+        v["sourceSnapshots"] = "btrfs".into();
+        v["quiesce"] = serde_json::json!([{ "unit": "postgresql.service", "mode": "freeze" }]);
+        let p = Plan::parse(&v.to_string()).unwrap();
+        assert_eq!(p.source_snapshots, SourceSnapshots::Btrfs);
+        assert_eq!(p.local_job().local().unwrap().quiesce[0].mode, QuiesceMode::Freeze);
+        for kind in ["zfs", "lvm"] {
+            v["sourceSnapshots"] = kind.into();
+            let e = err_of(v.clone());
+            assert!(e.contains("sourceSnapshots") && e.contains("not supported"), "{e}");
+        }
+        v["sourceSnapshots"] = "auto".into();
+        for bad in ["", "-x.service", "a b.service", "nosuffix", "x;y.service"] {
+            v["quiesce"] = serde_json::json!([{ "unit": bad, "mode": "stop" }]);
+            let e = err_of(v.clone());
+            assert!(e.contains("quiesce[0].unit"), "{bad:?}: {e}");
+        }
+        v["quiesce"] = serde_json::json!([{ "unit": "a.service", "mode": "pause" }]);
+        assert!(err_of(v.clone()).contains("quiesce"));
+        v["quiesce"] = serde_json::json!([]);
+        v["btrfs"] = "bin/btrfs".into();
+        assert!(err_of(v).contains("btrfs"));
+        assert_eq!("btrfs".parse::<SourceSnapshots>(), Ok(SourceSnapshots::Btrfs));
+        assert!("ext4".parse::<SourceSnapshots>().is_err());
+    }
 }
