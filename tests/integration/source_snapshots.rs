@@ -4,6 +4,7 @@
 //! `kill -9` (the next run cleans up) and nothing that is not ours is ever touched; a symlink
 //! planted where the snapshots go is refused.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -543,4 +544,54 @@ fn auto_reads_live_when_the_snapshot_fails_and_the_plan_names_the_btrfs_program(
     let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
     assert_ne!(code(&o), 0, "{}", show(&o));
     assert!(!src.join(PRIVATE).exists());
+}
+
+#[test]
+fn with_the_state_directory_on_the_same_btrfs_the_snapshots_go_there_and_the_source_is_untouched() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    let state = fs.subvolume("state"); // another subvolume of the same filesystem
+    for i in 0..6000 {
+        write(&src.join(format!("d{}/f{i}", i % 60)), format!("{i}"));
+    }
+    let before = std::fs::metadata(&src).unwrap();
+    let run = || {
+        let mut c = env.cmd(&["now", "--source"]);
+        c.arg(&src).args(["--dest", &s(&env.dest), "--host", HOST, "--state-dir", &s(&state)]).args([
+            "--source-snapshots",
+            "btrfs",
+            "--threads",
+            "1",
+        ]);
+        c
+    };
+    let mut child = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let private = state.join("source-snapshots");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&private).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot appeared in {}", private.display());
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!src.join(PRIVATE).exists(), "nothing is written into the source's subvolume");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&private).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o700);
+    // A look-alike that is not ours: writable, our name.
+    btrfs(&["subvolume", "create"], &private.join("hwc-backup-999999-1-0"));
+    let o = run().arg("--json").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "btrfs", "{r}");
+    let mut left = fs.subvolumes();
+    left.sort();
+    assert_eq!(left, vec!["data", "state", "state/source-snapshots/hwc-backup-999999-1-0"], "the killed run's is gone");
+    let after = std::fs::metadata(&src).unwrap();
+    assert_eq!(
+        (before.mtime(), before.ctime()),
+        (after.mtime(), after.ctime()),
+        "the source's root was not even touched"
+    );
 }

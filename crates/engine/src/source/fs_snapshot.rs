@@ -8,8 +8,11 @@
 //!
 //! # Where the snapshots live, and how they are found again
 //!
-//! In `<subvolume root>/.hwc-backup-source-snapshots/` ([`PRIVATE_DIR`]): a directory owned by
-//! root, mode 0700, on the subvolume itself, created by the runner and removed when empty. Its
+//! In `<state dir>/source-snapshots/` ([`STATE_SUBDIR`]) when the state directory is on the
+//! same btrfs filesystem (a snapshot can be placed anywhere on its filesystem): nothing is then
+//! written into the source's subvolume. Otherwise in
+//! `<subvolume root>/.hwc-backup-source-snapshots/` ([`PRIVATE_DIR`]): a directory owned by
+//! root, mode 0700, on the subvolume itself, created by the runner and removed when empty. Their
 //! entries are named `hwc-backup-<pid>-<unix seconds>-<n>`. Anything that is not exactly that
 //! (a symlink, another owner or mode, another filesystem) is refused, never entered.
 //!
@@ -47,6 +50,9 @@ use crate::store::manifest::ManifestWriter;
 
 /// The private directory in a subvolume's root that holds its source snapshots.
 pub const PRIVATE_DIR: &str = ".hwc-backup-source-snapshots";
+/// The directory in the state directory that holds the source snapshots when the state
+/// directory is on the same btrfs filesystem as the source.
+pub const STATE_SUBDIR: &str = "source-snapshots";
 /// The beginning of every source snapshot's name.
 pub const NAME_PREFIX: &str = "hwc-backup-";
 
@@ -82,6 +88,7 @@ pub struct SourceRead {
 pub struct FsSnapshots {
     kind: SourceSnapshots,
     program: PathBuf,
+    state_dir: Option<PathBuf>,
     quiesce: Vec<Quiesce>,
     read: Mutex<Vec<SourceRead>>,
     held: Mutex<Vec<HeldUnit>>,
@@ -95,10 +102,18 @@ impl FsSnapshots {
         FsSnapshots {
             kind,
             program: PathBuf::from("btrfs"),
+            state_dir: None,
             quiesce,
             read: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Puts the snapshots in `<state_dir>/source-snapshots/` when that is on the same btrfs
+    /// filesystem as the source (nothing is then written into the source's subvolume).
+    pub fn with_state_dir(mut self, state_dir: PathBuf) -> FsSnapshots {
+        self.state_dir = Some(state_dir);
+        self
     }
 
     /// Takes and deletes the snapshots with `program` instead of `btrfs` on PATH.
@@ -115,7 +130,7 @@ pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
     match (local.source_snapshots, local.quiesce.is_empty()) {
         (SourceSnapshots::None, true) => Box::new(LocalFs),
         (kind, _) => {
-            let s = FsSnapshots::new(kind, local.quiesce.to_vec());
+            let s = FsSnapshots::new(kind, local.quiesce.to_vec()).with_state_dir(job.store.state_dir.clone());
             Box::new(match &local.btrfs {
                 Some(p) => s.with_program(p.to_path_buf()),
                 None => s,
@@ -153,7 +168,12 @@ impl Source for FsSnapshots {
             return Ok(built);
         }
         let strict = self.kind == SourceSnapshots::Btrfs;
-        let mut taken = Taken { program: self.program.clone(), subvolumes: Vec::new(), snaps: Vec::new() };
+        let mut taken = Taken {
+            program: self.program.clone(),
+            state_dir: self.state_dir.clone(),
+            subvolumes: Vec::new(),
+            snaps: Vec::new(),
+        };
         let (mapping, held) = taken.take_all(opts.sources, opts.one_file_system, strict, &self.quiesce)?;
         *self.read.lock().expect("not poisoned") = mapping.reads.clone();
         let released_early = match held {
@@ -222,6 +242,19 @@ struct Subvolume {
     path: PathBuf,
     fd: OwnedFd,
     private: Option<OwnedFd>,
+    /// Whether `private` is the state directory's `source-snapshots/` (same btrfs filesystem)
+    /// rather than the subvolume root's [`PRIVATE_DIR`].
+    in_state: bool,
+}
+
+impl Subvolume {
+    /// The private directory's path, for messages.
+    fn private_path(&self, state_dir: Option<&Path>) -> PathBuf {
+        match (self.in_state, state_dir) {
+            (true, Some(state)) => state.join(STATE_SUBDIR),
+            _ => self.path.join(PRIVATE_DIR),
+        }
+    }
 }
 
 /// One snapshot taken by this run.
@@ -235,6 +268,7 @@ struct Snap {
 /// The subvolumes and snapshots of this run; deleted on drop, also on a panic.
 struct Taken {
     program: PathBuf,
+    state_dir: Option<PathBuf>,
     subvolumes: Vec<Subvolume>,
     snaps: Vec<Snap>,
 }
@@ -362,6 +396,30 @@ fn mounts_below(dir: &Path) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// The device of the btrfs mount holding `p` (mountinfo's mount source): two paths with the
+/// same one are on one btrfs filesystem, where a snapshot can be placed anywhere.
+fn btrfs_device(p: &Path) -> Option<String> {
+    let p = std::fs::canonicalize(p).ok()?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String, String)> = None;
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some(mp) = left.split(' ').nth(4) else { continue };
+        let mp = PathBuf::from(OsStr::from_bytes(&unescape(mp)));
+        if !p.starts_with(&mp) {
+            continue;
+        }
+        let mut r = right.split(' ');
+        let (fstype, source) = (r.next().unwrap_or(""), r.next().unwrap_or(""));
+        let len = mp.as_os_str().len();
+        // The last of equal mount points is the one on top.
+        if best.as_ref().is_none_or(|b| len >= b.0) {
+            best = Some((len, fstype.to_string(), source.to_string()));
+        }
+    }
+    best.filter(|b| b.1 == "btrfs").map(|b| b.2)
+}
+
 /// mountinfo's octal escapes (`\040` for a space).
 fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
@@ -445,6 +503,11 @@ impl Taken {
         if self.subvolumes[i].private.is_some() {
             return Ok(());
         }
+        if let Some(fd) = self.state_private_dir(i)? {
+            self.subvolumes[i].private = Some(fd);
+            self.subvolumes[i].in_state = true;
+            return Ok(());
+        }
         let sv = &self.subvolumes[i];
         let name = CString::new(PRIVATE_DIR).expect("no NUL");
         let where_ = sv.path.join(PRIVATE_DIR);
@@ -482,12 +545,53 @@ impl Taken {
         Ok(())
     }
 
+    /// `<state_dir>/source-snapshots/`, opened (created when missing) and checked like the
+    /// subvolume's own private directory, when the state directory exists and is on the same
+    /// btrfs filesystem as subvolume `i`; `None` otherwise.
+    fn state_private_dir(&self, i: usize) -> Result<Option<OwnedFd>> {
+        let Some(state) = &self.state_dir else { return Ok(None) };
+        let sv = &self.subvolumes[i];
+        match (btrfs_device(state), btrfs_device(&sv.path)) {
+            (Some(a), Some(b)) if a == b => {}
+            _ => return Ok(None),
+        }
+        let Ok(state_fd) = super::local::open_dir(state) else { return Ok(None) };
+        let name = CString::new(STATE_SUBDIR).expect("no NUL");
+        let where_ = state.join(STATE_SUBDIR);
+        match rustix::fs::mkdirat(&state_fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                tracing::debug!("cannot use {}: {e}", where_.display());
+                return Ok(None);
+            }
+        }
+        let fd = open_nofollow_dir(&state_fd, &name).map_err(|e| Error::Unsafe {
+            path: where_.clone(),
+            message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
+        })?;
+        let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
+        let uid = rustix::process::geteuid().as_raw();
+        if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 {
+            return Err(Error::Unsafe {
+                path: where_,
+                message: format!(
+                    "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        Ok(Some(fd))
+    }
+
     /// Deletes the leftovers of killed runs in subvolume `i`'s private directory.
     fn clean_leftovers(&mut self, i: usize) -> Result<()> {
         let sv = &self.subvolumes[i];
         let Some(private) = &sv.private else { return Ok(()) };
-        let dir =
-            Dir::from_trusted_fd(rustix::io::dup(private).ctx("duplicate", &sv.path)?, sv.path.join(PRIVATE_DIR))?;
+        let dir = Dir::from_trusted_fd(
+            rustix::io::dup(private).ctx("duplicate", &sv.path)?,
+            sv.private_path(self.state_dir.as_deref()),
+        )?;
         for entry in dir.entries()? {
             let bytes = entry.name.as_bytes();
             let Some(pid) = our_name(bytes) else { continue };
@@ -502,7 +606,15 @@ impl Taken {
             }
             let id = subvolume_id(&self.program, &fd)?;
             drop(fd);
-            delete(&self.program, &sv.fd, id, &dir.child_path(&entry.name))?;
+            if let Err(e) = delete(&self.program, &sv.fd, id, &dir.child_path(&entry.name)) {
+                // In the shared state directory it may be of another filesystem: its own
+                // source's run deletes it.
+                match sv.in_state {
+                    true => tracing::debug!("{e}"),
+                    false => return Err(e),
+                }
+                continue;
+            }
             tracing::info!(
                 "removed the source snapshot {} left by an interrupted run",
                 dir.child_path(&entry.name).display()
@@ -516,7 +628,7 @@ impl Taken {
             return Ok(i);
         }
         let fd = super::local::open_dir(root)?;
-        self.subvolumes.push(Subvolume { path: root.to_path_buf(), fd, private: None });
+        self.subvolumes.push(Subvolume { path: root.to_path_buf(), fd, private: None, in_state: false });
         Ok(self.subvolumes.len() - 1)
     }
 
@@ -624,7 +736,7 @@ impl Taken {
             roots.push((sv.path.clone(), fd_path(&self.snaps[k].fd, false), true));
         }
         // Also where a snapshot failed after the directory was made: read live, it is there.
-        for sv in self.subvolumes.iter().filter(|sv| sv.private.is_some()) {
+        for sv in self.subvolumes.iter().filter(|sv| sv.private.is_some() && !sv.in_state) {
             hidden.insert(sv.path.clone(), private.clone());
         }
         let mut redirects = HashMap::new();
@@ -708,7 +820,7 @@ impl Taken {
         let sv = &self.subvolumes[i];
         let private = sv.private.as_ref().expect("prepared before");
         let dest = fd_path(private, true).join(OsStr::from_bytes(name.as_bytes()));
-        let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(name.as_bytes()));
+        let shown = sv.private_path(self.state_dir.as_deref()).join(OsStr::from_bytes(name.as_bytes()));
         btrfs(
             &self.program,
             &[
@@ -747,14 +859,14 @@ impl Taken {
         let mut first_err = None;
         for snap in std::mem::take(&mut self.snaps) {
             let sv = &self.subvolumes[snap.subvolume];
-            let shown = sv.path.join(PRIVATE_DIR).join(OsStr::from_bytes(snap.name.as_bytes()));
+            let shown = sv.private_path(self.state_dir.as_deref()).join(OsStr::from_bytes(snap.name.as_bytes()));
             drop(snap.fd);
             if let Err(e) = delete(&self.program, &sv.fd, snap.id, &shown) {
                 first_err.get_or_insert(e);
             }
         }
         for sv in &mut self.subvolumes {
-            if sv.private.take().is_some() {
+            if sv.private.take().is_some() && !sv.in_state {
                 let name = CString::new(PRIVATE_DIR).expect("no NUL");
                 let before = rustix::fs::fstat(&sv.fd);
                 let removed = rustix::fs::unlinkat(&sv.fd, name.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
