@@ -29,6 +29,7 @@ let
     # Offsite copies: restic (the plan names it, lazily: only an offsite forces the package)
     # and the sleep inhibitor that wraps the long-running units' commands.
     restic = lib.getExe cfg.resticPackage;
+    btrfsProgs = pkgs.btrfs-progs;
     systemdInhibit = lib.getExe' (config.systemd.package or pkgs.systemd) "systemd-inhibit";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
@@ -620,6 +621,58 @@ in
       excludeCaches = excludeCachesOption "";
       excludeIfPresent = excludeIfPresentOption "";
       excludeLargerThan = excludeLargerThanOption "";
+
+      sourceSnapshots = lib.mkOption {
+        type = lib.types.enum [
+          "auto"
+          "btrfs"
+          "zfs"
+          "lvm"
+          "none"
+        ];
+        default = "auto";
+        example = "btrfs";
+        description = ''
+          Read the sources from read-only filesystem snapshots taken just before the walk, so
+          that a snapshot holds every file as it was at one instant. `"btrfs"`: a read-only
+          snapshot of each source's subvolume (a source that cannot have one fails the run);
+          `"auto"`: btrfs where the source's filesystem is btrfs, the others read live (said
+          once per run); `"none"`: read the live filesystem. `"zfs"` and `"lvm"` are not
+          implemented by this version and refused. With `"btrfs"` the backup units may write to
+          the sources (`ReadWritePaths=`), where the snapshots are created; a source below its
+          subvolume's root needs that root in {option}`readWritePaths`. With `"auto"` they may
+          not, unless {option}`readWritePaths` says so: a source the units cannot write is read
+          live. See the README, "Consistent sources".
+        '';
+      };
+
+      quiesce = lib.mkOption {
+        type = lib.types.attrsOf (
+          lib.types.submodule (_: {
+            options.mode = lib.mkOption {
+              type = lib.types.enum [
+                "stop"
+                "freeze"
+              ];
+              default = "stop";
+              example = "freeze";
+              description = "`systemctl stop` and `start`, or `systemctl freeze` and `thaw` (the cgroup freezer).";
+            };
+          })
+        );
+        default = { };
+        example = {
+          "postgresql.service".mode = "stop";
+          home-assistant.mode = "freeze";
+        };
+        description = ''
+          Services held still while the filesystem snapshots are taken ({option}`local.sourceSnapshots`),
+          by unit name (`.service` is added to a name without a suffix): each active one is
+          stopped or frozen right before the snapshots and started or thawed right after they
+          exist, not after the copy. A transient timer started first releases them should the
+          run die. Without filesystem snapshots they stay stopped for the whole walk.
+        '';
+      };
     };
 
     cloud = {

@@ -41,6 +41,9 @@
   # systemd-inhibit(1), which keeps the machine awake during a run (inhibitSleep); systemd
   # looks a bare name up in its own PATH, as for flock.
   systemdInhibit ? "systemd-inhibit",
+  # btrfs-progs (its store path), whose btrfs the plan names for local.sourceSnapshots; null
+  # finds btrfs on PATH.
+  btrfsProgs ? null,
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -52,7 +55,7 @@ let
   # the fixed point below well defined: no part forces a binding that depends on itself.
   ctx =
     {
-      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit;
+      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit btrfsProgs;
     }
     // import ./render/common.nix ctx
     // import ./render/schedule.nix ctx

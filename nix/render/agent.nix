@@ -142,6 +142,8 @@ with ctx;
       "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed, systemd, util-linux and getent. Set it to the bin directory of a MariaDB or MySQL client."
     ++ inlineSecretWarnings
     ++ noEffectWarnings
+    ++ optional (local.enable && local.quiesce != { } && local.sourceSnapshots == "none")
+      "${opt "local.quiesce"} is set but ${opt "local.sourceSnapshots"} is \"none\": the services stay stopped for the whole backup, not only for the instant of a filesystem snapshot."
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;
 }

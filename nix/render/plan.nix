@@ -69,8 +69,13 @@ with ctx;
       makeRoom = true;
     };
     inherit sources;
-    inherit (local) excludePatterns oneFileSystem;
+    inherit (local) excludePatterns oneFileSystem sourceSnapshots;
     inherit (local) excludeCaches excludeIfPresent excludeLargerThan;
+    btrfs = if takesSourceSnapshots && btrfsProgs != null then "${btrfsProgs}/bin/btrfs" else null;
+    quiesce = map (name: {
+      unit = if match ".*\\..*" name != null then name else "${name}.service";
+      inherit (local.quiesce.${name}) mode;
+    }) (attrNames local.quiesce);
     retention = retentionOf local;
     inherit hooks;
     cloud = {

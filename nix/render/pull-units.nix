@@ -158,6 +158,7 @@ with ctx;
             (optionalAttrs cfg.cloud.enable rcloneCache)
             (offsiteExtra immediateOffsites)
             dumpOrder
+            sourceSnapshotExtra
           ];
     };
 
@@ -173,7 +174,7 @@ with ctx;
           "--local-only"
         ];
         writable = snapshotters;
-        extra = mergeUnit (networkDeps remoteDatabase) dumpOrder;
+        extra = mergeUnit (mergeUnit (networkDeps remoteDatabase) dumpOrder) sourceSnapshotExtra;
       };
       backup-health-check = mkService {
         description = "hwc-backup: health check of the snapshots";

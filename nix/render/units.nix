@@ -238,8 +238,20 @@ with ctx;
   scheduled = cfg.local.enable && cfg.schedule.enable;
   # Units that write snapshots (or, with syncMode "move", delete from them).
   writers = destinationWritable ++ metricsWritable ++ hookWritable;
+  # Filesystem snapshots of the sources (local.sourceSnapshots) are created in the source's
+  # subvolume root, which must be writable: with "btrfs" the sources themselves (a root above
+  # one is the user's readWritePaths). Not with "auto", the default, which must not make every
+  # machine's sources writable to the units: there a source the unit cannot write is read live.
+  # A path unfit for a unit file is left out, not an error.
+  takesSourceSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "btrfs";
+  sourceSnapshotWritable = optionals (local.sourceSnapshots == "btrfs") (
+    map (s: "-${s}") (filter (s: match ".*[[:space:]%\\].*" s == null) (map toString local.sources))
+  );
+  # The btrfs program goes into the plan (`btrfs`); systemctl and systemd-run, for quiesce, are
+  # on every NixOS unit's PATH.
+  sourceSnapshotExtra = { };
   # Units that take snapshots, and with them the database dumps.
-  snapshotters = writers ++ stagingWritable;
+  snapshotters = writers ++ stagingWritable ++ sourceSnapshotWritable;
   # A run started at boot (Persistent=true catches up a missed one) must not dump a server
   # that is still starting. Ordering only: a remote server has no local unit, and After= on a
   # unit that does not exist is ignored.

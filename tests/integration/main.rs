@@ -31,4 +31,5 @@ mod retention_sim;
 mod rotating_drives;
 mod runstate;
 mod snapshot;
+mod source_snapshots;
 mod verify;

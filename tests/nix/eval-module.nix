@@ -29,6 +29,7 @@ let
     getent = fakeDrv "getent-glibc-2.40" "${fakeStore}-getent-glibc-2.40" "getent";
     restic = fakeDrv "restic-0.18.0" "${fakeStore}-restic-0.18.0" "restic";
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
+    btrfs-progs = fakeDrv "btrfs-progs-6.14" "${fakeStore}-btrfs-progs-6.14" "btrfs";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {

@@ -28,6 +28,7 @@ let
     writeHook = name: _text: "${fakeStore}-${name}";
     rclone = "${fakeStore}-rclone-1.70.0/bin/rclone";
     ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";
+    btrfsProgs = "${fakeStore}-btrfs-progs-6.14";
   };
 in
 # What the module makes of it: the plan and units only with `enable`, the authorized_keys

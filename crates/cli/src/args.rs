@@ -113,6 +113,10 @@ pub struct NowArgs {
     /// Refuse to run unless --dest is a mount point; without a plan.
     #[arg(long)]
     pub require_mount_point: bool,
+    /// Read the sources from read-only filesystem snapshots: auto, btrfs, zfs, lvm or none
+    /// (the default without a plan); without a plan.
+    #[arg(long, value_name = "KIND")]
+    pub source_snapshots: Option<hwc_backup_engine::plan::SourceSnapshots>,
     /// Run as if the time were this (RFC 3339, e.g. 2025-01-15T02:00:00+01:00): a testing
     /// aid to simulate months of runs in seconds.
     #[arg(long, value_name = "TIME")]

@@ -117,6 +117,12 @@ impl Reporting {
 /// the cloud copy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LocalJob {
+    /// Which filesystem snapshots the sources are read from.
+    pub source_snapshots: crate::plan::SourceSnapshots,
+    /// Services held still while the snapshots are taken.
+    pub quiesce: Box<[crate::plan::Quiesce]>,
+    /// The btrfs program; `None` = `btrfs` on PATH.
+    pub btrfs: Option<Box<std::path::Path>>,
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.

@@ -43,6 +43,16 @@ pub struct Plan {
     /// Whether to stay on the filesystem of each source.
     #[serde(default = "yes")]
     pub one_file_system: bool,
+    /// Read the sources from read-only filesystem snapshots taken just before the walk.
+    #[serde(default)]
+    pub source_snapshots: SourceSnapshots,
+    /// The btrfs program (btrfs-progs) that takes and deletes source snapshots; `None` = `btrfs`
+    /// on PATH.
+    #[serde(default)]
+    pub btrfs: Option<PathBuf>,
+    /// Services stopped or frozen while the filesystem snapshots are taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiesce: Vec<Quiesce>,
     /// Which snapshots to keep.
     #[serde(default)]
     pub retention: Retention,
@@ -77,6 +87,97 @@ pub struct Plan {
     /// Directory for state kept between runs (last run, last verify).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+}
+
+/// Which filesystem snapshots the local sources are read from (`sourceSnapshots`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceSnapshots {
+    /// btrfs where a source's filesystem is btrfs and a snapshot can be taken; the others are
+    /// read live, said once per run.
+    Auto,
+    /// A read-only btrfs snapshot of every source's subvolume; a source that cannot have one
+    /// fails the run.
+    Btrfs,
+    /// ZFS snapshots: not implemented by this runner (refused with a clear message).
+    Zfs,
+    /// LVM snapshots: not implemented by this runner (refused with a clear message).
+    Lvm,
+    /// Read the live filesystem (a plan without the field).
+    #[default]
+    None,
+}
+
+impl SourceSnapshots {
+    /// The plan's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceSnapshots::Auto => "auto",
+            SourceSnapshots::Btrfs => "btrfs",
+            SourceSnapshots::Zfs => "zfs",
+            SourceSnapshots::Lvm => "lvm",
+            SourceSnapshots::None => "none",
+        }
+    }
+
+    /// Refuses the kinds this runner cannot take.
+    pub fn supported(self) -> Result<()> {
+        match self {
+            SourceSnapshots::Zfs | SourceSnapshots::Lvm => Err(Error::config(
+                "sourceSnapshots",
+                format!(
+                    "{:?} is not supported by this version of hwc-backup (not implemented; use \"btrfs\", \"auto\" or \"none\")",
+                    self.as_str()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A service held still while the filesystem snapshots are taken (`quiesce[]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quiesce {
+    /// The systemd unit, e.g. `postgresql.service`.
+    pub unit: String,
+    /// Stop it, or freeze its processes.
+    pub mode: QuiesceMode,
+}
+
+/// How a unit is held still.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QuiesceMode {
+    /// `systemctl stop`, then `systemctl start`.
+    Stop,
+    /// `systemctl freeze`, then `systemctl thaw` (the cgroup freezer).
+    Freeze,
+}
+
+impl Quiesce {
+    fn validate(&self, i: usize) -> Result<()> {
+        let ok = !self.unit.is_empty()
+            && self.unit.len() <= 256
+            && !self.unit.starts_with('-')
+            && self.unit.contains('.')
+            && self.unit.bytes().all(|b| b.is_ascii_alphanumeric() || b":_.@-\\".contains(&b));
+        if !ok {
+            return Err(Error::config(
+                format!("quiesce[{i}].unit"),
+                format!("{:?} is not a systemd unit name (e.g. \"postgresql.service\")", self.unit),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for SourceSnapshots {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("{s:?} is not one of auto, btrfs, zfs, lvm, none"))
+    }
 }
 
 /// The destination of the snapshots.
@@ -1029,6 +1130,9 @@ impl Plan {
             exclude_if_present: Vec::new(),
             exclude_larger_than: None,
             one_file_system: true,
+            source_snapshots: SourceSnapshots::None,
+            quiesce: Vec::new(),
+            btrfs: None,
             retention: Retention::default(),
             hooks: Hooks::default(),
             cloud: Cloud::default(),
@@ -1052,6 +1156,10 @@ impl Plan {
             ));
         }
         validate_host(&self.host)?;
+        self.source_snapshots.supported()?;
+        for (i, q) in self.quiesce.iter().enumerate() {
+            q.validate(i)?;
+        }
         absolute("destination.path", &self.destination.path)?;
         if self.sources.is_empty() {
             return Err(Error::config("sources", "is empty; list at least one absolute path"));
@@ -1111,6 +1219,9 @@ impl Plan {
         }
         for (name, o) in &self.offsite {
             o.validate(name)?;
+        }
+        if let Some(b) = &self.btrfs {
+            absolute("btrfs", b)?;
         }
         absolute("logDir", &self.log_dir)?;
         absolute("stateDir", &self.state_dir)?;
@@ -1240,6 +1351,9 @@ impl Plan {
                 notifications: self.notifications.clone(),
             },
             kind: Kind::Local(LocalJob {
+                source_snapshots: self.source_snapshots,
+                quiesce: self.quiesce.clone().into(),
+                btrfs: self.btrfs.clone().map(PathBuf::into_boxed_path),
                 hooks: self.hooks.clone(),
                 databases: self.databases.clone(),
                 cloud: self.cloud.clone(),
@@ -1579,5 +1693,35 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("12").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn source_snapshots_and_quiesce_are_checked() {
+        let p = Plan::parse(&minimal().to_string()).unwrap();
+        assert_eq!(p.source_snapshots, SourceSnapshots::None, "a plan without the field reads live");
+        let mut v = minimal();
+        v["sourceSnapshots"] = "btrfs".into();
+        v["quiesce"] = serde_json::json!([{ "unit": "postgresql.service", "mode": "freeze" }]);
+        let p = Plan::parse(&v.to_string()).unwrap();
+        assert_eq!(p.source_snapshots, SourceSnapshots::Btrfs);
+        assert_eq!(p.local_job().local().unwrap().quiesce[0].mode, QuiesceMode::Freeze);
+        for kind in ["zfs", "lvm"] {
+            v["sourceSnapshots"] = kind.into();
+            let e = err_of(v.clone());
+            assert!(e.contains("sourceSnapshots") && e.contains("not supported"), "{e}");
+        }
+        v["sourceSnapshots"] = "auto".into();
+        for bad in ["", "-x.service", "a b.service", "nosuffix", "x;y.service"] {
+            v["quiesce"] = serde_json::json!([{ "unit": bad, "mode": "stop" }]);
+            let e = err_of(v.clone());
+            assert!(e.contains("quiesce[0].unit"), "{bad:?}: {e}");
+        }
+        v["quiesce"] = serde_json::json!([{ "unit": "a.service", "mode": "pause" }]);
+        assert!(err_of(v.clone()).contains("quiesce"));
+        v["quiesce"] = serde_json::json!([]);
+        v["btrfs"] = "bin/btrfs".into();
+        assert!(err_of(v).contains("btrfs"));
+        assert_eq!("btrfs".parse::<SourceSnapshots>(), Ok(SourceSnapshots::Btrfs));
+        assert!("ext4".parse::<SourceSnapshots>().is_err());
     }
 }

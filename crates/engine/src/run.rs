@@ -116,6 +116,12 @@ pub struct RunReport {
     /// publish and before the prune, which may expire that snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub itemized: Option<crate::store::history::diff::Diff>,
+    /// How each source was read (`sourceSnapshots`); empty without filesystem snapshots.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub source_reads: Vec<crate::source::fs_snapshot::SourceRead>,
+    /// The services held still (`quiesce`) and for how long.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_units: Vec<crate::source::quiesce::HeldUnit>,
 }
 
 impl RunReport {
@@ -139,13 +145,16 @@ impl RunReport {
             transfer: None,
             destination: None,
             itemized: None,
+            source_reads: Vec::new(),
+            held_units: Vec::new(),
         }
     }
 }
 
 /// Runs the plan's own job once on this machine's filesystem. See the module docs.
 pub fn run(plan: &Plan, opts: &RunOptions, progress: Progress) -> RunReport {
-    run_from(&plan.local_job(), &LocalFs, opts, progress)
+    let job = plan.local_job();
+    run_from(&job, crate::source::fs_snapshot::local_source(&job).as_ref(), opts, progress)
 }
 
 /// Runs the job once, taking the entries from `source` (this machine, or a pulled host).
@@ -458,6 +467,7 @@ fn build_into(
         threads: opts.threads,
         skip_dir: Some(host_identity),
         cancel: &cancel,
+        roots: None,
     };
     let manifest = ManifestWriter::create_in(&meta_handle, &Name::fixed(MANIFEST_FILE))?;
     // The link base is opened through the host directory (tier, then name, never through a
@@ -467,7 +477,10 @@ fn build_into(
         let meta = dir.try_open_dir(&Name::fixed(META_DIR)).ok().flatten();
         LinkBase { dir, manifest: Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE)) }
     });
-    let built = source.build(&bopts, work_dir, manifest, link_base, progress)?;
+    let built = source.build(&bopts, work_dir, manifest, link_base, progress);
+    report.source_reads = source.source_reads();
+    report.held_units = source.held_units();
+    let built = built?;
     report.counts = built.counts.clone();
     report.transfer = built.transfer.clone();
     report.warnings = built.warnings.iter().take(MAX_WARNINGS_KEPT).cloned().collect();
@@ -495,6 +508,8 @@ fn build_into(
         files_per_source: built.files_per_source.clone(),
         warnings: report.warnings.clone(),
         nixos_system: source.nixos_system(),
+        source_reads: report.source_reads.clone(),
+        held_units: report.held_units.clone(),
     };
     meta.write_to(&meta_handle)?;
     if let Some(pin) = &opts.pin {

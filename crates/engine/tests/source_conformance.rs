@@ -1,5 +1,5 @@
 //! One suite that every [`Source`] passes: this machine's filesystem, a pulled host (through
-//! the real agent over a socket pair), and later a filesystem snapshot. Given the same tree,
+//! the real agent over a socket pair), and a btrfs filesystem snapshot. Given the same tree,
 //! each must produce the same snapshot (per `rsync -aHAXn`), a manifest holding exactly the
 //! source's regular files with their BLAKE3, and the same link decisions on the next run:
 //! unchanged files hard-linked to the previous snapshot, changed ones (content, mtime only,
@@ -80,9 +80,57 @@ fn pulled(src: &Path, dest: &Path, host: &str, when: &str) -> RunReport {
     run::run_from(&job, &Pull { host, connect: &connect, devices }, &opts_at(&job, when), &|_| {})
 }
 
+/// This machine's filesystem read through a read-only btrfs snapshot (the suite's tree is on a
+/// loop-mounted btrfs subvolume, see [`Btrfs`]).
+fn btrfs_snapshot(src: &Path, dest: &Path, host: &str, when: &str) -> RunReport {
+    let mut plan = plan_for(src, dest, host);
+    plan.source_snapshots = hwc_backup_engine::plan::SourceSnapshots::Btrfs;
+    let r = run::run(&plan, &opts_at(&plan.local_job(), when), &|_| {});
+    assert_eq!(r.source_reads.len(), 1, "{:?}", r.source_reads);
+    assert_eq!(r.source_reads[0].kind, "btrfs", "{:?}", r.source_reads);
+    r
+}
+
 /// Every implementation of `Source`, by the host name its snapshots go under.
 fn sources() -> Vec<(&'static str, Runner)> {
-    vec![("local", local), ("pulled", pulled)]
+    vec![("local", local), ("pulled", pulled), ("btrfs", btrfs_snapshot)]
+}
+
+/// A btrfs image loop-mounted at `at`, unmounted on drop (tests run as root; the kernel and
+/// btrfs-progs are the CI machine's).
+struct Btrfs {
+    at: PathBuf,
+}
+
+impl Btrfs {
+    fn new(dir: &Path) -> Btrfs {
+        let img = dir.join("btrfs.img");
+        std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        let run = |cmd: &mut std::process::Command| {
+            let o = cmd.output().unwrap();
+            assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+        };
+        run(std::process::Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img));
+        let at = dir.join("mnt");
+        std::fs::create_dir(&at).unwrap();
+        run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at));
+        Btrfs { at }
+    }
+
+    fn subvolume(&self, name: &str) -> PathBuf {
+        let p = self.at.join(name);
+        let o = std::process::Command::new("btrfs").args(["-q", "subvolume", "create"]).arg(&p).output().unwrap();
+        assert!(o.status.success(), "btrfs subvolume create: {}", String::from_utf8_lossy(&o.stderr));
+        p
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        if !std::process::Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success()) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
 }
 
 fn write(p: &Path, data: impl AsRef<[u8]>) {
@@ -174,7 +222,8 @@ fn snapshot_of(dest: &Path, host: &str, r: &RunReport) -> PathBuf {
 #[test]
 fn every_source_gives_the_same_snapshot_manifest_and_link_decisions() {
     let tmp = tempfile::Builder::new().prefix("hwc-conformance-").tempdir_in("/var/tmp").unwrap();
-    let (src, dest) = (tmp.path().join("src"), tmp.path().join("dest"));
+    let btrfs = Btrfs::new(tmp.path());
+    let (src, dest) = (btrfs.subvolume("src"), tmp.path().join("dest"));
     std::fs::create_dir_all(&dest).unwrap();
     tree(&src);
     let inner = |snapshot: &Path| snapshot.join(src.strip_prefix("/").unwrap());
@@ -216,6 +265,9 @@ fn every_source_gives_the_same_snapshot_manifest_and_link_decisions() {
         assert!(!inner(&s2).join("gone.txt").exists(), "{host}: a removed file is gone");
         decisions.push((host, r2.counts.linked, r2.counts.copied, r2.counts.files, r2.counts.excluded));
     }
+    let subvolumes = std::process::Command::new("btrfs").args(["subvolume", "list", "-o"]).arg(&src).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&subvolumes.stdout), "", "no source snapshot is left behind");
+    assert!(!src.join(".hwc-backup-source-snapshots").exists(), "nor its private directory");
     // Every source counts alike.
     let counted: Vec<_> = decisions.iter().map(|d| (d.1, d.2, d.3, d.4)).collect();
     assert!(counted.windows(2).all(|w| w[0] == w[1]), "the sources count differently: {decisions:?}");

@@ -8,7 +8,6 @@ use hwc_backup_engine::fs::fsutil;
 use hwc_backup_engine::job::Job;
 use hwc_backup_engine::plan::Plan;
 use hwc_backup_engine::run::{self, human_bytes, RunOptions, RunReport};
-use hwc_backup_engine::source::LocalFs;
 use hwc_backup_engine::store::meta::RunState;
 
 use super::parse_now;
@@ -25,6 +24,12 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
                 "--exclude-caches",
                 "--exclude-caches, --exclude-if-present and --exclude-larger-than are for a run without a plan \
                  (--source/--dest); with one, set excludeCaches, excludeIfPresent, excludeLargerThan"
+            ));
+        }
+        if a.source_snapshots.is_some() {
+            bail!(hwc_backup_engine::Error::config(
+                "--source-snapshots",
+                "is for a run without a plan (--source … --dest); a plan sets local.sourceSnapshots"
             ));
         }
         let job = a.target.load_plan("or --source PATH --dest DIR to run without one")?.local_job();
@@ -58,6 +63,9 @@ pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
     plan.exclude_larger_than = a.exclude_by.exclude_larger_than.clone();
     plan.destination.require_mount_point = a.require_mount_point;
     plan.destination.min_free_bytes = min_free_bytes;
+    if let Some(kind) = a.source_snapshots {
+        plan.source_snapshots = kind;
+    }
     plan.state_dir = a.target.state_dir.clone().unwrap_or_else(crate::target::default_state_dir);
     plan.validate()?;
     let job = plan.local_job();
@@ -134,7 +142,8 @@ pub(crate) fn now(a: NowArgs) -> Result<Exit> {
     let configured = a.sources.is_empty() && a.target.dest.is_none();
     crate::ops::before_run(&job, configured);
     let progress = Progress::new(!a.json);
-    let report = run::run_from(&job, &LocalFs, &opts, &|c| progress.counts(c));
+    let source = hwc_backup_engine::source::fs_snapshot::local_source(&job);
+    let report = run::run_from(&job, source.as_ref(), &opts, &|c| progress.counts(c));
     progress.finish();
     let how =
         crate::ops::Invocation { configured, push_cloud: !a.local_only, allow_shrink: a.allow_shrink, json: a.json };
@@ -198,6 +207,16 @@ fn print_itemized(d: &hwc_backup_engine::store::history::diff::Diff) -> Result<(
     Ok(())
 }
 
+/// `/home: read from a btrfs snapshot of /home taken at …`, or `read live (why)`.
+fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
+    match (&r.subvolume, &r.taken_at) {
+        (Some(sv), Some(t)) => {
+            format!("{}: read from a {} snapshot of {} taken at {t}", r.source.display(), r.kind, sv.display())
+        }
+        _ => format!("{}: read live ({})", r.source.display(), r.note.as_deref().unwrap_or("no filesystem snapshot")),
+    }
+}
+
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let c = &r.counts;
@@ -245,6 +264,33 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
                     "  left out: {} cache directories (CACHEDIR.TAG), {} directories with a marker file, {} files over the size limit",
                     c.excluded_caches, c.excluded_if_present, c.excluded_large
                 )?;
+            }
+            for read in &r.source_reads {
+                writeln!(out, "  {}", describe_read(read))?;
+                for m in &read.mounts {
+                    writeln!(out, "    mounted below it: {}", describe_read(m))?;
+                }
+            }
+            for h in &r.held_units {
+                let mode = match h.mode {
+                    hwc_backup_engine::plan::QuiesceMode::Stop => "stopped",
+                    hwc_backup_engine::plan::QuiesceMode::Freeze => "frozen",
+                };
+                match h.down_ms {
+                    None => writeln!(out, "  {} was not running; left alone", h.unit)?,
+                    Some(ms) if h.whole_walk => writeln!(
+                        out,
+                        "  {} {mode} for {:.1}s: the whole walk, as no filesystem snapshot was taken",
+                        h.unit,
+                        ms as f64 / 1000.0
+                    )?,
+                    Some(ms) => writeln!(
+                        out,
+                        "  {} {mode} for {:.3}s while the snapshots were taken",
+                        h.unit,
+                        ms as f64 / 1000.0
+                    )?,
+                }
             }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;

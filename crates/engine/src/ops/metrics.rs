@@ -121,6 +121,21 @@ pub fn render(job: &Job, now: Timestamp) -> String {
             &[(&[], secs(newest.meta.finished_at))],
         );
     }
+    // The services the newest snapshot's run held still (`quiesce`), and for how long.
+    if let Some(newest) = snapshots.last().filter(|s| !s.meta.held_units.is_empty()) {
+        let values: Vec<([(&str, &str); 1], f64)> = newest
+            .meta
+            .held_units
+            .iter()
+            .map(|h| ([("unit", h.unit.as_str())], h.down_ms.unwrap_or(0) as f64 / 1000.0))
+            .collect();
+        let rows: Vec<(&[(&str, &str)], f64)> = values.iter().map(|(l, v)| (&l[..], *v)).collect();
+        m.gauge(
+            "newest_snapshot_unit_down_seconds",
+            "How long the newest snapshot's run kept each quiesced unit stopped or frozen (0: it was not running).",
+            &rows,
+        );
+    }
     if let Ok(free) = crate::fs::fsutil::free_bytes(&job.store.destination.path) {
         m.gauge("destination_free_bytes", "Free bytes at the destination.", &[(&[], free as f64)]);
     }

@@ -67,6 +67,25 @@ pub struct BuildOptions<'a> {
     pub skip_dir: Option<(u64, u64)>,
     /// Set to stop the build early (the run is then failed).
     pub cancel: &'a AtomicBool,
+    /// Where the walk reads each original path from, when not from that path itself (a
+    /// filesystem snapshot of the sources, `source::fs_snapshot`); `None` = from the paths.
+    /// Every recorded path, exclude match and message stays the original one.
+    pub roots: Option<&'a dyn Roots>,
+}
+
+/// Where the walk reads from, for a source seen through filesystem snapshots: the original
+/// absolute paths stay what is recorded; only the descriptors come from elsewhere.
+pub trait Roots: Sync {
+    /// The path to open for the original absolute path `p` (the same path when it is not
+    /// seen through a snapshot).
+    fn resolve(&self, p: &Path) -> PathBuf;
+    /// The path to open instead for the directory `abs` below a source, whose stat as the
+    /// walk found it is `st` (a mount point, or a nested subvolume a snapshot shows empty);
+    /// `None` = walk it where it was found.
+    fn redirect(&self, abs: &Path, st: &Stat) -> Option<PathBuf>;
+    /// A name in the directory `abs` that the walk leaves out (the snapshots' own private
+    /// directory, which exists only while the run takes and reads its snapshots).
+    fn hidden(&self, abs: &Path) -> Option<&CStr>;
 }
 
 /// Builds a snapshot tree in `work` (an empty directory, held open) and writes its manifest
@@ -312,12 +331,17 @@ impl Lister<'_> {
         self.emit(Item::Warn(Warning { path: path.to_path_buf(), message: message.into() }));
     }
 
+    /// The path to open for the original absolute path `p` (see [`Roots`]).
+    fn resolve(&self, p: &Path) -> PathBuf {
+        self.opts.roots.map_or_else(|| p.to_path_buf(), |r| r.resolve(p))
+    }
+
     /// Walks every source in walk order (see `manifest::cmp_key`), then applies the metadata
     /// of the directories above the sources (`/home` for `/home/alice`).
     fn run(&mut self, work: &OwnedFd, base: Option<&OwnedFd>) -> Result<()> {
         let mut kinds = Vec::new();
         for s in self.opts.sources {
-            let st = rustix::fs::lstat(s).ctx("inspect source", s)?;
+            let st = rustix::fs::lstat(self.resolve(s)).ctx("inspect source", s)?;
             kinds.push((rel_of(s), fsops::file_type(&st) == FileType::Directory));
         }
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
@@ -330,7 +354,7 @@ impl Lister<'_> {
         // Deepest first, so that setting a directory's times is not undone by a child.
         for rel in ancestors.keys().rev() {
             let abs = PathBuf::from(OsStr::from_bytes(&[b"/".as_slice(), rel].concat()));
-            let src = open_dir(&abs)?;
+            let src = open_dir(&self.resolve(&abs))?;
             let st = rustix::fs::fstat(&src).ctx("inspect", &abs)?;
             let dst = rustix::fs::openat(
                 work,
@@ -377,16 +401,25 @@ impl Lister<'_> {
         }
         if name.is_empty() {
             // The source is `/`: it is the root of the work tree itself.
-            let src = open_dir(path)?;
+            let src = open_dir(&self.resolve(path))?;
             let st = rustix::fs::fstat(&src).ctx("inspect source", path)?;
             self.root_dev = st.st_dev;
             let root = Fds { src: Arc::new(src), dst: Arc::new(dst_parent), prev: prev_parent.map(Arc::new) };
             return self.walk(i, rel, path, root, st);
         }
         let src_parent_path = path.parent().unwrap_or(Path::new("/"));
-        let src_parent = open_dir(src_parent_path)?;
+        let src_parent = open_dir(&self.resolve(src_parent_path))?;
         let cname = bytes_cstr(&name);
-        let st = fsops::stat_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("inspect source", path, e))?;
+        // A source that is itself the root of a filesystem snapshot is opened there.
+        let own = self
+            .opts
+            .roots
+            .map(|r| r.resolve(path))
+            .filter(|real| real.parent() != Some(&self.resolve(src_parent_path)));
+        let st = match &own {
+            Some(real) => rustix::fs::lstat(real).ctx("inspect source", path)?,
+            None => fsops::stat_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("inspect source", path, e))?,
+        };
         self.root_dev = st.st_dev;
         if fsops::file_type(&st) != FileType::Directory {
             // A single file as a source: one job with one name.
@@ -406,7 +439,10 @@ impl Lister<'_> {
         if self.is_skipped(&st, path) {
             return Ok(());
         }
-        let src = fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?;
+        let src = match &own {
+            Some(real) => open_dir(real)?,
+            None => fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?,
+        };
         let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| self.dest_error(&rel, e))?;
         let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
         let root = Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) };
@@ -509,18 +545,37 @@ impl Lister<'_> {
     /// there is nothing to walk below it (unreadable, another filesystem, the destination).
     fn enter(&mut self, source: usize, rel: &[u8], abs: &[u8], parent: &Fds, name: &CStr) -> Result<Option<Frame>> {
         let child_abs = Path::new(OsStr::from_bytes(abs));
-        let st = match fsops::stat_at(parent.src.as_fd(), name) {
+        let mut st = match fsops::stat_at(parent.src.as_fd(), name) {
             Ok(st) => st,
             Err(e) => {
                 self.warn(child_abs, format!("vanished or unreadable: {e}"));
                 return Ok(None);
             }
         };
+        let redirect = self.opts.roots.and_then(|r| r.redirect(child_abs, &st));
+        if let Some(real) = &redirect {
+            st = match rustix::fs::lstat(real) {
+                Ok(st) => st,
+                Err(e) => {
+                    self.warn(child_abs, format!("vanished or unreadable: {e}"));
+                    return Ok(None);
+                }
+            };
+        }
         if self.is_skipped(&st, child_abs) {
             return Ok(None);
         }
         let dst = Arc::new(fsops::make_dir_at(parent.dst.as_fd(), name).map_err(|e| self.dest_error(rel, e))?);
-        let src = match fsops::open_dir_at(parent.src.as_fd(), name) {
+        let opened = match &redirect {
+            Some(real) => rustix::fs::open(
+                real,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(std::io::Error::from),
+            None => fsops::open_dir_at(parent.src.as_fd(), name),
+        };
+        let src = match opened {
             Ok(fd) => Arc::new(fd),
             Err(e) => {
                 // Keep the directory with its owner, mode and times, without content.
@@ -552,13 +607,16 @@ impl Lister<'_> {
     /// subdirectories in name order.
     fn list(&mut self, source: usize, rel: &[u8], abs: &[u8], fds: &Fds) -> Result<std::vec::IntoIter<CString>> {
         let abs = Path::new(OsStr::from_bytes(abs));
-        let (mut names, subdirs) = match self.read_entries(&fds.src, abs) {
+        let (mut names, mut subdirs) = match self.read_entries(&fds.src, abs) {
             Ok(x) => x,
             Err(e) => {
                 self.warn(abs, format!("cannot read directory: {e}"));
                 return Ok(Vec::new().into_iter());
             }
         };
+        if let Some(hidden) = self.opts.roots.and_then(|r| r.hidden(abs)) {
+            subdirs.retain(|n| n.as_c_str() != hidden);
+        }
         if !names.is_empty() {
             names.sort();
             let seq = self.next_seq();

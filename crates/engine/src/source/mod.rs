@@ -12,8 +12,10 @@
 
 pub mod dumps;
 pub mod exclude;
+pub mod fs_snapshot;
 pub mod local;
 pub mod markers;
+pub mod quiesce;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +46,17 @@ pub trait Source {
 
     /// The NixOS system of the machine the entries come from, when known.
     fn nixos_system(&self) -> Option<PathBuf>;
+
+    /// How each source was read by the last build (filesystem snapshot or live); empty when
+    /// the source takes no filesystem snapshots.
+    fn source_reads(&self) -> Vec<fs_snapshot::SourceRead> {
+        Vec::new()
+    }
+
+    /// The services the last build held still, and for how long; empty when none.
+    fn held_units(&self) -> Vec<quiesce::HeldUnit> {
+        Vec::new()
+    }
 }
 
 /// This machine's filesystem.

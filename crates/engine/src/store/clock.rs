@@ -96,6 +96,8 @@ mod tests {
             files_per_source: Default::default(),
             warnings: vec![],
             nixos_system: None,
+            source_reads: vec![],
+            held_units: vec![],
         };
         Snapshot {
             tier: Tier::Daily,

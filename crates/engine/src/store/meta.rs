@@ -134,6 +134,13 @@ pub struct SnapshotMeta {
     pub warnings: Vec<Warning>,
     /// `/run/current-system` at backup time, on NixOS.
     pub nixos_system: Option<PathBuf>,
+    /// How each source was read (`sourceSnapshots`): from which filesystem snapshot, taken
+    /// when, or live and why. Absent when the run took no filesystem snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_reads: Vec<crate::source::fs_snapshot::SourceRead>,
+    /// The services held still (`quiesce`) and for how long.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_units: Vec<crate::source::quiesce::HeldUnit>,
 }
 
 /// How many warnings are kept verbatim in the metadata.

@@ -578,6 +578,8 @@ fn synthetic_meta(s: &ResticSnapshot, name: &str) -> crate::store::meta::Snapsho
         files_per_source: Default::default(),
         warnings: Vec::new(),
         nixos_system: None,
+        source_reads: Vec::new(),
+        held_units: Vec::new(),
     }
 }
 

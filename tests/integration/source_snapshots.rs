@@ -1,0 +1,597 @@
+//! Sources read through read-only btrfs snapshots (`sourceSnapshots`, `now --source-snapshots`),
+//! on a loop-mounted btrfs: a pair of files kept in lockstep by a writer is captured at one
+//! instant; paths stay the original ones; no snapshot is left after success, failure or
+//! `kill -9` (the next run cleans up) and nothing that is not ours is ever touched; a symlink
+//! planted where the snapshots go is refused.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const PRIVATE: &str = ".hwc-backup-source-snapshots";
+
+/// A btrfs image loop-mounted at `<scratch>/mnt`; unmounted on drop (declare it after the
+/// `Env`, so that it goes first).
+struct Btrfs {
+    at: PathBuf,
+}
+
+impl Btrfs {
+    fn new(env: &Env) -> Btrfs {
+        require("mkfs.btrfs");
+        require("btrfs");
+        let img = env.dir.path().join("btrfs.img");
+        std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        let o = Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img).output().unwrap();
+        assert!(o.status.success(), "mkfs.btrfs: {}", show(&o));
+        let at = env.dir.path().join("mnt");
+        std::fs::create_dir(&at).unwrap();
+        let o = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).output().unwrap();
+        assert!(o.status.success(), "cannot loop-mount btrfs (tests run as root): {}", show(&o));
+        Btrfs { at }
+    }
+
+    fn subvolume(&self, name: &str) -> PathBuf {
+        let p = self.at.join(name);
+        btrfs(&["subvolume", "create"], &p);
+        p
+    }
+
+    /// Every subvolume of the filesystem, by path relative to its top.
+    fn subvolumes(&self) -> Vec<String> {
+        let out = Command::new("btrfs").args(["subvolume", "list"]).arg(&self.at).output().unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(" path ").nth(1).unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        if !Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
+        }
+    }
+}
+
+fn btrfs(args: &[&str], path: &Path) -> Output {
+    let o = Command::new("btrfs").args(args).arg(path).output().unwrap();
+    assert!(o.status.success(), "btrfs {args:?} {}: {}", path.display(), show(&o));
+    o
+}
+
+/// `now --source SRC … --source-snapshots KIND --json`.
+fn backup(env: &Env, src: &Path, kind: &str, extra: &[&str]) -> Output {
+    let mut c = env.cmd(&["now", "--source"]);
+    c.arg(src).args(env.target_args()).args(["--source-snapshots", kind, "--json", "--no-prune"]).args(extra);
+    c.output().unwrap()
+}
+
+fn report(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(o)))
+}
+
+/// A writer keeping `a/a.txt` and `z/b.txt` in lockstep: each round writes the same counter to
+/// both, each by a rename, `a` first (so at any instant `a` is `b` or `b + 1`). Between the two in walk order lie many files, so a walk
+/// of the live tree sees them apart.
+struct Lockstep {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Lockstep {
+    fn start(src: &Path) -> Lockstep {
+        write(&src.join("a/a.txt"), "0");
+        write(&src.join("z/b.txt"), "0");
+        for i in 0..3000 {
+            write(&src.join(format!("m/{}/f{i}", i % 30)), format!("filler {i}"));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, src) = (stop.clone(), src.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                for (dir, name) in [("a", "a.txt"), ("z", "b.txt")] {
+                    let tmp = src.join(dir).join(".tmp");
+                    std::fs::write(&tmp, n.to_string()).unwrap();
+                    std::fs::rename(&tmp, src.join(dir).join(name)).unwrap();
+                }
+            }
+            n
+        });
+        Lockstep { stop, handle: Some(handle) }
+    }
+
+    fn stop(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().map(|h| h.join().unwrap()).unwrap_or(0)
+    }
+}
+
+impl Drop for Lockstep {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether the pair was ever the state of the tree at one instant: `a` is written first, so
+/// it equals `b` or is one ahead of it; `b` ahead of `a` only comes from reading them apart.
+fn existed(a: &Option<String>, b: &Option<String>) -> bool {
+    let (Some(a), Some(b)) = (a, b) else { return false };
+    let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+    a == b || a == b + 1
+}
+
+/// The pair as stored in a snapshot.
+/// (`None` for a file the walk missed: a live directory listing can miss a name being
+/// renamed over.)
+fn pair(report: &serde_json::Value, src: &Path) -> (Option<String>, Option<String>) {
+    let snap = PathBuf::from(report["snapshotPath"].as_str().expect("published")).join(src.strip_prefix("/").unwrap());
+    (std::fs::read_to_string(snap.join("a/a.txt")).ok(), std::fs::read_to_string(snap.join("z/b.txt")).ok())
+}
+
+#[test]
+fn a_btrfs_snapshot_captures_files_written_in_lockstep_at_one_instant() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    let mut writer = Lockstep::start(&src);
+    let mut live_mismatches = 0;
+    for round in 0..3 {
+        let o = backup(&env, &src, "btrfs", &["--threads", "1"]);
+        assert_eq!(code(&o), 0, "{}", show(&o));
+        let r = report(&o);
+        let (a, b) = pair(&r, &src);
+        assert!(existed(&a, &b), "round {round}: a={a:?} b={b:?} never existed together: a blend of two moments");
+        assert_eq!(r["sourceReads"][0]["kind"], "btrfs", "{r}");
+        assert_eq!(r["sourceReads"][0]["subvolume"], s(&src), "{r}");
+        // Without a filesystem snapshot the same writer is caught between its two files.
+        // (It may end partial: the writer's temporary file vanishes under the walk.)
+        let o = backup(&env, &src, "none", &["--threads", "1"]);
+        let (a, b) = pair(&report(&o), &src);
+        live_mismatches += usize::from(!existed(&a, &b));
+    }
+    let rounds = writer.stop();
+    assert!(rounds > 10, "the writer hardly ran ({rounds} rounds)");
+    assert!(live_mismatches > 0, "the live walk never saw the writer between its files: the test proves nothing");
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()], "no source snapshot is left");
+    assert!(!src.join(PRIVATE).exists(), "the private directory is removed when empty");
+}
+
+#[test]
+fn paths_in_the_manifest_metadata_and_restore_are_the_original_ones() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("home");
+    write(&src.join("alice/notes.txt"), "hello\n");
+    write(&src.join("alice/skip.tmp"), "excluded\n");
+    let o = backup(&env, &src.join("alice"), "btrfs", &["--exclude", &format!("{}/alice/*.tmp", s(&src))]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["subvolume"], s(&src), "the subvolume above the source: {r}");
+    assert_eq!(r["counts"]["excluded"], 1, "an exclude matches the original path: {r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap());
+    let manifest = std::fs::read_to_string(snap.join(".hwc-backup/manifest.b3")).unwrap();
+    let rel = src.join("alice/notes.txt");
+    assert!(manifest.contains(&format!("  {}\n", s(rel.strip_prefix("/").unwrap()))), "{manifest}");
+    assert!(!manifest.contains(PRIVATE) && !manifest.contains("hwc-backup-"), "{manifest}");
+    assert_eq!(tree(&snap.join(src.strip_prefix("/").unwrap())), vec!["alice", "alice/notes.txt"]);
+    let meta = std::fs::read_to_string(snap.join(".hwc-backup/meta.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["sourceReads"][0]["kind"], "btrfs");
+    assert!(meta["sourceReads"][0]["takenAt"].is_string(), "{meta}");
+    // Restored to its original path.
+    std::fs::remove_file(&rel).unwrap();
+    let o = env.run("restore", &["latest", &s(&rel), &s(&rel)]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(&rel).unwrap(), "hello\n");
+    assert_eq!(fs.subvolumes(), vec!["home".to_string()]);
+}
+
+#[test]
+fn a_failed_run_leaves_no_snapshot_and_a_killed_runs_leftovers_go_but_nothing_else() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    for i in 0..6000 {
+        write(&src.join(format!("d{}/f{i}", i % 60)), format!("{i}"));
+    }
+    // A failure during the build: a destination too small for the data.
+    let small = env.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let tmpfs = Tmpfs::mount(&small, "size=64k");
+    let o = env
+        .cmd(&["now", "--source"])
+        .arg(&src)
+        .args(["--dest", &s(&small), "--host", HOST, "--state-dir", &s(&env.state), "--source-snapshots", "btrfs"])
+        .output()
+        .unwrap();
+    assert_ne!(code(&o), 0, "the run must fail: {}", show(&o));
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()], "a failed run removes its snapshot: {}", show(&o));
+    drop(tmpfs);
+
+    // kill -9 while the walk reads from the snapshot.
+    let mut child = env
+        .cmd(&["now", "--source"])
+        .arg(&src)
+        .args(env.target_args())
+        .args(["--source-snapshots", "btrfs", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fs.subvolumes().len() < 2 {
+        assert!(Instant::now() < deadline, "no snapshot appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left = fs.subvolumes();
+    assert_eq!(left.len(), 2, "the killed run's snapshot is still there: {left:?}");
+    assert!(left[1].starts_with(&format!("data/{PRIVATE}/hwc-backup-")), "{left:?}");
+
+    // Look-alikes that are not ours: a writable subvolume with our name in our directory, a
+    // read-only snapshot with another name there, and one with our name outside it.
+    let private = src.join(PRIVATE);
+    btrfs(&["subvolume", "create"], &private.join("hwc-backup-999999-1-0"));
+    let o =
+        Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&src).arg(private.join("mine-keep")).output();
+    assert!(o.unwrap().status.success());
+    let o = Command::new("btrfs")
+        .args(["subvolume", "snapshot", "-r"])
+        .arg(&src)
+        .arg(fs.at.join("hwc-backup-999998-1-0"))
+        .output();
+    assert!(o.unwrap().status.success());
+
+    let o = backup(&env, &src, "btrfs", &[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let mut left = fs.subvolumes();
+    left.sort();
+    let mut want = vec![
+        "data".to_string(),
+        format!("data/{PRIVATE}/hwc-backup-999999-1-0"),
+        format!("data/{PRIVATE}/mine-keep"),
+        "hwc-backup-999998-1-0".to_string(),
+    ];
+    want.sort();
+    assert_eq!(left, want, "only the killed run's snapshot is removed");
+    // Our directory, kept while it holds what is not ours, is never part of a snapshot.
+    let r = report(&o);
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap());
+    assert!(!snap.join(src.strip_prefix("/").unwrap()).join(PRIVATE).exists());
+}
+
+#[test]
+fn a_symlink_where_the_snapshots_go_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    write(&src.join("file"), "x");
+    let victim = fs.at.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, src.join(PRIVATE)).unwrap();
+    let o = backup(&env, &src, "btrfs", &[]);
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(show(&o).contains(PRIVATE), "the error names the path: {}", show(&o));
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0, "nothing was created in the symlink's target");
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()]);
+    assert!(std::fs::symlink_metadata(src.join(PRIVATE)).unwrap().file_type().is_symlink());
+    // "auto" reads live instead, and says why.
+    let o = backup(&env, &src, "auto", &[]);
+    assert!(code(&o) <= 1, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "live", "{r}");
+    assert!(r["sourceReads"][0]["note"].as_str().unwrap().contains(PRIVATE), "{r}");
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 0);
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()]);
+}
+
+#[test]
+fn auto_reads_a_source_that_is_not_on_btrfs_live_and_zfs_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("f"), "x");
+    let o = env.snapshot_at("2025-01-15T02:00:00+01:00", &["--source-snapshots", "auto", "--json"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "live", "{r}");
+    let o = env.snapshot_at("2025-01-16T02:00:00+01:00", &["--source-snapshots", "btrfs"]);
+    assert_ne!(code(&o), 0, "btrfs on a source that is not on btrfs fails: {}", show(&o));
+    assert!(show(&o).contains("not btrfs"), "{}", show(&o));
+    for kind in ["zfs", "lvm"] {
+        let o = env.snapshot_at("2025-01-16T02:00:00+01:00", &["--source-snapshots", kind]);
+        assert_eq!(code(&o), 2, "{}", show(&o));
+        assert!(show(&o).contains("not supported"), "{}", show(&o));
+    }
+}
+
+/// Unmounts on drop (declare after the `Btrfs` it lies in).
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if !Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn a_source_over_several_filesystems_snapshots_each_or_only_the_first_with_one_file_system() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    write(&src.join("top.txt"), "top\n");
+    // Another subvolume mounted below the source, a tmpfs mounted below it, and a nested
+    // subvolume that is no mount point (a snapshot shows it as an empty placeholder).
+    let other = fs.subvolume("other");
+    write(&other.join("o.txt"), "other\n");
+    std::fs::create_dir(src.join("mnt")).unwrap();
+    let dev = sh(&format!("findmnt -n -o SOURCE '{}'", s(&fs.at))).trim().to_string();
+    let o = Command::new("mount").args(["-o", "subvol=other", &dev]).arg(src.join("mnt")).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let _mnt = Mount(src.join("mnt"));
+    std::fs::create_dir(src.join("tmp")).unwrap();
+    let _tmp = Tmpfs::mount(&src.join("tmp"), "size=1m");
+    write(&src.join("tmp/t.txt"), "tmpfs\n");
+    btrfs(&["subvolume", "create"], &src.join("nested"));
+    write(&src.join("nested/n.txt"), "nested\n");
+
+    let mut plan = plan_json(&env);
+    plan["sources"] = serde_json::json!([s(&src)]);
+    plan["oneFileSystem"] = false.into();
+    plan["sourceSnapshots"] = "btrfs".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    let read = &r["sourceReads"][0];
+    assert_eq!(read["kind"], "btrfs", "{r}");
+    assert_eq!(read["mounts"][0]["source"], s(&src.join("mnt")), "{r}");
+    assert_eq!(read["mounts"][0]["kind"], "btrfs", "{r}");
+    assert_eq!(read["mounts"][1]["source"], s(&src.join("tmp")), "{r}");
+    assert_eq!(read["mounts"][1]["kind"], "live", "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    let mut want = vec!["mnt", "mnt/o.txt", "nested", "nested/n.txt", "tmp", "tmp/t.txt", "top.txt"];
+    assert_eq!(tree(&snap), want, "every filesystem below the source, at its original path");
+    let mut subvolumes = fs.subvolumes();
+    subvolumes.sort();
+    assert_eq!(subvolumes, vec!["data", "data/nested", "other"], "both snapshots are removed");
+
+    // With oneFileSystem, only the source's own filesystem: the mount points stay empty.
+    plan["oneFileSystem"] = true.into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert!(r["sourceReads"][0].get("mounts").is_none(), "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    want.retain(|p| !p.contains('/'));
+    assert_eq!(tree(&snap), want);
+    assert_eq!(fs.subvolumes().len(), 3);
+}
+
+/// Fake `systemctl` and `systemd-run` (this container runs no systemd; the real-systemd VM
+/// suite covers the real ones): each call is logged with the number of source snapshots
+/// present at that moment; `off.service` is inactive; stopping or freezing `$FAIL_STOP` fails.
+fn fake_systemd(env: &Env, snapdir: &Path) -> (PathBuf, PathBuf) {
+    let bin = env.dir.path().join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = env.dir.path().join("systemd.log");
+    let script = format!(
+        r#"#!/bin/sh
+n=$(ls -A '{snapdir}' 2>/dev/null | wc -l)
+echo "$(basename "$0") $* snapshots=$n" >> '{log}'
+if [ "$(basename "$0")" = systemctl ]; then
+  case "$1" in
+    is-active) [ "$3" = off.service ] && exit 3 ;;
+    stop|freeze) [ -n "$FAIL_STOP" ] && [ "$2" = "$FAIL_STOP" ] && exit 1 ;;
+  esac
+fi
+exit 0
+"#,
+        snapdir = s(snapdir),
+        log = s(&log)
+    );
+    for name in ["systemctl", "systemd-run"] {
+        let p = bin.join(name);
+        std::fs::write(&p, &script).unwrap();
+        assert!(Command::new("chmod").arg("755").arg(&p).status().unwrap().success());
+    }
+    (bin, log)
+}
+
+fn quiesce_plan(env: &Env, src: &Path, kind: &str) -> PathBuf {
+    let mut plan = plan_json(env);
+    plan["sources"] = serde_json::json!([s(src)]);
+    plan["sourceSnapshots"] = kind.into();
+    plan["metrics"]["textfileDir"] = s(&env.dir.path().join("prom")).into();
+    plan["quiesce"] = serde_json::json!([
+        { "unit": "db.service", "mode": "stop" },
+        { "unit": "app.service", "mode": "freeze" },
+        { "unit": "off.service", "mode": "stop" },
+    ]);
+    write_plan(env, "plan.json", &plan.to_string())
+}
+
+fn run_with(env: &Env, plan: &Path, bin: &Path, fail_stop: &str) -> Output {
+    let path = format!("{}:{}", s(bin), std::env::var("PATH").unwrap_or_default());
+    env.cmd(&["now", "--json", "--config"]).arg(plan).env("PATH", path).env("FAIL_STOP", fail_stop).output().unwrap()
+}
+
+#[test]
+fn quiesced_services_are_held_only_while_the_snapshots_are_taken() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    for i in 0..2000 {
+        write(&src.join(format!("d{}/f{i}", i % 20)), format!("{i}"));
+    }
+    let (bin, log) = fake_systemd(&env, &src.join(PRIVATE));
+    let plan = quiesce_plan(&env, &src, "btrfs");
+    let o = run_with(&env, &plan, &bin, "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let pid_timer = |verb: &str| {
+        calls
+            .lines()
+            .find(|l| {
+                l.starts_with("systemd-run")
+                    && l.ends_with(&format!(
+                        "-- systemctl {verb} {} snapshots=0",
+                        match verb {
+                            "start" => "db.service",
+                            _ => "app.service",
+                        }
+                    ))
+            })
+            .unwrap_or_else(|| panic!("no safety timer for {verb}:\n{calls}"))
+            .to_string()
+    };
+    let start_timer = pid_timer("start");
+    assert!(start_timer.contains("--on-active="), "{start_timer}");
+    let order: Vec<&str> = calls.lines().filter(|l| !l.starts_with("systemctl is-active")).collect();
+    let pos = |needle: &str| {
+        order.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("no {needle}:\n{calls}"))
+    };
+    // Timers armed before anything is stopped; stopped with no snapshot yet; started again
+    // while the snapshot exists (taken, and still being read: not after the copy).
+    assert!(pos("systemd-run") < pos("systemctl stop db.service"), "{calls}");
+    assert!(order[pos("systemctl stop db.service")].ends_with("snapshots=0"), "{calls}");
+    assert!(order[pos("systemctl freeze app.service")].ends_with("snapshots=0"), "{calls}");
+    assert!(order[pos("systemctl thaw app.service")].ends_with("snapshots=1"), "{calls}");
+    assert!(order[pos("systemctl start db.service")].ends_with("snapshots=1"), "{calls}");
+    assert!(
+        pos("systemctl thaw app.service") < pos("systemctl start db.service"),
+        "last held, first released: {calls}"
+    );
+    assert!(order.iter().any(|l| l.starts_with("systemctl stop hwc-backup-unquiesce-")), "timers disarmed: {calls}");
+    assert!(!calls.contains("stop off.service"), "an inactive unit is left alone: {calls}");
+    let r = report(&o);
+    let held = r["heldUnits"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(held.len(), 3, "{r}");
+    let by = |u: &str| held.iter().find(|h| h["unit"] == u).unwrap().clone();
+    assert_eq!(by("app.service")["mode"], "freeze");
+    assert!(by("db.service")["downMs"].as_u64().unwrap() < 5000, "{r}");
+    assert_eq!(by("db.service")["wholeWalk"], false);
+    assert!(by("off.service")["downMs"].is_null(), "{r}");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(".hwc-backup/meta.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["heldUnits"], r["heldUnits"]);
+    let prom = std::fs::read_to_string(env.dir.path().join(format!("prom/hwc_backup_{HOST}.prom"))).unwrap();
+    let line = prom
+        .lines()
+        .find(|l| l.starts_with("hwc_backup_newest_snapshot_unit_down_seconds{") && l.contains("unit=\"db.service\""))
+        .unwrap_or_else(|| panic!("no downtime metric for db.service:\n{prom}"));
+    let secs: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(secs > 0.0 && secs < 5.0, "{line}");
+
+    // A unit that fails to stop: the run fails, and what was held is released.
+    std::fs::write(&log, "").unwrap();
+    let o = run_with(&env, &plan, &bin, "app.service");
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains("systemctl start db.service"), "{calls}");
+    assert!(calls.contains("systemctl thaw app.service"), "{calls}");
+    assert_eq!(fs.subvolumes(), vec!["data".to_string()], "no snapshot was taken or left");
+
+    // Without filesystem snapshots the units stay held for the whole walk, and say so.
+    std::fs::write(&log, "").unwrap();
+    let plan = quiesce_plan(&env, &src, "none");
+    let o = run_with(&env, &plan, &bin, "");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    let held = r["heldUnits"].as_array().unwrap();
+    assert!(held.iter().any(|h| h["unit"] == "db.service" && h["wholeWalk"] == true), "{r}");
+}
+
+#[test]
+fn auto_reads_live_when_the_snapshot_fails_and_the_plan_names_the_btrfs_program() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    write(&src.join("f"), "x");
+    let mut plan = plan_json(&env);
+    plan["sources"] = serde_json::json!([s(&src)]);
+    plan["sourceSnapshots"] = "auto".into();
+    // A btrfs program that always fails: the snapshot cannot be taken.
+    plan["btrfs"] = "/bin/false".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "live", "{r}");
+    assert!(r["sourceReads"][0]["note"].as_str().unwrap().contains("/bin/false"), "{r}");
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap()).join(src.strip_prefix("/").unwrap());
+    assert_eq!(tree(&snap), vec!["f"], "the private directory is not backed up");
+    assert!(!src.join(PRIVATE).exists());
+    // With "btrfs" the same failure fails the run.
+    plan["sourceSnapshots"] = "btrfs".into();
+    let file = write_plan(&env, "plan.json", &plan.to_string());
+    let o = env.cmd(&["now", "--json", "--config"]).arg(&file).output().unwrap();
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(!src.join(PRIVATE).exists());
+}
+
+#[test]
+fn with_the_state_directory_on_the_same_btrfs_the_snapshots_go_there_and_the_source_is_untouched() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    let state = fs.subvolume("state"); // another subvolume of the same filesystem
+    for i in 0..6000 {
+        write(&src.join(format!("d{}/f{i}", i % 60)), format!("{i}"));
+    }
+    let before = std::fs::metadata(&src).unwrap();
+    let run = || {
+        let mut c = env.cmd(&["now", "--source"]);
+        c.arg(&src).args(["--dest", &s(&env.dest), "--host", HOST, "--state-dir", &s(&state)]).args([
+            "--source-snapshots",
+            "btrfs",
+            "--threads",
+            "1",
+        ]);
+        c
+    };
+    let mut child = run().stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let private = state.join("source-snapshots");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(&private).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "no snapshot appeared in {}", private.display());
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(!src.join(PRIVATE).exists(), "nothing is written into the source's subvolume");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&private).unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o700);
+    // A look-alike that is not ours: writable, our name.
+    btrfs(&["subvolume", "create"], &private.join("hwc-backup-999999-1-0"));
+    let o = run().arg("--json").output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    assert_eq!(r["sourceReads"][0]["kind"], "btrfs", "{r}");
+    let mut left = fs.subvolumes();
+    left.sort();
+    assert_eq!(left, vec!["data", "state", "state/source-snapshots/hwc-backup-999999-1-0"], "the killed run's is gone");
+    let after = std::fs::metadata(&src).unwrap();
+    assert_eq!(
+        (before.mtime(), before.ctime()),
+        (after.mtime(), after.ctime()),
+        "the source's root was not even touched"
+    );
+}
