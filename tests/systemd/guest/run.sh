@@ -386,7 +386,9 @@ s_health_verify() {
     if [ "$u" = backup-verify ]; then
       check "verify checked the latest snapshot ($L) and found it intact" \
         bash -c "journalctl -b -q -o cat _SYSTEMD_UNIT=$u.service _COMM=hwc-backup | tail -n +$((mr + 1)) | grep -F '${L#*/}' | grep -qiE 'ok|intact|verified'"
-      check "verify recorded its result ($STATE/$HOST/last-verify.json)" test "$STATE/$HOST/last-verify.json" -nt /run/hwc-test/ref
+      # Verify records are kept per drive: <state>/<host>/destinations/<drive>/last-verify.json.
+      check "verify recorded its result ($STATE/$HOST/destinations/*/last-verify.json)" \
+        bash -c "find '$STATE/$HOST/destinations' -name last-verify.json -newer /run/hwc-test/ref | grep -q ."
     else
       check "the health check reported (runner output in the journal)" test -n "$(runner_out $u.service "$mr")"
       check "the health check recorded its result ($STATE/$HOST/health.json)" test "$STATE/$HOST/health.json" -nt /run/hwc-test/ref
