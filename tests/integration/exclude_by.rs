@@ -138,3 +138,28 @@ fn the_plan_fields_do_the_same_and_bad_values_are_refused() {
     assert_eq!(code(&out), 2, "{}", show(&out));
     assert_eq!(env.snapshot_ids(), before);
 }
+
+#[test]
+fn a_dry_run_leaves_out_what_the_run_leaves_out() {
+    let env = Env::new();
+    tagged_tree(&env.src);
+    let flags = ["--exclude-caches", "--exclude-if-present", ".nobackup", "--exclude-larger-than", "4K"];
+    let src = env.src.to_str().unwrap().to_string();
+    let target = env.target_args();
+    let mut args = vec!["--dry-run", "--json", "--source", &src];
+    args.extend(target.iter().map(String::as_str));
+    args.extend(flags);
+    let o = env.cmd(&["now"]).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let dry: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = env.snapshot_ok("2025-01-15T02:00:00+01:00", &[&flags[..], &["--json"]].concat());
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_left_out(&env.in_snapshot("daily/2025-01-15_02-00-00"), &run["counts"]);
+    assert_eq!(dry["filesToCopy"], run["counts"]["copied"], "dry run {dry}\nrun {run}");
+    assert_eq!(dry["bytesToCopy"], run["counts"]["bytesCopied"], "dry run {dry}\nrun {run}");
+    // Nothing of the left-out entries is listed as something to copy.
+    let listed = dry["changes"].to_string();
+    for gone in ["cache-ok/blob", "marked/secret", "huge.img"] {
+        assert!(!listed.contains(gone), "{gone} in {listed}");
+    }
+}

@@ -3,14 +3,15 @@
 //!
 //! The sources are walked with the run's rules — the exclude patterns (a source itself
 //! included), the destination's host directory skipped by device and inode, one file system
-//! per source when the plan says so, sockets skipped — and each entry is held against the
+//! per source when the plan says so, the directories `excludeCaches`/`excludeIfPresent` tag kept
+//! with their tag or marker only, files over `excludeLargerThan` left out, sockets skipped — and each entry is held against the
 //! newest complete snapshot (the run's link base) with the run's quick check
 //! ([`crate::store::place::unchanged`]: type, permissions, owner, size, mtime). Paths the
 //! base holds and the sources no longer do are listed as gone. A source's own files are read
 //! as the run reads them (its path is trusted); the base snapshot is read through the host
 //! directory's handle, never through a symlink.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
@@ -26,6 +27,7 @@ use crate::fs::beneath::DirCache;
 use crate::fs::{Dir, Name};
 use crate::job::Job;
 use crate::source::exclude::ExcludeSet;
+use crate::source::markers::{ExcludeBy, Tagged};
 use crate::store::layout::HostDir;
 use crate::store::place::{unchanged, QuickAttrs};
 
@@ -94,7 +96,9 @@ pub fn dry_run(job: &Job) -> Result<DryRun> {
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut prev = base_fd.map(DirCache::new);
     for source in &job.sources.paths {
-        plan_source(source, &excludes, job.sources.one_file_system, skip, prev.as_mut(), &mut seen, &mut out)?;
+        let rules =
+            Rules { excludes: &excludes, by: &job.sources.exclude_by, one_file_system: job.sources.one_file_system };
+        plan_source(source, &rules, skip, prev.as_mut(), &mut seen, &mut out)?;
     }
     // What the base holds and the sources no longer do (below the sources only: the base's
     // directories above them are the run's own ancestors).
@@ -124,16 +128,36 @@ fn shown(rel: &[u8]) -> PathBuf {
     PathBuf::from("/").join(OsStr::from_bytes(rel))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What leaves an entry out of a run.
+struct Rules<'a> {
+    excludes: &'a ExcludeSet,
+    by: &'a ExcludeBy,
+    one_file_system: bool,
+}
+
+/// The parent of a relative path (`""` for a top-level name).
+fn parent_rel(rel: &[u8]) -> &[u8] {
+    rel.iter().rposition(|&b| b == b'/').map_or(&[][..], |i| &rel[..i])
+}
+
+/// Whether the directory `name` in `parent` is tagged by `by` (its tag or markers, looked up
+/// without following a symlink).
+fn tagged(by: &ExcludeBy, parent: std::os::fd::BorrowedFd, name: &std::ffi::CStr) -> Tagged {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(dir) = rustix::fs::openat(parent, name, flags, Mode::empty()) else { return Tagged::default() };
+    by.tagged(dir.as_fd(), |n| rustix::fs::statat(&dir, n, AtFlags::SYMLINK_NOFOLLOW).is_ok())
+}
+
 fn plan_source(
     source: &Path,
-    excludes: &ExcludeSet,
-    one_file_system: bool,
+    rules: &Rules,
     skip: Option<(u64, u64)>,
     mut prev: Option<&mut DirCache>,
     seen: &mut HashSet<Vec<u8>>,
     out: &mut DryRun,
 ) -> Result<()> {
+    let Rules { excludes, by, one_file_system } = *rules;
     let rel = walk::rel_of(source)?;
     let st = rustix::fs::lstat(source).map_err(|e| Error::io("inspect source", source, e.into()))?;
     let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
@@ -159,6 +183,14 @@ fn plan_source(
         }
         false => None,
     };
+    // Directories whose contents `excludeCaches`/`excludeIfPresent` leave out, by path.
+    let mut tagged_dirs: HashMap<Vec<u8>, Tagged> = HashMap::new();
+    if let (Some(d), false) = (&dir, by.is_empty()) {
+        let t = by.tagged(d.fd(), |n| rustix::fs::statat(d.fd(), n, AtFlags::SYMLINK_NOFOLLOW).is_ok());
+        if t.any() {
+            tagged_dirs.insert(rel.clone(), t);
+        }
+    }
     let mut visit = |v: &Visit| -> Result<bool> {
         let st = v.stat()?;
         let kind = v.kind;
@@ -167,6 +199,12 @@ fn plan_source(
             out.excluded += 1;
             return Ok(false);
         }
+        if let Some(t) = tagged_dirs.get(parent_rel(v.rel)) {
+            if !by.keeps(*t, v.name.to_bytes()) {
+                out.excluded += 1;
+                return Ok(false);
+            }
+        }
         if kind == FileType::Directory {
             if skip == Some((st.st_dev, st.st_ino)) {
                 out.excluded += 1;
@@ -174,10 +212,20 @@ fn plan_source(
             }
             seen.insert(v.rel.to_vec());
             out.directories += 1;
+            if !by.is_empty() {
+                let t = tagged(by, v.dir, v.name);
+                if t.any() {
+                    tagged_dirs.insert(v.rel.to_vec(), t);
+                }
+            }
             return Ok(!(one_file_system && st.st_dev != root_dev));
         }
-        seen.insert(v.rel.to_vec());
         let size = u64::try_from(st.st_size).unwrap_or(0);
+        if kind == FileType::RegularFile && by.too_large(size) {
+            out.excluded += 1;
+            return Ok(false);
+        }
+        seen.insert(v.rel.to_vec());
         match kind {
             FileType::Socket => {
                 out.sockets_skipped += 1;
