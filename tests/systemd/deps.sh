@@ -16,6 +16,7 @@ command -v nix-instantiate >/dev/null || need+=(nix-bin)
 command -v python3 >/dev/null || need+=(python3)
 command -v cmp >/dev/null || need+=(diffutils)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v restic >/dev/null || need+=(restic)
 [ ${#need[@]} -eq 0 ] && [ ${#qemu[@]} -eq 0 ] && exit 0
 
 SUDO=

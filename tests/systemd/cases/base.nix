@@ -38,6 +38,17 @@
     # could not reach logind and every wrapped unit would fail; NixOS always has both. The
     # wrapper's shape is checked by tests/integration/nix.rs (systemd-analyze verify included).
     inhibitSleep = false;
+    # An offsite restic repository on the VM's own disk (the offsite scenario). Its copy and check
+    # units have yearly timers, so the other scenarios' clock jumps never start them; the offsite
+    # scenario starts them by hand. A long maxAge keeps the later health checks green whatever the
+    # clock says after the jumps.
+    offsite.vmrepo = {
+      repository = "/var/lib/hwc-restic";
+      passwordFile = "/etc/hwc-restic-password";
+      schedule = "yearly";
+      check.schedule = "yearly";
+      maxAge = "365d";
+    };
     health.schedule = "weekly";
     verify.enable = true;
     verify.schedule = "monthly";

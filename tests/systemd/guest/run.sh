@@ -360,6 +360,34 @@ runner_out() { # runner_out UNIT MARK : what the hwc-backup process itself logge
 }
 rmark() { journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT="$1" _COMM=hwc-backup | wc -l; }
 
+# ---------- offsite: the copy and check units against a local restic repository ----------
+s_offsite() {
+  scenario offsite
+  local R=/var/lib/hwc-restic P=/etc/hwc-restic-password T=/run/hwc-test/restored m mr n
+  # restic is the host's Debian binary (the image has none); the units find it on PATH.
+  install -m755 "$H/guest/restic" /usr/local/bin/restic
+  mkdir -p "$R"   # a local repository is created only in a directory that exists (README)
+  (umask 077; echo "vm-offsite-password" >"$P")
+  m=$(jmark backup-offsite-vmrepo.service); mr=$(rmark backup-offsite-vmrepo.service)
+  systemctl start backup-offsite-vmrepo.service
+  check "backup-offsite-vmrepo.service copied the newest snapshot" unit_succeeded backup-offsite-vmrepo.service "$m"
+  log "offsite output:"; runner_out backup-offsite-vmrepo.service "$mr"
+  n=$(restic -r "$R" --password-file "$P" snapshots --json 2>/dev/null | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+  check "the repository holds one restic snapshot (found ${n:-none})" test "$n" = 1
+  rm -rf "$T"
+  restic -r "$R" --password-file "$P" restore latest --target "$T" >/dev/null 2>&1
+  check "restic alone restores alice's notes at their original path" cmp -s /home/alice/notes.txt "$T/home/alice/notes.txt"
+  check "and bob's 0700 file with its owner and mode" test "$(stat -c %u:%a /home/bob/private/diary.txt)" = "$(stat -c %u:%a "$T/home/bob/private/diary.txt" 2>/dev/null)"
+  check "and root-only /etc/hwc-test/secret.conf" cmp -s /etc/hwc-test/secret.conf "$T/etc/hwc-test/secret.conf"
+  rm -rf "$T"
+  m=$(jmark backup-offsite-check-vmrepo.service); mr=$(rmark backup-offsite-check-vmrepo.service)
+  systemctl start backup-offsite-check-vmrepo.service
+  check "backup-offsite-check-vmrepo.service checked the repository" unit_succeeded backup-offsite-check-vmrepo.service "$m"
+  log "offsite check output:"; runner_out backup-offsite-check-vmrepo.service "$mr"
+  check "the offsite record has the good copy and the clean check ($STATE/$HOST/offsite-vmrepo.json)" \
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r.get("lastOk") and r.get("lastSuccess") and r.get("lastCheckOk") else 1)' "$STATE/$HOST/offsite-vmrepo.json"
+}
+
 s_health_verify() {
   local th tv t u m mu mr st L
   th=$(elapse_of backup-health-check.timer) || { scenario health-check-timer; fail "backup-health-check.timer has a next elapse"; }
@@ -684,7 +712,7 @@ setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule}; do
     $s
   done
 else
