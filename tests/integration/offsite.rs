@@ -480,6 +480,19 @@ fn verify_rotates_through_the_data_finds_damage_and_health_and_metrics_follow() 
     let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
     assert_eq!(code(&health), 0, "{}", show(&health));
     assert!(String::from_utf8_lossy(&health.stdout).contains("ok   offsite:nas"), "{}", show(&health));
+    // status names the offsite's last good copy and its clean check.
+    let st = env.cmd(&["status", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&st), 0, "{}", show(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("offsite nas ({}): ok at ", repo.repository))
+            && l.contains("daily/2025-01-15_02-00-00")
+            && l.contains("last check clean")),
+        "{text}"
+    );
+    let st = env.cmd(&["status", "--json", "--config"]).arg(&plan).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["offsite"]["nas"]["lastOk"], true, "{st}");
     let metrics =
         std::fs::read_to_string(env.dir.path().join("metrics").join(format!("hwc_backup_{HOST}.prom"))).unwrap();
     for want in ["hwc_backup_offsite_last_success_timestamp_seconds{", "hwc_backup_offsite_check_ok{", "name=\"nas\""] {
@@ -502,6 +515,8 @@ fn verify_rotates_through_the_data_finds_damage_and_health_and_metrics_follow() 
     let health = env.cmd(&["health", "--config"]).arg(&plan).output().unwrap();
     assert_eq!(code(&health), 1, "{}", show(&health));
     assert!(String::from_utf8_lossy(&health.stdout).contains("FAIL offsite:nas: the last check"), "{}", show(&health));
+    let st = env.cmd(&["status", "--config"]).arg(&plan).output().unwrap();
+    assert!(String::from_utf8_lossy(&st.stdout).contains("last check FAILED"), "{}", show(&st));
 }
 
 #[test]

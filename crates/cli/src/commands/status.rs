@@ -31,12 +31,19 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
     let last_run = records.last_run_report();
     let verify = records.verify();
     let cloud = records.cloud();
+    // The job's offsite copies (a pulled host has none): the repository's record, not a drive's.
+    let offsites: Vec<(String, Option<hwc_backup_engine::ops::state::OffsiteRecord>)> = t
+        .job
+        .as_ref()
+        .map(|j| j.offsites().into_iter().map(|(name, _)| (name.to_string(), state.offsite(name))).collect())
+        .unwrap_or_default();
     let free = t.host.root().parent().and_then(|d| fsutil::free_bytes(d).ok());
     if a.json {
         let list: Vec<_> = snapshots.iter().map(snapshot_json).collect();
         print_json(&serde_json::json!({
             "host": t.host_name, "hostDir": t.host.root(), "snapshots": list,
             "destination": mounted, "lastRun": last_run, "lastVerify": verify, "cloud": cloud,
+            "offsite": offsites.iter().map(|(n, r)| (n.clone(), serde_json::json!(r))).collect::<serde_json::Map<_, _>>(),
             "freeBytes": free,
         }))?;
         return Ok(Exit::Success);
@@ -90,6 +97,33 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
                 e.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
                 ok.map(|t| format!(" (last good push at {t})")).unwrap_or_default()
             )?,
+        }
+    }
+    for (name, r) in &offsites {
+        match r {
+            None => writeln!(out, "offsite {name}: never copied")?,
+            Some(r) => {
+                let copy = match (r.last_ok, &r.last_success, &r.last_error) {
+                    (true, Some(t), _) => format!(
+                        "ok at {t} ({} as restic {})",
+                        r.last_success_snapshot.as_deref().unwrap_or("?"),
+                        r.last_success_restic_snapshot.as_deref().unwrap_or("?")
+                    ),
+                    (_, ok, e) => format!(
+                        "FAILED{}{}",
+                        e.as_deref().map(|e| format!(": {e}")).unwrap_or_default(),
+                        ok.map(|t| format!(" (last good copy at {t})")).unwrap_or_default()
+                    ),
+                };
+                let check = match (r.last_check_ok, &r.last_check) {
+                    (Some(true), Some(t)) => format!("; last check clean at {t}"),
+                    (Some(false), _) => {
+                        format!("; last check FAILED: {}", r.last_check_error.as_deref().unwrap_or("?"))
+                    }
+                    _ => String::new(),
+                };
+                writeln!(out, "offsite {name} ({}): {copy}{check}", r.repository)?;
+            }
         }
     }
     if let Some(f) = free {
