@@ -104,32 +104,27 @@ with ctx;
     # backup-verify and the pulled hosts' verifications (1.5): read every file of a snapshot and,
     # with --sample, of the sources; no network at all (the failure is reported by
     # backup-failure@, which has it).
-    verify = {
-      CapabilityBoundingSet = [ "CAP_DAC_READ_SEARCH" ];
+    verify = readOnlyPrivileges // {
       PrivateNetwork = true;
       RestrictAddressFamilies = [ "AF_UNIX" ];
-      ProtectProc = "invisible";
-      PrivateMounts = true;
-      RestrictSUIDSGID = true;
-      MemoryDenyWriteExecute = true;
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
     };
     # The health checks and backup-failure@ (2.3): read the state, the destination's records and
     # the journal (journalctl), and send HTTP or mail.
-    check = {
-      CapabilityBoundingSet = [ "CAP_DAC_READ_SEARCH" ];
-      ProtectProc = "invisible";
-      PrivateMounts = true;
-      RestrictSUIDSGID = true;
-      MemoryDenyWriteExecute = true;
-      SystemCallFilter = [
-        "@system-service"
-        "~@privileged"
-      ];
-    };
+    check = readOnlyPrivileges;
+  };
+
+  # What verify and the checks share: they read (CAP_DAC_READ_SEARCH) and never need privileged
+  # system calls, set-uid files or writable executable memory.
+  readOnlyPrivileges = {
+    CapabilityBoundingSet = [ "CAP_DAC_READ_SEARCH" ];
+    ProtectProc = "invisible";
+    PrivateMounts = true;
+    RestrictSUIDSGID = true;
+    MemoryDenyWriteExecute = true;
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+    ];
   };
 
   # Background work must not be felt on the machine it protects.

@@ -197,39 +197,7 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
     };
     let opts = RestoreOptions { force: a.force, dry_run: a.dry_run, ..Default::default() };
     let report = offsite::restore(&restic, host.as_deref(), snapshot, Path::new(path), Path::new(dest), opts)?;
-    if a.json {
-        print_json(&report)?;
-    } else {
-        let mut out = std::io::stdout().lock();
-        let verb = if a.dry_run { "would write" } else { "restored" };
-        for c in &report.changes {
-            let shown = c.path.display().to_string().replace('\n', "\\n").replace('\r', "\\r");
-            writeln!(out, "{:<9}  {shown}", c.action.as_str())?;
-        }
-        writeln!(
-            out,
-            "{verb} {} from offsite snapshot {} to {} ({} entries to write, {})",
-            report.source.display(),
-            report.snapshot,
-            report.target.display(),
-            report.entries,
-            human_bytes(report.bytes)
-        )?;
-    }
-    if let Some(first) = report.refused.first() {
-        eprintln!(
-            "error: refused: {} is a directory and the snapshot has no directory there; restore never deletes a directory",
-            first.display()
-        );
-        return Ok(Exit::Failed);
-    }
-    if a.dry_run && !a.force {
-        if let Some(first) = report.overwritten.first() {
-            eprintln!("error: {} exists; use --force to overwrite", first.display());
-            return Ok(Exit::Failed);
-        }
-    }
-    Ok(Exit::Success)
+    super::restore::report(&[report], &a, "offsite snapshot ")
 }
 
 /// `verify --offsite`: `restic check` of the next part of the data, and a sample of the newest

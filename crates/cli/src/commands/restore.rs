@@ -69,15 +69,22 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
             );
         }
     }
+    report(&reports, &a, "")
+}
+
+/// Prints restore reports (`--json`: one object, or an array for several paths), each entry on
+/// its own line, deletions first; a refusal a dry run found is an error and exit 1, as the
+/// restore itself would be. `from` goes before the snapshot's name (`"offsite snapshot "`).
+pub(crate) fn report(reports: &[restore::RestoreReport], a: &RestoreArgs, from: &str) -> Result<Exit> {
     if a.json {
-        match reports.as_slice() {
+        match reports {
             [one] => print_json(one)?,
             several => print_json(&several)?,
         }
     } else {
         let mut out = std::io::stdout().lock();
         let verb = if a.dry_run { "would write" } else { "restored" };
-        for report in &reports {
+        for report in reports {
             // Deletions first (what a --delete would remove), then what is written; one line
             // per entry, whatever the name holds: a newline in a name cannot fake another line.
             let (gone, rest): (Vec<_>, Vec<_>) = report.changes.iter().partition(|c| c.action == Action::Deleted);
@@ -92,7 +99,7 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
             };
             writeln!(
                 out,
-                "{verb} {} from {} to {} ({} entries to write, {}{deleted})",
+                "{verb} {} from {from}{} to {} ({} entries to write, {}{deleted})",
                 report.source.display(),
                 report.snapshot,
                 report.target.display(),

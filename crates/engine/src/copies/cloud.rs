@@ -364,13 +364,7 @@ impl Rclone {
 fn tail(text: &str) -> String {
     let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR") || l.contains("Failed")).collect();
     let lines: Vec<&str> = if errors.is_empty() { text.lines().collect() } else { errors };
-    let start = lines.len().saturating_sub(4);
-    let t = lines[start..].join(" | ");
-    if t.is_empty() {
-        "(no output)".into()
-    } else {
-        t
-    }
+    super::last_lines(&lines)
 }
 
 #[cfg(test)]

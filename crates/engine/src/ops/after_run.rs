@@ -847,25 +847,11 @@ mod tests {
         }
         fn copy_offsite(&self, store: &Store, name: &str, o: &Offsite) -> OffsiteReport {
             self.call(format!("offsite {name}"));
-            let now = Timestamp::now();
             OffsiteReport {
-                name: name.into(),
-                host: store.host.clone(),
                 ok: !self.offsite_fails,
                 error: self.offsite_fails.then(|| format!("offsite {name} ({}): Fatal: wrong password", o.repository)),
-                repository: o.repository.clone(),
                 snapshot: Some("daily/x".into()),
-                snapshot_path: None,
-                restic_snapshot: None,
-                parent: None,
-                initialized: false,
-                already_copied: false,
-                summary: None,
-                forgotten: Vec::new(),
-                pruned: false,
-                notes: Vec::new(),
-                started_at: now,
-                finished_at: now,
+                ..OffsiteReport::started(store, name, o)
             }
         }
         fn notify(&self, targets: &Notifications, msg: &Message) -> Vec<Delivery> {

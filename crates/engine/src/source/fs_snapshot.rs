@@ -477,6 +477,29 @@ fn subvolume_id(program: &Path, fd: &OwnedFd) -> Result<u64> {
         .map_err(|_| Error::Command { what: "btrfs".into(), message: format!("unexpected rootid {out:?}") })
 }
 
+/// Opens `parent/name` (shown as `where_`) as the runner's private directory: a directory, not
+/// a symlink, owned by the runner, mode 0700, and (with `dev`) on that device; anything else
+/// is refused as unsafe, never used.
+fn open_private_dir(parent: &OwnedFd, name: &CString, where_: PathBuf, dev: Option<u64>) -> Result<OwnedFd> {
+    let fd = open_nofollow_dir(parent, name).map_err(|e| Error::Unsafe {
+        path: where_.clone(),
+        message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
+    })?;
+    let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
+    let uid = rustix::process::geteuid().as_raw();
+    if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 || dev.is_some_and(|d| st.st_dev != d) {
+        return Err(Error::Unsafe {
+            path: where_,
+            message: format!(
+                "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
+                st.st_uid,
+                st.st_mode & 0o7777
+            ),
+        });
+    }
+    Ok(fd)
+}
+
 fn open_nofollow_dir(dir: &OwnedFd, name: &CStr) -> std::io::Result<OwnedFd> {
     rustix::fs::openat(
         dir,
@@ -525,23 +548,8 @@ impl Taken {
             }
             Err(e) => return Err(Error::io("create", &where_, e.into())),
         }
-        let fd = open_nofollow_dir(&sv.fd, &name).map_err(|e| Error::Unsafe {
-            path: where_.clone(),
-            message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
-        })?;
-        let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
         let root = rustix::fs::fstat(&sv.fd).ctx("inspect", &sv.path)?;
-        let uid = rustix::process::geteuid().as_raw();
-        if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 || st.st_dev != root.st_dev {
-            return Err(Error::Unsafe {
-                path: where_,
-                message: format!(
-                    "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
-                    st.st_uid,
-                    st.st_mode & 0o7777
-                ),
-            });
-        }
+        let fd = open_private_dir(&sv.fd, &name, where_, Some(root.st_dev))?;
         self.subvolumes[i].private = Some(fd);
         Ok(())
     }
@@ -566,23 +574,7 @@ impl Taken {
                 return Ok(None);
             }
         }
-        let fd = open_nofollow_dir(&state_fd, &name).map_err(|e| Error::Unsafe {
-            path: where_.clone(),
-            message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
-        })?;
-        let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
-        let uid = rustix::process::geteuid().as_raw();
-        if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 {
-            return Err(Error::Unsafe {
-                path: where_,
-                message: format!(
-                    "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
-                    st.st_uid,
-                    st.st_mode & 0o7777
-                ),
-            });
-        }
-        Ok(Some(fd))
+        open_private_dir(&state_fd, &name, where_, None).map(Some)
     }
 
     /// Deletes the leftovers of killed runs in subvolume `i`'s private directory.

@@ -85,6 +85,30 @@ pub struct OffsiteReport {
 }
 
 impl OffsiteReport {
+    /// A copy of `store`'s host to `offsite` (named `name`) starting now, not done yet.
+    pub fn started(store: &Store, name: &str, offsite: &Offsite) -> OffsiteReport {
+        let now = Timestamp::now();
+        OffsiteReport {
+            name: name.to_string(),
+            host: store.host.clone(),
+            ok: false,
+            error: None,
+            repository: offsite.repository.clone(),
+            snapshot: None,
+            snapshot_path: None,
+            restic_snapshot: None,
+            parent: None,
+            initialized: false,
+            already_copied: false,
+            summary: None,
+            forgotten: Vec::new(),
+            pruned: false,
+            notes: Vec::new(),
+            started_at: now,
+            finished_at: now,
+        }
+    }
+
     /// Seconds it took.
     pub fn duration_seconds(&self) -> f64 {
         (self.finished_at.as_millisecond() - self.started_at.as_millisecond()).max(0) as f64 / 1000.0
@@ -95,25 +119,7 @@ impl OffsiteReport {
 /// a failed copy is a report with `ok: false`, recorded like a good one. The host lock is
 /// held meanwhile, so pruning cannot move the snapshot away under restic.
 pub fn copy(store: &Store, name: &str, offsite: &Offsite) -> OffsiteReport {
-    let mut report = OffsiteReport {
-        name: name.to_string(),
-        host: store.host.clone(),
-        ok: false,
-        error: None,
-        repository: offsite.repository.clone(),
-        snapshot: None,
-        snapshot_path: None,
-        restic_snapshot: None,
-        parent: None,
-        initialized: false,
-        already_copied: false,
-        summary: None,
-        forgotten: Vec::new(),
-        pruned: false,
-        notes: Vec::new(),
-        started_at: Timestamp::now(),
-        finished_at: Timestamp::now(),
-    };
+    let mut report = OffsiteReport::started(store, name, offsite);
     let result = Restic::of(offsite).and_then(|r| copy_inner(store, &r, offsite, &mut report));
     match result {
         Ok(()) => report.ok = true,

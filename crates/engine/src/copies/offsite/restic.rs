@@ -418,14 +418,7 @@ pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>> {
 pub fn stderr_tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let from = lines.iter().position(|l| l.starts_with("Fatal:") || l.contains("error")).unwrap_or(0);
-    let lines = &lines[from..];
-    let start = lines.len().saturating_sub(4);
-    let t = lines[start..].join(" | ");
-    if t.is_empty() {
-        "(no output)".into()
-    } else {
-        t
-    }
+    crate::copies::last_lines(&lines[from..])
 }
 
 #[cfg(test)]
