@@ -32,4 +32,5 @@ mod rotating_drives;
 mod runstate;
 mod snapshot;
 mod source_snapshots;
+mod sqlite;
 mod verify;

@@ -556,18 +556,31 @@ pub struct Databases {
     /// MySQL / MariaDB.
     #[serde(default)]
     pub mysql: Mysql,
+    /// SQLite database files, each copied as one consistent snapshot (`VACUUM INTO`, a single
+    /// read transaction) into `sqlite/<its absolute path>` below the staging directory.
+    #[serde(default)]
+    pub sqlite: Vec<PathBuf>,
+    /// The `sqlite3` program; `None` = found on PATH.
+    #[serde(default)]
+    pub sqlite3: Option<PathBuf>,
 }
 
 impl Default for Databases {
     fn default() -> Self {
-        Databases { staging_dir: default_staging_dir(), postgresql: Postgresql::default(), mysql: Mysql::default() }
+        Databases {
+            staging_dir: default_staging_dir(),
+            postgresql: Postgresql::default(),
+            mysql: Mysql::default(),
+            sqlite: Vec::new(),
+            sqlite3: None,
+        }
     }
 }
 
 impl Databases {
     /// Whether any dump is configured.
     pub fn any_enabled(&self) -> bool {
-        self.postgresql.enable || self.mysql.enable
+        self.postgresql.enable || self.mysql.enable || !self.sqlite.is_empty()
     }
 }
 
@@ -1308,6 +1321,32 @@ impl Plan {
             if let Some(b) = bin {
                 absolute(&format!("databases.{engine}.binDir"), b)?;
             }
+        }
+        for (i, db) in d.sqlite.iter().enumerate() {
+            let field = format!("databases.sqlite[{i}]");
+            absolute(&field, db)?;
+            // Each path is mirrored below `sqlite/` in the staging directory: it must name a
+            // file, plainly, and once.
+            if db.components().any(|c| !matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_)))
+                || db.parent().is_none()
+            {
+                return Err(Error::config(
+                    field,
+                    format!("{:?} is not a plain path of a file", db.display().to_string()),
+                ));
+            }
+            if d.sqlite[..i].contains(db) {
+                return Err(Error::config(field, format!("{:?} is listed twice", db.display().to_string())));
+            }
+            if db.starts_with(&d.staging_dir) {
+                return Err(Error::config(
+                    field,
+                    format!("{:?} is inside databases.stagingDir, which the dumps replace", db.display().to_string()),
+                ));
+            }
+        }
+        if let Some(b) = &d.sqlite3 {
+            absolute("databases.sqlite3", b)?;
         }
         for (field, p) in
             [("databases.mysql.defaultsFile", &d.mysql.defaults_file), ("databases.mysql.socket", &d.mysql.socket)]

@@ -7,7 +7,15 @@
 //! <stagingDir>/postgresql/<db>.dump        pg_dump -Fc, one per db     } roles + each db
 //! <stagingDir>/mysql/all.sql               mysqldump --all-databases (no databases listed)
 //! <stagingDir>/mysql/<db>.sql              mysqldump --databases <db>, one per db
+//! <stagingDir>/sqlite/<absolute path>       each SQLite file, `VACUUM INTO` (one read transaction)
 //! ```
+//!
+//! A SQLite database is copied by `sqlite3 -readonly SRC "VACUUM INTO 'DEST'"`: one read
+//! transaction, so the copy is the database as one commit left it, whatever writes go on
+//! meanwhile (WAL or rollback journal). The online-backup API of the `sqlite3` shell
+//! (`.backup`) copies 100 pages per step and starts again whenever another process writes
+//! between two steps: a database written every second (Home Assistant's recorder) would never
+//! finish. The copy is checked with `PRAGMA quick_check` before it counts.
 //!
 //! Each engine's dumps are written into a fresh hidden directory and swapped in only when all
 //! of them succeeded, so the staging directory holds exactly one consistent set, and a
@@ -67,6 +75,9 @@ pub fn dump_all(d: &Databases) -> Result<Vec<DumpFile>> {
     }
     if d.mysql.enable {
         files.extend(in_fresh_dir(staging, "mysql", |dir| mysql(&d.mysql, dir))?);
+    }
+    if !d.sqlite.is_empty() {
+        files.extend(in_fresh_dir(staging, "sqlite", |dir| sqlite(d, dir))?);
     }
     crate::fs::fsutil::sync_dir(staging)?;
     Ok(files)
@@ -167,6 +178,120 @@ fn mysql(my: &Mysql, dir: &Path) -> Result<Vec<DumpFile>> {
         files.push(dump("mysql", Some(db), &user, &bin, &args, &dir.join(format!("{db}.sql")))?);
     }
     Ok(files)
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the staging directory and the databases are the plan's, on this machine, not the destination"
+)]
+fn sqlite(d: &Databases, dir: &Path) -> Result<Vec<DumpFile>> {
+    let bin = match &d.sqlite3 {
+        Some(p) if p.is_file() => p.clone(),
+        Some(p) => {
+            return Err(Error::Command {
+                what: "sqlite3".into(),
+                message: format!("{} does not exist (databases.sqlite3)", p.display()),
+            })
+        }
+        None => program(None, &["sqlite3"], "databases.sqlite3")?,
+    };
+    let mut files = Vec::new();
+    for src in &d.sqlite {
+        // Checked by the plan: absolute, plain components.
+        let out = dir.join(src.strip_prefix("/").unwrap_or(src));
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent).ctx("create directory", parent)?;
+        }
+        files.push(sqlite_copy(&bin, src, &out)?);
+    }
+    Ok(files)
+}
+
+/// Copies one SQLite database into `out` (see the module docs).
+#[expect(clippy::disallowed_methods, reason = "the database is the plan's, on this machine, not the destination")]
+fn sqlite_copy(bin: &Path, src: &Path, out: &Path) -> Result<DumpFile> {
+    use std::os::unix::fs::MetadataExt;
+    let what = format!("sqlite copy of {}", src.display());
+    let fail = |message: String| Error::Command { what: what.clone(), message };
+    let meta = std::fs::metadata(src).map_err(|e| fail(format!("cannot read {}: {e}", src.display())))?;
+    if !meta.is_file() {
+        return Err(fail(format!("{} is not a regular file", src.display())));
+    }
+    // Reading a WAL database creates its -wal and -shm files when no connection has them
+    // open; as root they would then belong to root and lock the service out should it start
+    // while they exist. Whatever this copy created is handed to the database's owner.
+    let side = |suffix: &str| {
+        let mut p = src.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    };
+    let before: Vec<(PathBuf, bool)> = ["-wal", "-shm"]
+        .iter()
+        .map(|s| {
+            let p = side(s);
+            let existed = p.symlink_metadata().is_ok();
+            (p, existed)
+        })
+        .collect();
+    let sql = format!("VACUUM INTO '{}'", out.to_string_lossy().replace('\'', "''"));
+    let start = Instant::now();
+    let output = Command::new(bin)
+        .args(["-readonly", "-bail", "-batch", "-cmd", ".timeout 60000"])
+        .arg(src)
+        .arg(&sql)
+        .stdin(Stdio::null())
+        .current_dir("/")
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())));
+    for (p, existed) in &before {
+        if !existed {
+            if let Ok(m) = p.symlink_metadata() {
+                if m.is_file() && m.uid() != meta.uid() {
+                    let _ = std::os::unix::fs::lchown(p, Some(meta.uid()), Some(meta.gid()));
+                }
+            }
+        }
+    }
+    let output = output?;
+    let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if !output.status.success() {
+        return Err(fail(format!(
+            "{} exited with {}: {}",
+            bin.display(),
+            output.status,
+            if stderr.is_empty() { "(no output)" } else { &stderr }
+        )));
+    }
+    // The copy must be a sound database before it stands for the original.
+    let check = Command::new(bin)
+        .args(["-readonly", "-bail", "-batch"])
+        .arg(out)
+        .arg("PRAGMA quick_check")
+        .stdin(Stdio::null())
+        .current_dir("/")
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())))?;
+    let verdict = String::from_utf8_lossy(&check.stdout).trim().to_string();
+    if !check.status.success() || verdict != "ok" {
+        return Err(fail(format!(
+            "the copy {} fails PRAGMA quick_check: {} {}",
+            out.display(),
+            verdict,
+            String::from_utf8_lossy(&check.stderr).trim()
+        )));
+    }
+    let f = std::fs::File::open(out).ctx("open", out)?;
+    f.sync_all().ctx("sync", out)?;
+    let bytes = f.metadata().ctx("inspect", out)?.len();
+    stderr.push_str(String::from_utf8_lossy(&check.stderr).trim());
+    Ok(DumpFile {
+        engine: "sqlite",
+        database: Some(src.display().to_string()),
+        path: out.to_path_buf(),
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        stderr,
+    })
 }
 
 /// Runs one dump program with its stdout into `out`.
