@@ -15,6 +15,8 @@
 let
   cfg = config.hwc.system.services.backup;
 
+  profileSet = import ../nix/profiles;
+
   configFile = "/etc/hwc-backup/config.json";
 
   rendered = import ../nix/render.nix {
@@ -30,6 +32,8 @@ let
     # and the sleep inhibitor that wraps the long-running units' commands.
     restic = lib.getExe cfg.resticPackage;
     btrfsProgs = pkgs.btrfs-progs;
+    # Copies the SQLite databases (databases.sqlite, the profiles'); forced only when one is listed.
+    sqlite3 = lib.getExe' (lib.getBin pkgs.sqlite) "sqlite3";
     systemdInhibit = lib.getExe' (config.systemd.package or pkgs.systemd) "systemd-inhibit";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
@@ -1076,6 +1080,20 @@ in
         };
       };
 
+      sqlite = lib.mkOption {
+        type = lib.types.listOf (lib.types.strMatching "(/[^/]+)+" // { description = "absolute path of a file"; });
+        default = [ ];
+        example = [ "/var/lib/app/db.sqlite" ];
+        description = ''
+          SQLite databases copied before every snapshot into `sqlite/<their absolute path>` below
+          {option}`databases.stagingDir`, each as one consistent state: `sqlite3 -readonly DB
+          "VACUUM INTO …"` reads it in a single read transaction, whatever the service writes
+          meanwhile, and the copy must pass `PRAGMA quick_check`. A missing or unreadable
+          database fails the run. The units may write each database's directory (opening a
+          WAL database may create its `-wal`/`-shm` files). The service profiles add theirs.
+        '';
+      };
+
       mysql = {
         enable = lib.mkEnableOption "MySQL/MariaDB dumps before every snapshot (a failed dump fails the run)";
 
@@ -1132,6 +1150,15 @@ in
         };
       };
     };
+    # Service profiles (nix/profiles/): presets that add a service's paths, excludes, database
+    # and quiescing to the options above.
+    profiles = builtins.listToAttrs (
+      map (name: {
+        inherit name;
+        value = (profileSet.load name).options { inherit lib config pkgs; };
+      }) profileSet.names
+    );
+
     offsite = lib.mkOption {
       type = lib.types.attrsOf (lib.types.submodule offsiteModule);
       default = { };
@@ -1320,16 +1347,19 @@ in
       # util-linux's ionice (idle I/O class of the snapshot threads) and blkid (a btrfs drive's
       # UUID), and getent (the database dumps' users from NSS). Everything else is named by its
       # store path (rclone, restic, ssh, flock, systemd-inhibit, the hooks, binDir).
-      systemd.services = lib.mapAttrs (
-        _: unit:
-        softDefaults unit
-        // {
-          path = [
-            pkgs.util-linux
-            pkgs.getent
-          ];
-        }
-      ) rendered.units.services;
+      systemd.services =
+        lib.mapAttrs (
+          _: unit:
+          softDefaults unit
+          // {
+            path = [
+              pkgs.util-linux
+              pkgs.getent
+            ];
+          }
+        ) rendered.units.services
+        # The service profiles' units (nix/profiles/, e.g. Nextcloud's maintenance mode).
+        // lib.mapAttrs (_: softDefaults) rendered.profileUnits;
       systemd.timers = lib.mapAttrs (_: softDefaults) rendered.units.timers;
 
       system.checks = lib.optional (pkgs.stdenv.buildPlatform.canExecute pkgs.stdenv.hostPlatform) configCheck;

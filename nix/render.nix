@@ -14,6 +14,7 @@
 #   dumps       -> whether a database dump is enabled (the module then creates the staging
 #                  directory with tmpfiles)
 #   agent       -> { authorizedKeys }: the `authorized_keys` entries for `agent.user`
+#   profileUnits -> systemd.services.<name> of the service profiles (nix/profiles/)
 #
 # Unit names (from the seed README): backup.timer -> backup.service (the whole run),
 # backup-local.service, backup-cloud.service, backup-health-check.timer/.service,
@@ -44,6 +45,9 @@
   # btrfs-progs (its store path), whose btrfs the plan names for local.sourceSnapshots; null
   # finds btrfs on PATH.
   btrfsProgs ? null,
+  # The sqlite3 program that copies `databases.sqlite` (and the profiles' SQLite databases);
+  # null finds it on PATH.
+  sqlite3 ? null,
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -55,11 +59,12 @@ let
   # the fixed point below well defined: no part forces a binding that depends on itself.
   ctx =
     {
-      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit btrfsProgs;
+      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit btrfsProgs sqlite3;
     }
     // import ./render/common.nix ctx
     // import ./render/schedule.nix ctx
     // import ./render/plan.nix ctx
+    // import ./render/profiles.nix ctx
     // import ./render/units.nix ctx
     // import ./render/pull-units.nix ctx
     // import ./render/offsite.nix ctx
@@ -70,11 +75,13 @@ let
     plan
     dumps
     optionals
+    optionalAttrs
     agentCfg
     serverAssertions
     agentAssertions
     serverWarnings
     services
+    profileServices
     timers
     authorizedKeys
     protonOffsites
@@ -88,6 +95,10 @@ in
   units = {
     inherit services timers;
   };
+  # The service profiles' own units (nix/profiles/), `systemd.services.<name>` definitions
+  # named `hwc-backup-…`: not runs of the runner, but what it quiesces (Nextcloud's
+  # maintenance mode).
+  profileUnits = optionalAttrs cfg.enable profileServices;
   agent = {
     inherit authorizedKeys;
   };

@@ -136,13 +136,13 @@ with ctx;
       "A notification target is configured but ${opt "notifications.enable"} is false: nothing will be sent."
     ++ optional (dumps && !local.enable)
       "${opt "databases"}: the dumps are taken by backup runs, which need ${opt "local.enable"}."
-    ++ optional (db.postgresql.enable && db.postgresql.binDir == null)
+    ++ optional (pgWanted.enable && db.postgresql.binDir == null)
       "${opt "databases.postgresql.binDir"} is null (it defaults to the package of services.postgresql only when that is enabled): pg_dump and pg_dumpall are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed, systemd, util-linux and getent. Set it to the bin directory of a PostgreSQL client of the server's major version or newer."
-    ++ optional (db.mysql.enable && db.mysql.binDir == null)
+    ++ optional (mysqlWanted.enable && db.mysql.binDir == null)
       "${opt "databases.mysql.binDir"} is null (it defaults to the package of services.mysql only when that is enabled): mariadb-dump and mysqldump are looked up on the backup units' PATH, which holds only coreutils, findutils, grep, sed, systemd, util-linux and getent. Set it to the bin directory of a MariaDB or MySQL client."
     ++ inlineSecretWarnings
     ++ noEffectWarnings
-    ++ optional (local.enable && local.quiesce != { } && local.sourceSnapshots == "none")
+    ++ optional (local.enable && quiesceUnits != { } && local.sourceSnapshots == "none")
       "${opt "local.quiesce"} is set but ${opt "local.sourceSnapshots"} is \"none\": the services stay stopped for the whole backup, not only for the instant of a filesystem snapshot."
     # Offsite copies and runOnMount (nix/render/offsite.nix).
     ++ offsiteWarnings;

@@ -52,10 +52,12 @@ with ctx;
   # Database dumps go to the staging directory, which the snapshot must hold (the runner
   # refuses a plan where no source contains it): when no source does, it becomes a source of
   # its own, after the user's.
-  dumps = db.postgresql.enable || db.mysql.enable;
+  # With the service profiles' (nix/render/profiles.nix) databases, directories and excludes.
+  dumps = pgWanted.enable || mysqlWanted.enable || sqlitePaths != [ ];
   stagingDir = toString db.stagingDir;
-  stagingInSources = any (s: isWithin stagingDir s) local.sources;
-  sources = map toString local.sources ++ optional (dumps && !stagingInSources) stagingDir;
+  ownSources = map toString local.sources ++ profileSources;
+  stagingInSources = any (s: isWithin stagingDir s) ownSources;
+  sources = ownSources ++ optional (dumps && !stagingInSources) stagingDir;
 
   plan = {
     version = 1;
@@ -69,13 +71,14 @@ with ctx;
       makeRoom = true;
     };
     inherit sources;
-    inherit (local) excludePatterns oneFileSystem sourceSnapshots;
+    excludePatterns = unique (local.excludePatterns ++ profileExcludes);
+    inherit (local) oneFileSystem sourceSnapshots;
     inherit (local) excludeCaches excludeIfPresent excludeLargerThan;
     btrfs = if takesSourceSnapshots && btrfsProgs != null then "${btrfsProgs}/bin/btrfs" else null;
     quiesce = map (name: {
       unit = if match ".*\\..*" name != null then name else "${name}.service";
-      inherit (local.quiesce.${name}) mode;
-    }) (attrNames local.quiesce);
+      inherit (quiesceUnits.${name}) mode;
+    }) (attrNames quiesceUnits);
     retention = retentionOf local;
     inherit hooks;
     cloud = {
@@ -107,21 +110,19 @@ with ctx;
     databases = {
       inherit stagingDir;
       postgresql = {
-        inherit (db.postgresql)
-          enable
-          user
-          databases
-          host
-          port
-          ;
+        inherit (pgWanted) enable databases;
+        inherit (db.postgresql) user host port;
         binDir = pathOrNull db.postgresql.binDir;
       };
       mysql = {
-        inherit (db.mysql) enable user databases;
+        inherit (mysqlWanted) enable databases;
+        inherit (db.mysql) user;
         defaultsFile = pathOrNull db.mysql.defaultsFile;
         socket = pathOrNull db.mysql.socket;
         binDir = pathOrNull db.mysql.binDir;
       };
+      sqlite = sqlitePaths;
+      sqlite3 = if sqlitePaths != [ ] && sqlite3 != null then toString sqlite3 else null;
     };
     hosts = mapAttrs hostPlan cfg.hosts;
     # Offsite copies (nix/render/offsite.nix); `{}` without any.

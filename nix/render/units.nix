@@ -240,22 +240,27 @@ with ctx;
   # A path unfit for a unit file is left out, not an error.
   takesSourceSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "btrfs";
   sourceSnapshotWritable = optionals (local.sourceSnapshots == "btrfs") (
-    map (s: "-${s}") (filter (s: match ".*[[:space:]%\\].*" s == null) (map toString local.sources))
+    map (s: "-${s}") (filter (s: match ".*[[:space:]%\\].*" s == null) ownSources)
+  );
+  # The directories of the SQLite databases copied (databases.sqlite): opening one may have to
+  # create its -wal/-shm files, which a read-only file system refuses.
+  sqliteWritable = unique (
+    map (p: "-${dirOf p}") (filter (s: match ".*[[:space:]%\\].*" s == null) sqlitePaths)
   );
   # The btrfs program goes into the plan (`btrfs`); systemctl and systemd-run, for quiesce, are
   # on every NixOS unit's PATH.
   sourceSnapshotExtra = { };
   # Units that take snapshots, and with them the database dumps.
-  snapshotters = writers ++ stagingWritable ++ sourceSnapshotWritable;
+  snapshotters = unique (writers ++ stagingWritable ++ sqliteWritable ++ sourceSnapshotWritable);
   # A run started at boot (Persistent=true catches up a missed one) must not dump a server
   # that is still starting. Ordering only: a remote server has no local unit, and After= on a
   # unit that does not exist is ignored.
   dumpOrder = optionalAttrs dumps {
-    after = optional db.postgresql.enable "postgresql.service" ++ optional db.mysql.enable "mysql.service";
+    after = optional pgWanted.enable "postgresql.service" ++ optional mysqlWanted.enable "mysql.service";
   };
   # A PostgreSQL server reached over TCP (a host name rather than a socket directory).
   remoteDatabase =
-    db.postgresql.enable && db.postgresql.host != null && match "/.*" db.postgresql.host == null;
+    pgWanted.enable && db.postgresql.host != null && match "/.*" db.postgresql.host == null;
   # Units that only read snapshots; they still record results and metrics.
   readers = metricsWritable;
 }

@@ -89,6 +89,19 @@ impl Case {
         units
     }
 
+    /// The service profiles' units (`profileUnits`: Nextcloud's maintenance mode).
+    fn profile_unit_files(&self) -> Vec<(String, String)> {
+        let Some(map) = self.rendered["profileUnits"].as_object() else { return Vec::new() };
+        map.iter()
+            .map(|(name, def)| {
+                let file = unit_file::file_name(name, Kind::Service);
+                let text =
+                    unit_file::render(Kind::Service, def).unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
+                (file, text)
+            })
+            .collect()
+    }
+
     fn unit_files(&self) -> Vec<(String, String)> {
         self.units()
             .into_iter()
@@ -329,6 +342,9 @@ fn render_matches_golden() {
         }
         for (file, text) in case.unit_files() {
             golden.check(&format!("{}/units/{file}", case.name), &text);
+        }
+        for (file, text) in case.profile_unit_files() {
+            golden.check(&format!("{}/profile-units/{file}", case.name), &text);
         }
         if r["authorizedKeys"].as_object().is_some_and(|keys| !keys.is_empty()) {
             golden.check(&format!("{}/authorized-keys.json", case.name), &canonical(&r["authorizedKeys"]));
@@ -1125,12 +1141,16 @@ fn module_matches_the_pure_render() {
         }
         assert_eq!(module["tmpfiles"], serde_json::json!(tmpfiles), "{name}");
         for set in ["services", "timers"] {
-            let ours = r["units"][set].as_object().unwrap();
+            let mut ours = r["units"][set].as_object().unwrap().clone();
+            // The module also defines the service profiles' units (nix/profiles/).
+            if set == "services" {
+                ours.extend(r["profileUnits"].as_object().cloned().unwrap_or_default());
+            }
             let theirs = module["units"][set].as_object().unwrap();
             let names = |m: &Map<String, Value>| m.keys().cloned().collect::<Vec<_>>();
-            assert_eq!(names(theirs), names(ours), "{name}: {set}");
+            assert_eq!(names(theirs), names(&ours), "{name}: {set}");
             // NixOS fills in every other unit option with its default; compare what we set.
-            for (unit, def) in ours {
+            for (unit, def) in &ours {
                 for (key, value) in def.as_object().unwrap() {
                     assert_eq!(&theirs[unit][key], value, "{name}: {set}.{unit}.{key}");
                 }
@@ -1630,4 +1650,48 @@ fn flake_outputs_with_nixpkgs_lib() {
     for system in ["x86_64-linux", "aarch64-linux"] {
         assert_eq!(flake["formatter"][system], "nixfmt", "formatter.{system}");
     }
+}
+
+/// The service profiles' units (nix/profiles/, `profileUnits`) pass `systemd-analyze verify`,
+/// stay within a low exposure (they run the service's own tool as the service's user), and
+/// each is quiesced by the plan of its case: what makes Nextcloud's maintenance mode follow
+/// the snapshot.
+#[test]
+fn profile_units_verify_and_are_quiesced() {
+    let dir = tempfile::tempdir().unwrap();
+    let occ = dir.path().join("occ");
+    fs::create_dir_all(occ.join("bin")).unwrap();
+    fs::write(occ.join("bin/nextcloud-occ"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(occ.join("bin/nextcloud-occ"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // What the units require, as NixOS's nextcloud module defines it.
+    let setup = dir.path().join("nextcloud-setup.service");
+    fs::write(&setup, "[Service]\nType=oneshot\nExecStart=/bin/true\n").unwrap();
+    let mut checked = 0;
+    for case in valid_cases() {
+        let quiesced: Vec<String> = case.rendered["plan"]["quiesce"]
+            .as_array()
+            .map(|q| q.iter().map(|u| u["unit"].as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default();
+        for (file, unit) in case.profile_unit_files() {
+            assert!(quiesced.contains(&file), "{}: {file} is not quiesced: {quiesced:?}", case.name);
+            let path = dir.path().join(&file);
+            let fake = format!("{}-nextcloud-occ", &FAKE_PACKAGE[..43]);
+            fs::write(&path, unit.replace(&fake, occ.to_str().unwrap())).unwrap();
+            let output =
+                run("systemd-analyze", &["verify", "--man=no", path.to_str().unwrap(), setup.to_str().unwrap()]);
+            let said = text(&output.stdout) + &text(&output.stderr);
+            assert!(output.status.success() && said.trim().is_empty(), "{}: {file}:\n{said}", case.name);
+            let output = run("systemd-analyze", &["security", "--offline=true", "--no-pager", path.to_str().unwrap()]);
+            let said = text(&output.stdout);
+            let score: f64 = said
+                .lines()
+                .find_map(|l| {
+                    l.split_once("Overall exposure level for ")?.1.split_once(": ")?.1.split(' ').next()?.parse().ok()
+                })
+                .unwrap_or_else(|| panic!("{file}: no exposure level in\n{said}"));
+            assert!(score <= 2.5, "{}: {file}: exposure {score}\n{said}", case.name);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no case has a profile unit");
 }

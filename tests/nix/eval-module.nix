@@ -30,6 +30,7 @@ let
     restic = fakeDrv "restic-0.18.0" "${fakeStore}-restic-0.18.0" "restic";
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
     btrfs-progs = fakeDrv "btrfs-progs-6.14" "${fakeStore}-btrfs-progs-6.14" "btrfs";
+    sqlite = fakeDrv "sqlite-3.50.4-bin" "${fakeStore}-sqlite-3.50.4-bin" "sqlite3";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {

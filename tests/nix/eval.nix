@@ -29,6 +29,7 @@ let
     rclone = "${fakeStore}-rclone-1.70.0/bin/rclone";
     ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";
     btrfsProgs = "${fakeStore}-btrfs-progs-6.14";
+    sqlite3 = "${fakeStore}-sqlite-3.50.4-bin/bin/sqlite3";
   };
 in
 # What the module makes of it: the plan and units only with `enable`, the authorized_keys
@@ -43,7 +44,7 @@ in
         services = { };
         timers = { };
       };
-  inherit (rendered) warnings;
+  inherit (rendered) warnings profileUnits;
   failedAssertions = map (a: a.message) (filter (a: !a.assertion) rendered.assertions);
   authorizedKeys = if cfg.agent.enable then { ${cfg.agent.user} = rendered.agent.authorizedKeys; } else { };
 }

@@ -16,7 +16,13 @@ let
   module = import ../../modules/backup.nix {
     lib = import ./stub-lib.nix;
     pkgs.hwc-backup = package;
-    config.networking.hostName = definitions.networking.hostName or "nixos";
+    # The NixOS facts the service profiles' defaults read (nix/profiles/), as the case sets them.
+    config = {
+      networking.hostName = definitions.networking.hostName or "nixos";
+      services = definitions.services or { };
+      system = definitions.system or { };
+      systemd = definitions.systemd or { };
+    };
   };
 
   # Walk the declarations: an option takes the case's value (checked) or its default; a group

@@ -91,6 +91,12 @@ let
     };
   };
 
+  # Free-form, so that a test may still declare some of a service's options itself.
+  looseService = mkOption {
+    type = types.submodule { freeformType = types.attrsOf types.anything; };
+    default = { };
+  };
+
   timer = types.submodule {
     options = commonUnit // {
       timerConfig = mkOption {
@@ -109,6 +115,18 @@ in
     services.openssh.enable = mkOption {
       type = types.bool;
       default = false;
+    };
+    # The services whose options the profiles read (nix/profiles/), loosely: a case sets what
+    # NixOS would hold.
+    services.nextcloud = looseService;
+    services.vaultwarden = looseService;
+    services.home-assistant = looseService;
+    services.postgresql = looseService;
+    services.gitea = looseService;
+    services.forgejo = looseService;
+    system.stateVersion = mkOption {
+      type = types.str;
+      default = "26.05";
     };
     users.users = mkOption {
       type = types.attrsOf (

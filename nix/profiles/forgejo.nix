@@ -1,0 +1,2 @@
+# Forgejo: see forge.nix.
+import ./forge.nix "forgejo"

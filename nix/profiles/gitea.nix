@@ -1,0 +1,2 @@
+# Gitea: see forge.nix.
+import ./forge.nix "gitea"
