@@ -595,3 +595,69 @@ fn with_the_state_directory_on_the_same_btrfs_the_snapshots_go_there_and_the_sou
         "the source's root was not even touched"
     );
 }
+
+/// Issue 15, item 4: the run summary, meta.json and `status` (text and `--json`) say per
+/// source whether it was read from a filesystem snapshot and which kind, and which services
+/// were held and for how long.
+#[test]
+fn summary_meta_and_status_say_how_each_source_was_read_and_what_was_held() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let on_btrfs = fs.subvolume("data");
+    write(&on_btrfs.join("a"), "a");
+    // env.src lies on the machine's own filesystem, not btrfs: read live under "auto".
+    write(&env.src.join("b"), "b");
+    let (bin, _log) = fake_systemd(&env, &on_btrfs.join(PRIVATE));
+    let mut plan = plan_json(&env);
+    plan["sources"] = serde_json::json!([s(&on_btrfs), s(&env.src)]);
+    plan["sourceSnapshots"] = "auto".into();
+    plan["quiesce"] = serde_json::json!([
+        { "unit": "db.service", "mode": "stop" },
+        { "unit": "off.service", "mode": "freeze" },
+    ]);
+    let plan = write_plan(&env, "plan.json", &plan.to_string());
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+
+    // The run summary (text).
+    let o = env.cmd(&["now", "--config"]).arg(&plan).env("PATH", &path).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).into_owned();
+    let btrfs_line = format!("{}: read from a btrfs snapshot of {} taken at ", s(&on_btrfs), s(&on_btrfs));
+    assert!(summary.contains(&btrfs_line), "{summary}");
+    assert!(summary.contains(&format!("{}: read live (", s(&env.src))), "{summary}");
+    assert!(
+        summary.contains("db.service stopped for ") && summary.contains("s while the snapshots were taken"),
+        "{summary}"
+    );
+    assert!(summary.contains("off.service was not running; left alone"), "{summary}");
+
+    // meta.json of the snapshot.
+    let snap = env.dest.join(HOST).join("latest");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(snap.join(".hwc-backup/meta.json")).unwrap()).unwrap();
+    let kinds: Vec<&str> =
+        meta["sourceReads"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["btrfs", "live"], "{meta}");
+    assert!(meta["sourceReads"][0]["takenAt"].is_string(), "{meta}");
+    assert!(meta["sourceReads"][1]["note"].is_string(), "{meta}");
+    let db = meta["heldUnits"].as_array().unwrap().iter().find(|h| h["unit"] == "db.service").unwrap().clone();
+    assert_eq!(db["mode"], "stop", "{meta}");
+    assert!(db["downMs"].as_u64().is_some_and(|ms| ms < 5000), "{meta}");
+
+    // status, text: the newest snapshot's sources and held services.
+    let o = env.cmd(&["status", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let status = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(status.contains("newest snapshot daily/"), "{status}");
+    assert!(status.contains(&btrfs_line), "{status}");
+    assert!(status.contains(&format!("{}: read live (", s(&env.src))), "{status}");
+    assert!(status.contains("db.service stopped for "), "{status}");
+
+    // status --json: every snapshot carries its sourceReads and heldUnits, as meta.json.
+    let o = env.cmd(&["status", "--json", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let newest = &j["snapshots"][0];
+    assert_eq!(newest["sourceReads"], meta["sourceReads"], "{j}");
+    assert_eq!(newest["heldUnits"], meta["heldUnits"], "{j}");
+}

@@ -217,6 +217,37 @@ fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> Stri
     }
 }
 
+/// How each source was read (filesystem snapshot or live, and the mounts below it) and which
+/// services were held still and for how long: the run summary's and `status`'s lines.
+pub(crate) fn consistency_lines(
+    reads: &[hwc_backup_engine::source::fs_snapshot::SourceRead],
+    held: &[hwc_backup_engine::source::quiesce::HeldUnit],
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for read in reads {
+        lines.push(describe_read(read));
+        for m in &read.mounts {
+            lines.push(format!("  mounted below it: {}", describe_read(m)));
+        }
+    }
+    for h in held {
+        let mode = match h.mode {
+            hwc_backup_engine::plan::QuiesceMode::Stop => "stopped",
+            hwc_backup_engine::plan::QuiesceMode::Freeze => "frozen",
+        };
+        lines.push(match h.down_ms {
+            None => format!("{} was not running; left alone", h.unit),
+            Some(ms) if h.whole_walk => format!(
+                "{} {mode} for {:.1}s: the whole walk, as no filesystem snapshot was taken",
+                h.unit,
+                ms as f64 / 1000.0
+            ),
+            Some(ms) => format!("{} {mode} for {:.3}s while the snapshots were taken", h.unit, ms as f64 / 1000.0),
+        });
+    }
+    lines
+}
+
 pub(crate) fn print_run(r: &RunReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     let c = &r.counts;
@@ -265,32 +296,8 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
                     c.excluded_caches, c.excluded_if_present, c.excluded_large
                 )?;
             }
-            for read in &r.source_reads {
-                writeln!(out, "  {}", describe_read(read))?;
-                for m in &read.mounts {
-                    writeln!(out, "    mounted below it: {}", describe_read(m))?;
-                }
-            }
-            for h in &r.held_units {
-                let mode = match h.mode {
-                    hwc_backup_engine::plan::QuiesceMode::Stop => "stopped",
-                    hwc_backup_engine::plan::QuiesceMode::Freeze => "frozen",
-                };
-                match h.down_ms {
-                    None => writeln!(out, "  {} was not running; left alone", h.unit)?,
-                    Some(ms) if h.whole_walk => writeln!(
-                        out,
-                        "  {} {mode} for {:.1}s: the whole walk, as no filesystem snapshot was taken",
-                        h.unit,
-                        ms as f64 / 1000.0
-                    )?,
-                    Some(ms) => writeln!(
-                        out,
-                        "  {} {mode} for {:.3}s while the snapshots were taken",
-                        h.unit,
-                        ms as f64 / 1000.0
-                    )?,
-                }
+            for line in consistency_lines(&r.source_reads, &r.held_units) {
+                writeln!(out, "  {line}")?;
             }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;

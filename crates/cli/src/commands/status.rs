@@ -74,6 +74,16 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
             )?;
         }
     }
+    // How the newest snapshot read its sources and which services it held (its meta.json).
+    if let Some(newest) = snapshots.iter().max_by_key(|s| s.meta.started_at) {
+        let lines = super::now::consistency_lines(&newest.meta.source_reads, &newest.meta.held_units);
+        if !lines.is_empty() {
+            writeln!(out, "newest snapshot {}:", newest.id())?;
+            for line in lines {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
     if let Some(lr) = last_run {
         let state = lr["state"].as_str().unwrap_or("?");
         let when = lr["startedAt"].as_str().unwrap_or("?");
@@ -188,5 +198,6 @@ pub(crate) fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "bytesCopied": s.meta.counts.bytes_copied, "bytesLinked": s.meta.counts.bytes_linked,
         "files": s.meta.counts.files, "warnings": s.meta.counts.warnings,
         "pin": s.pin.pin(), "pinned": s.pin.describe(),
+        "sourceReads": s.meta.source_reads, "heldUnits": s.meta.held_units,
     })
 }
