@@ -126,7 +126,7 @@ pub struct LocalJob {
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.
-    pub databases: Databases,
+    pub databases: Box<Databases>,
     /// Pushing the newest snapshot to a cloud remote.
     pub cloud: Cloud,
     /// Offsite restic copies of the newest snapshot, by name (`plan.offsite`). A pulled

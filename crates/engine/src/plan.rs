@@ -1394,7 +1394,7 @@ impl Plan {
                 quiesce: self.quiesce.clone().into(),
                 btrfs: self.btrfs.clone().map(PathBuf::into_boxed_path),
                 hooks: self.hooks.clone(),
-                databases: self.databases.clone(),
+                databases: Box::new(self.databases.clone()),
                 cloud: self.cloud.clone(),
                 offsite: self.offsite.clone(),
             }),
