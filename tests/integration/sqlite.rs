@@ -131,12 +131,35 @@ fn missing_sqlite_database_fails_the_run_naming_it() {
     assert!(err.contains(&s(&gone)) && err.contains("sqlite") && err.contains("No such file"), "{err}");
     // Nothing published.
     assert!(!env.dest.join(HOST).join("latest").exists());
+
+    // A sqlite3 program that is not there is named too.
+    let db = env.dir.path().join("there.db");
+    sqlite3_write(&db, "CREATE TABLE t (x)");
+    let mut p = plan_json(&env);
+    p["databases"] = serde_json::json!({ "stagingDir": s(&env.src.join("db-dumps")), "sqlite": [s(&db)],
+                                         "sqlite3": "/nonexistent/bin/sqlite3" });
+    let plan = write_plan(&env, "plan.json", &p.to_string());
+    let out = env.cmd(&["now", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(show(&out).contains("/nonexistent/bin/sqlite3 does not exist (databases.sqlite3)"), "{}", show(&out));
+    assert!(!env.dest.join(HOST).join("latest").exists());
+}
+
+fn sqlite3_write(db: &Path, sql: &str) {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().unwrap();
+    assert!(out.status.success(), "sqlite3 {} {sql:?}: {}", db.display(), show(&out));
 }
 
 #[test]
 fn sqlite_paths_in_the_plan_are_checked() {
     let env = Env::new();
-    for (bad, why) in [("relative.db", "absolute"), ("/var/lib/../x.db", ".."), ("/", "plain path")] {
+    let in_staging = s(&env.src.join("d/x.db"));
+    for (bad, why) in [
+        ("relative.db", "absolute"),
+        ("/var/lib/../x.db", ".."),
+        ("/", "plain path"),
+        (in_staging.as_str(), "inside databases.stagingDir"),
+    ] {
         let mut p = plan_json(&env);
         p["databases"] = serde_json::json!({ "stagingDir": s(&env.src.join("d")), "sqlite": [bad] });
         let plan = write_plan(&env, "plan.json", &p.to_string());
