@@ -8,7 +8,8 @@
 #               service's facts, whose defaults read the real NixOS options, e.g.
 #               `config.services.nextcloud.home`, with a fallback for the offline tests)
 #   contributes profile -> what an enabled profile adds (builtins only, nix/render.nix):
-#               { sources, excludePatterns, quiesce, postgresql, mysql, sqlite, services }
+#               { sources, excludePatterns, quiesce, postgresql, mysql, sqlite, services,
+#               warnings }
 #               (`postgresql`/`mysql`: null, or databases to dump, `[ ]` = all of them;
 #               `services`: extra units, named `hwc-backup-…`)
 #
@@ -33,6 +34,7 @@
     mysql = null;
     sqlite = [ ];
     services = { };
+    warnings = [ ];
   };
 
   # The live files of a SQLite database, left out of the sources when its copy is taken.

@@ -69,8 +69,9 @@
 
       occ = lib.mkOption {
         type = lib.types.nullOr lib.types.package;
-        default = nc.occ or null;
-        defaultText = lib.literalExpression "config.services.nextcloud.occ";
+        # Only an enabled Nextcloud has one (its package has no default).
+        default = if nc.enable or false then nc.occ else null;
+        defaultText = lib.literalExpression "if config.services.nextcloud.enable then config.services.nextcloud.occ else null";
         example = lib.literalExpression "config.services.nextcloud.occ";
         description = "The `nextcloud-occ` program of this instance (needed by {option}`profiles.nextcloud.maintenanceMode`).";
       };
@@ -102,6 +103,13 @@
       postgresql = if p.dbtype == "pgsql" then [ p.dbname ] else null;
       mysql = if p.dbtype == "mysql" then [ p.dbname ] else null;
       sqlite = if p.dbtype == "sqlite" then [ sqliteDb ] else [ ];
+      warnings =
+        if p.maintenanceMode && p.occ == null then
+          [
+            "hwc.system.services.backup.profiles.nextcloud.maintenanceMode is on but profiles.nextcloud.occ is null (services.nextcloud is not enabled here?): Nextcloud is backed up without maintenance mode."
+          ]
+        else
+          [ ];
       quiesce = if maintenance then { "${online}.service".mode = "stop"; } else { };
       services =
         if maintenance then

@@ -145,5 +145,7 @@ with ctx;
     ++ optional (local.enable && quiesceUnits != { } && local.sourceSnapshots == "none")
       "${opt "local.quiesce"} is set but ${opt "local.sourceSnapshots"} is \"none\": the services stay stopped for the whole backup, not only for the instant of a filesystem snapshot."
     # Offsite copies and runOnMount (nix/render/offsite.nix).
-    ++ offsiteWarnings;
+    ++ offsiteWarnings
+    # The service profiles (nix/profiles/).
+    ++ profileWarnings;
 }

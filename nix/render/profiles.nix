@@ -44,4 +44,5 @@ in
   profileExcludes = fromProfiles "excludePatterns";
   quiesceUnits = local.quiesce // merged "quiesce";
   profileServices = merged "services";
+  profileWarnings = fromProfiles "warnings";
 }

@@ -1136,7 +1136,10 @@ fn module_matches_the_pure_render() {
             "d /var/log/backup 0700 root root - -".to_owned(),
         ];
         let databases = &r["plan"]["databases"];
-        if databases["postgresql"]["enable"] == true || databases["mysql"]["enable"] == true {
+        if databases["postgresql"]["enable"] == true
+            || databases["mysql"]["enable"] == true
+            || databases["sqlite"].as_array().is_some_and(|l| !l.is_empty())
+        {
             tmpfiles.push(format!("d {} 0700 root root - -", databases["stagingDir"].as_str().unwrap()));
         }
         assert_eq!(module["tmpfiles"], serde_json::json!(tmpfiles), "{name}");
