@@ -1,5 +1,5 @@
 //! SQLite databases (`databases.sqlite`) copied into the staging directory while another
-//! process keeps writing them: every stored copy is a sound database (`PRAGMA
+//! process keeps writing them (WAL mode and rollback journal): every stored copy is a sound database (`PRAGMA
 //! integrity_check`) holding one commit's state — two tables that every transaction grows
 //! together hold the same number of rows. Debian's real `sqlite3` makes the copies; python's
 //! sqlite3 module is the writer.
@@ -9,12 +9,13 @@ use std::process::{Child, Command, Stdio};
 
 use crate::util::*;
 
-/// Keeps inserting one row into `a` and one into `b` per transaction, in WAL mode, until
-/// killed. Prints `ready` once the database holds `prefill` rows per table.
+/// Keeps inserting one row into `a` and one into `b` per transaction, in the journal mode
+/// given (`wal` or `delete`, the rollback journal), until killed. Prints `ready` once the
+/// database holds `prefill` rows per table.
 const WRITER: &str = r#"
-import sqlite3, sys, os
-db = sqlite3.connect(sys.argv[1], isolation_level=None)
-db.execute("PRAGMA journal_mode=WAL")
+import sqlite3, sys, os, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
+db.execute("PRAGMA journal_mode=" + sys.argv[3])
 db.execute("CREATE TABLE IF NOT EXISTS a (id INTEGER PRIMARY KEY, payload BLOB)")
 db.execute("CREATE TABLE IF NOT EXISTS b (id INTEGER PRIMARY KEY, payload BLOB)")
 prefill = int(sys.argv[2])
@@ -30,17 +31,19 @@ while True:
     db.execute("UPDATE a SET payload = ? WHERE id = (SELECT max(id) FROM a) - 100", (os.urandom(512),))
     db.execute("INSERT INTO b (payload) VALUES (?)", (os.urandom(512),))
     db.execute("COMMIT")
+    time.sleep(0.001)
 "#;
 
 struct Writer(Child);
 
 impl Writer {
-    fn start(db: &Path, prefill: u32) -> Writer {
+    fn start(db: &Path, prefill: u32, journal: &str) -> Writer {
         require("python3");
         let mut child = Command::new("python3")
             .args(["-c", WRITER])
             .arg(db)
             .arg(prefill.to_string())
+            .arg(journal)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -59,7 +62,7 @@ impl Drop for Writer {
 }
 
 fn sqlite3(db: &Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg("-readonly").arg(db).arg(sql).output().unwrap();
+    let out = Command::new("sqlite3").args(["-readonly", "-cmd", ".timeout 60000"]).arg(db).arg(sql).output().unwrap();
     assert!(out.status.success(), "sqlite3 {} {sql:?}: {}", db.display(), show(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
@@ -76,6 +79,15 @@ fn sqlite_plan(env: &Env, dbs: &[&Path]) -> PathBuf {
 
 #[test]
 fn sqlite_written_during_the_backup_is_stored_consistent() {
+    written_during_the_backup("wal");
+}
+
+#[test]
+fn sqlite_with_a_rollback_journal_written_during_the_backup_is_stored_consistent() {
+    written_during_the_backup("delete");
+}
+
+fn written_during_the_backup(journal: &str) {
     require("sqlite3");
     let env = Env::new();
     // The database lives outside the sources: only its copy is backed up.
@@ -83,7 +95,7 @@ fn sqlite_written_during_the_backup_is_stored_consistent() {
     std::fs::create_dir_all(&app).unwrap();
     let db = app.join("state.db");
     write(&env.src.join("notes"), "n");
-    let writer = Writer::start(&db, 4000);
+    let mut writer = Writer::start(&db, 4000, journal);
     let plan = sqlite_plan(&env, &[&db]);
 
     let mut counts = Vec::new();
@@ -113,6 +125,9 @@ fn sqlite_written_during_the_backup_is_stored_consistent() {
     }
     // The writer was really writing during the runs.
     assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+    // The writer was not starved out by the copies: still running, still writing.
+    assert!(writer.0.try_wait().unwrap().is_none(), "the writer died");
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let live: u64 = sqlite3(&db, "SELECT count(*) FROM a").parse().unwrap();
     assert!(live > counts[2], "{live} {counts:?}");
     drop(writer);
