@@ -184,3 +184,40 @@ fn sqlite_paths_in_the_plan_are_checked() {
         assert!(err.contains("databases.sqlite[0]") && err.contains(why), "{bad}: {err}");
     }
 }
+
+/// A WAL database no process has open, owned by a service's user: reading it as root creates
+/// its `-wal`/`-shm` files, which must belong to that user (SQLite hands them over), or the
+/// service could not open its own database while they exist. The database itself is not
+/// changed (`-readonly`).
+#[test]
+fn a_closed_wal_database_stays_its_owners() {
+    require("sqlite3");
+    let env = Env::new();
+    write(&env.src.join("notes"), "n");
+    let app = env.dir.path().join("svc");
+    std::fs::create_dir_all(&app).unwrap();
+    let db = app.join("svc.db");
+    sqlite3_write(&db, "PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1), (2)");
+    sh(&format!("chown -R nobody '{}'", app.display()));
+    let before = std::fs::read(&db).unwrap();
+    let plan = sqlite_plan(&env, &[&db]);
+    let out = env.cmd(&["now", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    use std::os::unix::fs::MetadataExt;
+    let nobody = std::fs::metadata(&db).unwrap().uid();
+    assert_ne!(nobody, 0);
+    assert!(app.join("svc.db-shm").exists(), "the read created no -shm: this test checks nothing");
+    for entry in std::fs::read_dir(&app).unwrap() {
+        let e = entry.unwrap();
+        assert_eq!(e.metadata().unwrap().uid(), nobody, "{} belongs to root", e.path().display());
+    }
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the database was written to");
+    let copy = env
+        .dest
+        .join(HOST)
+        .join("latest")
+        .join(env.src.strip_prefix("/").unwrap())
+        .join("db-dumps/sqlite")
+        .join(db.strip_prefix("/").unwrap());
+    assert_eq!(sqlite3(&copy, "SELECT count(*) FROM t"), "2");
+}

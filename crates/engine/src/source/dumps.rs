@@ -209,7 +209,6 @@ fn sqlite(d: &Databases, dir: &Path) -> Result<Vec<DumpFile>> {
 
 /// Copies one SQLite database into `out` (see the module docs).
 fn sqlite_copy(bin: &Path, src: &Path, out: &Path) -> Result<DumpFile> {
-    use std::os::unix::fs::MetadataExt;
     let what = format!("sqlite copy of {}", src.display());
     let fail = |message: String| Error::Command { what: what.clone(), message };
     let meta = std::fs::metadata(src).map_err(|e| fail(format!("cannot read {}: {e}", src.display())))?;
@@ -217,21 +216,8 @@ fn sqlite_copy(bin: &Path, src: &Path, out: &Path) -> Result<DumpFile> {
         return Err(fail(format!("{} is not a regular file", src.display())));
     }
     // Reading a WAL database creates its -wal and -shm files when no connection has them
-    // open; as root they would then belong to root and lock the service out should it start
-    // while they exist. Whatever this copy created is handed to the database's owner.
-    let side = |suffix: &str| {
-        let mut p = src.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    let before: Vec<(PathBuf, bool)> = ["-wal", "-shm"]
-        .iter()
-        .map(|s| {
-            let p = side(s);
-            let existed = p.symlink_metadata().is_ok();
-            (p, existed)
-        })
-        .collect();
+    // open (and a read-only connection leaves them). SQLite gives files it creates as root to
+    // the database file's owner, so the service can still open them (tested).
     let sql = format!("VACUUM INTO '{}'", out.to_string_lossy().replace('\'', "''"));
     let start = Instant::now();
     let output = Command::new(bin)
@@ -241,17 +227,7 @@ fn sqlite_copy(bin: &Path, src: &Path, out: &Path) -> Result<DumpFile> {
         .stdin(Stdio::null())
         .current_dir("/")
         .output()
-        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())));
-    for (p, existed) in &before {
-        if !existed {
-            if let Ok(m) = p.symlink_metadata() {
-                if m.is_file() && m.uid() != meta.uid() {
-                    let _ = std::os::unix::fs::lchown(p, Some(meta.uid()), Some(meta.gid()));
-                }
-            }
-        }
-    }
-    let output = output?;
+        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())))?;
     let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
     if !output.status.success() {
         return Err(fail(format!(
