@@ -13,9 +13,9 @@
 //! A SQLite database is copied by `sqlite3 -readonly SRC "VACUUM INTO 'DEST'"`: one read
 //! transaction, so the copy is the database as one commit left it, whatever writes go on
 //! meanwhile (WAL or rollback journal). The online-backup API of the `sqlite3` shell
-//! (`.backup`) copies 100 pages per step and starts again whenever another process writes
-//! between two steps: a database written every second (Home Assistant's recorder) would never
-//! finish. The copy is checked with `PRAGMA quick_check` before it counts.
+//! (`.backup`) copies a number of pages per step and, as SQLite documents, starts again
+//! whenever another process writes between two steps: a large database written every second
+//! (Home Assistant's recorder) may never finish. The copy is checked with `PRAGMA quick_check` before it counts.
 //!
 //! Each engine's dumps are written into a fresh hidden directory and swapped in only when all
 //! of them succeeded, so the staging directory holds exactly one consistent set, and a
