@@ -41,8 +41,9 @@
 //! manifest (`manifest::escape_path`); `<size>` in bytes and `<mtime>.<nsec>` are the file's
 //! (and thus its copy's in the snapshot); `<hash>` its whole BLAKE3 (the manifest's); `<chunk
 //! hashes>` the concatenated hex of one 32-byte chaining value per 1 MiB chunk (the last may be
-//! shorter), `ceil(size / 1 MiB)` of them. A line that fails any check ends the reading: every
-//! later lookup finds nothing, and those files are compared in full.
+//! shorter), `ceil(size / 1 MiB)` of them, which must merge into `<hash>` as BLAKE3's tree
+//! does. A line that fails any check ends the reading: every later lookup finds nothing, and
+//! those files are compared in full.
 
 use std::cmp::Ordering;
 use std::fs::File;
@@ -378,6 +379,10 @@ fn parse(line: &[u8]) -> Option<Line> {
     }
     let chunks =
         hexes.chunks(64).map(|h| blake3::Hash::from_hex(h).ok().map(|h| *h.as_bytes())).collect::<Option<Vec<_>>>()?;
+    // The chunk hashes must be the file's: they merge into its BLAKE3.
+    if merge_root(&chunks) != hash {
+        return None;
+    }
     let path = match flag {
         b"p" => raw_path.to_vec(),
         b"e" => unescape(raw_path)?,
@@ -546,12 +551,9 @@ mod tests {
     fn sidecar_round_trip_and_garbled_lines_end_the_reading() {
         let tmp = tempfile::tempdir().unwrap();
         let meta = Dir::open_trusted(tmp.path()).unwrap();
-        let rec = |size: u64, b: u8| Record {
-            size,
-            mtime: 1_700_000_000,
-            mtime_nsec: 5,
-            hash: [b; 32],
-            chunks: vec![[b; 32]; size.div_ceil(CHUNK) as usize],
+        let rec = |size: u64, b: u8| {
+            let chunks = vec![[b; 32]; size.div_ceil(CHUNK) as usize];
+            Record { size, mtime: 1_700_000_000, mtime_nsec: 5, hash: merge_root(&chunks), chunks }
         };
         let mut w = ChunkWriter::create_in(&meta).unwrap();
         w.add(b"home", b"a", &rec(CHUNK + 1, 1)).unwrap();
@@ -577,6 +579,17 @@ mod tests {
         assert!(c.find(b"home", b"a").is_some());
         assert_eq!(c.find(b"home", b"we\nird"), None);
         assert_eq!(c.find(b"home/x", b"b"), None);
+        assert!(c.garbled());
+
+        // A correct line check over chunk hashes that do not merge into the file's hash.
+        let mut forged = rec(CHUNK + 1, 1);
+        forged.chunks[1] = [9; 32];
+        std::fs::remove_file(&p).unwrap();
+        let mut w = ChunkWriter::create_in(&meta).unwrap();
+        w.add(b"home", b"a", &forged).unwrap();
+        w.finish().unwrap();
+        let mut c = open();
+        assert_eq!(c.find(b"home", b"a"), None);
         assert!(c.garbled());
 
         std::fs::write(&p, b"not a sidecar\n").unwrap();
