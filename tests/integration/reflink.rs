@@ -150,6 +150,11 @@ fn appends_and_middle_changes_cost_blocks(env: &Env, fs: &Mounted) {
     assert_eq!(first_copy.len() as u64, 64 * MIB);
     assert_eq!(manifest_hash(env, &first), blake3::hash(&first_copy).to_hex().as_str());
     verify_clean(env);
+    // `du` cannot tell shared extents apart, and says so.
+    let du: serde_json::Value = serde_json::from_slice(&env.run("du", &["--json"]).stdout).unwrap();
+    assert_eq!(du["reflinked"], 2, "{du}");
+    let text = String::from_utf8(env.run("du", &[]).stdout).unwrap();
+    assert!(text.contains("2 files share blocks with an older copy") && text.contains("upper bounds"), "{text}");
 }
 
 #[test]
@@ -231,6 +236,7 @@ fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
         let p = sidecar_of(&env, &prev);
         let text = std::fs::read_to_string(&p).unwrap();
         let (header, record) = text.split_once('\n').unwrap();
+        let record = record.strip_suffix('\n').unwrap();
         let fields: Vec<&str> = record.splitn(6, ' ').collect();
         let new_record = match garble {
             // One hex digit of a chunk hash changed: the line's check fails.
@@ -238,7 +244,7 @@ fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
                 let mut r = record.to_string().into_bytes();
                 let at = record.find("  ").unwrap() - 3;
                 r[at] = if r[at] == b'0' { b'1' } else { b'0' };
-                String::from_utf8(r).unwrap()
+                format!("{}\n", String::from_utf8(r).unwrap())
             }
             // The chunk hashes of the content about to be written, with a correct line check:
             // believed, they would leave the old bytes in place; they do not merge into the
@@ -258,7 +264,7 @@ fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
                 let body = format!("{} {} {} {} {chunks}  {path}", fields[1], fields[2], fields[3], fields[4]);
                 format!("{} {body}\n", &blake3::hash(body.as_bytes()).to_hex()[..16])
             }
-            _ => record[..record.len() / 2].to_string(),
+            _ => format!("{}\n", &record[..record.len() / 2]),
         };
         std::fs::write(&p, format!("{header}\n{new_record}")).unwrap();
         poke(&env.src.join("big"), 5 * MIB);

@@ -292,6 +292,9 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
                     )?,
                 }
             }
+            if c.reflinked > 0 {
+                writeln!(out, "  {} changed files written as reflinks plus their changed blocks", c.reflinked)?;
+            }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;
             }
