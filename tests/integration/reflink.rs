@@ -4,6 +4,7 @@
 //! the used space by less than 1 MiB (statvfs), with the content, the manifest and `verify`
 //! right. On ext4 the plain copy is used. A symlink planted as the previous copy or as the
 //! chunk sidecar never leads outside; a garbled or forged sidecar never gives a wrong file.
+//! A pulled host's changed large file is written into a clone of its previous copy too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -273,4 +274,34 @@ fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
         assert!(counts(&env, &prev, "bytesCopied") < MIB, "{garble}: only the changed block written");
     }
     verify_clean(&env);
+}
+
+#[test]
+fn a_pulled_change_is_written_into_a_clone_of_the_previous_copy() {
+    use crate::pull::{Sshd, CLIENT};
+    let env = Env::new();
+    let fs = Mounted::btrfs(&env);
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    std::fs::write(env.src.join("big"), random(32 * MIB)).unwrap();
+    sshd.pull_ok(&env, "2026-01-01T10:00:00Z", &[]);
+    let check = |id: &str| {
+        let copy = env.dest.join(CLIENT).join(id).join(env.src.strip_prefix("/").unwrap()).join("big");
+        assert!(std::fs::read(copy).unwrap() == std::fs::read(env.src.join("big")).unwrap(), "{id}: big differs");
+    };
+    for (day, change) in [(2, "append"), (3, "middle")] {
+        let before = fs.used();
+        match change {
+            "append" => append(&env.src.join("big"), b"!"),
+            _ => poke(&env.src.join("big"), 20 * MIB + 7),
+        }
+        let report = sshd.pull_ok(&env, &format!("2026-01-{day:02}T10:00:00Z"), &[]);
+        let grown = fs.used().saturating_sub(before);
+        assert_eq!(report["counts"]["reflinked"], 1, "{change}: {report}");
+        assert!(grown < MIB, "{change}: a pulled change grew the used space by {grown} bytes");
+        check(&format!("daily/2026-01-{day:02}_10-00-00"));
+    }
+    let o = env.cmd(&["verify", "--all", "--dest", &s(&env.dest), "--host", CLIENT, "--state-dir", &s(&env.state)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "verify: {}", show(&o));
 }

@@ -200,9 +200,11 @@ pub fn write_changed(src: &File, dst: &File, prev: &[Hash], buf: &mut Vec<u8>) -
     Ok(Delta { hash, chunks, size: off, bytes_written: written })
 }
 
-/// Writes the blocks of `new` (at `off`) that differ from what `dst` holds there; a block
-/// past the old end that is all zeros is left to the final `set_len` (a hole).
-fn write_differing(dst: &File, new: &[u8], old: &mut [u8], off: u64, old_len: u64) -> io::Result<u64> {
+/// Writes the blocks of `new` (at `off`) that differ from what `dst` holds there, reading
+/// that into `old` (at least `new.len()` bytes); `old_len` is `dst`'s length before any write
+/// (a block past it that is all zeros is left to the final `set_len`: a hole). Returns the
+/// bytes written. For writers that get new content in pieces (a pull's delta) into a clone.
+pub fn write_differing(dst: &File, new: &[u8], old: &mut [u8], off: u64, old_len: u64) -> io::Result<u64> {
     let have = if off < old_len { read_full(dst, old, off)? } else { 0 };
     let mut written = 0u64;
     let mut run: Option<usize> = None; // start of a run of blocks to write

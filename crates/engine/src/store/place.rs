@@ -159,24 +159,37 @@ pub fn share(
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<Delta>> {
     let (dir, st) = base;
-    if NO_CLONE.read().expect("no-clone devices poisoned").as_ref().is_some_and(|s| s.contains(&dev)) {
-        return None;
-    }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let prev = File::from(rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?);
     let now = rustix::fs::fstat(&prev).ok()?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
         return None;
     }
-    if let Err(e) = delta::reflink(&prev, dst) {
-        let refused = [Errno::OPNOTSUPP, Errno::NOTTY, Errno::XDEV, Errno::NOSYS];
-        if refused.iter().any(|r| e.raw_os_error() == Some(r.raw_os_error())) {
-            NO_CLONE.write().expect("no-clone devices poisoned").get_or_insert_with(HashSet::new).insert(dev);
-        }
+    if !clone_into(&prev, dst, dev) {
         return None;
     }
     let chunks = record.filter(|r| r.describes(&now)).map_or(&[][..], |r| &r.chunks);
     Some(delta::write_changed(src, dst, chunks, buf))
+}
+
+/// `FICLONE`s the previous copy `prev` (open, checked to be a regular file) into `dst` (new,
+/// empty, open for writing on the device `dev`); `false` when the filesystem cannot (then it
+/// is not asked again for `dev` in this process) or refuses this file. The pull writes a
+/// changed file into such a clone comparing block by block (`delta::write_differing`).
+pub fn clone_into(prev: &File, dst: &File, dev: u64) -> bool {
+    if NO_CLONE.read().expect("no-clone devices poisoned").as_ref().is_some_and(|s| s.contains(&dev)) {
+        return false;
+    }
+    match delta::reflink(prev, dst) {
+        Ok(()) => true,
+        Err(e) => {
+            let refused = [Errno::OPNOTSUPP, Errno::NOTTY, Errno::XDEV, Errno::NOSYS];
+            if refused.iter().any(|r| e.raw_os_error() == Some(r.raw_os_error())) {
+                NO_CLONE.write().expect("no-clone devices poisoned").get_or_insert_with(HashSet::new).insert(dev);
+            }
+            false
+        }
+    }
 }
 
 /// What the outcome of `linkat` means.
