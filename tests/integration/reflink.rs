@@ -300,7 +300,8 @@ fn a_pulled_change_is_written_into_a_clone_of_the_previous_copy() {
         assert!(grown < MIB, "{change}: a pulled change grew the used space by {grown} bytes");
         check(&format!("daily/2026-01-{day:02}_10-00-00"));
     }
-    let o = env.cmd(&["verify", "--all", "--dest", &s(&env.dest), "--host", CLIENT, "--state-dir", &s(&env.state)])
+    let o = env
+        .cmd(&["verify", "--all", "--dest", &s(&env.dest), "--host", CLIENT, "--state-dir", &s(&env.state)])
         .output()
         .unwrap();
     assert!(o.status.success(), "verify: {}", show(&o));
