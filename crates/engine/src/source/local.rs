@@ -910,7 +910,11 @@ fn copy_regular(
     base: Option<(place::Previous, Option<&Record>)>,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Outcome> {
-    let dev = rustix::fs::fstat(&*job.dst)?.st_dev;
+    // The destination's device, for `place::share` (only asked when there is a base).
+    let dev = match base {
+        Some(_) => rustix::fs::fstat(&*job.dst)?.st_dev,
+        None => 0,
+    };
     for attempt in 0..2 {
         let src = match fsops::open_source_file(job.src.as_fd(), name) {
             Ok(f) => f,
