@@ -15,10 +15,10 @@ use crate::snapshot::{rich_tree, rsync_differences};
 use crate::util::*;
 
 const SSHD: &str = "/usr/sbin/sshd";
-const CLIENT: &str = "client";
+pub(crate) const CLIENT: &str = "client";
 
 /// An sshd of our own on a free loopback port, stopped on drop.
-struct Sshd {
+pub(crate) struct Sshd {
     dir: PathBuf,
     port: u16,
     child: Child,
@@ -27,7 +27,7 @@ struct Sshd {
 impl Sshd {
     /// Starts sshd with a fresh host key and one client key whose `authorized_keys` entry
     /// forces `hwc-backup agent --allow ALLOW`.
-    fn start(dir: &Path, allow: &Path) -> Sshd {
+    pub(crate) fn start(dir: &Path, allow: &Path) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run tests/run (the README's test command), which installs openssh-server"
@@ -107,7 +107,7 @@ impl Sshd {
         env.cmd(&[]).args(&args).output().expect("run hwc-backup pull")
     }
 
-    fn pull_ok(&self, env: &Env, when: &str, extra: &[&str]) -> serde_json::Value {
+    pub(crate) fn pull_ok(&self, env: &Env, when: &str, extra: &[&str]) -> serde_json::Value {
         let mut extra = extra.to_vec();
         extra.push("--json");
         let out = self.pull(env, when, &extra);

@@ -41,5 +41,14 @@ pub(crate) fn du_cmd(a: DuArgs) -> Result<Exit> {
         human_bytes(u.shared_bytes),
         human_bytes(u.total_disk_bytes)
     )?;
+    if u.reflinked > 0 {
+        writeln!(
+            out,
+            "note: {} files share blocks with an older copy (reflinks on btrfs/XFS); their shared blocks are \
+             counted in full, so the disk and FREES figures are upper bounds (`btrfs filesystem du` or \
+             `compsize` on btrfs, `xfs_io -c fiemap` on XFS, tell shared extents)",
+            u.reflinked
+        )?;
+    }
     Ok(Exit::Success)
 }

@@ -299,6 +299,9 @@ pub(crate) fn print_run(r: &RunReport) -> Result<()> {
             for line in consistency_lines(&r.source_reads, &r.held_units) {
                 writeln!(out, "  {line}")?;
             }
+            if c.reflinked > 0 {
+                writeln!(out, "  {} changed files written as reflinks plus their changed blocks", c.reflinked)?;
+            }
             if c.emlink_fallbacks > 0 {
                 writeln!(out, "  {} files copied because the link-count limit was reached", c.emlink_fallbacks)?;
             }

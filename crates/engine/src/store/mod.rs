@@ -5,6 +5,7 @@
 //! destination lives with it (design §10, stage 2).
 
 pub mod clock;
+pub mod delta;
 pub mod history;
 pub mod layout;
 pub mod lock;

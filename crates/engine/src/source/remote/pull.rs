@@ -580,6 +580,8 @@ impl<'a, R: Read> Puller<'a, R> {
                         copied_bytes: 0,
                         emlink: false,
                         torn: None,
+                        reflinked: false,
+                        record: None,
                     },
                     Err(e) => self.dest_err("copy", &c, e.into())?,
                 };
@@ -621,8 +623,16 @@ impl<'a, R: Read> Puller<'a, R> {
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
-        let outcome =
-            Outcome::Regular { size: meta.size, hash, linked: true, copied_bytes: 0, emlink: false, torn: None };
+        let outcome = Outcome::Regular {
+            size: meta.size,
+            hash,
+            linked: true,
+            copied_bytes: 0,
+            emlink: false,
+            torn: None,
+            reflinked: false,
+            record: None,
+        };
         self.push_file(c, Some(outcome))
     }
 
@@ -635,7 +645,7 @@ impl<'a, R: Read> Puller<'a, R> {
         base: Option<(File, u64)>,
         emlink: bool,
     ) -> Step {
-        let file = match fsops::create_file_at(dst.as_fd(), &c) {
+        let file = match fsops::create_rw_file_at(dst.as_fd(), &c) {
             Ok(f) => f,
             Err(e) => {
                 let outcome = self.dest_err("copy", &c, e)?;
@@ -648,10 +658,25 @@ impl<'a, R: Read> Puller<'a, R> {
             Some(s) => (How::Delta(s), base),
             None => (How::Whole, None),
         };
+        // A large file rebuilt from its previous copy is written into a clone of that copy
+        // where the destination can (btrfs, XFS), comparing block by block (`place`).
+        let big = |n: u64| n > crate::store::delta::CHUNKED_ABOVE;
+        let cloned = base.as_ref().filter(|(_, n)| big(*n) && big(meta.size)).and_then(|(prev, n)| {
+            let dev = rustix::fs::fstat(&*dst).ok()?.st_dev;
+            place::clone_into(prev, &file, dev).then_some(*n)
+        });
         let holes = meta.allocated < meta.size;
         let rel = self.top()?.rel.clone();
         let id = self.seq;
-        let sink = Sink { file, hasher: blake3::Hasher::new(), pos: 0, written: 0, holes: holes && base.is_some() };
+        let sink = Sink {
+            file,
+            hasher: blake3::Hasher::new(),
+            pos: 0,
+            written: 0,
+            holes: holes && base.is_some(),
+            cloned,
+            scratch: Vec::new(),
+        };
         let f = Inflight { rel, dst: dst.clone(), name: c.clone(), sink, base, emlink, link, failed: None };
         self.inflight.insert(id, f);
         if let Some(key) = link {
@@ -779,6 +804,8 @@ impl<'a, R: Read> Puller<'a, R> {
             copied_bytes: written,
             emlink: f.emlink,
             torn,
+            reflinked: f.sink.cloned.is_some(),
+            record: None,
         };
         self.complete(id, outcome)
     }
@@ -830,6 +857,11 @@ struct Sink {
     /// Skip writing all-zero blocks (the source file has holes; the whole transfer skips
     /// them at the agent, a delta rebuild here).
     holes: bool,
+    /// The file is a clone (`FICLONE`) of the previous copy, of this length: only blocks that
+    /// differ from what it holds are written.
+    cloned: Option<u64>,
+    /// Scratch space for reading the clone back.
+    scratch: Vec<u8>,
 }
 
 impl Sink {
@@ -841,7 +873,10 @@ impl Sink {
         }
         agent::hash_zeros(&mut self.hasher, offset - self.pos);
         self.hasher.update(data);
-        if self.holes {
+        if let Some(old_len) = self.cloned {
+            self.scratch.resize(data.len(), 0);
+            self.written += crate::store::delta::write_differing(&self.file, data, &mut self.scratch, offset, old_len)?;
+        } else if self.holes {
             self.write_sparse(offset, data)?;
         } else {
             self.file.write_all_at(data, offset)?;
@@ -875,6 +910,10 @@ impl Sink {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "more content than the file's length"));
         }
         agent::hash_zeros(&mut self.hasher, length - self.pos);
+        if self.cloned.is_some() && self.pos < length {
+            // A trailing hole: what the clone holds there is the old content, not zeros.
+            self.file.set_len(self.pos)?;
+        }
         self.pos = length;
         self.file.set_len(length)?;
         Ok((*self.hasher.finalize().as_bytes(), self.written))
@@ -886,6 +925,7 @@ impl Sink {
         self.pos = 0;
         self.written = 0;
         self.holes = false;
+        self.cloned = None;
         Ok(())
     }
 }
