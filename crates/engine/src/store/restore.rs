@@ -25,7 +25,15 @@
 //!   `fsync` when it replaces an existing file, so a power cut never leaves a half-written
 //!   file where a good one was.
 //!
-//! Like the snapshot walk, the copy works on `(directory fd, name)` pairs, one component per
+//! Like the snapshot walk, the copy runs in parallel: one thread walks and creates every
+//! entry (directories, links, symlinks, and each regular file empty, `O_EXCL | O_NOFOLLOW`),
+//! and worker threads fill the created files, content then owner, mode, xattrs and times,
+//! through the two descriptors the walk opened, never by name. A directory gets its times
+//! once the walk leaves it (filling a file does not change them), and the staged publish
+//! waits for every worker before its `syncfs`. A file renamed over an old one in a merge is
+//! written by the walk itself, since it must be complete before the rename.
+//!
+//! The copy works on `(directory fd, name)` pairs, one component per
 //! system call, and holds one directory listing per level, not a map of the tree. The survey
 //! (the check before writing), the copy and the merge are iterative walks with an explicit
 //! stack: no recursion, so no depth limit from the thread's stack, and at most 32
