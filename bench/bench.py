@@ -358,6 +358,24 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None
                 frm = statistics.median(f for _, f in wire[key])
                 rel = tot[key] / tot["pull/rsync"] if tot.get("pull/rsync") else None
                 lines.append(f"| {label} | {mib(to)} MiB | {mib(frm)} MiB | {mib(tot[key])} MiB | {fmt_ratio(rel)} |")
+    fleet = sorted((k for k in raw if k.startswith("fleet/c")), key=lambda k: int(k[7:]))
+    if fleet:
+        lines.append("")
+        lines.append(f"Fleet: {facts.get('fleet', '')} (median per run; peak: the largest one pull, with its ssh):")
+        lines.append("")
+        lines.append("| hostConcurrency | total time | time / concurrency 1's | largest pull peak MiB | target | met | bytes on the wire MiB |")
+        lines.append("|---|---|---|---|---|---|---|")
+        base = med("fleet/c1")
+        for key in fleet:
+            p = peak(key)
+            ok = p <= 32 * MIB
+            verdicts.append((f"fleet peak memory per pull, hostConcurrency {key[7:]}", "", p / MIB, "≤ 32 MiB", ok))
+            w = wire.get(key)
+            total = statistics.median(t + f for t, f in w) if w else None
+            lines.append(
+                f"| {key[7:]} | {fmt_s(med(key))} | {fmt_ratio(med(key) / base if base else None)} | {mib(p)} "
+                f"| ≤ 32 | {'yes' if ok else '**no**'} | {mib(total)} |"
+            )
     if offsite:
         lines.append("")
         lines.append("Offsite copies: what restic added to the repository and how many files it read (median per run):")
