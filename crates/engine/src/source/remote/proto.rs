@@ -304,12 +304,9 @@ pub mod file_meta {
         .serialize(s)
     }
 
-    /// Reads them back; a nanosecond count of a second or more is refused.
+    /// Reads them back (the server checks the values, `pull::Server::file`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
         let f = Sent::deserialize(d)?;
-        if f.mtime_nsec >= 1_000_000_000 {
-            return Err(serde::de::Error::custom(format!("a file's mtime has {} nanoseconds", f.mtime_nsec)));
-        }
         Ok(Meta {
             mode: f.mode,
             uid: f.uid,
@@ -531,6 +528,43 @@ mod tests {
             assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap().as_ref(), Some(f));
         }
         assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_frame_carries_the_quick_check_and_holes_and_refuses_malformed_ones() {
+        let meta = Meta {
+            mode: 0o100640,
+            uid: 1000,
+            gid: 100,
+            size: 1 << 20,
+            mtime: 1_700_000_000,
+            mtime_nsec: 123_456_789,
+            atime: 1_800_000_000,
+            atime_nsec: 5,
+            rdev: 7,
+            allocated: 4096,
+            xattrs: Vec::new(),
+        };
+        let f = FromAgent::File { name: b"f".to_vec(), meta: meta.clone(), link: Some((3, 4)) };
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &f).unwrap();
+        let mut buf = Vec::new();
+        let back = read_frame::<FromAgent>(&mut wire.as_slice(), &mut buf).unwrap().unwrap();
+        let FromAgent::File { name, meta: got, link } = back else { panic!("not a file: {back:?}") };
+        assert_eq!((name.as_slice(), link), (&b"f"[..], Some((3, 4))));
+        assert_eq!(got.quick(), meta.quick());
+        assert!(got.allocated < got.size, "the holes were lost");
+        assert_eq!((got.atime, got.rdev), (0, 0), "not sent");
+        // The whole walk frame of a file is small: name, the quick check, a flag, the link.
+        assert!(wire.len() <= 4 + 1 + 2 + 3 + 2 + 1 + 4 + 5 + 5 + 1 + 3, "{} bytes", wire.len());
+
+        // Cut anywhere: refused, never half read (the values are checked by the server).
+        for cut in 5..wire.len() {
+            let mut bad = wire[..cut].to_vec();
+            bad[..4].copy_from_slice(&((cut - 4) as u32).to_be_bytes());
+            let e = read_frame::<FromAgent>(&mut bad.as_slice(), &mut buf).unwrap_err();
+            assert!(e.to_string().starts_with("bad frame"), "{cut}: {e}");
+        }
     }
 
     #[test]
