@@ -620,7 +620,7 @@ fn workers_restore_a_wide_linked_tree_exactly_and_a_worker_failure_leaves_no_tar
     for d in 0..40 {
         for f in 0..60 {
             let p = root.join(format!("d{d:02}/f{f:02}"));
-            write(&p, &format!("{d} {f} {}\n", "x".repeat(f * 37)));
+            write(&p, format!("{d} {f} {}\n", "x".repeat(f * 37)));
             std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600 + (f as u32 % 3) * 0o40))
                 .unwrap();
         }
