@@ -286,6 +286,8 @@ pub mod file_meta {
         gid: u32,
         size: u64,
         mtime: i64,
+        /// Four bytes: as a varint, most counts take five.
+        #[serde(with = "postcard::fixint::le")]
         mtime_nsec: u32,
         holes: bool,
     }
@@ -389,25 +391,50 @@ pub fn read_hello(r: &mut impl Read) -> Result<(), HelloError> {
     Ok(())
 }
 
-/// Writes one frame (not flushed).
+/// Writes one frame (not flushed): its length as a LEB128 varint (one byte for most walk
+/// frames; four before protocol 4), then its body.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, frame: &T) -> io::Result<()> {
     let body = postcard::to_stdvec(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if body.len() > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {} bytes is too large", body.len())));
     }
-    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    let (mut len, mut head) = (body.len(), Vec::with_capacity(4));
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            head.push(low);
+            break;
+        }
+        head.push(low | 0x80);
+    }
+    w.write_all(&head)?;
     w.write_all(&body)
+}
+
+/// Reads a frame's length; `Ok(None)` at a clean end of stream (before its first byte). A
+/// length of more than [`MAX_FRAME`], or of more bytes than it takes, is refused.
+fn read_len(r: &mut impl Read) -> io::Result<Option<usize>> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let mut b = [0u8; 1];
+        match r.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && i == 0 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        len |= usize::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(len));
+        }
+    }
+    // Four bytes carry 28 bits, more than MAX_FRAME needs.
+    Err(io::Error::new(io::ErrorKind::InvalidData, "frame length exceeds the limit"))
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream (before a length).
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
+    let Some(len) = read_len(r)? else { return Ok(None) };
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame length {len} exceeds the limit")));
     }
@@ -494,6 +521,15 @@ mod tests {
         assert!(matches!(read_hello(&mut r), Err(HelloError::Version(9))));
         let mut r: &[u8] = b"\xff\xff\xff\xff";
         assert!(read_frame::<FromAgent>(&mut r, &mut buf).is_err());
+        // Lengths: beyond the limit, more than four bytes, cut short, and one of the limit.
+        for bad in [&b"\xff\xff\xff\x7f"[..], b"\x80\x80\x80\x80\x01", b"\x80"] {
+            let e = read_frame::<FromAgent>(&mut &bad[..], &mut buf).unwrap_err();
+            assert!(matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof), "{e}");
+        }
+        let mut most = Vec::new();
+        let big = FromAgent::Error("x".repeat(MAX_FRAME - 5));
+        write_frame(&mut most, &big).unwrap();
+        assert_eq!(read_frame::<FromAgent>(&mut most.as_slice(), &mut buf).unwrap(), Some(big));
     }
 
     #[test]
@@ -556,12 +592,13 @@ mod tests {
         assert!(got.allocated < got.size, "the holes were lost");
         assert_eq!((got.atime, got.rdev), (0, 0), "not sent");
         // The whole walk frame of a file is small: name, the quick check, a flag, the link.
-        assert!(wire.len() <= 4 + 1 + 2 + 3 + 2 + 1 + 4 + 5 + 5 + 1 + 3, "{} bytes", wire.len());
+        assert!(wire.len() <= 1 + 1 + 2 + 3 + 2 + 1 + 4 + 5 + 4 + 1 + 3, "{} bytes", wire.len());
 
         // Cut anywhere: refused, never half read (the values are checked by the server).
-        for cut in 5..wire.len() {
+        assert!(wire[0] < 0x80, "a one-byte length");
+        for cut in 2..wire.len() {
             let mut bad = wire[..cut].to_vec();
-            bad[..4].copy_from_slice(&((cut - 4) as u32).to_be_bytes());
+            bad[0] = (cut - 1) as u8;
             let e = read_frame::<FromAgent>(&mut bad.as_slice(), &mut buf).unwrap_err();
             assert!(e.to_string().starts_with("bad frame"), "{cut}: {e}");
         }
