@@ -632,7 +632,17 @@ fn workers_restore_a_wide_linked_tree_exactly_and_a_worker_failure_leaves_no_tar
     sh(&format!("find '{}' -type f -name 'f1*' -exec touch -d '2020-02-03 04:05:06.789' {{}} +", root.display()));
     env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
     let target = env.dir.path().join("out/w");
-    let out = env.run("restore", &["latest", &s(&root), &s(&target)]);
+    // Under a low open-file limit too: the queue of created files is sized to fit it.
+    let out = std::process::Command::new("prlimit")
+        .arg("--nofile=128")
+        .arg(bin())
+        .arg("restore")
+        .args(env.target_args())
+        .args(["latest", &s(&root), &s(&target)])
+        .env_remove("HWC_BACKUP_CONFIG")
+        .env_remove("HWC_BACKUP_LOG")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(rsync_differences(&root, &target), "", "restored tree differs from the source");
     for d in 2..40 {

@@ -610,10 +610,11 @@ fn write_prepared(
         let threads = match opts.threads {
             0 => crate::run::default_threads(),
             n => n,
-        };
+        }
+        .min(file_queue());
         let failure: Mutex<Option<Error>> = Mutex::new(None);
         let failed = AtomicBool::new(false);
-        let (tx, rx) = crossbeam_channel::bounded::<FileJob>(FILE_QUEUE);
+        let (tx, rx) = crossbeam_channel::bounded::<FileJob>(file_queue());
         let walked = std::thread::scope(|scope| {
             for _ in 0..threads {
                 let (rx, failure, failed) = (rx.clone(), &failure, &failed);
@@ -1135,8 +1136,12 @@ struct Copier<'a> {
     failed: &'a AtomicBool,
 }
 
-/// How many created files may wait for a worker (two descriptors each).
-const FILE_QUEUE: usize = 128;
+/// How many created files may wait for a worker (two descriptors each): 128, fewer under a
+/// low open-file limit, which the walk's own descriptors (about 70) must fit in too.
+fn file_queue() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    usize::try_from(soft.saturating_sub(96) / 4).unwrap_or(usize::MAX).clamp(1, 128)
+}
 
 /// A regular file the walk created on the target (empty, mode 0600, through `O_NOFOLLOW |
 /// O_EXCL`), for a worker to fill: its content, then owner, mode, xattrs and times, all
