@@ -273,6 +273,7 @@ impl FromAgent {
 /// is needed) and whether the file has holes. Access time, device number and allocation are
 /// not sent: a linked file keeps the previous copy's, and a sent one gets those of its
 /// `FileEnd`. Read back, `atime` is 0 and `allocated` is `size`, or 0 for a file with holes.
+/// The mode takes two fixed bytes, the mtime's seconds four (until 2106) with the holes flag.
 /// This is most of a pull's bytes when little changed: a 200 000-file tree lists every file.
 pub mod file_meta {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -281,42 +282,56 @@ pub mod file_meta {
 
     #[derive(Serialize, Deserialize)]
     struct Sent {
-        mode: u32,
+        /// `st_mode` fits in 16 bits (type and permissions): two bytes, not a varint's three.
+        #[serde(with = "postcard::fixint::le")]
+        mode: u16,
         uid: u32,
         gid: u32,
         size: u64,
-        mtime: i64,
-        /// Four bytes: as a varint, most counts take five.
-        #[serde(with = "postcard::fixint::le")]
+        mtime: Mtime,
         mtime_nsec: u32,
-        holes: bool,
+    }
+
+    /// The mtime's seconds, and whether the file has holes, in five bytes for any time from
+    /// 1970 to 2106 (a varint of the seconds alone takes five), ten otherwise.
+    #[derive(Serialize, Deserialize)]
+    enum Mtime {
+        Dense(#[serde(with = "postcard::fixint::le")] u32),
+        Holes(#[serde(with = "postcard::fixint::le")] u32),
+        DenseWide(i64),
+        HolesWide(i64),
     }
 
     /// Writes the fields the frame carries.
     pub fn serialize<S: Serializer>(m: &Meta, s: S) -> Result<S::Ok, S::Error> {
-        Sent {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            size: m.size,
-            mtime: m.mtime,
-            mtime_nsec: m.mtime_nsec,
-            holes: m.allocated < m.size,
-        }
-        .serialize(s)
+        let holes = m.allocated < m.size;
+        let mtime = match (u32::try_from(m.mtime), holes) {
+            (Ok(t), false) => Mtime::Dense(t),
+            (Ok(t), true) => Mtime::Holes(t),
+            (Err(_), false) => Mtime::DenseWide(m.mtime),
+            (Err(_), true) => Mtime::HolesWide(m.mtime),
+        };
+        let mode = u16::try_from(m.mode).map_err(|_| serde::ser::Error::custom("a mode beyond 16 bits"))?;
+        Sent { mode, uid: m.uid, gid: m.gid, size: m.size, mtime, mtime_nsec: m.mtime_nsec }.serialize(s)
     }
 
     /// Reads them back (the server checks the values, `pull::Server::file`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
         let f = Sent::deserialize(d)?;
+        let (mtime, holes) = match f.mtime {
+            Mtime::Dense(t) => (i64::from(t), false),
+            Mtime::Holes(t) => (i64::from(t), true),
+            Mtime::DenseWide(t) => (t, false),
+            Mtime::HolesWide(t) => (t, true),
+        };
         Ok(Meta {
-            mode: f.mode,
+            mode: u32::from(f.mode),
             uid: f.uid,
             gid: f.gid,
             size: f.size,
-            mtime: f.mtime,
+            mtime,
             mtime_nsec: f.mtime_nsec,
-            allocated: if f.holes { 0 } else { f.size },
+            allocated: if holes { 0 } else { f.size },
             ..Meta::default()
         })
     }
@@ -592,7 +607,17 @@ mod tests {
         assert!(got.allocated < got.size, "the holes were lost");
         assert_eq!((got.atime, got.rdev), (0, 0), "not sent");
         // The whole walk frame of a file is small: name, the quick check, a flag, the link.
-        assert!(wire.len() <= 1 + 1 + 2 + 3 + 2 + 1 + 4 + 5 + 4 + 1 + 3, "{} bytes", wire.len());
+        assert!(wire.len() <= 1 + 1 + 2 + 2 + 2 + 1 + 4 + 5 + 5 + 3, "{} bytes", wire.len());
+        // Times before 1970 or after 2106, with holes or without, come back as they were.
+        for (mtime, allocated) in [(-1, 0), (1 << 40, 0), (-(1 << 40), 1 << 30), (0, 1 << 30), (u32::MAX as i64, 0)] {
+            let m = Meta { mtime, allocated, ..meta.clone() };
+            let mut w = Vec::new();
+            write_frame(&mut w, &FromAgent::File { name: b"t".to_vec(), meta: m.clone(), link: None }).unwrap();
+            let Some(FromAgent::File { meta: got, .. }) = read_frame(&mut w.as_slice(), &mut buf).unwrap() else {
+                panic!("not a file")
+            };
+            assert_eq!((got.mtime, got.allocated < got.size), (mtime, allocated < m.size));
+        }
 
         // Cut anywhere: refused, never half read (the values are checked by the server).
         assert!(wire[0] < 0x80, "a one-byte length");
