@@ -9,9 +9,10 @@ use crate::store::place::QuickAttrs;
 /// The protocol version; both sides must speak the same one. Version 2: everything the agent
 /// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]). Version 3: the request
 /// carries `excludeCaches`/`excludeIfPresent`/`excludeLargerThan` (`exclude_by`), and
-/// `WalkEnd` what they left out. Version 4: a walk's `File` frame carries only what the
-/// server uses of a file's metadata before its content arrives ([`file_meta`]: the quick
-/// check's fields and whether it has holes), not its access time, device or allocation.
+/// `WalkEnd` what they left out. Version 4: the LZ4 blocks are linked, frame lengths are
+/// varints, and a walk's `File` frame carries only what the server uses of a file's metadata
+/// before its content arrives ([`file_meta`]: the quick check's fields and whether it has
+/// holes), not its access time, device or allocation.
 pub const PROTOCOL: u32 = 4;
 /// The first bytes each side writes.
 pub const MAGIC: [u8; 4] = *b"HWCB";
@@ -470,7 +471,12 @@ pub struct CompressedWriter<W: Write>(lz4_flex::frame::FrameEncoder<W>);
 impl<W: Write> CompressedWriter<W> {
     /// Starts the stream on `w`.
     pub fn new(w: W) -> Self {
-        CompressedWriter(lz4_flex::frame::FrameEncoder::new(w))
+        // Linked blocks (protocol 4): the agent flushes whenever its queue runs dry, so blocks
+        // are often small, and a block compressed alone finds none of the names and metadata
+        // it repeats from the ones before.
+        let mut info = lz4_flex::frame::FrameInfo::new();
+        info.block_mode = lz4_flex::frame::BlockMode::Linked;
+        CompressedWriter(lz4_flex::frame::FrameEncoder::with_frame_info(info, w))
     }
 }
 
@@ -566,13 +572,24 @@ mod tests {
             })
             .collect();
         let mut plain = Vec::new();
-        for f in &frames {
+        let mut alone = Vec::new();
+        let mut independent = lz4_flex::frame::FrameEncoder::new(&mut alone);
+        for (i, f) in frames.iter().enumerate() {
             write_frame(&mut w, f).unwrap();
             write_frame(&mut plain, f).unwrap();
+            write_frame(&mut independent, f).unwrap();
+            // The agent flushes whenever its queue runs dry, often after a few frames: the
+            // blocks are linked, so a small one still finds what the ones before it hold.
+            if i % 4 == 3 {
+                w.flush().unwrap();
+                independent.flush().unwrap();
+            }
         }
         w.flush().unwrap();
         drop(w);
+        independent.finish().unwrap();
         assert!(wire.len() * 2 < plain.len(), "{} compressed bytes for {} plain", wire.len(), plain.len());
+        assert!(wire.len() * 3 < alone.len() * 2, "linked {} bytes, independent blocks {}", wire.len(), alone.len());
         let mut r = compressed_reader(wire.as_slice());
         let mut buf = Vec::new();
         for f in &frames {
