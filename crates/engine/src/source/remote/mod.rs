@@ -26,7 +26,8 @@
 //!    reached below it without following any symlink (`crate::fs::beneath`), and that it exists; it adds
 //!    its own excludes, and answers `Ready` or `Error`. After `Ready`, everything the agent sends is one LZ4
 //!    frame stream ([`proto::CompressedWriter`]) holding the same frames; it cuts the walk's
-//!    bytes several times (protocol 2).
+//!    bytes several times (protocol 2). Its blocks are linked (protocol 4): the agent flushes
+//!    whenever its queue runs dry, and a small block compressed alone shrinks little.
 //! 4. **Walk.** The agent sends walk frames in the manifest's walk order: per source `Source`,
 //!    then a directory's non-directories sorted by name, then each subdirectory (`Dir` … `DirEnd`)
 //!    sorted by name, then `SourceEnd`; at the end `WalkEnd` with the excluded counts (by
