@@ -284,7 +284,8 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None
         ("1% changed", "change/hwc", "`rsync -aH --link-dest`", "change/rsync", None, ""),
         ("1% changed", "change/hwc", "`cp -al` + `cp -a` of the changed files (the floor)", "change/floor", 1.10, "≤ 1.10"),
         ("delete one snapshot", "prune/hwc", "`rm -rf` of the same tree", "prune/rm", 1.00, "≤ 1.00"),
-        ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", None, ""),
+        ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", 1.00, "≤ 1.00"),
+        ("restore a whole snapshot", "restore/hwc", "`cp -a` + `sync -f` (durable, as restore is)", "restore/cp+sync", None, ""),
         ("pull over ssh, 1% changed", "pull/hwc", "`rsync -aH --link-dest` over the same sshd", "pull/rsync", None, ""),
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
         ("offsite copy, no change", "offsite-nochange/hwc", "`restic backup` of the live tree with its parent", "offsite-nochange/restic", 1.10, "≤ 1.10"),
@@ -358,6 +359,24 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None
                 frm = statistics.median(f for _, f in wire[key])
                 rel = tot[key] / tot["pull/rsync"] if tot.get("pull/rsync") else None
                 lines.append(f"| {label} | {mib(to)} MiB | {mib(frm)} MiB | {mib(tot[key])} MiB | {fmt_ratio(rel)} |")
+    fleet = sorted((k for k in raw if k.startswith("fleet/c")), key=lambda k: int(k[7:]))
+    if fleet:
+        lines.append("")
+        lines.append(f"Fleet: {facts.get('fleet', '')} (median per run; peak: the largest one pull, with its ssh):")
+        lines.append("")
+        lines.append("| hostConcurrency | total time | time / concurrency 1's | largest pull peak MiB | target | met | bytes on the wire MiB |")
+        lines.append("|---|---|---|---|---|---|---|")
+        base = med("fleet/c1")
+        for key in fleet:
+            p = peak(key)
+            ok = p <= 32 * MIB
+            verdicts.append((f"fleet peak memory per pull, hostConcurrency {key[7:]}", "", p / MIB, "≤ 32 MiB", ok))
+            w = wire.get(key)
+            total = statistics.median(t + f for t, f in w) if w else None
+            lines.append(
+                f"| {key[7:]} | {fmt_s(med(key))} | {fmt_ratio(med(key) / base if base else None)} | {mib(p)} "
+                f"| ≤ 32 | {'yes' if ok else '**no**'} | {mib(total)} |"
+            )
     if offsite:
         lines.append("")
         lines.append("Offsite copies: what restic added to the repository and how many files it read (median per run):")
@@ -424,6 +443,7 @@ COMMAND_LABELS = [
     ("prune/rm", "delete: `rm -rf` of a `cp -al` copy of a snapshot"),
     ("restore/hwc", "restore: `hwc-backup restore latest SRC NEW`"),
     ("restore/cp", "restore: `cp -a SNAPSHOT/SRC NEW`"),
+    ("restore/cp+sync", "restore: `cp -a SNAPSHOT/SRC NEW && sync -f NEW`"),
     ("verify/hwc", "verify: `hwc-backup verify latest`"),
     ("verify/b3sum", "verify: `b3sum --check --quiet .hwc-backup/manifest.b3`"),
     ("pull/hwc", "pull, 1% changed: `hwc-backup pull` through `hwc-backup agent` over ssh"),

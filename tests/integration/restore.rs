@@ -594,3 +594,80 @@ fn merges_and_lists_a_new_deep_subtree_below_a_deep_existing_one() {
     assert_eq!(std::fs::read_to_string(target.join(chain(100)).join("g")).unwrap(), "middle\n");
     assert_eq!(rsync_differences(&env.src.join("tree"), &target), "");
 }
+
+/// A small tmpfs mounted on a directory; unmounted on drop, also when the test panics.
+struct SmallFs(std::path::PathBuf);
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// File contents are written by worker threads beside the walk: a few thousand files, many of
+/// them hard-linked in groups spread over directories, with their own modes and times,
+/// restore exactly (`rsync -aHAXn`, links shared as in the snapshot); and when a worker
+/// fails (the target's filesystem fills up), the restore stops with that file's error, no
+/// target appears, and a victim outside is unchanged.
+#[test]
+fn workers_restore_a_wide_linked_tree_exactly_and_a_worker_failure_leaves_no_target() {
+    require("rsync");
+    let env = Env::new();
+    let root = env.src.join("w");
+    for d in 0..40 {
+        for f in 0..60 {
+            let p = root.join(format!("d{d:02}/f{f:02}"));
+            write(&p, format!("{d} {f} {}\n", "x".repeat(f * 37)));
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600 + (f as u32 % 3) * 0o40))
+                .unwrap();
+        }
+        // Each directory's last file is a link of a file two directories up.
+        if d >= 2 {
+            std::fs::hard_link(root.join(format!("d{:02}/f00", d - 2)), root.join(format!("d{d:02}/link"))).unwrap();
+        }
+    }
+    sh(&format!("find '{}' -type f -name 'f1*' -exec touch -d '2020-02-03 04:05:06.789' {{}} +", root.display()));
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let target = env.dir.path().join("out/w");
+    // Under a low open-file limit too: the queue of created files is sized to fit it.
+    let out = std::process::Command::new("prlimit")
+        .arg("--nofile=128")
+        .arg(bin())
+        .arg("restore")
+        .args(env.target_args())
+        .args(["latest", &s(&root), &s(&target)])
+        .env_remove("HWC_BACKUP_CONFIG")
+        .env_remove("HWC_BACKUP_LOG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(rsync_differences(&root, &target), "", "restored tree differs from the source");
+    for d in 2..40 {
+        assert_eq!(
+            ino(&target.join(format!("d{:02}/f00", d - 2))),
+            ino(&target.join(format!("d{d:02}/link"))),
+            "hard link d{d:02}/link not shared"
+        );
+    }
+
+    // A target on a filesystem too small for the tree: some worker runs out of space.
+    let small = env.dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    sh(&format!("mount -t tmpfs -o size=256k tmpfs '{}'", small.display()));
+    let _mounted = SmallFs(small.clone());
+    let v = victim(&env);
+    let before = fingerprint(&v);
+    let target = small.join("w");
+    let out = env.run("restore", &["latest", &s(&root), &s(&target)]);
+    assert!(!out.status.success(), "a restore onto a full filesystem succeeded: {}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains(&s(&small)),
+        "the error names neither the cause nor the file: {err}"
+    );
+    assert!(!target.exists(), "a partial target appeared");
+    assert_eq!(fingerprint(&v), before, "the victim outside changed");
+}

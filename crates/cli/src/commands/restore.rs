@@ -52,6 +52,7 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
         delete: a.delete,
         filter: Some(&filter),
         progress: progress.is_shown().then_some(RestoreProgress { total: &total, done: &done }),
+        ..Default::default()
     };
     let reports = match paths {
         [one] => restore::restore(&snapshot, one, dest, opts).map(|r| vec![r]),

@@ -25,7 +25,15 @@
 //!   `fsync` when it replaces an existing file, so a power cut never leaves a half-written
 //!   file where a good one was.
 //!
-//! Like the snapshot walk, the copy works on `(directory fd, name)` pairs, one component per
+//! Like the snapshot walk, the copy runs in parallel: one thread walks and creates every
+//! entry (directories, links, symlinks, and each regular file empty, `O_EXCL | O_NOFOLLOW`),
+//! and worker threads fill the created files, content then owner, mode, xattrs and times,
+//! through the two descriptors the walk opened, never by name. A directory gets its times
+//! once the walk leaves it (filling a file does not change them), and the staged publish
+//! waits for every worker before its `syncfs`. A file renamed over an old one in a merge is
+//! written by the walk itself, since it must be complete before the rename.
+//!
+//! The copy works on `(directory fd, name)` pairs, one component per
 //! system call, and holds one directory listing per level, not a map of the tree. The survey
 //! (the check before writing), the copy and the merge are iterative walks with an explicit
 //! stack: no recursion, so no depth limit from the thread's stack, and at most 32
@@ -38,6 +46,8 @@ use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 
@@ -67,6 +77,8 @@ pub struct RestoreOptions<'a> {
     pub filter: Option<&'a Filter>,
     /// Called as the restore goes.
     pub progress: Option<RestoreProgress<'a>>,
+    /// Threads writing file contents beside the walk; 0: the machine's cores (at least 2).
+    pub threads: usize,
 }
 
 /// Progress of a restore.
@@ -592,28 +604,56 @@ fn write_prepared(
             Dir::open_trusted(&to_dir)?
         }
     };
-    let mut copier = Copier {
-        dst_root: dst_parent.fd(),
-        root_id: src.root_id,
-        links: HashMap::new(),
-        buf: Vec::new(),
-        report: &mut report,
-        filter,
-        delete: opts.delete,
-        host_base,
-        progress: opts.progress.map(|p| (p.done, done_before)),
-    };
     let from = join(&src.dir_path, &src.name);
+    // The walk runs on this thread; file contents and their metadata are written by workers.
+    let copy = |report: &mut RestoreReport, dst_name: &CStr, merge: bool| -> Result<()> {
+        let threads = match opts.threads {
+            0 => crate::run::default_threads(),
+            n => n,
+        }
+        .min(file_queue());
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let failed = AtomicBool::new(false);
+        let (tx, rx) = crossbeam_channel::bounded::<FileJob>(file_queue());
+        let walked = std::thread::scope(|scope| {
+            for _ in 0..threads {
+                let (rx, failure, failed) = (rx.clone(), &failure, &failed);
+                scope.spawn(move || file_worker(rx, failure, failed));
+            }
+            drop(rx);
+            let mut copier = Copier {
+                dst_root: dst_parent.fd(),
+                root_id: src.root_id,
+                links: HashMap::new(),
+                buf: Vec::new(),
+                report,
+                filter,
+                delete: opts.delete,
+                host_base,
+                progress: opts.progress.map(|p| (p.done, done_before)),
+                files: Some(tx),
+                failed: &failed,
+            };
+            copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, dst_name, merge)
+            // The copier (and the queue's sender with it) is dropped here: the workers finish
+            // what is queued and stop, and the scope waits for them.
+        });
+        // A worker's error is the cause; the walk then only saw that it should stop.
+        match failure.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(e) => Err(e),
+            None => walked,
+        }
+    };
     if target_exists {
         // Hard-link paths are relative to `to_dir`.
-        copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, &to_name, true)?;
+        copy(&mut report, &to_name, true)?;
     } else {
         let staging = cstr(OsStr::new(&format!(".{}.hwc-restore", to_name.to_string_lossy())));
         // Left by an interrupted restore to this target: removed without recursion, whatever its depth.
         let staging_name = Name::new(staging.to_bytes())
             .map_err(|e| Error::Unsafe { path: join(&to_dir, &staging), message: e.to_string() })?;
         dst_parent.remove_tree(&staging_name)?;
-        copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, &staging, false)?;
+        copy(&mut report, &staging, false)?;
         // One flush for the whole tree, then one rename: the target appears complete or not at all.
         dst_parent.sync_filesystem()?;
         rustix::fs::renameat_with(dst_parent.fd(), &staging, dst_parent.fd(), &to_name, RenameFlags::NOREPLACE)
@@ -1089,6 +1129,53 @@ struct Copier<'a> {
     host_base: usize,
     /// The callback, and what earlier paths of the same restore wrote (entries, bytes).
     progress: Option<(Progress<'a>, (u64, u64))>,
+    /// Where a created file goes to have its content and metadata written by a worker;
+    /// `None`: written here (a file renamed over an old one must be complete first).
+    files: Option<crossbeam_channel::Sender<FileJob>>,
+    /// Set by a worker that failed: the walk stops.
+    failed: &'a AtomicBool,
+}
+
+/// How many created files may wait for a worker (two descriptors each): 128, fewer under a
+/// low open-file limit, which the walk's own descriptors (about 70) must fit in too.
+fn file_queue() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    usize::try_from(soft.saturating_sub(96) / 4).unwrap_or(usize::MAX).clamp(1, 128)
+}
+
+/// A regular file the walk created on the target (empty, mode 0600, through `O_NOFOLLOW |
+/// O_EXCL`), for a worker to fill: its content, then owner, mode, xattrs and times, all
+/// through the two open descriptors, so nothing is looked up by name again. The directory
+/// holding it gets its own times only after the walk has left it; filling a file created
+/// there does not change them.
+struct FileJob {
+    src: std::fs::File,
+    dst: std::fs::File,
+    st: Stat,
+    to: PathBuf,
+}
+
+/// Fills the files of the queue until it closes; the first failure is kept (and `failed`
+/// set), the files queued after it are dropped unwritten.
+fn file_worker(rx: crossbeam_channel::Receiver<FileJob>, failure: &Mutex<Option<Error>>, failed: &AtomicBool) {
+    let mut buf = Vec::new();
+    for job in rx {
+        if failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        if let Err(e) = fill(job, &mut buf) {
+            failed.store(true, Ordering::Relaxed);
+            let mut first = failure.lock().unwrap_or_else(|e| e.into_inner());
+            first.get_or_insert(e);
+        }
+    }
+}
+
+fn fill(job: FileJob, buf: &mut Vec<u8>) -> Result<()> {
+    let FileJob { src, mut dst, st, to } = job;
+    fsops::copy_plain(&src, &st, &mut dst, buf).ctx("copy to", &to)?;
+    fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &st).ctx("set metadata of", &to)?;
+    Ok(())
 }
 
 impl<'a> Copier<'a> {
@@ -1177,6 +1264,9 @@ impl<'a> Copier<'a> {
         merge: bool,
         inside: Option<bool>,
     ) -> Result<Option<Descend>> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(Error::Cancelled); // a worker failed; its error is the one reported
+        }
         let rel = Path::new(OsStr::from_bytes(&to.as_os_str().as_bytes()[rel_start..]));
         let st = rustix::fs::statat(src_dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| Error::io("inspect", from, e.into()))?;
@@ -1206,11 +1296,22 @@ impl<'a> Copier<'a> {
                 }
                 let src = fsops::open_source_file(src_dir, name).ctx("open", from)?;
                 let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to)?;
-                fsops::copy_plain(&src, st, &mut dst, &mut self.buf).ctx("copy to", to)?;
-                fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), st).ctx("set metadata of", to)?;
                 if st.st_nlink > 1 {
+                    // Later links go to this inode, whether or not a worker has filled it yet.
                     let copy = rustix::fs::fstat(&dst).ctx("inspect", to)?;
                     self.links.entry((st.st_dev, st.st_ino)).or_insert((rel.to_path_buf(), (copy.st_dev, copy.st_ino)));
+                }
+                match &self.files {
+                    Some(files) => {
+                        let job = FileJob { src, dst, st: *st, to: to.to_path_buf() };
+                        if files.send(job).is_err() {
+                            return Err(Error::Cancelled);
+                        }
+                    }
+                    None => {
+                        fsops::copy_plain(&src, st, &mut dst, &mut self.buf).ctx("copy to", to)?;
+                        fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), st).ctx("set metadata of", to)?;
+                    }
                 }
                 self.report.entries += 1;
                 self.report.bytes += st.st_size as u64;
@@ -1286,7 +1387,11 @@ impl<'a> Copier<'a> {
                 let tmp = cstr(OsStr::new(&format!(".{}.hwc-restore", dst_name.to_string_lossy())));
                 let tmp_path = join(to.parent().unwrap_or(Path::new("")), &tmp);
                 remove_at(dst_dir, &tmp, &tmp_path)?;
-                self.copy_entry(at, &st, &tmp, &tmp_path)?;
+                // Written here, not by a worker: it must be complete before it is renamed.
+                let files = self.files.take();
+                let copied = self.copy_entry(at, &st, &tmp, &tmp_path);
+                self.files = files;
+                copied?;
                 let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
                 let written = rustix::fs::openat(dst_dir, &tmp, flags, Mode::empty())
                     .map_err(|e| Error::io("open", &tmp_path, e.into()))?;

@@ -26,12 +26,15 @@
 //!    reached below it without following any symlink (`crate::fs::beneath`), and that it exists; it adds
 //!    its own excludes, and answers `Ready` or `Error`. After `Ready`, everything the agent sends is one LZ4
 //!    frame stream ([`proto::CompressedWriter`]) holding the same frames; it cuts the walk's
-//!    bytes several times (protocol 2).
+//!    bytes several times (protocol 2). Its blocks are linked (protocol 4): the agent flushes
+//!    whenever its queue runs dry, and a small block compressed alone shrinks little.
 //! 4. **Walk.** The agent sends walk frames in the manifest's walk order: per source `Source`,
 //!    then a directory's non-directories sorted by name, then each subdirectory (`Dir` … `DirEnd`)
 //!    sorted by name, then `SourceEnd`; at the end `WalkEnd` with the excluded counts (by
 //!    pattern, cache and marker directories, large files) and the
-//!    metadata of the directories above the sources. Walk frames are numbered from 0 in the
+//!    metadata of the directories above the sources. A regular file's `File` frame carries
+//!    only the quick check's fields and whether it has holes (`proto::file_meta`, protocol 4):
+//!    its access time and the rest come with its `FileEnd` if it is sent. Walk frames are numbered from 0 in the
 //!    order sent; a regular file's number is its id.
 //! 5. **Transfer.** For each regular file the server applies the local quick check against its
 //!    previous snapshot of the host (type, mode, owner, size, mtime to the ns) and hard-links

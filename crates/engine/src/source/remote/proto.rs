@@ -9,8 +9,11 @@ use crate::store::place::QuickAttrs;
 /// The protocol version; both sides must speak the same one. Version 2: everything the agent
 /// sends after `Ready` is one LZ4 frame stream ([`CompressedWriter`]). Version 3: the request
 /// carries `excludeCaches`/`excludeIfPresent`/`excludeLargerThan` (`exclude_by`), and
-/// `WalkEnd` what they left out.
-pub const PROTOCOL: u32 = 3;
+/// `WalkEnd` what they left out. Version 4: the LZ4 blocks are linked, frame lengths are
+/// varints, and a walk's `File` frame carries only what the server uses of a file's metadata
+/// before its content arrives ([`file_meta`]: the quick check's fields and whether it has
+/// holes), not its access time, device or allocation.
+pub const PROTOCOL: u32 = 4;
 /// The first bytes each side writes.
 pub const MAGIC: [u8; 4] = *b"HWCB";
 /// The largest frame either side accepts: bigger lengths mean garbage or a hostile peer.
@@ -161,7 +164,9 @@ pub enum FromAgent {
     File {
         /// Its name.
         name: Vec<u8>,
-        /// Its metadata at listing time (no xattrs).
+        /// Its metadata at listing time, as much of it as [`file_meta`] carries (the rest
+        /// comes with `FileEnd` when the content is sent).
+        #[serde(with = "file_meta")]
         meta: Meta,
         /// `(st_dev, st_ino)` when it has more than one link, to keep hard links as links.
         link: Option<(u64, u64)>,
@@ -263,6 +268,76 @@ impl FromAgent {
     }
 }
 
+/// A walk's `File` frame carries the fields of [`Meta`] the server uses before the content
+/// comes: those of the quick check (`mode`, `uid`, `gid`, `size`, `mtime`, `mtime_nsec`; a
+/// file that matches the previous snapshot's copy in them is linked, and nothing more about it
+/// is needed) and whether the file has holes. Access time, device number and allocation are
+/// not sent: a linked file keeps the previous copy's, and a sent one gets those of its
+/// `FileEnd`. Read back, `atime` is 0 and `allocated` is `size`, or 0 for a file with holes.
+/// The mode takes two fixed bytes, the mtime's seconds four (until 2106) with the holes flag.
+/// This is most of a pull's bytes when little changed: a 200 000-file tree lists every file.
+pub mod file_meta {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Meta;
+
+    #[derive(Serialize, Deserialize)]
+    struct Sent {
+        /// `st_mode` fits in 16 bits (type and permissions): two bytes, not a varint's three.
+        #[serde(with = "postcard::fixint::le")]
+        mode: u16,
+        uid: u32,
+        gid: u32,
+        size: u64,
+        mtime: Mtime,
+        mtime_nsec: u32,
+    }
+
+    /// The mtime's seconds, and whether the file has holes, in five bytes for any time from
+    /// 1970 to 2106 (a varint of the seconds alone takes five), ten otherwise.
+    #[derive(Serialize, Deserialize)]
+    enum Mtime {
+        Dense(#[serde(with = "postcard::fixint::le")] u32),
+        Holes(#[serde(with = "postcard::fixint::le")] u32),
+        DenseWide(i64),
+        HolesWide(i64),
+    }
+
+    /// Writes the fields the frame carries.
+    pub fn serialize<S: Serializer>(m: &Meta, s: S) -> Result<S::Ok, S::Error> {
+        let holes = m.allocated < m.size;
+        let mtime = match (u32::try_from(m.mtime), holes) {
+            (Ok(t), false) => Mtime::Dense(t),
+            (Ok(t), true) => Mtime::Holes(t),
+            (Err(_), false) => Mtime::DenseWide(m.mtime),
+            (Err(_), true) => Mtime::HolesWide(m.mtime),
+        };
+        let mode = u16::try_from(m.mode).map_err(|_| serde::ser::Error::custom("a mode beyond 16 bits"))?;
+        Sent { mode, uid: m.uid, gid: m.gid, size: m.size, mtime, mtime_nsec: m.mtime_nsec }.serialize(s)
+    }
+
+    /// Reads them back (the server checks the values, `pull::Server::file`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Meta, D::Error> {
+        let f = Sent::deserialize(d)?;
+        let (mtime, holes) = match f.mtime {
+            Mtime::Dense(t) => (i64::from(t), false),
+            Mtime::Holes(t) => (i64::from(t), true),
+            Mtime::DenseWide(t) => (t, false),
+            Mtime::HolesWide(t) => (t, true),
+        };
+        Ok(Meta {
+            mode: u32::from(f.mode),
+            uid: f.uid,
+            gid: f.gid,
+            size: f.size,
+            mtime,
+            mtime_nsec: f.mtime_nsec,
+            allocated: if holes { 0 } else { f.size },
+            ..Meta::default()
+        })
+    }
+}
+
 /// Byte buffers as one length and a copy (serde's default for `Vec<u8>` is a sequence of
 /// separately encoded `u8`s: the same bytes on the wire, far slower to produce).
 mod raw {
@@ -332,25 +407,50 @@ pub fn read_hello(r: &mut impl Read) -> Result<(), HelloError> {
     Ok(())
 }
 
-/// Writes one frame (not flushed).
+/// Writes one frame (not flushed): its length as a LEB128 varint (one byte for most walk
+/// frames; four before protocol 4), then its body.
 pub fn write_frame<T: Serialize>(w: &mut impl Write, frame: &T) -> io::Result<()> {
     let body = postcard::to_stdvec(frame).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     if body.len() > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {} bytes is too large", body.len())));
     }
-    w.write_all(&(body.len() as u32).to_be_bytes())?;
+    let (mut len, mut head) = (body.len(), Vec::with_capacity(4));
+    loop {
+        let low = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            head.push(low);
+            break;
+        }
+        head.push(low | 0x80);
+    }
+    w.write_all(&head)?;
     w.write_all(&body)
+}
+
+/// Reads a frame's length; `Ok(None)` at a clean end of stream (before its first byte). A
+/// length of more than [`MAX_FRAME`], or of more bytes than it takes, is refused.
+fn read_len(r: &mut impl Read) -> io::Result<Option<usize>> {
+    let mut len = 0usize;
+    for i in 0..4 {
+        let mut b = [0u8; 1];
+        match r.read_exact(&mut b) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && i == 0 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        len |= usize::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(len));
+        }
+    }
+    // Four bytes carry 28 bits, more than MAX_FRAME needs.
+    Err(io::Error::new(io::ErrorKind::InvalidData, "frame length exceeds the limit"))
 }
 
 /// Reads one frame; `Ok(None)` at a clean end of stream (before a length).
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let len = u32::from_be_bytes(len) as usize;
+    let Some(len) = read_len(r)? else { return Ok(None) };
     if len > MAX_FRAME {
         return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame length {len} exceeds the limit")));
     }
@@ -371,7 +471,12 @@ pub struct CompressedWriter<W: Write>(lz4_flex::frame::FrameEncoder<W>);
 impl<W: Write> CompressedWriter<W> {
     /// Starts the stream on `w`.
     pub fn new(w: W) -> Self {
-        CompressedWriter(lz4_flex::frame::FrameEncoder::new(w))
+        // Linked blocks (protocol 4): the agent flushes whenever its queue runs dry, so blocks
+        // are often small, and a block compressed alone finds none of the names and metadata
+        // it repeats from the ones before.
+        let mut info = lz4_flex::frame::FrameInfo::new();
+        info.block_mode = lz4_flex::frame::BlockMode::Linked;
+        CompressedWriter(lz4_flex::frame::FrameEncoder::with_frame_info(info, w))
     }
 }
 
@@ -437,6 +542,15 @@ mod tests {
         assert!(matches!(read_hello(&mut r), Err(HelloError::Version(9))));
         let mut r: &[u8] = b"\xff\xff\xff\xff";
         assert!(read_frame::<FromAgent>(&mut r, &mut buf).is_err());
+        // Lengths: beyond the limit, more than four bytes, cut short, and one of the limit.
+        for bad in [&b"\xff\xff\xff\x7f"[..], b"\x80\x80\x80\x80\x01", b"\x80"] {
+            let e = read_frame::<FromAgent>(&mut &bad[..], &mut buf).unwrap_err();
+            assert!(matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof), "{e}");
+        }
+        let mut most = Vec::new();
+        let big = FromAgent::Error("x".repeat(MAX_FRAME - 5));
+        write_frame(&mut most, &big).unwrap();
+        assert_eq!(read_frame::<FromAgent>(&mut most.as_slice(), &mut buf).unwrap(), Some(big));
     }
 
     #[test]
@@ -458,19 +572,78 @@ mod tests {
             })
             .collect();
         let mut plain = Vec::new();
-        for f in &frames {
+        let mut alone = Vec::new();
+        let mut independent = lz4_flex::frame::FrameEncoder::new(&mut alone);
+        for (i, f) in frames.iter().enumerate() {
             write_frame(&mut w, f).unwrap();
             write_frame(&mut plain, f).unwrap();
+            write_frame(&mut independent, f).unwrap();
+            // The agent flushes whenever its queue runs dry, often after a few frames: the
+            // blocks are linked, so a small one still finds what the ones before it hold.
+            if i % 4 == 3 {
+                w.flush().unwrap();
+                independent.flush().unwrap();
+            }
         }
         w.flush().unwrap();
         drop(w);
+        independent.finish().unwrap();
         assert!(wire.len() * 2 < plain.len(), "{} compressed bytes for {} plain", wire.len(), plain.len());
+        assert!(wire.len() * 3 < alone.len() * 2, "linked {} bytes, independent blocks {}", wire.len(), alone.len());
         let mut r = compressed_reader(wire.as_slice());
         let mut buf = Vec::new();
         for f in &frames {
             assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap().as_ref(), Some(f));
         }
         assert_eq!(read_frame::<FromAgent>(&mut r, &mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn a_file_frame_carries_the_quick_check_and_holes_and_refuses_malformed_ones() {
+        let meta = Meta {
+            mode: 0o100640,
+            uid: 1000,
+            gid: 100,
+            size: 1 << 20,
+            mtime: 1_700_000_000,
+            mtime_nsec: 123_456_789,
+            atime: 1_800_000_000,
+            atime_nsec: 5,
+            rdev: 7,
+            allocated: 4096,
+            xattrs: Vec::new(),
+        };
+        let f = FromAgent::File { name: b"f".to_vec(), meta: meta.clone(), link: Some((3, 4)) };
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &f).unwrap();
+        let mut buf = Vec::new();
+        let back = read_frame::<FromAgent>(&mut wire.as_slice(), &mut buf).unwrap().unwrap();
+        let FromAgent::File { name, meta: got, link } = back else { panic!("not a file: {back:?}") };
+        assert_eq!((name.as_slice(), link), (&b"f"[..], Some((3, 4))));
+        assert_eq!(got.quick(), meta.quick());
+        assert!(got.allocated < got.size, "the holes were lost");
+        assert_eq!((got.atime, got.rdev), (0, 0), "not sent");
+        // The whole walk frame of a file is small: name, the quick check, a flag, the link.
+        assert!(wire.len() <= 1 + 1 + 2 + 2 + 2 + 1 + 4 + 5 + 5 + 3, "{} bytes", wire.len());
+        // Times before 1970 or after 2106, with holes or without, come back as they were.
+        for (mtime, allocated) in [(-1, 0), (1 << 40, 0), (-(1 << 40), 1 << 30), (0, 1 << 30), (u32::MAX as i64, 0)] {
+            let m = Meta { mtime, allocated, ..meta.clone() };
+            let mut w = Vec::new();
+            write_frame(&mut w, &FromAgent::File { name: b"t".to_vec(), meta: m.clone(), link: None }).unwrap();
+            let Some(FromAgent::File { meta: got, .. }) = read_frame(&mut w.as_slice(), &mut buf).unwrap() else {
+                panic!("not a file")
+            };
+            assert_eq!((got.mtime, got.allocated < got.size), (mtime, allocated < m.size));
+        }
+
+        // Cut anywhere: refused, never half read (the values are checked by the server).
+        assert!(wire[0] < 0x80, "a one-byte length");
+        for cut in 2..wire.len() {
+            let mut bad = wire[..cut].to_vec();
+            bad[0] = (cut - 1) as u8;
+            let e = read_frame::<FromAgent>(&mut bad.as_slice(), &mut buf).unwrap_err();
+            assert!(e.to_string().starts_with("bad frame"), "{cut}: {e}");
+        }
     }
 
     #[test]

@@ -558,6 +558,9 @@ impl<'a, R: Read> Puller<'a, R> {
     /// A regular file: a link to its first copy (hard links in the source), a link to the
     /// previous snapshot when unchanged, else a transfer.
     fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>) -> Step {
+        if meta.mtime_nsec >= 1_000_000_000 {
+            return Err(self.protocol(format!("a file's mtime has {} nanoseconds", meta.mtime_nsec)));
+        }
         let c = self.entry_name(name)?;
         if let Some(key) = link {
             while self.links.get(&key).is_some_and(|f| !f.done) {

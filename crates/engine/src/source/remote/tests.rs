@@ -269,6 +269,18 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
         (vec![source.clone(), FromAgent::Data { id: 1, offset: 0, lz4: None, bytes: vec![1] }], "not expected"),
         (vec![source.clone(), FromAgent::DirEnd], "DirEnd without a directory"),
         (vec![source.clone(), file(b"f")], "closed in the middle"),
+        // A compact File frame (protocol 4) with an impossible mtime is refused as it is read.
+        (
+            vec![
+                source.clone(),
+                FromAgent::File {
+                    name: b"../../escaped".to_vec(),
+                    meta: Meta { mtime_nsec: 2_000_000_000, ..Meta::default() },
+                    link: None,
+                },
+            ],
+            "a file's mtime has 2000000000 nanoseconds",
+        ),
     ]
     .into_iter()
     .enumerate()
