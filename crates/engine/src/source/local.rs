@@ -879,16 +879,7 @@ fn regular(
             let size = u64::try_from(st.st_size).unwrap_or(0);
             // The same inode: its record goes on, if it describes it.
             let record = record.filter(|r| prev.is_some_and(|p| r.describes(p))).cloned().map(Box::new);
-            return Ok(Outcome::Regular {
-                size,
-                hash: None,
-                linked: true,
-                copied_bytes: 0,
-                emlink: false,
-                torn: None,
-                reflinked: false,
-                record,
-            });
+            return Ok(Outcome::linked(size, None, record));
         }
         Placement::Copy { emlink } => emlink,
     };
@@ -982,16 +973,7 @@ fn regular_multi_link(
         let first_abs = shared.work.join(first);
         let first_c = CString::new(first_abs.as_os_str().as_bytes()).expect("no NUL");
         rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
-        return Ok(Outcome::Regular {
-            size,
-            hash: *hash,
-            linked: true,
-            copied_bytes: 0,
-            emlink: false,
-            torn: None,
-            reflinked: false,
-            record: None,
-        });
+        return Ok(Outcome::linked(size, *hash, None));
     }
     let mut outcome = regular(job, name, st, prev, record, buf)?;
     if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {

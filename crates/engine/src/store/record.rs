@@ -114,6 +114,23 @@ pub(crate) enum Outcome {
     Warning(String),
 }
 
+impl Outcome {
+    /// A regular file that is a hard link to an existing copy: nothing copied, nothing torn.
+    /// `hash` is known when it was computed now; `record` is the carried-over chunk record.
+    pub(crate) fn linked(size: u64, hash: Option<Hash>, record: Option<Box<Record>>) -> Outcome {
+        Outcome::Regular {
+            size,
+            hash,
+            linked: true,
+            copied_bytes: 0,
+            emlink: false,
+            torn: None,
+            reflinked: false,
+            record,
+        }
+    }
+}
+
 /// Puts results back in walk order and records them. The pull builder (`remote::pull`)
 /// records through it too, so both paths count, warn and write the manifest alike.
 pub(crate) struct Writer<'a> {

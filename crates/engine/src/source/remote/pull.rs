@@ -576,16 +576,7 @@ impl<'a, R: Read> Puller<'a, R> {
                 );
                 let hash = first.hash;
                 let outcome = match linked {
-                    Ok(()) => Outcome::Regular {
-                        size: meta.size,
-                        hash,
-                        linked: true,
-                        copied_bytes: 0,
-                        emlink: false,
-                        torn: None,
-                        reflinked: false,
-                        record: None,
-                    },
+                    Ok(()) => Outcome::linked(meta.size, hash, None),
                     Err(e) => self.dest_err("copy", &c, e.into())?,
                 };
                 return self.push_file(c, Some(outcome));
@@ -626,16 +617,7 @@ impl<'a, R: Read> Puller<'a, R> {
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
-        let outcome = Outcome::Regular {
-            size: meta.size,
-            hash,
-            linked: true,
-            copied_bytes: 0,
-            emlink: false,
-            torn: None,
-            reflinked: false,
-            record: None,
-        };
+        let outcome = Outcome::linked(meta.size, hash, None);
         self.push_file(c, Some(outcome))
     }
 
