@@ -292,8 +292,9 @@ fn run_inner(
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
     if job.store.destination.make_room {
+        let (destination, min_backups) = (&job.store.destination, job.store.health.min_backups);
         report.made_room =
-            crate::store::make_room::make_room(&host, &lock, &job.store.destination, job.store.health.min_backups)?;
+            crate::store::make_room::make_room(&host, &lock, destination, min_backups, started.timestamp())?;
     }
     // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
     crate::store::place::avoid(crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes());
