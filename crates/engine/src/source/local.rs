@@ -99,8 +99,9 @@ pub fn build(
 ) -> Result<BuildResult> {
     let work = work_dir.path();
     let work_fd = dup_dir(work_dir)?;
-    let (base_fd, cursor) = split_base(base);
+    let (base_fd, cursor, avoid) = split_base(base);
     let shared = Shared {
+        avoid,
         work: work.to_path_buf(),
         links: Mutex::new(HashMap::new()),
         cancel: opts.cancel,
@@ -187,6 +188,8 @@ struct Shared<'a> {
     cancel: &'a AtomicBool,
     /// `excludeLargerThan`, in bytes.
     larger_than: Option<u64>,
+    /// Damaged inodes of the link base, never hard-linked.
+    avoid: place::Avoid,
 }
 
 /// One directory's non-directory entries.
@@ -811,10 +814,11 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
         FileType::RegularFile if st.st_nlink > 1 => {
             regular_multi_link(job, name, &st, prev.as_ref(), shared, buf).or_else(|e| dest_err("copy", e))
         }
-        FileType::RegularFile => regular(job, name, &st, prev.as_ref(), buf).or_else(|e| dest_err("copy", e)),
+        FileType::RegularFile => regular(job, name, &st, prev.as_ref(), shared, buf).or_else(|e| dest_err("copy", e)),
         FileType::Symlink => {
             // Any failure of the link (even at the link count limit) means a copy.
-            let placed = place::place(previous(job, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
+            let placed =
+                place::place(previous(job, shared, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
             if placed.is_ok_and(|p| p == Placement::Linked) {
                 return Ok(Outcome::Symlink { linked: true });
             }
@@ -835,13 +839,20 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
 }
 
 /// The previous snapshot's side of an entry, when it has one.
-fn previous<'a>(job: &'a Job, prev: Option<&'a Stat>) -> Option<place::Previous<'a>> {
-    Some((job.prev.as_ref()?.as_fd(), prev?))
+fn previous<'a>(job: &'a Job, shared: &'a Shared, prev: Option<&'a Stat>) -> Option<place::Previous<'a>> {
+    Some((job.prev.as_ref()?.as_fd(), prev?, &shared.avoid))
 }
 
 /// A regular file: link it to the previous snapshot when unchanged, else copy it.
-fn regular(job: &Job, name: &CStr, st: &Stat, prev: Option<&Stat>, buf: &mut Vec<u8>) -> std::io::Result<Outcome> {
-    let emlink = match place::place(previous(job, prev), &QuickAttrs::of(st), job.dst.as_fd(), name)? {
+fn regular(
+    job: &Job,
+    name: &CStr,
+    st: &Stat,
+    prev: Option<&Stat>,
+    shared: &Shared,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let emlink = match place::place(previous(job, shared, prev), &QuickAttrs::of(st), job.dst.as_fd(), name)? {
         Placement::Linked => {
             let size = u64::try_from(st.st_size).unwrap_or(0);
             return Ok(Outcome::Regular { size, hash: None, linked: true, copied_bytes: 0, emlink: false, torn: None });
@@ -918,7 +929,7 @@ fn regular_multi_link(
         rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
         return Ok(Outcome::Regular { size, hash: *hash, linked: true, copied_bytes: 0, emlink: false, torn: None });
     }
-    let mut outcome = regular(job, name, st, prev, buf)?;
+    let mut outcome = regular(job, name, st, prev, shared, buf)?;
     if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {
         // The writer cannot inherit a hash for the later links from the old manifest (they
         // may be new names), so compute it now.

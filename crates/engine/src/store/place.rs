@@ -16,15 +16,15 @@
 //!    the caller copies instead and the fallback is counted; a destination-wide error (no
 //!    space, read-only, I/O error) is returned; any other failure means "copy".
 //!
-//! A previous copy whose inode a verify found damaged ([`avoid`], from the drive's damage
-//! record, `ops::state::DamageRecord`) is never linked: the entry is copied afresh from the
-//! source, so damage never spreads into a new snapshot.
+//! A previous copy whose inode a verify found damaged ([`Avoid`], from the drive's damage
+//! record, `ops::state::DamageRecord`, handed to the build with the link base) is never
+//! linked: the entry is copied afresh from the source, so damage never spreads into a new
+//! snapshot.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::RwLock;
 
 use rustix::fs::Stat;
 
@@ -72,20 +72,23 @@ pub fn unchanged(new: &QuickAttrs, prev: &Stat) -> bool {
     *new == QuickAttrs::of(prev)
 }
 
-/// Inodes `(device, inode)` never used as a link base: damaged copies. Process-wide, since a
-/// device and inode name one file at a time whatever the host directory; only ever added to.
-static AVOIDED: RwLock<Option<HashSet<(u64, u64)>>> = RwLock::new(None);
+/// Inodes `(device, inode)` never used as a link base: damaged copies, which the run reads
+/// from the drive's damage record and hands to the build with the link base.
+#[derive(Clone, Debug, Default)]
+pub struct Avoid(HashSet<(u64, u64)>);
 
-/// Never hard-links these inodes (damaged copies) from now on in this process.
-pub fn avoid(inodes: impl IntoIterator<Item = (u64, u64)>) {
-    let mut set = AVOIDED.write().expect("avoided inodes poisoned");
-    set.get_or_insert_with(HashSet::new).extend(inodes);
+impl FromIterator<(u64, u64)> for Avoid {
+    fn from_iter<I: IntoIterator<Item = (u64, u64)>>(inodes: I) -> Avoid {
+        Avoid(inodes.into_iter().collect())
+    }
 }
 
-/// Whether the previous copy `st` is a damaged inode.
-fn avoided(st: &Stat) -> bool {
-    let set = AVOIDED.read().expect("avoided inodes poisoned");
-    set.as_ref().is_some_and(|s| s.contains(&(st.st_dev, st.st_ino)))
+impl Avoid {
+    /// Whether the previous copy `st` is a damaged inode.
+    #[inline]
+    fn holds(&self, st: &Stat) -> bool {
+        !self.0.is_empty() && self.0.contains(&(st.st_dev, st.st_ino))
+    }
 }
 
 /// Where an entry comes from.
@@ -101,9 +104,10 @@ pub enum Placement {
     },
 }
 
-/// The previous snapshot's side of an entry: the directory that holds its copy, and that
-/// copy's `Stat` (taken by the caller, without following a symlink).
-pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
+/// The previous snapshot's side of an entry: the directory that holds its copy, that copy's
+/// `Stat` (taken by the caller, without following a symlink), and the link base's damaged
+/// inodes.
+pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat, &'a Avoid);
 
 /// Decides where the entry `name` of `dst` comes from: a link to the previous copy when there
 /// is one and the quick check passes and `linkat` succeeds, else a copy. `Err` only for a
@@ -111,7 +115,7 @@ pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
 #[inline]
 pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
     match prev {
-        Some((dir, st)) if unchanged(new, st) && !avoided(st) => after_link(fsops::link_at(dir, dst, name)),
+        Some((dir, st, avoid)) if unchanged(new, st) && !avoid.holds(st) => after_link(fsops::link_at(dir, dst, name)),
         _ => Ok(Placement::Copy { emlink: false }),
     }
 }
