@@ -169,7 +169,8 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         assert!(unchanged(&new, &s.st));
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let placed =
+            place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Linked);
         assert_eq!(std::fs::metadata(s.dst_path.join("f")).unwrap().ino(), s.st.st_ino);
     }
@@ -193,7 +194,8 @@ mod tests {
             let mut new = same;
             change(&mut new);
             assert!(!unchanged(&new, &s.st), "{what}");
-            let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+            let placed =
+                place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
             assert_eq!(placed, Placement::Copy { emlink: false }, "{what}");
             assert!(!s.dst_path.join("f").exists(), "{what}: nothing is linked");
         }
@@ -204,15 +206,12 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         // Another inode on the list does not matter; this one does.
-        avoid([(s.st.st_dev, u64::MAX)]);
-        assert!(!avoided(&s.st));
-        avoid([(s.st.st_dev, s.st.st_ino)]);
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let other: Avoid = [(s.st.st_dev, u64::MAX)].into_iter().collect();
+        assert!(!other.holds(&s.st));
+        let this: Avoid = [(s.st.st_dev, u64::MAX), (s.st.st_dev, s.st.st_ino)].into_iter().collect();
+        let placed = place(Some((s.prev_dir.as_fd(), &s.st, &this)), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
         assert!(!s.dst_path.join("f").exists());
-        // Leave no inode behind for other tests, whose files may reuse the number.
-        AVOIDED.write().unwrap().as_mut().unwrap().remove(&(s.st.st_dev, s.st.st_ino));
-        drop(s);
     }
 
     #[test]
@@ -256,7 +255,8 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         rustix::fs::unlinkat(s.prev_dir.as_fd(), c"f", rustix::fs::AtFlags::empty()).unwrap();
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let placed =
+            place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
     }
 }
