@@ -18,3 +18,4 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod verify;
+pub mod walk;

@@ -21,7 +21,6 @@ use rustix::fs::{AtFlags, FileType, Stat};
 use serde::Serialize;
 
 use super::diff::{ChangeKind, Kind};
-use super::walk::{self, Visit};
 use crate::error::{Error, Result};
 use crate::fs::beneath::DirCache;
 use crate::fs::{Dir, Name};
@@ -30,6 +29,7 @@ use crate::source::exclude::ExcludeSet;
 use crate::source::markers::{ExcludeBy, Tagged};
 use crate::store::layout::HostDir;
 use crate::store::place::{unchanged, QuickAttrs};
+use crate::store::walk::{self, Visit};
 
 /// One path a run would copy, or that it would no longer hold.
 #[derive(Clone, Debug, Serialize)]
