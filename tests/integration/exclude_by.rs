@@ -157,6 +157,10 @@ fn a_dry_run_leaves_out_what_the_run_leaves_out() {
     assert_left_out(&env.in_snapshot("daily/2025-01-15_02-00-00"), &run["counts"]);
     assert_eq!(dry["filesToCopy"], run["counts"]["copied"], "dry run {dry}\nrun {run}");
     assert_eq!(dry["bytesToCopy"], run["counts"]["bytesCopied"], "dry run {dry}\nrun {run}");
+    // The dry run is the run's own walk: what it leaves out is counted as the run counts it.
+    for key in ["excluded", "excludedCaches", "excludedIfPresent", "excludedLarge", "directories", "socketsSkipped"] {
+        assert_eq!(dry[key], run["counts"][key], "{key}: dry run {dry}\nrun {run}");
+    }
     // Nothing of the left-out entries is listed as something to copy.
     let listed = dry["changes"].to_string();
     for gone in ["cache-ok/blob", "marked/secret", "huge.img"] {

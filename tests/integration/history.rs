@@ -546,3 +546,54 @@ fn bad_arguments_change_nothing_and_exit_2() {
     assert_eq!(code(&o), 1, "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs two snapshots"), "{}", show(&o));
 }
+
+#[test]
+fn now_dry_run_is_the_runs_walk_skipping_the_host_directory_and_never_following_a_planted_symlink() {
+    let env = Env::new();
+    let src = &env.src;
+    write(&src.join("keep"), "k");
+    write(&src.join("dir/f"), "same bytes");
+    // The destination inside the source: the host directory is left out by identity.
+    let dest = src.join("backups");
+    std::fs::create_dir(&dest).unwrap();
+    let (src_arg, dest_arg, state_arg) = (s(src), s(&dest), s(&env.state));
+    let common = ["--source", &src_arg, "--dest", &dest_arg, "--host", HOST, "--state-dir", &state_arg, "--json"];
+    let run_at = |when: &str| {
+        let o = env.cmd(&["now"]).args(common).args(["--now", when]).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        json(&o)
+    };
+    run_at("2025-07-01T02:00:00+02:00");
+    // A symlink planted in the link base where `dir` was, to a copy of it with the same
+    // attributes: followed, it would be "unchanged" and linked.
+    let victim = env.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    sh(&format!("cp -a '{}' '{}'", src.join("dir/f").display(), victim.join("f").display()));
+    let daily = dest.join(HOST).join("daily");
+    let base = std::fs::read_dir(&daily).unwrap().next().unwrap().unwrap().path();
+    let planted = base.join(src.strip_prefix("/").unwrap()).join("dir");
+    std::fs::remove_dir_all(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+
+    let before = tree(&dest);
+    let o = env.cmd(&["now", "--dry-run"]).args(common).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let dry = json(&o);
+    assert_eq!(tree(&dest), before, "the dry run wrote nothing");
+    let run = run_at("2025-07-02T02:00:00+02:00");
+    let c = &run["counts"];
+    for (ours, theirs) in [
+        ("filesToCopy", "copied"),
+        ("bytesToCopy", "bytesCopied"),
+        ("linked", "linked"),
+        ("excluded", "excluded"),
+        ("directories", "directories"),
+    ] {
+        assert_eq!(dry[ours], c[theirs], "{ours} vs the run's {theirs}: {dry} / {c}");
+    }
+    assert_eq!(dry["excluded"], 1, "the host directory: {dry}");
+    assert_eq!(dry["linked"], 1, "only `keep`; dir/f is copied, not judged through the symlink: {dry}");
+    let m = std::fs::metadata(victim.join("f")).unwrap();
+    assert_eq!(m.nlink(), 1, "nothing was linked to the victim");
+    assert_eq!(std::fs::read_to_string(victim.join("f")).unwrap(), "same bytes");
+}

@@ -113,3 +113,35 @@ fn a_pinned_snapshot_is_never_removed_to_make_room() {
     assert!(made_room.contains("made room: removed daily/2025-03-02_02-00-00"), "{made_room}");
     assert!(!made_room.contains("removed daily/2025-03-01"), "{made_room}");
 }
+
+#[test]
+fn a_pin_until_a_date_is_judged_at_the_run_time_given_by_now() {
+    let env = Env::new();
+    let _fs = Tmpfs::mount(&env.dest, "size=8m");
+    let on = plan(&env, true, 3 * MIB);
+    let mut made_room = String::new();
+    // Every run is dated (`--now`) before the pin's end, long past by the wall clock: the pin
+    // holds for all of them.
+    for day in 1..=6 {
+        let o = run(&env, &on, day);
+        assert!(o.status.success(), "day {day}: {}", show(&o));
+        made_room.push_str(&String::from_utf8_lossy(&o.stdout));
+        if day == 1 {
+            let p = env
+                .cmd(&["pin", "2025-03-01_02-00-00", "--until", "2025-03-10T00:00:00Z", "--config"])
+                .arg(&on)
+                .output()
+                .unwrap();
+            assert!(p.status.success(), "{}", show(&p));
+        }
+    }
+    let ids = env.snapshot_ids();
+    assert!(ids.iter().any(|i| i.ends_with("2025-03-01_02-00-00")), "pinned at the runs' time: {ids:?}");
+    assert!(!made_room.contains("removed daily/2025-03-01"), "{made_room}");
+    // A run dated after the pin's end may remove it (it is the oldest).
+    let o = run(&env, &on, 11);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("made room: removed daily/2025-03-01_02-00-00"), "{out}");
+    assert!(!env.snapshot_ids().iter().any(|i| i.contains("2025-03-01")));
+}

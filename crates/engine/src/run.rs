@@ -292,11 +292,10 @@ fn run_inner(
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
     if job.store.destination.make_room {
+        let (destination, min_backups) = (&job.store.destination, job.store.health.min_backups);
         report.made_room =
-            crate::store::make_room::make_room(&host, &lock, &job.store.destination, job.store.health.min_backups)?;
+            crate::store::make_room::make_room(&host, &lock, destination, min_backups, started.timestamp())?;
     }
-    // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
-    crate::store::place::avoid(crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes());
     report.cleaned_up = clean_leftovers(&host, &lock)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest(&lock)?;
@@ -475,7 +474,10 @@ fn build_into(
     let base_dir = base.map(|b| target.host.open_snapshot(b)).transpose()?;
     let link_base = base_dir.as_ref().map(|dir| {
         let meta = dir.try_open_dir(&Name::fixed(META_DIR)).ok().flatten();
-        LinkBase { dir, manifest: Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE)) }
+        let manifest = Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE));
+        // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
+        let avoid = crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes().collect();
+        LinkBase { dir, manifest, avoid }
     });
     let built = source.build(&bopts, work_dir, manifest, link_base, progress);
     report.source_reads = source.source_reads();

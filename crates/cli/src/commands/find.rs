@@ -15,7 +15,7 @@ use crate::exit::Exit;
 pub(crate) fn find_cmd(a: FindArgs) -> Result<Exit> {
     let query = match &a.path {
         Some(p) => {
-            hwc_backup_engine::store::history::walk::rel_of(p)?;
+            hwc_backup_engine::store::walk::rel_of(p)?;
             Query::Path(p.clone())
         }
         None => Query::Patterns(

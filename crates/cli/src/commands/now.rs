@@ -186,6 +186,13 @@ fn dry_run(job: &Job, json: bool) -> Result<Exit> {
         d.sockets_skipped,
         d.gone
     )?;
+    if d.excluded_caches + d.excluded_if_present + d.excluded_large > 0 {
+        writeln!(
+            out,
+            "  left out: {} cache directories and {} marked directories kept empty, {} files over excludeLargerThan",
+            d.excluded_caches, d.excluded_if_present, d.excluded_large
+        )?;
+    }
     writeln!(out, "  needs about {} on the destination (plus directories and metadata)", human_bytes(d.bytes_to_copy))?;
     Ok(Exit::Success)
 }

@@ -25,7 +25,7 @@ pub(crate) fn prune_cmd(a: PruneArgs) -> Result<Exit> {
         // What each removal would free, and all of them together (a walk of every snapshot).
         hwc_backup_engine::store::history::du::annotate_prune(host, &snapshots, &mut d)?;
         if a.make_room {
-            room = Some(room_preview(&t, &d)?);
+            room = Some(room_preview(&t, &d, now)?);
         }
         d
     } else {
@@ -35,7 +35,7 @@ pub(crate) fn prune_cmd(a: PruneArgs) -> Result<Exit> {
         if a.make_room {
             // What retention expired frees space first.
             prune::empty_trash(host)?;
-            let removed = make_room::make_room(host, &lock, &t.store.destination, t.store.health.min_backups);
+            let removed = make_room::make_room(host, &lock, &t.store.destination, t.store.health.min_backups, now);
             room = Some(match removed {
                 Ok(removed) => Room {
                     dry_run: false,
@@ -114,7 +114,7 @@ fn free(t: &crate::target::Resolved) -> Result<u64> {
     Ok(hwc_backup_engine::fs::fsutil::free_bytes(&t.store.destination.path)?)
 }
 
-fn room_preview(t: &crate::target::Resolved, d: &prune::PrunePlan) -> Result<Room> {
+fn room_preview(t: &crate::target::Resolved, d: &prune::PrunePlan, now: jiff::Timestamp) -> Result<Room> {
     let need = t.store.destination.min_free_bytes;
     let have = free(t)?;
     let removed_ids: Vec<&str> = d.items.iter().filter(|i| !i.keep).map(|i| i.id.as_str()).collect();
@@ -122,7 +122,7 @@ fn room_preview(t: &crate::target::Resolved, d: &prune::PrunePlan) -> Result<Roo
     let removed = if have >= need {
         Vec::new()
     } else {
-        make_room::candidates(&left, t.store.health.min_backups)
+        make_room::candidates(&left, t.store.health.min_backups, now)
             .into_iter()
             .map(|s| make_room::Removal {
                 snapshot: s.id(),

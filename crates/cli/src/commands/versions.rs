@@ -12,7 +12,7 @@ use crate::args::VersionsArgs;
 use crate::exit::Exit;
 
 pub(crate) fn versions_cmd(a: VersionsArgs) -> Result<Exit> {
-    hwc_backup_engine::store::history::walk::rel_of(&a.path)?;
+    hwc_backup_engine::store::walk::rel_of(&a.path)?;
     let t = a.target.resolve()?;
     let snapshots = t.host.list()?;
     let versions = find::versions(&t.host, &snapshots, &a.path)?;

@@ -719,7 +719,8 @@ impl VerifyRecord {
 
 /// `damage.json`: damaged files a verify found, per place (snapshot and path), until `repair`
 /// replaces them (then they go) or marks them lost (then they move to `lost`). Both lists keep
-/// the damaged copy's inode, which the next run never hard-links (`store::place::avoid`).
+/// the damaged copy's inode, which the next run never hard-links (`store::place::Avoid`, handed to
+/// the build with the link base).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DamageRecord {

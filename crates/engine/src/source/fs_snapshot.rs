@@ -30,20 +30,20 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
-use rustix::fs::{Mode, OFlags, Stat};
+use rustix::fs::{Mode, Stat};
 use serde::{Deserialize, Serialize};
 
 use super::local::{BuildOptions, BuildResult, LinkBase, Progress, Roots};
 use super::quiesce::{Held, HeldUnit};
 use super::{LocalFs, Source};
-use crate::error::{Error, IoContext, Result};
-use crate::fs::Dir;
+use crate::error::{Error, Result};
+use crate::fs::{Dir, Name};
 use crate::job::Job;
 use crate::plan::{Quiesce, SourceSnapshots};
 use crate::store::manifest::ManifestWriter;
@@ -241,8 +241,8 @@ enum Held2 {
 /// One subvolume root holding sources, held open.
 struct Subvolume {
     path: PathBuf,
-    fd: OwnedFd,
-    private: Option<OwnedFd>,
+    fd: Dir,
+    private: Option<Dir>,
     /// Whether `private` is the state directory's `source-snapshots/` (same btrfs filesystem)
     /// rather than the subvolume root's [`PRIVATE_DIR`].
     in_state: bool,
@@ -261,8 +261,8 @@ impl Subvolume {
 /// One snapshot taken by this run.
 struct Snap {
     subvolume: usize,
-    name: CString,
-    fd: OwnedFd,
+    name: Name,
+    fd: Dir,
     id: u64,
 }
 
@@ -339,7 +339,7 @@ fn join_real(real: &Path, rest: &Path) -> PathBuf {
 }
 
 /// `/proc/self/fd/N` for this process, `/proc/<pid>/fd/N` for a child it starts.
-fn fd_path(fd: &OwnedFd, for_child: bool) -> PathBuf {
+fn fd_path(fd: BorrowedFd, for_child: bool) -> PathBuf {
     match for_child {
         true => PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())),
         false => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
@@ -462,14 +462,14 @@ fn btrfs(program: &Path, args: &[&OsStr]) -> Result<String> {
 }
 
 /// Whether the subvolume open as `fd` is read-only.
-fn is_read_only(program: &Path, fd: &OwnedFd) -> bool {
+fn is_read_only(program: &Path, fd: BorrowedFd) -> bool {
     let p = fd_path(fd, true);
     btrfs(program, &[OsStr::new("property"), OsStr::new("get"), OsStr::new("-ts"), p.as_os_str(), OsStr::new("ro")])
         .is_ok_and(|o| o.trim() == "ro=true")
 }
 
 /// The subvolume id of the subvolume root open as `fd`.
-fn subvolume_id(program: &Path, fd: &OwnedFd) -> Result<u64> {
+fn subvolume_id(program: &Path, fd: BorrowedFd) -> Result<u64> {
     let p = fd_path(fd, true);
     let out = btrfs(program, &[OsStr::new("inspect-internal"), OsStr::new("rootid"), p.as_os_str()])?;
     out.trim()
@@ -477,19 +477,16 @@ fn subvolume_id(program: &Path, fd: &OwnedFd) -> Result<u64> {
         .map_err(|_| Error::Command { what: "btrfs".into(), message: format!("unexpected rootid {out:?}") })
 }
 
-/// Opens `parent/name` (shown as `where_`) as the runner's private directory: a directory, not
-/// a symlink, owned by the runner, mode 0700, and (with `dev`) on that device; anything else
-/// is refused as unsafe, never used.
-fn open_private_dir(parent: &OwnedFd, name: &CString, where_: PathBuf, dev: Option<u64>) -> Result<OwnedFd> {
-    let fd = open_nofollow_dir(parent, name).map_err(|e| Error::Unsafe {
-        path: where_.clone(),
-        message: format!("not a directory of the runner's own (a symlink?), refusing to use it: {e}"),
-    })?;
-    let st = rustix::fs::fstat(&fd).ctx("inspect", &where_)?;
+/// Opens `parent/name` as the runner's private directory: a directory, not a symlink (through
+/// the door, which refuses one naming it), owned by the runner, mode 0700, and (with `dev`) on
+/// that device; anything else is refused as unsafe, never used.
+fn open_private_dir(parent: &Dir, name: &Name, dev: Option<u64>) -> Result<Dir> {
+    let dir = parent.open_dir(name)?;
+    let st = dir.stat_self()?;
     let uid = rustix::process::geteuid().as_raw();
     if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 || dev.is_some_and(|d| st.st_dev != d) {
         return Err(Error::Unsafe {
-            path: where_,
+            path: dir.path().to_path_buf(),
             message: format!(
                 "not the runner's private directory (owner {}, mode {:o}); refusing to use it",
                 st.st_uid,
@@ -497,17 +494,7 @@ fn open_private_dir(parent: &OwnedFd, name: &CString, where_: PathBuf, dev: Opti
             ),
         });
     }
-    Ok(fd)
-}
-
-fn open_nofollow_dir(dir: &OwnedFd, name: &CStr) -> std::io::Result<OwnedFd> {
-    rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(std::io::Error::from)
+    Ok(dir)
 }
 
 /// The process id in one of our snapshot names, `hwc-backup-<pid>-<secs>-<n>`.
@@ -533,11 +520,11 @@ impl Taken {
             return Ok(());
         }
         let sv = &self.subvolumes[i];
-        let name = CString::new(PRIVATE_DIR).expect("no NUL");
-        let where_ = sv.path.join(PRIVATE_DIR);
-        let before = rustix::fs::fstat(&sv.fd).ctx("inspect", &sv.path)?;
-        match rustix::fs::mkdirat(&sv.fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
-            Ok(()) => keep_times(&sv.fd, &before),
+        let name = Name::fixed(PRIVATE_DIR);
+        let where_ = sv.fd.child_path(&name);
+        let before = sv.fd.stat_self()?;
+        match rustix::fs::mkdirat(sv.fd.fd(), name.as_cstr(), Mode::from_raw_mode(0o700)) {
+            Ok(()) => keep_times(sv.fd.fd(), &before),
             Err(rustix::io::Errno::EXIST) => {}
             Err(rustix::io::Errno::ROFS) => {
                 return Err(Error::io(
@@ -548,58 +535,52 @@ impl Taken {
             }
             Err(e) => return Err(Error::io("create", &where_, e.into())),
         }
-        let root = rustix::fs::fstat(&sv.fd).ctx("inspect", &sv.path)?;
-        let fd = open_private_dir(&sv.fd, &name, where_, Some(root.st_dev))?;
-        self.subvolumes[i].private = Some(fd);
+        let root = sv.fd.stat_self()?;
+        let dir = open_private_dir(&sv.fd, &name, Some(root.st_dev))?;
+        self.subvolumes[i].private = Some(dir);
         Ok(())
     }
 
     /// `<state_dir>/source-snapshots/`, opened (created when missing) and checked like the
     /// subvolume's own private directory, when the state directory exists and is on the same
     /// btrfs filesystem as subvolume `i`; `None` otherwise.
-    fn state_private_dir(&self, i: usize) -> Result<Option<OwnedFd>> {
+    fn state_private_dir(&self, i: usize) -> Result<Option<Dir>> {
         let Some(state) = &self.state_dir else { return Ok(None) };
         let sv = &self.subvolumes[i];
         match (btrfs_device(state), btrfs_device(&sv.path)) {
             (Some(a), Some(b)) if a == b => {}
             _ => return Ok(None),
         }
-        let Ok(state_fd) = super::local::open_dir(state) else { return Ok(None) };
-        let name = CString::new(STATE_SUBDIR).expect("no NUL");
-        let where_ = state.join(STATE_SUBDIR);
-        match rustix::fs::mkdirat(&state_fd, name.as_c_str(), Mode::from_raw_mode(0o700)) {
+        let Ok(state_dir) = Dir::open_trusted(state) else { return Ok(None) };
+        let name = Name::fixed(STATE_SUBDIR);
+        match rustix::fs::mkdirat(state_dir.fd(), name.as_cstr(), Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => {
-                tracing::debug!("cannot use {}: {e}", where_.display());
+                tracing::debug!("cannot use {}: {e}", state_dir.child_path(&name).display());
                 return Ok(None);
             }
         }
-        open_private_dir(&state_fd, &name, where_, None).map(Some)
+        open_private_dir(&state_dir, &name, None).map(Some)
     }
 
     /// Deletes the leftovers of killed runs in subvolume `i`'s private directory.
     fn clean_leftovers(&mut self, i: usize) -> Result<()> {
         let sv = &self.subvolumes[i];
-        let Some(private) = &sv.private else { return Ok(()) };
-        let dir = Dir::from_trusted_fd(
-            rustix::io::dup(private).ctx("duplicate", &sv.path)?,
-            sv.private_path(self.state_dir.as_deref()),
-        )?;
+        let Some(dir) = &sv.private else { return Ok(()) };
         for entry in dir.entries()? {
             let bytes = entry.name.as_bytes();
             let Some(pid) = our_name(bytes) else { continue };
             if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
                 continue; // a run still going (or this one)
             }
-            let cname = CString::new(bytes).expect("no NUL");
-            let Ok(fd) = open_nofollow_dir(private, &cname) else { continue };
-            let Ok(st) = rustix::fs::fstat(&fd) else { continue };
-            if st.st_ino != BTRFS_SUBVOL_ROOT_INO || !is_read_only(&self.program, &fd) {
+            let Ok(Some(leftover)) = dir.try_open_dir(&entry.name) else { continue };
+            let Ok(st) = leftover.stat_self() else { continue };
+            if st.st_ino != BTRFS_SUBVOL_ROOT_INO || !is_read_only(&self.program, leftover.fd()) {
                 continue;
             }
-            let id = subvolume_id(&self.program, &fd)?;
-            drop(fd);
-            if let Err(e) = delete(&self.program, &sv.fd, id, &dir.child_path(&entry.name)) {
+            let id = subvolume_id(&self.program, leftover.fd())?;
+            drop(leftover);
+            if let Err(e) = delete(&self.program, sv.fd.fd(), id, &dir.child_path(&entry.name)) {
                 // In the shared state directory it may be of another filesystem: its own
                 // source's run deletes it.
                 match sv.in_state {
@@ -620,7 +601,7 @@ impl Taken {
         if let Some(i) = self.subvolumes.iter().position(|s| s.path == root) {
             return Ok(i);
         }
-        let fd = super::local::open_dir(root)?;
+        let fd = Dir::open_trusted(root)?;
         self.subvolumes.push(Subvolume { path: root.to_path_buf(), fd, private: None, in_state: false });
         Ok(self.subvolumes.len() - 1)
     }
@@ -705,7 +686,7 @@ impl Taken {
             if failed.contains_key(&i) {
                 continue;
             }
-            let name = CString::new(format!("{NAME_PREFIX}{}-{secs}-{n}", std::process::id())).expect("no NUL");
+            let name = Name::new(format!("{NAME_PREFIX}{}-{secs}-{n}", std::process::id())).expect("a name of ours");
             match self.snapshot(i, name) {
                 Ok(k) => {
                     times.insert(i, (k, Timestamp::now()));
@@ -726,7 +707,7 @@ impl Taken {
         let private = CString::new(PRIVATE_DIR).expect("no NUL");
         for (i, &(k, _)) in &times {
             let sv = &self.subvolumes[*i];
-            roots.push((sv.path.clone(), fd_path(&self.snaps[k].fd, false), true));
+            roots.push((sv.path.clone(), fd_path(self.snaps[k].fd.fd(), false), true));
         }
         // Also where a snapshot failed after the directory was made: read live, it is there.
         for sv in self.subvolumes.iter().filter(|sv| sv.private.is_some() && !sv.in_state) {
@@ -735,7 +716,7 @@ impl Taken {
         let mut redirects = HashMap::new();
         for (mp, i) in &below_snap {
             if let Some((k, _)) = times.get(i) {
-                redirects.insert(mp.clone(), join_real(&fd_path(&self.snaps[*k].fd, false), Path::new("")));
+                redirects.insert(mp.clone(), join_real(&fd_path(self.snaps[*k].fd.fd(), false), Path::new("")));
             } else {
                 redirects.insert(mp.clone(), mp.clone());
             }
@@ -809,18 +790,18 @@ impl Taken {
 
     /// Takes a read-only snapshot of subvolume `i` named `name` in its private directory;
     /// returns its index in `snaps`.
-    fn snapshot(&mut self, i: usize, name: CString) -> Result<usize> {
+    fn snapshot(&mut self, i: usize, name: Name) -> Result<usize> {
         let sv = &self.subvolumes[i];
         let private = sv.private.as_ref().expect("prepared before");
-        let dest = fd_path(private, true).join(OsStr::from_bytes(name.as_bytes()));
-        let shown = sv.private_path(self.state_dir.as_deref()).join(OsStr::from_bytes(name.as_bytes()));
+        let dest = fd_path(private.fd(), true).join(name.as_os_str());
+        let shown = sv.private_path(self.state_dir.as_deref()).join(name.as_os_str());
         btrfs(
             &self.program,
             &[
                 OsStr::new("subvolume"),
                 OsStr::new("snapshot"),
                 OsStr::new("-r"),
-                fd_path(&sv.fd, true).as_os_str(),
+                fd_path(sv.fd.fd(), true).as_os_str(),
                 dest.as_os_str(),
             ],
         )
@@ -837,9 +818,9 @@ impl Taken {
                 message: format!("cannot snapshot {} into {}: {e}{hint}", sv.path.display(), shown.display()),
             }
         })?;
-        let fd = open_nofollow_dir(private, &name).map_err(|e| Error::io("open", &shown, e))?;
-        let st = rustix::fs::fstat(&fd).ctx("inspect", &shown)?;
-        let id = subvolume_id(&self.program, &fd);
+        let fd = private.open_dir(&name)?;
+        let st = fd.stat_self()?;
+        let id = subvolume_id(&self.program, fd.fd());
         if st.st_ino != BTRFS_SUBVOL_ROOT_INO || id.is_err() {
             return Err(Error::Unsafe { path: shown, message: "not the snapshot just taken".into() });
         }
@@ -852,19 +833,19 @@ impl Taken {
         let mut first_err = None;
         for snap in std::mem::take(&mut self.snaps) {
             let sv = &self.subvolumes[snap.subvolume];
-            let shown = sv.private_path(self.state_dir.as_deref()).join(OsStr::from_bytes(snap.name.as_bytes()));
+            let shown = sv.private_path(self.state_dir.as_deref()).join(snap.name.as_os_str());
             drop(snap.fd);
-            if let Err(e) = delete(&self.program, &sv.fd, snap.id, &shown) {
+            if let Err(e) = delete(&self.program, sv.fd.fd(), snap.id, &shown) {
                 first_err.get_or_insert(e);
             }
         }
         for sv in &mut self.subvolumes {
             if sv.private.take().is_some() && !sv.in_state {
-                let name = CString::new(PRIVATE_DIR).expect("no NUL");
-                let before = rustix::fs::fstat(&sv.fd);
-                let removed = rustix::fs::unlinkat(&sv.fd, name.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                let name = Name::fixed(PRIVATE_DIR);
+                let before = sv.fd.stat_self();
+                let removed = rustix::fs::unlinkat(sv.fd.fd(), name.as_cstr(), rustix::fs::AtFlags::REMOVEDIR);
                 if let (Ok(()), Ok(before)) = (removed, before) {
-                    keep_times(&sv.fd, &before);
+                    keep_times(sv.fd.fd(), &before);
                 }
             }
         }
@@ -875,7 +856,7 @@ impl Taken {
 /// Puts back the times a subvolume root had before the runner added or removed its private
 /// directory, so that neither the snapshot nor the live tree records the runner's visit
 /// (only the change time moves).
-fn keep_times(root: &OwnedFd, before: &Stat) {
+fn keep_times(root: BorrowedFd, before: &Stat) {
     let times = rustix::fs::Timestamps {
         last_access: rustix::fs::Timespec { tv_sec: before.st_atime as _, tv_nsec: before.st_atime_nsec as _ },
         last_modification: rustix::fs::Timespec { tv_sec: before.st_mtime as _, tv_nsec: before.st_mtime_nsec as _ },
@@ -886,7 +867,7 @@ fn keep_times(root: &OwnedFd, before: &Stat) {
 }
 
 /// Deletes the subvolume `id` of the filesystem whose subvolume root is open as `root`.
-fn delete(program: &Path, root: &OwnedFd, id: u64, shown: &Path) -> Result<()> {
+fn delete(program: &Path, root: BorrowedFd, id: u64, shown: &Path) -> Result<()> {
     let p = fd_path(root, true);
     let id_text = id.to_string();
     btrfs(

@@ -102,12 +102,13 @@ pub fn build(
     let work_fd = dup_dir(work_dir)?;
     let chunks = chunk_cursor(base.as_ref());
     let chunk_out = chunk_writer(work_dir)?;
-    let (base_fd, cursor) = split_base(base);
+    let (base_fd, cursor, avoid) = split_base(base);
     let shared = Shared {
+        avoid,
         work: work.to_path_buf(),
         links: Mutex::new(HashMap::new()),
         cancel: opts.cancel,
-        larger_than: opts.exclude_by.larger_than,
+        exclude_by: opts.exclude_by,
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(64);
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<(u64, Item)>();
@@ -137,8 +138,9 @@ pub fn build(
             skip_reported: false,
             in_flight: Slots::new(dirs_in_flight()),
             chunks,
+            dry: None,
         };
-        let listed = lister.run(&work_fd, base_fd.as_ref());
+        let listed = lister.run(Some(&work_fd), base_fd.as_ref());
         let (excluded, tagged) = (lister.excluded, lister.tagged);
         drop(lister); // closes the channels so workers and the writer finish
         if listed.is_err() {
@@ -172,6 +174,66 @@ pub fn build(
     })
 }
 
+/// What `now --dry-run` is told by the walk of [`plan`]: the same walk as [`build`]'s, with
+/// the same rules (excludes, one file system, the destination's host directory skipped,
+/// `excludeCaches`/`excludeIfPresent`), so that they exist once; nothing is written.
+pub trait Planner {
+    /// A directory the run would create (`abs`, its original path), once its entries are done.
+    fn directory(&mut self, abs: &Path);
+    /// The non-directory entries `names` of one source directory (open as `src`, original path
+    /// `abs`, `rel` in the snapshot), that the excludes keep, with the link base's copy of the
+    /// directory when it has one.
+    fn entries(
+        &mut self,
+        rel: &[u8],
+        abs: &Path,
+        src: std::os::fd::BorrowedFd,
+        prev: Option<std::os::fd::BorrowedFd>,
+        names: &[CString],
+    ) -> Result<()>;
+}
+
+/// What [`plan`]'s walk left out, as a run counts it: entries the exclude patterns (or the
+/// host directory) left out, and directories kept without their contents for a
+/// `CACHEDIR.TAG` and for a marker file.
+pub struct Planned {
+    /// `excluded`.
+    pub excluded: u64,
+    /// `excludedCaches`.
+    pub excluded_caches: u64,
+    /// `excludedIfPresent`.
+    pub excluded_if_present: u64,
+}
+
+/// Walks the sources as [`build`] does, telling `planner` what it finds instead of copying
+/// or linking anything: no work tree, no workers, no manifest. `base` is the link base's
+/// directory (opened through the host directory), walked alongside as the build walks it.
+/// `opts.roots` and `opts.threads` do not matter here.
+pub fn plan(opts: &BuildOptions, base: Option<&Dir>, planner: &mut dyn Planner) -> Result<Planned> {
+    let base_fd = base.map(dup_dir).transpose()?;
+    // Nobody listens: a dry run has no workers and no writer (warnings go nowhere).
+    let (job_tx, _) = crossbeam_channel::bounded::<Job>(0);
+    let (out_tx, _) = crossbeam_channel::unbounded::<(u64, Item)>();
+    let mut lister = Lister {
+        opts,
+        work: Path::new(""),
+        job_tx,
+        out_tx,
+        seq: 0,
+        root_dev: 0,
+        excluded: 0,
+        tagged: (0, 0),
+        skip: opts.skip_dir,
+        skip_reported: false,
+        in_flight: Slots::new(1),
+        chunks: ChunkCursor::empty(),
+        dry: Some(planner),
+    };
+    lister.run(None, base_fd.as_ref())?;
+    let (excluded_caches, excluded_if_present) = lister.tagged;
+    Ok(Planned { excluded: lister.excluded, excluded_caches, excluded_if_present })
+}
+
 pub(crate) fn open_dir(p: &Path) -> Result<OwnedFd> {
     rustix::fs::open(
         p,
@@ -190,8 +252,10 @@ struct Shared<'a> {
     work: PathBuf,
     links: Mutex<LinkTable>,
     cancel: &'a AtomicBool,
-    /// `excludeLargerThan`, in bytes.
-    larger_than: Option<u64>,
+    /// `excludeLargerThan` ([`ExcludeBy::too_large`], which a dry run asks too).
+    exclude_by: &'a ExcludeBy,
+    /// Damaged inodes of the link base, never hard-linked.
+    avoid: place::Avoid,
 }
 
 /// One directory's non-directory entries.
@@ -208,6 +272,18 @@ struct Job {
     names: Vec<CString>,
     /// The previous copies' chunk records, by index into `names` (empty when none has one).
     records: Vec<Option<Box<Record>>>,
+}
+
+/// One directory's non-directory entries as the lister finds them: a [`Job`] for the workers
+/// once numbered, or what a dry run's planner is told (then without `dst`).
+struct Listed {
+    source: usize,
+    rel: Arc<Vec<u8>>,
+    abs: Arc<PathBuf>,
+    src: Arc<OwnedFd>,
+    dst: Option<Arc<OwnedFd>>,
+    prev: Option<Arc<OwnedFd>>,
+    names: Vec<CString>,
 }
 
 /// What comes back to the writer, in walk order by sequence number.
@@ -231,16 +307,17 @@ fn dirs_in_flight() -> usize {
     usize::try_from(soft.saturating_sub(128) / 4).unwrap_or(usize::MAX).clamp(64, 4096)
 }
 
-/// A directory's descriptors: in the source, in the work tree, in the previous snapshot.
+/// A directory's descriptors: in the source, in the work tree (none for a dry run, which
+/// writes nothing), in the previous snapshot.
 #[derive(Clone)]
 struct Fds {
     src: Arc<OwnedFd>,
-    dst: Arc<OwnedFd>,
+    dst: Option<Arc<OwnedFd>>,
     prev: Option<Arc<OwnedFd>>,
 }
 
 /// Device and inode of a source directory, its copy, and its previous copy.
-type Ids = ((u64, u64), (u64, u64), Option<(u64, u64)>);
+type Ids = ((u64, u64), Option<(u64, u64)>, Option<(u64, u64)>);
 
 /// One directory on the walk's path from a source down to the current directory.
 struct Frame {
@@ -263,7 +340,8 @@ fn close(frame: &mut Frame, abs: &[u8]) -> Result<()> {
     let path = Path::new(OsStr::from_bytes(abs));
     let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
     let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
-    frame.ids = Some((id(&fds.src)?, id(&fds.dst)?, prev));
+    let dst = fds.dst.as_deref().map(id).transpose()?;
+    frame.ids = Some((id(&fds.src)?, dst, prev));
     Ok(())
 }
 
@@ -323,6 +401,9 @@ struct Lister<'a> {
     in_flight: Slots,
     /// The link base's chunk sidecar, read in walk order as jobs are sent.
     chunks: ChunkCursor,
+    /// A dry run's planner: told what the walk finds instead of the workers and the writer,
+    /// and nothing is written (no work tree: every `dst` is `None`).
+    dry: Option<&'a mut dyn Planner>,
 }
 
 impl Lister<'_> {
@@ -347,7 +428,7 @@ impl Lister<'_> {
 
     /// Walks every source in walk order (see `manifest::cmp_key`), then applies the metadata
     /// of the directories above the sources (`/home` for `/home/alice`).
-    fn run(&mut self, work: &OwnedFd, base: Option<&OwnedFd>) -> Result<()> {
+    fn run(&mut self, work: Option<&OwnedFd>, base: Option<&OwnedFd>) -> Result<()> {
         let mut kinds = Vec::new();
         for s in self.opts.sources {
             let st = rustix::fs::lstat(self.resolve(s)).ctx("inspect source", s)?;
@@ -365,14 +446,17 @@ impl Lister<'_> {
             let abs = PathBuf::from(OsStr::from_bytes(&[b"/".as_slice(), rel].concat()));
             let src = open_dir(&self.resolve(&abs))?;
             let st = rustix::fs::fstat(&src).ctx("inspect", &abs)?;
-            let dst = rustix::fs::openat(
-                work,
-                bytes_cstr(rel).as_c_str(),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-                rustix::fs::Mode::empty(),
-            )
-            .ctx("open directory", &abs)?;
-            self.dir_done(Some(Arc::new(src)), Arc::new(dst), Box::new(st), abs)?;
+            let open = |work| {
+                rustix::fs::openat(
+                    work,
+                    bytes_cstr(rel).as_c_str(),
+                    rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                    rustix::fs::Mode::empty(),
+                )
+                .ctx("open directory", &abs)
+            };
+            let dst = work.map(open).transpose()?;
+            self.dir_done(Some(Arc::new(src)), dst.map(Arc::new), Box::new(st), abs)?;
         }
         Ok(())
     }
@@ -380,7 +464,7 @@ impl Lister<'_> {
     fn source(
         &mut self,
         i: usize,
-        work: &OwnedFd,
+        work: Option<&OwnedFd>,
         base: Option<&OwnedFd>,
         ancestors: &mut BTreeMap<Vec<u8>, ()>,
     ) -> Result<()> {
@@ -395,7 +479,7 @@ impl Lister<'_> {
         let rel = rel_of(path);
         let (parent_rel, name) = split_last(&rel);
         // Create the directories above the source (their metadata is applied at the end).
-        let mut dst_parent = rustix::io::dup(work).ctx("duplicate descriptor", path)?;
+        let mut dst_parent = work.map(|w| rustix::io::dup(w).ctx("duplicate descriptor", path)).transpose()?;
         let mut prev_parent = base.and_then(|b| rustix::io::dup(b).ok());
         let mut so_far = Vec::new();
         for comp in parent_rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
@@ -405,7 +489,7 @@ impl Lister<'_> {
             so_far.extend_from_slice(comp);
             ancestors.insert(so_far.clone(), ());
             let c = bytes_cstr(comp);
-            dst_parent = fsops::make_dir_at(dst_parent.as_fd(), &c).map_err(|e| self.dest_error(&so_far, e))?;
+            dst_parent = self.make_dir(dst_parent.as_ref(), &c, &so_far)?;
             prev_parent = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
         }
         if name.is_empty() {
@@ -413,7 +497,7 @@ impl Lister<'_> {
             let src = open_dir(&self.resolve(path))?;
             let st = rustix::fs::fstat(&src).ctx("inspect source", path)?;
             self.root_dev = st.st_dev;
-            let root = Fds { src: Arc::new(src), dst: Arc::new(dst_parent), prev: prev_parent.map(Arc::new) };
+            let root = Fds { src: Arc::new(src), dst: dst_parent.map(Arc::new), prev: prev_parent.map(Arc::new) };
             return self.walk(i, rel, path, root, st);
         }
         let src_parent_path = path.parent().unwrap_or(Path::new("/"));
@@ -432,17 +516,14 @@ impl Lister<'_> {
         self.root_dev = st.st_dev;
         if fsops::file_type(&st) != FileType::Directory {
             // A single file as a source: one job with one name.
-            let seq = self.next_seq();
-            let job = Job {
-                seq,
+            let job = Listed {
                 source: i,
                 rel: Arc::new(parent_rel),
                 abs: Arc::new(src_parent_path.to_path_buf()),
                 src: Arc::new(src_parent),
-                dst: Arc::new(dst_parent),
+                dst: dst_parent.map(Arc::new),
                 prev: prev_parent.map(Arc::new),
                 names: vec![cname],
-                records: Vec::new(),
             };
             return self.send_job(job);
         }
@@ -453,9 +534,9 @@ impl Lister<'_> {
             Some(real) => open_dir(real)?,
             None => fsops::open_dir_at(src_parent.as_fd(), &cname).map_err(|e| Error::io("open source", path, e))?,
         };
-        let dst = fsops::make_dir_at(dst_parent.as_fd(), &cname).map_err(|e| self.dest_error(&rel, e))?;
+        let dst = self.make_dir(dst_parent.as_ref(), &cname, &rel)?;
         let prev = prev_parent.and_then(|p| fsops::open_dir_at(p.as_fd(), &cname).ok());
-        let root = Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) };
+        let root = Fds { src: Arc::new(src), dst: dst.map(Arc::new), prev: prev.map(Arc::new) };
         self.walk(i, rel, path, root, st)
     }
 
@@ -483,18 +564,34 @@ impl Lister<'_> {
         Error::io("create directory", self.work.join(OsStr::from_bytes(rel)), e)
     }
 
-    fn send_job(&mut self, mut job: Job) -> Result<()> {
+    /// Hands one directory's non-directory entries to the workers (or to a dry run's planner).
+    fn send_job(&mut self, job: Listed) -> Result<()> {
+        let Some(dst) = job.dst else {
+            let planner = self.dry.as_deref_mut().expect("only a dry run has no work tree");
+            let prev = job.prev.as_deref().map(|p| p.as_fd());
+            return planner.entries(&job.rel, &job.abs, job.src.as_fd(), prev, &job.names);
+        };
         // Jobs go out in walk order, so the sidecar is read as a stream alongside.
+        let mut records = Vec::new();
         if job.prev.is_some() {
-            let mut records = Vec::new();
             for (i, name) in job.names.iter().enumerate() {
                 if let Some(r) = self.chunks.find(&job.rel, name.to_bytes()) {
                     records.resize_with(i, || None);
                     records.push(Some(Box::new(r)));
                 }
             }
-            job.records = records;
         }
+        let job = Job {
+            seq: self.next_seq(),
+            source: job.source,
+            rel: job.rel,
+            abs: job.abs,
+            src: job.src,
+            dst,
+            prev: job.prev,
+            names: job.names,
+            records,
+        };
         self.job_tx.send(job).map_err(|_| Error::Cancelled)
     }
 
@@ -586,7 +683,7 @@ impl Lister<'_> {
         if self.is_skipped(&st, child_abs) {
             return Ok(None);
         }
-        let dst = Arc::new(fsops::make_dir_at(parent.dst.as_fd(), name).map_err(|e| self.dest_error(rel, e))?);
+        let dst = self.make_dir(parent.dst.as_deref(), name, rel)?.map(Arc::new);
         let opened = match &redirect {
             Some(real) => rustix::fs::open(
                 real,
@@ -640,9 +737,7 @@ impl Lister<'_> {
         }
         if !names.is_empty() {
             names.sort();
-            let seq = self.next_seq();
-            let job = Job {
-                seq,
+            let job = Listed {
                 source,
                 rel: Arc::new(rel.to_vec()),
                 abs: Arc::new(abs.to_path_buf()),
@@ -650,7 +745,6 @@ impl Lister<'_> {
                 dst: fds.dst.clone(),
                 prev: fds.prev.clone(),
                 names,
-                records: Vec::new(),
             };
             self.send_job(job)?;
         }
@@ -660,10 +754,28 @@ impl Lister<'_> {
     /// Hands a complete directory to the writer, which applies its metadata once everything
     /// before it in walk order is written. Waits while too many are queued: each holds two
     /// descriptors.
-    fn dir_done(&mut self, src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf) -> Result<()> {
+    fn dir_done(
+        &mut self,
+        src: Option<Arc<OwnedFd>>,
+        dst: Option<Arc<OwnedFd>>,
+        stat: Box<Stat>,
+        abs: PathBuf,
+    ) -> Result<()> {
+        let Some(dst) = dst else {
+            if let Some(planner) = self.dry.as_deref_mut() {
+                planner.directory(&abs);
+            }
+            return Ok(());
+        };
         let slot = self.in_flight.take(self.opts.cancel).ok_or(Error::Cancelled)?;
         self.emit(Item::DirDone { src, dst, stat, abs, _slot: slot });
         Ok(())
+    }
+
+    /// Creates the directory `name` in the work tree below `parent` (`rel` names it there);
+    /// nothing for a dry run.
+    fn make_dir(&self, parent: Option<&OwnedFd>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
+        parent.map(|p| fsops::make_dir_at(p.as_fd(), name).map_err(|e| self.dest_error(rel, e))).transpose()
     }
 
     /// Opens again the directories of `parent`, closed by `close`, through `..` of its child
@@ -679,12 +791,17 @@ impl Lister<'_> {
             Error::io(what, path, std::io::Error::other("it was moved or replaced while the backup ran"))
         };
         let src = reopen(&child.src, ids.0)?.ok_or_else(|| moved("open again"))?;
-        let dst = reopen(&child.dst, ids.1)?.ok_or_else(|| moved("open again the work tree's copy of"))?;
+        let dst = match (&child.dst, ids.1) {
+            (Some(d), Some(id)) => {
+                Some(reopen(d, id)?.ok_or_else(|| moved("open again the work tree's copy of"))?.into())
+            }
+            _ => None,
+        };
         let prev = match (&child.prev, ids.2) {
             (Some(p), Some(id)) => reopen(p, id).ok().flatten(),
             _ => None,
         };
-        Ok(Fds { src: Arc::new(src), dst: Arc::new(dst), prev: prev.map(Arc::new) })
+        Ok(Fds { src: Arc::new(src), dst, prev: prev.map(Arc::new) })
     }
 
     /// Reads a directory's names, applies the excludes, and separates subdirectories.
@@ -828,16 +945,19 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
         }
     };
     match fsops::file_type(&st) {
-        FileType::RegularFile if shared.larger_than.is_some_and(|l| u64::try_from(st.st_size).unwrap_or(0) > l) => {
+        FileType::RegularFile if shared.exclude_by.too_large(u64::try_from(st.st_size).unwrap_or(0)) => {
             Ok(Outcome::TooLarge)
         }
         FileType::RegularFile if st.st_nlink > 1 => {
             regular_multi_link(job, name, &st, prev.as_ref(), record, shared, buf).or_else(|e| dest_err("copy", e))
         }
-        FileType::RegularFile => regular(job, name, &st, prev.as_ref(), record, buf).or_else(|e| dest_err("copy", e)),
+        FileType::RegularFile => {
+            regular(job, name, &st, prev.as_ref(), record, shared, buf).or_else(|e| dest_err("copy", e))
+        }
         FileType::Symlink => {
             // Any failure of the link (even at the link count limit) means a copy.
-            let placed = place::place(previous(job, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
+            let placed =
+                place::place(previous(job, shared, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
             if placed.is_ok_and(|p| p == Placement::Linked) {
                 return Ok(Outcome::Symlink { linked: true });
             }
@@ -858,8 +978,8 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
 }
 
 /// The previous snapshot's side of an entry, when it has one.
-fn previous<'a>(job: &'a Job, prev: Option<&'a Stat>) -> Option<place::Previous<'a>> {
-    Some((job.prev.as_ref()?.as_fd(), prev?))
+fn previous<'a>(job: &'a Job, shared: &'a Shared, prev: Option<&'a Stat>) -> Option<place::Previous<'a>> {
+    Some((job.prev.as_ref()?.as_fd(), prev?, &shared.avoid))
 }
 
 /// A regular file: link it to the previous snapshot when unchanged, else copy it (sharing
@@ -871,10 +991,11 @@ fn regular(
     st: &Stat,
     prev: Option<&Stat>,
     record: Option<&Record>,
+    shared: &Shared,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Outcome> {
     let new = QuickAttrs::of(st);
-    let emlink = match place::place(previous(job, prev), &new, job.dst.as_fd(), name)? {
+    let emlink = match place::place(previous(job, shared, prev), &new, job.dst.as_fd(), name)? {
         Placement::Linked => {
             let size = u64::try_from(st.st_size).unwrap_or(0);
             // The same inode: its record goes on, if it describes it.
@@ -883,7 +1004,7 @@ fn regular(
         }
         Placement::Copy { emlink } => emlink,
     };
-    let base = place::share_base(previous(job, prev), &new).map(|b| (b, record));
+    let base = place::share_base(previous(job, shared, prev), &new).map(|b| (b, record));
     copy_regular(job, name, st, base, buf).map(|mut o| {
         if let Outcome::Regular { emlink: e, .. } = &mut o {
             *e = emlink;
@@ -975,7 +1096,7 @@ fn regular_multi_link(
         rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
         return Ok(Outcome::linked(size, *hash, None));
     }
-    let mut outcome = regular(job, name, st, prev, record, buf)?;
+    let mut outcome = regular(job, name, st, prev, record, shared, buf)?;
     if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {
         // The writer cannot inherit a hash for the later links from the old manifest (they
         // may be new names), so compute it now.

@@ -4,6 +4,7 @@
 //! never a pinned one ([`pinned`]). Each removal is a move to the trash and the trash emptied,
 //! so the space is free before the next check; each is reported with the reason.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -23,27 +24,34 @@ pub struct Removal {
     pub reason: String,
 }
 
-/// Whether a snapshot is pinned now (kept whatever the rules; an unreadable pin counts as one,
-/// as it does for retention).
-fn pinned(s: &Snapshot) -> bool {
-    s.pin.holds(jiff::Timestamp::now())
+/// Whether a snapshot is pinned at `now`, the run's time (kept whatever the rules; an
+/// unreadable pin counts as one, as it does for retention).
+fn pinned(s: &Snapshot, now: Timestamp) -> bool {
+    s.pin.holds(now)
 }
 
-/// The snapshots making room may remove, in the order it would: oldest first, never the
-/// newest, never a pinned one, and never so many that fewer than `min_backups` (at least one)
-/// would be left.
-pub fn candidates(snapshots: &[Snapshot], min_backups: u32) -> Vec<&Snapshot> {
+/// The snapshots making room may remove at `now` (the run's time, as retention judges pins),
+/// in the order it would: oldest first, never the newest, never a pinned one, and never so
+/// many that fewer than `min_backups` (at least one) would be left.
+pub fn candidates(snapshots: &[Snapshot], min_backups: u32, now: Timestamp) -> Vec<&Snapshot> {
     let mut by_age: Vec<&Snapshot> = snapshots.iter().collect();
     by_age.sort_by_key(|s| s.time());
     let keep = (min_backups as usize).max(1);
     let removable = by_age.len().saturating_sub(keep);
     let newest = by_age.last().map(|s| s.name.clone());
-    by_age.into_iter().filter(|s| Some(&s.name) != newest.as_ref() && !pinned(s)).take(removable).collect()
+    by_age.into_iter().filter(|s| Some(&s.name) != newest.as_ref() && !pinned(s, now)).take(removable).collect()
 }
 
 /// Removes the oldest candidates one at a time until `destination` has `min_free_bytes`
-/// free; what was removed. A `Preflight` error when it cannot make enough room.
-pub fn make_room(host: &HostDir, lock: &HostLock, destination: &Destination, min_backups: u32) -> Result<Vec<Removal>> {
+/// free; what was removed. `now` is the run's time (`now --now`), at which pins are judged.
+/// A `Preflight` error when it cannot make enough room.
+pub fn make_room(
+    host: &HostDir,
+    lock: &HostLock,
+    destination: &Destination,
+    min_backups: u32,
+    now: Timestamp,
+) -> Result<Vec<Removal>> {
     let need = destination.min_free_bytes;
     let free = || fsutil::free_bytes(&destination.path);
     let mut removed = Vec::new();
@@ -53,7 +61,7 @@ pub fn make_room(host: &HostDir, lock: &HostLock, destination: &Destination, min
             return Ok(removed);
         }
         let snapshots = host.list()?;
-        let Some(victim) = candidates(&snapshots, min_backups).first().map(|s| (*s).clone()) else {
+        let Some(victim) = candidates(&snapshots, min_backups, now).first().map(|s| (*s).clone()) else {
             let mut message = format!(
                 "destination {} has {} free, less than the required {}; local.makeRoom found nothing more to \
                  remove ({} snapshot(s) left: the newest, pinned ones and health.minBackups {} stay)",

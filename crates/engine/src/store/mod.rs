@@ -19,3 +19,4 @@ pub mod repair;
 pub mod restore;
 pub mod retention;
 pub mod verify;
+pub mod walk;

@@ -22,8 +22,8 @@
 //!    plus only the changed blocks (`store::delta`); the copy paths try it and copy plainly
 //!    when the filesystem refuses.
 //!
-//! A previous copy whose inode a verify found damaged ([`avoid`], from the drive's damage
-//! record, `ops::state::DamageRecord`) is never linked: the entry is copied afresh from the
+//! A previous copy whose inode a verify found damaged ([`Avoid`], from the drive's damage
+//! record, `ops::state::DamageRecord`, handed to the build with the link base) is never linked: the entry is copied afresh from the
 //! source, so damage never spreads into a new snapshot.
 
 use std::collections::HashSet;
@@ -81,20 +81,23 @@ pub fn unchanged(new: &QuickAttrs, prev: &Stat) -> bool {
     *new == QuickAttrs::of(prev)
 }
 
-/// Inodes `(device, inode)` never used as a link base: damaged copies. Process-wide, since a
-/// device and inode name one file at a time whatever the host directory; only ever added to.
-static AVOIDED: RwLock<Option<HashSet<(u64, u64)>>> = RwLock::new(None);
+/// Inodes `(device, inode)` never used as a link base: damaged copies, which the run reads
+/// from the drive's damage record and hands to the build with the link base.
+#[derive(Clone, Debug, Default)]
+pub struct Avoid(HashSet<(u64, u64)>);
 
-/// Never hard-links these inodes (damaged copies) from now on in this process.
-pub fn avoid(inodes: impl IntoIterator<Item = (u64, u64)>) {
-    let mut set = AVOIDED.write().expect("avoided inodes poisoned");
-    set.get_or_insert_with(HashSet::new).extend(inodes);
+impl FromIterator<(u64, u64)> for Avoid {
+    fn from_iter<I: IntoIterator<Item = (u64, u64)>>(inodes: I) -> Avoid {
+        Avoid(inodes.into_iter().collect())
+    }
 }
 
-/// Whether the previous copy `st` is a damaged inode.
-fn avoided(st: &Stat) -> bool {
-    let set = AVOIDED.read().expect("avoided inodes poisoned");
-    set.as_ref().is_some_and(|s| s.contains(&(st.st_dev, st.st_ino)))
+impl Avoid {
+    /// Whether the previous copy `st` is a damaged inode.
+    #[inline]
+    fn holds(&self, st: &Stat) -> bool {
+        !self.0.is_empty() && self.0.contains(&(st.st_dev, st.st_ino))
+    }
 }
 
 /// Where an entry comes from.
@@ -110,9 +113,10 @@ pub enum Placement {
     },
 }
 
-/// The previous snapshot's side of an entry: the directory that holds its copy, and that
-/// copy's `Stat` (taken by the caller, without following a symlink).
-pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
+/// The previous snapshot's side of an entry: the directory that holds its copy, that copy's
+/// `Stat` (taken by the caller, without following a symlink), and the link base's damaged
+/// inodes.
+pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat, &'a Avoid);
 
 /// Decides where the entry `name` of `dst` comes from: a link to the previous copy when there
 /// is one and the quick check passes and `linkat` succeeds, else a copy. `Err` only for a
@@ -120,7 +124,7 @@ pub type Previous<'a> = (BorrowedFd<'a>, &'a Stat);
 #[inline]
 pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
     match prev {
-        Some((dir, st)) if unchanged(new, st) && !avoided(st) => after_link(fsops::link_at(dir, dst, name)),
+        Some((dir, st, avoid)) if unchanged(new, st) && !avoid.holds(st) => after_link(fsops::link_at(dir, dst, name)),
         _ => Ok(Placement::Copy { emlink: false }),
     }
 }
@@ -130,14 +134,14 @@ pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &C
 /// are cheaper to copy than to clone and compare). `None`: copy plainly.
 #[inline]
 pub fn share_base<'a>(prev: Option<Previous<'a>>, new: &QuickAttrs) -> Option<Previous<'a>> {
-    let (dir, st) = prev?;
+    let (dir, st, avoid) = prev?;
     let big = |size: u64| size > crate::store::delta::CHUNKED_ABOVE;
     let ok = fsops::file_type(st) == FileType::RegularFile
         && new.mode & 0o170000 == 0o100000
         && big(new.size)
         && big(u64::try_from(st.st_size).unwrap_or(0))
-        && !avoided(st);
-    ok.then_some((dir, st))
+        && !avoid.holds(st);
+    ok.then_some((dir, st, avoid))
 }
 
 /// Devices whose filesystem refused `FICLONE` (ext4, tmpfs …): not asked again in this process.
@@ -158,7 +162,7 @@ pub fn share(
     dev: u64,
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<Delta>> {
-    let (dir, st) = base;
+    let (dir, st, _) = base;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
     let prev = File::from(rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?);
     let now = rustix::fs::fstat(&prev).ok()?;
@@ -241,7 +245,8 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         assert!(unchanged(&new, &s.st));
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let placed =
+            place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Linked);
         assert_eq!(std::fs::metadata(s.dst_path.join("f")).unwrap().ino(), s.st.st_ino);
     }
@@ -265,7 +270,8 @@ mod tests {
             let mut new = same;
             change(&mut new);
             assert!(!unchanged(&new, &s.st), "{what}");
-            let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+            let placed =
+                place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
             assert_eq!(placed, Placement::Copy { emlink: false }, "{what}");
             assert!(!s.dst_path.join("f").exists(), "{what}: nothing is linked");
         }
@@ -276,15 +282,12 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         // Another inode on the list does not matter; this one does.
-        avoid([(s.st.st_dev, u64::MAX)]);
-        assert!(!avoided(&s.st));
-        avoid([(s.st.st_dev, s.st.st_ino)]);
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let other: Avoid = [(s.st.st_dev, u64::MAX)].into_iter().collect();
+        assert!(!other.holds(&s.st));
+        let this: Avoid = [(s.st.st_dev, u64::MAX), (s.st.st_dev, s.st.st_ino)].into_iter().collect();
+        let placed = place(Some((s.prev_dir.as_fd(), &s.st, &this)), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
         assert!(!s.dst_path.join("f").exists());
-        // Leave no inode behind for other tests, whose files may reuse the number.
-        AVOIDED.write().unwrap().as_mut().unwrap().remove(&(s.st.st_dev, s.st.st_ino));
-        drop(s);
     }
 
     #[test]
@@ -317,16 +320,19 @@ mod tests {
         let (big, small, link) = (st(c"big"), st(c"small"), st(c"link"));
         let mut new = QuickAttrs::of(&big);
         new.size += 1;
-        assert!(share_base(Some((dir.as_fd(), &big)), &new).is_some());
+        let none = Avoid::default();
+        assert!(share_base(Some((dir.as_fd(), &big, &none)), &new).is_some());
         assert!(share_base(None, &new).is_none());
-        assert!(share_base(Some((dir.as_fd(), &small)), &new).is_none(), "small previous copy");
-        assert!(share_base(Some((dir.as_fd(), &link)), &new).is_none(), "a symlink planted as the previous copy");
+        assert!(share_base(Some((dir.as_fd(), &small, &none)), &new).is_none(), "small previous copy");
+        assert!(
+            share_base(Some((dir.as_fd(), &link, &none)), &new).is_none(),
+            "a symlink planted as the previous copy"
+        );
         let mut tiny = new;
         tiny.size = 10;
-        assert!(share_base(Some((dir.as_fd(), &big)), &tiny).is_none(), "small new version");
-        avoid([(big.st_dev, big.st_ino)]);
-        assert!(share_base(Some((dir.as_fd(), &big)), &new).is_none(), "damaged previous copy");
-        AVOIDED.write().unwrap().as_mut().unwrap().remove(&(big.st_dev, big.st_ino));
+        assert!(share_base(Some((dir.as_fd(), &big, &none)), &tiny).is_none(), "small new version");
+        let damaged: Avoid = [(big.st_dev, big.st_ino)].into_iter().collect();
+        assert!(share_base(Some((dir.as_fd(), &big, &damaged)), &new).is_none(), "damaged previous copy");
     }
 
     #[test]
@@ -351,7 +357,8 @@ mod tests {
         let s = scene();
         let new = QuickAttrs::of(&s.st);
         rustix::fs::unlinkat(s.prev_dir.as_fd(), c"f", rustix::fs::AtFlags::empty()).unwrap();
-        let placed = place(Some((s.prev_dir.as_fd(), &s.st)), &new, s.dst_dir.as_fd(), c"f").unwrap();
+        let placed =
+            place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
     }
 }

@@ -22,6 +22,7 @@ use crate::fs::Dir;
 use crate::store::delta::{ChunkCursor, ChunkWriter, Record};
 use crate::store::manifest::{Cursor, Hash, ManifestWriter};
 use crate::store::meta::{Counts, Warning, META_DIR};
+use crate::store::place::Avoid;
 
 /// Bytes that crossed the connection during a pull.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -39,6 +40,8 @@ pub struct LinkBase<'a> {
     pub dir: &'a Dir,
     /// Its manifest, for inheriting the hashes of linked files.
     pub manifest: Cursor,
+    /// Its damaged inodes (from the drive's damage record), never hard-linked.
+    pub avoid: Avoid,
 }
 
 /// What a build produced.
@@ -74,11 +77,12 @@ pub(crate) fn chunk_writer(work: &Dir) -> Result<ChunkWriter> {
     ChunkWriter::create_in(&work.open_dir(&crate::fs::Name::fixed(META_DIR))?)
 }
 
-/// The link base's directory descriptor and manifest cursor (none and empty without one).
-pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor) {
+/// The link base's directory descriptor, manifest cursor and damaged inodes (none and empty
+/// without one).
+pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor, Avoid) {
     match base {
-        Some(b) => (dup_dir(b.dir).ok(), b.manifest),
-        None => (None, Cursor::empty()),
+        Some(b) => (dup_dir(b.dir).ok(), b.manifest, b.avoid),
+        None => (None, Cursor::empty(), Avoid::default()),
     }
 }
 

@@ -19,13 +19,13 @@
 //! `n = ⌈100 / N⌉` and keeps the next `i` per drive (`ops::state`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
@@ -34,6 +34,7 @@ use crate::fs::Name;
 use crate::store::layout::{HostDir, Snapshot};
 use crate::store::manifest::{Cursor, Entry, Hash, ManifestReader};
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
+use crate::store::walk;
 
 /// A snapshot's list of files marked lost by `repair` (`.hwc-backup/lost.json`).
 pub const LOST_FILE: &str = "lost.json";
@@ -211,8 +212,8 @@ impl VerifyReport {
 ///
 /// Every path is opened relative to a descriptor of the snapshot directory, one component at
 /// a time without following symlinks ([`crate::fs::beneath`]), so paths longer than `PATH_MAX`
-/// verify like any other, and the tree is walked with an explicit stack and one open
-/// directory, so its depth is bounded by neither the stack nor the descriptor limit.
+/// verify like any other, and the tree is walked by [`walk`] (an explicit stack and one open
+/// directory), so its depth is bounded by neither the stack nor the descriptor limit.
 pub fn verify(
     host: &HostDir,
     snapshot: &Snapshot,
@@ -434,102 +435,21 @@ fn check(
     progress(r.files_checked, r.bytes_checked);
 }
 
-/// A directory on the walk's stack: where its path ends in the walk's path buffer, its
-/// identity (to check the way back up through `..`), and the subdirectories still to visit.
-struct Frame {
-    rel_len: usize,
-    id: (u64, u64),
-    subdirs: std::vec::IntoIter<CString>,
-}
-
-fn id_of(fd: BorrowedFd, path: impl Fn() -> PathBuf) -> Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", path(), e.into()))?;
-    Ok((st.st_dev, st.st_ino))
-}
-
-/// Walks the tree in manifest order and lists regular files the manifest does not know.
-///
-/// Iterative, with one open directory: a child is opened by name (`O_NOFOLLOW`) from its
-/// parent, and the way back up is `..`, checked against the parent's device and inode (a
-/// directory moved away during the walk stops it with an error rather than walking elsewhere).
+/// Walks the tree ([`walk`], in name order, so the manifest cursor only moves forward) and
+/// lists regular files the manifest does not know.
 fn unexpected_files(snap_path: &Path, root: BorrowedFd, mut cursor: Cursor) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut rel: Vec<u8> = Vec::new();
-    let show = |rel: &[u8]| snap_path.join(OsStr::from_bytes(rel));
-    let mut cur = beneath::reopen(root).map_err(|e| Error::io("open directory", snap_path, e))?;
-    let subdirs = scan(cur.as_fd(), &rel, &show(&rel), &mut cursor, &mut out)?;
-    let mut stack = vec![Frame { rel_len: 0, id: id_of(cur.as_fd(), || show(&[]))?, subdirs: subdirs.into_iter() }];
-    while let Some(top) = stack.last_mut() {
-        match top.subdirs.next() {
-            Some(name) => {
-                rel.truncate(top.rel_len);
-                if !rel.is_empty() {
-                    rel.push(b'/');
-                }
-                rel.extend_from_slice(name.to_bytes());
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                cur = rustix::fs::openat(cur.as_fd(), &name, flags, Mode::empty())
-                    .map_err(|e| Error::io("open directory", show(&rel), e.into()))?;
-                let subdirs = scan(cur.as_fd(), &rel, &show(&rel), &mut cursor, &mut out)?;
-                let id = id_of(cur.as_fd(), || show(&rel))?;
-                stack.push(Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() });
-            }
-            None => {
-                stack.pop();
-                let Some(parent) = stack.last() else { break };
-                rel.truncate(parent.rel_len);
-                cur = crate::fs::reopen_parent(cur.as_fd(), parent.id)
-                    .map_err(|e| Error::io("open directory", show(&rel), e))?
-                    .ok_or_else(|| {
-                        Error::io(
-                            "walk back up to",
-                            show(&rel),
-                            std::io::Error::other("the directory was moved during the verify"),
-                        )
-                    })?;
+    let opts = walk::Opts { skip_meta: true, stat: false };
+    walk::walk_with(root, b"", snap_path, opts, &mut |v| {
+        if v.kind == FileType::RegularFile {
+            let dir = v.rel.len().checked_sub(v.name.to_bytes().len() + 1).map_or(&b""[..], |end| &v.rel[..end]);
+            if cursor.find(dir, v.name.to_bytes()).is_none() {
+                out.push(Path::new("/").join(OsStr::from_bytes(v.rel)));
             }
         }
-    }
+        Ok(true)
+    })?;
     Ok(out)
-}
-
-/// Reads one directory: reports its regular files that the manifest does not list and
-/// returns its subdirectories, sorted (the snapshot's own `.hwc-backup/` is skipped).
-fn scan(dir: BorrowedFd, rel: &[u8], path: &Path, cursor: &mut Cursor, out: &mut Vec<PathBuf>) -> Result<Vec<CString>> {
-    let mut files = Vec::new();
-    let mut dirs = Vec::new();
-    let read_err = |e: rustix::io::Errno| Error::io("read directory", path, e.into());
-    for entry in rustix::fs::Dir::read_from(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name();
-        if name == c"." || name == c".." || (rel.is_empty() && name.to_bytes() == META_DIR.as_bytes()) {
-            continue;
-        }
-        let ft = match entry.file_type() {
-            FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map(|st| FileType::from_raw_mode(st.st_mode))
-                .map_err(|e| Error::io("inspect", path.join(OsStr::from_bytes(name.to_bytes())), e.into()))?,
-            ft => ft,
-        };
-        match ft {
-            FileType::Directory => dirs.push(name.to_owned()),
-            FileType::RegularFile => files.push(name.to_owned()),
-            _ => {}
-        }
-    }
-    files.sort();
-    dirs.sort();
-    for name in files {
-        if cursor.find(rel, name.to_bytes()).is_none() {
-            let mut p = rel.to_vec();
-            if !p.is_empty() {
-                p.push(b'/');
-            }
-            p.extend_from_slice(name.to_bytes());
-            out.push(Path::new("/").join(OsStr::from_bytes(&p)));
-        }
-    }
-    Ok(dirs)
 }
 
 fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry, report: &mut VerifyReport) {
@@ -560,6 +480,7 @@ fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry,
 mod tests {
     use super::*;
     use crate::store::manifest::ManifestWriter;
+    use rustix::fs::AtFlags;
 
     /// Deeper than the stack could recurse comfortably and than the descriptor limit
     /// (`ulimit -n`, 1024 by default) would allow with one descriptor per level.

@@ -40,7 +40,7 @@ use crate::fs::fsops;
 use crate::fs::Dir;
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::{Warning, META_DIR};
-use crate::store::place::{self, Placement};
+use crate::store::place::{self, Avoid, Placement};
 use crate::store::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
 
 /// Files in transfer at once.
@@ -86,11 +86,11 @@ pub fn build(
         return Err(explain(e, &mut conn));
     }
     let work_fd = dup_dir(work_dir)?;
-    let (base_fd, cursor) = split_base(base);
+    let (base_fd, cursor, avoid) = split_base(base);
     let recorder = Writer::new(manifest, cursor, work.to_path_buf(), progress);
     let (tx, rx) = crossbeam_channel::unbounded::<ToAgent>();
     let sender = std::thread::spawn(move || send_frames(rx, output));
-    let mut p = Puller::new(opts, proto::compressed_reader(input), tx, recorder, work, work_fd, base_fd);
+    let mut p = Puller::new(opts, proto::compressed_reader(input), tx, recorder, work, work_fd, (base_fd, avoid));
     let pulled = p.run();
     let Puller { out, writer, .. } = p;
     let _ = out.send(ToAgent::Done);
@@ -244,6 +244,8 @@ struct Puller<'a, R: Read> {
     work: PathBuf,
     work_fd: OwnedFd,
     base_fd: Option<OwnedFd>,
+    /// The link base's damaged inodes, never hard-linked.
+    avoid: Avoid,
     stack: Vec<Level>,
     source: usize,
     queue: VecDeque<Slot>,
@@ -265,7 +267,7 @@ impl<'a, R: Read> Puller<'a, R> {
         writer: Writer<'a>,
         work: &Path,
         work_fd: OwnedFd,
-        base_fd: Option<OwnedFd>,
+        (base_fd, avoid): (Option<OwnedFd>, Avoid),
     ) -> Self {
         Puller {
             opts,
@@ -276,6 +278,7 @@ impl<'a, R: Read> Puller<'a, R> {
             work: work.to_path_buf(),
             work_fd,
             base_fd,
+            avoid,
             stack: Vec::new(),
             source: 0,
             queue: VecDeque::new(),
@@ -522,7 +525,7 @@ impl<'a, R: Read> Puller<'a, R> {
         if let Some(p) = &prev {
             // Any failure of the link (even at the link count limit) means a copy.
             let st = fsops::stat_at(p.as_fd(), &c).ok();
-            let previous = st.as_ref().map(|st| (p.as_fd(), st));
+            let previous = st.as_ref().map(|st| (p.as_fd(), st, &self.avoid));
             if place::place(previous, &meta.quick(), dst.as_fd(), &c).is_ok_and(|p| p == Placement::Linked) {
                 return self.push_file(c, Some(Outcome::Symlink { linked: true }));
             }
@@ -585,7 +588,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
-        let previous = prev.as_ref().zip(prev_st.as_ref()).map(|(p, st)| (p.as_fd(), st));
+        let previous = prev.as_ref().zip(prev_st.as_ref()).map(|(p, st)| (p.as_fd(), st, &self.avoid));
         let emlink = match place::place(previous, &meta.quick(), dst.as_fd(), &c) {
             Ok(Placement::Linked) => return self.linked_to_previous(c, &meta, link, &dst),
             Ok(Placement::Copy { emlink }) => emlink,

@@ -1,6 +1,6 @@
 //! `diff`: what changed between two snapshots (or below one path in them).
 //!
-//! Both trees are walked once ([`super::walk`]), keeping only `stat` results. A path whose
+//! Both trees are walked once ([`crate::store::walk`]), keeping only `stat` results. A path whose
 //! entries are the same inode in both snapshots (a hard link made by the run: the file did
 //! not change) is settled without another system call. Everything else is compared field by
 //! field: type, then content (regular files: size, then the BLAKE3 hash each snapshot's
@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{FileType, Mode, OFlags, Stat};
 use serde::Serialize;
 
-use super::walk::{self, Visit};
 use crate::error::{Error, Result};
 use crate::fs::beneath::{self, DirCache};
 use crate::fs::{fsops, Name};
 use crate::store::layout::{HostDir, Snapshot};
 use crate::store::manifest::Hash;
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
+use crate::store::walk::{self, Visit};
 
 /// The type of an entry, as shown.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use rustix::fs::FileType;
 use serde::Serialize;
 
-use super::walk;
 use crate::error::Result;
 use crate::store::layout::{HostDir, Snapshot};
+use crate::store::walk;
 
 /// The usage of one snapshot.
 #[derive(Clone, Debug, Default, Serialize)]

@@ -17,11 +17,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::diff::{hash_at, Info, Kind};
-use super::walk;
 use crate::error::Result;
 use crate::fs::beneath::DirCache;
 use crate::source::exclude::ExcludeSet;
 use crate::store::layout::{HostDir, Snapshot};
+use crate::store::walk;
 
 /// What to look for.
 pub enum Query {

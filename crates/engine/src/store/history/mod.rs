@@ -3,7 +3,7 @@
 //! pins that keep a snapshot from being pruned ([`pin`]).
 //!
 //! Everything here only reads the destination, through the host directory's handle: every
-//! snapshot is walked with [`walk::walk`] (fd-relative, `O_NOFOLLOW` on every component, an
+//! snapshot is walked with [`crate::store::walk`] (fd-relative, `O_NOFOLLOW` on every component, an
 //! explicit stack and one open directory, so depth is bounded by neither the stack nor the
 //! descriptor limit). The answers come from `stat` and the manifest: a file hard-linked
 //! between two snapshots is the same inode and is never read; a changed one is told by its
@@ -14,4 +14,3 @@ pub mod dryrun;
 pub mod du;
 pub mod find;
 pub mod pin;
-pub mod walk;

@@ -1,5 +1,6 @@
-//! One walk of a snapshot tree for every reader of history: fd-relative, never through a
-//! symlink, with an explicit stack and one open directory.
+//! The one walk of a snapshot tree, for everything that reads one (verify's search for
+//! unexpected files, and history: `diff`, `find`, `du`): fd-relative, never through a symlink,
+//! with an explicit stack and one open directory.
 //!
 //! A child directory is opened by name with `O_NOFOLLOW | O_DIRECTORY` from its parent; the
 //! way back up is `..`, checked against the parent's device and inode, so a directory moved
