@@ -9,9 +9,11 @@
 //! - `--time` = the local snapshot's start, `--host` = the plan's host;
 //! - `--tag hwc-backup --tag snapshot:<name>` (the local snapshot's name, how `restore
 //!   --offsite` finds it again);
-//! - `--parent` = the newest earlier hwc-backup snapshot of this host: restic's own choice
-//!   matches the list of absolute paths, which differs for every local snapshot
-//!   (`…/daily/NAME/…`), so without it every copy would re-read everything;
+//! - `--parent` = the restic snapshot of the last good copy to this repository (from the
+//!   state record, without listing the repository) when it holds an older local snapshot, else
+//!   the newest earlier hwc-backup snapshot of this host (`restic snapshots --no-lock`):
+//!   restic's own choice matches the list of absolute paths, which differs for every local
+//!   snapshot (`…/daily/NAME/…`), so without it every copy would re-read everything;
 //! - `--ignore-ctime`: a file unchanged since the previous local snapshot is a hard link to
 //!   it, whose ctime changed when the link was made; its size, mtime and inode are the
 //!   parent's, so restic neither reads nor uploads it.
