@@ -590,3 +590,46 @@ impl OutputOk for Output {
         self
     }
 }
+
+/// A copy takes its parent from the record of the last good copy (no listing of the
+/// repository); when restic no longer has that snapshot, it chooses one from the listing and
+/// still reads nothing unchanged.
+#[test]
+fn the_parent_comes_from_the_record_and_a_forgotten_one_is_replaced_from_the_list() {
+    let env = Env::new();
+    fill(&env.src);
+    let repo = Repo::local(&env, "repo");
+    let mut e = repo.entry();
+    e["schedule"] = "weekly".into(); // copied by `offsite` only, so each copy's report is read
+    let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+    let copy = |when: &str| -> serde_json::Value {
+        let out = now(&env, &plan, when);
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let out = env.cmd(&["offsite", "--config"]).arg(&plan).args(["nas", "--json"]).output().unwrap();
+        assert_eq!(code(&out), 0, "{}", show(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        r[0].clone()
+    };
+    let unmodified = |r: &serde_json::Value| r["summary"]["filesUnmodified"].as_u64().unwrap();
+    let first = copy(T1);
+    assert_eq!(first["parent"], serde_json::Value::Null, "{first}");
+    let recorded = record(&env, "nas")["lastSuccessResticSnapshot"].as_str().unwrap().to_string();
+
+    let second = copy(T2);
+    assert_eq!(second["parent"].as_str(), Some(recorded.as_str()), "the recorded parent: {second}");
+    assert!(unmodified(&second) >= 5, "nothing re-read: {second}");
+    assert_eq!(second["notes"], serde_json::json!([]), "{second}");
+
+    // The second copy's restic snapshot is forgotten behind our back: the third copy's recorded
+    // parent is gone, and the copy falls back to the listing (the first snapshot).
+    let gone = second["resticSnapshot"].as_str().unwrap();
+    let out = repo.restic(&["forget", gone]);
+    assert!(out.status.success(), "{}", show(&out));
+    let third = copy("2025-01-17T02:00:00+01:00");
+    let first_full = repo.snapshots()[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(third["parent"].as_str(), Some(first_full.as_str()), "{third}");
+    assert!(third["notes"].to_string().contains("is not in the repository"), "{third}");
+    assert!(unmodified(&third) >= 5, "nothing re-read: {third}");
+    let names: Vec<String> = repo.snapshots().iter().map(|s| s["tags"][1].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["snapshot:2025-01-15_02-00-00", "snapshot:2025-01-17_02-00-00"], "one copy each");
+}

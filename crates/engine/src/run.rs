@@ -513,11 +513,13 @@ fn build_into(
         source_reads: report.source_reads.clone(),
         held_units: report.held_units.clone(),
     };
-    meta.write_to(&meta_handle)?;
+    // The manifest, meta.json and pin.json get no fsyncs of their own: the syncfs below makes
+    // them durable with the rest of the snapshot before it is published.
+    meta.write_unpublished(&meta_handle)?;
     if let Some(pin) = &opts.pin {
         let mut text = serde_json::to_vec_pretty(pin).expect("a pin serializes");
         text.push(b'\n');
-        meta_handle.write_atomic(&Name::fixed(crate::store::history::pin::PIN_FILE), &text)?;
+        meta_handle.write_atomic_unsynced(&Name::fixed(crate::store::history::pin::PIN_FILE), &text)?;
     }
     // One syncfs makes every copied byte durable before the snapshot becomes visible, so a
     // power cut can never leave a published snapshot with empty files.

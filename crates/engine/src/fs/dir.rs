@@ -247,6 +247,19 @@ impl Dir {
         self.sync()
     }
 
+    /// [`Dir::write_atomic`] without its two fsyncs, for a file below a directory that is not
+    /// visible yet and is made durable as a whole (`syncfs`) before it is published: a new
+    /// snapshot's metadata. Readers still see the old or the new version, never a mix.
+    pub fn write_atomic_unsynced(&self, name: &Name, contents: &[u8]) -> Result<()> {
+        let tmp = Name::new(format!(".{}.tmp", name))
+            .map_err(|e| Error::Unsafe { path: self.child_path(name), message: e.to_string() })?;
+        self.remove_file(&tmp)?;
+        let mut f = self.create_file(&tmp, 0o644)?;
+        f.write_all(contents).ctx("write", self.child_path(&tmp))?;
+        drop(f);
+        self.rename(&tmp, self, name)
+    }
+
     /// Opens (creating if needed) a lock file: a regular file with one link only, so a
     /// symlink or a hard link planted as `.lock` cannot make us truncate someone's file.
     pub fn open_lock_file(&self, name: &Name) -> Result<File> {

@@ -343,11 +343,13 @@ impl ChunkWriter {
         self.out.write_all(line).ctx("write", &self.path)
     }
 
-    /// Flushes and fsyncs the sidecar.
+    /// Flushes the sidecar. Like the manifest it gets no fsync of its own: it is written into
+    /// a new snapshot's `.hwc-backup/`, which the run's `syncfs` makes durable before the
+    /// publish.
     pub fn finish(self) -> Result<()> {
         let path = self.path;
-        let f = self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
-        f.sync_all().ctx("sync", &path)
+        self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
+        Ok(())
     }
 }
 

@@ -166,6 +166,14 @@ impl SnapshotMeta {
         text.push(b'\n');
         meta_dir.write_atomic(&crate::fs::Name::fixed(META_FILE), &text)
     }
+
+    /// [`SnapshotMeta::write_to`] for a snapshot not published yet, whose publish makes it
+    /// durable (`syncfs`) with the rest of the snapshot: no fsyncs of its own.
+    pub fn write_unpublished(&self, meta_dir: &crate::fs::Dir) -> Result<()> {
+        let mut text = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        text.push(b'\n');
+        meta_dir.write_atomic_unsynced(&crate::fs::Name::fixed(META_FILE), &text)
+    }
 }
 
 /// The current NixOS system generation, if this is NixOS.

@@ -9,9 +9,11 @@
 //! - `--time` = the local snapshot's start, `--host` = the plan's host;
 //! - `--tag hwc-backup --tag snapshot:<name>` (the local snapshot's name, how `restore
 //!   --offsite` finds it again);
-//! - `--parent` = the newest earlier hwc-backup snapshot of this host: restic's own choice
-//!   matches the list of absolute paths, which differs for every local snapshot
-//!   (`…/daily/NAME/…`), so without it every copy would re-read everything;
+//! - `--parent` = the restic snapshot of the last good copy to this repository (from the
+//!   state record, without listing the repository) when it holds an older local snapshot, else
+//!   the newest earlier hwc-backup snapshot of this host (`restic snapshots --no-lock`):
+//!   restic's own choice matches the list of absolute paths, which differs for every local
+//!   snapshot (`…/daily/NAME/…`), so without it every copy would re-read everything;
 //! - `--ignore-ctime`: a file unchanged since the previous local snapshot is a hard link to
 //!   it, whose ctime changed when the link was made; its size, mtime and inode are the
 //!   parent's, so restic neither reads nor uploads it.
@@ -120,7 +122,7 @@ impl OffsiteReport {
 /// held meanwhile, so pruning cannot move the snapshot away under restic.
 pub fn copy(store: &Store, name: &str, offsite: &Offsite) -> OffsiteReport {
     let mut report = OffsiteReport::started(store, name, offsite);
-    let result = Restic::of(offsite).and_then(|r| copy_inner(store, &r, offsite, &mut report));
+    let result = Restic::of(offsite).and_then(|r| copy_inner(store, &r, name, offsite, &mut report));
     match result {
         Ok(()) => report.ok = true,
         Err(e) => {
@@ -136,7 +138,7 @@ pub fn copy(store: &Store, name: &str, offsite: &Offsite) -> OffsiteReport {
     report
 }
 
-fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut OffsiteReport) -> Result<()> {
+fn copy_inner(store: &Store, restic: &Restic, name: &str, offsite: &Offsite, report: &mut OffsiteReport) -> Result<()> {
     restic.check_password_file()?;
     let host = HostDir::open(&store.host_dir())?;
     let _lock = HostLock::acquire(&host, "offsite copy")?;
@@ -145,6 +147,27 @@ fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut Of
     })?;
     report.snapshot = Some(snapshot.id());
     report.snapshot_path = Some(snapshot.path.clone());
+    // The usual case, a copy of a snapshot newer than the last good copy to this repository:
+    // that copy's restic snapshot is the parent, and the listing below (one restic run, a
+    // second pass over a slow backend's snapshot files) is not needed. When restic no longer
+    // has it (forgotten, another repository at the same place), the copy goes the long way.
+    if let Some(parent) = recorded_parent(store, name, &restic.repository, &snapshot) {
+        match backup_snapshot(restic, &host, &snapshot, &store.host, Some(&parent)) {
+            Ok(summary) => {
+                report.parent = Some(parent);
+                report.restic_snapshot = Some(summary.snapshot_id.clone());
+                report.summary = Some(summary);
+                return forget_and_prune(restic, store, offsite, report);
+            }
+            Err(e) if is_unknown_parent(&e, &parent) => {
+                report.notes.push(format!(
+                    "the parent the last copy recorded ({}) is not in the repository; chose one from its list",
+                    &parent[..parent.len().min(8)]
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // Listing the snapshots is also the test for a repository that does not exist yet: one
     // restic run less per copy over a slow backend.
     let existing = match restic.snapshots(Some(&store.host)) {
@@ -168,12 +191,41 @@ fn copy_inner(store: &Store, restic: &Restic, offsite: &Offsite, report: &mut Of
         report.restic_snapshot = Some(summary.snapshot_id.clone());
         report.summary = Some(summary);
     }
+    forget_and_prune(restic, store, offsite, report)
+}
+
+/// `restic forget` with the offsite's keep rules, and `prune` when it removed something.
+fn forget_and_prune(restic: &Restic, store: &Store, offsite: &Offsite, report: &mut OffsiteReport) -> Result<()> {
     report.forgotten = restic.forget(&store.host, &offsite.keep.forget_args(), false)?;
     if !report.forgotten.is_empty() {
         restic.prune()?;
         report.pruned = true;
     }
     Ok(())
+}
+
+/// The restic snapshot of the last good copy of this destination's host to `repository`,
+/// when that copy was of a local snapshot older than `snapshot` (names sort by time). Not when
+/// it was of `snapshot` itself: whether that is still in the repository is for the listing to
+/// say.
+fn recorded_parent(store: &Store, name: &str, repository: &str, snapshot: &Snapshot) -> Option<String> {
+    let rec = StateDir::of(store).offsite(name)?;
+    if rec.repository != repository {
+        return None;
+    }
+    let copied = rec.last_success_snapshot?;
+    let copied_name = copied.rsplit('/').next()?;
+    let id = rec.last_success_restic_snapshot?;
+    // restic 0.14 reports the new snapshot's short ID (8 hex digits), later versions the full
+    // one; restic takes either.
+    let hex = (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && copied_name < snapshot.name.as_str()).then_some(id)
+}
+
+/// Whether `restic backup` refused because it does not know the parent `id` (restic 0.14:
+/// `Fatal: invalid id "<id>": no matching ID found`; every version names the ID it was given).
+fn is_unknown_parent(e: &Error, id: &str) -> bool {
+    matches!(e, Error::Command { message, .. } if message.contains(id))
 }
 
 /// restic creates a local repository's missing parent directories; a repository on an

@@ -245,8 +245,14 @@ impl Restic {
     }
 
     /// The snapshots of `host` tagged by hwc-backup, oldest first.
+    ///
+    /// Read without a lock (`--no-lock`): a listing changes nothing, and restic's lock costs a
+    /// lock file written and removed plus a fixed 200 ms wait before it checks for competing
+    /// locks (`waitBeforeLockCheck` in restic's `lock.go`), on every copy. A snapshot that a
+    /// concurrent `forget` removes meanwhile is at worst a parent that `backup` then refuses.
     pub fn snapshots(&self, host: Option<&str>) -> Result<Vec<ResticSnapshot>> {
-        let mut args: Vec<String> = vec!["snapshots".into(), "--json".into(), format!("--tag={TAG}")];
+        let mut args: Vec<String> =
+            vec!["snapshots".into(), "--no-lock".into(), "--json".into(), format!("--tag={TAG}")];
         if let Some(h) = host {
             args.push(format!("--host={h}"));
         }
