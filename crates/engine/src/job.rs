@@ -123,6 +123,12 @@ pub struct LocalJob {
     pub quiesce: Box<[crate::plan::Quiesce]>,
     /// The btrfs program; `None` = `btrfs` on PATH.
     pub btrfs: Option<Box<std::path::Path>>,
+    /// The lvm program; `None` = `lvm` on PATH.
+    pub lvm: Option<Box<std::path::Path>>,
+    /// The zfs program; `None` = `zfs` on PATH.
+    pub zfs: Option<Box<std::path::Path>>,
+    /// `lvmSnapshotSize`; `None` = `10%ORIGIN`.
+    pub lvm_snapshot_size: Option<String>,
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.
