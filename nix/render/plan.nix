@@ -72,6 +72,13 @@ with ctx;
     inherit (local) excludePatterns oneFileSystem sourceSnapshots;
     inherit (local) excludeCaches excludeIfPresent excludeLargerThan;
     btrfs = if takesSourceSnapshots && btrfsProgs != null then "${btrfsProgs}/bin/btrfs" else null;
+  } // optionalAttrs (takesLvmSnapshots && lvm != null) {
+    inherit lvm;
+  } // optionalAttrs (takesZfsSnapshots && zfs != null) {
+    inherit zfs;
+  } // optionalAttrs (takesLvmSnapshots && (local.lvmSnapshotSize or null) != null) {
+    inherit (local) lvmSnapshotSize;
+  } // {
     quiesce = map (name: {
       unit = if match ".*\\..*" name != null then name else "${name}.service";
       inherit (local.quiesce.${name}) mode;

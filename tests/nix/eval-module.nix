@@ -30,6 +30,8 @@ let
     restic = fakeDrv "restic-0.18.0" "${fakeStore}-restic-0.18.0" "restic";
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
     btrfs-progs = fakeDrv "btrfs-progs-6.14" "${fakeStore}-btrfs-progs-6.14" "btrfs";
+    lvm2 = fakeDrv "lvm2-2.03.31-bin" "${fakeStore}-lvm2-2.03.31-bin" "lvm";
+    zfs = fakeDrv "zfs-user-2.3.3" "${fakeStore}-zfs-user-2.3.3" "zfs";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {
