@@ -731,6 +731,17 @@ fn zfs_snapshots_follow_the_command_sequence_against_a_recorded_fake_zfs() {
     assert!(name.starts_with("hwc-backup-") && name.split('-').count() == 5, "{calls}");
     assert_eq!(lines[3], format!("zfs destroy tank/data@{name}"), "{calls}");
     assert!(zfs_snapshots(&mp).is_empty(), "no snapshot left");
+    // status says which kind each source of the newest snapshot was read from.
+    let o = env.cmd(&["status"]).args(env.target_args()).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains(&format!("{}: read from a zfs snapshot of tank/data (mounted at {})", s(&src), s(&mp))),
+        "{said}"
+    );
+    let o = env.cmd(&["status", "--json"]).args(env.target_args()).output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    assert_eq!(j["snapshots"][0]["sourceReads"][0]["kind"], "zfs", "{j}");
     // Restored to its original path.
     std::fs::remove_file(&rel).unwrap();
     let o = env.run("restore", &["latest", &s(&rel), &s(&rel)]);

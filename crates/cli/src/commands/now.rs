@@ -208,7 +208,7 @@ fn print_itemized(d: &hwc_backup_engine::store::history::diff::Diff) -> Result<(
 }
 
 /// `/home: read from a btrfs snapshot of /home taken at …`, or `read live (why)`.
-fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
+pub(crate) fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
     match (&r.subvolume, &r.taken_at) {
         (Some(sv), Some(t)) => match &r.volume {
             Some(v) => format!(

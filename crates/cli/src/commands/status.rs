@@ -74,6 +74,15 @@ pub(crate) fn status(a: StatusArgs) -> Result<Exit> {
             )?;
         }
     }
+    // How the newest snapshot's sources were read (sourceSnapshots): which kind of snapshot.
+    if let Some(newest) = snapshots.iter().max_by_key(|s| s.meta.started_at) {
+        if !newest.meta.source_reads.is_empty() {
+            writeln!(out, "sources of {}:", newest.name)?;
+            for r in &newest.meta.source_reads {
+                writeln!(out, "  {}", super::now::describe_read(r))?;
+            }
+        }
+    }
     if let Some(lr) = last_run {
         let state = lr["state"].as_str().unwrap_or("?");
         let when = lr["startedAt"].as_str().unwrap_or("?");
@@ -188,5 +197,6 @@ pub(crate) fn snapshot_json(s: &Snapshot) -> serde_json::Value {
         "bytesCopied": s.meta.counts.bytes_copied, "bytesLinked": s.meta.counts.bytes_linked,
         "files": s.meta.counts.files, "warnings": s.meta.counts.warnings,
         "pin": s.pin.pin(), "pinned": s.pin.describe(),
+        "sourceReads": s.meta.source_reads,
     })
 }
