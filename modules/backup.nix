@@ -644,7 +644,7 @@ in
           Read the sources from read-only filesystem snapshots taken just before the walk, so
           that a snapshot holds every file as it was at one instant. `"btrfs"`: a read-only
           snapshot of each source's subvolume; `"zfs"`: a snapshot of each source's dataset,
-          read through its `.zfs/snapshot/` directory; `"lvm"`: a snapshot of each source's
+          mounted read-only in the state directory; `"lvm"`: a snapshot of each source's
           logical volume ({option}`local.lvmSnapshotSize`), mounted read-only in the state
           directory (a source that cannot have the kind asked for fails the run);
           `"auto"`: whichever of the three holds each source's filesystem, the others read live

@@ -111,8 +111,8 @@ pub enum SourceSnapshots {
     /// A read-only btrfs snapshot of every source's subvolume; a source that cannot have one
     /// fails the run.
     Btrfs,
-    /// A ZFS snapshot of every source's dataset (`zfs snapshot`), read through its
-    /// `.zfs/snapshot/` directory; a source that cannot have one fails the run.
+    /// A ZFS snapshot of every source's dataset (`zfs snapshot`), mounted read-only in the
+    /// state directory; a source that cannot have one fails the run.
     Zfs,
     /// An LVM snapshot of every source's logical volume (`lvcreate -s`), mounted read-only in
     /// the state directory; a source that cannot have one fails the run.

@@ -7,10 +7,14 @@
 //!
 //! The dataset mounted where the source's filesystem is mounted (`zfs list`) gets
 //! `zfs snapshot -o hwc-backup:source-snapshot=yes <dataset>@hwc-backup-<pid>-<secs>-<n>`; the
-//! walk reads it through `<mount point>/.zfs/snapshot/<name>/` (every component opened without
-//! following symlinks), and `zfs destroy <dataset>@<name>` removes it. Leftovers: snapshots of
-//! the dataset (`zfs list -t snapshot -d 1`) whose name is ours, whose process is gone, and
-//! that carry the property — nothing else.
+//! runner mounts it read-only (mount(2), type `zfs`) on `<state dir>/source-snapshots/<name>/`
+//! as it does an LVM snapshot — not through `<mount point>/.zfs/snapshot/<name>/`, whose
+//! automount runs a helper in the first mount namespace, which a hardened unit's own namespace
+//! may not see (openzfs/zfs#3512, #7849) — and `zfs destroy <dataset>@<name>` removes it. Only
+//! where the kernel does not call the dataset's filesystem ZFS (the recorded fake `zfs` of the
+//! tests) is the snapshot read through `.zfs/snapshot/<name>/`, every component opened without
+//! following symlinks. Leftovers: snapshots of the dataset (`zfs list -t snapshot -d 1`) whose
+//! name is ours, whose process is gone, and that carry the property — nothing else.
 //!
 //! # LVM
 //!
@@ -414,6 +418,9 @@ impl Volumes {
     pub fn prepare(&mut self, i: usize) -> Result<()> {
         match self.list[i].kind.clone() {
             VolumeKind::Zfs { dataset } => {
+                if super::local::open_dir(&self.list[i].mount_point).is_ok_and(|fd| is_zfs(&fd)) {
+                    self.private_dir()?;
+                }
                 if !self.cleaned_zfs.contains(&dataset) {
                     self.clean_zfs(&dataset)?;
                     self.cleaned_zfs.push(dataset);
@@ -469,6 +476,7 @@ impl Volumes {
             if !ours {
                 continue;
             }
+            self.unmount_leftover(snap);
             run(&self.zfs, &[os("destroy"), os(full)], "zfs destroy")?;
             tracing::info!("removed the source snapshot {full} left by an interrupted run");
         }
@@ -554,8 +562,16 @@ impl Volumes {
                 run(&self.zfs, &[os("snapshot"), os("-o"), os(&prop), os(&full)], "zfs snapshot")?;
                 self.snaps.push(Snap { volume: i, name: name.into(), root: None, mounted: false, dir: false });
                 let k = self.snaps.len() - 1;
-                let shown = vol.mount_point.join(".zfs/snapshot").join(name);
                 let mp = super::local::open_dir(&vol.mount_point)?;
+                let mp_dev = rustix::fs::fstat(&mp).ctx("inspect", &vol.mount_point)?.st_dev;
+                if is_zfs(&mp) {
+                    // Mounted by the runner itself: `.zfs/snapshot/` automounts through a
+                    // helper in the first mount namespace, which a unit's namespace may not see.
+                    return self.mount_snapshot(k, &full, "zfs", "", None, Some(mp_dev));
+                }
+                // Not ZFS to the kernel (the recorded fake zfs of the tests): read through
+                // `.zfs/snapshot/<name>/` as it lays it out.
+                let shown = vol.mount_point.join(".zfs/snapshot").join(name);
                 let root = open_beneath(&mp, ".zfs")
                     .and_then(|z| open_beneath(&z, "snapshot"))
                     .and_then(|s| open_beneath(&s, name))
@@ -594,7 +610,6 @@ impl Volumes {
                 self.snaps.push(Snap { volume: i, name: name.into(), root: None, mounted: false, dir: false });
                 let k = self.snaps.len() - 1;
                 let full = format!("{vg}/{name}");
-                let mounted_at = self.private_path().join(name);
                 let dev =
                     self.lvs()?.into_iter().find(|l| &l.vg == vg && l.lv == name).and_then(|l| l.dev).ok_or_else(
                         || Error::Command {
@@ -603,50 +618,68 @@ impl Volumes {
                         },
                     )?;
                 let devnode = dm_node(dev)?;
-                let private = self.private.as_ref().expect("prepared before");
-                let cname = CString::new(name).expect("no NUL");
-                rustix::fs::mkdirat(private, cname.as_c_str(), Mode::from_raw_mode(0o700))
-                    .ctx("create", &mounted_at)?;
-                self.snaps[k].dir = true;
-                let dir = open_beneath(private, name).map_err(|e| Error::io("open", &mounted_at, e))?;
                 let data = match fstype.as_str() {
                     "ext3" | "ext4" => "noload",
                     "xfs" => "nouuid,norecovery",
                     _ => "",
                 };
-                let data = CString::new(data).expect("no NUL");
-                use rustix::mount::MountFlags as F;
-                rustix::mount::mount(
-                    &devnode,
-                    &fd_path(&dir),
-                    fstype.as_str(),
-                    F::RDONLY | F::NOSUID | F::NODEV | F::NOEXEC,
-                    Some(data.as_c_str()),
-                )
-                .map_err(|e| Error::Command {
-                    what: "lvm snapshot".into(),
-                    message: format!(
-                        "cannot mount the snapshot {full} ({}, {fstype}) read-only on {}: {e}{}",
-                        devnode.display(),
-                        mounted_at.display(),
-                        match e {
-                            rustix::io::Errno::PERM => " (under the NixOS module: the unit needs the @mount system calls, which local.sourceSnapshots = \"lvm\" grants)",
-                            _ => "",
-                        }
-                    ),
-                })?;
-                drop(dir);
-                self.snaps[k].mounted = true;
-                let root = open_beneath(private, name).map_err(|e| Error::io("open", &mounted_at, e))?;
-                let st = rustix::fs::fstat(&root).ctx("inspect", &mounted_at)?;
-                if st.st_dev != rustix::fs::makedev(dev.0, dev.1) {
-                    return Err(Error::Unsafe { path: mounted_at, message: "not the snapshot just mounted".into() });
-                }
-                let p = fd_path(&root);
-                self.snaps[k].root = Some(root);
-                Ok(p)
+                let devnode = devnode.to_string_lossy().into_owned();
+                let fstype = fstype.clone();
+                self.mount_snapshot(k, &devnode, &fstype, data, Some(rustix::fs::makedev(dev.0, dev.1)), None)
             }
         }
+    }
+
+    /// Mounts snapshot `k` (`source`, of type `fstype`, with `data`) read-only on
+    /// `<private>/<name>/` and opens its root, checking it is on the device `dev` or, at
+    /// least, not on `not_dev` (the dataset itself); returns the path the walk reads.
+    fn mount_snapshot(
+        &mut self,
+        k: usize,
+        source: &str,
+        fstype: &str,
+        data: &str,
+        dev: Option<u64>,
+        not_dev: Option<u64>,
+    ) -> Result<PathBuf> {
+        self.private_dir()?;
+        let name = self.snaps[k].name.clone();
+        let mounted_at = self.private_path().join(&name);
+        let private = self.private.as_ref().expect("just opened");
+        let cname = CString::new(name.as_str()).expect("no NUL");
+        rustix::fs::mkdirat(private, cname.as_c_str(), Mode::from_raw_mode(0o700)).ctx("create", &mounted_at)?;
+        self.snaps[k].dir = true;
+        let dir = open_beneath(private, &name).map_err(|e| Error::io("open", &mounted_at, e))?;
+        let data = CString::new(data).expect("no NUL");
+        use rustix::mount::MountFlags as F;
+        rustix::mount::mount(
+            source,
+            &fd_path(&dir),
+            fstype,
+            F::RDONLY | F::NOSUID | F::NODEV | F::NOEXEC,
+            Some(data.as_c_str()),
+        )
+        .map_err(|e| Error::Command {
+            what: "source snapshot".into(),
+            message: format!(
+                "cannot mount the snapshot {source} ({fstype}) read-only on {}: {e}{}",
+                mounted_at.display(),
+                match e {
+                    rustix::io::Errno::PERM => " (under the NixOS module: the unit needs the @mount system calls, which local.sourceSnapshots = \"lvm\", \"zfs\" or \"auto\" grants)",
+                    _ => "",
+                }
+            ),
+        })?;
+        drop(dir);
+        self.snaps[k].mounted = true;
+        let root = open_beneath(private, &name).map_err(|e| Error::io("open", &mounted_at, e))?;
+        let st = rustix::fs::fstat(&root).ctx("inspect", &mounted_at)?;
+        if dev.is_some_and(|d| st.st_dev != d) || not_dev.is_some_and(|d| st.st_dev == d) {
+            return Err(Error::Unsafe { path: mounted_at, message: "not the snapshot just mounted".into() });
+        }
+        let p = fd_path(&root);
+        self.snaps[k].root = Some(root);
+        Ok(p)
     }
 
     /// Closes the snapshots' roots (the walk is over); [`Volumes::remove_all`] then removes them.
@@ -662,31 +695,36 @@ impl Volumes {
         for mut snap in std::mem::take(&mut self.snaps) {
             snap.root = None;
             let vol = &self.list[snap.volume];
-            let result = match &vol.kind {
+            let mp = self.private_path().join(&snap.name);
+            let mut result = Ok(());
+            if snap.mounted {
+                result = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::NOFOLLOW)
+                    .map_err(|e| Error::io("unmount", &mp, e.into()));
+            }
+            if snap.dir && result.is_ok() {
+                if let (Some(private), Ok(c)) = (&self.private, CString::new(snap.name.as_str())) {
+                    let _ = rustix::fs::unlinkat(private, c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                }
+            }
+            let result = result.and_then(|()| match &vol.kind {
                 VolumeKind::Zfs { dataset } => {
                     run(&self.zfs, &[os("destroy"), os(&format!("{dataset}@{}", snap.name))], "zfs destroy").map(|_| ())
                 }
-                VolumeKind::Lvm { vg, .. } => {
-                    let mp = self.private_path().join(&snap.name);
-                    let mut r = Ok(());
-                    if snap.mounted {
-                        r = rustix::mount::unmount(&mp, rustix::mount::UnmountFlags::NOFOLLOW)
-                            .map_err(|e| Error::io("unmount", &mp, e.into()));
-                    }
-                    if snap.dir && r.is_ok() {
-                        if let (Some(private), Ok(c)) = (&self.private, CString::new(snap.name.as_str())) {
-                            let _ = rustix::fs::unlinkat(private, c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
-                        }
-                    }
-                    r.and_then(|()| self.lvremove(&format!("{vg}/{}", snap.name)))
-                }
-            };
+                VolumeKind::Lvm { vg, .. } => self.lvremove(&format!("{vg}/{}", snap.name)),
+            });
             if let Err(e) = result {
                 first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Whether the directory open as `fd` is on ZFS (to the kernel).
+fn is_zfs(fd: &OwnedFd) -> bool {
+    const ZFS_SUPER_MAGIC: i64 = 0x2fc1_2fc2;
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    rustix::fs::fstatfs(fd).is_ok_and(|fs| i64::from(fs.f_type) == ZFS_SUPER_MAGIC)
 }
 
 /// `/proc/self/fd/N`.
