@@ -152,9 +152,9 @@ pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
             let s = FsSnapshots::new(kind, local.quiesce.to_vec())
                 .with_state_dir(job.store.state_dir.clone())
                 .with_volumes(
-                    local.zfs.as_deref().map(Path::to_path_buf),
-                    local.lvm.as_deref().map(Path::to_path_buf),
-                    local.lvm_snapshot_size.clone(),
+                    local.volume_snapshots.zfs.clone(),
+                    local.volume_snapshots.lvm.clone(),
+                    local.volume_snapshots.lvm_snapshot_size.clone(),
                 );
             Box::new(match &local.btrfs {
                 Some(p) => s.with_program(p.to_path_buf()),

@@ -503,10 +503,10 @@ impl Volumes {
         // Mount directories of ours with nothing mounted (a run killed between its steps).
         let Some(private) = &self.private else { return Ok(()) };
         let dir = crate::fs::Dir::from_trusted_fd(
-            rustix::io::dup(private).ctx("duplicate", &self.private_path())?,
+            rustix::io::dup(private).ctx("duplicate", self.private_path())?,
             self.private_path(),
         )?;
-        let pst = rustix::fs::fstat(private).ctx("inspect", &self.private_path())?;
+        let pst = rustix::fs::fstat(private).ctx("inspect", self.private_path())?;
         for entry in dir.entries()? {
             let bytes = entry.name.as_bytes();
             if !our_name(bytes).is_some_and(pid_gone) {
@@ -654,7 +654,7 @@ impl Volumes {
         use rustix::mount::MountFlags as F;
         rustix::mount::mount(
             source,
-            &fd_path(&dir),
+            fd_path(&dir),
             fstype,
             F::RDONLY | F::NOSUID | F::NODEV | F::NOEXEC,
             Some(data.as_c_str()),
