@@ -652,7 +652,7 @@ impl Taken {
                 }
                 continue;
             }
-            tracing::info!(
+            tracing::warn!(
                 "removed the source snapshot {} left by an interrupted run",
                 dir.child_path(&entry.name).display()
             );

@@ -478,7 +478,7 @@ impl Volumes {
             }
             self.unmount_leftover(snap);
             run(&self.zfs, &[os("destroy"), os(full)], "zfs destroy")?;
-            tracing::info!("removed the source snapshot {full} left by an interrupted run");
+            tracing::warn!("removed the source snapshot {full} left by an interrupted run");
         }
         Ok(())
     }
@@ -498,7 +498,7 @@ impl Volumes {
             self.unmount_leftover(&lv.lv);
             let full = format!("{}/{}", lv.vg, lv.lv);
             self.lvremove(&full)?;
-            tracing::info!("removed the LVM source snapshot {full} left by an interrupted run");
+            tracing::warn!("removed the LVM source snapshot {full} left by an interrupted run");
         }
         // Mount directories of ours with nothing mounted (a run killed between its steps).
         let Some(private) = &self.private else { return Ok(()) };
