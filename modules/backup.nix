@@ -34,6 +34,14 @@ let
     btrfsProgs = pkgs.btrfs-progs;
     # Copies the SQLite databases (databases.sqlite, the profiles'); forced only when one is listed.
     sqlite3 = lib.getExe' (lib.getBin pkgs.sqlite) "sqlite3";
+    lvm = lib.getExe' pkgs.lvm2 "lvm";
+    # Only where ZFS is enabled, so that "auto" does not pull ZFS into other machines' plans.
+    zfs =
+      let
+        fss = config.boot.supportedFilesystems or { };
+        on = if builtins.isList fss then builtins.elem "zfs" fss else fss.zfs or false;
+      in
+      if on || cfg.local.sourceSnapshots == "zfs" then lib.getExe' (config.boot.zfs.package or pkgs.zfs) "zfs" else null;
     systemdInhibit = lib.getExe' (config.systemd.package or pkgs.systemd) "systemd-inhibit";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
@@ -639,14 +647,32 @@ in
         description = ''
           Read the sources from read-only filesystem snapshots taken just before the walk, so
           that a snapshot holds every file as it was at one instant. `"btrfs"`: a read-only
-          snapshot of each source's subvolume (a source that cannot have one fails the run);
-          `"auto"`: btrfs where the source's filesystem is btrfs, the others read live (said
-          once per run); `"none"`: read the live filesystem. `"zfs"` and `"lvm"` are not
-          implemented by this version and refused. With `"btrfs"` the backup units may write to
+          snapshot of each source's subvolume; `"zfs"`: a snapshot of each source's dataset,
+          mounted read-only in the state directory; `"lvm"`: a snapshot of each source's
+          logical volume ({option}`local.lvmSnapshotSize`), mounted read-only in the state
+          directory (a source that cannot have the kind asked for fails the run);
+          `"auto"`: whichever of the three holds each source's filesystem, the others read live
+          (said once per run); `"none"`: read the live filesystem. With `"btrfs"` the backup units may write to
           the sources (`ReadWritePaths=`), where the snapshots are created; a source below its
           subvolume's root needs that root in {option}`readWritePaths`. With `"auto"` they may
           not, unless {option}`readWritePaths` says so: a source the units cannot write is read
           live. See the README, "Consistent sources".
+        '';
+      };
+
+      lvmSnapshotSize = lib.mkOption {
+        type = lib.types.nullOr (
+          lib.types.strMatching "([0-9]+(\\.[0-9]+)?[bBsSkKmMgGtTpPeE]?)|([1-9][0-9]*%(ORIGIN|VG|FREE|PVS))"
+        );
+        default = null;
+        example = "5G";
+        description = ''
+          The copy-on-write space of each LVM source snapshot ({option}`local.sourceSnapshots`
+          `"lvm"` or `"auto"`): a size (`lvcreate -L`, e.g. `"5G"`) or a share (`lvcreate -l`,
+          e.g. `"20%ORIGIN"`, `"50%FREE"`). It must hold every block written to the volume while
+          the backup reads it; a snapshot that fills up becomes invalid and the run fails
+          (nothing is published). `null`: `"10%ORIGIN"`. The volume group needs that much
+          free space. Thin volumes take their snapshots' space from their pool (no size).
         '';
       };
 

@@ -48,6 +48,13 @@
   # The sqlite3 program that copies `databases.sqlite` (and the profiles' SQLite databases);
   # null finds it on PATH.
   sqlite3 ? null,
+  # The lvm program (lvm2) for LVM source snapshots (local.sourceSnapshots "lvm" or "auto"),
+  # an absolute path; null finds lvm on PATH.
+  lvm ? null,
+  # The zfs program for ZFS source snapshots, an absolute path, or null: "zfs" finds it on
+  # PATH, "auto" then takes no ZFS snapshot through the module (the module passes it only
+  # where ZFS is enabled, so that other machines' plans do not pull ZFS in).
+  zfs ? null,
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -59,7 +66,7 @@ let
   # the fixed point below well defined: no part forces a binding that depends on itself.
   ctx =
     {
-      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit btrfsProgs sqlite3;
+      inherit cfg package writeHook rclone ssh flock secretPath configFile restic systemdInhibit btrfsProgs sqlite3 lvm zfs;
     }
     // import ./render/common.nix ctx
     // import ./render/schedule.nix ctx

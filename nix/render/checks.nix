@@ -81,10 +81,6 @@ with ctx;
       message = "${opt "local.mountPoint"}, ${opt "readWritePaths"}, ${opt "metrics.textfileDir"} and ${opt "databases.stagingDir"} go into unit files and must not contain whitespace, \"%\" or \"\\\": ${show unitUnsafe}.";
     }
     {
-      assertion = local.sourceSnapshots != "zfs" && local.sourceSnapshots != "lvm";
-      message = "${opt "local.sourceSnapshots"} = \"${local.sourceSnapshots}\" is not supported by this version of hwc-backup (not implemented); use \"btrfs\", \"auto\" or \"none\".";
-    }
-    {
       assertion = sourcesInDestination == [ ];
       message = "${opt "local.sources"} must not be the destination ${destination} or lie inside it (a snapshot would hold the snapshots): ${show sourcesInDestination}.";
     }

@@ -75,6 +75,13 @@ with ctx;
     inherit (local) oneFileSystem sourceSnapshots;
     inherit (local) excludeCaches excludeIfPresent excludeLargerThan;
     btrfs = if takesSourceSnapshots && btrfsProgs != null then "${btrfsProgs}/bin/btrfs" else null;
+  } // optionalAttrs (takesLvmSnapshots && lvm != null) {
+    inherit lvm;
+  } // optionalAttrs (takesZfsSnapshots && zfs != null) {
+    inherit zfs;
+  } // optionalAttrs (takesLvmSnapshots && (local.lvmSnapshotSize or null) != null) {
+    inherit (local) lvmSnapshotSize;
+  } // {
     quiesce = map (name: {
       unit = if match ".*\\..*" name != null then name else "${name}.service";
       inherit (quiesceUnits.${name}) mode;

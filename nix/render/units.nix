@@ -247,9 +247,28 @@ with ctx;
   sqliteWritable = unique (
     map (p: "-${dirOf p}") (filter (s: match ".*[[:space:]%\\].*" s == null) sqlitePaths)
   );
-  # The btrfs program goes into the plan (`btrfs`); systemctl and systemd-run, for quiesce, are
-  # on every NixOS unit's PATH.
-  sourceSnapshotExtra = { };
+  # LVM snapshots ("lvm", and "auto" where a source is on a logical volume): lvm takes its
+  # file locks in /run/lock/lvm and keeps hints in /run/lvm (read-only under
+  # ProtectSystem=strict otherwise; "-": absent on a machine without LVM), and the runner
+  # mounts each snapshot read-only in its state directory (the @mount system calls;
+  # CAP_SYS_ADMIN it keeps anyway). The block devices are reachable: no PrivateDevices or
+  # DevicePolicy, as snapshots recreate device nodes. ZFS snapshots are mounted the same way
+  # (@mount); zfs itself talks to /dev/zfs.
+  takesLvmSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "lvm";
+  takesZfsSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "zfs";
+  # The btrfs, lvm and zfs programs go into the plan (`btrfs`, `lvm`, `zfs`); systemctl and
+  # systemd-run, for quiesce, are on every NixOS unit's PATH.
+  sourceSnapshotExtra =
+    optionalAttrs (takesLvmSnapshots || takesZfsSnapshots) { serviceConfig.SystemCallFilter = [ "@mount" ]; }
+    // optionalAttrs takesLvmSnapshots {
+      serviceConfig = {
+        SystemCallFilter = [ "@mount" ];
+        ReadWritePaths = [
+          "-/run/lock/lvm"
+          "-/run/lvm"
+        ];
+      };
+    };
   # Units that take snapshots, and with them the database dumps.
   snapshotters = unique (writers ++ stagingWritable ++ sqliteWritable ++ sourceSnapshotWritable);
   # A run started at boot (Persistent=true catches up a missed one) must not dump a server

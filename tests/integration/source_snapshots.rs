@@ -2,7 +2,9 @@
 //! on a loop-mounted btrfs: a pair of files kept in lockstep by a writer is captured at one
 //! instant; paths stay the original ones; no snapshot is left after success, failure or
 //! `kill -9` (the next run cleans up) and nothing that is not ours is ever touched; a symlink
-//! planted where the snapshots go is refused.
+//! planted where the snapshots go is refused. ZFS, which this kernel lacks, against a recorded
+//! fake `zfs` (the command sequence, the paths, the cleanup); LVM in the VM suite
+//! (tests/systemd, `s_lvm`): this kernel has no device-mapper.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -298,7 +300,7 @@ fn a_symlink_where_the_snapshots_go_is_refused_and_its_target_untouched() {
 }
 
 #[test]
-fn auto_reads_a_source_that_is_not_on_btrfs_live_and_zfs_is_refused() {
+fn auto_reads_a_source_on_no_snapshottable_volume_live_and_btrfs_zfs_lvm_refuse_it() {
     let env = Env::new();
     write(&env.src.join("f"), "x");
     let o = env.snapshot_at("2025-01-15T02:00:00+01:00", &["--source-snapshots", "auto", "--json"]);
@@ -308,11 +310,26 @@ fn auto_reads_a_source_that_is_not_on_btrfs_live_and_zfs_is_refused() {
     let o = env.snapshot_at("2025-01-16T02:00:00+01:00", &["--source-snapshots", "btrfs"]);
     assert_ne!(code(&o), 0, "btrfs on a source that is not on btrfs fails: {}", show(&o));
     assert!(show(&o).contains("not btrfs"), "{}", show(&o));
-    for kind in ["zfs", "lvm"] {
-        let o = env.snapshot_at("2025-01-16T02:00:00+01:00", &["--source-snapshots", kind]);
-        assert_eq!(code(&o), 2, "{}", show(&o));
-        assert!(show(&o).contains("not supported"), "{}", show(&o));
+    // "zfs" and "lvm" on a source that is neither: refused, naming the source and why.
+    let bin = env.dir.path().join("no-zfs-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::write(bin.join("zfs"), "#!/bin/sh\nexit 0\n").unwrap();
+    assert!(Command::new("chmod").arg("755").arg(bin.join("zfs")).status().unwrap().success());
+    let path = format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default());
+    for (kind, why) in [("zfs", "no ZFS dataset"), ("lvm", "not on an LVM logical volume")] {
+        let o = env
+            .cmd(&["now", "--source"])
+            .arg(&env.src)
+            .args(env.target_args())
+            .args(["--now", "2025-01-16T02:00:00+01:00"])
+            .args(["--source-snapshots", kind])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert_ne!(code(&o), 0, "{}", show(&o));
+        assert!(show(&o).contains(&s(&env.src)) && show(&o).contains(why), "{kind}: {}", show(&o));
     }
+    assert_eq!(env.snapshot_ids().len(), 1, "nothing published by the refused runs");
 }
 
 /// Unmounts on drop (declare after the `Btrfs` it lies in).
@@ -660,4 +677,223 @@ fn summary_meta_and_status_say_how_each_source_was_read_and_what_was_held() {
     let newest = &j["snapshots"][0];
     assert_eq!(newest["sourceReads"], meta["sourceReads"], "{j}");
     assert_eq!(newest["heldUnits"], meta["heldUnits"], "{j}");
+}
+
+/// A fake `zfs` on PATH that logs its argv and emulates one dataset, `tank/data`, mounted at
+/// `mp` (a tmpfs): `zfs snapshot` copies the tree into `mp/.zfs/snapshot/<name>/` (as ZFS shows
+/// a snapshot) and then changes a live file, as a writer after the instant would; properties
+/// live in `state/`. Returns (PATH with it first, the log).
+fn fake_zfs(env: &Env, mp: &Path) -> (String, PathBuf) {
+    let bin = env.dir.path().join("zfs-bin");
+    let state = env.dir.path().join("zfs-state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let log = env.dir.path().join("zfs.log");
+    let script = format!(
+        r#"#!/bin/bash
+MP='{mp}' STATE='{state}'
+echo "zfs $*" >>'{log}'
+last=${{@: -1}}
+case "$1" in
+list)
+  case " $* " in
+  *" -t filesystem "*) printf 'tank/data\t%s\ntank/other\t/nonexistent\n' "$MP" ;;
+  *" -t snapshot "*)
+    [ "$last" = tank/data ] || {{ echo "cannot open '$last': dataset does not exist" >&2; exit 1; }}
+    for d in "$MP"/.zfs/snapshot/*; do
+      [ -d "$d" ] || continue
+      n=${{d##*/}}; p=-; [ -f "$STATE/$n" ] && p=$(cat "$STATE/$n")
+      printf 'tank/data@%s\t%s\n' "$n" "$p"
+    done ;;
+  esac ;;
+snapshot)
+  ds=${{last%@*}} n=${{last#*@}}
+  [ "$ds" = tank/data ] || {{ echo "cannot open '$ds': dataset does not exist" >&2; exit 1; }}
+  d="$MP/.zfs/snapshot/$n"
+  [ -e "$d" ] && {{ echo "cannot create snapshot '$last': dataset already exists" >&2; exit 1; }}
+  mkdir -p "$d" && (cd "$MP" && tar --exclude=./.zfs -cf - .) | (cd "$d" && tar -xpf -) || exit 1
+  [ "$2" = -o ] && echo "${{3#*=}}" >"$STATE/$n"
+  [ -f "$MP/home/alice/notes.txt" ] && echo "written after the snapshot" >"$MP/home/alice/notes.txt"
+  [ -n "$ZFS_FAKE_SLOW" ] && sleep "$ZFS_FAKE_SLOW"
+  exit 0 ;;
+destroy)
+  n=${{last#*@}}
+  [ "${{last%@*}}" = tank/data ] && [ -d "$MP/.zfs/snapshot/$n" ] || {{ echo "could not find any snapshots to destroy" >&2; exit 1; }}
+  rm -rf "$MP/.zfs/snapshot/$n" "$STATE/$n" ;;
+*) echo "fake zfs: unexpected $*" >&2; exit 2 ;;
+esac
+"#,
+        mp = s(mp),
+        state = s(&state),
+        log = s(&log)
+    );
+    std::fs::write(bin.join("zfs"), script).unwrap();
+    assert!(Command::new("chmod").arg("755").arg(bin.join("zfs")).status().unwrap().success());
+    (format!("{}:{}", s(&bin), std::env::var("PATH").unwrap_or_default()), log)
+}
+
+fn zfs_snapshots(mp: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(mp.join(".zfs/snapshot"))
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn zfs_snapshots_follow_the_command_sequence_against_a_recorded_fake_zfs() {
+    let env = Env::new();
+    let mp = env.dir.path().join("tank");
+    std::fs::create_dir(&mp).unwrap();
+    let _tank = Tmpfs::mount(&mp, "size=64m");
+    let (path, log) = fake_zfs(&env, &mp);
+    let src = mp.join("home");
+    write(&src.join("alice/notes.txt"), "before the snapshot\n");
+    write(&src.join("alice/skip.tmp"), "excluded\n");
+    for i in 0..3000 {
+        write(&src.join(format!("bulk/{}/f{i}", i % 30)), format!("{i}"));
+    }
+    let now = |extra: &[&str]| {
+        env.cmd(&["now", "--json", "--no-prune", "--source"])
+            .arg(&src)
+            .args(env.target_args())
+            .args(["--source-snapshots", "zfs", "--exclude", &format!("{}/alice/*.tmp", s(&src))])
+            .args(extra)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let o = now(&[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = report(&o);
+    let read = &r["sourceReads"][0];
+    assert_eq!(read["kind"], "zfs", "{r}");
+    assert_eq!(read["volume"], "tank/data", "{r}");
+    assert_eq!(read["subvolume"], s(&mp), "{r}");
+    assert!(read["takenAt"].is_string(), "{r}");
+    // Read from the snapshot: the file as it was at the instant, not as written after it.
+    let snap = PathBuf::from(r["snapshotPath"].as_str().unwrap());
+    let stored = snap.join(src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(stored.join("alice/notes.txt")).unwrap(), "before the snapshot\n");
+    assert_eq!(std::fs::read_to_string(src.join("alice/notes.txt")).unwrap(), "written after the snapshot\n");
+    assert_eq!(r["counts"]["excluded"], 1, "an exclude matches the original path: {r}");
+    let manifest = std::fs::read_to_string(snap.join(".hwc-backup/manifest.b3")).unwrap();
+    let rel = src.join("alice/notes.txt");
+    assert!(manifest.contains(&format!("  {}\n", s(rel.strip_prefix("/").unwrap()))), "{manifest}");
+    assert!(!manifest.contains(".zfs") && !manifest.contains("hwc-backup-"), "{manifest}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(snap.join(".hwc-backup/meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["sourceReads"][0]["kind"], "zfs", "{meta}");
+    assert_eq!(meta["sourceReads"][0]["volume"], "tank/data", "{meta}");
+    // The command sequence: find the dataset, clean up, snapshot (with our property), destroy.
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 4, "{calls}");
+    assert_eq!(lines[0], "zfs list -H -o name,mountpoint -t filesystem", "{calls}");
+    assert_eq!(lines[1], "zfs list -H -o name,hwc-backup:source-snapshot -t snapshot -d 1 tank/data", "{calls}");
+    let name = lines[2]
+        .strip_prefix("zfs snapshot -o hwc-backup:source-snapshot=yes tank/data@")
+        .unwrap_or_else(|| panic!("{calls}"));
+    assert!(name.starts_with("hwc-backup-") && name.split('-').count() == 5, "{calls}");
+    assert_eq!(lines[3], format!("zfs destroy tank/data@{name}"), "{calls}");
+    assert!(zfs_snapshots(&mp).is_empty(), "no snapshot left");
+    // status says which kind each source of the newest snapshot was read from.
+    let o = env.cmd(&["status"]).args(env.target_args()).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains(&format!("{}: read from a zfs snapshot of tank/data (mounted at {})", s(&src), s(&mp))),
+        "{said}"
+    );
+    let o = env.cmd(&["status", "--json"]).args(env.target_args()).output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    assert_eq!(j["snapshots"][0]["sourceReads"][0]["kind"], "zfs", "{j}");
+    // Restored to its original path.
+    std::fs::remove_file(&rel).unwrap();
+    let o = env.run("restore", &["latest", &s(&rel), &s(&rel)]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    assert_eq!(std::fs::read_to_string(&rel).unwrap(), "before the snapshot\n");
+
+    // A failed run (a destination too small) destroys its snapshot too.
+    let small = env.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let tmpfs = Tmpfs::mount(&small, "size=64k");
+    let o = env
+        .cmd(&["now", "--source"])
+        .arg(&src)
+        .args(["--dest", &s(&small), "--host", HOST, "--state-dir", &s(&env.state), "--source-snapshots", "zfs"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_ne!(code(&o), 0, "the run must fail: {}", show(&o));
+    assert!(zfs_snapshots(&mp).is_empty(), "a failed run destroys its snapshot: {}", show(&o));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with("zfs destroy tank/data@hwc-backup-"));
+    drop(tmpfs);
+
+    // kill -9 while the walk reads from the snapshot: it stays, and the next run destroys it.
+    let mut child = env
+        .cmd(&["now", "--source"])
+        .arg(&src)
+        .args(env.target_args())
+        .args(["--source-snapshots", "zfs", "--threads", "1"])
+        .env("PATH", &path)
+        .env("ZFS_FAKE_SLOW", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // (Taken, with its property: a ZFS snapshot and its properties come into being at once.)
+    let state = env.dir.path().join("zfs-state");
+    while std::fs::read_dir(&state).unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "no snapshot appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let left = zfs_snapshots(&mp);
+    assert_eq!(left.len(), 1, "the killed run's snapshot is still there: {left:?}");
+    // Look-alikes that are not ours: our name without our property, our property on another
+    // name, our name and property of a process still running (pid 1), someone else's.
+    let snapdir = mp.join(".zfs/snapshot");
+    for (name, prop) in [
+        ("hwc-backup-999999-1-0", None),
+        ("hwc-backup-999999-1-0-x", Some("yes")),
+        ("hwc-backup-1-1-0", Some("yes")),
+        ("daily-2025", None),
+    ] {
+        std::fs::create_dir(snapdir.join(name)).unwrap();
+        if let Some(p) = prop {
+            std::fs::write(env.dir.path().join("zfs-state").join(name), p).unwrap();
+        }
+    }
+    let o = now(&[]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let mut want = vec!["daily-2025", "hwc-backup-1-1-0", "hwc-backup-999999-1-0", "hwc-backup-999999-1-0-x"];
+    want.sort();
+    assert_eq!(zfs_snapshots(&mp), want, "only the killed run's snapshot is destroyed");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert!(calls.contains(&format!("zfs destroy tank/data@{}", left[0])), "{calls}");
+    assert_eq!(calls.matches("zfs destroy").count(), 4, "three runs' own, one leftover: {calls}");
+
+    // A source whose mount zfs does not list is refused under "zfs", read live under "auto"
+    // (a tmpfs is no ZFS dataset to mountinfo).
+    let elsewhere = env.dir.path().join("elsewhere");
+    write(&elsewhere.join("f"), "x");
+    let o = env
+        .cmd(&["now", "--json", "--no-prune", "--source"])
+        .arg(&elsewhere)
+        .args(env.target_args())
+        .args(["--source-snapshots", "zfs"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(show(&o).contains(&s(&elsewhere)) && show(&o).contains("no ZFS dataset zfs lists"), "{}", show(&o));
 }

@@ -31,6 +31,8 @@ let
     systemd = fakeDrv "systemd-258" "${fakeStore}-systemd-258" "systemctl";
     btrfs-progs = fakeDrv "btrfs-progs-6.14" "${fakeStore}-btrfs-progs-6.14" "btrfs";
     sqlite = fakeDrv "sqlite-3.50.4-bin" "${fakeStore}-sqlite-3.50.4-bin" "sqlite3";
+    lvm2 = fakeDrv "lvm2-2.03.31-bin" "${fakeStore}-lvm2-2.03.31-bin" "lvm";
+    zfs = fakeDrv "zfs-user-2.3.3" "${fakeStore}-zfs-user-2.3.3" "zfs";
     writeShellScript = name: _text: "${fakeStore}-${name}";
     formats.json = _: {
       generate = name: value: {

@@ -30,6 +30,9 @@ let
     ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";
     btrfsProgs = "${fakeStore}-btrfs-progs-6.14";
     sqlite3 = "${fakeStore}-sqlite-3.50.4-bin/bin/sqlite3";
+    lvm = "${fakeStore}-lvm2-2.03.31-bin/bin/lvm";
+    # As the module: only where ZFS is used.
+    zfs = if cfg.local.sourceSnapshots == "zfs" then "${fakeStore}-zfs-user-2.3.3/bin/zfs" else null;
   };
 in
 # What the module makes of it: the plan and units only with `enable`, the authorized_keys

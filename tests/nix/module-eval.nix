@@ -92,7 +92,7 @@ pkgs.runCommand "hwc-backup-module-eval"
   ''
     normalise() {
       sed -E 's#/nix/store/[0-9a-z]{32}-#/nix/store/HASH-#g
-              s#(hwc-backup|rclone|openssh|util-linux|restic|systemd|btrfs-progs|sqlite)-[0-9][^/" ]*#\1-VERSION#g'
+              s#(hwc-backup|rclone|openssh|util-linux|restic|systemd|btrfs-progs|sqlite|lvm2|zfs-user)-[0-9][^/" ]*#\1-VERSION#g'
     }
     unitLines() {
       grep -vE '^(Environment="(PATH|LOCALE_ARCHIVE|TZDIR)=.*)?$' | normalise

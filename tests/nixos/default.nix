@@ -29,4 +29,5 @@ in
   corruption = runTest ./corruption.nix;
   pull = runTest ./pull.nix;
   offsite = runTest ./offsite.nix;
+  zfs = runTest ./zfs.nix;
 }

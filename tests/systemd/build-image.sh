@@ -90,7 +90,7 @@ rm -rf "$R"/usr/share/doc/* "$R"/usr/share/man/* "$R"/usr/share/info/* "$R"/usr/
 for k in "$R"/lib/modules/*; do
   for d in drivers/gpu drivers/media drivers/net/wireless drivers/net/ethernet drivers/infiniband \
            drivers/staging drivers/iio drivers/bluetooth drivers/isdn drivers/hid drivers/usb \
-           drivers/scsi drivers/md drivers/mtd drivers/video sound net/bluetooth net/wireless net/mac80211; do
+           drivers/scsi drivers/mtd drivers/video sound net/bluetooth net/wireless net/mac80211; do
     rm -rf "$k/kernel/$d"
   done
   chroot "$R" depmod -a "$(basename "$k")"
@@ -100,7 +100,7 @@ HOOK
 chmod +x "$WORK/essential-hook" "$WORK/customize-hook"
 
 mmdebstrap --quiet --variant=minbase \
-  --include=systemd-sysv,udev,procps,kmod,linux-image-amd64,python3-minimal,libpython3.11-stdlib,openssh-server,openssh-client \
+  --include=systemd-sysv,udev,procps,kmod,linux-image-amd64,python3-minimal,libpython3.11-stdlib,openssh-server,openssh-client,lvm2 \
   --essential-hook="$WORK/essential-hook" \
   --customize-hook="$WORK/customize-hook" \
   bookworm "$ROOT" \

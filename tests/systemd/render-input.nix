@@ -31,6 +31,8 @@ let
     inherit cfg package;
     writeHook = name: _text: hookPath name;
     rclone = null;
+    # Debian's lvm2 (in the guest image), for the LVM source snapshot scenario.
+    lvm = "/usr/sbin/lvm";
   };
 in
 {

@@ -113,6 +113,17 @@ impl Reporting {
     }
 }
 
+/// What ZFS and LVM source snapshots are taken with.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct VolumeSnapshots {
+    /// The lvm program; `None` = `lvm` on PATH.
+    pub lvm: Option<std::path::PathBuf>,
+    /// The zfs program; `None` = `zfs` on PATH.
+    pub zfs: Option<std::path::PathBuf>,
+    /// `lvmSnapshotSize`; `None` = `10%ORIGIN`.
+    pub lvm_snapshot_size: Option<String>,
+}
+
 /// What only this machine's own job has: programs around the snapshot, database dumps, and
 /// the cloud copy.
 #[derive(Clone, Debug, PartialEq)]
@@ -123,6 +134,8 @@ pub struct LocalJob {
     pub quiesce: Box<[crate::plan::Quiesce]>,
     /// The btrfs program; `None` = `btrfs` on PATH.
     pub btrfs: Option<Box<std::path::Path>>,
+    /// The lvm and zfs programs and `lvmSnapshotSize` (boxed, to keep [`Kind`] small).
+    pub volume_snapshots: Box<VolumeSnapshots>,
     /// Programs to run around the snapshot.
     pub hooks: Hooks,
     /// Database dumps taken before the snapshot.

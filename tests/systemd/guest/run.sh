@@ -708,11 +708,14 @@ s_switch_schedule() {
   systemctl restart backup.timer
 }
 
+# The LVM source snapshot scenario (its own file).
+. "$H/guest/s_lvm.sh"
+
 setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_lvm}; do
     $s
   done
 else

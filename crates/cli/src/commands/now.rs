@@ -215,11 +215,17 @@ fn print_itemized(d: &hwc_backup_engine::store::history::diff::Diff) -> Result<(
 }
 
 /// `/home: read from a btrfs snapshot of /home taken at …`, or `read live (why)`.
-fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
+pub(crate) fn describe_read(r: &hwc_backup_engine::source::fs_snapshot::SourceRead) -> String {
     match (&r.subvolume, &r.taken_at) {
-        (Some(sv), Some(t)) => {
-            format!("{}: read from a {} snapshot of {} taken at {t}", r.source.display(), r.kind, sv.display())
-        }
+        (Some(sv), Some(t)) => match &r.volume {
+            Some(v) => format!(
+                "{}: read from a {} snapshot of {v} (mounted at {}) taken at {t}",
+                r.source.display(),
+                r.kind,
+                sv.display()
+            ),
+            None => format!("{}: read from a {} snapshot of {} taken at {t}", r.source.display(), r.kind, sv.display()),
+        },
         _ => format!("{}: read live ({})", r.source.display(), r.note.as_deref().unwrap_or("no filesystem snapshot")),
     }
 }

@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{BuildOptions, BuildResult, LinkBase, Progress, Roots};
 use super::quiesce::{Held, HeldUnit};
+use super::volume::{Volumes, Want};
 use super::{LocalFs, Source};
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
@@ -68,11 +69,14 @@ const BTRFS_EMPTY_SUBVOL_DIR_INO: u64 = 2;
 pub struct SourceRead {
     /// The source, as given.
     pub source: PathBuf,
-    /// `btrfs`, or `live` (no filesystem snapshot).
+    /// `btrfs`, `zfs`, `lvm`, or `live` (no filesystem snapshot).
     pub kind: String,
     /// The subvolume snapshotted (its root, as mounted here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subvolume: Option<PathBuf>,
+    /// The ZFS dataset (`pool/dataset`) or LVM logical volume (`vg/lv`) snapshotted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
     /// When its snapshot was taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_at: Option<Timestamp>,
@@ -89,6 +93,9 @@ pub struct FsSnapshots {
     kind: SourceSnapshots,
     program: PathBuf,
     state_dir: Option<PathBuf>,
+    zfs: Option<PathBuf>,
+    lvm: Option<PathBuf>,
+    lvm_size: Option<String>,
     quiesce: Vec<Quiesce>,
     read: Mutex<Vec<SourceRead>>,
     held: Mutex<Vec<HeldUnit>>,
@@ -103,6 +110,9 @@ impl FsSnapshots {
             kind,
             program: PathBuf::from("btrfs"),
             state_dir: None,
+            zfs: None,
+            lvm: None,
+            lvm_size: None,
             quiesce,
             read: Mutex::new(Vec::new()),
             held: Mutex::new(Vec::new()),
@@ -121,6 +131,15 @@ impl FsSnapshots {
         self.program = program;
         self
     }
+
+    /// ZFS and LVM snapshots with these programs (`None` = `zfs` / `lvm` on PATH) and this
+    /// `lvmSnapshotSize` (`None` = the default).
+    pub fn with_volumes(mut self, zfs: Option<PathBuf>, lvm: Option<PathBuf>, lvm_size: Option<String>) -> FsSnapshots {
+        self.zfs = zfs;
+        self.lvm = lvm;
+        self.lvm_size = lvm_size;
+        self
+    }
 }
 
 /// The source a local job reads: [`LocalFs`], wrapped when the job asks for snapshots or
@@ -130,7 +149,13 @@ pub fn local_source(job: &Job) -> Box<dyn Source + Sync> {
     match (local.source_snapshots, local.quiesce.is_empty()) {
         (SourceSnapshots::None, true) => Box::new(LocalFs),
         (kind, _) => {
-            let s = FsSnapshots::new(kind, local.quiesce.to_vec()).with_state_dir(job.store.state_dir.clone());
+            let s = FsSnapshots::new(kind, local.quiesce.to_vec())
+                .with_state_dir(job.store.state_dir.clone())
+                .with_volumes(
+                    local.volume_snapshots.zfs.clone(),
+                    local.volume_snapshots.lvm.clone(),
+                    local.volume_snapshots.lvm_snapshot_size.clone(),
+                );
             Box::new(match &local.btrfs {
                 Some(p) => s.with_program(p.to_path_buf()),
                 None => s,
@@ -167,14 +192,14 @@ impl Source for FsSnapshots {
             released?;
             return Ok(built);
         }
-        let strict = self.kind == SourceSnapshots::Btrfs;
         let mut taken = Taken {
             program: self.program.clone(),
             state_dir: self.state_dir.clone(),
             subvolumes: Vec::new(),
             snaps: Vec::new(),
+            vols: Volumes::new(self.zfs.clone(), self.lvm.clone(), self.lvm_size.as_deref(), self.state_dir.clone()),
         };
-        let (mapping, held) = taken.take_all(opts.sources, opts.one_file_system, strict, &self.quiesce)?;
+        let (mapping, held) = taken.take_all(opts.sources, opts.one_file_system, self.kind, &self.quiesce)?;
         *self.read.lock().expect("not poisoned") = mapping.reads.clone();
         let released_early = match held {
             Held2::Released(units) => {
@@ -272,6 +297,15 @@ struct Taken {
     state_dir: Option<PathBuf>,
     subvolumes: Vec<Subvolume>,
     snaps: Vec<Snap>,
+    /// The ZFS datasets and LVM volumes, and their snapshots.
+    vols: Volumes,
+}
+
+/// What a source is snapshotted as: a btrfs subvolume or a ZFS/LVM volume (indices).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Target {
+    Sub(usize),
+    Vol(usize),
 }
 
 impl Drop for Taken {
@@ -284,7 +318,7 @@ impl Drop for Taken {
 
 /// What the walk needs: original path prefixes → where to read them.
 struct Mapping {
-    /// (original, real, is a snapshot), longest original first.
+    /// (original, real, is a btrfs snapshot), longest original first.
     roots: Vec<(PathBuf, PathBuf, bool)>,
     /// Exact directories below a source to read elsewhere (mount points).
     redirects: HashMap<PathBuf, PathBuf>,
@@ -380,6 +414,16 @@ fn subvolume_of(path: &Path) -> std::result::Result<PathBuf, String> {
     Ok(root)
 }
 
+/// Whether `p` (or its directory) is on a btrfs filesystem.
+fn on_btrfs(p: &Path) -> bool {
+    let dir = match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => p,
+        _ => p.parent().unwrap_or(Path::new("/")),
+    };
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    rustix::fs::statfs(dir).is_ok_and(|fs| i64::from(fs.f_type) == BTRFS_SUPER_MAGIC)
+}
+
 /// Mount points strictly below `dir`, with their filesystem types, from mountinfo.
 fn mounts_below(dir: &Path) -> Vec<(PathBuf, String)> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
@@ -422,7 +466,7 @@ fn btrfs_device(p: &Path) -> Option<String> {
 }
 
 /// mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> Vec<u8> {
+pub(super) fn unescape(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -480,7 +524,7 @@ fn subvolume_id(program: &Path, fd: BorrowedFd) -> Result<u64> {
 /// Opens `parent/name` as the runner's private directory: a directory, not a symlink (through
 /// the door, which refuses one naming it), owned by the runner, mode 0700, and (with `dev`) on
 /// that device; anything else is refused as unsafe, never used.
-fn open_private_dir(parent: &Dir, name: &Name, dev: Option<u64>) -> Result<Dir> {
+pub(super) fn open_private_dir(parent: &Dir, name: &Name, dev: Option<u64>) -> Result<Dir> {
     let dir = parent.open_dir(name)?;
     let st = dir.stat_self()?;
     let uid = rustix::process::geteuid().as_raw();
@@ -498,7 +542,7 @@ fn open_private_dir(parent: &Dir, name: &Name, dev: Option<u64>) -> Result<Dir> 
 }
 
 /// The process id in one of our snapshot names, `hwc-backup-<pid>-<secs>-<n>`.
-fn our_name(name: &[u8]) -> Option<u32> {
+pub(super) fn our_name(name: &[u8]) -> Option<u32> {
     let rest = std::str::from_utf8(name.strip_prefix(NAME_PREFIX.as_bytes())?).ok()?;
     let mut parts = rest.split('-');
     let pid: u32 = parts.next()?.parse().ok()?;
@@ -589,7 +633,7 @@ impl Taken {
                 }
                 continue;
             }
-            tracing::info!(
+            tracing::warn!(
                 "removed the source snapshot {} left by an interrupted run",
                 dir.child_path(&entry.name).display()
             );
@@ -606,41 +650,71 @@ impl Taken {
         Ok(self.subvolumes.len() - 1)
     }
 
+    /// What `s` is snapshotted as under `kind`, or why it is read live (`auto`); a source
+    /// the asked-for kind cannot snapshot is an error.
+    fn target_of(&mut self, s: &Path, kind: SourceSnapshots) -> Result<std::result::Result<Target, String>> {
+        let refuse = |why: String| {
+            Error::Preflight(format!("source {} cannot have a {} snapshot: {why}", s.display(), kind.as_str()))
+        };
+        let volume = |vols: &mut Volumes, want: Want| -> std::result::Result<usize, String> {
+            let canonical = std::fs::canonicalize(s).map_err(|e| format!("cannot resolve: {e}"))?;
+            if canonical != s {
+                return Err(format!("its path leads through a symlink to {}", canonical.display()));
+            }
+            vols.find(s, want)
+        };
+        Ok(match kind {
+            SourceSnapshots::Btrfs => match subvolume_of(s) {
+                Ok(root) => Ok(Target::Sub(self.subvolume_index(&root)?)),
+                Err(why) => return Err(refuse(why)),
+            },
+            SourceSnapshots::Zfs | SourceSnapshots::Lvm => {
+                let want = if kind == SourceSnapshots::Zfs { Want::Zfs } else { Want::Lvm };
+                match volume(&mut self.vols, want) {
+                    Ok(i) => Ok(Target::Vol(i)),
+                    Err(why) => return Err(refuse(why)),
+                }
+            }
+            SourceSnapshots::Auto | SourceSnapshots::None => match subvolume_of(s) {
+                Ok(root) => Ok(Target::Sub(self.subvolume_index(&root)?)),
+                Err(why) if on_btrfs(s) => Err(why),
+                Err(_) => volume(&mut self.vols, Want::Any).map(Target::Vol),
+            },
+        })
+    }
+
     /// Finds what to snapshot, cleans up, takes every snapshot one right after the other.
     fn take_all(
         &mut self,
         sources: &[PathBuf],
         one_fs: bool,
-        strict: bool,
+        kind: SourceSnapshots,
         quiesce: &[Quiesce],
     ) -> Result<(Mapping, Held2)> {
-        // (original path, subvolume index or why it is read live)
-        let mut wanted: Vec<(PathBuf, std::result::Result<usize, String>)> = Vec::new();
+        let strict = kind == SourceSnapshots::Btrfs;
+        let strict_any = matches!(kind, SourceSnapshots::Btrfs | SourceSnapshots::Zfs | SourceSnapshots::Lvm);
+        // (original path, what it is snapshotted as or why it is read live)
+        let mut wanted: Vec<(PathBuf, std::result::Result<Target, String>)> = Vec::new();
         let mut reads = Vec::new();
         let mut below: Vec<(PathBuf, String)> = Vec::new();
         for s in sources {
-            let sv = match subvolume_of(s) {
-                Ok(root) => Ok(self.subvolume_index(&root)?),
-                Err(why) => Err(why),
-            };
-            if let (Err(why), true) = (&sv, strict) {
-                return Err(Error::Preflight(format!("source {} cannot have a btrfs snapshot: {why}", s.display())));
-            }
-            wanted.push((s.clone(), sv));
+            let t = self.target_of(s, kind)?;
+            wanted.push((s.clone(), t));
             if std::fs::symlink_metadata(s).is_ok_and(|m| m.is_dir()) {
                 below.extend(mounts_below(s));
             }
         }
         // Mounts below a source: with oneFileSystem, the walk must see them as the other
-        // filesystems they are (read live: only the directory is kept); without, each btrfs
-        // one gets its own snapshot and the others are read live.
+        // filesystems they are (read live: only the directory is kept); without, each one that
+        // can (btrfs under "btrfs", ZFS or LVM under "zfs" or "lvm", any under "auto") gets its
+        // own snapshot and the others are read live.
         let mut redirect_live = Vec::new();
-        let mut below_snap = Vec::new();
+        let mut below_snap: Vec<(PathBuf, Target)> = Vec::new();
         for (mp, fstype) in below {
-            if !one_fs && fstype == "btrfs" {
+            if !one_fs && fstype == "btrfs" && matches!(kind, SourceSnapshots::Btrfs | SourceSnapshots::Auto) {
                 match subvolume_of(&mp) {
                     Ok(root) if root == mp => {
-                        below_snap.push((mp.clone(), self.subvolume_index(&root)?));
+                        below_snap.push((mp.clone(), Target::Sub(self.subvolume_index(&root)?)));
                         continue;
                     }
                     Ok(_) | Err(_) if strict => {
@@ -652,48 +726,76 @@ impl Taken {
                     _ => {}
                 }
             }
-            let why = match fstype.as_str() {
-                "btrfs" => "a btrfs mount that is not a subvolume's root".to_string(),
-                other => format!("its filesystem is {other}, not btrfs"),
+            let want = match kind {
+                SourceSnapshots::Zfs => Some(Want::Zfs),
+                SourceSnapshots::Lvm => Some(Want::Lvm),
+                SourceSnapshots::Auto if fstype != "btrfs" => Some(Want::Any),
+                _ => None,
+            };
+            let mut vol_why = None;
+            if let (false, Some(want)) = (one_fs, want) {
+                match self.vols.find(&mp, want) {
+                    Ok(i) if self.vols.list[i].mount_point == mp => {
+                        below_snap.push((mp.clone(), Target::Vol(i)));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => vol_why = Some(why),
+                }
+            }
+            let why = match (fstype.as_str(), vol_why) {
+                ("btrfs", _) => "a btrfs mount that is not a subvolume's root".to_string(),
+                (_, Some(why)) => why,
+                (other, None) => format!("its filesystem is {other}, not {}", kind.as_str()),
             };
             redirect_live.push((mp, why));
         }
-        let used: Vec<usize> = {
-            let mut u: Vec<usize> = wanted.iter().filter_map(|w| w.1.as_ref().ok().copied()).collect();
+        let used: Vec<Target> = {
+            let mut u: Vec<Target> = wanted.iter().filter_map(|w| w.1.as_ref().ok().copied()).collect();
             u.extend(below_snap.iter().map(|b| b.1));
             u.sort();
             u.dedup();
             u
         };
-        let mut failed: HashMap<usize, String> = HashMap::new();
-        for &i in &used {
-            let prepared = self.private_dir(i).and_then(|()| self.clean_leftovers(i));
+        let mut failed: HashMap<Target, String> = HashMap::new();
+        for &t in &used {
+            let prepared = match t {
+                Target::Sub(i) => self.private_dir(i).and_then(|()| self.clean_leftovers(i)),
+                Target::Vol(i) => self.vols.prepare(i),
+            };
             if let Err(e) = prepared {
-                if strict {
+                if strict_any {
                     return Err(e);
                 }
                 tracing::warn!("{e}");
-                failed.insert(i, e.to_string());
+                failed.insert(t, e.to_string());
             }
         }
         // The snapshots, as close together as possible: nothing else between them, and the
         // services held still only for as long as they take.
-        let snapshottable = used.iter().any(|i| !failed.contains_key(i));
+        let snapshottable = used.iter().any(|t| !failed.contains_key(t));
         let held = Held::hold(quiesce, snapshottable)?;
         let secs = Timestamp::now().as_second();
-        let mut times: HashMap<usize, (usize, Timestamp)> = HashMap::new();
-        for (n, &i) in used.iter().enumerate() {
-            if failed.contains_key(&i) {
+        // Where each target's snapshot is read from, and when it was taken.
+        let mut times: HashMap<Target, (PathBuf, Timestamp)> = HashMap::new();
+        for (n, &t) in used.iter().enumerate() {
+            if failed.contains_key(&t) {
                 continue;
             }
-            let name = Name::new(format!("{NAME_PREFIX}{}-{secs}-{n}", std::process::id())).expect("a name of ours");
-            match self.snapshot(i, name) {
-                Ok(k) => {
-                    times.insert(i, (k, Timestamp::now()));
+            let name = format!("{NAME_PREFIX}{}-{secs}-{n}", std::process::id());
+            let took = match t {
+                Target::Sub(i) => self
+                    .snapshot(i, Name::new(name).expect("a name of ours"))
+                    .map(|k| join_real(&fd_path(self.snaps[k].fd.fd(), false), Path::new(""))),
+                Target::Vol(i) => self.vols.take(i, &name),
+            };
+            match took {
+                Ok(real) => {
+                    times.insert(t, (real, Timestamp::now()));
                 }
-                Err(e) if !strict => {
+                Err(e) if !strict_any => {
                     tracing::warn!("{e}");
-                    failed.insert(i, e.to_string());
+                    failed.insert(t, e.to_string());
                 }
                 Err(e) => return Err(e),
             }
@@ -702,24 +804,30 @@ impl Taken {
             true => Held2::Still(held.for_whole_walk()),
             false => Held2::Released(held.release()?),
         };
+        let origin_of = |t: &Target| -> PathBuf {
+            match t {
+                Target::Sub(i) => self.subvolumes[*i].path.clone(),
+                Target::Vol(i) => self.vols.list[*i].mount_point.clone(),
+            }
+        };
         let mut roots = Vec::new();
         let mut hidden = HashMap::new();
         let private = CString::new(PRIVATE_DIR).expect("no NUL");
-        for (i, &(k, _)) in &times {
-            let sv = &self.subvolumes[*i];
-            roots.push((sv.path.clone(), fd_path(self.snaps[k].fd.fd(), false), true));
+        for (t, (real, _)) in &times {
+            // The btrfs placeholder check applies to btrfs snapshots only (inode 2 is the root
+            // of an ext4 filesystem).
+            roots.push((origin_of(t), real.clone(), matches!(t, Target::Sub(_))));
         }
         // Also where a snapshot failed after the directory was made: read live, it is there.
         for sv in self.subvolumes.iter().filter(|sv| sv.private.is_some() && !sv.in_state) {
             hidden.insert(sv.path.clone(), private.clone());
         }
         let mut redirects = HashMap::new();
-        for (mp, i) in &below_snap {
-            if let Some((k, _)) = times.get(i) {
-                redirects.insert(mp.clone(), join_real(&fd_path(self.snaps[*k].fd.fd(), false), Path::new("")));
-            } else {
-                redirects.insert(mp.clone(), mp.clone());
-            }
+        for (mp, t) in &below_snap {
+            match times.get(t) {
+                Some((real, _)) => redirects.insert(mp.clone(), real.clone()),
+                None => redirects.insert(mp.clone(), mp.clone()),
+            };
         }
         for (mp, _) in &redirect_live {
             redirects.insert(mp.clone(), mp.clone());
@@ -728,60 +836,57 @@ impl Taken {
         }
         // Longest original first, so the deepest mapping wins.
         roots.sort_by_key(|r| std::cmp::Reverse(r.0.as_os_str().len()));
+        let read_of = |source: &Path, t: &Target| -> SourceRead {
+            let taken = times.get(t);
+            let (kind, subvolume, volume) = match (t, taken) {
+                (_, None) => ("live", None, None),
+                (Target::Sub(i), Some(_)) => ("btrfs", Some(self.subvolumes[*i].path.clone()), None),
+                (Target::Vol(i), Some(_)) => {
+                    let v = &self.vols.list[*i];
+                    (v.kind_name(), Some(v.mount_point.clone()), Some(v.name()))
+                }
+            };
+            SourceRead {
+                source: source.to_path_buf(),
+                kind: kind.into(),
+                subvolume,
+                volume,
+                taken_at: taken.map(|t| t.1),
+                note: failed.get(t).cloned(),
+                mounts: Vec::new(),
+            }
+        };
         let mut mounts: Vec<SourceRead> = Vec::new();
         if !one_fs {
-            for (mp, i) in &below_snap {
-                let t = times.get(i);
-                mounts.push(SourceRead {
-                    source: mp.clone(),
-                    kind: if t.is_some() { "btrfs" } else { "live" }.into(),
-                    subvolume: t.map(|_| self.subvolumes[*i].path.clone()),
-                    taken_at: t.map(|t| t.1),
-                    note: failed.get(i).cloned(),
-                    mounts: Vec::new(),
-                });
+            for (mp, t) in &below_snap {
+                mounts.push(read_of(mp, t));
             }
             for (mp, why) in &redirect_live {
-                let note = Some(why.clone());
                 mounts.push(SourceRead {
                     source: mp.clone(),
                     kind: "live".into(),
                     subvolume: None,
+                    volume: None,
                     taken_at: None,
-                    note,
+                    note: Some(why.clone()),
                     mounts: Vec::new(),
                 });
             }
             mounts.sort_by(|a, b| a.source.cmp(&b.source));
         }
-        for (s, sv) in &wanted {
-            let read = match sv {
-                Ok(i) if times.contains_key(i) => SourceRead {
-                    source: s.clone(),
-                    kind: "btrfs".into(),
-                    subvolume: Some(self.subvolumes[*i].path.clone()),
-                    taken_at: Some(times[i].1),
-                    note: None,
-                    mounts: Vec::new(),
-                },
-                Ok(i) => SourceRead {
-                    source: s.clone(),
-                    kind: "live".into(),
-                    subvolume: None,
-                    taken_at: None,
-                    note: failed.get(i).cloned(),
-                    mounts: Vec::new(),
-                },
+        for (s, t) in &wanted {
+            let mut read = match t {
+                Ok(t) => read_of(s, t),
                 Err(why) => SourceRead {
                     source: s.clone(),
                     kind: "live".into(),
                     subvolume: None,
+                    volume: None,
                     taken_at: None,
                     note: Some(why.clone()),
                     mounts: Vec::new(),
                 },
             };
-            let mut read = read;
             read.mounts = mounts.iter().filter(|m| m.source.starts_with(s)).cloned().collect();
             reads.push(read);
         }
@@ -830,7 +935,7 @@ impl Taken {
 
     /// Deletes every snapshot taken, and the private directories when empty.
     fn remove_all(&mut self) -> Result<()> {
-        let mut first_err = None;
+        let mut first_err = self.vols.remove_all().err();
         for snap in std::mem::take(&mut self.snaps) {
             let sv = &self.subvolumes[snap.subvolume];
             let shown = sv.private_path(self.state_dir.as_deref()).join(snap.name.as_os_str());

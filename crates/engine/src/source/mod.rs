@@ -17,6 +17,7 @@ pub mod local;
 pub mod markers;
 pub mod quiesce;
 pub mod remote;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 
