@@ -44,6 +44,11 @@
   # btrfs-progs (its store path), whose btrfs the plan names for local.sourceSnapshots; null
   # finds btrfs on PATH.
   btrfsProgs ? null,
+  # Packages on every service's PATH (NixOS's `path`, to which NixOS adds coreutils, findutils,
+  # gnugrep, gnused and systemd): those whose programs the runner starts by name, util-linux
+  # (ionice for the snapshot threads' idle I/O class, blkid for a btrfs drive's UUID) and getent
+  # (the database dumps' users). Everything else is named by its store path.
+  path ? [ ],
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -86,7 +91,9 @@ in
   assertions = optionals cfg.enable serverAssertions ++ optionals agentCfg.enable agentAssertions;
   warnings = optionals cfg.enable serverWarnings;
   units = {
-    inherit services timers;
+    services =
+      if path == [ ] then services else builtins.mapAttrs (_: s: s // { path = (s.path or [ ]) ++ path; }) services;
+    inherit timers;
   };
   agent = {
     inherit authorizedKeys;

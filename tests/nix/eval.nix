@@ -29,6 +29,10 @@ let
     rclone = "${fakeStore}-rclone-1.70.0/bin/rclone";
     ssh = "${fakeStore}-openssh-10.0p2/bin/ssh";
     btrfsProgs = "${fakeStore}-btrfs-progs-6.14";
+    path = [
+      "${fakeStore}-util-linux-2.41-bin"
+      "${fakeStore}-getent-glibc-2.40"
+    ];
   };
 in
 # What the module makes of it: the plan and units only with `enable`, the authorized_keys

@@ -16,7 +16,9 @@
 //!   as they are, `null` is `Key=` (an empty assignment).
 //!
 //! What NixOS adds on its own (the default `PATH`, `LOCALE_ARCHIVE`, `TZDIR` environment) is not
-//! part of the description and so not written here.
+//! part of the description and so not written here; nor is the `PATH` NixOS builds from `path`
+//! (the packages' `bin` and `sbin` plus its defaults, whose store paths the description does not
+//! hold): `path` itself is in the golden `units.json`, and tests/systemd runs it.
 
 use serde_json::{Map, Value};
 
@@ -57,6 +59,7 @@ const KNOWN: &[&str] = &[
     "serviceConfig",
     "timerConfig",
     "environment",
+    "path",
     "restartIfChanged",
     "stopIfChanged",
 ];

@@ -82,6 +82,20 @@ setup() {
   cp -a "$H/trees/base/." / || return 1
   cp -a "$H/package/." / || return 1
   install -D -m755 "$H/guest/probe-writes" /opt/hwc-test/probe-writes
+  install -D -m755 "$H/guest/restic" /opt/hwc-test/restic
+  # The fake store (render-input.nix): /nix/store/<hash>-<package>/bin holds links to that
+  # package's programs only; the units' PATH is these directories, as on NixOS.
+  local dir src f
+  while read -r dir src; do
+    mkdir -p "$dir/bin"
+    for src in $src; do
+      case $src in
+        /*) ln -sf "$src" "$dir/bin/" ;;
+        *) dpkg -L "$src" | grep -E '^(/usr)?/s?bin/[^/]+$' | while read -r f; do
+             [ -f "$f" ] && [ -x "$f" ] && ln -sf "$f" "$dir/bin/"; done ;;
+      esac
+    done
+  done <"$H/guest/fake-store.txt"
   CFG=/etc/hwc-backup/config.json
   read -r DEST HOST STATE LOGDIR < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["destination"]["path"], d["host"], d["stateDir"], d["logDir"])' $CFG)
   HOSTDIR=$DEST/$HOST
@@ -126,6 +140,19 @@ setup() {
   if [ -z "$v" ]; then pass "systemd-analyze verify is silent on the installed units"
   else fail "systemd-analyze verify is silent on the installed units" "$(tr '\n' '|' <<<"$v")"; fi
   check "destination mounted" mountpoint -q "$DEST"
+  # As on NixOS: every unit's PATH holds store directories only, and every command a unit runs is
+  # named by its absolute path (systemd would look a bare name up in its own /usr/bin, which
+  # NixOS does not have).
+  local bad
+  bad=$(cd /etc/systemd/system && grep -H '^Environment="PATH=' backup*.service | grep -vE '="PATH=(/nix/store/[^/:]+/s?bin:?)+"$')
+  if [ -z "$bad" ]; then pass "every unit's PATH is store directories only ($(grep -m1 '^Environment="PATH=' /etc/systemd/system/backup.service | tr -d '"' | cut -c 18-))"
+  else fail "every unit's PATH is store directories only" "$(tr '\n' '|' <<<"$bad")"; fi
+  bad=$(cd /etc/systemd/system && grep -HE '^Exec[A-Za-z]*=' backup*.service | grep -vE '^[^:]+:Exec[A-Za-z]*=[-@:+!]*/')
+  if [ -z "$bad" ]; then pass "every Exec*= command is an absolute path"
+  else fail "every Exec*= command is an absolute path" "$(tr '\n' '|' <<<"$bad")"; fi
+  for f in ionice blkid flock getent ssh btrfs restic systemctl systemd-run journalctl; do
+    [ -x "$(ls /nix/store/*/bin/$f 2>/dev/null | head -n1)" ] || fail "the fake store has $f"
+  done
   check "timers active: $TIMERS" systemctl is-active --quiet $TIMERS
   log "units:"; for u in /etc/systemd/system/backup*.service /etc/systemd/system/backup*.timer; do log "--- $u"; cat "$u"; done
   log "plan:"; cat "$CFG"
@@ -364,8 +391,8 @@ rmark() { journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT="$1" _COMM=hwc-backup
 s_offsite() {
   scenario offsite
   local R=/var/lib/hwc-restic P=/etc/hwc-restic-password T=/run/hwc-test/restored m mr n
-  # restic is the host's Debian binary (the image has none); the units find it on PATH.
-  install -m755 "$H/guest/restic" /usr/local/bin/restic
+  # restic is the host's Debian binary (the image has none), in the fake store: the plan names it.
+  restic() { /opt/hwc-test/restic "$@"; }
   mkdir -p "$R"   # a local repository is created only in a directory that exists (README)
   (umask 077; echo "vm-offsite-password" >"$P")
   m=$(jmark backup-offsite-vmrepo.service); mr=$(rmark backup-offsite-vmrepo.service)
@@ -518,8 +545,8 @@ s_pull() {
   check "root's authorized_keys entry is the module's: forced agent command for the allowed paths, restrict" \
     grep -qxF "command=\"/opt/hwc-backup/bin/hwc-backup agent --allow /srv/client1 --allow /srv/client2\",restrict $(cat "$H/guest/hwc_pull.pub")" /etc/ssh/authorized_keys.d/root
   check "hostConcurrency = 1: both pull units run under the one slot lock (flock --no-fork pull-slot@0.lock)" \
-    bash -c "grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client1 ' /etc/systemd/system/backup-host-client1.service &&
-             grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client2 ' /etc/systemd/system/backup-host-client2.service"
+    bash -c "grep -q '^ExecStart=/nix/store/[^ ]*-util-linux/bin/flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client1 ' /etc/systemd/system/backup-host-client1.service &&
+             grep -q '^ExecStart=/nix/store/[^ ]*-util-linux/bin/flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client2 ' /etc/systemd/system/backup-host-client2.service"
   # The clients' trees: owners, modes, a symlink, an empty directory, some bulk.
   mkdir -p /srv/client1/docs /srv/client1/empty /srv/client1/private /srv/client2
   echo "client1 notes $(date +%s)" >/srv/client1/notes.txt
