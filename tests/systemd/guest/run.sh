@@ -735,11 +735,136 @@ s_switch_schedule() {
   systemctl restart backup.timer
 }
 
+# ---------- quiesce: services held still while btrfs source snapshots are taken ----------
+Q=/srv/quiesced
+writer_unit() { # writer_unit NAME : a dummy service writing a counter into the source
+  printf '[Unit]\nDescription=hwc-backup test: a service writing to a quiesced source (%s)\n[Service]\nExecStart=/opt/hwc-test/writer %s\n' \
+    "$1" "$Q/$1" >/etc/systemd/system/hwc-test-writer-$1.service
+}
+writer_ok() { # writer_ok NAME : active, not frozen, and writing
+  local u=hwc-test-writer-$1.service c
+  systemctl is-active --quiet $u && [ "$(systemctl show -P FreezerState $u)" = running ] || return 1
+  c=$(cat $Q/$1/counter); sleep 0.5; [ "$(cat $Q/$1/counter)" != "$c" ]
+}
+no_leftovers() { # no btrfs snapshot and no safety timer left behind
+  [ -z "$(btrfs subvolume list -o $Q 2>/dev/null; btrfs subvolume list $Q 2>/dev/null)" ] &&
+    [ -z "$(systemctl list-units --all --plain --no-legend 'hwc-backup-unquiesce-*' 2>/dev/null)" ]
+}
+held_ms() { # held_ms META UNIT : the downtime meta.json records for UNIT, in ms
+  python3 -c 'import json,sys; h=[u for u in json.load(open(sys.argv[1])).get("heldUnits", []) if u["unit"]==sys.argv[2]]; print(h[0]["downMs"] if h and h[0].get("downMs") is not None else "none")' "$1" "$2" 2>/dev/null
+}
+runner_pid() {
+  for p in $(cat /sys/fs/cgroup/system.slice/backup.service/cgroup.procs 2>/dev/null); do
+    [ "$(cat /proc/$p/comm 2>/dev/null)" = hwc-backup ] && echo $p; done | head -n1
+}
+
+s_quiesce() {
+  scenario quiesce-setup
+  # A btrfs filesystem on a loop device holds the source; the configuration switches to
+  # cases/quiesce.nix (sourceSnapshots = "btrfs", the two writers in local.quiesce).
+  modprobe btrfs && truncate -s 300M /var/tmp/quiesced.img && mkfs.btrfs -q /var/tmp/quiesced.img &&
+    mkdir -p $Q && mount -o loop /var/tmp/quiesced.img $Q
+  check "a btrfs source mounted at $Q" mountpoint -q $Q
+  mkdir -p $Q/stop $Q/freeze $Q/data /var/lib/hwc-metrics
+  local i; for i in $(seq 1 200); do echo "$i" >$Q/data/f$i; done
+  cat >/opt/hwc-test/writer <<'WRITER'
+#!/bin/bash
+# writer DIR: writes an increasing counter to DIR/counter every 50 ms (write, then rename); with
+# /run/hwc-test/slow-stop it takes 4 s to stop on SIGTERM.
+trap '[ -e /run/hwc-test/slow-stop ] && sleep 4; exit 0' TERM
+i=0
+while :; do
+  i=$((i + 1)); echo $i >"$1/counter.tmp"; mv "$1/counter.tmp" "$1/counter"
+  sleep 0.05 & wait $!
+done
+WRITER
+  chmod 755 /opt/hwc-test/writer
+  writer_unit stop; writer_unit freeze
+  cp -a "$H/trees/quiesce/." / && systemctl daemon-reload
+  systemctl start hwc-test-writer-stop.service hwc-test-writer-freeze.service
+  check "the stop writer runs and writes" wait_for 10 writer_ok stop
+  check "the freeze writer runs and writes" wait_for 10 writer_ok freeze
+  check "backup.service has the ExecStopPost= that releases a killed run's services" grep -q '^ExecStopPost=' /etc/systemd/system/backup.service
+  fake_power none
+
+  local w mode m ws L ms prom
+  scenario quiesce-success
+  m=$(jmark backup.service); ws=$(jmark hwc-test-writer-stop.service); L=$(latest)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  if unit_succeeded backup.service "$m"; then pass "the run succeeds"
+  else
+    fail "the run succeeds" "$(jnew backup.service "$m" | grep -v '^released\|^backup.service: \|^Failed to start' | tail -12 | tr '\n' '|')"
+    log "the writers' journal:"; journalctl -b -q --no-pager -o short-precise -u 'hwc-test-writer-*' -u 'hwc-backup-unquiesce-*' | tail -30
+  fi
+  check "a new snapshot" new_latest "$L"
+  L=$(latest)
+  check "the stop writer was stopped and started again by the run" \
+    bash -c "journalctl -b -q -o cat -u hwc-test-writer-stop.service | tail -n +$((ws + 1)) | grep -q '^Stopped ' && journalctl -b -q -o cat -u hwc-test-writer-stop.service | tail -n +$((ws + 1)) | grep -q '^Started '"
+  for w in stop freeze; do
+    check "the $w writer is running (and thawed) again after the run" wait_for 10 writer_ok $w
+    ms=$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$w.service)
+    if [[ $ms =~ ^[0-9]+$ ]] && [ "$ms" -lt 1000 ]; then pass "meta.json: the $w writer was held ${ms} ms (< 1 s)"
+    else fail "meta.json: the $w writer was held < 1 s" "downMs=$ms; $(grep -o '"heldUnits".*' "$HOSTDIR/$L/.hwc-backup/meta.json" | cut -c1-300)"; fi
+    prom=$(cat /var/lib/hwc-metrics/*.prom 2>/dev/null | grep "unit_down_seconds{unit=\"hwc-test-writer-$w.service\"}")
+    if [ -n "$prom" ] && awk '{ exit !($2 < 1) }' <<<"$prom"; then pass "metrics: $prom"
+    else fail "metrics: the $w writer's unit_down_seconds < 1" "'$prom'"; fi
+  done
+  check "the snapshot holds the source as read from the btrfs snapshot (original paths)" diff -r $Q/data "$HOSTDIR/$L$Q/data"
+  check "the counters in the snapshot are whole numbers (a file written at one instant)" \
+    bash -c "grep -qE '^[0-9]+\$' '$HOSTDIR/$L$Q/stop/counter' && grep -qE '^[0-9]+\$' '$HOSTDIR/$L$Q/freeze/counter'"
+  check "no btrfs snapshot and no safety timer left" wait_for 10 no_leftovers
+
+  scenario quiesce-failed-run
+  # 150 of the 200 files gone: the run fails after the walk (the shrink guard), after the
+  # services were held and released.
+  mkdir -p /var/tmp/q-away && mv $Q/data/f1?? /var/tmp/q-away/ && mv $Q/data/f[2-9]? /var/tmp/q-away/ 2>/dev/null
+  m=$(jmark backup.service); L=$(latest)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  if jnew backup.service "$m" | grep -qE 'Failed with result|Failed to start'; then pass "the run fails"
+  else fail "the run fails" "$(jnew backup.service "$m" | tail -5 | tr '\n' '|')"; fi
+  check "nothing published" test "$(latest)" = "$L"
+  for w in stop freeze; do check "the $w writer is running (and thawed) again after the failed run" wait_for 10 writer_ok $w; done
+  check "no btrfs snapshot and no safety timer left" wait_for 10 no_leftovers
+  mv /var/tmp/q-away/* $Q/data/
+  systemctl reset-failed backup.service 2>/dev/null
+
+  scenario quiesce-kill-9
+  # The stop writer now takes 4 s to stop: the runner is killed while it has frozen one writer
+  # and is stopping the other. Its ExecStopPost= starts the safety timer's service at once.
+  touch /run/hwc-test/slow-stop
+  m=$(jmark backup.service); L=$(latest)
+  systemctl start --no-block backup.service
+  local pid=
+  if wait_for 60 bash -c '[ "$(systemctl is-active hwc-test-writer-stop.service)" = deactivating ]'; then pid=$(runner_pid); fi
+  if [ -z "$pid" ]; then fail "caught the runner while it holds the writers" "stop writer: $(systemctl is-active hwc-test-writer-stop.service)"
+  else
+    check "the freeze writer is frozen at that moment" test "$(systemctl show -P FreezerState hwc-test-writer-freeze.service)" = frozen
+    kill -9 "$pid"
+    pass "caught the runner while it holds the writers and sent SIGKILL (pid $pid)"
+  fi
+  rm -f /run/hwc-test/slow-stop
+  wait_for 60 unit_ended backup.service "$m"
+  check "journal: main process killed by SIGKILL" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -q 'status=9/KILL'"
+  for w in stop freeze; do check "the $w writer is running (and thawed) again within 30 s of the kill" wait_for 30 writer_ok $w; done
+  check "the unit's stop hook released them (journal)" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -q 'released the services this run held still'"
+  check "no safety timer left" wait_for 10 bash -c "[ -z \"\$(systemctl list-units --all --plain --no-legend 'hwc-backup-unquiesce-*')\" ]"
+  check "nothing published" test "$(latest)" = "$L"
+  systemctl reset-failed backup.service 2>/dev/null
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  check "the next run succeeds" unit_succeeded backup.service "$m"
+  check "and leaves no btrfs snapshot and no safety timer (the killed run's snapshot removed)" wait_for 10 no_leftovers
+  for w in stop freeze; do check "the $w writer runs after it" wait_for 10 writer_ok $w; done
+}
+
 setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_quiesce}; do
     $s
   done
 else
