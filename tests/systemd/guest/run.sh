@@ -753,6 +753,9 @@ no_leftovers() { # no btrfs snapshot and no safety timer left behind
 held_ms() { # held_ms META UNIT : the downtime meta.json records for UNIT, in ms
   python3 -c 'import json,sys; h=[u for u in json.load(open(sys.argv[1])).get("heldUnits", []) if u["unit"]==sys.argv[2]]; print(h[0]["downMs"] if h and h[0].get("downMs") is not None else "none")' "$1" "$2" 2>/dev/null
 }
+down_metric() { # down_metric NAME : the writer's line of the downtime gauge
+  cat /var/lib/hwc-metrics/*.prom 2>/dev/null | grep "^hwc_backup_newest_snapshot_unit_down_seconds{.*unit=\"hwc-test-writer-$1.service\"}"
+}
 runner_pid() {
   for p in $(cat /sys/fs/cgroup/system.slice/backup.service/cgroup.procs 2>/dev/null); do
     [ "$(cat /proc/$p/comm 2>/dev/null)" = hwc-backup ] && echo $p; done | head -n1
@@ -804,11 +807,30 @@ WRITER
   for w in stop freeze; do
     check "the $w writer is running (and thawed) again after the run" wait_for 10 writer_ok $w
     ms=$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$w.service)
-    if [[ $ms =~ ^[0-9]+$ ]] && [ "$ms" -lt 1000 ]; then pass "meta.json: the $w writer was held ${ms} ms (< 1 s)"
-    else fail "meta.json: the $w writer was held < 1 s" "downMs=$ms; $(grep -o '"heldUnits".*' "$HOSTDIR/$L/.hwc-backup/meta.json" | cut -c1-300)"; fi
-    prom=$(cat /var/lib/hwc-metrics/*.prom 2>/dev/null | grep "unit_down_seconds{unit=\"hwc-test-writer-$w.service\"}")
-    if [ -n "$prom" ] && awk '{ exit !($2 < 1) }' <<<"$prom"; then pass "metrics: $prom"
-    else fail "metrics: the $w writer's unit_down_seconds < 1" "'$prom'"; fi
+    check "meta.json records how long the $w writer was held (${ms} ms, both held: the first held spans the other's stop and start)" test "$ms" -gt 0
+    prom=$(down_metric $w)
+    check "metrics: $prom" test -n "$prom"
+  done
+  # Each mode alone (the runner leaves an inactive unit alone): the down time of one service
+  # held for the instant of the btrfs snapshot.
+  local other
+  for w in stop freeze; do
+    other=$([ $w = stop ] && echo freeze || echo stop)
+    systemctl stop hwc-test-writer-$other.service
+    m=$(jmark backup.service); L=$(latest)
+    systemctl start backup.service
+    wait_for 120 unit_ended backup.service "$m"
+    check "$w alone: the run succeeds" unit_succeeded backup.service "$m"
+    L=$(latest)
+    ms=$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$w.service)
+    if [[ $ms =~ ^[0-9]+$ ]] && [ "$ms" -lt 1000 ]; then pass "$w alone: meta.json: the writer was held ${ms} ms (< 1 s)"
+    else fail "$w alone: meta.json: the writer was held < 1 s" "downMs=$ms"; fi
+    check "$w alone: meta.json: the inactive $other writer was left alone" test "$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$other.service)" = none
+    prom=$(down_metric $w)
+    if [ -n "$prom" ] && awk '{ exit !($2 < 1) }' <<<"$prom"; then pass "$w alone: metrics: $prom"
+    else fail "$w alone: metrics: the writer's unit_down_seconds < 1" "'$prom'"; fi
+    check "$w alone: the writer is running (and thawed) again after the run" wait_for 10 writer_ok $w
+    systemctl start hwc-test-writer-$other.service
   done
   check "the snapshot holds the source as read from the btrfs snapshot (original paths)" diff -r $Q/data "$HOSTDIR/$L$Q/data"
   check "the counters in the snapshot are whole numbers (a file written at one instant)" \
