@@ -42,6 +42,15 @@ let
         on = if builtins.isList fss then builtins.elem "zfs" fss else fss.zfs or false;
       in
       if on || cfg.local.sourceSnapshots == "zfs" then lib.getExe' (config.boot.zfs.package or pkgs.zfs) "zfs" else null;
+    # The programs the runner starts by name, found through each unit's PATH as NixOS sets it
+    # from `path` (which holds only coreutils, findutils, grep, sed and systemd otherwise):
+    # util-linux's ionice (idle I/O class of the snapshot threads) and blkid (a btrfs drive's
+    # UUID), and getent (the database dumps' users from NSS). Everything else is named by its
+    # store path (rclone, restic, ssh, flock, systemd-inhibit, btrfs, the hooks, binDir).
+    path = [
+      pkgs.util-linux
+      pkgs.getent
+    ];
     systemdInhibit = lib.getExe' (config.systemd.package or pkgs.systemd) "systemd-inhibit";
     # agenix decrypts `age.secrets.<name>` to its `.path` (/run/agenix/<name> by default);
     # without agenix the conventional path is used, for a secret put there by other means.
@@ -1368,22 +1377,10 @@ in
       # backup-host-<name>.timer -> backup-host-<name>.service per pulled host,
       # backup-offsite-<name> and backup-offsite-check-<name> per offsite with a schedule, and
       # backup-on-mount with local.runOnMount).
-      # The programs the runner starts by name, found through each unit's PATH as NixOS sets it
-      # from `path` (which holds only coreutils, findutils, grep, sed and systemd otherwise):
-      # util-linux's ionice (idle I/O class of the snapshot threads) and blkid (a btrfs drive's
-      # UUID), and getent (the database dumps' users from NSS). Everything else is named by its
-      # store path (rclone, restic, ssh, flock, systemd-inhibit, the hooks, binDir).
+      # Each service's `path` (util-linux, getent: the programs the runner starts by name) comes
+      # from the render; see `path` in ../nix/render.nix.
       systemd.services =
-        lib.mapAttrs (
-          _: unit:
-          softDefaults unit
-          // {
-            path = [
-              pkgs.util-linux
-              pkgs.getent
-            ];
-          }
-        ) rendered.units.services
+        lib.mapAttrs (_: softDefaults) rendered.units.services
         # The service profiles' units (nix/profiles/, e.g. Nextcloud's maintenance mode).
         // lib.mapAttrs (_: softDefaults) rendered.profileUnits;
       systemd.timers = lib.mapAttrs (_: softDefaults) rendered.units.timers;

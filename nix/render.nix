@@ -55,6 +55,11 @@
   # PATH, "auto" then takes no ZFS snapshot through the module (the module passes it only
   # where ZFS is enabled, so that other machines' plans do not pull ZFS in).
   zfs ? null,
+  # Packages on every service's PATH (NixOS's `path`, to which NixOS adds coreutils, findutils,
+  # gnugrep, gnused and systemd): those whose programs the runner starts by name, util-linux
+  # (ionice for the snapshot threads' idle I/O class, blkid for a btrfs drive's UUID) and getent
+  # (the database dumps' users). Everything else is named by its store path.
+  path ? [ ],
   # Where the agenix secret `name` is decrypted to.
   secretPath ? name: "/run/agenix/${name}",
   # Where the module installs the plan; every unit passes it with --config.
@@ -100,7 +105,9 @@ in
   assertions = optionals cfg.enable serverAssertions ++ optionals agentCfg.enable agentAssertions;
   warnings = optionals cfg.enable serverWarnings;
   units = {
-    inherit services timers;
+    services =
+      if path == [ ] then services else builtins.mapAttrs (_: s: s // { path = (s.path or [ ]) ++ path; }) services;
+    inherit timers;
   };
   # The service profiles' own units (nix/profiles/), `systemd.services.<name>` definitions
   # named `hwc-backup-…`: not runs of the runner, but what it quiesces (Nextcloud's

@@ -258,6 +258,11 @@ with ctx;
   takesZfsSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "zfs";
   # The btrfs, lvm and zfs programs go into the plan (`btrfs`, `lvm`, `zfs`); systemctl and
   # systemd-run, for quiesce, are on every NixOS unit's PATH.
+  # local.quiesce: a run that did not end well (killed, timed out, failed) may have left services
+  # stopped or frozen. The runner arms a transient safety timer per run before it touches any
+  # (hwc-backup-unquiesce-<invocation id>-start/-thaw, firing minutes later); this stop hook
+  # fires it at once and disarms it. After a success there is nothing to release, and after a
+  # failure the runner has already released them and removed its timers ("not loaded" is fine).
   sourceSnapshotExtra =
     optionalAttrs (takesLvmSnapshots || takesZfsSnapshots) { serviceConfig.SystemCallFilter = [ "@mount" ]; }
     // optionalAttrs takesLvmSnapshots {
@@ -268,6 +273,19 @@ with ctx;
           "-/run/lvm"
         ];
       };
+    }
+    // optionalAttrs (local.quiesce != { }) {
+      postStop = ''
+        if [ "''${SERVICE_RESULT:-}" != success ]; then
+          for verb in start thaw; do
+            t=hwc-backup-unquiesce-$INVOCATION_ID-$verb
+            if systemctl start "$t.service" 2>/dev/null; then
+              echo "released the services this run held still ($t)"
+              systemctl stop "$t.timer" || true
+            fi
+          done
+        fi
+      '';
     };
   # Units that take snapshots, and with them the database dumps.
   snapshotters = unique (writers ++ stagingWritable ++ sqliteWritable ++ sourceSnapshotWritable);

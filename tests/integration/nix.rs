@@ -95,8 +95,8 @@ impl Case {
         map.iter()
             .map(|(name, def)| {
                 let file = unit_file::file_name(name, Kind::Service);
-                let text =
-                    unit_file::render(Kind::Service, def).unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
+                let text = unit_file::render(name, Kind::Service, def)
+                    .unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
                 (file, text)
             })
             .collect()
@@ -106,7 +106,9 @@ impl Case {
         self.units()
             .into_iter()
             .map(|(file, kind, def)| {
-                let text = unit_file::render(kind, def).unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
+                let name = file.rsplit_once('.').map_or(file.as_str(), |(n, _)| n);
+                let text =
+                    unit_file::render(name, kind, def).unwrap_or_else(|err| panic!("{}: {file}: {err}", self.name));
                 (file, text)
             })
             .collect()
@@ -645,6 +647,17 @@ fn unit_files_pass_systemd_analyze_verify() {
         fs::create_dir_all(&units).unwrap();
         let mut args = vec!["verify".to_owned(), "--man=no".to_owned()];
         for (file, text) in &files {
+            // A postStop job script (ExecStopPost=) must exist too: written here, with its path.
+            let store_script = "ExecStopPost=/nix/store/00000000000000000000000000000000-unit-script-";
+            let text = match text.lines().find_map(|l| l.strip_prefix(store_script)) {
+                Some(rest) => {
+                    let script = dir.path().join(format!("{}-{}", case.name, rest.replace('/', "-")));
+                    fs::write(&script, "#!/bin/sh\n").unwrap();
+                    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+                    text.replace(&format!("{store_script}{rest}"), &format!("ExecStopPost={}", script.display()))
+                }
+                None => text.clone(),
+            };
             fs::write(units.join(file), text).unwrap();
             args.push(units.join(file).to_str().unwrap().to_owned());
         }

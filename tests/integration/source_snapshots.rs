@@ -463,9 +463,12 @@ fn quiesced_services_are_held_only_while_the_snapshots_are_taken() {
         calls
             .lines()
             .find(|l| {
+                // systemctl by its absolute path (found on PATH): the service manager would look a
+                // bare name up in its own search path.
                 l.starts_with("systemd-run")
                     && l.ends_with(&format!(
-                        "-- systemctl {verb} {} snapshots=0",
+                        "-- {} {verb} {} snapshots=0",
+                        s(&bin.join("systemctl")),
                         match verb {
                             "start" => "db.service",
                             _ => "app.service",

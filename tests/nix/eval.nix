@@ -33,6 +33,10 @@ let
     lvm = "${fakeStore}-lvm2-2.03.31-bin/bin/lvm";
     # As the module: only where ZFS is used.
     zfs = if cfg.local.sourceSnapshots == "zfs" then "${fakeStore}-zfs-user-2.3.3/bin/zfs" else null;
+    path = [
+      "${fakeStore}-util-linux-2.41-bin"
+      "${fakeStore}-getent-glibc-2.40"
+    ];
   };
 in
 # What the module makes of it: the plan and units only with `enable`, the authorized_keys

@@ -80,6 +80,10 @@ let
         type = types.listOf (types.either types.package types.str);
         default = [ ];
       };
+      postStop = mkOption {
+        type = types.lines;
+        default = "";
+      };
       restartIfChanged = mkOption {
         type = types.bool;
         default = true;

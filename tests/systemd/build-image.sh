@@ -6,8 +6,10 @@
 # The image is a plain Debian bookworm (minbase + systemd + udev + kernel + python3 for the
 # notification listener + openssh-server/-client for the pull scenario, whose "other machines"
 # are the VM itself on 127.0.0.1; the package generates the host keys at install time and
-# enables ssh.service). Test-only settings baked in, all listed here so nobody mistakes them for
-# product behaviour:
+# enables ssh.service; btrfs-progs for the fake store's btrfs-progs and the quiesce scenario's
+# btrfs source, on a loop device; dbus, which NixOS always runs and `systemctl freeze`/`thaw` need:
+# unlike start and stop they go through the system bus, not systemd's private socket). Test-only
+# settings baked in, all listed here so nobody mistakes them for product behaviour:
 #   - vmtest-runner.service runs /mnt/host/run.sh (9p share from the host) after multi-user.target
 #     and powers the VM off when it ends;
 #   - DefaultTimerAccuracySec=1s in system.conf, so timers fire within a second of their elapse
@@ -100,7 +102,7 @@ HOOK
 chmod +x "$WORK/essential-hook" "$WORK/customize-hook"
 
 mmdebstrap --quiet --variant=minbase \
-  --include=systemd-sysv,udev,procps,kmod,linux-image-amd64,python3-minimal,libpython3.11-stdlib,openssh-server,openssh-client,lvm2 \
+  --include=systemd-sysv,udev,procps,kmod,linux-image-amd64,python3-minimal,libpython3.11-stdlib,openssh-server,openssh-client,btrfs-progs,dbus,lvm2 \
   --essential-hook="$WORK/essential-hook" \
   --customize-hook="$WORK/customize-hook" \
   bookworm "$ROOT" \

@@ -27,16 +27,48 @@ let
   hookPath = name: "${hookDir}/${name}";
   hookText = text: "#!/bin/bash\nset -e\n${text}";
 
+  # A "fake store": each nixpkgs package the module names becomes /nix/store/<hash>-<name>, which
+  # the guest fills with symlinks to exactly that package's programs from its Debian packages
+  # (`fakeStore`: directory -> Debian packages, or absolute files). The module's arguments are
+  # passed as modules/backup.nix passes them (store paths, never a bare name), and each unit's
+  # PATH holds those directories only, as on NixOS: the unit's `path` plus NixOS's defaults
+  # (`defaultPath`). A program found on Debian's /usr/bin but missing from the module's `path`
+  # then fails here as it would on NixOS.
+  store = name: "/nix/store/00000000000000000000000000000000-${name}";
+  fakeStore = {
+    ${store "coreutils"} = [ "coreutils" ];
+    ${store "findutils"} = [ "findutils" ];
+    ${store "gnugrep"} = [ "grep" ];
+    ${store "gnused"} = [ "sed" ];
+    ${store "systemd"} = [ "systemd" "udev" ];
+    # nixpkgs' util-linux holds what Debian splits into util-linux, mount and bsdutils.
+    ${store "util-linux"} = [ "util-linux" "mount" "bsdutils" ];
+    ${store "getent"} = [ "/usr/bin/getent" ];
+    ${store "openssh"} = [ "openssh-client" ];
+    ${store "btrfs-progs"} = [ "btrfs-progs" ];
+    ${store "lvm2"} = [ "lvm2" ];
+    # The host's Debian restic, copied in by the test (the image has none).
+    ${store "restic"} = [ "/opt/hwc-test/restic" ];
+  };
+  defaultPath = map store [ "coreutils" "findutils" "gnugrep" "gnused" "systemd" ];
+
   rendered = import ../../nix/render.nix {
     inherit cfg package;
     writeHook = name: _text: hookPath name;
-    rclone = null;
-    # Debian's lvm2 (in the guest image), for the LVM source snapshot scenario.
-    lvm = "/usr/sbin/lvm";
+    rclone = "${store "rclone"}/bin/rclone";
+    ssh = "${store "openssh"}/bin/ssh";
+    flock = "${store "util-linux"}/bin/flock";
+    restic = "${store "restic"}/bin/restic";
+    systemdInhibit = "${store "systemd"}/bin/systemd-inhibit";
+    btrfsProgs = store "btrfs-progs";
+    path = [ (store "util-linux") (store "getent") ];
+    # lvm2 (in the guest image), for the LVM source snapshot scenario.
+    lvm = "${store "lvm2"}/bin/lvm";
   };
 in
 {
   inherit (rendered) plan units warnings;
+  inherit fakeStore defaultPath;
   failedAssertions = map (a: a.message) (filter (a: !a.assertion) rendered.assertions);
   # Files the NixOS module would put in the store / tmpfiles would create.
   files = listToAttrs (

@@ -19,7 +19,9 @@ summarised in shared/nix-facts.md section 1.4):
     when non-empty), Description (omitted when empty), Documentation, OnFailure/OnSuccess,
     StartLimitBurst/StartLimitIntervalSec (only when given);
   * [Service] starts with the Environment= lines (sorted by name, value JSON-quoted; PATH is always
-    set, from `path` plus the default packages, which on Debian are /usr/local, /usr and /), then the
+    set, from `path` plus the default packages: the input's `defaultPath` (tests/systemd gives the
+    fake store's coreutils, findutils, gnugrep, gnused and systemd), else Debian's /usr/local,
+    /usr and /), then the
     X-ReloadIfChanged=true / X-RestartIfChanged=false / X-StopIfChanged=false /
     X-NotSocketActivated=true markers, then `serviceConfig`;
   * keys inside a section are in alphabetical order (Nix attribute sets are sorted), a list value
@@ -166,7 +168,7 @@ def job_script(name, text, script_prefix, files):
     return path
 
 
-def render_service(name, d, script_prefix, files):
+def render_service(name, d, script_prefix, files, default_path=None):
     unknown = set(d) - KNOWN_SERVICE
     if unknown:
         raise RenderError(f"{name}.service: unknown option(s) {sorted(unknown)}")
@@ -187,8 +189,9 @@ def render_service(name, d, script_prefix, files):
     path = list(d.get("path") or [])
     env = dict(d.get("environment") or {})
     if "PATH" not in env:
-        bins = [f"{p}/bin" for p in path] + [f"{p}/bin" for p in DEFAULT_PATH_PREFIXES]
-        sbins = [f"{p}/sbin" for p in path] + [f"{p}/sbin" for p in DEFAULT_PATH_PREFIXES]
+        defaults = DEFAULT_PATH_PREFIXES if default_path is None else list(default_path)
+        bins = [f"{p}/bin" for p in path] + [f"{p}/bin" for p in defaults]
+        sbins = [f"{p}/sbin" for p in path] + [f"{p}/sbin" for p in defaults]
         env["PATH"] = ":".join(bins) + ":" + ":".join(sbins)
     text = "[Unit]\n" + attrs_to_section(unit_section(name, "service", d)) + "\n[Service]\n"
     for k in sorted(env):
@@ -261,7 +264,8 @@ def render(doc, script_prefix="/opt/hwc-units"):
             if d.get("enable", True) is False:
                 links[f"{unit_dir}/{fname}"] = "/dev/null"
                 continue
-            text = render_service(name, d, script_prefix, files) if kind == "service" else render_timer(name, d)
+            text = (render_service(name, d, script_prefix, files, doc.get("defaultPath")) if kind == "service"
+                    else render_timer(name, d))
             files[f"{unit_dir}/{fname}"] = (text, 0o644)
             for opt, suffix in (("wantedBy", "wants"), ("requiredBy", "requires"), ("upheldBy", "upholds")):
                 tgts = d.get(opt) or []

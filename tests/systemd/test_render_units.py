@@ -72,6 +72,18 @@ class Services(unittest.TestCase):
         self.assertIn('Environment="PATH=/p/rclone/bin:/p/util/bin:/usr/local/bin:/usr/bin:/bin:'
                       '/p/rclone/sbin:/p/util/sbin:/usr/local/sbin:/usr/sbin:/sbin"\n', text)
 
+    def test_default_path_from_the_input(self):
+        # NixOS's defaults (coreutils, …, systemd) given as store directories: nothing of Debian's.
+        files = {}
+        text = ru.render_service("x", {"path": ["/nix/store/h-util"], "serviceConfig": {"ExecStart": "/bin/true"}},
+                                 "/opt/u", files, ["/nix/store/h-coreutils", "/nix/store/h-systemd"])
+        self.assertIn('Environment="PATH=/nix/store/h-util/bin:/nix/store/h-coreutils/bin:/nix/store/h-systemd/bin:'
+                      '/nix/store/h-util/sbin:/nix/store/h-coreutils/sbin:/nix/store/h-systemd/sbin"\n', text)
+        files, _ = ru.render({"defaultPath": ["/nix/store/h-coreutils"],
+                              "units": {"services": {"y": {"serviceConfig": {"ExecStart": "/bin/true"}}}}})
+        self.assertIn('Environment="PATH=/nix/store/h-coreutils/bin:/nix/store/h-coreutils/sbin"\n',
+                      files["/etc/systemd/system/y.service"][0])
+
     def test_markers(self):
         t1, _ = svc_text("x", {"reloadIfChanged": True, "restartIfChanged": False, "stopIfChanged": False,
                                "notSocketActivated": True})

@@ -16,7 +16,9 @@
 //!   as they are, `null` is `Key=` (an empty assignment).
 //!
 //! What NixOS adds on its own (the default `PATH`, `LOCALE_ARCHIVE`, `TZDIR` environment) is not
-//! part of the description and so not written here.
+//! part of the description and so not written here; nor is the `PATH` NixOS builds from `path`
+//! (the packages' `bin` and `sbin` plus its defaults, whose store paths the description does not
+//! hold): `path` itself is in the golden `units.json`, and tests/systemd runs it.
 
 use serde_json::{Map, Value};
 
@@ -57,6 +59,8 @@ const KNOWN: &[&str] = &[
     "serviceConfig",
     "timerConfig",
     "environment",
+    "path",
+    "postStop",
     "restartIfChanged",
     "stopIfChanged",
 ];
@@ -83,8 +87,8 @@ impl Kind {
     }
 }
 
-/// Writes the unit file for one description.
-pub fn render(kind: Kind, def: &Value) -> Result<String, String> {
+/// Writes the unit file for one description of `systemd.<kind>s.<name>`.
+pub fn render(name: &str, kind: Kind, def: &Value) -> Result<String, String> {
     let def = def.as_object().ok_or("a unit description must be an attribute set")?;
     if let Some(key) = def.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown unit option `{key}`"));
@@ -124,7 +128,16 @@ pub fn render(kind: Kind, def: &Value) -> Result<String, String> {
             if def.get("stopIfChanged") == Some(&Value::Bool(false)) {
                 text.push_str("X-StopIfChanged=false\n");
             }
-            write_section(&mut text, &section(def, "serviceConfig")?)?;
+            let mut service = section(def, "serviceConfig")?;
+            // `postStop` is a job script in the store (`makeJobScript "<name>-post-stop"`),
+            // run as ExecStopPost=; its text is in the golden units.json.
+            if let Some(post_stop) = def.get("postStop") {
+                post_stop.as_str().ok_or("postStop must be a string")?;
+                let script = format!("{name}-post-stop");
+                let path = format!("/nix/store/00000000000000000000000000000000-unit-script-{script}/bin/{script}");
+                service.insert("ExecStopPost".into(), Value::String(path));
+            }
+            write_section(&mut text, &service)?;
         }
         Kind::Timer => {
             text.push_str("\n[Timer]\n");
@@ -230,7 +243,7 @@ ReadWritePaths=-/mnt/a
 ReadWritePaths=/var/x
 Type=oneshot
 ";
-        assert_eq!(render(Kind::Service, &def).unwrap(), expected);
+        assert_eq!(render("x", Kind::Service, &def).unwrap(), expected);
     }
 
     #[test]
@@ -251,21 +264,21 @@ Unit=
 [Install]
 WantedBy=timers.target other.target
 ";
-        assert_eq!(render(Kind::Timer, &def).unwrap(), expected);
+        assert_eq!(render("x", Kind::Timer, &def).unwrap(), expected);
     }
 
     #[test]
     fn keys_sort_by_bytes_like_nix() {
         // Upper case sorts before lower case, as Nix's attrNames does.
         let def = json!({ "serviceConfig": { "b": "1", "X": "2", "A": "3" } });
-        let text = render(Kind::Service, &def).unwrap();
+        let text = render("x", Kind::Service, &def).unwrap();
         assert!(text.ends_with("[Service]\nA=3\nX=2\nb=1\n"), "{text}");
     }
 
     #[test]
     fn environment_values_are_json_quoted() {
         let def = json!({ "environment": { "Q": "say \"hi\"\\" } });
-        let text = render(Kind::Service, &def).unwrap();
+        let text = render("x", Kind::Service, &def).unwrap();
         assert!(text.contains("Environment=\"Q=say \\\"hi\\\"\\\\\"\n"), "{text}");
     }
 
@@ -273,16 +286,16 @@ WantedBy=timers.target other.target
     fn empty_lists_and_markers_are_left_out() {
         let def = json!({ "after": [], "wantedBy": [], "restartIfChanged": true,
                           "serviceConfig": { "ReadWritePaths": [] } });
-        assert_eq!(render(Kind::Service, &def).unwrap(), "[Unit]\n\n[Service]\n");
+        assert_eq!(render("x", Kind::Service, &def).unwrap(), "[Unit]\n\n[Service]\n");
     }
 
     #[test]
     fn refuses_what_it_cannot_write() {
-        assert!(render(Kind::Service, &json!({ "startAt": "daily" })).is_err());
-        assert!(render(Kind::Service, &json!({ "serviceConfig": { "X": { "a": 1 } } })).is_err());
-        assert!(render(Kind::Service, &json!({ "environment": { "N": 1 } })).is_err());
-        assert!(render(Kind::Service, &json!({ "after": "x.target" })).is_err());
-        assert!(render(Kind::Service, &json!({ "serviceConfig": { "F": 1.5 } })).is_err());
+        assert!(render("x", Kind::Service, &json!({ "startAt": "daily" })).is_err());
+        assert!(render("x", Kind::Service, &json!({ "serviceConfig": { "X": { "a": 1 } } })).is_err());
+        assert!(render("x", Kind::Service, &json!({ "environment": { "N": 1 } })).is_err());
+        assert!(render("x", Kind::Service, &json!({ "after": "x.target" })).is_err());
+        assert!(render("x", Kind::Service, &json!({ "serviceConfig": { "F": 1.5 } })).is_err());
     }
 
     #[test]

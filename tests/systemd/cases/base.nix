@@ -34,9 +34,9 @@
     preBackupScript = ''
       /opt/hwc-test/probe-writes /mnt/backup /var/lib/hwc-backup /var/log/backup
     '';
-    # The Debian guest (tests/systemd/build-image.sh, minbase) has no D-Bus, so systemd-inhibit
-    # could not reach logind and every wrapped unit would fail; NixOS always has both. The
-    # wrapper's shape is checked by tests/integration/nix.rs (systemd-analyze verify included).
+    # The Debian guest (tests/systemd/build-image.sh, minbase) sets up no logind (its D-Bus is
+    # there for `systemctl freeze`), so systemd-inhibit is left out here; NixOS always has both.
+    # The wrapper's shape is checked by tests/integration/nix.rs (systemd-analyze verify included).
     inhibitSleep = false;
     # An offsite restic repository on the VM's own disk (the offsite scenario). Its copy and check
     # units have yearly timers, so the other scenarios' clock jumps never start them; the offsite

@@ -82,6 +82,20 @@ setup() {
   cp -a "$H/trees/base/." / || return 1
   cp -a "$H/package/." / || return 1
   install -D -m755 "$H/guest/probe-writes" /opt/hwc-test/probe-writes
+  install -D -m755 "$H/guest/restic" /opt/hwc-test/restic
+  # The fake store (render-input.nix): /nix/store/<hash>-<package>/bin holds links to that
+  # package's programs only; the units' PATH is these directories, as on NixOS.
+  local dir src f
+  while read -r dir src; do
+    mkdir -p "$dir/bin"
+    for src in $src; do
+      case $src in
+        /*) ln -sf "$src" "$dir/bin/" ;;
+        *) dpkg -L "$src" | grep -E '^(/usr)?/s?bin/[^/]+$' | while read -r f; do
+             [ -f "$f" ] && [ -x "$f" ] && ln -sf "$f" "$dir/bin/"; done ;;
+      esac
+    done
+  done <"$H/guest/fake-store.txt"
   CFG=/etc/hwc-backup/config.json
   read -r DEST HOST STATE LOGDIR < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["destination"]["path"], d["host"], d["stateDir"], d["logDir"])' $CFG)
   HOSTDIR=$DEST/$HOST
@@ -126,6 +140,19 @@ setup() {
   if [ -z "$v" ]; then pass "systemd-analyze verify is silent on the installed units"
   else fail "systemd-analyze verify is silent on the installed units" "$(tr '\n' '|' <<<"$v")"; fi
   check "destination mounted" mountpoint -q "$DEST"
+  # As on NixOS: every unit's PATH holds store directories only, and every command a unit runs is
+  # named by its absolute path (systemd would look a bare name up in its own /usr/bin, which
+  # NixOS does not have).
+  local bad
+  bad=$(cd /etc/systemd/system && grep -H '^Environment="PATH=' backup*.service | grep -vE '="PATH=(/nix/store/[^/:]+/s?bin:?)+"$')
+  if [ -z "$bad" ]; then pass "every unit's PATH is store directories only ($(grep -m1 '^Environment="PATH=' /etc/systemd/system/backup.service | tr -d '"' | cut -c 18-))"
+  else fail "every unit's PATH is store directories only" "$(tr '\n' '|' <<<"$bad")"; fi
+  bad=$(cd /etc/systemd/system && grep -HE '^Exec[A-Za-z]*=' backup*.service | grep -vE '^[^:]+:Exec[A-Za-z]*=[-@:+!]*/')
+  if [ -z "$bad" ]; then pass "every Exec*= command is an absolute path"
+  else fail "every Exec*= command is an absolute path" "$(tr '\n' '|' <<<"$bad")"; fi
+  for f in ionice blkid flock getent ssh btrfs restic systemctl systemd-run journalctl; do
+    [ -x "$(ls /nix/store/*/bin/$f 2>/dev/null | head -n1)" ] || fail "the fake store has $f"
+  done
   check "timers active: $TIMERS" systemctl is-active --quiet $TIMERS
   log "units:"; for u in /etc/systemd/system/backup*.service /etc/systemd/system/backup*.timer; do log "--- $u"; cat "$u"; done
   log "plan:"; cat "$CFG"
@@ -364,8 +391,8 @@ rmark() { journalctl -b -q --no-pager -o cat _SYSTEMD_UNIT="$1" _COMM=hwc-backup
 s_offsite() {
   scenario offsite
   local R=/var/lib/hwc-restic P=/etc/hwc-restic-password T=/run/hwc-test/restored m mr n
-  # restic is the host's Debian binary (the image has none); the units find it on PATH.
-  install -m755 "$H/guest/restic" /usr/local/bin/restic
+  # restic is the host's Debian binary (the image has none), in the fake store: the plan names it.
+  restic() { /opt/hwc-test/restic "$@"; }
   mkdir -p "$R"   # a local repository is created only in a directory that exists (README)
   (umask 077; echo "vm-offsite-password" >"$P")
   m=$(jmark backup-offsite-vmrepo.service); mr=$(rmark backup-offsite-vmrepo.service)
@@ -518,8 +545,8 @@ s_pull() {
   check "root's authorized_keys entry is the module's: forced agent command for the allowed paths, restrict" \
     grep -qxF "command=\"/opt/hwc-backup/bin/hwc-backup agent --allow /srv/client1 --allow /srv/client2\",restrict $(cat "$H/guest/hwc_pull.pub")" /etc/ssh/authorized_keys.d/root
   check "hostConcurrency = 1: both pull units run under the one slot lock (flock --no-fork pull-slot@0.lock)" \
-    bash -c "grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client1 ' /etc/systemd/system/backup-host-client1.service &&
-             grep -q '^ExecStart=flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client2 ' /etc/systemd/system/backup-host-client2.service"
+    bash -c "grep -q '^ExecStart=/nix/store/[^ ]*-util-linux/bin/flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client1 ' /etc/systemd/system/backup-host-client1.service &&
+             grep -q '^ExecStart=/nix/store/[^ ]*-util-linux/bin/flock --no-fork $STATE/pull-slot@0.lock .*hwc-backup pull --host client2 ' /etc/systemd/system/backup-host-client2.service"
   # The clients' trees: owners, modes, a symlink, an empty directory, some bulk.
   mkdir -p /srv/client1/docs /srv/client1/empty /srv/client1/private /srv/client2
   echo "client1 notes $(date +%s)" >/srv/client1/notes.txt
@@ -708,6 +735,153 @@ s_switch_schedule() {
   systemctl restart backup.timer
 }
 
+# ---------- quiesce: services held still while btrfs source snapshots are taken ----------
+Q=/srv/quiesced
+writer_unit() { # writer_unit NAME : a dummy service writing a counter into the source
+  printf '[Unit]\nDescription=hwc-backup test: a service writing to a quiesced source (%s)\n[Service]\nExecStart=/opt/hwc-test/writer %s\n' \
+    "$1" "$Q/$1" >/etc/systemd/system/hwc-test-writer-$1.service
+}
+writer_ok() { # writer_ok NAME : active, not frozen, and writing
+  local u=hwc-test-writer-$1.service c
+  systemctl is-active --quiet $u && [ "$(systemctl show -P FreezerState $u)" = running ] || return 1
+  c=$(cat $Q/$1/counter); sleep 0.5; [ "$(cat $Q/$1/counter)" != "$c" ]
+}
+no_leftovers() { # no btrfs snapshot and no safety timer left behind
+  [ -z "$(btrfs subvolume list -o $Q 2>/dev/null; btrfs subvolume list $Q 2>/dev/null)" ] &&
+    [ -z "$(systemctl list-units --all --plain --no-legend 'hwc-backup-unquiesce-*' 2>/dev/null)" ]
+}
+held_ms() { # held_ms META UNIT : the downtime meta.json records for UNIT, in ms
+  python3 -c 'import json,sys; h=[u for u in json.load(open(sys.argv[1])).get("heldUnits", []) if u["unit"]==sys.argv[2]]; print(h[0]["downMs"] if h and h[0].get("downMs") is not None else "none")' "$1" "$2" 2>/dev/null
+}
+down_metric() { # down_metric NAME : the writer's line of the downtime gauge
+  cat /var/lib/hwc-metrics/*.prom 2>/dev/null | grep "^hwc_backup_newest_snapshot_unit_down_seconds{.*unit=\"hwc-test-writer-$1.service\"}"
+}
+runner_pid() {
+  for p in $(cat /sys/fs/cgroup/system.slice/backup.service/cgroup.procs 2>/dev/null); do
+    [ "$(cat /proc/$p/comm 2>/dev/null)" = hwc-backup ] && echo $p; done | head -n1
+}
+
+s_quiesce() {
+  scenario quiesce-setup
+  # A btrfs filesystem on a loop device holds the source; the configuration switches to
+  # cases/quiesce.nix (sourceSnapshots = "btrfs", the two writers in local.quiesce).
+  modprobe btrfs && truncate -s 300M /var/tmp/quiesced.img && mkfs.btrfs -q /var/tmp/quiesced.img &&
+    mkdir -p $Q && mount -o loop /var/tmp/quiesced.img $Q
+  check "a btrfs source mounted at $Q" mountpoint -q $Q
+  mkdir -p $Q/stop $Q/freeze $Q/data /var/lib/hwc-metrics
+  local i; for i in $(seq 1 200); do echo "$i" >$Q/data/f$i; done
+  cat >/opt/hwc-test/writer <<'WRITER'
+#!/bin/bash
+# writer DIR: writes an increasing counter to DIR/counter every 50 ms (write, then rename); with
+# /run/hwc-test/slow-stop it takes 4 s to stop on SIGTERM.
+trap '[ -e /run/hwc-test/slow-stop ] && sleep 4; exit 0' TERM
+i=0
+while :; do
+  i=$((i + 1)); echo $i >"$1/counter.tmp"; mv "$1/counter.tmp" "$1/counter"
+  sleep 0.05 & wait $!
+done
+WRITER
+  chmod 755 /opt/hwc-test/writer
+  writer_unit stop; writer_unit freeze
+  cp -a "$H/trees/quiesce/." / && systemctl daemon-reload
+  systemctl start hwc-test-writer-stop.service hwc-test-writer-freeze.service
+  check "the stop writer runs and writes" wait_for 10 writer_ok stop
+  check "the freeze writer runs and writes" wait_for 10 writer_ok freeze
+  check "backup.service has the ExecStopPost= that releases a killed run's services" grep -q '^ExecStopPost=' /etc/systemd/system/backup.service
+  fake_power none
+
+  local w mode m ws L ms prom
+  scenario quiesce-success
+  m=$(jmark backup.service); ws=$(jmark hwc-test-writer-stop.service); L=$(latest)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  if unit_succeeded backup.service "$m"; then pass "the run succeeds"
+  else
+    fail "the run succeeds" "$(jnew backup.service "$m" | grep -v '^released\|^backup.service: \|^Failed to start' | tail -12 | tr '\n' '|')"
+    log "the writers' journal:"; journalctl -b -q --no-pager -o short-precise -u 'hwc-test-writer-*' -u 'hwc-backup-unquiesce-*' | tail -30
+  fi
+  check "a new snapshot" new_latest "$L"
+  L=$(latest)
+  check "the stop writer was stopped and started again by the run" \
+    bash -c "journalctl -b -q -o cat -u hwc-test-writer-stop.service | tail -n +$((ws + 1)) | grep -q '^Stopped ' && journalctl -b -q -o cat -u hwc-test-writer-stop.service | tail -n +$((ws + 1)) | grep -q '^Started '"
+  for w in stop freeze; do
+    check "the $w writer is running (and thawed) again after the run" wait_for 10 writer_ok $w
+    ms=$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$w.service)
+    check "meta.json records how long the $w writer was held (${ms} ms, both held: the first held spans the other's stop and start)" test "$ms" -gt 0
+    prom=$(down_metric $w)
+    check "metrics: $prom" test -n "$prom"
+  done
+  # Each mode alone (the runner leaves an inactive unit alone): the down time of one service
+  # held for the instant of the btrfs snapshot.
+  local other
+  for w in stop freeze; do
+    other=$([ $w = stop ] && echo freeze || echo stop)
+    systemctl stop hwc-test-writer-$other.service
+    m=$(jmark backup.service); L=$(latest)
+    systemctl start backup.service
+    wait_for 120 unit_ended backup.service "$m"
+    check "$w alone: the run succeeds" unit_succeeded backup.service "$m"
+    L=$(latest)
+    ms=$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$w.service)
+    if [[ $ms =~ ^[0-9]+$ ]] && [ "$ms" -lt 1000 ]; then pass "$w alone: meta.json: the writer was held ${ms} ms (< 1 s)"
+    else fail "$w alone: meta.json: the writer was held < 1 s" "downMs=$ms"; fi
+    check "$w alone: meta.json: the inactive $other writer was left alone" test "$(held_ms "$HOSTDIR/$L/.hwc-backup/meta.json" hwc-test-writer-$other.service)" = none
+    prom=$(down_metric $w)
+    if [ -n "$prom" ] && awk '{ exit !($2 < 1) }' <<<"$prom"; then pass "$w alone: metrics: $prom"
+    else fail "$w alone: metrics: the writer's unit_down_seconds < 1" "'$prom'"; fi
+    check "$w alone: the writer is running (and thawed) again after the run" wait_for 10 writer_ok $w
+    systemctl start hwc-test-writer-$other.service
+  done
+  check "the snapshot holds the source as read from the btrfs snapshot (original paths)" diff -r $Q/data "$HOSTDIR/$L$Q/data"
+  check "the counters in the snapshot are whole numbers (a file written at one instant)" \
+    bash -c "grep -qE '^[0-9]+\$' '$HOSTDIR/$L$Q/stop/counter' && grep -qE '^[0-9]+\$' '$HOSTDIR/$L$Q/freeze/counter'"
+  check "no btrfs snapshot and no safety timer left" wait_for 10 no_leftovers
+
+  scenario quiesce-failed-run
+  # 150 of the 200 files gone: the run fails after the walk (the shrink guard), after the
+  # services were held and released.
+  mkdir -p /var/tmp/q-away && mv $Q/data/f1?? /var/tmp/q-away/ && mv $Q/data/f[2-9]? /var/tmp/q-away/ 2>/dev/null
+  m=$(jmark backup.service); L=$(latest)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  if jnew backup.service "$m" | grep -qE 'Failed with result|Failed to start'; then pass "the run fails"
+  else fail "the run fails" "$(jnew backup.service "$m" | tail -5 | tr '\n' '|')"; fi
+  check "nothing published" test "$(latest)" = "$L"
+  for w in stop freeze; do check "the $w writer is running (and thawed) again after the failed run" wait_for 10 writer_ok $w; done
+  check "no btrfs snapshot and no safety timer left" wait_for 10 no_leftovers
+  mv /var/tmp/q-away/* $Q/data/
+  systemctl reset-failed backup.service 2>/dev/null
+
+  scenario quiesce-kill-9
+  # The stop writer now takes 4 s to stop: the runner is killed while it has frozen one writer
+  # and is stopping the other. Its ExecStopPost= starts the safety timer's service at once.
+  touch /run/hwc-test/slow-stop
+  m=$(jmark backup.service); L=$(latest)
+  systemctl start --no-block backup.service
+  local pid=
+  if wait_for 60 bash -c '[ "$(systemctl is-active hwc-test-writer-stop.service)" = deactivating ]'; then pid=$(runner_pid); fi
+  if [ -z "$pid" ]; then fail "caught the runner while it holds the writers" "stop writer: $(systemctl is-active hwc-test-writer-stop.service)"
+  else
+    check "the freeze writer is frozen at that moment" test "$(systemctl show -P FreezerState hwc-test-writer-freeze.service)" = frozen
+    kill -9 "$pid"
+    pass "caught the runner while it holds the writers and sent SIGKILL (pid $pid)"
+  fi
+  rm -f /run/hwc-test/slow-stop
+  wait_for 60 unit_ended backup.service "$m"
+  check "journal: main process killed by SIGKILL" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -q 'status=9/KILL'"
+  for w in stop freeze; do check "the $w writer is running (and thawed) again within 30 s of the kill" wait_for 30 writer_ok $w; done
+  check "the unit's stop hook released them (journal)" bash -c "journalctl -b -q -o cat -u backup.service | tail -n +$((m + 1)) | grep -q 'released the services this run held still'"
+  check "no safety timer left" wait_for 10 bash -c "[ -z \"\$(systemctl list-units --all --plain --no-legend 'hwc-backup-unquiesce-*')\" ]"
+  check "nothing published" test "$(latest)" = "$L"
+  systemctl reset-failed backup.service 2>/dev/null
+  m=$(jmark backup.service)
+  systemctl start backup.service
+  wait_for 120 unit_ended backup.service "$m"
+  check "the next run succeeds" unit_succeeded backup.service "$m"
+  check "and leaves no btrfs snapshot and no safety timer (the killed run's snapshot removed)" wait_for 10 no_leftovers
+  for w in stop freeze; do check "the $w writer runs after it" wait_for 10 writer_ok $w; done
+}
+
 # The LVM source snapshot scenario (its own file).
 . "$H/guest/s_lvm.sh"
 
@@ -715,7 +889,7 @@ setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_lvm}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_quiesce s_lvm}; do
     $s
   done
 else

@@ -8,9 +8,12 @@
 //! They are always started again:
 //! - on every return path and on a panic, by [`Held`]'s drop;
 //! - after a `kill -9` of the runner, by a transient systemd timer armed *before* the first
-//!   unit is touched (`systemd-run --on-active=…`, unit `hwc-backup-unquiesce-<pid>-*`), which
-//!   starts or thaws them when it fires; the runner stops it once it has restarted them
-//!   itself. If it cannot be armed, nothing is stopped and the run fails.
+//!   unit is touched (`systemd-run --on-active=…`, unit `hwc-backup-unquiesce-<id>-start` /
+//!   `-thaw`, `<id>` the unit's `$INVOCATION_ID`, else the runner's pid), which starts or thaws
+//!   them when it fires; the runner stops it once it has restarted them itself. If it cannot be
+//!   armed, nothing is stopped and the run fails. The module's units start that timer's service
+//!   at once from their `ExecStopPost=` when the run did not succeed, so a killed run's services
+//!   are back within seconds, not when the timer fires.
 //!
 //! Every `systemctl` call has a hard timeout ([`CALL_TIMEOUT`]); a unit that does not stop
 //! in time fails the run, and what was already held is released.
@@ -99,6 +102,15 @@ fn run_with_timeout(program: &str, args: &[&str]) -> Result<bool> {
     }
 }
 
+/// What names this run's safety timers: the unit's invocation id (which its `ExecStopPost=`
+/// knows too), else the process id.
+fn run_id() -> String {
+    match std::env::var("INVOCATION_ID") {
+        Ok(id) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric()) => id,
+        _ => std::process::id().to_string(),
+    }
+}
+
 impl Held {
     /// Arms the safety timers, then stops or freezes every active unit of `units`, in order.
     /// On an error, whatever was held is released before returning.
@@ -117,12 +129,17 @@ impl Held {
             }
         }
         let delay = safety_delay(with_snapshots).as_secs().to_string();
+        // The transient unit runs systemctl by its absolute path: a bare name would be looked up
+        // in the service manager's own search path, which on NixOS holds no systemctl.
+        let systemctl_path = crate::ops::notify::find_program("systemctl", &["/run/current-system/sw/bin/systemctl"])
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "systemctl".into());
         for (mode, verb) in [(QuiesceMode::Stop, "start"), (QuiesceMode::Freeze, "thaw")] {
             let names: Vec<&str> = active.iter().filter(|q| q.mode == mode).map(|q| q.unit.as_str()).collect();
             if names.is_empty() {
                 continue;
             }
-            let timer = format!("hwc-backup-unquiesce-{}-{verb}", std::process::id());
+            let timer = format!("hwc-backup-unquiesce-{}-{verb}", run_id());
             let on_active = format!("--on-active={delay}");
             let unit_arg = format!("--unit={timer}");
             let mut args = vec![
@@ -131,7 +148,7 @@ impl Held {
                 "--timer-property=AccuracySec=1s",
                 "--description=hwc-backup: release the services a backup run held",
                 "--",
-                "systemctl",
+                systemctl_path.as_str(),
                 verb,
             ];
             args.extend(names);
