@@ -66,21 +66,25 @@ pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<
         }
         return plain(incomplete);
     }
-    let same_fs = |b: &Dir| -> Result<bool> {
-        let (a, b) = (rustix::fs::fstatfs(incomplete.fd()), rustix::fs::fstatfs(b.fd()));
-        Ok(matches!((a, b), (Ok(a), Ok(b)) if format!("{:?}", a.f_fsid) == format!("{:?}", b.f_fsid)))
-    };
     let from_snapshot = match base {
-        Some(b) if b.is_subvolume()? && same_fs(b)? => Some(b),
+        Some(b) if b.is_subvolume()? => Some(b),
         _ => None,
     };
-    let made = match from_snapshot {
-        Some(b) => incomplete.snapshot_of(b, name).map(|dir| Work { dir, method: Method::Keep, subvolume: true }),
-        None => incomplete.create_subvolume(name).map(|dir| Work {
+    let fresh = || {
+        incomplete.create_subvolume(name).map(|dir| Work {
             dir,
             method: if base.is_some() { Method::Clone } else { Method::Link },
             subvolume: true,
-        }),
+        })
+    };
+    let made = match from_snapshot {
+        Some(b) => match incomplete.snapshot_of(b, name) {
+            Ok(dir) => Ok(Work { dir, method: Method::Keep, subvolume: true }),
+            // Another filesystem (a subvolume elsewhere): start afresh.
+            Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(libc_exdev()) => fresh(),
+            Err(e) => Err(e),
+        },
+        None => fresh(),
     };
     match made {
         Ok(w) => Ok(w),
@@ -93,6 +97,10 @@ pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<
             plain(incomplete)
         }
     }
+}
+
+fn libc_exdev() -> i32 {
+    rustix::io::Errno::XDEV.raw_os_error()
 }
 
 /// Makes every published snapshot that is a writable subvolume read-only (one left so by a
