@@ -68,7 +68,9 @@ impl Dir {
             Err(Errno::NOTDIR | Errno::LOOP) => return self.remove_tree(name),
             Err(e) => return Err(Error::io("open directory", self.child_path(name), e.into())),
         };
-        if !sub.is_subvolume()? || sub.fd_dev()? != self.fd_dev()? {
+        // (A subvolume has a device number of its own; the kernel refuses to delete one that
+        // is a mount point, or that is on another filesystem than `self`.)
+        if !sub.is_subvolume()? {
             drop(sub);
             return self.remove_tree(name);
         }
@@ -82,11 +84,6 @@ impl Dir {
         sub.set_subvolume_readonly(false)?;
         drop(sub);
         self.remove_tree(name)
-    }
-
-    /// The device of this directory (a subvolume has its own).
-    fn fd_dev(&self) -> Result<u64> {
-        Ok(self.stat_self()?.st_dev)
     }
 }
 
