@@ -312,3 +312,50 @@ fn planted_symlinks_never_lead_outside() {
     assert!(std::fs::symlink_metadata(env.host_dir().join(".trash/planted")).is_err(), "not removed");
     assert_eq!(tree(&victim), victim_tree, "the victim changed");
 }
+
+/// Used bytes of the filesystem at `p` (statvfs: blocks minus free blocks), after a sync.
+fn used(p: &Path) -> u64 {
+    let out = sh(&format!("sync -f '{0}' && stat -f -c '%b %f %S' '{0}'", p.display()));
+    let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (v[0] - v[1]) * v[2]
+}
+
+#[test]
+fn a_one_byte_append_to_a_64_mib_file_costs_less_than_1_mib() {
+    const MIB: u64 = 1 << 20;
+    let env = Env::new();
+    let fs = Btrfs::on(&env);
+    seed(&env);
+    // Incompressible content (an xorshift stream), so nothing is saved by chance.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let data: Vec<u8> = (0..64 * MIB / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    write(&env.src.join("huge"), &data);
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    let before = used(&fs.at);
+    let mut f = std::fs::OpenOptions::new().append(true).open(env.src.join("huge")).unwrap();
+    std::io::Write::write_all(&mut f, b"!").unwrap();
+    drop(f);
+    let out = env.snapshot_ok("2025-01-02T02:00:00Z", &["--store", "btrfs", "--json"]);
+    let grown = used(&fs.at).saturating_sub(before);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(grown < MIB, "a 1-byte append to 64 MiB grew the used space by {grown} bytes: {report}");
+    assert_same(&env, "daily/2025-01-02_02-00-00");
+    let (a, b) = (env.in_snapshot("daily/2025-01-01_02-00-00"), env.in_snapshot("daily/2025-01-02_02-00-00"));
+    assert_eq!(std::fs::read(a.join("huge")).unwrap(), data, "the older copy changed");
+    assert_eq!(std::fs::metadata(b.join("huge")).unwrap().len(), 64 * MIB + 1);
+    // A no-change run costs only metadata.
+    let before = used(&fs.at);
+    env.snapshot_ok("2025-01-03T02:00:00Z", &["--store", "btrfs"]);
+    let grown = used(&fs.at).saturating_sub(before);
+    assert!(grown < MIB, "a no-change snapshot grew the used space by {grown} bytes");
+    let v = env.run("verify", &[]);
+    assert!(v.status.success(), "verify: {}", show(&v));
+    eprintln!("btrfs store: 1-byte append to 64 MiB and a no-change snapshot measured under 1 MiB each");
+}

@@ -26,6 +26,7 @@ mod nix;
 mod notify;
 mod offsite;
 mod pull;
+mod reflink;
 mod restore;
 mod restore_select;
 mod retention_sim;

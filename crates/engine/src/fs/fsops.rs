@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Stat, Timestamps, XattrFlags};
 
+use crate::store::delta::ChunkHasher;
 use crate::store::manifest::Hash;
 
 /// Flags for opening source entries: never follow a symlink swapped in under us, and do not
@@ -66,10 +67,19 @@ pub fn create_file_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
     Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?.into())
 }
 
+/// Creates a new file for reading and writing (a reflink target compared against what it
+/// holds, `store::delta`); fails if it exists, never through a symlink.
+pub fn create_rw_file_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))?.into())
+}
+
 /// What a copy produced.
 pub struct Copied {
     /// BLAKE3 of the whole logical content (holes hash as zeros).
     pub hash: Hash,
+    /// Its 1 MiB chunk hashes (`store::delta`; empty for a file of at most 1 MiB).
+    pub chunks: Vec<Hash>,
     /// Bytes of data written (holes are not written).
     pub bytes_written: u64,
 }
@@ -80,7 +90,7 @@ pub struct Copied {
 pub fn copy_contents(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> io::Result<Copied> {
     const BUF: usize = 1 << 20;
     buf.resize(BUF, 0);
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = ChunkHasher::new();
     let size = u64::try_from(st.st_size).unwrap_or(0);
     let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
     let written = if size > 0 && allocated < size {
@@ -88,7 +98,8 @@ pub fn copy_contents(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -
     } else {
         copy_dense(src, dst, Some(&mut hasher), buf)?
     };
-    Ok(Copied { hash: *hasher.finalize().as_bytes(), bytes_written: written })
+    let (hash, chunks) = hasher.finish();
+    Ok(Copied { hash, chunks, bytes_written: written })
 }
 
 /// Copies `src` to `dst` without hashing (restore): sparse files keep their holes, dense
@@ -123,7 +134,7 @@ pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> i
 fn copy_dense(
     mut src: &File,
     dst: &mut File,
-    mut hasher: Option<&mut blake3::Hasher>,
+    mut hasher: Option<&mut ChunkHasher>,
     buf: &mut [u8],
 ) -> io::Result<u64> {
     let mut total = 0u64;
@@ -146,7 +157,7 @@ fn copy_sparse(
     src: &File,
     dst: &mut File,
     size: u64,
-    mut hasher: Option<&mut blake3::Hasher>,
+    mut hasher: Option<&mut ChunkHasher>,
     buf: &mut [u8],
 ) -> io::Result<u64> {
     static ZEROS: [u8; 1 << 16] = [0; 1 << 16];

@@ -41,11 +41,12 @@ use crate::fs::fsops;
 use crate::fs::Dir;
 use crate::source::exclude::ExcludeSet;
 use crate::source::markers::ExcludeBy;
+use crate::store::delta::{ChunkCursor, Record};
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::META_DIR;
 use crate::store::meta::Warning;
 use crate::store::place::{self, Placement, QuickAttrs};
-use crate::store::record::{dup_dir, split_base, FileResult, Outcome, Writer, Written};
+use crate::store::record::{chunk_cursor, chunk_writer, dup_dir, split_base, FileResult, Outcome, Writer, Written};
 pub use crate::store::record::{BuildResult, LinkBase, Progress};
 
 /// What to snapshot and how.
@@ -104,6 +105,8 @@ pub fn build(
 ) -> Result<BuildResult> {
     let work = work_dir.path();
     let work_fd = dup_dir(work_dir)?;
+    let chunks = chunk_cursor(base.as_ref());
+    let chunk_out = chunk_writer(work_dir)?;
     let (base_fd, cursor) = split_base(base);
     let shared = Shared {
         work: work.to_path_buf(),
@@ -123,7 +126,8 @@ pub fn build(
         drop(job_rx);
         let writer_handle = {
             let out_rx = out_rx.clone();
-            scope.spawn(move || record_in_order(Writer::new(writer, cursor, work.to_path_buf(), progress), out_rx))
+            let w = Writer::new(writer, cursor, work.to_path_buf(), progress).with_chunks(chunk_out);
+            scope.spawn(move || record_in_order(w, out_rx))
         };
         drop(out_rx);
         let mut lister = Lister {
@@ -138,6 +142,7 @@ pub fn build(
             skip: opts.skip_dir,
             skip_reported: false,
             in_flight: Slots::new(dirs_in_flight()),
+            chunks,
         };
         let listed = lister.run(&work_fd, base_fd.as_ref());
         let (excluded, tagged) = (lister.excluded, lister.tagged);
@@ -209,6 +214,8 @@ struct Job {
     dst: Arc<OwnedFd>,
     prev: Option<Arc<OwnedFd>>,
     names: Vec<CString>,
+    /// The previous copies' chunk records, by index into `names` (empty when none has one).
+    records: Vec<Option<Box<Record>>>,
 }
 
 /// What comes back to the writer, in walk order by sequence number.
@@ -322,6 +329,8 @@ struct Lister<'a> {
     skip_reported: bool,
     /// Complete directories not yet taken by the writer.
     in_flight: Slots,
+    /// The link base's chunk sidecar, read in walk order as jobs are sent.
+    chunks: ChunkCursor,
 }
 
 impl Lister<'_> {
@@ -442,6 +451,7 @@ impl Lister<'_> {
                 dst: Arc::new(dst_parent),
                 prev: prev_parent.map(Arc::new),
                 names: vec![cname],
+                records: Vec::new(),
             };
             return self.send_job(job);
         }
@@ -579,7 +589,18 @@ impl Lister<'_> {
         clear_entry(dst, &self.work.join(OsStr::from_bytes(rel)), name)
     }
 
-    fn send_job(&mut self, job: Job) -> Result<()> {
+    fn send_job(&mut self, mut job: Job) -> Result<()> {
+        // Jobs go out in walk order, so the sidecar is read as a stream alongside.
+        if job.prev.is_some() {
+            let mut records = Vec::new();
+            for (i, name) in job.names.iter().enumerate() {
+                if let Some(r) = self.chunks.find(&job.rel, name.to_bytes()) {
+                    records.resize_with(i, || None);
+                    records.push(Some(Box::new(r)));
+                }
+            }
+            job.records = records;
+        }
         self.job_tx.send(job).map_err(|_| Error::Cancelled)
     }
 
@@ -745,6 +766,7 @@ impl Lister<'_> {
                 dst: fds.dst.clone(),
                 prev: fds.prev.clone(),
                 names,
+                records: Vec::new(),
             };
             self.send_job(job)?;
         }
@@ -881,8 +903,9 @@ fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u
         }
         let mut results = Vec::with_capacity(job.names.len());
         let mut fatal = None;
-        for name in &job.names {
-            match entry(&job, name, shared, &mut buf) {
+        for (i, name) in job.names.iter().enumerate() {
+            let record = job.records.get(i).and_then(|r| r.as_deref());
+            match entry(&job, name, record, shared, &mut buf) {
                 Ok(outcome) => results.push(FileResult { name: name.clone(), outcome }),
                 Err(e) => {
                     fatal = Some(e);
@@ -902,7 +925,7 @@ fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u
 }
 
 /// Handles one non-directory entry. `Err` only for fatal destination errors.
-fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<Outcome> {
+fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: &mut Vec<u8>) -> Result<Outcome> {
     let path = || job.abs.join(OsStr::from_bytes(name.to_bytes()));
     let keep_mode = shared.method == place::Method::Keep;
     let work_path = || shared.work.join(OsStr::from_bytes(&job.rel));
@@ -942,10 +965,10 @@ fn entry(job: &Job, name: &CStr, shared: &Shared, buf: &mut Vec<u8>) -> Result<O
             Ok(Outcome::TooLarge)
         }
         FileType::RegularFile if st.st_nlink > 1 => {
-            regular_multi_link(job, name, &st, prev.as_ref(), shared, buf).or_else(|e| dest_err("copy", e))
+            regular_multi_link(job, name, &st, prev.as_ref(), record, shared, buf).or_else(|e| dest_err("copy", e))
         }
         FileType::RegularFile => {
-            regular(job, name, &st, prev.as_ref(), shared.method, buf).or_else(|e| dest_err("copy", e))
+            regular(job, name, &st, prev.as_ref(), record, shared.method, buf).or_else(|e| dest_err("copy", e))
         }
         FileType::Symlink => {
             // Any failure of the link (even at the link count limit) means a copy.
@@ -975,33 +998,56 @@ fn previous<'a>(job: &'a Job, prev: Option<&'a Stat>) -> Option<place::Previous<
     Some((job.prev.as_ref()?.as_fd(), prev?))
 }
 
-/// A regular file: link it to the previous snapshot when unchanged, else copy it.
+/// A regular file: link it to the previous snapshot when unchanged, else copy it (sharing
+/// blocks with the previous copy where the destination can, `place::share`). `record`: the
+/// previous copy's chunk sidecar record, if it has one.
 fn regular(
     job: &Job,
     name: &CStr,
     st: &Stat,
     prev: Option<&Stat>,
+    record: Option<&Record>,
     method: place::Method,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Outcome> {
-    let emlink = match place::place_by(method, previous(job, prev), &QuickAttrs::of(st), job.dst.as_fd(), name)? {
+    let new = QuickAttrs::of(st);
+    let emlink = match place::place_by(method, previous(job, prev), &new, job.dst.as_fd(), name)? {
         Placement::Linked => {
             let size = u64::try_from(st.st_size).unwrap_or(0);
-            return Ok(Outcome::Regular { size, hash: None, linked: true, copied_bytes: 0, emlink: false, torn: None });
+            // The same inode: its record goes on, if it describes it.
+            let record = record.filter(|r| prev.is_some_and(|p| r.describes(p))).cloned().map(Box::new);
+            return Ok(Outcome::Regular {
+                size,
+                hash: None,
+                linked: true,
+                copied_bytes: 0,
+                emlink: false,
+                torn: None,
+                reflinked: false,
+                record,
+            });
         }
         Placement::Copy { emlink } => emlink,
     };
-    copy_regular(job, name, st, buf).map(|o| match o {
-        Outcome::Regular { size, hash, copied_bytes, torn, .. } => {
-            Outcome::Regular { size, hash, linked: false, copied_bytes, emlink, torn }
+    let base = place::share_base(previous(job, prev), &new).map(|b| (b, record));
+    copy_regular(job, name, st, base, buf).map(|mut o| {
+        if let Outcome::Regular { emlink: e, .. } = &mut o {
+            *e = emlink;
         }
-        other => other,
+        o
     })
 }
 
 /// Copies a regular file, checking afterwards that it did not change while being read; a file
 /// that keeps changing is stored as read and reported, never silently.
-fn copy_regular(job: &Job, name: &CStr, st: &Stat, buf: &mut Vec<u8>) -> std::io::Result<Outcome> {
+fn copy_regular(
+    job: &Job,
+    name: &CStr,
+    st: &Stat,
+    base: Option<(place::Previous, Option<&Record>)>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Outcome> {
+    let dev = rustix::fs::fstat(&*job.dst)?.st_dev;
     for attempt in 0..2 {
         let src = match fsops::open_source_file(job.src.as_fd(), name) {
             Ok(f) => f,
@@ -1011,8 +1057,14 @@ fn copy_regular(job: &Job, name: &CStr, st: &Stat, buf: &mut Vec<u8>) -> std::io
         if attempt > 0 {
             let _ = rustix::fs::unlinkat(job.dst.as_fd(), name, rustix::fs::AtFlags::empty());
         }
-        let mut dst = fsops::create_file_at(job.dst.as_fd(), name)?;
-        let copied = match fsops::copy_contents(&src, &before, &mut dst, buf) {
+        let mut dst = fsops::create_rw_file_at(job.dst.as_fd(), name)?;
+        let shared = base.and_then(|(b, record)| place::share(b, name, record, &src, &dst, dev, buf));
+        let reflinked = shared.is_some();
+        let copied = match shared {
+            Some(d) => d.map(|d| fsops::Copied { hash: d.hash, chunks: d.chunks, bytes_written: d.bytes_written }),
+            None => fsops::copy_contents(&src, &before, &mut dst, buf),
+        };
+        let copied = match copied {
             Ok(c) => c,
             Err(e) if fsops::is_fatal_dest_error(&e) => return Err(e),
             Err(e) => return Ok(Outcome::Warning(format!("cannot read: {e}"))),
@@ -1028,6 +1080,7 @@ fn copy_regular(job: &Job, name: &CStr, st: &Stat, buf: &mut Vec<u8>) -> std::io
             let torn =
                 torn.then(|| format!("changed while being read; stored as read ({} bytes)", copied.bytes_written));
             let _ = st;
+            let record = Record::of(&after, copied.hash, copied.chunks).map(Box::new);
             return Ok(Outcome::Regular {
                 size,
                 hash: Some(copied.hash),
@@ -1035,6 +1088,8 @@ fn copy_regular(job: &Job, name: &CStr, st: &Stat, buf: &mut Vec<u8>) -> std::io
                 copied_bytes: copied.bytes_written,
                 emlink: false,
                 torn,
+                reflinked,
+                record,
             });
         }
     }
@@ -1049,6 +1104,7 @@ fn regular_multi_link(
     name: &CStr,
     st: &Stat,
     prev: Option<&Stat>,
+    record: Option<&Record>,
     shared: &Shared,
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Outcome> {
@@ -1067,9 +1123,18 @@ fn regular_multi_link(
             }
         }
         rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
-        return Ok(Outcome::Regular { size, hash: *hash, linked: true, copied_bytes: 0, emlink: false, torn: None });
+        return Ok(Outcome::Regular {
+            size,
+            hash: *hash,
+            linked: true,
+            copied_bytes: 0,
+            emlink: false,
+            torn: None,
+            reflinked: false,
+            record: None,
+        });
     }
-    let mut outcome = regular(job, name, st, prev, shared.method, buf)?;
+    let mut outcome = regular(job, name, st, prev, record, shared.method, buf)?;
     if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {
         // The writer cannot inherit a hash for the later links from the old manifest (they
         // may be new names), so compute it now.

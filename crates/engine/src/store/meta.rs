@@ -67,8 +67,11 @@ pub struct Counts {
     pub linked: u64,
     /// Regular files copied (new or changed).
     pub copied: u64,
-    /// Bytes copied.
+    /// Bytes copied (for a reflinked file, only the blocks written).
     pub bytes_copied: u64,
+    /// Of the copied files, those written as a reflink (`FICLONE`) of their previous copy plus
+    /// only the changed blocks, on btrfs and XFS destinations (`store::delta`).
+    pub reflinked: u64,
     /// Bytes shared with the previous snapshot through hard links.
     pub bytes_linked: u64,
     /// Warnings (see `warnings`).

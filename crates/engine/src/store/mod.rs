@@ -6,6 +6,7 @@
 
 pub mod btrfs;
 pub mod clock;
+pub mod delta;
 pub mod history;
 pub mod layout;
 pub mod lock;

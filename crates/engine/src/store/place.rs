@@ -16,19 +16,28 @@
 //!    the caller copies instead and the fallback is counted; a destination-wide error (no
 //!    space, read-only, I/O error) is returned; any other failure means "copy".
 //!
+//! 3. **The block-sharing base** ([`share_base`]): a changed regular file of more than 1 MiB
+//!    whose previous copy is a regular file of more than 1 MiB is written, where the
+//!    destination supports `FICLONE` (btrfs, XFS with `reflink=1`), as a reflink of that copy
+//!    plus only the changed blocks (`store::delta`); the copy paths try it and copy plainly
+//!    when the filesystem refuses.
+//!
 //! A previous copy whose inode a verify found damaged ([`avoid`], from the drive's damage
 //! record, `ops::state::DamageRecord`) is never linked: the entry is copied afresh from the
 //! source, so damage never spreads into a new snapshot.
 
 use std::collections::HashSet;
 use std::ffi::CStr;
+use std::fs::File;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::RwLock;
 
-use rustix::fs::Stat;
+use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
 
 use crate::fs::fsops;
+use crate::store::delta::{self, Delta, Record};
 
 /// What the quick check compares, whichever side it comes from (see [`QuickAttrs::of`] and
 /// `proto::Meta::quick`).
@@ -192,6 +201,60 @@ fn after_clone(cloned: io::Result<()>, dst: BorrowedFd, name: &CStr) -> io::Resu
     }
 }
 
+/// The previous copy a changed regular file `new` may share blocks with: a regular file, not
+/// damaged, and both of more than [`crate::store::delta::CHUNKED_ABOVE`] bytes (smaller files
+/// are cheaper to copy than to clone and compare). `None`: copy plainly.
+#[inline]
+pub fn share_base<'a>(prev: Option<Previous<'a>>, new: &QuickAttrs) -> Option<Previous<'a>> {
+    let (dir, st) = prev?;
+    let big = |size: u64| size > crate::store::delta::CHUNKED_ABOVE;
+    let ok = fsops::file_type(st) == FileType::RegularFile
+        && new.mode & 0o170000 == 0o100000
+        && big(new.size)
+        && big(u64::try_from(st.st_size).unwrap_or(0))
+        && !avoided(st);
+    ok.then_some((dir, st))
+}
+
+/// Devices whose filesystem refused `FICLONE` (ext4, tmpfs …): not asked again in this process.
+static NO_CLONE: RwLock<Option<HashSet<u64>>> = RwLock::new(None);
+
+/// Writes a changed file into `dst` (new, empty, open read and write, on the device `dev`) as
+/// a reflink of its previous copy `base` (named `name` in its directory) plus only the blocks
+/// that differ from `src` (`store::delta::write_changed`), using the previous copy's chunk
+/// `record` when it describes that copy (size and mtime), else comparing block by block.
+/// The previous copy is opened `O_NOFOLLOW | O_NONBLOCK` and must still be the regular file
+/// `base` was stat'ed as. `None`: it cannot share blocks (`dst` is untouched; copy plainly).
+pub fn share(
+    base: Previous,
+    name: &CStr,
+    record: Option<&Record>,
+    src: &File,
+    dst: &File,
+    dev: u64,
+    buf: &mut Vec<u8>,
+) -> Option<io::Result<Delta>> {
+    let (dir, st) = base;
+    if NO_CLONE.read().expect("no-clone devices poisoned").as_ref().is_some_and(|s| s.contains(&dev)) {
+        return None;
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let prev = File::from(rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?);
+    let now = rustix::fs::fstat(&prev).ok()?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
+        return None;
+    }
+    if let Err(e) = delta::reflink(&prev, dst) {
+        let refused = [Errno::OPNOTSUPP, Errno::NOTTY, Errno::XDEV, Errno::NOSYS];
+        if refused.iter().any(|r| e.raw_os_error() == Some(r.raw_os_error())) {
+            NO_CLONE.write().expect("no-clone devices poisoned").get_or_insert_with(HashSet::new).insert(dev);
+        }
+        return None;
+    }
+    let chunks = record.filter(|r| r.describes(&now)).map_or(&[][..], |r| &r.chunks);
+    Some(delta::write_changed(src, dst, chunks, buf))
+}
+
 /// What the outcome of `linkat` means.
 fn after_link(linked: io::Result<()>) -> io::Result<Placement> {
     match linked {
@@ -304,6 +367,29 @@ mod tests {
         other.st_ino += 1;
         other.st_nlink += 1;
         assert!(unchanged(&QuickAttrs::of(&other), &s.st));
+    }
+
+    #[test]
+    fn only_a_large_undamaged_regular_previous_copy_is_a_sharing_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("big"), vec![1u8; 2 << 20]).unwrap();
+        std::fs::write(tmp.path().join("small"), b"x").unwrap();
+        std::os::unix::fs::symlink("big", tmp.path().join("link")).unwrap();
+        let dir = open_dir(tmp.path());
+        let st = |n: &CStr| fsops::stat_at(dir.as_fd(), n).unwrap();
+        let (big, small, link) = (st(c"big"), st(c"small"), st(c"link"));
+        let mut new = QuickAttrs::of(&big);
+        new.size += 1;
+        assert!(share_base(Some((dir.as_fd(), &big)), &new).is_some());
+        assert!(share_base(None, &new).is_none());
+        assert!(share_base(Some((dir.as_fd(), &small)), &new).is_none(), "small previous copy");
+        assert!(share_base(Some((dir.as_fd(), &link)), &new).is_none(), "a symlink planted as the previous copy");
+        let mut tiny = new;
+        tiny.size = 10;
+        assert!(share_base(Some((dir.as_fd(), &big)), &tiny).is_none(), "small new version");
+        avoid([(big.st_dev, big.st_ino)]);
+        assert!(share_base(Some((dir.as_fd(), &big)), &new).is_none(), "damaged previous copy");
+        AVOIDED.write().unwrap().as_mut().unwrap().remove(&(big.st_dev, big.st_ino));
     }
 
     #[test]

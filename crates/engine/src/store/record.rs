@@ -19,8 +19,9 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
 use crate::fs::Dir;
+use crate::store::delta::{ChunkCursor, ChunkWriter, Record};
 use crate::store::manifest::{Cursor, Hash, ManifestWriter};
-use crate::store::meta::{Counts, Warning};
+use crate::store::meta::{Counts, Warning, META_DIR};
 
 /// Bytes that crossed the connection during a pull.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -61,6 +62,18 @@ pub(crate) fn dup_dir(d: &Dir) -> Result<OwnedFd> {
     d.fd().try_clone_to_owned().ctx("duplicate descriptor of", d.path())
 }
 
+/// The link base's chunk sidecar (`store::delta`), read through the door; a missing one finds
+/// nothing, a garbled or planted one finds nothing from its first bad line on.
+pub(crate) fn chunk_cursor(base: Option<&LinkBase>) -> ChunkCursor {
+    let meta = base.and_then(|b| b.dir.try_open_dir(&crate::fs::Name::fixed(META_DIR)).ok().flatten());
+    ChunkCursor::open_in(meta.as_ref())
+}
+
+/// The new snapshot's chunk sidecar, in its `.hwc-backup/` (created by the run).
+pub(crate) fn chunk_writer(work: &Dir) -> Result<ChunkWriter> {
+    ChunkWriter::create_in(&work.open_dir(&crate::fs::Name::fixed(META_DIR))?)
+}
+
 /// The link base's directory descriptor and manifest cursor (none and empty without one).
 pub(crate) fn split_base(base: Option<LinkBase>) -> (Option<OwnedFd>, Cursor) {
     match base {
@@ -84,6 +97,10 @@ pub(crate) enum Outcome {
         copied_bytes: u64,
         emlink: bool,
         torn: Option<String>,
+        /// Written as a reflink of its previous copy plus the changed blocks.
+        reflinked: bool,
+        /// Its chunk sidecar record (files of more than 1 MiB whose chunk hashes are known).
+        record: Option<Box<Record>>,
     },
     Symlink {
         linked: bool,
@@ -101,6 +118,7 @@ pub(crate) enum Outcome {
 /// records through it too, so both paths count, warn and write the manifest alike.
 pub(crate) struct Writer<'a> {
     manifest: ManifestWriter,
+    chunks: Option<ChunkWriter>,
     cursor: Cursor,
     work: PathBuf,
     progress: Progress<'a>,
@@ -118,6 +136,7 @@ impl<'a> Writer<'a> {
     pub(crate) fn new(manifest: ManifestWriter, cursor: Cursor, work: PathBuf, progress: Progress<'a>) -> Writer<'a> {
         Writer {
             manifest,
+            chunks: None,
             cursor,
             work,
             progress,
@@ -129,9 +148,18 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// Also writes the chunk sidecar, from the records the build hands in.
+    pub(crate) fn with_chunks(mut self, chunks: ChunkWriter) -> Writer<'a> {
+        self.chunks = Some(chunks);
+        self
+    }
+
     /// Seals the manifest and returns what was recorded.
     pub(crate) fn finish(self) -> Result<Written> {
         self.manifest.finish()?;
+        if let Some(c) = self.chunks {
+            c.finish()?;
+        }
         (self.progress)(&self.counts);
         Ok((self.counts, self.warnings, self.files_per_source))
     }
@@ -178,7 +206,7 @@ impl<'a> Writer<'a> {
     pub(crate) fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
         let name = r.name.to_bytes();
         match r.outcome {
-            Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn } => {
+            Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn, reflinked, record } => {
                 if let Some(message) = torn {
                     self.warn(PathBuf::from(OsStr::from_bytes(&[b"/", rel, b"/", name].concat())), message);
                 }
@@ -193,11 +221,19 @@ impl<'a> Writer<'a> {
                     c.bytes_copied += copied_bytes;
                 }
                 c.emlink_fallbacks += u64::from(emlink);
+                c.reflinked += u64::from(reflinked);
                 let hash = match hash.or_else(|| self.cursor.find(rel, name)) {
                     Some(h) => h,
                     None => self.hash_in_snapshot(rel, name)?,
                 };
                 self.manifest.add(rel, name, &hash)?;
+                // A record whose hash is not the manifest's (a linked file whose previous
+                // manifest line was missing or differs) is left out rather than trusted.
+                if let (Some(w), Some(r)) = (self.chunks.as_mut(), record) {
+                    if r.hash == hash {
+                        w.add(rel, name, &r)?;
+                    }
+                }
             }
             Outcome::Symlink { linked } => {
                 let c = &mut self.counts;

@@ -580,6 +580,8 @@ impl<'a, R: Read> Puller<'a, R> {
                         copied_bytes: 0,
                         emlink: false,
                         torn: None,
+                        reflinked: false,
+                        record: None,
                     },
                     Err(e) => self.dest_err("copy", &c, e.into())?,
                 };
@@ -622,7 +624,7 @@ impl<'a, R: Read> Puller<'a, R> {
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
         let outcome =
-            Outcome::Regular { size: meta.size, hash, linked: true, copied_bytes: 0, emlink: false, torn: None };
+            Outcome::Regular { size: meta.size, hash, linked: true, copied_bytes: 0, emlink: false, torn: None, reflinked: false, record: None };
         self.push_file(c, Some(outcome))
     }
 
@@ -779,6 +781,8 @@ impl<'a, R: Read> Puller<'a, R> {
             copied_bytes: written,
             emlink: f.emlink,
             torn,
+            reflinked: false,
+            record: None,
         };
         self.complete(id, outcome)
     }
