@@ -67,6 +67,8 @@ with ctx;
       minFreeBytes = local.minSpaceGB * 1073741824;
     } // optionalAttrs (local.makeRoom or false) {
       makeRoom = true;
+    } // optionalAttrs ((local.store or "auto") != "auto") {
+      inherit (local) store;
     };
     inherit sources;
     inherit (local) excludePatterns oneFileSystem sourceSnapshots;
