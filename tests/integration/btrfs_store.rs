@@ -148,6 +148,16 @@ fn snapshots_are_read_only_subvolumes_that_share_what_is_unchanged() {
     let v = env.run("verify", &[]);
     assert!(v.status.success(), "verify: {}", show(&v));
 
+    // du: the unchanged 3 MiB file is shared by all three snapshots, so deleting one frees
+    // far less than it holds.
+    let du = env.run("du", &["--json"]);
+    assert!(du.status.success(), "du: {}", show(&du));
+    let du: serde_json::Value = serde_json::from_slice(&du.stdout).unwrap();
+    for u in du["snapshots"].as_array().unwrap() {
+        assert!(u["sharedBytes"].as_u64().unwrap() >= 3 << 20, "{u}");
+        assert!(u["freesBytes"].as_u64().unwrap() < 1 << 20, "{u}");
+    }
+
     // Pin and unpin a read-only snapshot; it stays read-only.
     let p = env.run("pin", &[first]);
     assert!(p.status.success(), "pin: {}", show(&p));
