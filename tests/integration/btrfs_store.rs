@@ -205,7 +205,13 @@ fn kill_9_at_random_moments_leaves_nothing_half_visible() {
         let mut args: Vec<String> = vec!["now".into(), "--source".into(), s(&env.src)];
         args.extend(env.target_args());
         args.extend(["--store".into(), "btrfs".into(), "--now".into(), format!("2025-01-{:02}T02:00:00Z", round + 2)]);
-        let mut child = env.cmd(&[]).args(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = env
+            .cmd(&[])
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(5 + (std::process::id() as u64 * 7919 + round * 37) % 150));
         let _ = child.kill();
         let _ = child.wait();

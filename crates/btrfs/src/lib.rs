@@ -164,8 +164,9 @@ mod tests {
     #[test]
     fn a_plain_directory_is_not_a_subvolume() {
         let d = std::env::temp_dir();
-        let fd = rustix::fs::open(&d, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
-            .unwrap();
+        let fd =
+            rustix::fs::open(&d, rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY, rustix::fs::Mode::empty())
+                .unwrap();
         // /tmp is rarely a subvolume root; whatever it is, the answer agrees with its inode.
         let st = rustix::fs::fstat(&fd).unwrap();
         assert_eq!(is_subvolume(&fd).unwrap(), st.st_ino == SUBVOL_ROOT_INO && is_btrfs(&fd).unwrap());

@@ -426,12 +426,8 @@ fn build_and_publish(
     let base = existing.last();
     let incomplete = host.incomplete(target.lock)?;
     let base_dir = base.map(|b| host.open_snapshot(b)).transpose()?;
-    let work = crate::store::btrfs::create_work(
-        crate::store::btrfs::mode_of(job),
-        &incomplete,
-        &name,
-        base_dir.as_ref(),
-    )?;
+    let work =
+        crate::store::btrfs::create_work(crate::store::btrfs::mode_of(job), &incomplete, &name, base_dir.as_ref())?;
     drop(base_dir);
     let result =
         build_into(job, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);

@@ -147,7 +147,8 @@ impl Dir {
     /// cleared around the rename (see `subvol.rs`).
     pub fn rename(&self, from: &Name, to_dir: &Dir, to: &Name) -> Result<()> {
         let once = || {
-            rustix::fs::renameat(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr()).ctx("rename", self.child_path(from))
+            rustix::fs::renameat(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr())
+                .ctx("rename", self.child_path(from))
         };
         match once() {
             Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(Errno::ROFS.raw_os_error()) => {

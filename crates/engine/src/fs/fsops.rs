@@ -131,12 +131,7 @@ pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> i
     }
 }
 
-fn copy_dense(
-    mut src: &File,
-    dst: &mut File,
-    mut hasher: Option<&mut ChunkHasher>,
-    buf: &mut [u8],
-) -> io::Result<u64> {
+fn copy_dense(mut src: &File, dst: &mut File, mut hasher: Option<&mut ChunkHasher>, buf: &mut [u8]) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         let n = match src.read(buf) {

@@ -43,8 +43,8 @@ use crate::source::exclude::ExcludeSet;
 use crate::source::markers::ExcludeBy;
 use crate::store::delta::{ChunkCursor, Record};
 use crate::store::manifest::{Hash, ManifestWriter};
-use crate::store::meta::META_DIR;
 use crate::store::meta::Warning;
+use crate::store::meta::META_DIR;
 use crate::store::place::{self, Placement, QuickAttrs};
 use crate::store::record::{chunk_cursor, chunk_writer, dup_dir, split_base, FileResult, Outcome, Writer, Written};
 pub use crate::store::record::{BuildResult, LinkBase, Progress};
@@ -752,7 +752,9 @@ impl Lister<'_> {
         if self.opts.method == place::Method::Keep {
             let listed: std::collections::HashSet<&CStr> =
                 names.iter().chain(subdirs.iter()).map(CString::as_c_str).collect();
-            self.sweep(&fds.dst, rel, |n| listed.contains(n) || (rel.is_empty() && n.to_bytes() == META_DIR.as_bytes()))?;
+            self.sweep(&fds.dst, rel, |n| {
+                listed.contains(n) || (rel.is_empty() && n.to_bytes() == META_DIR.as_bytes())
+            })?;
         }
         if !names.is_empty() {
             names.sort();
@@ -972,8 +974,13 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
         }
         FileType::Symlink => {
             // Any failure of the link (even at the link count limit) means a copy.
-            let placed =
-                place::place_by(shared.method, previous(job, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
+            let placed = place::place_by(
+                shared.method,
+                previous(job, prev.as_ref()),
+                &QuickAttrs::of(&st),
+                job.dst.as_fd(),
+                name,
+            );
             if placed.is_ok_and(|p| p == Placement::Linked) {
                 return Ok(Outcome::Symlink { linked: true });
             }
@@ -1153,7 +1160,8 @@ fn regular_multi_link(
 /// Removes the entry `name` (whatever it is, a whole directory too, never through a symlink)
 /// of the work tree's directory `dst`, at `path`.
 fn clear_entry(dst: &OwnedFd, path: &Path, name: &CStr) -> Result<()> {
-    let n = crate::fs::Name::new(name.to_bytes()).map_err(|e| Error::Unsafe { path: path.to_path_buf(), message: e.to_string() })?;
+    let n = crate::fs::Name::new(name.to_bytes())
+        .map_err(|e| Error::Unsafe { path: path.to_path_buf(), message: e.to_string() })?;
     let dir = Dir::from_trusted_fd(rustix::io::dup(dst).ctx("duplicate descriptor", path)?, path.to_path_buf())?;
     dir.remove_tree(&n)
 }

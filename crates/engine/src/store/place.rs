@@ -145,7 +145,13 @@ pub enum Method {
 /// [`place`] for the store's [`Method`]. `Placement::Linked` means "shared with the previous
 /// copy" whichever the method: its hash is inherited from the previous manifest.
 #[inline]
-pub fn place_by(method: Method, prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
+pub fn place_by(
+    method: Method,
+    prev: Option<Previous>,
+    new: &QuickAttrs,
+    dst: BorrowedFd,
+    name: &CStr,
+) -> io::Result<Placement> {
     match method {
         Method::Link => place(prev, new, dst, name),
         Method::Keep => Ok(match prev {

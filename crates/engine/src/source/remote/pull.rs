@@ -623,8 +623,16 @@ impl<'a, R: Read> Puller<'a, R> {
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
-        let outcome =
-            Outcome::Regular { size: meta.size, hash, linked: true, copied_bytes: 0, emlink: false, torn: None, reflinked: false, record: None };
+        let outcome = Outcome::Regular {
+            size: meta.size,
+            hash,
+            linked: true,
+            copied_bytes: 0,
+            emlink: false,
+            torn: None,
+            reflinked: false,
+            record: None,
+        };
         self.push_file(c, Some(outcome))
     }
 

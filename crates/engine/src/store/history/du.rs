@@ -135,6 +135,8 @@ fn walk_one(host: &HostDir, s: &Snapshot) -> Result<Walked> {
         let disk = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
         let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
         if subvolume && !is_dir {
+            // `st_ctime_nsec` is u64 on x86_64 and i64 on aarch64.
+            #[allow(clippy::unnecessary_cast)]
             let item = (st.st_ctime as u64).rotate_left(32) ^ (st.st_ctime_nsec as u64) ^ size.rotate_left(17);
             let id = (st.st_ino | 1 << 63, item);
             w.links.push(Link { id, size, disk, nlink: 1 });
