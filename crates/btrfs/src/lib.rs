@@ -52,6 +52,17 @@ const SNAP_DESTROY: Opcode = opcode::write::<VolArgs>(MAGIC, 15);
 const SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(MAGIC, 25);
 const SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(MAGIC, 26);
 const SNAP_DESTROY_V2: Opcode = opcode::write::<VolArgsV2>(MAGIC, 63);
+const SUBVOL_SYNC_WAIT: Opcode = opcode::write::<SubvolWait>(MAGIC, 65);
+
+/// `struct btrfs_ioctl_subvol_wait` (Linux 6.8).
+#[repr(C)]
+struct SubvolWait {
+    subvolid: u64,
+    mode: u32,
+    count: u32,
+}
+/// `BTRFS_SUBVOL_SYNC_WAIT_FOR_QUEUED`.
+const WAIT_FOR_QUEUED: u32 = 1;
 
 fn vol_args(fd: i64, name: &CStr) -> io::Result<Box<VolArgs>> {
     let bytes = name.to_bytes();
@@ -137,6 +148,20 @@ pub fn destroy_subvolume(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// Waits until the subvolumes deleted so far on the filesystem of `fd` are cleaned up, so
+/// that their space is free (`BTRFS_IOC_SUBVOL_SYNC_WAIT`, Linux 6.8). `Ok(false)` on a kernel
+/// without the call: the space comes back when the kernel's cleaner gets to it.
+pub fn wait_for_deleted(fd: BorrowedFd) -> io::Result<bool> {
+    let args = SubvolWait { subvolid: 0, mode: WAIT_FOR_QUEUED, count: 0 };
+    // SAFETY: SUBVOL_SYNC_WAIT reads a `struct btrfs_ioctl_subvol_wait`, which `SubvolWait` is.
+    match unsafe { rustix::ioctl::ioctl(fd, Setter::<SUBVOL_SYNC_WAIT, SubvolWait>::new(args)) } {
+        // ENOENT: nothing is queued (any more).
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(true),
+        Err(rustix::io::Errno::NOTTY | rustix::io::Errno::OPNOTSUPP) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +171,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
         assert_eq!(std::mem::size_of::<VolArgsV2>(), 4096);
         assert_eq!(std::mem::offset_of!(VolArgsV2, name), 56);
+        assert_eq!(std::mem::size_of::<SubvolWait>(), 16);
         // As in linux/btrfs.h: _IOW(0x94, 1, struct btrfs_ioctl_vol_args) and friends.
         assert_eq!(SNAP_CREATE as u64, 0x5000_9401);
         assert_eq!(SNAP_DESTROY_V2 as u64, 0x5000_943f);

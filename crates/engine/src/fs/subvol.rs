@@ -57,6 +57,15 @@ impl Dir {
         hwc_btrfs::set_readonly(self.fd(), readonly).ctx("set the read-only flag of subvolume", self.path())
     }
 
+    /// On btrfs: waits until the subvolumes deleted so far are cleaned up and their space is
+    /// free (the kernel does it in the background); nothing elsewhere or on kernels before 6.8.
+    pub fn wait_for_deleted_subvolumes(&self) -> Result<()> {
+        if self.is_btrfs()? {
+            hwc_btrfs::wait_for_deleted(self.fd()).ctx("wait for the deleted subvolumes of", self.path())?;
+        }
+        Ok(())
+    }
+
     /// Deletes the snapshot `name` of this directory, whatever it is: a subvolume by the
     /// delete ioctl (falling back to clearing its read-only flag and deleting the tree when
     /// the ioctl is refused), anything else as [`Dir::remove_tree`]. Missing is fine.
