@@ -593,6 +593,27 @@ in
         '';
       };
 
+      store = lib.mkOption {
+        type = lib.types.enum [
+          "auto"
+          "hardlink"
+          "btrfs"
+        ];
+        default = "auto";
+        example = "btrfs";
+        description = ''
+          How snapshots are stored. `"hardlink"`: a directory per snapshot, unchanged files
+          hard-linked to the previous one (any filesystem). `"btrfs"`: a read-only btrfs
+          subvolume per snapshot, made as a snapshot of the previous one, so a run writes only
+          what changed (a changed large file only its changed blocks) and deleting a snapshot is
+          one subvolume delete; refused on anything but btrfs. `"auto"`: btrfs subvolumes when
+          {option}`local.mountPoint` is on btrfs and the runner can create subvolumes there,
+          else hard links. Hard-link snapshots already on the drive stay as they are. The
+          backup unit keeps `CAP_SYS_ADMIN`, which the subvolume delete ioctl needs; no `btrfs`
+          program is used.
+        '';
+      };
+
       sources = lib.mkOption {
         type = lib.types.listOf lib.types.str;
         default = [

@@ -69,6 +69,8 @@ with ctx;
       minFreeBytes = local.minSpaceGB * 1073741824;
     } // optionalAttrs (local.makeRoom or false) {
       makeRoom = true;
+    } // optionalAttrs ((local.store or "auto") != "auto") {
+      inherit (local) store;
     };
     inherit sources;
     excludePatterns = unique (local.excludePatterns ++ profileExcludes);

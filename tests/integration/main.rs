@@ -9,6 +9,7 @@
 mod util;
 
 mod bad_input;
+mod btrfs_store;
 mod cloud;
 mod crash;
 mod dumps;

@@ -117,6 +117,10 @@ pub struct NowArgs {
     /// (the default without a plan); without a plan.
     #[arg(long, value_name = "KIND")]
     pub source_snapshots: Option<hwc_backup_engine::plan::SourceSnapshots>,
+    /// How snapshots are stored: auto (btrfs subvolumes where the destination allows,
+    /// else hard links; the default), hardlink, or btrfs. Overrides the plan's local.store.
+    #[arg(long, value_name = "MODE")]
+    pub store: Option<hwc_backup_engine::plan::StoreMode>,
     /// Run as if the time were this (RFC 3339, e.g. 2025-01-15T02:00:00+01:00): a testing
     /// aid to simulate months of runs in seconds.
     #[arg(long, value_name = "TIME")]

@@ -44,7 +44,13 @@ impl Store {
     pub fn ad_hoc(host: String, dest: PathBuf, state_dir: PathBuf) -> Store {
         Store {
             host,
-            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0, make_room: false },
+            destination: Destination {
+                path: dest,
+                require_mount_point: false,
+                min_free_bytes: 0,
+                make_room: false,
+                store: crate::plan::StoreMode::Auto,
+            },
             retention: Retention::default(),
             health: Health::default(),
             state_dir,

@@ -203,6 +203,39 @@ pub struct Destination {
     /// (`local.makeRoom`, see `store::make_room`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub make_room: bool,
+    /// How snapshots are stored (`local.store`, see `store::btrfs`): hard links, btrfs
+    /// subvolumes, or whichever the destination allows.
+    #[serde(default, skip_serializing_if = "StoreMode::is_auto")]
+    pub store: StoreMode,
+}
+
+/// How a snapshot is stored (`destination.store`, `local.store`, `--store`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// btrfs subvolumes when the destination is btrfs and the runner may create subvolumes
+    /// there, else hard links.
+    #[default]
+    Auto,
+    /// A directory per snapshot, unchanged files hard-linked to the previous one.
+    Hardlink,
+    /// A subvolume per snapshot, made as a snapshot of the previous one; refused elsewhere.
+    Btrfs,
+}
+
+impl StoreMode {
+    /// The default, left out of a written plan.
+    pub fn is_auto(&self) -> bool {
+        *self == StoreMode::Auto
+    }
+}
+
+impl std::str::FromStr for StoreMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_string()))
+            .map_err(|_| format!("{s:?} is not one of auto, hardlink, btrfs"))
+    }
 }
 
 /// A retention count: a number of periods, or every period.
@@ -1142,7 +1175,13 @@ impl Plan {
         Plan {
             version: PLAN_VERSION,
             host,
-            destination: Destination { path: dest, require_mount_point: false, min_free_bytes: 0, make_room: false },
+            destination: Destination {
+                path: dest,
+                require_mount_point: false,
+                min_free_bytes: 0,
+                make_room: false,
+                store: StoreMode::Auto,
+            },
             sources,
             exclude_patterns: excludes,
             exclude_caches: false,

@@ -297,6 +297,7 @@ fn run_inner(
             crate::store::make_room::make_room(&host, &lock, destination, min_backups, started.timestamp())?;
     }
     report.cleaned_up = clean_leftovers(&host, &lock)?;
+    crate::store::btrfs::seal_published(&host)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest(&lock)?;
     // A failed pre-hook or dump fails the run but still reaches the post-hook below, which
@@ -389,7 +390,7 @@ fn clean_leftovers(host: &HostDir, lock: &HostLock) -> Result<Vec<String>> {
             // A disk out of space or inodes may not even fit the trash directory: delete in
             // place (we hold the lock), or every later run would fail on this leftover.
             tracing::warn!("{e}; deleting {} in place", incomplete.child_path(&entry.name).display());
-            incomplete.remove_tree(&entry.name)?;
+            incomplete.remove_snapshot(&entry.name)?;
         }
         cleaned.push(entry.name.to_string());
     }
@@ -423,7 +424,10 @@ fn build_and_publish(
     let name = Name::new(layout::unique_name(started, &existing)).expect("snapshot names are one component");
     let base = existing.last();
     let incomplete = host.incomplete(target.lock)?;
-    let work = incomplete.create_new_dir(&name, 0o755)?;
+    let base_dir = base.map(|b| host.open_snapshot(b)).transpose()?;
+    let work =
+        crate::store::btrfs::create_work(crate::store::btrfs::mode_of(job), &incomplete, &name, base_dir.as_ref())?;
+    drop(base_dir);
     let result =
         build_into(job, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);
     if result.is_err() {
@@ -431,7 +435,7 @@ fn build_and_publish(
         // Nothing half-written stays behind; if even this fails, the next run cleans up.
         let trashed = prune::trash_entry(host, target.lock, &incomplete, &name).and_then(|()| prune::empty_trash(host));
         if trashed.is_err() {
-            let _ = incomplete.remove_tree(&name);
+            let _ = incomplete.remove_snapshot(&name);
         }
     }
     result
@@ -448,10 +452,15 @@ fn build_into(
     target: &Target,
     base: Option<&layout::Snapshot>,
     incomplete: &Dir,
-    work_dir: &Dir,
+    work: &crate::store::btrfs::Work,
     progress: Progress,
     report: &mut RunReport,
 ) -> Result<()> {
+    let work_dir = &work.dir;
+    if work.method == crate::store::place::Method::Keep {
+        // The previous snapshot's metadata, manifest and pin, in the snapshot of it.
+        work_dir.remove_tree(&Name::fixed(META_DIR))?;
+    }
     let meta_handle = work_dir.create_new_dir(&Name::fixed(META_DIR), 0o755)?;
     crate::ops::jsonlog::write_snapshot_log(&meta_handle, &report.run_log)?;
     let cancel = AtomicBool::new(false);
@@ -467,6 +476,7 @@ fn build_into(
         skip_dir: Some(host_identity),
         cancel: &cancel,
         roots: None,
+        method: work.method,
     };
     let manifest = ManifestWriter::create_in(&meta_handle, &Name::fixed(MANIFEST_FILE))?;
     // The link base is opened through the host directory (tier, then name, never through a
@@ -530,6 +540,11 @@ fn build_into(
         Error::Io { source, .. } => Error::io("publish snapshot", daily.child_path(&name_c), source),
         e => e,
     })?;
+    if work.subvolume {
+        // Read-only from now on; the kernel moves no read-only subvolume into another
+        // directory, so the flag follows the rename (see `store::btrfs`).
+        work_dir.set_subvolume_readonly(true)?;
+    }
     daily.sync()?;
     let target_path = daily.child_path(&name_c);
     target.host.set_latest(target.lock, &format!("daily/{name}"))?;

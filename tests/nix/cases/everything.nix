@@ -21,6 +21,7 @@
       keepWithin = "1y6m";
       minSpaceGB = 0;
       makeRoom = true;
+      store = "btrfs";
       sources = [
         "/var/lib/postgresql-dumps"
         "/etc"

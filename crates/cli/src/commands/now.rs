@@ -18,6 +18,14 @@ use crate::progress::Progress;
 /// The job `now` runs: the plan's own, or one from `--source … --dest` (checked as a plan
 /// with those values, so the messages name the same fields).
 pub(crate) fn job_for_now(a: &NowArgs) -> Result<Job> {
+    let mut job = job_from_args(a)?;
+    if let Some(mode) = a.store {
+        job.store.destination.store = mode;
+    }
+    Ok(job)
+}
+
+fn job_from_args(a: &NowArgs) -> Result<Job> {
     if a.sources.is_empty() && a.target.dest.is_none() {
         if a.exclude_by.any() {
             bail!(hwc_backup_engine::Error::config(

@@ -143,14 +143,33 @@ impl Dir {
 
     /// Renames `from` in this directory to `to` in `to_dir` (possibly the same), replacing
     /// what is there as `rename(2)` does.
+    /// A read-only btrfs subvolume (a snapshot of the btrfs store) is renamed too, its flag
+    /// cleared around the rename (see `subvol.rs`).
     pub fn rename(&self, from: &Name, to_dir: &Dir, to: &Name) -> Result<()> {
-        rustix::fs::renameat(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr()).ctx("rename", self.child_path(from))
+        let once = || {
+            rustix::fs::renameat(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr())
+                .ctx("rename", self.child_path(from))
+        };
+        match once() {
+            Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(Errno::ROFS.raw_os_error()) => {
+                super::subvol::rename_readonly(self, from, once).unwrap_or(Err(e))
+            }
+            other => other,
+        }
     }
 
     /// [`Dir::rename`] that fails with `EEXIST` instead of replacing anything.
     pub fn rename_noreplace(&self, from: &Name, to_dir: &Dir, to: &Name) -> Result<()> {
-        rustix::fs::renameat_with(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr(), RenameFlags::NOREPLACE)
-            .ctx("rename", self.child_path(from))
+        let once = || {
+            rustix::fs::renameat_with(&self.fd, from.as_cstr(), &to_dir.fd, to.as_cstr(), RenameFlags::NOREPLACE)
+                .ctx("rename", self.child_path(from))
+        };
+        match once() {
+            Err(e) if e.io_error().and_then(std::io::Error::raw_os_error) == Some(Errno::ROFS.raw_os_error()) => {
+                super::subvol::rename_readonly(self, from, once).unwrap_or(Err(e))
+            }
+            other => other,
+        }
     }
 
     /// Removes a non-directory entry; `false` when there was none.

@@ -16,6 +16,7 @@ pub mod fsops;
 pub mod fsutil;
 mod name;
 mod remove;
+mod subvol;
 
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};

@@ -229,6 +229,7 @@ impl Source for FsSnapshots {
             skip_dir: opts.skip_dir,
             cancel: opts.cancel,
             roots: Some(&mapping),
+            method: opts.method,
         };
         let built = super::local::build(&wrapped, work, manifest, base, progress);
         drop(mapping);

@@ -44,6 +44,7 @@ use crate::source::markers::ExcludeBy;
 use crate::store::delta::{ChunkCursor, Record};
 use crate::store::manifest::{Hash, ManifestWriter};
 use crate::store::meta::Warning;
+use crate::store::meta::META_DIR;
 use crate::store::place::{self, Placement, QuickAttrs};
 use crate::store::record::{chunk_cursor, chunk_writer, dup_dir, split_base, FileResult, Outcome, Writer, Written};
 pub use crate::store::record::{BuildResult, LinkBase, Progress};
@@ -72,6 +73,10 @@ pub struct BuildOptions<'a> {
     /// filesystem snapshot of the sources, `source::fs_snapshot`); `None` = from the paths.
     /// Every recorded path, exclude match and message stays the original one.
     pub roots: Option<&'a dyn Roots>,
+    /// How unchanged entries are shared with the previous snapshot (`store::btrfs`): hard
+    /// links, or — in a writable btrfs snapshot of it — left where they are, with what
+    /// vanished from the sources removed.
+    pub method: place::Method,
 }
 
 /// Where the walk reads from, for a source seen through filesystem snapshots: the original
@@ -109,6 +114,7 @@ pub fn build(
         links: Mutex::new(HashMap::new()),
         cancel: opts.cancel,
         exclude_by: opts.exclude_by,
+        method: opts.method,
     };
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(64);
     let (out_tx, out_rx) = crossbeam_channel::unbounded::<(u64, Item)>();
@@ -256,6 +262,8 @@ struct Shared<'a> {
     exclude_by: &'a ExcludeBy,
     /// Damaged inodes of the link base, never hard-linked.
     avoid: place::Avoid,
+    /// How unchanged entries are shared.
+    method: place::Method,
 }
 
 /// One directory's non-directory entries.
@@ -434,6 +442,7 @@ impl Lister<'_> {
             let st = rustix::fs::lstat(self.resolve(s)).ctx("inspect source", s)?;
             kinds.push((rel_of(s), fsops::file_type(&st) == FileType::Directory));
         }
+        self.sweep_above_sources(work)?;
         let mut ancestors: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
         for i in source_order(kinds) {
             if self.opts.cancel.load(Ordering::Relaxed) {
@@ -564,6 +573,78 @@ impl Lister<'_> {
         Error::io("create directory", self.work.join(OsStr::from_bytes(rel)), e)
     }
 
+    /// In a writable snapshot (`Method::Keep`): removes from the work tree's root and from
+    /// every directory above a source (`home` for `/home/alice`) what no source leads to — a
+    /// source dropped from the plan, or excluded now. The sources' own trees are swept as
+    /// they are walked.
+    fn sweep_above_sources(&self, work: Option<&OwnedFd>) -> Result<()> {
+        let Some(work) = work.filter(|_| self.opts.method == place::Method::Keep) else { return Ok(()) };
+        // Directory above a source (relative, "" = the root) → the names below it that lead
+        // to a source; `None` once a source is that directory itself (walked whole).
+        let mut allowed: BTreeMap<Vec<u8>, Option<std::collections::HashSet<Vec<u8>>>> = BTreeMap::new();
+        allowed.insert(Vec::new(), Some([META_DIR.as_bytes().to_vec()].into_iter().collect()));
+        for s in self.opts.sources {
+            let is_dir = std::fs::symlink_metadata(self.resolve(s)).is_ok_and(|m| m.is_dir());
+            if self.opts.excludes.is_excluded(s, is_dir) {
+                continue;
+            }
+            let rel = rel_of(s);
+            if rel.is_empty() {
+                allowed.insert(Vec::new(), None);
+                continue;
+            }
+            let mut so_far = Vec::new();
+            for comp in rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+                if let Some(Some(set)) = allowed.get_mut(&so_far) {
+                    set.insert(comp.to_vec());
+                }
+                if !so_far.is_empty() {
+                    so_far.push(b'/');
+                }
+                so_far.extend_from_slice(comp);
+                allowed.entry(so_far.clone()).or_insert_with(|| Some(Default::default()));
+            }
+            allowed.insert(rel, None);
+        }
+        for (rel, names) in &allowed {
+            let Some(names) = names else { continue };
+            let dst = if rel.is_empty() {
+                rustix::io::dup(work).ctx("duplicate descriptor", self.work)?
+            } else {
+                match crate::fs::beneath::open_dir(work.as_fd(), rel) {
+                    Ok(fd) => fd,
+                    // Not there (or not a directory): the walk creates or replaces it.
+                    Err(_) => continue,
+                }
+            };
+            self.sweep(Some(&dst), rel, |n| names.contains(n.to_bytes()))?;
+        }
+        Ok(())
+    }
+
+    /// In a writable snapshot of the previous snapshot (`Method::Keep`): removes every entry
+    /// of the work tree's directory `dst` (at `rel`) that `keep` does not name — what vanished
+    /// from the source or is excluded now. Nothing in the hard-link store, whose work tree
+    /// holds only what the walk put there.
+    fn sweep(&self, dst: Option<&OwnedFd>, rel: &[u8], keep: impl Fn(&CStr) -> bool) -> Result<()> {
+        let Some(dst) = dst.filter(|_| self.opts.method == place::Method::Keep) else { return Ok(()) };
+        let path = self.work.join(OsStr::from_bytes(rel));
+        let dir = Dir::from_trusted_fd(rustix::io::dup(dst).ctx("duplicate descriptor", &path)?, path)?;
+        for e in dir.entries()? {
+            if !keep(e.name.as_cstr()) {
+                dir.remove_tree(&e.name)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// In a writable snapshot (`Method::Keep`): removes the entry `name` of the work tree's
+    /// directory `dst` (at `rel`'s parent), which the walk does not keep.
+    fn clear(&self, dst: Option<&OwnedFd>, rel: &[u8], name: &CStr) -> Result<()> {
+        let Some(dst) = dst.filter(|_| self.opts.method == place::Method::Keep) else { return Ok(()) };
+        clear_entry(dst, &self.work.join(OsStr::from_bytes(rel)), name)
+    }
+
     /// Hands one directory's non-directory entries to the workers (or to a dry run's planner).
     fn send_job(&mut self, job: Listed) -> Result<()> {
         let Some(dst) = job.dst else {
@@ -667,6 +748,7 @@ impl Lister<'_> {
             Ok(st) => st,
             Err(e) => {
                 self.warn(child_abs, format!("vanished or unreadable: {e}"));
+                self.clear(parent.dst.as_deref(), rel, name)?;
                 return Ok(None);
             }
         };
@@ -681,6 +763,7 @@ impl Lister<'_> {
             };
         }
         if self.is_skipped(&st, child_abs) {
+            self.clear(parent.dst.as_deref(), rel, name)?;
             return Ok(None);
         }
         let dst = self.make_dir(parent.dst.as_deref(), name, rel)?.map(Arc::new);
@@ -698,6 +781,7 @@ impl Lister<'_> {
             Err(e) => {
                 // Keep the directory with its owner, mode and times, without content.
                 self.warn(child_abs, format!("cannot open directory: {e}"));
+                self.sweep(dst.as_deref(), rel, |_| false)?;
                 self.dir_done(None, dst, Box::new(st), child_abs.to_path_buf())?;
                 return Ok(None);
             }
@@ -705,6 +789,7 @@ impl Lister<'_> {
         // A different filesystem below the source (a mount): keep the directory itself, as
         // `rsync -x` does, but not its content.
         if self.opts.one_file_system && st.st_dev != self.root_dev {
+            self.sweep(dst.as_deref(), rel, |_| false)?;
             self.dir_done(Some(src), dst, Box::new(st), child_abs.to_path_buf())?;
             return Ok(None);
         }
@@ -729,11 +814,19 @@ impl Lister<'_> {
             Ok(x) => x,
             Err(e) => {
                 self.warn(abs, format!("cannot read directory: {e}"));
+                self.sweep(fds.dst.as_deref(), rel, |_| false)?;
                 return Ok(Vec::new().into_iter());
             }
         };
         if let Some(hidden) = self.opts.roots.and_then(|r| r.hidden(abs)) {
             subdirs.retain(|n| n.as_c_str() != hidden);
+        }
+        if self.opts.method == place::Method::Keep {
+            let listed: std::collections::HashSet<&CStr> =
+                names.iter().chain(subdirs.iter()).map(CString::as_c_str).collect();
+            self.sweep(fds.dst.as_deref(), rel, |n| {
+                listed.contains(n) || (rel.is_empty() && n.to_bytes() == META_DIR.as_bytes())
+            })?;
         }
         if !names.is_empty() {
             names.sort();
@@ -772,10 +865,27 @@ impl Lister<'_> {
         Ok(())
     }
 
-    /// Creates the directory `name` in the work tree below `parent` (`rel` names it there);
-    /// nothing for a dry run.
+    /// Creates the directory `name` in the work tree below `parent` (`rel` names it there), or
+    /// opens it when it is there; nothing for a dry run. In a writable snapshot of the previous
+    /// snapshot (`Method::Keep`) something else may have the name (the source changed a file
+    /// into a directory): it is removed first.
     fn make_dir(&self, parent: Option<&OwnedFd>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
-        parent.map(|p| fsops::make_dir_at(p.as_fd(), name).map_err(|e| self.dest_error(rel, e))).transpose()
+        let Some(dir) = parent.map(|p| p.as_fd()) else { return Ok(None) };
+        let made = match fsops::make_dir_at(dir, name) {
+            Err(e)
+                if self.opts.method == place::Method::Keep
+                    && matches!(
+                        rustix::io::Errno::from_io_error(&e),
+                        Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
+                    ) =>
+            {
+                rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty())
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| fsops::make_dir_at(dir, name))
+            }
+            other => other,
+        };
+        made.map(Some).map_err(|e| self.dest_error(rel, e))
     }
 
     /// Opens again the directories of `parent`, closed by `close`, through `..` of its child
@@ -928,11 +1038,28 @@ fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u
 /// Handles one non-directory entry. `Err` only for fatal destination errors.
 fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: &mut Vec<u8>) -> Result<Outcome> {
     let path = || job.abs.join(OsStr::from_bytes(name.to_bytes()));
+    let keep_mode = shared.method == place::Method::Keep;
+    let work_path = || shared.work.join(OsStr::from_bytes(&job.rel));
     let st = match fsops::stat_at(job.src.as_fd(), name) {
         Ok(st) => st,
-        Err(e) => return Ok(Outcome::Warning(format!("vanished or unreadable: {e}"))),
+        Err(e) => {
+            if keep_mode {
+                clear_entry(&job.dst, &work_path(), name)?;
+            }
+            return Ok(Outcome::Warning(format!("vanished or unreadable: {e}")));
+        }
     };
     let prev = job.prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), name).ok());
+    if keep_mode {
+        // In a writable snapshot of the previous snapshot: what stays is left alone, anything
+        // else at this name goes before the entry is written (or left out).
+        let ft = fsops::file_type(&st);
+        let too_large = shared.exclude_by.too_large(u64::try_from(st.st_size).unwrap_or(0));
+        let shareable = matches!(ft, FileType::RegularFile | FileType::Symlink) && !too_large;
+        if !(shareable && place::keeps(prev.as_ref(), &QuickAttrs::of(&st), &shared.avoid)) {
+            clear_entry(&job.dst, &work_path(), name)?;
+        }
+    }
     let dest_err = |op, e: std::io::Error| -> Result<Outcome> {
         if fsops::is_fatal_dest_error(&e) {
             Err(Error::io(
@@ -956,8 +1083,13 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
         }
         FileType::Symlink => {
             // Any failure of the link (even at the link count limit) means a copy.
-            let placed =
-                place::place(previous(job, shared, prev.as_ref()), &QuickAttrs::of(&st), job.dst.as_fd(), name);
+            let placed = place::place_by(
+                shared.method,
+                previous(job, shared, prev.as_ref()),
+                &QuickAttrs::of(&st),
+                job.dst.as_fd(),
+                name,
+            );
             if placed.is_ok_and(|p| p == Placement::Linked) {
                 return Ok(Outcome::Symlink { linked: true });
             }
@@ -995,7 +1127,7 @@ fn regular(
     buf: &mut Vec<u8>,
 ) -> std::io::Result<Outcome> {
     let new = QuickAttrs::of(st);
-    let emlink = match place::place(previous(job, shared, prev), &new, job.dst.as_fd(), name)? {
+    let emlink = match place::place_by(shared.method, previous(job, shared, prev), &new, job.dst.as_fd(), name)? {
         Placement::Linked => {
             let size = u64::try_from(st.st_size).unwrap_or(0);
             // The same inode: its record goes on, if it describes it.
@@ -1093,6 +1225,14 @@ fn regular_multi_link(
     if let Some((first, hash)) = links.get(&key) {
         let first_abs = shared.work.join(first);
         let first_c = CString::new(first_abs.as_os_str().as_bytes()).expect("no NUL");
+        if shared.method == place::Method::Keep {
+            // The previous snapshot's entry at this name, kept by `entry` because it passed
+            // the quick check, is replaced by the link.
+            match rustix::fs::unlinkat(job.dst.as_fd(), name, rustix::fs::AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
         return Ok(Outcome::linked(size, *hash, None));
     }
@@ -1110,6 +1250,15 @@ fn regular_multi_link(
         links.insert(key, (PathBuf::from(OsStr::from_bytes(&rel)), *hash));
     }
     Ok(outcome)
+}
+
+/// Removes the entry `name` (whatever it is, a whole directory too, never through a symlink)
+/// of the work tree's directory `dst`, at `path`.
+fn clear_entry(dst: &OwnedFd, path: &Path, name: &CStr) -> Result<()> {
+    let n = crate::fs::Name::new(name.to_bytes())
+        .map_err(|e| Error::Unsafe { path: path.to_path_buf(), message: e.to_string() })?;
+    let dir = Dir::from_trusted_fd(rustix::io::dup(dst).ctx("duplicate descriptor", path)?, path.to_path_buf())?;
+    dir.remove_tree(&n)
 }
 
 /// Puts the workers' results back in walk order and records them.

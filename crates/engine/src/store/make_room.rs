@@ -101,5 +101,6 @@ fn remove(host: &HostDir, lock: &HostLock, s: &Snapshot) -> Result<()> {
     from.sync()?;
     host.refresh_latest(lock)?;
     crate::store::prune::empty_trash(host)?;
-    Ok(())
+    // A deleted btrfs subvolume's space comes back when the kernel's cleaner is done with it.
+    host.dir()?.wait_for_deleted_subvolumes()
 }

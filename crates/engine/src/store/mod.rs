@@ -4,6 +4,7 @@
 //! history (verify, restore). It is the single source of truth; the state that describes a
 //! destination lives with it (design §10, stage 2).
 
+pub mod btrfs;
 pub mod clock;
 pub mod delta;
 pub mod history;

@@ -129,6 +129,90 @@ pub fn place(prev: Option<Previous>, new: &QuickAttrs, dst: BorrowedFd, name: &C
     }
 }
 
+/// How a build places an unchanged entry: the store's way of sharing it with the previous
+/// snapshot (`store::btrfs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// A hard link to the previous copy (the hard-link store).
+    #[default]
+    Link,
+    /// The work tree is a writable btrfs snapshot of the previous snapshot: an unchanged
+    /// entry is already there and is left alone (no syscall); a changed one is removed by
+    /// the caller and written anew.
+    Keep,
+    /// The work tree is a fresh btrfs subvolume and the previous snapshot a plain directory
+    /// (the first btrfs-store run after hard-link history): an unchanged regular file is a
+    /// reflink (`FICLONE`) of the previous copy, sharing its blocks; anything else a copy.
+    Clone,
+}
+
+/// [`place`] for the store's [`Method`]. `Placement::Linked` means "shared with the previous
+/// copy" whichever the method: its hash is inherited from the previous manifest.
+#[inline]
+pub fn place_by(
+    method: Method,
+    prev: Option<Previous>,
+    new: &QuickAttrs,
+    dst: BorrowedFd,
+    name: &CStr,
+) -> io::Result<Placement> {
+    match method {
+        Method::Link => place(prev, new, dst, name),
+        Method::Keep => Ok(match prev {
+            Some((_, st, avoid)) if unchanged(new, st) && !avoid.holds(st) => Placement::Linked,
+            _ => Placement::Copy { emlink: false },
+        }),
+        Method::Clone => match prev {
+            Some((dir, st, avoid))
+                if unchanged(new, st)
+                    && !avoid.holds(st)
+                    && fsops::file_type(st) == rustix::fs::FileType::RegularFile =>
+            {
+                after_clone(clone_at(dir, st, dst, name), dst, name)
+            }
+            _ => Ok(Placement::Copy { emlink: false }),
+        },
+    }
+}
+
+/// For [`Method::Keep`]: whether the entry described by `new` stays as the work tree has it
+/// (the previous copy passes the quick check and is not damaged). Everything else at its name
+/// is removed before the entry is written.
+#[inline]
+pub fn keeps(prev: Option<&Stat>, new: &QuickAttrs, avoid: &Avoid) -> bool {
+    prev.is_some_and(|st| unchanged(new, st) && !avoid.holds(st))
+}
+
+/// Reflinks the previous copy `name` of `dir` (whose stat is `st`) as `name` in `dst`, with
+/// its owner, mode, extended attributes and times.
+fn clone_at(dir: BorrowedFd, st: &Stat, dst: BorrowedFd, name: &CStr) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let src = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let now = rustix::fs::fstat(&src)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(io::Error::other("the previous copy was replaced"));
+    }
+    let out = fsops::create_file_at(dst, name)?;
+    rustix::fs::ioctl_ficlone(&out, &src)?;
+    fsops::apply_meta_fd(Some(std::os::fd::AsFd::as_fd(&src)), std::os::fd::AsFd::as_fd(&out), st)
+}
+
+/// What the outcome of a reflink means: anything but a destination-wide error leaves no
+/// partial file and means "copy".
+fn after_clone(cloned: io::Result<()>, dst: BorrowedFd, name: &CStr) -> io::Result<Placement> {
+    match cloned {
+        Ok(()) => Ok(Placement::Linked),
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(dst, name, rustix::fs::AtFlags::empty());
+            if fsops::is_fatal_dest_error(&e) {
+                Err(e)
+            } else {
+                Ok(Placement::Copy { emlink: false })
+            }
+        }
+    }
+}
+
 /// The previous copy a changed regular file `new` may share blocks with: a regular file, not
 /// damaged, and both of more than [`crate::store::delta::CHUNKED_ABOVE`] bytes (smaller files
 /// are cheaper to copy than to clone and compare). `None`: copy plainly.

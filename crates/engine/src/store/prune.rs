@@ -219,7 +219,7 @@ pub fn empty_trash(host: &HostDir) -> Result<u64> {
                 Err(e) => tracing::debug!("emptying the trash at normal I/O priority: {e}"),
             }
             for e in &entries {
-                trash.remove_tree(&e.name)?;
+                trash.remove_snapshot(&e.name)?;
             }
             Ok(entries.len() as u64)
         })

@@ -137,6 +137,10 @@ pub fn repair(
         groups.entry((p.dev, p.ino, p.raw.clone(), p.hash.clone())).or_default().push(p);
     }
     let mut report = RepairReport { dry_run, ..Default::default() };
+    // Snapshots of the btrfs store are read-only subvolumes: the ones written to are made
+    // writable for the repair and read-only again at its end (if it is interrupted, by the
+    // next run: `store::btrfs::seal_published`).
+    let _unsealed = if dry_run { Unsealed(Vec::new()) } else { unseal(host, &by_name, &groups)? };
     let mut buf = Vec::new();
     let mut serial = 0u32;
     for ((_, _, raw_hex, hash_hex), places) in groups {
@@ -201,6 +205,38 @@ pub fn repair(
         }
     }
     Ok((report, record))
+}
+
+/// Snapshots made writable for a repair; read-only again when dropped.
+struct Unsealed(Vec<Dir>);
+
+impl Drop for Unsealed {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            if let Err(e) = d.set_subvolume_readonly(true) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// Clears the read-only flag of every read-only subvolume snapshot that holds a place of
+/// `groups`.
+fn unseal(
+    host: &HostDir,
+    by_name: &BTreeMap<&str, &Snapshot>,
+    groups: &BTreeMap<(u64, u64, String, String), Vec<&DamagedPlace>>,
+) -> Result<Unsealed> {
+    let names: std::collections::BTreeSet<&str> = groups.values().flatten().map(|p| p.snapshot_name()).collect();
+    let mut out = Unsealed(Vec::new());
+    for n in names {
+        let dir = host.open_snapshot(by_name[n])?;
+        if dir.is_readonly_subvolume()? {
+            dir.set_subvolume_readonly(false)?;
+            out.0.push(dir);
+        }
+    }
+    Ok(out)
 }
 
 /// Opens the place `p` (a damaged file at `raw` in `s`) and checks it is still the damaged inode.

@@ -111,6 +111,8 @@ pub fn dry_run(job: &Job) -> Result<DryRun> {
         skip_dir: skip,
         cancel: &cancel,
         roots: None,
+        // Nothing is written: how a run would share unchanged entries does not matter here.
+        method: crate::store::place::Method::Link,
     };
     let mut planner = DryPlanner {
         by: &job.sources.exclude_by,

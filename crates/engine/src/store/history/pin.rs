@@ -132,24 +132,25 @@ pub fn read_in(snapshot: &Dir) -> PinState {
 
 /// Pins a snapshot (replacing an earlier pin of it), under the host lock.
 pub fn write(host: &HostDir, _lock: &HostLock, s: &Snapshot, pin: &Pin) -> Result<()> {
-    let meta = meta_dir(host, s)?;
+    let snap = host.open_snapshot(s)?;
+    let meta = snap.open_dir(&Name::fixed(META_DIR))?;
     let mut text = serde_json::to_vec_pretty(pin).expect("a pin serializes");
     text.push(b'\n');
-    meta.write_atomic(&Name::fixed(PIN_FILE), &text)
+    // A snapshot of the btrfs store is read-only: writable for the moment of the write.
+    crate::store::btrfs::writable(&snap, || meta.write_atomic(&Name::fixed(PIN_FILE), &text))
 }
 
 /// Removes the pin of a snapshot; `false` when it had none.
 pub fn remove(host: &HostDir, _lock: &HostLock, s: &Snapshot) -> Result<bool> {
-    let meta = meta_dir(host, s)?;
-    let removed = meta.remove_file(&Name::fixed(PIN_FILE))?;
-    if removed {
-        meta.sync()?;
-    }
-    Ok(removed)
-}
-
-fn meta_dir(host: &HostDir, s: &Snapshot) -> Result<Dir> {
-    host.open_snapshot(s)?.open_dir(&Name::fixed(META_DIR))
+    let snap = host.open_snapshot(s)?;
+    let meta = snap.open_dir(&Name::fixed(META_DIR))?;
+    crate::store::btrfs::writable(&snap, || {
+        let removed = meta.remove_file(&Name::fixed(PIN_FILE))?;
+        if removed {
+            meta.sync()?;
+        }
+        Ok(removed)
+    })
 }
 
 /// Parses `--until`: a date (`2025-03-01`, midnight local time) or an RFC 3339 time.
