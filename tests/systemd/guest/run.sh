@@ -889,7 +889,7 @@ setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_quiesce s_lvm}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_lvm s_quiesce}; do
     $s
   done
 else
