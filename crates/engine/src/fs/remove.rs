@@ -252,3 +252,72 @@ fn reopen_level(child: &Dir, want: &Level) -> Result<Dir> {
     })?;
     Ok(Dir::from_fd(fd, child.path().to_path_buf()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every path below `root`, relative and sorted, symlinks not followed.
+    fn tree(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                if p.symlink_metadata().unwrap().is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_mark_carries_down_what_is_kept_stays_and_a_dry_run_says_what_would_go() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, victim) = (t.path().join("root"), t.path().join("victim"));
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        std::fs::write(victim.join("x.txt"), "precious").unwrap();
+        for f in ["top/a.txt", "top/b.log", "top/inc/c.log", "top/inc/deep/d.log", "top/only/e.log"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        std::fs::create_dir_all(root.join("top/empty")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("top/link.txt")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("top/linkdir")).unwrap();
+        // As restore's filter with `--include '*.txt' --include inc`: below `inc` everything
+        // goes (the mark), elsewhere directories are walked and other files kept.
+        let keep = |rel: &[u8], is_dir: bool, inside: bool| {
+            if inside || (is_dir && rel.ends_with(b"/inc")) {
+                Some(true)
+            } else if is_dir || rel.ends_with(b".txt") {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let dir = Dir::open_trusted(&root).unwrap();
+        let top = Name::new("top").unwrap();
+        let before = (tree(&root), tree(&victim));
+        let dry = dir.remove_tree_keeping(&top, &keep, false, true).unwrap();
+        assert_eq!((tree(&root), tree(&victim)), before, "a dry run removes nothing");
+        let real = dir.remove_tree_keeping(&top, &keep, false, false).unwrap();
+        assert_eq!(dry.removed, real.removed);
+        assert!(!real.gone && !dry.gone);
+        let mut removed: Vec<String> = real.removed.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+        removed.sort();
+        assert_eq!(removed, ["top/a.txt", "top/empty", "top/inc", "top/link.txt"]);
+        assert_eq!(tree(&root), ["top", "top/b.log", "top/linkdir", "top/only", "top/only/e.log"]);
+        assert_eq!(tree(&victim), before.1, "a symlink is removed as a link, never followed");
+        // Nothing kept: the whole tree goes, listed once.
+        let all = |_: &[u8], _: bool, _: bool| Some(true);
+        let dry = dir.remove_tree_keeping(&top, &all, false, true).unwrap();
+        assert!(dry.gone && dry.removed == [b"top".to_vec()] && root.join("top").exists());
+        let real = dir.remove_tree_keeping(&top, &all, false, false).unwrap();
+        assert!(real.gone && real.removed == [b"top".to_vec()] && !root.join("top").exists());
+        assert_eq!(tree(&victim), before.1);
+    }
+}

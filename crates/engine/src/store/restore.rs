@@ -5,6 +5,17 @@
 //! and hard links. Nothing existing is overwritten unless `force` is set; that check covers
 //! the whole tree before the first byte is written.
 //!
+//! With `delete`, each restored path is made the snapshot's, as `rsync -a --delete` with the
+//! same filter rules makes it: an entry of the target is removed when the restore does not
+//! write it there and the rules would transfer it (with `--include`: it matches one, or lies
+//! below a directory that does, or is a directory; never what an `--exclude` matches). What
+//! the rules leave out is protected, with the directories holding it; a directory the
+//! snapshot has but with nothing included below it (rsync's `--prune-empty-dirs` leaves it
+//! out) is left as it is, and removed when its deletions empty it. Removal goes through
+//! directory descriptors ([`Dir::remove_tree_keeping`]), never through a symlink, and a dry
+//! run walks the same removal without removing anything, so it lists exactly what goes,
+//! each at the top of what goes.
+//!
 //! What it trusts: nothing it reads by name. The path is found in the snapshot one component
 //! at a time without following a symlink stored there (it points at the live system, not
 //! into the snapshot); on the target, everything below the target's own name is reached
@@ -70,8 +81,9 @@ pub struct RestoreOptions<'a> {
     pub dry_run: bool,
     /// Make each restored path exactly the snapshot's: entries of the target that the
     /// snapshot does not have are removed (never through a symlink; entries the filter
-    /// excludes are kept, as rsync's `--delete` keeps them), and a directory where the
-    /// snapshot has something else is replaced (which needs `force`).
+    /// leaves out — excluded, or not included — are kept with the directories holding them,
+    /// as rsync's `--delete` keeps them), and a directory where the snapshot has something
+    /// else is replaced (which needs `force`).
     pub delete: bool,
     /// Which entries below each restored path are restored; `None`: all of them.
     pub filter: Option<&'a Filter>,
@@ -103,7 +115,9 @@ pub struct RestoreProgress<'a> {
 ///   Excludes win over includes.
 ///
 /// That is `rsync -a --exclude=E… --include=I… --include=I/*** --include='*/' --exclude='*'
-/// --prune-empty-dirs` (without includes: `rsync -a --exclude=E…`).
+/// --prune-empty-dirs` (without includes: `rsync -a --exclude=E…`); with `delete`, the same
+/// command with `--delete`: the rules decide for the target's entries too, and what they
+/// leave out there is protected.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     excludes: Option<ExcludeSet>,
@@ -167,8 +181,9 @@ pub enum Action {
     /// A directory is there where the snapshot has something else: never deleted, so the
     /// restore is refused.
     Refused,
-    /// The snapshot has no such entry and `delete` removes it (a directory with all it
-    /// holds but what the filter excludes).
+    /// The snapshot has no such entry (or the filter leaves it out there) and `delete` removes
+    /// it: a directory with all it holds, listed once; when it holds entries the filter
+    /// leaves out, it stays with them and what goes in it is listed instead.
     Deleted,
 }
 
@@ -226,7 +241,8 @@ pub struct RestoreReport {
     /// deletes a directory, so any entry here refuses the restore (`--force` or not).
     #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub refused: Vec<PathBuf>,
-    /// Entries of the target removed (or that would be) by `delete`; a directory counts once.
+    /// Entries of the target removed (or that would be) by `delete`, each at the top of what
+    /// goes: a directory removed whole counts once.
     pub deleted: u64,
 }
 
