@@ -326,6 +326,8 @@ fn drifted_for_patterns(from: &std::path::Path, to: &std::path::Path) {
     write(&to.join("a/new.log"), "new log\n");
     write(&to.join("a/x.txt"), "changed since\n");
     write(&to.join("extra/only/l.log"), "left out\n");
+    write(&to.join("extra/docs/deep.log"), "below a directory an include matches\n");
+    write(&to.join("node_modules/new.js"), "js\n");
     write(&to.join("extra2/deep/n.txt"), "included\n");
     write(&to.join("mix/1.txt"), "1\n");
     write(&to.join("mix/2.log"), "2\n");
@@ -480,6 +482,8 @@ fn delete_with_include_removes_what_rsync_delete_removes_and_keeps_what_the_rule
     }
     assert!(!has(0, "b/empty"), "a directory of the snapshot with nothing included goes when empty");
     assert!(!has(1, "docs/inner/new.pdf") && !has(1, "mix/sub/4.pdf") && has(1, "docs/inner/new.md"));
+    assert!(!has(1, "extra/docs") && has(1, "extra/only/l.log") && has(0, "extra/docs/deep.log"));
+    assert!(!has(2, "node_modules/new.js") && has(0, "node_modules/new.js"));
     assert!(has(1, "mix/sub/3.txt") && has(1, "a/new.txt"));
     assert!(!has(2, "proj/node_modules/extra.js") && has(2, "proj/node_modules/extra.log") && has(2, "a/y.log/q.txt"));
 }
@@ -584,7 +588,11 @@ fn delete_with_include_removes_a_planted_symlink_as_a_link_and_never_follows_one
     plant("a/keeplink");
     plant("b/c");
     plant("b/only-logs");
-    let args = ["latest", &*s(&env.src), &*s(&dest), "--delete", "--force", "--include", "*.txt"];
+    // Below an extraneous directory that an include matches: everything there goes, the
+    // link as a link.
+    write(&dest.join("gone/docs/x.log"), "goes\n");
+    plant("gone/docs/way");
+    let args = ["latest", &*s(&env.src), &*s(&dest), "--delete", "--force", "--include", "*.txt", "--include", "docs"];
     let mut dry = args.to_vec();
     dry.push("--dry-run");
     let out = env.run("restore", &dry);
@@ -598,7 +606,7 @@ fn delete_with_include_removes_a_planted_symlink_as_a_link_and_never_follows_one
     let out = env.run("restore", &args);
     assert!(out.status.success(), "{}", show(&out));
     assert_eq!(fingerprint(), before, "the victim changed");
-    for gone in ["a/evil.txt", "gone/inner.txt"] {
+    for gone in ["a/evil.txt", "gone/inner.txt", "gone/docs"] {
         assert!(std::fs::symlink_metadata(dest.join(gone)).is_err(), "{gone} is still there");
     }
     assert_eq!(std::fs::read_to_string(dest.join("gone/kept.log")).unwrap(), "left out\n");
