@@ -327,7 +327,8 @@ fn drifted_for_patterns(from: &std::path::Path, to: &std::path::Path) {
     write(&to.join("a/x.txt"), "changed since\n");
     write(&to.join("extra/only/l.log"), "left out\n");
     write(&to.join("extra/docs/deep.log"), "below a directory an include matches\n");
-    write(&to.join("node_modules/new.js"), "js\n");
+    std::fs::remove_dir_all(to.join("node_modules")).unwrap();
+    write(&to.join("node_modules"), "a file where the snapshot has a directory\n");
     write(&to.join("extra2/deep/n.txt"), "included\n");
     write(&to.join("mix/1.txt"), "1\n");
     write(&to.join("mix/2.log"), "2\n");
@@ -483,7 +484,11 @@ fn delete_with_include_removes_what_rsync_delete_removes_and_keeps_what_the_rule
     assert!(!has(0, "b/empty"), "a directory of the snapshot with nothing included goes when empty");
     assert!(!has(1, "docs/inner/new.pdf") && !has(1, "mix/sub/4.pdf") && has(1, "docs/inner/new.md"));
     assert!(!has(1, "extra/docs") && has(1, "extra/only/l.log") && has(0, "extra/docs/deep.log"));
-    assert!(!has(2, "node_modules/new.js") && has(0, "node_modules/new.js"));
+    // A file where the snapshot has a directory: replaced only where something below that
+    // directory is restored.
+    let ours = |k: usize, p: &str| env.dir.path().join(format!("ours-{k}")).join(p);
+    assert!(ours(0, "node_modules").is_file() && ours(1, "node_modules").is_file());
+    assert!(ours(2, "node_modules/m.js").is_file());
     assert!(has(1, "mix/sub/3.txt") && has(1, "a/new.txt"));
     assert!(!has(2, "proj/node_modules/extra.js") && has(2, "proj/node_modules/extra.log") && has(2, "a/y.log/q.txt"));
 }
@@ -581,7 +586,8 @@ fn delete_with_include_removes_a_planted_symlink_as_a_link_and_never_follows_one
     // At an included name the snapshot does not have (removed as a link), in an extraneous
     // directory that stays for an entry left out (removed there as a link), at a name the
     // rules leave out (kept, as rsync keeps it), and as directories on the way: where the
-    // snapshot has one holding included files, and where it has one holding none.
+    // snapshot has one holding included files (replaced by a directory), and where it has one
+    // holding none (nothing restored there: kept).
     plant("a/evil.txt");
     write(&dest.join("gone/kept.log"), "left out\n");
     plant("gone/inner.txt");
@@ -613,7 +619,9 @@ fn delete_with_include_removes_a_planted_symlink_as_a_link_and_never_follows_one
     assert!(std::fs::symlink_metadata(dest.join("a/keeplink")).unwrap().file_type().is_symlink());
     assert!(std::fs::symlink_metadata(dest.join("b/c")).unwrap().is_dir());
     assert_eq!(std::fs::read_to_string(dest.join("b/c/e.txt")).unwrap(), "e\n");
-    assert!(!std::fs::symlink_metadata(dest.join("b/only-logs")).unwrap().file_type().is_symlink());
+    // Where the snapshot has a directory with nothing included below it, nothing is restored
+    // and the link, a name the rules leave out, stays (as with rsync -m --delete).
+    assert!(std::fs::symlink_metadata(dest.join("b/only-logs")).unwrap().file_type().is_symlink());
 }
 
 #[test]
@@ -719,8 +727,8 @@ fn patterns_never_write_or_prune_through_a_symlink_planted_in_dest() {
     assert!(!victim.join("d.pdf").exists());
     assert_eq!(std::fs::read_to_string(dest.join("b/c/d.pdf")).unwrap(), "pdf\n");
     assert!(std::fs::symlink_metadata(dest.join("b/c")).unwrap().is_dir());
-    // The replaced link is a directory now, kept although the patterns leave it empty.
-    assert!(std::fs::symlink_metadata(dest.join("b/empty")).unwrap().is_dir());
-    assert_eq!(std::fs::read_dir(dest.join("b/empty")).unwrap().count(), 0);
+    // Where the snapshot has a directory with nothing included, nothing is restored, so the
+    // link stays as it was (as rsync --prune-empty-dirs leaves it), not followed.
+    assert!(std::fs::symlink_metadata(dest.join("b/empty")).unwrap().file_type().is_symlink());
     assert!(!dest.join("a").exists(), "a directory with nothing included is not created");
 }

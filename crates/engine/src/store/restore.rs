@@ -893,17 +893,22 @@ struct Extraneous {
 /// does. An entry is left alone when the snapshot directory `src` (whose sorted names are
 /// `src_names`) has one of that name that the filter restores (or walks); otherwise it goes
 /// unless the filter leaves it out, judged as the target has it (type included), which is
-/// how rsync protects the entries its rules do not transfer. `host_dir` is the directory's
-/// path as it was on the host, `inside` what the filter said about it.
+/// how rsync protects the entries its rules do not transfer. A directory of the snapshot
+/// with nothing restored below it counts as absent where the target has a non-directory
+/// (see [`selects_below`]). `from` is the snapshot's directory (whose path as it was on the
+/// host starts at `host_base`), `inside` what the filter said about it.
+#[allow(clippy::too_many_arguments)]
 fn extraneous(
     dst: BorrowedFd,
     to: &Path,
     src: BorrowedFd,
+    from: &Path,
     src_names: &[CString],
     filter: Option<&Filter>,
-    host_dir: &Path,
+    host_base: usize,
     inside: bool,
 ) -> Result<Extraneous> {
+    let host_dir = host_of(from, host_base);
     let mut out = Extraneous::default();
     for name in names_in(dst, to, false)? {
         let in_snapshot = src_names.binary_search(&name).is_ok();
@@ -919,12 +924,18 @@ fn extraneous(
         };
         let host = join(host_dir, &name);
         if in_snapshot {
-            let theirs =
-                rustix::fs::statat(src, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(host_dir, &name))?;
+            let theirs = rustix::fs::statat(src, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(from, &name))?;
             let kind = fsops::file_type(&theirs);
+            let restored = match f.select(&host, kind == FileType::Directory, inside) {
+                // A directory over a non-directory only if something below it is restored.
+                Some(all) if kind == FileType::Directory && !is_dir && f.has_includes() => {
+                    selects_below(src, &name, &join(from, &name), f, host_base, all)?
+                }
+                selected => selected.is_some(),
+            };
             // Restored (or walked) from the snapshot: not extraneous; a socket is never
             // restored, and what is there stays.
-            if kind == FileType::Socket || f.select(&host, kind == FileType::Directory, inside).is_some() {
+            if kind == FileType::Socket || restored {
                 out.stays |= !(is_dir && kind == FileType::Directory);
                 continue;
             }
@@ -935,6 +946,55 @@ fn extraneous(
         }
     }
     Ok(out)
+}
+
+/// Whether the filter restores a non-directory anywhere below the snapshot's directory
+/// `src_dir/name` (shown as `from`, whose path as it was on the host starts at `host_base`;
+/// `all` is what the filter said about it). Without one, the directory is not restored at all
+/// (rsync's `--prune-empty-dirs`), so it replaces nothing on the target. An iterative walk
+/// that stops at the first such entry, asked only where the target has a non-directory.
+fn selects_below(
+    src_dir: BorrowedFd,
+    name: &CStr,
+    from: &Path,
+    filter: &Filter,
+    host_base: usize,
+    all: bool,
+) -> Result<bool> {
+    let open = |dir: BorrowedFd, name: &CStr, shown: &Path| -> Result<(OwnedFd, Vec<CString>)> {
+        let fd = fsops::open_dir_at(dir, name).ctx("open directory", shown)?;
+        let names = names_in(fd.as_fd(), shown, false)?;
+        Ok((fd, names))
+    };
+    let (fd, names) = open(src_dir, name, from)?;
+    let mut walk: Walk<bool> = Walk::new(src_dir, None, from, from);
+    walk.descend(fd, None, names, all)?;
+    while let Some(top) = walk.stack.last_mut() {
+        let inside = top.extra;
+        match top.names.next() {
+            Some(child) => {
+                walk.enter(&child);
+                let (dir, _) = walk.dirs();
+                let st = rustix::fs::statat(dir, &child, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", walk.from())?;
+                let kind = fsops::file_type(&st);
+                let is_dir = kind == FileType::Directory;
+                match filter.select(host_of(walk.from(), host_base), is_dir, inside) {
+                    Some(_) if !is_dir && kind != FileType::Socket => return Ok(true),
+                    Some(all) if is_dir => {
+                        let (fd, names) = open(dir, &child, walk.from())?;
+                        walk.descend(fd, None, names, all)?;
+                    }
+                    _ => walk.leave(),
+                }
+            }
+            None => {
+                walk.reopen_parent()?;
+                walk.stack.pop();
+                walk.leave();
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Removes `dir/name`, a directory of the target (shown as `to`; `host` is its path as it
@@ -1067,6 +1127,16 @@ impl Survey<'_> {
             Some(Ok(e)) => Some(e),
             Some(Err(e)) => return Err(Error::io("inspect", to, e.into())),
         };
+        if let (Some(f), Some(_), Some(e)) = (self.filter.filter(|f| f.has_includes()), inside, &existing) {
+            // A directory with nothing restored below it replaces nothing (rsync's
+            // --prune-empty-dirs): what the target has there stays (`delete` judged it).
+            if kind == FileType::Directory
+                && fsops::file_type(e) != FileType::Directory
+                && !selects_below(src_dir, name, from, f, self.host_base, all)?
+            {
+                return Ok(None);
+            }
+        }
         let action = match &existing {
             None => Action::New,
             Some(e) => match (kind, fsops::file_type(e)) {
@@ -1120,7 +1190,7 @@ impl Survey<'_> {
         });
         let mut stays = false;
         if let (true, Some(d)) = (self.delete, &dst_child) {
-            let found = extraneous(d.as_fd(), to, src_child.as_fd(), &names, self.filter, host, all)?;
+            let found = extraneous(d.as_fd(), to, src_child.as_fd(), from, &names, self.filter, self.host_base, all)?;
             stays = found.stays;
             for (gone, is_dir, mark) in found.gone {
                 let shown = join(to, &gone);
@@ -1535,6 +1605,12 @@ impl<'a> Copier<'a> {
                 }
                 return Ok(Some(filling));
             }
+            (FileType::Directory, _)
+                if at.prune
+                    && !selects_below(src_dir, name, from, self.filter.expect("prune"), self.host_base, at.all)? =>
+            {
+                // Nothing below it is restored, so it replaces nothing (see `Survey::entry`).
+            }
             (_, FileType::Directory) if self.delete => {
                 // `delete` replaces a directory where the snapshot has something else (the
                 // survey counted it as replaced, which needs `force`).
@@ -1608,7 +1684,8 @@ impl<'a> Copier<'a> {
     /// and the filter does not protect (`delete`, see [`extraneous`]).
     fn delete_extraneous(&mut self, d: &Descend, from: &Path, to: &Path) -> Result<()> {
         let host_dir = host_of(from, self.host_base).to_path_buf();
-        let found = extraneous(d.dst.as_fd(), to, d.src.as_fd(), &d.names, self.filter, &host_dir, d.filling.all)?;
+        let found =
+            extraneous(d.dst.as_fd(), to, d.src.as_fd(), from, &d.names, self.filter, self.host_base, d.filling.all)?;
         for (name, is_dir, mark) in found.gone {
             let shown = join(to, &name);
             match is_dir {
