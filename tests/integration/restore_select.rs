@@ -494,6 +494,38 @@ fn delete_with_include_removes_what_rsync_delete_removes_and_keeps_what_the_rule
 }
 
 #[test]
+fn include_into_an_existing_tree_without_delete_matches_rsync() {
+    require("rsync");
+    let env = Env::new();
+    varied_tree(&env);
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let snap = env.in_snapshot("daily/2025-01-15_02-00-00");
+    for (k, (includes, excludes)) in [(vec!["*.txt"], vec![]), (vec!["*.pdf", "docs"], vec!["*.md"])].iter().enumerate()
+    {
+        let what = format!("case {k} ({includes:?}, {excludes:?})");
+        let (ours, oracle) = (env.dir.path().join(format!("ours-{k}")), env.dir.path().join(format!("oracle-{k}")));
+        drifted_for_patterns(&env.src, &ours);
+        sh(&format!("cp -a '{}' '{}'", ours.display(), oracle.display()));
+        let mut args = vec!["latest".to_string(), s(&env.src), s(&ours), "--force".into()];
+        for i in includes {
+            args.extend(["--include".into(), i.to_string()]);
+        }
+        for e in excludes {
+            args.extend(["--exclude".into(), e.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run("restore", &args);
+        assert!(out.status.success(), "{what}: {}", show(&out));
+        sh(&format!("rsync -a {} '{}/' '{}/'", rsync_filters(includes, excludes), snap.display(), oracle.display()));
+        // Nothing is deleted: every directory time is the snapshot's or the one DEST had.
+        assert_same_as_oracle(&ours, &oracle, &snap, f64::MAX, &what);
+    }
+    // A directory of the snapshot with nothing included is left as DEST has it (its old time).
+    let t = dir_times(&env.dir.path().join("ours-0"));
+    assert_eq!(t["b/only-logs"], t["extra"], "{t:?}");
+}
+
+#[test]
 fn delete_with_include_and_several_paths_matches_rsync() {
     require("rsync");
     let env = Env::new();

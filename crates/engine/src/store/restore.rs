@@ -838,8 +838,8 @@ struct Mark {
     /// It is new and would be left out if nothing below it is restored: the entry count
     /// right after it was counted.
     prune_at: Option<u64>,
-    /// It is on the target and `delete` removes it if nothing below it is restored (see
-    /// [`Pruned`]).
+    /// It is on the target, and left as it is (or with `delete` removed when emptied) if
+    /// nothing below it is restored (see [`Pruned`]).
     pruned: Option<Pruned>,
     /// Something below it is restored (a non-directory the filter selects).
     selected: bool,
@@ -848,9 +848,9 @@ struct Mark {
 }
 
 /// A directory of the target that the snapshot has, but with nothing below it that the
-/// filter restores: rsync's `--prune-empty-dirs` leaves it out of the transfer, so `--delete`
-/// treats it as extraneous — it removes what the rules select in it, and it too when it is
-/// left empty; otherwise it stays as it is (no mode or times set). Where its own entry, what
+/// filter restores: rsync's `--prune-empty-dirs` leaves it out of the transfer, so it stays
+/// as it is (no mode or times set), and `--delete` treats it as extraneous — it removes what
+/// the rules select in it, and it too when that leaves it empty. Where its own entry, what
 /// it wrote and its deletions start in the report, to be taken back.
 #[derive(Clone, Copy)]
 struct Pruned {
@@ -1076,7 +1076,7 @@ impl Survey<'_> {
                     let mut stays = done.has_dst;
                     if let Some(p) = done.extra.pruned.filter(|_| !done.extra.selected) {
                         self.report.entries -= 1; // nothing is written to it
-                        stays = done.extra.stays;
+                        stays = !self.delete || done.extra.stays;
                         if !stays {
                             // Emptied: it goes too, listed once in place of what it held.
                             self.report.deleted = p.deleted + 1;
@@ -1183,7 +1183,7 @@ impl Survey<'_> {
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
         let names = names_in(src_child.as_fd(), from, is_root)?;
         let has_includes = self.filter.is_some_and(Filter::has_includes);
-        let pruned = (action == Action::Merged && inside.is_some() && self.delete && has_includes).then(|| Pruned {
+        let pruned = (action == Action::Merged && inside.is_some() && has_includes).then(|| Pruned {
             change: self.report.changes.len().saturating_sub(1),
             written: self.report.written.len().saturating_sub(1),
             deleted: self.report.deleted,
@@ -1313,8 +1313,8 @@ struct Filling {
     all: bool,
     /// It is new and is removed again when nothing was restored into it.
     prune: bool,
-    /// It was on the target, and `delete` removes it if nothing below it is restored (see
-    /// [`Pruned`]): the count of deletions before it.
+    /// It was on the target, and is left as it is (or with `delete` removed when emptied) if
+    /// nothing below it is restored (see [`Pruned`]): the count of deletions before it.
     pruned: Option<u64>,
     /// Something below it is restored (a non-directory the filter selects).
     selected: bool,
@@ -1453,11 +1453,11 @@ impl<'a> Copier<'a> {
                         continue;
                     }
                     if let Some(deleted) = done.extra.pruned.filter(|_| !done.extra.selected) {
-                        // Nothing below it is restored: as rsync --prune-empty-dirs --delete,
-                        // it is left as it is, or removed when emptied (listed once).
+                        // Nothing below it is restored: as with rsync --prune-empty-dirs, it
+                        // is left as it is, or with `delete` removed when emptied (listed once).
                         self.report.entries -= 1;
                         drop(dst);
-                        if self.remove_if_empty(&walk)? {
+                        if self.delete && self.remove_if_empty(&walk)? {
                             self.report.deleted = deleted + 1;
                         }
                         walk.leave();
@@ -1675,7 +1675,7 @@ impl<'a> Copier<'a> {
         self.report.entries += 1;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
         let names = names_in(src.as_fd(), at.from, is_root)?;
-        let pruned = (merge && at.prune && self.delete).then_some(self.report.deleted);
+        let pruned = (merge && at.prune).then_some(self.report.deleted);
         let filling = Filling { st: *st, merge, all: at.all, prune: at.prune && !merge, pruned, selected: false };
         Ok(Descend { src, dst, names, filling })
     }
