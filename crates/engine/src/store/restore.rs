@@ -1635,7 +1635,7 @@ impl<'a> Copier<'a> {
                 };
                 if !gone {
                     return Err(Error::Guard(format!(
-                        "{} holds entries the patterns protect from --delete (an --exclude matches them, or no --include does), so it cannot be replaced by the snapshot's {}",
+                        "{} holds entries the patterns protect from deletion (excluded, or matching no include), so it cannot be replaced by the snapshot's {}",
                         to.display(),
                         from.display()
                     )));
