@@ -562,7 +562,36 @@ fn restores_a_tree_twenty_thousand_levels_deep_with_256_descriptors() {
     assert_eq!(depth, DEEP);
     assert_eq!(deep::read(&bottom, c"f"), b"bottom\n");
     assert_eq!(deep::ino(&top, c"link-to-bottom"), deep::ino(&bottom, c"f"), "the hard link was not kept");
-    drop((top, bottom));
+    // --delete with an include, at that depth and under the same descriptor limit: at the
+    // bottom, what was added since goes when the include selects it and stays when not (and
+    // so does every directory of the chain, with nothing included below it); of two
+    // extraneous chains as deep, the one holding a file left out stays with that file only,
+    // the one holding only an included file goes whole.
+    deep::write(&bottom, c"new.txt", b"added since\n");
+    deep::write(&bottom, c"keep.log", b"left out\n");
+    for (name, files) in [(c"x1", &[c"a.txt", c"b.log"][..]), (c"x2", &[c"c.txt"][..])] {
+        rustix::fs::mkdirat(&top, name, rustix::fs::Mode::from_raw_mode(0o755)).unwrap();
+        let x = rustix::fs::openat(&top, name, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty()).unwrap();
+        let x_bottom = deep::chain(&x, DEEP);
+        for f in files {
+            deep::write(&x_bottom, f, b"x\n");
+        }
+    }
+    let out = restore(&[], &["--delete", "--include", "*.txt", "--force", "--json"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["deleted"], 3, "new.txt, x1's a.txt and x2: {report}");
+    let (depth, bottom) = deep::follow(&target);
+    assert_eq!(depth, DEEP);
+    assert!(rustix::fs::statat(&bottom, c"new.txt", rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_err());
+    assert_eq!(deep::read(&bottom, c"keep.log"), b"left out\n");
+    assert_eq!(deep::read(&bottom, c"f"), b"bottom\n");
+    let (depth, x1_bottom) = deep::follow(&target.join("x1"));
+    assert_eq!(depth, DEEP);
+    assert_eq!(deep::read(&x1_bottom, c"b.log"), b"x\n");
+    assert!(rustix::fs::statat(&x1_bottom, c"a.txt", rustix::fs::AtFlags::SYMLINK_NOFOLLOW).is_err());
+    assert!(!target.join("x2").exists());
+    drop((top, bottom, x1_bottom));
     // std's remove_dir_all holds a descriptor per level; rm does not.
     sh(&format!("rm -rf '{}'", env.dir.path().display()));
 }

@@ -218,7 +218,7 @@ pub struct RestoreArgs {
     #[arg(long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
     /// Make each restored path exactly as in the snapshot: remove what the snapshot does
-    /// not have there (excluded entries are kept).
+    /// not have there (what --include/--exclude leave out is kept, as with rsync --delete).
     #[arg(long)]
     pub delete: bool,
     /// Overwrite existing files.

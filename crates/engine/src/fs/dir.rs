@@ -187,11 +187,19 @@ impl Dir {
         super::remove::remove_tree(self, name)
     }
 
-    /// [`Dir::remove_tree`], but every entry below `name` that `keep` names (by its path
-    /// relative to this directory, `name/sub/file`, and whether it is a directory) stays,
-    /// with the directories that hold it. Returns whether `name` is gone.
-    pub fn remove_tree_keeping(&self, name: &Name, keep: super::remove::Keep) -> Result<bool> {
-        super::remove::remove_tree_keeping(self, name, Some(keep))
+    /// [`Dir::remove_tree`], but every entry below `name` that `keep` keeps (asked with its
+    /// path relative to this directory, `name/sub/file`, whether it is a directory, and the
+    /// mark of the directory holding it, `mark` for `name`'s own entries) stays, with the
+    /// directories that hold it. Returns what went, each at its top; with `dry_run` nothing
+    /// is removed and it returns what would go.
+    pub fn remove_tree_keeping(
+        &self,
+        name: &Name,
+        keep: super::remove::Keep,
+        mark: bool,
+        dry_run: bool,
+    ) -> Result<super::remove::Removal> {
+        super::remove::remove_tree_keeping(self, name, Some((keep, mark)), dry_run)
     }
 
     /// The target of the symlink `name`; `None` when nothing has that name, an error naming

@@ -20,7 +20,7 @@ mod subvol;
 
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};
-pub use remove::Keep;
+pub use remove::{Keep, Removal};
 
 /// How every directory below a trusted root is opened: never through a symlink.
 pub const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY

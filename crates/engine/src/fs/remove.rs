@@ -20,46 +20,76 @@ struct Level {
     dev: u64,
     ino: u64,
     /// Subdirectories still to delete, found when the level was emptied of its files (one
-    /// pass over each directory, as `rm -rf` makes).
-    subdirs: Vec<Name>,
+    /// pass over each directory, as `rm -rf` makes), with the mark [`Keep`] gave each.
+    subdirs: Vec<(Name, bool)>,
     /// The length of the walk's relative path at this level (see [`Keep`]).
     rel_len: usize,
     /// Something below it is kept, so it stays.
     kept: bool,
+    /// Where its removed entries start in the list of what was removed (see [`Removal`]).
+    tops_at: usize,
 }
 
-/// Which entries a removal keeps: called with the entry's path relative to the parent the
-/// removal started in (`name/sub/file`) and whether it is a directory (a kept directory is
-/// kept whole). The directories holding a kept entry stay too.
-pub type Keep<'a> = &'a dyn Fn(&[u8], bool) -> bool;
+/// Which entries a removal keeps: called for each entry below the removed directory with its
+/// path relative to the parent the removal started in (`name/sub/file`), whether it is a
+/// directory, and the mark of the directory holding it. `None` keeps the entry (a kept
+/// directory is kept whole); `Some(mark)` removes it, and a removed directory passes `mark`
+/// on to what it holds. The directories holding a kept entry stay too.
+pub type Keep<'a> = &'a dyn Fn(&[u8], bool, bool) -> Option<bool>;
+
+/// What [`remove_tree_keeping`] removed (or, in a dry run, would remove).
+#[derive(Debug, Default)]
+pub struct Removal {
+    /// The name is gone, with everything below it.
+    pub gone: bool,
+    /// What is removed, each at the top of what goes (a directory once, not what it held),
+    /// relative to the parent the removal started in: `[name]` when it is gone.
+    pub removed: Vec<Vec<u8>>,
+}
 
 /// See the module docs. `name` is removed from `parent`; missing is fine.
 pub(super) fn remove_tree(parent: &Dir, name: &Name) -> Result<()> {
-    remove_tree_keeping(parent, name, None).map(|_| ())
+    remove_tree_keeping(parent, name, None, false).map(|_| ())
 }
 
-/// [`remove_tree`], leaving alone what `keep` names and the directories holding it (`name`
-/// itself is the caller's to decide). Returns whether `name` is gone.
-pub(super) fn remove_tree_keeping(parent: &Dir, name: &Name, keep: Option<Keep>) -> Result<bool> {
+/// [`remove_tree`], leaving alone what `keep` keeps and the directories holding it (`name`
+/// itself is the caller's to decide; its entries get the mark given with `keep`). With
+/// `dry_run`, nothing is removed (nor made writable): the walk only says what would go.
+pub(super) fn remove_tree_keeping(
+    parent: &Dir,
+    name: &Name,
+    keep: Option<(Keep, bool)>,
+    dry_run: bool,
+) -> Result<Removal> {
+    let gone = Removal { gone: true, removed: vec![name.as_bytes().to_vec()] };
     match parent.stat(name)? {
-        None => return Ok(true),
+        None => return Ok(Removal { gone: true, removed: Vec::new() }),
         Some(st) if FileType::from_raw_mode(st.st_mode) != FileType::Directory => {
-            parent.remove_file(name)?;
-            return Ok(true);
+            if !dry_run {
+                parent.remove_file(name)?;
+            }
+            return Ok(gone);
         }
         Some(_) => {}
     }
     let mut rel = name.as_bytes().to_vec();
-    let mut stack = vec![descend(parent, name, 0, &rel, keep)?];
+    // What was removed where something stays, when there is something to keep.
+    let mut tops: Vec<Vec<u8>> = Vec::new();
+    let (keep, mark) = match keep {
+        Some((k, m)) => (Some(k), m),
+        None => (None, true),
+    };
+    let walk = Walking { keep, dry_run };
+    let mut stack = vec![walk.descend(parent, name, 0, &rel, mark, &mut tops)?];
     loop {
         let depth = stack.len();
         let top = stack.last_mut().expect("the stack is not empty here");
-        if let Some(sub) = top.subdirs.pop() {
+        if let Some((sub, mark)) = top.subdirs.pop() {
             let dir = top.dir.as_ref().expect("the top level is always open");
             rel.truncate(top.rel_len);
             rel.push(b'/');
             rel.extend_from_slice(sub.as_bytes());
-            let child = descend(dir, &sub, depth, &rel, keep)?;
+            let child = walk.descend(dir, &sub, depth, &rel, mark, &mut tops)?;
             stack.push(child);
             if stack.len() > KEEP_OPEN {
                 let i = stack.len() - KEEP_OPEN - 1;
@@ -77,78 +107,126 @@ pub(super) fn remove_tree_keeping(parent: &Dir, name: &Name, keep: Option<Keep>)
         drop(done_dir);
         let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
         let kept = done.kept
-            || match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT) => false,
-                // Something appeared meanwhile; with entries to keep, that is not an error.
-                Err(Errno::NOTEMPTY) if keep.is_some() => true,
-                Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
-            };
+            || (!dry_run
+                && match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => false,
+                    // Something appeared meanwhile; with entries to keep, that is not an error.
+                    Err(Errno::NOTEMPTY) if keep.is_some() => true,
+                    Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
+                });
+        if keep.is_some() && !kept {
+            // Gone whole: listed once, in place of what it held.
+            tops.truncate(done.tops_at);
+            tops.push(rel[..done.rel_len].to_vec());
+        }
         match stack.last_mut() {
             Some(up) => up.kept |= kept,
-            None => return Ok(!kept),
+            None if kept => return Ok(Removal { gone: false, removed: tops }),
+            None => return Ok(gone),
         }
     }
 }
 
-/// Removes every non-directory in `dir` (`rel` below the removal's parent) that `keep` does
-/// not keep, and returns the names of its subdirectories to remove and whether it keeps any.
-fn empty_files_of(dir: &Dir, rel: &[u8], keep: Option<Keep>) -> Result<(Vec<Name>, bool)> {
-    let mut subs = Vec::new();
-    let mut kept = false;
-    let mut path = rel.to_vec();
-    let reader = rustix::fs::Dir::read_from(dir.fd()).ctx("read directory", dir.path())?;
-    for entry in reader {
-        let entry = entry.ctx("read directory", dir.path())?;
-        let Ok(name) = Name::new(entry.file_name().to_bytes()) else { continue }; // `.` and `..`
-        let kind = match entry.file_type() {
-            FileType::Unknown => match dir.stat(&name)? {
-                Some(st) => FileType::from_raw_mode(st.st_mode),
-                None => continue,
-            },
-            k => k,
-        };
-        let is_dir = kind == FileType::Directory;
-        if let Some(keep) = keep {
-            path.truncate(rel.len());
-            path.push(b'/');
-            path.extend_from_slice(name.as_bytes());
-            if keep(&path, is_dir) {
-                kept = true;
-                continue;
+/// How a removal walks: what it keeps, and whether it removes anything.
+struct Walking<'a> {
+    keep: Option<Keep<'a>>,
+    dry_run: bool,
+}
+
+impl Walking<'_> {
+    /// Removes every non-directory in `dir` (`rel` below the removal's parent, `mark` its mark)
+    /// that `keep` does not keep (listing it in `tops` when there is a `keep`), and returns
+    /// the subdirectories to remove, with their marks, and whether it keeps anything.
+    fn empty_files_of(
+        &self,
+        dir: &Dir,
+        rel: &[u8],
+        mark: bool,
+        tops: &mut Vec<Vec<u8>>,
+    ) -> Result<(Vec<(Name, bool)>, bool)> {
+        let keep = self.keep;
+        let mut subs = Vec::new();
+        let mut kept = false;
+        let mut path = rel.to_vec();
+        let reader = rustix::fs::Dir::read_from(dir.fd()).ctx("read directory", dir.path())?;
+        for entry in reader {
+            let entry = entry.ctx("read directory", dir.path())?;
+            let Ok(name) = Name::new(entry.file_name().to_bytes()) else { continue }; // `.` and `..`
+            let kind = match entry.file_type() {
+                FileType::Unknown => match dir.stat(&name)? {
+                    Some(st) => FileType::from_raw_mode(st.st_mode),
+                    None => continue,
+                },
+                k => k,
+            };
+            let is_dir = kind == FileType::Directory;
+            let mut sub_mark = true;
+            if let Some(keep) = keep {
+                path.truncate(rel.len());
+                path.push(b'/');
+                path.extend_from_slice(name.as_bytes());
+                match keep(&path, is_dir, mark) {
+                    None => {
+                        kept = true;
+                        continue;
+                    }
+                    Some(m) => sub_mark = m,
+                }
+                if !is_dir {
+                    tops.push(path.clone());
+                }
+            }
+            if is_dir {
+                subs.push((name, sub_mark));
+            } else if !self.dry_run {
+                dir.remove_file(&name)?;
             }
         }
-        if is_dir {
-            subs.push(name);
-        } else {
-            dir.remove_file(&name)?;
-        }
+        Ok((subs, kept))
     }
-    Ok((subs, kept))
-}
 
-/// Opens `name` below `dir` for emptying, making it writable when we are not root (a
-/// snapshot keeps the source's `0500` directories).
-fn descend(dir: &Dir, name: &Name, depth: usize, rel: &[u8], keep: Option<Keep>) -> Result<Level> {
-    let path = || if depth < 8 { dir.child_path(name) } else { dir.path().join(name.as_os_str()) };
-    let fd = match rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ACCESS) => {
-            make_writable_by_path(dir, name)?;
-            rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()).ctx("open directory", path())?
+    /// Opens `name` below `dir` for emptying, making it writable when we are not root (a
+    /// snapshot keeps the source's `0500` directories).
+    fn descend(
+        &self,
+        dir: &Dir,
+        name: &Name,
+        depth: usize,
+        rel: &[u8],
+        mark: bool,
+        tops: &mut Vec<Vec<u8>>,
+    ) -> Result<Level> {
+        let path = || if depth < 8 { dir.child_path(name) } else { dir.path().join(name.as_os_str()) };
+        let fd = match rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ACCESS) if !self.dry_run => {
+                make_writable_by_path(dir, name)?;
+                rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()).ctx("open directory", path())?
+            }
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(dir.unexpected(name, "a directory")),
+            Err(e) => return Err(Error::io("open directory", path(), e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).ctx("inspect", path())?;
+        if !self.dry_run && !rustix::process::geteuid().is_root() && st.st_mode & 0o700 != 0o700 {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700)).ctx("make writable", path())?;
         }
-        Err(Errno::LOOP | Errno::NOTDIR) => return Err(dir.unexpected(name, "a directory")),
-        Err(e) => return Err(Error::io("open directory", path(), e.into())),
-    };
-    let st = rustix::fs::fstat(&fd).ctx("inspect", path())?;
-    if !rustix::process::geteuid().is_root() && st.st_mode & 0o700 != 0o700 {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700)).ctx("make writable", path())?;
+        // Deep below the start, messages name the top of the tree and the last component only,
+        // so the memory for display paths stays linear in the depth.
+        let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
+        let dir = Dir::from_fd(fd, shown);
+        let tops_at = tops.len();
+        let (subdirs, kept) = self.empty_files_of(&dir, rel, mark, tops)?;
+        Ok(Level {
+            dir: Some(dir),
+            name: name.clone(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            subdirs,
+            rel_len: rel.len(),
+            kept,
+            tops_at,
+        })
     }
-    // Deep below the start, messages name the top of the tree and the last component only,
-    // so the memory for display paths stays linear in the depth.
-    let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
-    let dir = Dir::from_fd(fd, shown);
-    let (subdirs, kept) = empty_files_of(&dir, rel, keep)?;
-    Ok(Level { dir: Some(dir), name: name.clone(), dev: st.st_dev, ino: st.st_ino, subdirs, rel_len: rel.len(), kept })
 }
 
 /// A directory we may not even open: `chmod u+rwx` through an `O_PATH` handle, which pins
@@ -173,4 +251,73 @@ fn reopen_level(child: &Dir, want: &Level) -> Result<Dir> {
         message: "the tree was moved while it was being deleted; stopping".into(),
     })?;
     Ok(Dir::from_fd(fd, child.path().to_path_buf()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every path below `root`, relative and sorted, symlinks not followed.
+    fn tree(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(dir) = todo.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                if p.symlink_metadata().unwrap().is_dir() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_mark_carries_down_what_is_kept_stays_and_a_dry_run_says_what_would_go() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, victim) = (t.path().join("root"), t.path().join("victim"));
+        std::fs::create_dir_all(victim.join("sub")).unwrap();
+        std::fs::write(victim.join("x.txt"), "precious").unwrap();
+        for f in ["top/a.txt", "top/b.log", "top/inc/c.log", "top/inc/deep/d.log", "top/only/e.log"] {
+            std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+            std::fs::write(root.join(f), f).unwrap();
+        }
+        std::fs::create_dir_all(root.join("top/empty")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("top/link.txt")).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("top/linkdir")).unwrap();
+        // As restore's filter with `--include '*.txt' --include inc`: below `inc` everything
+        // goes (the mark), elsewhere directories are walked and other files kept.
+        let keep = |rel: &[u8], is_dir: bool, inside: bool| {
+            if inside || (is_dir && rel.ends_with(b"/inc")) {
+                Some(true)
+            } else if is_dir || rel.ends_with(b".txt") {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let dir = Dir::open_trusted(&root).unwrap();
+        let top = Name::new("top").unwrap();
+        let before = (tree(&root), tree(&victim));
+        let dry = dir.remove_tree_keeping(&top, &keep, false, true).unwrap();
+        assert_eq!((tree(&root), tree(&victim)), before, "a dry run removes nothing");
+        let real = dir.remove_tree_keeping(&top, &keep, false, false).unwrap();
+        assert_eq!(dry.removed, real.removed);
+        assert!(!real.gone && !dry.gone);
+        let mut removed: Vec<String> = real.removed.iter().map(|r| String::from_utf8_lossy(r).into_owned()).collect();
+        removed.sort();
+        assert_eq!(removed, ["top/a.txt", "top/empty", "top/inc", "top/link.txt"]);
+        assert_eq!(tree(&root), ["top", "top/b.log", "top/linkdir", "top/only", "top/only/e.log"]);
+        assert_eq!(tree(&victim), before.1, "a symlink is removed as a link, never followed");
+        // Nothing kept: the whole tree goes, listed once.
+        let all = |_: &[u8], _: bool, _: bool| Some(true);
+        let dry = dir.remove_tree_keeping(&top, &all, false, true).unwrap();
+        assert!(dry.gone && dry.removed == [b"top".to_vec()] && root.join("top").exists());
+        let real = dir.remove_tree_keeping(&top, &all, false, false).unwrap();
+        assert!(real.gone && real.removed == [b"top".to_vec()] && !root.join("top").exists());
+        assert_eq!(tree(&victim), before.1);
+    }
 }

@@ -5,6 +5,17 @@
 //! and hard links. Nothing existing is overwritten unless `force` is set; that check covers
 //! the whole tree before the first byte is written.
 //!
+//! With `delete`, each restored path is made the snapshot's, as `rsync -a --delete` with the
+//! same filter rules makes it: an entry of the target is removed when the restore does not
+//! write it there and the rules would transfer it (with `--include`: it matches one, or lies
+//! below a directory that does, or is a directory; never what an `--exclude` matches). What
+//! the rules leave out is protected, with the directories holding it; a directory the
+//! snapshot has but with nothing included below it (rsync's `--prune-empty-dirs` leaves it
+//! out) is left as it is, and removed when its deletions empty it. Removal goes through
+//! directory descriptors ([`Dir::remove_tree_keeping`]), never through a symlink, and a dry
+//! run walks the same removal without removing anything, so it lists exactly what goes,
+//! each at the top of what goes.
+//!
 //! What it trusts: nothing it reads by name. The path is found in the snapshot one component
 //! at a time without following a symlink stored there (it points at the live system, not
 //! into the snapshot); on the target, everything below the target's own name is reached
@@ -70,8 +81,9 @@ pub struct RestoreOptions<'a> {
     pub dry_run: bool,
     /// Make each restored path exactly the snapshot's: entries of the target that the
     /// snapshot does not have are removed (never through a symlink; entries the filter
-    /// excludes are kept, as rsync's `--delete` keeps them), and a directory where the
-    /// snapshot has something else is replaced (which needs `force`).
+    /// leaves out — excluded, or not included — are kept with the directories holding them,
+    /// as rsync's `--delete` keeps them), and a directory where the snapshot has something
+    /// else is replaced (which needs `force`).
     pub delete: bool,
     /// Which entries below each restored path are restored; `None`: all of them.
     pub filter: Option<&'a Filter>,
@@ -103,7 +115,9 @@ pub struct RestoreProgress<'a> {
 ///   Excludes win over includes.
 ///
 /// That is `rsync -a --exclude=E… --include=I… --include=I/*** --include='*/' --exclude='*'
-/// --prune-empty-dirs` (without includes: `rsync -a --exclude=E…`).
+/// --prune-empty-dirs` (without includes: `rsync -a --exclude=E…`); with `delete`, the same
+/// command with `--delete`: the rules decide for the target's entries too, and what they
+/// leave out there is protected.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     excludes: Option<ExcludeSet>,
@@ -167,8 +181,9 @@ pub enum Action {
     /// A directory is there where the snapshot has something else: never deleted, so the
     /// restore is refused.
     Refused,
-    /// The snapshot has no such entry and `delete` removes it (a directory with all it
-    /// holds but what the filter excludes).
+    /// The snapshot has no such entry (or the filter leaves it out there) and `delete` removes
+    /// it: a directory with all it holds, listed once; when it holds entries the filter
+    /// leaves out, it stays with them and what goes in it is listed instead.
     Deleted,
 }
 
@@ -226,7 +241,8 @@ pub struct RestoreReport {
     /// deletes a directory, so any entry here refuses the restore (`--force` or not).
     #[serde(serialize_with = "crate::store::verify::lossy_paths")]
     pub refused: Vec<PathBuf>,
-    /// Entries of the target removed (or that would be) by `delete`; a directory counts once.
+    /// Entries of the target removed (or that would be) by `delete`, each at the top of what
+    /// goes: a directory removed whole counts once.
     pub deleted: u64,
 }
 
@@ -396,7 +412,6 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// is refused, with `force` too. Nothing below the target's own path is ever reached through
 /// a symlink.
 pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
-    check_options(&opts)?;
     let prepared = prepare(snapshot, host_path, target, false)?;
     let mut reports = run_prepared(snapshot, vec![prepared], opts)?;
     Ok(reports.pop().expect("one path, one report"))
@@ -411,7 +426,6 @@ pub fn restore_into(
     dest: &Path,
     opts: RestoreOptions,
 ) -> Result<Vec<RestoreReport>> {
-    check_options(&opts)?;
     let mut names: Vec<&OsStr> = Vec::new();
     for p in host_paths {
         let Some(name) = p.file_name() else {
@@ -444,17 +458,6 @@ pub fn restore_into(
         .map(|p| prepare(snapshot, p, &dest.join(p.file_name().expect("checked")), true))
         .collect::<Result<Vec<_>>>()?;
     run_prepared(snapshot, prepared, opts)
-}
-
-fn check_options(opts: &RestoreOptions) -> Result<()> {
-    if opts.delete && opts.filter.is_some_and(Filter::has_includes) {
-        return Err(Error::config(
-            "--delete",
-            "--delete cannot be combined with --include (which entries of DEST it would remove is not \
-             well defined); use --exclude, or restore without --delete",
-        ));
-    }
-    Ok(())
 }
 
 /// One path of a restore, found in the snapshot, with its target looked at.
@@ -545,6 +548,7 @@ fn run_prepared(snapshot: &Snapshot, mut prepared: Vec<Prepared>, opts: RestoreO
             filter,
             delete: opts.delete,
             host_base,
+            hit: false,
         };
         survey.run(
             p.src.dir.as_fd(),
@@ -633,6 +637,7 @@ fn write_prepared(
                 progress: opts.progress.map(|p| (p.done, done_before)),
                 files: Some(tx),
                 failed: &failed,
+                hit: false,
             };
             copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, dst_name, merge)
             // The copier (and the queue's sender with it) is dropped here: the workers finish
@@ -818,6 +823,8 @@ struct Survey<'r> {
     delete: bool,
     /// Where the path as it was on the host starts in a display path in the snapshot.
     host_base: usize,
+    /// The last entry was a non-directory that is restored.
+    hit: bool,
 }
 
 /// A directory to go down into: the snapshot's, the target's (if there is one) and its names.
@@ -831,6 +838,25 @@ struct Mark {
     /// It is new and would be left out if nothing below it is restored: the entry count
     /// right after it was counted.
     prune_at: Option<u64>,
+    /// It is on the target, and left as it is (or with `delete` removed when emptied) if
+    /// nothing below it is restored (see [`Pruned`]).
+    pruned: Option<Pruned>,
+    /// Something below it is restored (a non-directory the filter selects).
+    selected: bool,
+    /// Something of the target stays in it (if it is there).
+    stays: bool,
+}
+
+/// A directory of the target that the snapshot has, but with nothing below it that the
+/// filter restores: rsync's `--prune-empty-dirs` leaves it out of the transfer, so it stays
+/// as it is (no mode or times set), and `--delete` treats it as extraneous — it removes what
+/// the rules select in it, and it too when that leaves it empty. Where its own entry, what
+/// it wrote and its deletions start in the report, to be taken back.
+#[derive(Clone, Copy)]
+struct Pruned {
+    change: usize,
+    written: usize,
+    deleted: u64,
 }
 
 /// The path as it was on the host of an entry shown at `from` in the snapshot.
@@ -851,29 +877,169 @@ fn decide(filter: Option<&Filter>, host: &Path, is_dir: bool, inside: Option<boo
     }
 }
 
-/// The entries of the target directory `dst` that the snapshot directory (whose sorted names
-/// are `src_names`) does not hold and that the filter does not protect: what `delete`
-/// removes there. `host_dir` is the directory's path as it was on the host.
+/// What `delete` does in one directory of the target.
+#[derive(Default)]
+struct Extraneous {
+    /// The entries it removes: name, whether a directory, and the mark its entries get (see
+    /// [`Filter::select`]).
+    gone: Vec<(CString, bool, bool)>,
+    /// Some entry stays: protected by the filter, or one the snapshot has there (a directory
+    /// on both sides is the walk's to decide).
+    stays: bool,
+}
+
+/// The entries of the target directory `dst` that the restore does not write there and the
+/// filter does not protect: what `delete` removes, as `rsync --delete` with the same rules
+/// does. An entry is left alone when the snapshot directory `src` (whose sorted names are
+/// `src_names`) has one of that name that the filter restores (or walks); otherwise it goes
+/// unless the filter leaves it out, judged as the target has it (type included), which is
+/// how rsync protects the entries its rules do not transfer. A directory of the snapshot
+/// with nothing restored below it counts as absent where the target has a non-directory
+/// (see [`selects_below`]). `from` is the snapshot's directory (whose path as it was on the
+/// host starts at `host_base`), `inside` what the filter said about it.
+#[allow(clippy::too_many_arguments)]
 fn extraneous(
     dst: BorrowedFd,
     to: &Path,
+    src: BorrowedFd,
+    from: &Path,
     src_names: &[CString],
     filter: Option<&Filter>,
-    host_dir: &Path,
-) -> Result<Vec<(CString, bool)>> {
-    let mut out = Vec::new();
-    for name in names_in(dst, to, false)? {
-        if src_names.binary_search(&name).is_ok() {
+    host_base: usize,
+    inside: bool,
+) -> Result<Extraneous> {
+    let host_dir = host_of(from, host_base);
+    let mut out = Extraneous::default();
+    for entry in rustix::fs::Dir::read_from(dst).map_err(|e| Error::io("read directory", to, e.into()))? {
+        let entry = entry.map_err(|e| Error::io("read directory", to, e.into()))?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
             continue;
         }
-        let st = rustix::fs::statat(dst, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(to, &name))?;
-        let is_dir = fsops::file_type(&st) == FileType::Directory;
-        if filter.is_some_and(|f| f.is_excluded(&join(host_dir, &name), is_dir)) {
-            continue; // excluded entries are protected, as with rsync --delete
+        let name = name.to_owned();
+        let in_snapshot = src_names.binary_search(&name).is_ok();
+        if in_snapshot && filter.is_none() {
+            out.stays = true;
+            continue;
         }
-        out.push((name, is_dir));
+        // The type the directory entry gives (one stat less per entry), or a stat.
+        let is_dir = match entry.file_type() {
+            FileType::Unknown => {
+                let st = rustix::fs::statat(dst, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(to, &name))?;
+                fsops::file_type(&st) == FileType::Directory
+            }
+            kind => kind == FileType::Directory,
+        };
+        let Some(f) = filter else {
+            out.gone.push((name, is_dir, true));
+            continue;
+        };
+        let host = join(host_dir, &name);
+        if in_snapshot {
+            let theirs = rustix::fs::statat(src, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", join(from, &name))?;
+            let kind = fsops::file_type(&theirs);
+            let restored = match f.select(&host, kind == FileType::Directory, inside) {
+                // A directory over a non-directory only if something below it is restored.
+                Some(all) if kind == FileType::Directory && !is_dir && f.has_includes() => {
+                    selects_below(src, &name, &join(from, &name), f, host_base, all)?
+                }
+                selected => selected.is_some(),
+            };
+            // Restored (or walked) from the snapshot: not extraneous; a socket is never
+            // restored, and what is there stays.
+            if kind == FileType::Socket || restored {
+                out.stays |= !(is_dir && kind == FileType::Directory);
+                continue;
+            }
+        }
+        match f.select(&host, is_dir, inside) {
+            None => out.stays = true, // protected, as with rsync --delete
+            Some(mark) => out.gone.push((name, is_dir, mark)),
+        }
     }
+    out.gone.sort(); // in a stable order, as the rest of a restore
     Ok(out)
+}
+
+/// Whether the filter restores a non-directory anywhere below the snapshot's directory
+/// `src_dir/name` (shown as `from`, whose path as it was on the host starts at `host_base`;
+/// `all` is what the filter said about it). Without one, the directory is not restored at all
+/// (rsync's `--prune-empty-dirs`), so it replaces nothing on the target. An iterative walk
+/// that stops at the first such entry, asked only where the target has a non-directory.
+fn selects_below(
+    src_dir: BorrowedFd,
+    name: &CStr,
+    from: &Path,
+    filter: &Filter,
+    host_base: usize,
+    all: bool,
+) -> Result<bool> {
+    let open = |dir: BorrowedFd, name: &CStr, shown: &Path| -> Result<(OwnedFd, Vec<CString>)> {
+        let fd = fsops::open_dir_at(dir, name).ctx("open directory", shown)?;
+        let names = names_in(fd.as_fd(), shown, false)?;
+        Ok((fd, names))
+    };
+    let (fd, names) = open(src_dir, name, from)?;
+    let mut walk: Walk<bool> = Walk::new(src_dir, None, from, from);
+    walk.descend(fd, None, names, all)?;
+    while let Some(top) = walk.stack.last_mut() {
+        let inside = top.extra;
+        match top.names.next() {
+            Some(child) => {
+                walk.enter(&child);
+                let (dir, _) = walk.dirs();
+                let st = rustix::fs::statat(dir, &child, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", walk.from())?;
+                let kind = fsops::file_type(&st);
+                let is_dir = kind == FileType::Directory;
+                match filter.select(host_of(walk.from(), host_base), is_dir, inside) {
+                    Some(_) if !is_dir && kind != FileType::Socket => return Ok(true),
+                    Some(all) if is_dir => {
+                        let (fd, names) = open(dir, &child, walk.from())?;
+                        walk.descend(fd, None, names, all)?;
+                    }
+                    _ => walk.leave(),
+                }
+            }
+            None => {
+                walk.reopen_parent()?;
+                walk.stack.pop();
+                walk.leave();
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Removes `dir/name`, a directory of the target (shown as `to`; `host` is its path as it
+/// would be on the host, which the patterns are matched against), with everything in it but
+/// what the filter leaves out (its entries judged with `mark`, see [`Filter::select`]),
+/// without following a symlink. With `dry_run` nothing is removed: it says what would go.
+fn remove_dir(
+    dir: BorrowedFd,
+    name: &CStr,
+    host: &Path,
+    to: &Path,
+    filter: Option<&Filter>,
+    mark: bool,
+    dry_run: bool,
+) -> Result<crate::fs::Removal> {
+    let parent = Dir::from_trusted_fd(
+        dir.try_clone_to_owned().ctx("duplicate handle of", to)?,
+        to.parent().unwrap_or(Path::new("")).to_path_buf(),
+    )?;
+    let name =
+        Name::new(name.to_bytes()).map_err(|e| Error::Unsafe { path: to.to_path_buf(), message: e.to_string() })?;
+    let Some(filter) = filter.filter(|f| !f.is_empty()) else {
+        if !dry_run {
+            parent.remove_tree(&name)?;
+        }
+        return Ok(crate::fs::Removal { gone: true, removed: vec![name.as_bytes().to_vec()] });
+    };
+    let host_parent = host.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let keep = move |rel: &[u8], is_dir: bool, inside: bool| {
+        filter.select(&host_parent.join(OsStr::from_bytes(rel)), is_dir, inside)
+    };
+    parent.remove_tree_keeping(&name, &keep, mark, dry_run)
 }
 
 impl Survey<'_> {
@@ -898,7 +1064,13 @@ impl Survey<'_> {
                 Some(child) => {
                     walk.enter(&child);
                     let (s, d) = walk.dirs();
-                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), Some(inside))? {
+                    self.hit = false;
+                    let below = self.entry(s, &child, d, &child, walk.from(), walk.to(), Some(inside))?;
+                    if self.hit {
+                        let top = &mut walk.stack.last_mut().expect("the stack is not empty here").extra;
+                        (top.selected, top.stays) = (true, true);
+                    }
+                    match below {
                         Some((s, d, names, mark)) => walk.descend(s, d, names, mark)?,
                         None => walk.leave(),
                     }
@@ -913,6 +1085,28 @@ impl Survey<'_> {
                             self.report.changes.pop();
                             self.report.written.pop();
                         }
+                    }
+                    let mut stays = done.has_dst;
+                    if let Some(p) = done.extra.pruned.filter(|_| !done.extra.selected) {
+                        self.report.entries -= 1; // nothing is written to it
+                        stays = !self.delete || done.extra.stays;
+                        if !stays {
+                            // Emptied: it goes too, listed once in place of what it held.
+                            self.report.deleted = p.deleted + 1;
+                        }
+                        if self.list && stays {
+                            self.report.changes.remove(p.change);
+                            self.report.written.remove(p.written);
+                        } else if self.list {
+                            self.report.changes.truncate(p.change);
+                            self.report.written.truncate(p.written);
+                            let path = walk.to().to_path_buf();
+                            self.report.changes.push(Change { path, action: Action::Deleted });
+                        }
+                    }
+                    if let Some(up) = walk.stack.last_mut() {
+                        up.extra.selected |= done.extra.selected;
+                        up.extra.stays |= stays || done.extra.selected;
                     }
                     walk.leave();
                 }
@@ -940,11 +1134,22 @@ impl Survey<'_> {
         }
         let host = host_of(from, self.host_base);
         let Some(all) = decide(self.filter, host, kind == FileType::Directory, inside) else { return Ok(None) };
+        self.hit = kind != FileType::Directory;
         let existing = match dst_dir.map(|d| rustix::fs::statat(d, dst_name, AtFlags::SYMLINK_NOFOLLOW)) {
             None | Some(Err(rustix::io::Errno::NOENT)) => None,
             Some(Ok(e)) => Some(e),
             Some(Err(e)) => return Err(Error::io("inspect", to, e.into())),
         };
+        if let (Some(f), Some(_), Some(e)) = (self.filter.filter(|f| f.has_includes()), inside, &existing) {
+            // A directory with nothing restored below it replaces nothing (rsync's
+            // --prune-empty-dirs): what the target has there stays (`delete` judged it).
+            if kind == FileType::Directory
+                && fsops::file_type(e) != FileType::Directory
+                && !selects_below(src_dir, name, from, f, self.host_base, all)?
+            {
+                return Ok(None);
+            }
+        }
         let action = match &existing {
             None => Action::New,
             Some(e) => match (kind, fsops::file_type(e)) {
@@ -990,16 +1195,39 @@ impl Survey<'_> {
         let src_child = fsops::open_dir_at(src_dir, name).ctx("open directory", from)?;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
         let names = names_in(src_child.as_fd(), from, is_root)?;
+        let has_includes = self.filter.is_some_and(Filter::has_includes);
+        let pruned = (action == Action::Merged && inside.is_some() && has_includes).then(|| Pruned {
+            change: self.report.changes.len().saturating_sub(1),
+            written: self.report.written.len().saturating_sub(1),
+            deleted: self.report.deleted,
+        });
+        let mut stays = false;
         if let (true, Some(d)) = (self.delete, &dst_child) {
-            for (gone, _) in extraneous(d.as_fd(), to, &names, self.filter, host)? {
-                self.report.deleted += 1;
-                if self.list {
-                    self.report.changes.push(Change { path: join(to, &gone), action: Action::Deleted });
+            let found = extraneous(d.as_fd(), to, src_child.as_fd(), from, &names, self.filter, self.host_base, all)?;
+            stays = found.stays;
+            for (gone, is_dir, mark) in found.gone {
+                let shown = join(to, &gone);
+                if !(is_dir && self.list && self.filter.is_some()) {
+                    self.report.deleted += 1;
+                    if self.list {
+                        self.report.changes.push(Change { path: shown, action: Action::Deleted });
+                    }
+                    continue;
+                }
+                // What the filter leaves out stays, with the directories holding it: the
+                // dry run lists what goes, each at its top.
+                let host = join(host, &gone);
+                let removal = remove_dir(d.as_fd(), &gone, &host, &shown, self.filter, mark, true)?;
+                stays |= !removal.gone;
+                for rel in removal.removed {
+                    self.report.deleted += 1;
+                    let path = to.join(OsStr::from_bytes(&rel));
+                    self.report.changes.push(Change { path, action: Action::Deleted });
                 }
             }
         }
-        let prune = action == Action::New && inside.is_some() && self.filter.is_some_and(Filter::has_includes);
-        let mark = Mark { all, prune_at: prune.then_some(self.report.entries) };
+        let prune = action == Action::New && inside.is_some() && has_includes;
+        let mark = Mark { all, prune_at: prune.then_some(self.report.entries), pruned, selected: false, stays };
         Ok(Some((src_child, dst_child, names, mark)))
     }
 }
@@ -1098,6 +1326,11 @@ struct Filling {
     all: bool,
     /// It is new and is removed again when nothing was restored into it.
     prune: bool,
+    /// It was on the target, and is left as it is (or with `delete` removed when emptied) if
+    /// nothing below it is restored (see [`Pruned`]): the count of deletions before it.
+    pruned: Option<u64>,
+    /// Something below it is restored (a non-directory the filter selects).
+    selected: bool,
 }
 
 /// A directory to go down into: the snapshot's, the target's, and how to fill it.
@@ -1134,6 +1367,8 @@ struct Copier<'a> {
     files: Option<crossbeam_channel::Sender<FileJob>>,
     /// Set by a worker that failed: the walk stops.
     failed: &'a AtomicBool,
+    /// The last entry was a non-directory that is restored.
+    hit: bool,
 }
 
 /// How many created files may wait for a worker (two descriptors each): 128, fewer under a
@@ -1208,7 +1443,13 @@ impl<'a> Copier<'a> {
                     walk.enter(&child);
                     let (s, d) = walk.dirs();
                     let d = d.expect("the target directory is open");
-                    match self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge, Some(inside))? {
+                    self.hit = false;
+                    let below =
+                        self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge, Some(inside))?;
+                    if self.hit {
+                        walk.stack.last_mut().expect("the stack is not empty here").extra.selected = true;
+                    }
+                    match below {
                         Some(d) => walk.descend(d.src, Some(d.dst), d.names, d.filling)?,
                         None => walk.leave(),
                     }
@@ -1216,8 +1457,22 @@ impl<'a> Copier<'a> {
                 None => {
                     walk.reopen_parent()?;
                     let done = walk.stack.pop().expect("the stack is not empty here");
+                    if let Some(up) = walk.stack.last_mut() {
+                        up.extra.selected |= done.extra.selected;
+                    }
                     let (src, dst) = (done.src.expect("the top level is open"), done.dst.expect("and has a target"));
                     if done.extra.prune && self.prune_empty(&walk)? {
+                        walk.leave();
+                        continue;
+                    }
+                    if let Some(deleted) = done.extra.pruned.filter(|_| !done.extra.selected) {
+                        // Nothing below it is restored: as with rsync --prune-empty-dirs, it
+                        // is left as it is, or with `delete` removed when emptied (listed once).
+                        self.report.entries -= 1;
+                        drop(dst);
+                        if self.delete && self.remove_if_empty(&walk)? {
+                            self.report.deleted = deleted + 1;
+                        }
                         walk.leave();
                         continue;
                     }
@@ -1233,15 +1488,22 @@ impl<'a> Copier<'a> {
     /// A new directory that the filter left empty is removed again (true); false when
     /// something was restored into it.
     fn prune_empty(&mut self, walk: &Walk<Filling>) -> Result<bool> {
+        let gone = self.remove_if_empty(walk)?;
+        if gone {
+            self.report.entries -= 1;
+        }
+        Ok(gone)
+    }
+
+    /// Removes the directory the walk just left (through its parent's descriptor) when it is
+    /// empty; true when it is gone.
+    fn remove_if_empty(&mut self, walk: &Walk<Filling>) -> Result<bool> {
         let (_, parent) = walk.dirs();
         let parent = parent.expect("the target directory is open");
         let to = walk.to().as_os_str().as_bytes();
         let name = cstr(OsStr::from_bytes(&to[to.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..]));
         match rustix::fs::unlinkat(parent, &name, AtFlags::REMOVEDIR) {
-            Ok(()) => {
-                self.report.entries -= 1;
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(false),
             Err(e) => Err(Error::io("remove empty directory", walk.to(), e.into())),
         }
@@ -1272,8 +1534,9 @@ impl<'a> Copier<'a> {
             .map_err(|e| Error::io("inspect", from, e.into()))?;
         let is_dir = fsops::file_type(&st) == FileType::Directory;
         let Some(all) = decide(self.filter, host_of(from, self.host_base), is_dir, inside) else { return Ok(None) };
+        self.hit = !is_dir && fsops::file_type(&st) != FileType::Socket;
         let prune = inside.is_some() && self.filter.is_some_and(Filter::has_includes);
-        let at = At { src_dir, name, dst_dir, from, rel, all, prune };
+        let at = At { src_dir, name, dst_dir, from, rel, all, prune, inside };
         match merge {
             true => self.merge_entry(&at, &st, dst_name, to),
             false => self.copy_entry(&at, &st, dst_name, to),
@@ -1355,13 +1618,24 @@ impl<'a> Copier<'a> {
                 }
                 return Ok(Some(filling));
             }
+            (FileType::Directory, _)
+                if at.prune
+                    && !selects_below(src_dir, name, from, self.filter.expect("prune"), self.host_base, at.all)? =>
+            {
+                // Nothing below it is restored, so it replaces nothing (see `Survey::entry`).
+            }
             (_, FileType::Directory) if self.delete => {
                 // `delete` replaces a directory where the snapshot has something else (the
                 // survey counted it as replaced, which needs `force`).
                 let host = host_of(from, self.host_base).to_path_buf();
-                if !self.remove_dir(dst_dir, dst_name, &host, to)? {
+                let mark = decide(self.filter, &host, true, at.inside);
+                let gone = match mark {
+                    Some(mark) => remove_dir(dst_dir, dst_name, &host, to, self.filter, mark, false)?.gone,
+                    None => false,
+                };
+                if !gone {
                     return Err(Error::Guard(format!(
-                        "{} holds entries the filter excludes, so it cannot be replaced by the snapshot's {}",
+                        "{} holds entries the patterns protect from deletion (excluded, or matching no include), so it cannot be replaced by the snapshot's {}",
                         to.display(),
                         from.display()
                     )));
@@ -1414,44 +1688,32 @@ impl<'a> Copier<'a> {
         self.report.entries += 1;
         let is_root = (st.st_dev, st.st_ino) == self.root_id;
         let names = names_in(src.as_fd(), at.from, is_root)?;
-        let filling = Filling { st: *st, merge, all: at.all, prune: at.prune && !merge };
+        let pruned = (merge && at.prune).then_some(self.report.deleted);
+        let filling = Filling { st: *st, merge, all: at.all, prune: at.prune && !merge, pruned, selected: false };
         Ok(Descend { src, dst, names, filling })
     }
 
-    /// Removes what the target directory of `d` holds that the snapshot's does not (`delete`).
+    /// Removes what the target directory of `d` holds that the restore does not write there
+    /// and the filter does not protect (`delete`, see [`extraneous`]).
     fn delete_extraneous(&mut self, d: &Descend, from: &Path, to: &Path) -> Result<()> {
         let host_dir = host_of(from, self.host_base).to_path_buf();
-        for (name, is_dir) in extraneous(d.dst.as_fd(), to, &d.names, self.filter, &host_dir)? {
+        let found =
+            extraneous(d.dst.as_fd(), to, d.src.as_fd(), from, &d.names, self.filter, self.host_base, d.filling.all)?;
+        for (name, is_dir, mark) in found.gone {
             let shown = join(to, &name);
             match is_dir {
                 true => {
-                    self.remove_dir(d.dst.as_fd(), &name, &host_dir.join(OsStr::from_bytes(name.to_bytes())), &shown)?;
+                    let host = host_dir.join(OsStr::from_bytes(name.to_bytes()));
+                    let removal = remove_dir(d.dst.as_fd(), &name, &host, &shown, self.filter, mark, false)?;
+                    self.report.deleted += removal.removed.len() as u64;
                 }
-                false => rustix::fs::unlinkat(d.dst.as_fd(), &name, AtFlags::empty()).ctx("remove", &shown)?,
+                false => {
+                    rustix::fs::unlinkat(d.dst.as_fd(), &name, AtFlags::empty()).ctx("remove", &shown)?;
+                    self.report.deleted += 1;
+                }
             }
-            self.report.deleted += 1;
         }
         Ok(())
-    }
-
-    /// Removes the target's directory `dir/name` (shown as `to`; `host` is its path as it
-    /// would be on the host, which the patterns are matched against) with everything in it
-    /// but what the filter excludes, without following a symlink; true when it is gone.
-    fn remove_dir(&mut self, dir: BorrowedFd, name: &CStr, host: &Path, to: &Path) -> Result<bool> {
-        let parent = Dir::from_trusted_fd(
-            dir.try_clone_to_owned().ctx("duplicate handle of", to)?,
-            to.parent().unwrap_or(Path::new("")).to_path_buf(),
-        )?;
-        let name =
-            Name::new(name.to_bytes()).map_err(|e| Error::Unsafe { path: to.to_path_buf(), message: e.to_string() })?;
-        let Some(filter) = self.filter.filter(|f| !f.is_empty()) else {
-            parent.remove_tree(&name)?;
-            return Ok(true);
-        };
-        let host_parent = host.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let keep =
-            move |rel: &[u8], is_dir: bool| filter.is_excluded(&host_parent.join(OsStr::from_bytes(rel)), is_dir);
-        parent.remove_tree_keeping(&name, &keep)
     }
 
     /// Reports progress, when asked to.
@@ -1509,6 +1771,8 @@ struct At<'p> {
     all: bool,
     /// A new directory here is removed again if nothing is restored into it.
     prune: bool,
+    /// What the filter said about the directory holding it (`None` for the restored path).
+    inside: Option<bool>,
 }
 
 /// The directory holding `rel` below `root` and the last name of `rel`, opened one
