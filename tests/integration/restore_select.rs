@@ -243,18 +243,12 @@ fn delete_makes_dest_what_rsync_delete_makes_it_and_its_dry_run_lists_the_deleti
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         // The dry run: deletions listed first, nothing changed.
-        let before = sh(&format!(
-            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
-            ours.display()
-        ));
+        let before = tree_state(&ours);
         let mut dry = args.clone();
         dry.push("--dry-run");
         let out = env.run("restore", &dry);
         assert!(out.status.success(), "{}", show(&out));
-        let after = sh(&format!(
-            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
-            ours.display()
-        ));
+        let after = tree_state(&ours);
         assert_eq!(before, after, "the dry run changed DEST");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let lines: Vec<&str> = stdout.lines().collect();
@@ -432,12 +426,7 @@ fn delete_with_include_removes_what_rsync_delete_removes_and_keeps_what_the_rule
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let filters = rsync_filters(includes, excludes);
         // The dry run: deletions listed first, nothing changed.
-        let fingerprint = || {
-            sh(&format!(
-                "cd '{}' && find . -printf '%p %s %T@ %y %l\\n' | sort && cat $(find . -type f | sort)",
-                ours.display()
-            ))
-        };
+        let fingerprint = || tree_state(&ours);
         let before = fingerprint();
         let mut dry = args.clone();
         dry.push("--dry-run");
@@ -608,12 +597,7 @@ fn delete_with_include_removes_a_planted_symlink_as_a_link_and_never_follows_one
     write(&victim.join("sub/x.txt"), "also precious\n");
     write(&victim.join("e.txt"), "named as the snapshot's b/c/e.txt\n");
     write(&victim.join("new.txt"), "named as an included file\n");
-    let fingerprint = || {
-        sh(&format!(
-            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
-            victim.display()
-        ))
-    };
+    let fingerprint = || tree_state(&victim);
     let before = fingerprint();
     let dest = env.dir.path().join("dest-tree");
     sh(&format!("cp -a '{}' '{}'", env.src.display(), dest.display()));
@@ -671,12 +655,7 @@ fn delete_never_follows_a_symlink_planted_in_dest() {
     write(&victim.join("precious.txt"), "precious\n");
     write(&victim.join("sub/x.txt"), "also precious\n");
     write(&victim.join("a/y.log"), "looks like the snapshot's\n");
-    let snapshot_of_victim = || {
-        sh(&format!(
-            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
-            victim.display()
-        ))
-    };
+    let snapshot_of_victim = || tree_state(&victim);
     let before = snapshot_of_victim();
     let dest = env.dir.path().join("dest-tree");
     sh(&format!("cp -a '{}' '{}'", env.src.display(), dest.display()));
@@ -746,12 +725,7 @@ fn patterns_never_write_or_prune_through_a_symlink_planted_in_dest() {
     env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
     let victim = env.dir.path().join("victim");
     write(&victim.join("precious.txt"), "precious\n");
-    let fingerprint = || {
-        sh(&format!(
-            "cd '{}' && find . -printf '%p %s %T@ %y\\n' | sort && cat $(find . -type f | sort)",
-            victim.display()
-        ))
-    };
+    let fingerprint = || tree_state(&victim);
     let before = fingerprint();
     let dest = env.dir.path().join("dest-tree");
     std::fs::create_dir_all(dest.join("b")).unwrap();
@@ -769,4 +743,10 @@ fn patterns_never_write_or_prune_through_a_symlink_planted_in_dest() {
     // link stays as it was (as rsync --prune-empty-dirs leaves it), not followed.
     assert!(std::fs::symlink_metadata(dest.join("b/empty")).unwrap().file_type().is_symlink());
     assert!(!dest.join("a").exists(), "a directory with nothing included is not created");
+}
+
+/// Every entry of the tree at `dir` (path, size, mtime, type, link target) and the content of
+/// every file: equal before and after means nothing there changed.
+fn tree_state(dir: &std::path::Path) -> String {
+    sh(&format!("cd '{}' && find . -printf '%p %s %T@ %y %l\\n' | sort && cat $(find . -type f | sort)", dir.display()))
 }
