@@ -131,21 +131,7 @@ pub fn build(
             scope.spawn(move || record_in_order(w, out_rx))
         };
         drop(out_rx);
-        let mut lister = Lister {
-            opts,
-            work,
-            job_tx,
-            out_tx,
-            seq: 0,
-            root_dev: 0,
-            excluded: 0,
-            tagged: (0, 0),
-            skip: opts.skip_dir,
-            skip_reported: false,
-            in_flight: Slots::new(dirs_in_flight()),
-            chunks,
-            dry: None,
-        };
+        let mut lister = Lister::new(opts, work, (job_tx, out_tx), Slots::new(dirs_in_flight()), chunks, None);
         let listed = lister.run(Some(&work_fd), base_fd.as_ref());
         let (excluded, tagged) = (lister.excluded, lister.tagged);
         drop(lister); // closes the channels so workers and the writer finish
@@ -220,21 +206,8 @@ pub fn plan(opts: &BuildOptions, base: Option<&Dir>, planner: &mut dyn Planner) 
     // Nobody listens: a dry run has no workers and no writer (warnings go nowhere).
     let (job_tx, _) = crossbeam_channel::bounded::<Job>(0);
     let (out_tx, _) = crossbeam_channel::unbounded::<(u64, Item)>();
-    let mut lister = Lister {
-        opts,
-        work: Path::new(""),
-        job_tx,
-        out_tx,
-        seq: 0,
-        root_dev: 0,
-        excluded: 0,
-        tagged: (0, 0),
-        skip: opts.skip_dir,
-        skip_reported: false,
-        in_flight: Slots::new(1),
-        chunks: ChunkCursor::empty(),
-        dry: Some(planner),
-    };
+    let mut lister =
+        Lister::new(opts, Path::new(""), (job_tx, out_tx), Slots::new(1), ChunkCursor::empty(), Some(planner));
     lister.run(None, base_fd.as_ref())?;
     let (excluded_caches, excluded_if_present) = lister.tagged;
     Ok(Planned { excluded: lister.excluded, excluded_caches, excluded_if_present })
@@ -414,7 +387,35 @@ struct Lister<'a> {
     dry: Option<&'a mut dyn Planner>,
 }
 
-impl Lister<'_> {
+impl<'a> Lister<'a> {
+    /// A lister at the start of a walk: `channels` to the workers and the writer (nobody
+    /// listens in a dry run), `in_flight` the complete directories the writer may hold.
+    fn new(
+        opts: &'a BuildOptions<'a>,
+        work: &'a Path,
+        channels: (crossbeam_channel::Sender<Job>, crossbeam_channel::Sender<(u64, Item)>),
+        in_flight: Slots,
+        chunks: ChunkCursor,
+        dry: Option<&'a mut dyn Planner>,
+    ) -> Lister<'a> {
+        let (job_tx, out_tx) = channels;
+        Lister {
+            opts,
+            work,
+            job_tx,
+            out_tx,
+            seq: 0,
+            root_dev: 0,
+            excluded: 0,
+            tagged: (0, 0),
+            skip: opts.skip_dir,
+            skip_reported: false,
+            in_flight,
+            chunks,
+            dry,
+        }
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq - 1
