@@ -423,3 +423,90 @@ fn make_room_removes_one_subvolume_when_one_is_enough() {
     assert_eq!(env.snapshot_ids(), vec!["daily/2025-04-02_02-00-00", "daily/2025-04-03_02-00-00"]);
     assert_all_sealed(&env, &fs);
 }
+
+/// `hwc-backup pull` of `env.src` as host `client` into the btrfs store, through an `ssh`
+/// stand-in that runs the real agent here (allowed `env.src` only).
+fn pull_into_btrfs(env: &Env, when: &str) -> std::process::Output {
+    let ssh = env.dir.path().join("local-ssh");
+    if !ssh.exists() {
+        std::fs::write(&ssh, format!("#!/bin/bash\nexec '{}' agent --allow '{}'\n", bin(), s(&env.src))).unwrap();
+        sh(&format!("chmod +x '{}'", ssh.display()));
+    }
+    env.cmd(&["pull", "--address", "client.lan", "--user", "root", "--source", &s(&env.src)])
+        .args(["--dest", &s(&env.dest), "--host", "client", "--state-dir", &s(&env.state), "--now", when])
+        .args(["--no-prune", "--store", "btrfs", "--ssh-program", &s(&ssh)])
+        .output()
+        .unwrap()
+}
+
+/// Issue 19: a pulled host on a btrfs destination. Each pull fills a fresh subvolume (a pull
+/// has no in-place mode), sealed read-only like a local snapshot; unchanged files are
+/// reflinks of their previous copies (new inodes sharing the blocks: a pull of an unchanged
+/// 3 MiB file adds far less than its size), the tree equals the source, hard links stay hard
+/// links; a directory of the previous snapshot replaced by a symlink to a victim is never
+/// followed (nothing of the victim is read into the snapshot or changed).
+#[test]
+fn pulled_hosts_are_stored_as_fresh_subvolumes_with_reflinked_unchanged_files() {
+    let env = Env::new();
+    let _fs = Btrfs::on(&env);
+    seed(&env);
+    let host = env.dest.join("client");
+    let rel = s(&env.src).trim_start_matches('/').to_string();
+    let inside = |id: &str| host.join("daily").join(id).join(&rel);
+    let same = |id: &str| {
+        let out = Command::new("rsync")
+            .args(["-aHAXn", "--itemize-changes", "--delete"])
+            .arg(format!("{}/", env.src.display()))
+            .arg(format!("{}/", inside(id).display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "rsync: {}", show(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{id} differs from the source");
+    };
+    let o = pull_into_btrfs(&env, "2025-01-01T02:00:00Z");
+    assert!(o.status.success(), "{}", show(&o));
+    let first = "2025-01-01_02-00-00";
+    same(first);
+    assert!(is_subvolume(&host.join("daily").join(first)) && readonly(&host.join("daily").join(first)));
+
+    write(&env.src.join("d/f3"), "changed\n");
+    std::fs::remove_file(env.src.join("d/f4")).unwrap();
+    let before = used(&env.dest);
+    let o = pull_into_btrfs(&env, "2025-01-02T02:00:00Z");
+    assert!(o.status.success(), "{}", show(&o));
+    let grown = used(&env.dest).saturating_sub(before);
+    let second = "2025-01-02_02-00-00";
+    same(second);
+    let snap = host.join("daily").join(second);
+    assert!(is_subvolume(&snap) && readonly(&snap), "not a sealed subvolume");
+    for f in ["big", "d/f1", "d/f10"] {
+        let (a, b) = (inside(first).join(f), inside(second).join(f));
+        let id = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino(), m.nlink())).unwrap();
+        assert_ne!(id(&a).0, id(&b).0, "{f}: not in a subvolume of its own");
+        assert_eq!(id(&b).2, 1, "{f}: hard-linked");
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "{f}");
+    }
+    let (h1, h2) = (inside(second).join("d/f2"), inside(second).join("d/f2-hardlink"));
+    assert_eq!(std::fs::metadata(&h1).unwrap().ino(), std::fs::metadata(&h2).unwrap().ino(), "hard link lost");
+    assert!(grown < 1 << 20, "an unchanged 3 MiB file was copied, not reflinked: {grown} bytes added");
+
+    // The previous snapshot's `d` replaced by a symlink to a victim holding a file like the
+    // source's (same name, size and time): the next pull neither follows nor changes it.
+    let victim = env.dir.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    sh(&format!("cp -a '{}' '{}'", env.src.join("d/f1").display(), victim.display()));
+    write(&victim.join("f10"), "vict 10\n"); // the size of "file 10\n"
+    sh(&format!("touch -r '{}' '{}'", env.src.join("d/f10").display(), victim.join("f10").display()));
+    let victim_tree = tree(&victim);
+    let prev = host.join("daily").join(second);
+    let o = Command::new("btrfs").args(["property", "set"]).arg(&prev).args(["ro", "false"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    std::fs::remove_dir_all(inside(second).join("d")).unwrap();
+    std::os::unix::fs::symlink(&victim, inside(second).join("d")).unwrap();
+    let o = Command::new("btrfs").args(["property", "set"]).arg(&prev).args(["ro", "true"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let o = pull_into_btrfs(&env, "2025-01-03T02:00:00Z");
+    assert!(o.status.success(), "{}", show(&o));
+    same("2025-01-03_02-00-00");
+    assert_eq!(tree(&victim), victim_tree, "the victim changed");
+}

@@ -469,6 +469,11 @@ pub struct PullArgs {
     /// plan (with one: hosts.<name>.devices).
     #[arg(long)]
     pub devices: bool,
+    /// How the host's snapshots are stored: auto (btrfs subvolumes where the destination
+    /// allows, else hard links; the default), hardlink, or btrfs. Overrides the plan's
+    /// local.store.
+    #[arg(long, value_name = "MODE")]
+    pub store: Option<hwc_backup_engine::plan::StoreMode>,
     /// Run as if the time were this (RFC 3339); a testing aid.
     #[arg(long, value_name = "TIME")]
     pub now: Option<String>,

@@ -425,8 +425,9 @@ fn build_and_publish(
     let base = existing.last();
     let incomplete = host.incomplete(target.lock)?;
     let base_dir = base.map(|b| host.open_snapshot(b)).transpose()?;
-    let work =
-        crate::store::btrfs::create_work(crate::store::btrfs::mode_of(job), &incomplete, &name, base_dir.as_ref())?;
+    let mode = crate::store::btrfs::mode_of(job);
+    let in_place = job.pulled().is_none();
+    let work = crate::store::btrfs::create_work(mode, &incomplete, &name, base_dir.as_ref(), in_place)?;
     drop(base_dir);
     let result =
         build_into(job, source, opts, started, &name, excludes, target, base, &incomplete, &work, progress, report);

@@ -18,7 +18,10 @@ pub fn pull(a: PullArgs) -> Result<Exit> {
     a.target.check_host()?;
     let now = parse_now(&a.now)?;
     let configured = a.address.is_none();
-    let job = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
+    let mut job = if configured { from_plan(&a)? } else { ad_hoc(&a)? };
+    if let Some(mode) = a.store {
+        job.store.destination.store = mode;
+    }
     let host = &job.pulled().expect("pull builds a pulled host's job").remote;
     let mut opts = RunOptions::for_job(&job);
     opts.now = now;

@@ -124,6 +124,7 @@ impl Source for Pull<'_> {
             one_file_system: opts.one_file_system,
             devices: self.devices,
             cancel: opts.cancel,
+            method: opts.method,
         };
         pull::build(conn, &popts, work, manifest, base, progress)
     }

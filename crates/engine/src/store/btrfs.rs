@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | a subvolume | a writable snapshot of it | left where they are ([`Method::Keep`]): the walk writes what changed and removes what vanished |
 //! | a plain directory (hard-link history), or none | a fresh, empty subvolume | reflinked from it (`FICLONE`, [`Method::Clone`]): blocks shared, no data copied |
+//! | anything, for a pulled host | a fresh, empty subvolume | reflinked from it ([`Method::Clone`]) |
 //!
 //! Then the manifest is written as in the hard-link store, the subvolume is made read-only
 //! and published by the same rename into `daily/` (the kernel refuses to move a read-only
@@ -15,8 +16,11 @@
 //! (`fs::Dir::remove_snapshot`), falling back to deleting its files.
 //!
 //! `auto` (the default) uses subvolumes when the host directory is on btrfs and creating one
-//! there works, else hard links, and says which it used. A pulled host is always stored with
-//! hard links: a pull writes a fresh tree from the agent's stream and has no in-place mode.
+//! there works, else hard links, and says which it used. A pull writes a fresh tree from the
+//! agent's stream and has no in-place mode, so a pulled host's snapshot is always a fresh
+//! subvolume whose unchanged files are reflinks of the previous copies: one `FICLONE` per
+//! unchanged file where the hard-link store makes one `link()`, and a snapshot deleted with
+//! one ioctl.
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
@@ -35,22 +39,17 @@ pub struct Work {
     pub subvolume: bool,
 }
 
-/// The store mode a job asks for (a pulled host: always hard links).
+/// The store mode a job asks for.
 pub fn mode_of(job: &Job) -> StoreMode {
-    match job.store.destination.store {
-        StoreMode::Btrfs if job.pulled().is_some() => {
-            tracing::info!("host {}: pulled hosts are stored with hard links (no btrfs store for a pull)", job.host());
-            StoreMode::Hardlink
-        }
-        StoreMode::Auto if job.pulled().is_some() => StoreMode::Hardlink,
-        m => m,
-    }
+    job.store.destination.store
 }
 
 /// Creates the work tree `name` in `incomplete` for `mode`, from the previous snapshot
-/// `base` (held open). `btrfs` on anything but btrfs, or where no subvolume can be created,
-/// is an error naming the destination; `auto` then falls back to a plain directory.
-pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<&Dir>) -> Result<Work> {
+/// `base` (held open). `in_place`: the build can write into a copy of the previous snapshot
+/// (a local walk; not a pull, which fills an empty tree). `btrfs` on anything but btrfs, or
+/// where no subvolume can be created, is an error naming the destination; `auto` then falls
+/// back to a plain directory.
+pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<&Dir>, in_place: bool) -> Result<Work> {
     let plain = |incomplete: &Dir| -> Result<Work> {
         Ok(Work { dir: incomplete.create_new_dir(name, 0o755)?, method: Method::Link, subvolume: false })
     };
@@ -67,7 +66,7 @@ pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<
         return plain(incomplete);
     }
     let from_snapshot = match base {
-        Some(b) if b.is_subvolume()? => Some(b),
+        Some(b) if in_place && b.is_subvolume()? => Some(b),
         _ => None,
     };
     let fresh = || {

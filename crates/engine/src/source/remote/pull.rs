@@ -65,6 +65,9 @@ pub struct PullOptions<'a> {
     pub devices: bool,
     /// Set to stop early (the run then fails).
     pub cancel: &'a AtomicBool,
+    /// How unchanged files are shared with the previous snapshot: hard links, or reflinks
+    /// into a fresh btrfs subvolume (`store::btrfs`). Never `Keep`: a pull fills an empty tree.
+    pub method: place::Method,
 }
 
 /// Pulls one snapshot tree into `work` (an empty directory) over `conn`, writing its
@@ -526,7 +529,9 @@ impl<'a, R: Read> Puller<'a, R> {
             // Any failure of the link (even at the link count limit) means a copy.
             let st = fsops::stat_at(p.as_fd(), &c).ok();
             let previous = st.as_ref().map(|st| (p.as_fd(), st, &self.avoid));
-            if place::place(previous, &meta.quick(), dst.as_fd(), &c).is_ok_and(|p| p == Placement::Linked) {
+            if place::place_by(self.opts.method, previous, &meta.quick(), dst.as_fd(), &c)
+                .is_ok_and(|p| p == Placement::Linked)
+            {
                 return self.push_file(c, Some(Outcome::Symlink { linked: true }));
             }
         }
@@ -589,7 +594,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
         let previous = prev.as_ref().zip(prev_st.as_ref()).map(|(p, st)| (p.as_fd(), st, &self.avoid));
-        let emlink = match place::place(previous, &meta.quick(), dst.as_fd(), &c) {
+        let emlink = match place::place_by(self.opts.method, previous, &meta.quick(), dst.as_fd(), &c) {
             Ok(Placement::Linked) => return self.linked_to_previous(c, &meta, link, &dst),
             Ok(Placement::Copy { emlink }) => emlink,
             Err(e) => {
