@@ -5,6 +5,7 @@
 //! hard-link snapshot cost about one `fstatat` and one `linkat` per unchanged file (rsync 3.5
 //! re-resolves the link-dest path from `/` for every file; see the performance issue).
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -286,6 +287,57 @@ pub fn apply_meta_fd(src: Option<BorrowedFd>, dst: BorrowedFd, st: &Stat) -> io:
         copy_xattrs_fd(src, dst)?;
     }
     rustix::fs::futimens(dst, &timestamps(st))?;
+    Ok(())
+}
+
+/// For a directory kept from a writable snapshot of the previous snapshot (the btrfs store):
+/// whether `dst` already has what [`apply_meta_fd`] would give it from `st` and `src` — the
+/// owner (when this process may set it), the permission bits, the modification time to the
+/// nanosecond and exactly the extended attributes of `src` (names and values). Then applying
+/// it again would only rewrite the inode (on btrfs a copy-on-write of its metadata, committed
+/// by the publish's `syncfs`) without changing anything `rsync -aHAX` compares. The access time
+/// is not compared (kept, as an unchanged file's is). Reads only; any error means "no".
+pub fn meta_matches_fd(src: Option<BorrowedFd>, dst: BorrowedFd, st: &Stat) -> bool {
+    let Ok(now) = rustix::fs::fstat(dst) else { return false };
+    if can_chown() && (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid) {
+        return false;
+    }
+    if now.st_mode & 0o7777 != st.st_mode & 0o7777
+        || (now.st_mtime, now.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
+    {
+        return false;
+    }
+    let Some(src) = src else { return true };
+    xattrs_of_fd(src).is_ok_and(|a| xattrs_of_fd(dst).is_ok_and(|b| a == b))
+}
+
+/// The extended attributes of an open file, sorted by name.
+fn xattrs_of_fd(fd: BorrowedFd) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let names = list(|b| rustix::fs::flistxattr(fd, b))?;
+    let mut out = Vec::new();
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let name = CString::new(name).expect("split on NUL");
+        let value = list(|b| rustix::fs::fgetxattr(fd, &name, b))?;
+        out.push((name, value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the extended attributes of `dst` that `src` does not have: for a directory kept
+/// from a writable snapshot of the previous snapshot, whose attributes [`apply_meta_fd`]
+/// would otherwise only add to.
+pub fn remove_extra_xattrs_fd(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
+    let have = list(|b| rustix::fs::flistxattr(src, b))?;
+    let have: HashSet<&[u8]> = have.split(|&c| c == 0).filter(|n| !n.is_empty()).collect();
+    let names = list(|b| rustix::fs::flistxattr(dst, b))?;
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty() && !have.contains(n)) {
+        let name = CString::new(name).expect("split on NUL");
+        match rustix::fs::fremovexattr(dst, &name) {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 
