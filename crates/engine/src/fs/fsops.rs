@@ -397,22 +397,30 @@ fn fd_path(dir: BorrowedFd, name: &CStr) -> CString {
 
 /// Creates a directory that only we can enter while it is being filled; its real mode is
 /// applied when it is complete.
-///
-/// Opened with `O_NOATIME` where this process may (the owner, or root): in a writable
-/// snapshot of the previous snapshot (the btrfs store) the directory is already there and is
-/// listed to find what vanished, and with `relatime` that first listing would write its access
-/// time (older than its ctime or than a day, as in every kept directory) — on btrfs a
-/// copy-on-write of every directory's inode on every run, committed by the publish's `syncfs`.
 pub fn make_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    make_dir_with(dir, name, OFlags::empty())
+}
+
+/// [`make_dir_at`], the directory opened with `O_NOATIME` where this process may (the owner,
+/// or root): for a writable snapshot of the previous snapshot (the btrfs store), where the
+/// directory is usually there already and is listed to find what vanished. With `relatime`
+/// that first listing would write its access time (older than its ctime or than a day, as in
+/// every kept directory): on btrfs a copy-on-write of every directory's inode on every run,
+/// committed by the publish's `syncfs`.
+pub fn make_dir_at_noatime(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    match make_dir_with(dir, name, OFlags::NOATIME) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => make_dir_at(dir, name),
+        other => other,
+    }
+}
+
+fn make_dir_with(dir: BorrowedFd, name: &CStr, extra: OFlags) -> io::Result<OwnedFd> {
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(e.into()),
     }
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?),
-        other => Ok(other?),
-    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 /// Whether an I/O error concerns the destination as a whole (no space, read-only, I/O

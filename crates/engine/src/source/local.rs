@@ -885,9 +885,14 @@ impl Lister<'_> {
     /// into a directory): it is removed first.
     fn make_dir(&self, parent: Option<&OwnedFd>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
         let Some(dir) = parent.map(|p| p.as_fd()) else { return Ok(None) };
-        let made = match fsops::make_dir_at(dir, name) {
+        let keep = self.opts.method == place::Method::Keep;
+        let make = |dir, name: &CStr| match keep {
+            true => fsops::make_dir_at_noatime(dir, name),
+            false => fsops::make_dir_at(dir, name),
+        };
+        let made = match make(dir, name) {
             Err(e)
-                if self.opts.method == place::Method::Keep
+                if keep
                     && matches!(
                         rustix::io::Errno::from_io_error(&e),
                         Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
@@ -895,7 +900,7 @@ impl Lister<'_> {
             {
                 rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty())
                     .map_err(std::io::Error::from)
-                    .and_then(|()| fsops::make_dir_at(dir, name))
+                    .and_then(|()| make(dir, name))
             }
             other => other,
         };
