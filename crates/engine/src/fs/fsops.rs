@@ -334,7 +334,16 @@ pub fn remove_extra_xattrs_fd(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()
     for name in names.split(|&c| c == 0).filter(|n| !n.is_empty() && !have.contains(n)) {
         let name = CString::new(name).expect("split on NUL");
         match rustix::fs::fremovexattr(dst, &name) {
-            Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+            // Gone already, or one the destination keeps for itself (a security label the
+            // kernel or an LSM sets and may refuse to drop): left, as a fresh directory
+            // would have it too.
+            Ok(())
+            | Err(
+                rustix::io::Errno::NODATA
+                | rustix::io::Errno::PERM
+                | rustix::io::Errno::ACCESS
+                | rustix::io::Errno::NOTSUP,
+            ) => {}
             Err(e) => return Err(e.into()),
         }
     }
