@@ -510,3 +510,72 @@ fn pulled_hosts_are_stored_as_fresh_subvolumes_with_reflinked_unchanged_files() 
     same("2025-01-03_02-00-00");
     assert_eq!(tree(&victim), victim_tree, "the victim changed");
 }
+
+/// A no-change run in the btrfs store writes no directory's metadata (every directory of the
+/// new subvolume keeps its ctime and its atime, so btrfs copies none of them on write) and relinks no
+/// source hard link; a directory whose mode, mtime, owner or extended attributes changed in
+/// the source is still updated, an extended attribute removed from it is removed, and a
+/// directory the walk writes into gets its source mtime back (issue 19, the no-change cost).
+#[test]
+fn directory_metadata_is_written_only_where_it_changed() {
+    require("setfattr");
+    let env = Env::new();
+    let fs = Btrfs::on(&env);
+    seed(&env);
+    std::fs::create_dir_all(env.src.join("m/a")).unwrap();
+    std::fs::create_dir_all(env.src.join("m/b")).unwrap();
+    write(&env.src.join("m/a/x"), "x\n");
+    write(&env.src.join("m/b/y"), "y\n");
+    sh(&format!("setfattr -n user.tag -v one '{}'", env.src.join("m/b").display()));
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    let first = env.in_snapshot("daily/2025-01-01_02-00-00");
+
+    // No change: no directory (nor the source's hard link, nor its directory) is written.
+    std::thread::sleep(Duration::from_millis(20));
+    env.snapshot_ok("2025-01-02T02:00:00Z", &["--store", "btrfs"]);
+    let second = env.in_snapshot("daily/2025-01-02_02-00-00");
+    assert_same(&env, "daily/2025-01-02_02-00-00");
+    let ctime = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    // Nor its access time, which `relatime` would write on the first listing of each kept
+    // directory (its atime is older than its ctime here, as after a day everywhere).
+    let atime = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.atime(), m.atime_nsec())
+    };
+    for d in ["", "d", "d/sub", "m", "m/a", "m/b"] {
+        assert_eq!(ctime(&first.join(d)), ctime(&second.join(d)), "directory '{d}' was written again");
+        assert_eq!(atime(&first.join(d)), atime(&second.join(d)), "directory '{d}' got a new access time");
+    }
+    assert_eq!(ino(&first.join("d/f2-hardlink")), ino(&second.join("d/f2-hardlink")), "the hard link was redone");
+    assert_eq!(ino(&second.join("d/f2")), ino(&second.join("d/f2-hardlink")));
+
+    // Metadata-only changes of directories, each without touching their entries.
+    sh(&format!(
+        "chmod 750 '{a}' && touch -m -d '2020-02-03 04:05:06.123456789' '{m}' && \
+         setfattr -x user.tag '{b}' && setfattr -n user.new -v two '{a}' && chown 1234:5678 '{sub}'",
+        a = env.src.join("m/a").display(),
+        m = env.src.join("m").display(),
+        b = env.src.join("m/b").display(),
+        sub = env.src.join("d/sub").display(),
+    ));
+    // And one directory the walk writes into (a new file), whose mtime changes in the copy.
+    write(&env.src.join("m/b/z"), "z\n");
+    env.snapshot_ok("2025-01-03T02:00:00Z", &["--store", "btrfs"]);
+    assert_same(&env, "daily/2025-01-03_02-00-00");
+    let third = env.in_snapshot("daily/2025-01-03_02-00-00");
+    let meta = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+    assert_eq!(meta(&third.join("m/a")).mode() & 0o7777, 0o750);
+    assert_eq!((meta(&third.join("m")).mtime(), meta(&third.join("m")).mtime_nsec()), (1580702706, 123456789));
+    assert_eq!((meta(&third.join("d/sub")).uid(), meta(&third.join("d/sub")).gid()), (1234, 5678));
+    let xattrs =
+        |p: &Path| sh(&format!("getfattr -d --absolute-names '{}' 2>/dev/null | grep -v '^#' || true", p.display()));
+    assert!(!xattrs(&third.join("m/b")).contains("user.tag"), "a removed xattr stayed");
+    assert!(xattrs(&third.join("m/a")).contains("user.new"), "a new xattr is missing");
+    // The older snapshots are untouched.
+    assert!(xattrs(&second.join("m/b")).contains("user.tag"));
+    assert_eq!(meta(&second.join("m/a")).mode() & 0o7777, 0o755);
+    assert_all_sealed(&env, &fs);
+}

@@ -5,6 +5,7 @@
 //! hard-link snapshot cost about one `fstatat` and one `linkat` per unchanged file (rsync 3.5
 //! re-resolves the link-dest path from `/` for every file; see the performance issue).
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -289,6 +290,66 @@ pub fn apply_meta_fd(src: Option<BorrowedFd>, dst: BorrowedFd, st: &Stat) -> io:
     Ok(())
 }
 
+/// For a directory kept from a writable snapshot of the previous snapshot (the btrfs store):
+/// whether `dst` already has what [`apply_meta_fd`] would give it from `st` and `src` — the
+/// owner (when this process may set it), the permission bits, the modification time to the
+/// nanosecond and exactly the extended attributes of `src` (names and values). Then applying
+/// it again would only rewrite the inode (on btrfs a copy-on-write of its metadata, committed
+/// by the publish's `syncfs`) without changing anything `rsync -aHAX` compares. The access time
+/// is not compared (kept, as an unchanged file's is). Reads only; any error means "no".
+pub fn meta_matches_fd(src: Option<BorrowedFd>, dst: BorrowedFd, st: &Stat) -> bool {
+    let Ok(now) = rustix::fs::fstat(dst) else { return false };
+    if can_chown() && (now.st_uid, now.st_gid) != (st.st_uid, st.st_gid) {
+        return false;
+    }
+    if now.st_mode & 0o7777 != st.st_mode & 0o7777
+        || (now.st_mtime, now.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
+    {
+        return false;
+    }
+    let Some(src) = src else { return true };
+    xattrs_of_fd(src).is_ok_and(|a| xattrs_of_fd(dst).is_ok_and(|b| a == b))
+}
+
+/// The extended attributes of an open file, sorted by name.
+fn xattrs_of_fd(fd: BorrowedFd) -> io::Result<Vec<(CString, Vec<u8>)>> {
+    let names = list(|b| rustix::fs::flistxattr(fd, b))?;
+    let mut out = Vec::new();
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty()) {
+        let name = CString::new(name).expect("split on NUL");
+        let value = list(|b| rustix::fs::fgetxattr(fd, &name, b))?;
+        out.push((name, value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the extended attributes of `dst` that `src` does not have: for a directory kept
+/// from a writable snapshot of the previous snapshot, whose attributes [`apply_meta_fd`]
+/// would otherwise only add to.
+pub fn remove_extra_xattrs_fd(src: BorrowedFd, dst: BorrowedFd) -> io::Result<()> {
+    let have = list(|b| rustix::fs::flistxattr(src, b))?;
+    let have: HashSet<&[u8]> = have.split(|&c| c == 0).filter(|n| !n.is_empty()).collect();
+    let names = list(|b| rustix::fs::flistxattr(dst, b))?;
+    for name in names.split(|&c| c == 0).filter(|n| !n.is_empty() && !have.contains(n)) {
+        let name = CString::new(name).expect("split on NUL");
+        match rustix::fs::fremovexattr(dst, &name) {
+            // Gone already, or one the destination keeps for itself (a security label the
+            // kernel or an LSM sets and may refuse to drop): left, as a fresh directory
+            // would have it too.
+            Ok(())
+            | Err(
+                rustix::io::Errno::NODATA
+                | rustix::io::Errno::PERM
+                | rustix::io::Errno::ACCESS
+                | rustix::io::Errno::NOTSUP,
+            ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 fn uid(st: &Stat) -> rustix::fs::Uid {
     rustix::fs::Uid::from_raw(st.st_uid)
 }
@@ -346,16 +407,29 @@ fn fd_path(dir: BorrowedFd, name: &CStr) -> CString {
 /// Creates a directory that only we can enter while it is being filled; its real mode is
 /// applied when it is complete.
 pub fn make_dir_at(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    make_dir_with(dir, name, OFlags::empty())
+}
+
+/// [`make_dir_at`], the directory opened with `O_NOATIME` where this process may (the owner,
+/// or root): for a writable snapshot of the previous snapshot (the btrfs store), where the
+/// directory is usually there already and is listed to find what vanished. With `relatime`
+/// that first listing would write its access time (older than its ctime or than a day, as in
+/// every kept directory): on btrfs a copy-on-write of every directory's inode on every run,
+/// committed by the publish's `syncfs`.
+pub fn make_dir_at_noatime(dir: BorrowedFd, name: &CStr) -> io::Result<OwnedFd> {
+    match make_dir_with(dir, name, OFlags::NOATIME) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => make_dir_at(dir, name),
+        other => other,
+    }
+}
+
+fn make_dir_with(dir: BorrowedFd, name: &CStr, extra: OFlags) -> io::Result<OwnedFd> {
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 /// Whether an I/O error concerns the destination as a whole (no space, read-only, I/O

@@ -269,8 +269,21 @@ struct Listed {
 
 /// What comes back to the writer, in walk order by sequence number.
 enum Item {
-    Files { source: usize, rel: Arc<Vec<u8>>, results: Vec<FileResult> },
-    DirDone { src: Option<Arc<OwnedFd>>, dst: Arc<OwnedFd>, stat: Box<Stat>, abs: PathBuf, _slot: Slot },
+    Files {
+        source: usize,
+        rel: Arc<Vec<u8>>,
+        results: Vec<FileResult>,
+    },
+    /// `keep`: the work tree is a writable snapshot of the previous snapshot
+    /// (`Method::Keep`), so the directory may already have its metadata.
+    DirDone {
+        src: Option<Arc<OwnedFd>>,
+        dst: Arc<OwnedFd>,
+        stat: Box<Stat>,
+        abs: PathBuf,
+        keep: bool,
+        _slot: Slot,
+    },
     Warn(Warning),
     Fatal(Error),
 }
@@ -862,7 +875,8 @@ impl<'a> Lister<'a> {
             return Ok(());
         };
         let slot = self.in_flight.take(self.opts.cancel).ok_or(Error::Cancelled)?;
-        self.emit(Item::DirDone { src, dst, stat, abs, _slot: slot });
+        let keep = self.opts.method == place::Method::Keep;
+        self.emit(Item::DirDone { src, dst, stat, abs, keep, _slot: slot });
         Ok(())
     }
 
@@ -872,9 +886,14 @@ impl<'a> Lister<'a> {
     /// into a directory): it is removed first.
     fn make_dir(&self, parent: Option<&OwnedFd>, name: &CStr, rel: &[u8]) -> Result<Option<OwnedFd>> {
         let Some(dir) = parent.map(|p| p.as_fd()) else { return Ok(None) };
-        let made = match fsops::make_dir_at(dir, name) {
+        let keep = self.opts.method == place::Method::Keep;
+        let make = |dir, name: &CStr| match keep {
+            true => fsops::make_dir_at_noatime(dir, name),
+            false => fsops::make_dir_at(dir, name),
+        };
+        let made = match make(dir, name) {
             Err(e)
-                if self.opts.method == place::Method::Keep
+                if keep
                     && matches!(
                         rustix::io::Errno::from_io_error(&e),
                         Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)
@@ -882,7 +901,7 @@ impl<'a> Lister<'a> {
             {
                 rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty())
                     .map_err(std::io::Error::from)
-                    .and_then(|()| fsops::make_dir_at(dir, name))
+                    .and_then(|()| make(dir, name))
             }
             other => other,
         };
@@ -1227,8 +1246,18 @@ fn regular_multi_link(
         let first_abs = shared.work.join(first);
         let first_c = CString::new(first_abs.as_os_str().as_bytes()).expect("no NUL");
         if shared.method == place::Method::Keep {
-            // The previous snapshot's entry at this name, kept by `entry` because it passed
-            // the quick check, is replaced by the link.
+            // Kept by `entry` (it passed the quick check) and already a link to the first
+            // name's copy, which was kept too: nothing to do. Unlinking and linking it again
+            // would change its directory, whose metadata would then be written again.
+            let same = |a: &Stat, b: &Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
+            if let (Ok(have), Ok(first)) =
+                (fsops::stat_at(job.dst.as_fd(), name), rustix::fs::lstat(first_c.as_c_str()))
+            {
+                if fsops::file_type(&have) == FileType::RegularFile && same(&have, &first) {
+                    return Ok(Outcome::linked(size, *hash, None));
+                }
+            }
+            // Else the previous snapshot's entry at this name is replaced by the link.
             match rustix::fs::unlinkat(job.dst.as_fd(), name, rustix::fs::AtFlags::empty()) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(e.into()),
@@ -1293,8 +1322,21 @@ fn record_item(writer: &mut Writer, item: Item) -> Result<()> {
                 writer.file(source, &rel, r)?;
             }
         }
-        Item::DirDone { src, dst, stat, abs, .. } => {
-            let applied = fsops::apply_meta_fd(src.as_ref().map(|s| s.as_fd()), dst.as_fd(), &stat);
+        Item::DirDone { src, dst, stat, abs, keep, .. } => {
+            let src = src.as_ref().map(|s| s.as_fd());
+            let applied = if !keep {
+                fsops::apply_meta_fd(src, dst.as_fd(), &stat)
+            } else if fsops::meta_matches_fd(src, dst.as_fd(), &stat) {
+                // Kept from the previous snapshot with everything it would be given: writing
+                // it again would only copy its metadata on write (measured: a no-change run
+                // re-applied it to every directory; bench/README.md, issue 19).
+                Ok(())
+            } else {
+                // Kept, but the source's directory changed (or the walk wrote into it): its
+                // metadata again, and no extended attribute the source no longer has.
+                let extra = src.map_or(Ok(()), |s| fsops::remove_extra_xattrs_fd(s, dst.as_fd()));
+                extra.and_then(|()| fsops::apply_meta_fd(src, dst.as_fd(), &stat))
+            };
             writer.dir_done(applied, abs)?;
         }
         Item::Warn(w) => writer.warn(w.path, w.message),
