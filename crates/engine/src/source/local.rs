@@ -934,56 +934,14 @@ impl<'a> Lister<'a> {
         Ok(Fds { src: Arc::new(src), dst, prev: prev.map(Arc::new) })
     }
 
-    /// Reads a directory's names, applies the excludes, and separates subdirectories.
+    /// Reads a directory's names, applies the excludes and tags, and separates
+    /// subdirectories (`source::listing`, as the agent does); counts what it left out.
     fn read_entries(&mut self, src: &OwnedFd, abs: &Path) -> std::io::Result<(Vec<CString>, Vec<CString>)> {
-        let mut files = Vec::new();
-        let mut dirs = Vec::new();
-        let mut excluded = 0u64;
-        let mut dir = rustix::fs::Dir::read_from(src)?;
-        let mut path_buf = abs.as_os_str().as_bytes().to_vec();
-        let base_len = path_buf.len();
-        for entry in dir.by_ref() {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name == c"." || name == c".." {
-                continue;
-            }
-            let mut ft = entry.file_type();
-            if ft == FileType::Unknown {
-                ft = fsops::stat_at(src.as_fd(), name).map(|st| fsops::file_type(&st))?;
-            }
-            let is_dir = ft == FileType::Directory;
-            if !self.opts.excludes.is_empty() {
-                path_buf.truncate(base_len);
-                if base_len > 1 {
-                    path_buf.push(b'/');
-                }
-                path_buf.extend_from_slice(name.to_bytes());
-                if self.opts.excludes.is_excluded(Path::new(OsStr::from_bytes(&path_buf)), is_dir) {
-                    excluded += 1;
-                    continue;
-                }
-            }
-            if is_dir {
-                dirs.push(name.to_owned());
-            } else {
-                files.push(name.to_owned());
-            }
-        }
-        dirs.sort();
-        self.excluded += excluded;
-        let by = self.opts.exclude_by;
-        if by.caches || !by.if_present.is_empty() {
-            let has = |n: &[u8]| files.iter().chain(&dirs).any(|f| f.to_bytes() == n);
-            let tagged = by.tagged(src.as_fd(), has);
-            if tagged.any() {
-                files.retain(|f| by.keeps(tagged, f.to_bytes()));
-                dirs.retain(|f| by.keeps(tagged, f.to_bytes()));
-                self.tagged.0 += u64::from(tagged.cache);
-                self.tagged.1 += u64::from(tagged.marker && !tagged.cache);
-            }
-        }
-        Ok((files, dirs))
+        let l = super::listing::list(src.as_fd(), abs, self.opts.excludes, self.opts.exclude_by)?;
+        self.excluded += l.excluded;
+        self.tagged.0 += l.cache_tagged;
+        self.tagged.1 += l.marker_tagged;
+        Ok((l.files, l.dirs))
     }
 }
 

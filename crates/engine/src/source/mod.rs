@@ -13,6 +13,7 @@
 pub mod dumps;
 pub mod exclude;
 pub mod fs_snapshot;
+mod listing;
 pub mod local;
 pub mod markers;
 pub mod quiesce;

@@ -711,42 +711,13 @@ impl Walker<'_> {
     }
 
     /// A directory's names without the excluded ones, split into non-directories and
-    /// directories (sorted), as `snapshot::Lister::read_entries` does.
+    /// directories (sorted): `source::listing`, as this machine's own walk reads them.
     fn read_entries(&mut self, fd: &OwnedFd, abs: &Path) -> io::Result<(Vec<CString>, Vec<CString>)> {
-        let (mut files, mut dirs) = (Vec::new(), Vec::new());
-        for entry in rustix::fs::Dir::read_from(fd)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            if name == c"." || name == c".." {
-                continue;
-            }
-            let mut ft = entry.file_type();
-            if ft == FileType::Unknown {
-                ft = fsops::stat_at(fd.as_fd(), name).map(|st| fsops::file_type(&st))?;
-            }
-            let is_dir = ft == FileType::Directory;
-            if !self.excludes.is_empty() && self.excludes.is_excluded(&join(abs, name), is_dir) {
-                self.excluded += 1;
-                continue;
-            }
-            if is_dir {
-                dirs.push(name.to_owned());
-            } else {
-                files.push(name.to_owned());
-            }
-        }
-        dirs.sort();
-        if self.by.caches || !self.by.if_present.is_empty() {
-            let has = |n: &[u8]| files.iter().chain(&dirs).any(|f| f.to_bytes() == n);
-            let tagged = self.by.tagged(fd.as_fd(), has);
-            if tagged.any() {
-                files.retain(|f| self.by.keeps(tagged, f.to_bytes()));
-                dirs.retain(|f| self.by.keeps(tagged, f.to_bytes()));
-                self.excluded_by[0] += u64::from(tagged.cache);
-                self.excluded_by[1] += u64::from(tagged.marker && !tagged.cache);
-            }
-        }
-        Ok((files, dirs))
+        let l = crate::source::listing::list(fd.as_fd(), abs, self.excludes, self.by)?;
+        self.excluded += l.excluded;
+        self.excluded_by[0] += l.cache_tagged;
+        self.excluded_by[1] += l.marker_tagged;
+        Ok((l.files, l.dirs))
     }
 }
 
