@@ -196,6 +196,9 @@ with ctx;
       serviceConfig = {
         Type = "oneshot";
         ExecStart = if inhibit then inhibited description execStart else execStart;
+        # Exit 4: another run holds the lock, so this one did nothing. Not a failure (README,
+        # exit codes): no OnFailure= notification, not listed by `systemctl --failed`.
+        SuccessExitStatus = "4";
       }
       // idlePriority
       // hardening writable

@@ -882,6 +882,36 @@ WRITER
   for w in stop freeze; do check "the $w writer runs after it" wait_for 10 writer_ok $w; done
 }
 
+# ---------- a run that finds the host directory locked by another ----------
+s_locked() {
+  scenario locked-run-is-skipped-not-failed
+  # Another writer holds <dest>/<host>/.lock (flock(2), as a concurrent run would): the run
+  # exits 4 ("skipped"), which the unit's SuccessExitStatus=4 makes a success, so neither
+  # OnFailure= nor a failure notification follows, and nothing is written.
+  local m n0 L holder f fm
+  f=backup-failure@backup-local.service.service
+  m=$(jmark backup-local.service); n0=$(notify_count); L=$(latest); fm=$(jmark $f)
+  mountpoint -q "$DEST" || mount "$DEST"
+  # -o: the lock is held by flock itself, not by its command, so killing flock releases it.
+  flock -o "$HOSTDIR/.lock" sleep 120 & holder=$!
+  sleep 1
+  systemctl start backup-local.service
+  wait_for 120 unit_ended backup-local.service "$m"
+  check "the locked run ends as a success of the unit (SuccessExitStatus=4)" unit_succeeded backup-local.service "$m"
+  check "journal: the runner says the host directory is locked" bash -c "journalctl -b -q -o cat -u backup-local.service | tail -n +$((m + 1)) | grep -qi 'lock'"
+  check "systemctl --failed does not list it" bash -c "! systemctl --failed --plain --no-legend | grep -q backup-local.service"
+  sleep 3
+  if unit_started $f "$fm"; then fail "OnFailure= did not run" "$(jnew $f "$fm" | head -3 | tr '\n' '|')"
+  else pass "OnFailure= did not run"; fi
+  check "no failure notification" bash -c "! tail -n +$((n0 + 1)) /run/hwc-test/notify.jsonl 2>/dev/null | grep -q 'failed;'"
+  check "nothing published" test "$(latest)" = "$L"
+  pkill -P "$holder" sleep 2>/dev/null; kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+  m=$(jmark backup-local.service)
+  systemctl start backup-local.service
+  wait_for 120 unit_ended backup-local.service "$m"
+  check "once the lock is released the next run succeeds" unit_succeeded backup-local.service "$m"
+}
+
 # The LVM source snapshot scenario (its own file).
 . "$H/guest/s_lvm.sh"
 
@@ -889,7 +919,7 @@ setup_ok=1
 setup || setup_ok=0
 set +x
 if [ $setup_ok = 1 ] && [ "$FAILED" = 0 ]; then
-  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_lvm s_quiesce}; do
+  for s in ${HWC_SCENARIOS:-s_timer_fires s_offsite s_persistent s_only_on_ac s_not_mounted s_kill9 s_health_verify s_pull s_daemon_reload s_switch_schedule s_locked s_lvm s_quiesce}; do
     $s
   done
 else
