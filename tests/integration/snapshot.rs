@@ -3,7 +3,7 @@
 //! hard-links exactly the unchanged files.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::util::*;
 
@@ -374,4 +374,37 @@ f = os.open(\"bottom.txt\", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd); os.writ
     assert_eq!(third["cleanedUp"], serde_json::json!(["2025-01-15_02-00-00"]), "{third}");
     assert_eq!(std::fs::read_dir(&incomplete).unwrap().count(), 0);
     assert!(std::fs::read_dir(env.host_dir().join(".trash")).map_or(true, |mut d| d.next().is_none()));
+}
+
+/// Two names of one inode given as single-file sources directly below `/` (their directory in
+/// the snapshot is its root): the second is linked to the snapshot's copy of the first, found
+/// beneath the work tree, never to a path outside it — the live file keeps its own inode and
+/// changing it afterwards changes nothing in the snapshot.
+#[test]
+fn hard_links_at_the_snapshot_root_link_to_the_snapshot_copy_not_the_live_file() {
+    let env = Env::new();
+    let tag = format!("hwc-root-links-{}", std::process::id());
+    let (a, b) = (PathBuf::from(format!("/{tag}-a")), PathBuf::from(format!("/{tag}-b")));
+    struct Cleanup(PathBuf, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(a.clone(), b.clone());
+    write(&a, "before\n");
+    std::fs::hard_link(&a, &b).unwrap();
+    let mut args: Vec<String> = ["now", "--source", &*s(&a), "--source", &*s(&b)].map(String::from).to_vec();
+    args.extend(env.target_args());
+    args.extend(["--now".into(), "2025-01-15T02:00:00+01:00".into()]);
+    let out = env.cmd(&[]).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let snap = env.host_dir().join("daily/2025-01-15_02-00-00");
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    let (sa, sb) = (snap.join(format!("{tag}-a")), snap.join(format!("{tag}-b")));
+    assert_eq!(ino(&sa), ino(&sb), "the two names are one inode in the snapshot too");
+    assert_ne!(ino(&sa), ino(&a), "the snapshot shares the live file's inode");
+    std::fs::write(&a, "after\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&sb).unwrap(), "before\n", "the snapshot changed with the live file");
 }

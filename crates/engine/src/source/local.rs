@@ -111,6 +111,7 @@ pub fn build(
     let shared = Shared {
         avoid,
         work: work.to_path_buf(),
+        work_fd: dup_dir(work_dir)?,
         links: Mutex::new(HashMap::new()),
         cancel: opts.cancel,
         exclude_by: opts.exclude_by,
@@ -222,13 +223,16 @@ pub(crate) fn open_dir(p: &Path) -> Result<OwnedFd> {
     .ctx("open directory", p)
 }
 
-/// Inodes with several links in a source: (dev, ino) → where the first one went (relative
-/// to the work directory), and its hash.
-type LinkTable = HashMap<(u64, u64), (PathBuf, Option<Hash>)>;
+/// Inodes with several links in a source: (dev, ino) → where the first one went (its
+/// directory relative to the work tree, "" for the root, and its name), and its hash.
+type LinkTable = HashMap<(u64, u64), (Vec<u8>, CString, Option<Hash>)>;
 
 /// State shared by the workers.
 struct Shared<'a> {
     work: PathBuf,
+    /// The work tree, open: the later names of a source hard link are linked to the first one
+    /// through it, one component at a time (`fs::beneath`), never by a path.
+    work_fd: OwnedFd,
     links: Mutex<LinkTable>,
     cancel: &'a AtomicBool,
     /// `excludeLargerThan` ([`ExcludeBy::too_large`], which a dry run asks too).
@@ -1200,16 +1204,20 @@ fn regular_multi_link(
     let mut links = shared.links.lock().expect("link table poisoned");
     let key = (st.st_dev, st.st_ino);
     let size = u64::try_from(st.st_size).unwrap_or(0);
-    if let Some((first, hash)) = links.get(&key) {
-        let first_abs = shared.work.join(first);
-        let first_c = CString::new(first_abs.as_os_str().as_bytes()).expect("no NUL");
+    if let Some((first_dir, first_name, hash)) = links.get(&key) {
+        // The first name's directory, opened beneath the work tree without following any
+        // symlink: the work tree is ours, but it lies on the destination.
+        let first_at = match first_dir.is_empty() {
+            true => rustix::io::dup(&shared.work_fd)?,
+            false => crate::fs::beneath::open_dir(shared.work_fd.as_fd(), first_dir)?,
+        };
         if shared.method == place::Method::Keep {
             // Kept by `entry` (it passed the quick check) and already a link to the first
             // name's copy, which was kept too: nothing to do. Unlinking and linking it again
             // would change its directory, whose metadata would then be written again.
             let same = |a: &Stat, b: &Stat| (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino);
             if let (Ok(have), Ok(first)) =
-                (fsops::stat_at(job.dst.as_fd(), name), rustix::fs::lstat(first_c.as_c_str()))
+                (fsops::stat_at(job.dst.as_fd(), name), fsops::stat_at(first_at.as_fd(), first_name))
             {
                 if fsops::file_type(&have) == FileType::RegularFile && same(&have, &first) {
                     return Ok(Outcome::linked(size, *hash, None));
@@ -1221,21 +1229,19 @@ fn regular_multi_link(
                 Err(e) => return Err(e.into()),
             }
         }
-        rustix::fs::linkat(rustix::fs::CWD, &first_c, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
+        rustix::fs::linkat(&first_at, first_name, job.dst.as_fd(), name, rustix::fs::AtFlags::empty())?;
         return Ok(Outcome::linked(size, *hash, None));
     }
     let mut outcome = regular(job, name, st, prev, record, shared, buf)?;
     if let Outcome::Regular { hash, linked: true, .. } = &mut outcome {
         // The writer cannot inherit a hash for the later links from the old manifest (they
         // may be new names), so compute it now.
-        let f = rustix::fs::openat(job.dst.as_fd(), name, rustix::fs::OFlags::RDONLY, rustix::fs::Mode::empty())?;
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC;
+        let f = rustix::fs::openat(job.dst.as_fd(), name, flags, rustix::fs::Mode::empty())?;
         *hash = Some(fsops::hash_file(&std::fs::File::from(f), buf)?);
     }
     if let Outcome::Regular { hash, .. } = &outcome {
-        let mut rel = job.rel.as_ref().clone();
-        rel.push(b'/');
-        rel.extend_from_slice(name.to_bytes());
-        links.insert(key, (PathBuf::from(OsStr::from_bytes(&rel)), *hash));
+        links.insert(key, (job.rel.as_ref().clone(), name.to_owned(), *hash));
     }
     Ok(outcome)
 }
