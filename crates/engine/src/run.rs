@@ -425,8 +425,9 @@ fn build_and_publish(
     let base = existing.last();
     let incomplete = host.incomplete(target.lock)?;
     let base_dir = base.map(|b| host.open_snapshot(b)).transpose()?;
-    let mode = crate::store::btrfs::mode_of(job);
+    // A pull fills an empty tree: it has no in-place mode (see `store::btrfs`).
     let in_place = job.pulled().is_none();
+    let mode = job.store.destination.store;
     let work = crate::store::btrfs::create_work(mode, &incomplete, &name, base_dir.as_ref(), in_place)?;
     drop(base_dir);
     let result =

@@ -487,23 +487,7 @@ pub(super) fn unescape(s: &str) -> Vec<u8> {
 
 /// Runs `btrfs` with `args`; its output on success, else an error with what it said.
 fn btrfs(program: &Path, args: &[&OsStr]) -> Result<String> {
-    let out =
-        std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).output().map_err(|e| {
-            Error::Command { what: "btrfs".into(), message: format!("cannot run btrfs (btrfs-progs): {e}") }
-        })?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    Err(Error::Command {
-        what: "btrfs".into(),
-        message: format!(
-            "{} {} exited with {}: {}",
-            program.display(),
-            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-    })
+    super::volume::run(program, args, "btrfs")
 }
 
 /// Whether the subvolume open as `fd` is read-only.
@@ -526,7 +510,12 @@ fn subvolume_id(program: &Path, fd: BorrowedFd) -> Result<u64> {
 /// the door, which refuses one naming it), owned by the runner, mode 0700, and (with `dev`) on
 /// that device; anything else is refused as unsafe, never used.
 pub(super) fn open_private_dir(parent: &Dir, name: &Name, dev: Option<u64>) -> Result<Dir> {
-    let dir = parent.open_dir(name)?;
+    checked_private(parent.open_dir(name)?, dev)
+}
+
+/// `dir`, opened by the caller, if it is the runner's private directory (see
+/// [`open_private_dir`]); refused as unsafe otherwise.
+pub(super) fn checked_private(dir: Dir, dev: Option<u64>) -> Result<Dir> {
     let st = dir.stat_self()?;
     let uid = rustix::process::geteuid().as_raw();
     if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 || dev.is_some_and(|d| st.st_dev != d) {

@@ -34,11 +34,11 @@
 //! a second device with the same filesystem id): its btrfs snapshots serve.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::Mode;
 
 use super::fs_snapshot::{our_name, NAME_PREFIX, STATE_SUBDIR};
 use crate::error::{Error, IoContext, Result};
@@ -220,7 +220,7 @@ pub struct Volumes {
     /// The volumes found, by index.
     pub list: Vec<Volume>,
     /// `<state dir>/source-snapshots`, for LVM mounts.
-    private: Option<OwnedFd>,
+    private: Option<Dir>,
     snaps: Vec<Snap>,
     cleaned_lvm: bool,
     cleaned_zfs: Vec<String>,
@@ -234,8 +234,10 @@ impl Drop for Volumes {
     }
 }
 
-/// Runs `program args`; its standard output, or an error naming `what` with what it said.
-fn run(program: &Path, args: &[&OsStr], what: &str) -> Result<String> {
+/// Runs a snapshot program (`lvm`, `zfs`, and `btrfs` for [`super::fs_snapshot`]) with
+/// `args`: its standard output, or an error naming `what` with what it said. (lvm warns about
+/// every descriptor it inherits unless told not to; the others ignore the variable.)
+pub(super) fn run(program: &Path, args: &[&OsStr], what: &str) -> Result<String> {
     let out = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -275,15 +277,9 @@ struct Lv {
     tags: Vec<String>,
 }
 
-fn open_beneath(dir: &OwnedFd, name: &str) -> std::io::Result<OwnedFd> {
-    let c = CString::new(name).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    rustix::fs::openat(
-        dir,
-        c.as_c_str(),
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(std::io::Error::from)
+/// Opens the directory `rel` below `dir`, one component at a time, never through a symlink.
+fn open_beneath(dir: BorrowedFd, rel: &str) -> std::io::Result<OwnedFd> {
+    crate::fs::beneath::open_dir(dir, rel.as_bytes()).map_err(std::io::Error::from)
 }
 
 impl Volumes {
@@ -449,10 +445,8 @@ impl Volumes {
         // The state directory is the runner's own (systemd's StateDirectory=); below it every
         // name goes through the door, which refuses a symlink planted there.
         let state = Dir::open_trusted(&state)?;
-        let name = Name::fixed(STATE_SUBDIR);
-        state.create_dir(&name, 0o700)?;
-        let private = super::fs_snapshot::open_private_dir(&state, &name, None)?;
-        self.private = Some(private.fd().try_clone_to_owned().ctx("duplicate", private.path())?);
+        let private = state.create_dir(&Name::fixed(STATE_SUBDIR), 0o700)?;
+        self.private = Some(super::fs_snapshot::checked_private(private, None)?);
         Ok(())
     }
 
@@ -502,24 +496,19 @@ impl Volumes {
         }
         // Mount directories of ours with nothing mounted (a run killed between its steps).
         let Some(private) = &self.private else { return Ok(()) };
-        let dir = crate::fs::Dir::from_trusted_fd(
-            rustix::io::dup(private).ctx("duplicate", self.private_path())?,
-            self.private_path(),
-        )?;
-        let pst = rustix::fs::fstat(private).ctx("inspect", self.private_path())?;
-        for entry in dir.entries()? {
+        let pst = private.stat_self()?;
+        for entry in private.entries()? {
             let bytes = entry.name.as_bytes();
             if !our_name(bytes).is_some_and(pid_gone) {
                 continue;
             }
             let Ok(name) = std::str::from_utf8(bytes) else { continue };
-            let Ok(fd) = open_beneath(private, name) else { continue };
+            let Ok(fd) = open_beneath(private.fd(), name) else { continue };
             // A btrfs snapshot kept here has its own device and is the btrfs code's to remove.
             let plain = rustix::fs::fstat(&fd).is_ok_and(|st| st.st_dev == pst.st_dev && st.st_ino != 256);
             drop(fd);
             if plain {
-                let c = CString::new(name).expect("no NUL");
-                let _ = rustix::fs::unlinkat(private, c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                let _ = rustix::fs::unlinkat(private.fd(), entry.name.as_cstr(), rustix::fs::AtFlags::REMOVEDIR);
             }
         }
         Ok(())
@@ -541,7 +530,7 @@ impl Volumes {
         }
         if let Ok(c) = CString::new(name) {
             if let Some(private) = &self.private {
-                let _ = rustix::fs::unlinkat(private, c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                let _ = rustix::fs::unlinkat(private.fd(), c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
             }
         }
     }
@@ -572,9 +561,7 @@ impl Volumes {
                 // Not ZFS to the kernel (the recorded fake zfs of the tests): read through
                 // `.zfs/snapshot/<name>/` as it lays it out.
                 let shown = vol.mount_point.join(".zfs/snapshot").join(name);
-                let root = open_beneath(&mp, ".zfs")
-                    .and_then(|z| open_beneath(&z, "snapshot"))
-                    .and_then(|s| open_beneath(&s, name))
+                let root = open_beneath(mp.as_fd(), &format!(".zfs/snapshot/{name}"))
                     .map_err(|e| Error::io("open", &shown, e))?;
                 let p = fd_path(&root);
                 self.snaps[k].root = Some(root);
@@ -647,9 +634,9 @@ impl Volumes {
         let mounted_at = self.private_path().join(&name);
         let private = self.private.as_ref().expect("just opened");
         let cname = CString::new(name.as_str()).expect("no NUL");
-        rustix::fs::mkdirat(private, cname.as_c_str(), Mode::from_raw_mode(0o700)).ctx("create", &mounted_at)?;
+        rustix::fs::mkdirat(private.fd(), cname.as_c_str(), Mode::from_raw_mode(0o700)).ctx("create", &mounted_at)?;
         self.snaps[k].dir = true;
-        let dir = open_beneath(private, &name).map_err(|e| Error::io("open", &mounted_at, e))?;
+        let dir = open_beneath(private.fd(), &name).map_err(|e| Error::io("open", &mounted_at, e))?;
         let data = CString::new(data).expect("no NUL");
         use rustix::mount::MountFlags as F;
         rustix::mount::mount(
@@ -672,7 +659,7 @@ impl Volumes {
         })?;
         drop(dir);
         self.snaps[k].mounted = true;
-        let root = open_beneath(private, &name).map_err(|e| Error::io("open", &mounted_at, e))?;
+        let root = open_beneath(private.fd(), &name).map_err(|e| Error::io("open", &mounted_at, e))?;
         let st = rustix::fs::fstat(&root).ctx("inspect", &mounted_at)?;
         if dev.is_some_and(|d| st.st_dev != d) || not_dev.is_some_and(|d| st.st_dev == d) {
             return Err(Error::Unsafe { path: mounted_at, message: "not the snapshot just mounted".into() });
@@ -703,7 +690,7 @@ impl Volumes {
             }
             if snap.dir && result.is_ok() {
                 if let (Some(private), Ok(c)) = (&self.private, CString::new(snap.name.as_str())) {
-                    let _ = rustix::fs::unlinkat(private, c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
+                    let _ = rustix::fs::unlinkat(private.fd(), c.as_c_str(), rustix::fs::AtFlags::REMOVEDIR);
                 }
             }
             let result = result.and_then(|()| match &vol.kind {

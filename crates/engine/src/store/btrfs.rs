@@ -24,7 +24,6 @@
 
 use crate::error::{Error, Result};
 use crate::fs::{Dir, Name};
-use crate::job::Job;
 use crate::plan::StoreMode;
 use crate::store::layout::HostDir;
 use crate::store::place::Method;
@@ -37,11 +36,6 @@ pub struct Work {
     pub method: Method,
     /// Whether it is a subvolume (sealed read-only at publish).
     pub subvolume: bool,
-}
-
-/// The store mode a job asks for.
-pub fn mode_of(job: &Job) -> StoreMode {
-    job.store.destination.store
 }
 
 /// Creates the work tree `name` in `incomplete` for `mode`, from the previous snapshot

@@ -47,16 +47,15 @@
 
 use std::cmp::Ordering;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufRead, BufReader};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
 use blake3::hazmat::{merge_subtrees_non_root, merge_subtrees_root, HasherExt, Mode};
 use rustix::fs::Stat;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::Result;
 use crate::fs::{Dir, Name};
-use crate::store::manifest::{cmp_key, escape_path, unescape, Hash};
+use crate::store::manifest::{cmp_key, entry_path, escape_path, unescape, Hash, LineWriter};
 
 /// The chunk size: one hash per MiB of a file. A power of two multiple of BLAKE3's 1 KiB
 /// chunk, so each chunk is a subtree of the file's BLAKE3 tree.
@@ -296,32 +295,21 @@ impl Record {
 }
 
 /// Streams sidecar records to `.hwc-backup/chunks.v1`, in walk order.
-pub struct ChunkWriter {
-    out: BufWriter<File>,
-    path: PathBuf,
-    line: Vec<u8>,
-}
+pub struct ChunkWriter(LineWriter);
 
 impl ChunkWriter {
     /// Creates the sidecar in a snapshot's metadata directory (never over an existing file).
     pub fn create_in(meta: &Dir) -> Result<ChunkWriter> {
-        let name = Name::fixed(SIDECAR_FILE);
-        let f = meta.create_file(&name, 0o644)?;
-        let path = meta.child_path(&name);
-        let mut out = BufWriter::with_capacity(1 << 16, f);
-        out.write_all(format!("{HEADER}\n").as_bytes()).ctx("write", &path)?;
-        Ok(ChunkWriter { out, path, line: Vec::new() })
+        let mut w = LineWriter::create_in(meta, &Name::fixed(SIDECAR_FILE))?;
+        w.line().extend_from_slice(HEADER.as_bytes());
+        w.end_line()?;
+        Ok(ChunkWriter(w))
     }
 
     /// Appends the record of `dir/name` (relative to the snapshot root); keys must come in
     /// walk order.
     pub fn add(&mut self, dir: &[u8], name: &[u8], r: &Record) -> Result<()> {
-        let mut path = Vec::with_capacity(dir.len() + name.len() + 1);
-        if !dir.is_empty() {
-            path.extend_from_slice(dir);
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
+        let path = entry_path(dir, name);
         let mut body = Vec::with_capacity(100 + r.chunks.len() * 64 + path.len());
         let (flag, shown) = match escape_path(&path) {
             Some(e) => ("e", e),
@@ -334,22 +322,16 @@ impl ChunkWriter {
         }
         body.extend_from_slice(b"  ");
         body.extend_from_slice(&shown);
-        let line = &mut self.line;
-        line.clear();
+        let line = self.0.line();
         line.extend_from_slice(check(&body).as_bytes());
         line.push(b' ');
         line.extend_from_slice(&body);
-        line.push(b'\n');
-        self.out.write_all(line).ctx("write", &self.path)
+        self.0.end_line()
     }
 
-    /// Flushes the sidecar. Like the manifest it gets no fsync of its own: it is written into
-    /// a new snapshot's `.hwc-backup/`, which the run's `syncfs` makes durable before the
-    /// publish.
+    /// Flushes the sidecar (no fsync of its own, like the manifest: see `LineWriter`).
     pub fn finish(self) -> Result<()> {
-        let path = self.path;
-        self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
-        Ok(())
+        self.0.finish()
     }
 }
 

@@ -41,39 +41,81 @@ pub fn cmp_dir(a: &[u8], b: &[u8]) -> Ordering {
     a.iter().map(|&c| rank(c)).cmp(b.iter().map(|&c| rank(c)))
 }
 
-/// Streams manifest lines to a file.
-pub struct ManifestWriter {
+/// A snapshot metadata file written line by line (the manifest, the chunk sidecar of
+/// `store::delta`): buffered, and not fsynced on its own: the only such file written for real
+/// is a new snapshot's, and the run's `syncfs` before the publish makes it durable with every
+/// other file of the snapshot (an fsync of its own is one more log commit on btrfs, 5–90 ms
+/// measured, for nothing).
+pub(crate) struct LineWriter {
     out: BufWriter<File>,
     path: PathBuf,
     line: Vec<u8>,
 }
 
+impl LineWriter {
+    /// Writes into `f`, shown as `path` in errors.
+    pub(crate) fn new(f: File, path: PathBuf) -> LineWriter {
+        LineWriter { out: BufWriter::with_capacity(1 << 16, f), path, line: Vec::new() }
+    }
+
+    /// Creates the file `name` in an open directory (a snapshot's `.hwc-backup/`; never over
+    /// an existing file).
+    pub(crate) fn create_in(dir: &crate::fs::Dir, name: &crate::fs::Name) -> Result<LineWriter> {
+        Ok(LineWriter::new(dir.create_file(name, 0o644)?, dir.child_path(name)))
+    }
+
+    /// The line buffer, emptied, for the caller to fill with one line (without its newline).
+    pub(crate) fn line(&mut self) -> &mut Vec<u8> {
+        self.line.clear();
+        &mut self.line
+    }
+
+    /// Writes the line filled through [`Self::line`], with its newline.
+    pub(crate) fn end_line(&mut self) -> Result<()> {
+        self.line.push(b'\n');
+        self.out.write_all(&self.line).ctx("write", &self.path)
+    }
+
+    /// Flushes the file (no fsync; see the type's docs).
+    pub(crate) fn finish(self) -> Result<()> {
+        let path = self.path;
+        self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
+        Ok(())
+    }
+}
+
+/// `dir/name`, relative to the snapshot root (`name` alone at the root).
+pub(crate) fn entry_path(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(dir.len() + name.len() + 1);
+    if !dir.is_empty() {
+        path.extend_from_slice(dir);
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// Streams manifest lines to a file.
+pub struct ManifestWriter(LineWriter);
+
 impl ManifestWriter {
     /// Creates the manifest file `name` in an open directory (a snapshot's `.hwc-backup/`).
     pub fn create_in(dir: &crate::fs::Dir, name: &crate::fs::Name) -> Result<ManifestWriter> {
-        let f = dir.create_file(name, 0o644)?;
-        let path = dir.child_path(name);
-        Ok(ManifestWriter { out: BufWriter::with_capacity(1 << 16, f), path, line: Vec::new() })
+        LineWriter::create_in(dir, name).map(ManifestWriter)
     }
 
     /// Creates the manifest file at a path (tests and tools; the engine uses [`Self::create_in`]).
     #[expect(clippy::disallowed_methods, reason = "a path the caller owns, outside any destination")]
     pub fn create(path: &Path) -> Result<ManifestWriter> {
         let f = File::create(path).ctx("create", path)?;
-        Ok(ManifestWriter { out: BufWriter::with_capacity(1 << 16, f), path: path.to_path_buf(), line: Vec::new() })
+        Ok(ManifestWriter(LineWriter::new(f, path.to_path_buf())))
     }
 
     /// Appends the hash of `dir/name` (relative to the snapshot root).
     pub fn add(&mut self, dir: &[u8], name: &[u8], hash: &Hash) -> Result<()> {
-        let line = &mut self.line;
-        line.clear();
         let hex = blake3::Hash::from_bytes(*hash).to_hex();
-        let mut path = Vec::with_capacity(dir.len() + name.len() + 1);
-        if !dir.is_empty() {
-            path.extend_from_slice(dir);
-            path.push(b'/');
-        }
-        path.extend_from_slice(name);
+        let path = entry_path(dir, name);
+        let line = self.0.line();
         match escape_path(&path) {
             Some(escaped) => {
                 line.push(b'\\');
@@ -87,18 +129,12 @@ impl ManifestWriter {
                 line.extend_from_slice(&path);
             }
         }
-        line.push(b'\n');
-        self.out.write_all(line).ctx("write", &self.path)
+        self.0.end_line()
     }
 
-    /// Flushes the manifest. It is not fsynced on its own: the only manifest written for real
-    /// is a new snapshot's, and the run's `syncfs` before the publish makes it durable with
-    /// every other file of the snapshot (an fsync of its own is one more log commit on btrfs,
-    /// 5–90 ms measured, for nothing).
+    /// Flushes the manifest (no fsync of its own: see [`LineWriter`]).
     pub fn finish(self) -> Result<()> {
-        let path = self.path;
-        self.out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
-        Ok(())
+        self.0.finish()
     }
 }
 
