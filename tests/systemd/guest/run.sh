@@ -738,7 +738,7 @@ s_switch_schedule() {
 # ---------- quiesce: services held still while btrfs source snapshots are taken ----------
 Q=/srv/quiesced
 writer_unit() { # writer_unit NAME : a dummy service writing a counter into the source
-  printf '[Unit]\nDescription=hwc-backup test: a service writing to a quiesced source (%s)\n[Service]\nExecStart=/opt/hwc-test/writer %s\n' \
+  printf '[Unit]\nDescription=hwc-backup test: a service writing to a quiesced source (%s)\n[Service]\nExecStart=/opt/hwc-test/writer %s\nExecStop=/opt/hwc-test/writer-stop\n' \
     "$1" "$Q/$1" >/etc/systemd/system/hwc-test-writer-$1.service
 }
 writer_ok() { # writer_ok NAME : active, not frozen, and writing
@@ -772,16 +772,26 @@ s_quiesce() {
   local i; for i in $(seq 1 200); do echo "$i" >$Q/data/f$i; done
   cat >/opt/hwc-test/writer <<'WRITER'
 #!/bin/bash
-# writer DIR: writes an increasing counter to DIR/counter every 50 ms (write, then rename); with
-# /run/hwc-test/slow-stop it takes 4 s to stop on SIGTERM.
-trap '[ -e /run/hwc-test/slow-stop ] && sleep 4; exit 0' TERM
+# writer DIR: writes an increasing counter to DIR/counter every 50 ms (write, then rename).
 i=0
 while :; do
   i=$((i + 1)); echo $i >"$1/counter.tmp"; mv "$1/counter.tmp" "$1/counter"
-  sleep 0.05 & wait $!
+  sleep 0.05
 done
 WRITER
-  chmod 755 /opt/hwc-test/writer
+  # The writers' ExecStop=: while the gate /run/hwc-test/slow-stop exists, a stop stays in
+  # "deactivating" (it says so in /run/hwc-test/stopping) until the test removes the gate, at most
+  # 60 s. A gate, not a delay: the kill-9 scenario must catch the runner inside a stop on a
+  # loaded machine, whatever the timing (a 4 s delay was missed once).
+  cat >/opt/hwc-test/writer-stop <<'STOP'
+#!/bin/bash
+if [ -e /run/hwc-test/slow-stop ]; then
+  touch /run/hwc-test/stopping
+  for _ in $(seq 600); do [ -e /run/hwc-test/slow-stop ] || break; sleep 0.1; done
+fi
+exit 0
+STOP
+  chmod 755 /opt/hwc-test/writer /opt/hwc-test/writer-stop
   writer_unit stop; writer_unit freeze
   cp -a "$H/trees/quiesce/." / && systemctl daemon-reload
   systemctl start hwc-test-writer-stop.service hwc-test-writer-freeze.service
@@ -853,14 +863,15 @@ WRITER
   systemctl reset-failed backup.service 2>/dev/null
 
   scenario quiesce-kill-9
-  # The stop writer now takes 4 s to stop: the runner is killed while it has frozen one writer
-  # and is stopping the other. Its ExecStopPost= starts the safety timer's service at once.
-  touch /run/hwc-test/slow-stop
+  # The stop writer's stop now waits for the gate: the runner is killed while it has frozen one
+  # writer and is stopping the other. Its ExecStopPost= starts the safety timer's service at once.
+  rm -f /run/hwc-test/stopping; touch /run/hwc-test/slow-stop
   m=$(jmark backup.service); L=$(latest)
   systemctl start --no-block backup.service
   local pid=
-  if wait_for 60 bash -c '[ "$(systemctl is-active hwc-test-writer-stop.service)" = deactivating ]'; then pid=$(runner_pid); fi
-  if [ -z "$pid" ]; then fail "caught the runner while it holds the writers" "stop writer: $(systemctl is-active hwc-test-writer-stop.service)"
+  if wait_for 90 test -e /run/hwc-test/stopping &&
+    [ "$(systemctl is-active hwc-test-writer-stop.service)" = deactivating ]; then pid=$(runner_pid); fi
+  if [ -z "$pid" ]; then fail "caught the runner while it holds the writers" "stop writer: $(systemctl is-active hwc-test-writer-stop.service); gate reached: $(ls /run/hwc-test/stopping 2>&1)"
   else
     check "the freeze writer is frozen at that moment" test "$(systemctl show -P FreezerState hwc-test-writer-freeze.service)" = frozen
     kill -9 "$pid"
