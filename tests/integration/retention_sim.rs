@@ -932,10 +932,15 @@ fn kill_9_during_prune_loses_nothing_and_the_next_run_finishes_it() {
     expect_exit(&out, 0, "uninterrupted prune");
     assert_disk(&dest.join(HOST), &keep, &all, "uninterrupted prune");
 
-    // Trials on fresh copies: one to three kills each, then a prune or a run finishes.
+    // Trials on fresh copies: one to three kills each, then a prune or a run finishes. Six,
+    // and more (up to 18) until a kill has landed between two renames: on a loaded machine
+    // the renames of one prune (a few ms) can all be over before the kill arrives.
     let mut mid_rename = 0;
     let mut log = Vec::new();
-    for trial in 1..=6 {
+    for trial in 1..=18 {
+        if trial > 6 && mid_rename > 0 {
+            break;
+        }
         let dest = copy(trial);
         let host = dest.join(HOST);
         let kills = 1 + (trial % 3);
