@@ -28,6 +28,11 @@ impl Sshd {
     /// Starts sshd with a fresh host key and one client key whose `authorized_keys` entry
     /// forces `hwc-backup agent --allow ALLOW`.
     pub(crate) fn start(dir: &Path, allow: &Path) -> Sshd {
+        Sshd::start_with(dir, allow, "")
+    }
+
+    /// [`Sshd::start`] with `before` (shell commands, e.g. a `ulimit`) ahead of the agent.
+    fn start_with(dir: &Path, allow: &Path, before: &str) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} is missing: run tests/run (the README's test command), which installs openssh-server"
@@ -40,7 +45,7 @@ impl Sshd {
             sh(&format!("ssh-keygen -q -t ed25519 -N '' -C {key} -f '{}'", dir.join(key).display()));
         }
         let pubkey = |k: &str| std::fs::read_to_string(dir.join(format!("{k}.pub"))).unwrap().trim().to_string();
-        let command = format!("{} agent --allow {}", bin(), allow.display());
+        let command = format!("{before}{} agent --allow {}", bin(), allow.display());
         let restrictions = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding";
         let authorized = format!("command=\"{command}\",{restrictions} {}\n", pubkey("client_key"));
         std::fs::write(dir.join("authorized_keys"), authorized).unwrap();
@@ -229,6 +234,31 @@ fn a_small_change_in_a_large_file_crosses_the_wire_as_a_small_delta() {
     assert_eq!(report["transfer"]["bytesReceived"], from_agent, "{report}");
     let stored = inside(&env, CLIENT, "daily/2025-01-16_02-00-00").join("disk.img");
     sh(&format!("cmp '{}' '{}'", big.display(), stored.display()));
+}
+
+/// The agent walks a source as this machine does (`fs::tree`): with far fewer descriptors
+/// than the tree has levels (`ulimit -n 40` before the agent, a tree 300 directories deep) it
+/// closes the directories high above and reopens them through `..`, so the whole tree arrives,
+/// down to the file at its bottom, without a warning. (Holding every level open, as the agent
+/// once did, runs out of descriptors and keeps the deep directories empty.)
+#[test]
+fn the_agent_walks_a_tree_deeper_than_its_descriptor_limit() {
+    let env = Env::new();
+    let mut deep = env.src.join("deep");
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    write(&deep.join("bottom.txt"), "bottom\n");
+    write(&env.src.join("top.txt"), "top\n");
+    let sshd = Sshd::start_with(env.dir.path(), &env.src, "ulimit -n 40; exec ");
+    let t1 = "2025-01-15T02:00:00+01:00";
+    let report = sshd.pull_ok(&env, t1, &[]);
+    assert_eq!(report["state"], "success", "{report}");
+    let snap = inside(&env, CLIENT, "daily/2025-01-15_02-00-00");
+    let bottom = snap.join(deep.strip_prefix(&env.src).unwrap()).join("bottom.txt");
+    assert_eq!(std::fs::read_to_string(&bottom).unwrap(), "bottom\n");
+    assert_eq!(rsync_differences(&env.src, &snap), "");
 }
 
 #[test]

@@ -17,6 +17,7 @@ pub mod fsutil;
 mod name;
 mod remove;
 mod subvol;
+pub mod tree;
 
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};

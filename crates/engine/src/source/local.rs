@@ -38,6 +38,7 @@ use rustix::fs::{FileType, Stat};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
+use crate::fs::tree::{self, At, Entered, Paths, Tree};
 use crate::fs::Dir;
 use crate::source::exclude::ExcludeSet;
 use crate::source::markers::ExcludeBy;
@@ -292,10 +293,6 @@ enum Item {
     Fatal(Error),
 }
 
-/// How many directories of the walk's current path keep their descriptors open; the ones
-/// above are closed and reopened through `..` when the walk climbs back to them.
-const OPEN_LEVELS: usize = 16;
-
 /// How many complete directories may wait for the writer (each holds up to three
 /// descriptors): a quarter of what the process may open, within these bounds. Too few makes
 /// the walk wait for the writer (measured: 5 000 waits on a 50 000-file no-change run with a
@@ -314,34 +311,11 @@ struct Fds {
     prev: Option<Arc<OwnedFd>>,
 }
 
+/// A directory the walk entered: its descriptors, its status, its subdirectories to walk.
+type EnteredDir = (Fds, Box<Stat>, Vec<CString>);
+
 /// Device and inode of a source directory, its copy, and its previous copy.
 type Ids = ((u64, u64), Option<(u64, u64)>, Option<(u64, u64)>);
-
-/// One directory on the walk's path from a source down to the current directory.
-struct Frame {
-    /// `None` while closed (see [`OPEN_LEVELS`]).
-    fds: Option<Fds>,
-    /// Recorded when closed, checked when reopened.
-    ids: Option<Ids>,
-    stat: Box<Stat>,
-    /// The lengths of the walk's relative and absolute path buffers at this directory.
-    rel_len: usize,
-    abs_len: usize,
-    /// Subdirectories still to walk, in name order.
-    subdirs: std::vec::IntoIter<CString>,
-}
-
-/// Closes the descriptors of a directory high above the current one, recording what they
-/// were so that `Lister::reopen` can check it gets the same directories back.
-fn close(frame: &mut Frame, abs: &[u8]) -> Result<()> {
-    let Some(fds) = frame.fds.take() else { return Ok(()) };
-    let path = Path::new(OsStr::from_bytes(abs));
-    let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
-    let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
-    let dst = fds.dst.as_deref().map(id).transpose()?;
-    frame.ids = Some((id(&fds.src)?, dst, prev));
-    Ok(())
-}
 
 /// A place in the writer's queue of complete directories, given back when dropped (recorded
 /// or discarded).
@@ -694,73 +668,28 @@ impl<'a> Lister<'a> {
         self.job_tx.send(job).map_err(|_| Error::Cancelled)
     }
 
-    /// Walks the directory tree of one source, depth-first in name order, without recursion:
-    /// the path from the source down to the current directory is an explicit stack, so the
-    /// depth of a tree is bounded neither by the thread's stack nor, thanks to `close` and
-    /// `reopen`, by the limit on open descriptors.
+    /// Walks the directory tree of one source, depth-first in name order ([`tree`]: no
+    /// recursion, and at most [`tree::OPEN_LEVELS`] directories of the path open, so the
+    /// depth of a tree is bounded neither by the thread's stack nor by the limit on open
+    /// descriptors).
     fn walk(&mut self, source: usize, rel: Vec<u8>, path: &Path, root: Fds, st: Stat) -> Result<()> {
-        let mut rel = rel;
-        let mut abs = path.as_os_str().as_bytes().to_vec();
+        let abs = path.as_os_str().as_bytes().to_vec();
         let subdirs = self.list(source, &rel, &abs, &root)?;
-        let mut stack = vec![Frame {
-            fds: Some(root),
-            ids: None,
-            stat: Box::new(st),
-            rel_len: rel.len(),
-            abs_len: abs.len(),
-            subdirs,
-        }];
-        while let Some(top) = stack.last_mut() {
-            if self.opts.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
-            let Some(name) = top.subdirs.next() else {
-                // Every subdirectory is done: so is this directory.
-                let done = stack.pop().expect("the stack is not empty");
-                let fds = done.fds.expect("the current directory is open");
-                let done_abs = PathBuf::from(OsStr::from_bytes(&abs));
-                if let Some(parent) = stack.last_mut() {
-                    rel.truncate(parent.rel_len);
-                    abs.truncate(parent.abs_len);
-                    if parent.fds.is_none() {
-                        parent.fds = Some(self.reopen(&fds, parent, &abs)?);
-                    }
-                }
-                self.dir_done(Some(fds.src), fds.dst, done.stat, done_abs)?;
-                continue;
-            };
-            let fds = top.fds.clone().expect("the current directory is open");
-            if !rel.is_empty() {
-                rel.push(b'/');
-            }
-            rel.extend_from_slice(name.to_bytes());
-            if abs != b"/" {
-                abs.push(b'/');
-            }
-            abs.extend_from_slice(name.to_bytes());
-            match self.enter(source, &rel, &abs, &fds, &name)? {
-                Some(frame) => {
-                    stack.push(frame);
-                    if stack.len() > OPEN_LEVELS {
-                        let i = stack.len() - 1 - OPEN_LEVELS;
-                        let len = stack[i].abs_len;
-                        close(&mut stack[i], &abs[..len])?;
-                    }
-                }
-                None => {
-                    let top = stack.last().expect("the stack is not empty");
-                    rel.truncate(top.rel_len);
-                    abs.truncate(top.abs_len);
-                }
-            }
-        }
-        Ok(())
+        let start = Entered { open: root, info: Box::new(st), subdirs };
+        tree::depth_first(&mut SourceTree { lister: self, source }, start, Paths::new(rel, abs), tree::OPEN_LEVELS)
     }
 
     /// Starts on the subdirectory `name` of the directory open as `parent` (`rel` and `abs`
     /// already name the subdirectory): creates it in the work tree and lists it. `None` when
     /// there is nothing to walk below it (unreadable, another filesystem, the destination).
-    fn enter(&mut self, source: usize, rel: &[u8], abs: &[u8], parent: &Fds, name: &CStr) -> Result<Option<Frame>> {
+    fn enter(
+        &mut self,
+        source: usize,
+        rel: &[u8],
+        abs: &[u8],
+        parent: &Fds,
+        name: &CStr,
+    ) -> Result<Option<EnteredDir>> {
         let child_abs = Path::new(OsStr::from_bytes(abs));
         let mut st = match fsops::stat_at(parent.src.as_fd(), name) {
             Ok(st) => st,
@@ -814,26 +743,19 @@ impl<'a> Lister<'a> {
         let prev = parent.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), name).ok()).map(Arc::new);
         let fds = Fds { src, dst, prev };
         let subdirs = self.list(source, rel, abs, &fds)?;
-        Ok(Some(Frame {
-            fds: Some(fds),
-            ids: None,
-            stat: Box::new(st),
-            rel_len: rel.len(),
-            abs_len: abs.len(),
-            subdirs,
-        }))
+        Ok(Some((fds, Box::new(st), subdirs)))
     }
 
     /// Lists one directory: its files go to the workers as one job; returns its
     /// subdirectories in name order.
-    fn list(&mut self, source: usize, rel: &[u8], abs: &[u8], fds: &Fds) -> Result<std::vec::IntoIter<CString>> {
+    fn list(&mut self, source: usize, rel: &[u8], abs: &[u8], fds: &Fds) -> Result<Vec<CString>> {
         let abs = Path::new(OsStr::from_bytes(abs));
         let (mut names, mut subdirs) = match self.read_entries(&fds.src, abs) {
             Ok(x) => x,
             Err(e) => {
                 self.warn(abs, format!("cannot read directory: {e}"));
                 self.sweep(fds.dst.as_deref(), rel, |_| false)?;
-                return Ok(Vec::new().into_iter());
+                return Ok(Vec::new());
             }
         };
         if let Some(hidden) = self.opts.roots.and_then(|r| r.hidden(abs)) {
@@ -859,7 +781,7 @@ impl<'a> Lister<'a> {
             };
             self.send_job(job)?;
         }
-        Ok(subdirs.into_iter())
+        Ok(subdirs)
     }
 
     /// Hands a complete directory to the writer, which applies its metadata once everything
@@ -912,10 +834,9 @@ impl<'a> Lister<'a> {
         made.map(Some).map_err(|e| self.dest_error(rel, e))
     }
 
-    /// Opens again the directories of `parent`, closed by `close`, through `..` of its child
-    /// `child`, and checks that they are the same directories as before.
-    fn reopen(&self, child: &Fds, parent: &Frame, abs: &[u8]) -> Result<Fds> {
-        let ids = parent.ids.expect("a closed directory has recorded identities");
+    /// Opens again the directories `ids` closed by [`SourceTree::close`] through `..` of
+    /// their child `child`, and checks that they are the same directories as before.
+    fn reopen(&self, child: &Fds, ids: Ids, abs: &[u8]) -> Result<Fds> {
         let path = Path::new(OsStr::from_bytes(abs));
         // `None` when `..` is not the directory it was (moved while the backup ran).
         let reopen = |fd: &OwnedFd, id: (u64, u64)| -> Result<Option<OwnedFd>> {
@@ -946,6 +867,50 @@ impl<'a> Lister<'a> {
         self.tagged.0 += l.cache_tagged;
         self.tagged.1 += l.marker_tagged;
         Ok((l.files, l.dirs))
+    }
+}
+
+/// One source's tree as the build walks it ([`tree::depth_first`]): entering a directory
+/// makes its copy in the work tree and sends its files to the workers; leaving it hands it to
+/// the writer for its metadata.
+struct SourceTree<'l, 'a> {
+    lister: &'l mut Lister<'a>,
+    source: usize,
+}
+
+impl<'a> Tree for SourceTree<'_, 'a> {
+    type Open = Fds;
+    type Closed = Ids;
+    type Info = Box<Stat>;
+
+    fn enter(&mut self, parent: &Fds, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let entered = self.lister.enter(self.source, &paths.rel, &paths.abs, parent, name)?;
+        Ok(entered.map(|(open, info, subdirs)| Entered { open, info, subdirs }))
+    }
+
+    fn leave(&mut self, fds: Fds, stat: Box<Stat>, paths: &Paths) -> Result<()> {
+        let abs = PathBuf::from(OsStr::from_bytes(&paths.abs));
+        self.lister.dir_done(Some(fds.src), fds.dst, stat, abs)
+    }
+
+    /// Records the identities of the directory's descriptors, checked by `reopen`.
+    fn close(&mut self, fds: Fds, at: At) -> Result<Ids> {
+        let path = Path::new(OsStr::from_bytes(at.abs));
+        let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
+        let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
+        let dst = fds.dst.as_deref().map(id).transpose()?;
+        Ok((id(&fds.src)?, dst, prev))
+    }
+
+    fn reopen(&mut self, child: &Fds, ids: Ids, at: At) -> Result<Fds> {
+        self.lister.reopen(child, ids, at.abs)
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.lister.opts.cancel.load(Ordering::Relaxed) {
+            true => Err(Error::Cancelled),
+            false => Ok(()),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, Stat};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
+use crate::fs::tree::{self, At, Entered, Paths, Tree};
 use crate::fs::{beneath, DIR_FLAGS};
 use crate::store::meta::META_DIR;
 
@@ -65,12 +66,6 @@ impl Opts {
     pub const TREE: Opts = Opts { skip_meta: true, stat: true };
 }
 
-struct Frame {
-    rel_len: usize,
-    id: (u64, u64),
-    subdirs: std::vec::IntoIter<CString>,
-}
-
 /// `rel` joined onto the snapshot path, for messages.
 pub fn show(root: &Path, rel: &[u8]) -> PathBuf {
     root.join(OsStr::from_bytes(rel))
@@ -99,45 +94,61 @@ pub fn walk_with(
     visit: &mut dyn FnMut(&Visit) -> Result<bool>,
 ) -> Result<()> {
     let mut rel: Vec<u8> = prefix.to_vec();
-    let mut cur = beneath::reopen(start).map_err(|e| Error::io("open directory", show(root_path, &rel), e))?;
+    let cur = beneath::reopen(start).map_err(|e| Error::io("open directory", show(root_path, &rel), e))?;
     let subdirs = scan(cur.as_fd(), &mut rel, root_path, opts, visit)?;
-    let id = id_of(&cur, root_path, &rel)?;
-    let mut stack = vec![Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() }];
-    while let Some(top) = stack.last_mut() {
-        match top.subdirs.next() {
-            Some(name) => {
-                rel.truncate(top.rel_len);
-                push(&mut rel, name.to_bytes());
-                match rustix::fs::openat(cur.as_fd(), &name, DIR_FLAGS, Mode::empty()) {
-                    Ok(fd) => cur = fd,
-                    // Removed meanwhile: nothing to walk.
-                    Err(Errno::NOENT) => continue,
-                    Err(Errno::LOOP | Errno::NOTDIR) => {
-                        return Err(Error::Unsafe {
-                            path: show(root_path, &rel),
-                            message: "was replaced by something that is not a directory during the walk".into(),
-                        })
-                    }
-                    Err(e) => return Err(Error::io("open directory", show(root_path, &rel), e.into())),
-                }
-                let subdirs = scan(cur.as_fd(), &mut rel, root_path, opts, visit)?;
-                let id = id_of(&cur, root_path, &rel)?;
-                stack.push(Frame { rel_len: rel.len(), id, subdirs: subdirs.into_iter() });
+    let mut walk = SnapshotTree { root_path, opts, visit };
+    let start = Entered { open: cur, info: (), subdirs };
+    // One open directory: a snapshot walk goes back up through `..`, checked.
+    tree::depth_first(&mut walk, start, Paths::new(rel, Vec::new()), 1)
+}
+
+/// A snapshot's tree as [`tree::depth_first`] walks it: each directory's entries are visited
+/// when it is entered.
+struct SnapshotTree<'a, 'v> {
+    root_path: &'a Path,
+    opts: Opts,
+    visit: &'a mut (dyn FnMut(&Visit) -> Result<bool> + 'v),
+}
+
+impl Tree for SnapshotTree<'_, '_> {
+    type Open = OwnedFd;
+    type Closed = (u64, u64);
+    type Info = ();
+
+    fn enter(&mut self, parent: &OwnedFd, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let rel = &paths.rel;
+        let cur = match rustix::fs::openat(parent.as_fd(), name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            // Removed meanwhile: nothing to walk.
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => {
+                return Err(Error::Unsafe {
+                    path: show(self.root_path, rel),
+                    message: "was replaced by something that is not a directory during the walk".into(),
+                })
             }
-            None => {
-                stack.pop();
-                let Some(parent) = stack.last() else { break };
-                rel.truncate(parent.rel_len);
-                cur = crate::fs::reopen_parent(cur.as_fd(), parent.id)
-                    .map_err(|e| Error::io("open directory", show(root_path, &rel), e))?
-                    .ok_or_else(|| Error::Unsafe {
-                        path: show(root_path, &rel),
-                        message: "was moved during the walk".into(),
-                    })?;
-            }
-        }
+            Err(e) => return Err(Error::io("open directory", show(self.root_path, rel), e.into())),
+        };
+        let mut rel = rel.clone();
+        let subdirs = scan(cur.as_fd(), &mut rel, self.root_path, self.opts, self.visit)?;
+        Ok(Some(Entered { open: cur, info: (), subdirs }))
     }
-    Ok(())
+
+    fn leave(&mut self, _: OwnedFd, (): (), _: &Paths) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self, open: OwnedFd, at: At) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(self.root_path, at.rel), e.into()))?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), at: At) -> Result<OwnedFd> {
+        let path = || show(self.root_path, at.rel);
+        crate::fs::reopen_parent(child.as_fd(), closed)
+            .map_err(|e| Error::io("open directory", path(), e))?
+            .ok_or_else(|| Error::Unsafe { path: path(), message: "was moved during the walk".into() })
+    }
 }
 
 /// Appends `/name` (or `name` at the root) to a relative path.
@@ -146,11 +157,6 @@ pub fn push(rel: &mut Vec<u8>, name: &[u8]) {
         rel.push(b'/');
     }
     rel.extend_from_slice(name);
-}
-
-fn id_of(fd: &OwnedFd, root: &Path, rel: &[u8]) -> Result<(u64, u64)> {
-    let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", show(root, rel), e.into()))?;
-    Ok((st.st_dev, st.st_ino))
 }
 
 /// Visits every entry of one directory in name order; returns the subdirectories to enter.

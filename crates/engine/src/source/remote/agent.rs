@@ -35,6 +35,7 @@ use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use crate::error::{Error, Result};
 use crate::fs::beneath;
 use crate::fs::fsops;
+use crate::fs::tree::{self, At, Entered, Paths, Tree};
 use crate::source::exclude::ExcludeSet;
 use crate::source::local::{bytes_cstr, rel_of, source_order, split_last};
 use crate::source::markers::ExcludeBy;
@@ -274,6 +275,7 @@ fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, out
                     excluded: 0,
                     excluded_by: [0; 3],
                     root_dev: 0,
+                    root: None,
                 };
                 let result = w.run(sources);
                 if let Err(e) = &result {
@@ -493,6 +495,8 @@ struct Walker<'a> {
     /// Left out by `by`: tagged directories (cache, marker) and large files.
     excluded_by: [u64; 3],
     root_dev: u64,
+    /// The source directory being walked: every file sent is opened later below it.
+    root: Option<Arc<OwnedFd>>,
 }
 
 /// A directory being walked: its fd, its absolute path, its path below the source root.
@@ -588,44 +592,13 @@ impl Walker<'_> {
         meta.xattrs = fsops::read_xattrs_fd(src.as_fd()).map_err(|e| Error::io("read xattrs of", path, e))?;
         self.send(FromAgent::Dir { name, meta })?;
         let root = Arc::new(src);
-        self.dir(&Here { fd: &root, abs: path, root: &root, rel: &[] })?;
-        self.send(FromAgent::DirEnd)?;
+        self.root = Some(root.clone());
+        let subdirs = self.files(&Here { fd: &root, abs: path, root: &root, rel: &[] })?;
+        let start = Entered { open: root, info: (), subdirs };
+        // Leaving each directory sends its `DirEnd`, the source's own last.
+        let paths = Paths::new(Vec::new(), path.as_os_str().as_bytes().to_vec());
+        tree::depth_first(self, start, paths, tree::OPEN_LEVELS)?;
         self.send(FromAgent::SourceEnd)
-    }
-
-    /// A directory's whole tree (its own `Dir` and `DirEnd` are the caller's): in each
-    /// directory its non-directories sorted, then each subdirectory. Depth-first with an
-    /// explicit stack of open directories, not recursion, so that no tree is too deep for the
-    /// thread's stack (a directory that cannot be opened, e.g. out of descriptors, is kept
-    /// without content and reported, as locally).
-    fn dir(&mut self, here: &Here) -> Result<()> {
-        /// An open directory whose subdirectories are being walked.
-        struct Level {
-            fd: Arc<OwnedFd>,
-            abs: PathBuf,
-            rel: Vec<u8>,
-            dirs: std::vec::IntoIter<CString>,
-        }
-        let first = self.files(here)?;
-        let fd = Arc::new(rustix::io::dup(here.fd).map_err(|e| Error::io("duplicate descriptor", here.abs, e.into()))?);
-        let mut stack =
-            vec![Level { fd, abs: here.abs.to_path_buf(), rel: here.rel.to_vec(), dirs: first.into_iter() }];
-        while let Some(top) = stack.last_mut() {
-            let Some(name) = top.dirs.next() else {
-                stack.pop();
-                if !stack.is_empty() {
-                    self.send(FromAgent::DirEnd)?;
-                }
-                continue;
-            };
-            let parent = Here { fd: &top.fd, abs: &top.abs, root: here.root, rel: &top.rel };
-            let Some(fd) = self.subdir(&parent, &name)? else { continue };
-            let (abs, rel) = (join(&top.abs, &name), join_rel(&top.rel, name.to_bytes()));
-            let fd = Arc::new(fd);
-            let dirs = self.files(&Here { fd: &fd, abs: &abs, root: here.root, rel: &rel })?;
-            stack.push(Level { fd, abs, rel, dirs: dirs.into_iter() });
-        }
-        Ok(())
     }
 
     /// Sends a directory's non-directories, sorted; returns its subdirectories, sorted.
@@ -649,25 +622,24 @@ impl Walker<'_> {
 
     /// Sends a subdirectory's `Dir`; returns it open when its entries are to follow (the
     /// caller then sends its `DirEnd`), else sends the `DirEnd` too.
-    fn subdir(&mut self, here: &Here, name: &CStr) -> Result<Option<OwnedFd>> {
-        let abs = join(here.abs, name);
-        let st = match fsops::stat_at(here.fd.as_fd(), name) {
+    fn subdir(&mut self, parent: &OwnedFd, name: &CStr, abs: &Path) -> Result<Option<OwnedFd>> {
+        let st = match fsops::stat_at(parent.as_fd(), name) {
             Ok(st) => st,
-            Err(e) => return self.warn(&abs, format!("vanished or unreadable: {e}")).map(|()| None),
+            Err(e) => return self.warn(abs, format!("vanished or unreadable: {e}")).map(|()| None),
         };
         let mut meta = Meta::of(&st);
-        let fd = match fsops::open_dir_at(here.fd.as_fd(), name) {
+        let fd = match fsops::open_dir_at(parent.as_fd(), name) {
             Ok(fd) => fd,
             Err(e) => {
                 // Kept with its owner, mode and times, without content (as locally).
                 self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
-                self.warn(&abs, format!("cannot open directory: {e}"))?;
+                self.warn(abs, format!("cannot open directory: {e}"))?;
                 return self.send(FromAgent::DirEnd).map(|()| None);
             }
         };
         match fsops::read_xattrs_fd(fd.as_fd()) {
             Ok(x) => meta.xattrs = x,
-            Err(e) => self.warn(&abs, format!("cannot copy directory metadata: {e}"))?,
+            Err(e) => self.warn(abs, format!("cannot copy directory metadata: {e}"))?,
         }
         self.send(FromAgent::Dir { name: name.to_bytes().to_vec(), meta })?;
         if self.one_file_system && st.st_dev != self.root_dev {
@@ -719,6 +691,42 @@ impl Walker<'_> {
         self.excluded_by[1] += l.marker_tagged;
         Ok((l.files, l.dirs))
     }
+}
+
+/// A source's tree as the agent walks it ([`tree::depth_first`], as this machine's walk):
+/// entering a directory sends its `Dir` and its non-directories, leaving it its `DirEnd`.
+impl Tree for Walker<'_> {
+    type Open = Arc<OwnedFd>;
+    type Closed = (u64, u64);
+    type Info = ();
+
+    fn enter(&mut self, parent: &Arc<OwnedFd>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let abs = Path::new(OsStr::from_bytes(&paths.abs));
+        let Some(fd) = self.subdir(parent, name, abs)? else { return Ok(None) };
+        let (fd, root) = (Arc::new(fd), self.root.clone().expect("a source is being walked"));
+        let subdirs = self.files(&Here { fd: &fd, abs, root: &root, rel: &paths.rel })?;
+        Ok(Some(Entered { open: fd, info: (), subdirs }))
+    }
+
+    fn leave(&mut self, _: Arc<OwnedFd>, (): (), _: &Paths) -> Result<()> {
+        self.send(FromAgent::DirEnd)
+    }
+
+    fn close(&mut self, open: Arc<OwnedFd>, at: At) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(at), e.into()))?;
+        Ok((st.st_dev, st.st_ino))
+    }
+
+    fn reopen(&mut self, child: &Arc<OwnedFd>, closed: (u64, u64), at: At) -> Result<Arc<OwnedFd>> {
+        let moved = || io::Error::other("it was moved or replaced while the backup ran");
+        let fd = crate::fs::reopen_parent(child.as_fd(), closed).map_err(|e| Error::io("open again", show(at), e))?;
+        fd.map(Arc::new).ok_or_else(|| Error::io("open again", show(at), moved()))
+    }
+}
+
+/// The absolute path of a directory the walk closes or reopens, for messages.
+fn show(at: At) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(at.abs))
 }
 
 fn join(dir: &Path, name: &CStr) -> PathBuf {
