@@ -616,6 +616,51 @@ fn with_the_state_directory_on_the_same_btrfs_the_snapshots_go_there_and_the_sou
     );
 }
 
+/// The state directory's `source-snapshots/` is a symlink to a directory that would pass
+/// every check (root's, 0700, on the same btrfs) and holds a leftover with our name: the run
+/// refuses it, naming it, and creates, deletes and changes nothing at its target.
+#[test]
+fn a_symlink_at_the_state_directorys_snapshot_place_is_refused_and_its_target_untouched() {
+    let env = Env::new();
+    let fs = Btrfs::new(&env);
+    let src = fs.subvolume("data");
+    let state = fs.subvolume("state");
+    write(&src.join("file"), "x");
+    let victim = fs.at.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let look_alike = victim.join("hwc-backup-999999-1-0");
+    let o = Command::new("btrfs").args(["subvolume", "snapshot", "-r"]).arg(&src).arg(&look_alike).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    std::os::unix::fs::symlink(&victim, state.join("source-snapshots")).unwrap();
+    let listing = |p: &Path| {
+        let mut v: Vec<String> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    let before = (listing(&victim), fs.subvolumes());
+    let run = |kind: &str| {
+        let mut c = env.cmd(&["now", "--source"]);
+        c.arg(&src).args(["--dest", &s(&env.dest), "--host", HOST, "--state-dir", &s(&state)]);
+        c.args(["--source-snapshots", kind, "--json", "--no-prune"]).output().unwrap()
+    };
+    let o = run("btrfs");
+    assert_ne!(code(&o), 0, "{}", show(&o));
+    assert!(show(&o).contains("source-snapshots"), "the error names the path: {}", show(&o));
+    assert_eq!((listing(&victim), fs.subvolumes()), before, "nothing created or deleted at the target");
+    assert!(std::fs::symlink_metadata(state.join("source-snapshots")).unwrap().file_type().is_symlink());
+    assert!(!src.join(PRIVATE).exists(), "no fallback into the source's subvolume either");
+    // "auto" does not follow it either: it reads live and says why (and nothing about
+    // services: none are held).
+    let o = run("auto");
+    assert!(code(&o) <= 1, "{}", show(&o));
+    assert_eq!(report(&o)["sourceReads"][0]["kind"], "live", "{}", show(&o));
+    assert!(show(&o).contains("source-snapshots: is a symlink"), "{}", show(&o));
+    assert!(!show(&o).contains("quiesced services"), "{}", show(&o));
+    assert_eq!((listing(&victim), fs.subvolumes()), before, "auto: nothing created or deleted at the target");
+}
+
 /// Issue 15, item 4: the run summary, meta.json and `status` (text and `--json`) say per
 /// source whether it was read from a filesystem snapshot and which kind, and which services
 /// were held and for how long.

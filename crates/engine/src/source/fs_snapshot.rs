@@ -181,7 +181,9 @@ impl Source for FsSnapshots {
         self.kind.supported()?;
         if self.kind == SourceSnapshots::None {
             // Services held still without a filesystem snapshot: for the whole walk.
-            tracing::warn!("no filesystem snapshots: the quiesced services stay stopped for the whole walk");
+            if !self.quiesce.is_empty() {
+                tracing::warn!("no filesystem snapshots: the quiesced services stay stopped for the whole walk");
+            }
             let held = Held::hold(&self.quiesce, false)?;
             let built = LocalFs.build(opts, work, manifest, base, progress);
             let released = held.release();
@@ -207,9 +209,12 @@ impl Source for FsSnapshots {
                 None
             }
             Held2::Still(h) => {
-                tracing::warn!(
-                    "no filesystem snapshot could be taken: the quiesced services stay stopped for the whole walk"
-                );
+                // Said only when there are services to hold (none is the common case).
+                if !self.quiesce.is_empty() {
+                    tracing::warn!(
+                        "no filesystem snapshot could be taken: the quiesced services stay stopped for the whole walk"
+                    );
+                }
                 Some(h)
             }
         };
