@@ -24,57 +24,57 @@ use crate::error::Result;
 /// once) does not run out of descriptors.
 pub const OPEN_LEVELS: usize = 16;
 
-/// The relative and absolute path of the directory a walk is in, kept by the traversal: `rel`
-/// below the walk's root (no leading `/`), `abs` however the walk names it (the source's path
-/// on its host, a snapshot's path in messages).
+/// Two paths of the entry a walk is at, each extended by the entry's name as the walk goes
+/// down and cut back as it comes up: what they are is the walk's choice. The walks of a
+/// source keep the path below the walk's root in `a` (no leading `/`) and the absolute one in
+/// `b`; a restore the path in the snapshot in `a` and on the target in `b`. A `/` goes between
+/// a path and a name unless the path is empty or ends with one.
 #[derive(Debug, Default)]
 pub struct Paths {
-    /// Relative to the walk's root.
-    pub rel: Vec<u8>,
-    /// Absolute.
-    pub abs: Vec<u8>,
+    /// The first path.
+    pub a: Vec<u8>,
+    /// The second path.
+    pub b: Vec<u8>,
 }
 
 impl Paths {
     /// Paths at the start of a walk.
-    pub fn new(rel: Vec<u8>, abs: Vec<u8>) -> Paths {
-        Paths { rel, abs }
+    pub fn new(a: Vec<u8>, b: Vec<u8>) -> Paths {
+        Paths { a, b }
     }
 
     /// Appends one component to both paths.
     fn push(&mut self, name: &[u8]) {
-        if !self.rel.is_empty() {
-            self.rel.push(b'/');
+        for p in [&mut self.a, &mut self.b] {
+            if p.last().is_some_and(|&c| c != b'/') {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
         }
-        self.rel.extend_from_slice(name);
-        if self.abs != b"/" {
-            self.abs.push(b'/');
-        }
-        self.abs.extend_from_slice(name);
     }
 
-    fn truncate(&mut self, (rel, abs): (usize, usize)) {
-        self.rel.truncate(rel);
-        self.abs.truncate(abs);
+    fn truncate(&mut self, (a, b): (usize, usize)) {
+        self.a.truncate(a);
+        self.b.truncate(b);
     }
 
     fn lens(&self) -> (usize, usize) {
-        (self.rel.len(), self.abs.len())
+        (self.a.len(), self.b.len())
     }
 
     /// The paths of a directory above the current one.
-    fn at(&self, (rel, abs): (usize, usize)) -> At<'_> {
-        At { rel: &self.rel[..rel], abs: &self.abs[..abs] }
+    fn at(&self, (a, b): (usize, usize)) -> At<'_> {
+        At { a: &self.a[..a], b: &self.b[..b] }
     }
 }
 
 /// The paths of a directory being closed or reopened (see [`Paths`]).
 #[derive(Clone, Copy, Debug)]
 pub struct At<'a> {
-    /// Relative to the walk's root.
-    pub rel: &'a [u8],
-    /// Absolute.
-    pub abs: &'a [u8],
+    /// The first path.
+    pub a: &'a [u8],
+    /// The second path.
+    pub b: &'a [u8],
 }
 
 /// A directory just entered: its handles, what the walk keeps with it until it is left, and
@@ -88,6 +88,15 @@ pub struct Entered<T: Tree + ?Sized> {
     pub subdirs: Vec<CString>,
 }
 
+/// The directory holding the entry a walk is at: its handles, and what the walk keeps with it
+/// (which a walk may change: "something below was restored", say).
+pub struct Parent<'p, T: Tree + ?Sized> {
+    /// Its open handles.
+    pub open: &'p T::Open,
+    /// What the walk keeps with it.
+    pub info: &'p mut T::Info,
+}
+
 /// What a walk does in each directory.
 pub trait Tree {
     /// The handles of one open directory (one descriptor, or a source directory's together
@@ -98,20 +107,31 @@ pub trait Tree {
     /// Kept with each directory until it is left (its status, say).
     type Info;
 
-    /// Enters the subdirectory `name` of the open directory `parent` (`paths` already name
-    /// it): opens it and lists it (its non-directories are the walk's to handle now). `None`
-    /// when there is nothing to walk below it (vanished, unreadable, another filesystem).
-    fn enter(&mut self, parent: &Self::Open, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>>;
+    /// Visits the entry `name` of the directory `parent` (`paths` already name the entry), one
+    /// of the names the parent was entered with: for a directory to walk, opens and lists it.
+    /// `None` when there is nothing to walk below it (not a directory, vanished, unreadable,
+    /// another filesystem).
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>>;
 
-    /// Leaves a directory whose subdirectories are all done (`paths` name it).
-    fn leave(&mut self, open: Self::Open, info: Self::Info, paths: &Paths) -> Result<()>;
+    /// Leaves a directory whose entries are all done (`paths` name it); `parent` is `None`
+    /// for the directory the walk started in.
+    fn leave(
+        &mut self,
+        open: Self::Open,
+        info: Self::Info,
+        parent: Option<Parent<'_, Self>>,
+        paths: &Paths,
+    ) -> Result<()>;
 
-    /// Closes a directory high above the current one (`at` names it), recording what it was.
-    fn close(&mut self, open: Self::Open, at: At) -> Result<Self::Closed>;
+    /// Closes a directory high above the current one (`at` names it, `info` is what the walk
+    /// keeps with it, `child` is its open subdirectory on the walk's path), recording what it
+    /// was. What cannot be reopened through `child` (a directory whose child has no
+    /// counterpart on that side) stays open in what is returned.
+    fn close(&mut self, open: Self::Open, info: &Self::Info, child: &Self::Open, at: At) -> Result<Self::Closed>;
 
     /// Opens again the directory `closed` through `..` of its open child `child` (`at` names
     /// the directory); an error when it is no longer the same directory.
-    fn reopen(&mut self, child: &Self::Open, closed: Self::Closed, at: At) -> Result<Self::Open>;
+    fn reopen(&mut self, child: &Self::Open, closed: Self::Closed, info: &Self::Info, at: At) -> Result<Self::Open>;
 
     /// Checked before each step: `Err` (cancelled) stops the walk.
     fn check(&self) -> Result<()> {
@@ -147,26 +167,32 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
     while let Some(top) = stack.last_mut() {
         tree.check()?;
         let Some(name) = top.subdirs.next() else {
-            // Every subdirectory is done: so is this directory.
+            // Every entry is done: so is this directory.
             let done = stack.pop().expect("the stack is not empty");
             let Handles::Open(open) = done.handles else { unreachable!("the current directory is open") };
-            if let Some(parent) = stack.last_mut() {
-                if let Handles::Closed(_) = parent.handles {
-                    let Handles::Closed(closed) = std::mem::replace(&mut parent.handles, Handles::Moving) else {
-                        unreachable!()
-                    };
-                    parent.handles = Handles::Open(tree.reopen(&open, closed, paths.at(parent.lens))?);
+            let parent = match stack.last_mut() {
+                Some(parent) => {
+                    if let Handles::Closed(_) = parent.handles {
+                        let Handles::Closed(closed) = std::mem::replace(&mut parent.handles, Handles::Moving) else {
+                            unreachable!()
+                        };
+                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens))?;
+                        parent.handles = Handles::Open(reopened);
+                    }
+                    let Handles::Open(up) = &parent.handles else { unreachable!("just reopened") };
+                    Some(Parent { open: up, info: &mut parent.info })
                 }
-            }
-            tree.leave(open, done.info, &paths)?;
+                None => None,
+            };
+            tree.leave(open, done.info, parent, &paths)?;
             if let Some(parent) = stack.last() {
                 paths.truncate(parent.lens);
             }
             continue;
         };
-        let Handles::Open(parent) = &top.handles else { unreachable!("the current directory is open") };
+        let Handles::Open(open) = &top.handles else { unreachable!("the current directory is open") };
         paths.push(name.to_bytes());
-        match tree.enter(parent, &name, &paths)? {
+        match tree.enter(Parent { open, info: &mut top.info }, &name, &paths)? {
             Some(child) => {
                 stack.push(Level {
                     handles: Handles::Open(child.open),
@@ -175,12 +201,14 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                     subdirs: child.subdirs.into_iter(),
                 });
                 if let Some(i) = stack.len().checked_sub(open_levels + 1) {
-                    let level = &mut stack[i];
+                    let (above, below) = stack.split_at_mut(i + 1);
+                    let level = &mut above[i];
+                    let Handles::Open(child) = &below[0].handles else { unreachable!("below is open") };
                     if let Handles::Open(_) = level.handles {
                         let Handles::Open(open) = std::mem::replace(&mut level.handles, Handles::Moving) else {
                             unreachable!()
                         };
-                        level.handles = Handles::Closed(tree.close(open, paths.at(level.lens))?);
+                        level.handles = Handles::Closed(tree.close(open, &level.info, child, paths.at(level.lens))?);
                     }
                 }
             }
@@ -222,30 +250,37 @@ mod tests {
     impl Tree for Recorder {
         type Open = OwnedFd;
         type Closed = (u64, u64);
-        type Info = ();
+        /// Subdirectories entered (1 each) and left (100 each).
+        type Info = u32;
 
-        fn enter(&mut self, parent: &OwnedFd, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
-            let fd = rustix::fs::openat(parent, name, crate::fs::DIR_FLAGS, Mode::empty()).unwrap();
+        fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+            let fd = rustix::fs::openat(parent.open, name, crate::fs::DIR_FLAGS, Mode::empty()).unwrap();
+            *parent.info += 1;
             self.open += 1;
             self.most_open = self.most_open.max(self.open);
-            self.events.push(format!("enter {}", String::from_utf8_lossy(&paths.rel)));
+            self.events.push(format!("enter {}", String::from_utf8_lossy(&paths.a)));
             let subdirs = list(&fd);
-            Ok(Some(Entered { open: fd, info: (), subdirs }))
+            Ok(Some(Entered { open: fd, info: 0, subdirs }))
         }
 
-        fn leave(&mut self, _: OwnedFd, (): (), paths: &Paths) -> Result<()> {
+        /// Leaving says how many subdirectories the directory had (counted in its `info` by
+        /// `enter`), and tells its parent it was left (one more in its `info`).
+        fn leave(&mut self, _: OwnedFd, entered: u32, parent: Option<Parent<'_, Self>>, paths: &Paths) -> Result<()> {
             self.open -= 1;
-            self.events.push(format!("leave {}", String::from_utf8_lossy(&paths.rel)));
+            if let Some(p) = parent {
+                *p.info += 100;
+            }
+            self.events.push(format!("leave {} {entered}", String::from_utf8_lossy(&paths.a)));
             Ok(())
         }
 
-        fn close(&mut self, open: OwnedFd, _: At) -> Result<(u64, u64)> {
+        fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, _: At) -> Result<(u64, u64)> {
             self.open -= 1;
             let st = rustix::fs::fstat(&open).unwrap();
             Ok((st.st_dev, st.st_ino))
         }
 
-        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: At) -> Result<OwnedFd> {
+        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, _: At) -> Result<OwnedFd> {
             self.open += 1;
             Ok(crate::fs::reopen_parent(child.as_fd(), closed).unwrap().expect("the same directory"))
         }
@@ -255,7 +290,7 @@ mod tests {
         let mut r = Recorder { events: Vec::new(), open: 1, most_open: 1 };
         let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let subdirs = list(&fd);
-        let start = Entered { open: fd, info: (), subdirs };
+        let start = Entered { open: fd, info: 0, subdirs };
         depth_first(&mut r, start, Paths::new(Vec::new(), root.as_os_str().as_encoded_bytes().to_vec()), open_levels)
             .unwrap();
         r
@@ -268,22 +303,23 @@ mod tests {
             std::fs::create_dir_all(d.path().join(p)).unwrap();
         }
         let r = walk(d.path(), 16);
+        // Each leave shows its directory's count: subdirectories entered (1) and left (100).
         let want = [
             "enter a",
             "enter a/w",
-            "leave a/w",
+            "leave a/w 0",
             "enter a/x",
             "enter a/x/deep",
-            "leave a/x/deep",
-            "leave a/x",
-            "leave a",
+            "leave a/x/deep 0",
+            "leave a/x 101",
+            "leave a 202",
             "enter b",
             "enter b/y",
-            "leave b/y",
-            "leave b",
+            "leave b/y 0",
+            "leave b 101",
             "enter c",
-            "leave c",
-            "leave ",
+            "leave c 0",
+            "leave  303",
         ];
         assert_eq!(r.events, want);
     }

@@ -38,7 +38,7 @@ use rustix::fs::{FileType, Stat};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
-use crate::fs::tree::{self, At, Entered, Paths, Tree};
+use crate::fs::tree::{self, At, Entered, Parent, Paths, Tree};
 use crate::fs::Dir;
 use crate::source::exclude::ExcludeSet;
 use crate::source::markers::ExcludeBy;
@@ -870,9 +870,10 @@ impl<'a> Lister<'a> {
     }
 }
 
-/// One source's tree as the build walks it ([`tree::depth_first`]): entering a directory
-/// makes its copy in the work tree and sends its files to the workers; leaving it hands it to
-/// the writer for its metadata.
+/// One source's tree as the build walks it ([`tree::depth_first`], with the path below `/` in
+/// `Paths::a` and the absolute path in `Paths::b`): entering a directory makes its copy in the
+/// work tree and sends its files to the workers; leaving it hands it to the writer for its
+/// metadata.
 struct SourceTree<'l, 'a> {
     lister: &'l mut Lister<'a>,
     source: usize,
@@ -883,27 +884,27 @@ impl<'a> Tree for SourceTree<'_, 'a> {
     type Closed = Ids;
     type Info = Box<Stat>;
 
-    fn enter(&mut self, parent: &Fds, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
-        let entered = self.lister.enter(self.source, &paths.rel, &paths.abs, parent, name)?;
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let entered = self.lister.enter(self.source, &paths.a, &paths.b, parent.open, name)?;
         Ok(entered.map(|(open, info, subdirs)| Entered { open, info, subdirs }))
     }
 
-    fn leave(&mut self, fds: Fds, stat: Box<Stat>, paths: &Paths) -> Result<()> {
-        let abs = PathBuf::from(OsStr::from_bytes(&paths.abs));
+    fn leave(&mut self, fds: Fds, stat: Box<Stat>, _: Option<Parent<'_, Self>>, paths: &Paths) -> Result<()> {
+        let abs = PathBuf::from(OsStr::from_bytes(&paths.b));
         self.lister.dir_done(Some(fds.src), fds.dst, stat, abs)
     }
 
     /// Records the identities of the directory's descriptors, checked by `reopen`.
-    fn close(&mut self, fds: Fds, at: At) -> Result<Ids> {
-        let path = Path::new(OsStr::from_bytes(at.abs));
+    fn close(&mut self, fds: Fds, _: &Box<Stat>, _: &Fds, at: At) -> Result<Ids> {
+        let path = Path::new(OsStr::from_bytes(at.b));
         let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
         let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
         let dst = fds.dst.as_deref().map(id).transpose()?;
         Ok((id(&fds.src)?, dst, prev))
     }
 
-    fn reopen(&mut self, child: &Fds, ids: Ids, at: At) -> Result<Fds> {
-        self.lister.reopen(child, ids, at.abs)
+    fn reopen(&mut self, child: &Fds, ids: Ids, _: &Box<Stat>, at: At) -> Result<Fds> {
+        self.lister.reopen(child, ids, at.b)
     }
 
     fn check(&self) -> Result<()> {

@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, Stat};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::fs::tree::{self, At, Entered, Paths, Tree};
+use crate::fs::tree::{self, At, Entered, Parent, Paths, Tree};
 use crate::fs::{beneath, DIR_FLAGS};
 use crate::store::meta::META_DIR;
 
@@ -102,8 +102,8 @@ pub fn walk_with(
     tree::depth_first(&mut walk, start, Paths::new(rel, Vec::new()), 1)
 }
 
-/// A snapshot's tree as [`tree::depth_first`] walks it: each directory's entries are visited
-/// when it is entered.
+/// A snapshot's tree as [`tree::depth_first`] walks it (the path below the snapshot root in
+/// `Paths::a`): each directory's entries are visited when it is entered.
 struct SnapshotTree<'a, 'v> {
     root_path: &'a Path,
     opts: Opts,
@@ -115,9 +115,9 @@ impl Tree for SnapshotTree<'_, '_> {
     type Closed = (u64, u64);
     type Info = ();
 
-    fn enter(&mut self, parent: &OwnedFd, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
-        let rel = &paths.rel;
-        let cur = match rustix::fs::openat(parent.as_fd(), name, DIR_FLAGS, Mode::empty()) {
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let rel = &paths.a;
+        let cur = match rustix::fs::openat(parent.open.as_fd(), name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             // Removed meanwhile: nothing to walk.
             Err(Errno::NOENT) => return Ok(None),
@@ -134,17 +134,17 @@ impl Tree for SnapshotTree<'_, '_> {
         Ok(Some(Entered { open: cur, info: (), subdirs }))
     }
 
-    fn leave(&mut self, _: OwnedFd, (): (), _: &Paths) -> Result<()> {
+    fn leave(&mut self, _: OwnedFd, (): (), _: Option<Parent<'_, Self>>, _: &Paths) -> Result<()> {
         Ok(())
     }
 
-    fn close(&mut self, open: OwnedFd, at: At) -> Result<(u64, u64)> {
-        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(self.root_path, at.rel), e.into()))?;
+    fn close(&mut self, open: OwnedFd, (): &(), _: &OwnedFd, at: At) -> Result<(u64, u64)> {
+        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(self.root_path, at.a), e.into()))?;
         Ok((st.st_dev, st.st_ino))
     }
 
-    fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), at: At) -> Result<OwnedFd> {
-        let path = || show(self.root_path, at.rel);
+    fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), (): &(), at: At) -> Result<OwnedFd> {
+        let path = || show(self.root_path, at.a);
         crate::fs::reopen_parent(child.as_fd(), closed)
             .map_err(|e| Error::io("open directory", path(), e))?
             .ok_or_else(|| Error::Unsafe { path: path(), message: "was moved during the walk".into() })

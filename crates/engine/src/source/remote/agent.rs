@@ -35,7 +35,7 @@ use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use crate::error::{Error, Result};
 use crate::fs::beneath;
 use crate::fs::fsops;
-use crate::fs::tree::{self, At, Entered, Paths, Tree};
+use crate::fs::tree::{self, At, Entered, Parent, Paths, Tree};
 use crate::source::exclude::ExcludeSet;
 use crate::source::local::{bytes_cstr, rel_of, source_order, split_last};
 use crate::source::markers::ExcludeBy;
@@ -693,31 +693,32 @@ impl Walker<'_> {
     }
 }
 
-/// A source's tree as the agent walks it ([`tree::depth_first`], as this machine's walk):
+/// A source's tree as the agent walks it ([`tree::depth_first`], as this machine's walk, with
+/// the path below the source in `Paths::a` and the absolute path in `Paths::b`):
 /// entering a directory sends its `Dir` and its non-directories, leaving it its `DirEnd`.
 impl Tree for Walker<'_> {
     type Open = Arc<OwnedFd>;
     type Closed = (u64, u64);
     type Info = ();
 
-    fn enter(&mut self, parent: &Arc<OwnedFd>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
-        let abs = Path::new(OsStr::from_bytes(&paths.abs));
-        let Some(fd) = self.subdir(parent, name, abs)? else { return Ok(None) };
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let abs = Path::new(OsStr::from_bytes(&paths.b));
+        let Some(fd) = self.subdir(parent.open, name, abs)? else { return Ok(None) };
         let (fd, root) = (Arc::new(fd), self.root.clone().expect("a source is being walked"));
-        let subdirs = self.files(&Here { fd: &fd, abs, root: &root, rel: &paths.rel })?;
+        let subdirs = self.files(&Here { fd: &fd, abs, root: &root, rel: &paths.a })?;
         Ok(Some(Entered { open: fd, info: (), subdirs }))
     }
 
-    fn leave(&mut self, _: Arc<OwnedFd>, (): (), _: &Paths) -> Result<()> {
+    fn leave(&mut self, _: Arc<OwnedFd>, (): (), _: Option<Parent<'_, Self>>, _: &Paths) -> Result<()> {
         self.send(FromAgent::DirEnd)
     }
 
-    fn close(&mut self, open: Arc<OwnedFd>, at: At) -> Result<(u64, u64)> {
+    fn close(&mut self, open: Arc<OwnedFd>, (): &(), _: &Arc<OwnedFd>, at: At) -> Result<(u64, u64)> {
         let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(at), e.into()))?;
         Ok((st.st_dev, st.st_ino))
     }
 
-    fn reopen(&mut self, child: &Arc<OwnedFd>, closed: (u64, u64), at: At) -> Result<Arc<OwnedFd>> {
+    fn reopen(&mut self, child: &Arc<OwnedFd>, closed: (u64, u64), (): &(), at: At) -> Result<Arc<OwnedFd>> {
         let moved = || io::Error::other("it was moved or replaced while the backup ran");
         let fd = crate::fs::reopen_parent(child.as_fd(), closed).map_err(|e| Error::io("open again", show(at), e))?;
         fd.map(Arc::new).ok_or_else(|| Error::io("open again", show(at), moved()))
@@ -726,7 +727,7 @@ impl Tree for Walker<'_> {
 
 /// The absolute path of a directory the walk closes or reopens, for messages.
 fn show(at: At) -> PathBuf {
-    PathBuf::from(OsStr::from_bytes(at.abs))
+    PathBuf::from(OsStr::from_bytes(at.b))
 }
 
 fn join(dir: &Path, name: &CStr) -> PathBuf {
