@@ -1,12 +1,16 @@
 //! Deleting a tree below a [`Dir`]: fd-relative, never through a symlink, and without
-//! recursion, so a tree tens of thousands of levels deep (which `rm -rf` handles) cannot
-//! overflow the stack, and at most [`KEEP_OPEN`] directories are open at once.
+//! recursion (the one traversal, [`super::tree`]), so a tree tens of thousands of levels deep
+//! (which `rm -rf` handles) cannot overflow the stack, and at most [`KEEP_OPEN`] directories
+//! are open at once. Each directory is emptied of its files when it is entered (one pass over
+//! it, as `rm -rf` makes) and removed from its parent when it is left.
 
+use std::ffi::{CStr, CString};
 use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::tree::{self, At, Entered, Parent, Paths, Tree};
 use super::{reopen_parent, Dir, Name, DIR_FLAGS};
 use crate::error::{Error, IoContext, Result};
 
@@ -14,16 +18,13 @@ use crate::error::{Error, IoContext, Result};
 /// and checked by device and inode when the walk climbs back to it (as GNU `rm` does).
 const KEEP_OPEN: usize = 64;
 
+/// What the removal keeps with a directory it is emptying, until it is left.
 struct Level {
-    dir: Option<Dir>,
     name: Name,
     dev: u64,
     ino: u64,
-    /// Subdirectories still to delete, found when the level was emptied of its files (one
-    /// pass over each directory, as `rm -rf` makes), with the mark [`Keep`] gave each.
-    subdirs: Vec<(Name, bool)>,
-    /// The length of the walk's relative path at this level (see [`Keep`]).
-    rel_len: usize,
+    /// The marks [`Keep`] gave its subdirectories, in the order they are entered.
+    marks: std::vec::IntoIter<bool>,
     /// Something below it is kept, so it stays.
     kept: bool,
     /// Where its removed entries start in the list of what was removed (see [`Removal`]).
@@ -72,78 +73,89 @@ pub(super) fn remove_tree_keeping(
         }
         Some(_) => {}
     }
-    let mut rel = name.as_bytes().to_vec();
-    // What was removed where something stays, when there is something to keep.
-    let mut tops: Vec<Vec<u8>> = Vec::new();
     let (keep, mark) = match keep {
         Some((k, m)) => (Some(k), m),
         None => (None, true),
     };
-    let walk = Walking { keep, dry_run };
-    let mut stack = vec![walk.descend(parent, name, 0, &rel, mark, &mut tops)?];
-    loop {
-        let depth = stack.len();
-        let top = stack.last_mut().expect("the stack is not empty here");
-        if let Some((sub, mark)) = top.subdirs.pop() {
-            let dir = top.dir.as_ref().expect("the top level is always open");
-            rel.truncate(top.rel_len);
-            rel.push(b'/');
-            rel.extend_from_slice(sub.as_bytes());
-            let child = walk.descend(dir, &sub, depth, &rel, mark, &mut tops)?;
-            stack.push(child);
-            if stack.len() > KEEP_OPEN {
-                let i = stack.len() - KEEP_OPEN - 1;
-                stack[i].dir = None;
-            }
-            continue;
-        }
-        let done = stack.pop().expect("the stack is not empty here");
-        let done_dir = done.dir.expect("the top level is always open");
-        if let Some(up) = stack.last_mut() {
-            if up.dir.is_none() {
-                up.dir = Some(reopen_level(&done_dir, up)?);
-            }
-        }
-        drop(done_dir);
-        let up = stack.last().map_or(parent, |l| l.dir.as_ref().expect("re-opened above"));
-        let kept = done.kept
-            || (!dry_run
-                && match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
-                    Ok(()) | Err(Errno::NOENT) => false,
-                    // Something appeared meanwhile; with entries to keep, that is not an error.
-                    Err(Errno::NOTEMPTY) if keep.is_some() => true,
-                    Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
-                });
-        if keep.is_some() && !kept {
-            // Gone whole: listed once, in place of what it held.
-            tops.truncate(done.tops_at);
-            tops.push(rel[..done.rel_len].to_vec());
-        }
-        match stack.last_mut() {
-            Some(up) => up.kept |= kept,
-            None if kept => return Ok(Removal { gone: false, removed: tops }),
-            None => return Ok(gone),
-        }
-    }
+    let rel = name.as_bytes().to_vec();
+    let mut walk = Walking { keep, dry_run, start: parent, depth: 0, tops: Vec::new(), kept: false };
+    let start = walk.descend(parent, name, &rel, mark)?;
+    tree::depth_first(&mut walk, start, Paths::new(rel, Vec::new()), KEEP_OPEN)?;
+    Ok(match walk.kept {
+        true => Removal { gone: false, removed: walk.tops },
+        false => gone,
+    })
 }
 
-/// How a removal walks: what it keeps, and whether it removes anything.
+/// How a removal walks: what it keeps, and whether it removes anything; where it started,
+/// and what it found (the path below that parent is `Paths::a`).
 struct Walking<'a> {
     keep: Option<Keep<'a>>,
     dry_run: bool,
+    /// The directory the removed one is in.
+    start: &'a Dir,
+    /// Levels below the removed directory (for display paths).
+    depth: usize,
+    /// What was removed where something stays, when there is something to keep.
+    tops: Vec<Vec<u8>>,
+    /// The removed directory itself stays (something below it is kept).
+    kept: bool,
+}
+
+impl Tree for Walking<'_> {
+    type Open = Dir;
+    /// Nothing: a level's device and inode are recorded when it is entered.
+    type Closed = ();
+    type Info = Level;
+
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let mark = parent.info.marks.next().unwrap_or(true);
+        let name = Name::new(name.to_bytes())
+            .map_err(|e| Error::Unsafe { path: parent.open.path().to_path_buf(), message: e.to_string() })?;
+        self.depth += 1;
+        self.descend(parent.open, &name, &paths.a, mark).map(Some)
+    }
+
+    fn leave(&mut self, dir: Dir, done: Level, parent: Option<Parent<'_, Self>>, paths: &Paths) -> Result<()> {
+        drop(dir);
+        let up = parent.as_ref().map_or(self.start, |p| p.open);
+        let kept = done.kept
+            || (!self.dry_run
+                && match rustix::fs::unlinkat(up.fd(), done.name.as_cstr(), AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => false,
+                    // Something appeared meanwhile; with entries to keep, that is not an error.
+                    Err(Errno::NOTEMPTY) if self.keep.is_some() => true,
+                    Err(e) => return Err(Error::io("remove directory", up.child_path(&done.name), e.into())),
+                });
+        if self.keep.is_some() && !kept {
+            // Gone whole: listed once, in place of what it held.
+            self.tops.truncate(done.tops_at);
+            self.tops.push(paths.a.clone());
+        }
+        match parent {
+            Some(p) => {
+                p.info.kept |= kept;
+                self.depth -= 1;
+            }
+            None => self.kept = kept,
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, _: Dir, _: &Level, _: &Dir, _: At) -> Result<()> {
+        Ok(())
+    }
+
+    fn reopen(&mut self, child: &Dir, (): (), level: &Level, _: At) -> Result<Dir> {
+        reopen_level(child, level)
+    }
 }
 
 impl Walking<'_> {
     /// Removes every non-directory in `dir` (`rel` below the removal's parent, `mark` its mark)
     /// that `keep` does not keep (listing it in `tops` when there is a `keep`), and returns
     /// the subdirectories to remove, with their marks, and whether it keeps anything.
-    fn empty_files_of(
-        &self,
-        dir: &Dir,
-        rel: &[u8],
-        mark: bool,
-        tops: &mut Vec<Vec<u8>>,
-    ) -> Result<(Vec<(Name, bool)>, bool)> {
+    fn empty_files_of(&mut self, dir: &Dir, rel: &[u8], mark: bool) -> Result<(Vec<(Name, bool)>, bool)> {
         let keep = self.keep;
         let mut subs = Vec::new();
         let mut kept = false;
@@ -173,7 +185,7 @@ impl Walking<'_> {
                     Some(m) => sub_mark = m,
                 }
                 if !is_dir {
-                    tops.push(path.clone());
+                    self.tops.push(path.clone());
                 }
             }
             if is_dir {
@@ -185,17 +197,12 @@ impl Walking<'_> {
         Ok((subs, kept))
     }
 
-    /// Opens `name` below `dir` for emptying, making it writable when we are not root (a
-    /// snapshot keeps the source's `0500` directories).
-    fn descend(
-        &self,
-        dir: &Dir,
-        name: &Name,
-        depth: usize,
-        rel: &[u8],
-        mark: bool,
-        tops: &mut Vec<Vec<u8>>,
-    ) -> Result<Level> {
+    /// Opens `name` below `dir` for emptying (making it writable when we are not root: a
+    /// snapshot keeps the source's `0500` directories), empties it of its files, and returns
+    /// it with its subdirectories to remove (in the order the one pass over it found them,
+    /// last first, as before the one traversal).
+    fn descend(&mut self, dir: &Dir, name: &Name, rel: &[u8], mark: bool) -> Result<Entered<Self>> {
+        let depth = self.depth;
         let path = || if depth < 8 { dir.child_path(name) } else { dir.path().join(name.as_os_str()) };
         let fd = match rustix::fs::openat(dir.fd(), name.as_cstr(), DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
@@ -214,18 +221,14 @@ impl Walking<'_> {
         // so the memory for display paths stays linear in the depth.
         let shown = if depth < 8 { dir.child_path(name) } else { dir.path().to_path_buf() };
         let dir = Dir::from_fd(fd, shown);
-        let tops_at = tops.len();
-        let (subdirs, kept) = self.empty_files_of(&dir, rel, mark, tops)?;
-        Ok(Level {
-            dir: Some(dir),
-            name: name.clone(),
-            dev: st.st_dev,
-            ino: st.st_ino,
-            subdirs,
-            rel_len: rel.len(),
-            kept,
-            tops_at,
-        })
+        let tops_at = self.tops.len();
+        let (mut subdirs, kept) = self.empty_files_of(&dir, rel, mark)?;
+        subdirs.reverse();
+        let (names, marks): (Vec<CString>, Vec<bool>) =
+            subdirs.into_iter().map(|(n, m)| (n.as_cstr().to_owned(), m)).unzip();
+        let level =
+            Level { name: name.clone(), dev: st.st_dev, ino: st.st_ino, marks: marks.into_iter(), kept, tops_at };
+        Ok(Entered { open: dir, info: level, subdirs: names })
     }
 }
 
