@@ -237,7 +237,8 @@ fn a_small_change_in_a_large_file_crosses_the_wire_as_a_small_delta() {
 }
 
 /// The agent walks a source as this machine does (`fs::tree`): with far fewer descriptors
-/// than the tree has levels (`ulimit -n 40` before the agent, a tree 300 directories deep) it
+/// than the tree has levels (`ulimit -n 40` before the agent, a tree 300 directories deep that
+/// branches at every level) it
 /// closes the directories high above and reopens them through `..`, so the whole tree arrives,
 /// down to the file at its bottom, without a warning. (Holding every level open, as the agent
 /// once did, runs out of descriptors and keeps the deep directories empty.)
@@ -245,7 +246,9 @@ fn a_small_change_in_a_large_file_crosses_the_wire_as_a_small_delta() {
 fn the_agent_walks_a_tree_deeper_than_its_descriptor_limit() {
     let env = Env::new();
     let mut deep = env.src.join("deep");
-    for _ in 0..300 {
+    for i in 0..300 {
+        // A branch beside every level: the walk goes back up and down again.
+        write(&deep.join("x/file"), format!("{i}\n"));
         deep.push("d");
     }
     std::fs::create_dir_all(&deep).unwrap();

@@ -326,6 +326,30 @@ fn a_source_inside_the_destination_is_refused() {
 /// 30 000 nested directories (a path of 60 000 bytes, built relative to descriptors): no
 /// recursion on the stack and no descriptor per level, so the snapshot works, also with a
 /// limit of 512 open files; a leftover of that depth is cleaned up by the next run.
+/// A tree deeper than the directories a walk keeps open (`fs::tree::OPEN_LEVELS`) that
+/// branches at every level (`d/…/d` 40 deep, and `x/file` beside each `d`): the walk goes
+/// down, partly up and down again, closing and reopening the levels above through `..` (in
+/// the source, the work tree and the previous snapshot at once) — the second run links
+/// everything from the first, and both equal the source.
+#[test]
+fn a_deep_tree_that_branches_at_every_level() {
+    let env = Env::new();
+    let mut p = env.src.clone();
+    for i in 0..40 {
+        write(&p.join("x/file"), format!("level {i}\n"));
+        p.push("d");
+    }
+    write(&p.join("bottom"), "bottom\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let out = env.snapshot_ok("2025-01-16T02:00:00+01:00", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["state"], "success", "{report}");
+    assert_eq!(report["counts"]["linked"], 41, "{report}");
+    for id in ["daily/2025-01-15_02-00-00", "daily/2025-01-16_02-00-00"] {
+        assert_eq!(rsync_differences(&env.src, &env.in_snapshot(id)), "", "{id}");
+    }
+}
+
 #[test]
 fn a_tree_thirty_thousand_levels_deep() {
     require("python3");

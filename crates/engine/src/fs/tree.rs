@@ -200,11 +200,13 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                     lens: paths.lens(),
                     subdirs: child.subdirs.into_iter(),
                 });
+                // The open levels are always the deepest ones (leaving a directory reopens only
+                // its parent), so when the level `open_levels` above is open, so is its child.
                 if let Some(i) = stack.len().checked_sub(open_levels + 1) {
                     let (above, below) = stack.split_at_mut(i + 1);
                     let level = &mut above[i];
-                    let Handles::Open(child) = &below[0].handles else { unreachable!("below is open") };
                     if let Handles::Open(_) = level.handles {
+                        let Handles::Open(child) = &below[0].handles else { unreachable!("below an open level") };
                         let Handles::Open(open) = std::mem::replace(&mut level.handles, Handles::Moving) else {
                             unreachable!()
                         };
@@ -322,6 +324,28 @@ mod tests {
             "leave  303",
         ];
         assert_eq!(r.events, want);
+    }
+
+    /// Down, partly up and down again, many times: a chain 40 deep with a sibling beside
+    /// every level (`d/…/d/x`), walked with 4 open levels, so levels closed on the way down are
+    /// reopened and closed again.
+    #[test]
+    fn a_deep_tree_with_branches_reopens_and_closes_levels_again() {
+        const DEPTH: usize = 40;
+        let d = tempfile::tempdir().unwrap();
+        let mut p = d.path().to_path_buf();
+        for _ in 0..DEPTH {
+            std::fs::create_dir_all(p.join("x/y")).unwrap();
+            p.push("d");
+            std::fs::create_dir(&p).unwrap();
+        }
+        for levels in [1, 4, 16] {
+            let r = walk(d.path(), levels);
+            // Each level holds d and x; each x holds y: 3 directories per level, entered and left.
+            assert_eq!(r.events.len(), 2 * 3 * DEPTH + 1, "{levels} open levels");
+            assert!(r.most_open <= levels + 1, "{} open at once with {levels} open levels", r.most_open);
+            assert_eq!(r.events.last().unwrap(), &format!("leave  {}", 2 * 101));
+        }
     }
 
     #[test]

@@ -277,7 +277,10 @@ fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, out
                     root_dev: 0,
                     root: None,
                 };
-                let result = w.run(sources);
+                // A panic in the walk is an error the server hears of: otherwise the other
+                // threads (and the server) would wait for a walk that never ends.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(sources)))
+                    .unwrap_or_else(|panic| Err(Error::Agent(format!("internal error in the walk: {}", what(&panic)))));
                 if let Err(e) = &result {
                     let _ = w.out.send(FromAgent::Error(e.to_string()));
                 }
@@ -307,6 +310,15 @@ fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, out
 }
 
 const STOPPING: &str = "the session is stopping";
+
+/// A panic's message.
+fn what(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
+}
 
 /// Writes frames until every sender is gone, flushing whenever nothing else is queued.
 fn write_frames(rx: Receiver<FromAgent>, output: impl Write) -> Result<()> {
