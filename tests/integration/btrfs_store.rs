@@ -174,6 +174,33 @@ fn snapshots_are_read_only_subvolumes_that_share_what_is_unchanged() {
     assert!(to.join("d/f5/inside").exists() && !to.join("d/f4").exists());
 }
 
+/// In the btrfs store a kept file is the previous snapshot's very inode: one whose extended
+/// attribute or ACL changed (nothing else) is written anew, not kept with the old ones.
+#[test]
+fn a_changed_xattr_or_acl_is_not_kept_from_the_previous_subvolume() {
+    require("setfacl");
+    let env = Env::new();
+    let _fs = Btrfs::on(&env);
+    seed(&env);
+    let set = |f: &str, v: &str| {
+        rustix::fs::setxattr(env.src.join(f), "user.tag", v.as_bytes(), rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    set("d/f1", "one");
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    set("d/f1", "two");
+    sh(&format!("setfacl -m u:nobody:r '{}'", env.src.join("d/f7").display()));
+    env.snapshot_ok("2025-01-02T02:00:00Z", &["--store", "btrfs"]);
+    let second = "daily/2025-01-02_02-00-00";
+    assert_same(&env, second);
+    let (a, b) = (env.in_snapshot("daily/2025-01-01_02-00-00"), env.in_snapshot(second));
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::getxattr(b.join("d/f1"), "user.tag", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"two");
+    let n = rustix::fs::getxattr(a.join("d/f1"), "user.tag", &mut buf[..]).unwrap();
+    assert_eq!(&buf[..n], b"one", "the older snapshot keeps its own");
+    assert_eq!(ino(&a.join("d/f10")), ino(&b.join("d/f10")), "the untouched file is kept");
+}
+
 #[test]
 fn prune_deletes_subvolumes() {
     let env = Env::new();

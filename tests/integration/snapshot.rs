@@ -326,6 +326,44 @@ fn a_source_inside_the_destination_is_refused() {
 /// 30 000 nested directories (a path of 60 000 bytes, built relative to descriptors): no
 /// recursion on the stack and no descriptor per level, so the snapshot works, also with a
 /// limit of 512 open files; a leftover of that depth is cleaned up by the next run.
+/// An extended attribute or an ACL changed without touching the file's content, mode, owner or
+/// mtime (`setfattr`, `setfacl` change only its ctime): the quick check alone would link the
+/// old copy with the old attributes. The file is copied afresh, the untouched one still
+/// linked, and the snapshot equals the source per `rsync -aHAXn`. Several runs, so the
+/// comparison is also made from a base that recorded when its walk began.
+#[test]
+fn a_changed_xattr_or_acl_makes_a_new_copy() {
+    require("setfacl");
+    let env = Env::new();
+    for f in ["tagged", "acl", "same"] {
+        write(&env.src.join(f), format!("{f}\n"));
+    }
+    let xattr = |f: &str, v: &str| {
+        rustix::fs::setxattr(env.src.join(f), "user.tag", v.as_bytes(), rustix::fs::XattrFlags::empty()).unwrap()
+    };
+    xattr("tagged", "one");
+    let ids = ["daily/2025-01-15_02-00-00", "daily/2025-01-16_02-00-00", "daily/2025-01-17_02-00-00"];
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    xattr("tagged", "two");
+    sh(&format!("setfacl -m u:nobody:r '{}'", s(&env.src.join("acl"))));
+    env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
+    xattr("tagged", "three");
+    env.snapshot_ok("2025-01-17T02:00:00+01:00", &[]);
+    let snap = |i: usize| env.in_snapshot(ids[i]);
+    let tag = |i: usize| {
+        let mut buf = [0u8; 16];
+        let n = rustix::fs::getxattr(snap(i).join("tagged"), "user.tag", &mut buf[..]).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!([tag(0), tag(1), tag(2)], ["one", "two", "three"]);
+    assert_ne!(ino(&snap(0).join("tagged")), ino(&snap(1).join("tagged")), "a new copy for the new attribute");
+    assert_ne!(ino(&snap(1).join("tagged")), ino(&snap(2).join("tagged")));
+    assert_ne!(ino(&snap(0).join("acl")), ino(&snap(1).join("acl")), "a new copy for the new ACL");
+    assert_eq!(ino(&snap(1).join("acl")), ino(&snap(2).join("acl")), "unchanged since: linked");
+    assert_eq!(ino(&snap(0).join("same")), ino(&snap(2).join("same")), "the untouched file stays linked");
+    assert_eq!(rsync_differences(&env.src, &snap(2)), "");
+}
+
 /// A tree deeper than the directories a walk keeps open (`fs::tree::OPEN_LEVELS`) that
 /// branches at every level (`d/…/d` 40 deep, and `x/file` beside each `d`): the walk goes
 /// down, partly up and down again, closing and reopening the levels above through `..` (in

@@ -489,8 +489,16 @@ fn build_into(
         let manifest = Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE));
         // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
         let avoid = crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes().collect();
-        LinkBase { dir, manifest, avoid }
+        // A pulled host's ctimes come from its own clock: no shortcut there.
+        let settled_before = match job.kind {
+            crate::job::Kind::Local(_) => {
+                base.and_then(|b| b.meta.walk_started_at).map(|t| t.as_second().saturating_sub(1))
+            }
+            _ => None,
+        };
+        LinkBase { dir, manifest, avoid, settled_before }
     });
+    let walk_started = jiff::Timestamp::now();
     let built = source.build(&bopts, work_dir, manifest, link_base, progress);
     report.source_reads = source.source_reads();
     report.held_units = source.held_units();
@@ -514,6 +522,7 @@ fn build_into(
         state,
         started_at: started.timestamp(),
         finished_at: finish_time(opts, started),
+        walk_started_at: Some(walk_started),
         utc_offset: started.offset(),
         sources: job.sources.paths.clone(),
         exclude_patterns: job.sources.exclude_patterns.clone(),

@@ -108,9 +108,11 @@ pub fn build(
     let work_fd = dup_dir(work_dir)?;
     let chunks = chunk_cursor(base.as_ref());
     let chunk_out = chunk_writer(work_dir)?;
+    let settled_before = base.as_ref().map(|b| b.settled_before);
     let (base_fd, cursor, avoid) = split_base(base);
     let shared = Shared {
         avoid,
+        settled_before: settled_before.flatten(),
         work: work.to_path_buf(),
         work_fd: dup_dir(work_dir)?,
         links: Mutex::new(HashMap::new()),
@@ -242,6 +244,8 @@ struct Shared<'a> {
     avoid: place::Avoid,
     /// How unchanged entries are shared.
     method: place::Method,
+    /// See `LinkBase::settled_before`.
+    settled_before: Option<i64>,
 }
 
 /// One directory's non-directory entries.
@@ -998,6 +1002,9 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
         }
     };
     let prev = job.prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), name).ok());
+    // A previous copy whose extended attributes differ is not the same entry, whatever the
+    // quick check says: it is copied (or, in a writable snapshot, replaced) like a changed one.
+    let prev = prev.filter(|p| !xattrs_differ(job, name, &st, p, shared));
     if keep_mode {
         // In a writable snapshot of the previous snapshot: what stays is left alone, anything
         // else at this name goes before the entry is written (or left out).
@@ -1054,6 +1061,29 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
             }
         }
         _ => Ok(Outcome::Warning(format!("unsupported file type at {}", path().display()))),
+    }
+}
+
+/// Whether the source entry `name` (status `st`) and its previous copy (status `prev`) pass
+/// the quick check but differ in their extended attributes (ACLs included): `setfattr` and
+/// `setfacl` change only the ctime, which the quick check cannot compare (a copy's ctime is its
+/// own). Asked only where the source's ctime is not older than the link base's walk
+/// (`settled_before`), so a run reads attributes of the entries changed since, not of all.
+/// Attributes that cannot be read count as different: the entry is copied.
+fn xattrs_differ(job: &Job, name: &CStr, st: &Stat, prev: &Stat, shared: &Shared) -> bool {
+    if shared.settled_before.is_some_and(|t| st.st_ctime < t) || QuickAttrs::of(st) != QuickAttrs::of(prev) {
+        return false;
+    }
+    let Some(prev_dir) = job.prev.as_ref() else { return false };
+    let read = |dir: &OwnedFd| {
+        fsops::read_xattrs_at(dir.as_fd(), name).map(|mut x| {
+            x.sort_unstable();
+            x
+        })
+    };
+    match (read(&job.src), read(prev_dir)) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => true,
     }
 }
 

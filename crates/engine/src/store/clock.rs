@@ -88,6 +88,7 @@ mod tests {
             state: RunState::Success,
             started_at: t,
             finished_at: t,
+            walk_started_at: None,
             utc_offset: jiff::tz::Offset::UTC,
             sources: vec![],
             exclude_patterns: vec![],

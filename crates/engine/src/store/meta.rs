@@ -119,6 +119,13 @@ pub struct SnapshotMeta {
     pub started_at: Timestamp,
     /// End of the run, UTC.
     pub finished_at: Timestamp,
+    /// When the walk of the sources began, by this machine's real clock (not `--now`): a
+    /// source file whose ctime is older had no inode change (no new extended attribute or
+    /// ACL) since this snapshot read it. The next run compares extended attributes only for
+    /// files changed since ([`crate::store::record::LinkBase::settled_before`]). Absent in
+    /// snapshots of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub walk_started_at: Option<Timestamp>,
     /// The local UTC offset at the start, e.g. `+01:00`.
     #[serde(with = "offset_text")]
     pub utc_offset: Offset,

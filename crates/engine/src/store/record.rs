@@ -42,6 +42,13 @@ pub struct LinkBase<'a> {
     pub manifest: Cursor,
     /// Its damaged inodes (from the drive's damage record), never hard-linked.
     pub avoid: Avoid,
+    /// Seconds since the epoch before which a source file's ctime says its inode is as the
+    /// link base read it (its `walkStartedAt`, less a second for the kernel's coarse clock):
+    /// an unchanged file whose ctime is not older gets its extended attributes compared with
+    /// the previous copy's, since `setfattr` and `setfacl` change nothing the quick check
+    /// sees. `None` (a base of an older version, or a pulled host's): compare wherever the
+    /// quick check passes.
+    pub settled_before: Option<i64>,
 }
 
 /// What a build produced.

@@ -628,6 +628,7 @@ fn synthetic_meta(s: &ResticSnapshot, name: &str) -> crate::store::meta::Snapsho
         state: crate::store::meta::RunState::Success,
         started_at: t,
         finished_at: t,
+        walk_started_at: None,
         utc_offset: jiff::tz::Offset::UTC,
         sources,
         exclude_patterns: Vec::new(),
