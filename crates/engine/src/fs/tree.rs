@@ -62,19 +62,25 @@ impl Paths {
         (self.a.len(), self.b.len())
     }
 
-    /// The paths of a directory above the current one.
-    fn at(&self, (a, b): (usize, usize)) -> At<'_> {
-        At { a: &self.a[..a], b: &self.b[..b] }
+    /// The paths of a directory above the current one, and of its child (`child` the lengths of
+    /// the child's paths).
+    fn at(&self, (a, b): (usize, usize), (ca, cb): (usize, usize)) -> At<'_> {
+        At { a: &self.a[..a], b: &self.b[..b], child_a: &self.a[..ca], child_b: &self.b[..cb] }
     }
 }
 
-/// The paths of a directory being closed or reopened (see [`Paths`]).
+/// The paths of a directory being closed or reopened (see [`Paths`]), and of its open child
+/// through whose `..` it is reopened.
 #[derive(Clone, Copy, Debug)]
 pub struct At<'a> {
     /// The first path.
     pub a: &'a [u8],
     /// The second path.
     pub b: &'a [u8],
+    /// The child's first path.
+    pub child_a: &'a [u8],
+    /// The child's second path.
+    pub child_b: &'a [u8],
 }
 
 /// A directory just entered: its handles, what the walk keeps with it until it is left, and
@@ -137,6 +143,12 @@ pub trait Tree {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Checked before each step: `true` ends the walk early, successfully, without leaving
+    /// the directories still on its path (a search that found what it looked for).
+    fn stop(&self) -> bool {
+        false
+    }
 }
 
 /// A directory on the path from the start to the current one.
@@ -166,6 +178,9 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
     }];
     while let Some(top) = stack.last_mut() {
         tree.check()?;
+        if tree.stop() {
+            return Ok(());
+        }
         let Some(name) = top.subdirs.next() else {
             // Every entry is done: so is this directory.
             let done = stack.pop().expect("the stack is not empty");
@@ -176,7 +191,7 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                         let Handles::Closed(closed) = std::mem::replace(&mut parent.handles, Handles::Moving) else {
                             unreachable!()
                         };
-                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens))?;
+                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens, paths.lens()))?;
                         parent.handles = Handles::Open(reopened);
                     }
                     let Handles::Open(up) = &parent.handles else { unreachable!("just reopened") };
@@ -208,7 +223,8 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                         let Handles::Open(open) = std::mem::replace(&mut level.handles, Handles::Moving) else {
                             unreachable!()
                         };
-                        level.handles = Handles::Closed(tree.close(open, &level.info, child, paths.at(level.lens))?);
+                        let at = paths.at(level.lens, below[0].lens);
+                        level.handles = Handles::Closed(tree.close(open, &level.info, child, at)?);
                     }
                 }
             }
