@@ -1,6 +1,7 @@
 //! The one depth-first traversal of a directory tree, for every walk that reads one: this
-//! machine's sources (`source::local`), a pulled host's agent (`source::remote::agent`) and a
-//! snapshot (`store::walk`). What a walk does in a directory is its own ([`Tree`]); the order,
+//! machine's sources (`source::local`), a pulled host's agent (`source::remote::agent`), a
+//! snapshot (`store::walk`) and a restore's walk of a snapshot and its target
+//! (`store::restore`). What a walk does in a directory is its own ([`Tree`]); the order,
 //! the stack and the descriptors are this module's:
 //!
 //! - **No recursion.** The path from the start down to the current directory is an explicit
