@@ -250,6 +250,17 @@ mod tests {
         events: Vec<String>,
         open: usize,
         most_open: usize,
+        /// The walk stops once this many events are recorded.
+        stop_after: usize,
+    }
+
+    /// `at` names a directory and its child one component below it.
+    fn check_at(at: At) {
+        for (dir, child) in [(at.a, at.child_a), (at.b, at.child_b)] {
+            let rest = child.strip_prefix(dir).expect("the child's path extends its parent's");
+            let name = if dir.is_empty() || dir.ends_with(b"/") { rest } else { rest.strip_prefix(b"/").expect("a /") };
+            assert!(!name.is_empty() && !name.contains(&b'/'), "one component: {:?}", String::from_utf8_lossy(name));
+        }
     }
 
     fn list(fd: &OwnedFd) -> Vec<CString> {
@@ -291,20 +302,30 @@ mod tests {
             Ok(())
         }
 
-        fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, _: At) -> Result<(u64, u64)> {
+        fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, at: At) -> Result<(u64, u64)> {
+            check_at(at);
             self.open -= 1;
             let st = rustix::fs::fstat(&open).unwrap();
             Ok((st.st_dev, st.st_ino))
         }
 
-        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, _: At) -> Result<OwnedFd> {
+        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, at: At) -> Result<OwnedFd> {
+            check_at(at);
             self.open += 1;
             Ok(crate::fs::reopen_parent(child.as_fd(), closed).unwrap().expect("the same directory"))
+        }
+
+        fn stop(&self) -> bool {
+            self.events.len() >= self.stop_after
         }
     }
 
     fn walk(root: &std::path::Path, open_levels: usize) -> Recorder {
-        let mut r = Recorder { events: Vec::new(), open: 1, most_open: 1 };
+        walk_until(root, open_levels, usize::MAX)
+    }
+
+    fn walk_until(root: &std::path::Path, open_levels: usize, stop_after: usize) -> Recorder {
+        let mut r = Recorder { events: Vec::new(), open: 1, most_open: 1, stop_after };
         let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let subdirs = list(&fd);
         let start = Entered { open: fd, info: 0, subdirs };
@@ -339,6 +360,16 @@ mod tests {
             "leave  303",
         ];
         assert_eq!(r.events, want);
+    }
+
+    #[test]
+    fn a_walk_that_stops_enters_and_leaves_nothing_more() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a/x/deep", "b"] {
+            std::fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        let r = walk_until(d.path(), 1, 3);
+        assert_eq!(r.events, ["enter a", "enter a/x", "enter a/x/deep"]);
     }
 
     #[test]
