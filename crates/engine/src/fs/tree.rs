@@ -1,6 +1,7 @@
 //! The one depth-first traversal of a directory tree, for every walk that reads one: this
-//! machine's sources (`source::local`), a pulled host's agent (`source::remote::agent`) and a
-//! snapshot (`store::walk`). What a walk does in a directory is its own ([`Tree`]); the order,
+//! machine's sources (`source::local`), a pulled host's agent (`source::remote::agent`), a
+//! snapshot (`store::walk`) and a restore's walk of a snapshot and its target
+//! (`store::restore`). What a walk does in a directory is its own ([`Tree`]); the order,
 //! the stack and the descriptors are this module's:
 //!
 //! - **No recursion.** The path from the start down to the current directory is an explicit
@@ -62,19 +63,25 @@ impl Paths {
         (self.a.len(), self.b.len())
     }
 
-    /// The paths of a directory above the current one.
-    fn at(&self, (a, b): (usize, usize)) -> At<'_> {
-        At { a: &self.a[..a], b: &self.b[..b] }
+    /// The paths of a directory above the current one, and of its child (`child` the lengths of
+    /// the child's paths).
+    fn at(&self, (a, b): (usize, usize), (ca, cb): (usize, usize)) -> At<'_> {
+        At { a: &self.a[..a], b: &self.b[..b], child_a: &self.a[..ca], child_b: &self.b[..cb] }
     }
 }
 
-/// The paths of a directory being closed or reopened (see [`Paths`]).
+/// The paths of a directory being closed or reopened (see [`Paths`]), and of its open child
+/// through whose `..` it is reopened.
 #[derive(Clone, Copy, Debug)]
 pub struct At<'a> {
     /// The first path.
     pub a: &'a [u8],
     /// The second path.
     pub b: &'a [u8],
+    /// The child's first path.
+    pub child_a: &'a [u8],
+    /// The child's second path.
+    pub child_b: &'a [u8],
 }
 
 /// A directory just entered: its handles, what the walk keeps with it until it is left, and
@@ -137,6 +144,12 @@ pub trait Tree {
     fn check(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Checked before each step: `true` ends the walk early, successfully, without leaving
+    /// the directories still on its path (a search that found what it looked for).
+    fn stop(&self) -> bool {
+        false
+    }
 }
 
 /// A directory on the path from the start to the current one.
@@ -166,6 +179,9 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
     }];
     while let Some(top) = stack.last_mut() {
         tree.check()?;
+        if tree.stop() {
+            return Ok(());
+        }
         let Some(name) = top.subdirs.next() else {
             // Every entry is done: so is this directory.
             let done = stack.pop().expect("the stack is not empty");
@@ -176,7 +192,7 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                         let Handles::Closed(closed) = std::mem::replace(&mut parent.handles, Handles::Moving) else {
                             unreachable!()
                         };
-                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens))?;
+                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens, paths.lens()))?;
                         parent.handles = Handles::Open(reopened);
                     }
                     let Handles::Open(up) = &parent.handles else { unreachable!("just reopened") };
@@ -210,7 +226,8 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                         let Handles::Open(open) = std::mem::replace(&mut level.handles, Handles::Moving) else {
                             unreachable!()
                         };
-                        level.handles = Handles::Closed(tree.close(open, &level.info, child, paths.at(level.lens))?);
+                        let at = paths.at(level.lens, below[0].lens);
+                        level.handles = Handles::Closed(tree.close(open, &level.info, child, at)?);
                     }
                 }
             }
@@ -235,6 +252,17 @@ mod tests {
         events: Vec<String>,
         open: usize,
         most_open: usize,
+        /// The walk stops once this many events are recorded.
+        stop_after: usize,
+    }
+
+    /// `at` names a directory and its child one component below it.
+    fn check_at(at: At) {
+        for (dir, child) in [(at.a, at.child_a), (at.b, at.child_b)] {
+            let rest = child.strip_prefix(dir).expect("the child's path extends its parent's");
+            let name = if dir.is_empty() || dir.ends_with(b"/") { rest } else { rest.strip_prefix(b"/").expect("a /") };
+            assert!(!name.is_empty() && !name.contains(&b'/'), "one component: {:?}", String::from_utf8_lossy(name));
+        }
     }
 
     fn list(fd: &OwnedFd) -> Vec<CString> {
@@ -276,20 +304,30 @@ mod tests {
             Ok(())
         }
 
-        fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, _: At) -> Result<(u64, u64)> {
+        fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, at: At) -> Result<(u64, u64)> {
+            check_at(at);
             self.open -= 1;
             let st = rustix::fs::fstat(&open).unwrap();
             Ok((st.st_dev, st.st_ino))
         }
 
-        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, _: At) -> Result<OwnedFd> {
+        fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, at: At) -> Result<OwnedFd> {
+            check_at(at);
             self.open += 1;
             Ok(crate::fs::reopen_parent(child.as_fd(), closed).unwrap().expect("the same directory"))
+        }
+
+        fn stop(&self) -> bool {
+            self.events.len() >= self.stop_after
         }
     }
 
     fn walk(root: &std::path::Path, open_levels: usize) -> Recorder {
-        let mut r = Recorder { events: Vec::new(), open: 1, most_open: 1 };
+        walk_until(root, open_levels, usize::MAX)
+    }
+
+    fn walk_until(root: &std::path::Path, open_levels: usize, stop_after: usize) -> Recorder {
+        let mut r = Recorder { events: Vec::new(), open: 1, most_open: 1, stop_after };
         let fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let subdirs = list(&fd);
         let start = Entered { open: fd, info: 0, subdirs };
@@ -346,6 +384,16 @@ mod tests {
             assert!(r.most_open <= levels + 1, "{} open at once with {levels} open levels", r.most_open);
             assert_eq!(r.events.last().unwrap(), &format!("leave  {}", 2 * 101));
         }
+    }
+
+    #[test]
+    fn a_walk_that_stops_enters_and_leaves_nothing_more() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a/x/deep", "b"] {
+            std::fs::create_dir_all(d.path().join(p)).unwrap();
+        }
+        let r = walk_until(d.path(), 1, 3);
+        assert_eq!(r.events, ["enter a", "enter a/x", "enter a/x/deep"]);
     }
 
     #[test]

@@ -46,11 +46,13 @@
 //!
 //! The copy works on `(directory fd, name)` pairs, one component per
 //! system call, and holds one directory listing per level, not a map of the tree. The survey
-//! (the check before writing), the copy and the merge are iterative walks with an explicit
-//! stack: no recursion, so no depth limit from the thread's stack, and at most 32
-//! levels keep their descriptors open (the others are re-opened through `..`, checked by
-//! device and inode), so a tree tens of thousands of levels deep restores under the default
-//! descriptor limit.
+//! (the check before writing), the copy and the merge, and the search for a selected file
+//! below a directory, are walks of the engine's one traversal, [`crate::fs::tree`], each
+//! saying only what it does on entering and leaving a directory: no recursion, so no depth
+//! limit from the thread's stack, and at most 32 levels keep their descriptors open (the
+//! others are re-opened through `..` on both sides, checked by device and inode; a level
+//! whose child has no directory on the target keeps its target's descriptor), so a tree tens
+//! of thousands of levels deep restores under the default descriptor limit.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -66,6 +68,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::fsops;
+use crate::fs::tree::{self, Entered, Parent, Paths, Tree};
 use crate::fs::{reopen_parent, Dir, Name, DIR_FLAGS};
 use crate::source::exclude::{ExcludeSet, PatternError};
 use crate::store::layout::Snapshot;
@@ -638,6 +641,7 @@ fn write_prepared(
                 files: Some(tx),
                 failed: &failed,
                 hit: false,
+                rel_start: 0,
             };
             copier.run(src.dir.as_fd(), &src.name, &from, &to_dir, dst_name, merge)
             // The copier (and the queue's sender with it) is dropped here: the workers finish
@@ -683,131 +687,57 @@ const KEEP_OPEN: usize = 32;
 /// `(device, inode)`.
 type Id = (u64, u64);
 
-/// One directory on a walk's explicit stack: the snapshot's and (when there is one) the
-/// target's, the names still to visit, and where its paths end in the walk's path buffers.
-struct Level<T> {
-    src: Option<OwnedFd>,
-    dst: Option<OwnedFd>,
-    /// Whether there is a directory on the target side (a dry run also walks directories
-    /// that are not there yet).
-    has_dst: bool,
-    /// `(device, inode)` of `src` and of `dst` (if it was closed too), taken when they were
-    /// closed to spare descriptors; `None` while they are open.
-    closed: Option<(Id, Option<Id>)>,
-    names: std::vec::IntoIter<CString>,
-    from_len: usize,
-    to_len: usize,
-    extra: T,
+/// The handles of one directory of a restore's walk ([`tree::depth_first`]): the snapshot's,
+/// and the target's when there is one (a dry run also walks directories that are not there
+/// yet).
+type Fds = (OwnedFd, Option<OwnedFd>);
+
+/// A directory of a restore's walk closed to spare descriptors: `(device, inode)` of the
+/// snapshot's and of the target's, checked when it is re-opened through `..`. The target's
+/// directory can be re-opened through its child's `..` only if that child is on the target
+/// too: the last level on the target keeps its descriptor.
+struct ClosedFds {
+    src: Id,
+    dst: Option<Id>,
+    kept: Option<OwnedFd>,
 }
 
-/// A depth-first walk of a snapshot directory and its counterpart on the target, with an
-/// explicit stack (its depth is bounded by neither the thread's stack nor `ulimit -n`). The
-/// display paths of the current entry are built in one buffer per side, so a deep tree costs
-/// memory linear in its depth, not quadratic.
-struct Walk<'a, T> {
-    /// The directories the walk's first entry is in.
-    root_src: BorrowedFd<'a>,
-    root_dst: Option<BorrowedFd<'a>>,
-    stack: Vec<Level<T>>,
-    from: Vec<u8>,
-    to: Vec<u8>,
-    /// The lengths of `from` and `to` for the first entry.
-    root_lens: (usize, usize),
+/// Closes a level of a restore's walk (see [`Tree::close`]).
+fn close_fds((src, dst): Fds, child: &Fds, at: tree::At) -> Result<ClosedFds> {
+    let id = |fd: &OwnedFd, path: &[u8]| {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", OsStr::from_bytes(path), e.into()))?;
+        Ok::<_, Error>((st.st_dev, st.st_ino))
+    };
+    let src = id(&src, at.a)?;
+    Ok(match dst {
+        Some(dst) if child.1.is_some() => ClosedFds { src, dst: Some(id(&dst, at.b)?), kept: None },
+        kept => ClosedFds { src, dst: None, kept },
+    })
 }
 
-impl<'a, T> Walk<'a, T> {
-    /// A walk whose first entry is shown as `from` (in the snapshot) and `to` (on the target).
-    fn new(root_src: BorrowedFd<'a>, root_dst: Option<BorrowedFd<'a>>, from: &Path, to: &Path) -> Self {
-        let (from, to) = (from.as_os_str().as_bytes().to_vec(), to.as_os_str().as_bytes().to_vec());
-        let root_lens = (from.len(), to.len());
-        Walk { root_src, root_dst, stack: Vec::new(), from, to, root_lens }
-    }
+/// Re-opens a level of a restore's walk through the `..` of its child on both sides,
+/// refusing a directory that is not the one left (the tree was moved meanwhile; see
+/// [`Tree::reopen`]).
+fn reopen_fds(child: &Fds, closed: ClosedFds, at: tree::At) -> Result<Fds> {
+    let up = |child: Option<&OwnedFd>, want: Id, shown: &[u8]| {
+        let shown = Path::new(OsStr::from_bytes(shown));
+        let child = child.expect("the child is open");
+        reopen_parent(child.as_fd(), want).ctx("open parent of", shown)?.ok_or_else(|| Error::Unsafe {
+            path: shown.to_path_buf(),
+            message: "its parent directory was moved during the restore; stopping".into(),
+        })
+    };
+    let src = up(Some(&child.0), closed.src, at.child_a)?;
+    let dst = match closed.dst {
+        Some(id) => Some(up(child.1.as_ref(), id, at.child_b)?),
+        None => closed.kept,
+    };
+    Ok((src, dst))
+}
 
-    fn from(&self) -> &Path {
-        Path::new(OsStr::from_bytes(&self.from))
-    }
-
-    fn to(&self) -> &Path {
-        Path::new(OsStr::from_bytes(&self.to))
-    }
-
-    /// The directories the next entry is in: the top level's, or the roots.
-    fn dirs(&self) -> (BorrowedFd<'_>, Option<BorrowedFd<'_>>) {
-        match self.stack.last() {
-            Some(l) => (l.src.as_ref().expect("the top level is open").as_fd(), l.dst.as_ref().map(|d| d.as_fd())),
-            None => (self.root_src, self.root_dst),
-        }
-    }
-
-    /// Makes the display paths those of the entry `name` of the top level.
-    fn enter(&mut self, name: &CStr) {
-        for buf in [&mut self.from, &mut self.to] {
-            if buf.last() != Some(&b'/') {
-                buf.push(b'/');
-            }
-            buf.extend_from_slice(name.to_bytes());
-        }
-    }
-
-    /// Makes the display paths those of the top level again.
-    fn leave(&mut self) {
-        let (f, t) = self.stack.last().map_or(self.root_lens, |l| (l.from_len, l.to_len));
-        self.from.truncate(f);
-        self.to.truncate(t);
-    }
-
-    /// Goes down into the directory the display paths show, and closes the level that is
-    /// now [`KEEP_OPEN`] above it.
-    fn descend(&mut self, src: OwnedFd, dst: Option<OwnedFd>, names: Vec<CString>, extra: T) -> Result<()> {
-        let (from_len, to_len) = (self.from.len(), self.to.len());
-        let names = names.into_iter();
-        let has_dst = dst.is_some();
-        self.stack.push(Level { src: Some(src), dst, has_dst, closed: None, names, from_len, to_len, extra });
-        let Some(i) = self.stack.len().checked_sub(KEEP_OPEN + 1) else { return Ok(()) };
-        // The target's directory can be re-opened through its child's `..` only if that child
-        // is on the target too: the last level on the target keeps its descriptor.
-        let child_has_dst = self.stack[i + 1].has_dst;
-        let level = &mut self.stack[i];
-        if let Some(src) = level.src.take() {
-            let id = |fd: &OwnedFd, path: &[u8]| {
-                let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", OsStr::from_bytes(path), e.into()))?;
-                Ok::<_, Error>((st.st_dev, st.st_ino))
-            };
-            let src_id = id(&src, &self.from[..level.from_len])?;
-            let dst_id = match level.dst.take_if(|_| child_has_dst) {
-                Some(dst) => Some(id(&dst, &self.to[..level.to_len])?),
-                None => None,
-            };
-            level.closed = Some((src_id, dst_id));
-        }
-        Ok(())
-    }
-
-    /// Before the top level is popped: re-opens the level below it if it was closed, through
-    /// the top's `..` on both sides, refusing a directory that is not the one left (the tree
-    /// was moved meanwhile).
-    fn reopen_parent(&mut self) -> Result<()> {
-        let n = self.stack.len();
-        if n < 2 {
-            return Ok(());
-        }
-        let (below, top) = self.stack.split_at_mut(n - 1);
-        let (parent, top) = (below.last_mut().expect("n >= 2"), &top[0]);
-        let Some((src_id, dst_id)) = parent.closed.take() else { return Ok(()) };
-        let up = |child: &Option<OwnedFd>, want: (u64, u64), shown: &[u8]| {
-            let shown = Path::new(OsStr::from_bytes(shown));
-            let child = child.as_ref().expect("the top level is open");
-            reopen_parent(child.as_fd(), want).ctx("open parent of", shown)?.ok_or_else(|| Error::Unsafe {
-                path: shown.to_path_buf(),
-                message: "its parent directory was moved during the restore; stopping".into(),
-            })
-        };
-        parent.src = Some(up(&top.src, src_id, &self.from)?);
-        if let Some(id) = dst_id {
-            parent.dst = Some(up(&top.dst, id, &self.to)?);
-        }
-        Ok(())
-    }
+/// A display path of a restore's walk (see [`Paths`]).
+fn shown(path: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(path))
 }
 
 /// Walks what a restore would write, on descriptors on both sides: counts it, lists it when
@@ -974,40 +904,67 @@ fn selects_below(
     host_base: usize,
     all: bool,
 ) -> Result<bool> {
-    let open = |dir: BorrowedFd, name: &CStr, shown: &Path| -> Result<(OwnedFd, Vec<CString>)> {
-        let fd = fsops::open_dir_at(dir, name).ctx("open directory", shown)?;
-        let names = names_in(fd.as_fd(), shown, false)?;
-        Ok((fd, names))
-    };
-    let (fd, names) = open(src_dir, name, from)?;
-    let mut walk: Walk<bool> = Walk::new(src_dir, None, from, from);
-    walk.descend(fd, None, names, all)?;
-    while let Some(top) = walk.stack.last_mut() {
-        let inside = top.extra;
-        match top.names.next() {
-            Some(child) => {
-                walk.enter(&child);
-                let (dir, _) = walk.dirs();
-                let st = rustix::fs::statat(dir, &child, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", walk.from())?;
-                let kind = fsops::file_type(&st);
-                let is_dir = kind == FileType::Directory;
-                match filter.select(host_of(walk.from(), host_base), is_dir, inside) {
-                    Some(_) if !is_dir && kind != FileType::Socket => return Ok(true),
-                    Some(all) if is_dir => {
-                        let (fd, names) = open(dir, &child, walk.from())?;
-                        walk.descend(fd, None, names, all)?;
-                    }
-                    _ => walk.leave(),
-                }
+    let (fd, names) = open_listed(src_dir, name, from)?;
+    let mut search = Selects { filter, host_base, found: false };
+    let start = Entered { open: (fd, None), info: all, subdirs: names };
+    let from = from.as_os_str().as_bytes().to_vec();
+    tree::depth_first(&mut search, start, Paths::new(from, Vec::new()), KEEP_OPEN)?;
+    Ok(search.found)
+}
+
+/// The snapshot's directory `dir/name` (shown as `shown`), opened, and its names.
+fn open_listed(dir: BorrowedFd, name: &CStr, shown: &Path) -> Result<(OwnedFd, Vec<CString>)> {
+    let fd = fsops::open_dir_at(dir, name).ctx("open directory", shown)?;
+    let names = names_in(fd.as_fd(), shown, false)?;
+    Ok((fd, names))
+}
+
+/// The search of [`selects_below`], in the snapshot only (`Paths::a`); each directory keeps
+/// what the filter said about it. It stops at the first non-directory the filter restores.
+struct Selects<'f> {
+    filter: &'f Filter,
+    host_base: usize,
+    found: bool,
+}
+
+impl Tree for Selects<'_> {
+    type Open = Fds;
+    type Closed = ClosedFds;
+    type Info = bool;
+
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let (dir, from) = (parent.open.0.as_fd(), shown(&paths.a));
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", from)?;
+        let kind = fsops::file_type(&st);
+        let is_dir = kind == FileType::Directory;
+        match self.filter.select(host_of(from, self.host_base), is_dir, *parent.info) {
+            Some(_) if !is_dir && kind != FileType::Socket => {
+                self.found = true;
+                Ok(None)
             }
-            None => {
-                walk.reopen_parent()?;
-                walk.stack.pop();
-                walk.leave();
+            Some(all) if is_dir => {
+                let (fd, names) = open_listed(dir, name, from)?;
+                Ok(Some(Entered { open: (fd, None), info: all, subdirs: names }))
             }
+            _ => Ok(None),
         }
     }
-    Ok(false)
+
+    fn leave(&mut self, _: Fds, _: bool, _: Option<Parent<'_, Self>>, _: &Paths) -> Result<()> {
+        Ok(())
+    }
+
+    fn close(&mut self, open: Fds, _: &bool, child: &Fds, at: tree::At) -> Result<ClosedFds> {
+        close_fds(open, child, at)
+    }
+
+    fn reopen(&mut self, child: &Fds, closed: ClosedFds, _: &bool, at: tree::At) -> Result<Fds> {
+        reopen_fds(child, closed, at)
+    }
+
+    fn stop(&self) -> bool {
+        self.found
+    }
 }
 
 /// Removes `dir/name`, a directory of the target (shown as `to`; `host` is its path as it
@@ -1044,7 +1001,7 @@ fn remove_dir(
 
 impl Survey<'_> {
     /// Surveys `src_dir/name` restored as `dst_dir/dst_name` (shown as `from` and `to`) and
-    /// everything below it, iteratively.
+    /// everything below it ([`tree::depth_first`]).
     fn run(
         &mut self,
         src_dir: BorrowedFd,
@@ -1054,67 +1011,13 @@ impl Survey<'_> {
         from: &Path,
         to: &Path,
     ) -> Result<()> {
-        let mut walk = Walk::new(src_dir, dst_dir, from, to);
-        if let Some((s, d, names, mark)) = self.entry(src_dir, name, dst_dir, dst_name, from, to, None)? {
-            walk.descend(s, d, names, mark)?;
-        }
-        while let Some(top) = walk.stack.last_mut() {
-            let inside = top.extra.all;
-            match top.names.next() {
-                Some(child) => {
-                    walk.enter(&child);
-                    let (s, d) = walk.dirs();
-                    self.hit = false;
-                    let below = self.entry(s, &child, d, &child, walk.from(), walk.to(), Some(inside))?;
-                    if self.hit {
-                        let top = &mut walk.stack.last_mut().expect("the stack is not empty here").extra;
-                        (top.selected, top.stays) = (true, true);
-                    }
-                    match below {
-                        Some((s, d, names, mark)) => walk.descend(s, d, names, mark)?,
-                        None => walk.leave(),
-                    }
-                }
-                None => {
-                    walk.reopen_parent()?;
-                    let done = walk.stack.pop().expect("the stack is not empty here");
-                    if done.extra.prune_at == Some(self.report.entries) {
-                        // Nothing below it is restored: neither is it.
-                        self.report.entries -= 1;
-                        if self.list {
-                            self.report.changes.pop();
-                            self.report.written.pop();
-                        }
-                    }
-                    let mut stays = done.has_dst;
-                    if let Some(p) = done.extra.pruned.filter(|_| !done.extra.selected) {
-                        self.report.entries -= 1; // nothing is written to it
-                        stays = !self.delete || done.extra.stays;
-                        if !stays {
-                            // Emptied: it goes too, listed once in place of what it held.
-                            self.report.deleted = p.deleted + 1;
-                        }
-                        if self.list && stays {
-                            self.report.changes.remove(p.change);
-                            self.report.written.remove(p.written);
-                        } else if self.list {
-                            self.report.changes.truncate(p.change);
-                            self.report.written.truncate(p.written);
-                            let path = walk.to().to_path_buf();
-                            self.report.changes.push(Change { path, action: Action::Deleted });
-                        }
-                    }
-                    if let Some(up) = walk.stack.last_mut() {
-                        up.extra.selected |= done.extra.selected;
-                        up.extra.stays |= stays || done.extra.selected;
-                    }
-                    walk.leave();
-                }
-            }
-        }
-        Ok(())
+        let Some((s, d, names, mark)) = self.entry(src_dir, name, dst_dir, dst_name, from, to, None)? else {
+            return Ok(());
+        };
+        let start = Entered { open: (s, d), info: mark, subdirs: names };
+        let paths = Paths::new(from.as_os_str().as_bytes().to_vec(), to.as_os_str().as_bytes().to_vec());
+        tree::depth_first(self, start, paths, KEEP_OPEN)
     }
-
     /// One entry; returns the directory to go down into, if any.
     #[allow(clippy::too_many_arguments)]
     fn entry(
@@ -1229,6 +1132,64 @@ impl Survey<'_> {
         let prune = action == Action::New && inside.is_some() && has_includes;
         let mark = Mark { all, prune_at: prune.then_some(self.report.entries), pruned, selected: false, stays };
         Ok(Some((src_child, dst_child, names, mark)))
+    }
+}
+
+impl Tree for Survey<'_> {
+    type Open = Fds;
+    type Closed = ClosedFds;
+    type Info = Mark;
+
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let (s, d) = (parent.open.0.as_fd(), parent.open.1.as_ref().map(|d| d.as_fd()));
+        self.hit = false;
+        let below = self.entry(s, name, d, name, shown(&paths.a), shown(&paths.b), Some(parent.info.all))?;
+        if self.hit {
+            (parent.info.selected, parent.info.stays) = (true, true);
+        }
+        Ok(below.map(|(s, d, names, mark)| Entered { open: (s, d), info: mark, subdirs: names }))
+    }
+
+    fn leave(&mut self, open: Fds, done: Mark, parent: Option<Parent<'_, Self>>, paths: &Paths) -> Result<()> {
+        if done.prune_at == Some(self.report.entries) {
+            // Nothing below it is restored: neither is it.
+            self.report.entries -= 1;
+            if self.list {
+                self.report.changes.pop();
+                self.report.written.pop();
+            }
+        }
+        let mut stays = open.1.is_some();
+        if let Some(p) = done.pruned.filter(|_| !done.selected) {
+            self.report.entries -= 1; // nothing is written to it
+            stays = !self.delete || done.stays;
+            if !stays {
+                // Emptied: it goes too, listed once in place of what it held.
+                self.report.deleted = p.deleted + 1;
+            }
+            if self.list && stays {
+                self.report.changes.remove(p.change);
+                self.report.written.remove(p.written);
+            } else if self.list {
+                self.report.changes.truncate(p.change);
+                self.report.written.truncate(p.written);
+                let path = shown(&paths.b).to_path_buf();
+                self.report.changes.push(Change { path, action: Action::Deleted });
+            }
+        }
+        if let Some(up) = parent {
+            up.info.selected |= done.selected;
+            up.info.stays |= stays || done.selected;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, open: Fds, _: &Mark, child: &Fds, at: tree::At) -> Result<ClosedFds> {
+        close_fds(open, child, at)
+    }
+
+    fn reopen(&mut self, child: &Fds, closed: ClosedFds, _: &Mark, at: tree::At) -> Result<Fds> {
+        reopen_fds(child, closed, at)
     }
 }
 
@@ -1369,6 +1330,8 @@ struct Copier<'a> {
     failed: &'a AtomicBool,
     /// The last entry was a non-directory that is restored.
     hit: bool,
+    /// Where, in the target's display path, the path relative to `dst_root` starts.
+    rel_start: usize,
 }
 
 /// How many created files may wait for a worker (two descriptors each): 128, fewer under a
@@ -1416,7 +1379,7 @@ fn fill(job: FileJob, buf: &mut Vec<u8>) -> Result<()> {
 impl<'a> Copier<'a> {
     /// Restores `src_dir/name` (shown as `from`) as `dst_name` in `dst_root` (shown as
     /// `dst_path`) and everything below it: a copy where nothing is there yet, a merge
-    /// (`merge`) where something may be. Iterative, with an explicit stack; each directory
+    /// (`merge`) where something may be. The walk is [`tree::depth_first`]'s; each directory
     /// gets its mode and times once all its entries are written.
     fn run(
         &mut self,
@@ -1430,82 +1393,33 @@ impl<'a> Copier<'a> {
         let dst_root = self.dst_root;
         let to = join(dst_path, dst_name);
         // Where, in the target's display path, the path relative to `dst_root` starts.
-        let rel_start = to.as_os_str().len() - dst_name.to_bytes().len();
-        let mut walk = Walk::new(src_dir, Some(dst_root), from, &to);
-        let found = self.entry(src_dir, name, dst_root, dst_name, from, &to, rel_start, merge, None)?;
-        if let Some(d) = found {
-            walk.descend(d.src, Some(d.dst), d.names, d.filling)?;
-        }
-        while let Some(top) = walk.stack.last_mut() {
-            let (merge, inside) = (top.extra.merge, top.extra.all);
-            match top.names.next() {
-                Some(child) => {
-                    walk.enter(&child);
-                    let (s, d) = walk.dirs();
-                    let d = d.expect("the target directory is open");
-                    self.hit = false;
-                    let below =
-                        self.entry(s, &child, d, &child, walk.from(), walk.to(), rel_start, merge, Some(inside))?;
-                    if self.hit {
-                        walk.stack.last_mut().expect("the stack is not empty here").extra.selected = true;
-                    }
-                    match below {
-                        Some(d) => walk.descend(d.src, Some(d.dst), d.names, d.filling)?,
-                        None => walk.leave(),
-                    }
-                }
-                None => {
-                    walk.reopen_parent()?;
-                    let done = walk.stack.pop().expect("the stack is not empty here");
-                    if let Some(up) = walk.stack.last_mut() {
-                        up.extra.selected |= done.extra.selected;
-                    }
-                    let (src, dst) = (done.src.expect("the top level is open"), done.dst.expect("and has a target"));
-                    if done.extra.prune && self.prune_empty(&walk)? {
-                        walk.leave();
-                        continue;
-                    }
-                    if let Some(deleted) = done.extra.pruned.filter(|_| !done.extra.selected) {
-                        // Nothing below it is restored: as with rsync --prune-empty-dirs, it
-                        // is left as it is, or with `delete` removed when emptied (listed once).
-                        self.report.entries -= 1;
-                        drop(dst);
-                        if self.delete && self.remove_if_empty(&walk)? {
-                            self.report.deleted = deleted + 1;
-                        }
-                        walk.leave();
-                        continue;
-                    }
-                    fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &done.extra.st)
-                        .ctx("set metadata of", walk.to())?;
-                    walk.leave();
-                }
-            }
-        }
-        Ok(())
+        self.rel_start = to.as_os_str().len() - dst_name.to_bytes().len();
+        let found = self.entry(src_dir, name, dst_root, dst_name, from, &to, self.rel_start, merge, None)?;
+        let Some(d) = found else { return Ok(()) };
+        let start = Entered { open: (d.src, Some(d.dst)), info: d.filling, subdirs: d.names };
+        let paths = Paths::new(from.as_os_str().as_bytes().to_vec(), to.as_os_str().as_bytes().to_vec());
+        tree::depth_first(self, start, paths, KEEP_OPEN)
     }
 
     /// A new directory that the filter left empty is removed again (true); false when
     /// something was restored into it.
-    fn prune_empty(&mut self, walk: &Walk<Filling>) -> Result<bool> {
-        let gone = self.remove_if_empty(walk)?;
+    fn prune_empty(&mut self, parent: BorrowedFd, to: &Path) -> Result<bool> {
+        let gone = self.remove_if_empty(parent, to)?;
         if gone {
             self.report.entries -= 1;
         }
         Ok(gone)
     }
 
-    /// Removes the directory the walk just left (through its parent's descriptor) when it is
-    /// empty; true when it is gone.
-    fn remove_if_empty(&mut self, walk: &Walk<Filling>) -> Result<bool> {
-        let (_, parent) = walk.dirs();
-        let parent = parent.expect("the target directory is open");
-        let to = walk.to().as_os_str().as_bytes();
-        let name = cstr(OsStr::from_bytes(&to[to.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..]));
+    /// Removes the directory the walk just left (`to`, through its parent's descriptor
+    /// `parent`) when it is empty; true when it is gone.
+    fn remove_if_empty(&mut self, parent: BorrowedFd, to: &Path) -> Result<bool> {
+        let bytes = to.as_os_str().as_bytes();
+        let name = cstr(OsStr::from_bytes(&bytes[bytes.iter().rposition(|&c| c == b'/').map_or(0, |i| i + 1)..]));
         match rustix::fs::unlinkat(parent, &name, AtFlags::REMOVEDIR) {
             Ok(()) => Ok(true),
             Err(rustix::io::Errno::NOTEMPTY | rustix::io::Errno::EXIST) => Ok(false),
-            Err(e) => Err(Error::io("remove empty directory", walk.to(), e.into())),
+            Err(e) => Err(Error::io("remove empty directory", to, e.into())),
         }
     }
 
@@ -1754,6 +1668,60 @@ impl<'a> Copier<'a> {
         }
         self.report.entries += 1;
         Ok(true)
+    }
+}
+
+impl Tree for Copier<'_> {
+    type Open = Fds;
+    type Closed = ClosedFds;
+    type Info = Filling;
+
+    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let (merge, inside) = (parent.info.merge, parent.info.all);
+        let s = parent.open.0.as_fd();
+        let d = parent.open.1.as_ref().expect("the target directory is open").as_fd();
+        self.hit = false;
+        let (from, to) = (shown(&paths.a), shown(&paths.b));
+        let below = self.entry(s, name, d, name, from, to, self.rel_start, merge, Some(inside))?;
+        if self.hit {
+            parent.info.selected = true;
+        }
+        Ok(below.map(|d| Entered { open: (d.src, Some(d.dst)), info: d.filling, subdirs: d.names }))
+    }
+
+    fn leave(&mut self, open: Fds, done: Filling, parent: Option<Parent<'_, Self>>, paths: &Paths) -> Result<()> {
+        // The directory holding it on the target: its parent's, or the one the restore writes in.
+        let up = match parent {
+            Some(up) => {
+                up.info.selected |= done.selected;
+                up.open.1.as_ref().expect("the target directory is open").as_fd()
+            }
+            None => self.dst_root,
+        };
+        let to = shown(&paths.b);
+        let (src, dst) = (open.0, open.1.expect("the directory has a target"));
+        if done.prune && self.prune_empty(up, to)? {
+            return Ok(());
+        }
+        if let Some(deleted) = done.pruned.filter(|_| !done.selected) {
+            // Nothing below it is restored: as with rsync --prune-empty-dirs, it is left as it
+            // is, or with `delete` removed when emptied (listed once).
+            self.report.entries -= 1;
+            drop(dst);
+            if self.delete && self.remove_if_empty(up, to)? {
+                self.report.deleted = deleted + 1;
+            }
+            return Ok(());
+        }
+        fsops::apply_meta_fd(Some(src.as_fd()), dst.as_fd(), &done.st).ctx("set metadata of", to)
+    }
+
+    fn close(&mut self, open: Fds, _: &Filling, child: &Fds, at: tree::At) -> Result<ClosedFds> {
+        close_fds(open, child, at)
+    }
+
+    fn reopen(&mut self, child: &Fds, closed: ClosedFds, _: &Filling, at: tree::At) -> Result<Fds> {
+        reopen_fds(child, closed, at)
     }
 }
 
