@@ -38,7 +38,7 @@ struct Level {
 /// on to what it holds. The directories holding a kept entry stay too.
 pub type Keep<'a> = &'a dyn Fn(&[u8], bool, bool) -> Option<bool>;
 
-/// What [`remove_tree_keeping`] removed (or, in a dry run, would remove).
+/// What `remove_tree_keeping` removed (or, in a dry run, would remove).
 #[derive(Debug, Default)]
 pub struct Removal {
     /// The name is gone, with everything below it.

@@ -1,7 +1,7 @@
 //! Making room (`local.makeRoom`, Time Machine's thinning): a run that would not fit the
 //! destination's `minFreeBytes` first removes the oldest snapshots, one at a time, until it
 //! fits. Never the newest, never below `health.minBackups` snapshots (at least one stays),
-//! never a pinned one ([`pinned`]). Each removal is a move to the trash and the trash emptied,
+//! never a pinned one (`pinned`). Each removal is a move to the trash and the trash emptied,
 //! so the space is free before the next check; each is reported with the reason.
 
 use jiff::Timestamp;

@@ -132,7 +132,7 @@ impl ManifestWriter {
         self.0.end_line()
     }
 
-    /// Flushes the manifest (no fsync of its own: see [`LineWriter`]).
+    /// Flushes the manifest (no fsync of its own: see `LineWriter`).
     pub fn finish(self) -> Result<()> {
         self.0.finish()
     }

@@ -4,7 +4,7 @@
 //! A damaged inode is usually shared by many snapshots (hard links). For each one:
 //!
 //! 1. **A good copy** is looked for: the live source at the same path, when its BLAKE3 equals
-//!    the manifest's. (Next would be an offsite copy, see [`good_copy`]: not wired yet.)
+//!    the manifest's. (Next would be an offsite copy, see `good_copy`: not wired yet.)
 //! 2. **Found**: it is copied once into a new file beside the damaged one in the first
 //!    snapshot (`O_CREAT|O_EXCL|O_NOFOLLOW`, a `.hwc-repair-…` name), checked by hashing what
 //!    was written, given the damaged copy's owner, mode, extended attributes and times, and

@@ -71,7 +71,7 @@ impl Pin {
     }
 }
 
-/// What [`read`] found in a snapshot.
+/// What [`read_in`] found in a snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinState {
     /// No pin.
