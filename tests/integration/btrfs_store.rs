@@ -182,9 +182,7 @@ fn a_changed_xattr_or_acl_is_not_kept_from_the_previous_subvolume() {
     let env = Env::new();
     let _fs = Btrfs::on(&env);
     seed(&env);
-    let set = |f: &str, v: &str| {
-        rustix::fs::setxattr(env.src.join(f), "user.tag", v.as_bytes(), rustix::fs::XattrFlags::empty()).unwrap()
-    };
+    let set = |f: &str, v: &str| set_xattr(&env.src.join(f), "user.tag", v);
     set("d/f1", "one");
     env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
     set("d/f1", "two");
@@ -193,11 +191,8 @@ fn a_changed_xattr_or_acl_is_not_kept_from_the_previous_subvolume() {
     let second = "daily/2025-01-02_02-00-00";
     assert_same(&env, second);
     let (a, b) = (env.in_snapshot("daily/2025-01-01_02-00-00"), env.in_snapshot(second));
-    let mut buf = [0u8; 8];
-    let n = rustix::fs::getxattr(b.join("d/f1"), "user.tag", &mut buf[..]).unwrap();
-    assert_eq!(&buf[..n], b"two");
-    let n = rustix::fs::getxattr(a.join("d/f1"), "user.tag", &mut buf[..]).unwrap();
-    assert_eq!(&buf[..n], b"one", "the older snapshot keeps its own");
+    assert_eq!(xattr(&b.join("d/f1"), "user.tag"), "two");
+    assert_eq!(xattr(&a.join("d/f1"), "user.tag"), "one", "the older snapshot keeps its own");
     assert_eq!(ino(&a.join("d/f10")), ino(&b.join("d/f10")), "the untouched file is kept");
 }
 

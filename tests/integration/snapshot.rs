@@ -338,23 +338,17 @@ fn a_changed_xattr_or_acl_makes_a_new_copy() {
     for f in ["tagged", "acl", "same"] {
         write(&env.src.join(f), format!("{f}\n"));
     }
-    let xattr = |f: &str, v: &str| {
-        rustix::fs::setxattr(env.src.join(f), "user.tag", v.as_bytes(), rustix::fs::XattrFlags::empty()).unwrap()
-    };
-    xattr("tagged", "one");
+    let tag_source = |v: &str| set_xattr(&env.src.join("tagged"), "user.tag", v);
+    tag_source("one");
     let ids = ["daily/2025-01-15_02-00-00", "daily/2025-01-16_02-00-00", "daily/2025-01-17_02-00-00"];
     env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
-    xattr("tagged", "two");
+    tag_source("two");
     sh(&format!("setfacl -m u:nobody:r '{}'", s(&env.src.join("acl"))));
     env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
-    xattr("tagged", "three");
+    tag_source("three");
     env.snapshot_ok("2025-01-17T02:00:00+01:00", &[]);
     let snap = |i: usize| env.in_snapshot(ids[i]);
-    let tag = |i: usize| {
-        let mut buf = [0u8; 16];
-        let n = rustix::fs::getxattr(snap(i).join("tagged"), "user.tag", &mut buf[..]).unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
+    let tag = |i: usize| xattr(&snap(i).join("tagged"), "user.tag");
     assert_eq!([tag(0), tag(1), tag(2)], ["one", "two", "three"]);
     assert_ne!(ino(&snap(0).join("tagged")), ino(&snap(1).join("tagged")), "a new copy for the new attribute");
     assert_ne!(ino(&snap(1).join("tagged")), ino(&snap(2).join("tagged")));

@@ -142,6 +142,20 @@ pub fn sh(script: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Sets the extended attribute `name` of `p` (not following a symlink's target: `p` is a file).
+pub fn set_xattr(p: &Path, name: &str, value: &str) {
+    rustix::fs::setxattr(p, name, value.as_bytes(), rustix::fs::XattrFlags::empty())
+        .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", p.display()));
+}
+
+/// The extended attribute `name` of `p`, as text.
+pub fn xattr(p: &Path, name: &str) -> String {
+    let mut buf = [0u8; 256];
+    let n = rustix::fs::getxattr(p, name, &mut buf[..])
+        .unwrap_or_else(|e| panic!("getxattr {name} on {}: {e}", p.display()));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Every path below `root` (relative, sorted), not following symlinks.
 pub fn tree(root: &Path) -> Vec<String> {
     let mut out = Vec::new();

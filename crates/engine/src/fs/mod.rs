@@ -19,6 +19,8 @@ mod remove;
 mod subvol;
 pub mod tree;
 
+use std::os::fd::AsFd;
+
 pub use dir::{Dir, Entry};
 pub use name::{BadName, Name};
 pub use remove::{Keep, Removal};
@@ -29,6 +31,13 @@ pub const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
     .union(rustix::fs::OFlags::NOFOLLOW)
     .union(rustix::fs::OFlags::CLOEXEC);
 
+/// Device and inode of an open file: what a walk records of a directory it closes, to check
+/// that [`reopen_parent`] gives it the same one back.
+pub fn identity(fd: std::os::fd::BorrowedFd) -> std::io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// Re-opens the parent of the open directory `child` through `..`, for a walk that closed it
 /// on the way down to bound its descriptors, and checks that it is still the directory
 /// `want` (device, inode) recorded then. `Ok(None)`: it is another one — the tree was moved
@@ -38,6 +47,5 @@ pub fn reopen_parent(
     want: (u64, u64),
 ) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     let up = rustix::fs::openat(child, c"..", DIR_FLAGS, rustix::fs::Mode::empty())?;
-    let st = rustix::fs::fstat(&up)?;
-    Ok(((st.st_dev, st.st_ino) == want).then_some(up))
+    Ok((identity(up.as_fd())? == want).then_some(up))
 }

@@ -4,7 +4,7 @@
 //! are open at once. Each directory is emptied of its files when it is entered (one pass over
 //! it, as `rm -rf` makes) and removed from its parent when it is left.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -23,8 +23,9 @@ struct Level {
     name: Name,
     dev: u64,
     ino: u64,
-    /// The marks [`Keep`] gave its subdirectories, in the order they are entered.
-    marks: std::vec::IntoIter<bool>,
+    /// Its subdirectories with the mark [`Keep`] gave each, in the order they are entered
+    /// (the traversal is handed the same names).
+    subdirs: std::vec::IntoIter<(Name, bool)>,
     /// Something below it is kept, so it stays.
     kept: bool,
     /// Where its removed entries start in the list of what was removed (see [`Removal`]).
@@ -108,10 +109,8 @@ impl Tree for Walking<'_> {
     type Closed = ();
     type Info = Level;
 
-    fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
-        let mark = parent.info.marks.next().unwrap_or(true);
-        let name = Name::new(name.to_bytes())
-            .map_err(|e| Error::Unsafe { path: parent.open.path().to_path_buf(), message: e.to_string() })?;
+    fn enter(&mut self, parent: Parent<'_, Self>, _: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
+        let (name, mark) = parent.info.subdirs.next().expect("one subdirectory per name the traversal was given");
         self.depth += 1;
         self.descend(parent.open, &name, &paths.a, mark).map(Some)
     }
@@ -224,10 +223,9 @@ impl Walking<'_> {
         let tops_at = self.tops.len();
         let (mut subdirs, kept) = self.empty_files_of(&dir, rel, mark)?;
         subdirs.reverse();
-        let (names, marks): (Vec<CString>, Vec<bool>) =
-            subdirs.into_iter().map(|(n, m)| (n.as_cstr().to_owned(), m)).unzip();
+        let names = subdirs.iter().map(|(n, _)| n.as_cstr().to_owned()).collect();
         let level =
-            Level { name: name.clone(), dev: st.st_dev, ino: st.st_ino, marks: marks.into_iter(), kept, tops_at };
+            Level { name: name.clone(), dev: st.st_dev, ino: st.st_ino, subdirs: subdirs.into_iter(), kept, tops_at };
         Ok(Entered { open: dir, info: level, subdirs: names })
     }
 }

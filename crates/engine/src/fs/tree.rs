@@ -12,9 +12,11 @@
 //!   opened again through `..` of its child when the walk comes back to it ([`Tree::reopen`],
 //!   which checks it is the same directory: one moved during the walk stops it with an error
 //!   instead of letting it continue somewhere else).
-//! - **Order.** A directory's subdirectories are entered in the order [`Tree::enter`] lists
-//!   them (name order for every walk here), each finished before the next; a directory is left
-//!   ([`Tree::leave`]) after all of them, the start directory last.
+//! - **Order.** The names a directory was entered with (its subdirectories, or all its
+//!   entries for a walk that handles each through [`Tree::enter`], as a restore does) are
+//!   visited in that order (name order for every walk here), a subdirectory's tree finished
+//!   before the next name; a directory is left ([`Tree::leave`]) after all of them, the start
+//!   directory last.
 
 use std::ffi::{CStr, CString};
 
@@ -91,7 +93,8 @@ pub struct Entered<T: Tree + ?Sized> {
     pub open: T::Open,
     /// Kept until [`Tree::leave`].
     pub info: T::Info,
-    /// Its subdirectories to enter, in walk order.
+    /// The names to visit in it, in walk order: its subdirectories, or every entry for a
+    /// walk that handles each in [`Tree::enter`].
     pub subdirs: Vec<CString>,
 }
 
@@ -167,6 +170,13 @@ enum Handles<T: Tree> {
     Moving,
 }
 
+impl<T: Tree> Handles<T> {
+    /// The handles, to be put back changed (closed, reopened).
+    fn take(&mut self) -> Handles<T> {
+        std::mem::replace(self, Handles::Moving)
+    }
+}
+
 /// Walks the tree below the directory `start` (open, already entered by the caller: `paths`
 /// name it), depth first, holding at most `open_levels` (at least 1) directories open.
 pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, open_levels: usize) -> Result<()> {
@@ -188,13 +198,13 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
             let Handles::Open(open) = done.handles else { unreachable!("the current directory is open") };
             let parent = match stack.last_mut() {
                 Some(parent) => {
-                    if let Handles::Closed(_) = parent.handles {
-                        let Handles::Closed(closed) = std::mem::replace(&mut parent.handles, Handles::Moving) else {
-                            unreachable!()
-                        };
-                        let reopened = tree.reopen(&open, closed, &parent.info, paths.at(parent.lens, paths.lens()))?;
-                        parent.handles = Handles::Open(reopened);
-                    }
+                    parent.handles = match parent.handles.take() {
+                        Handles::Closed(closed) => {
+                            let at = paths.at(parent.lens, paths.lens());
+                            Handles::Open(tree.reopen(&open, closed, &parent.info, at)?)
+                        }
+                        open => open,
+                    };
                     let Handles::Open(up) = &parent.handles else { unreachable!("just reopened") };
                     Some(Parent { open: up, info: &mut parent.info })
                 }
@@ -220,15 +230,15 @@ pub fn depth_first<T: Tree>(tree: &mut T, start: Entered<T>, mut paths: Paths, o
                 // its parent), so when the level `open_levels` above is open, so is its child.
                 if let Some(i) = stack.len().checked_sub(open_levels + 1) {
                     let (above, below) = stack.split_at_mut(i + 1);
-                    let level = &mut above[i];
-                    if let Handles::Open(_) = level.handles {
-                        let Handles::Open(child) = &below[0].handles else { unreachable!("below an open level") };
-                        let Handles::Open(open) = std::mem::replace(&mut level.handles, Handles::Moving) else {
-                            unreachable!()
-                        };
-                        let at = paths.at(level.lens, below[0].lens);
-                        level.handles = Handles::Closed(tree.close(open, &level.info, child, at)?);
-                    }
+                    let (level, child) = (&mut above[i], &below[0]);
+                    level.handles = match level.handles.take() {
+                        Handles::Open(open) => {
+                            let Handles::Open(child_open) = &child.handles else { unreachable!("below an open level") };
+                            let at = paths.at(level.lens, child.lens);
+                            Handles::Closed(tree.close(open, &level.info, child_open, at)?)
+                        }
+                        closed => closed,
+                    };
                 }
             }
             None => {
@@ -307,8 +317,7 @@ mod tests {
         fn close(&mut self, open: OwnedFd, _: &u32, _: &OwnedFd, at: At) -> Result<(u64, u64)> {
             check_at(at);
             self.open -= 1;
-            let st = rustix::fs::fstat(&open).unwrap();
-            Ok((st.st_dev, st.st_ino))
+            Ok(crate::fs::identity(open.as_fd()).unwrap())
         }
 
         fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), _: &u32, at: At) -> Result<OwnedFd> {

@@ -108,11 +108,11 @@ pub fn build(
     let work_fd = dup_dir(work_dir)?;
     let chunks = chunk_cursor(base.as_ref());
     let chunk_out = chunk_writer(work_dir)?;
-    let settled_before = base.as_ref().map(|b| b.settled_before);
+    let settled_before = base.as_ref().and_then(|b| b.settled_before);
     let (base_fd, cursor, avoid) = split_base(base);
     let shared = Shared {
         avoid,
-        settled_before: settled_before.flatten(),
+        settled_before,
         work: work.to_path_buf(),
         work_fd: dup_dir(work_dir)?,
         links: Mutex::new(HashMap::new()),
@@ -901,7 +901,7 @@ impl<'a> Tree for SourceTree<'_, 'a> {
     /// Records the identities of the directory's descriptors, checked by `reopen`.
     fn close(&mut self, fds: Fds, _: &Box<Stat>, _: &Fds, at: At) -> Result<Ids> {
         let path = Path::new(OsStr::from_bytes(at.b));
-        let id = |fd: &OwnedFd| rustix::fs::fstat(fd).map(|st| (st.st_dev, st.st_ino)).ctx("inspect", path);
+        let id = |fd: &OwnedFd| crate::fs::identity(fd.as_fd()).ctx("inspect", path);
         let prev = fds.prev.as_deref().and_then(|p| id(p).ok());
         let dst = fds.dst.as_deref().map(id).transpose()?;
         Ok((id(&fds.src)?, dst, prev))
@@ -1004,7 +1004,14 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
     let prev = job.prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), name).ok());
     // A previous copy whose extended attributes differ is not the same entry, whatever the
     // quick check says: it is copied (or, in a writable snapshot, replaced) like a changed one.
-    let prev = prev.filter(|p| !xattrs_differ(job, name, &st, p, shared));
+    let prev = match (&job.prev, prev) {
+        (Some(dir), Some(p))
+            if place::xattrs_differ(job.src.as_fd(), dir.as_fd(), name, &st, &p, shared.settled_before) =>
+        {
+            None
+        }
+        (_, p) => p,
+    };
     if keep_mode {
         // In a writable snapshot of the previous snapshot: what stays is left alone, anything
         // else at this name goes before the entry is written (or left out).
@@ -1061,29 +1068,6 @@ fn entry(job: &Job, name: &CStr, record: Option<&Record>, shared: &Shared, buf: 
             }
         }
         _ => Ok(Outcome::Warning(format!("unsupported file type at {}", path().display()))),
-    }
-}
-
-/// Whether the source entry `name` (status `st`) and its previous copy (status `prev`) pass
-/// the quick check but differ in their extended attributes (ACLs included): `setfattr` and
-/// `setfacl` change only the ctime, which the quick check cannot compare (a copy's ctime is its
-/// own). Asked only where the source's ctime is not older than the link base's walk
-/// (`settled_before`), so a run reads attributes of the entries changed since, not of all.
-/// Attributes that cannot be read count as different: the entry is copied.
-fn xattrs_differ(job: &Job, name: &CStr, st: &Stat, prev: &Stat, shared: &Shared) -> bool {
-    if shared.settled_before.is_some_and(|t| st.st_ctime < t) || QuickAttrs::of(st) != QuickAttrs::of(prev) {
-        return false;
-    }
-    let Some(prev_dir) = job.prev.as_ref() else { return false };
-    let read = |dir: &OwnedFd| {
-        fsops::read_xattrs_at(dir.as_fd(), name).map(|mut x| {
-            x.sort_unstable();
-            x
-        })
-    };
-    match (read(&job.src), read(prev_dir)) {
-        (Ok(a), Ok(b)) => a != b,
-        _ => true,
     }
 }
 

@@ -10,7 +10,10 @@
 //!    plus mode and owner, which a hard link would otherwise silently carry over from the old
 //!    copy. The new entry's side is a [`QuickAttrs`], made from a local `Stat` or from the
 //!    `Meta` a pull agent sent; the previous copy's side is always a local `Stat`, which the
-//!    caller already has (a pull also uses it to choose a delta base).
+//!    caller already has (a pull also uses it to choose a delta base). A local build also
+//!    compares extended attributes (ACLs included) where the source's ctime says they may
+//!    have changed since the link base was made ([`xattrs_differ`]): `setfattr` and
+//!    `setfacl` change nothing else the check sees.
 //! 2. **The link** ([`place`]): `linkat` from the previous snapshot's directory. When the
 //!    previous copy has reached the filesystem's link count limit (`EMLINK`, 65 000 on ext4),
 //!    the caller copies instead and the fallback is counted; a destination-wide error (no
@@ -79,6 +82,36 @@ impl QuickAttrs {
 #[inline]
 pub fn unchanged(new: &QuickAttrs, prev: &Stat) -> bool {
     *new == QuickAttrs::of(prev)
+}
+
+/// Whether the entry `name` of the source directory `src_dir` (status `new`) and its previous
+/// copy in `prev_dir` (status `prev`) pass the quick check but differ in their extended
+/// attributes (ACLs included): `setfattr` and `setfacl` change only the ctime, which cannot be
+/// compared with a copy's. Asked only where the source's ctime is not older than
+/// `settled_before` (the link base's walk start, `LinkBase::settled_before`; `None`: always),
+/// so a run reads the attributes of the entries changed since, not of all. Attributes that
+/// cannot be read count as different: the entry is copied.
+pub fn xattrs_differ(
+    src_dir: BorrowedFd,
+    prev_dir: BorrowedFd,
+    name: &CStr,
+    new: &Stat,
+    prev: &Stat,
+    settled_before: Option<i64>,
+) -> bool {
+    if settled_before.is_some_and(|t| new.st_ctime < t) || QuickAttrs::of(new) != QuickAttrs::of(prev) {
+        return false;
+    }
+    let read = |dir| {
+        fsops::read_xattrs_at(dir, name).map(|mut x| {
+            x.sort_unstable();
+            x
+        })
+    };
+    match (read(src_dir), read(prev_dir)) {
+        (Ok(a), Ok(b)) => a != b,
+        _ => true,
+    }
 }
 
 /// Inodes `(device, inode)` never used as a link base: damaged copies, which the run reads

@@ -704,10 +704,7 @@ struct ClosedFds {
 
 /// Closes a level of a restore's walk (see [`Tree::close`]).
 fn close_fds((src, dst): Fds, child: &Fds, at: tree::At) -> Result<ClosedFds> {
-    let id = |fd: &OwnedFd, path: &[u8]| {
-        let st = rustix::fs::fstat(fd).map_err(|e| Error::io("inspect", OsStr::from_bytes(path), e.into()))?;
-        Ok::<_, Error>((st.st_dev, st.st_ino))
-    };
+    let id = |fd: &OwnedFd, path: &[u8]| crate::fs::identity(fd.as_fd()).ctx("inspect", OsStr::from_bytes(path));
     let src = id(&src, at.a)?;
     Ok(match dst {
         Some(dst) if child.1.is_some() => ClosedFds { src, dst: Some(id(&dst, at.b)?), kept: None },

@@ -96,7 +96,7 @@ pub fn walk_with(
     let mut rel: Vec<u8> = prefix.to_vec();
     let cur = beneath::reopen(start).map_err(|e| Error::io("open directory", show(root_path, &rel), e))?;
     let subdirs = scan(cur.as_fd(), &mut rel, root_path, opts, visit)?;
-    let mut walk = SnapshotTree { root_path, opts, visit };
+    let mut walk = SnapshotTree { root_path, opts, visit, rel: Vec::new() };
     let start = Entered { open: cur, info: (), subdirs };
     // One open directory: a snapshot walk goes back up through `..`, checked.
     tree::depth_first(&mut walk, start, Paths::new(rel, Vec::new()), 1)
@@ -108,6 +108,8 @@ struct SnapshotTree<'a, 'v> {
     root_path: &'a Path,
     opts: Opts,
     visit: &'a mut (dyn FnMut(&Visit) -> Result<bool> + 'v),
+    /// The entries' paths as a directory is scanned (one buffer for the whole walk).
+    rel: Vec<u8>,
 }
 
 impl Tree for SnapshotTree<'_, '_> {
@@ -129,8 +131,8 @@ impl Tree for SnapshotTree<'_, '_> {
             }
             Err(e) => return Err(Error::io("open directory", show(self.root_path, rel), e.into())),
         };
-        let mut rel = rel.clone();
-        let subdirs = scan(cur.as_fd(), &mut rel, self.root_path, self.opts, self.visit)?;
+        self.rel.clone_from(rel);
+        let subdirs = scan(cur.as_fd(), &mut self.rel, self.root_path, self.opts, self.visit)?;
         Ok(Some(Entered { open: cur, info: (), subdirs }))
     }
 
@@ -139,8 +141,7 @@ impl Tree for SnapshotTree<'_, '_> {
     }
 
     fn close(&mut self, open: OwnedFd, (): &(), _: &OwnedFd, at: At) -> Result<(u64, u64)> {
-        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(self.root_path, at.a), e.into()))?;
-        Ok((st.st_dev, st.st_ino))
+        crate::fs::identity(open.as_fd()).map_err(|e| Error::io("inspect", show(self.root_path, at.a), e))
     }
 
     fn reopen(&mut self, child: &OwnedFd, closed: (u64, u64), (): &(), at: At) -> Result<OwnedFd> {

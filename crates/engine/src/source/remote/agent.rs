@@ -39,7 +39,7 @@ use crate::fs::tree::{self, At, Entered, Parent, Paths, Tree};
 use crate::source::exclude::ExcludeSet;
 use crate::source::local::{bytes_cstr, rel_of, source_order, split_last};
 use crate::source::markers::ExcludeBy;
-use crate::store::manifest::Hash;
+use crate::store::manifest::{entry_path, Hash};
 
 /// What the agent may serve, fixed on the client.
 #[derive(Clone, Debug, Default)]
@@ -507,7 +507,8 @@ struct Walker<'a> {
     /// Left out by `by`: tagged directories (cache, marker) and large files.
     excluded_by: [u64; 3],
     root_dev: u64,
-    /// The source directory being walked: every file sent is opened later below it.
+    /// The directory every file sent is opened below later: the source being walked (its
+    /// parent for a source that is a file).
     root: Option<Arc<OwnedFd>>,
 }
 
@@ -515,7 +516,6 @@ struct Walker<'a> {
 struct Here<'a> {
     fd: &'a OwnedFd,
     abs: &'a Path,
-    root: &'a Arc<OwnedFd>,
     rel: &'a [u8],
 }
 
@@ -595,7 +595,8 @@ impl Walker<'_> {
         let parent_path = path.parent().unwrap_or(Path::new("/"));
         self.root_dev = st.st_dev;
         if !is_dir {
-            let here = Here { fd: parent, abs: parent_path, root: parent, rel: &[] };
+            self.root = Some(parent.clone());
+            let here = Here { fd: parent, abs: parent_path, rel: &[] };
             self.entry(&here, cname, &st)?;
             return self.send(FromAgent::SourceEnd);
         }
@@ -605,7 +606,7 @@ impl Walker<'_> {
         self.send(FromAgent::Dir { name, meta })?;
         let root = Arc::new(src);
         self.root = Some(root.clone());
-        let subdirs = self.files(&Here { fd: &root, abs: path, root: &root, rel: &[] })?;
+        let subdirs = self.files(&Here { fd: &root, abs: path, rel: &[] })?;
         let start = Entered { open: root, info: (), subdirs };
         // Leaving each directory sends its `DirEnd`, the source's own last.
         let paths = Paths::new(Vec::new(), path.as_os_str().as_bytes().to_vec());
@@ -670,8 +671,9 @@ impl Walker<'_> {
                 Ok(())
             }
             FileType::RegularFile => {
-                let rel = join_rel(here.rel, name.to_bytes());
-                let f = FileRef { root: here.root.clone(), rel };
+                let rel = entry_path(here.rel, name.to_bytes());
+                let root = self.root.clone().expect("a source is being walked");
+                let f = FileRef { root, rel };
                 self.shared.files.lock().expect("file table poisoned").insert(self.seq, f);
                 let link = (st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
                 self.send(FromAgent::File { name: bytes, meta, link })
@@ -716,8 +718,8 @@ impl Tree for Walker<'_> {
     fn enter(&mut self, parent: Parent<'_, Self>, name: &CStr, paths: &Paths) -> Result<Option<Entered<Self>>> {
         let abs = Path::new(OsStr::from_bytes(&paths.b));
         let Some(fd) = self.subdir(parent.open, name, abs)? else { return Ok(None) };
-        let (fd, root) = (Arc::new(fd), self.root.clone().expect("a source is being walked"));
-        let subdirs = self.files(&Here { fd: &fd, abs, root: &root, rel: &paths.a })?;
+        let fd = Arc::new(fd);
+        let subdirs = self.files(&Here { fd: &fd, abs, rel: &paths.a })?;
         Ok(Some(Entered { open: fd, info: (), subdirs }))
     }
 
@@ -726,8 +728,7 @@ impl Tree for Walker<'_> {
     }
 
     fn close(&mut self, open: Arc<OwnedFd>, (): &(), _: &Arc<OwnedFd>, at: At) -> Result<(u64, u64)> {
-        let st = rustix::fs::fstat(&open).map_err(|e| Error::io("inspect", show(at), e.into()))?;
-        Ok((st.st_dev, st.st_ino))
+        crate::fs::identity(open.as_fd()).map_err(|e| Error::io("inspect", show(at), e))
     }
 
     fn reopen(&mut self, child: &Arc<OwnedFd>, closed: (u64, u64), (): &(), at: At) -> Result<Arc<OwnedFd>> {
@@ -744,11 +745,4 @@ fn show(at: At) -> PathBuf {
 
 fn join(dir: &Path, name: &CStr) -> PathBuf {
     dir.join(OsStr::from_bytes(name.to_bytes()))
-}
-
-fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
-    if rel.is_empty() {
-        return name.to_vec();
-    }
-    [rel, b"/", name].concat()
 }

@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::fs::beneath;
 use crate::fs::fsops;
 use crate::fs::Dir;
-use crate::store::manifest::{Hash, ManifestWriter};
+use crate::store::manifest::{entry_path, Hash, ManifestWriter};
 use crate::store::meta::{Warning, META_DIR};
 use crate::store::place::{self, Avoid, Placement};
 use crate::store::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
@@ -498,7 +498,7 @@ impl<'a, R: Read> Puller<'a, R> {
     fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
         let c = self.entry_name(name)?;
         let top = self.top()?;
-        let rel = Arc::new(join_rel(&top.rel, name));
+        let rel = Arc::new(entry_path(&top.rel, name));
         let dst = fsops::make_dir_at(top.dst.as_fd(), &c)
             .map_err(|e| Error::io("create directory", self.work.join(OsStr::from_bytes(&rel)), e))?;
         let prev = top.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok()).map(Arc::new);
@@ -921,13 +921,6 @@ impl Sink {
         self.cloned = None;
         Ok(())
     }
-}
-
-fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
-    if rel.is_empty() {
-        return name.to_vec();
-    }
-    [rel, b"/", name].concat()
 }
 
 /// The absolute path on the host of `rel/name` (for messages).
