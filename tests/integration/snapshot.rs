@@ -358,6 +358,34 @@ fn a_changed_xattr_or_acl_makes_a_new_copy() {
     assert_eq!(rsync_differences(&env.src, &snap(2)), "");
 }
 
+/// The attribute comparison reads the previous copy: a symlink planted there, to a victim
+/// outside that carries the source's old attribute and a matching mtime, is never followed —
+/// the entry is copied afresh from the source, and the victim keeps its content and its
+/// attribute.
+#[test]
+fn a_symlink_planted_at_the_previous_copy_is_not_followed_by_the_attribute_check() {
+    let env = Env::new();
+    write(&env.src.join("tagged"), "tagged\n");
+    set_xattr(&env.src.join("tagged"), "user.tag", "one");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let victim = env.dir.path().join("victim");
+    write(&victim, "tagged\n");
+    set_xattr(&victim, "user.tag", "one");
+    let planted = env.in_snapshot("daily/2025-01-15_02-00-00").join("tagged");
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    set_xattr(&env.src.join("tagged"), "user.tag", "two");
+    env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
+    let new = env.in_snapshot("daily/2025-01-16_02-00-00").join("tagged");
+    assert!(std::fs::symlink_metadata(&new).unwrap().file_type().is_file(), "a regular file, copied");
+    assert_eq!(xattr(&new, "user.tag"), "two");
+    assert_eq!(
+        (std::fs::read_to_string(&victim).unwrap(), xattr(&victim, "user.tag")),
+        ("tagged\n".into(), "one".into())
+    );
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the plant is left as it was");
+}
+
 /// A tree deeper than the directories a walk keeps open (`fs::tree::OPEN_LEVELS`) that
 /// branches at every level (`d/…/d` 40 deep, and `x/file` beside each `d`): the walk goes
 /// down, partly up and down again, closing and reopening the levels above through `..` (in
