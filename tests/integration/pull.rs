@@ -236,6 +236,76 @@ fn a_small_change_in_a_large_file_crosses_the_wire_as_a_small_delta() {
     sh(&format!("cmp '{}' '{}'", big.display(), stored.display()));
 }
 
+/// `setfattr` and `setfacl` change only a file's ctime, which the quick check does not see:
+/// the agent sends the attributes of the files touched since the previous pull's walk began
+/// (its own clock, kept as `clientWalkStartedAt`), and the server copies such a file instead
+/// of linking the old copy with the old attributes. An attribute removed counts as a change;
+/// untouched files stay linked.
+#[test]
+fn a_pulled_file_whose_only_change_is_an_xattr_or_acl_gets_a_new_copy() {
+    require("setfacl");
+    require("rsync");
+    let env = Env::new();
+    for f in ["tagged", "acl", "dropped", "same"] {
+        write(&env.src.join(f), format!("{f}\n"));
+    }
+    let tag_source = |v: &str| set_xattr(&env.src.join("tagged"), "user.tag", v);
+    tag_source("one");
+    set_xattr(&env.src.join("dropped"), "user.gone", "soon");
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    let ids = ["daily/2025-01-15_02-00-00", "daily/2025-01-16_02-00-00", "daily/2025-01-17_02-00-00"];
+    sshd.pull_ok(&env, "2025-01-15T02:00:00+01:00", &[]);
+    let meta = env.dest.join(CLIENT).join(ids[0]).join(".hwc-backup/meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(meta).unwrap()).unwrap();
+    assert!(meta["clientWalkStartedAt"].is_string(), "the agent's walk start is recorded: {meta}");
+    tag_source("two");
+    sh(&format!("setfacl -m u:nobody:r '{}'", s(&env.src.join("acl"))));
+    sh(&format!("setfattr -x user.gone '{}'", s(&env.src.join("dropped"))));
+    let report = sshd.pull_ok(&env, "2025-01-16T02:00:00+01:00", &[]);
+    assert_eq!(report["counts"]["copied"], 3, "the three files whose attributes changed: {report}");
+    tag_source("three");
+    sshd.pull_ok(&env, "2025-01-17T02:00:00+01:00", &[]);
+    let snap = |i: usize| inside(&env, CLIENT, ids[i]);
+    let tag = |i: usize| xattr(&snap(i).join("tagged"), "user.tag");
+    assert_eq!([tag(0), tag(1), tag(2)], ["one", "two", "three"]);
+    assert_ne!(ino(&snap(0).join("tagged")), ino(&snap(1).join("tagged")), "a new copy for the new attribute");
+    assert_ne!(ino(&snap(1).join("tagged")), ino(&snap(2).join("tagged")));
+    assert_ne!(ino(&snap(0).join("acl")), ino(&snap(1).join("acl")), "a new copy for the new ACL");
+    assert_eq!(ino(&snap(1).join("acl")), ino(&snap(2).join("acl")), "unchanged since: linked");
+    assert_ne!(ino(&snap(0).join("dropped")), ino(&snap(1).join("dropped")), "a removed attribute is a change");
+    assert_eq!(ino(&snap(0).join("same")), ino(&snap(2).join("same")), "the untouched file stays linked");
+    assert_eq!(xattr(&snap(0).join("dropped"), "user.gone"), "soon", "the older snapshot keeps what it had");
+    assert_eq!(rsync_differences(&env.src, &snap(2)), "");
+}
+
+/// The attribute comparison of a pull reads the previous copy: a symlink planted there, to a
+/// victim outside with the source's new attribute, content and mtime, is never followed — the
+/// file arrives as a regular file with its attribute, and the victim is unchanged.
+#[test]
+fn a_symlink_planted_at_a_pulled_previous_copy_is_not_followed_by_the_attribute_check() {
+    let env = Env::new();
+    let src = env.src.join("tagged");
+    write(&src, "tagged\n");
+    set_xattr(&src, "user.tag", "one");
+    let sshd = Sshd::start(env.dir.path(), &env.src);
+    sshd.pull_ok(&env, "2025-01-15T02:00:00+01:00", &[]);
+    set_xattr(&src, "user.tag", "two");
+    let victim = env.dir.path().join("victim");
+    sh(&format!("cp -a '{}' '{}'", s(&src), s(&victim)));
+    let planted = inside(&env, CLIENT, "daily/2025-01-15_02-00-00").join("tagged");
+    std::fs::remove_file(&planted).unwrap();
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    sshd.pull_ok(&env, "2025-01-16T02:00:00+01:00", &[]);
+    let new = inside(&env, CLIENT, "daily/2025-01-16_02-00-00").join("tagged");
+    assert!(std::fs::symlink_metadata(&new).unwrap().file_type().is_file(), "a regular file, pulled");
+    assert_eq!((std::fs::read_to_string(&new).unwrap(), xattr(&new, "user.tag")), ("tagged\n".into(), "two".into()));
+    assert_eq!(
+        (std::fs::read_to_string(&victim).unwrap(), xattr(&victim, "user.tag")),
+        ("tagged\n".into(), "two".into())
+    );
+    assert!(std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink(), "the plant is left as it was");
+}
+
 /// The agent walks a source as this machine does (`fs::tree`): with far fewer descriptors
 /// than the tree has levels (`ulimit -n 40` before the agent, a tree 300 directories deep that
 /// branches at every level) it
@@ -487,7 +557,7 @@ fn hostile_ssh(dir: &Path, name: &str, frames: &[hwc_backup_engine::source::remo
     use std::io::Write;
     let mut bytes = Vec::new();
     proto::send_hello(&mut bytes).unwrap();
-    proto::write_frame(&mut bytes, &proto::FromAgent::Ready).unwrap();
+    proto::write_frame(&mut bytes, &proto::FromAgent::Ready { walk_started: 0 }).unwrap();
     let mut stream = proto::CompressedWriter::new(&mut bytes);
     for f in frames {
         proto::write_frame(&mut stream, f).unwrap();

@@ -489,13 +489,8 @@ fn build_into(
         let manifest = Cursor::open_in(meta.as_ref(), &Name::fixed(MANIFEST_FILE));
         // Damaged copies a verify found on this drive are never hard-linked into the new snapshot.
         let avoid = crate::ops::state::StateDir::records_now(&job.store).records.damage().inodes().collect();
-        // A pulled host's ctimes come from its own clock: no shortcut there.
-        let settled_before = match job.kind {
-            crate::job::Kind::Local(_) => {
-                base.and_then(|b| b.meta.walk_started_at).map(|t| t.as_second().saturating_sub(1))
-            }
-            _ => None,
-        };
+        let pulled = !matches!(job.kind, crate::job::Kind::Local(_));
+        let settled_before = base.and_then(|b| b.meta.settled_before(pulled));
         LinkBase { dir, manifest, avoid, settled_before }
     });
     let walk_started = jiff::Timestamp::now();
@@ -523,6 +518,7 @@ fn build_into(
         started_at: started.timestamp(),
         finished_at: finish_time(opts, started),
         walk_started_at: Some(walk_started),
+        client_walk_started_at: built.client_walk_started.and_then(|t| jiff::Timestamp::from_second(t).ok()),
         utc_offset: started.offset(),
         sources: job.sources.paths.clone(),
         exclude_patterns: job.sources.exclude_patterns.clone(),

@@ -166,7 +166,7 @@ pub fn build(
             });
         }
         let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
-        Ok(BuildResult { counts, warnings, files_per_source, transfer: None })
+        Ok(BuildResult { counts, warnings, files_per_source, transfer: None, client_walk_started: None })
     })
 }
 

@@ -89,6 +89,7 @@ mod tests {
             started_at: t,
             finished_at: t,
             walk_started_at: None,
+            client_walk_started_at: None,
             utc_offset: jiff::tz::Offset::UTC,
             sources: vec![],
             exclude_patterns: vec![],

@@ -126,6 +126,11 @@ pub struct SnapshotMeta {
     /// snapshots of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub walk_started_at: Option<Timestamp>,
+    /// For a pulled host: when its agent began the walk, by the host's own clock (its files'
+    /// ctimes are in that clock). The next pull asks the agent for the extended attributes of
+    /// files changed since. Absent for local runs and older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_walk_started_at: Option<Timestamp>,
     /// The local UTC offset at the start, e.g. `+01:00`.
     #[serde(with = "offset_text")]
     pub utc_offset: Offset,
@@ -157,6 +162,14 @@ pub struct SnapshotMeta {
 pub const MAX_WARNINGS_KEPT: usize = 1000;
 
 impl SnapshotMeta {
+    /// `LinkBase::settled_before` for a run whose link base is this snapshot: its walk start
+    /// less a second, on this machine's clock, or on the agent's for a pulled host (whose
+    /// files' ctimes come from that clock). `None` for snapshots of older versions.
+    pub fn settled_before(&self, pulled: bool) -> Option<i64> {
+        let started = if pulled { self.client_walk_started_at } else { self.walk_started_at };
+        started.map(|t| t.as_second().saturating_sub(1))
+    }
+
     /// The start time in the recorded offset.
     pub fn started_local(&self) -> jiff::Zoned {
         self.started_at.to_zoned(jiff::tz::TimeZone::fixed(self.utc_offset))

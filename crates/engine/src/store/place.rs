@@ -13,7 +13,8 @@
 //!    caller already has (a pull also uses it to choose a delta base). A local build also
 //!    compares extended attributes (ACLs included) where the source's ctime says they may
 //!    have changed since the link base was made ([`xattrs_differ`]): `setfattr` and
-//!    `setfacl` change nothing else the check sees.
+//!    `setfacl` change nothing else the check sees. A pull does the same with the attributes
+//!    the agent sends for such files ([`sent_xattrs_differ`]).
 //! 2. **The link** ([`place`]): `linkat` from the previous snapshot's directory. When the
 //!    previous copy has reached the filesystem's link count limit (`EMLINK`, 65 000 on ext4),
 //!    the caller copies instead and the fallback is counted; a destination-wide error (no
@@ -102,15 +103,24 @@ pub fn xattrs_differ(
     if settled_before.is_some_and(|t| new.st_ctime < t) || QuickAttrs::of(new) != QuickAttrs::of(prev) {
         return false;
     }
-    let read = |dir| {
-        fsops::read_xattrs_at(dir, name).map(|mut x| {
-            x.sort_unstable();
-            x
-        })
-    };
-    match (read(src_dir), read(prev_dir)) {
-        (Ok(a), Ok(b)) => a != b,
-        _ => true,
+    match fsops::read_xattrs_at(src_dir, name) {
+        Ok(now) => sent_xattrs_differ(prev_dir, name, now),
+        Err(_) => true,
+    }
+}
+
+/// Whether `now`, the attributes a pull agent sent for a file that passes the quick check,
+/// differ from those of its previous copy `name` in `prev_dir` (the pull's side of
+/// [`xattrs_differ`]: the agent sends them where the file's ctime says they may have
+/// changed). The order of the names does not matter; unreadable ones count as different.
+pub fn sent_xattrs_differ(prev_dir: BorrowedFd, name: &CStr, mut now: fsops::Xattrs) -> bool {
+    now.sort_unstable();
+    match fsops::read_xattrs_at(prev_dir, name) {
+        Ok(mut was) => {
+            was.sort_unstable();
+            was != now
+        }
+        Err(_) => true,
     }
 }
 

@@ -46,8 +46,9 @@ pub struct LinkBase<'a> {
     /// link base read it (its `walkStartedAt`, less a second for the kernel's coarse clock):
     /// an unchanged file whose ctime is not older gets its extended attributes compared with
     /// the previous copy's, since `setfattr` and `setfacl` change nothing the quick check
-    /// sees. `None` (a base of an older version, or a pulled host's): compare wherever the
-    /// quick check passes.
+    /// sees. For a pulled host it is the base's `clientWalkStartedAt` (the agent's clock),
+    /// sent to the agent, which then sends the attributes of the files changed since. `None`
+    /// (a base of an older version): compare wherever the quick check passes.
     pub settled_before: Option<i64>,
 }
 
@@ -62,6 +63,9 @@ pub struct BuildResult {
     pub files_per_source: BTreeMap<PathBuf, u64>,
     /// Bytes that crossed the network, for a pull (`None` for a local build).
     pub transfer: Option<Transfer>,
+    /// When a pulled host's agent started its walk, on its own clock, seconds (`None` for a
+    /// local build): the next pull's `LinkBase::settled_before`.
+    pub client_walk_started: Option<i64>,
 }
 
 /// Called now and then with the counts so far.

@@ -629,6 +629,7 @@ fn synthetic_meta(s: &ResticSnapshot, name: &str) -> crate::store::meta::Snapsho
         started_at: t,
         finished_at: t,
         walk_started_at: None,
+        client_walk_started_at: None,
         utc_offset: jiff::tz::Offset::UTC,
         sources,
         exclude_patterns: Vec::new(),

@@ -94,8 +94,14 @@ pub fn serve(config: &AgentConfig, input: impl Read + Send, output: impl Write +
     if let Err(m) = ExcludeBy::new(by.caches, &by.if_present, larger.as_deref()) {
         return refuse(&mut output, format!("excludeIfPresent: {m}"));
     }
-    proto::write_frame(&mut output, &FromAgent::Ready).map_err(lost)?;
-    let walk = WalkRules { excludes: &excludes, one_file_system: request.one_file_system, by };
+    let walk_started = jiff::Timestamp::now().as_second();
+    proto::write_frame(&mut output, &FromAgent::Ready { walk_started }).map_err(lost)?;
+    let walk = WalkRules {
+        excludes: &excludes,
+        one_file_system: request.one_file_system,
+        by,
+        xattrs_since: request.xattrs_since,
+    };
     session(&sources, &walk, input, proto::CompressedWriter::new(output))
 }
 
@@ -251,6 +257,8 @@ struct WalkRules<'a> {
     excludes: &'a ExcludeSet,
     one_file_system: bool,
     by: &'a ExcludeBy,
+    /// `Request::xattrs_since`.
+    xattrs_since: Option<i64>,
 }
 
 fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, output: impl Write + Send) -> Result<()> {
@@ -271,6 +279,7 @@ fn session(sources: &[Resolved], rules: &WalkRules, input: impl Read + Send, out
                     excludes: rules.excludes,
                     one_file_system: rules.one_file_system,
                     by: rules.by,
+                    xattrs_since: rules.xattrs_since,
                     seq: 0,
                     excluded: 0,
                     excluded_by: [0; 3],
@@ -502,6 +511,8 @@ struct Walker<'a> {
     excludes: &'a ExcludeSet,
     one_file_system: bool,
     by: &'a ExcludeBy,
+    /// Files whose `ctime` is at or after this carry their xattrs (`Request::xattrs_since`).
+    xattrs_since: Option<i64>,
     seq: u64,
     excluded: u64,
     /// Left out by `by`: tagged directories (cache, marker) and large files.
@@ -676,7 +687,12 @@ impl Walker<'_> {
                 let f = FileRef { root, rel };
                 self.shared.files.lock().expect("file table poisoned").insert(self.seq, f);
                 let link = (st.st_nlink > 1).then_some((st.st_dev, st.st_ino));
-                self.send(FromAgent::File { name: bytes, meta, link })
+                // `setfattr` and `setfacl` move only the ctime: a file touched since the
+                // previous walk says what its attributes are now. Unreadable ones are not
+                // sent; the content transfer, if any, reports the problem.
+                let recent = self.xattrs_since.is_none_or(|t| st.st_ctime >= t);
+                let xattrs = recent.then(|| fsops::read_xattrs_at(here.fd.as_fd(), name).ok()).flatten();
+                self.send(FromAgent::File { name: bytes, meta, link, xattrs })
             }
             FileType::Symlink => match rustix::fs::readlinkat(here.fd.as_fd(), name, Vec::new()) {
                 Ok(target) => self.send(FromAgent::Symlink { name: bytes, meta, target: target.into_bytes() }),

@@ -19,12 +19,15 @@
 //!    [`proto::MAX_FRAME`]) and a [postcard](https://docs.rs/postcard)-encoded
 //!    [`proto::ToAgent`] or [`proto::FromAgent`]. Names and paths are raw bytes (Linux file
 //!    names need not be UTF-8); owners are numeric uid/gid.
-//! 3. **Request.** The server sends the sources, the exclude patterns, `oneFileSystem` and the
-//!    exclusions by tag file, marker file and size (`source::markers`; protocol 3). The
+//! 3. **Request.** The server sends the sources, the exclude patterns, `oneFileSystem`, the
+//!    exclusions by tag file, marker file and size (`source::markers`; protocol 3) and
+//!    `xattrs_since` (protocol 5: the previous pull's walk start on the agent's clock, less a
+//!    second; none when unknown). The
 //!    agent checks each source against its own allow-list (fixed by the `authorized_keys`
 //!    command, so a server can never read beyond it): a clean absolute path in an allowed path,
 //!    reached below it without following any symlink (`crate::fs::beneath`), and that it exists; it adds
-//!    its own excludes, and answers `Ready` or `Error`. After `Ready`, everything the agent sends is one LZ4
+//!    its own excludes, and answers `Ready` (with the time its walk starts, on its clock) or
+//!    `Error`. After `Ready`, everything the agent sends is one LZ4
 //!    frame stream ([`proto::CompressedWriter`]) holding the same frames; it cuts the walk's
 //!    bytes several times (protocol 2). Its blocks are linked (protocol 4): the agent flushes
 //!    whenever its queue runs dry, and a small block compressed alone shrinks little.
@@ -34,11 +37,14 @@
 //!    pattern, cache and marker directories, large files) and the
 //!    metadata of the directories above the sources. A regular file's `File` frame carries
 //!    only the quick check's fields and whether it has holes (`proto::file_meta`, protocol 4):
-//!    its access time and the rest come with its `FileEnd` if it is sent. Walk frames are numbered from 0 in the
+//!    its access time and the rest come with its `FileEnd` if it is sent. Its extended
+//!    attributes come in the `File` frame when its ctime is not older than `xattrs_since`
+//!    (every file when none was given): `setfattr`/`setfacl` change nothing else. Walk frames are numbered from 0 in the
 //!    order sent; a regular file's number is its id.
 //! 5. **Transfer.** For each regular file the server applies the local quick check against its
-//!    previous snapshot of the host (type, mode, owner, size, mtime to the ns) and hard-links
-//!    when unchanged: nothing crosses the network. Otherwise it sends `Send { id, how }`: whole
+//!    previous snapshot of the host (type, mode, owner, size, mtime to the ns, and the
+//!    extended attributes where the `File` frame carries them) and hard-links when unchanged:
+//!    nothing more crosses the network. Otherwise it sends `Send { id, how }`: whole
 //!    (`Data` frames with offsets, holes skipped, each LZ4-compressed when that saves an eighth)
 //!    or, when the previous snapshot holds a copy of at least [`delta::MIN_DELTA_SIZE`], a
 //!    `fast_rsync` signature of that copy, to which the agent answers with `Delta` frames

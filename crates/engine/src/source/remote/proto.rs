@@ -12,8 +12,12 @@ use crate::store::place::QuickAttrs;
 /// `WalkEnd` what they left out. Version 4: the LZ4 blocks are linked, frame lengths are
 /// varints, and a walk's `File` frame carries only what the server uses of a file's metadata
 /// before its content arrives ([`file_meta`]: the quick check's fields and whether it has
-/// holes), not its access time, device or allocation.
-pub const PROTOCOL: u32 = 4;
+/// holes), not its access time, device or allocation. Version 5: `Ready` carries the time the
+/// agent's walk starts (its own clock), the request the time since which a file's attributes
+/// may have changed ([`Request::xattrs_since`]), and a `File` frame the file's extended
+/// attributes when its `ctime` is not older than that, so that a change of only an xattr or
+/// ACL (which moves no field of the quick check) is seen.
+pub const PROTOCOL: u32 = 5;
 /// The first bytes each side writes.
 pub const MAGIC: [u8; 4] = *b"HWCB";
 /// The largest frame either side accepts: bigger lengths mean garbage or a hostile peer.
@@ -102,6 +106,11 @@ pub struct Request {
     pub one_file_system: bool,
     /// Exclusions by tag file, marker file and size (`source::markers`).
     pub exclude_by: crate::source::markers::ExcludeBy,
+    /// Send the extended attributes of every regular file whose `ctime` (the agent's clock)
+    /// is at or after this second: the previous snapshot's walk start, less a second. Older
+    /// files have not changed an attribute since that snapshot was read. `None` (no earlier
+    /// walk known): send them for every file.
+    pub xattrs_since: Option<i64>,
 }
 
 /// How the server wants a file.
@@ -138,7 +147,11 @@ pub enum ToAgent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FromAgent {
     /// The request is accepted; the walk follows.
-    Ready,
+    Ready {
+        /// When the walk starts, seconds since the epoch on the agent's clock (recorded with
+        /// the snapshot; the next pull's [`Request::xattrs_since`]).
+        walk_started: i64,
+    },
     /// A fatal error (the agent exits after it).
     Error(String),
     /// Walk: source `index` of the request begins; its entry lives in directory `parent`
@@ -170,6 +183,10 @@ pub enum FromAgent {
         meta: Meta,
         /// `(st_dev, st_ino)` when it has more than one link, to keep hard links as links.
         link: Option<(u64, u64)>,
+        /// Its extended attributes (POSIX ACLs included) when its `ctime` is not older than
+        /// [`Request::xattrs_since`]: the server compares them with the previous copy's before
+        /// linking it. `None`: unchanged since then (or unreadable; the quick check decides).
+        xattrs: Option<crate::fs::fsops::Xattrs>,
     },
     /// Walk: a symbolic link.
     Symlink {
@@ -258,7 +275,7 @@ impl FromAgent {
     pub fn is_walk(&self) -> bool {
         !matches!(
             self,
-            FromAgent::Ready
+            FromAgent::Ready { .. }
                 | FromAgent::Error(_)
                 | FromAgent::Data { .. }
                 | FromAgent::Delta { .. }
@@ -528,7 +545,12 @@ mod tests {
     fn frames_round_trip_and_reject_garbage() {
         let mut wire = Vec::new();
         send_hello(&mut wire).unwrap();
-        let f = FromAgent::File { name: b"a\xffb".to_vec(), meta: Meta { size: 7, ..Meta::default() }, link: None };
+        let f = FromAgent::File {
+            name: b"a\xffb".to_vec(),
+            meta: Meta { size: 7, ..Meta::default() },
+            link: None,
+            xattrs: None,
+        };
         write_frame(&mut wire, &f).unwrap();
         let mut r = wire.as_slice();
         read_hello(&mut r).unwrap();
@@ -569,6 +591,7 @@ mod tests {
                     ..Meta::default()
                 },
                 link: None,
+                xattrs: None,
             })
             .collect();
         let mut plain = Vec::new();
@@ -613,23 +636,35 @@ mod tests {
             allocated: 4096,
             xattrs: Vec::new(),
         };
-        let f = FromAgent::File { name: b"f".to_vec(), meta: meta.clone(), link: Some((3, 4)) };
+        let f = FromAgent::File { name: b"f".to_vec(), meta: meta.clone(), link: Some((3, 4)), xattrs: None };
         let mut wire = Vec::new();
         write_frame(&mut wire, &f).unwrap();
         let mut buf = Vec::new();
         let back = read_frame::<FromAgent>(&mut wire.as_slice(), &mut buf).unwrap().unwrap();
-        let FromAgent::File { name, meta: got, link } = back else { panic!("not a file: {back:?}") };
-        assert_eq!((name.as_slice(), link), (&b"f"[..], Some((3, 4))));
+        let FromAgent::File { name, meta: got, link, xattrs } = back else { panic!("not a file: {back:?}") };
+        assert_eq!((name.as_slice(), link, xattrs), (&b"f"[..], Some((3, 4)), None));
         assert_eq!(got.quick(), meta.quick());
         assert!(got.allocated < got.size, "the holes were lost");
         assert_eq!((got.atime, got.rdev), (0, 0), "not sent");
-        // The whole walk frame of a file is small: name, the quick check, a flag, the link.
-        assert!(wire.len() <= 1 + 1 + 2 + 2 + 2 + 1 + 4 + 5 + 5 + 3, "{} bytes", wire.len());
+        // The whole walk frame of a file is small: name, the quick check, a flag, the link,
+        // and one byte for "no attributes sent".
+        assert!(wire.len() <= 1 + 1 + 2 + 2 + 2 + 1 + 4 + 5 + 5 + 3 + 1, "{} bytes", wire.len());
+        // Attributes, when sent, come back as they were: an empty list is not "none sent".
+        for x in [Some(Vec::new()), Some(vec![(b"user.k".to_vec(), b"\0v".to_vec())])] {
+            let f = FromAgent::File { name: b"x".to_vec(), meta: meta.clone(), link: None, xattrs: x.clone() };
+            let mut w = Vec::new();
+            write_frame(&mut w, &f).unwrap();
+            let Some(FromAgent::File { xattrs, .. }) = read_frame(&mut w.as_slice(), &mut buf).unwrap() else {
+                panic!("not a file")
+            };
+            assert_eq!(xattrs, x);
+        }
         // Times before 1970 or after 2106, with holes or without, come back as they were.
         for (mtime, allocated) in [(-1, 0), (1 << 40, 0), (-(1 << 40), 1 << 30), (0, 1 << 30), (u32::MAX as i64, 0)] {
             let m = Meta { mtime, allocated, ..meta.clone() };
             let mut w = Vec::new();
-            write_frame(&mut w, &FromAgent::File { name: b"t".to_vec(), meta: m.clone(), link: None }).unwrap();
+            let f = FromAgent::File { name: b"t".to_vec(), meta: m.clone(), link: None, xattrs: None };
+            write_frame(&mut w, &f).unwrap();
             let Some(FromAgent::File { meta: got, .. }) = read_frame(&mut w.as_slice(), &mut buf).unwrap() else {
                 panic!("not a file")
             };

@@ -84,10 +84,16 @@ pub fn build(
     let (reader, writer) = conn.take_streams();
     let mut input = BufReader::with_capacity(1 << 16, reader);
     let mut output = BufWriter::with_capacity(1 << 16, writer);
-    if let Err(e) = start(&mut input, &mut output, opts) {
-        drop(output); // closes ssh's stdin, so that it ends before we read its account
-        return Err(explain(e, &mut conn));
-    }
+    // The previous pull's walk start on the agent's clock: files older than it have not
+    // changed an attribute since (`Request::xattrs_since`).
+    let xattrs_since = base.as_ref().and_then(|b| b.settled_before);
+    let agent_walk_started = match start(&mut input, &mut output, opts, xattrs_since) {
+        Ok(t) => t,
+        Err(e) => {
+            drop(output); // closes ssh's stdin, so that it ends before we read its account
+            return Err(explain(e, &mut conn));
+        }
+    };
     let work_fd = dup_dir(work_dir)?;
     let (base_fd, cursor, avoid) = split_base(base);
     let recorder = Writer::new(manifest, cursor, work.to_path_buf(), progress);
@@ -106,7 +112,13 @@ pub fn build(
     conn.finish();
     let (bytes_received, bytes_sent) = conn.counts();
     let files_per_source = per_source.into_iter().map(|(i, n)| (opts.sources[i].clone(), n)).collect();
-    Ok(BuildResult { counts, warnings, files_per_source, transfer: Some(Transfer { bytes_received, bytes_sent }) })
+    Ok(BuildResult {
+        counts,
+        warnings,
+        files_per_source,
+        transfer: Some(Transfer { bytes_received, bytes_sent }),
+        client_walk_started: Some(agent_walk_started),
+    })
 }
 
 /// Why a pull stopped, before it becomes an `Error`: connection problems get ssh's account.
@@ -141,8 +153,13 @@ fn with_ssh(message: String, conn: &mut Connection) -> String {
     }
 }
 
-/// Hello, request, and the agent's answer.
-fn start(input: &mut impl Read, output: &mut impl Write, opts: &PullOptions) -> std::result::Result<(), Stop> {
+/// Hello, request, and the agent's answer: the time its walk starts, on its clock.
+fn start(
+    input: &mut impl Read,
+    output: &mut impl Write,
+    opts: &PullOptions,
+    xattrs_since: Option<i64>,
+) -> std::result::Result<i64, Stop> {
     let remote = |m: String| Stop::Err(Error::Remote { host: opts.host.to_string(), message: m });
     let lost = |e: io::Error| Stop::Lost(format!("the connection failed before the agent answered: {e}"));
     proto::send_hello(output).map_err(lost)?;
@@ -168,11 +185,12 @@ fn start(input: &mut impl Read, output: &mut impl Write, opts: &PullOptions) -> 
         excludes: opts.excludes.to_vec(),
         one_file_system: opts.one_file_system,
         exclude_by: opts.exclude_by.clone(),
+        xattrs_since,
     };
     proto::write_frame(output, &ToAgent::Request(request)).and_then(|()| output.flush()).map_err(lost)?;
     let mut buf = Vec::new();
     match proto::read_frame::<FromAgent>(input, &mut buf) {
-        Ok(Some(FromAgent::Ready)) => Ok(()),
+        Ok(Some(FromAgent::Ready { walk_started })) => Ok(walk_started),
         Ok(Some(FromAgent::Error(m))) => Err(remote(format!("the agent refused: {m}"))),
         Ok(Some(other)) => Err(remote(format!("protocol error: expected Ready, got {other:?}"))),
         Ok(None) => Err(Stop::Lost("the connection closed before the agent answered".into())),
@@ -433,7 +451,7 @@ impl<'a, R: Read> Puller<'a, R> {
                 }
                 _ => Err(self.protocol("DirEnd without a directory")),
             },
-            FromAgent::File { name, meta, link } => self.file(&name, meta, link),
+            FromAgent::File { name, meta, link, xattrs } => self.file(&name, meta, link, xattrs),
             FromAgent::Symlink { name, meta, target } => self.symlink(&name, &meta, &target),
             FromAgent::Special { name, meta } => self.special(&name, &meta),
             FromAgent::Socket => self.push_file(CString::default(), Some(Outcome::Socket)),
@@ -564,8 +582,9 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     /// A regular file: a link to its first copy (hard links in the source), a link to the
-    /// previous snapshot when unchanged, else a transfer.
-    fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>) -> Step {
+    /// previous snapshot when unchanged (attributes included, where the agent sent them),
+    /// else a transfer.
+    fn file(&mut self, name: &[u8], meta: Meta, link: Option<(u64, u64)>, xattrs: Option<fsops::Xattrs>) -> Step {
         if meta.mtime_nsec >= 1_000_000_000 {
             return Err(self.protocol(format!("a file's mtime has {} nanoseconds", meta.mtime_nsec)));
         }
@@ -593,7 +612,16 @@ impl<'a, R: Read> Puller<'a, R> {
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
         let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
-        let previous = prev.as_ref().zip(prev_st.as_ref()).map(|(p, st)| (p.as_fd(), st, &self.avoid));
+        // Sent attributes that differ from the previous copy's make it a copy (a delta
+        // against that copy: the content is likely the same), as `setfattr` locally does.
+        let attrs_differ = match (xattrs, prev.as_ref(), prev_st.as_ref()) {
+            (Some(x), Some(p), Some(st)) if place::unchanged(&meta.quick(), st) => {
+                place::sent_xattrs_differ(p.as_fd(), &c, x)
+            }
+            _ => false,
+        };
+        let previous =
+            prev.as_ref().zip(prev_st.as_ref()).filter(|_| !attrs_differ).map(|(p, st)| (p.as_fd(), st, &self.avoid));
         let emlink = match place::place_by(self.opts.method, previous, &meta.quick(), dst.as_fd(), &c) {
             Ok(Placement::Linked) => return self.linked_to_previous(c, &meta, link, &dst),
             Ok(Placement::Copy { emlink }) => emlink,

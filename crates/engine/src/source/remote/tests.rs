@@ -238,7 +238,7 @@ fn scripted(frames: Vec<super::proto::FromAgent>) -> impl Fn() -> crate::Result<
             proto::read_hello(&mut input).unwrap();
             let mut buf = Vec::new();
             let _: Option<proto::ToAgent> = proto::read_frame(&mut input, &mut buf).unwrap();
-            proto::write_frame(&mut output, &proto::FromAgent::Ready).unwrap();
+            proto::write_frame(&mut output, &proto::FromAgent::Ready { walk_started: 0 }).unwrap();
             let mut stream = proto::CompressedWriter::new(&output);
             for f in &frames {
                 let _ = proto::write_frame(&mut stream, f);
@@ -258,7 +258,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("dest");
     std::fs::create_dir_all(&dest).unwrap();
-    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None };
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None, xattrs: None };
     let source = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
     let dir_meta = Meta { mode: 0o40755, ..Meta::default() };
     for (i, (frames, want)) in [
@@ -277,6 +277,7 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
                     name: b"../../escaped".to_vec(),
                     meta: Meta { mtime_nsec: 2_000_000_000, ..Meta::default() },
                     link: None,
+                    xattrs: None,
                 },
             ],
             "a file's mtime has 2000000000 nanoseconds",
@@ -367,6 +368,7 @@ fn drive_agent(config: AgentConfig, sources: &[&Path]) -> Served {
         excludes: vec![],
         one_file_system: false,
         exclude_by: Default::default(),
+        xattrs_since: None,
     };
     proto::write_frame(&mut out, &ToAgent::Request(request)).unwrap();
     out.flush().unwrap();
@@ -383,7 +385,7 @@ fn drive_agent(config: AgentConfig, sources: &[&Path]) -> Served {
     let mut served = Served { error: None, names: Vec::new(), content: Vec::new(), warnings: Vec::new(), open_dirs: 0 };
     let mut buf = Vec::new();
     match proto::read_frame::<FromAgent>(&mut input, &mut buf).unwrap() {
-        Some(FromAgent::Ready) => {}
+        Some(FromAgent::Ready { .. }) => {}
         Some(FromAgent::Error(m)) => {
             served.error = Some(m);
             drop(tx);
@@ -619,7 +621,7 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
     let dir_frame = |name: &[u8]| FromAgent::Dir { name: name.to_vec(), meta: evil.clone() };
     let special =
         |name: &[u8]| FromAgent::Special { name: name.to_vec(), meta: Meta { mode: 0o10644, ..evil.clone() } };
-    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: evil.clone(), link: None };
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: evil.clone(), link: None, xattrs: None };
     let mut published = 0;
     for (i, (frames, want)) in [
         // The attack of the issue: a symlink, then an ancestor through it.
@@ -736,7 +738,7 @@ fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
         FromAgent::Source { index: 0, parent: b"srv".to_vec() },
         FromAgent::Dir { name: b"x".to_vec(), meta: Meta { mode: 0o40755, ..Meta::default() } },
         node(b"fifo", 0o10644, 0),
-        FromAgent::File { name: b"rootshell".to_vec(), meta: setid.clone(), link: None },
+        FromAgent::File { name: b"rootshell".to_vec(), meta: setid.clone(), link: None, xattrs: None },
         node(b"sda", 0o60666, rustix::fs::makedev(8, 0)),
         node(b"mem", 0o20666, rustix::fs::makedev(1, 1)),
         FromAgent::Data { id: 3, offset: 0, lz4: None, bytes: content.clone() },
