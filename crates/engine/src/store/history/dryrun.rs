@@ -31,7 +31,7 @@ use crate::source::exclude::ExcludeSet;
 use crate::source::local::{self, BuildOptions, Planner};
 use crate::source::markers::ExcludeBy;
 use crate::store::layout::HostDir;
-use crate::store::place::{unchanged, QuickAttrs};
+use crate::store::place::{self, unchanged, QuickAttrs};
 use crate::store::walk;
 
 /// One path a run would copy, or that it would no longer hold.
@@ -116,6 +116,7 @@ pub fn dry_run(job: &Job) -> Result<DryRun> {
     };
     let mut planner = DryPlanner {
         by: &job.sources.exclude_by,
+        settled_before: base.as_ref().and_then(|b| b.meta.settled_before(false)),
         out: DryRun { link_base: base.as_ref().map(|b| b.id()), ..Default::default() },
         seen: HashSet::new(),
     };
@@ -156,6 +157,8 @@ fn shown(rel: &[u8]) -> PathBuf {
 /// would hold (for the paths gone).
 struct DryPlanner<'a> {
     by: &'a ExcludeBy,
+    /// The link base's `LinkBase::settled_before`, as the run has it.
+    settled_before: Option<i64>,
     out: DryRun,
     seen: HashSet<Vec<u8>>,
 }
@@ -200,7 +203,14 @@ impl Planner for DryPlanner<'_> {
                 _ => continue,
             }
             let base_st = prev.and_then(|p| fsops::stat_at(p, name).ok());
-            if base_st.as_ref().is_some_and(|b| unchanged(&QuickAttrs::of(&st), b)) {
+            // As the run decides (`source::local`): the quick check, then the attributes of
+            // a file changed since the base was read.
+            let quick_same = base_st.as_ref().is_some_and(|b| unchanged(&QuickAttrs::of(&st), b));
+            let attrs_differ = match (prev, base_st.as_ref()) {
+                (Some(p), Some(b)) if quick_same => place::xattrs_differ(src, p, name, &st, b, self.settled_before),
+                _ => false,
+            };
+            if quick_same && !attrs_differ {
                 out.linked += 1;
                 out.bytes_linked += if kind == FileType::RegularFile { size } else { 0 };
                 continue;
@@ -211,7 +221,12 @@ impl Planner for DryPlanner<'_> {
             } else {
                 out.symlinks_to_copy += 1;
             }
-            let change = if base_st.is_some() { ChangeKind::Modified } else { ChangeKind::Added };
+            let change = match base_st {
+                None => ChangeKind::Added,
+                // Copied for its attributes alone: `diff` will call it a metadata change.
+                Some(_) if attrs_differ => ChangeKind::Metadata,
+                Some(_) => ChangeKind::Modified,
+            };
             let size = if kind == FileType::RegularFile { size } else { 0 };
             let path = abs.join(OsStr::from_bytes(name.to_bytes()));
             out.changes.push(Planned { path, change, kind: Kind::of(&st), size });
