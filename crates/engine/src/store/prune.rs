@@ -82,7 +82,7 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: &s
             keep: false,
             tier: None,
             reasons: Vec::new(),
-            pinned: s.pin.describe(),
+            pinned: s.pin.describe_at(now),
             frees_bytes: None,
         })
         .collect();
@@ -105,7 +105,7 @@ pub fn plan(snapshots: &[Snapshot], policy: &Policy, now: Timestamp, max_age: &s
     // remove stays in the tier it is in.
     for (s, item) in snapshots.iter().zip(items.iter_mut()) {
         if s.pin.holds(now) {
-            item.reasons.push(s.pin.describe().unwrap_or_else(|| "pinned".into()));
+            item.reasons.push(s.pin.describe_at(now).unwrap_or_else(|| "pinned".into()));
             if !item.keep {
                 item.keep = true;
                 item.tier = Some(s.tier);

@@ -57,9 +57,17 @@ impl Pin {
         self.until.is_none_or(|u| now < u)
     }
 
-    /// `pinned until 2025-03-01T00:00:00Z: before nixos-rebuild switch`.
+    /// `pinned until 2025-03-01T00:00:00Z: before nixos-rebuild switch`, or `pin expired
+    /// 2025-03-01T00:00:00Z: …` when it no longer holds at `now` (the snapshot is pruned as
+    /// any other then).
     pub fn describe(&self) -> String {
+        self.describe_at(Timestamp::now())
+    }
+
+    /// [`Pin::describe`] at `now`.
+    pub fn describe_at(&self, now: Timestamp) -> String {
         let mut s = match self.until {
+            Some(u) if !self.active(now) => format!("pin expired {u}"),
             Some(u) => format!("pinned until {u}"),
             None => "pinned".to_string(),
         };
@@ -101,11 +109,16 @@ impl PinState {
         }
     }
 
-    /// For people: `pinned: note`, `pin.json unreadable: …`, or nothing.
+    /// For people, now: `pinned: note`, `pin expired …`, `pin.json unreadable: …`, or nothing.
     pub fn describe(&self) -> Option<String> {
+        self.describe_at(Timestamp::now())
+    }
+
+    /// [`PinState::describe`] at `now` (a prune's `--now`).
+    pub fn describe_at(&self, now: Timestamp) -> Option<String> {
         match self {
             PinState::None => None,
-            PinState::Pinned(p) => Some(p.describe()),
+            PinState::Pinned(p) => Some(p.describe_at(now)),
             PinState::Unreadable(e) => Some(format!("pin unreadable, kept as pinned: {e}")),
         }
     }
@@ -182,6 +195,10 @@ mod tests {
         assert!(!p.active(until));
         assert!(PinState::Pinned(p.clone()).holds(now));
         assert!(!PinState::None.holds(now));
+        // Shown as what it is at that moment: a pin past its date no longer keeps anything.
+        let shown = |t| PinState::Pinned(p.clone()).describe_at(t).unwrap();
+        assert_eq!(shown(now), "pinned until 2025-02-01T00:00:00Z: before upgrade");
+        assert_eq!(shown(until), "pin expired 2025-02-01T00:00:00Z: before upgrade");
         assert!(PinState::Unreadable("x".into()).holds(until), "an unreadable pin keeps");
         assert!(Pin::new(now, None, Some("two\nlines".into())).is_err());
         assert_eq!(Pin::new(now, None, Some(String::new())).unwrap().note, None);
