@@ -16,6 +16,8 @@ let
   cfg = config.hwc.system.services.backup;
 
   profileSet = import ../nix/profiles;
+  # Option defaults the render compares with (its "has no effect" warnings).
+  defaults = import ../nix/defaults.nix;
 
   configFile = "/etc/hwc-backup/config.json";
 
@@ -616,10 +618,7 @@ in
 
       sources = lib.mkOption {
         type = lib.types.listOf lib.types.str;
-        default = [
-          "/home"
-          "/etc/nixos"
-        ];
+        default = defaults.local.sources;
         example = [
           "/home"
           "/etc/nixos"
@@ -633,13 +632,7 @@ in
 
       excludePatterns = lib.mkOption {
         type = lib.types.listOf lib.types.str;
-        default = [
-          ".cache"
-          "*.tmp"
-          ".local/share/Trash"
-          "node_modules"
-          "__pycache__"
-        ];
+        default = defaults.local.excludePatterns;
         example = [
           ".cache"
           "/home/*/Downloads/"

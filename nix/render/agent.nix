@@ -113,7 +113,34 @@ with ctx;
       !local.enable && (cfg.preBackupScript != "" || cfg.postBackupScript != "" || cfg.readWritePaths != [ ])
     ) "${opt "preBackupScript"}, ${opt "postBackupScript"} and ${opt "readWritePaths"} have no effect without ${opt "local.enable"}: pulls of other hosts run no hooks."
     ++ optional (!agentCfg.enable && (agentCfg.authorizedKeys != [ ] || agentCfg.allowedPaths != [ ]))
-      "${opt "agent.authorizedKeys"} and ${opt "agent.allowedPaths"} have no effect without ${opt "agent.enable"}.";
+      "${opt "agent.authorizedKeys"} and ${opt "agent.allowedPaths"} have no effect without ${opt "agent.enable"}."
+    ++ optional (!local.enable && localOnlySet != [ ])
+      "${concatStringsSep ", " (map opt localOnlySet)} ${
+        if length localOnlySet == 1 then "has" else "have"
+      } no effect without ${opt "local.enable"}, which turns on this machine's own backup (a pulled host has its own sources and exclusions in ${opt "hosts.<name>"})."
+    ++ optional (!cfg.verify.enable && verifyOnlySet != [ ])
+      "${concatStringsSep ", " (map opt verifyOnlySet)} ${
+        if length verifyOnlySet == 1 then "has" else "have"
+      } no effect without ${opt "verify.enable"}, which turns on the scheduled verification."
+    ++ optional (!cfg.schedule.enable && cfg.schedule.timeOfDay != "02:00")
+      "${opt "schedule.timeOfDay"} has no effect without ${opt "schedule.enable"}: it places the backup timers, which exist only with it.";
+
+  # Options of this machine's own backup set away from their defaults (`local.enable` decides
+  # whether they matter); the destination, retention and store serve pulled hosts too.
+  defaults = import ../defaults.nix;
+  localOnlySet =
+    optional (local.sources != defaults.local.sources) "local.sources"
+    ++ optional (local.excludePatterns != defaults.local.excludePatterns) "local.excludePatterns"
+    ++ optional (!local.oneFileSystem) "local.oneFileSystem"
+    ++ optional local.excludeCaches "local.excludeCaches"
+    ++ optional (local.excludeIfPresent != [ ]) "local.excludeIfPresent"
+    ++ optional (local.excludeLargerThan != null) "local.excludeLargerThan"
+    ++ optional (local.sourceSnapshots != "auto") "local.sourceSnapshots"
+    ++ optional (local.quiesce != { }) "local.quiesce";
+  verifyOnlySet =
+    optional (cfg.verify.schedule != "monthly") "verify.schedule"
+    ++ optional (cfg.verify.sample > 0) "verify.sample"
+    ++ optional (cfg.verify.subset != null) "verify.subset";
 
   serverWarnings =
     optional (!local.enable && !cfg.cloud.enable && !pulls)

@@ -261,7 +261,7 @@ with ctx;
   takesZfsSnapshots = local.sourceSnapshots == "auto" || local.sourceSnapshots == "zfs";
   # The btrfs, lvm and zfs programs go into the plan (`btrfs`, `lvm`, `zfs`); systemctl and
   # systemd-run, for quiesce, are on every NixOS unit's PATH.
-  # local.quiesce: a run that did not end well (killed, timed out, failed) may have left services
+  # local.quiesce and the profiles' quiesced units (quiesceUnits): a run that did not end well (killed, timed out, failed) may have left services
   # stopped or frozen. The runner arms a transient safety timer per run before it touches any
   # (hwc-backup-unquiesce-<invocation id>-start/-thaw, firing minutes later); this stop hook
   # fires it at once and disarms it. After a success there is nothing to release, and after a
@@ -277,7 +277,7 @@ with ctx;
         ];
       };
     }
-    // optionalAttrs (local.quiesce != { }) {
+    // optionalAttrs (quiesceUnits != { }) {
       postStop = ''
         if [ "''${SERVICE_RESULT:-}" != success ]; then
           for verb in start thaw; do

@@ -5,7 +5,13 @@
   networking.hostName = "quiet";
   hwc.system.services.backup = {
     enable = true;
-    local.mountPoint = "/mnt/quiet";
+    local = {
+      mountPoint = "/mnt/quiet";
+      # This machine's own backup is off: its sources and exclusions do nothing.
+      excludePatterns = [ "*.tmp" ];
+      sourceSnapshots = "none";
+    };
+    schedule.timeOfDay = "03:30";
     hosts.printer = {
       sources = [ "/etc" ];
       schedule = "hourly";

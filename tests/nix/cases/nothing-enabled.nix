@@ -7,5 +7,7 @@
     schedule.enable = true;
     protonDrive.enable = true;
     notifications.webhook.url = "https://hooks.example/x";
+    # Settings of the scheduled verification, which is off.
+    verify.schedule = "weekly";
   };
 }
