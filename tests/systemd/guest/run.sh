@@ -580,6 +580,23 @@ s_pull() {
     else fail "systemctl start $u.service: client1's snapshots pass" "$(jnew $u.service "$m" | tail -8 | tr '\n' '|')"; fi
   done
 
+  scenario pull-only-server
+  # The same on a server without snapshots of its own (cases/pull-only.nix: local.enable =
+  # false), switched to as `nixos-rebuild switch` would, then back to the base configuration.
+  local P="$H/trees/pull-only"
+  check "the pull-only configuration has no local backup unit or timer" \
+    test ! -e "$P/etc/systemd/system/backup-local.service" -a ! -e "$P/etc/systemd/system/backup.timer"
+  cp -a "$P/." / && systemctl daemon-reload
+  for u in backup-health-check-host-client1 backup-verify-host-client1; do
+    check "$u.timer is installed on the pull-only server" test -f "$P/etc/systemd/system/$u.timer"
+    m=$(jmark $u.service)
+    systemctl start $u.service
+    wait_for 120 unit_ended $u.service "$m"
+    if unit_succeeded $u.service "$m"; then pass "systemctl start $u.service passes"
+    else fail "systemctl start $u.service passes" "$(jnew $u.service "$m" | tail -8 | tr '\n' '|')"; fi
+  done
+  cp -a "$H/trees/base/." / && systemctl daemon-reload
+
   scenario pull-incremental
   # (inode numbers noted now: retention may prune the older snapshot of the same day)
   i1=$(stat -c %i "$D1/$L/srv/client1/big.bin"); i2=$(stat -c %i "$D1/$L/srv/client1/docs/numbers.txt")
