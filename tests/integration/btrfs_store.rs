@@ -140,6 +140,48 @@ fn snapshots_are_read_only_subvolumes_that_share_what_is_unchanged() {
     // The source's hard link stays a hard link.
     assert_eq!(ino(&b.join("d/f2")), ino(&b.join("d/f2-hardlink")));
 
+    // The history commands read the subvolumes as any snapshot (each subvolume has a device
+    // of its own, so kept files are compared by manifest hash, not by inode): diff lists the
+    // changes and nothing unchanged, versions sees two versions of the changed file and one
+    // of an unchanged one, find sees a name in both snapshots.
+    let diff = env.run("diff", &[first, second, "--json"]);
+    assert!(diff.status.success(), "diff: {}", show(&diff));
+    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    let changed: std::collections::BTreeMap<String, String> = diff["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] != "dir" || c["change"] == "type")
+        .map(|c| {
+            let p = c["path"].as_str().unwrap().strip_prefix(&format!("{}/", env.src.display())).unwrap().to_string();
+            (p, c["change"].as_str().unwrap().to_string())
+        })
+        .collect();
+    for (path, change) in [
+        ("d/f3", "modified"),
+        ("d/f4", "removed"),
+        ("d/new", "added"),
+        ("d/f5", "type"),
+        ("d/sub", "type"),
+        ("d/f6", "metadata"),
+    ] {
+        assert_eq!(changed.get(path).map(String::as_str), Some(change), "{path}: {diff}");
+    }
+    for same in ["d/f1", "d/f10", "big", "link", "d/f2", "d/f2-hardlink"] {
+        assert!(!changed.contains_key(same), "{same} is unchanged: {diff}");
+    }
+    let versions = |f: &str| {
+        let o = env.run("versions", &[&s(&env.src.join(f)), "--json"]);
+        assert!(o.status.success(), "versions: {}", show(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["versions"].as_array().unwrap().len()
+    };
+    assert_eq!((versions("d/f3"), versions("d/f10")), (2, 1));
+    let found = env.run("find", &["f10", "--json"]);
+    assert!(found.status.success(), "find: {}", show(&found));
+    let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(found.as_array().unwrap().len(), 2, "{found}");
+
     // A no-change run writes nothing; verify checks every snapshot.
     let out = env.snapshot_ok("2025-01-03T02:00:00Z", &["--store", "btrfs", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
