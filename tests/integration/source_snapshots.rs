@@ -220,6 +220,38 @@ fn a_failed_run_leaves_no_snapshot_and_a_killed_runs_leftovers_go_but_nothing_el
     assert_eq!(fs.subvolumes(), vec!["data".to_string()], "a failed run removes its snapshot: {}", show(&o));
     drop(tmpfs);
 
+    // kill -9 at moments spread over a whole run (before the snapshot exists, while the walk
+    // reads it, while it is removed), each shifted by a few random milliseconds: at most the
+    // killed run's own snapshot is left, and the next run removes it.
+    let started = Instant::now();
+    let o = backup(&env, &src, "btrfs", &["--threads", "1"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let whole = started.elapsed();
+    for k in 0..6u32 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let jitter = Duration::from_nanos(u64::from(now.subsec_nanos() % 20_000_000));
+        let mut child = env
+            .cmd(&["now", "--source"])
+            .arg(&src)
+            .args(env.target_args())
+            .args(["--source-snapshots", "btrfs", "--threads", "1", "--no-prune"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole * k / 6 + jitter);
+        let _ = child.kill(); // SIGKILL (a no-op when it has already ended)
+        child.wait().unwrap();
+        let left = fs.subvolumes();
+        assert!(left.len() <= 2, "trial {k}: more than the killed run's snapshot left: {left:?}");
+        if let Some(ours) = left.get(1) {
+            assert!(ours.starts_with(&format!("data/{PRIVATE}/hwc-backup-")), "trial {k}: {left:?}");
+        }
+        let o = backup(&env, &src, "btrfs", &[]);
+        assert_eq!(code(&o), 0, "trial {k}: {}", show(&o));
+        assert_eq!(fs.subvolumes(), vec!["data".to_string()], "trial {k}: the next run cleans up");
+    }
+
     // kill -9 while the walk reads from the snapshot.
     let mut child = env
         .cmd(&["now", "--source"])
