@@ -494,7 +494,22 @@ in
     };
 
     local = {
-      enable = lib.mkEnableOption "local snapshots to an external drive, NAS or DAS mounted at {option}`local.mountPoint`";
+      enable = lib.mkOption {
+        type = lib.types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether to enable local snapshots to an external drive, NAS or DAS mounted at
+          {option}`local.mountPoint`.
+
+          A snapshot taken by hand before an upgrade is an ordinary snapshot of its day,
+          which the next prune may remove. To keep one from before `nixos-rebuild switch`,
+          pin it: `hwc-backup now --pin --note "before switch"` (kept until
+          `hwc-backup unpin NAME`), or `hwc-backup pin latest --until 2025-03-01`; a
+          `rebuild-switch` wrapper that does it every time is in the README ("Pin a snapshot
+          before nixos-rebuild switch").
+        '';
+      };
 
       mountPoint = lib.mkOption {
         type = lib.types.str;
