@@ -107,23 +107,30 @@ with ctx;
     ) hostNames
     ++ optional (cfg.hostConcurrency > 1 && length hostNames < 2)
       "${opt "hostConcurrency"} has no effect with fewer than two ${opt "hosts"}."
-    ++ optional (!cfg.cloud.enable && (cfg.cloud.rcloneConfigFile != null || cfg.cloud.bandwidthLimit != null))
-      "${opt "cloud.rcloneConfigFile"} and ${opt "cloud.bandwidthLimit"} have no effect without ${opt "cloud.enable"} (an offsite has its own rcloneConfigFile and bandwidthLimit)."
+    ++ optionals (!cfg.cloud.enable) (
+      noEffect cloudOnlySet "cloud.enable" ", which turns on the cloud push (an offsite has its own rcloneConfigFile and bandwidthLimit)."
+    )
     ++ optional (
       !local.enable && (cfg.preBackupScript != "" || cfg.postBackupScript != "" || cfg.readWritePaths != [ ])
     ) "${opt "preBackupScript"}, ${opt "postBackupScript"} and ${opt "readWritePaths"} have no effect without ${opt "local.enable"}: pulls of other hosts run no hooks."
     ++ optional (!agentCfg.enable && (agentCfg.authorizedKeys != [ ] || agentCfg.allowedPaths != [ ]))
       "${opt "agent.authorizedKeys"} and ${opt "agent.allowedPaths"} have no effect without ${opt "agent.enable"}."
-    ++ optional (!local.enable && localOnlySet != [ ])
-      "${concatStringsSep ", " (map opt localOnlySet)} ${
-        if length localOnlySet == 1 then "has" else "have"
-      } no effect without ${opt "local.enable"}, which turns on this machine's own backup (a pulled host has its own sources and exclusions in ${opt "hosts.<name>"})."
-    ++ optional (!cfg.verify.enable && verifyOnlySet != [ ])
-      "${concatStringsSep ", " (map opt verifyOnlySet)} ${
-        if length verifyOnlySet == 1 then "has" else "have"
-      } no effect without ${opt "verify.enable"}, which turns on the scheduled verification."
+    ++ optionals (!local.enable) (
+      noEffect localOnlySet "local.enable" ", which turns on this machine's own backup (a pulled host has its own sources and exclusions in ${opt "hosts.<name>"})."
+    )
+    ++ optionals (!cfg.verify.enable) (
+      noEffect verifyOnlySet "verify.enable" ", which turns on the scheduled verification."
+    )
     ++ optional (!cfg.schedule.enable && cfg.schedule.timeOfDay != "02:00")
       "${opt "schedule.timeOfDay"} has no effect without ${opt "schedule.enable"}: it places the backup timers, which exist only with it.";
+
+  # One warning for the options `set` (names below hwc.system.services.backup, those set away
+  # from their defaults) that do nothing without the option `without`; none when `set` is empty.
+  noEffect =
+    set: without: why:
+    optional (set != [ ]) "${concatStringsSep ", " (map opt set)} ${
+      if length set == 1 then "has" else "have"
+    } no effect without ${opt without}${why}";
 
   # Options of this machine's own backup set away from their defaults (`local.enable` decides
   # whether they matter); the destination, retention and store serve pulled hosts too.
@@ -137,6 +144,14 @@ with ctx;
     ++ optional (local.excludeLargerThan != null) "local.excludeLargerThan"
     ++ optional (local.sourceSnapshots != "auto") "local.sourceSnapshots"
     ++ optional (local.quiesce != { }) "local.quiesce";
+  cloudOnlySet =
+    optional (cfg.cloud.provider != "proton-drive") "cloud.provider"
+    ++ optional (cfg.cloud.remotePath != "Backups") "cloud.remotePath"
+    ++ optional (cfg.cloud.syncMode != "sync") "cloud.syncMode"
+    ++ optional (cfg.cloud.bandwidthLimit != null) "cloud.bandwidthLimit"
+    ++ optional (cfg.cloud.rcloneConfigFile != null) "cloud.rcloneConfigFile"
+    ++ optional (cfg.cloud.keepHistory != 30) "cloud.keepHistory"
+    ++ optional (cfg.cloud.maxAge != "7d") "cloud.maxAge";
   verifyOnlySet =
     optional (cfg.verify.schedule != "monthly") "verify.schedule"
     ++ optional (cfg.verify.sample > 0) "verify.sample"

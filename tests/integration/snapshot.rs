@@ -347,7 +347,14 @@ fn a_changed_xattr_or_acl_makes_a_new_copy() {
     env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
     tag_source("three");
     env.snapshot_ok("2025-01-17T02:00:00+01:00", &[]);
-    let snap = |i: usize| env.in_snapshot(ids[i]);
+    assert_attribute_changes_copied(&env.src, &|i| env.in_snapshot(ids[i]));
+}
+
+/// Three snapshots of `src` (`snap(0)`…`snap(2)`) taken while `tagged` had `user.tag` "one",
+/// "two", "three", `acl` got an ACL after the first and `same` was never touched: a file is
+/// copied for a new attribute or ACL (a new inode), linked while nothing changed, and the
+/// newest snapshot equals the source.
+pub(crate) fn assert_attribute_changes_copied(src: &Path, snap: &dyn Fn(usize) -> PathBuf) {
     let tag = |i: usize| xattr(&snap(i).join("tagged"), "user.tag");
     assert_eq!([tag(0), tag(1), tag(2)], ["one", "two", "three"]);
     assert_ne!(ino(&snap(0).join("tagged")), ino(&snap(1).join("tagged")), "a new copy for the new attribute");
@@ -355,7 +362,7 @@ fn a_changed_xattr_or_acl_makes_a_new_copy() {
     assert_ne!(ino(&snap(0).join("acl")), ino(&snap(1).join("acl")), "a new copy for the new ACL");
     assert_eq!(ino(&snap(1).join("acl")), ino(&snap(2).join("acl")), "unchanged since: linked");
     assert_eq!(ino(&snap(0).join("same")), ino(&snap(2).join("same")), "the untouched file stays linked");
-    assert_eq!(rsync_differences(&env.src, &snap(2)), "");
+    assert_eq!(rsync_differences(src, &snap(2)), "");
 }
 
 /// The attribute comparison reads the previous copy: a symlink planted there, to a victim

@@ -527,6 +527,18 @@ pull_state() { # "client1:run client2:wait": per host, whether its unit runs hwc
   echo
 }
 
+host_checks_pass() { # host_checks_pass ETC : client1's health and verify units (in ETC) run and pass
+  local u m
+  for u in backup-health-check-host-client1 backup-verify-host-client1; do
+    check "$u.timer is installed" test -f "$1/systemd/system/$u.timer"
+    m=$(jmark $u.service)
+    systemctl start $u.service
+    wait_for 120 unit_ended $u.service "$m"
+    if unit_succeeded $u.service "$m"; then pass "systemctl start $u.service: client1's snapshots pass"
+    else fail "systemctl start $u.service: client1's snapshots pass" "$(jnew $u.service "$m" | tail -8 | tr '\n' '|')"; fi
+  done
+}
+
 s_pull() {
   scenario pull
   local D1=$DEST/client1 m m2 L L2 S fm nc i1 i2 i3 probe n
@@ -570,15 +582,7 @@ s_pull() {
   scenario pull-health-verify
   # Each pulled host has its own health check and verification units (also on a server without
   # local snapshots): both pass on the snapshot just pulled.
-  local u
-  for u in backup-health-check-host-client1 backup-verify-host-client1; do
-    check "$u.timer is installed" test -f "/etc/systemd/system/$u.timer"
-    m=$(jmark $u.service)
-    systemctl start $u.service
-    wait_for 120 unit_ended $u.service "$m"
-    if unit_succeeded $u.service "$m"; then pass "systemctl start $u.service: client1's snapshots pass"
-    else fail "systemctl start $u.service: client1's snapshots pass" "$(jnew $u.service "$m" | tail -8 | tr '\n' '|')"; fi
-  done
+  host_checks_pass /etc
 
   scenario pull-only-server
   # The same on a server without snapshots of its own (cases/pull-only.nix: local.enable =
@@ -587,14 +591,7 @@ s_pull() {
   check "the pull-only configuration has no local backup unit or timer" \
     test ! -e "$P/etc/systemd/system/backup-local.service" -a ! -e "$P/etc/systemd/system/backup.timer"
   cp -a "$P/." / && systemctl daemon-reload
-  for u in backup-health-check-host-client1 backup-verify-host-client1; do
-    check "$u.timer is installed on the pull-only server" test -f "$P/etc/systemd/system/$u.timer"
-    m=$(jmark $u.service)
-    systemctl start $u.service
-    wait_for 120 unit_ended $u.service "$m"
-    if unit_succeeded $u.service "$m"; then pass "systemctl start $u.service passes"
-    else fail "systemctl start $u.service passes" "$(jnew $u.service "$m" | tail -8 | tr '\n' '|')"; fi
-  done
+  host_checks_pass "$P/etc"
   cp -a "$H/trees/base/." / && systemctl daemon-reload
 
   scenario pull-incremental
