@@ -33,7 +33,11 @@
     };
     preBackupScript = ''
       /opt/hwc-test/probe-writes /mnt/backup /var/lib/hwc-backup /var/log/backup
+      echo "environment file: ''${HWC_TEST_ENV_MARK:-unset}"
     '';
+    # Read by systemd into every unit (the secrets of the programs the runner starts): the
+    # hook above shows that its variable arrives (scenario hardening-write).
+    environmentFile = "/etc/hwc-backup-test.env";
     # The Debian guest (tests/systemd/build-image.sh, minbase) sets up no logind (its D-Bus is
     # there for `systemctl freeze`), so systemd-inhibit is left out here; NixOS always has both.
     # The wrapper's shape is checked by tests/integration/nix.rs (systemd-analyze verify included).

@@ -117,6 +117,8 @@ setup() {
   chmod 700 /home/bob /home/bob/private; chmod 600 /home/bob/private/diary.txt
   echo "root-only key" >/root/.ssh/id_test; chmod 700 /root /root/.ssh; chmod 600 /root/.ssh/id_test
   echo "password=hunter2" >/etc/hwc-test/secret.conf; chmod 600 /etc/hwc-test/secret.conf
+  # environmentFile (base.nix): root-only, outside the sources.
+  echo "HWC_TEST_ENV_MARK=from-the-environment-file" >/etc/hwc-backup-test.env; chmod 600 /etc/hwc-backup-test.env
   # Notifications go to a listener inside the VM (the VM has no network at all).
   mkdir -p /run/hwc-test
   systemd-run --unit=hwc-test-listener --quiet python3 "$H/guest/listener.py" 127.0.0.1 8765 /run/hwc-test/notify.jsonl
@@ -191,6 +193,8 @@ s_timer_fires() {
   local out; out=$(journalctl -b -q -o cat -t hwc-probe | tail -n +$((pm + 1)))
   if [ -z "$out" ]; then fail "preBackup hook ran" "no hwc-probe lines in the journal"; return; fi
   pass "preBackup hook ran"
+  check "environmentFile's variable reached the hook (its output in the snapshot's run.log)" \
+    grep -q "environment file: from-the-environment-file" "$HOSTDIR/$(latest)/.hwc-backup/run.log"
   if grep -qx 'hwc-probe: cgroup /system.slice/backup.service' <<<"$out"; then pass "the hook ran inside backup.service (its cgroup)"
   else fail "the hook ran inside backup.service (its cgroup)" "$(grep cgroup <<<"$out")"; fi
   local p
