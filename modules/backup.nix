@@ -1425,17 +1425,8 @@ in
       # NIXOS_ACTION) Persistent=true must still catch up on a run missed while the machine was
       # off. A timer that is not restarted reads its stamp only at its next start (boot), and
       # elapses between its real last run and the switch were either run or caught up already.
-      system.activationScripts.hwc-backup-timers = lib.mkIf (rendered.units.timers != { }) {
-        text = ''
-          case "''${NIXOS_ACTION:-}" in
-            switch | test)
-              stamps=/var/lib/systemd/timers
-              for timer in ${lib.escapeShellArgs (map (t: "${t}.timer") (lib.attrNames rendered.units.timers))}; do
-                touch -c "$stamps/stamp-$timer" 2>/dev/null || true
-              done
-              ;;
-          esac
-        '';
+      system.activationScripts.hwc-backup-timers = lib.mkIf (rendered.activation != "") {
+        text = rendered.activation;
         deps = [ ];
       };
     })

@@ -116,4 +116,26 @@ in
   agent = {
     inherit authorizedKeys;
   };
+  # system.activationScripts.hwc-backup-timers (modules/backup.nix; "" without timers): on a
+  # switch or test (NIXOS_ACTION), renew the stamps of this module's timers, so that a timer
+  # restarted because it changed does not fire a backup at once for a stale stamp
+  # (Persistent=true); the next elapse comes as scheduled. The VM suite runs this very text.
+  activation =
+    let
+      quote = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] s}'";
+      names = map (t: quote "${t}.timer") (builtins.attrNames timers);
+    in
+    if timers == { } then
+      ""
+    else
+      ''
+        case "''${NIXOS_ACTION:-}" in
+          switch | test)
+            stamps=/var/lib/systemd/timers
+            for timer in ${builtins.concatStringsSep " " names}; do
+              touch -c "$stamps/stamp-$timer" 2>/dev/null || true
+            done
+            ;;
+        esac
+      '';
 }

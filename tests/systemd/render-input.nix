@@ -76,6 +76,8 @@ in
       filter (h: h.text != "") [
         { name = "hwc-backup-pre-backup"; text = cfg.preBackupScript; }
         { name = "hwc-backup-post-backup"; text = cfg.postBackupScript; }
+        # system.activationScripts.hwc-backup-timers (the switch scenario runs it).
+        { name = "activation-hwc-backup-timers"; text = rendered.activation; }
       ]
     )
   );

@@ -730,8 +730,11 @@ s_switch_schedule() {
   # the changed timer, and a timer with Persistent=true whose stamp (when it last fired) is older
   # than the new calendar's last elapse fires at once. The module's activation (run before the
   # units are restarted, only on switch/test) renews the stamps of its timers with `touch -c`, so
-  # the new schedule starts at its next elapse (tests/integration/nix.rs runs the activation).
+  # the new schedule starts at its next elapse: the render's own activation text, installed by the
+  # test as $ACTIVATION, runs here as NixOS runs it (NIXOS_ACTION=switch).
   local m stamp=/var/lib/systemd/timers/stamp-backup.timer dropin=/run/systemd/system/backup.timer.d
+  local ACTIVATION=/opt/hwc-test/hooks/activation-hwc-backup-timers
+  check "the render's activation script is installed" test -x $ACTIVATION
   mkdir -p $dropin
   printf '[Timer]\nOnCalendar=\nOnCalendar=*-*-* 00:00:01\n' >$dropin/schedule.conf
   systemctl daemon-reload
@@ -743,7 +746,10 @@ s_switch_schedule() {
   wait_for 300 unit_ended backup.service "$m"
   touch -d '3 days ago' $stamp
   m=$(jmark backup.service)
-  touch -c $stamp   # what the activation does on switch
+  NIXOS_ACTION=dry-activate $ACTIVATION
+  check "the activation leaves the stamps alone on dry-activate" test "$(stat -c %Y $stamp)" -lt $(($(date +%s) - 86400))
+  NIXOS_ACTION=switch $ACTIVATION   # what switch-to-configuration runs before restarting units
+  check "the activation renewed backup.timer's stamp on switch" test "$(stat -c %Y $stamp)" -ge $(($(date +%s) - 60))
   systemctl restart backup.timer
   sleep 5
   if unit_started backup.service "$m"; then fail "with the stamp renewed, the restart starts no backup" "$(jnew backup.service "$m" | head -3 | tr '\n' '|')"
