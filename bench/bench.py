@@ -3,7 +3,7 @@
 changed" edit, and turns the raw timings into the markdown table.
 
     bench.py gen     --root DIR --files N --seed S        create the tree (DIR must not exist)
-    bench.py change  --root DIR --files N --seed S --apply|--revert --list FILE
+    bench.py change  --root DIR --files N --seed S --apply|--revert --list FILE [--round R]
     bench.py bytes   MANIFEST SNAPSHOT_DIR                 bytes of the files a manifest lists
     bench.py report  RAW.tsv FACTS.tsv OUT.md              print and write the table
 
@@ -140,19 +140,20 @@ def cmd_gen(root, files, seed):
     print(json.dumps(stats))
 
 
-def changed_set(files, seed):
-    """1% of the regular files (not hard-linked ones), chosen deterministically."""
+def changed_set(files, seed, round_=0):
+    """1% of the regular files (not hard-linked ones), chosen deterministically; another 1%
+    for each round (round 0 is the change every group uses)."""
     dirs, regular, hardlinks, _ = plan(files, seed)
     linked = {t for _, t in hardlinks}
     candidates = [r for r in regular if r[0] not in linked]
-    rng = random.Random(f"hwc-bench-change/{seed}")
+    rng = random.Random(f"hwc-bench-change/{seed}" + (f"/{round_}" if round_ else ""))
     n = max(1, files // 100)
     return sorted(rng.sample(candidates, min(n, len(candidates))))
 
 
-def cmd_change(root, files, seed, apply, list_path):
+def cmd_change(root, files, seed, apply, list_path, round_=0):
     pool = content_pool(seed)
-    chosen = changed_set(files, seed)
+    chosen = changed_set(files, seed, round_)
     total = 0
     for path, size, offset, mode, mtime in chosen:
         p = os.path.join(root, path)
@@ -297,6 +298,7 @@ def cmd_report(raw_path, facts_path, out_path, wire_path=None, offsite_path=None
         ("1% changed", "change/hwc", "`cp -al` + `cp -a` of the changed files (the floor)", "change/floor", 1.10, "≤ 1.10"),
         ("delete one snapshot", "prune/hwc", "`rm -rf` of the same tree", "prune/rm", 1.00, "≤ 1.00"),
         ("restore a whole snapshot", "restore/hwc", "`cp -a`", "restore/cp", 1.00, "≤ 1.00"),
+        ("`verify --all` of 10 snapshots, 1% changed between each two", "verifyall/all", "`verify` of one of them", "verifyall/one", 1.20, "≤ 1.20 (issue 16)"),
         ("restore a whole snapshot", "restore/hwc", "`cp -a` + `sync -f` (durable, as restore is)", "restore/cp+sync", None, ""),
         ("pull over ssh, 1% changed", "pull/hwc", "`rsync -aH --link-dest` over the same sshd", "pull/rsync", None, ""),
         (f"no-change snapshot, {many} snapshots in dest", "many/hwc100", "the same with 1 snapshot", "many/hwc1", 1.00, "≤ 1.00"),
@@ -509,6 +511,7 @@ def main(argv):
     c.add_argument("--apply", action="store_true")
     c.add_argument("--revert", action="store_true")
     c.add_argument("--list")
+    c.add_argument("--round", type=int, default=0)
     b = sub.add_parser("bytes")
     b.add_argument("manifest")
     b.add_argument("snapshot")
@@ -528,7 +531,7 @@ def main(argv):
     elif a.cmd == "change":
         if a.apply == a.revert:
             ap.error("give exactly one of --apply, --revert")
-        cmd_change(a.root, a.files, a.seed, a.apply, a.list)
+        cmd_change(a.root, a.files, a.seed, a.apply, a.list, a.round)
     elif a.cmd == "bytes":
         cmd_bytes(a.manifest, a.snapshot)
     elif a.cmd == "version":
