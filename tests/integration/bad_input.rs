@@ -233,7 +233,7 @@ fn unmounted_destination_is_refused_when_a_mount_point_is_required() {
     assert_dest_empty(&env, "now --require-mount-point");
 
     // Control: once something is mounted there, the same plan and flag run.
-    let _fs = Tmpfs::mount(&env.dest, "size=16m");
+    let _fs = Mount::tmpfs(&env.dest, "size=16m");
     let path = write_plan(&env, "mounted.json", &p.to_string());
     let o = now_with_plan(&env, &path);
     assert_eq!(code(&o), 0, "a mounted destination must be accepted: {}", show(&o));
@@ -246,7 +246,7 @@ fn unmounted_destination_is_refused_when_a_mount_point_is_required() {
 fn too_little_free_space_is_refused() {
     let env = Env::new();
     write(&env.src.join("a"), "a");
-    let _fs = Tmpfs::mount(&env.dest, "size=2m");
+    let _fs = Mount::tmpfs(&env.dest, "size=2m");
     let mut p = plan_json(&env);
     p["destination"]["requireMountPoint"] = json!(true);
     p["destination"]["minFreeBytes"] = json!(10u64 << 20);
@@ -262,7 +262,7 @@ fn too_little_free_space_is_refused() {
 fn nearly_full_destination_is_refused() {
     let env = Env::new();
     write(&env.src.join("a"), "a");
-    let _fs = Tmpfs::mount(&env.dest, "size=8m");
+    let _fs = Mount::tmpfs(&env.dest, "size=8m");
     // Fill it to 1 MiB short of full with something that is not ours.
     sh(&format!("dd if=/dev/zero of='{}/filler' bs=1M count=7 status=none", s(&env.dest)));
     let avail = avail_bytes(&env.dest);
@@ -332,25 +332,14 @@ fn path_that_is_not_in_the_snapshot() {
     assert!(!target.exists(), "a refused restore created {}", target.display());
 }
 
-/// Unmounts a bind mount when dropped.
-struct BindMount(std::path::PathBuf);
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_directory_bind_mounted_onto_itself_is_not_a_mounted_drive() {
     // systemd's ReadWritePaths= bind-mounts the destination onto itself inside the unit's
     // sandbox. An unplugged drive's bare mount point must still be refused there.
     let env = Env::new();
     write(&env.src.join("f"), "f");
-    let _bind = {
-        sh(&format!("mount --bind '{0}' '{0}'", env.dest.display()));
-        BindMount(env.dest.clone())
-    };
+    let dest = s(&env.dest);
+    let _bind = Mount::with(&["--bind", &dest], &env.dest);
     let mut p = plan_json(&env);
     p["destination"]["requireMountPoint"] = true.into();
     let plan = write_plan(&env, "plan.json", &p.to_string());

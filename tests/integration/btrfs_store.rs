@@ -17,19 +17,15 @@ use crate::util::*;
 /// `Env`, so that it goes first).
 struct Btrfs {
     at: PathBuf,
+    _mount: Mount,
 }
 
 impl Btrfs {
     fn on(env: &Env) -> Btrfs {
-        require("mkfs.btrfs");
         require("btrfs");
         let img = env.dir.path().join("btrfs.img");
-        std::fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
-        let o = Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img).output().unwrap();
-        assert!(o.status.success(), "mkfs.btrfs: {}", show(&o));
-        let o = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&env.dest).output().unwrap();
-        assert!(o.status.success(), "cannot loop-mount btrfs (tests run as root): {}", show(&o));
-        Btrfs { at: env.dest.clone() }
+        let mount = Mount::image(&img, "mkfs.btrfs", &["-q", "-f"], 512, &env.dest);
+        Btrfs { at: env.dest.clone(), _mount: mount }
     }
 
     /// Every subvolume, by path relative to the filesystem's top.
@@ -42,14 +38,6 @@ impl Btrfs {
             .collect();
         v.sort();
         v
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        if !Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
     }
 }
 

@@ -380,7 +380,7 @@ fn full_destination_mid_run_fails_cleanly() {
     let env = Env::new();
     small_files(&env.src, 10, 20);
     big_file(&env.src.join("data/base.bin"), 7, 16 << 20);
-    let _fs = Tmpfs::mount(&env.dest, "size=64m");
+    let _fs = Mount::tmpfs(&env.dest, "size=64m");
     let mut ids = vec![];
     let (when, name) = clock(1);
     env.snapshot_ok(&when, &["--no-prune"]);
@@ -439,7 +439,7 @@ fn inodes_used(path: &Path) -> u64 {
 fn destination_out_of_inodes_fails_cleanly() {
     let env = Env::new();
     small_files(&env.src, 10, 30);
-    let _fs = Tmpfs::mount(&env.dest, "size=64m");
+    let _fs = Mount::tmpfs(&env.dest, "size=64m");
     let (when, name) = clock(1);
     env.snapshot_ok(&when, &["--no-prune"]);
     let mut ids = vec![format!("daily/{name}")];

@@ -257,7 +257,7 @@ fn du_sb(paths: &[std::path::PathBuf], flags: &str) -> u64 {
 #[test]
 fn du_counts_each_inode_once_and_frees_what_a_prune_frees() {
     let env = Env::new();
-    let _fs = Tmpfs::mount(&env.dest, "size=64m");
+    let _fs = Mount::tmpfs(&env.dest, "size=64m");
     write(&env.src.join("shared/big"), vec![7u8; 300_000]);
     for day in 1..=12 {
         // One file that lives one day, one that changes every day, one shared by all.

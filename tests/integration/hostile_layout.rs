@@ -104,7 +104,7 @@ fn a_destination_unmounted_during_the_run_gets_nothing_below_its_mount_point() {
     // the destination's filesystem (`umount -l`), as an unplugged drive or an admin would.
     let env = Env::new();
     write(&env.src.join("a"), "a");
-    let tmpfs = Tmpfs::mount(&env.dest, "size=16m");
+    let tmpfs = Mount::tmpfs(&env.dest, "size=16m");
     let hook = env.dir.path().join("pre");
     write(&hook, format!("#!/bin/sh\numount -l '{}'\n", s(&env.dest)));
     std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

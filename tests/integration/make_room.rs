@@ -38,7 +38,7 @@ fn run(env: &Env, plan: &std::path::Path, day: u32) -> std::process::Output {
 #[test]
 fn runs_make_room_by_removing_the_oldest_and_keep_the_newest_and_min_backups() {
     let env = Env::new();
-    let _fs = Tmpfs::mount(&env.dest, "size=8m");
+    let _fs = Mount::tmpfs(&env.dest, "size=8m");
     let on = plan(&env, true, 3 * MIB);
     let mut made_room = String::new();
     for day in 1..=8 {
@@ -91,7 +91,7 @@ fn runs_make_room_by_removing_the_oldest_and_keep_the_newest_and_min_backups() {
 #[test]
 fn a_pinned_snapshot_is_never_removed_to_make_room() {
     let env = Env::new();
-    let _fs = Tmpfs::mount(&env.dest, "size=8m");
+    let _fs = Mount::tmpfs(&env.dest, "size=8m");
     let on = plan(&env, true, 3 * MIB);
     let mut made_room = String::new();
     for day in 1..=6 {
@@ -117,7 +117,7 @@ fn a_pinned_snapshot_is_never_removed_to_make_room() {
 #[test]
 fn a_pin_until_a_date_is_judged_at_the_run_time_given_by_now() {
     let env = Env::new();
-    let _fs = Tmpfs::mount(&env.dest, "size=8m");
+    let _fs = Mount::tmpfs(&env.dest, "size=8m");
     let on = plan(&env, true, 3 * MIB);
     let mut made_room = String::new();
     // Every run is dated (`--now`) before the pin's end, long past by the wall clock: the pin

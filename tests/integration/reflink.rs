@@ -7,7 +7,6 @@
 //! A pulled host's changed large file is written into a clone of its previous copy too.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::util::*;
 
@@ -16,21 +15,15 @@ const MIB: u64 = 1 << 20;
 /// A loop-mounted filesystem image on the test's destination, unmounted on drop (also when
 /// the test panics). Declare it after the `Env`, so it is dropped first.
 struct Mounted {
-    at: PathBuf,
+    fs: Mount,
 }
 
 impl Mounted {
     /// `mkfs` (with `args`) on a sparse image of `mib` MiB in the scratch area, mounted on
     /// `env.dest`.
     fn new(env: &Env, mkfs: &str, args: &[&str], mib: u64) -> Mounted {
-        require(mkfs);
         let image = env.dir.path().join(format!("{mkfs}.img"));
-        std::fs::File::create(&image).unwrap().set_len(mib * MIB).unwrap();
-        let o = Command::new(mkfs).args(args).arg(&image).output().unwrap();
-        assert!(o.status.success(), "{mkfs}: {}", show(&o));
-        let o = Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&env.dest).output().unwrap();
-        assert!(o.status.success(), "cannot loop-mount {} (tests run as root): {}", image.display(), show(&o));
-        Mounted { at: env.dest.clone() }
+        Mounted { fs: Mount::image(&image, mkfs, args, mib, &env.dest) }
     }
 
     fn xfs(env: &Env) -> Mounted {
@@ -47,18 +40,9 @@ impl Mounted {
 
     /// Used bytes of the filesystem (statvfs: blocks minus free blocks), after a sync.
     fn used(&self) -> u64 {
-        let out = sh(&format!("sync -f '{0}' && stat -f -c '%b %f %S' '{0}'", self.at.display()));
+        let out = sh(&format!("sync -f '{0}' && stat -f -c '%b %f %S' '{0}'", self.fs.at.display()));
         let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
         (v[0] - v[1]) * v[2]
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
     }
 }
 

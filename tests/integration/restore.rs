@@ -624,18 +624,6 @@ fn merges_and_lists_a_new_deep_subtree_below_a_deep_existing_one() {
     assert_eq!(rsync_differences(&env.src.join("tree"), &target), "");
 }
 
-/// A small tmpfs mounted on a directory; unmounted on drop, also when the test panics.
-struct SmallFs(std::path::PathBuf);
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let ok = std::process::Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 /// File contents are written by worker threads beside the walk: a few thousand files, many of
 /// them hard-linked in groups spread over directories, with their own modes and times,
 /// restore exactly (`rsync -aHAXn`, links shared as in the snapshot); and when a worker
@@ -685,8 +673,7 @@ fn workers_restore_a_wide_linked_tree_exactly_and_a_worker_failure_leaves_no_tar
     // A target on a filesystem too small for the tree: some worker runs out of space.
     let small = env.dir.path().join("small");
     std::fs::create_dir_all(&small).unwrap();
-    sh(&format!("mount -t tmpfs -o size=256k tmpfs '{}'", small.display()));
-    let _mounted = SmallFs(small.clone());
+    let _mounted = Mount::tmpfs(&small, "size=256k");
     let v = victim(&env);
     let before = fingerprint(&v);
     let target = small.join("w");

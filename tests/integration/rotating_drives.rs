@@ -4,7 +4,6 @@
 //! --min-interval`, which the run-on-mount unit uses.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::notify::{notifying_plan, Listener};
 use crate::util::*;
@@ -22,40 +21,13 @@ impl Image {
 
     /// `mkfs -q` on a file of `mib` MiB.
     fn with(env: &Env, name: &str, mkfs: &str, mib: u64) -> Image {
-        require(mkfs);
         require("blkid");
         let path = env.dir.path().join(format!("{name}.img"));
-        let f = std::fs::File::create(&path).unwrap();
-        f.set_len(mib << 20).unwrap();
         let force = if mkfs == "mkfs.ext4" { "-F" } else { "-f" };
-        let o = Command::new(mkfs).args(["-q", force]).arg(&path).output().unwrap();
-        assert!(o.status.success(), "mkfs.ext4: {}", show(&o));
+        make_image(&path, mkfs, &["-q", force], mib);
         let uuid = sh(&format!("blkid -p -o value -s UUID '{}'", path.display())).trim().to_string();
         assert!(!uuid.is_empty(), "no UUID for {}", path.display());
         Image { path, uuid }
-    }
-}
-
-/// An image loop-mounted on a directory; unmounted (and its loop device released) on drop,
-/// also when the test panics.
-struct Mounted {
-    at: PathBuf,
-}
-
-impl Mounted {
-    fn new(image: &Image, at: &Path) -> Mounted {
-        let o = Command::new("mount").args(["-o", "loop"]).arg(&image.path).arg(at).output().unwrap();
-        assert!(o.status.success(), "cannot loop-mount {} (tests run as root): {}", image.path.display(), show(&o));
-        Mounted { at: at.to_path_buf() }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
     }
 }
 
@@ -111,7 +83,7 @@ fn each_rotated_drive_shows_its_own_history() {
     let prom = || std::fs::read_to_string(env.dir.path().join("prom/hwc_backup_testhost.prom")).unwrap();
 
     // Drive A: a run with its cloud push, and a clean verify.
-    let on_a = Mounted::new(&a, &env.dest);
+    let on_a = Mount::loop_image(&a.path, &env.dest);
     let out = now(&env, &plan, &[]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let out = env.cmd(&["verify", "--config"]).arg(&plan).output().unwrap();
@@ -145,7 +117,7 @@ fn each_rotated_drive_shows_its_own_history() {
     assert!(!ok && m.contains("not a mount point"), "the job's last attempt: {m}");
 
     // Drive B: nothing of A's shows; a good run without the cloud, then a failing one.
-    let on_b = Mounted::new(&b, &env.dest);
+    let on_b = Mount::loop_image(&b.path, &env.dest);
     let (_, h) = health(&env, &plan);
     assert_eq!(h["destination"]["filesystem"], b.uuid.as_str(), "{h:#}");
     assert_eq!(check(&h, "lastRun"), (true, "no run recorded"), "{h:#}");
@@ -169,7 +141,7 @@ fn each_rotated_drive_shows_its_own_history() {
     drop(on_b);
 
     // Drive A again: its own last run, verify and push; B's failure is not A's.
-    let on_a = Mounted::new(&a, &env.dest);
+    let on_a = Mount::loop_image(&a.path, &env.dest);
     let st = status(&env, &plan);
     assert_eq!(st["destination"]["filesystem"], a.uuid.as_str());
     assert_eq!(
@@ -192,7 +164,7 @@ fn each_rotated_drive_shows_its_own_history() {
     drop(on_a);
 
     // And B still has its failure.
-    let _on_b = Mounted::new(&b, &env.dest);
+    let _on_b = Mount::loop_image(&b.path, &env.dest);
     let (c, h) = health(&env, &plan);
     assert_eq!(c, 1);
     assert!(check(&h, "lastRun").1.contains("the database is down"), "{h:#}");
@@ -217,7 +189,7 @@ fn a_btrfs_drive_is_known_by_its_uuid() {
     let mut p = plan_json(&env);
     p["destination"]["requireMountPoint"] = true.into();
     let plan = write_plan(&env, "plan.json", &p.to_string());
-    let _mounted = Mounted::new(&drive, &env.dest);
+    let _mounted = Mount::loop_image(&drive.path, &env.dest);
     let out = now(&env, &plan, &[]);
     assert_eq!(code(&out), 0, "{}", show(&out));
     let st = status(&env, &plan);

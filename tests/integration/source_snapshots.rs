@@ -21,21 +21,17 @@ const PRIVATE: &str = ".hwc-backup-source-snapshots";
 /// `Env`, so that it goes first).
 struct Btrfs {
     at: PathBuf,
+    _mount: Mount,
 }
 
 impl Btrfs {
     fn new(env: &Env) -> Btrfs {
-        require("mkfs.btrfs");
         require("btrfs");
         let img = env.dir.path().join("btrfs.img");
-        std::fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-        let o = Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img).output().unwrap();
-        assert!(o.status.success(), "mkfs.btrfs: {}", show(&o));
         let at = env.dir.path().join("mnt");
         std::fs::create_dir(&at).unwrap();
-        let o = Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&at).output().unwrap();
-        assert!(o.status.success(), "cannot loop-mount btrfs (tests run as root): {}", show(&o));
-        Btrfs { at }
+        let mount = Mount::image(&img, "mkfs.btrfs", &["-q", "-f"], 256, &at);
+        Btrfs { at, _mount: mount }
     }
 
     fn subvolume(&self, name: &str) -> PathBuf {
@@ -52,14 +48,6 @@ impl Btrfs {
             .lines()
             .map(|l| l.split(" path ").nth(1).unwrap_or("").to_string())
             .collect()
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        if !Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
-        }
     }
 }
 
@@ -209,7 +197,7 @@ fn a_failed_run_leaves_no_snapshot_and_a_killed_runs_leftovers_go_but_nothing_el
     // A failure during the build: a destination too small for the data.
     let small = env.dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    let tmpfs = Tmpfs::mount(&small, "size=64k");
+    let tmpfs = Mount::tmpfs(&small, "size=64k");
     let o = env
         .cmd(&["now", "--source"])
         .arg(&src)
@@ -364,17 +352,6 @@ fn auto_reads_a_source_on_no_snapshottable_volume_live_and_btrfs_zfs_lvm_refuse_
     assert_eq!(env.snapshot_ids().len(), 1, "nothing published by the refused runs");
 }
 
-/// Unmounts on drop (declare after the `Btrfs` it lies in).
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        if !Command::new("umount").arg(&self.0).status().is_ok_and(|s| s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
 #[test]
 fn a_source_over_several_filesystems_snapshots_each_or_only_the_first_with_one_file_system() {
     let env = Env::new();
@@ -387,11 +364,9 @@ fn a_source_over_several_filesystems_snapshots_each_or_only_the_first_with_one_f
     write(&other.join("o.txt"), "other\n");
     std::fs::create_dir(src.join("mnt")).unwrap();
     let dev = sh(&format!("findmnt -n -o SOURCE '{}'", s(&fs.at))).trim().to_string();
-    let o = Command::new("mount").args(["-o", "subvol=other", &dev]).arg(src.join("mnt")).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
-    let _mnt = Mount(src.join("mnt"));
+    let _mnt = Mount::with(&["-o", "subvol=other", &dev], &src.join("mnt"));
     std::fs::create_dir(src.join("tmp")).unwrap();
-    let _tmp = Tmpfs::mount(&src.join("tmp"), "size=1m");
+    let _tmp = Mount::tmpfs(&src.join("tmp"), "size=1m");
     write(&src.join("tmp/t.txt"), "tmpfs\n");
     btrfs(&["subvolume", "create"], &src.join("nested"));
     write(&src.join("nested/n.txt"), "nested\n");
@@ -825,7 +800,7 @@ fn zfs_snapshots_follow_the_command_sequence_against_a_recorded_fake_zfs() {
     let env = Env::new();
     let mp = env.dir.path().join("tank");
     std::fs::create_dir(&mp).unwrap();
-    let _tank = Tmpfs::mount(&mp, "size=64m");
+    let _tank = Mount::tmpfs(&mp, "size=64m");
     let (path, log) = fake_zfs(&env, &mp);
     let src = mp.join("home");
     write(&src.join("alice/notes.txt"), "before the snapshot\n");
@@ -897,7 +872,7 @@ fn zfs_snapshots_follow_the_command_sequence_against_a_recorded_fake_zfs() {
     // A failed run (a destination too small) destroys its snapshot too.
     let small = env.dir.path().join("small");
     std::fs::create_dir(&small).unwrap();
-    let tmpfs = Tmpfs::mount(&small, "size=64k");
+    let tmpfs = Mount::tmpfs(&small, "size=64k");
     let o = env
         .cmd(&["now", "--source"])
         .arg(&src)

@@ -174,15 +174,16 @@ pub fn tree(root: &Path) -> Vec<String> {
     out
 }
 
-/// A tmpfs mounted by a test on an existing directory, unmounted again on drop (also when the
-/// test panics). Declare it after the `Env` it lives in, so that it is dropped first.
-pub struct Tmpfs {
-    pub path: PathBuf,
+/// A filesystem a test mounted — a tmpfs, or an image on a loop device — unmounted again on
+/// drop (lazily when still busy, e.g. a killed child's open file), also when the test panics.
+/// Declare it after the `Env` it lives in, so that it is dropped first.
+pub struct Mount {
+    pub at: PathBuf,
 }
 
-impl Tmpfs {
+impl Mount {
     /// `mount -t tmpfs -o OPTIONS tmpfs DIR`, e.g. `size=2m` or `size=64m,nr_inodes=400`.
-    pub fn mount(dir: &Path, options: &str) -> Tmpfs {
+    pub fn tmpfs(dir: &Path, options: &str) -> Mount {
         let o = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tmpfs"]).arg(dir).output().unwrap();
         assert!(
             o.status.success(),
@@ -190,18 +191,46 @@ impl Tmpfs {
             dir.display(),
             show(&o)
         );
-        Tmpfs { path: dir.to_path_buf() }
+        Mount { at: dir.to_path_buf() }
+    }
+
+    /// [`make_image`], then [`Mount::loop_image`] of it on `at` (an existing directory).
+    pub fn image(image: &Path, mkfs: &str, args: &[&str], mib: u64, at: &Path) -> Mount {
+        make_image(image, mkfs, args, mib);
+        Mount::loop_image(image, at)
+    }
+
+    /// `mount -o loop IMAGE AT`.
+    pub fn loop_image(image: &Path, at: &Path) -> Mount {
+        let image = image.to_str().expect("a UTF-8 image path");
+        Mount::with(&["-o", "loop", image], at)
+    }
+
+    /// `mount ARGS… AT` (e.g. `-o subvol=NAME DEVICE`).
+    pub fn with(args: &[&str], at: &Path) -> Mount {
+        let o = Command::new("mount").args(args).arg(at).output().unwrap();
+        assert!(o.status.success(), "mount {args:?} {} (tests run as root): {}", at.display(), show(&o));
+        Mount { at: at.to_path_buf() }
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for Mount {
     fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.path).status().is_ok_and(|s| s.success());
+        let ok = Command::new("umount").arg(&self.at).status().is_ok_and(|s| s.success());
         if !ok {
             // Still busy (a killed child's open file): detach it now, the kernel finishes later.
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+            let _ = Command::new("umount").arg("-l").arg(&self.at).status();
         }
     }
+}
+
+/// `MKFS ARGS… IMAGE` on a new sparse file of `mib` MiB (the program must be installed:
+/// `tests/run` installs it).
+pub fn make_image(image: &Path, mkfs: &str, args: &[&str], mib: u64) {
+    require(mkfs);
+    std::fs::File::create(image).unwrap().set_len(mib << 20).unwrap();
+    let o = Command::new(mkfs).args(args).arg(image).output().unwrap();
+    assert!(o.status.success(), "{mkfs} {}: {}", image.display(), show(&o));
 }
 
 /// Bytes available at `path`, as `df` shows them.
