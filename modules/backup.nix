@@ -16,7 +16,7 @@ let
   cfg = config.hwc.system.services.backup;
 
   profileSet = import ../nix/profiles;
-  # Option defaults the render compares with (its "has no effect" warnings).
+  # Option defaults the render compares with (its "has no effect" warnings): one place.
   defaults = import ../nix/defaults.nix;
 
   configFile = "/etc/hwc-backup/config.json";
@@ -748,7 +748,7 @@ in
 
       provider = lib.mkOption {
         type = lib.types.strMatching "[A-Za-z0-9_.+@-]*";
-        default = "proton-drive";
+        default = defaults.cloud.provider;
         example = "b2";
         description = ''
           `"proton-drive"` uses the `proton` remote of the rclone config from
@@ -759,7 +759,7 @@ in
 
       remotePath = lib.mkOption {
         type = lib.types.str;
-        default = "Backups";
+        default = defaults.cloud.remotePath;
         example = "Backups/laptop";
         description = "Directory on the remote that receives the snapshot.";
       };
@@ -770,7 +770,7 @@ in
           "copy"
           "move"
         ];
-        default = "sync";
+        default = defaults.cloud.syncMode;
         example = "copy";
         description = ''
           rclone verb: `sync` mirrors the snapshot (deletes what it no longer has), `copy` only
@@ -795,7 +795,7 @@ in
 
       keepHistory = lib.mkOption {
         type = lib.types.ints.unsigned;
-        default = 30;
+        default = defaults.cloud.keepHistory;
         example = 90;
         description = ''
           How many history folders to keep on the remote, under `<remotePath>/<hostName>/history/`:
@@ -806,7 +806,7 @@ in
 
       maxAge = lib.mkOption {
         type = duration;
-        default = "7d";
+        default = defaults.cloud.maxAge;
         example = "2d";
         description = ''
           The health check fails when the last successful push is older than this (units `s`,
@@ -846,7 +846,7 @@ in
 
       timeOfDay = lib.mkOption {
         type = lib.types.strMatching "([01][0-9]|2[0-3]):[0-5][0-9]";
-        default = "02:00";
+        default = defaults.schedule.timeOfDay;
         example = "03:30";
         description = "When to run, `HH:MM` in the machine's time zone (for `hourly`: the minute).";
       };
@@ -1022,7 +1022,7 @@ in
 
       schedule = lib.mkOption {
         type = lib.types.nonEmptyStr;
-        default = "monthly";
+        default = defaults.verify.schedule;
         example = "Sun *-*-01..07 04:00";
         description = "systemd calendar expression for `backup-verify.timer` and the pulled hosts' `backup-verify-host-<name>.timer`.";
       };

@@ -15,4 +15,13 @@
       "__pycache__"
     ];
   };
+  cloud = {
+    provider = "proton-drive";
+    remotePath = "Backups";
+    syncMode = "sync";
+    keepHistory = 30;
+    maxAge = "7d";
+  };
+  schedule.timeOfDay = "02:00";
+  verify.schedule = "monthly";
 }

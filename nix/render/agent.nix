@@ -121,7 +121,7 @@ with ctx;
     ++ optionals (!cfg.verify.enable) (
       noEffect verifyOnlySet "verify.enable" ", which turns on the scheduled verification."
     )
-    ++ optional (!cfg.schedule.enable && cfg.schedule.timeOfDay != "02:00")
+    ++ optional (!cfg.schedule.enable && cfg.schedule.timeOfDay != defaults.schedule.timeOfDay)
       "${opt "schedule.timeOfDay"} has no effect without ${opt "schedule.enable"}: it places the backup timers, which exist only with it.";
 
   # One warning for the options `set` (names below hwc.system.services.backup, those set away
@@ -145,15 +145,15 @@ with ctx;
     ++ optional (local.sourceSnapshots != "auto") "local.sourceSnapshots"
     ++ optional (local.quiesce != { }) "local.quiesce";
   cloudOnlySet =
-    optional (cfg.cloud.provider != "proton-drive") "cloud.provider"
-    ++ optional (cfg.cloud.remotePath != "Backups") "cloud.remotePath"
-    ++ optional (cfg.cloud.syncMode != "sync") "cloud.syncMode"
+    optional (cfg.cloud.provider != defaults.cloud.provider) "cloud.provider"
+    ++ optional (cfg.cloud.remotePath != defaults.cloud.remotePath) "cloud.remotePath"
+    ++ optional (cfg.cloud.syncMode != defaults.cloud.syncMode) "cloud.syncMode"
     ++ optional (cfg.cloud.bandwidthLimit != null) "cloud.bandwidthLimit"
     ++ optional (cfg.cloud.rcloneConfigFile != null) "cloud.rcloneConfigFile"
-    ++ optional (cfg.cloud.keepHistory != 30) "cloud.keepHistory"
-    ++ optional (cfg.cloud.maxAge != "7d") "cloud.maxAge";
+    ++ optional (cfg.cloud.keepHistory != defaults.cloud.keepHistory) "cloud.keepHistory"
+    ++ optional (cfg.cloud.maxAge != defaults.cloud.maxAge) "cloud.maxAge";
   verifyOnlySet =
-    optional (cfg.verify.schedule != "monthly") "verify.schedule"
+    optional (cfg.verify.schedule != defaults.verify.schedule) "verify.schedule"
     ++ optional (cfg.verify.sample > 0) "verify.sample"
     ++ optional (cfg.verify.subset != null) "verify.subset";
 

@@ -100,20 +100,28 @@ pub fn xattrs_differ(
     prev: &Stat,
     settled_before: Option<i64>,
 ) -> bool {
-    if settled_before.is_some_and(|t| new.st_ctime < t) || QuickAttrs::of(new) != QuickAttrs::of(prev) {
+    if settled_before.is_some_and(|t| new.st_ctime < t) || !unchanged(&QuickAttrs::of(new), prev) {
         return false;
     }
-    match fsops::read_xattrs_at(src_dir, name) {
-        Ok(now) => sent_xattrs_differ(prev_dir, name, now),
-        Err(_) => true,
-    }
+    fsops::read_xattrs_at(src_dir, name).map_or(true, |now| previous_xattrs_differ(prev_dir, name, now))
 }
 
-/// Whether `now`, the attributes a pull agent sent for a file that passes the quick check,
-/// differ from those of its previous copy `name` in `prev_dir` (the pull's side of
-/// [`xattrs_differ`]: the agent sends them where the file's ctime says they may have
-/// changed). The order of the names does not matter; unreadable ones count as different.
-pub fn sent_xattrs_differ(prev_dir: BorrowedFd, name: &CStr, mut now: fsops::Xattrs) -> bool {
+/// The pull's side of [`xattrs_differ`]: whether a file that passes the quick check (`new`,
+/// as the agent sent it, against `prev`) has attributes `sent` (the agent sends them where
+/// the file's ctime says they may have changed) other than its previous copy's.
+pub fn sent_xattrs_differ(
+    prev_dir: BorrowedFd,
+    name: &CStr,
+    new: &QuickAttrs,
+    prev: &Stat,
+    sent: fsops::Xattrs,
+) -> bool {
+    unchanged(new, prev) && previous_xattrs_differ(prev_dir, name, sent)
+}
+
+/// Whether `now` differs from the attributes of the previous copy `name` in `prev_dir`, in
+/// any order of the names; unreadable ones count as different.
+fn previous_xattrs_differ(prev_dir: BorrowedFd, name: &CStr, mut now: fsops::Xattrs) -> bool {
     now.sort_unstable();
     match fsops::read_xattrs_at(prev_dir, name) {
         Ok(mut was) => {

@@ -615,9 +615,7 @@ impl<'a, R: Read> Puller<'a, R> {
         // Sent attributes that differ from the previous copy's make it a copy (a delta
         // against that copy: the content is likely the same), as `setfattr` locally does.
         let attrs_differ = match (xattrs, prev.as_ref(), prev_st.as_ref()) {
-            (Some(x), Some(p), Some(st)) if place::unchanged(&meta.quick(), st) => {
-                place::sent_xattrs_differ(p.as_fd(), &c, x)
-            }
+            (Some(x), Some(p), Some(st)) => place::sent_xattrs_differ(p.as_fd(), &c, &meta.quick(), st, x),
             _ => false,
         };
         let previous =

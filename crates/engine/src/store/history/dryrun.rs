@@ -207,7 +207,7 @@ impl Planner for DryPlanner<'_> {
             // a file changed since the base was read.
             let quick_same = base_st.as_ref().is_some_and(|b| unchanged(&QuickAttrs::of(&st), b));
             let attrs_differ = match (prev, base_st.as_ref()) {
-                (Some(p), Some(b)) if quick_same => place::xattrs_differ(src, p, name, &st, b, self.settled_before),
+                (Some(p), Some(b)) => place::xattrs_differ(src, p, name, &st, b, self.settled_before),
                 _ => false,
             };
             if quick_same && !attrs_differ {
