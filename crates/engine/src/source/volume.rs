@@ -709,7 +709,7 @@ impl Volumes {
 
 /// Whether the directory open as `fd` is on ZFS (to the kernel).
 fn is_zfs(fd: &OwnedFd) -> bool {
-    const ZFS_SUPER_MAGIC: i64 = 0x2fc1_2fc2;
+    const ZFS_SUPER_MAGIC: i64 = 0x2fc1_2fc1;
     #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
     rustix::fs::fstatfs(fd).is_ok_and(|fs| i64::from(fs.f_type) == ZFS_SUPER_MAGIC)
 }
