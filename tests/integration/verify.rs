@@ -190,3 +190,40 @@ fn a_manifest_replaced_by_a_symlink_is_refused_not_followed() {
     assert!(!text.contains("secret/path"), "the victim was read as a manifest: {text}");
     assert_eq!(std::fs::read(&victim).unwrap(), before);
 }
+
+#[test]
+fn a_name_replaced_by_a_symlink_or_fifo_is_missing_and_never_followed() {
+    // In the older of two snapshots (whose files the newer one shares as hard links), a file
+    // and a directory are replaced by symlinks to copies outside with the very same content,
+    // and another file by a FIFO: following a symlink would find the content the manifest
+    // expects and call it clean, opening the FIFO would hang. Each is missing instead; the
+    // copies outside are untouched and the newer snapshot is clean.
+    let env = Env::new();
+    let old = snapshot(&env);
+    write(&env.src.join("c/four"), "four\n");
+    env.snapshot_ok("2025-01-16T02:00:00+01:00", &[]);
+    let outside = env.dir.path().join("outside");
+    write(&outside.join("one"), vec![5u8; 100_000]);
+    write(&outside.join("b/three"), "three\n");
+    std::fs::remove_file(old.join("a/one")).unwrap();
+    std::os::unix::fs::symlink(outside.join("one"), old.join("a/one")).unwrap();
+    std::fs::remove_dir_all(old.join("b")).unwrap();
+    std::os::unix::fs::symlink(outside.join("b"), old.join("b")).unwrap();
+    std::fs::remove_file(old.join("a/two")).unwrap();
+    sh(&format!("mkfifo '{}'", old.join("a/two").display()));
+    let before = (std::fs::read(outside.join("one")).unwrap(), std::fs::read(outside.join("b/three")).unwrap());
+    let out = env.run("verify", &["--all", "--json"]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let missing: Vec<String> = r[0]["missing"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().into()).collect();
+    let src = s(&env.src);
+    assert_eq!(missing, [format!("{src}/a/one"), format!("{src}/a/two"), format!("{src}/b/three")], "{r}");
+    assert_eq!(r[0]["changed"], serde_json::json!([]), "{r}");
+    assert_eq!(r[1]["snapshot"], "daily/2025-01-16_02-00-00", "{r}");
+    assert_eq!(
+        (r[1]["missing"].clone(), r[1]["filesChecked"].clone()),
+        (serde_json::json!([]), serde_json::json!(4)),
+        "{r}"
+    );
+    assert_eq!((std::fs::read(outside.join("one")).unwrap(), std::fs::read(outside.join("b/three")).unwrap()), before);
+}

@@ -32,6 +32,10 @@ pub type Hash = [u8; 32];
 /// component (a parent before its children); the name breaks ties. Equivalent to comparing
 /// bytes with `/` ranked below every other byte.
 pub fn cmp_key(a_dir: &[u8], a_name: &[u8], b_dir: &[u8], b_name: &[u8]) -> Ordering {
+    // Most comparisons (a walk beside a manifest) are within one directory: one memcmp.
+    if a_dir == b_dir {
+        return a_name.cmp(b_name);
+    }
     cmp_dir(a_dir, b_dir).then_with(|| a_name.cmp(b_name))
 }
 
@@ -185,36 +189,89 @@ impl ManifestReader {
 
     /// The next entry, or `None` at the end.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
+        let mut entry = Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] };
+        Ok(self.next_into(&mut entry)?.then_some(entry))
+    }
+
+    /// Reads the next entry into `entry`, reusing its buffers (a manifest of millions of
+    /// lines read without an allocation per line); `false` at the end.
+    pub fn next_into(&mut self, entry: &mut Entry) -> Result<bool> {
         self.line.clear();
         let n = self.input.read_until(b'\n', &mut self.line).ctx("read", &self.path)?;
         if n == 0 {
-            return Ok(None);
+            return Ok(false);
         }
         self.line_no += 1;
-        parse_line(&self.line).map(Some).ok_or_else(|| Error::Format {
+        parse_line(&self.line, entry).then_some(true).ok_or_else(|| Error::Format {
             path: self.path.clone(),
             message: format!("line {} is not `<hash>  <path>`", self.line_no),
         })
     }
 }
 
-fn parse_line(line: &[u8]) -> Option<Entry> {
+fn parse_line(line: &[u8], entry: &mut Entry) -> bool {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     let (escaped, line) = match line.strip_prefix(b"\\") {
         Some(rest) => (true, rest),
         None => (false, line),
     };
     if line.len() < 66 || &line[64..66] != b"  " {
-        return None;
+        return false;
     }
-    let hash = blake3::Hash::from_hex(&line[..64]).ok()?;
+    let Some(hash) = hash_from_hex(&line[..64]) else { return false };
     let raw = &line[66..];
-    let path = if escaped { unescape(raw)? } else { raw.to_vec() };
-    let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
-        Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
-        None => (Vec::new(), path),
+    let unescaped;
+    let path = if escaped {
+        match unescape(raw) {
+            Some(p) => {
+                unescaped = p;
+                &unescaped[..]
+            }
+            None => return false,
+        }
+    } else {
+        raw
     };
-    Some(Entry { dir, name, hash: *hash.as_bytes() })
+    let (dir, name) = match path.iter().rposition(|&c| c == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&b""[..], path),
+    };
+    entry.dir.clear();
+    entry.dir.extend_from_slice(dir);
+    entry.name.clear();
+    entry.name.extend_from_slice(name);
+    entry.hash = hash;
+    true
+}
+
+/// The 32 bytes of 64 hex digits (either case); `None` when one is not a hex digit. A table
+/// lookup per digit: a verify parses a manifest line per file of every snapshot it checks,
+/// and `blake3::Hash::from_hex`'s branches per digit cost as much as the rest of the line.
+fn hash_from_hex(hex: &[u8]) -> Option<Hash> {
+    const INVALID: u8 = 0xff;
+    const TABLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (TABLE[pair[0] as usize], TABLE[pair[1] as usize]);
+        bad |= (hi | lo) & 0xf0;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (hex.len() == 64 && bad == 0).then_some(out)
 }
 
 /// The escaped form of a path, or `None` when it is written as it is (see the module docs).
@@ -324,6 +381,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_hashes_parse_in_either_case_and_nothing_else() {
+        let h = blake3::hash(b"x");
+        let hex = h.to_hex();
+        assert_eq!(hash_from_hex(hex.as_bytes()), Some(*h.as_bytes()));
+        assert_eq!(hash_from_hex(hex.to_uppercase().as_bytes()), Some(*h.as_bytes()));
+        for bad in [b'g', b'/', b' ', b':', b'@', 0xff] {
+            let mut b = hex.as_bytes().to_vec();
+            b[17] = bad;
+            assert_eq!(hash_from_hex(&b), None, "{bad}");
+        }
+        assert_eq!(hash_from_hex(&hex.as_bytes()[..62]), None);
+    }
+
+    #[test]
     fn directory_order_is_component_wise() {
         assert_eq!(cmp_dir(b"a", b"a/b"), Ordering::Less);
         assert_eq!(cmp_dir(b"a/b", b"a-c"), Ordering::Less, "'/' ranks below '-'");
@@ -368,7 +439,8 @@ mod tests {
         assert_eq!(unescape(b"\\x4"), None);
         // A line of an older manifest: only `\\` and `\n` escaped, `\r` raw.
         let old = format!("\\{}  a\\\\b\\nc\rd\n", "0".repeat(64));
-        let e = parse_line(old.as_bytes()).unwrap();
-        assert_eq!(e.name, b"a\\b\nc\rd");
+        let mut e = Entry { dir: b"left over".to_vec(), name: Vec::new(), hash: [1; 32] };
+        assert!(parse_line(old.as_bytes(), &mut e));
+        assert_eq!((&e.dir[..], &e.name[..], e.hash), (&b""[..], &b"a\\b\nc\rd"[..], [0; 32]));
     }
 }

@@ -2,14 +2,19 @@
 //!
 //! Every file the manifest lists is read again and hashed; a file whose hash differs is
 //! "changed" (bit rot, or someone edited the backup), one that is gone is "missing", and a
-//! regular file in the tree that the manifest does not list is "unexpected". Hashing runs on
-//! several threads; the manifest and the tree are each read as a stream.
+//! regular file in the tree that the manifest does not list is "unexpected". One pass: the
+//! tree is walked in name order beside the manifest (parsed on a thread of its own), and the
+//! files to read go, a directory's worth at a time with a descriptor of that directory, to the
+//! hashing threads.
 //!
 //! **By inode, once.** Snapshots share unchanged files as hard links, so verifying many
 //! snapshots ([`verify_with`] with an [`Inodes`] shared across the calls) hashes each distinct
 //! `(device, inode)` once: the first snapshot that holds it reads it, every later one takes
 //! the hash found then and compares it with its own manifest (`filesShared`, no bytes read).
-//! A damaged inode is thus reported in every snapshot that holds it, from one read
+//! The inode of a name comes from the directory listing (`d_ino`), so a file already hashed
+//! costs no system call at all — no open, no stat — on the filesystems whose listings give
+//! the inode's own number (ext4, XFS, btrfs, tmpfs, F2FS, ZFS); elsewhere each file is opened
+//! and its inode taken from `fstat`. A damaged inode is thus reported in every snapshot that holds it, from one read
 //! ([`attribute_damage`] lists them per file).
 //!
 //! **Subsets.** [`Slice`] `i` of `n` is the inodes whose bucket — the first eight bytes of
@@ -23,6 +28,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Mutex;
 
 use rustix::fs::{FileType, Mode, OFlags};
@@ -32,7 +38,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::beneath::{self, DirCache};
 use crate::fs::Name;
 use crate::store::layout::{HostDir, Snapshot};
-use crate::store::manifest::{Cursor, Entry, Hash, ManifestReader};
+use crate::store::manifest::{cmp_key, Entry, Hash, ManifestReader};
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
 use crate::store::walk;
 
@@ -114,16 +120,63 @@ pub struct SharedDamage {
     pub snapshots: Vec<String>,
 }
 
-/// Hashes already taken during one verify of several snapshots, by `(device, inode)`
-/// (`None`: the inode could not be read). Only files with more than one link are kept (one
-/// with a single link is in no other snapshot), so its memory is that of the shared files.
+/// Hashes already taken during one verify of several snapshots, by `(device, inode)`. A file
+/// with a single link is in no other snapshot, so once hashed it leaves the table: its memory
+/// is that of the shared files (and of the files being hashed right now).
 #[derive(Debug, Default)]
-pub struct Inodes(Mutex<HashMap<(u64, u64), Option<Hash>>>);
+pub struct Inodes(Mutex<HashMap<(u64, u64), Known, BuildInodeHasher>>);
+
+/// The inode table's hasher: device and inode numbers mixed by a multiply (as FxHash does).
+/// They are not chosen by an attacker who could gain from collisions (a name's inode number is
+/// the filesystem's choice), and SipHash cost as much as the rest of a lookup.
+type BuildInodeHasher = std::hash::BuildHasherDefault<InodeHasher>;
+
+/// See [`BuildInodeHasher`].
+#[derive(Default)]
+struct InodeHasher(u64);
+
+impl std::hash::Hasher for InodeHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// What [`Inodes`] knows of one inode.
+#[derive(Clone, Copy, Debug)]
+enum Known {
+    /// Sent to be hashed; the result is not in yet.
+    Pending,
+    /// Its hash (`None`: it could not be read) and size.
+    Hashed(Option<Hash>, u64),
+}
 
 impl Inodes {
     /// None yet.
     pub fn new() -> Inodes {
         Inodes::default()
+    }
+
+    /// What is known of `key`.
+    fn get(&self, key: (u64, u64)) -> Option<Known> {
+        self.0.lock().expect("inode table poisoned").get(&key).copied()
+    }
+
+    /// What is known of `key`; when nothing, it is marked as being hashed now.
+    fn claim(&self, key: (u64, u64)) -> Option<Known> {
+        let mut table = self.0.lock().expect("inode table poisoned");
+        let known = table.get(&key).copied();
+        if known.is_none() {
+            table.insert(key, Known::Pending);
+        }
+        known
     }
 }
 
@@ -199,6 +252,21 @@ pub(crate) fn lossy_paths<S: serde::Serializer>(paths: &[PathBuf], s: S) -> std:
 }
 
 impl VerifyReport {
+    /// Adds the counts and lists of `other` (another part of the same snapshot's check).
+    fn add(&mut self, other: VerifyReport) {
+        self.files_checked += other.files_checked;
+        self.bytes_checked += other.bytes_checked;
+        self.files_read += other.files_read;
+        self.bytes_read += other.bytes_read;
+        self.files_shared += other.files_shared;
+        self.files_skipped += other.files_skipped;
+        self.missing.extend(other.missing);
+        self.changed.extend(other.changed);
+        self.unexpected.extend(other.unexpected);
+        self.lost.extend(other.lost);
+        self.changed_files.extend(other.changed_files);
+    }
+
     /// Whether anything is wrong.
     pub fn is_clean(&self) -> bool {
         self.missing.is_empty()
@@ -226,6 +294,14 @@ pub fn verify(
 
 /// [`verify`], reading each inode once across calls that share `opts.inodes`, and only the
 /// inodes of `opts.slice` (see the module docs).
+///
+/// One pass: the tree is walked in name order ([`walk`]) beside the manifest, which is sorted
+/// the same way, so that an entry of one and not the other is missing or unexpected at once.
+/// Each regular file the manifest lists goes, with its directory's descriptor, to the hashing
+/// threads — unless the directory listing's inode number (`d_ino`) names an inode hashed
+/// before, whose result is then compared at once without opening the file. On a filesystem
+/// whose listings are not known to give the inode's own number ([`listing_gives_inodes`]),
+/// every file is opened and the inode taken from `fstat`.
 pub fn verify_with(
     host: &HostDir,
     snapshot: &Snapshot,
@@ -240,61 +316,418 @@ pub fn verify_with(
     let meta_dir = snap_dir.open_dir(&Name::fixed(META_DIR))?;
     let manifest_name = Name::fixed(MANIFEST_FILE);
     let manifest = meta_dir.child_path(&manifest_name);
-    let open_manifest = || -> Result<ManifestReader> {
-        let file = meta_dir
-            .open_read(&manifest_name)?
-            .ok_or_else(|| Error::io("open", &manifest, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
-        Ok(ManifestReader::from_file(file, manifest.clone()))
-    };
+    let file = meta_dir
+        .open_read(&manifest_name)?
+        .ok_or_else(|| Error::io("open", &manifest, std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    let reader = ManifestReader::from_file(file, manifest.clone());
     let root = snap_dir.fd().try_clone_to_owned().ctx("duplicate descriptor of", &snapshot.path)?;
     let lost = lost_paths(&meta_dir);
+    let mut report = verify_tree(root.as_fd(), &snapshot.path, reader, &lost, threads, sample, opts, progress)?;
+    report.snapshot = snapshot.id();
+    Ok(report)
+}
+
+/// [`verify_with`] of the tree below `root` (the snapshot at `snap_path`, for messages) against
+/// the manifest `reader`, with the paths `lost` marked lost by `repair`.
+#[allow(clippy::too_many_arguments)]
+fn verify_tree(
+    root: BorrowedFd,
+    snap_path: &Path,
+    reader: ManifestReader,
+    lost: &HashSet<Vec<u8>>,
+    threads: usize,
+    sample: usize,
+    opts: VerifyOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<VerifyReport> {
     let local = Inodes::new();
-    let how = Check { inodes: opts.inodes.unwrap_or(&local), slice: opts.slice, lost: &lost };
-    let report = Mutex::new(VerifyReport { snapshot: snapshot.id(), ..Default::default() });
-    let mut reservoir: Vec<Entry> = Vec::new();
-    let mut seen = 0u64;
-    let (tx, rx) = crossbeam_channel::bounded::<Entry>(256);
+    let how = Check {
+        inodes: opts.inodes.unwrap_or(&local),
+        slice: opts.slice,
+        lost,
+        listing_inodes: listing_gives_inodes(root),
+        tally: (AtomicU64::new(0), AtomicU64::new(0)),
+        progress,
+    };
+    let shared_report = Mutex::new(VerifyReport::default());
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
+    let (entries_tx, entries_rx) = crossbeam_channel::bounded::<Result<Vec<Entry>>>(8);
+    let (spent_tx, spent_rx) = crossbeam_channel::bounded::<Vec<Entry>>(16);
+    let mut merge = Merge {
+        feed: Feed { rx: entries_rx, spent: spent_tx, chunk: Vec::new(), pos: 0 },
+        current: Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] },
+        more: true,
+        report: VerifyReport::default(),
+        reservoir: Vec::new(),
+        sample,
+        seen: 0,
+        batch: None,
+        waiting: Vec::new(),
+        tx,
+    };
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..threads.max(1) {
-            let (rx, report, root, how) = (rx.clone(), &report, root.as_fd(), &how);
+            let (rx, report, how) = (rx.clone(), &shared_report, &how);
             scope.spawn(move || {
                 let mut buf = Vec::new();
-                let mut dirs = DirCache::new(root);
-                for entry in rx {
-                    check(&mut dirs, &entry, report, &mut buf, how, progress);
+                for batch in rx {
+                    for job in batch.jobs {
+                        hash_job(batch.dir.as_fd(), job, report, &mut buf, how);
+                    }
                 }
             });
         }
         drop(rx);
-        let mut reader = open_manifest()?;
-        while let Some(entry) = reader.next_entry()? {
-            seen += 1;
-            // Reservoir sampling keeps memory at `sample` entries however long the manifest.
-            if reservoir.len() < sample {
-                reservoir.push(entry.clone());
-            } else if sample > 0 {
-                let j = fastrand::u64(0..seen) as usize;
-                if j < sample {
-                    reservoir[j] = entry.clone();
-                }
-            }
-            if tx.send(entry).is_err() {
-                break;
-            }
+        // The manifest is parsed on a thread of its own, beside the walk.
+        scope.spawn(move || read_chunks(reader, &entries_tx, &spent_rx));
+        merge.advance()?;
+        let walked = walk::walk_with(root, b"", snap_path, walk::Opts::NAMES, &mut |v| {
+            merge.visit(v, &how, snap_path)?;
+            Ok(true)
+        });
+        // The hashing threads end when the channel does, whatever the walk did.
+        let sent = merge.send();
+        merge.tx = crossbeam_channel::bounded(0).0;
+        walked?;
+        sent?;
+        // Whatever the manifest lists after the last entry of the tree is not in it.
+        while merge.more {
+            merge.report.missing.push(shown(&merge.current));
+            merge.advance()?;
         }
-        drop(tx);
         Ok(())
     })?;
-    let mut report = report.into_inner().expect("verify report poisoned");
-    report.unexpected = unexpected_files(&snapshot.path, root.as_fd(), Cursor::from_reader(open_manifest()?))?;
+    let Merge { mut report, reservoir, waiting, .. } = merge;
+    report.add(shared_report.into_inner().expect("verify report poisoned"));
+    if !waiting.is_empty() {
+        let mut dirs = DirCache::new(root);
+        let mut buf = Vec::new();
+        for (entry, key) in waiting {
+            let known = how.inodes.get(key);
+            let seen = match known {
+                Some(Known::Hashed(hash, len)) => Seen::Shared(hash, len),
+                // Not shared after all (its other name was replaced meanwhile): open it.
+                _ => match open_entry(&mut dirs, &entry) {
+                    Ok(f) => {
+                        let len = f.metadata().map_or(0, |m| m.len());
+                        Seen::Read(crate::fs::fsops::hash_file(&f, &mut buf).ok(), len)
+                    }
+                    Err(_) => Seen::Gone,
+                },
+            };
+            record(&mut report, &entry, seen, key, &how);
+        }
+    }
+    progress(report.files_checked, report.bytes_checked);
+    report.missing.sort();
+    report.lost.sort();
+    report.changed.sort();
+    report.changed_files.sort_by(|a, b| a.path.cmp(&b.path));
     if !reservoir.is_empty() {
         let live_root = open_root(Path::new("/"))?;
-        let (mut snap_dirs, mut live_dirs) = (DirCache::new(root.as_fd()), DirCache::new(live_root.as_fd()));
+        let (mut snap_dirs, mut live_dirs) = (DirCache::new(root), DirCache::new(live_root.as_fd()));
         for entry in reservoir {
             sample_one(&mut snap_dirs, &mut live_dirs, &entry, &mut report);
         }
     }
     Ok(report)
+}
+
+/// The walk of a snapshot beside its manifest (see [`verify_with`]): the manifest's current
+/// entry, what the walk settled itself, and the files it hands to the hashing threads.
+struct Merge {
+    feed: Feed,
+    /// The manifest's entry not yet matched (valid while `more`).
+    current: Entry,
+    more: bool,
+    /// Missing, unexpected, and the files whose inode was hashed before.
+    report: VerifyReport,
+    /// A uniform sample of the manifest's entries (`--sample`).
+    reservoir: Vec<Entry>,
+    sample: usize,
+    seen: u64,
+    /// Files of the directory being walked, not sent yet.
+    batch: Option<Batch>,
+    /// Files met again while their inode was still being hashed, resolved once it is.
+    waiting: Vec<(Entry, (u64, u64))>,
+    tx: crossbeam_channel::Sender<Batch>,
+}
+
+impl Merge {
+    /// Moves to the manifest's next entry, counting the one left behind into the sample.
+    fn advance(&mut self) -> Result<()> {
+        if self.more && self.seen > 0 {
+            // Reservoir sampling keeps memory at `sample` entries however long the manifest.
+            if self.reservoir.len() < self.sample {
+                self.reservoir.push(self.current.clone());
+            } else if self.sample > 0 {
+                let j = fastrand::u64(0..self.seen) as usize;
+                if j < self.sample {
+                    self.reservoir[j] = self.current.clone();
+                }
+            }
+        }
+        self.more = self.feed.next_into(&mut self.current)?;
+        self.seen += u64::from(self.more);
+        Ok(())
+    }
+
+    /// One entry of the tree: the manifest's entries before it are missing; the one equal to
+    /// it is checked (a regular file) or missing (anything else); a regular file the manifest
+    /// does not list is unexpected.
+    fn visit(&mut self, v: &walk::Visit, how: &Check, snap_path: &Path) -> Result<()> {
+        let name = v.name.to_bytes();
+        let dir = v.rel.len().checked_sub(name.len() + 1).map_or(&b""[..], |end| &v.rel[..end]);
+        let regular = v.kind == FileType::RegularFile;
+        loop {
+            let order = self.more.then(|| cmp_key(&self.current.dir, &self.current.name, dir, name));
+            match order {
+                Some(std::cmp::Ordering::Less) => {
+                    self.report.missing.push(shown(&self.current));
+                    self.advance()?;
+                }
+                Some(std::cmp::Ordering::Equal) => {
+                    if regular {
+                        self.check(v, dir, how, snap_path)?;
+                    } else {
+                        // Replaced by a directory, a symlink or anything else.
+                        self.report.missing.push(shown(&self.current));
+                    }
+                    return self.advance();
+                }
+                _ => {
+                    if regular {
+                        self.report.unexpected.push(Path::new("/").join(OsStr::from_bytes(v.rel)));
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The current entry, a regular file at `v`: settled at once when its inode was hashed
+    /// before (or is outside the slice), else handed to the hashing threads.
+    fn check(&mut self, v: &walk::Visit, dir: &[u8], how: &Check, snap_path: &Path) -> Result<()> {
+        let key = how.listing_inodes.then_some((v.dev, v.ino));
+        if let Some(key) = key {
+            if how.slice.is_some_and(|s| !s.holds(key)) {
+                self.report.files_skipped += 1;
+                return Ok(());
+            }
+            match how.inodes.claim(key) {
+                Some(Known::Hashed(hash, len)) => {
+                    record(&mut self.report, &self.current, Seen::Shared(hash, len), key, how);
+                    how.done(len, false);
+                    return Ok(());
+                }
+                Some(Known::Pending) => {
+                    self.waiting.push((self.current.clone(), key));
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        if !matches!(&self.batch, Some(b) if b.dir_rel == dir && b.jobs.len() < 64) {
+            self.send()?;
+            let dir_fd = rustix::io::fcntl_dupfd_cloexec(v.dir, 0)
+                .map_err(|e| Error::io("duplicate descriptor of", walk::show(snap_path, dir), e.into()))?;
+            self.batch = Some(Batch { dir: dir_fd, dir_rel: dir.to_vec(), jobs: Vec::new() });
+        }
+        let job = Job { entry: self.current.clone(), key };
+        self.batch.as_mut().expect("set above").jobs.push(job);
+        Ok(())
+    }
+
+    /// Sends the files gathered so far to the hashing threads.
+    fn send(&mut self) -> Result<()> {
+        if let Some(batch) = self.batch.take() {
+            // Fails only when every hashing thread has panicked, which the scope re-raises.
+            let _ = self.tx.send(batch);
+        }
+        Ok(())
+    }
+}
+
+/// Entries parsed per message from the manifest's thread.
+const CHUNK: usize = 512;
+
+/// Parses the manifest into chunks of entries for [`Feed`], reusing the chunks it hands back;
+/// stops at the end, at an error (sent on), or when the feed is gone.
+fn read_chunks(
+    mut reader: ManifestReader,
+    out: &crossbeam_channel::Sender<Result<Vec<Entry>>>,
+    spent: &crossbeam_channel::Receiver<Vec<Entry>>,
+) {
+    loop {
+        let mut chunk = spent.try_recv().unwrap_or_default();
+        chunk.resize_with(CHUNK, || Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] });
+        let mut n = 0;
+        while n < CHUNK {
+            match reader.next_into(&mut chunk[n]) {
+                Ok(true) => n += 1,
+                Ok(false) => break,
+                Err(e) => {
+                    let _ = out.send(Err(e));
+                    return;
+                }
+            }
+        }
+        chunk.truncate(n);
+        if out.send(Ok(chunk)).is_err() || n < CHUNK {
+            return;
+        }
+    }
+}
+
+/// The manifest's entries as [`read_chunks`] sends them, one at a time.
+struct Feed {
+    rx: crossbeam_channel::Receiver<Result<Vec<Entry>>>,
+    spent: crossbeam_channel::Sender<Vec<Entry>>,
+    chunk: Vec<Entry>,
+    pos: usize,
+}
+
+impl Feed {
+    /// The next entry, swapped into `entry` (whose buffers go back for reuse); `false` at
+    /// the end.
+    fn next_into(&mut self, entry: &mut Entry) -> Result<bool> {
+        while self.pos == self.chunk.len() {
+            let Ok(next) = self.rx.recv() else { return Ok(false) };
+            let spent = std::mem::replace(&mut self.chunk, next?);
+            let _ = self.spent.try_send(spent);
+            self.pos = 0;
+        }
+        std::mem::swap(entry, &mut self.chunk[self.pos]);
+        self.pos += 1;
+        Ok(true)
+    }
+}
+
+/// Files of one directory for the hashing threads, with their own descriptor of it.
+struct Batch {
+    dir: OwnedFd,
+    dir_rel: Vec<u8>,
+    jobs: Vec<Job>,
+}
+
+/// A file to hash: its manifest entry and, when the listing gave it, its inode.
+struct Job {
+    entry: Entry,
+    key: Option<(u64, u64)>,
+}
+
+/// Whether directory listings of the filesystem holding `dir` give each entry's own inode
+/// number: the local filesystems a backup drive uses, whose `d_ino` is the inode's `st_ino`.
+/// Elsewhere (overlayfs, FUSE, network and FAT filesystems, whose numbers may be made up or
+/// differ from `stat`'s) every file is opened.
+fn listing_gives_inodes(dir: BorrowedFd) -> bool {
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    const TMPFS: i64 = 0x0102_1994;
+    const F2FS: i64 = 0xF2F5_2010;
+    const ZFS: i64 = 0x2FC1_2FC1;
+    // `f_type`'s width differs between architectures.
+    #[allow(clippy::useless_conversion)]
+    let known = |fs: rustix::fs::StatFs| [EXT4, XFS, BTRFS, TMPFS, F2FS, ZFS].contains(&i64::from(fs.f_type));
+    rustix::fs::fstatfs(dir).is_ok_and(known)
+}
+
+/// How one file of a snapshot turned out.
+enum Seen {
+    /// Read and hashed here (`None`: unreadable), with its size.
+    Read(Option<Hash>, u64),
+    /// Hashed before, through another snapshot or name.
+    Shared(Option<Hash>, u64),
+    /// Outside the slice.
+    Skipped,
+    /// Not there, or not a regular file.
+    Gone,
+}
+
+/// Hashes one file in a hashing thread (or finds its inode hashed before, when the listing
+/// gave none) and records the outcome.
+fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut Vec<u8>, how: &Check) {
+    let Job { entry, key } = job;
+    let table = &how.inodes.0;
+    let outcome = open_at(dir, &entry.name).and_then(|f| {
+        let st = rustix::fs::fstat(&f)?;
+        let (inode, len) = ((st.st_dev, st.st_ino), st.st_size as u64);
+        // Only a file with more than one link can be met again: the table keeps those alone.
+        let shared = st.st_nlink > 1;
+        if key != Some(inode) {
+            // Either the listing gave no inode, or this name now holds another one than it
+            // listed (replaced meanwhile): the inode just opened decides.
+            if let Some(key) = key {
+                table.lock().expect("inode table poisoned").remove(&key);
+            }
+            if how.slice.is_some_and(|s| !s.holds(inode)) {
+                return Ok((Seen::Skipped, inode));
+            }
+            if shared {
+                if let Some(Known::Hashed(hash, len)) = table.lock().expect("inode table poisoned").get(&inode) {
+                    return Ok((Seen::Shared(*hash, *len), inode));
+                }
+            }
+        }
+        let hash = crate::fs::fsops::hash_file(&f, buf).ok();
+        let mut t = table.lock().expect("inode table poisoned");
+        if shared {
+            t.insert(inode, Known::Hashed(hash, len));
+        } else if key == Some(inode) {
+            t.remove(&inode);
+        }
+        Ok((Seen::Read(hash, len), inode))
+    });
+    let (seen, inode) = outcome.unwrap_or_else(|_: std::io::Error| {
+        if let Some(key) = key {
+            table.lock().expect("inode table poisoned").remove(&key);
+        }
+        (Seen::Gone, key.unwrap_or_default())
+    });
+    let len = match seen {
+        Seen::Read(_, len) | Seen::Shared(_, len) => len,
+        _ => 0,
+    };
+    record(&mut report.lock().expect("verify report poisoned"), &entry, seen, inode, how);
+    how.done(len, true);
+}
+
+/// Adds one file's outcome to the report.
+fn record(r: &mut VerifyReport, entry: &Entry, seen: Seen, inode: (u64, u64), how: &Check) {
+    let (hash, len) = match seen {
+        Seen::Skipped => {
+            r.files_skipped += 1;
+            return;
+        }
+        Seen::Gone => {
+            r.missing.push(shown(entry));
+            return;
+        }
+        Seen::Read(hash, len) => {
+            r.files_read += 1;
+            r.bytes_read += len;
+            (hash, len)
+        }
+        Seen::Shared(hash, len) => {
+            r.files_shared += 1;
+            (hash, len)
+        }
+    };
+    let Some(hash) = hash else {
+        r.missing.push(shown(entry));
+        return;
+    };
+    r.files_checked += 1;
+    r.bytes_checked += len;
+    if hash != entry.hash {
+        if how.lost.contains(entry.rel_path().as_os_str().as_bytes()) {
+            r.lost.push(shown(entry));
+        } else {
+            r.changed.push(shown(entry));
+            r.changed_files.push(ChangedFile { path: shown(entry), inode, expected: entry.hash });
+        }
+    }
 }
 
 fn open_root(path: &Path) -> Result<OwnedFd> {
@@ -305,8 +738,12 @@ fn open_root(path: &Path) -> Result<OwnedFd> {
 /// Opens the regular file `entry` below the directories of `dirs`, never following a symlink
 /// and never blocking on a FIFO put in its place.
 fn open_entry(dirs: &mut DirCache, entry: &Entry) -> std::io::Result<std::fs::File> {
-    let dir = dirs.dir(&entry.dir)?;
-    let name = beneath::component(&entry.name)?;
+    open_at(dirs.dir(&entry.dir)?, &entry.name)
+}
+
+/// Opens the regular file `name` in `dir` (see [`open_entry`]).
+fn open_at(dir: BorrowedFd, name: &[u8]) -> std::io::Result<std::fs::File> {
+    let name = beneath::component(name)?;
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let fd = rustix::fs::openat(dir, &name, flags, Mode::empty())?;
     let st = rustix::fs::fstat(&fd)?;
@@ -327,6 +764,22 @@ struct Check<'a> {
     inodes: &'a Inodes,
     slice: Option<Slice>,
     lost: &'a HashSet<Vec<u8>>,
+    /// Whether the walk's `d_ino` may stand for the inode ([`listing_gives_inodes`]).
+    listing_inodes: bool,
+    /// Files and bytes checked so far in this snapshot, by every thread, for `progress`.
+    tally: (AtomicU64, AtomicU64),
+    progress: &'a (dyn Fn(u64, u64) + Sync),
+}
+
+impl Check<'_> {
+    /// Counts a file checked; tells `progress` when `now` (or every 1024 files).
+    fn done(&self, bytes: u64, now: bool) {
+        let files = self.tally.0.fetch_add(1, AtomicOrdering::Relaxed) + 1;
+        let bytes = self.tally.1.fetch_add(bytes, AtomicOrdering::Relaxed) + bytes;
+        if now || files % 1024 == 0 {
+            (self.progress)(files, bytes);
+        }
+    }
 }
 
 /// The paths (`dir/name` bytes, as the manifest has them) that `repair` marked lost in this
@@ -364,92 +817,6 @@ pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
-}
-
-fn check(
-    dirs: &mut DirCache,
-    entry: &Entry,
-    report: &Mutex<VerifyReport>,
-    buf: &mut Vec<u8>,
-    how: &Check,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) {
-    enum Seen {
-        Read(Option<Hash>, u64),
-        Shared(Option<Hash>, u64),
-        Skipped,
-    }
-    let result = open_entry(dirs, entry).and_then(|f| {
-        let st = rustix::fs::fstat(&f)?;
-        let (inode, len) = ((st.st_dev, st.st_ino), st.st_size as u64);
-        if how.slice.is_some_and(|s| !s.holds(inode)) {
-            return Ok((Seen::Skipped, inode));
-        }
-        // Only a file with more than one link can be met again: the table holds those alone.
-        let shared = st.st_nlink > 1;
-        if shared {
-            if let Some(known) = how.inodes.0.lock().expect("inode table poisoned").get(&inode) {
-                return Ok((Seen::Shared(*known, len), inode));
-            }
-        }
-        let hash = crate::fs::fsops::hash_file(&f, buf).ok();
-        if shared {
-            how.inodes.0.lock().expect("inode table poisoned").insert(inode, hash);
-        }
-        Ok((Seen::Read(hash, len), inode))
-    });
-    let mut r = report.lock().expect("verify report poisoned");
-    let (hash, len, inode) = match result {
-        Ok((Seen::Skipped, _)) => {
-            r.files_skipped += 1;
-            return;
-        }
-        Ok((Seen::Read(hash, len), inode)) => {
-            r.files_read += 1;
-            r.bytes_read += len;
-            (hash, len, inode)
-        }
-        Ok((Seen::Shared(hash, len), inode)) => {
-            r.files_shared += 1;
-            (hash, len, inode)
-        }
-        Err(_) => {
-            r.missing.push(shown(entry));
-            return;
-        }
-    };
-    let Some(hash) = hash else {
-        r.missing.push(shown(entry));
-        return;
-    };
-    r.files_checked += 1;
-    r.bytes_checked += len;
-    if hash != entry.hash {
-        if how.lost.contains(entry.rel_path().as_os_str().as_bytes()) {
-            r.lost.push(shown(entry));
-        } else {
-            r.changed.push(shown(entry));
-            r.changed_files.push(ChangedFile { path: shown(entry), inode, expected: entry.hash });
-        }
-    }
-    progress(r.files_checked, r.bytes_checked);
-}
-
-/// Walks the tree ([`walk`], in name order, so the manifest cursor only moves forward) and
-/// lists regular files the manifest does not know.
-fn unexpected_files(snap_path: &Path, root: BorrowedFd, mut cursor: Cursor) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let opts = walk::Opts { skip_meta: true, stat: false };
-    walk::walk_with(root, b"", snap_path, opts, &mut |v| {
-        if v.kind == FileType::RegularFile {
-            let dir = v.rel.len().checked_sub(v.name.to_bytes().len() + 1).map_or(&b""[..], |end| &v.rel[..end]);
-            if cursor.find(dir, v.name.to_bytes()).is_none() {
-                out.push(Path::new("/").join(OsStr::from_bytes(v.rel)));
-            }
-        }
-        Ok(true)
-    })?;
-    Ok(out)
 }
 
 fn sample_one(snap_dirs: &mut DirCache, live_dirs: &mut DirCache, entry: &Entry, report: &mut VerifyReport) {
@@ -554,19 +921,19 @@ mod tests {
         w.add(&dir, b"f", blake3::hash(b"deep\n").as_bytes()).unwrap();
         w.finish().unwrap();
 
-        let report = Mutex::new(VerifyReport::default());
-        let mut reader = ManifestReader::open(&manifest).unwrap();
-        let entry = reader.next_entry().unwrap().unwrap();
-        let (inodes, lost) = (Inodes::new(), HashSet::new());
-        let how = Check { inodes: &inodes, slice: None, lost: &lost };
-        check(&mut DirCache::new(root.as_fd()), &entry, &report, &mut Vec::new(), &how, &|_, _| {});
-        let r = report.into_inner().unwrap();
-        assert_eq!((r.files_checked, r.changed.len(), r.missing.len()), (1, 0, 0), "{r:?}");
-        assert_eq!(unexpected_files(&snap, root.as_fd(), Cursor::open(&manifest)).unwrap(), Vec::<PathBuf>::new());
-        // Without the manifest the file is unexpected, and named in full.
-        let found = unexpected_files(&snap, root.as_fd(), Cursor::open(&t.path().join("none.b3"))).unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].as_os_str().len(), 1 + DEPTH * 2 + 1);
+        let lost = HashSet::new();
+        let check = |manifest: &Path| {
+            let reader = ManifestReader::open(manifest).unwrap();
+            verify_tree(root.as_fd(), &snap, reader, &lost, 2, 0, VerifyOptions::default(), &|_, _| {}).unwrap()
+        };
+        let r = check(&manifest);
+        assert_eq!((r.files_checked, r.changed.len(), r.missing.len(), r.unexpected.len()), (1, 0, 0, 0), "{r:?}");
+        // With an empty manifest the file is unexpected, and named in full.
+        let empty = t.path().join("empty.b3");
+        ManifestWriter::create(&empty).unwrap().finish().unwrap();
+        let r = check(&empty);
+        assert_eq!(r.unexpected.len(), 1);
+        assert_eq!(r.unexpected[0].as_os_str().len(), 1 + DEPTH * 2 + 1);
         remove_chain(root.as_fd());
     }
 }

@@ -30,12 +30,24 @@ pub struct Visit<'a> {
     pub rel: &'a [u8],
     /// Its type, not following a symlink.
     pub kind: FileType,
+    /// Its inode number as the directory listing gives it (`d_ino`; `st_ino` when the walk
+    /// read its status).
+    pub ino: u64,
+    /// The device of the directory that holds it (the entry's own, for anything but the
+    /// root of a filesystem mounted below).
+    pub dev: u64,
     /// Its status, not following a symlink, when the walk was asked to read it
     /// ([`Opts::stat`]); [`Visit::stat`] reads it otherwise.
     pub st: Option<&'a Stat>,
 }
 
-impl Visit<'_> {
+impl<'a> Visit<'a> {
+    /// The entry a walk of a path starts at ([`find_start`]).
+    pub fn of_start(start: &'a Start, kind: FileType) -> Visit<'a> {
+        let (ino, dev) = (start.st.st_ino, start.st.st_dev);
+        Visit { dir: start.parent.as_fd(), name: &start.name, rel: &start.rel, kind, ino, dev, st: Some(&start.st) }
+    }
+
     /// Its type.
     pub fn kind(&self) -> FileType {
         self.kind
@@ -64,6 +76,9 @@ pub struct Opts {
 impl Opts {
     /// Every entry of the tree with its status, without the snapshot's metadata.
     pub const TREE: Opts = Opts { skip_meta: true, stat: true };
+    /// Every entry of the tree, with the type and inode number its directory lists, without
+    /// the snapshot's metadata.
+    pub const NAMES: Opts = Opts { skip_meta: true, stat: false };
 }
 
 /// `rel` joined onto the snapshot path, for messages.
@@ -170,6 +185,7 @@ fn scan(
 ) -> Result<Vec<CString>> {
     let at_root = opts.skip_meta && rel.is_empty();
     let read_err = |e: Errno, rel: &[u8]| Error::io("read directory", show(root, rel), e.into());
+    let dev = rustix::fs::fstat(dir).map_err(|e| Error::io("inspect", show(root, rel), e.into()))?.st_dev;
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(|e| read_err(e, rel))? {
         let entry = entry.map_err(|e| read_err(e, rel))?;
@@ -177,12 +193,12 @@ fn scan(
         if name == c"." || name == c".." || (at_root && name.to_bytes() == META_DIR.as_bytes()) {
             continue;
         }
-        names.push((name.to_owned(), entry.file_type()));
+        names.push((name.to_owned(), entry.file_type(), entry.ino()));
     }
     names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let base = rel.len();
     let mut subdirs = Vec::new();
-    for (name, kind) in names {
+    for (name, kind, ino) in names {
         rel.truncate(base);
         push(rel, name.to_bytes());
         let st = if opts.stat || kind == FileType::Unknown {
@@ -195,7 +211,8 @@ fn scan(
             None
         };
         let kind = st.as_ref().map_or(kind, |st| FileType::from_raw_mode(st.st_mode));
-        let v = Visit { dir, name: &name, rel, kind, st: st.as_ref() };
+        let (ino, dev) = st.as_ref().map_or((ino, dev), |st| (st.st_ino, st.st_dev));
+        let v = Visit { dir, name: &name, rel, kind, ino, dev, st: st.as_ref() };
         let descend = visit(&v)?;
         if descend && kind == FileType::Directory {
             subdirs.push(name);
@@ -282,7 +299,7 @@ pub fn walk_path(
     }
     let Some(start) = find_start(snap, snap_path, rel)? else { return Ok(()) };
     let kind = FileType::from_raw_mode(start.st.st_mode);
-    let v = Visit { dir: start.parent.as_fd(), name: &start.name, rel: &start.rel, kind, st: Some(&start.st) };
+    let v = Visit::of_start(&start, kind);
     if visit(&v)? && kind == FileType::Directory {
         let fd = match rustix::fs::openat(start.parent.as_fd(), &start.name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -133,8 +132,7 @@ fn find_in(host: &HostDir, s: &Snapshot, query: &Query) -> Result<Vec<(Vec<u8>, 
             if !rel.is_empty() {
                 if let Some(st) = walk::find_start(dir.fd(), &s.path, &rel)? {
                     let kind = rustix::fs::FileType::from_raw_mode(st.st.st_mode);
-                    let v =
-                        walk::Visit { dir: st.parent.as_fd(), name: &st.name, rel: &st.rel, kind, st: Some(&st.st) };
+                    let v = walk::Visit::of_start(&st, kind);
                     found.push((rel.clone(), Info::of(&v, &st.st)));
                 }
             }
