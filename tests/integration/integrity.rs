@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// Flips one bit of `p` in place, keeping its size and mtime, as bit rot would.
-fn flip(p: &Path, at: u64) {
+pub(crate) fn flip(p: &Path, at: u64) {
     let mtime = std::fs::metadata(p).unwrap().modified().unwrap();
     let mut f = std::fs::OpenOptions::new().read(true).write(true).open(p).unwrap();
     let mut b = [0u8];

@@ -633,3 +633,57 @@ fn the_parent_comes_from_the_record_and_a_forgotten_one_is_replaced_from_the_lis
     let names: Vec<String> = repo.snapshots().iter().map(|s| s["tags"][1].as_str().unwrap().to_string()).collect();
     assert_eq!(names, ["snapshot:2025-01-15_02-00-00", "snapshot:2025-01-17_02-00-00"], "one copy each");
 }
+
+#[test]
+fn repair_takes_a_good_copy_from_the_offsite_when_the_source_changed() {
+    // Two files damaged in the local snapshot (one flipped bit, size and mtime kept) whose
+    // sources changed since: the one the offsite holds as backed up is repaired from there;
+    // the other was damaged before the offsite copy was made, so restic holds the damaged
+    // content, which repair must refuse (it hashes what restic gives) and mark the file lost.
+    let env = Env::new();
+    let repo = Repo::local(&env, "restic-repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let thesis = "chapter one, where everything begins\n".repeat(3000);
+    write(&env.src.join("home/alice/thesis.txt"), &thesis);
+    write(&env.src.join("home/alice/diary.txt"), "day one\n".repeat(500));
+    let out = env.cmd(&["now", "--local-only", "--config"]).arg(&plan).args(["--now", T1]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let snap = env.in_snapshot("daily/2025-01-15_02-00-00");
+    let (thesis_copy, diary_copy) = (snap.join("home/alice/thesis.txt"), snap.join("home/alice/diary.txt"));
+    crate::integrity::flip(&diary_copy, 100);
+    let out = env.cmd(&["offsite", "--config"]).arg(&plan).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    crate::integrity::flip(&thesis_copy, 12_345);
+    write(&env.src.join("home/alice/thesis.txt"), "rewritten since\n");
+    write(&env.src.join("home/alice/diary.txt"), "day two\n");
+    let out = env.cmd(&["verify", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 1, "both are damage: {}", show(&out));
+
+    // A dry run says where each copy would come from and changes nothing.
+    let out = env.cmd(&["repair", "--dry-run", "--json", "--config"]).arg(&plan).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["repaired"][0]["note"].as_str().unwrap().starts_with("offsite nas (restic snapshot "), "{r}");
+    assert!(r["repaired"][0]["path"].as_str().unwrap().ends_with("thesis.txt"), "{r}");
+    assert_ne!(std::fs::read_to_string(&thesis_copy).unwrap(), thesis, "the dry run wrote");
+
+    let out = env.cmd(&["repair", "--json", "--config"]).arg(&plan).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["repaired"].as_array().unwrap().len(), 1, "{r}");
+    assert!(r["repaired"][0]["note"].as_str().unwrap().starts_with("offsite nas"), "{r}");
+    assert_eq!(std::fs::read_to_string(&thesis_copy).unwrap(), thesis);
+    assert!(r["lost"][0]["path"].as_str().unwrap().ends_with("diary.txt"), "{r}");
+    let why = r["lost"][0]["note"].as_str().unwrap();
+    assert!(why.contains("has changed since the snapshot") && why.contains("holds other content"), "{why}");
+    // Nothing is left beside the repaired file; verify is clean but for the file marked lost.
+    let names: Vec<String> = std::fs::read_dir(snap.join("home/alice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let out = env.cmd(&["verify", "--json", "--config"]).arg(&plan).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v[0]["lost"][0].as_str().unwrap().ends_with("diary.txt"), "{v}");
+}

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use anyhow::Result;
+use hwc_backup_engine::copies::offsite::Restic;
 use hwc_backup_engine::ops::state::{DestinationId, StateDir};
 use hwc_backup_engine::store::lock::HostLock;
 use hwc_backup_engine::store::repair::{self, RepairReport};
@@ -18,7 +19,16 @@ pub(crate) fn repair_cmd(a: RepairArgs) -> Result<Exit> {
     let dest = t.host.root().parent().unwrap_or(std::path::Path::new("/"));
     let scope = StateDir::new(&t.state_dir, &t.host_name).destination(&DestinationId::of(dest));
     let damage = scope.damage();
-    let (report, record) = repair::repair(&t.host, &lock, &damage, a.dry_run)?;
+    // Good copies from the plan's offsite repositories when the source no longer has one
+    // (this machine's own job only: a pulled host's snapshots are not copied offsite here).
+    let mut offsites = Vec::new();
+    for (name, o) in t.job.as_ref().map(|j| j.offsites()).unwrap_or_default() {
+        match Restic::of(o) {
+            Ok(restic) => offsites.push(repair::OffsiteSource { name: name.into(), restic, host: t.host_name.clone() }),
+            Err(e) => eprintln!("hwc-backup: warning: offsite {name} cannot give good copies: {e}"),
+        }
+    }
+    let (report, record) = repair::repair(&t.host, &lock, &damage, &offsites, a.dry_run)?;
     if !a.dry_run {
         scope.write_damage(&record)?;
         // The last verify's damage that is now repaired or marked lost no longer counts.
@@ -44,7 +54,8 @@ fn print_repair(r: &RepairReport) -> Result<()> {
         writeln!(out, "no damaged file is recorded for this drive; nothing to repair")?;
     }
     for f in &r.repaired {
-        writeln!(out, "{}: {would}replaced from the live source in {}", f.path, f.snapshots.join(", "))?;
+        let from = if f.note == "source" { "the live source" } else { &f.note };
+        writeln!(out, "{}: {would}replaced from {from} in {}", f.path, f.snapshots.join(", "))?;
     }
     for f in &r.lost {
         writeln!(out, "{}: {would}marked lost in {}: {}", f.path, f.snapshots.join(", "), f.note)?;

@@ -4,7 +4,12 @@
 //! A damaged inode is usually shared by many snapshots (hard links). For each one:
 //!
 //! 1. **A good copy** is looked for: the live source at the same path, when its BLAKE3 equals
-//!    the manifest's. (Next would be an offsite copy, see `good_copy`: not wired yet.)
+//!    the manifest's; else the same path in an offsite restic copy ([`OffsiteSource`]):
+//!    `restic dump` of it, first from the restic snapshots made of the damaged snapshots
+//!    themselves (tag `snapshot:<name>`), then from the others, newest first, at most
+//!    [`OFFSITE_TRIES`] per repository, into an unnamed file of the host directory
+//!    (`O_TMPFILE`: nothing is left behind if the repair stops), kept only when its BLAKE3
+//!    equals the manifest's.
 //! 2. **Found**: it is copied once into a new file beside the damaged one in the first
 //!    snapshot (`O_CREAT|O_EXCL|O_NOFOLLOW`, a `.hwc-repair-…` name), checked by hashing what
 //!    was written, given the damaged copy's owner, mode, extended attributes and times, and
@@ -30,6 +35,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use serde::Serialize;
 
+use crate::copies::offsite::restic::{Restic, ResticSnapshot};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{beneath, fsops, Dir, Name};
 use crate::ops::state::{DamageRecord, DamagedPlace};
@@ -65,19 +71,122 @@ pub struct RepairedFile {
     pub note: String,
 }
 
+/// An offsite restic repository that good copies may come from.
+pub struct OffsiteSource {
+    /// Its name in the plan (`offsite.<name>`).
+    pub name: String,
+    /// How to run restic on it.
+    pub restic: Restic,
+    /// The host whose restic snapshots count.
+    pub host: String,
+}
+
+/// Restic snapshots of one repository tried for one damaged file, at most.
+pub const OFFSITE_TRIES: usize = 3;
+
 /// Where a good copy comes from.
 enum GoodCopy {
     /// The live file at the same path, whose content hashes as the manifest says.
     Source(std::fs::File),
+    /// Written from an offsite copy into an unnamed file of the host directory.
+    Offsite {
+        /// The unnamed file.
+        file: std::fs::File,
+        /// `offsite NAME (restic snapshot ID)`.
+        note: String,
+    },
 }
 
-/// A good copy of the file at `/raw` whose content hashes to `expected`, or why there is none.
-///
-/// Offsite: when an offsite restic copy is configured (issue "Offsite copies…", being built in
-/// `copies/`), the next place to look is there: restore `raw` of the newest offsite snapshot
-/// holding content `expected` into a temporary file and return it as a `GoodCopy` of its own.
-/// Until then a file whose source changed is marked lost.
-fn good_copy(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
+impl GoodCopy {
+    /// Where it came from, as reported.
+    fn note(&self) -> String {
+        match self {
+            GoodCopy::Source(_) => "source".into(),
+            GoodCopy::Offsite { note, .. } => note.clone(),
+        }
+    }
+}
+
+/// The offsites' restic snapshots of the host, listed once per repair (or why not).
+type Listings = Vec<Option<std::result::Result<Vec<ResticSnapshot>, String>>>;
+
+/// A good copy of the file at `/raw` from the live source, else from an offsite; or why there
+/// is none.
+#[allow(clippy::too_many_arguments)]
+fn find_good_copy(
+    host: &HostDir,
+    offsites: &[OffsiteSource],
+    listings: &mut Listings,
+    damaged_in: &[&str],
+    raw: &[u8],
+    expected: &Hash,
+    buf: &mut Vec<u8>,
+) -> std::result::Result<GoodCopy, String> {
+    let why_source = match from_source(raw, expected, buf) {
+        Ok(copy) => return Ok(copy),
+        Err(why) => why,
+    };
+    if offsites.is_empty() {
+        return Err(format!("{why_source}, and no offsite copy is configured"));
+    }
+    let mut why_offsites = Vec::new();
+    for (i, o) in offsites.iter().enumerate() {
+        match from_offsite(host, o, &mut listings[i], damaged_in, raw, expected) {
+            Ok(copy) => return Ok(copy),
+            Err(why) => why_offsites.push(format!("offsite {}: {why}", o.name)),
+        }
+    }
+    Err(format!("{why_source}; {}", why_offsites.join("; ")))
+}
+
+/// `/raw` of a restic snapshot of offsite `o` whose content hashes to `expected`: tried in the
+/// snapshots made of the damaged local snapshots first, then the others, newest first.
+fn from_offsite(
+    host: &HostDir,
+    o: &OffsiteSource,
+    listing: &mut Option<std::result::Result<Vec<ResticSnapshot>, String>>,
+    damaged_in: &[&str],
+    raw: &[u8],
+    expected: &Hash,
+) -> std::result::Result<GoodCopy, String> {
+    let list = listing
+        .get_or_insert_with(|| {
+            o.restic.check_password_file().map_err(|e| e.to_string())?;
+            o.restic.snapshots(Some(&o.host)).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let mut order: Vec<&ResticSnapshot> = list.iter().rev().collect();
+    // Stable: the snapshots of the damaged ones first, each group newest first.
+    order.sort_by_key(|s| !s.local_name().is_some_and(|n| damaged_in.contains(&n)));
+    if order.is_empty() {
+        return Err(format!("{} holds no snapshot of {}", o.restic.repository, o.host));
+    }
+    let path = Path::new("/").join(OsStr::from_bytes(raw));
+    let mut tried = Vec::new();
+    for s in order.into_iter().take(OFFSITE_TRIES) {
+        // Unnamed, in the host directory (the same filesystem as the snapshots, never /tmp):
+        // gone by itself when the repair ends or stops.
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let dir = host.dir().map_err(|e| e.to_string())?;
+        let mut file: std::fs::File = match rustix::fs::openat(dir.fd(), c".", flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => fd.into(),
+            Err(e) => return Err(format!("cannot create a file for it in {}: {e}", host.root().display())),
+        };
+        match o.restic.dump_into(&s.id, &path, &mut file) {
+            Ok(h) if &h == expected => {
+                let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
+                return Ok(GoodCopy::Offsite { file, note });
+            }
+            Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
+            Err(e) => tried.push(format!("{}: {e}", s.short_id)),
+        }
+    }
+    Err(format!("no restic snapshot tried holds it as backed up ({})", tried.join("; ")))
+}
+
+/// The live file at `/raw` when its content hashes to `expected`, or why not.
+fn from_source(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
     let live = Path::new("/").join(OsStr::from_bytes(raw));
     // The live system may reach a source through a symlink (`/home -> /data/home`), so the
     // path is opened as any program would; what counts is the content, checked by its hash.
@@ -87,26 +196,17 @@ fn good_copy(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Res
         Ok(fd) => fd.into(),
         Err(e) => {
             let e = std::io::Error::from(e);
-            return Err(format!(
-                "the source {} cannot be read ({e}), and no offsite copy is configured",
-                live.display()
-            ));
+            return Err(format!("the source {} cannot be read ({e})", live.display()));
         }
     };
     let regular = f.metadata().is_ok_and(|m| m.is_file());
     if !regular {
-        return Err(format!(
-            "the source {} is not a regular file now, and no offsite copy is configured",
-            live.display()
-        ));
+        return Err(format!("the source {} is not a regular file now", live.display()));
     }
     match fsops::hash_file(&f, buf) {
         Ok(h) if &h == expected => Ok(GoodCopy::Source(f)),
-        Ok(_) => Err(format!(
-            "the source {} has changed since the snapshot, and no offsite copy is configured",
-            live.display()
-        )),
-        Err(e) => Err(format!("the source {} cannot be read ({e}), and no offsite copy is configured", live.display())),
+        Ok(_) => Err(format!("the source {} has changed since the snapshot", live.display())),
+        Err(e) => Err(format!("the source {} cannot be read ({e})", live.display())),
     }
 }
 
@@ -118,13 +218,16 @@ struct Opened {
     st: Stat,
 }
 
-/// Repairs every unrepaired file of `damage` in the snapshots of `host`; returns what was done
-/// and the damage record to keep (repaired places gone, lost ones moved to `lost`, places in
-/// snapshots that no longer exist dropped).
+/// Repairs every unrepaired file of `damage` in the snapshots of `host`, taking good copies
+/// from the live source or else from `offsites`; returns what was done and the damage record
+/// to keep (repaired places gone, lost ones moved to `lost`, places in snapshots that no
+/// longer exist dropped). A dry run fetches from the offsites too (into unnamed files), so that
+/// it says truly where each copy would come from.
 pub fn repair(
     host: &HostDir,
     _lock: &HostLock,
     damage: &DamageRecord,
+    offsites: &[OffsiteSource],
     dry_run: bool,
 ) -> Result<(RepairReport, DamageRecord)> {
     let snapshots = host.list()?;
@@ -143,6 +246,7 @@ pub fn repair(
     let _unsealed = if dry_run { Unsealed(Vec::new()) } else { unseal(host, &by_name, &groups)? };
     let mut buf = Vec::new();
     let mut serial = 0u32;
+    let mut listings: Listings = offsites.iter().map(|_| None).collect();
     for ((_, _, raw_hex, hash_hex), places) in groups {
         let ids: Vec<String> = places.iter().map(|p| by_name[p.snapshot_name()].id()).collect();
         let path = places[0].path.clone();
@@ -152,10 +256,12 @@ pub fn repair(
             report.failed.push(file("the damage record of this file is not readable".into()));
             continue;
         };
-        match good_copy(&raw, &expected, &mut buf) {
+        let damaged_in: Vec<&str> = places.iter().map(|p| p.snapshot_name()).collect();
+        match find_good_copy(host, offsites, &mut listings, &damaged_in, &raw, &expected, &mut buf) {
             Ok(copy) => {
+                let note = copy.note();
                 if dry_run {
-                    report.repaired.push(file("source".into()));
+                    report.repaired.push(file(note));
                     record.files.extend(places.iter().map(|p| (*p).clone()));
                     continue;
                 }
@@ -173,7 +279,7 @@ pub fn repair(
                     }
                 }
                 if !done.is_empty() {
-                    report.repaired.push(RepairedFile { path: path.clone(), snapshots: done, note: "source".into() });
+                    report.repaired.push(RepairedFile { path: path.clone(), snapshots: done, note });
                 }
                 if !failed.is_empty() {
                     report.failed.push(RepairedFile { path: path.clone(), snapshots: failed, note: errors.join("; ") });
@@ -288,7 +394,7 @@ fn replace(
         return opened.into_iter().map(|o| o.map(|_| ()).map_err(|e| e.to_string())).collect();
     };
     let tmp = Name::new(format!(".hwc-repair-{}-{serial}", std::process::id())).expect("a plain name");
-    let GoodCopy::Source(mut src) = copy;
+    let (GoodCopy::Source(mut src) | GoodCopy::Offsite { file: mut src, .. }) = copy;
     let written = (|| -> Result<()> {
         let mut dst = first.dir.create_file(&tmp, 0o600)?;
         let tmp_path = first.dir.child_path(&tmp);
@@ -303,7 +409,7 @@ fn replace(
         if &fsops::hash_file(&back, buf).ctx("read", &tmp_path)? != expected {
             return Err(Error::Unsafe {
                 path: tmp_path,
-                message: "the source changed while it was copied; not repaired: run repair again".into(),
+                message: "the good copy changed while it was copied; not repaired: run repair again".into(),
             });
         }
         let damaged = first.dir.open_read(&first.name)?;

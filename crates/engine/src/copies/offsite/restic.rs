@@ -326,6 +326,12 @@ impl Restic {
 
     /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed).
     pub fn dump_hash(&self, id: &str, path: &Path) -> Result<[u8; 32]> {
+        self.dump_into(id, path, &mut std::io::sink())
+    }
+
+    /// Writes file `path` of snapshot `id` to `out` (`restic dump`, streamed) and returns the
+    /// BLAKE3 hash of what was written.
+    pub fn dump_into(&self, id: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<[u8; 32]> {
         use std::io::Read;
         let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
         let mut child = self
@@ -335,17 +341,28 @@ impl Restic {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Command { what: what(), message: format!("cannot run {}: {e}", self.bin.display()) })?;
-        let mut out = child.stdout.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = out.read(&mut buf).map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
-            if n == 0 {
-                break;
+        let copied = loop {
+            match stdout.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        break Err(format!("cannot write what it gives: {e}"));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e.to_string()),
             }
-            hasher.update(&buf[..n]);
+        };
+        if copied.is_err() {
+            let _ = child.kill();
         }
+        drop(stdout);
         let output = child.wait_with_output().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        copied.map_err(|message| Error::Command { what: what(), message })?;
         if !output.status.success() {
             return Err(Error::Command {
                 what: what(),
