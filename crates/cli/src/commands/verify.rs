@@ -38,20 +38,18 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
     let progress = Progress::bytes(!a.json);
     progress.total(snapshots.iter().map(|s| s.meta.counts.bytes_copied + s.meta.counts.bytes_linked).sum());
     let latest = t.host.resolve("latest").ok().map(|s| s.path);
+    let outcomes = verify_each(&t.host, &snapshots, threads, opts, &progress, |s| {
+        if Some(&s.path) == latest.as_ref() {
+            a.sample
+        } else {
+            0
+        }
+    });
     let mut reports = Vec::new();
     let mut expired = Vec::new();
-    let (mut files_before, mut bytes_before) = (0u64, 0u64);
-    for s in &snapshots {
-        let sample = if Some(&s.path) == latest.as_ref() { a.sample } else { 0 };
-        let shown = |f: u64, b: u64| {
-            progress.done(bytes_before + b, format!("{} files verified", files_before + f));
-        };
-        match verify_where_it_is(&t.host, s, threads, sample, opts, &shown)? {
-            Some(r) => {
-                files_before += r.files_checked;
-                bytes_before += r.bytes_checked;
-                reports.push(r);
-            }
+    for (s, outcome) in snapshots.iter().zip(outcomes) {
+        match outcome? {
+            Some(r) => reports.push(r),
             None => expired.push(s.id()),
         }
     }
@@ -76,6 +74,71 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         print_verify(&reports)?;
     }
     Ok(if clean { Exit::Success } else { Exit::Failed })
+}
+
+/// Snapshots verified at the same time after the first (see [`verify_each`]).
+const AT_ONCE: usize = 2;
+
+/// Verifies `snapshots` with one inode table, each with `sample(s)` files compared with the
+/// source; the outcome of each, in their order. The first is verified alone: it reads nearly
+/// every inode. The others mostly find their inodes hashed already, and each costs a walk of
+/// its tree and a parse of its manifest — work for one core each — so [`AT_ONCE`] of them run
+/// side by side (a file whose inode one of them is still hashing waits for that result rather
+/// than being read twice).
+fn verify_each(
+    host: &HostDir,
+    snapshots: &[Snapshot],
+    threads: usize,
+    opts: verify::VerifyOptions,
+    progress: &Progress,
+    sample: impl Fn(&Snapshot) -> usize + Sync,
+) -> Vec<Result<Option<verify::VerifyReport>>> {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    // Files and bytes of the snapshots finished, and of each one in progress (by slot).
+    let finished = (AtomicU64::new(0), AtomicU64::new(0));
+    let slots: Vec<(AtomicU64, AtomicU64)> = (0..AT_ONCE).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
+    let one = |i: usize, slot: usize| -> Result<Option<verify::VerifyReport>> {
+        let s = &snapshots[i];
+        let shown = |f: u64, b: u64| {
+            slots[slot].0.store(f, Ordering::Relaxed);
+            slots[slot].1.store(b, Ordering::Relaxed);
+            let files =
+                finished.0.load(Ordering::Relaxed) + slots.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
+            let bytes =
+                finished.1.load(Ordering::Relaxed) + slots.iter().map(|c| c.1.load(Ordering::Relaxed)).sum::<u64>();
+            progress.done(bytes, format!("{files} files verified"));
+        };
+        let r = verify_where_it_is(host, s, threads, sample(s), opts, &shown);
+        if let Ok(Some(r)) = &r {
+            finished.0.fetch_add(r.files_checked, Ordering::Relaxed);
+            finished.1.fetch_add(r.bytes_checked, Ordering::Relaxed);
+        }
+        slots[slot].0.store(0, Ordering::Relaxed);
+        slots[slot].1.store(0, Ordering::Relaxed);
+        r
+    };
+    let mut out: Vec<Option<Result<Option<verify::VerifyReport>>>> = (0..snapshots.len()).map(|_| None).collect();
+    if snapshots.is_empty() {
+        return Vec::new();
+    }
+    out[0] = Some(one(0, 0));
+    let next = AtomicUsize::new(1);
+    let results = Mutex::new(&mut out);
+    std::thread::scope(|scope| {
+        for slot in 0..AT_ONCE.min(snapshots.len() - 1) {
+            let (next, results, one) = (&next, &results, &one);
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= snapshots.len() {
+                    break;
+                }
+                let r = one(i, slot);
+                results.lock().expect("verify results poisoned")[i] = Some(r);
+            });
+        }
+    });
+    out.into_iter().map(|r| r.expect("every snapshot verified")).collect()
 }
 
 /// Verifies `s` where it is, reading without the host lock. A prune running meanwhile (alone

@@ -123,8 +123,17 @@ pub struct SharedDamage {
 /// Hashes already taken during one verify of several snapshots, by `(device, inode)`. A file
 /// with a single link is in no other snapshot, so once hashed it leaves the table: its memory
 /// is that of the shared files (and of the files being hashed right now).
+///
+/// Several snapshots may be verified at once with one table: a file whose inode another
+/// snapshot is hashing right now waits for that result ([`Inodes::wait_for`]) instead of
+/// reading it again.
 #[derive(Debug, Default)]
-pub struct Inodes(Mutex<HashMap<(u64, u64), Known, BuildInodeHasher>>);
+pub struct Inodes {
+    table: Mutex<HashMap<(u64, u64), Known, BuildInodeHasher>>,
+    /// Woken when an inode stops being pending, while anyone waits (`waiters`).
+    settled: std::sync::Condvar,
+    waiters: AtomicU64,
+}
 
 /// The inode table's hasher. A verify looks inodes up in the order of a snapshot's walk, and
 /// a filesystem numbers the files of a tree roughly in the order they were written — the same
@@ -171,19 +180,46 @@ impl Inodes {
         Inodes::default()
     }
 
-    /// What is known of `key`.
-    fn get(&self, key: (u64, u64)) -> Option<Known> {
-        self.0.lock().expect("inode table poisoned").get(&key).copied()
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), Known, BuildInodeHasher>> {
+        self.table.lock().expect("inode table poisoned")
     }
 
-    /// What is known of `key`; when nothing, it is marked as being hashed now.
+    /// What is known of `key` once nobody is hashing it any more (`None`: nothing, the file
+    /// that was being hashed could not be opened or had a single link).
+    fn wait_for(&self, key: (u64, u64)) -> Option<Known> {
+        let mut table = self.lock();
+        self.waiters.fetch_add(1, AtomicOrdering::SeqCst);
+        while let Some(Known::Pending) = table.get(&key) {
+            table = self.settled.wait(table).expect("inode table poisoned");
+        }
+        self.waiters.fetch_sub(1, AtomicOrdering::SeqCst);
+        table.get(&key).copied()
+    }
+
+    /// What is known of `key`; when nothing, it is marked as being hashed now, and whoever
+    /// marked it must [`Inodes::settle`] it.
     fn claim(&self, key: (u64, u64)) -> Option<Known> {
-        let mut table = self.0.lock().expect("inode table poisoned");
+        let mut table = self.lock();
         let known = table.get(&key).copied();
         if known.is_none() {
             table.insert(key, Known::Pending);
         }
         known
+    }
+
+    /// Records the outcome for `key` (`None`: forget it), waking whoever waits for it.
+    fn settle(&self, key: (u64, u64), known: Option<Known>) {
+        {
+            let mut table = self.lock();
+            match known {
+                Some(k) => table.insert(key, k),
+                None => table.remove(&key),
+            };
+        }
+        // A notify is a system call; most inodes have nobody waiting.
+        if self.waiters.load(AtomicOrdering::SeqCst) > 0 {
+            self.settled.notify_all();
+        }
     }
 }
 
@@ -410,7 +446,7 @@ fn verify_tree(
         let mut dirs = DirCache::new(root);
         let mut buf = Vec::new();
         for (entry, key) in waiting {
-            let known = how.inodes.get(key);
+            let known = how.inodes.wait_for(key);
             let seen = match known {
                 Some(Known::Hashed(hash, len)) => Seen::Shared(hash, len),
                 // Not shared after all (its other name was replaced meanwhile): open it.
@@ -516,11 +552,19 @@ impl Merge {
     /// before (or is outside the slice), else handed to the hashing threads.
     fn check(&mut self, v: &walk::Visit, dir: &[u8], how: &Check, snap_path: &Path) -> Result<()> {
         let key = how.listing_inodes.then_some((v.dev, v.ino));
+        if key.is_some_and(|key| how.slice.is_some_and(|s| !s.holds(key))) {
+            self.report.files_skipped += 1;
+            return Ok(());
+        }
+        // The batch is ready before an inode is claimed: a claim must always reach a
+        // hashing thread, which settles it (another snapshot may be waiting for it).
+        if !matches!(&self.batch, Some(b) if b.dir_rel == dir && b.jobs.len() < 64) {
+            self.send()?;
+            let dir_fd = rustix::io::fcntl_dupfd_cloexec(v.dir, 0)
+                .map_err(|e| Error::io("duplicate descriptor of", walk::show(snap_path, dir), e.into()))?;
+            self.batch = Some(Batch { dir: dir_fd, dir_rel: dir.to_vec(), jobs: Vec::new() });
+        }
         if let Some(key) = key {
-            if how.slice.is_some_and(|s| !s.holds(key)) {
-                self.report.files_skipped += 1;
-                return Ok(());
-            }
             match how.inodes.claim(key) {
                 Some(Known::Hashed(hash, len)) => {
                     record(&mut self.report, &self.current, Seen::Shared(hash, len), key, how);
@@ -533,12 +577,6 @@ impl Merge {
                 }
                 None => {}
             }
-        }
-        if !matches!(&self.batch, Some(b) if b.dir_rel == dir && b.jobs.len() < 64) {
-            self.send()?;
-            let dir_fd = rustix::io::fcntl_dupfd_cloexec(v.dir, 0)
-                .map_err(|e| Error::io("duplicate descriptor of", walk::show(snap_path, dir), e.into()))?;
-            self.batch = Some(Batch { dir: dir_fd, dir_rel: dir.to_vec(), jobs: Vec::new() });
         }
         let job = Job { entry: self.current.clone(), key };
         self.batch.as_mut().expect("set above").jobs.push(job);
@@ -656,7 +694,9 @@ enum Seen {
 /// gave none) and records the outcome.
 fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut Vec<u8>, how: &Check) {
     let Job { entry, key } = job;
-    let table = &how.inodes.0;
+    let inodes = how.inodes;
+    // Whatever happens, a claimed inode is settled exactly once.
+    let mut claimed = key;
     let outcome = open_at(dir, &entry.name).and_then(|f| {
         let st = rustix::fs::fstat(&f)?;
         let (inode, len) = ((st.st_dev, st.st_ino), st.st_size as u64);
@@ -665,33 +705,29 @@ fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut V
         if key != Some(inode) {
             // Either the listing gave no inode, or this name now holds another one than it
             // listed (replaced meanwhile): the inode just opened decides.
-            if let Some(key) = key {
-                table.lock().expect("inode table poisoned").remove(&key);
+            if let Some(key) = claimed.take() {
+                inodes.settle(key, None);
             }
             if how.slice.is_some_and(|s| !s.holds(inode)) {
                 return Ok((Seen::Skipped, inode));
             }
             if shared {
-                if let Some(Known::Hashed(hash, len)) = table.lock().expect("inode table poisoned").get(&inode) {
-                    return Ok((Seen::Shared(*hash, *len), inode));
+                if let Some(Known::Hashed(hash, len)) = inodes.lock().get(&inode).copied() {
+                    return Ok((Seen::Shared(hash, len), inode));
                 }
             }
         }
         let hash = crate::fs::fsops::hash_file(&f, buf).ok();
-        let mut t = table.lock().expect("inode table poisoned");
-        if shared {
-            t.insert(inode, Known::Hashed(hash, len));
-        } else if key == Some(inode) {
-            t.remove(&inode);
+        if shared || claimed == Some(inode) {
+            claimed = None;
+            inodes.settle(inode, shared.then_some(Known::Hashed(hash, len)));
         }
         Ok((Seen::Read(hash, len), inode))
     });
-    let (seen, inode) = outcome.unwrap_or_else(|_: std::io::Error| {
-        if let Some(key) = key {
-            table.lock().expect("inode table poisoned").remove(&key);
-        }
-        (Seen::Gone, key.unwrap_or_default())
-    });
+    if let Some(key) = claimed {
+        inodes.settle(key, None);
+    }
+    let (seen, inode) = outcome.unwrap_or_else(|_: std::io::Error| (Seen::Gone, key.unwrap_or_default()));
     let len = match seen {
         Seen::Read(_, len) | Seen::Shared(_, len) => len,
         _ => 0,
