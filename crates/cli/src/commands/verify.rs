@@ -33,7 +33,7 @@ pub(crate) fn verify_cmd(a: VerifyArgs) -> Result<Exit> {
         verify::Slice { index: scope.verify_cursor().current(of), of }
     });
     let inodes = verify::Inodes::new();
-    let opts = verify::VerifyOptions { inodes: Some(&inodes), slice };
+    let opts = verify::VerifyOptions { inodes: Some(&inodes), slice, listing_inodes: None };
     // A bar of the bytes the snapshots' metadata says they hold (copied and linked).
     let progress = Progress::bytes(!a.json);
     progress.total(snapshots.iter().map(|s| s.meta.counts.bytes_copied + s.meta.counts.bytes_linked).sum());

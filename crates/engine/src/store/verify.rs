@@ -261,6 +261,9 @@ pub struct VerifyOptions<'a> {
     pub inodes: Option<&'a Inodes>,
     /// Check only this slice of the inodes.
     pub slice: Option<Slice>,
+    /// Whether a name's inode may be taken from its directory listing (`d_ino`); `None`: when
+    /// the filesystem is one whose listings give it ([`listing_gives_inodes`]).
+    pub listing_inodes: Option<bool>,
 }
 
 /// Fills in each report's [`VerifyReport::damage`]: per changed file, every report (snapshot)
@@ -388,7 +391,7 @@ fn verify_tree(
         inodes: opts.inodes.unwrap_or(&local),
         slice: opts.slice,
         lost,
-        listing_inodes: listing_gives_inodes(root),
+        listing_inodes: opts.listing_inodes.unwrap_or_else(|| listing_gives_inodes(root)),
         tally: (AtomicU64::new(0), AtomicU64::new(0)),
         progress,
     };
@@ -932,6 +935,61 @@ mod tests {
         }
         assert_eq!(bucket((1, 2)), bucket((1, 2)));
         assert_ne!(bucket((1, 2)), bucket((2, 1)));
+    }
+
+    /// Two snapshots sharing files as hard links (one of them damaged), checked with one
+    /// inode table: the same findings and reads whether inodes come from the listing or from
+    /// opening every file.
+    #[test]
+    fn inodes_from_the_listing_or_from_fstat_give_the_same_report() {
+        let t = tempfile::tempdir().unwrap();
+        let (s1, s2) = (t.path().join("s1"), t.path().join("s2"));
+        for s in [&s1, &s2] {
+            std::fs::create_dir_all(s.join(META_DIR)).unwrap();
+            std::fs::create_dir_all(s.join("d")).unwrap();
+        }
+        // In manifest order: a directory's files before its subdirectories'.
+        let files: [(&[u8], &[u8], &[u8]); 4] =
+            [(b"", b"top", b"top\n"), (b"d", b"a", b"alpha\n"), (b"d", b"b", b"beta\n"), (b"d", b"c", b"gamma\n")];
+        for (dir, name, body) in files {
+            let rel = |s: &Path| s.join(OsStr::from_bytes(dir)).join(OsStr::from_bytes(name));
+            std::fs::write(rel(&s1), body).unwrap();
+            // `d/c` is the newer snapshot's own copy; the others are shared.
+            if name == b"c" {
+                std::fs::write(rel(&s2), body).unwrap();
+            } else {
+                std::fs::hard_link(rel(&s1), rel(&s2)).unwrap();
+            }
+        }
+        for s in [&s1, &s2] {
+            let mut w = ManifestWriter::create(&s.join(META_DIR).join(MANIFEST_FILE)).unwrap();
+            for (dir, name, body) in files {
+                w.add(dir, name, blake3::hash(body).as_bytes()).unwrap();
+            }
+            w.finish().unwrap();
+        }
+        // Damage to a shared file, and an unexpected file in the newer snapshot.
+        std::fs::write(s1.join("d/b"), b"BETA\n").unwrap();
+        std::fs::write(s2.join("d/z"), b"who?\n").unwrap();
+        let summary = |listing: bool| {
+            let inodes = Inodes::new();
+            let opts = VerifyOptions { inodes: Some(&inodes), slice: None, listing_inodes: Some(listing) };
+            [&s1, &s2].map(|s| {
+                let root = open_root(s).unwrap();
+                let reader = ManifestReader::open(&s.join(META_DIR).join(MANIFEST_FILE)).unwrap();
+                let r = verify_tree(root.as_fd(), s, reader, &HashSet::new(), 2, 0, opts, &|_, _| {}).unwrap();
+                (r.files_checked, r.files_read, r.files_shared, r.changed, r.missing, r.unexpected)
+            })
+        };
+        let from_listing = summary(true);
+        assert_eq!(from_listing, summary(false));
+        let [first, second] = &from_listing;
+        assert_eq!((first.0, first.1, first.2), (4, 4, 0), "{first:?}");
+        assert_eq!((second.0, second.1, second.2), (4, 1, 3), "{second:?}");
+        for r in [first, second] {
+            assert_eq!(r.3, vec![PathBuf::from("/d/b")], "{r:?}");
+        }
+        assert_eq!(second.5, vec![PathBuf::from("/d/z")]);
     }
 
     #[test]
