@@ -342,6 +342,14 @@ impl Restic {
             .spawn()
             .map_err(|e| Error::Command { what: what(), message: format!("cannot run {}: {e}", self.bin.display()) })?;
         let mut stdout = child.stdout.take().expect("piped");
+        // stderr is drained beside stdout: a restic that says much there before it is done
+        // would otherwise block on a full pipe while this waits for the rest of the file.
+        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         let copied = loop {
@@ -361,16 +369,13 @@ impl Restic {
             let _ = child.kill();
         }
         drop(stdout);
-        let output = child.wait_with_output().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        let status = child.wait().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        let stderr = stderr.join().unwrap_or_default();
         copied.map_err(|message| Error::Command { what: what(), message })?;
-        if !output.status.success() {
+        if !status.success() {
             return Err(Error::Command {
                 what: what(),
-                message: format!(
-                    "restic exited with {}: {}",
-                    output.status,
-                    stderr_tail(&String::from_utf8_lossy(&output.stderr))
-                ),
+                message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(&stderr))),
             });
         }
         Ok(*hasher.finalize().as_bytes())
