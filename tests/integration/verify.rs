@@ -227,3 +227,47 @@ fn a_name_replaced_by_a_symlink_or_fifo_is_missing_and_never_followed() {
     );
     assert_eq!((std::fs::read(outside.join("one")).unwrap(), std::fs::read(outside.join("b/three")).unwrap()), before);
 }
+
+#[test]
+fn a_manifest_damaged_early_or_late_is_an_error_not_a_hang() {
+    // A tree of 6 000 files (more than the manifest's parser runs ahead of the walk) whose
+    // manifest has an unreadable line near its start, or near its end: verify reports the
+    // manifest as damaged and ends, whichever thread meets the damage first.
+    let env = Env::new();
+    for d in 0..60 {
+        for f in 0..100 {
+            write(&env.src.join(format!("d{d:02}/f{f:03}")), format!("{d} {f}\n"));
+        }
+    }
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let manifest = env.host_dir().join("daily/2025-01-15_02-00-00/.hwc-backup/manifest.b3");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    assert!(lines.len() >= 6000, "{}", lines.len());
+    for at in [1, lines.len() - 10] {
+        let mut damaged = lines.clone();
+        damaged[at] = "not a manifest line";
+        std::fs::write(&manifest, damaged.join("\n") + "\n").unwrap();
+        let started = std::time::Instant::now();
+        let mut child = env
+            .cmd(&["verify"])
+            .args(env.target_args())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("verify hung on a manifest damaged at line {}", at + 1);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_ne!(code(&out), 0, "{}", show(&out));
+        assert!(show(&out).contains(&format!("line {} is not", at + 1)), "{}", show(&out));
+    }
+    std::fs::write(&manifest, good).unwrap();
+    let out = env.run("verify", &[]);
+    assert!(out.status.success(), "{}", show(&out));
+}

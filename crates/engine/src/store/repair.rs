@@ -95,6 +95,8 @@ enum GoodCopy {
         /// `offsite NAME (restic snapshot ID)`.
         note: String,
     },
+    /// Found in an offsite copy by a dry run, which only hashes what restic gives.
+    Seen(String),
 }
 
 impl GoodCopy {
@@ -102,7 +104,7 @@ impl GoodCopy {
     fn note(&self) -> String {
         match self {
             GoodCopy::Source(_) => "source".into(),
-            GoodCopy::Offsite { note, .. } => note.clone(),
+            GoodCopy::Offsite { note, .. } | GoodCopy::Seen(note) => note.clone(),
         }
     }
 }
@@ -121,6 +123,7 @@ fn find_good_copy(
     raw: &[u8],
     expected: &Hash,
     buf: &mut Vec<u8>,
+    dry_run: bool,
 ) -> std::result::Result<GoodCopy, String> {
     let why_source = match from_source(raw, expected, buf) {
         Ok(copy) => return Ok(copy),
@@ -131,7 +134,7 @@ fn find_good_copy(
     }
     let mut why_offsites = Vec::new();
     for (i, o) in offsites.iter().enumerate() {
-        match from_offsite(host, o, &mut listings[i], damaged_in, raw, expected) {
+        match from_offsite(host, o, &mut listings[i], damaged_in, raw, expected, dry_run) {
             Ok(copy) => return Ok(copy),
             Err(why) => why_offsites.push(format!("offsite {}: {why}", o.name)),
         }
@@ -140,7 +143,8 @@ fn find_good_copy(
 }
 
 /// `/raw` of a restic snapshot of offsite `o` whose content hashes to `expected`: tried in the
-/// snapshots made of the damaged local snapshots first, then the others, newest first.
+/// snapshots made of the damaged local snapshots first, then the others, newest first. A dry
+/// run hashes what restic gives and keeps nothing.
 fn from_offsite(
     host: &HostDir,
     o: &OffsiteSource,
@@ -148,6 +152,7 @@ fn from_offsite(
     damaged_in: &[&str],
     raw: &[u8],
     expected: &Hash,
+    dry_run: bool,
 ) -> std::result::Result<GoodCopy, String> {
     let list = listing
         .get_or_insert_with(|| {
@@ -165,6 +170,15 @@ fn from_offsite(
     let path = Path::new("/").join(OsStr::from_bytes(raw));
     let mut tried = Vec::new();
     for s in order.into_iter().take(OFFSITE_TRIES) {
+        let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
+        if dry_run {
+            match o.restic.dump_hash(&s.id, &path) {
+                Ok(h) if &h == expected => return Ok(GoodCopy::Seen(note)),
+                Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
+                Err(e) => tried.push(format!("{}: {e}", s.short_id)),
+            }
+            continue;
+        }
         // Unnamed, in the host directory (the same filesystem as the snapshots, never /tmp):
         // gone by itself when the repair ends or stops.
         let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
@@ -174,10 +188,7 @@ fn from_offsite(
             Err(e) => return Err(format!("cannot create a file for it in {}: {e}", host.root().display())),
         };
         match o.restic.dump_into(&s.id, &path, &mut file) {
-            Ok(h) if &h == expected => {
-                let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
-                return Ok(GoodCopy::Offsite { file, note });
-            }
+            Ok(h) if &h == expected => return Ok(GoodCopy::Offsite { file, note }),
             Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
             Err(e) => tried.push(format!("{}: {e}", s.short_id)),
         }
@@ -221,8 +232,8 @@ struct Opened {
 /// Repairs every unrepaired file of `damage` in the snapshots of `host`, taking good copies
 /// from the live source or else from `offsites`; returns what was done and the damage record
 /// to keep (repaired places gone, lost ones moved to `lost`, places in snapshots that no
-/// longer exist dropped). A dry run fetches from the offsites too (into unnamed files), so that
-/// it says truly where each copy would come from.
+/// longer exist dropped). A dry run reads from the offsites too (hashing what restic gives,
+/// keeping nothing), so that it says truly where each copy would come from.
 pub fn repair(
     host: &HostDir,
     _lock: &HostLock,
@@ -257,7 +268,7 @@ pub fn repair(
             continue;
         };
         let damaged_in: Vec<&str> = places.iter().map(|p| p.snapshot_name()).collect();
-        match find_good_copy(host, offsites, &mut listings, &damaged_in, &raw, &expected, &mut buf) {
+        match find_good_copy(host, offsites, &mut listings, &damaged_in, &raw, &expected, &mut buf, dry_run) {
             Ok(copy) => {
                 let note = copy.note();
                 if dry_run {
@@ -394,7 +405,12 @@ fn replace(
         return opened.into_iter().map(|o| o.map(|_| ()).map_err(|e| e.to_string())).collect();
     };
     let tmp = Name::new(format!(".hwc-repair-{}-{serial}", std::process::id())).expect("a plain name");
-    let (GoodCopy::Source(mut src) | GoodCopy::Offsite { file: mut src, .. }) = copy;
+    let mut src = match copy {
+        GoodCopy::Source(f) | GoodCopy::Offsite { file: f, .. } => f,
+        GoodCopy::Seen(_) => {
+            return places.iter().map(|_| Err("a dry run's copy cannot be written".into())).collect();
+        }
+    };
     let written = (|| -> Result<()> {
         let mut dst = first.dir.create_file(&tmp, 0o600)?;
         let tmp_path = first.dir.child_path(&tmp);

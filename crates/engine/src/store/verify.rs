@@ -396,22 +396,13 @@ fn verify_tree(
         progress,
     };
     let shared_report = Mutex::new(VerifyReport::default());
-    let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
-    let (entries_tx, entries_rx) = crossbeam_channel::bounded::<Result<Vec<Entry>>>(8);
-    let (spent_tx, spent_rx) = crossbeam_channel::bounded::<Vec<Entry>>(16);
-    let mut merge = Merge {
-        feed: Feed { rx: entries_rx, spent: spent_tx, chunk: Vec::new(), pos: 0 },
-        current: Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] },
-        more: true,
-        report: VerifyReport::default(),
-        reservoir: Vec::new(),
-        sample,
-        seen: 0,
-        batch: None,
-        waiting: Vec::new(),
-        tx,
-    };
-    std::thread::scope(|scope| -> Result<()> {
+    // Everything that feeds a thread (the batch sender, the parser's receiver) lives inside the
+    // scope's closure: whatever way it returns, an error included, they are dropped before the
+    // scope joins, so the hashing threads and the parser always end.
+    let (mut report, reservoir) = std::thread::scope(|scope| -> Result<(VerifyReport, Vec<Entry>)> {
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(64);
+        let (entries_tx, entries_rx) = crossbeam_channel::bounded::<Result<Vec<Entry>>>(8);
+        let (spent_tx, spent_rx) = crossbeam_channel::bounded::<Vec<Entry>>(16);
         for _ in 0..threads.max(1) {
             let (rx, report, how) = (rx.clone(), &shared_report, &how);
             scope.spawn(move || {
@@ -426,45 +417,40 @@ fn verify_tree(
         drop(rx);
         // The manifest is parsed on a thread of its own, beside the walk.
         scope.spawn(move || read_chunks(reader, &entries_tx, &spent_rx));
+        let mut merge = Merge {
+            feed: Feed { rx: entries_rx, spent: spent_tx, chunk: Vec::new(), pos: 0 },
+            current: Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] },
+            more: true,
+            report: VerifyReport::default(),
+            reservoir: Vec::new(),
+            sample,
+            seen: 0,
+            batch: None,
+            waiting: Vec::new(),
+            tx,
+            root,
+            root_dev: rustix::fs::fstat(root).map_err(|e| Error::io("inspect", snap_path, e.into()))?.st_dev,
+            other_devs: HashMap::new(),
+        };
         merge.advance()?;
-        let walked = walk::walk_with(root, b"", snap_path, walk::Opts::NAMES, &mut |v| {
+        walk::walk_with(root, b"", snap_path, walk::Opts::NAMES, &mut |v| {
             merge.visit(v, &how, snap_path)?;
             Ok(true)
-        });
-        // The hashing threads end when the channel does, whatever the walk did.
-        let sent = merge.send();
-        merge.tx = crossbeam_channel::bounded(0).0;
-        walked?;
-        sent?;
+        })?;
+        merge.send()?;
         // Whatever the manifest lists after the last entry of the tree is not in it.
         while merge.more {
             merge.report.missing.push(shown(&merge.current));
             merge.advance()?;
         }
-        Ok(())
+        let Merge { mut report, reservoir, waiting, .. } = merge;
+        // Settled once the hashing threads are done with this snapshot's own claims; another
+        // snapshot's are settled by its threads.
+        resolve_waiting(root, waiting, &mut report, &how);
+        Ok((report, reservoir))
     })?;
-    let Merge { mut report, reservoir, waiting, .. } = merge;
     report.add(shared_report.into_inner().expect("verify report poisoned"));
-    if !waiting.is_empty() {
-        let mut dirs = DirCache::new(root);
-        let mut buf = Vec::new();
-        for (entry, key) in waiting {
-            let known = how.inodes.wait_for(key);
-            let seen = match known {
-                Some(Known::Hashed(hash, len)) => Seen::Shared(hash, len),
-                // Not shared after all (its other name was replaced meanwhile): open it.
-                _ => match open_entry(&mut dirs, &entry) {
-                    Ok(f) => {
-                        let len = f.metadata().map_or(0, |m| m.len());
-                        Seen::Read(crate::fs::fsops::hash_file(&f, &mut buf).ok(), len)
-                    }
-                    Err(_) => Seen::Gone,
-                },
-            };
-            record(&mut report, &entry, seen, key, &how);
-        }
-    }
-    progress(report.files_checked, report.bytes_checked);
+    progress(how.tally.0.load(AtomicOrdering::Relaxed), how.tally.1.load(AtomicOrdering::Relaxed));
     report.missing.sort();
     report.lost.sort();
     report.changed.sort();
@@ -481,7 +467,7 @@ fn verify_tree(
 
 /// The walk of a snapshot beside its manifest (see [`verify_with`]): the manifest's current
 /// entry, what the walk settled itself, and the files it hands to the hashing threads.
-struct Merge {
+struct Merge<'a> {
     feed: Feed,
     /// The manifest's entry not yet matched (valid while `more`).
     current: Entry,
@@ -493,13 +479,18 @@ struct Merge {
     sample: usize,
     seen: u64,
     /// Files of the directory being walked, not sent yet.
-    batch: Option<Batch>,
+    batch: Option<Batch<'a>>,
     /// Files met again while their inode was still being hashed, resolved once it is.
     waiting: Vec<(Entry, (u64, u64))>,
-    tx: crossbeam_channel::Sender<Batch>,
+    tx: crossbeam_channel::Sender<Batch<'a>>,
+    /// The snapshot, and its device.
+    root: BorrowedFd<'a>,
+    root_dev: u64,
+    /// Whether the listings of each other filesystem mounted below give inode numbers.
+    other_devs: HashMap<u64, bool>,
 }
 
-impl Merge {
+impl<'a> Merge<'a> {
     /// Moves to the manifest's next entry, counting the one left behind into the sample.
     fn advance(&mut self) -> Result<()> {
         if self.more && self.seen > 0 {
@@ -521,7 +512,7 @@ impl Merge {
     /// One entry of the tree: the manifest's entries before it are missing; the one equal to
     /// it is checked (a regular file) or missing (anything else); a regular file the manifest
     /// does not list is unexpected.
-    fn visit(&mut self, v: &walk::Visit, how: &Check, snap_path: &Path) -> Result<()> {
+    fn visit(&mut self, v: &walk::Visit, how: &Check<'a>, snap_path: &Path) -> Result<()> {
         let name = v.name.to_bytes();
         let dir = v.rel.len().checked_sub(name.len() + 1).map_or(&b""[..], |end| &v.rel[..end]);
         let regular = v.kind == FileType::RegularFile;
@@ -553,8 +544,8 @@ impl Merge {
 
     /// The current entry, a regular file at `v`: settled at once when its inode was hashed
     /// before (or is outside the slice), else handed to the hashing threads.
-    fn check(&mut self, v: &walk::Visit, dir: &[u8], how: &Check, snap_path: &Path) -> Result<()> {
-        let key = how.listing_inodes.then_some((v.dev, v.ino));
+    fn check(&mut self, v: &walk::Visit, dir: &[u8], how: &Check<'a>, snap_path: &Path) -> Result<()> {
+        let key = self.listing_gives_inodes(v, how).then_some((v.dev, v.ino));
         if key.is_some_and(|key| how.slice.is_some_and(|s| !s.holds(key))) {
             self.report.files_skipped += 1;
             return Ok(());
@@ -571,19 +562,38 @@ impl Merge {
             match how.inodes.claim(key) {
                 Some(Known::Hashed(hash, len)) => {
                     record(&mut self.report, &self.current, Seen::Shared(hash, len), key, how);
-                    how.done(len, false);
+                    if hash.is_some() {
+                        how.done(len, false);
+                    }
                     return Ok(());
                 }
                 Some(Known::Pending) => {
                     self.waiting.push((self.current.clone(), key));
+                    if self.waiting.len() >= WAITING_MAX {
+                        // Bounded memory: the files met ahead of the other snapshot's (or this
+                        // one's) hashing are settled now; this snapshot's own claims first go
+                        // to its hashing threads, so that none is waited for unsent.
+                        self.send()?;
+                        let waiting = std::mem::take(&mut self.waiting);
+                        resolve_waiting(self.root, waiting, &mut self.report, how);
+                    }
                     return Ok(());
                 }
                 None => {}
             }
         }
-        let job = Job { entry: self.current.clone(), key };
+        let job = Job { entry: self.current.clone(), claim: Claim { inodes: how.inodes, key } };
         self.batch.as_mut().expect("set above").jobs.push(job);
         Ok(())
+    }
+
+    /// Whether the listing's `d_ino` of `v` may stand for its inode: on the snapshot's own
+    /// filesystem as decided for it, on another one mounted below by its own type.
+    fn listing_gives_inodes(&mut self, v: &walk::Visit, how: &Check) -> bool {
+        if !how.listing_inodes || v.dev == self.root_dev {
+            return how.listing_inodes;
+        }
+        *self.other_devs.entry(v.dev).or_insert_with(|| listing_gives_inodes(v.dir))
     }
 
     /// Sends the files gathered so far to the hashing threads.
@@ -652,16 +662,65 @@ impl Feed {
 }
 
 /// Files of one directory for the hashing threads, with their own descriptor of it.
-struct Batch {
+struct Batch<'a> {
     dir: OwnedFd,
     dir_rel: Vec<u8>,
-    jobs: Vec<Job>,
+    jobs: Vec<Job<'a>>,
 }
 
-/// A file to hash: its manifest entry and, when the listing gave it, its inode.
-struct Job {
+/// A file to hash: its manifest entry and its claim on the inode the listing gave.
+struct Job<'a> {
     entry: Entry,
+    claim: Claim<'a>,
+}
+
+/// An inode marked as being hashed ([`Inodes::claim`]); `key: None` when the listing gave no
+/// inode. Settled with the hash by the thread that hashes it; a claim dropped unsettled — the
+/// file could not be opened, its thread panicked, its batch was never taken — is settled
+/// with nothing, so that no snapshot waits for it forever.
+struct Claim<'a> {
+    inodes: &'a Inodes,
     key: Option<(u64, u64)>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.inodes.settle(key, None);
+        }
+    }
+}
+
+/// Files waiting for another's hash, at most, before the walk settles them.
+const WAITING_MAX: usize = 4096;
+
+/// Settles the files met while their inode was being hashed: with that result once it is in,
+/// or — when there is none after all (the other name was replaced meanwhile, or had a single
+/// link) — by reading the file here.
+fn resolve_waiting(root: BorrowedFd, waiting: Vec<(Entry, (u64, u64))>, report: &mut VerifyReport, how: &Check) {
+    let mut dirs = DirCache::new(root);
+    let mut buf = Vec::new();
+    for (entry, key) in waiting {
+        let seen = match how.inodes.wait_for(key) {
+            Some(Known::Hashed(hash, len)) => Seen::Shared(hash, len),
+            _ => match open_entry(&mut dirs, &entry) {
+                Ok(f) => {
+                    let len = f.metadata().map_or(0, |m| m.len());
+                    Seen::Read(crate::fs::fsops::hash_file(&f, &mut buf).ok(), len)
+                }
+                Err(_) => Seen::Gone,
+            },
+        };
+        let len = match seen {
+            Seen::Read(_, len) | Seen::Shared(_, len) => len,
+            _ => 0,
+        };
+        let checked = matches!(seen, Seen::Read(Some(_), _) | Seen::Shared(Some(_), _));
+        record(report, &entry, seen, key, how);
+        if checked {
+            how.done(len, false);
+        }
+    }
 }
 
 /// Whether directory listings of the filesystem holding `dir` give each entry's own inode
@@ -696,10 +755,9 @@ enum Seen {
 /// Hashes one file in a hashing thread (or finds its inode hashed before, when the listing
 /// gave none) and records the outcome.
 fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut Vec<u8>, how: &Check) {
-    let Job { entry, key } = job;
+    let Job { entry, mut claim } = job;
+    let key = claim.key;
     let inodes = how.inodes;
-    // Whatever happens, a claimed inode is settled exactly once.
-    let mut claimed = key;
     let outcome = open_at(dir, &entry.name).and_then(|f| {
         let st = rustix::fs::fstat(&f)?;
         let (inode, len) = ((st.st_dev, st.st_ino), st.st_size as u64);
@@ -708,9 +766,7 @@ fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut V
         if key != Some(inode) {
             // Either the listing gave no inode, or this name now holds another one than it
             // listed (replaced meanwhile): the inode just opened decides.
-            if let Some(key) = claimed.take() {
-                inodes.settle(key, None);
-            }
+            drop(std::mem::replace(&mut claim, Claim { inodes, key: None }));
             if how.slice.is_some_and(|s| !s.holds(inode)) {
                 return Ok((Seen::Skipped, inode));
             }
@@ -721,22 +777,24 @@ fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut V
             }
         }
         let hash = crate::fs::fsops::hash_file(&f, buf).ok();
-        if shared || claimed == Some(inode) {
-            claimed = None;
+        if shared || key == Some(inode) {
+            claim.key = None;
             inodes.settle(inode, shared.then_some(Known::Hashed(hash, len)));
         }
         Ok((Seen::Read(hash, len), inode))
     });
-    if let Some(key) = claimed {
-        inodes.settle(key, None);
-    }
+    // Not opened: the claim, if any, is settled with nothing.
+    drop(claim);
     let (seen, inode) = outcome.unwrap_or_else(|_: std::io::Error| (Seen::Gone, key.unwrap_or_default()));
     let len = match seen {
         Seen::Read(_, len) | Seen::Shared(_, len) => len,
         _ => 0,
     };
+    let checked = matches!(seen, Seen::Read(Some(_), _) | Seen::Shared(Some(_), _));
     record(&mut report.lock().expect("verify report poisoned"), &entry, seen, inode, how);
-    how.done(len, true);
+    if checked {
+        how.done(len, true);
+    }
 }
 
 /// Adds one file's outcome to the report.

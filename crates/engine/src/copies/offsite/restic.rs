@@ -335,7 +335,8 @@ impl Restic {
         use std::io::Read;
         let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
         let mut child = self
-            .command(&["dump".into(), id.into()])
+            // Reading needs no lock: a dump leaves nothing in the repository.
+            .command(&["dump".into(), "--no-lock".into(), id.into()])
             .arg(path)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
