@@ -271,3 +271,43 @@ fn a_manifest_damaged_early_or_late_is_an_error_not_a_hang() {
     let out = env.run("verify", &[]);
     assert!(out.status.success(), "{}", show(&out));
 }
+
+#[test]
+fn a_walk_that_fails_midway_is_an_error_not_a_hang() {
+    // The walk fails on a directory it cannot open (verify run as an unprivileged user, one
+    // directory of the snapshot mode 000) while thousands of manifest entries are still
+    // unread: verify names the directory and ends instead of waiting on its own threads.
+    let env = Env::new();
+    for d in 0..60 {
+        for f in 0..100 {
+            write(&env.src.join(format!("d{d:02}/f{f:03}")), format!("{d} {f}\n"));
+        }
+    }
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let locked = env.in_snapshot("daily/2025-01-15_02-00-00").join("d10");
+    sh(&format!("chmod -R a+rX '{}' '{}'", env.dir.path().display(), env.dest.display()));
+    sh(&format!("chmod 000 '{}'", locked.display()));
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin())
+        .arg("verify")
+        .args(env.target_args())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("verify hung on a walk that failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    sh(&format!("chmod 755 '{}'", locked.display()));
+    assert_ne!(code(&out), 0, "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/d10: Permission denied"), "{err}");
+    assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
+}

@@ -34,10 +34,25 @@ fn main() -> ExitCode {
             if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
                 return Exit::Success.into();
             }
-            eprintln!("hwc-backup: error: {e:#}");
+            eprintln!("hwc-backup: error: {}", error_chain(&e));
             Exit::from_error(&e).into()
         }
     }
+}
+
+/// The error and its causes, `: `-separated, without a cause the message before it already
+/// ends with (the engine's I/O errors name their OS error in their own text and keep it as
+/// their source too: "…: Permission denied (os error 13)" once, not twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Raises the soft limit of open files to the hard limit, as Go's runtime does for every
