@@ -234,11 +234,7 @@ fn a_manifest_damaged_early_or_late_is_an_error_not_a_hang() {
     // manifest has an unreadable line near its start, or near its end: verify reports the
     // manifest as damaged and ends, whichever thread meets the damage first.
     let env = Env::new();
-    for d in 0..60 {
-        for f in 0..100 {
-            write(&env.src.join(format!("d{d:02}/f{f:03}")), format!("{d} {f}\n"));
-        }
-    }
+    many_small_files(&env);
     env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
     let manifest = env.host_dir().join("daily/2025-01-15_02-00-00/.hwc-backup/manifest.b3");
     let good = std::fs::read_to_string(&manifest).unwrap();
@@ -248,22 +244,8 @@ fn a_manifest_damaged_early_or_late_is_an_error_not_a_hang() {
         let mut damaged = lines.clone();
         damaged[at] = "not a manifest line";
         std::fs::write(&manifest, damaged.join("\n") + "\n").unwrap();
-        let started = std::time::Instant::now();
-        let mut child = env
-            .cmd(&["verify"])
-            .args(env.target_args())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(60) {
-                child.kill().unwrap();
-                panic!("verify hung on a manifest damaged at line {}", at + 1);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
+        let what = format!("verify of a manifest damaged at line {}", at + 1);
+        let out = within_a_minute(env.cmd(&["verify"]).args(env.target_args()), &what);
         assert_ne!(code(&out), 0, "{}", show(&out));
         assert!(show(&out).contains(&format!("line {} is not", at + 1)), "{}", show(&out));
     }
@@ -278,36 +260,43 @@ fn a_walk_that_fails_midway_is_an_error_not_a_hang() {
     // directory of the snapshot mode 000) while thousands of manifest entries are still
     // unread: verify names the directory and ends instead of waiting on its own threads.
     let env = Env::new();
-    for d in 0..60 {
-        for f in 0..100 {
-            write(&env.src.join(format!("d{d:02}/f{f:03}")), format!("{d} {f}\n"));
-        }
-    }
+    many_small_files(&env);
     env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
     let locked = env.in_snapshot("daily/2025-01-15_02-00-00").join("d10");
     sh(&format!("chmod -R a+rX '{}' '{}'", env.dir.path().display(), env.dest.display()));
     sh(&format!("chmod 000 '{}'", locked.display()));
-    let started = std::time::Instant::now();
-    let mut child = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(bin())
         .arg("verify")
-        .args(env.target_args())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("verify hung on a walk that failed");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().unwrap();
+        .args(env.target_args());
+    let out = within_a_minute(&mut cmd, "verify of a walk that fails");
     sh(&format!("chmod 755 '{}'", locked.display()));
     assert_ne!(code(&out), 0, "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/d10: Permission denied"), "{err}");
     assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
+}
+
+/// 60 directories of 100 small files: a manifest longer than its parser runs ahead of the walk.
+fn many_small_files(env: &Env) {
+    for d in 0..60 {
+        for f in 0..100 {
+            write(&env.src.join(format!("d{d:02}/f{f:03}")), format!("{d} {f}\n"));
+        }
+    }
+}
+
+/// Runs `cmd` to its end, or kills it after a minute and fails the test: `what` hung.
+fn within_a_minute(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+    let started = std::time::Instant::now();
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("{what} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
