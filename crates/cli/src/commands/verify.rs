@@ -94,7 +94,6 @@ fn verify_each(
     sample: impl Fn(&Snapshot) -> usize + Sync,
 ) -> Vec<Result<Option<verify::VerifyReport>>> {
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-    use std::sync::Mutex;
     // Files and bytes of the snapshots finished, and of each one in progress (by slot).
     let finished = (AtomicU64::new(0), AtomicU64::new(0));
     let slots: Vec<(AtomicU64, AtomicU64)> = (0..AT_ONCE).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect();
@@ -118,27 +117,33 @@ fn verify_each(
         slots[slot].1.store(0, Ordering::Relaxed);
         r
     };
-    let mut out: Vec<Option<Result<Option<verify::VerifyReport>>>> = (0..snapshots.len()).map(|_| None).collect();
     if snapshots.is_empty() {
         return Vec::new();
     }
-    out[0] = Some(one(0, 0));
+    let mut out = vec![(0, one(0, 0))];
     let next = AtomicUsize::new(1);
-    let results = Mutex::new(&mut out);
     std::thread::scope(|scope| {
-        for slot in 0..AT_ONCE.min(snapshots.len() - 1) {
-            let (next, results, one) = (&next, &results, &one);
-            scope.spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= snapshots.len() {
-                    break;
-                }
-                let r = one(i, slot);
-                results.lock().expect("verify results poisoned")[i] = Some(r);
-            });
+        let workers: Vec<_> = (0..AT_ONCE.min(snapshots.len() - 1))
+            .map(|slot| {
+                let (next, one) = (&next, &one);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= snapshots.len() {
+                            return done;
+                        }
+                        done.push((i, one(i, slot)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            out.extend(w.join().expect("a verify thread panicked"));
         }
     });
-    out.into_iter().map(|r| r.expect("every snapshot verified")).collect()
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Verifies `s` where it is, reading without the host lock. A prune running meanwhile (alone

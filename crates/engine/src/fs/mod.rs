@@ -13,6 +13,7 @@
 pub mod beneath;
 mod dir;
 pub mod fsops;
+pub mod fstype;
 pub mod fsutil;
 mod name;
 mod remove;

@@ -57,7 +57,6 @@ pub const STATE_SUBDIR: &str = "source-snapshots";
 /// The beginning of every source snapshot's name.
 pub const NAME_PREFIX: &str = "hwc-backup-";
 
-const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
 /// The inode number of a btrfs subvolume's root directory.
 const BTRFS_SUBVOL_ROOT_INO: u64 = 256;
 /// The inode number of the empty directory a snapshot shows in place of a nested subvolume.
@@ -394,9 +393,8 @@ fn subvolume_of(path: &Path) -> std::result::Result<PathBuf, String> {
     }
     let md = std::fs::symlink_metadata(path).map_err(|e| format!("cannot inspect: {e}"))?;
     let dir = if md.is_dir() { path } else { path.parent().unwrap_or(Path::new("/")) };
-    let fs = rustix::fs::statfs(dir).map_err(|e| format!("cannot inspect its filesystem: {e}"))?;
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    if i64::from(fs.f_type) != BTRFS_SUPER_MAGIC {
+    let fs = crate::fs::fstype::of_path(dir).map_err(|e| format!("cannot inspect its filesystem: {e}"))?;
+    if fs != crate::fs::fstype::BTRFS {
         return Err("its filesystem is not btrfs".to_string());
     }
     let st = rustix::fs::stat(dir).map_err(|e| format!("cannot inspect: {e}"))?;
@@ -426,8 +424,7 @@ fn on_btrfs(p: &Path) -> bool {
         Ok(m) if m.is_dir() => p,
         _ => p.parent().unwrap_or(Path::new("/")),
     };
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    rustix::fs::statfs(dir).is_ok_and(|fs| i64::from(fs.f_type) == BTRFS_SUPER_MAGIC)
+    crate::fs::fstype::of_path(dir).is_ok_and(|t| t == crate::fs::fstype::BTRFS)
 }
 
 /// Mount points strictly below `dir`, with their filesystem types, from mountinfo.

@@ -709,9 +709,7 @@ impl Volumes {
 
 /// Whether the directory open as `fd` is on ZFS (to the kernel).
 fn is_zfs(fd: &OwnedFd) -> bool {
-    const ZFS_SUPER_MAGIC: i64 = 0x2fc1_2fc1;
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    rustix::fs::fstatfs(fd).is_ok_and(|fs| i64::from(fs.f_type) == ZFS_SUPER_MAGIC)
+    crate::fs::fstype::of(fd).is_ok_and(|t| t == crate::fs::fstype::ZFS)
 }
 
 /// `/proc/self/fd/N`.

@@ -170,25 +170,32 @@ fn from_offsite(
     let path = Path::new("/").join(OsStr::from_bytes(raw));
     let mut tried = Vec::new();
     for s in order.into_iter().take(OFFSITE_TRIES) {
-        let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
-        if dry_run {
-            match o.restic.dump_hash(&s.id, &path) {
-                Ok(h) if &h == expected => return Ok(GoodCopy::Seen(note)),
-                Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
-                Err(e) => tried.push(format!("{}: {e}", s.short_id)),
+        // A dry run only hashes what restic gives; a repair keeps it in an unnamed file of the
+        // host directory (the snapshots' filesystem, never /tmp), gone by itself when the
+        // repair ends or stops.
+        let mut file = match dry_run {
+            true => None,
+            false => {
+                let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+                let dir = host.dir().map_err(|e| e.to_string())?;
+                match rustix::fs::openat(dir.fd(), c".", flags, Mode::from_raw_mode(0o600)) {
+                    Ok(fd) => Some(std::fs::File::from(fd)),
+                    Err(e) => return Err(format!("cannot create a file for it in {}: {e}", host.root().display())),
+                }
             }
-            continue;
-        }
-        // Unnamed, in the host directory (the same filesystem as the snapshots, never /tmp):
-        // gone by itself when the repair ends or stops.
-        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
-        let dir = host.dir().map_err(|e| e.to_string())?;
-        let mut file: std::fs::File = match rustix::fs::openat(dir.fd(), c".", flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => fd.into(),
-            Err(e) => return Err(format!("cannot create a file for it in {}: {e}", host.root().display())),
         };
-        match o.restic.dump_into(&s.id, &path, &mut file) {
-            Ok(h) if &h == expected => return Ok(GoodCopy::Offsite { file, note }),
+        let dumped = match &mut file {
+            Some(f) => o.restic.dump_into(&s.id, &path, f),
+            None => o.restic.dump_hash(&s.id, &path),
+        };
+        match dumped {
+            Ok(h) if &h == expected => {
+                let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
+                return Ok(match file {
+                    Some(file) => GoodCopy::Offsite { file, note },
+                    None => GoodCopy::Seen(note),
+                });
+            }
             Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
             Err(e) => tried.push(format!("{}: {e}", s.short_id)),
         }

@@ -561,8 +561,7 @@ impl<'a> Merge<'a> {
         if let Some(key) = key {
             match how.inodes.claim(key) {
                 Some(Known::Hashed(hash, len)) => {
-                    record(&mut self.report, &self.current, Seen::Shared(hash, len), key, how);
-                    if hash.is_some() {
+                    if let Some(len) = record(&mut self.report, &self.current, Seen::Shared(hash, len), key, how) {
                         how.done(len, false);
                     }
                     return Ok(());
@@ -683,11 +682,18 @@ struct Claim<'a> {
     key: Option<(u64, u64)>,
 }
 
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
+impl Claim<'_> {
+    /// Settles the claim, if still held, with nothing.
+    fn release(&mut self) {
         if let Some(key) = self.key.take() {
             self.inodes.settle(key, None);
         }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -711,13 +717,7 @@ fn resolve_waiting(root: BorrowedFd, waiting: Vec<(Entry, (u64, u64))>, report: 
                 Err(_) => Seen::Gone,
             },
         };
-        let len = match seen {
-            Seen::Read(_, len) | Seen::Shared(_, len) => len,
-            _ => 0,
-        };
-        let checked = matches!(seen, Seen::Read(Some(_), _) | Seen::Shared(Some(_), _));
-        record(report, &entry, seen, key, how);
-        if checked {
+        if let Some(len) = record(report, &entry, seen, key, how) {
             how.done(len, false);
         }
     }
@@ -728,16 +728,8 @@ fn resolve_waiting(root: BorrowedFd, waiting: Vec<(Entry, (u64, u64))>, report: 
 /// Elsewhere (overlayfs, FUSE, network and FAT filesystems, whose numbers may be made up or
 /// differ from `stat`'s) every file is opened.
 fn listing_gives_inodes(dir: BorrowedFd) -> bool {
-    const EXT4: i64 = 0xEF53;
-    const XFS: i64 = 0x5846_5342;
-    const BTRFS: i64 = 0x9123_683E;
-    const TMPFS: i64 = 0x0102_1994;
-    const F2FS: i64 = 0xF2F5_2010;
-    const ZFS: i64 = 0x2FC1_2FC1;
-    // `f_type`'s width differs between architectures.
-    #[allow(clippy::useless_conversion)]
-    let known = |fs: rustix::fs::StatFs| [EXT4, XFS, BTRFS, TMPFS, F2FS, ZFS].contains(&i64::from(fs.f_type));
-    rustix::fs::fstatfs(dir).is_ok_and(known)
+    use crate::fs::fstype::{self, BTRFS, EXT4, F2FS, TMPFS, XFS, ZFS};
+    fstype::of(dir).is_ok_and(|t| [EXT4, XFS, BTRFS, TMPFS, F2FS, ZFS].contains(&t))
 }
 
 /// How one file of a snapshot turned out.
@@ -766,7 +758,7 @@ fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut V
         if key != Some(inode) {
             // Either the listing gave no inode, or this name now holds another one than it
             // listed (replaced meanwhile): the inode just opened decides.
-            drop(std::mem::replace(&mut claim, Claim { inodes, key: None }));
+            claim.release();
             if how.slice.is_some_and(|s| !s.holds(inode)) {
                 return Ok((Seen::Skipped, inode));
             }
@@ -786,27 +778,22 @@ fn hash_job(dir: BorrowedFd, job: Job, report: &Mutex<VerifyReport>, buf: &mut V
     // Not opened: the claim, if any, is settled with nothing.
     drop(claim);
     let (seen, inode) = outcome.unwrap_or_else(|_: std::io::Error| (Seen::Gone, key.unwrap_or_default()));
-    let len = match seen {
-        Seen::Read(_, len) | Seen::Shared(_, len) => len,
-        _ => 0,
-    };
-    let checked = matches!(seen, Seen::Read(Some(_), _) | Seen::Shared(Some(_), _));
-    record(&mut report.lock().expect("verify report poisoned"), &entry, seen, inode, how);
-    if checked {
+    let checked = record(&mut report.lock().expect("verify report poisoned"), &entry, seen, inode, how);
+    if let Some(len) = checked {
         how.done(len, true);
     }
 }
 
-/// Adds one file's outcome to the report.
-fn record(r: &mut VerifyReport, entry: &Entry, seen: Seen, inode: (u64, u64), how: &Check) {
+/// Adds one file's outcome to the report; its size when its content was checked.
+fn record(r: &mut VerifyReport, entry: &Entry, seen: Seen, inode: (u64, u64), how: &Check) -> Option<u64> {
     let (hash, len) = match seen {
         Seen::Skipped => {
             r.files_skipped += 1;
-            return;
+            return None;
         }
         Seen::Gone => {
             r.missing.push(shown(entry));
-            return;
+            return None;
         }
         Seen::Read(hash, len) => {
             r.files_read += 1;
@@ -820,7 +807,7 @@ fn record(r: &mut VerifyReport, entry: &Entry, seen: Seen, inode: (u64, u64), ho
     };
     let Some(hash) = hash else {
         r.missing.push(shown(entry));
-        return;
+        return None;
     };
     r.files_checked += 1;
     r.bytes_checked += len;
@@ -832,6 +819,7 @@ fn record(r: &mut VerifyReport, entry: &Entry, seen: Seen, inode: (u64, u64), ho
             r.changed_files.push(ChangedFile { path: shown(entry), inode, expected: entry.hash });
         }
     }
+    Some(len)
 }
 
 fn open_root(path: &Path) -> Result<OwnedFd> {
