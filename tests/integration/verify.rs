@@ -246,7 +246,7 @@ fn a_manifest_damaged_early_or_late_is_an_error_not_a_hang() {
         std::fs::write(&manifest, damaged.join("\n") + "\n").unwrap();
         let what = format!("verify of a manifest damaged at line {}", at + 1);
         let out = within_a_minute(env.cmd(&["verify"]).args(env.target_args()), &what);
-        assert_ne!(code(&out), 0, "{}", show(&out));
+        assert_eq!(code(&out), 1, "{}", show(&out));
         assert!(show(&out).contains(&format!("line {} is not", at + 1)), "{}", show(&out));
     }
     std::fs::write(&manifest, good).unwrap();
@@ -272,7 +272,7 @@ fn a_walk_that_fails_midway_is_an_error_not_a_hang() {
         .args(env.target_args());
     let out = within_a_minute(&mut cmd, "verify of a walk that fails");
     sh(&format!("chmod 755 '{}'", locked.display()));
-    assert_ne!(code(&out), 0, "{}", show(&out));
+    assert_eq!(code(&out), 1, "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/d10: Permission denied"), "{err}");
     assert_eq!(err.matches("Permission denied").count(), 1, "the cause once: {err}");
