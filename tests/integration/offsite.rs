@@ -687,3 +687,71 @@ fn repair_takes_a_good_copy_from_the_offsite_when_the_source_changed() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v[0]["lost"][0].as_str().unwrap().ends_with("diary.txt"), "{v}");
 }
+
+/// A `restic` that, when asked to restore, first does what a user who owns the target's parent
+/// can do to root's staging directory there (`.hwc-offsite-restore-*`): `swap` runs in sh with
+/// `$S` its path and `$N` the snapshot's name (the last component of `--target`).
+fn restic_that_swaps_the_staging_directory(env: &Env, swap: &str) -> PathBuf {
+    let wrapper = env.dir.path().join(format!("restic-swapping-{}", swap.len()));
+    let real = sh("command -v restic").trim().to_string();
+    write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprev=\nfor a; do [ \"$prev\" = --target ] && T=\"$a\"; prev=\"$a\"; done\n\
+             if [ -n \"$T\" ]; then N=$(basename \"$T\"); for S in '{parent}'/.hwc-offsite-restore-*; do\n\
+             mv \"$S\" \"$S.moved\" || exit 9\n{swap}\ndone; fi\nexec {real} \"$@\"\n",
+            parent = s(env.dir.path()),
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+#[test]
+fn a_staging_directory_swapped_while_restic_restores_never_redirects_a_write_or_a_removal() {
+    let env = Env::new();
+    write(&env.src.join("home/alice/evil.sh"), "echo from the backup\n");
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let restore_with = |restic: &Path, to: &Path| {
+        let mut e = repo.entry();
+        e["restic"] = s(restic).into();
+        let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+        env.cmd(&["restore", "--config"])
+            .arg(&plan)
+            .args(["--offsite", "nas", "latest"])
+            .arg(env.src.join("home/alice/evil.sh"))
+            .arg(to)
+            .output()
+            .unwrap()
+    };
+    // 1. A tree of the user's own under the staging name, a symlink where restic would write.
+    let victim = env.dir.path().join("victim-etc");
+    std::fs::create_dir_all(&victim).unwrap();
+    let swap = format!(
+        "mkdir -p \"$S/offsite/daily/$N{src}/home\" && ln -s '{victim}' \"$S/offsite/daily/$N{src}/home/alice\"",
+        src = s(&env.src),
+        victim = s(&victim)
+    );
+    let to = env.dir.path().join("restored.sh");
+    let out = restore_with(&restic_that_swaps_the_staging_directory(&env, &swap), &to);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), "echo from the backup\n");
+    let inside: Vec<_> = std::fs::read_dir(&victim).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(inside.is_empty(), "restic wrote through the planted symlink: {inside:?}");
+    // 2. A tree the user could rename but not delete, moved under the staging name: left alone.
+    let precious = env.dir.path().join("precious");
+    write(&precious.join("keep.txt"), "irreplaceable\n");
+    let swap = format!("mv '{}' \"$S\"", s(&precious));
+    let to = env.dir.path().join("restored-again.sh");
+    let out = restore_with(&restic_that_swaps_the_staging_directory(&env, &swap), &to);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&to).unwrap(), "echo from the backup\n");
+    let kept = sh(&format!("find '{}' -name keep.txt -exec cat {{}} +", s(env.dir.path())));
+    assert_eq!(kept, "irreplaceable\n", "the tree moved under the staging name was removed");
+    // The staging directories restic wrote into (moved aside) were emptied.
+    let moved = sh(&format!("find '{}'/.hwc-offsite-restore-*.moved -type f", s(env.dir.path())));
+    assert_eq!(moved.trim(), "", "{moved}");
+}

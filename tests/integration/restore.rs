@@ -148,6 +148,39 @@ fn restores_a_lone_symlink_and_clears_an_interrupted_restores_staging() {
 }
 
 #[test]
+fn a_staging_entry_where_others_can_write_is_named_not_removed() {
+    // In a directory others can write to (here: owned by nobody, as a user's home is), an
+    // entry under the staging name may be a tree someone renamed there for root to delete.
+    let env = Env::new();
+    write(&env.src.join("d/file"), "content\n");
+    env.snapshot_ok("2025-01-15T02:00:00+01:00", &[]);
+    let shared = env.dir.path().join("home-of-nobody");
+    std::fs::create_dir(&shared).unwrap();
+    sh(&format!("chown nobody '{}'", shared.display()));
+    let planted = shared.join(".tree.hwc-restore");
+    write(&planted.join("keep.txt"), "not yours to delete\n");
+    let target = shared.join("tree");
+    let out = env.run("restore", &["latest", &s(&env.src.join("d")), &s(&target)]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(show(&out).contains(".tree.hwc-restore: an earlier restore's staging entry"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(planted.join("keep.txt")).unwrap(), "not yours to delete\n");
+    assert!(!target.exists());
+    // Group-writable and not sticky: the same, even when root owns both.
+    sh(&format!("chown root '{}' && chmod 0775 '{}'", shared.display(), shared.display()));
+    let out = env.run("restore", &["latest", &s(&env.src.join("d")), &s(&target)]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(planted.join("keep.txt").exists());
+    // Once a person has looked at it and removed it, the restore works; sticky is fine too.
+    std::fs::remove_dir_all(&planted).unwrap();
+    sh(&format!("chmod 1777 '{}'", shared.display()));
+    write(&planted.join("half/written"), "par");
+    let out = env.run("restore", &["latest", &s(&env.src.join("d")), &s(&target)]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!planted.exists(), "root's own leftover in a sticky directory is cleared");
+    assert_eq!(rsync_differences(&env.src.join("d"), &target), "");
+}
+
+#[test]
 fn restores_a_single_file_by_unique_prefix_and_latest() {
     let env = Env::new();
     two_snapshots(&env);

@@ -62,6 +62,36 @@ impl Dir {
         &self.path
     }
 
+    /// A path that names this very directory for as long as it is open, whatever is renamed
+    /// or replaced on the way to it (`/proc/<pid>/fd/<fd>`): for a program that takes a path
+    /// and must write *here*, never where someone who can rename a parent points it meanwhile.
+    pub fn pinned_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+    }
+
+    /// Removes the directory `name` that this process created and still holds as `dir`: its
+    /// contents are removed through `dir` itself (so a tree someone else moved in under the
+    /// same name is never touched), then the name, only while it is still that directory.
+    /// Returns `false` when the name was taken by something else meanwhile (the emptied
+    /// directory is then wherever it was moved to).
+    pub fn remove_created_dir(&self, name: &Name, dir: Dir) -> Result<bool> {
+        for entry in dir.entries()? {
+            dir.remove_tree(&entry.name)?;
+        }
+        let own = dir.stat_self()?;
+        match self.stat(name)? {
+            Some(st) if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino) => {}
+            _ => return Ok(false),
+        }
+        match rustix::fs::unlinkat(&self.fd, name.as_cstr(), AtFlags::REMOVEDIR) {
+            Ok(()) => Ok(true),
+            // Swapped for something else between the check and the removal: left alone.
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::NOTEMPTY | Errno::EXIST) => Ok(false),
+            Err(e) => Err(Error::io("remove", self.child_path(name), e.into())),
+        }
+    }
+
     /// The display path of an entry.
     pub fn child_path(&self, name: &Name) -> PathBuf {
         self.path.join(name.as_os_str())

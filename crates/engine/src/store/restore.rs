@@ -369,6 +369,28 @@ fn join_paths(p: &[PathBuf]) -> String {
     p.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
 }
 
+/// Removes what an interrupted restore to the same target left (`.NAME.hwc-restore`), but only
+/// where nobody else could have put it there: it must belong to this user, and the target's
+/// directory must be writable by this user alone or sticky. Elsewhere (a group-writable
+/// shared directory, say) someone could rename a tree they cannot delete under that name for
+/// root to delete; the restore then stops and names the entry for a person to look at.
+fn remove_leftover_staging(dst_parent: &Dir, name: &Name) -> Result<()> {
+    let Some(st) = dst_parent.stat(name)? else { return Ok(()) };
+    let parent = dst_parent.stat_self()?;
+    let me = rustix::process::geteuid().as_raw();
+    let sticky = parent.st_mode & 0o1000 != 0;
+    let mine_alone = parent.st_uid == me && parent.st_mode & 0o022 == 0;
+    if st.st_uid != me || !(sticky || mine_alone) {
+        return Err(Error::Unsafe {
+            path: dst_parent.child_path(name),
+            message: "an earlier restore's staging entry where others can write; not removed: look at it and \
+                      remove it, then restore again"
+                .into(),
+        });
+    }
+    dst_parent.remove_tree(name)
+}
+
 /// Refuses a target inside the backup destination (`<dest>` of `<dest>/<host>/<tier>/<name>`):
 /// a published snapshot, a tier, the host directory or anything else there. Decided on the
 /// directories the target would really be written in (symlinks and bind mounts included), by
@@ -661,7 +683,7 @@ fn write_prepared(
         // Left by an interrupted restore to this target: removed without recursion, whatever its depth.
         let staging_name = Name::new(staging.to_bytes())
             .map_err(|e| Error::Unsafe { path: join(&to_dir, &staging), message: e.to_string() })?;
-        dst_parent.remove_tree(&staging_name)?;
+        remove_leftover_staging(&dst_parent, &staging_name)?;
         copy(&mut report, &staging, false)?;
         // One flush for the whole tree, then one rename: the target appears complete or not at all.
         dst_parent.sync_filesystem()?;

@@ -567,9 +567,17 @@ pub fn restore(
             .map_err(|e| Error::config("DEST", e.to_string()))?;
     let dir = parent.create_new_dir(&staging, 0o700)?;
     let result = restore_staged(restic, &chosen, &dir, host_path, &target, opts);
-    let removed = parent.remove_tree(&staging);
+    // Whoever can rename in the target's parent can move the staging directory away and put
+    // a tree of their choosing under its name: it is emptied through its own fd and its name
+    // removed only while it is still ours.
+    let removed = parent.remove_created_dir(&staging, dir);
     let mut report = result?;
-    removed?;
+    if !removed? {
+        tracing::warn!(
+            "the staging directory {} was replaced while restic restored into it; the replacement was left alone",
+            parent.child_path(&staging).display()
+        );
+    }
     report.snapshot = format!("{} ({})", chosen.short_id, chosen.local_name().unwrap_or("?"));
     Ok(report)
 }
@@ -592,7 +600,12 @@ fn restore_staged(
         .to_string();
     let tier_dir =
         staging.create_new_dir(&Name::fixed("offsite"), 0o700)?.create_new_dir(&Name::fixed("daily"), 0o700)?;
-    let root = tier_dir.child_path(&Name::new(&name).map_err(|e| Error::config("SNAPSHOT", e.to_string()))?);
+    // restic takes a path and resolves it again for every file it writes, as root: it and the
+    // local restore below get the directory pinned by its fd, so that a staging directory
+    // renamed away (and replaced by a tree of symlinks) by whoever owns the target's parent
+    // never redirects a write.
+    let root = tier_dir.pinned_path().join(&name);
+    Name::new(&name).map_err(|e| Error::config("SNAPSHOT", e.to_string()))?;
     let include = (host_path != Path::new("/")).then_some(host_path);
     restic.restore(&chosen.id, &root, include)?;
     if Dir::open_trusted(&root).is_err() {
