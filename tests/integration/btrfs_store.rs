@@ -381,6 +381,50 @@ fn planted_symlinks_never_lead_outside() {
     assert_eq!(tree(&victim), victim_tree, "the victim changed");
 }
 
+#[test]
+fn a_mount_point_in_the_trash_is_never_entered_and_the_rest_still_goes() {
+    // Bind mounts planted in the trash (by whoever can mount): a directory of another
+    // filesystem, a read-only subvolume of this one kept outside the host directory, and a
+    // directory mounted deeper in an entry. Each is named, nothing below it touched, the
+    // subvolume stays read-only, the runs still succeed and the other entries go.
+    let env = Env::new();
+    let fs = Btrfs::on(&env);
+    seed(&env);
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("sub/keep"), "precious\n");
+    let victim_tree = tree(&victim);
+    let sub = fs.at.join("victim-subvolume");
+    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&sub).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    write(&sub.join("keep"), "precious too\n");
+    let o = Command::new("btrfs").args(["property", "set"]).arg(&sub).args(["ro", "true"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let trash = env.host_dir().join(".trash");
+    for d in ["plain", "subvolume", "deep/inner"] {
+        std::fs::create_dir_all(trash.join(d)).unwrap();
+    }
+    write(&trash.join("deep/file"), "junk");
+    write(&trash.join("junk/file"), "junk");
+    let _plain = Mount::with(&["--bind", &s(&victim)], &trash.join("plain"));
+    let _subvolume = Mount::with(&["--bind", &s(&sub)], &trash.join("subvolume"));
+    let _deep = Mount::with(&["--bind", &s(&victim)], &trash.join("deep/inner"));
+    let out = env.snapshot_at("2025-01-02T02:00:00Z", &["--store", "btrfs"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = show(&out);
+    assert!(err.contains("plain: a mount point where a snapshot was expected"), "{err}");
+    assert!(err.contains("subvolume: a mount point where a snapshot was expected"), "{err}");
+    assert!(err.contains("inner: a mount point inside a tree being deleted"), "{err}");
+    assert_eq!(tree(&victim), victim_tree, "the victim changed");
+    assert!(readonly(&sub), "the mounted subvolume was made writable");
+    assert_eq!(std::fs::read_to_string(sub.join("keep")).unwrap(), "precious too\n");
+    assert!(!trash.join("junk").exists(), "the other entries still go");
+    let out = env.run("prune", &["--now", "2025-01-02T03:00:00Z"]);
+    assert_eq!(code(&out), 1, "prune names what it could not delete: {}", show(&out));
+    assert_eq!(tree(&victim), victim_tree, "the victim changed");
+    assert!(readonly(&sub));
+}
+
 /// Used bytes of the filesystem at `p` (statvfs: blocks minus free blocks), after a sync.
 fn used(p: &Path) -> u64 {
     let out = sh(&format!("sync -f '{0}' && stat -f -c '%b %f %S' '{0}'", p.display()));
@@ -436,44 +480,48 @@ fn avail(p: &Path) -> u64 {
 }
 
 #[test]
-fn make_room_removes_one_subvolume_when_one_is_enough() {
+fn make_room_removes_one_snapshot_when_one_is_enough_in_either_store() {
     const MIB: u64 = 1 << 20;
-    let env = Env::new();
-    let fs = Btrfs::on(&env);
-    let free0 = avail(&fs.at);
-    let mut plan = plan_json(&env);
-    plan["destination"]["minFreeBytes"] = serde_json::json!(free0 - 150 * MIB);
-    plan["destination"]["makeRoom"] = serde_json::json!(true);
-    plan["destination"]["store"] = serde_json::json!("btrfs");
-    let plan = write_plan(&env, "plan.json", &plan.to_string());
-    // Each run stores 96 MiB of new, incompressible data: the third needs the room of one.
-    let mut made = Vec::new();
-    for day in 1..=3u64 {
-        let mut x = 0x2545_F491_4F6C_DD1Du64 ^ day;
-        let data: Vec<u8> = (0..96 * MIB / 8)
-            .flat_map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x.to_le_bytes()
-            })
-            .collect();
-        write(&env.src.join("big"), &data);
-        let o = env
-            .cmd(&["now", "--config"])
-            .arg(&plan)
-            .args(["--now", &format!("2025-04-{day:02}T02:00:00Z"), "--json"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "day {day}: {}", show(&o));
-        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        made.push(r["madeRoom"].as_array().map_or(0, Vec::len));
+    // The freed space must be counted before the next check: a deleted subvolume's blocks
+    // come back when the kernel's cleaner is done, unlinked files' after a commit.
+    for store in ["btrfs", "hardlink"] {
+        let env = Env::new();
+        let fs = Btrfs::on(&env);
+        let free0 = avail(&fs.at);
+        let mut plan = plan_json(&env);
+        plan["destination"]["minFreeBytes"] = serde_json::json!(free0 - 150 * MIB);
+        plan["destination"]["makeRoom"] = serde_json::json!(true);
+        plan["destination"]["store"] = serde_json::json!(store);
+        let plan = write_plan(&env, "plan.json", &plan.to_string());
+        // Each run stores 96 MiB of new, incompressible data: the third needs the room of one.
+        let mut made = Vec::new();
+        for day in 1..=3u64 {
+            let mut x = 0x2545_F491_4F6C_DD1Du64 ^ day;
+            let data: Vec<u8> = (0..96 * MIB / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect();
+            write(&env.src.join("big"), &data);
+            let o = env
+                .cmd(&["now", "--config"])
+                .arg(&plan)
+                .args(["--now", &format!("2025-04-{day:02}T02:00:00Z"), "--json"])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{store}, day {day}: {}", show(&o));
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            made.push(r["madeRoom"].as_array().map_or(0, Vec::len));
+        }
+        assert_eq!(made, vec![0, 0, 1], "{store}: removals per run");
+        assert_eq!(env.snapshot_ids(), vec!["daily/2025-04-02_02-00-00", "daily/2025-04-03_02-00-00"], "{store}");
+        if store == "btrfs" {
+            assert_all_sealed(&env, &fs);
+        }
     }
-    // The deleted subvolume's blocks are free before the next check (the run waits for the
-    // kernel's cleaner), so one removal is enough and the previous snapshot stays.
-    assert_eq!(made, vec![0, 0, 1], "removals per run");
-    assert_eq!(env.snapshot_ids(), vec!["daily/2025-04-02_02-00-00", "daily/2025-04-03_02-00-00"]);
-    assert_all_sealed(&env, &fs);
 }
 
 /// `hwc-backup pull` of `env.src` as host `client` into the btrfs store, through an `ssh`

@@ -145,3 +145,53 @@ fn a_pin_until_a_date_is_judged_at_the_run_time_given_by_now() {
     assert!(out.contains("made room: removed daily/2025-03-01_02-00-00"), "{out}");
     assert!(!env.snapshot_ids().iter().any(|i| i.contains("2025-03-01")));
 }
+
+/// Free bytes of the filesystem at `p` (`stat -f`: available blocks times their size).
+fn avail_bytes(p: &std::path::Path) -> u64 {
+    let v: Vec<u64> =
+        sh(&format!("stat -f -c '%a %S' '{}'", p.display())).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    v[0] * v[1]
+}
+
+#[test]
+fn the_trash_is_room_before_any_snapshot_and_a_stuck_entry_removes_none() {
+    let env = Env::new();
+    let _fs = Mount::tmpfs(&env.dest, "size=16m");
+    let off = plan(&env, false, 0);
+    for day in 1..=4 {
+        let o = run(&env, &off, day);
+        assert!(o.status.success(), "day {day}: {}", show(&o));
+    }
+    // What an interrupted emptying of the trash left: 4.5 MiB, more than the 2 MiB asked for.
+    for (i, seed) in [77, 78, 79].into_iter().enumerate() {
+        write(&env.host_dir().join(format!(".trash/2025-02-01_02-00-00.daily/big{i}")), noise(seed));
+    }
+    let before = env.snapshot_ids();
+    let on = plan(&env, true, avail_bytes(&env.dest) + 2 * MIB);
+    let o = run(&env, &on, 5);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("made room"), "{}", show(&o));
+    assert!(before.iter().all(|id| env.snapshot_ids().contains(id)), "a snapshot went for room the trash held");
+
+    // One entry the trash cannot delete (an empty read-only bind mount in it: EBUSY): no run
+    // gives up a snapshot it cannot free, each says why, and the other entries still go.
+    let empty = env.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let stuck = env.host_dir().join(".trash/stuck/m");
+    std::fs::create_dir_all(&stuck).unwrap();
+    let _stuck = Mount::with(&["--bind", "-o", "ro", &s(&empty)], &stuck);
+    write(&env.host_dir().join(".trash/other/file"), "junk");
+    let before = env.snapshot_ids();
+    let on = plan(&env, true, avail_bytes(&env.dest) + MIB);
+    for day in 6..=7 {
+        let o = run(&env, &on, day);
+        assert_eq!(code(&o), 1, "day {day}: {}", show(&o));
+        assert!(show(&o).contains("the trash cannot be emptied, so no snapshot is removed"), "{}", show(&o));
+        assert!(show(&o).contains("stuck"), "{}", show(&o));
+        assert_eq!(env.snapshot_ids(), before, "day {day}: a snapshot was given up");
+    }
+    assert!(!env.host_dir().join(".trash/other").exists(), "the other entries still go");
+    // Without makeRoom the stuck entry is a warning, not a failed run.
+    let o = run(&env, &off, 8);
+    assert!(o.status.success(), "{}", show(&o));
+}

@@ -291,12 +291,13 @@ fn run_inner(
     let host_name = Name::new(job.host()).map_err(|e| Error::config("host", e.to_string()))?;
     let host = HostDir::create(&dest, &host_name)?;
     let lock = HostLock::acquire(&host, "backup")?;
+    // Leftovers first: what they hold is room that makeRoom must not pay for with snapshots.
+    report.cleaned_up = clean_leftovers(&host, &lock)?;
     if job.store.destination.make_room {
         let (destination, min_backups) = (&job.store.destination, job.store.health.min_backups);
         report.made_room =
             crate::store::make_room::make_room(&host, &lock, destination, min_backups, started.timestamp())?;
     }
-    report.cleaned_up = clean_leftovers(&host, &lock)?;
     crate::store::btrfs::seal_published(&host)?;
     // Repairs a `latest` left pointing nowhere by an interruption between two renames.
     host.refresh_latest(&lock)?;
@@ -396,7 +397,10 @@ fn clean_leftovers(host: &HostDir, lock: &HostLock) -> Result<Vec<String>> {
     }
     if !cleaned.is_empty() {
         tracing::info!("cleaned up {} leftover(s) of interrupted runs: {}", cleaned.len(), cleaned.join(", "));
-        prune::empty_trash(host)?;
+        // An entry of the trash that cannot be deleted is named; it must not stop every run.
+        if let Err(e) = prune::empty_trash(host) {
+            tracing::warn!("emptying the trash: {e}");
+        }
     }
     Ok(cleaned)
 }

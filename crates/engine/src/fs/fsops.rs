@@ -23,6 +23,14 @@ fn src_flags() -> OFlags {
     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY
 }
 
+/// The kernel's id of the mount `fd` is on (`statx` `STATX_MNT_ID`): a directory whose id
+/// differs from its parent's is a mount point (a subvolume or a snapshot is not one: it shares
+/// its filesystem's mount).
+pub fn mount_id(fd: BorrowedFd) -> io::Result<u64> {
+    let st = rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
+    Ok(st.stx_mnt_id)
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
 pub fn stat_at(dir: BorrowedFd, name: &CStr) -> io::Result<Stat> {
     Ok(rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)

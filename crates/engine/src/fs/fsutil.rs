@@ -51,6 +51,13 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// [`free_bytes`] of the filesystem an open directory is on (`fstatvfs`): the one a run holds,
+/// even when its path was unmounted or mounted over meanwhile.
+pub fn free_bytes_of(dir: &crate::fs::Dir) -> Result<u64> {
+    let st = rustix::fs::fstatvfs(dir.fd()).ctx("query free space of", dir.path())?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// This machine's host name.
 pub fn hostname() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()

@@ -5,7 +5,7 @@
 //! it, as `rm -rf` makes) and removed from its parent when it is left.
 
 use std::ffi::CStr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
@@ -79,7 +79,8 @@ pub(super) fn remove_tree_keeping(
         None => (None, true),
     };
     let rel = name.as_bytes().to_vec();
-    let mut walk = Walking { keep, dry_run, start: parent, depth: 0, tops: Vec::new(), kept: false };
+    let mount = super::fsops::mount_id(parent.fd()).ctx("inspect", parent.path())?;
+    let mut walk = Walking { keep, dry_run, start: parent, mount, depth: 0, tops: Vec::new(), kept: false };
     let start = walk.descend(parent, name, &rel, mark)?;
     tree::depth_first(&mut walk, start, Paths::new(rel, Vec::new()), KEEP_OPEN)?;
     Ok(match walk.kept {
@@ -95,6 +96,9 @@ struct Walking<'a> {
     dry_run: bool,
     /// The directory the removed one is in.
     start: &'a Dir,
+    /// Its mount: a directory below on another one is a mount point, never entered (a bind
+    /// mount of someone's data planted in `.trash` would otherwise be emptied).
+    mount: u64,
     /// Levels below the removed directory (for display paths).
     depth: usize,
     /// What was removed where something stays, when there is something to keep.
@@ -212,6 +216,12 @@ impl Walking<'_> {
             Err(Errno::LOOP | Errno::NOTDIR) => return Err(dir.unexpected(name, "a directory")),
             Err(e) => return Err(Error::io("open directory", path(), e.into())),
         };
+        if super::fsops::mount_id(fd.as_fd()).ctx("inspect", path())? != self.mount {
+            return Err(Error::Unsafe {
+                path: path(),
+                message: "a mount point inside a tree being deleted; nothing below it is touched".into(),
+            });
+        }
         let st = rustix::fs::fstat(&fd).ctx("inspect", path())?;
         if !self.dry_run && !rustix::process::geteuid().is_root() && st.st_mode & 0o700 != 0o700 {
             rustix::fs::fchmod(&fd, Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700)).ctx("make writable", path())?;

@@ -77,8 +77,18 @@ impl Dir {
             Err(Errno::NOTDIR | Errno::LOOP) => return self.remove_tree(name),
             Err(e) => return Err(Error::io("open directory", self.child_path(name), e.into())),
         };
+        // A mount point (a bind mount of someone's subvolume or directory planted here): the
+        // delete ioctl would look at what is under it and fail, and the fallback below would
+        // clear the mounted subvolume's read-only flag and empty it.
+        let mounts = (super::fsops::mount_id(self.fd()), super::fsops::mount_id(sub.fd()));
+        if !matches!(mounts, (Ok(a), Ok(b)) if a == b) {
+            return Err(Error::Unsafe {
+                path: self.child_path(name),
+                message: "a mount point where a snapshot was expected; not deleted".into(),
+            });
+        }
         // (A subvolume has a device number of its own; the kernel refuses to delete one that
-        // is a mount point, or that is on another filesystem than `self`.)
+        // is on another filesystem than `self`.)
         if !sub.is_subvolume()? {
             drop(sub);
             return self.remove_tree(name);

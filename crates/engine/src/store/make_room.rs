@@ -53,8 +53,12 @@ pub fn make_room(
     now: Timestamp,
 ) -> Result<Vec<Removal>> {
     let need = destination.min_free_bytes;
-    let free = || fsutil::free_bytes(&destination.path);
+    // The free space of the filesystem the run holds, not of whatever is at the path now.
+    let free = || fsutil::free_bytes_of(host.dir()?);
     let mut removed = Vec::new();
+    // What an earlier run or prune left in the trash is room too: freed before any snapshot
+    // is given up for it. If the trash cannot be emptied, no snapshot is moved into it.
+    empty_trash_and_settle(host)?;
     loop {
         let have = free()?;
         if have >= need {
@@ -100,7 +104,35 @@ fn remove(host: &HostDir, lock: &HostLock, s: &Snapshot) -> Result<()> {
     from.rename(&name, &trash, &to)?;
     from.sync()?;
     host.refresh_latest(lock)?;
-    crate::store::prune::empty_trash(host)?;
-    // A deleted btrfs subvolume's space comes back when the kernel's cleaner is done with it.
-    host.dir()?.wait_for_deleted_subvolumes()
+    empty_trash_and_settle(host)
+}
+
+/// Empties the trash and waits until the filesystem counts what it freed: a commit (`syncfs`:
+/// btrfs shows space freed by unlinks only after one) and, for deleted subvolumes, the
+/// kernel's cleaner. Without that the next free-space reading is stale and one more snapshot
+/// than needed goes. An entry that cannot be deleted stops making room (an error naming it).
+fn empty_trash_and_settle(host: &HostDir) -> Result<()> {
+    let emptied = crate::store::prune::empty_trash(host).map_err(|e| {
+        Error::Preflight(format!("local.makeRoom: the trash cannot be emptied, so no snapshot is removed: {e}"))
+    })?;
+    if emptied == 0 {
+        return Ok(());
+    }
+    let dir = host.dir()?;
+    dir.sync_filesystem()?;
+    // A deleted btrfs subvolume's space comes back when the kernel's cleaner is done with it
+    // and a commit has recorded that, which left alone happens every 30 s (two cycles: about
+    // a minute). A commit every 200 ms meanwhile makes it a matter of the cleaner's work.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let _ = dir.sync_filesystem();
+            }
+        });
+        let waited = dir.wait_for_deleted_subvolumes();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        waited
+    })
 }

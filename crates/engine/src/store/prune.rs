@@ -200,7 +200,8 @@ pub fn trash_entry(host: &HostDir, lock: &HostLock, dir: &Dir, name: &Name) -> R
 
 /// Deletes everything in the trash. Safe to run without the lock and to interrupt: each
 /// entry is already out of every tier, and whatever remains is deleted by the next call.
-/// A stray file in the trash is removed like any entry.
+/// A stray file in the trash is removed like any entry. An entry that cannot be deleted is
+/// skipped (the others still go) and its error returned at the end.
 ///
 /// The deletion runs on a thread of its own in the idle I/O class, so that the hundreds of
 /// thousands of unlinks of an expired snapshot wait for any other disk I/O (Linux keeps I/O
@@ -218,10 +219,23 @@ pub fn empty_trash(host: &HostDir) -> Result<u64> {
                 Ok(class) => tracing::debug!("emptying the trash in I/O class {class}"),
                 Err(e) => tracing::debug!("emptying the trash at normal I/O priority: {e}"),
             }
+            // One entry that cannot go (a mount point planted there, a read-only nested
+            // subvolume) must not keep the others, and the space they hold, from going.
+            let mut first_error = None;
+            let mut removed = 0;
             for e in &entries {
-                trash.remove_snapshot(&e.name)?;
+                match trash.remove_snapshot(&e.name) {
+                    Ok(()) => removed += 1,
+                    Err(err) => {
+                        tracing::warn!("emptying the trash: {err}");
+                        first_error.get_or_insert(err);
+                    }
+                }
             }
-            Ok(entries.len() as u64)
+            match first_error {
+                None => Ok(removed),
+                Some(e) => Err(e),
+            }
         })
         .join()
         .expect("the trash deletion thread does not panic")
