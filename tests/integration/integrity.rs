@@ -317,3 +317,60 @@ fn marking_lost_never_writes_through_a_symlink_planted_as_the_list() {
     assert_eq!(open, [ids[1].as_str()], "{damage}");
     assert_eq!(damage["lost"][0]["snapshot"], ids[0], "{damage}");
 }
+
+#[test]
+fn repair_keeps_hard_links_within_and_across_snapshots() {
+    // Two names of one file in one directory, in two snapshots sharing the inode: after the
+    // repair all four places are still one inode, with the good content.
+    let env = Env::new();
+    write(&env.src.join("d/a"), "good content\n".repeat(100));
+    std::fs::hard_link(env.src.join("d/a"), env.src.join("d/b")).unwrap();
+    env.snapshot_ok(&date(1), &["--no-prune"]);
+    env.snapshot_ok(&date(2), &["--no-prune"]);
+    let ids = env.snapshot_ids();
+    let places: Vec<PathBuf> = ids.iter().flat_map(|id| ["d/a", "d/b"].map(|n| env.in_snapshot(id).join(n))).collect();
+    assert!(places.iter().all(|p| ino(p) == ino(&places[0])), "one inode to start with");
+    flip(&places[0], 3);
+    let o = env.run("verify", &["--all"]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let o = env.run("repair", &["--json"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(places.iter().all(|p| ino(p) == ino(&places[0])), "the repair split the hard links");
+    assert_ne!(ino(&places[0]), ino(&env.src.join("d/a")), "a copy, not a link to the source");
+    assert_eq!(std::fs::read_to_string(&places[3]).unwrap(), "good content\n".repeat(100));
+    let leftovers = sh(&format!("find '{}' -name '.hwc-repair*'", env.host_dir().display()));
+    assert_eq!(leftovers, "", "temporary names left behind");
+    let o = env.run("verify", &["--all"]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+}
+
+#[test]
+fn repair_reads_no_live_path_of_the_kernels_own_and_opens_no_fifo() {
+    // Whoever can write the disk plants a file and its manifest line at `proc/uptime` (the
+    // next verify records it as damaged), and the live source of a real damaged file is
+    // replaced by a FIFO: repair reads neither, marks both lost, and ends.
+    let env = Env::new();
+    write(&env.src.join("d/f"), "good content\n".repeat(100));
+    env.snapshot_ok(&date(1), &["--no-prune"]);
+    let id = env.snapshot_ids().pop().unwrap();
+    let root = env.host_dir().join(&id);
+    write(&root.join("proc/uptime"), "planted\n");
+    let manifest = root.join(".hwc-backup/manifest.b3");
+    let lines = std::fs::read_to_string(&manifest).unwrap();
+    assert!(lines.lines().all(|l| l.split_once("  ").unwrap().1 > "proc/uptime"), "{lines}");
+    std::fs::write(&manifest, format!("{}  proc/uptime\n{lines}", "ab".repeat(32))).unwrap();
+    flip(&env.in_snapshot(&id).join("d/f"), 3);
+    std::fs::remove_file(env.src.join("d/f")).unwrap();
+    sh(&format!("mkfifo '{}'", env.src.join("d/f").display()));
+    let o = env.run("verify", &[]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let mut repair = env.cmd(&["repair", "--json"]);
+    repair.args(env.target_args());
+    let o = crate::verify::within_a_minute(&mut repair, "repair of planted paths");
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let r = json(&o);
+    let notes: Vec<&str> = r["lost"].as_array().unwrap().iter().map(|l| l["note"].as_str().unwrap()).collect();
+    assert_eq!(notes.len(), 2, "{r}");
+    assert!(notes.iter().any(|n| n.contains("/proc/uptime is on a filesystem of the kernel's own")), "{r}");
+    assert!(notes.iter().any(|n| n.contains("is not a regular file now")), "{r}");
+}

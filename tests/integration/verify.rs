@@ -288,7 +288,7 @@ fn many_small_files(env: &Env) {
 }
 
 /// Runs `cmd` to its end, or kills it after a minute and fails the test: `what` hung.
-fn within_a_minute(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
+pub(crate) fn within_a_minute(cmd: &mut std::process::Command, what: &str) -> std::process::Output {
     let started = std::time::Instant::now();
     let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     while child.try_wait().unwrap().is_none() {

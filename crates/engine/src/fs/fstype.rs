@@ -17,6 +17,23 @@ pub const F2FS: i64 = 0xF2F5_2010;
 /// OpenZFS.
 pub const ZFS: i64 = 0x2FC1_2FC1;
 
+/// Filesystems of the kernel's own making, whose "regular files" are not data that was backed
+/// up (`/proc/kcore` says it is 128 TiB; reading some has side effects): proc, sysfs, debugfs,
+/// tracefs, securityfs, configfs, cgroup v1 and v2, bpf, efivarfs, pstore.
+pub const KERNEL_MADE: [i64; 11] = [
+    0x9fa0,
+    0x6265_6572,
+    0x6462_6720,
+    0x7472_6163,
+    0x7363_6673,
+    0x6265_6570,
+    0x0027_e0eb,
+    0x6367_7270,
+    0xcafe_4a11,
+    0xde5e_81e4,
+    0x6165_676c,
+];
+
 /// The filesystem type of the open file `fd`.
 pub fn of(fd: impl AsFd) -> std::io::Result<i64> {
     Ok(f_type(rustix::fs::fstatfs(fd)?))

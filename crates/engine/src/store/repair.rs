@@ -207,20 +207,25 @@ fn from_offsite(
 fn from_source(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
     let live = Path::new("/").join(OsStr::from_bytes(raw));
     // The live system may reach a source through a symlink (`/home -> /data/home`), so the
-    // path is opened as any program would; what counts is the content, checked by its hash.
-    // Non-blocking, so a FIFO put there cannot hang the repair; only a regular file counts.
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let f: std::fs::File = match rustix::fs::open(&live, flags, Mode::empty()) {
-        Ok(fd) => fd.into(),
-        Err(e) => {
-            let e = std::io::Error::from(e);
-            return Err(format!("the source {} cannot be read ({e})", live.display()));
-        }
-    };
-    let regular = f.metadata().is_ok_and(|m| m.is_file());
-    if !regular {
+    // path is resolved as any program would; what counts is the content, checked by its hash.
+    // The path comes from the destination's damage record, which whoever can write the disk
+    // can shape: it is first reached with `O_PATH` (which opens nothing: no device's open,
+    // no FIFO's wait), and read only when it is a regular file outside the kernel's own
+    // filesystems (`/proc/kcore` would be read for ever), through that very handle.
+    let cannot = |e: std::io::Error| format!("the source {} cannot be read ({e})", live.display());
+    let path_fd =
+        rustix::fs::open(&live, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(|e| cannot(e.into()))?;
+    let st = rustix::fs::fstat(&path_fd).map_err(|e| cannot(e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(format!("the source {} is not a regular file now", live.display()));
     }
+    if crate::fs::fstype::of(&path_fd).is_ok_and(|t| crate::fs::fstype::KERNEL_MADE.contains(&t)) {
+        return Err(format!("the source {} is on a filesystem of the kernel's own; not read", live.display()));
+    }
+    let pinned = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path_fd));
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let f: std::fs::File =
+        rustix::fs::open(pinned.as_str(), flags, Mode::empty()).map_err(|e| cannot(e.into()))?.into();
     match fsops::hash_file(&f, buf) {
         Ok(h) if &h == expected => Ok(GoodCopy::Source(f)),
         Ok(_) => Err(format!("the source {} has changed since the snapshot", live.display())),
@@ -252,10 +257,11 @@ pub fn repair(
     let by_name: BTreeMap<&str, &Snapshot> = snapshots.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut record = DamageRecord { files: Vec::new(), lost: damage.lost.clone() };
     record.lost.retain(|p| by_name.contains_key(p.snapshot_name()));
-    // One group per damaged inode and path: the places that share it.
-    let mut groups: BTreeMap<(u64, u64, String, String), Vec<&DamagedPlace>> = BTreeMap::new();
+    // One group per damaged inode: every place that shares it, in every snapshot and under
+    // every name (hard links within a snapshot stay one file after the repair).
+    let mut groups: BTreeMap<(u64, u64, String), Vec<&DamagedPlace>> = BTreeMap::new();
     for p in damage.files.iter().filter(|p| by_name.contains_key(p.snapshot_name())) {
-        groups.entry((p.dev, p.ino, p.raw.clone(), p.hash.clone())).or_default().push(p);
+        groups.entry((p.dev, p.ino, p.hash.clone())).or_default().push(p);
     }
     let mut report = RepairReport { dry_run, ..Default::default() };
     // Snapshots of the btrfs store are read-only subvolumes: the ones written to are made
@@ -265,9 +271,10 @@ pub fn repair(
     let mut buf = Vec::new();
     let mut serial = 0u32;
     let mut listings: Listings = offsites.iter().map(|_| None).collect();
-    for ((_, _, raw_hex, hash_hex), places) in groups {
+    for ((_, _, hash_hex), places) in groups {
         let ids: Vec<String> = places.iter().map(|p| by_name[p.snapshot_name()].id()).collect();
         let path = places[0].path.clone();
+        let raw_hex = places[0].raw.clone();
         let file = |note: String| RepairedFile { path: path.clone(), snapshots: ids.clone(), note };
         let (Some(raw), Some(expected)) = (hex_decode(&raw_hex), hex_decode(&hash_hex).and_then(|h| h.try_into().ok()))
         else {
@@ -284,7 +291,7 @@ pub fn repair(
                     continue;
                 }
                 serial += 1;
-                let results = replace(host, &by_name, &places, &raw, &expected, copy, serial, &mut buf);
+                let results = replace(host, &by_name, &places, &expected, copy, serial, &mut buf);
                 let (mut done, mut failed, mut errors) = (Vec::new(), Vec::new(), Vec::new());
                 for ((p, r), id) in places.iter().zip(&results).zip(&ids) {
                     match r {
@@ -349,7 +356,7 @@ impl Drop for Unsealed {
 fn unseal(
     host: &HostDir,
     by_name: &BTreeMap<&str, &Snapshot>,
-    groups: &BTreeMap<(u64, u64, String, String), Vec<&DamagedPlace>>,
+    groups: &BTreeMap<(u64, u64, String), Vec<&DamagedPlace>>,
 ) -> Result<Unsealed> {
     let names: std::collections::BTreeSet<&str> = groups.values().flatten().map(|p| p.snapshot_name()).collect();
     let mut out = Unsealed(Vec::new());
@@ -400,14 +407,21 @@ fn replace(
     host: &HostDir,
     by_name: &BTreeMap<&str, &Snapshot>,
     places: &[&DamagedPlace],
-    raw: &[u8],
     expected: &Hash,
     copy: GoodCopy,
     serial: u32,
     buf: &mut Vec<u8>,
 ) -> Vec<std::result::Result<(), String>> {
-    let opened: Vec<Result<Opened>> =
-        places.iter().map(|p| open_place(host, by_name[p.snapshot_name()], p, raw)).collect();
+    let opened: Vec<Result<Opened>> = places
+        .iter()
+        .map(|p| {
+            let raw = hex_decode(&p.raw).ok_or_else(|| Error::Unsafe {
+                path: p.path.clone().into(),
+                message: "the damage record of this place is not readable".into(),
+            })?;
+            open_place(host, by_name[p.snapshot_name()], p, &raw)
+        })
+        .collect();
     let Some(first) = opened.iter().find_map(|o| o.as_ref().ok()) else {
         return opened.into_iter().map(|o| o.map(|_| ()).map_err(|e| e.to_string())).collect();
     };
@@ -418,8 +432,12 @@ fn replace(
             return places.iter().map(|_| Err("a dry run's copy cannot be written".into())).collect();
         }
     };
+    // Removed after a failure only when this repair created it (a name already taken is an
+    // error here, and not ours to delete).
+    let mut created = false;
     let written = (|| -> Result<()> {
         let mut dst = first.dir.create_file(&tmp, 0o600)?;
+        created = true;
         let tmp_path = first.dir.child_path(&tmp);
         src.seek(SeekFrom::Start(0)).ctx("read", &tmp_path)?;
         let src_st = rustix::fs::fstat(&src).ctx("inspect", &tmp_path)?;
@@ -442,38 +460,48 @@ fn replace(
         Ok(())
     })();
     if let Err(e) = written {
-        let _ = first.dir.remove_file(&tmp);
+        if created {
+            let _ = first.dir.remove_file(&tmp);
+        }
         let message = e.to_string();
         return opened.into_iter().map(|o| Err(o.err().map_or(message.clone(), |e| e.to_string()))).collect();
     }
-    let put = |o: &Opened| -> Result<()> {
-        if !std::ptr::eq(o, first) {
-            rustix::fs::linkat(first.dir.fd(), tmp.as_cstr(), o.dir.fd(), tmp.as_cstr(), AtFlags::empty())
-                .ctx("create hard link", o.dir.child_path(&tmp))?;
-        }
+    // Each other place gets a link of its own name (two names of the inode may share a
+    // directory), renamed over it.
+    let put = |(i, o): (usize, &Opened)| -> Result<()> {
+        let own = match std::ptr::eq(o, first) {
+            true => tmp.clone(),
+            false => {
+                let own = Name::new(format!("{tmp}-{i}")).expect("a plain name");
+                rustix::fs::linkat(first.dir.fd(), tmp.as_cstr(), o.dir.fd(), own.as_cstr(), AtFlags::empty())
+                    .ctx("create hard link", o.dir.child_path(&own))?;
+                own
+            }
+        };
         // Still the damaged inode at the moment of the rename (the lock keeps runs away).
         let still = o.dir.stat(&o.name)?.is_some_and(|st| (st.st_dev, st.st_ino) == (o.st.st_dev, o.st.st_ino));
         if !still {
-            let _ = o.dir.remove_file(&tmp);
+            let _ = o.dir.remove_file(&own);
             return Err(Error::Unsafe {
                 path: o.dir.child_path(&o.name),
                 message: format!("changed during the repair of {}; not repaired", o.snapshot),
             });
         }
-        o.dir.rename(&tmp, &o.dir, &o.name)?;
+        o.dir.rename(&own, &o.dir, &o.name)?;
         o.dir.sync()
     };
     // The first place last: its temporary file is the source of every link.
     let mut results: Vec<std::result::Result<(), String>> = opened
         .iter()
-        .map(|o| match o {
+        .enumerate()
+        .map(|(i, o)| match o {
             Ok(o) if std::ptr::eq(o, first) => Ok(()),
-            Ok(o) => put(o).map_err(|e| e.to_string()),
+            Ok(o) => put((i, o)).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         })
         .collect();
     let i = opened.iter().position(|o| o.as_ref().is_ok_and(|o| std::ptr::eq(o, first))).expect("first is opened");
-    results[i] = put(first).map_err(|e| e.to_string());
+    results[i] = put((i, first)).map_err(|e| e.to_string());
     if results[i].is_err() {
         let _ = first.dir.remove_file(&tmp);
     }
