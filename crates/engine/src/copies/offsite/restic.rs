@@ -334,6 +334,7 @@ impl Restic {
     pub fn dump_into(&self, id: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<[u8; 32]> {
         use std::io::Read;
         let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
+        snapshot_id(id, &what)?;
         let mut child = self
             // Reading needs no lock: a dump leaves nothing in the repository.
             .command(&["dump".into(), "--no-lock".into(), id.into()])
@@ -384,6 +385,7 @@ impl Restic {
 
     /// `restic restore ID --target DIR [--include PATH]`.
     pub fn restore(&self, id: &str, target: &Path, include: Option<&Path>) -> Result<()> {
+        snapshot_id(id, &|| format!("restic restore into {} from repository {}", target.display(), self.repository))?;
         let args: Vec<String> = vec!["restore".into(), id.into()];
         let mut extra: Vec<OsString> = vec!["--target".into(), target.as_os_str().to_owned()];
         if let Some(p) = include {
@@ -398,6 +400,16 @@ impl Restic {
             extra.extend(["--include".into(), OsString::from_vec(pattern)]);
         }
         self.run_with(&args, &extra, None).map(|_| ())
+    }
+}
+
+/// A snapshot ID as restic's JSON gave it, before it becomes an argument: hex digits only (8
+/// for a short ID, up to 64), so a hostile repository or listing cannot pass an option such as
+/// `--target=/` in its place.
+fn snapshot_id(id: &str, what: &dyn Fn() -> String) -> Result<()> {
+    match (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        true => Ok(()),
+        false => Err(Error::Command { what: what(), message: format!("{id:?} is not a restic snapshot ID") }),
     }
 }
 
@@ -453,6 +465,18 @@ pub fn stderr_tail(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hex_snapshot_ids_become_arguments() {
+        let what = || "restic dump".to_string();
+        for good in ["1a2b3c4d", &"f".repeat(64)] {
+            assert!(snapshot_id(good, &what).is_ok(), "{good}");
+        }
+        for bad in ["--target=/", "..", "1a2b3c4", &"f".repeat(65), "latest", "1a2b3c4d ", "-1a2b3c4d"] {
+            let e = snapshot_id(bad, &what).unwrap_err().to_string();
+            assert!(e.contains("is not a restic snapshot ID"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn env_files_and_tails() {
