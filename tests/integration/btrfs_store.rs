@@ -47,6 +47,12 @@ fn readonly(p: &Path) -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
 }
 
+/// `btrfs property set P ro true|false`.
+fn set_readonly(p: &Path, ro: bool) {
+    let o = Command::new("btrfs").args(["property", "set"]).arg(p).args(["ro", &ro.to_string()]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+}
+
 fn is_subvolume(p: &Path) -> bool {
     std::fs::symlink_metadata(p).unwrap().ino() == 256
 }
@@ -349,13 +355,11 @@ fn planted_symlinks_never_lead_outside() {
     // Inside the previous snapshot (made writable by whoever can write the disk): the source's
     // directory `d` replaced by a symlink to the victim. The next run's writable snapshot holds
     // that symlink; the walk must replace it, never write through it.
-    let o = Command::new("btrfs").args(["property", "set"]).arg(&first).args(["ro", "false"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    set_readonly(&first, false);
     let d = env.in_snapshot("daily/2025-01-01_02-00-00").join("d");
     std::fs::remove_dir_all(&d).unwrap();
     std::os::unix::fs::symlink(&victim, &d).unwrap();
-    let o = Command::new("btrfs").args(["property", "set"]).arg(&first).args(["ro", "true"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    set_readonly(&first, true);
     env.snapshot_ok("2025-01-02T02:00:00Z", &["--store", "btrfs"]);
     assert_same(&env, "daily/2025-01-02_02-00-00");
     assert_eq!(tree(&victim), victim_tree, "the victim changed");
@@ -398,8 +402,7 @@ fn a_mount_point_in_the_trash_is_never_entered_and_the_rest_still_goes() {
     let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&sub).output().unwrap();
     assert!(o.status.success(), "{}", show(&o));
     write(&sub.join("keep"), "precious too\n");
-    let o = Command::new("btrfs").args(["property", "set"]).arg(&sub).args(["ro", "true"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    set_readonly(&sub, true);
     let trash = env.host_dir().join(".trash");
     for d in ["plain", "subvolume", "deep/inner"] {
         std::fs::create_dir_all(trash.join(d)).unwrap();
@@ -599,12 +602,10 @@ fn pulled_hosts_are_stored_as_fresh_subvolumes_with_reflinked_unchanged_files() 
     sh(&format!("touch -r '{}' '{}'", env.src.join("d/f10").display(), victim.join("f10").display()));
     let victim_tree = tree(&victim);
     let prev = host.join("daily").join(second);
-    let o = Command::new("btrfs").args(["property", "set"]).arg(&prev).args(["ro", "false"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    set_readonly(&prev, false);
     std::fs::remove_dir_all(inside(second).join("d")).unwrap();
     std::os::unix::fs::symlink(&victim, inside(second).join("d")).unwrap();
-    let o = Command::new("btrfs").args(["property", "set"]).arg(&prev).args(["ro", "true"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    set_readonly(&prev, true);
     let o = pull_into_btrfs(&env, "2025-01-03T02:00:00Z");
     assert!(o.status.success(), "{}", show(&o));
     same("2025-01-03_02-00-00");
