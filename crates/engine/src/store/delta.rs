@@ -55,7 +55,7 @@ use rustix::fs::Stat;
 
 use crate::error::Result;
 use crate::fs::{Dir, Name};
-use crate::store::manifest::{cmp_key, entry_path, escape_path, unescape, Hash, LineWriter};
+use crate::store::manifest::{cmp_key, entry_path, escape_path, read_line_capped, unescape, Hash, LineWriter};
 
 /// The chunk size: one hash per MiB of a file. A power of two multiple of BLAKE3's 1 KiB
 /// chunk, so each chunk is a subtree of the file's BLAKE3 tree.
@@ -71,6 +71,8 @@ pub const CHUNKED_ABOVE: u64 = CHUNK;
 pub const SIDECAR_FILE: &str = "chunks.v1";
 
 const HEADER: &str = "hwc-backup-chunks 1 1048576";
+/// The longest sidecar line read: 64 hex digits per MiB chunk of a 2 TiB file, and its path.
+pub const MAX_SIDECAR_LINE: usize = (128 << 20) + crate::store::manifest::MAX_LINE;
 
 /// Hashes a file's content as a stream, giving its BLAKE3 (exactly `blake3::hash` of the
 /// whole) and the chaining value of each 1 MiB chunk.
@@ -404,11 +406,13 @@ impl ChunkCursor {
         }
     }
 
-    /// A cursor over a sidecar already open (through the `fs` door).
+    /// A cursor over a sidecar already open (through the `fs` door). A line longer than
+    /// [`MAX_SIDECAR_LINE`] garbles it (files are then compared in full).
     pub fn from_file(f: File) -> ChunkCursor {
         let mut input: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 16, f));
         let mut header = Vec::new();
-        let ok = input.read_until(b'\n', &mut header).is_ok() && header == format!("{HEADER}\n").as_bytes();
+        let ok = read_line_capped(&mut input, &mut header, HEADER.len() + 1).is_ok()
+            && header == format!("{HEADER}\n").as_bytes();
         let mut c = ChunkCursor { input: ok.then_some(input), current: None, line: Vec::new(), garbled: !ok };
         c.advance();
         c
@@ -444,7 +448,7 @@ impl ChunkCursor {
         self.current = None;
         let Some(input) = self.input.as_mut() else { return };
         self.line.clear();
-        match input.read_until(b'\n', &mut self.line) {
+        match read_line_capped(input, &mut self.line, MAX_SIDECAR_LINE) {
             Ok(0) => self.input = None,
             Ok(_) => match parse(&self.line) {
                 Some(l) => self.current = Some(l),

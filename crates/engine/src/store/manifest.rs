@@ -197,7 +197,7 @@ impl ManifestReader {
     /// lines read without an allocation per line); `false` at the end.
     pub fn next_into(&mut self, entry: &mut Entry) -> Result<bool> {
         self.line.clear();
-        let n = self.input.read_until(b'\n', &mut self.line).ctx("read", &self.path)?;
+        let n = read_line_capped(&mut self.input, &mut self.line, MAX_LINE).ctx("read", &self.path)?;
         if n == 0 {
             return Ok(false);
         }
@@ -207,6 +207,22 @@ impl ManifestReader {
             message: format!("line {} is not `<hash>  <path>`", self.line_no),
         })
     }
+}
+
+/// The longest manifest line read: a path of tens of thousands of levels fits, a planted
+/// multi-gigabyte line without a newline does not make every run run out of memory.
+pub const MAX_LINE: usize = 16 << 20;
+
+/// `read_until(b'\n')` that reads at most `cap` bytes: a longer line is an `InvalidData`
+/// error (the files it reads are in the backup destination, which anyone who can write the
+/// disk can shape).
+pub(crate) fn read_line_capped(input: &mut dyn BufRead, line: &mut Vec<u8>, cap: usize) -> std::io::Result<usize> {
+    use std::io::Read;
+    let n = input.take(cap as u64).read_until(b'\n', line)?;
+    if n == cap && line.last() != Some(&b'\n') {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line longer than {cap} bytes")));
+    }
+    Ok(n)
 }
 
 fn parse_line(line: &[u8], entry: &mut Entry) -> bool {
@@ -379,6 +395,27 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_longer_than_the_cap_is_an_error_not_a_buffer_of_it() {
+        let read = |text: &[u8], cap| {
+            let mut input = std::io::Cursor::new(text.to_vec());
+            let mut line = Vec::new();
+            read_line_capped(&mut input, &mut line, cap).map(|n| (n, line))
+        };
+        assert_eq!(read(b"abc\ndef", 4).unwrap(), (4, b"abc\n".to_vec()));
+        assert_eq!(read(b"abc", 4).unwrap(), (3, b"abc".to_vec()), "the last line needs no newline");
+        let e = read(b"abcd\n", 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("longer than 4 bytes"), "{e}");
+        // A manifest whose one line never ends: the reader stops at the cap.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("manifest.b3");
+        std::fs::write(&p, vec![b'a'; MAX_LINE + 10]).unwrap();
+        let mut r = ManifestReader::from_file(File::open(&p).unwrap(), p.clone());
+        let e = r.next_entry().unwrap_err().to_string();
+        assert!(e.contains("longer than"), "{e}");
+    }
 
     #[test]
     fn hex_hashes_parse_in_either_case_and_nothing_else() {
