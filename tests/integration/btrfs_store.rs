@@ -428,6 +428,29 @@ fn a_mount_point_in_the_trash_is_never_entered_and_the_rest_still_goes() {
     assert!(readonly(&sub));
 }
 
+#[test]
+fn a_subvolume_mounted_at_a_snapshots_name_is_not_sealed_and_stops_no_run() {
+    // A writable subvolume kept outside the host directory, dressed as a snapshot (a copy of
+    // a real one's metadata) and bind-mounted at a snapshot's name: the run names it, leaves
+    // its flag alone and succeeds.
+    let env = Env::new();
+    let fs = Btrfs::on(&env);
+    seed(&env);
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    let sub = fs.at.join("victim-subvolume");
+    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&sub).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let first = env.host_dir().join("daily/2025-01-01_02-00-00");
+    sh(&format!("cp -a '{}/.hwc-backup' '{}/'", first.display(), sub.display()));
+    let at = env.host_dir().join("daily/2025-01-01_12-00-00");
+    std::fs::create_dir(&at).unwrap();
+    let _mounted = Mount::with(&["--bind", &s(&sub)], &at);
+    let out = env.snapshot_at("2025-01-02T02:00:00Z", &["--store", "btrfs", "--no-prune"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(show(&out).contains("a mount point where a snapshot was expected; not made read-only"), "{}", show(&out));
+    assert!(!readonly(&sub), "the mounted subvolume was made read-only");
+}
+
 /// Used bytes of the filesystem at `p` (statvfs: blocks minus free blocks), after a sync.
 fn used(p: &Path) -> u64 {
     let out = sh(&format!("sync -f '{0}' && stat -f -c '%b %f %S' '{0}'", p.display()));

@@ -22,7 +22,7 @@
 //! unchanged file where the hard-link store makes one `link()`, and a snapshot deleted with
 //! one ioctl.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::fs::{Dir, Name};
 use crate::plan::StoreMode;
 use crate::store::layout::HostDir;
@@ -104,11 +104,28 @@ pub fn seal_published(host: &HostDir) -> Result<Vec<String>> {
     if !host.dir()?.is_btrfs()? {
         return Ok(sealed);
     }
+    let mount = crate::fs::fsops::mount_id(host.dir()?.fd()).ctx("inspect", host.root())?;
     for s in host.list()? {
-        let dir = host.open_snapshot(&s)?;
-        if dir.is_subvolume()? && !dir.is_readonly_subvolume()? {
-            dir.set_subvolume_readonly(true)?;
-            sealed.push(s.id());
+        // One snapshot that cannot be sealed (a mount point planted at its name, a subvolume
+        // this user may not change) is named; it must not stop every run.
+        let seal = || -> Result<bool> {
+            let dir = host.open_snapshot(&s)?;
+            if crate::fs::fsops::mount_id(dir.fd()).ctx("inspect", dir.path())? != mount {
+                return Err(Error::Unsafe {
+                    path: dir.path().to_path_buf(),
+                    message: "a mount point where a snapshot was expected; not made read-only".into(),
+                });
+            }
+            if dir.is_subvolume()? && !dir.is_readonly_subvolume()? {
+                dir.set_subvolume_readonly(true)?;
+                return Ok(true);
+            }
+            Ok(false)
+        };
+        match seal() {
+            Ok(true) => sealed.push(s.id()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("making the published snapshots read-only: {e}"),
         }
     }
     if !sealed.is_empty() {
