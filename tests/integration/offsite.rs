@@ -755,3 +755,26 @@ fn a_staging_directory_swapped_while_restic_restores_never_redirects_a_write_or_
     let moved = sh(&format!("find '{}'/.hwc-offsite-restore-*.moved -type f", s(env.dir.path())));
     assert_eq!(moved.trim(), "", "{moved}");
 }
+
+#[test]
+fn an_offsite_restore_into_the_backup_destination_is_refused() {
+    let env = Env::new();
+    write(&env.src.join("notes.txt"), "notes\n");
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    for into in [env.dest.join("restored.txt"), env.host_dir().join("daily/restored.txt")] {
+        let out = env
+            .cmd(&["restore", "--config"])
+            .arg(&plan)
+            .args(["--offsite", "nas", "latest"])
+            .arg(env.src.join("notes.txt"))
+            .arg(&into)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 2, "{}: {}", into.display(), show(&out));
+        assert!(show(&out).contains("inside the backup destination"), "{}", show(&out));
+        assert!(!into.exists());
+    }
+}

@@ -195,7 +195,19 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
     let Some(snapshot) = snapshot.to_str() else {
         bail!(Error::config("SNAPSHOT", format!("{snapshot:?} is not a snapshot name")));
     };
-    let opts = RestoreOptions { force: a.force, dry_run: a.dry_run, ..Default::default() };
+    // The local backup destination, when known (the plan's, or --dest): a target inside it is
+    // refused as for a local restore.
+    let local_dest = match (&a.target.dest, a.repo.repository.is_none()) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => a.target.load_plan("").ok().map(|p| p.destination.path),
+        (None, false) => None,
+    };
+    let opts = RestoreOptions {
+        force: a.force,
+        dry_run: a.dry_run,
+        also_refuse_inside: local_dest.as_deref(),
+        ..Default::default()
+    };
     let report = offsite::restore(&restic, host.as_deref(), snapshot, Path::new(path), Path::new(dest), opts)?;
     super::restore::report(&[report], &a, "offsite snapshot ")
 }

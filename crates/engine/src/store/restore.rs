@@ -94,6 +94,10 @@ pub struct RestoreOptions<'a> {
     pub progress: Option<RestoreProgress<'a>>,
     /// Threads writing file contents beside the walk; 0: the machine's cores (at least 2).
     pub threads: usize,
+    /// A backup destination the target must not be inside either, besides the snapshot's own
+    /// (a restore from an offsite copy, whose snapshot is in a staging directory, passes the
+    /// plan's).
+    pub also_refuse_inside: Option<&'a Path>,
 }
 
 /// Progress of a restore.
@@ -395,8 +399,15 @@ fn remove_leftover_staging(dst_parent: &Dir, name: &Name) -> Result<()> {
 /// a published snapshot, a tier, the host directory or anything else there. Decided on the
 /// directories the target would really be written in (symlinks and bind mounts included), by
 /// device and inode.
-fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
-    let Some(dest) = snapshot.path.ancestors().nth(3) else { return Ok(()) };
+fn refuse_inside_destination(snapshot: &Snapshot, target: &Path, also: Option<&Path>) -> Result<()> {
+    for dest in snapshot.path.ancestors().nth(3).into_iter().chain(also) {
+        refuse_inside(dest, target)?;
+    }
+    Ok(())
+}
+
+/// Refuses a target inside `dest` (see [`refuse_inside_destination`]).
+fn refuse_inside(dest: &Path, target: &Path) -> Result<()> {
     let Ok(dest_st) = rustix::fs::stat(dest) else { return Ok(()) };
     let id = |st: &Stat| (st.st_dev, st.st_ino);
     let absolute = std::path::absolute(target).ctx("resolve", target)?;
@@ -437,7 +448,7 @@ fn refuse_inside_destination(snapshot: &Snapshot, target: &Path) -> Result<()> {
 /// is refused, with `force` too. Nothing below the target's own path is ever reached through
 /// a symlink.
 pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
-    let prepared = prepare(snapshot, host_path, target, false)?;
+    let prepared = prepare(snapshot, host_path, target, false, opts.also_refuse_inside)?;
     let mut reports = run_prepared(snapshot, vec![prepared], opts)?;
     Ok(reports.pop().expect("one path, one report"))
 }
@@ -480,7 +491,7 @@ pub fn restore_into(
     }
     let prepared = host_paths
         .iter()
-        .map(|p| prepare(snapshot, p, &dest.join(p.file_name().expect("checked")), true))
+        .map(|p| prepare(snapshot, p, &dest.join(p.file_name().expect("checked")), true, opts.also_refuse_inside))
         .collect::<Result<Vec<_>>>()?;
     run_prepared(snapshot, prepared, opts)
 }
@@ -497,9 +508,15 @@ struct Prepared {
     target_exists: bool,
 }
 
-fn prepare(snapshot: &Snapshot, host_path: &Path, target: &Path, into_parent: bool) -> Result<Prepared> {
+fn prepare(
+    snapshot: &Snapshot,
+    host_path: &Path,
+    target: &Path,
+    into_parent: bool,
+    also_refuse_inside: Option<&Path>,
+) -> Result<Prepared> {
     let src = resolve_source(snapshot, host_path)?;
-    refuse_inside_destination(snapshot, target)?;
+    refuse_inside_destination(snapshot, target, also_refuse_inside)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
     let (target, into_dir) = match rustix::fs::lstat(target) {
         Ok(st) if !into_parent && fsops::file_type(&st) == FileType::Directory && !src_is_dir => {
