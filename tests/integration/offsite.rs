@@ -778,3 +778,33 @@ fn an_offsite_restore_into_the_backup_destination_is_refused() {
         assert!(!into.exists());
     }
 }
+
+#[test]
+fn an_offsite_path_below_a_stored_symlink_is_refused_not_read_live() {
+    // The live data a stored symlink points to is "encrypted" after the backup: a restore
+    // of a path below the link must not hand that back as the backup.
+    let env = Env::new();
+    let live = env.dir.path().join("data");
+    write(&live.join("report.txt"), "good report\n");
+    std::fs::create_dir_all(env.src.join("srv")).unwrap();
+    std::os::unix::fs::symlink(&live, env.src.join("srv/link")).unwrap();
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    write(&live.join("report.txt"), "ENCRYPTED\n");
+    let target = env.dir.path().join("out");
+    let out = env
+        .cmd(&["restore", "--config"])
+        .arg(&plan)
+        .args(["--offsite", "nas", "latest"])
+        .arg(env.src.join("srv/link/report.txt"))
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    // restic restores nothing through the stored link, so the local restore finds nothing there.
+    assert!(show(&out).contains("srv/link/report.txt is not in this snapshot"), "{}", show(&out));
+    assert!(!target.exists(), "nothing restored");
+    assert_eq!(std::fs::read_to_string(live.join("report.txt")).unwrap(), "ENCRYPTED\n");
+}
