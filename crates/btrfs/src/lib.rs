@@ -18,7 +18,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use rustix::ioctl::{opcode, Getter, Opcode, Setter};
+use rustix::ioctl::{opcode, Getter, Opcode, Setter, Updater};
 
 /// `BTRFS_SUPER_MAGIC`, the `f_type` of a btrfs filesystem.
 pub const SUPER_MAGIC: i64 = 0x9123_683E;
@@ -53,6 +53,17 @@ const SUBVOL_GETFLAGS: Opcode = opcode::read::<u64>(MAGIC, 25);
 const SUBVOL_SETFLAGS: Opcode = opcode::write::<u64>(MAGIC, 26);
 const SNAP_DESTROY_V2: Opcode = opcode::write::<VolArgsV2>(MAGIC, 63);
 const SUBVOL_SYNC_WAIT: Opcode = opcode::write::<SubvolWait>(MAGIC, 65);
+const INO_LOOKUP: Opcode = opcode::read_write::<InoLookup>(MAGIC, 18);
+/// `BTRFS_SUBVOL_SPEC_BY_ID`: `SNAP_DESTROY_V2` names the subvolume by id (Linux 5.7).
+const SUBVOL_SPEC_BY_ID: u64 = 1 << 4;
+
+/// `struct btrfs_ioctl_ino_lookup_args`.
+#[repr(C)]
+struct InoLookup {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
 
 /// `struct btrfs_ioctl_subvol_wait` (Linux 6.8).
 #[repr(C)]
@@ -66,7 +77,7 @@ const WAIT_FOR_QUEUED: u32 = 1;
 
 fn vol_args(fd: i64, name: &CStr) -> io::Result<Box<VolArgs>> {
     let bytes = name.to_bytes();
-    if bytes.is_empty() || bytes.contains(&b'/') || bytes.len() >= 4088 {
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') || bytes.len() >= 4088 {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     }
     let mut args = Box::new(VolArgs { fd, name: [0; 4088] });
@@ -148,6 +159,31 @@ pub fn destroy_subvolume(dir: BorrowedFd, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// The id of the subvolume the open file or directory `fd` is in (`BTRFS_IOC_INO_LOOKUP` of
+/// its root directory, which needs no privilege).
+pub fn subvolume_id(fd: BorrowedFd) -> io::Result<u64> {
+    let mut args = Box::new(InoLookup { treeid: 0, objectid: SUBVOL_ROOT_INO, name: [0; 4080] });
+    // SAFETY: INO_LOOKUP reads and writes a `struct btrfs_ioctl_ino_lookup_args`, which
+    // `InoLookup` is.
+    unsafe { rustix::ioctl::ioctl(fd, Updater::<INO_LOOKUP, InoLookup>::new(&mut args)) }?;
+    Ok(args.treeid)
+}
+
+/// Deletes the subvolume with id `id` of the filesystem `fs` is on, wherever it is now: the
+/// one a caller checked through its own descriptor, not whatever is at a name meanwhile.
+/// `ErrorKind::Unsupported` before Linux 5.7 (the caller deletes by name then).
+pub fn destroy_subvolume_by_id(fs: BorrowedFd, id: u64) -> io::Result<()> {
+    let mut v2 = Box::new(VolArgsV2 { fd: 0, transid: 0, flags: SUBVOL_SPEC_BY_ID, unused: [0; 4], name: [0; 4040] });
+    v2.name[..8].copy_from_slice(&id.to_ne_bytes());
+    // SAFETY: SNAP_DESTROY_V2 reads a `struct btrfs_ioctl_vol_args_v2`, which `VolArgsV2` is
+    // (`subvolid` shares the union with `name`).
+    match unsafe { rustix::ioctl::ioctl(fs, Setter::<SNAP_DESTROY_V2, VolArgsV2>::new(*v2)) } {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOTTY) => Err(io::ErrorKind::Unsupported.into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Waits until the subvolumes deleted so far on the filesystem of `fd` are cleaned up, so
 /// that their space is free (`BTRFS_IOC_SUBVOL_SYNC_WAIT`, Linux 6.8). `Ok(false)` on a kernel
 /// without the call: the space comes back when the kernel's cleaner gets to it.
@@ -172,6 +208,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<VolArgsV2>(), 4096);
         assert_eq!(std::mem::offset_of!(VolArgsV2, name), 56);
         assert_eq!(std::mem::size_of::<SubvolWait>(), 16);
+        assert_eq!(std::mem::size_of::<InoLookup>(), 4096);
+        assert_eq!(INO_LOOKUP as u64, 0xd000_9412);
         // As in linux/btrfs.h: _IOW(0x94, 1, struct btrfs_ioctl_vol_args) and friends.
         assert_eq!(SNAP_CREATE as u64, 0x5000_9401);
         assert_eq!(SNAP_DESTROY_V2 as u64, 0x5000_943f);
@@ -181,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_name_must_be_one_component() {
-        for bad in [c"", c"a/b", c"../x"] {
+        for bad in [c"", c"a/b", c"../x", c".", c".."] {
             assert!(vol_args(0, bad).is_err(), "{bad:?}");
         }
         assert!(vol_args(0, c"ok").is_ok());

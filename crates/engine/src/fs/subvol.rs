@@ -93,7 +93,18 @@ impl Dir {
             drop(sub);
             return self.remove_tree(name);
         }
-        match hwc_btrfs::destroy_subvolume(self.fd(), name.as_cstr()) {
+        // By its id, read through the descriptor checked above: whatever is put at `name`
+        // meanwhile is not what gets deleted.
+        let deleted = match hwc_btrfs::subvolume_id(sub.fd()) {
+            Ok(id) => match hwc_btrfs::destroy_subvolume_by_id(self.fd(), id) {
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+                    hwc_btrfs::destroy_subvolume(self.fd(), name.as_cstr())
+                }
+                other => other,
+            },
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(()) => return Ok(()),
             Err(e) => tracing::debug!(
                 "deleting subvolume {} by ioctl: {e}; deleting its files instead",
