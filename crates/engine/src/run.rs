@@ -553,8 +553,12 @@ fn build_into(
     })?;
     if work.subvolume {
         // Read-only from now on; the kernel moves no read-only subvolume into another
-        // directory, so the flag follows the rename (see `store::btrfs`).
-        work_dir.set_subvolume_readonly(true)?;
+        // directory, so the flag follows the rename (see `store::btrfs`). The snapshot is
+        // published: a flag that cannot be set is a warning (the next run seals it), not a
+        // failed run whose `latest` stays behind.
+        if let Err(e) = work_dir.set_subvolume_readonly(true) {
+            tracing::warn!("{e}; the next run makes it read-only");
+        }
     }
     daily.sync()?;
     let target_path = daily.child_path(&name_c);
