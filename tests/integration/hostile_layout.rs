@@ -120,3 +120,27 @@ fn a_destination_unmounted_during_the_run_gets_nothing_below_its_mount_point() {
     assert!(below.is_empty(), "written below the mount point: {below:?}");
     drop(tmpfs);
 }
+
+#[test]
+fn a_device_node_planted_as_the_lock_or_a_list_is_never_opened() {
+    // A character device of a driver that is not there (major 250): opening it would fail
+    // with ENXIO, so an error that names the type shows it was looked at, not opened. A real
+    // device (a watchdog) would act on the open alone.
+    let env = Env::new();
+    write(&env.src.join("a"), "a");
+    env.snapshot_ok("2025-01-10T02:00:00+00:00", &[]);
+    let id = env.snapshot_ids().pop().unwrap();
+    let lock = env.host_dir().join(".lock");
+    let _ = std::fs::remove_file(&lock);
+    sh(&format!("mknod '{}' c 250 250", lock.display()));
+    let o = env.snapshot_at("2025-01-11T02:00:00+00:00", &[]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    assert!(show(&o).contains(&format!("{}: is a device node, not a regular file", s(&lock))), "{}", show(&o));
+    std::fs::remove_file(&lock).unwrap();
+    // A snapshot's pin file (read by `status`, `prune`, `versions` …) as a device node.
+    let pin = env.host_dir().join(&id).join(".hwc-backup/pin.json");
+    sh(&format!("mknod '{}' c 250 250", pin.display()));
+    let o = env.run("status", &[]);
+    assert!(show(&o).contains("is a device node, not a regular file"), "{}", show(&o));
+    assert!(!show(&o).contains("No such device"), "it was opened: {}", show(&o));
+}

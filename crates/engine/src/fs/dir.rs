@@ -267,18 +267,27 @@ impl Dir {
     /// Opens the regular file `name` for reading, never through a symlink and never a FIFO
     /// or device; `None` when it does not exist.
     pub fn open_read(&self, name: &Name) -> Result<Option<File>> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat(&self.fd, name.as_cstr(), flags, Mode::empty()) {
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        Ok(self.open_regular(name, flags)?.map(File::from))
+    }
+
+    /// Opens the regular file `name` with `flags`: first with `O_PATH` (which opens nothing:
+    /// a device node planted here is not opened, so its driver's open has no effect), then,
+    /// once `fstat` says it is a regular file, that very inode through `/proc/self/fd`.
+    /// `None` when nothing has that name; a symlink or anything else is refused, naming it.
+    fn open_regular(&self, name: &Name, flags: OFlags) -> Result<Option<OwnedFd>> {
+        let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = match rustix::fs::openat(&self.fd, name.as_cstr(), path_flags, Mode::empty()) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP) => return Err(self.unexpected(name, "a regular file")),
             Err(e) => return Err(Error::io("open", self.child_path(name), e.into())),
         };
-        let st = rustix::fs::fstat(&fd).ctx("inspect", self.child_path(name))?;
+        let st = rustix::fs::fstat(&pinned).ctx("inspect", self.child_path(name))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(self.unexpected(name, "a regular file"));
         }
-        Ok(Some(File::from(fd)))
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+        rustix::fs::open(proc.as_str(), flags, Mode::empty()).ctx("open", self.child_path(name)).map(Some)
     }
 
     /// Creates a new regular file `name` for writing (`O_EXCL`: never an existing file, never
@@ -320,12 +329,19 @@ impl Dir {
     /// Opens (creating if needed) a lock file: a regular file with one link only, so a
     /// symlink or a hard link planted as `.lock` cannot make us truncate someone's file.
     pub fn open_lock_file(&self, name: &Name) -> Result<File> {
-        let flags =
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
-        let fd = match rustix::fs::openat(&self.fd, name.as_cstr(), flags, Mode::from_raw_mode(0o600)) {
-            Ok(fd) => fd,
-            Err(Errno::LOOP) => return Err(self.unexpected(name, "a regular file")),
-            Err(e) => return Err(Error::io("open lock file", self.child_path(name), e.into())),
+        let flags = OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let create = flags | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        // An existing one is opened as a regular file only (a device node there is never
+        // opened); a missing one is created, and a race with another creator retried.
+        let fd = loop {
+            if let Some(fd) = self.open_regular(name, flags)? {
+                break fd;
+            }
+            match rustix::fs::openat(&self.fd, name.as_cstr(), create, Mode::from_raw_mode(0o600)) {
+                Ok(fd) => break fd,
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io("open lock file", self.child_path(name), e.into())),
+            }
         };
         let st = rustix::fs::fstat(&fd).ctx("inspect", self.child_path(name))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
