@@ -374,3 +374,52 @@ fn repair_reads_no_live_path_of_the_kernels_own_and_opens_no_fifo() {
     assert!(notes.iter().any(|n| n.contains("/proc/uptime is on a filesystem of the kernel's own")), "{r}");
     assert!(notes.iter().any(|n| n.contains("is not a regular file now")), "{r}");
 }
+
+#[test]
+fn marking_lost_never_writes_into_a_planted_hard_link_fifo_or_symlinked_metadata() {
+    for plant in ["hard link", "fifo", "symlinked .hwc-backup"] {
+        let env = Env::new();
+        let (ids, rel) = two_damaged_snapshots(&env);
+        write(&env.src.join(&rel), "changed since\n");
+        // A victim outside the destination that parses as a lost list, and a directory.
+        let victim = env.dir.path().join("victim.json");
+        write(&victim, "[]\n");
+        let victim_dir = env.dir.path().join("victim-dir");
+        write(&victim_dir.join("lost.json"), "[]\n");
+        let meta = env.host_dir().join(&ids[1]).join(".hwc-backup");
+        match plant {
+            "hard link" => std::fs::hard_link(&victim, meta.join("lost.json")).unwrap(),
+            "fifo" => drop(sh(&format!("mkfifo '{}'", meta.join("lost.json").display()))),
+            _ => {
+                std::fs::rename(&meta, env.dir.path().join("meta-aside")).unwrap();
+                std::os::unix::fs::symlink(&victim_dir, &meta).unwrap();
+            }
+        }
+        let mut repair = env.cmd(&["repair", "--json"]);
+        repair.args(env.target_args());
+        let o = crate::verify::within_a_minute(&mut repair, plant);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "[]\n", "{plant}: {}", show(&o));
+        assert_eq!(tree(&victim_dir), vec!["lost.json".to_string()], "{plant}");
+        assert_eq!(std::fs::read_to_string(victim_dir.join("lost.json")).unwrap(), "[]\n", "{plant}");
+        let r = json(&o);
+        let in_lost = |id: &str| r["lost"].as_array().unwrap().iter().any(|l| l["snapshots"].to_string().contains(id));
+        match plant {
+            // Replaced by a rename: the snapshot's own list now names the file; the victim
+            // keeps its content (it only lost one of its names).
+            "hard link" => {
+                assert_eq!(code(&o), 0, "{plant}: {}", show(&o));
+                assert!(std::fs::read_to_string(meta.join("lost.json")).unwrap().contains("d/f"));
+                assert!(in_lost(&ids[1]), "{r}");
+            }
+            "fifo" => {
+                assert_eq!(code(&o), 1, "{plant}: {}", show(&o));
+                assert!(r["failed"][0]["snapshots"].to_string().contains(&ids[1]), "{plant}: {r}");
+            }
+            // A snapshot whose metadata is a symlink is no snapshot at all: left out.
+            _ => {
+                assert_eq!(code(&o), 0, "{plant}: {}", show(&o));
+                assert!(in_lost(&ids[0]) && !in_lost(&ids[1]), "{plant}: {r}");
+            }
+        }
+    }
+}
