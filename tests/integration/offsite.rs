@@ -808,3 +808,50 @@ fn an_offsite_path_below_a_stored_symlink_is_refused_not_read_live() {
     assert!(!target.exists(), "nothing restored");
     assert_eq!(std::fs::read_to_string(live.join("report.txt")).unwrap(), "ENCRYPTED\n");
 }
+
+#[test]
+fn a_hostile_snapshot_listing_becomes_no_argument_and_no_path() {
+    // What a tampered repository (or a restic that is not what it claims) could list: an ID
+    // that is an option, a short ID and a tag that climb out of the staging directory. The
+    // fake restic records how it is called and fails everything but `snapshots`.
+    let cases = [
+        ("..", "snapshot:../../x", "is not a single file name"),
+        ("1a2b3c4d", "snapshot:../../x", "is not a restic snapshot ID"),
+    ];
+    for (short_id, tag, refusal) in cases {
+        let env = Env::new();
+        let calls = env.dir.path().join("calls");
+        let listing = format!(
+            r#"[{{"id":"--target=/","short_id":"{short_id}","time":"2025-01-15T01:00:00Z","hostname":"testhost","paths":["/x"],"tags":["hwc-backup","{tag}"]}}]"#
+        );
+        let fake = env.dir.path().join("restic-hostile");
+        write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho \"$@\" >> '{calls}'\nfor a; do [ \"$a\" = snapshots ] && {{ echo '{listing}'; exit 0; }}; done\nexit 1\n",
+                calls = s(&calls)
+            ),
+        );
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let repo = Repo::local(&env, "repo");
+        let mut e = repo.entry();
+        e["restic"] = s(&fake).into();
+        let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+        let target = env.dir.path().join("out");
+        let out = env
+            .cmd(&["restore", "--config"])
+            .arg(&plan)
+            .args(["--offsite", "nas", "latest", "/x"])
+            .arg(&target)
+            .output()
+            .unwrap();
+        assert_ne!(code(&out), 0, "{}", show(&out));
+        assert!(show(&out).contains(refusal), "{refusal}: {}", show(&out));
+        let calls = std::fs::read_to_string(&calls).unwrap();
+        assert!(!calls.lines().any(|l| l.contains("restore")), "restic was asked to restore: {calls}");
+        assert!(!target.exists());
+        // Nothing was left beside the target either.
+        let left = sh(&format!("ls -A '{}' | grep hwc-offsite || true", s(env.dir.path())));
+        assert_eq!(left.trim(), "", "{left}");
+    }
+}
