@@ -144,3 +144,37 @@ fn a_device_node_planted_as_the_lock_or_a_list_is_never_opened() {
     assert!(show(&o).contains("is a device node, not a regular file"), "{}", show(&o));
     assert!(!show(&o).contains("No such device"), "it was opened: {}", show(&o));
 }
+
+#[test]
+fn symlinks_planted_after_the_lock_is_taken_are_refused_where_they_are_used() {
+    // The host check at the start of a run sees a clean layout; the pre-backup hook (which
+    // runs under the lock) then swaps `daily` or `.trash` for a symlink to a victim. The
+    // publish and the prune that follow reach them by name again and must refuse them.
+    for fixed in ["daily", ".trash"] {
+        let env = Env::new();
+        write(&env.src.join("a"), "a");
+        for day in 1..=8 {
+            env.snapshot_ok(&format!("2025-01-{day:02}T02:00:00+00:00"), &["--no-prune"]);
+        }
+        let victims = Victims::new(&env);
+        let before = victims.state();
+        let at = env.host_dir().join(fixed);
+        let hook = env.dir.path().join("pre-hook");
+        write(
+            &hook,
+            format!(
+                "#!/bin/sh\nmkdir -p '{at}' && mv '{at}' '{at}.aside' && ln -s '{victim}' '{at}'\n",
+                at = s(&at),
+                victim = s(&victims.dir)
+            ),
+        );
+        sh(&format!("chmod 755 '{}'", hook.display()));
+        let mut p = plan_json(&env);
+        p["hooks"] = serde_json::json!({ "preBackup": s(&hook), "postBackup": null });
+        let plan = write_plan(&env, "plan.json", &p.to_string());
+        let o = env.cmd(&["now", "--config"]).arg(&plan).args(["--now", "2025-01-20T02:00:00+00:00"]).output().unwrap();
+        assert_eq!(code(&o), 1, "{fixed}: {}", show(&o));
+        assert!(show(&o).contains(&format!("{}: is a symlink to", s(&at))), "{fixed}: {}", show(&o));
+        assert_eq!(victims.state(), before, "{fixed}: a victim changed");
+    }
+}
