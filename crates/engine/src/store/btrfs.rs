@@ -87,6 +87,8 @@ pub fn create_work(mode: StoreMode, incomplete: &Dir, name: &Name, base: Option<
         ))),
         Err(e) => {
             tracing::warn!("store = \"auto\": {e}; storing this snapshot with hard links");
+            // A subvolume made but not opened would take the name the plain directory needs.
+            incomplete.remove_snapshot(name)?;
             plain(incomplete)
         }
     }
