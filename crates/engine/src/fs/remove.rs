@@ -287,6 +287,39 @@ mod tests {
     }
 
     #[test]
+    fn a_tree_moved_while_it_is_deleted_stops_the_deletion_before_anything_outside() {
+        // 100 levels, more than are kept open: the levels above are re-opened through `..`
+        // on the way back up. Deep down, a middle directory is moved out of the tree, beside
+        // files that are not being deleted; climbing back up from it would reach them.
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        let mut deep = root.join("top");
+        for i in 0..100 {
+            deep.push(format!("d{i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), "f").unwrap();
+        std::fs::write(t.path().join("victim.txt"), "precious").unwrap();
+        std::fs::create_dir_all(t.path().join("victim-dir/sub")).unwrap();
+        let middle: std::path::PathBuf = (0..10).fold(root.join("top"), |p, i| p.join(format!("d{i}")));
+        let moved = std::cell::Cell::new(false);
+        let keep = |rel: &[u8], _: bool, _: bool| {
+            if !moved.get() && rel.ends_with(b"/d90") {
+                std::fs::rename(&middle, t.path().join("moved")).unwrap();
+                moved.set(true);
+            }
+            Some(true)
+        };
+        let dir = Dir::open_trusted(&root).unwrap();
+        let e = dir.remove_tree_keeping(&Name::new("top").unwrap(), &keep, true, false).unwrap_err();
+        assert!(moved.get());
+        assert!(e.to_string().contains("the tree was moved while it was being deleted"), "{e}");
+        assert_eq!(std::fs::read_to_string(t.path().join("victim.txt")).unwrap(), "precious");
+        assert!(t.path().join("victim-dir/sub").is_dir());
+        assert!(root.join("top").is_dir(), "the levels above the moved one stay");
+    }
+
+    #[test]
     fn the_mark_carries_down_what_is_kept_stays_and_a_dry_run_says_what_would_go() {
         let t = tempfile::tempdir().unwrap();
         let (root, victim) = (t.path().join("root"), t.path().join("victim"));
