@@ -47,6 +47,12 @@ fn readonly(p: &Path) -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "ro=true"
 }
 
+/// `btrfs subvolume create P`.
+fn create_subvolume(p: &Path) {
+    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(p).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+}
+
 /// `btrfs property set P ro true|false`.
 fn set_readonly(p: &Path, ro: bool) {
     let o = Command::new("btrfs").args(["property", "set"]).arg(p).args(["ro", &ro.to_string()]).output().unwrap();
@@ -399,8 +405,7 @@ fn a_mount_point_in_the_trash_is_never_entered_and_the_rest_still_goes() {
     write(&victim.join("sub/keep"), "precious\n");
     let victim_tree = tree(&victim);
     let sub = fs.at.join("victim-subvolume");
-    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&sub).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    create_subvolume(&sub);
     write(&sub.join("keep"), "precious too\n");
     set_readonly(&sub, true);
     let trash = env.host_dir().join(".trash");
@@ -438,8 +443,7 @@ fn a_subvolume_mounted_at_a_snapshots_name_is_not_sealed_and_stops_no_run() {
     seed(&env);
     env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
     let sub = fs.at.join("victim-subvolume");
-    let o = Command::new("btrfs").args(["subvolume", "create"]).arg(&sub).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
+    create_subvolume(&sub);
     let first = env.host_dir().join("daily/2025-01-01_02-00-00");
     sh(&format!("cp -a '{}/.hwc-backup' '{}/'", first.display(), sub.display()));
     let at = env.host_dir().join("daily/2025-01-01_12-00-00");
