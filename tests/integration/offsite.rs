@@ -855,3 +855,47 @@ fn a_hostile_snapshot_listing_becomes_no_argument_and_no_path() {
         assert_eq!(left.trim(), "", "{left}");
     }
 }
+
+#[test]
+fn an_endless_dump_is_stopped_by_repair_and_by_verify() {
+    // A restic whose `dump` never ends (`yes`), as a tampered repository could make it: the
+    // offsite check counts a mismatch and ends; repair, on a 64 MiB destination, stops at the
+    // room it has and marks the file lost; nothing is left on the destination.
+    let env = Env::new();
+    let _small = Mount::tmpfs(&env.dest, "size=64m");
+    let repo = Repo::local(&env, "restic-repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    write(&env.src.join("home/alice/notes.txt"), "notes\n".repeat(100));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let real = sh("command -v restic").trim().to_string();
+    let endless = env.dir.path().join("restic-endless");
+    write(&endless, format!("#!/bin/sh\nfor a; do [ \"$a\" = dump ] && exec yes; done\nexec {real} \"$@\"\n"));
+    std::fs::set_permissions(&endless, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut e = repo.entry();
+    e["restic"] = s(&endless).into();
+    let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+    let mut check = env.cmd(&["verify", "--config"]);
+    check.arg(&plan).args(["--offsite", "nas", "--json"]);
+    let out = crate::verify::within_a_minute(&mut check, "verify --offsite of an endless dump");
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("notes.txt"), "a mismatch: {}", show(&out));
+
+    let copy = env.in_snapshot("daily/2025-01-15_02-00-00").join("home/alice/notes.txt");
+    crate::integrity::flip(&copy, 3);
+    write(&env.src.join("home/alice/notes.txt"), "changed since\n");
+    let out = env.cmd(&["verify", "--config"]).arg(&plan).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    for dry in [true, false] {
+        let mut repair = env.cmd(&["repair", "--json", "--config"]);
+        repair.arg(&plan);
+        if dry {
+            repair.arg("--dry-run");
+        }
+        let out = crate::verify::within_a_minute(&mut repair, "repair from an endless dump");
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(r["lost"][0]["note"].as_str().unwrap_or("").contains("more than the"), "dry {dry}: {}", show(&out));
+    }
+    let used = sh(&format!("df --output=used -B1 '{}' | tail -1", s(&env.dest)));
+    assert!(used.trim().parse::<u64>().unwrap() < 16 << 20, "left on the destination: {used}");
+}

@@ -184,9 +184,11 @@ fn from_offsite(
                 }
             }
         };
+        // No more than a repair could write: the free space of the backup disk.
+        let limit = host.dir().and_then(crate::fs::fsutil::free_bytes_of).map_err(|e| e.to_string())?;
         let dumped = match &mut file {
-            Some(f) => o.restic.dump_into(&s.id, &path, f),
-            None => o.restic.dump_hash(&s.id, &path),
+            Some(f) => o.restic.dump_into(&s.id, &path, f, limit),
+            None => o.restic.dump_hash(&s.id, &path, limit),
         };
         match dumped {
             Ok(h) if &h == expected => {

@@ -324,14 +324,17 @@ impl Restic {
         self.run(&args, None).map(|_| ())
     }
 
-    /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed).
-    pub fn dump_hash(&self, id: &str, path: &Path) -> Result<[u8; 32]> {
-        self.dump_into(id, path, &mut std::io::sink())
+    /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed); see
+    /// [`Restic::dump_into`] for `limit`.
+    pub fn dump_hash(&self, id: &str, path: &Path, limit: u64) -> Result<[u8; 32]> {
+        self.dump_into(id, path, &mut std::io::sink(), limit)
     }
 
     /// Writes file `path` of snapshot `id` to `out` (`restic dump`, streamed) and returns the
-    /// BLAKE3 hash of what was written.
-    pub fn dump_into(&self, id: &str, path: &Path, out: &mut dyn std::io::Write) -> Result<[u8; 32]> {
+    /// BLAKE3 hash of what was written. More than `limit` bytes stop restic and are an error:
+    /// what a repository holds is not ours to trust, and an endless dump would otherwise fill
+    /// the disk or hash for ever.
+    pub fn dump_into(&self, id: &str, path: &Path, out: &mut dyn std::io::Write, limit: u64) -> Result<[u8; 32]> {
         use std::io::Read;
         let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
         snapshot_id(id, &what)?;
@@ -354,10 +357,15 @@ impl Restic {
         });
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
         let copied = loop {
             match stdout.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
+                    total += n as u64;
+                    if total > limit {
+                        break Err(format!("it gave more than the {limit} bytes the file can have; stopped"));
+                    }
                     hasher.update(&buf[..n]);
                     if let Err(e) = out.write_all(&buf[..n]) {
                         break Err(format!("cannot write what it gives: {e}"));
