@@ -125,9 +125,19 @@ pub(crate) fn print_offsite(o: &OffsiteReport) {
     }
 }
 
-/// The repository `--offsite NAME` (of the plan) or `--repository` names, and the host whose
-/// snapshots count (`None`: whichever single host the repository holds).
-fn repository_of(target: &Target, name: Option<&str>, repo: &RepoArgs) -> Result<(Restic, Option<String>, String)> {
+/// An offsite repository as the command line names it.
+struct Named {
+    restic: Restic,
+    /// The host whose snapshots count (`None`: whichever single host the repository holds).
+    host: Option<String>,
+    /// The offsite's name (the plan's, or [`AD_HOC_NAME`]).
+    name: String,
+    /// The local backup destination, when known (`--dest`, or the plan's).
+    local_dest: Option<PathBuf>,
+}
+
+/// The repository `--offsite NAME` (of the plan) or `--repository` names.
+fn repository_of(target: &Target, name: Option<&str>, repo: &RepoArgs) -> Result<Named> {
     if let Some(r) = &repo.repository {
         let Some(pw) = &repo.password_file else {
             bail!(Error::config("--password-file", "is required with --repository"));
@@ -135,7 +145,12 @@ fn repository_of(target: &Target, name: Option<&str>, repo: &RepoArgs) -> Result
         target.check_host()?;
         let mut restic = Restic::new(repo.restic.clone(), r, &absolute(pw)?)?;
         restic.set_rclone(repo.rclone_config.as_ref().map(|p| absolute(p)).transpose()?.as_deref(), None);
-        return Ok((restic, target.host.clone(), AD_HOC_NAME.into()));
+        return Ok(Named {
+            restic,
+            host: target.host.clone(),
+            name: AD_HOC_NAME.into(),
+            local_dest: target.dest.clone(),
+        });
     }
     let plan = target.load_plan("or --repository R --password-file F")?;
     let Some(name) = name.filter(|n| !n.is_empty()) else {
@@ -150,8 +165,12 @@ fn repository_of(target: &Target, name: Option<&str>, repo: &RepoArgs) -> Result
     let Some(o) = plan.offsite.get(name) else {
         bail!(Error::config(format!("offsite.{name}"), "is not an offsite of this plan"));
     };
-    let host = target.host.clone().unwrap_or(plan.host.clone());
-    Ok((Restic::of(o)?, Some(host), name.to_string()))
+    Ok(Named {
+        restic: Restic::of(o)?,
+        host: Some(target.host.clone().unwrap_or(plan.host.clone())),
+        name: name.to_string(),
+        local_dest: Some(target.dest.clone().unwrap_or(plan.destination.path.clone())),
+    })
 }
 
 /// `restore --offsite`: list, or restore a path of a restic snapshot with the rules of a
@@ -173,7 +192,7 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
         ));
     }
     let operands: Vec<std::ffi::OsString> = operands.into_iter().flatten().collect();
-    let (restic, host, _) = repository_of(&a.target, Some(&name), &a.repo)?;
+    let Named { restic, host, local_dest, .. } = repository_of(&a.target, Some(&name), &a.repo)?;
     if a.list {
         let list = offsite::list(&restic, host.as_deref())?;
         if a.json {
@@ -195,13 +214,7 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
     let Some(snapshot) = snapshot.to_str() else {
         bail!(Error::config("SNAPSHOT", format!("{snapshot:?} is not a snapshot name")));
     };
-    // The local backup destination, when known (the plan's, or --dest): a target inside it is
-    // refused as for a local restore.
-    let local_dest = match (&a.target.dest, a.repo.repository.is_none()) {
-        (Some(d), _) => Some(d.clone()),
-        (None, true) => a.target.load_plan("").ok().map(|p| p.destination.path),
-        (None, false) => None,
-    };
+    // A target inside the local backup destination is refused as for a local restore.
     let opts = RestoreOptions {
         force: a.force,
         dry_run: a.dry_run,
@@ -217,7 +230,7 @@ pub(crate) fn restore_offsite(a: RestoreArgs) -> Result<Exit> {
 pub(crate) fn verify_offsite(a: crate::args::VerifyArgs) -> Result<Exit> {
     let name = a.offsite.clone().unwrap_or_default();
     let (restic, host, name, store, job, subset) = if a.repo.repository.is_some() {
-        let (restic, host, name) = repository_of(&a.target, None, &a.repo)?;
+        let Named { restic, host, name, .. } = repository_of(&a.target, None, &a.repo)?;
         // With --dest the sample is compared with the local snapshots and the outcome recorded.
         let store = match &a.target.dest {
             Some(_) => Some(a.target.resolve()?.store),
@@ -226,7 +239,7 @@ pub(crate) fn verify_offsite(a: crate::args::VerifyArgs) -> Result<Exit> {
         let host = host.or_else(|| store.as_ref().map(|s| s.host.clone()));
         (restic, host, name, store, None, a.read_data_subset.clone().or(Some("5%".into())))
     } else {
-        let (restic, host, name) = repository_of(&a.target, Some(&name), &a.repo)?;
+        let Named { restic, host, name, .. } = repository_of(&a.target, Some(&name), &a.repo)?;
         let job = a.target.load_plan("")?.local_job();
         let o = job.offsites().into_iter().find(|(n, _)| *n == name).map(|(_, o)| o.clone());
         let subset = a.read_data_subset.clone().or(o.and_then(|o| o.check.read_data_subset));

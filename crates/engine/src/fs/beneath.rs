@@ -30,6 +30,14 @@ pub fn component(name: &[u8]) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in a path"))
 }
 
+/// `dir/name` split at its last `/`: (`dir`, `name`); (``, `name`) for a name alone.
+pub fn split_last(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&[], rel),
+    }
+}
+
 /// A new descriptor for the directory `dir` itself.
 pub fn reopen(dir: BorrowedFd) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(dir, c".", crate::fs::DIR_FLAGS, Mode::empty())?)

@@ -66,8 +66,7 @@ impl Dir {
     /// or replaced on the way to it (`/proc/<pid>/fd/<fd>`): for a program that takes a path
     /// and must write *here*, never where someone who can rename a parent points it meanwhile.
     pub fn pinned_path(&self) -> PathBuf {
-        use std::os::fd::AsRawFd;
-        PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), self.fd.as_raw_fd()))
+        super::fsops::proc_path(self.fd(), true)
     }
 
     /// Removes the directory `name` that this process created and still holds as `dir`: its
@@ -286,8 +285,7 @@ impl Dir {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(self.unexpected(name, "a regular file"));
         }
-        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-        rustix::fs::open(proc.as_str(), flags, Mode::empty()).ctx("open", self.child_path(name)).map(Some)
+        super::fsops::reopen_pinned(pinned.as_fd(), flags).ctx("open", self.child_path(name)).map(Some)
     }
 
     /// Creates a new regular file `name` for writing (`O_EXCL`: never an existing file, never

@@ -23,6 +23,22 @@ fn src_flags() -> OFlags {
     OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY
 }
 
+/// `/proc/self/fd/N`: a path naming the very file `fd` holds, for calls that take a path;
+/// `for_child`: `/proc/<pid>/fd/N`, which a program this process starts resolves the same way.
+pub fn proc_path(fd: BorrowedFd, for_child: bool) -> std::path::PathBuf {
+    use std::os::fd::AsRawFd;
+    match for_child {
+        true => format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd()).into(),
+        false => format!("/proc/self/fd/{}", fd.as_raw_fd()).into(),
+    }
+}
+
+/// Opens, with `flags`, the file an `O_PATH` descriptor pins (through its [`proc_path`]): the
+/// same inode, whatever was renamed or planted at its name since.
+pub fn reopen_pinned(pinned: BorrowedFd, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(proc_path(pinned, false), flags, Mode::empty())?)
+}
+
 /// The kernel's id of the mount `fd` is on (`statx` `STATX_MNT_ID`): a directory whose id
 /// differs from its parent's is a mount point (a subvolume or a snapshot is not one: it shares
 /// its filesystem's mount).
@@ -406,8 +422,9 @@ pub fn copy_special(
 /// `/proc/self/fd/N/name`: a path to `name` in an open directory, for the few calls that
 /// have no `*at` form.
 fn fd_path(dir: BorrowedFd, name: &CStr) -> CString {
-    use std::os::fd::AsRawFd;
-    let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    use std::os::unix::ffi::OsStringExt;
+    let mut p = proc_path(dir, false).into_os_string().into_vec();
+    p.push(b'/');
     p.extend_from_slice(name.to_bytes());
     CString::new(p).expect("no NUL in a file name")
 }

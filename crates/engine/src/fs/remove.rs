@@ -249,8 +249,7 @@ fn make_writable_by_path(dir: &Dir, name: &Name) -> Result<()> {
         e => Error::io("open directory", dir.child_path(name), e.into()),
     })?;
     let st = rustix::fs::fstat(&fd).ctx("inspect", dir.child_path(name))?;
-    let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    rustix::fs::chmod(proc.as_str(), Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700))
+    rustix::fs::chmod(super::fsops::proc_path(fd.as_fd(), false), Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700))
         .ctx("make writable", dir.child_path(name))
 }
 

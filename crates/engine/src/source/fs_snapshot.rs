@@ -30,7 +30,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -379,10 +379,7 @@ fn join_real(real: &Path, rest: &Path) -> PathBuf {
 
 /// `/proc/self/fd/N` for this process, `/proc/<pid>/fd/N` for a child it starts.
 fn fd_path(fd: BorrowedFd, for_child: bool) -> PathBuf {
-    match for_child {
-        true => PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), fd.as_raw_fd())),
-        false => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
-    }
+    crate::fs::fsops::proc_path(fd, for_child)
 }
 
 /// Where a source can be snapshotted: its subvolume's root, or why not.

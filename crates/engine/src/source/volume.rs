@@ -34,7 +34,7 @@
 //! a second device with the same filesystem id): its btrfs snapshots serve.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -714,7 +714,7 @@ fn is_zfs(fd: &OwnedFd) -> bool {
 
 /// `/proc/self/fd/N`.
 fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    crate::fs::fsops::proc_path(fd.as_fd(), false)
 }
 
 /// The kernel's own node of a device-mapper device (`/dev/dm-N`, made by devtmpfs, not udev),

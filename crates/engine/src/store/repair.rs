@@ -168,6 +168,7 @@ fn from_offsite(
         return Err(format!("{} holds no snapshot of {}", o.restic.repository, o.host));
     }
     let path = Path::new("/").join(OsStr::from_bytes(raw));
+    let dir = host.dir().map_err(|e| e.to_string())?;
     let mut tried = Vec::new();
     for s in order.into_iter().take(OFFSITE_TRIES) {
         // A dry run only hashes what restic gives; a repair keeps it in an unnamed file of the
@@ -177,7 +178,6 @@ fn from_offsite(
             true => None,
             false => {
                 let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
-                let dir = host.dir().map_err(|e| e.to_string())?;
                 match rustix::fs::openat(dir.fd(), c".", flags, Mode::from_raw_mode(0o600)) {
                     Ok(fd) => Some(std::fs::File::from(fd)),
                     Err(e) => return Err(format!("cannot create a file for it in {}: {e}", host.root().display())),
@@ -185,20 +185,24 @@ fn from_offsite(
             }
         };
         // No more than a repair could write: the free space of the backup disk.
-        let limit = host.dir().and_then(crate::fs::fsutil::free_bytes_of).map_err(|e| e.to_string())?;
+        let limit = crate::fs::fsutil::free_bytes_of(dir).map_err(|e| e.to_string())?;
         let dumped = match &mut file {
             Some(f) => o.restic.dump_into(&s.id, &path, f, limit),
             None => o.restic.dump_hash(&s.id, &path, limit),
         };
         match dumped {
-            Ok(h) if &h == expected => {
+            Ok(Some(h)) if &h == expected => {
                 let note = format!("offsite {} (restic snapshot {})", o.name, s.short_id);
                 return Ok(match file {
                     Some(file) => GoodCopy::Offsite { file, note },
                     None => GoodCopy::Seen(note),
                 });
             }
-            Ok(_) => tried.push(format!("{} holds other content", s.short_id)),
+            Ok(Some(_)) => tried.push(format!("{} holds other content", s.short_id)),
+            Ok(None) => tried.push(format!(
+                "{}: restic gave more than the {limit} bytes the drive has room for; stopped",
+                s.short_id
+            )),
             Err(e) => tried.push(format!("{}: {e}", s.short_id)),
         }
     }
@@ -224,10 +228,8 @@ fn from_source(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::R
     if crate::fs::fstype::of(&path_fd).is_ok_and(|t| crate::fs::fstype::KERNEL_MADE.contains(&t)) {
         return Err(format!("the source {} is on a filesystem of the kernel's own; not read", live.display()));
     }
-    let pinned = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&path_fd));
     let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
-    let f: std::fs::File =
-        rustix::fs::open(pinned.as_str(), flags, Mode::empty()).map_err(|e| cannot(e.into()))?.into();
+    let f: std::fs::File = fsops::reopen_pinned(path_fd.as_fd(), flags).map_err(cannot)?.into();
     match fsops::hash_file(&f, buf) {
         Ok(h) if &h == expected => Ok(GoodCopy::Source(f)),
         Ok(_) => Err(format!("the source {} has changed since the snapshot", live.display())),
@@ -376,10 +378,7 @@ fn unseal(
 fn open_place(host: &HostDir, s: &Snapshot, p: &DamagedPlace, raw: &[u8]) -> Result<Opened> {
     let snap = host.open_snapshot(s)?;
     let shown = s.path.join(OsStr::from_bytes(raw));
-    let (parent, name) = match raw.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&raw[..i], &raw[i + 1..]),
-        None => (&b""[..], raw),
-    };
+    let (parent, name) = beneath::split_last(raw);
     let name = Name::new(name).map_err(|e| Error::Unsafe { path: shown.clone(), message: e.to_string() })?;
     let dir = if parent.is_empty() {
         snap

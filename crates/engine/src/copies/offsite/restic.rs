@@ -326,15 +326,21 @@ impl Restic {
 
     /// The BLAKE3 hash of file `path` of snapshot `id` (`restic dump`, streamed); see
     /// [`Restic::dump_into`] for `limit`.
-    pub fn dump_hash(&self, id: &str, path: &Path, limit: u64) -> Result<[u8; 32]> {
+    pub fn dump_hash(&self, id: &str, path: &Path, limit: u64) -> Result<Option<[u8; 32]>> {
         self.dump_into(id, path, &mut std::io::sink(), limit)
     }
 
     /// Writes file `path` of snapshot `id` to `out` (`restic dump`, streamed) and returns the
-    /// BLAKE3 hash of what was written. More than `limit` bytes stop restic and are an error:
-    /// what a repository holds is not ours to trust, and an endless dump would otherwise fill
-    /// the disk or hash for ever.
-    pub fn dump_into(&self, id: &str, path: &Path, out: &mut dyn std::io::Write, limit: u64) -> Result<[u8; 32]> {
+    /// BLAKE3 hash of what was written; `None` when restic gave more than `limit` bytes (it is
+    /// stopped there: what a repository holds is not ours to trust, and an endless dump would
+    /// otherwise fill the disk or hash for ever).
+    pub fn dump_into(
+        &self,
+        id: &str,
+        path: &Path,
+        out: &mut dyn std::io::Write,
+        limit: u64,
+    ) -> Result<Option<[u8; 32]>> {
         use std::io::Read;
         let what = || format!("restic dump {} of repository {}", path.display(), self.repository);
         snapshot_id(id, &what)?;
@@ -358,13 +364,14 @@ impl Restic {
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
+        // `Ok(false)`: more than `limit` bytes came.
         let copied = loop {
             match stdout.read(&mut buf) {
-                Ok(0) => break Ok(()),
+                Ok(0) => break Ok(true),
                 Ok(n) => {
                     total += n as u64;
                     if total > limit {
-                        break Err(format!("it gave more than the {limit} bytes the file can have; stopped"));
+                        break Ok(false);
                     }
                     hasher.update(&buf[..n]);
                     if let Err(e) = out.write_all(&buf[..n]) {
@@ -375,20 +382,22 @@ impl Restic {
                 Err(e) => break Err(e.to_string()),
             }
         };
-        if copied.is_err() {
+        if copied != Ok(true) {
             let _ = child.kill();
         }
         drop(stdout);
         let status = child.wait().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
         let stderr = stderr.join().unwrap_or_default();
-        copied.map_err(|message| Error::Command { what: what(), message })?;
+        if !copied.map_err(|message| Error::Command { what: what(), message })? {
+            return Ok(None);
+        }
         if !status.success() {
             return Err(Error::Command {
                 what: what(),
                 message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(&stderr))),
             });
         }
-        Ok(*hasher.finalize().as_bytes())
+        Ok(Some(*hasher.finalize().as_bytes()))
     }
 
     /// `restic restore ID --target DIR [--include PATH]`.
