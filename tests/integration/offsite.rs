@@ -899,3 +899,24 @@ fn an_endless_dump_is_stopped_by_repair_and_by_verify() {
     let used = sh(&format!("df --output=used -B1 '{}' | tail -1", s(&env.dest)));
     assert!(used.trim().parse::<u64>().unwrap() < 16 << 20, "left on the destination: {used}");
 }
+
+#[test]
+fn a_symlink_planted_in_the_local_snapshot_does_not_bound_the_offsite_sample() {
+    // The local copy of the sampled file replaced by a symlink (its size is the target's
+    // length): the offsite copy is still read whole and matches the manifest.
+    let env = Env::new();
+    write(&env.src.join("home/alice/notes.txt"), "notes\n".repeat(100));
+    let repo = Repo::local(&env, "repo");
+    let plan = plan_with(&env, serde_json::json!({ "nas": repo.entry() }));
+    let out = now(&env, &plan, T1);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let copy = env.in_snapshot("daily/2025-01-15_02-00-00").join("home/alice/notes.txt");
+    let victim = env.dir.path().join("victim");
+    write(&victim, "x");
+    std::fs::remove_file(&copy).unwrap();
+    std::os::unix::fs::symlink(&victim, &copy).unwrap();
+    let out = env.cmd(&["verify", "--config"]).arg(&plan).args(["--offsite", "nas", "--json"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("notes.txt"), "{}", show(&out));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
+}

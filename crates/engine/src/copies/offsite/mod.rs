@@ -494,7 +494,8 @@ fn local_size(dir: &Dir, rel: &std::path::Path) -> Option<u64> {
         let fd = crate::fs::beneath::open_dir(dir.fd(), parent).ok()?;
         crate::fs::fsops::stat_at(std::os::fd::AsFd::as_fd(&fd), name.as_cstr()).ok()?
     };
-    u64::try_from(st.st_size).ok()
+    // A symlink planted in place of the file has a size of its own, not the file's.
+    (crate::fs::fsops::file_type(&st) == rustix::fs::FileType::RegularFile).then_some(st.st_size as u64)
 }
 
 /// Picks a restic snapshot of hwc-backup by what a user types: `latest`, the local
