@@ -423,3 +423,42 @@ fn marking_lost_never_writes_into_a_planted_hard_link_fifo_or_symlinked_metadata
         }
     }
 }
+
+#[test]
+fn repair_reads_no_live_file_outside_the_plans_sources() {
+    // Whoever can write the disk plants, in a snapshot, a file at the path of a victim outside
+    // the plan's sources with a manifest line of the victim's hash (a guess at a secret): the
+    // next verify records it as damaged. With the plan, repair does not read the victim (it
+    // would tell the disk whether the guess was right) and marks the file lost; the same
+    // destination named without a plan reads any path, which is what makes the check needed.
+    let env = Env::new();
+    write(&env.src.join("d/f"), "good content\n");
+    let victim = env.dir.path().join("victim/secret");
+    write(&victim, "the secret\n");
+    let mut plan = plan_json(&env);
+    plan["retention"]["pruneAfterRun"] = false.into();
+    let plan = write_plan(&env, "plan.json", &plan.to_string());
+    let with_plan = |sub: &str, args: &[&str]| env.cmd(&[sub, "--config"]).arg(&plan).args(args).output().unwrap();
+    let o = with_plan("now", &["--now", &date(1)]);
+    assert_eq!(code(&o), 0, "{}", show(&o));
+    let id = env.snapshot_ids().pop().unwrap();
+    let root = env.host_dir().join(&id);
+    let rel = victim.strip_prefix("/").unwrap();
+    write(&root.join(rel), "the secreT\n");
+    let manifest = root.join(".hwc-backup/manifest.b3");
+    let lines = std::fs::read_to_string(&manifest).unwrap();
+    let planted = format!("{}  {}", blake3::hash(b"the secret\n").to_hex(), rel.display());
+    assert!(lines.lines().all(|l| l.split_once("  ").unwrap().1 < rel.to_str().unwrap()), "{lines}");
+    std::fs::write(&manifest, format!("{lines}{planted}\n")).unwrap();
+    let o = with_plan("verify", &[]);
+    assert_eq!(code(&o), 1, "{}", show(&o));
+    let o = with_plan("repair", &["--dry-run", "--json"]);
+    let r = json(&o);
+    assert_eq!(r["repaired"], serde_json::json!([]), "{r}");
+    let note = r["lost"][0]["note"].as_str().unwrap();
+    assert!(note.contains("below none of the plan's sources"), "{r}");
+    // Without the plan, nothing limits the path: the victim answers.
+    let o = env.run("repair", &["--dry-run", "--json"]);
+    let r = json(&o);
+    assert_eq!(r["repaired"][0]["note"], "source", "{r}");
+}

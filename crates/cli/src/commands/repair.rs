@@ -6,7 +6,7 @@ use anyhow::Result;
 use hwc_backup_engine::copies::offsite::Restic;
 use hwc_backup_engine::ops::state::{DestinationId, StateDir};
 use hwc_backup_engine::store::lock::HostLock;
-use hwc_backup_engine::store::repair::{self, RepairReport};
+use hwc_backup_engine::store::repair::{self, LiveSources, RepairReport};
 
 use super::print_json;
 use crate::args::RepairArgs;
@@ -28,7 +28,8 @@ pub(crate) fn repair_cmd(a: RepairArgs) -> Result<Exit> {
             Err(e) => eprintln!("hwc-backup: warning: offsite {name} cannot give good copies: {e}"),
         }
     }
-    let (report, record) = repair::repair(&t.host, &lock, &damage, &offsites, a.dry_run)?;
+    let live = live_sources(&t);
+    let (report, record) = repair::repair(&t.host, &lock, &damage, &live, &offsites, a.dry_run)?;
     if !a.dry_run {
         scope.write_damage(&record)?;
         // The last verify's damage that is now repaired or marked lost no longer counts.
@@ -45,6 +46,20 @@ pub(crate) fn repair_cmd(a: RepairArgs) -> Result<Exit> {
         print_repair(&report)?;
     }
     Ok(if report.failed.is_empty() { Exit::Success } else { Exit::Failed })
+}
+
+/// Which live files may give good copies: the plan's sources for this machine's job; none for
+/// a pulled host (its files are on that machine); any with `--dest` and no plan, where the
+/// operator names the destination and no sources are known (the hash check still holds).
+fn live_sources(t: &crate::target::Resolved) -> LiveSources {
+    match &t.job {
+        Some(job) if job.pulled().is_some() => LiveSources::Nowhere(format!(
+            "{} is a pulled host: its live files are on that machine, not here",
+            t.host_name
+        )),
+        Some(job) => LiveSources::Below(job.sources.paths.clone()),
+        None => LiveSources::Anywhere,
+    }
 }
 
 fn print_repair(r: &RepairReport) -> Result<()> {

@@ -4,7 +4,8 @@
 //! A damaged inode is usually shared by many snapshots (hard links). For each one:
 //!
 //! 1. **A good copy** is looked for: the live source at the same path, when its BLAKE3 equals
-//!    the manifest's; else the same path in an offsite restic copy ([`OffsiteSource`]):
+//!    the manifest's and the path is one repair may read ([`LiveSources`]: below the plan's
+//!    sources for this machine's job, nowhere for a pulled host's); else the same path in an offsite restic copy ([`OffsiteSource`]):
 //!    `restic dump` of it, first from the restic snapshots made of the damaged snapshots
 //!    themselves (tag `snapshot:<name>`), then from the others, newest first, at most
 //!    [`OFFSITE_TRIES`] per repository, into an unnamed file of the host directory
@@ -109,6 +110,41 @@ impl GoodCopy {
     }
 }
 
+/// Which live files repair may take a good copy from. The damage record and the manifests
+/// that name a damaged file are on the backup disk, which whoever can write it can shape; the
+/// hash check keeps any content but the backed-up one out, and this keeps repair from being
+/// asked about files that were never backed up (whether `/etc/shadow` hashes to a guess).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveSources {
+    /// Below these absolute paths only: the sources of this machine's job in the plan.
+    Below(Vec<PathBuf>),
+    /// Any path: a destination named on the command line without a plan, for this machine.
+    Anywhere,
+    /// None: the snapshots are of another machine (a pulled host), whose files are not here.
+    Nowhere(String),
+}
+
+impl LiveSources {
+    /// `/raw` when repair may read it, or why not. Only plain names count: `..` and `.`
+    /// would reach outside a source while the path still starts with it.
+    fn allowed(&self, raw: &[u8]) -> std::result::Result<PathBuf, String> {
+        use std::path::Component;
+        let rel = Path::new(OsStr::from_bytes(raw));
+        let live = Path::new("/").join(rel);
+        if raw.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) || raw.contains(&b'\0') {
+            return Err(format!("the path {} is not a plain path below /; no live file is read", live.display()));
+        }
+        match self {
+            LiveSources::Anywhere => Ok(live),
+            LiveSources::Below(roots) if roots.iter().any(|r| live.starts_with(r)) => Ok(live),
+            LiveSources::Below(_) => {
+                Err(format!("{} is below none of the plan's sources; no live file is read", live.display()))
+            }
+            LiveSources::Nowhere(why) => Err(why.clone()),
+        }
+    }
+}
+
 /// The offsites' restic snapshots of the host, listed once per repair (or why not).
 type Listings = Vec<Option<std::result::Result<Vec<ResticSnapshot>, String>>>;
 
@@ -117,6 +153,7 @@ type Listings = Vec<Option<std::result::Result<Vec<ResticSnapshot>, String>>>;
 #[allow(clippy::too_many_arguments)]
 fn find_good_copy(
     host: &HostDir,
+    live: &LiveSources,
     offsites: &[OffsiteSource],
     listings: &mut Listings,
     damaged_in: &[&str],
@@ -125,7 +162,7 @@ fn find_good_copy(
     buf: &mut Vec<u8>,
     dry_run: bool,
 ) -> std::result::Result<GoodCopy, String> {
-    let why_source = match from_source(raw, expected, buf) {
+    let why_source = match live.allowed(raw).and_then(|path| from_source(&path, expected, buf)) {
         Ok(copy) => return Ok(copy),
         Err(why) => why,
     };
@@ -209,9 +246,8 @@ fn from_offsite(
     Err(format!("no restic snapshot tried holds it as backed up ({})", tried.join("; ")))
 }
 
-/// The live file at `/raw` when its content hashes to `expected`, or why not.
-fn from_source(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
-    let live = Path::new("/").join(OsStr::from_bytes(raw));
+/// The live file at `live` when its content hashes to `expected`, or why not.
+fn from_source(live: &Path, expected: &Hash, buf: &mut Vec<u8>) -> std::result::Result<GoodCopy, String> {
     // The live system may reach a source through a symlink (`/home -> /data/home`), so the
     // path is resolved as any program would; what counts is the content, checked by its hash.
     // The path comes from the destination's damage record, which whoever can write the disk
@@ -220,7 +256,7 @@ fn from_source(raw: &[u8], expected: &Hash, buf: &mut Vec<u8>) -> std::result::R
     // filesystems (`/proc/kcore` would be read for ever), through that very handle.
     let cannot = |e: std::io::Error| format!("the source {} cannot be read ({e})", live.display());
     let path_fd =
-        rustix::fs::open(&live, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(|e| cannot(e.into()))?;
+        rustix::fs::open(live, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).map_err(|e| cannot(e.into()))?;
     let st = rustix::fs::fstat(&path_fd).map_err(|e| cannot(e.into()))?;
     if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
         return Err(format!("the source {} is not a regular file now", live.display()));
@@ -246,7 +282,7 @@ struct Opened {
 }
 
 /// Repairs every unrepaired file of `damage` in the snapshots of `host`, taking good copies
-/// from the live source or else from `offsites`; returns what was done and the damage record
+/// from the live source (where `live` allows) or else from `offsites`; returns what was done and the damage record
 /// to keep (repaired places gone, lost ones moved to `lost`, places in snapshots that no
 /// longer exist dropped). A dry run reads from the offsites too (hashing what restic gives,
 /// keeping nothing), so that it says truly where each copy would come from.
@@ -254,6 +290,7 @@ pub fn repair(
     host: &HostDir,
     _lock: &HostLock,
     damage: &DamageRecord,
+    live: &LiveSources,
     offsites: &[OffsiteSource],
     dry_run: bool,
 ) -> Result<(RepairReport, DamageRecord)> {
@@ -286,7 +323,7 @@ pub fn repair(
             continue;
         };
         let damaged_in: Vec<&str> = places.iter().map(|p| p.snapshot_name()).collect();
-        match find_good_copy(host, offsites, &mut listings, &damaged_in, &raw, &expected, &mut buf, dry_run) {
+        match find_good_copy(host, live, offsites, &mut listings, &damaged_in, &raw, &expected, &mut buf, dry_run) {
             Ok(copy) => {
                 let note = copy.note();
                 if dry_run {
@@ -546,4 +583,31 @@ pub fn lost_files(host: &HostDir, s: &Snapshot) -> Vec<PathBuf> {
         .filter_map(|e| hex_decode(&e.raw))
         .map(|raw| Path::new("/").join(OsStr::from_bytes(&raw)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_paths_below_a_source_reach_a_live_file() {
+        let below = LiveSources::Below(vec![PathBuf::from("/home/alice"), PathBuf::from("/srv/")]);
+        assert_eq!(below.allowed(b"home/alice/x"), Ok(PathBuf::from("/home/alice/x")));
+        assert_eq!(below.allowed(b"srv/a/b"), Ok(PathBuf::from("/srv/a/b")));
+        for refused in [
+            &b"home/alice/../../etc/shadow"[..],
+            b"home/alice/./x/../../../etc/shadow",
+            b"/home/alice/x",
+            b"",
+            b"home/alicex/y",
+            b"etc/shadow",
+            b"home/alice/x\0y",
+        ] {
+            assert!(below.allowed(refused).is_err(), "{}", String::from_utf8_lossy(refused));
+        }
+        assert!(LiveSources::Anywhere.allowed(b"etc/hostname").is_ok());
+        assert!(LiveSources::Anywhere.allowed(b"etc/../root/x").is_err());
+        let why = LiveSources::Nowhere("pulled".into()).allowed(b"home/alice/x").unwrap_err();
+        assert_eq!(why, "pulled");
+    }
 }
