@@ -920,3 +920,60 @@ fn a_symlink_planted_in_the_local_snapshot_does_not_bound_the_offsite_sample() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("notes.txt"), "{}", show(&out));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
 }
+
+/// `hwc-backup ARGS…` under `/usr/bin/time`: its output and its peak resident memory in KiB.
+fn with_peak_memory(env: &Env, args: &[&std::ffi::OsStr], what: &str) -> (Output, u64) {
+    let report = env.dir.path().join("peak-kib");
+    let mut c = std::process::Command::new("/usr/bin/time");
+    c.args(["-f", "%M", "-o"]).arg(&report).arg(crate::util::bin()).args(args);
+    c.env_remove("HWC_BACKUP_CONFIG").env_remove("HWC_BACKUP_LOG");
+    let out = crate::verify::within_a_minute(&mut c, what);
+    let kib = std::fs::read_to_string(&report).unwrap().lines().last().unwrap().trim().parse().unwrap();
+    (out, kib)
+}
+
+#[test]
+fn restics_endless_output_or_flooded_stderr_holds_little_memory() {
+    // A tampered repository (or a broken restic) can make a listing endless and an error
+    // message hundreds of MiB long: the listing is stopped at 64 MiB with an error saying so,
+    // and of stderr only the end is kept, which still names restic's own error.
+    crate::util::require("/usr/bin/time");
+    let env = Env::new();
+    let repo = Repo::local(&env, "restic-repo");
+    let real = sh("command -v restic").trim().to_string();
+    let fake = env.dir.path().join("restic-hostile");
+    let mode = env.dir.path().join("restic-mode");
+    write(
+        &fake,
+        format!(
+            "#!/bin/sh\nfor a; do [ \"$a\" = snapshots ] || continue\n  case $(cat {mode}) in\n  \
+             list) exec yes '{{\"id\":\"00000000\"}}' ;;\n  \
+             stderr) head -c 300000000 /dev/zero | tr '\\0' e >&2; echo >&2; \
+             echo 'Fatal: planted error' >&2; exit 1 ;;\n  esac\ndone\nexec {real} \"$@\"\n",
+            mode = s(&mode)
+        ),
+    );
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut e = repo.entry();
+    e["restic"] = s(&fake).into();
+    let plan = plan_with(&env, serde_json::json!({ "nas": e }));
+    let out = env.cmd(&["now", "--config"]).arg(&plan).args(["--now", T1, "--local-only"]).output().unwrap();
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let arg = |a: &str| std::ffi::OsString::from(a);
+    write(&mode, "list");
+    let list = [arg("restore"), arg("--config"), plan.clone().into(), arg("--offsite"), arg("nas"), arg("--list")];
+    let (out, kib) =
+        with_peak_memory(&env, &list.iter().map(|a| a.as_os_str()).collect::<Vec<_>>(), "an endless listing");
+    assert_ne!(code(&out), 0, "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("printed more than 64 MiB"), "{}", show(&out));
+    assert!(kib < 200 << 10, "peak {kib} KiB");
+    write(&mode, "stderr");
+    let copy = [arg("offsite"), arg("--config"), plan.into()];
+    let (out, kib) =
+        with_peak_memory(&env, &copy.iter().map(|a| a.as_os_str()).collect::<Vec<_>>(), "a flooded stderr");
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    // The report (stdout) names restic's own error, and only that much of what it said.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("Fatal: planted error") && out.stdout.len() + out.stderr.len() < 1 << 20, "{said}");
+    assert!(kib < 100 << 10, "peak {kib} KiB");
+}

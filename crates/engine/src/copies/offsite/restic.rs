@@ -200,32 +200,74 @@ impl Restic {
     /// Runs restic (in `cwd` when given); its stdout, or an error naming the repository and
     /// the tail of restic's stderr.
     pub fn run(&self, args: &[String], cwd: Option<&Path>) -> Result<String> {
-        self.run_with(args, &[], cwd)
+        self.run_with(args, &[], cwd, &|_| true)
     }
 
     /// [`Restic::run`] with `extra` arguments after `args`, taken as they are (paths that
-    /// need not be UTF-8).
-    fn run_with(&self, args: &[String], extra: &[OsString], cwd: Option<&Path>) -> Result<String> {
+    /// need not be UTF-8), keeping only the lines of stdout that `keep` wants.
+    ///
+    /// What restic prints comes from the repository (a listing of its snapshots) or grows
+    /// with the work (`backup --json`'s status lines), and neither is ours to bound: at most
+    /// [`MAX_OUTPUT`] bytes of kept lines are held (restic is stopped beyond that, with an
+    /// error saying so) and only the last [`STDERR_TAIL`] bytes of stderr.
+    fn run_with(
+        &self,
+        args: &[String],
+        extra: &[OsString],
+        cwd: Option<&Path>,
+        keep: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<String> {
+        use std::io::{BufRead, Read};
         let verb = args.first().cloned().unwrap_or_default();
         let mut cmd = self.command(args);
         cmd.args(extra);
         if let Some(d) = cwd {
             cmd.current_dir(d);
         }
-        let out = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output().map_err(|e| Error::Command {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| Error::Command {
             what: format!("restic {verb} ({})", self.repository),
             message: format!("cannot run {}: {e}", self.bin.display()),
         })?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        let what = || format!("restic {verb} of repository {}", self.repository);
+        let stderr = drain_tail(child.stderr.take().expect("piped"), STDERR_TAIL);
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("piped"));
+        let mut kept = Vec::new();
+        let mut line = Vec::new();
+        // `Ok(false)`: more than MAX_OUTPUT bytes of kept lines, or one line longer than that.
+        let read = loop {
+            line.clear();
+            let room = (MAX_OUTPUT - kept.len()) as u64;
+            match stdout.by_ref().take(room + 1).read_until(b'\n', &mut line) {
+                Ok(0) => break Ok(true),
+                Ok(_) if line.len() as u64 > room => break Ok(false),
+                Ok(_) if keep(&line) => kept.extend_from_slice(&line),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if !matches!(read, Ok(true)) {
+            let _ = child.kill();
+        }
+        drop(stdout);
+        let status = child.wait().map_err(|e| Error::Command { what: what(), message: e.to_string() })?;
+        let stderr = stderr.join().unwrap_or_default();
+        match read {
+            Err(e) => return Err(Error::Command { what: what(), message: format!("cannot read its output: {e}") }),
+            Ok(false) => {
+                return Err(Error::Command {
+                    what: what(),
+                    message: format!("restic printed more than {} MiB; stopped", MAX_OUTPUT >> 20),
+                })
+            }
+            Ok(true) => {}
+        }
+        if status.success() {
+            return Ok(String::from_utf8_lossy(&kept).into_owned());
         }
         Err(Error::Command {
-            what: format!("restic {verb} of repository {}", self.repository),
-            message: format!(
-                "restic exited with {}: {}",
-                out.status,
-                stderr_tail(&String::from_utf8_lossy(&out.stderr))
-            ),
+            what: what(),
+            message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(&stderr))),
         })
     }
 
@@ -271,7 +313,8 @@ impl Restic {
         all.extend(args.iter().cloned());
         let extra: Vec<OsString> =
             std::iter::once(OsString::from("--")).chain(sources.iter().map(|p| p.clone().into_os_string())).collect();
-        let text = self.run_with(&all, &extra, Some(cwd))?;
+        // Status lines come every few seconds of a long backup; only the summary is used.
+        let text = self.run_with(&all, &extra, Some(cwd), &|l| !is_status_line(l))?;
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["message_type"] == "summary")
@@ -355,12 +398,7 @@ impl Restic {
         let mut stdout = child.stdout.take().expect("piped");
         // stderr is drained beside stdout: a restic that says much there before it is done
         // would otherwise block on a full pipe while this waits for the rest of the file.
-        let mut stderr = child.stderr.take().expect("piped");
-        let stderr = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
+        let stderr = drain_tail(child.stderr.take().expect("piped"), STDERR_TAIL);
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         let mut total = 0u64;
@@ -416,8 +454,45 @@ impl Restic {
             }
             extra.extend(["--include".into(), OsString::from_vec(pattern)]);
         }
-        self.run_with(&args, &extra, None).map(|_| ())
+        self.run_with(&args, &extra, None, &|_| true).map(|_| ())
     }
+}
+
+/// At most this much of restic's stdout is held (a listing of 10 000 snapshots is ~6 MiB).
+pub const MAX_OUTPUT: usize = 64 << 20;
+/// The end of restic's stderr kept for an error message (its last lines say what went wrong).
+pub const STDERR_TAIL: usize = 64 << 10;
+
+/// Whether a line of `restic backup --json` is a progress report (`"message_type":"status"`).
+fn is_status_line(line: &[u8]) -> bool {
+    const STATUS: &[u8] = br#""message_type":"status""#;
+    line.windows(STATUS.len()).any(|w| w == STATUS)
+}
+
+/// Reads `from` to its end on a thread and gives its last `keep` bytes: a pipe that nobody
+/// reads would block the child once full, and a child saying much must not fill the memory.
+fn drain_tail(mut from: impl std::io::Read + Send + 'static, keep: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > 2 * keep {
+                        tail.drain(..tail.len() - keep);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+        tail
+    })
 }
 
 /// A snapshot ID as restic's JSON gave it, before it becomes an argument: hex digits only (8
