@@ -297,6 +297,56 @@ fn kill_9_at_random_moments_leaves_nothing_half_visible() {
 }
 
 #[test]
+fn leftovers_of_a_killed_run_shaped_by_someone_who_writes_the_disk_are_removed_without_following() {
+    // What a run killed mid-way leaves under `.incomplete/` (a writable snapshot of the last
+    // one, or one already made read-only before its publishing rename), with what someone who
+    // can write the disk puts there before the next run: symlinks to a victim directory inside
+    // the leftovers and at a leftover's name, a subvolume nested in one, a read-only leftover
+    // holding a symlink. The next run deletes every leftover as what it is and follows none.
+    let env = Env::new();
+    let fs = Btrfs::on(&env);
+    seed(&env);
+    let victim = env.dir.path().join("victim");
+    write(&victim.join("keep"), "precious\n");
+    write(&victim.join("sub/deeper"), "precious too\n");
+    let victim_tree = tree(&victim);
+    env.snapshot_ok("2025-01-01T02:00:00Z", &["--store", "btrfs"]);
+    let first = env.host_dir().join("daily/2025-01-01_02-00-00");
+    let incomplete = env.host_dir().join(".incomplete");
+    let snap = |to: &Path, ro: bool| {
+        let mut c = Command::new("btrfs");
+        c.args(["subvolume", "snapshot"]);
+        if ro {
+            c.arg("-r");
+        }
+        let o = c.arg(&first).arg(to).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+    };
+    // A writable leftover: its `d` a symlink to the victim, a subvolume nested in it whose
+    // entry is a symlink to the victim too.
+    let writable = incomplete.join("2025-01-02_02-00-00");
+    snap(&writable, false);
+    let d = writable.join(env.src.strip_prefix("/").unwrap()).join("d");
+    std::fs::remove_dir_all(&d).unwrap();
+    std::os::unix::fs::symlink(&victim, &d).unwrap();
+    create_subvolume(&writable.join("nested"));
+    std::os::unix::fs::symlink(&victim, writable.join("nested/to-victim")).unwrap();
+    // A read-only leftover holding a symlink to the victim at the top.
+    let sealed = incomplete.join("2025-01-03_02-00-00");
+    snap(&sealed, false);
+    std::os::unix::fs::symlink(&victim, sealed.join("to-victim")).unwrap();
+    set_readonly(&sealed, true);
+    // A leftover's name taken by a symlink to the victim.
+    std::os::unix::fs::symlink(&victim, incomplete.join("2025-01-04_02-00-00")).unwrap();
+    env.snapshot_ok("2025-01-05T02:00:00Z", &["--store", "btrfs"]);
+    assert_eq!(tree(&victim), victim_tree, "the victim changed");
+    let left: Vec<_> = std::fs::read_dir(&incomplete).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "leftovers under .incomplete: {left:?}");
+    assert_all_sealed(&env, &fs);
+    assert_same(&env, "daily/2025-01-05_02-00-00");
+}
+
+#[test]
 fn switching_a_hard_link_history_to_the_btrfs_store_keeps_it() {
     let env = Env::new();
     let fs = Btrfs::on(&env);
