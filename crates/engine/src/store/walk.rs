@@ -186,23 +186,30 @@ fn scan(
     let at_root = opts.skip_meta && rel.is_empty();
     let read_err = |e: Errno, rel: &[u8]| Error::io("read directory", show(root, rel), e.into());
     let dev = rustix::fs::fstat(dir).map_err(|e| Error::io("inspect", show(root, rel), e.into()))?.st_dev;
-    let mut names = Vec::new();
+    // The names are kept in one buffer, each with its NUL, and sorted by their place in it:
+    // one allocation per directory instead of one per entry (a verify of many snapshots lists
+    // millions of entries).
+    let mut arena: Vec<u8> = Vec::new();
+    let mut names: Vec<(std::ops::Range<usize>, FileType, u64)> = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(|e| read_err(e, rel))? {
         let entry = entry.map_err(|e| read_err(e, rel))?;
         let name = entry.file_name();
         if name == c"." || name == c".." || (at_root && name.to_bytes() == META_DIR.as_bytes()) {
             continue;
         }
-        names.push((name.to_owned(), entry.file_type(), entry.ino()));
+        let start = arena.len();
+        arena.extend_from_slice(name.to_bytes_with_nul());
+        names.push((start..arena.len(), entry.file_type(), entry.ino()));
     }
-    names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    names.sort_unstable_by(|a, b| arena[a.0.clone()].cmp(&arena[b.0.clone()]));
     let base = rel.len();
     let mut subdirs = Vec::new();
-    for (name, kind, ino) in names {
+    for (range, kind, ino) in names {
+        let name = CStr::from_bytes_with_nul(&arena[range]).expect("a name from the listing, with its NUL");
         rel.truncate(base);
         push(rel, name.to_bytes());
         let st = if opts.stat || kind == FileType::Unknown {
-            match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => Some(st),
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(Error::io("inspect", show(root, rel), e.into())),
@@ -212,10 +219,10 @@ fn scan(
         };
         let kind = st.as_ref().map_or(kind, |st| FileType::from_raw_mode(st.st_mode));
         let (ino, dev) = st.as_ref().map_or((ino, dev), |st| (st.st_ino, st.st_dev));
-        let v = Visit { dir, name: &name, rel, kind, ino, dev, st: st.as_ref() };
+        let v = Visit { dir, name, rel, kind, ino, dev, st: st.as_ref() };
         let descend = visit(&v)?;
         if descend && kind == FileType::Directory {
-            subdirs.push(name);
+            subdirs.push(name.to_owned());
         }
     }
     rel.truncate(base);
