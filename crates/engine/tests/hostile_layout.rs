@@ -191,7 +191,8 @@ fn op_restore(c: &Case) -> Result<(), String> {
     let snap = host.resolve("latest").map_err(|e| e.to_string())?;
     let target = c.dest.parent().unwrap().join("restored");
     let opts = restore::RestoreOptions { force: true, ..Default::default() };
-    let r = restore::restore(&snap, &c.src.join("a.txt"), &target, opts).map(|_| ()).map_err(|e| e.to_string());
+    let tier = host.tier_of(&snap).map_err(|e| e.to_string())?;
+    let r = restore::restore(&snap, &tier, &c.src.join("a.txt"), &target, opts).map(|_| ()).map_err(|e| e.to_string());
     let _ = std::fs::remove_dir_all(&target);
     let _ = std::fs::remove_file(&target);
     r
@@ -308,4 +309,29 @@ fn a_deep_tree_in_the_trash_is_deleted_without_recursion() {
         .unwrap();
     assert!(removed >= 1);
     assert_eq!(std::fs::read_dir(&trash).unwrap().count(), 0);
+}
+
+#[test]
+fn a_snapshot_swapped_for_a_symlink_after_the_listing_restores_nothing_of_the_live_system() {
+    // The restore found the snapshot in the listing; before it opens it, whoever writes the
+    // disk puts a symlink to a "live" tree in its place (the same paths, other content). The
+    // snapshot is opened below its tier's handle without following: refused, target untouched.
+    let c = setup();
+    let host = HostDir::open(&c.host()).unwrap();
+    let snap = host.resolve("latest").unwrap();
+    let tier = host.tier_of(&snap).unwrap();
+    let live = c.dest.parent().unwrap().join("live");
+    let inside = c.src.strip_prefix("/").unwrap();
+    std::fs::create_dir_all(live.join(inside)).unwrap();
+    std::fs::write(live.join(inside).join("a.txt"), "LIVE SYSTEM CONTENT").unwrap();
+    std::fs::rename(&snap.path, c.dest.parent().unwrap().join("moved-away")).unwrap();
+    std::os::unix::fs::symlink(&live, &snap.path).unwrap();
+    let target = c.dest.parent().unwrap().join("restored");
+    for path in [c.src.join("a.txt"), PathBuf::from("/")] {
+        let opts = restore::RestoreOptions::default();
+        let r = restore::restore(&snap, &tier, &path, &target, opts);
+        let e = r.err().unwrap_or_else(|| panic!("{}: restored through the symlink", path.display())).to_string();
+        assert!(e.contains(&snap.name), "{e}");
+        assert!(std::fs::symlink_metadata(&target).is_err(), "{}: the target was written", path.display());
+    }
 }

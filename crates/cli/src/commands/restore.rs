@@ -54,9 +54,10 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> Result<Exit> {
         progress: progress.is_shown().then_some(RestoreProgress { total: &total, done: &done }),
         ..Default::default()
     };
+    let tier = t.host.tier_of(&snapshot)?;
     let reports = match paths {
-        [one] => restore::restore(&snapshot, one, dest, opts).map(|r| vec![r]),
-        several => restore::restore_into(&snapshot, several, dest, opts),
+        [one] => restore::restore(&snapshot, &tier, one, dest, opts).map(|r| vec![r]),
+        several => restore::restore_into(&snapshot, &tier, several, dest, opts),
     };
     progress.finish();
     let reports = reports?;

@@ -31,6 +31,13 @@ pub struct Entry {
     pub kind: FileType,
 }
 
+/// The directory's fd, for code that keeps only the fd.
+impl From<Dir> for OwnedFd {
+    fn from(d: Dir) -> OwnedFd {
+        d.fd
+    }
+}
+
 impl Dir {
     /// Opens a directory the administrator named (the plan's destination, `--dest`):
     /// symlinks in *this* path are followed, as every tool does for a path it is given; from

@@ -76,14 +76,27 @@ pub fn link_at(from: BorrowedFd, to: BorrowedFd, name: &CStr) -> io::Result<()> 
     Ok(rustix::fs::linkat(from, name, to, name, AtFlags::empty())?)
 }
 
-/// Opens a source regular file for reading.
+/// Opens a regular file that a walk listed as one, for reading: a snapshot's (restore) or a
+/// live source's. Between the listing and the open someone may have put a FIFO under the
+/// name (whoever can write a source tree or the backup disk): it is opened without waiting
+/// for a writer (`O_NONBLOCK`, which changes nothing for a regular file's reads) and refused
+/// unless it is a regular file now, so a run or a restore never hangs on one.
 pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    let flags = src_flags() | OFlags::NONBLOCK;
     // O_NOATIME is refused (EPERM) for files we do not own when we lack CAP_FOWNER.
-    match rustix::fs::openat(dir, name, src_flags() | OFlags::NOATIME, Mode::empty()) {
-        Ok(fd) => Ok(fd.into()),
-        Err(rustix::io::Errno::PERM) => Ok(rustix::fs::openat(dir, name, src_flags(), Mode::empty())?.into()),
-        Err(e) => Err(e.into()),
+    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is no longer a regular file (replaced since it was listed); not read",
+        ));
     }
+    Ok(fd.into())
 }
 
 /// Creates a new file for writing; fails if it exists.
@@ -127,10 +140,11 @@ pub fn copy_contents(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -
     Ok(Copied { hash, chunks, bytes_written: written })
 }
 
-/// Copies `src` to `dst` without hashing (restore): sparse files keep their holes, dense
-/// ones go through `copy_file_range`, so the kernel moves the bytes without a round trip
-/// through user space (and may share extents where the filesystem can). Returns the bytes
-/// of data written.
+/// Copies `src` to `dst` without hashing (restore, repair): sparse files keep their holes,
+/// dense ones go through `copy_file_range`, so the kernel moves the bytes without a round trip
+/// through user space (and may share extents where the filesystem can). At most `st`'s size
+/// is copied: a file on the backup disk that someone keeps appending to cannot make a restore
+/// fill its target. Returns the bytes of data written.
 pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> io::Result<u64> {
     let size = u64::try_from(st.st_size).unwrap_or(0);
     let allocated = u64::try_from(st.st_blocks).unwrap_or(0) * 512;
@@ -140,7 +154,11 @@ pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> i
     }
     let mut total = 0u64;
     loop {
-        match rustix::fs::copy_file_range(src, None, &*dst, None, 1 << 30) {
+        if total >= size {
+            return Ok(total);
+        }
+        let want = usize::try_from((size - total).min(1 << 30)).unwrap_or(1 << 30);
+        match rustix::fs::copy_file_range(src, None, &*dst, None, want) {
             Ok(0) => return Ok(total),
             Ok(n) => total += n as u64,
             Err(rustix::io::Errno::INTR) => {}
@@ -149,14 +167,19 @@ pub fn copy_plain(src: &File, st: &Stat, dst: &mut File, buf: &mut Vec<u8>) -> i
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL)
             | Err(rustix::io::Errno::OPNOTSUPP) => {
                 buf.resize(1 << 20, 0);
-                return Ok(total + copy_dense(src, dst, None, buf)?);
+                return Ok(total + copy_dense(&mut src.take(size - total), dst, None, buf)?);
             }
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-fn copy_dense(mut src: &File, dst: &mut File, mut hasher: Option<&mut ChunkHasher>, buf: &mut [u8]) -> io::Result<u64> {
+fn copy_dense(
+    mut src: impl Read,
+    dst: &mut File,
+    mut hasher: Option<&mut ChunkHasher>,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         let n = match src.read(buf) {
@@ -570,4 +593,36 @@ pub fn make_special(dst_dir: BorrowedFd, name: &CStr, a: &Attrs, rdev: u64, xatt
     }
     rustix::fs::utimensat(dst_dir, name, &a.timestamps(), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_under_a_files_name_is_refused_at_once_not_waited_on() {
+        let t = tempfile::tempdir().unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &t.path().join("f"), FileType::Fifo, Mode::from_raw_mode(0o644), 0)
+            .unwrap();
+        let dir = rustix::fs::open(t.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        // On a thread: without O_NONBLOCK the open waits for a writer that never comes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(open_source_file(dir.as_fd(), c"f").map(|_| ()).map_err(|e| e.to_string())));
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the open waited for a writer");
+        assert!(got.unwrap_err().contains("no longer a regular file"));
+    }
+
+    #[test]
+    fn a_plain_copy_stops_at_the_size_it_was_given() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("src"), b"0123456789").unwrap();
+        let src = File::open(t.path().join("src")).unwrap();
+        let st = rustix::fs::fstat(&src).unwrap();
+        // The file grows after it was looked at (someone appends to it on the backup disk).
+        std::fs::OpenOptions::new().append(true).open(t.path().join("src")).unwrap().write_all(b"more more").unwrap();
+        let mut dst = File::create(t.path().join("dst")).unwrap();
+        let n = copy_plain(&src, &st, &mut dst, &mut Vec::new()).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(std::fs::read(t.path().join("dst")).unwrap(), b"0123456789");
+    }
 }

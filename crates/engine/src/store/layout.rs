@@ -157,11 +157,15 @@ impl HostDir {
 
     /// Opens a snapshot found by [`HostDir::list`], tier and name, never through a symlink.
     pub fn open_snapshot(&self, s: &Snapshot) -> Result<Dir> {
-        let tier = self.tier(s.tier)?.ok_or_else(|| Error::Snapshot {
+        self.tier_of(s)?.open_dir(&name_of(&s.name)?)
+    }
+
+    /// The tier directory holding `s`, opened as [`HostDir::open_snapshot`] opens it.
+    pub fn tier_of(&self, s: &Snapshot) -> Result<Dir> {
+        self.tier(s.tier)?.ok_or_else(|| Error::Snapshot {
             name: s.id(),
             message: "its tier directory is gone (pruned meanwhile?)".into(),
-        })?;
-        tier.open_dir(&name_of(&s.name)?)
+        })
     }
 
     /// All complete snapshots, oldest first. A missing host directory means "none yet"; a

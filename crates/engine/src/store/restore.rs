@@ -287,7 +287,7 @@ fn not_in_snapshot(snapshot: &Snapshot, host_path: &Path) -> Error {
 /// live system (`/srv/link -> /data`), and following it would restore live files (perhaps
 /// the very ones a restore is meant to replace) as if they came from the backup. Only the
 /// last component may be a symlink; it is restored as one.
-fn resolve_source(snapshot: &Snapshot, host_path: &Path) -> Result<Source> {
+fn resolve_source(snapshot: &Snapshot, tier: &Dir, host_path: &Path) -> Result<Source> {
     use std::path::Component;
     if !host_path.is_absolute() {
         return Err(Error::Snapshot {
@@ -302,7 +302,10 @@ fn resolve_source(snapshot: &Snapshot, host_path: &Path) -> Result<Source> {
             message: format!("{} is not a backed-up path", host_path.display()),
         });
     }
-    let root = open_dir(&snapshot.path)?;
+    // The snapshot is opened below its tier's handle without following a symlink: by its
+    // path, a symlink swapped in for it (or for its tier) after the listing would make this
+    // restore the live system's files.
+    let root: OwnedFd = tier.open_dir(&crate::store::layout::name_of(&snapshot.name)?)?.into();
     let root_st = rustix::fs::fstat(&root).ctx("inspect", &snapshot.path)?;
     let root_id = (root_st.st_dev, root_st.st_ino);
     let names: Vec<&OsStr> = rel
@@ -315,7 +318,7 @@ fn resolve_source(snapshot: &Snapshot, host_path: &Path) -> Result<Source> {
     let Some((last, parents)) = names.split_last() else {
         // `/`: the whole snapshot, found as its own name in its tier directory.
         let tier_dir = snapshot.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let dir = open_dir(&tier_dir)?;
+        let dir = tier.fd().try_clone_to_owned().ctx("duplicate descriptor of", &tier_dir)?;
         let name = cstr(OsStr::new(&snapshot.name));
         let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).ctx("inspect", &snapshot.path)?;
         return Ok(Source { dir, dir_path: tier_dir, name, st, root_id });
@@ -364,8 +367,8 @@ fn resolve_source(snapshot: &Snapshot, host_path: &Path) -> Result<Source> {
 
 /// The path inside a snapshot of a path as it was on the host, checked as a restore checks
 /// it: present, and not below a symlink stored in the snapshot.
-pub fn path_in_snapshot(snapshot: &Snapshot, host_path: &Path) -> Result<PathBuf> {
-    let src = resolve_source(snapshot, host_path)?;
+pub fn path_in_snapshot(snapshot: &Snapshot, tier: &Dir, host_path: &Path) -> Result<PathBuf> {
+    let src = resolve_source(snapshot, tier, host_path)?;
     Ok(join(&src.dir_path, &src.name))
 }
 
@@ -439,7 +442,8 @@ fn refuse_inside(dest: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Restores `host_path` from `snapshot` to `target`.
+/// Restores `host_path` from `snapshot`, held by the directory `tier` (its tier directory,
+/// opened through the host directory), to `target`.
 ///
 /// `host_path` is found in the snapshot without following symlinks (see
 /// `resolve_source`). A target that is an existing directory receives a file, symlink or
@@ -447,8 +451,14 @@ fn refuse_inside(dest: &Path, target: &Path) -> Result<()> {
 /// directory on the target is never deleted to make room (without `delete`): such a restore
 /// is refused, with `force` too. Nothing below the target's own path is ever reached through
 /// a symlink.
-pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: RestoreOptions) -> Result<RestoreReport> {
-    let prepared = prepare(snapshot, host_path, target, false, opts.also_refuse_inside)?;
+pub fn restore(
+    snapshot: &Snapshot,
+    tier: &Dir,
+    host_path: &Path,
+    target: &Path,
+    opts: RestoreOptions,
+) -> Result<RestoreReport> {
+    let prepared = prepare(snapshot, tier, host_path, target, false, opts.also_refuse_inside)?;
     let mut reports = run_prepared(snapshot, vec![prepared], opts)?;
     Ok(reports.pop().expect("one path, one report"))
 }
@@ -458,6 +468,7 @@ pub fn restore(snapshot: &Snapshot, host_path: &Path, target: &Path, opts: Resto
 /// before the first byte is written; two paths with the same last name are refused.
 pub fn restore_into(
     snapshot: &Snapshot,
+    tier: &Dir,
     host_paths: &[PathBuf],
     dest: &Path,
     opts: RestoreOptions,
@@ -491,7 +502,7 @@ pub fn restore_into(
     }
     let prepared = host_paths
         .iter()
-        .map(|p| prepare(snapshot, p, &dest.join(p.file_name().expect("checked")), true, opts.also_refuse_inside))
+        .map(|p| prepare(snapshot, tier, p, &dest.join(p.file_name().expect("checked")), true, opts.also_refuse_inside))
         .collect::<Result<Vec<_>>>()?;
     run_prepared(snapshot, prepared, opts)
 }
@@ -510,12 +521,13 @@ struct Prepared {
 
 fn prepare(
     snapshot: &Snapshot,
+    tier: &Dir,
     host_path: &Path,
     target: &Path,
     into_parent: bool,
     also_refuse_inside: Option<&Path>,
 ) -> Result<Prepared> {
-    let src = resolve_source(snapshot, host_path)?;
+    let src = resolve_source(snapshot, tier, host_path)?;
     refuse_inside_destination(snapshot, target, also_refuse_inside)?;
     let src_is_dir = fsops::file_type(&src.st) == FileType::Directory;
     let (target, into_dir) = match rustix::fs::lstat(target) {
@@ -1508,6 +1520,18 @@ impl<'a> Copier<'a> {
                     return Ok(None);
                 }
                 let src = fsops::open_source_file(src_dir, name).ctx("open", from)?;
+                // The file listed, not one put under its name since (whoever writes the backup
+                // disk): its content and metadata are what `st` describes.
+                let now = rustix::fs::fstat(&src).ctx("inspect", from)?;
+                if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                    return Err(Error::io(
+                        "open",
+                        from,
+                        std::io::Error::other(
+                            "it was replaced since it was listed (the snapshot changed during the restore)",
+                        ),
+                    ));
+                }
                 let mut dst = fsops::create_file_at(dst_dir, dst_name).ctx("create", to)?;
                 if st.st_nlink > 1 {
                     // Later links go to this inode, whether or not a worker has filled it yet.

@@ -638,7 +638,7 @@ fn restore_staged(
         meta: synthetic_meta(chosen, &name),
         pin: crate::store::history::pin::PinState::None,
     };
-    crate::store::restore::restore(&snapshot, host_path, target, opts)
+    crate::store::restore::restore(&snapshot, &tier_dir, host_path, target, opts)
 }
 
 /// The metadata a local restore reads of a snapshot (its sources, for messages).
