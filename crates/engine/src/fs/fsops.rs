@@ -99,6 +99,18 @@ pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
     Ok(fd.into())
 }
 
+/// Opens the regular file `name` in `dir` for reading: never through a symlink, never
+/// blocking on a FIFO or taking a terminal put in its place, and refusing anything that is not
+/// a regular file once open (the type is checked on the open file, so nothing can be swapped
+/// in between).
+pub fn open_regular_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+    let fd = rustix::fs::openat(dir, name, src_flags() | OFlags::NONBLOCK, Mode::empty())?;
+    if file_type(&rustix::fs::fstat(&fd)?) != FileType::RegularFile {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    Ok(fd.into())
+}
+
 /// Creates a new file for writing; fails if it exists.
 pub fn create_file_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW;

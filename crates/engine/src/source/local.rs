@@ -281,6 +281,8 @@ enum Item {
     Files {
         source: usize,
         rel: Arc<Vec<u8>>,
+        /// The directory in the snapshot.
+        dst: Arc<OwnedFd>,
         results: Vec<FileResult>,
     },
     /// `keep`: the work tree is a writable snapshot of the previous snapshot
@@ -981,7 +983,7 @@ fn worker(rx: crossbeam_channel::Receiver<Job>, tx: crossbeam_channel::Sender<(u
                 shared.cancel.store(true, Ordering::Relaxed);
                 Item::Fatal(e)
             }
-            None => Item::Files { source: job.source, rel: job.rel.clone(), results },
+            None => Item::Files { source: job.source, rel: job.rel.clone(), dst: job.dst.clone(), results },
         };
         let _ = tx.send((job.seq, item));
     }
@@ -1261,9 +1263,9 @@ fn record_in_order(mut w: Writer, rx: crossbeam_channel::Receiver<(u64, Item)>) 
 
 fn record_item(writer: &mut Writer, item: Item) -> Result<()> {
     match item {
-        Item::Files { source, rel, results } => {
+        Item::Files { source, rel, dst, results } => {
             for r in results {
-                writer.file(source, &rel, r)?;
+                writer.file(source, &rel, dst.as_fd(), r)?;
             }
         }
         Item::DirDone { src, dst, stat, abs, keep, .. } => {

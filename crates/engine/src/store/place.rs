@@ -237,8 +237,8 @@ pub fn keeps(prev: Option<&Stat>, new: &QuickAttrs, avoid: &Avoid) -> bool {
 /// Reflinks the previous copy `name` of `dir` (whose stat is `st`) as `name` in `dst`, with
 /// its owner, mode, extended attributes and times.
 fn clone_at(dir: BorrowedFd, st: &Stat, dst: BorrowedFd, name: &CStr) -> io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let src = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    // Never through a symlink, never blocking on a FIFO put in the copy's place.
+    let src = fsops::open_regular_at(dir, name)?;
     let now = rustix::fs::fstat(&src)?;
     if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
         return Err(io::Error::other("the previous copy was replaced"));

@@ -8,8 +8,8 @@
 //! linked file from the previous manifest by a streaming merge, see `manifest`).
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
-use std::os::fd::OwnedFd;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::fs::fsops;
 use crate::fs::Dir;
 use crate::store::delta::{ChunkCursor, ChunkWriter, Record};
 use crate::store::manifest::{Cursor, Hash, ManifestWriter};
-use crate::store::meta::{Counts, Warning, META_DIR};
+use crate::store::meta::{Counts, Warning, MAX_WARNINGS_KEPT, META_DIR};
 use crate::store::place::Avoid;
 
 /// Bytes that crossed the connection during a pull.
@@ -57,7 +57,8 @@ pub struct LinkBase<'a> {
 pub struct BuildResult {
     /// The counts.
     pub counts: Counts,
-    /// Warnings, in walk order (all of them; the caller keeps the first ones in metadata).
+    /// The first [`MAX_WARNINGS_KEPT`] warnings, in walk order, each cut to
+    /// [`MAX_WARNING_LEN`] (`counts.warnings` has the total).
     pub warnings: Vec<Warning>,
     /// Regular files found under each source, for the shrink guard.
     pub files_per_source: BTreeMap<PathBuf, u64>,
@@ -67,6 +68,10 @@ pub struct BuildResult {
     /// local build): the next pull's `LinkBase::settled_before`.
     pub client_walk_started: Option<i64>,
 }
+
+/// The longest path or message of a warning that is kept, in bytes: a pulled host's agent
+/// sends its own (up to a frame's 16 MiB each), and a thousand of them are kept.
+pub const MAX_WARNING_LEN: usize = 4096;
 
 /// Called now and then with the counts so far.
 pub type Progress<'a> = &'a (dyn Fn(&Counts) + Sync);
@@ -189,6 +194,12 @@ impl<'a> Writer<'a> {
     /// Seals the manifest and returns what was recorded.
     pub(crate) fn finish(self) -> Result<Written> {
         self.manifest.finish()?;
+        let dropped = self.counts.warnings.saturating_sub(self.warnings.len() as u64);
+        if dropped > 0 {
+            tracing::warn!(
+                "{dropped} more warnings were counted but not kept (only the first {MAX_WARNINGS_KEPT} are)"
+            );
+        }
         if let Some(c) = self.chunks {
             c.finish()?;
         }
@@ -230,12 +241,19 @@ impl<'a> Writer<'a> {
         self.counts.excluded_large += large;
     }
 
+    /// Counts a warning, and keeps it (cut to [`MAX_WARNING_LEN`]) while fewer than
+    /// [`MAX_WARNINGS_KEPT`] are: only those reach the snapshot's metadata, and a pulled
+    /// host's agent may send warnings without end.
     pub(crate) fn warn(&mut self, path: PathBuf, message: String) {
         self.counts.warnings += 1;
-        self.warnings.push(Warning { path, message });
+        if self.warnings.len() < MAX_WARNINGS_KEPT {
+            self.warnings.push(bounded_warning(path, message));
+        }
     }
 
-    pub(crate) fn file(&mut self, source: usize, rel: &[u8], r: FileResult) -> Result<()> {
+    /// Records a non-directory entry `r` of the directory `rel` of source `source`; `dir` is
+    /// that directory in the snapshot being built.
+    pub(crate) fn file(&mut self, source: usize, rel: &[u8], dir: BorrowedFd, r: FileResult) -> Result<()> {
         let name = r.name.to_bytes();
         match r.outcome {
             Outcome::Regular { size, hash, linked, copied_bytes, emlink, torn, reflinked, record } => {
@@ -256,7 +274,7 @@ impl<'a> Writer<'a> {
                 c.reflinked += u64::from(reflinked);
                 let hash = match hash.or_else(|| self.cursor.find(rel, name)) {
                     Some(h) => h,
-                    None => self.hash_in_snapshot(rel, name)?,
+                    None => self.hash_in_snapshot(dir, rel, &r.name)?,
                 };
                 self.manifest.add(rel, name, &hash)?;
                 // A record whose hash is not the manifest's (a linked file whose previous
@@ -284,10 +302,41 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// A linked file whose hash the previous manifest lacks: read it once from the snapshot.
-    fn hash_in_snapshot(&mut self, rel: &[u8], name: &[u8]) -> Result<Hash> {
-        let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name));
-        let f = std::fs::File::open(&p).ctx("read", &p)?;
+    /// A linked file whose hash the previous manifest lacks: read it once from the snapshot,
+    /// by its name in `dir`. Only a regular file is read: a pulled host decides what its
+    /// entries are, and a symlink followed or a FIFO opened here would read outside the
+    /// snapshot or block the run.
+    fn hash_in_snapshot(&mut self, dir: BorrowedFd, rel: &[u8], name: &CStr) -> Result<Hash> {
+        let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name.to_bytes()));
+        let f = fsops::open_regular_at(dir, name).ctx("read", &p)?;
         fsops::hash_file(&f, &mut self.buf).ctx("read", &p)
     }
+}
+
+/// A warning with its path and message cut to [`MAX_WARNING_LEN`] bytes each, saying so.
+pub(crate) fn bounded_warning(path: PathBuf, message: String) -> Warning {
+    Warning { path: PathBuf::from(OsStr::from_bytes(&cut(path.as_os_str().as_bytes()))), message: cut_str(message) }
+}
+
+/// What of a cut path or message is kept: the marker fits in the rest, so that a warning cut
+/// once (as it arrives from an agent) is not cut again (as it is recorded).
+const KEPT_OF_CUT: usize = MAX_WARNING_LEN - 64;
+
+/// `s` cut to at most [`MAX_WARNING_LEN`] bytes, ending in a marker that says how many were cut.
+fn cut(s: &[u8]) -> Vec<u8> {
+    if s.len() <= MAX_WARNING_LEN {
+        return s.to_vec();
+    }
+    let mut out = s[..KEPT_OF_CUT].to_vec();
+    out.extend_from_slice(format!("… ({} more bytes cut)", s.len() - KEPT_OF_CUT).as_bytes());
+    out
+}
+
+/// [`cut`] for text, at a character boundary.
+fn cut_str(s: String) -> String {
+    if s.len() <= MAX_WARNING_LEN {
+        return s;
+    }
+    let end = (0..=KEPT_OF_CUT).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    format!("{}… ({} more bytes cut)", &s[..end], s.len() - end)
 }

@@ -14,8 +14,14 @@
 //! following a symlink (`beneath`, for the ancestors of `WalkEnd`; everything else is made by
 //! this side with `mkdirat` and opened `O_NOFOLLOW`), file ids and offsets must match
 //! requests, deltas may only reference the previous copy, and device nodes are made only when
-//! the host's plan allows (`PullOptions::devices`). A hostile client can spoil its own
-//! snapshot, never write outside it.
+//! the host's plan allows (`PullOptions::devices`). A `File` frame must have a regular file's
+//! mode, and only a regular file of the previous snapshot is linked, cloned or read (opened
+//! `O_NOFOLLOW | O_NONBLOCK` and checked once open). What the agent can make this side hold or
+//! do is bounded by what it sends, not by what it claims: warnings are cut and counted beyond
+//! the kept ones (`record::Writer::warn`), walk frames held while transfers run are bounded in
+//! bytes ([`MAX_DEFERRED_BYTES`]), directories cost their own name however deep, and a hole
+//! (hashed as zeros) never reaches beyond the size the walk sent. A hostile client can spoil
+//! its own snapshot, never write outside it.
 
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{CString, OsStr};
@@ -29,7 +35,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
-use rustix::fs::{FileType, OFlags};
+use rustix::fs::FileType;
 
 use super::proto::{self, FromAgent, How, Meta, Request, ToAgent};
 use super::ssh::Connection;
@@ -41,10 +47,18 @@ use crate::fs::Dir;
 use crate::store::manifest::{entry_path, Hash, ManifestWriter};
 use crate::store::meta::{Warning, META_DIR};
 use crate::store::place::{self, Avoid, Placement};
-use crate::store::record::{dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer};
+use crate::store::record::{
+    bounded_warning, dup_dir, split_base, BuildResult, FileResult, LinkBase, Outcome, Progress, Writer,
+};
 
 /// Files in transfer at once.
 pub const MAX_INFLIGHT: usize = 64;
+
+/// The most bytes of walk frames held while the walk waits for transfers: the frame count
+/// alone (twice the flow-control window) would let frames of up to 16 MiB each, which LZ4
+/// shrinks to a few KiB on the wire, fill hundreds of GiB. A real walk's frames are a name
+/// and metadata, about a hundred bytes each: twice the window of them is some 3 MiB.
+pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
 
 pub use crate::store::record::Transfer;
 
@@ -215,11 +229,88 @@ fn send_frames(rx: crossbeam_channel::Receiver<ToAgent>, output: impl Write) {
 
 /// A directory on the way down: where it goes, its previous copy, its metadata.
 struct Level {
-    rel: Arc<Vec<u8>>,
+    dir: Arc<DirPath>,
     dst: Arc<OwnedFd>,
     prev: Option<Arc<OwnedFd>>,
     /// `None` for the parent directory of a source (its metadata comes with `WalkEnd`).
     meta: Option<Meta>,
+}
+
+/// A directory's path in the snapshot, kept as its name below its parent: a level costs its
+/// own name, where a full path per level (and per queued entry) grew with the square of the
+/// depth, and an agent may nest directories as deep as it likes. The path is spelled out
+/// when an entry is recorded (`PathCache`) or named in a message.
+struct DirPath {
+    parent: Option<Arc<DirPath>>,
+    /// One component; for a source's parent directory, its whole path (empty: the root).
+    name: Vec<u8>,
+}
+
+impl DirPath {
+    fn top(rel: &[u8]) -> Arc<DirPath> {
+        Arc::new(DirPath { parent: None, name: rel.to_vec() })
+    }
+
+    fn child(self: &Arc<Self>, name: &[u8]) -> Arc<DirPath> {
+        Arc::new(DirPath { parent: Some(self.clone()), name: name.to_vec() })
+    }
+
+    /// The snapshot's root directory.
+    fn is_root(&self) -> bool {
+        self.parent.is_none() && self.name.is_empty()
+    }
+
+    /// The path relative to the snapshot root, written into `out`.
+    fn write_into(&self, out: &mut Vec<u8>) {
+        let mut names = Vec::new();
+        let mut at = Some(self);
+        while let Some(d) = at {
+            names.push(d.name.as_slice());
+            at = d.parent.as_deref();
+        }
+        out.clear();
+        for name in names.into_iter().rev().filter(|n| !n.is_empty()) {
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(name);
+        }
+    }
+
+    fn rel(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_into(&mut out);
+        out
+    }
+}
+
+impl Drop for DirPath {
+    /// One parent at a time: dropping a chain thousands of levels deep recursively would
+    /// overflow the stack.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(p) = next {
+            next = Arc::try_unwrap(p).ok().and_then(|mut d| d.parent.take());
+        }
+    }
+}
+
+/// The path of the directory whose entries were recorded last, spelled out once for all of
+/// them.
+#[derive(Default)]
+struct PathCache {
+    dir: Option<Arc<DirPath>>,
+    rel: Vec<u8>,
+}
+
+impl PathCache {
+    fn of(&mut self, dir: &Arc<DirPath>) -> &[u8] {
+        if !self.dir.as_ref().is_some_and(|d| Arc::ptr_eq(d, dir)) {
+            dir.write_into(&mut self.rel);
+            self.dir = Some(dir.clone());
+        }
+        &self.rel
+    }
 }
 
 /// One walk frame's result, recorded when everything before it is.
@@ -229,14 +320,14 @@ struct Slot {
 }
 
 enum SlotKind {
-    File { source: usize, rel: Arc<Vec<u8>>, name: CString, outcome: Option<Outcome> },
-    Dir { dst: Arc<OwnedFd>, meta: Meta, abs: PathBuf },
+    File { source: usize, dir: Arc<DirPath>, dst: Arc<OwnedFd>, name: CString, outcome: Option<Outcome> },
+    Dir { dst: Arc<OwnedFd>, meta: Meta, dir: Arc<DirPath> },
     Warn(Warning),
 }
 
 /// A file in transfer.
 struct Inflight {
-    rel: Arc<Vec<u8>>,
+    dir: Arc<DirPath>,
     dst: Arc<OwnedFd>,
     name: CString,
     sink: Sink,
@@ -268,10 +359,13 @@ struct Puller<'a, R: Read> {
     /// The link base's damaged inodes, never hard-linked.
     avoid: Avoid,
     stack: Vec<Level>,
+    paths: PathCache,
     source: usize,
     queue: VecDeque<Slot>,
     inflight: HashMap<u64, Inflight>,
-    deferred: VecDeque<FromAgent>,
+    /// Walk frames read while the walk waits, with their sizes.
+    deferred: VecDeque<(FromAgent, usize)>,
+    deferred_bytes: usize,
     links: HashMap<(u64, u64), First>,
     /// The number of the next walk frame.
     seq: u64,
@@ -301,10 +395,12 @@ impl<'a, R: Read> Puller<'a, R> {
             base_fd,
             avoid,
             stack: Vec::new(),
+            paths: PathCache::default(),
             source: 0,
             queue: VecDeque::new(),
             inflight: HashMap::new(),
             deferred: VecDeque::new(),
+            deferred_bytes: 0,
             links: HashMap::new(),
             seq: 0,
             acked: 0,
@@ -326,7 +422,10 @@ impl<'a, R: Read> Puller<'a, R> {
                 return Err(Error::Cancelled.into());
             }
             let frame = match self.deferred.pop_front() {
-                Some(f) => f,
+                Some((f, size)) => {
+                    self.deferred_bytes -= size;
+                    f
+                }
                 None => self.read()?,
             };
             if !frame.is_walk() {
@@ -378,7 +477,15 @@ impl<'a, R: Read> Puller<'a, R> {
             if self.deferred.len() as u64 > 2 * proto::WINDOW {
                 return Err(self.protocol("the agent ignores the flow-control window"));
             }
-            self.deferred.push_back(frame);
+            let size = self.buf.len();
+            if self.deferred_bytes + size > MAX_DEFERRED_BYTES {
+                return Err(self.protocol(format!(
+                    "the agent sent more than {} MiB of walk frames while files were in transfer",
+                    MAX_DEFERRED_BYTES >> 20
+                )));
+            }
+            self.deferred_bytes += size;
+            self.deferred.push_back((frame, size));
             return Ok(());
         }
         self.data(frame)?;
@@ -408,13 +515,14 @@ impl<'a, R: Read> Puller<'a, R> {
 
     fn record(&mut self, slot: Slot) -> Step {
         match slot.kind {
-            SlotKind::File { source, rel, name, outcome } => {
+            SlotKind::File { source, dir, dst, name, outcome } => {
                 let outcome = outcome.expect("recorded only when done");
-                self.writer.file(source, &rel, FileResult { name, outcome })?;
+                let rel = self.paths.of(&dir);
+                self.writer.file(source, rel, dst.as_fd(), FileResult { name, outcome })?;
             }
-            SlotKind::Dir { dst, meta, abs } => {
+            SlotKind::Dir { dst, meta, dir } => {
                 let applied = fsops::apply_attrs_fd(dst.as_fd(), &meta.attrs(), &meta.xattrs);
-                self.writer.dir_done(applied, abs)?;
+                self.writer.dir_done(applied, abs_of(self.paths.of(&dir), b""))?;
             }
             SlotKind::Warn(w) => self.writer.warn(w.path, w.message),
         }
@@ -426,8 +534,9 @@ impl<'a, R: Read> Puller<'a, R> {
     }
 
     fn push_file(&mut self, name: CString, outcome: Option<Outcome>) -> Step {
-        let rel = self.top()?.rel.clone();
-        self.push(SlotKind::File { source: self.source, rel, name, outcome });
+        let top = self.top()?;
+        let (dir, dst) = (top.dir.clone(), top.dst.clone());
+        self.push(SlotKind::File { source: self.source, dir, dst, name, outcome });
         Ok(())
     }
 
@@ -445,8 +554,8 @@ impl<'a, R: Read> Puller<'a, R> {
             },
             FromAgent::Dir { name, meta } => self.enter_dir(&name, meta),
             FromAgent::DirEnd => match self.stack.pop() {
-                Some(Level { meta: Some(meta), dst, rel, .. }) => {
-                    self.push(SlotKind::Dir { dst, meta, abs: abs_of(&rel, b"") });
+                Some(Level { meta: Some(meta), dst, dir, .. }) => {
+                    self.push(SlotKind::Dir { dst, meta, dir });
                     Ok(())
                 }
                 _ => Err(self.protocol("DirEnd without a directory")),
@@ -456,7 +565,8 @@ impl<'a, R: Read> Puller<'a, R> {
             FromAgent::Special { name, meta } => self.special(&name, &meta),
             FromAgent::Socket => self.push_file(CString::default(), Some(Outcome::Socket)),
             FromAgent::Warn { path, message } => {
-                self.push(SlotKind::Warn(Warning { path: PathBuf::from(OsStr::from_bytes(&path)), message }));
+                // Cut now: a queue of them waits for the transfers before it.
+                self.push(SlotKind::Warn(bounded_warning(PathBuf::from(OsStr::from_bytes(&path)), message)));
                 Ok(())
             }
             FromAgent::WalkEnd { excluded, excluded_caches, excluded_if_present, excluded_large, ancestors } => {
@@ -484,7 +594,7 @@ impl<'a, R: Read> Puller<'a, R> {
             dst = fsops::make_dir_at(dst.as_fd(), &c).map_err(|e| Error::io("create directory", &here, e))?;
             prev = prev.and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok());
         }
-        let level = Level { rel: Arc::new(parent.to_vec()), dst: Arc::new(dst), prev: prev.map(Arc::new), meta: None };
+        let level = Level { dir: DirPath::top(parent), dst: Arc::new(dst), prev: prev.map(Arc::new), meta: None };
         self.stack.push(level);
         Ok(())
     }
@@ -503,7 +613,7 @@ impl<'a, R: Read> Puller<'a, R> {
     /// not get to put anything there, such as a symlink where a temporary file will go).
     fn entry_name(&self, name: &[u8]) -> std::result::Result<CString, Stop> {
         let c = self.component(name)?;
-        if self.top()?.rel.is_empty() && name == META_DIR.as_bytes() {
+        if self.top()?.dir.is_root() && name == META_DIR.as_bytes() {
             return Err(self.refused_meta_dir());
         }
         Ok(c)
@@ -516,11 +626,12 @@ impl<'a, R: Read> Puller<'a, R> {
     fn enter_dir(&mut self, name: &[u8], meta: Meta) -> Step {
         let c = self.entry_name(name)?;
         let top = self.top()?;
-        let rel = Arc::new(entry_path(&top.rel, name));
-        let dst = fsops::make_dir_at(top.dst.as_fd(), &c)
-            .map_err(|e| Error::io("create directory", self.work.join(OsStr::from_bytes(&rel)), e))?;
+        let dst = fsops::make_dir_at(top.dst.as_fd(), &c).map_err(|e| {
+            Error::io("create directory", self.work.join(OsStr::from_bytes(&entry_path(&top.dir.rel(), name))), e)
+        })?;
         let prev = top.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok()).map(Arc::new);
-        self.stack.push(Level { rel, dst: Arc::new(dst), prev, meta: Some(meta) });
+        let dir = top.dir.child(name);
+        self.stack.push(Level { dir, dst: Arc::new(dst), prev, meta: Some(meta) });
         Ok(())
     }
 
@@ -528,10 +639,10 @@ impl<'a, R: Read> Puller<'a, R> {
     /// about this entry (as in the local build).
     fn dest_err(&self, op: &'static str, name: &CString, e: io::Error) -> std::result::Result<Outcome, Stop> {
         if fsops::is_fatal_dest_error(&e) {
-            let rel = self.stack.last().map(|l| l.rel.as_slice()).unwrap_or_default();
+            let rel = self.stack.last().map(|l| l.dir.rel()).unwrap_or_default();
             return Err(Error::io(
                 op,
-                self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name.to_bytes())),
+                self.work.join(OsStr::from_bytes(&rel)).join(OsStr::from_bytes(name.to_bytes())),
                 e,
             )
             .into());
@@ -565,7 +676,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let dst = self.top()?.dst.clone();
         let device = matches!(FileType::from_raw_mode(meta.mode), FileType::CharacterDevice | FileType::BlockDevice);
         if device && !self.opts.devices {
-            let p = abs_of(&self.top()?.rel, name);
+            let p = abs_of(&self.top()?.dir.rel(), name);
             tracing::warn!(
                 "{}: device node of host {} not recreated (hosts.{}.devices / --devices is off)",
                 p.display(),
@@ -589,6 +700,15 @@ impl<'a, R: Read> Puller<'a, R> {
             return Err(self.protocol(format!("a file's mtime has {} nanoseconds", meta.mtime_nsec)));
         }
         let c = self.entry_name(name)?;
+        if FileType::from_raw_mode(meta.mode) != FileType::RegularFile {
+            // Its quick check would pass against a previous symlink or FIFO of that mode, which
+            // would then be linked in, and read, as this file.
+            return Err(self.protocol(format!(
+                "{} is sent as a regular file, but its mode {:o} is not a regular file's",
+                abs_of(&self.top()?.dir.rel(), name).display(),
+                meta.mode
+            )));
+        }
         if let Some(key) = link {
             while self.links.get(&key).is_some_and(|f| !f.done) {
                 self.pump()?; // the first copy is still in transfer
@@ -611,7 +731,11 @@ impl<'a, R: Read> Puller<'a, R> {
         }
         let top = self.top()?;
         let (dst, prev) = (top.dst.clone(), top.prev.clone());
-        let prev_st = prev.as_ref().and_then(|p| fsops::stat_at(p.as_fd(), &c).ok());
+        // Only a regular file is a previous copy: linked, cloned or read as a delta's base.
+        let prev_st = prev
+            .as_ref()
+            .and_then(|p| fsops::stat_at(p.as_fd(), &c).ok())
+            .filter(|st| fsops::file_type(st) == FileType::RegularFile);
         // Sent attributes that differ from the previous copy's make it a copy (a delta
         // against that copy: the content is likely the same), as `setfattr` locally does.
         let attrs_differ = match (xattrs, prev.as_ref(), prev_st.as_ref()) {
@@ -624,19 +748,14 @@ impl<'a, R: Read> Puller<'a, R> {
             Ok(Placement::Linked) => return self.linked_to_previous(c, &meta, link, &dst),
             Ok(Placement::Copy { emlink }) => emlink,
             Err(e) => {
-                let p = self.work.join(OsStr::from_bytes(&top.rel)).join(OsStr::from_bytes(name));
+                let p = self.work.join(OsStr::from_bytes(&top.dir.rel())).join(OsStr::from_bytes(name));
                 return Err(Error::io("create hard link", p, e).into());
             }
         };
         let base = prev_st
-            .filter(|st| fsops::file_type(st) == FileType::RegularFile)
             .map(|st| u64::try_from(st.st_size).unwrap_or(0))
             .filter(|&n| n >= delta::MIN_DELTA_SIZE && meta.size >= delta::MIN_DELTA_SIZE)
-            .and_then(|n| {
-                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let fd = rustix::fs::openat(prev?.as_fd(), &c, flags, rustix::fs::Mode::empty());
-                fd.ok().map(|fd| (File::from(fd), n))
-            });
+            .and_then(|n| fsops::open_regular_at(prev?.as_fd(), &c).ok().map(|f| (f, n)));
         self.transfer(c, &meta, link, dst, base, emlink)
     }
 
@@ -645,9 +764,8 @@ impl<'a, R: Read> Puller<'a, R> {
     fn linked_to_previous(&mut self, c: CString, meta: &Meta, link: Option<(u64, u64)>, dst: &Arc<OwnedFd>) -> Step {
         let mut hash = None;
         if let Some(key) = link {
-            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let f = rustix::fs::openat(dst.as_fd(), &c, flags, rustix::fs::Mode::empty());
-            let h = f.map_err(io::Error::from).and_then(|f| fsops::hash_file(&File::from(f), &mut Vec::new()));
+            let f = fsops::open_regular_at(dst.as_fd(), &c);
+            let h = f.and_then(|f| fsops::hash_file(&f, &mut Vec::new()));
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
@@ -685,10 +803,11 @@ impl<'a, R: Read> Puller<'a, R> {
             place::clone_into(prev, &file, dev).then_some(*n)
         });
         let holes = meta.allocated < meta.size;
-        let rel = self.top()?.rel.clone();
+        let dir = self.top()?.dir.clone();
         let id = self.seq;
         let sink = Sink {
             file,
+            listed: meta.size,
             hasher: blake3::Hasher::new(),
             pos: 0,
             written: 0,
@@ -696,7 +815,7 @@ impl<'a, R: Read> Puller<'a, R> {
             cloned,
             scratch: Vec::new(),
         };
-        let f = Inflight { rel, dst: dst.clone(), name: c.clone(), sink, base, emlink, link, failed: None };
+        let f = Inflight { dir, dst: dst.clone(), name: c.clone(), sink, base, emlink, link, failed: None };
         self.inflight.insert(id, f);
         if let Some(key) = link {
             self.links.insert(key, First { dst, name: c.clone(), hash: None, done: false });
@@ -726,7 +845,7 @@ impl<'a, R: Read> Puller<'a, R> {
                     refused.why
                 ))
             })?;
-            self.push(SlotKind::Dir { dst: Arc::new(fd), meta, abs });
+            self.push(SlotKind::Dir { dst: Arc::new(fd), meta, dir: DirPath::top(&rel) });
         }
         Ok(())
     }
@@ -740,6 +859,9 @@ impl<'a, R: Read> Puller<'a, R> {
                     return Err(self.protocol(format!("data for file {id}, which is not expected whole")));
                 }
                 let f = self.inflight.get_mut(&id).expect("checked");
+                if f.failed.is_some() {
+                    return Ok(()); // left out at its end; nothing more to hash
+                }
                 let written = f.sink.at(offset, &bytes);
                 self.wrote(id, written)
             }
@@ -772,7 +894,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let Err(e) = result else { return Ok(()) };
         let f = self.inflight.get_mut(&id).expect("in transfer");
         if fsops::is_fatal_dest_error(&e) {
-            let p = self.work.join(OsStr::from_bytes(&f.rel)).join(OsStr::from_bytes(f.name.to_bytes()));
+            let p = self.work.join(OsStr::from_bytes(&f.dir.rel())).join(OsStr::from_bytes(f.name.to_bytes()));
             return Err(Error::io("write", p, e).into());
         }
         f.failed.get_or_insert(format!("cannot copy: {e}"));
@@ -800,8 +922,9 @@ impl<'a, R: Read> Puller<'a, R> {
             Err(e) => {
                 self.inflight.insert(id, f);
                 self.wrote(id, Err(e))?;
-                let f = self.inflight.remove(&id).expect("just inserted");
-                return self.discard(id, f, "cannot copy".into());
+                let mut f = self.inflight.remove(&id).expect("just inserted");
+                let message = f.failed.take().unwrap_or_else(|| "cannot copy".into());
+                return self.discard(id, f, message);
             }
         };
         if got != hash {
@@ -834,15 +957,15 @@ impl<'a, R: Read> Puller<'a, R> {
     /// bug or a broken connection, and fails the run.
     fn refetch(&mut self, id: u64, mut f: Inflight) -> Step {
         if f.base.is_none() {
-            let p = abs_of(&f.rel, f.name.to_bytes());
+            let p = abs_of(&f.dir.rel(), f.name.to_bytes());
             return Err(self.remote(format!("{} arrived damaged (its BLAKE3 differs from the agent's)", p.display())));
         }
         tracing::info!(
             "delta of {} rebuilt other content; fetching it whole",
-            abs_of(&f.rel, f.name.to_bytes()).display()
+            abs_of(&f.dir.rel(), f.name.to_bytes()).display()
         );
         f.base = None;
-        f.sink.reset().map_err(|e| Error::io("truncate", self.work.join(OsStr::from_bytes(&f.rel)), e))?;
+        f.sink.reset().map_err(|e| Error::io("truncate", self.work.join(OsStr::from_bytes(&f.dir.rel())), e))?;
         self.inflight.insert(id, f);
         self.send(ToAgent::Send { id, how: How::Whole });
         Ok(())
@@ -870,6 +993,8 @@ impl Slot {
 /// Where a file's content goes: written at offsets, hashed in order with holes as zeros.
 struct Sink {
     file: File,
+    /// The size the walk sent: no hole reaches beyond it (see [`Sink::hole_to`]).
+    listed: u64,
     hasher: blake3::Hasher,
     pos: u64,
     written: u64,
@@ -890,7 +1015,10 @@ impl Sink {
         if offset < self.pos {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "content out of order"));
         }
-        agent::hash_zeros(&mut self.hasher, offset - self.pos);
+        let Some(end) = offset.checked_add(data.len() as u64) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "content beyond the largest possible offset"));
+        };
+        self.hole_to(offset)?;
         self.hasher.update(data);
         if let Some(old_len) = self.cloned {
             self.scratch.resize(data.len(), 0);
@@ -901,7 +1029,23 @@ impl Sink {
             self.file.write_all_at(data, offset)?;
             self.written += data.len() as u64;
         }
-        self.pos = offset + data.len() as u64;
+        self.pos = end;
+        Ok(())
+    }
+
+    /// Hashes the hole from the content so far up to `to` as zeros, if it ends within the
+    /// size the walk sent. Every byte of a hole costs hashing, not bandwidth: without this
+    /// bound, one frame claiming content at 1 PiB would keep this side hashing for days. A
+    /// file that really grew by a hole since it was listed is left out with a warning (the
+    /// next run stores it); one that grew by content is stored as read.
+    fn hole_to(&mut self, to: u64) -> io::Result<()> {
+        if to > self.pos && to > self.listed {
+            return Err(io::Error::other(format!(
+                "a hole up to byte {to}, beyond the {} bytes the file had when listed",
+                self.listed
+            )));
+        }
+        agent::hash_zeros(&mut self.hasher, to.saturating_sub(self.pos));
         Ok(())
     }
 
@@ -928,7 +1072,7 @@ impl Sink {
         if length < self.pos {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "more content than the file's length"));
         }
-        agent::hash_zeros(&mut self.hasher, length - self.pos);
+        self.hole_to(length)?;
         if self.cloned.is_some() && self.pos < length {
             // A trailing hole: what the clone holds there is the old content, not zeros.
             self.file.set_len(self.pos)?;

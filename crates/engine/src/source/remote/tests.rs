@@ -258,7 +258,8 @@ fn a_hostile_agent_cannot_write_outside_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("dest");
     std::fs::create_dir_all(&dest).unwrap();
-    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: Meta::default(), link: None, xattrs: None };
+    let meta = Meta { mode: 0o100644, ..Meta::default() };
+    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: meta.clone(), link: None, xattrs: None };
     let source = FromAgent::Source { index: 0, parent: b"srv".to_vec() };
     let dir_meta = Meta { mode: 0o40755, ..Meta::default() };
     for (i, (frames, want)) in [
@@ -621,7 +622,12 @@ fn a_hostile_agent_cannot_reach_through_its_own_symlinks() {
     let dir_frame = |name: &[u8]| FromAgent::Dir { name: name.to_vec(), meta: evil.clone() };
     let special =
         |name: &[u8]| FromAgent::Special { name: name.to_vec(), meta: Meta { mode: 0o10644, ..evil.clone() } };
-    let file = |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: evil.clone(), link: None, xattrs: None };
+    let file = |name: &[u8]| FromAgent::File {
+        name: name.to_vec(),
+        meta: Meta { mode: 0o106777, ..evil.clone() },
+        link: None,
+        xattrs: None,
+    };
     let mut published = 0;
     for (i, (frames, want)) in [
         // The attack of the issue: a symlink, then an ancestor through it.
@@ -830,4 +836,210 @@ fn the_agent_walks_a_very_deep_tree() {
             }
         }
     }
+}
+
+/// Runs `f` on a thread and waits at most `secs` for it: a server that hangs fails the test
+/// instead of hanging it (the thread is left behind).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs)).expect("the server side is still busy: it hangs")
+}
+
+/// Runs a pull of `/srv/x` at `when` against a stand-in agent sending `frames`.
+fn hostile_at(dest: &Path, frames: Vec<super::proto::FromAgent>, when: &str) -> RunReport {
+    let job = pulled_job("client", vec!["/srv/x".into()], dest, vec![]);
+    let mut opts = RunOptions::for_job(&job);
+    opts.prune = false;
+    opts.now = Some(when.parse().unwrap());
+    let connect = scripted(frames);
+    run::run_from(&job, &Pull { host: "client", connect: &connect, devices: false }, &opts, &|_| {})
+}
+
+/// `entries` in the directory `/srv/x`, as a complete walk.
+fn walk_of(entries: Vec<super::proto::FromAgent>) -> Vec<super::proto::FromAgent> {
+    use super::proto::{FromAgent, Meta};
+    let dmeta = Meta { mode: 0o40755, ..Meta::default() };
+    [
+        FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+        FromAgent::Dir { name: b"x".to_vec(), meta: dmeta.clone() },
+    ]
+    .into_iter()
+    .chain(entries)
+    .chain([
+        FromAgent::DirEnd,
+        FromAgent::SourceEnd,
+        FromAgent::WalkEnd {
+            excluded: 0,
+            excluded_caches: 0,
+            excluded_if_present: 0,
+            excluded_large: 0,
+            ancestors: vec![(b"srv".to_vec(), dmeta)],
+        },
+    ])
+    .collect()
+}
+
+/// Review A, 1: a symlink (or FIFO) of one pull, sent as a `File` of the same mode, owner,
+/// size and mtime in the next, passed the quick check: it was hard-linked in as an unchanged
+/// file and then read to hash it, through the symlink (a file outside the destination, or
+/// /dev/zero for ever) or blocking on the FIFO. A `File` frame must have a regular file's mode.
+#[test]
+fn a_symlink_or_fifo_sent_again_as_a_file_is_refused_not_read() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("outside-secret");
+    std::fs::write(&secret, "server secret\n").unwrap();
+    let target = secret.to_str().unwrap().as_bytes().to_vec();
+    let lmeta = Meta { mode: 0o120777, size: target.len() as u64, mtime: 1000, ..Meta::default() };
+    let fmeta = Meta { mode: 0o10644, size: 0, mtime: 1000, ..Meta::default() };
+    let cases = [
+        (FromAgent::Symlink { name: b"s".to_vec(), meta: lmeta.clone(), target }, lmeta, "mode 120777"),
+        (FromAgent::Special { name: b"s".to_vec(), meta: fmeta.clone() }, fmeta, "mode 10644"),
+    ];
+    for (i, (first, meta, mode)) in cases.into_iter().enumerate() {
+        let dest = dir.path().join(format!("dest{i}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        let r1 = hostile_at(&dest, walk_of(vec![first]), "2025-01-15T02:00:00+01:00[+01:00]");
+        assert_eq!(r1.state, RunState::Success, "{r1:?}");
+        let again = FromAgent::File { name: b"s".to_vec(), meta, link: None, xattrs: None };
+        let d = dest.clone();
+        let r2 = within(30, move || hostile_at(&d, walk_of(vec![again]), "2025-01-16T02:00:00+01:00[+01:00]"));
+        assert_eq!(r2.state, RunState::Failed, "{r2:?}");
+        let e = r2.error.unwrap();
+        assert!(e.contains("/srv/x/s is sent as a regular file") && e.contains(mode), "{e}");
+    }
+}
+
+/// Review A, 4: content at an offset far beyond the file's listed size made this side hash
+/// the hole before it as zeros, for days (`Data { offset: 1 << 50 }`, `FileEnd { length:
+/// 1 << 50 }`); an offset whose end overflows made it hash 16 EiB. Now such a file is left
+/// out with a warning naming the cause.
+#[test]
+fn a_hole_beyond_the_listed_size_is_refused_not_hashed() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let file = FromAgent::File {
+        name: b"f".to_vec(),
+        meta: Meta { mode: 0o100644, size: 1, ..Meta::default() },
+        link: None,
+        xattrs: None,
+    };
+    // The file is the walk's third frame, so its id is 2.
+    let end = |length| FromAgent::FileEnd { id: 2, length, hash: [0; 32], meta: Meta::default(), torn: false };
+    let data = |offset, bytes: &[u8]| FromAgent::Data { id: 2, offset, lz4: None, bytes: bytes.to_vec() };
+    let cases = [
+        (
+            vec![file.clone(), data(1 << 50, b"x"), end((1 << 50) + 1)],
+            "a hole up to byte 1125899906842624, beyond the 1 bytes",
+        ),
+        (vec![file.clone(), end(1 << 50)], "a hole up to byte 1125899906842624, beyond the 1 bytes"),
+        (vec![file.clone(), data(u64::MAX, b"xy"), end(1)], "content beyond the largest possible offset"),
+    ];
+    for (i, (entries, warning)) in cases.into_iter().enumerate() {
+        let dest = dir.path().join(i.to_string());
+        std::fs::create_dir_all(&dest).unwrap();
+        let d = dest.clone();
+        let r = within(30, move || hostile_at(&d, walk_of(entries), "2025-01-15T02:00:00+01:00[+01:00]"));
+        assert_eq!(r.state, RunState::Partial, "{r:?}");
+        assert!(r.warnings.iter().any(|x| x.path == Path::new("/srv/x/f") && x.message.contains(warning)), "{r:?}");
+        assert_eq!(r.counts.files, 0, "left out: {r:?}");
+    }
+}
+
+/// Review A, 2: warnings from the agent are cut to `MAX_WARNING_LEN` bytes as they arrive
+/// (a 16 MiB message LZ4-compresses to some 64 KiB on the wire), and the recorder keeps only
+/// the first `MAX_WARNINGS_KEPT` while counting them all.
+#[test]
+fn warnings_from_the_agent_are_cut_and_only_the_first_ones_kept() {
+    use super::proto::FromAgent;
+    use crate::store::record::MAX_WARNING_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let long = FromAgent::Warn { path: vec![b'p'; 3 * MAX_WARNING_LEN], message: "é".repeat(2 * MAX_WARNING_LEN) };
+    let r = hostile_at(&dest, walk_of(vec![long]), "2025-01-15T02:00:00+01:00[+01:00]");
+    assert_eq!(r.state, RunState::Partial, "{r:?}");
+    let w = &r.warnings[0];
+    let kept = MAX_WARNING_LEN - 64;
+    let marker = format!("… ({} more bytes cut)", 4 * MAX_WARNING_LEN - kept);
+    assert!(w.message.len() <= MAX_WARNING_LEN && w.message.ends_with(&marker), "{}", w.message);
+    let path = w.path.to_str().unwrap();
+    let marker = format!("… ({} more bytes cut)", 3 * MAX_WARNING_LEN - kept);
+    assert!(path.len() <= MAX_WARNING_LEN && path.ends_with(&marker), "{path}");
+
+    // The recorder itself, for the local walk too: run.rs keeps only the first ones anyway.
+    let meta = crate::fs::Dir::open_trusted(dir.path()).unwrap();
+    let manifest = crate::store::manifest::ManifestWriter::create_in(&meta, &crate::fs::Name::fixed("m")).unwrap();
+    let cursor = crate::store::manifest::Cursor::empty();
+    let mut writer = crate::store::record::Writer::new(manifest, cursor, dir.path().to_path_buf(), &|_| {});
+    let n = crate::store::meta::MAX_WARNINGS_KEPT + 500;
+    for i in 0..n {
+        writer.warn(PathBuf::from(format!("/w{i}")), "m".repeat(3 * MAX_WARNING_LEN));
+    }
+    let (counts, warnings, _) = writer.finish().unwrap();
+    assert_eq!(counts.warnings, n as u64);
+    assert_eq!(warnings.len(), crate::store::meta::MAX_WARNINGS_KEPT);
+    assert!(warnings.iter().all(|w| w.message.len() <= MAX_WARNING_LEN));
+}
+
+/// Review A, 2: walk frames read while the walk waits for a transfer are held up to
+/// `MAX_DEFERRED_BYTES`, not only up to twice the flow-control window in number (thousands
+/// of 16 MiB frames).
+#[test]
+fn walk_frames_held_during_transfers_are_bounded_in_bytes() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let meta = Meta { mode: 0o100644, size: 5, ..Meta::default() };
+    let linked =
+        |name: &[u8]| FromAgent::File { name: name.to_vec(), meta: meta.clone(), link: Some((1, 1)), xattrs: None };
+    // The second name of a hard link waits for the first copy, which never comes.
+    let mut entries = vec![linked(b"a"), linked(b"b")];
+    let message = "w".repeat(8 << 20);
+    let n = super::pull::MAX_DEFERRED_BYTES / message.len() + 2;
+    entries.extend((0..n).map(|_| FromAgent::Warn { path: b"/w".to_vec(), message: message.clone() }));
+    let r = hostile_at(&dest, walk_of(entries), "2025-01-15T02:00:00+01:00[+01:00]");
+    assert_eq!(r.state, RunState::Failed, "{r:?}");
+    assert!(
+        r.error.as_ref().unwrap().contains("more than 64 MiB of walk frames while files were in transfer"),
+        "{r:?}"
+    );
+}
+
+/// Review A, 3: each directory level kept its own copy of its full path, so memory grew with
+/// the square of the depth (2000 levels of 255-byte names: 500 MiB). Measured in a child
+/// process running only this pull, whose peak RSS is its own.
+#[test]
+fn deep_nesting_from_the_agent_takes_memory_linear_in_depth() {
+    use super::proto::{FromAgent, Meta};
+    const DEPTH: usize = 2000;
+    const NAME: &str = "source::remote::tests::deep_nesting_from_the_agent_takes_memory_linear_in_depth";
+    if std::env::var_os("HWC_TEST_DEEP_CHILD").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("dest");
+        std::fs::create_dir_all(&dest).unwrap();
+        let meta = Meta { mode: 0o40755, ..Meta::default() };
+        let mut frames = vec![FromAgent::Source { index: 0, parent: b"srv".to_vec() }];
+        frames.extend((0..DEPTH).map(|_| FromAgent::Dir { name: vec![b'd'; 255], meta: meta.clone() }));
+        let r = hostile(&dest, frames, false);
+        assert!(r.error.as_ref().unwrap().contains("closed in the middle"), "{r:?}");
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        println!("PEAK_KIB={}", hwm.split_whitespace().nth(1).unwrap());
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env("HWC_TEST_DEEP_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let peak = stdout.split("PEAK_KIB=").nth(1).and_then(|s| s.split_whitespace().next()).expect("the child reports");
+    let peak: u64 = peak.parse().unwrap();
+    assert!(peak < 200 << 10, "peak RSS {} MiB for {DEPTH} levels", peak >> 10);
 }
