@@ -77,36 +77,33 @@ pub fn link_at(from: BorrowedFd, to: BorrowedFd, name: &CStr) -> io::Result<()> 
 }
 
 /// Opens a regular file that a walk listed as one, for reading: a snapshot's (restore) or a
-/// live source's. Between the listing and the open someone may have put a FIFO under the
-/// name (whoever can write a source tree or the backup disk): it is opened without waiting
-/// for a writer (`O_NONBLOCK`, which changes nothing for a regular file's reads) and refused
-/// unless it is a regular file now, so a run or a restore never hangs on one.
+/// live source's, without touching its access time where that is permitted. See
+/// [`open_regular_at`].
 pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
-    let flags = src_flags() | OFlags::NONBLOCK;
     // O_NOATIME is refused (EPERM) for files we do not own when we lack CAP_FOWNER.
-    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
-        Err(e) => return Err(e.into()),
-    };
-    let st = rustix::fs::fstat(&fd)?;
-    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "it is no longer a regular file (replaced since it was listed); not read",
-        ));
+    match open_regular_with(dir, name, OFlags::NOATIME) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => open_regular_at(dir, name),
+        other => other,
     }
-    Ok(fd.into())
 }
 
 /// Opens the regular file `name` in `dir` for reading: never through a symlink, never
-/// blocking on a FIFO or taking a terminal put in its place, and refusing anything that is not
-/// a regular file once open (the type is checked on the open file, so nothing can be swapped
-/// in between).
+/// blocking on a FIFO or taking a terminal put in its place (`O_NONBLOCK`, which changes
+/// nothing for a regular file's reads), and refusing anything that is not a regular file once
+/// open — the type is checked on the open file, so nothing can be swapped in between. Whoever
+/// can write a source tree, the backup disk or a pulled host's stream may have put something
+/// else under the name since it was listed.
 pub fn open_regular_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
-    let fd = rustix::fs::openat(dir, name, src_flags() | OFlags::NONBLOCK, Mode::empty())?;
+    open_regular_with(dir, name, OFlags::empty())
+}
+
+fn open_regular_with(dir: BorrowedFd, name: &CStr, extra: OFlags) -> io::Result<File> {
+    let fd = rustix::fs::openat(dir, name, src_flags() | OFlags::NONBLOCK | extra, Mode::empty())?;
     if file_type(&rustix::fs::fstat(&fd)?) != FileType::RegularFile {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file (replaced since it was listed?); not read",
+        ));
     }
     Ok(fd.into())
 }
@@ -621,7 +618,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(open_source_file(dir.as_fd(), c"f").map(|_| ()).map_err(|e| e.to_string())));
         let got = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the open waited for a writer");
-        assert!(got.unwrap_err().contains("no longer a regular file"));
+        assert!(got.unwrap_err().contains("not a regular file"));
     }
 
     #[test]
