@@ -103,28 +103,41 @@ pub fn xattrs_differ(
     if settled_before.is_some_and(|t| new.st_ctime < t) || !unchanged(&QuickAttrs::of(new), prev) {
         return false;
     }
-    fsops::read_xattrs_at(src_dir, name).map_or(true, |now| previous_xattrs_differ(prev_dir, name, now))
+    let all = |_: &[u8]| true; // this machine's own files: every attribute is kept
+    fsops::read_xattrs_at(src_dir, name).map_or(true, |now| previous_xattrs_differ(prev_dir, name, now, all))
 }
 
 /// The pull's side of [`xattrs_differ`]: whether a file that passes the quick check (`new`,
 /// as the agent sent it, against `prev`) has attributes `sent` (the agent sends them where
-/// the file's ctime says they may have changed) other than its previous copy's.
+/// the file's ctime says they may have changed) other than its previous copy's. Only the
+/// attributes a pulled file gets are compared (`fsops::kept_from_pulled_host`): a
+/// `security.selinux` label the copy can never have would otherwise make it a copy every time.
 pub fn sent_xattrs_differ(
     prev_dir: BorrowedFd,
     name: &CStr,
     new: &QuickAttrs,
     prev: &Stat,
-    sent: fsops::Xattrs,
+    mut sent: fsops::Xattrs,
 ) -> bool {
-    unchanged(new, prev) && previous_xattrs_differ(prev_dir, name, sent)
+    if !unchanged(new, prev) {
+        return false;
+    }
+    sent.retain(|(n, _)| fsops::kept_from_pulled_host(n));
+    previous_xattrs_differ(prev_dir, name, sent, fsops::kept_from_pulled_host)
 }
 
-/// Whether `now` differs from the attributes of the previous copy `name` in `prev_dir`, in
-/// any order of the names; unreadable ones count as different.
-fn previous_xattrs_differ(prev_dir: BorrowedFd, name: &CStr, mut now: fsops::Xattrs) -> bool {
+/// Whether `now` differs from the attributes of the previous copy `name` in `prev_dir` whose
+/// names pass `compared`, in any order of the names; unreadable ones count as different.
+fn previous_xattrs_differ(
+    prev_dir: BorrowedFd,
+    name: &CStr,
+    mut now: fsops::Xattrs,
+    compared: fn(&[u8]) -> bool,
+) -> bool {
     now.sort_unstable();
     match fsops::read_xattrs_at(prev_dir, name) {
         Ok(mut was) => {
+            was.retain(|(n, _)| compared(n));
             was.sort_unstable();
             was != now
         }
@@ -495,5 +508,18 @@ mod tests {
         let placed =
             place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
+    }
+
+    /// A pulled host's attributes that its copies never get (`trusted.*`, `security.selinux`)
+    /// do not make an unchanged file differ from its previous copy; a kept one does.
+    #[test]
+    fn attributes_a_pulled_copy_never_gets_are_not_compared() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        let x = |n: &str, v: &str| (n.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let dropped = vec![x("trusted.overlay.opaque", "y"), x("security.selinux", "system_u:object_r:etc_t:s0")];
+        assert!(!sent_xattrs_differ(s.prev_dir.as_fd(), c"f", &new, &s.st, dropped.clone()));
+        let kept = [dropped, vec![x("user.tag", "1")]].concat();
+        assert!(sent_xattrs_differ(s.prev_dir.as_fd(), c"f", &new, &s.st, kept));
     }
 }
