@@ -24,7 +24,10 @@
 //!    whose previous copy is a regular file of more than 1 MiB is written, where the
 //!    destination supports `FICLONE` (btrfs, XFS with `reflink=1`), as a reflink of that copy
 //!    plus only the changed blocks (`store::delta`); the copy paths try it and copy plainly
-//!    when the filesystem refuses.
+//!    when the filesystem refuses. The blocks a chunk record (or the block comparison) finds
+//!    unchanged are the previous copy's: the result is as trustworthy as that copy, exactly as
+//!    a hard link to it is (a copy changed on the disk with its size and mtime put back, or a
+//!    forged record, gives a file its manifest hash does not match, which verify reports).
 //!
 //! A previous copy whose inode a verify found damaged ([`Avoid`], from the drive's damage
 //! record, `ops::state::DamageRecord`, handed to the build with the link base) is never linked: the entry is copied afresh from the
@@ -249,11 +252,15 @@ pub fn keeps(prev: Option<&Stat>, new: &QuickAttrs, avoid: &Avoid) -> bool {
 
 /// Reflinks the previous copy `name` of `dir` (whose stat is `st`) as `name` in `dst`, with
 /// its owner, mode, extended attributes and times.
+///
+/// The previous copy is opened `O_NONBLOCK | O_NOCTTY` (as in [`share`]): whoever writes the
+/// disk may swap a FIFO in after the caller's stat, whose plain open would wait for a writer
+/// forever; it must then still be the regular file `st` describes.
 fn clone_at(dir: BorrowedFd, st: &Stat, dst: BorrowedFd, name: &CStr) -> io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let src = rustix::fs::openat(dir, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let src = rustix::fs::openat(dir, name, flags, Mode::empty())?;
     let now = rustix::fs::fstat(&src)?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
         return Err(io::Error::other("the previous copy was replaced"));
     }
     let out = fsops::create_file_at(dst, name)?;
@@ -508,6 +515,31 @@ mod tests {
         let placed =
             place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
+    }
+
+    /// Method::Clone opens the previous copy after the caller's stat of it: a FIFO swapped in
+    /// meanwhile by whoever writes the disk is refused at once (a copy), not waited on forever.
+    #[test]
+    fn clone_does_not_wait_on_a_fifo_swapped_in_after_the_stat() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        let prev_path = s.dst_path.with_file_name("prev").join("f");
+        std::fs::remove_file(&prev_path).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &prev_path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let (prev_dir, dst_dir, st) = (s.prev_dir.try_clone().unwrap(), s.dst_dir.try_clone().unwrap(), s.st);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let placed =
+                place_by(Method::Clone, Some((prev_dir.as_fd(), &st, &Avoid::default())), &new, dst_dir.as_fd(), c"f");
+            let _ = tx.send(placed.map_err(|e| e.to_string()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if got.is_err() {
+            // Blocked in the open: a writer releases it, so that the test ends.
+            let _ = rustix::fs::open(&prev_path, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty());
+        }
+        assert_eq!(got, Ok(Ok(Placement::Copy { emlink: false })), "waited on the FIFO");
+        assert!(!s.dst_path.join("f").exists(), "nothing is left at the name");
     }
 
     /// A pulled host's attributes that its copies never get (`trusted.*`, `security.selinux`)
