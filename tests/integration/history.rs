@@ -449,6 +449,37 @@ fn symlinks_planted_for_pins_and_reads_are_never_followed() {
     assert_eq!(std::fs::read_to_string(victim.join("secret")).unwrap(), "do not touch");
 }
 
+/// A multi-gigabyte manifest planted in a snapshot (sparse, one endless line) is read as a
+/// stream of capped lines, never into memory: `diff` holds little, says the manifest is
+/// unusable and compares by reading the files.
+#[test]
+fn diff_holds_little_memory_with_a_huge_planted_manifest() {
+    require("/usr/bin/time");
+    let env = Env::new();
+    write(&env.src.join("f"), "x");
+    env.snapshot_ok("2025-06-01T02:00:00+02:00", &[]);
+    write(&env.src.join("f"), "y"); // same size: the content is compared
+    env.snapshot_ok("2025-06-02T02:00:00+02:00", &[]);
+    let [a, b] = ids(&env).try_into().unwrap();
+    let manifest = env.host_dir().join(&b).join(".hwc-backup/manifest.b3");
+    std::fs::remove_file(&manifest).unwrap();
+    sh(&format!("truncate -s 3G '{}'", manifest.display()));
+    // Reading it whole would take 3 GiB; the address space is capped at twice that, so that a
+    // regression cannot take more of this shared machine. (A cap below the file's size would
+    // hide one: `read_to_end` then fails cleanly, and diff reads the files.)
+    let report = env.dir.path().join("peak-kib");
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", "ulimit -v 6291456 && exec /usr/bin/time -f %M -o \"$0\" \"$@\""]).arg(&report).arg(bin());
+    c.arg("diff").args(env.target_args()).args([&a, &b, "--json"]);
+    c.env_remove("HWC_BACKUP_CONFIG").env_remove("HWC_BACKUP_LOG");
+    let o = crate::verify::within_a_minute(&mut c, "diff with a huge manifest");
+    let peak_kib: u64 = std::fs::read_to_string(&report).unwrap().lines().last().unwrap().trim().parse().unwrap();
+    assert!(peak_kib < 128 * 1024, "diff peaked at {peak_kib} KiB reading a 3 GiB manifest");
+    let v = json(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("manifest.b3"), "{}", show(&o));
+    assert_eq!(v["summary"]["modified"], 1, "{v}");
+}
+
 #[test]
 fn now_dry_run_predicts_the_run_and_writes_nothing() {
     let env = Env::new();

@@ -3,7 +3,10 @@
 //! changed blocks, so a 1-byte append or a byte changed in the middle of a 64 MiB file grows
 //! the used space by less than 1 MiB (statvfs), with the content, the manifest and `verify`
 //! right. On ext4 the plain copy is used. A symlink planted as the previous copy or as the
-//! chunk sidecar never leads outside; a garbled or forged sidecar never gives a wrong file.
+//! chunk sidecar never leads outside; a garbled sidecar, or one whose chunk hashes do not make
+//! its file hash, is refused. What is not guaranteed is shown too: a record forged whole, or a
+//! previous copy changed with its size and mtime put back, gives a new file as wrong as that
+//! copy (as a hard link to it would be), which `verify` then reports.
 //! A pulled host's changed large file is written into a clone of its previous copy too.
 
 use std::path::{Path, PathBuf};
@@ -208,7 +211,7 @@ fn planted_symlinks_as_previous_copy_or_sidecar_never_lead_outside() {
 }
 
 #[test]
-fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
+fn a_garbled_or_inconsistent_sidecar_is_refused() {
     let env = Env::new();
     let _fs = Mounted::xfs(&env);
     std::fs::write(env.src.join("big"), random(8 * MIB)).unwrap();
@@ -259,6 +262,61 @@ fn a_garbled_or_forged_sidecar_never_gives_a_wrong_file() {
         assert!(counts(&env, &prev, "bytesCopied") < MIB, "{garble}: only the changed block written");
     }
     verify_clean(&env);
+}
+
+/// A forged chunk record for the content about to be written, every check of it consistent
+/// (line check and file hash: they are unkeyed), with `f(content)`.
+fn forge_record(env: &Env, id: &str, f: impl Fn(&mut Vec<u8>)) {
+    use blake3::hazmat::HasherExt;
+    let p = sidecar_of(env, id);
+    let text = std::fs::read_to_string(&p).unwrap();
+    let (header, record) = text.split_once('\n').unwrap();
+    let fields: Vec<&str> = record.trim_end().splitn(6, ' ').collect();
+    let mut new = std::fs::read(env.src.join("big")).unwrap();
+    f(&mut new);
+    let cv = |(i, c): (usize, &[u8])| {
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(i as u64 * MIB);
+        h.update(c);
+        blake3::Hash::from_bytes(h.finalize_non_root()).to_hex().to_string()
+    };
+    let chunks: String = new.chunks(MIB as usize).enumerate().map(cv).collect();
+    let (_, path) = record.trim_end().split_once("  ").unwrap();
+    let body = format!("{} {} {} {} {chunks}  {path}", fields[1], fields[2], fields[3], blake3::hash(&new).to_hex());
+    std::fs::write(&p, format!("{header}\n{} {body}\n", &blake3::hash(body.as_bytes()).to_hex()[..16])).unwrap();
+}
+
+/// The guarantee is "as trustworthy as the previous copy", not more: someone who writes the
+/// disk and forges a whole record, or changes the previous copy and puts its size and mtime
+/// back, gets old bytes into the new file under the source's manifest hash (a hard link to
+/// that copy would carry the same change). Nothing reports it at write time; `verify` does.
+#[test]
+fn a_forged_record_or_a_tampered_previous_copy_is_caught_by_verify_not_at_write() {
+    for (what, at) in [("a forged record", 5 * MIB), ("a tampered previous copy", 6 * MIB)] {
+        // Each on a clean history: a verify that finds a damaged copy keeps it from being cloned.
+        let env = Env::new();
+        let _fs = Mounted::xfs(&env);
+        std::fs::write(env.src.join("big"), random(8 * MIB)).unwrap();
+        let prev = snapshot_and_check(&env, "2026-01-01T10:00:00Z");
+        if what == "a forged record" {
+            forge_record(&env, &prev, |c| c[at as usize] ^= 0x5a); // the change `poke` makes
+        } else {
+            let copy = env.in_snapshot(&prev).join("big");
+            let mtime = std::fs::metadata(&copy).unwrap().modified().unwrap();
+            let f = std::fs::OpenOptions::new().write(true).open(&copy).unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&f, b"TAMPERED", 2 * MIB).unwrap();
+            f.set_modified(mtime).unwrap();
+        }
+        poke(&env.src.join("big"), at);
+        env.snapshot_ok("2026-01-02T10:00:00Z", &["--store", "hardlink"]);
+        let id = env.snapshot_ids().pop().unwrap();
+        let src = std::fs::read(env.src.join("big")).unwrap();
+        let copy = std::fs::read(env.in_snapshot(&id).join("big")).unwrap();
+        assert!(copy != src, "{what}: the new copy keeps the previous copy's bytes");
+        assert_eq!(manifest_hash(&env, &id), blake3::hash(&src).to_hex().as_str(), "{what}: hash of the source");
+        let o = env.run("verify", &[&id]);
+        assert!(!o.status.success() && String::from_utf8_lossy(&o.stdout).contains("big"), "{what}: {}", show(&o));
+    }
 }
 
 #[test]

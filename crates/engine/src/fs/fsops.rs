@@ -558,13 +558,55 @@ impl Attrs {
     }
 }
 
-/// [`apply_meta_fd`] from values: owner, mode, xattrs, then times (same order, same reasons).
+/// Whether the extended attribute `name`, sent by a pulled host, is written on this machine:
+/// `user.*`, the POSIX ACLs and file capabilities, which describe the file (`rsync -X` keeps
+/// them). `trusted.*` and the other `security.*` attributes (`trusted.overlay.redirect`,
+/// `security.selinux`, `security.ima`, `security.evm` …) tell this machine's kernel and LSMs
+/// how to treat the file: written by root, they would let the other host decide that here.
+pub fn kept_from_pulled_host(name: &[u8]) -> bool {
+    name.starts_with(b"user.")
+        || matches!(name, b"system.posix_acl_access" | b"system.posix_acl_default" | b"security.capability")
+}
+
+/// The attributes of `xattrs` that a pulled host's entry gets ([`kept_from_pulled_host`]).
+pub fn pulled_xattrs_kept(xattrs: &[(Vec<u8>, Vec<u8>)]) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
+    xattrs.iter().filter(|(name, _)| {
+        let kept = kept_from_pulled_host(name);
+        if !kept {
+            warn_dropped_once(name);
+        }
+        kept
+    })
+}
+
+/// Warns about a pulled attribute not written, the first time this process drops that name
+/// (one `pull` is one run), not once per file: a host with SELinux labels every file. At most
+/// [`MAX_DROPPED_NAMED`] names: a hostile agent may send endlessly many.
+fn warn_dropped_once(name: &[u8]) {
+    static DROPPED: std::sync::Mutex<Option<HashSet<Vec<u8>>>> = std::sync::Mutex::new(None);
+    let mut dropped = DROPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seen = dropped.get_or_insert_with(HashSet::new);
+    if seen.len() < MAX_DROPPED_NAMED && seen.insert(name.to_vec()) {
+        let more = if seen.len() == MAX_DROPPED_NAMED { "; further names are not reported" } else { "" };
+        tracing::warn!(
+            "extended attribute {} of a pulled host's file not written: only user.*, POSIX ACLs and \
+             security.capability are, the others would change how this machine treats the file{more}",
+            name.escape_ascii()
+        );
+    }
+}
+
+/// How many distinct dropped attribute names [`pulled_xattrs_kept`] warns about.
+const MAX_DROPPED_NAMED: usize = 16;
+
+/// [`apply_meta_fd`] from values, for a pulled host: owner, mode, xattrs (only those
+/// [`kept_from_pulled_host`]), then times (same order, same reasons).
 pub fn apply_attrs_fd(dst: BorrowedFd, a: &Attrs, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
     if can_chown() {
         rustix::fs::fchown(dst, Some(rustix::fs::Uid::from_raw(a.uid)), Some(rustix::fs::Gid::from_raw(a.gid)))?;
     }
     rustix::fs::fchmod(dst, Mode::from_raw_mode(a.mode & 0o7777))?;
-    for (name, value) in xattrs {
+    for (name, value) in pulled_xattrs_kept(xattrs) {
         let name = CString::new(name.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         rustix::fs::fsetxattr(dst, &name, value, XattrFlags::empty())?;
     }
@@ -583,7 +625,8 @@ pub fn make_symlink(dst_dir: BorrowedFd, name: &CStr, target: &[u8], a: &Attrs) 
     Ok(())
 }
 
-/// [`copy_special`] from values: a FIFO or device node with owner, mode, xattrs and times.
+/// [`copy_special`] from values, for a pulled host: a FIFO or device node with owner, mode,
+/// xattrs (only those [`kept_from_pulled_host`]) and times.
 pub fn make_special(dst_dir: BorrowedFd, name: &CStr, a: &Attrs, rdev: u64, xattrs: &Xattrs) -> io::Result<()> {
     let ft = FileType::from_raw_mode(a.mode);
     if !matches!(ft, FileType::Fifo | FileType::CharacterDevice | FileType::BlockDevice) {
@@ -596,7 +639,7 @@ pub fn make_special(dst_dir: BorrowedFd, name: &CStr, a: &Attrs, rdev: u64, xatt
     }
     rustix::fs::chmodat(dst_dir, name, Mode::from_raw_mode(a.mode & 0o7777), AtFlags::empty())?;
     let path = fd_path(dst_dir, name);
-    for (n, v) in xattrs {
+    for (n, v) in pulled_xattrs_kept(xattrs) {
         let n = CString::new(n.as_slice()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         rustix::fs::lsetxattr(&path, &n, v, XattrFlags::empty())?;
     }
@@ -611,7 +654,7 @@ mod tests {
     #[test]
     fn a_fifo_under_a_files_name_is_refused_at_once_not_waited_on() {
         let t = tempfile::tempdir().unwrap();
-        rustix::fs::mknodat(rustix::fs::CWD, &t.path().join("f"), FileType::Fifo, Mode::from_raw_mode(0o644), 0)
+        rustix::fs::mknodat(rustix::fs::CWD, t.path().join("f"), FileType::Fifo, Mode::from_raw_mode(0o644), 0)
             .unwrap();
         let dir = rustix::fs::open(t.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         // On a thread: without O_NONBLOCK the open waits for a writer that never comes.
@@ -633,5 +676,81 @@ mod tests {
         let n = copy_plain(&src, &st, &mut dst, &mut Vec::new()).unwrap();
         assert_eq!(n, 10);
         assert_eq!(std::fs::read(t.path().join("dst")).unwrap(), b"0123456789");
+    }
+
+    /// An attribute of every namespace a pulled host may send, as the agent sends them.
+    fn sent() -> Xattrs {
+        [
+            "user.tag",
+            "system.posix_acl_access",
+            "security.capability",
+            "trusted.overlay.redirect",
+            "trusted.overlay.opaque",
+            "security.selinux",
+            "security.ima",
+            "security.evm",
+        ]
+        .iter()
+        .map(|n| (n.as_bytes().to_vec(), value_of(n)))
+        .collect()
+    }
+
+    /// A value the kernel accepts for `name` (an ACL and a capability are parsed).
+    fn value_of(name: &str) -> Vec<u8> {
+        match name {
+            // ACL version 2: owner rwx, user 1000 r--, group r-x, mask r-x, other r-x (a named
+            // user, so that the kernel keeps it as an attribute rather than as mode bits).
+            "system.posix_acl_access" => {
+                let entry = |tag: u16, perm: u16, id: u32| {
+                    [&tag.to_le_bytes()[..], &perm.to_le_bytes(), &id.to_le_bytes()].concat()
+                };
+                let none = u32::MAX;
+                let entries = [
+                    entry(0x01, 7, none),
+                    entry(0x02, 4, 1000),
+                    entry(0x04, 5, none),
+                    entry(0x10, 5, none),
+                    entry(0x20, 5, none),
+                ];
+                [2u32.to_le_bytes().to_vec(), entries.concat()].concat()
+            }
+            // VFS_CAP_REVISION_2, cap_net_bind_service permitted.
+            "security.capability" => [0x0200_0000u32, 1 << 10, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect(),
+            _ => b"planted".to_vec(),
+        }
+    }
+
+    fn names(x: &Xattrs) -> Vec<String> {
+        let mut n: Vec<String> = x.iter().map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect();
+        n.sort();
+        n
+    }
+
+    const KEPT: [&str; 3] = ["security.capability", "system.posix_acl_access", "user.tag"];
+
+    #[test]
+    fn only_user_acl_and_capability_attributes_are_kept_from_a_pulled_host() {
+        let kept: Xattrs = pulled_xattrs_kept(&sent()).cloned().collect();
+        assert_eq!(names(&kept), KEPT);
+        assert!(kept_from_pulled_host(b"system.posix_acl_default"));
+        assert!(!kept_from_pulled_host(b"system.nfs4_acl") && !kept_from_pulled_host(b"userx.a"));
+    }
+
+    /// The pull's writers apply only the kept attributes, to files and directories
+    /// (`apply_attrs_fd`) as to FIFOs and device nodes (`make_special`).
+    #[test]
+    fn a_pulled_entry_gets_no_trusted_or_security_label_attributes() {
+        assert!(rustix::process::geteuid().is_root(), "trusted.* and security.* need root: run the tests as root");
+        // Under /var/tmp: a disk filesystem with user xattrs and ACLs (not every tmpfs has them).
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let d = rustix::fs::open(dir.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let a = Attrs { uid: 0, gid: 0, mode: 0o100644, atime: (1, 0), mtime: (2, 0) };
+        let f = create_file_at(d.as_fd(), c"f").unwrap();
+        apply_attrs_fd(f.as_fd(), &a, &sent()).unwrap();
+        assert_eq!(names(&read_xattrs_fd(f.as_fd()).unwrap()), KEPT, "a file");
+        // user.* is for regular files and directories only (the kernel refuses it on a FIFO).
+        let special: Xattrs = sent().into_iter().filter(|(n, _)| !n.starts_with(b"user.")).collect();
+        make_special(d.as_fd(), c"p", &Attrs { mode: 0o010644, ..a }, 0, &special).unwrap();
+        assert_eq!(names(&read_xattrs_at(d.as_fd(), c"p").unwrap()), KEPT[..2], "a FIFO");
     }
 }

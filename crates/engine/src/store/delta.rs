@@ -19,11 +19,20 @@
 //! chunk is then compared against the destination block by block. That reads the old copy in
 //! full but still writes only what differs, and trusts nothing it has not read.
 //!
-//! A "match" is only ever claimed from equal BLAKE3 chaining values of the same offset and
-//! length, so a wrong sidecar can make the write cost more, never make the file wrong —
-//! provided the destination really holds the version the hashes describe. The caller checks
-//! that: a sidecar record is used only when its size and mtime equal the previous copy's (the
-//! same quick check a hard link rests on), and its integrity check passes ([`Record`]).
+//! **What is guaranteed.** A "match" is only ever claimed from equal BLAKE3 chaining values
+//! of the same offset and length, and the record's check, chunk count and file hash only catch
+//! accidents (a torn or stale line, bit rot in the sidecar): they are unkeyed, so whoever can
+//! write the disk can forge a record that passes them. The unchanged chunks are then taken
+//! from the previous copy unread, so the new file is exactly as trustworthy as the previous
+//! copy and its record — as a hard link to that copy is: a forged record, or a previous copy
+//! whose bytes were changed with its size and mtime put back, leaves old bytes in the new file
+//! while its manifest line has the hash of the source as read (computed from the source, never
+//! from the destination). That snapshot is then wrong without any error at write time; a later
+//! `verify` reports the file (its content no longer matches its manifest hash). What a wrong
+//! sidecar cannot do is reach outside the snapshot or make a file wrong when the previous copy
+//! and its record are as this program wrote them. The caller uses a record only when its size
+//! and mtime equal the previous copy's (the same quick check a hard link rests on) and its
+//! checks pass ([`Record`]); without one, every chunk is read back and compared.
 //!
 //! ## The sidecar, `chunks.v1`
 //!

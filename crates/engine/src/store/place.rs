@@ -24,7 +24,10 @@
 //!    whose previous copy is a regular file of more than 1 MiB is written, where the
 //!    destination supports `FICLONE` (btrfs, XFS with `reflink=1`), as a reflink of that copy
 //!    plus only the changed blocks (`store::delta`); the copy paths try it and copy plainly
-//!    when the filesystem refuses.
+//!    when the filesystem refuses. The blocks a chunk record (or the block comparison) finds
+//!    unchanged are the previous copy's: the result is as trustworthy as that copy, exactly as
+//!    a hard link to it is (a copy changed on the disk with its size and mtime put back, or a
+//!    forged record, gives a file its manifest hash does not match, which verify reports).
 //!
 //! A previous copy whose inode a verify found damaged ([`Avoid`], from the drive's damage
 //! record, `ops::state::DamageRecord`, handed to the build with the link base) is never linked: the entry is copied afresh from the
@@ -103,28 +106,41 @@ pub fn xattrs_differ(
     if settled_before.is_some_and(|t| new.st_ctime < t) || !unchanged(&QuickAttrs::of(new), prev) {
         return false;
     }
-    fsops::read_xattrs_at(src_dir, name).map_or(true, |now| previous_xattrs_differ(prev_dir, name, now))
+    let all = |_: &[u8]| true; // this machine's own files: every attribute is kept
+    fsops::read_xattrs_at(src_dir, name).map_or(true, |now| previous_xattrs_differ(prev_dir, name, now, all))
 }
 
 /// The pull's side of [`xattrs_differ`]: whether a file that passes the quick check (`new`,
 /// as the agent sent it, against `prev`) has attributes `sent` (the agent sends them where
-/// the file's ctime says they may have changed) other than its previous copy's.
+/// the file's ctime says they may have changed) other than its previous copy's. Only the
+/// attributes a pulled file gets are compared (`fsops::kept_from_pulled_host`): a
+/// `security.selinux` label the copy can never have would otherwise make it a copy every time.
 pub fn sent_xattrs_differ(
     prev_dir: BorrowedFd,
     name: &CStr,
     new: &QuickAttrs,
     prev: &Stat,
-    sent: fsops::Xattrs,
+    mut sent: fsops::Xattrs,
 ) -> bool {
-    unchanged(new, prev) && previous_xattrs_differ(prev_dir, name, sent)
+    if !unchanged(new, prev) {
+        return false;
+    }
+    sent.retain(|(n, _)| fsops::kept_from_pulled_host(n));
+    previous_xattrs_differ(prev_dir, name, sent, fsops::kept_from_pulled_host)
 }
 
-/// Whether `now` differs from the attributes of the previous copy `name` in `prev_dir`, in
-/// any order of the names; unreadable ones count as different.
-fn previous_xattrs_differ(prev_dir: BorrowedFd, name: &CStr, mut now: fsops::Xattrs) -> bool {
+/// Whether `now` differs from the attributes of the previous copy `name` in `prev_dir` whose
+/// names pass `compared`, in any order of the names; unreadable ones count as different.
+fn previous_xattrs_differ(
+    prev_dir: BorrowedFd,
+    name: &CStr,
+    mut now: fsops::Xattrs,
+    compared: fn(&[u8]) -> bool,
+) -> bool {
     now.sort_unstable();
     match fsops::read_xattrs_at(prev_dir, name) {
         Ok(mut was) => {
+            was.retain(|(n, _)| compared(n));
             was.sort_unstable();
             was != now
         }
@@ -236,11 +252,14 @@ pub fn keeps(prev: Option<&Stat>, new: &QuickAttrs, avoid: &Avoid) -> bool {
 
 /// Reflinks the previous copy `name` of `dir` (whose stat is `st`) as `name` in `dst`, with
 /// its owner, mode, extended attributes and times.
+///
+/// The previous copy is opened by [`fsops::open_regular_at`] (as in [`share`]): whoever writes
+/// the disk may swap a FIFO in after the caller's stat, whose plain open would wait for a
+/// writer forever; it must then still be the regular file `st` describes.
 fn clone_at(dir: BorrowedFd, st: &Stat, dst: BorrowedFd, name: &CStr) -> io::Result<()> {
-    // Never through a symlink, never blocking on a FIFO put in the copy's place.
     let src = fsops::open_regular_at(dir, name)?;
     let now = rustix::fs::fstat(&src)?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
         return Err(io::Error::other("the previous copy was replaced"));
     }
     let out = fsops::create_file_at(dst, name)?;
@@ -495,5 +514,43 @@ mod tests {
         let placed =
             place(Some((s.prev_dir.as_fd(), &s.st, &Avoid::default())), &new, s.dst_dir.as_fd(), c"f").unwrap();
         assert_eq!(placed, Placement::Copy { emlink: false });
+    }
+
+    /// Method::Clone opens the previous copy after the caller's stat of it: a FIFO swapped in
+    /// meanwhile by whoever writes the disk is refused at once (a copy), not waited on forever.
+    #[test]
+    fn clone_does_not_wait_on_a_fifo_swapped_in_after_the_stat() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        let prev_path = s.dst_path.with_file_name("prev").join("f");
+        std::fs::remove_file(&prev_path).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, &prev_path, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let (prev_dir, dst_dir, st) = (s.prev_dir.try_clone().unwrap(), s.dst_dir.try_clone().unwrap(), s.st);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let placed =
+                place_by(Method::Clone, Some((prev_dir.as_fd(), &st, &Avoid::default())), &new, dst_dir.as_fd(), c"f");
+            let _ = tx.send(placed.map_err(|e| e.to_string()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        if got.is_err() {
+            // Blocked in the open: a writer releases it, so that the test ends.
+            let _ = rustix::fs::open(&prev_path, OFlags::WRONLY | OFlags::NONBLOCK, Mode::empty());
+        }
+        assert_eq!(got, Ok(Ok(Placement::Copy { emlink: false })), "waited on the FIFO");
+        assert!(!s.dst_path.join("f").exists(), "nothing is left at the name");
+    }
+
+    /// A pulled host's attributes that its copies never get (`trusted.*`, `security.selinux`)
+    /// do not make an unchanged file differ from its previous copy; a kept one does.
+    #[test]
+    fn attributes_a_pulled_copy_never_gets_are_not_compared() {
+        let s = scene();
+        let new = QuickAttrs::of(&s.st);
+        let x = |n: &str, v: &str| (n.as_bytes().to_vec(), v.as_bytes().to_vec());
+        let dropped = vec![x("trusted.overlay.opaque", "y"), x("security.selinux", "system_u:object_r:etc_t:s0")];
+        assert!(!sent_xattrs_differ(s.prev_dir.as_fd(), c"f", &new, &s.st, dropped.clone()));
+        let kept = [dropped, vec![x("user.tag", "1")]].concat();
+        assert!(sent_xattrs_differ(s.prev_dir.as_fd(), c"f", &new, &s.st, kept));
     }
 }

@@ -802,6 +802,67 @@ fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
 /// stack and at most `OPEN_LEVELS` directories open, so a tree 10 000 directories deep (paths
 /// far beyond PATH_MAX, far more levels than descriptors a process may usually hold) is walked
 /// whole, down to the file at its bottom.
+/// A pulled host's `trusted.*` and `security.*` attributes (other than file capabilities),
+/// which would tell this machine's kernel how to treat the copy (an overlayfs redirect, an
+/// SELinux label, an IMA hash), are not written; `user.*` and capabilities are.
+#[test]
+fn a_pulled_host_cannot_set_trusted_or_security_label_attributes() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    // VFS_CAP_REVISION_2, cap_net_bind_service permitted.
+    let cap: Vec<u8> = [0x0200_0000u32, 1 << 10, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let x = |n: &str, v: &[u8]| (n.as_bytes().to_vec(), v.to_vec());
+    let planted = vec![
+        x("trusted.overlay.redirect", b"/etc"),
+        x("trusted.overlay.opaque", b"y"),
+        x("security.selinux", b"system_u:object_r:shadow_t:s0"),
+        x("security.ima", b"\x03\x02"),
+        x("user.tag", b"mine"),
+    ];
+    let with_cap = [planted.clone(), vec![x("security.capability", &cap)]].concat();
+    let fmeta = Meta { mode: 0o100755, size: 3, mtime: 5, xattrs: with_cap, ..Meta::default() };
+    let dmeta = Meta { mode: 0o40755, xattrs: planted, ..Meta::default() };
+    let frames = vec![
+        FromAgent::Source { index: 0, parent: b"srv".to_vec() },
+        FromAgent::Dir { name: b"x".to_vec(), meta: dmeta.clone() },
+        FromAgent::File {
+            name: b"f".to_vec(),
+            meta: Meta { mode: 0o100755, size: 3, ..Meta::default() },
+            link: None,
+            xattrs: None,
+        },
+        FromAgent::Data { id: 2, offset: 0, lz4: None, bytes: b"abc".to_vec() },
+        FromAgent::FileEnd { id: 2, length: 3, hash: *blake3::hash(b"abc").as_bytes(), meta: fmeta, torn: false },
+        FromAgent::DirEnd,
+        FromAgent::SourceEnd,
+        FromAgent::WalkEnd {
+            excluded: 0,
+            excluded_caches: 0,
+            excluded_if_present: 0,
+            excluded_large: 0,
+            ancestors: vec![(b"srv".to_vec(), dmeta)],
+        },
+    ];
+    let r = hostile(&dest, frames, false);
+    assert_eq!(r.state, RunState::Success, "{r:?}");
+    let snap = snapshot_dir(&dest, "client", &r);
+    let names = |p: &Path| {
+        let f = std::fs::File::open(p).unwrap();
+        let mut n: Vec<String> = crate::fs::fsops::read_xattrs_fd(std::os::fd::AsFd::as_fd(&f))
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    assert_eq!(names(&snap.join("srv/x/f")), ["security.capability", "user.tag"]);
+    assert_eq!(names(&snap.join("srv/x")), ["user.tag"], "a directory");
+    assert_eq!(names(&snap.join("srv")), ["user.tag"], "a directory above the sources");
+}
+
 #[test]
 fn the_agent_walks_a_very_deep_tree() {
     use rustix::fs::{Mode, OFlags};

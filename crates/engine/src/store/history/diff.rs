@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::fs::beneath::{self, DirCache};
 use crate::fs::{fsops, Name};
 use crate::store::layout::{HostDir, Snapshot};
-use crate::store::manifest::Hash;
+use crate::store::manifest::{Entry, Hash, ManifestReader};
 use crate::store::meta::{MANIFEST_FILE, META_DIR};
 use crate::store::walk::{self, Visit};
 
@@ -233,84 +233,85 @@ impl Side {
     }
 
     /// The manifest's hash of the file `rel`. Lookups come in walk order, so the manifest
-    /// (read once, when first needed) is scanned forward, and only the matching lines'
-    /// hashes are decoded. A manifest that is missing, not a regular file (a planted
-    /// symlink is never followed) or unreadable knows nothing: files are then read.
+    /// (opened when first needed) is read forward as a stream, one line of at most
+    /// `manifest::MAX_LINE` bytes at a time: whoever writes the disk can plant a manifest of
+    /// many gigabytes, which must not be held in memory. A manifest that is missing, not a
+    /// regular file (a planted symlink is never followed) or unreadable knows nothing: files
+    /// are then read.
     fn hash_of(&mut self, rel: &[u8]) -> Option<Hash> {
         let dir = &self.dir;
         let scan = self.manifest.get_or_insert_with(|| {
             let opened = dir.open_dir(&Name::fixed(META_DIR)).and_then(|meta| {
                 let name = Name::fixed(MANIFEST_FILE);
-                let mut f = match meta.open_read(&name)? {
-                    Some(f) => f,
-                    None => return Ok(None),
-                };
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut data)
-                    .map_err(|e| Error::io("read", meta.child_path(&name), e))?;
-                Ok(Some(data))
+                Ok(meta.open_read(&name)?.map(|f| ManifestReader::from_file(f, meta.child_path(&name))))
             });
-            let data = match opened {
-                Ok(Some(data)) => data,
+            match opened {
+                Ok(Some(reader)) => Scan::new(reader),
                 Ok(None) => {
                     tracing::warn!("{}: no manifest; comparing by reading the files", dir.path().display());
-                    Vec::new()
+                    Scan::empty()
                 }
                 Err(e) => {
                     tracing::warn!("{e}; comparing by reading the files");
-                    Vec::new()
+                    Scan::empty()
                 }
-            };
-            Scan { data, pos: 0 }
+            }
         });
         let (d, n) = split(rel);
         scan.find(d, n)
     }
 }
 
-/// A manifest held in memory, read forward by keys in walk order.
+/// A manifest read forward by keys in walk order, holding one entry: the first not yet
+/// passed.
 struct Scan {
-    data: Vec<u8>,
-    pos: usize,
+    reader: Option<ManifestReader>,
+    current: Option<Entry>,
 }
 
 impl Scan {
+    fn new(reader: ManifestReader) -> Scan {
+        let mut scan = Scan { reader: Some(reader), current: None };
+        scan.advance();
+        scan
+    }
+
+    fn empty() -> Scan {
+        Scan { reader: None, current: None }
+    }
+
     fn find(&mut self, dir: &[u8], name: &[u8]) -> Option<Hash> {
-        while self.pos < self.data.len() {
-            let rest = &self.data[self.pos..];
-            let len = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-            let line = &rest[..len];
-            let (escaped, body) = match line.strip_prefix(b"\\") {
-                Some(b) => (true, b),
-                None => (false, line),
-            };
-            if body.len() < 66 || &body[64..66] != b"  " {
-                self.pos += len + 1; // not a line of ours: skipped, as verify reports it
-                continue;
-            }
-            let unescaped;
-            let path: &[u8] = if escaped {
-                match crate::store::manifest::unescape(&body[66..]) {
-                    Some(p) => {
-                        unescaped = p;
-                        &unescaped
-                    }
-                    None => {
-                        self.pos += len + 1;
-                        continue;
-                    }
-                }
-            } else {
-                &body[66..]
-            };
-            let (d, n) = split(path);
-            match crate::store::manifest::cmp_key(d, n, dir, name) {
-                std::cmp::Ordering::Less => self.pos += len + 1,
-                std::cmp::Ordering::Equal => return blake3::Hash::from_hex(&body[..64]).ok().map(|h| *h.as_bytes()),
+        loop {
+            let cur = self.current.as_ref()?;
+            match crate::store::manifest::cmp_key(&cur.dir, &cur.name, dir, name) {
+                std::cmp::Ordering::Less => self.advance(),
+                std::cmp::Ordering::Equal => return Some(cur.hash),
                 std::cmp::Ordering::Greater => return None,
             }
         }
-        None
+    }
+
+    /// Reads the next entry, skipping lines that are not one (as verify reports them). A read
+    /// error, a line longer than `manifest::MAX_LINE` included, ends the reading: the files
+    /// after it are read.
+    fn advance(&mut self) {
+        let Some(reader) = self.reader.as_mut() else { return };
+        let mut entry = self.current.take().unwrap_or(Entry { dir: Vec::new(), name: Vec::new(), hash: [0; 32] });
+        loop {
+            match reader.next_into(&mut entry) {
+                Ok(true) => {
+                    self.current = Some(entry);
+                    return;
+                }
+                Ok(false) => break,
+                Err(Error::Format { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!("{e}; comparing the rest by reading the files");
+                    break;
+                }
+            }
+        }
+        self.reader = None;
     }
 }
 
@@ -498,14 +499,28 @@ mod tests {
         w.add(b"a/b", b"y", &h(3)).unwrap();
         w.add(b"a-c", b"z", &h(4)).unwrap();
         w.finish().unwrap();
-        let mut scan = Scan { data: std::fs::read(&path).unwrap(), pos: 0 };
+        let mut scan = Scan::new(ManifestReader::open(&path).unwrap());
         assert_eq!(scan.find(b"a", b"missing"), None);
         assert_eq!(scan.find(b"a", b"we\nird"), Some(h(2)));
         assert_eq!(scan.find(b"a", b"x"), Some(h(1)));
         assert_eq!(scan.find(b"a/b", b"y"), Some(h(3)));
         assert_eq!(scan.find(b"a-c", b"z"), Some(h(4)));
         assert_eq!(scan.find(b"zzz", b"z"), None);
-        let mut empty = Scan { data: Vec::new(), pos: 0 };
+        let mut empty = Scan::empty();
         assert_eq!(empty.find(b"a", b"x"), None);
+    }
+
+    #[test]
+    fn the_manifest_scan_skips_foreign_lines_and_stops_at_an_endless_one() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("m");
+        let line = |h: &str, p: &str| format!("{}  {p}\n", h.repeat(64));
+        let text = [line("1", "a/x"), "not a line of ours\n".into(), line("2", "a/y")].concat();
+        let endless = vec![b'z'; crate::store::manifest::MAX_LINE + 1];
+        std::fs::write(&path, [text.as_bytes(), &endless, line("3", "b/z").as_bytes()].concat()).unwrap();
+        let mut scan = Scan::new(ManifestReader::open(&path).unwrap());
+        assert_eq!(scan.find(b"a", b"x"), Some([0x11; 32]));
+        assert_eq!(scan.find(b"a", b"y"), Some([0x22; 32]), "the foreign line is skipped");
+        assert_eq!(scan.find(b"b", b"z"), None, "nothing is believed after a line over the cap");
     }
 }
