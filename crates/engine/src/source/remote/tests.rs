@@ -798,10 +798,6 @@ fn device_nodes_of_a_pulled_host_are_skipped_unless_allowed() {
     assert_eq!(fingerprint(&v), before);
 }
 
-/// The agent's walk is this machine's (`fs::tree`): no recursion bounded by the thread's
-/// stack and at most `OPEN_LEVELS` directories open, so a tree 10 000 directories deep (paths
-/// far beyond PATH_MAX, far more levels than descriptors a process may usually hold) is walked
-/// whole, down to the file at its bottom.
 /// A pulled host's `trusted.*` and `security.*` attributes (other than file capabilities),
 /// which would tell this machine's kernel how to treat the copy (an overlayfs redirect, an
 /// SELinux label, an IMA hash), are not written; `user.*` and capabilities are.
@@ -863,6 +859,10 @@ fn a_pulled_host_cannot_set_trusted_or_security_label_attributes() {
     assert_eq!(names(&snap.join("srv")), ["user.tag"], "a directory above the sources");
 }
 
+/// The agent's walk is this machine's (`fs::tree`): no recursion bounded by the thread's
+/// stack and at most `OPEN_LEVELS` directories open, so a tree 10 000 directories deep (paths
+/// far beyond PATH_MAX, far more levels than descriptors a process may usually hold) is walked
+/// whole, down to the file at its bottom.
 #[test]
 fn the_agent_walks_a_very_deep_tree() {
     use rustix::fs::{Mode, OFlags};
