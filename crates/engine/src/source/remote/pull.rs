@@ -60,6 +60,17 @@ pub const MAX_INFLIGHT: usize = 64;
 /// and metadata, about a hundred bytes each: twice the window of them is some 3 MiB.
 pub const MAX_DEFERRED_BYTES: usize = 64 << 20;
 
+/// The most bytes of directories' extended attributes held at once: a directory's metadata
+/// waits on the stack until its `DirEnd` and then in the queue until it is applied, and an
+/// agent may nest directories without end, each with a frame's worth of attributes. A real
+/// directory's attributes are a few hundred bytes (an ACL, a label).
+pub const MAX_HELD_DIR_XATTRS: usize = 64 << 20;
+
+/// The bytes of `meta`'s extended attributes (names and values).
+fn xattr_bytes(meta: &Meta) -> usize {
+    meta.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum()
+}
+
 pub use crate::store::record::Transfer;
 
 /// What to pull.
@@ -366,6 +377,8 @@ struct Puller<'a, R: Read> {
     /// Walk frames read while the walk waits, with their sizes.
     deferred: VecDeque<(FromAgent, usize)>,
     deferred_bytes: usize,
+    /// Bytes of extended attributes of directories entered and not yet applied.
+    held_dir_xattrs: usize,
     links: HashMap<(u64, u64), First>,
     /// The number of the next walk frame.
     seq: u64,
@@ -401,6 +414,7 @@ impl<'a, R: Read> Puller<'a, R> {
             inflight: HashMap::new(),
             deferred: VecDeque::new(),
             deferred_bytes: 0,
+            held_dir_xattrs: 0,
             links: HashMap::new(),
             seq: 0,
             acked: 0,
@@ -521,6 +535,7 @@ impl<'a, R: Read> Puller<'a, R> {
                 self.writer.file(source, rel, dst.as_fd(), FileResult { name, outcome })?;
             }
             SlotKind::Dir { dst, meta, dir } => {
+                self.held_dir_xattrs = self.held_dir_xattrs.saturating_sub(xattr_bytes(&meta));
                 let applied = fsops::apply_attrs_fd(dst.as_fd(), &meta.attrs(), &meta.xattrs);
                 self.writer.dir_done(applied, abs_of(self.paths.of(&dir), b""))?;
             }
@@ -631,6 +646,14 @@ impl<'a, R: Read> Puller<'a, R> {
         })?;
         let prev = top.prev.as_ref().and_then(|p| fsops::open_dir_at(p.as_fd(), &c).ok()).map(Arc::new);
         let dir = top.dir.child(name);
+        self.held_dir_xattrs += xattr_bytes(&meta);
+        if self.held_dir_xattrs > MAX_HELD_DIR_XATTRS {
+            return Err(self.protocol(format!(
+                "the agent sent more than {} MiB of extended attributes of directories not yet closed (at {})",
+                MAX_HELD_DIR_XATTRS >> 20,
+                abs_of(&dir.rel(), b"").display()
+            )));
+        }
         self.stack.push(Level { dir, dst: Arc::new(dst), prev, meta: Some(meta) });
         Ok(())
     }
@@ -845,6 +868,7 @@ impl<'a, R: Read> Puller<'a, R> {
                     refused.why
                 ))
             })?;
+            self.held_dir_xattrs += xattr_bytes(&meta);
             self.push(SlotKind::Dir { dst: Arc::new(fd), meta, dir: DirPath::top(&rel) });
         }
         Ok(())

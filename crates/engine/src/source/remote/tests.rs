@@ -1104,3 +1104,24 @@ fn deep_nesting_from_the_agent_takes_memory_linear_in_depth() {
     let peak: u64 = peak.parse().unwrap();
     assert!(peak < 200 << 10, "peak RSS {} MiB for {DEPTH} levels", peak >> 10);
 }
+
+/// Each open directory's metadata waits for its `DirEnd`: nested directories that each carry
+/// a frame's worth of extended attributes would hold the sum of them all. Beyond
+/// `MAX_HELD_DIR_XATTRS` the pull stops, naming the directory.
+#[test]
+fn directories_attributes_held_while_they_are_open_are_bounded_in_bytes() {
+    use super::proto::{FromAgent, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("dest");
+    std::fs::create_dir_all(&dest).unwrap();
+    let big = vec![(b"user.big".to_vec(), vec![b'x'; 15 << 20])];
+    let meta = Meta { mode: 0o40755, xattrs: big, ..Meta::default() };
+    let n = super::pull::MAX_HELD_DIR_XATTRS / (15 << 20) + 1;
+    let mut frames = vec![FromAgent::Source { index: 0, parent: b"srv".to_vec() }];
+    frames.extend((0..n).map(|i| FromAgent::Dir { name: format!("d{i}").into_bytes(), meta: meta.clone() }));
+    let r = hostile(&dest, frames, false);
+    assert_eq!(r.state, RunState::Failed, "{r:?}");
+    let e = r.error.as_ref().unwrap();
+    assert!(e.contains("more than 64 MiB of extended attributes of directories not yet closed"), "{e}");
+    assert!(e.contains(&format!("/d{}", n - 1)), "{e}");
+}
