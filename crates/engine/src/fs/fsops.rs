@@ -79,7 +79,7 @@ pub fn link_at(from: BorrowedFd, to: BorrowedFd, name: &CStr) -> io::Result<()> 
 /// Opens a regular file that a walk listed as one, for reading: a snapshot's (restore) or a
 /// live source's, without touching its access time where that is permitted. See
 /// [`open_regular_at`].
-pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<(File, Stat)> {
     // O_NOATIME is refused (EPERM) for files we do not own when we lack CAP_FOWNER.
     match open_regular_with(dir, name, OFlags::NOATIME) {
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => open_regular_at(dir, name),
@@ -92,20 +92,22 @@ pub fn open_source_file(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
 /// nothing for a regular file's reads), and refusing anything that is not a regular file once
 /// open — the type is checked on the open file, so nothing can be swapped in between. Whoever
 /// can write a source tree, the backup disk or a pulled host's stream may have put something
-/// else under the name since it was listed.
-pub fn open_regular_at(dir: BorrowedFd, name: &CStr) -> io::Result<File> {
+/// else under the name since it was listed. Returns the open file's status too, which the
+/// check read anyway.
+pub fn open_regular_at(dir: BorrowedFd, name: &CStr) -> io::Result<(File, Stat)> {
     open_regular_with(dir, name, OFlags::empty())
 }
 
-fn open_regular_with(dir: BorrowedFd, name: &CStr, extra: OFlags) -> io::Result<File> {
+fn open_regular_with(dir: BorrowedFd, name: &CStr, extra: OFlags) -> io::Result<(File, Stat)> {
     let fd = rustix::fs::openat(dir, name, src_flags() | OFlags::NONBLOCK | extra, Mode::empty())?;
-    if file_type(&rustix::fs::fstat(&fd)?) != FileType::RegularFile {
+    let st = rustix::fs::fstat(&fd)?;
+    if file_type(&st) != FileType::RegularFile {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "it is not a regular file (replaced since it was listed?); not read",
         ));
     }
-    Ok(fd.into())
+    Ok((fd.into(), st))
 }
 
 /// Creates a new file for writing; fails if it exists.

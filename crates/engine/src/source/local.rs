@@ -1124,11 +1124,10 @@ fn copy_regular(
         None => 0,
     };
     for attempt in 0..2 {
-        let src = match fsops::open_source_file(job.src.as_fd(), name) {
-            Ok(f) => f,
+        let (src, before) = match fsops::open_source_file(job.src.as_fd(), name) {
+            Ok(opened) => opened,
             Err(e) => return Ok(Outcome::Warning(format!("cannot open: {e}"))),
         };
-        let before = rustix::fs::fstat(&src)?;
         if attempt > 0 {
             let _ = rustix::fs::unlinkat(job.dst.as_fd(), name, rustix::fs::AtFlags::empty());
         }

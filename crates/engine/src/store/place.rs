@@ -40,7 +40,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::sync::RwLock;
 
-use rustix::fs::{FileType, Mode, OFlags, Stat};
+use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
 
 use crate::fs::fsops;
@@ -253,18 +253,24 @@ pub fn keeps(prev: Option<&Stat>, new: &QuickAttrs, avoid: &Avoid) -> bool {
 /// Reflinks the previous copy `name` of `dir` (whose stat is `st`) as `name` in `dst`, with
 /// its owner, mode, extended attributes and times.
 ///
-/// The previous copy is opened by [`fsops::open_regular_at`] (as in [`share`]): whoever writes
-/// the disk may swap a FIFO in after the caller's stat, whose plain open would wait for a
-/// writer forever; it must then still be the regular file `st` describes.
+/// The previous copy is opened by [`open_previous`], as in [`share`].
 fn clone_at(dir: BorrowedFd, st: &Stat, dst: BorrowedFd, name: &CStr) -> io::Result<()> {
-    let src = fsops::open_regular_at(dir, name)?;
-    let now = rustix::fs::fstat(&src)?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
-        return Err(io::Error::other("the previous copy was replaced"));
-    }
+    let (src, _) = open_previous(dir, name, st)?;
     let out = fsops::create_file_at(dst, name)?;
     rustix::fs::ioctl_ficlone(&out, &src)?;
     fsops::apply_meta_fd(Some(std::os::fd::AsFd::as_fd(&src)), std::os::fd::AsFd::as_fd(&out), st)
+}
+
+/// The previous copy `name` in `dir`, whose status the caller read as `st`: opened by
+/// [`fsops::open_regular_at`] (whoever writes the disk may have swapped a symlink or a FIFO in
+/// since, whose plain open would follow it or wait for a writer forever), and only while it is
+/// still that file (device and inode). With its status now.
+fn open_previous(dir: BorrowedFd, name: &CStr, st: &Stat) -> io::Result<(File, Stat)> {
+    let (prev, now) = fsops::open_regular_at(dir, name)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(io::Error::other("the previous copy was replaced"));
+    }
+    Ok((prev, now))
 }
 
 /// What the outcome of a reflink means: anything but a destination-wide error leaves no
@@ -305,8 +311,8 @@ static NO_CLONE: RwLock<Option<HashSet<u64>>> = RwLock::new(None);
 /// a reflink of its previous copy `base` (named `name` in its directory) plus only the blocks
 /// that differ from `src` (`store::delta::write_changed`), using the previous copy's chunk
 /// `record` when it describes that copy (size and mtime), else comparing block by block.
-/// The previous copy is opened `O_NOFOLLOW | O_NONBLOCK` and must still be the regular file
-/// `base` was stat'ed as. `None`: it cannot share blocks (`dst` is untouched; copy plainly).
+/// The previous copy is opened by [`open_previous`]. `None`: it cannot share blocks (`dst` is
+/// untouched; copy plainly).
 pub fn share(
     base: Previous,
     name: &CStr,
@@ -317,12 +323,7 @@ pub fn share(
     buf: &mut Vec<u8>,
 ) -> Option<io::Result<Delta>> {
     let (dir, st, _) = base;
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let prev = File::from(rustix::fs::openat(dir, name, flags, Mode::empty()).ok()?);
-    let now = rustix::fs::fstat(&prev).ok()?;
-    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) || fsops::file_type(&now) != FileType::RegularFile {
-        return None;
-    }
+    let (prev, now) = open_previous(dir, name, st).ok()?;
     if !clone_into(&prev, dst, dev) {
         return None;
     }
@@ -366,6 +367,7 @@ fn after_link(linked: io::Result<()>) -> io::Result<Placement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{Mode, OFlags};
     use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
 

@@ -308,7 +308,7 @@ impl<'a> Writer<'a> {
     /// snapshot or block the run.
     fn hash_in_snapshot(&mut self, dir: BorrowedFd, rel: &[u8], name: &CStr) -> Result<Hash> {
         let p = self.work.join(OsStr::from_bytes(rel)).join(OsStr::from_bytes(name.to_bytes()));
-        let f = fsops::open_regular_at(dir, name).ctx("read", &p)?;
+        let (f, _) = fsops::open_regular_at(dir, name).ctx("read", &p)?;
         fsops::hash_file(&f, &mut self.buf).ctx("read", &p)
     }
 }

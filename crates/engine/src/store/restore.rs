@@ -1519,10 +1519,9 @@ impl<'a> Copier<'a> {
                 if self.link_to_earlier_copy(st, dst_dir, dst_name).ctx("create hard link", to)? {
                     return Ok(None);
                 }
-                let src = fsops::open_source_file(src_dir, name).ctx("open", from)?;
+                let (src, now) = fsops::open_source_file(src_dir, name).ctx("open", from)?;
                 // The file listed, not one put under its name since (whoever writes the backup
                 // disk): its content and metadata are what `st` describes.
-                let now = rustix::fs::fstat(&src).ctx("inspect", from)?;
                 if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
                     return Err(Error::io(
                         "open",

@@ -265,10 +265,7 @@ impl Restic {
         if status.success() {
             return Ok(String::from_utf8_lossy(&kept).into_owned());
         }
-        Err(Error::Command {
-            what: what(),
-            message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(&stderr))),
-        })
+        Err(exited(what(), status, &stderr))
     }
 
     /// Whether the repository exists (`restic cat config`): `false` when restic says there is
@@ -430,10 +427,7 @@ impl Restic {
             return Ok(None);
         }
         if !status.success() {
-            return Err(Error::Command {
-                what: what(),
-                message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(&stderr))),
-            });
+            return Err(exited(what(), status, &stderr));
         }
         Ok(Some(*hasher.finalize().as_bytes()))
     }
@@ -462,6 +456,15 @@ impl Restic {
 pub const MAX_OUTPUT: usize = 64 << 20;
 /// The end of restic's stderr kept for an error message (its last lines say what went wrong).
 pub const STDERR_TAIL: usize = 64 << 10;
+
+/// The error of a restic that exited with `status`, naming `what` it did and the end of what
+/// it said on stderr.
+fn exited(what: String, status: std::process::ExitStatus, stderr: &[u8]) -> Error {
+    Error::Command {
+        what,
+        message: format!("restic exited with {status}: {}", stderr_tail(&String::from_utf8_lossy(stderr))),
+    }
+}
 
 /// Whether a line of `restic backup --json` is a progress report (`"message_type":"status"`).
 fn is_status_line(line: &[u8]) -> bool {

@@ -778,7 +778,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let base = prev_st
             .map(|st| u64::try_from(st.st_size).unwrap_or(0))
             .filter(|&n| n >= delta::MIN_DELTA_SIZE && meta.size >= delta::MIN_DELTA_SIZE)
-            .and_then(|n| fsops::open_regular_at(prev?.as_fd(), &c).ok().map(|f| (f, n)));
+            .and_then(|n| fsops::open_regular_at(prev?.as_fd(), &c).ok().map(|(f, _)| (f, n)));
         self.transfer(c, &meta, link, dst, base, emlink)
     }
 
@@ -788,7 +788,7 @@ impl<'a, R: Read> Puller<'a, R> {
         let mut hash = None;
         if let Some(key) = link {
             let f = fsops::open_regular_at(dst.as_fd(), &c);
-            let h = f.and_then(|f| fsops::hash_file(&f, &mut Vec::new()));
+            let h = f.and_then(|(f, _)| fsops::hash_file(&f, &mut Vec::new()));
             hash = Some(h.map_err(|e| Error::io("read", self.work.join(OsStr::from_bytes(c.to_bytes())), e))?);
             self.links.insert(key, First { dst: dst.clone(), name: c.clone(), hash, done: true });
         }
